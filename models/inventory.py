@@ -1,0 +1,230 @@
+"""The agent inventory (``config/agents.yaml``): who acts on the account's behalf, and how an
+event is attributed to one of them.
+
+Every agent has a purpose, an owner and an environment, the identities it acts through
+(``ram-user:NAME``, ``role:NAME``, ``access-key:ID``) and its least-privilege scope as RAM policy
+documents (inline, or ``file:`` relative to the inventory file). An identity belongs to at most
+one agent. An event whose identity matches no agent keeps its raw identity as its agent, so
+unregistered activity is never dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import UTC, date, datetime, time
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.config import read_yaml, validation_error
+from pipeline.errors import UsageError
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_IDENTITY = re.compile(r"^(ram-user|role|access-key):(\S+)$")
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def parse_days(spec: str) -> frozenset[int]:
+    """``mon-fri``, ``sat,sun``, ``mon-wed,fri``, ``daily`` -> weekday numbers (Monday = 0)."""
+    spec = spec.strip().lower()
+    if spec in ("daily", "all", "every day", "mon-sun"):
+        return frozenset(range(7))
+    out: set[int] = set()
+    for part in spec.split(","):
+        first, _, last = part.strip().partition("-")
+        if first not in _DAYS or (last and last not in _DAYS):
+            raise ValueError(f"days must look like mon-fri or sat,sun; got {spec!r}")
+        a, b = _DAYS.index(first), _DAYS.index(last or first)
+        out.update(range(a, b + 1) if a <= b else [*range(a, 7), *range(b + 1)])
+    return frozenset(out)
+
+
+class Hours(BaseModel):
+    """When the agent is expected to act, in the config's ``timezone``; ``to`` < ``from`` wraps."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    days: str = "daily"
+    start: time = Field(default=time(0, 0), alias="from")
+    end: time = Field(default=time(23, 59, 59), alias="to")
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, value: str) -> str:
+        parse_days(value)
+        return value
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _clock(cls, value: Any) -> Any:
+        if isinstance(value, int):  # YAML reads 08:00 unquoted as a sexagesimal int
+            return time(value // 60, value % 60)
+        return value
+
+    def contains(self, local: datetime) -> bool:
+        """Is this local (already converted to the business time zone) moment inside the hours?"""
+        clock = local.time().replace(tzinfo=None)
+        days = parse_days(self.days)
+        if self.start <= self.end:
+            return local.weekday() in days and self.start <= clock <= self.end
+        if clock >= self.start:  # the evening part of an overnight window
+            return local.weekday() in days
+        return (local.weekday() - 1) % 7 in days and clock <= self.end
+
+
+class Agent(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    purpose: str = Field(min_length=1)
+    owner: str = Field(min_length=1)
+    environment: str = Field(min_length=1)
+    identities: list[str] = Field(min_length=1)
+    policies: list[dict[str, Any]] = Field(default_factory=list)
+    regions: list[str] | None = None
+    source_ips: list[IPv4Network | IPv6Network] | None = None
+    hours: Hours | None = None
+    expires: datetime | None = None
+    review_by: date | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("use lowercase letters, digits and '-' (e.g. staging-deploy)")
+        return value
+
+    @field_validator("identities")
+    @classmethod
+    def _identities(cls, value: list[str]) -> list[str]:
+        for ident in value:
+            if not _IDENTITY.match(ident):
+                raise ValueError(
+                    f"{ident!r} is not an identity; write ram-user:NAME, role:NAME or access-key:ID")
+        return value
+
+    @field_validator("source_ips", mode="before")
+    @classmethod
+    def _cidrs(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            try:
+                return [ip_network(str(v), strict=False) for v in value]
+            except ValueError as exc:
+                raise ValueError(f"not an IP or CIDR: {exc}") from None
+        return value
+
+    @field_validator("expires")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC) if value else value
+
+
+class Inventory(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agents: list[Agent] = Field(default_factory=list)
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _unique(self) -> Inventory:
+        seen_names: set[str] = set()
+        owner_of: dict[str, str] = {}
+        for i, agent in enumerate(self.agents):
+            if agent.name in seen_names:
+                raise ValueError(f"agents[{i}].name: {agent.name!r} is declared twice")
+            seen_names.add(agent.name)
+            for ident in agent.identities:
+                if ident in owner_of:
+                    raise ValueError(f"agents[{i}].identities: {ident!r} already belongs to "
+                                     f"agent {owner_of[ident]!r}")
+                owner_of[ident] = agent.name
+        return self
+
+    def agent(self, name: str) -> Agent | None:
+        return next((a for a in self.agents if a.name == name), None)
+
+    @property
+    def identity_map(self) -> dict[str, str]:
+        return {ident: a.name for a in self.agents for ident in a.identities}
+
+    def fingerprint(self) -> str:
+        """Changes whenever attribution could change."""
+        return hashlib.sha256(json.dumps(sorted(self.identity_map.items())).encode()).hexdigest()[:16]
+
+
+class Attributor:
+    """Maps an event's identity (and AccessKey) to the agent that owns it."""
+
+    def __init__(self, inventory: Inventory | None):
+        self._map = inventory.identity_map if inventory else {}
+
+    def __call__(self, identity: str, access_key_id: str | None) -> str:
+        if access_key_id:
+            agent = self._map.get(f"access-key:{access_key_id}")
+            if agent:
+                return agent
+        return self._map.get(identity, identity)
+
+
+def load_inventory(path: Path | None) -> Inventory:
+    """Read and validate the inventory; errors name the file, the agent and the key."""
+    if path is None:
+        return Inventory()
+    data = read_yaml(path)
+    if data is None:
+        return Inventory(path=str(path))
+    if not isinstance(data, dict) or "agents" not in data:
+        raise UsageError("expected a top-level `agents:` list", path=str(path))
+    agents = data.get("agents") or []
+    if not isinstance(agents, list):
+        raise UsageError("expected a list of agents", path=str(path), key="agents")
+    resolved = [_with_policies(a, i, path) for i, a in enumerate(agents)]
+    try:
+        return Inventory.model_validate({"agents": resolved, "path": str(path)})
+    except ValidationError as exc:
+        raise _named(validation_error(exc, path), agents) from None
+
+
+def _with_policies(agent: Any, index: int, path: Path) -> Any:
+    """Replace ``{file: x.json}`` entries by the documents they name (relative to the inventory)."""
+    if not isinstance(agent, dict) or not isinstance(agent.get("policies"), list):
+        return agent
+    docs = []
+    for j, pol in enumerate(agent["policies"]):
+        key = f"agents[{index}].policies[{j}]"
+        if isinstance(pol, dict) and set(pol) == {"file"}:
+            docs.append(_read_policy(path.parent / str(pol["file"]), path, key))
+        elif isinstance(pol, dict) and "Statement" in pol:
+            docs.append(pol)
+        else:
+            raise UsageError("expected a RAM policy document or {file: PATH}", path=str(path), key=key)
+    return {**agent, "policies": docs}
+
+
+def _read_policy(policy_path: Path, inventory: Path, key: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(policy_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"policy file not found: {policy_path}", path=str(inventory), key=key) from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read policy file {policy_path}: {exc}", path=str(inventory),
+                         key=key) from None
+    if not isinstance(doc, dict) or "Statement" not in doc:
+        raise UsageError(f"{policy_path} is not a RAM policy document (no Statement)",
+                         path=str(inventory), key=key)
+    return doc
+
+
+def _named(err: UsageError, agents: list[Any]) -> UsageError:
+    """Add the agent's name to ``agents[3].hours`` style keys, so the message is findable."""
+    match = re.match(r"agents\[(\d+)\]", err.key or "")
+    if match and int(match[1]) < len(agents) and isinstance(agents[int(match[1])], dict):
+        name = agents[int(match[1])].get("name")
+        if name:
+            return UsageError(f"{err.message} (agent {name!r})", path=err.path, key=err.key)
+    return err

@@ -1,0 +1,341 @@
+"""The ``trailwarden`` command: thin commands over the library.
+
+Each command opens the store, calls one library function and renders the result. ``--config``
+and ``--db`` are accepted before the command name and after it. Exit codes: 0 success, 1 runtime
+failure, 2 bad usage or invalid config/input (the message names the file and the key).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from models.inventory import Attributor, Inventory, load_inventory
+from pipeline import __version__
+from pipeline.config import Config, load_config, resolve_config_path
+from pipeline.errors import TerminalError, TrailwardenError, UsageError
+from pipeline.output import FORMATS, render, to_jsonable
+from pipeline.store import Store, open_store
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("trailwarden")
+
+
+@dataclass
+class App:
+    """What every command needs: where the config and the store are, loaded once."""
+
+    config_path: str | None = None
+    db_path: str | None = None
+    debug: bool = False
+    _config: Config | None = field(default=None, repr=False)
+    _inventory: Inventory | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(resolve_config_path(self.config_path))
+        return self._config
+
+    @property
+    def inventory(self) -> Inventory:
+        if self._inventory is None:
+            self._inventory = load_inventory(self.config.inventory)
+        return self._inventory
+
+    @property
+    def database(self) -> Path:
+        return Path(self.db_path) if self.db_path else self.config.database
+
+    def open(self, *, read_only: bool = False) -> Store:
+        return open_store(self.database, read_only=read_only, memory_limit=self.config.memory_limit)
+
+
+def _remember(name: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+        if value is not None:
+            app = ctx.find_object(App) or ctx.ensure_object(App)
+            setattr(app, name, value)
+        return value
+
+    return callback
+
+
+def common_options(func: F) -> F:
+    """``--config`` and ``--db``, valid before and after the command name (the later wins)."""
+    func = click.option("--db", metavar="PATH", expose_value=False, callback=_remember("db_path"),
+                        help="The DuckDB store (overrides `database` in the config).")(func)
+    return click.option("--config", metavar="PATH", expose_value=False,
+                        callback=_remember("config_path"),
+                        help="Config file (default: $TRAILWARDEN_CONFIG, else "
+                             "config/trailwarden.yaml if present, else built-in defaults).")(func)
+
+
+def format_option(choices: tuple[str, ...] = FORMATS, default: str = "table") -> Callable[[F], F]:
+    return click.option("--format", "fmt", type=click.Choice(choices), default=default,
+                        show_default=True, help="Output format.")
+
+
+pass_app = click.make_pass_decorator(App, ensure=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@common_options
+@click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
+@click.version_option(__version__, prog_name="trailwarden")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """trailwarden watches the agents of an Alibaba Cloud account.
+
+    It pulls ActionTrail events into DuckDB, attributes each to an agent from the inventory,
+    scores them and tells the security team what matters.
+
+    \b
+    Start here:
+      trailwarden demo                      # the whole pipeline on generated data
+      trailwarden ingest --file trail/      # load ActionTrail files or an OSS dump
+      trailwarden status                    # what is in the store
+      trailwarden query "SELECT agent, count(*) FROM events GROUP BY 1"
+    """
+    ctx.ensure_object(App).debug = debug
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+# -- ingest --------------------------------------------------------------------------------------
+@cli.command()
+@common_options
+@click.option("--source", "sources", multiple=True, metavar="NAME",
+              help="Ingest only this configured source (repeatable).")
+@click.option("--file", "paths", multiple=True, metavar="PATH",
+              help="A file or directory of ActionTrail events (repeatable): JSON array, single "
+                   "event, NDJSON, LookupEvents body, .gz of any, OSS delivery folders.")
+@format_option(("text", "json"), default="text")
+@pass_app
+def ingest(app: App, sources: tuple[str, ...], paths: tuple[str, ...], fmt: str) -> None:
+    """Pull from the configured sources, or ingest files, into the store, once.
+
+    Re-running is safe: files already ingested are skipped by content hash and events already
+    stored are recognized by eventId. Input that cannot be parsed is quarantined with the reason
+    (see `trailwarden query "SELECT * FROM quarantine"`); the rest goes on.
+
+    \b
+    Examples:
+      trailwarden ingest --file ../shared/datasets/real-attacks/
+      trailwarden ingest --file oss-dump/AliyunLogs/Actiontrail/ --format json
+      trailwarden ingest --source archive
+    """
+    from pipeline.ingest import ingest_files
+
+    targets = _ingest_targets(app, sources, paths)
+    attribute = Attributor(app.inventory)
+    started = time.monotonic()
+    with app.open() as store, _recorded_run(store, "ingest") as counts:
+        total = 0
+        for name, source_paths in targets:
+            with _progress_bar(source_paths) as progress:
+                report = ingest_files(store, source_paths, attribute, source=name, progress=progress)
+            counts[name] = report.as_dict()
+            total += report.new
+        counts["new"] = total
+    elapsed = time.monotonic() - started
+    reports = {k: v for k, v in counts.items() if isinstance(v, dict)}
+    if fmt == "json":
+        click.echo(json.dumps(to_jsonable({"seconds": round(elapsed, 3), "sources": reports}), indent=2))
+        return
+    for name, rep in reports.items():
+        click.echo(_ingest_line(name, rep, elapsed))
+
+
+def _ingest_targets(app: App, sources: tuple[str, ...], paths: tuple[str, ...]) -> list[tuple[str, list[str]]]:
+    from pipeline.config import FilesSource
+    from pipeline.sources.files import find_files
+
+    if paths:
+        find_files(paths)  # a missing path is a usage error before anything is written
+    targets: list[tuple[str, list[str]]] = [("files", list(paths))] if paths else []
+    chosen = [app.config.source(n) for n in sources] if sources else ([] if paths else app.config.sources)
+    for src in chosen:
+        if not isinstance(src, FilesSource):
+            raise TerminalError(f"source {src.name!r}: type {src.type!r} is not available in this "
+                                "version of trailwarden; only `files` sources can be ingested")
+        targets.append((src.name, [str(src.path)]))
+    if not targets:
+        raise UsageError("nothing to ingest: pass --file PATH or configure `sources` in the config")
+    return targets
+
+
+def _ingest_line(name: str, rep: dict[str, Any], elapsed: float) -> str:
+    files = rep.get("files", 0)
+    skipped = rep.get("skipped_files", 0)
+    line = (f"{name}: {rep.get('new', 0):,} new events, {rep.get('duplicates', 0):,} duplicates, "
+            f"{rep.get('quarantined', 0):,} quarantined from {files:,} file{'s' if files != 1 else ''}")
+    if skipped:
+        line += f" ({skipped:,} already ingested, skipped)"
+    return line + f" in {elapsed:.1f}s"
+
+
+@contextmanager
+def _progress_bar(paths: list[str]) -> Iterator[Callable[[int], None] | None]:
+    """A byte-based progress bar on a terminal; nothing when stderr is not one."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from pipeline.sources.files import find_files
+
+    total = sum(p.stat().st_size for p in find_files(paths))
+    with click.progressbar(length=total, label="ingesting", file=sys.stderr,
+                           show_eta=True, show_percent=True) as bar:
+        yield bar.update
+
+
+@contextmanager
+def _recorded_run(store: Store, command: str) -> Iterator[dict[str, Any]]:
+    """Record the command in ``runs``: its counts on success, its error on failure."""
+    run_id = store.start_run(command)
+    counts: dict[str, Any] = {}
+    try:
+        yield counts
+    except BaseException as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        try:
+            store.finish_run(run_id, counts, error=message)
+        except Exception:
+            log.debug("could not record the failed run", exc_info=True)
+        raise
+    store.finish_run(run_id, to_jsonable(counts))
+
+
+# -- query / status ------------------------------------------------------------------------------
+@cli.command()
+@common_options
+@click.argument("sql")
+@click.option("--param", "-p", "params", multiple=True, metavar="VALUE",
+              help="A value bound to the next `?` in SQL (repeatable); never spliced into the text.")
+@format_option()
+@pass_app
+def query(app: App, sql: str, params: tuple[str, ...], fmt: str) -> None:
+    """Run read-only SQL over the store.
+
+    Tables: events, quarantine, ingest_state, ingested_files, runs, schema_migrations.
+    Times are UTC.
+
+    \b
+    Examples:
+      trailwarden query "SELECT agent, count(*) AS n FROM events GROUP BY 1 ORDER BY n DESC"
+      trailwarden query "SELECT * FROM events WHERE agent = ?" -p staging-deploy --format json
+    """
+    from pipeline.status import run_query
+
+    with app.open(read_only=True) as store:
+        columns, rows = run_query(store, sql, params)
+    click.echo(render(columns, rows, fmt))
+
+
+@cli.command()
+@common_options
+@format_option(("table", "json"))
+@pass_app
+def status(app: App, fmt: str) -> None:
+    """Events, sources' cursors and lag, quarantine, and the last runs.
+
+    \b
+    Example:
+      trailwarden status --format json
+    """
+    from pipeline.status import collect_status
+
+    with app.open(read_only=True) as store:
+        info = collect_status(store)
+    if fmt == "json":
+        click.echo(json.dumps(to_jsonable(info), indent=2))
+        return
+    click.echo(_status_text(info))
+
+
+def _status_text(info: dict[str, Any]) -> str:
+    j = to_jsonable
+    lines = [
+        f"store       {info['database']} ({info['database_bytes'] / 2**20:.1f} MiB, schema v{info['schema_version']})",
+        f"events      {info['events']:,} from {info['agents']:,} agents"
+        + (f", {j(info['first_event'])} .. {j(info['last_event'])}" if info["events"] else ""),
+        f"files       {info['files_ingested']:,} ingested",
+        f"quarantine  {info['quarantined']:,}"
+        + "".join(f"\n              {r['count']:,} {r['reason']}" for r in info["quarantine_reasons"]),
+        "",
+    ]
+    if info["sources"]:
+        lines.append(render(["source", "partition", "watermark", "lag_seconds", "events", "updated_at"],
+                            [[s["source"], s["partition"], s["watermark"], s["lag_seconds"], s["events"],
+                              s["updated_at"]] for s in info["sources"]], "table"))
+        lines.append("")
+    if info["recent_runs"]:
+        lines.append(render(["run", "command", "started_at", "status", "error"],
+                            [[r["id"], r["command"], r["started_at"], r["status"], r["error"]]
+                             for r in info["recent_runs"]], "table"))
+    return "\n".join(lines).rstrip()
+
+
+# -- demo ----------------------------------------------------------------------------------------
+@cli.command()
+@common_options
+@click.option("--days", default=30, show_default=True, type=click.IntRange(8, 120),
+              help="How many days of traffic to generate.")
+@click.option("--seed", default=7, show_default=True, type=int, help="Random seed (same seed, same data).")
+@pass_app
+def demo(app: App, days: int, seed: int) -> None:
+    """The whole pipeline on generated data: no cloud account, no Slack, nothing to configure.
+
+    Generates a month of ActionTrail traffic for the sample inventory in config/agents.yaml
+    (a CI deployer, a read-only monitor, a nightly backup bot, a time-bound vendor, an ETL role
+    and a human admin) with a few planted incidents, writes it as an OSS-style dump, ingests it
+    into a fresh store (default data/demo.duckdb) and prints what it found.
+
+    \b
+    Example:
+      trailwarden demo && trailwarden --db data/demo.duckdb status
+    """
+    from pipeline.demo import run_demo
+
+    db = Path(app.db_path) if app.db_path else Path("data/demo.duckdb")
+    run_demo(db, days=days, seed=seed, echo=click.echo)
+
+
+# -- entry point ---------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="trailwarden", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("trailwarden: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+    except TrailwardenError as exc:
+        click.echo(f"trailwarden: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("trailwarden: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        if _debug_requested(argv):
+            raise
+        click.echo(f"trailwarden: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                   " (run with --debug for the traceback)", err=True)
+        sys.exit(1)
+    sys.exit(0)
+
+
+def _debug_requested(argv: list[str] | None) -> bool:
+    return "--debug" in (argv if argv is not None else sys.argv[1:])

@@ -1,0 +1,90 @@
+"""What is in the store and how fresh it is: ``trailwarden status`` and ``trailwarden query``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from pipeline.errors import UsageError
+from pipeline.store import Store, utcnow
+
+
+def run_query(store: Store, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run one read-only statement; parameters are bound to ``?`` placeholders, never spliced."""
+    try:
+        cur = store.con.execute(sql, list(params))
+        columns = [d[0] for d in cur.description or []]
+        return columns, cur.fetchall()
+    except duckdb.Error as exc:
+        first = str(exc).splitlines()[0]
+        if "read-only" in first.lower() or "read only" in first.lower():
+            raise UsageError("the store is opened read-only for queries; this statement writes") from None
+        raise UsageError(f"SQL error: {first}") from None
+
+
+def collect_status(store: Store) -> dict[str, Any]:
+    con = store.con
+    now = utcnow()
+    count, first, last, agents = con.execute(
+        "SELECT count(*), min(event_time), max(event_time), count(DISTINCT agent) FROM events").fetchone() or (0, None, None, 0)
+    sources = [
+        {"source": s, "partition": p or None, "cursor": c, "watermark": w, "events": n, "updated_at": u,
+         "lag_seconds": _lag(now, w)}
+        for s, p, c, w, n, u in con.execute(
+            "SELECT source, partition, cursor, watermark, events, updated_at FROM ingest_state "
+            "ORDER BY source, partition").fetchall()
+    ]
+    quarantined = con.execute("SELECT count(*) FROM quarantine").fetchone()
+    reasons = con.execute(
+        "SELECT regexp_replace(reason, ':.*', '') AS reason, count(*) AS n FROM quarantine "
+        "GROUP BY 1 ORDER BY n DESC, reason LIMIT 5").fetchall()
+    runs = [
+        {"id": i, "command": c, "started_at": s, "finished_at": f, "status": _run_status(st, pid, f),
+         "error": e}
+        for i, c, s, f, st, pid, e in con.execute(
+            "SELECT id, command, started_at, finished_at, status, pid, error FROM runs "
+            "ORDER BY id DESC LIMIT 5").fetchall()
+    ]
+    files = con.execute("SELECT count(*), coalesce(sum(bytes), 0) FROM ingested_files").fetchone()
+    return {
+        "database": store.path,
+        "database_bytes": _size(store.path),
+        "schema_version": store.schema_version(),
+        "events": count,
+        "agents": agents,
+        "first_event": first,
+        "last_event": last,
+        "sources": sources,
+        "files_ingested": files[0] if files else 0,
+        "quarantined": quarantined[0] if quarantined else 0,
+        "quarantine_reasons": [{"reason": r, "count": n} for r, n in reasons],
+        "recent_runs": runs,
+    }
+
+
+def _lag(now: datetime, watermark: datetime | None) -> float | None:
+    return round((now - watermark).total_seconds(), 1) if watermark else None
+
+
+def _run_status(status: str, pid: int | None, finished: datetime | None) -> str:
+    """A run still marked running whose process is gone was killed: say so."""
+    if status != "running" or finished is not None or pid is None:
+        return status
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return "interrupted"
+    except PermissionError:
+        pass
+    return "running"
+
+
+def _size(path: str) -> int:
+    p = Path(path)
+    wal = Path(path + ".wal")
+    return (p.stat().st_size if p.exists() else 0) + (wal.stat().st_size if wal.exists() else 0)

@@ -1,0 +1,344 @@
+"""The DuckDB store: one file holding events, quarantine, source state, runs and (later) findings.
+
+The schema is created by the SQL files in ``pipeline/migrations`` and every applied file is
+recorded in ``schema_migrations`` (sqlite-utils style). A write and the state describing it are
+committed in one transaction, so a kill -9 at any point leaves either both or neither.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.errors import TerminalError, TransientError, UsageError
+from pipeline.events import EVENT_COLUMNS, Event
+
+DEFAULT_MEMORY_LIMIT = "512MB"
+_LOCK_RETRY_SECONDS = 10.0
+_ARROW_TARGETS = frozenset({"events", "quarantine", "ingested_files"})
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations() -> list[Migration]:
+    """The migrations shipped with this version, in order."""
+    found = []
+    for entry in resources.files("pipeline.migrations").iterdir():
+        match = re.fullmatch(r"(\d{4})_(\w+)\.sql", entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+    return sorted(found, key=lambda m: m.version)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+_JSON_COLUMNS = frozenset({"referenced_resources", "raw"})
+
+
+def _arrow_type(name: str) -> pa.DataType:
+    if name in ("event_time", "session_created"):
+        return pa.timestamp("us", tz="UTC")
+    if name in ("is_global", "mfa_authenticated"):
+        return pa.bool_()
+    if name == "ip_version":
+        return pa.int8()
+    if name in _JSON_COLUMNS:
+        # Arrow's JSON extension type lands in DuckDB's JSON type without a second parse: the
+        # normalizer has already parsed (validated) every value.
+        return pa.json_()
+    return pa.string()
+
+
+_EVENT_SCHEMA = pa.schema(
+    [(name, _arrow_type(name)) for name in EVENT_COLUMNS]
+    + [("agent", pa.string()), ("source", pa.string()), ("ingested_at", pa.timestamp("us", tz="UTC"))]
+)
+
+
+class Store:
+    """A connection to the store file. Open with :func:`open_store`; close when done."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: str, read_only: bool):
+        self.con = con
+        self.path = path
+        self.read_only = read_only
+        self.write_lock = threading.RLock()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One transaction at a time per store: writers in this process take turns."""
+        with self.write_lock:
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                yield self.con
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+            self.con.execute("COMMIT")
+
+    def schema_version(self) -> int:
+        row = self.con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+        return int(row[0]) if row else 0
+
+    def migrate(self) -> list[int]:
+        """Apply pending migrations, each in its own transaction; return the versions applied."""
+        self.con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
+        )
+        current = self.schema_version()
+        applied = []
+        for mig in migrations():
+            if mig.version <= current:
+                continue
+            with self.transaction() as con:
+                con.execute(mig.sql)
+                con.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, ?)", [mig.version, mig.name, utcnow()]
+                )
+            applied.append(mig.version)
+        return applied
+
+    # -- events ------------------------------------------------------------------------------
+    def insert_events(self, tables: Sequence[pa.Table]) -> list[int]:
+        """Insert the events of several :func:`events_to_arrow` batches that are not stored yet;
+        return how many of each batch were new. Call inside :meth:`transaction`.
+
+        Deduplication is by ``eventId``: against the store, and within the batches (the first
+        wins). There is no unique index: on this data DuckDB's ART index cost 40% of load speed
+        and ~180 bytes per event of memory. Instead the new ids are anti-joined against stored
+        events within the batches' time span (+- a day) - a re-delivered event carries the same
+        eventTime, and the time filter lets DuckDB skip every row group outside the span. The
+        store's single writer (:attr:`write_lock`) makes check-then-insert safe.
+        """
+        sizes = [t.num_rows for t in tables]
+        total = sum(sizes)
+        if not total:
+            return [0] * len(tables)
+        table = pa.concat_tables(tables)
+        keep = self._new_rows(table)
+        if len(keep) < total:
+            mask = np.zeros(total, dtype=bool)
+            mask[keep] = True
+            table = table.filter(mask)
+        else:
+            mask = np.ones(total, dtype=bool)
+        self._insert_arrow("events", table)
+        offsets = np.cumsum([0, *sizes[:-1]])
+        return [int(n) for n in np.add.reduceat(mask, offsets)] if total else []
+
+    def _new_rows(self, table: pa.Table) -> np.ndarray:
+        """Row numbers of ``table`` whose eventId is neither stored nor earlier in the table."""
+        lo, hi = pc.min_max(table["event_time"]).values()
+        ids = pa.table({"event_id": table["event_id"], "row_no": pa.array(np.arange(table.num_rows))})
+        self.con.register("_tw_ids", ids)
+        try:
+            rows = self.con.execute(
+                """
+                SELECT row_no FROM _tw_ids i
+                ANTI JOIN (SELECT event_id FROM events
+                           WHERE event_time BETWEEN ? - INTERVAL 1 DAY AND ? + INTERVAL 1 DAY) e
+                       USING (event_id)
+                QUALIFY row_number() OVER (PARTITION BY i.event_id ORDER BY i.row_no) = 1
+                """,
+                [lo.as_py(), hi.as_py()],
+            ).fetchnumpy()["row_no"]
+        finally:
+            self.con.unregister("_tw_ids")
+        return np.asarray(rows, dtype=np.int64)
+
+    def quarantine(self, source: str, rows: Sequence[tuple[str, str, str]]) -> None:
+        """Record input that could not be parsed: ``(location, reason, raw)`` rows.
+
+        Keyed by a hash of source, location and text, so the same bad input read twice (a retry
+        after a crash) is recorded once.
+        """
+        if not rows:
+            return
+        now = utcnow()
+        table = pa.table({
+            "id": [hashlib.sha256(f"{source}\0{loc}\0{raw}".encode()).hexdigest() for loc, _, raw in rows],
+            "source": [source] * len(rows),
+            "location": [r[0] for r in rows],
+            "reason": [r[1] for r in rows],
+            "raw": [r[2] for r in rows],
+            "received_at": pa.array([now] * len(rows), pa.timestamp("us", tz="UTC")),
+        })
+        self._insert_arrow("quarantine", table)
+
+    def _insert_arrow(self, target: str, table: pa.Table) -> tuple[Any, ...] | None:
+        """Insert an Arrow table whose columns are the target's stored columns, in order."""
+        if target not in _ARROW_TARGETS:
+            raise ValueError(f"not a bulk-insert table: {target}")
+        verb = "INSERT" if target == "events" else "INSERT OR IGNORE"
+        sql = f"{verb} INTO {target} SELECT * FROM _tw_batch"  # noqa: S608 - fixed names
+        self.con.register("_tw_batch", table)
+        try:
+            return self.con.execute(sql).fetchone()
+        finally:
+            self.con.unregister("_tw_batch")
+
+    def save_state(self, source: str, partition: str, *, cursor: str | None,
+                   watermark: datetime | None, new_events: int) -> None:
+        """Upsert a partition's cursor; the watermark only moves forward."""
+        self.con.execute(
+            """
+            INSERT INTO ingest_state AS s VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT (source, partition) DO UPDATE SET
+                cursor = coalesce(excluded.cursor, s.cursor),
+                watermark = greatest(s.watermark, excluded.watermark),
+                events = s.events + excluded.events,
+                updated_at = excluded.updated_at
+            """,
+            [source, partition, cursor, watermark, new_events, utcnow()],
+        )
+
+    def get_state(self, source: str, partition: str) -> tuple[str | None, datetime | None] | None:
+        row = self.con.execute(
+            "SELECT cursor, watermark FROM ingest_state WHERE source = ? AND partition = ?",
+            [source, partition],
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def record_files(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Mark files ingested: ``(sha256, source, path, bytes, events, new, duplicates,
+        quarantined)`` rows, in the transaction that wrote their last events."""
+        if not rows:
+            return
+        cols = list(zip(*rows, strict=True))
+        now = utcnow()
+        table = pa.table({
+            "sha256": cols[0], "source": cols[1], "path": cols[2], "bytes": pa.array(cols[3], pa.int64()),
+            "events": pa.array(cols[4], pa.int64()), "new": pa.array(cols[5], pa.int64()),
+            "duplicates": pa.array(cols[6], pa.int64()), "quarantined": pa.array(cols[7], pa.int64()),
+            "ingested_at": pa.array([now] * len(rows), pa.timestamp("us", tz="UTC")),
+        })
+        self._insert_arrow("ingested_files", table)
+
+    def ingested_file_hashes(self) -> set[str]:
+        """Content hashes of every file ingested so far (the files source's cursor)."""
+        return {r[0] for r in self.con.execute("SELECT sha256 FROM ingested_files").fetchall()}
+
+    # -- runs --------------------------------------------------------------------------------
+    def start_run(self, command: str) -> int:
+        row = self.con.execute(
+            "INSERT INTO runs (command, started_at, status, pid) VALUES (?, ?, 'running', ?) RETURNING id",
+            [command, utcnow(), os.getpid()],
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def finish_run(self, run_id: int, counts: dict[str, Any], error: str | None = None) -> None:
+        self.con.execute(
+            "UPDATE runs SET finished_at = ?, status = ?, counts = ?, error = ? WHERE id = ?",
+            [utcnow(), "failed" if error else "ok", json.dumps(counts, default=str), error, run_id],
+        )
+
+
+def events_to_arrow(events: Sequence[Event], agents: Sequence[str], source: str,
+                    ingested_at: datetime) -> pa.Table:
+    n = len(events)
+    if not n:
+        return _EVENT_SCHEMA.empty_table()
+    columns: list[Any] = [list(col) for col in zip(*events, strict=True)]
+    columns += [list(agents), [source] * n, [ingested_at] * n]
+    return pa.Table.from_arrays(
+        [pa.array(col, type=field.type) for col, field in zip(columns, _EVENT_SCHEMA, strict=True)],
+        schema=_EVENT_SCHEMA,
+    )
+
+
+def open_store(path: str | os.PathLike[str], *, read_only: bool = False,
+               memory_limit: str = DEFAULT_MEMORY_LIMIT) -> Store:
+    """Open (creating and migrating when writable) the store at ``path``.
+
+    A store held by another writer is retried for a few seconds, then reported as transient.
+    """
+    path = str(path)
+    if read_only and not Path(path).exists():
+        raise UsageError(
+            "no store here yet; run `trailwarden ingest` or `trailwarden demo` first", path=path)
+    if not read_only:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    con = _connect(path, read_only)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"SET memory_limit = '{_checked_size(memory_limit)}'")
+        store = Store(con, path, read_only)
+        if not read_only:
+            store.migrate()
+        elif store_needs_migration(store):
+            raise UsageError("the store's schema is older than this trailwarden; run any "
+                             "writing command (e.g. `trailwarden ingest`) to migrate it", path=path)
+    except BaseException:
+        con.close()
+        raise
+    return store
+
+
+def store_needs_migration(store: Store) -> bool:
+    tables = {r[0] for r in store.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    if "schema_migrations" not in tables:
+        return True
+    return store.schema_version() < migrations()[-1].version
+
+
+def _connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
+    deadline = time.monotonic() + _LOCK_RETRY_SECONDS
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(path, read_only=read_only)
+        except duckdb.IOException as exc:
+            message = str(exc)
+            if "lock" not in message.lower():
+                raise TerminalError(f"{path}: cannot open the store: {message.splitlines()[0]}") from None
+            if time.monotonic() >= deadline:
+                pid = re.search(r"PID (\d+)", message)
+                holder = f" (held by PID {pid[1]})" if pid else ""
+                raise TransientError(
+                    f"{path}: the store is locked by another process{holder}; "
+                    "retry when it finishes, or query a snapshot") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        except duckdb.Error as exc:
+            raise TerminalError(f"{path}: cannot open the store: {str(exc).splitlines()[0]}") from None
+
+
+def _checked_size(value: str) -> str:
+    if not re.fullmatch(r"\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*", value, re.I):
+        raise UsageError(f"not a memory size: {value!r} (write e.g. 512MB or 2GB)", key="memory_limit")
+    return value.strip()
