@@ -1,0 +1,1 @@
+"""Where events come from: files (OSS dumps, exports); SLS and LookupEvents next."""
