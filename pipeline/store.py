@@ -157,8 +157,9 @@ class Store:
         else:
             mask = np.ones(total, dtype=bool)
         self._insert_arrow("events", table)
-        offsets = np.cumsum([0, *sizes[:-1]])
-        return [int(n) for n in np.add.reduceat(mask, offsets)] if total else []
+        kept = np.concatenate(([0], np.cumsum(mask)))  # not reduceat: it mishandles empty batches
+        ends = np.cumsum(sizes)
+        return [int(kept[end] - kept[end - size]) for end, size in zip(ends, sizes, strict=True)]
 
     def _new_rows(self, table: pa.Table) -> np.ndarray:
         """Row numbers of ``table`` whose eventId is neither stored nor earlier in the table."""

@@ -1,0 +1,5 @@
+"""``python -m pipeline`` is ``trailwarden``."""
+
+from pipeline.cli import main
+
+main()

@@ -1,0 +1,80 @@
+"""Shared fixtures: a fresh store, an event factory, and ways to run the CLI."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.store import Store, open_store
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+REAL_ATTACKS = FIXTURES / "real-attacks"
+
+# A RAM user calling through an AccessKey (shape of notes E6, with current fields).
+BASE_EVENT: dict[str, Any] = {
+    "eventId": "00000000-0000-4000-8000-000000000000",
+    "eventVersion": "1",
+    "eventType": "ApiCall",
+    "eventRW": "Read",
+    "eventName": "DescribeInstances",
+    "eventSource": "ecs.cn-hangzhou.aliyuncs.com",
+    "serviceName": "Ecs",
+    "eventTime": "2026-11-02T03:04:05Z",
+    "acsRegion": "cn-hangzhou",
+    "sourceIpAddress": "203.0.113.7",
+    "userAgent": "aliyun-cli/3.0.204",
+    "requestId": "0D690264-0D51-4B4F-8AEE-CDEB3ABD1929",
+    "apiVersion": "2014-05-26",
+    "userIdentity": {
+        "type": "ram-user",
+        "principalId": "274180646548292385",
+        "accountId": "1384926508761234",
+        "accessKeyId": "LTAI5tCiDeploy7Qx2mK",
+        "userName": "ci-deploy",
+    },
+    "requestParameters": {"RegionId": "cn-hangzhou", "PageSize": "100"},
+    "errorCode": "",
+    "errorMessage": "",
+}
+
+
+@pytest.fixture
+def make_event() -> Callable[..., dict[str, Any]]:
+    """``make_event(n, eventName=..., userIdentity={...})``: a valid event with a unique id."""
+
+    def make(n: int = 0, **overrides: Any) -> dict[str, Any]:
+        ev = copy.deepcopy(BASE_EVENT)
+        ev["eventId"] = f"00000000-0000-4000-8000-{n:012d}"
+        ev.update(overrides)
+        return ev
+
+    return make
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with open_store(tmp_path / "store.duckdb") as s:
+        yield s
+
+
+def write_ndjson(path: Path, events: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
+    return path
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ``trailwarden`` as a user would, in a subprocess."""
+    full_env = {k: v for k, v in os.environ.items() if k != "TRAILWARDEN_CONFIG"}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd or ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout, check=False)

@@ -1,0 +1,62 @@
+"""The store: migrations recorded in the file, read-only opening, clear errors."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from pipeline.errors import UsageError
+from pipeline.store import migrations, open_store, store_needs_migration
+
+
+def test_migrations_are_recorded_and_applied_once(tmp_path):
+    db = tmp_path / "s.duckdb"
+    with open_store(db) as s:
+        applied = s.con.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
+        assert applied == [(m.version, m.name) for m in migrations()]
+        tables = {r[0] for r in s.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        assert {"events", "quarantine", "ingest_state", "ingested_files", "runs"} <= tables
+    with open_store(db) as s:  # reopening applies nothing twice
+        assert s.migrate() == []
+        assert s.con.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(migrations())
+
+
+def test_read_only_open_of_a_missing_store_says_what_to_do(tmp_path):
+    with pytest.raises(UsageError, match="trailwarden ingest"):
+        open_store(tmp_path / "nothing.duckdb", read_only=True)
+
+
+def test_read_only_refuses_a_store_from_before_the_migrations(tmp_path):
+    db = tmp_path / "old.duckdb"
+    duckdb.connect(str(db)).close()
+    with pytest.raises(UsageError, match="migrate"):
+        open_store(db, read_only=True)
+    with open_store(db) as s:  # a writer migrates it
+        assert not store_needs_migration(s)
+
+
+def test_read_only_store_rejects_writes(tmp_path):
+    db = tmp_path / "s.duckdb"
+    open_store(db).close()
+    with open_store(db, read_only=True) as s, pytest.raises(duckdb.Error):
+        s.con.execute("DELETE FROM events")
+
+
+def test_session_time_zone_is_utc_whatever_the_machine_says(tmp_path, monkeypatch):
+    monkeypatch.setenv("TZ", "Asia/Shanghai")
+    with open_store(tmp_path / "s.duckdb") as s:
+        assert s.con.execute("SELECT current_setting('TimeZone')").fetchone()[0] == "UTC"
+
+
+def test_bad_memory_limit_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="memory_limit"):
+        open_store(tmp_path / "s.duckdb", memory_limit="lots")
+
+
+def test_runs_record_counts_and_errors(store):
+    ok = store.start_run("ingest")
+    store.finish_run(ok, {"new": 3})
+    bad = store.start_run("ingest")
+    store.finish_run(bad, {}, error="boom")
+    rows = store.con.execute("SELECT status, counts->>'$.new', error FROM runs ORDER BY id").fetchall()
+    assert rows == [("ok", "3", None), ("failed", None, "boom")]
