@@ -48,7 +48,8 @@ def find_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            out.extend(sorted(p for p in path.rglob("*") if p.is_file() and _looks_like_events(p)))
+            out.extend(sorted(p for p in path.rglob("*") if p.is_file() and _looks_like_events(p)
+                              and not any(part.startswith(".") for part in p.relative_to(path).parts)))
         elif path.is_file():
             out.append(path)
         elif path.exists():
@@ -88,13 +89,13 @@ def scan_file(path: Path, chunk_bytes: int = 8 * 1024 * 1024) -> FileScan:
         for block in iter(lambda: fh.read(_CHUNK), b""):
             digest.update(block)
             gz = block[:2] == b"\x1f\x8b" if gz is None else gz
-            if not gz and pos + len(block) - start >= chunk_bytes:
-                cut = block.rfind(b"\n")
-                if cut >= 0:
-                    end = pos + cut + 1
-                    chunks.append(Chunk(start, end, line))
-                    line = newlines + block.count(b"\n", 0, cut + 1) + 1
-                    start = end
+            while not gz and start + chunk_bytes <= pos + len(block):
+                cut = block.find(b"\n", max(0, start + chunk_bytes - pos))
+                if cut < 0:
+                    break
+                chunks.append(Chunk(start, pos + cut + 1, line))
+                line = newlines + block.count(b"\n", 0, cut + 1) + 1
+                start = pos + cut + 1
             if not gz:
                 newlines += block.count(b"\n")
             pos += len(block)
@@ -154,7 +155,8 @@ def open_events_file(path: Path) -> tuple[IO[bytes], CountingReader]:
 def read_items(path: Path, stream: IO[bytes]) -> Iterator[Item]:
     """Sniff the layout and yield every value in the file."""
     reader: Any = stream if hasattr(stream, "peek") else io.BufferedReader(stream, _CHUNK)
-    head = reader.peek(4096).lstrip()
+    skipped_lines = _skip_leading_space(reader)
+    head = reader.peek(4096)
     if not head:
         return
     if head[:1] == b"[":
@@ -162,7 +164,7 @@ def read_items(path: Path, stream: IO[bytes]) -> Iterator[Item]:
         return
     first = reader.readline()
     if _is_json_object(first):
-        yield from _line_items(str(path), first, reader)
+        yield from _line_items(str(path), first, reader, first_line=1 + skipped_lines)
         return
     rest = reader.read(_WHOLE_DOCUMENT_LIMIT)
     whole = first + rest
@@ -170,7 +172,28 @@ def read_items(path: Path, stream: IO[bytes]) -> Iterator[Item]:
     if doc is not None:
         yield from _unpack(str(path), doc, whole.decode("utf-8", errors="replace").strip())
         return
-    yield from _line_items(str(path), b"", io.BufferedReader(_Chain(whole, reader)))
+    yield from _line_items(str(path), b"", io.BufferedReader(_Chain(whole, reader)), first_line=1 + skipped_lines)
+
+
+_BOM = b"\xef\xbb\xbf"
+_SPACE = b" \t\r\n"
+
+
+def _skip_leading_space(reader: Any) -> int:
+    """Consume a UTF-8 BOM and any run of leading whitespace; return the newlines skipped."""
+    if reader.peek(3)[:3] == _BOM:
+        reader.read(3)
+    newlines = 0
+    while True:
+        head = reader.peek(65536)
+        if not head:
+            return newlines
+        rest = head.lstrip(_SPACE)
+        skip = len(head) - len(rest)
+        newlines += head.count(b"\n", 0, skip)
+        reader.read(skip)
+        if rest:
+            return newlines
 
 
 def _is_json_object(line: bytes) -> bool:
@@ -208,7 +231,7 @@ def _line_items(path: str, first: bytes, rest: IO[bytes], first_line: int = 1) -
         if not stripped:
             continue
         try:
-            text = stripped.decode("utf-8")
+            text = stripped.decode("utf-8").lstrip("\ufeff")
         except UnicodeDecodeError:
             yield Item(f"{path}:{lineno}", None, stripped.decode("utf-8", "replace"), "not valid UTF-8")
             continue
@@ -260,7 +283,9 @@ def _array_items(path: str, text: IO[str]) -> Iterator[Item]:
             yield Item(f"{path}[{index}]", None, rest[:65536],
                        f"malformed JSON array element: {exc}; the rest of the file is unreadable")
             return
-        if end >= len(buf) and not eof:  # a value ending exactly at the buffer edge may be cut
+        after = _skip(buf, end, " \t\r\n")
+        if not eof and (after >= len(buf) or buf[after] not in ",]"):
+            # the value may be cut by the read (a number "1." before "5"): see its delimiter first
             chunk = text.read(_CHUNK)
             eof = not chunk
             buf, pos = buf[pos:] + chunk, 0
