@@ -14,12 +14,14 @@ import hashlib
 import json
 import re
 from datetime import UTC, date, datetime, time
+from importlib import resources
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from models.policy import PolicyError, compile_policy
 from pipeline.config import read_yaml, validation_error
 from pipeline.errors import UsageError
 
@@ -191,19 +193,45 @@ def load_inventory(path: Path | None) -> Inventory:
 
 
 def _with_policies(agent: Any, index: int, path: Path) -> Any:
-    """Replace ``{file: x.json}`` entries by the documents they name (relative to the inventory)."""
+    """Resolve ``{file: x.json}`` (relative to the inventory) and ``{system: Name}`` entries, and
+    validate every document as RAM policy, so a bad scope fails at load, naming where."""
     if not isinstance(agent, dict) or not isinstance(agent.get("policies"), list):
         return agent
     docs = []
     for j, pol in enumerate(agent["policies"]):
         key = f"agents[{index}].policies[{j}]"
         if isinstance(pol, dict) and set(pol) == {"file"}:
-            docs.append(_read_policy(path.parent / str(pol["file"]), path, key))
+            doc = _read_policy(path.parent / str(pol["file"]), path, key)
+        elif isinstance(pol, dict) and set(pol) == {"system"}:
+            doc = _system_policy(str(pol["system"]), path, key)
         elif isinstance(pol, dict) and "Statement" in pol:
-            docs.append(pol)
+            doc = pol
         else:
-            raise UsageError("expected a RAM policy document or {file: PATH}", path=str(path), key=key)
+            raise UsageError("expected a RAM policy document, {file: PATH} or {system: NAME}",
+                             path=str(path), key=key)
+        try:
+            compile_policy(doc, key)
+        except PolicyError as exc:
+            where = f"{key}.{exc.where}" if exc.where else key
+            name = agent.get("name")
+            suffix = f" (agent {name!r})" if name else ""
+            raise UsageError(exc.message + suffix, path=str(path), key=where) from None
+        docs.append(doc)
     return {**agent, "policies": docs}
+
+
+def system_policy_names() -> list[str]:
+    folder = resources.files("models") / "system_policies"
+    return sorted(p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+def _system_policy(name: str, inventory: Path, key: str) -> dict[str, Any]:
+    if name not in system_policy_names():
+        raise UsageError(f"unknown system policy {name!r}; vendored: {', '.join(system_policy_names())}",
+                         path=str(inventory), key=key)
+    text = (resources.files("models") / "system_policies" / f"{name}.json").read_text(encoding="utf-8")
+    doc: dict[str, Any] = json.loads(text)
+    return doc
 
 
 def _read_policy(policy_path: Path, inventory: Path, key: str) -> dict[str, Any]:

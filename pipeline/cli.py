@@ -285,6 +285,194 @@ def _status_text(info: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip()
 
 
+# -- detect / findings ---------------------------------------------------------------------------
+@cli.command()
+@common_options
+@click.option("--since", metavar="T", help="Start of the window (2026-11-01, 2026-11-01T08:00:00Z, or 7d ago).")
+@click.option("--until", metavar="T", help="End of the window, exclusive (default: now).")
+@format_option(("text", "json"), default="text")
+@pass_app
+def detect(app: App, since: str | None, until: str | None, fmt: str) -> None:
+    """Score events in [since, until) with every detector and store the findings.
+
+    Only events before the window are used as history, so a past window scores the same whenever
+    it runs. Without flags, scores everything ingested since the last detect. Re-running over the
+    same window adds no duplicate findings; a detector that fails is reported and the others run.
+
+    \b
+    Examples:
+      trailwarden detect
+      trailwarden detect --since 7d
+      trailwarden detect --since 2026-11-01 --until 2026-11-08 --format json
+    """
+    from pipeline.detect import parse_when, run_detect
+    from pipeline.store import utcnow
+
+    now = utcnow()
+    start = parse_when(since, now, "--since") if since else None
+    end = parse_when(until, now, "--until") if until else None
+    if start and end and start >= end:
+        raise UsageError("--since must be before --until", key="--since")
+    inventory = app.inventory
+    with app.open() as store, _recorded_run(store, "detect") as counts:
+        report = run_detect(store, app.config, inventory, since=start, until=end,
+                            config_path=app.config_path, run_id=None)
+        counts.update(report.as_dict())
+        if report.failed:
+            counts["failed_detectors"] = report.failed
+    if fmt == "json":
+        click.echo(json.dumps(to_jsonable(report.as_dict()), indent=2))
+    else:
+        click.echo(_detect_text(report))
+    if report.failed:
+        raise TerminalError(f"detector(s) failed: {', '.join(report.failed)}; the others' findings "
+                            "were stored (see `trailwarden status`)")
+
+
+def _detect_text(report: Any) -> str:
+    if report.since is None:
+        return "Nothing new to score."
+    j = to_jsonable
+    lines = [f"Scored {report.events:,} events from {j(report.since)} to {j(report.until)}: "
+             f"{report.new} new findings, {report.extended} extended."]
+    for name, stats in report.detectors.items():
+        state = f"failed: {stats['error']}" if stats["error"] else f"{stats['findings']} findings"
+        lines.append(f"  {name:<22} {state} ({stats['seconds']:.2f}s)")
+    return "\n".join(lines)
+
+
+@cli.group(invoke_without_command=True)
+@common_options
+@click.option("--agent", help="Only this agent (inventory name or raw identity).")
+@click.option("--detector", help="Only this detector id.")
+@click.option("--status", type=click.Choice(["open", "acknowledged", "resolved", "false_positive", "suppressed", "all"]),
+              default="all", show_default=True, help="Only findings in this state.")
+@click.option("--since", metavar="T", help="Only findings seen since T (2026-11-01 or 7d).")
+@click.option("--min-severity", type=click.Choice(["low", "medium", "high", "critical"]), help="Only this severe or worse.")
+@click.option("--limit", type=click.IntRange(1), help="At most this many, newest first.")
+@format_option()
+@click.pass_context
+def findings(ctx: click.Context, agent: str | None, detector: str | None, status: str, since: str | None,
+             min_severity: str | None, limit: int | None, fmt: str) -> None:
+    """List findings, newest first.
+
+    JSON output is an array of objects with id, detector, agent, severity, score, first_seen,
+    last_seen, summary, event_ids, event_count, evidence and status.
+
+    \b
+    Examples:
+      trailwarden findings
+      trailwarden findings --agent ci-deployer --min-severity high
+      trailwarden findings --detector out_of_scope --since 7d --format json
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from pipeline.detect import parse_when
+    from pipeline.findings import list_findings
+    from pipeline.store import utcnow
+
+    app = ctx.ensure_object(App)
+    when = parse_when(since, utcnow(), "--since") if since else None
+    with app.open(read_only=True) as store:
+        rows = list_findings(store, agent=agent, detector=detector, status=None if status == "all" else status,
+                             since=when, min_severity=min_severity, limit=limit)
+    if fmt == "table":
+        cols = ["id", "severity", "detector", "agent", "last_seen", "event_count", "summary"]
+        click.echo(render(cols, [[r[c] for c in cols] for r in rows], "table"))
+        return
+    cols = list(rows[0]) if rows else ["id", "detector", "agent", "severity", "score", "first_seen",
+                                       "last_seen", "summary", "event_ids", "event_count", "evidence", "status"]
+    click.echo(render(cols, [[r[c] for c in cols] for r in rows], fmt))
+
+
+@cli.command()
+@common_options
+@format_option()
+@pass_app
+def agents(app: App, fmt: str) -> None:
+    """The inventory with each agent's last activity, open findings, expiry and review dates.
+
+    Unregistered identities seen in the store are listed too, marked `unregistered`.
+
+    \b
+    Example:
+      trailwarden agents --format json
+    """
+    from pipeline.agents import agent_rows
+
+    inventory = app.inventory
+    with app.open(read_only=True) as store:
+        columns, rows = agent_rows(store, inventory)
+    click.echo(render(columns, rows, fmt))
+
+
+# -- policy --------------------------------------------------------------------------------------
+@cli.group()
+def policy() -> None:
+    """Work with RAM policies: `trailwarden policy simulate --help`."""
+
+
+@policy.command()
+@common_options
+@click.option("--policy", "policy_files", multiple=True, metavar="FILE", type=click.Path(dir_okay=False),
+              help="A RAM policy document (JSON) to evaluate (repeatable; all are combined).")
+@click.option("--agent", help="Use this inventory agent's declared policies.")
+@click.option("--action", help="The action, e.g. ecs:StopInstance.")
+@click.option("--resource", help="The resource ARN, e.g. acs:ecs:cn-hangzhou:123:instance/i-1.")
+@click.option("--context", "contexts", multiple=True, metavar="KEY=VALUE",
+              help="A condition key's value, e.g. acs:SourceIp=203.0.113.5 (repeatable).")
+@click.option("--batch", type=click.File("r"), metavar="FILE.jsonl",
+              help='Evaluate JSON lines {"id", "policies": [...], "request": {"action", "resource", '
+                   '"context"}}; prints {"id", "decision"} per line (- for stdin).')
+@pass_app
+def simulate(app: App, policy_files: tuple[str, ...], agent: str | None, action: str | None,
+             resource: str | None, contexts: tuple[str, ...], batch: Any) -> None:
+    """Would these policies allow a request? Prints Allow, ExplicitDeny or ImplicitDeny.
+
+    \b
+    Examples:
+      trailwarden policy simulate --policy config/policies/ci-deployer.json \\
+          --action ecs:StopInstance --resource 'acs:ecs:cn-hangzhou:1384926508761234:instance/i-1' \\
+          --context acs:SourceIp=203.0.113.9
+      trailwarden policy simulate --agent ci-deployer --action ram:CreateUser --resource '*'
+      trailwarden policy simulate --batch requests.jsonl
+    """
+    from pipeline.simulate import simulate_batch, simulate_one
+
+    if batch is not None:
+        if policy_files or agent or action or resource or contexts:
+            raise UsageError("--batch takes its policies and requests from the file; drop the other options")
+        failures = simulate_batch(batch, click.echo)
+        if failures:
+            raise UsageError(f"{failures} line(s) of the batch were invalid (see their error field)",
+                             path=getattr(batch, "name", None))
+        return
+    docs = _policy_documents(app, policy_files, agent)
+    if not action or not resource:
+        raise UsageError("give --action and --resource (or --batch FILE)")
+    result = simulate_one(docs, action, resource, contexts)
+    click.echo(result.decision.value)
+    if result.reason and result.decision.value != "Allow":
+        click.echo(result.reason, err=True)
+
+
+def _policy_documents(app: App, files: tuple[str, ...], agent: str | None) -> list[Any]:
+    docs: list[Any] = []
+    for name in files:
+        try:
+            docs.append(json.loads(Path(name).read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read a policy document: {exc}", path=name) from None
+    if agent:
+        found = app.inventory.agent(agent)
+        if found is None:
+            raise UsageError(f"no agent named {agent!r} in the inventory", key="--agent")
+        docs.extend(found.policies)
+    if not docs:
+        raise UsageError("give --policy FILE or --agent NAME")
+    return docs
+
+
 # -- demo ----------------------------------------------------------------------------------------
 @cli.command()
 @common_options

@@ -38,10 +38,12 @@ class Event(NamedTuple):
     event_source: str | None
     event_version: str | None
     service_name: str | None
+    service_code: str | None  # requestParameters.ServiceCode: the RAM code, when the event says
     acs_region: str | None
     is_global: bool | None
     source_ip: str | None  # as recorded: an IP, "Internal", a masked value, ...
     ip_version: int | None  # 4 or 6 when source_ip is a real address, else None
+    secure_transport: bool | None  # additionalEventData.Scheme: https -> True, http -> False
     user_agent: str | None
     request_id: str | None
     api_version: str | None
@@ -117,15 +119,19 @@ def normalize(obj: Any, raw: str | None = None) -> Event:
     if not isinstance(obj, dict):
         raise MalformedEvent(f"event is a JSON {_json_type(obj)}, not an object")
     row: dict[str, Any] = {col: _opt_str(obj, key) for col, key in _STRING_KEYS}
-    if not row["error_code"]:  # absent or "" both mean success
-        row["error_code"] = None
-        row["error_message"] = row["error_message"] or None
+    row["error_code"] = row["error_code"] or None  # absent or "" both mean success
+    row["error_message"] = row["error_message"] or None
     row.update(_identity(obj.get("userIdentity")))
+    params, extra = obj.get("requestParameters"), obj.get("additionalEventData")
+    code = params.get("ServiceCode") if isinstance(params, dict) else None
+    scheme = extra.get("Scheme") if isinstance(extra, dict) else None
     return Event(
         event_id=_required_str(obj, "eventId"),
         event_time=parse_time(_required_str(obj, "eventTime"), "eventTime"),
         is_global=_opt_bool(obj.get("isGlobal"), "isGlobal"),
         ip_version=ip_version(row["source_ip"]),
+        service_code=code if isinstance(code, str) and code else None,
+        secure_transport={"https": True, "http": False}.get(scheme.lower()) if isinstance(scheme, str) else None,
         referenced_resources=_referenced_resources(obj.get("referencedResources")),
         raw=raw if raw is not None else _dumps(obj),
         **row,
@@ -136,11 +142,9 @@ def parse_time(value: str, key: str = "time") -> datetime:
     """ISO-8601 -> aware UTC datetime. ActionTrail writes UTC; an offset-less time is UTC."""
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise MalformedEvent(f"{key}: not an ISO-8601 time: {value[:60]!r}") from None
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 shifted past the range
+        raise MalformedEvent(f"{key}: not an ISO-8601 time in range: {value[:60]!r}") from None
 
 
 @lru_cache(maxsize=65536)
@@ -226,8 +230,9 @@ def _referenced_resources(value: Any) -> str | None:
     out: dict[str, list[str]] = {}
     if isinstance(value, dict):
         for rtype, names in value.items():
-            items = names if isinstance(names, list) else [names]
-            out.setdefault(str(rtype), []).extend(str(n) for n in items if n is not None)
+            items = [n for n in (names if isinstance(names, list) else [names]) if n is not None]
+            if items:
+                out.setdefault(str(rtype), []).extend(str(n) for n in items)
     elif isinstance(value, list):
         for item in value:
             if not isinstance(item, dict):

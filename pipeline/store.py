@@ -61,7 +61,7 @@ _JSON_COLUMNS = frozenset({"referenced_resources", "raw"})
 def _arrow_type(name: str) -> pa.DataType:
     if name in ("event_time", "session_created"):
         return pa.timestamp("us", tz="UTC")
-    if name in ("is_global", "mfa_authenticated"):
+    if name in ("is_global", "mfa_authenticated", "secure_transport"):
         return pa.bool_()
     if name == "ip_version":
         return pa.int8()
@@ -248,6 +248,16 @@ class Store:
             "ingested_at": pa.array([now] * len(rows), pa.timestamp("us", tz="UTC")),
         })
         self._insert_arrow("ingested_files", table)
+
+    def read_state(self, name: str) -> str | None:
+        """A named value in ``pipeline_state`` (e.g. how far detect has scored)."""
+        row = self.con.execute("SELECT value FROM pipeline_state WHERE name = ?", [name]).fetchone()
+        return row[0] if row else None
+
+    def write_state(self, name: str, value: str) -> None:
+        self.con.execute(
+            "INSERT INTO pipeline_state VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+            "value = excluded.value, updated_at = excluded.updated_at", [name, value, utcnow()])
 
     def ingested_file_hashes(self) -> set[str]:
         """Content hashes of every file ingested so far (the files source's cursor)."""

@@ -160,3 +160,31 @@ def _config(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "trailwarden.yaml"
     path.write_text(text)
     return path
+
+
+def test_progress_bar_on_a_terminal_and_quiet_otherwise(tmp_path):
+    import os
+    import pty
+    import sys
+
+    quiet = run_cli("ingest", "--file", str(REAL_ATTACKS), "--db", str(tmp_path / "a.duckdb"))
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: trailwarden on a terminal
+        os.chdir(Path(__file__).resolve().parent.parent)
+        os.execv(sys.executable, [sys.executable, "-m", "pipeline", "ingest", "--file", str(REAL_ATTACKS),
+                                  "--db", str(tmp_path / "b.duckdb")])
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    shown = b"".join(chunks).decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert "ingesting" in shown and "100%" in shown
+    assert "502 new events" in shown

@@ -11,10 +11,12 @@ CREATE TABLE events (
     event_source          VARCHAR,
     event_version         VARCHAR,
     service_name          VARCHAR,
+    service_code          VARCHAR,            -- requestParameters.ServiceCode (the RAM code)
     acs_region            VARCHAR,
     is_global             BOOLEAN,
     source_ip             VARCHAR,
     ip_version            TINYINT,
+    secure_transport      BOOLEAN,            -- additionalEventData.Scheme https/http
     user_agent            VARCHAR,
     request_id            VARCHAR,
     api_version           VARCHAR,

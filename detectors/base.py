@@ -1,0 +1,130 @@
+"""The detector contract, the finding it returns, and the models it reads.
+
+A detector is one small module holding one :class:`Detector` subclass: an ``id``, a default
+``severity``, its tunable ``parameters`` (with defaults, overridable in the config as
+``detectors: {<id>: {<param>: value}}``), the event ``columns`` it reads, a docstring saying what
+it misses, and a pure ``score(events, models, now) -> list[Finding]``: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+
+from models.inventory import Inventory
+from models.scope import AgentScope
+from pipeline.config import parse_duration
+
+SEVERITIES = ("low", "medium", "high", "critical")
+
+
+def severity_rank(severity: str) -> int:
+    return SEVERITIES.index(severity)
+
+
+def finding_id(detector: str, agent: str, dedup_key: str, first_seen: datetime) -> str:
+    """Stable across re-runs: the same detector, agent, key and first event give the same id."""
+    text = f"{detector}\0{agent}\0{dedup_key}\0{first_seen.isoformat()}"
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+@dataclass
+class Finding:
+    detector: str
+    agent: str
+    severity: str
+    score: float  # 0..1
+    first_seen: datetime
+    last_seen: datetime
+    summary: str  # one line a human understands
+    event_ids: list[str]
+    evidence: dict[str, Any]  # the observed value, the rule or baseline it broke, the threshold
+    dedup_key: str  # what makes two findings "the same thing" within the dedup window
+    id: str = ""
+    status: str = "open"
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, not {self.severity!r}")
+        self.score = round(min(1.0, max(0.0, float(self.score))), 3)
+        if not self.id:
+            self.id = finding_id(self.detector, self.agent, self.dedup_key, self.first_seen)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "detector": self.detector, "agent": self.agent, "severity": self.severity,
+            "score": self.score, "first_seen": self.first_seen, "last_seen": self.last_seen,
+            "summary": self.summary, "event_ids": list(self.event_ids), "evidence": self.evidence,
+            "status": self.status,
+        }
+
+
+@dataclass
+class Models:
+    """What detectors know beyond the window's events: declared scopes and learned baselines."""
+
+    inventory: Inventory
+    scopes: dict[str, AgentScope]
+    timezone: ZoneInfo
+    baselines: dict[str, Any] = field(default_factory=dict)
+
+
+class Detector:
+    """Subclass once per module. Parameters are validated against ``parameters``' keys."""
+
+    id: ClassVar[str]
+    severity: ClassVar[str]
+    parameters: ClassVar[dict[str, Any]] = {"dedup_window": "60m"}
+    columns: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, **overrides: Any):
+        unknown = sorted(set(overrides) - set(self.parameters))
+        if unknown:
+            raise KeyError(unknown[0])
+        self.params = {**self.parameters, **overrides}
+        self.dedup_window = parse_duration(self.params.get("dedup_window", "60m"))
+
+    def score(self, events: pd.DataFrame, models: Models, now: datetime) -> list[Finding]:
+        raise NotImplementedError  # every registered detector overrides it (checked by the catalogue test)
+
+
+def group_bursts(times: Sequence[datetime], gap: timedelta) -> list[tuple[int, int]]:
+    """Split sorted times into runs whose consecutive gaps are at most ``gap``: [start, end) indexes."""
+    runs: list[tuple[int, int]] = []
+    start = 0
+    for i in range(1, len(times)):
+        if times[i] - times[i - 1] > gap:
+            runs.append((start, i))
+            start = i
+    if times:
+        runs.append((start, len(times)))
+    return runs
+
+
+def capped(items: Iterable[Any], limit: int = 20) -> list[Any]:
+    out: list[Any] = []
+    for item in items:
+        if len(out) >= limit:
+            break
+        out.append(item)
+    return out
+
+
+def jsonable(value: Any) -> Any:
+    """Evidence must survive ``json.dumps``: numpy scalars and timestamps become plain values."""
+    return json.loads(json.dumps(value, default=_default))
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)

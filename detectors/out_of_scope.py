@@ -1,0 +1,239 @@
+"""out_of_scope: an agent acting outside what its inventory entry declares.
+
+Fires when an agent's call is not allowed by its declared RAM policies (explicitly denied, or no
+statement allows it), when it calls from a region outside its declared ``regions`` or from an
+address outside its declared ``source_ips``, and when RAM itself refused the call (``NoPermission``,
+``Forbidden*``): a refused call is an attempted out-of-scope call. The events of one agent and one
+action (or region, or source network) within the dedup window make one finding.
+
+Severity: high; critical when an out-of-scope call succeeded and wrote something; medium when the
+decision depends on a condition key the log cannot supply (a resource tag: "possibly out of
+scope"), for refused calls the scope would allow, and for a foreign region.
+
+Known gaps: agents without declared policies are only checked for regions and sources;
+``ConsoleOperation`` events are checked with their console operation name, which may not be an
+API name; resource ARNs for types missing from ``models.mapping.RESOURCE_TEMPLATES`` use a generic
+``<type>/<id>`` form; data-plane OSS events whose object key is only in request parameters map to
+the bucket. Unregistered identities are the ``unregistered_identity`` detector's business.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import math
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, ClassVar
+
+import pandas as pd
+
+from detectors.base import Detector, Finding, Models, capped, group_bursts, jsonable
+from models.mapping import CallerFacts, CallFacts, action, is_authorized_call, requests
+from models.policy import Decision, Result
+from models.scope import AgentScope
+
+_WORST = {Decision.EXPLICIT_DENY: 3, Decision.IMPLICIT_DENY: 2, Decision.UNKNOWN: 1, Decision.ALLOW: 0}
+_WRITE_PREFIXES = ("Create", "Delete", "Put", "Update", "Modify", "Attach", "Detach", "Stop", "Start", "Run",
+                   "Authorize", "Revoke", "Set", "Add", "Remove", "Reset", "Release", "Reboot", "Enable",
+                   "Disable", "Upload", "Import", "Associate", "Grant", "Change")
+
+_REQUEST_COLUMNS = ("event_type", "event_name", "service_name", "service_code", "acs_region", "account",
+                    "referenced_resources", "resource_type", "resource_name", "request_parameters")
+_CONTEXT_COLUMNS = {
+    "acs:currenttime": ("event_time",),
+    "acs:sourceip": ("source_ip", "ip_version"),
+    "acs:sourcevpc": ("vpc_id",),
+    "acs:mfapresent": ("mfa_authenticated", "access_key_id"),
+    "acs:accessid": ("access_key_id",),
+    "acs:securetransport": ("secure_transport",),
+    "acs:principalarn": ("identity_type", "account_id", "user_name", "role_name"),
+    "acs:useragent": ("user_agent",),
+}
+_CALLER_FIELDS = ("event_time", "source_ip", "ip_version", "vpc_id", "mfa_authenticated", "access_key_id",
+                  "secure_transport", "identity_type", "account_id", "user_name", "role_name", "user_agent")
+
+
+class OutOfScope(Detector):
+    id = "out_of_scope"
+    severity = "high"
+    parameters: ClassVar[dict[str, Any]] = {
+        "dedup_window": "60m",
+        "refused_codes": ["NoPermission", "Forbidden*", "AccessDenied*"],
+        "check_regions": True,
+        "check_source_ips": True,
+    }
+    columns = ("event_id", "event_time", "agent", "event_type", "event_name", "event_rw", "service_name",
+               "service_code", "acs_region", "account_id", "recipient_account_id", "referenced_resources",
+               "resource_type", "resource_name", "request_parameters", "source_ip", "ip_version", "vpc_id",
+               "mfa_authenticated", "access_key_id", "secure_transport", "identity_type", "user_name",
+               "role_name", "user_agent", "error_code")
+
+    def score(self, events: pd.DataFrame, models: Models, now: datetime) -> list[Finding]:
+        out: list[Finding] = []
+        for agent, df in events.groupby("agent", sort=False):
+            scope = models.scopes.get(str(agent))
+            if scope is not None:
+                out.extend(self._agent_findings(scope, _clean(df)))
+        return out
+
+    # -- which events break the scope ---------------------------------------------------------
+    def _agent_findings(self, scope: AgentScope, df: pd.DataFrame) -> Iterator[Finding]:
+        df = df.assign(account=df["recipient_account_id"].where(df["recipient_account_id"].notna(),
+                                                                df["account_id"]))
+        authorized = [is_authorized_call(t, s) for t, s in zip(df["event_type"], df["service_name"], strict=True)]
+        df = df[authorized]
+        if df.empty:
+            return
+        decisions = self._decisions(scope, df) if scope.has_policies else None
+        refused = df["error_code"].map(self._is_refused)
+        for key, rows, meta in self._violations(scope, df, decisions, refused):
+            yield from self._bursts(scope.name, key, rows, meta)
+
+    def _decisions(self, scope: AgentScope, df: pd.DataFrame) -> list[tuple[Result, str]]:
+        """(worst result, the resource it concerns) per row, evaluated once per distinct request."""
+        needed = list(_REQUEST_COLUMNS)
+        for cond_key in scope.policies.condition_keys:
+            needed.extend(c for c in _CONTEXT_COLUMNS.get(cond_key, ()) if c not in needed)
+        keys = list(zip(*(df[c] for c in needed), strict=True))
+        cache: dict[tuple[Any, ...], tuple[Result, str]] = {}
+        out = []
+        for key, row in zip(keys, df.itertuples(index=False), strict=True):
+            hit = cache.get(key)
+            if hit is None:
+                hit = cache[key] = _evaluate(scope, row)
+            out.append(hit)
+        return out
+
+    def _violations(self, scope: AgentScope, df: pd.DataFrame, decisions: list[tuple[Result, str]] | None,
+                    refused: pd.Series) -> Iterator[tuple[str, pd.DataFrame, dict[str, Any]]]:
+        actions = [action(_call_facts(r)) for r in df.itertuples(index=False)]
+        df = df.assign(action=actions)
+        if decisions is not None:
+            df = df.assign(decision=[d[0].decision for d in decisions],
+                           statement=[d[0].statement for d in decisions],
+                           reason=[d[0].reason for d in decisions],
+                           resource=[d[1] for d in decisions])
+            outside = df["decision"] != Decision.ALLOW
+            for (act, unknown), rows in df[outside].groupby(["action", df["decision"] == Decision.UNKNOWN]):
+                kind = "possibly_out_of_scope" if unknown else "out_of_scope"
+                yield f"{kind}:{str(act).lower()}", rows, {"kind": kind, "action": act}
+            in_scope_refused = df[~outside & refused]
+        else:
+            in_scope_refused = df[refused]
+        for act, rows in in_scope_refused.groupby("action"):
+            yield f"refused:{str(act).lower()}", rows, {"kind": "refused", "action": act}
+        if self.params["check_regions"] and scope.regions is not None:
+            wrong = df[~df["acs_region"].map(scope.region_allowed)]
+            for region, rows in wrong.groupby("acs_region"):
+                yield f"region:{region}", rows, {"kind": "region", "region": region,
+                                                 "declared": sorted(scope.regions)}
+        if self.params["check_source_ips"] and scope.networks is not None:
+            foreign = df[df["source_ip"].map(lambda ip: scope.source_allowed(ip) is False)]
+            for net, rows in foreign.groupby(foreign["source_ip"].map(_network_of)):
+                yield f"source:{net}", rows, {"kind": "source_ip", "network": net,
+                                              "declared": [str(n) for n in scope.networks]}
+
+    def _is_refused(self, code: Any) -> bool:
+        return isinstance(code, str) and any(fnmatch.fnmatchcase(code, p) for p in self.params["refused_codes"])
+
+    # -- findings ----------------------------------------------------------------------------
+    def _bursts(self, agent: str, key: str, rows: pd.DataFrame, meta: dict[str, Any]) -> Iterator[Finding]:
+        rows = rows.sort_values(["event_time", "event_id"])
+        times = list(rows["event_time"])
+        for start, end in group_bursts(times, self.dedup_window):
+            burst = rows.iloc[start:end]
+            yield self._finding(agent, key, burst, meta)
+
+    def _finding(self, agent: str, key: str, burst: pd.DataFrame, meta: dict[str, Any]) -> Finding:
+        kind = meta["kind"]
+        ok = burst["error_code"].isna()
+        wrote = bool((ok & burst.apply(_is_write, axis=1)).any())
+        severity = _severity(kind, wrote, bool(ok.any()))
+        codes = Counter(c for c in burst["error_code"] if isinstance(c, str))
+        evidence: dict[str, Any] = {
+            **meta, "count": len(burst), "succeeded": int(ok.sum()), "failed": int((~ok).sum()),
+            "error_codes": dict(codes), "source_ips": capped(dict.fromkeys(burst["source_ip"].dropna())),
+            "regions": capped(dict.fromkeys(burst["acs_region"].dropna())),
+        }
+        if "decision" in burst:
+            first = burst.iloc[0]
+            evidence.update(decision=str(first["decision"]), statement=first["statement"] or None,
+                            rule=first["reason"], resources=capped(dict.fromkeys(burst["resource"])))
+        first_seen, last_seen = burst["event_time"].iloc[0].to_pydatetime(), burst["event_time"].iloc[-1].to_pydatetime()
+        return Finding(
+            detector=self.id, agent=agent, severity=severity,
+            score=_score(severity, len(burst)), first_seen=first_seen, last_seen=last_seen,
+            summary=_summary(agent, kind, meta, evidence, wrote), event_ids=list(burst["event_id"]),
+            evidence=jsonable(evidence), dedup_key=key,
+        )
+
+
+def _evaluate(scope: AgentScope, row: Any) -> tuple[Result, str]:
+    reqs = requests(_call_facts(row), _caller_facts(row), scope.policies.condition_keys)
+    worst: tuple[Result, str] | None = None
+    for req in reqs:
+        result = scope.policies.evaluate(req)
+        if worst is None or _WORST[result.decision] > _WORST[worst[0].decision]:
+            worst = (result, req.resource)
+    assert worst is not None  # requests() always yields at least one
+    return worst
+
+
+def _call_facts(row: Any) -> CallFacts:
+    return CallFacts(row.event_type, row.event_name, row.service_name, row.service_code, row.acs_region,
+                     row.account, row.referenced_resources, row.resource_type, row.resource_name,
+                     row.request_parameters)
+
+
+def _caller_facts(row: Any) -> CallerFacts:
+    return CallerFacts(*(getattr(row, f) for f in _CALLER_FIELDS))
+
+
+def _clean(df: pd.DataFrame) -> pd.DataFrame:
+    """NaN and pd.NA become None, so equal requests hash equal and facts see plain values."""
+    return df.astype(object).where(df.notna(), None).assign(event_time=df["event_time"])
+
+
+def _network_of(ip: str) -> str:
+    addr = ipaddress.ip_address(ip)
+    return str(ipaddress.ip_network(f"{ip}/{24 if addr.version == 4 else 64}", strict=False))
+
+
+def _is_write(row: Any) -> bool:
+    if row.get("event_rw") in ("Write", "Read"):
+        return bool(row.get("event_rw") == "Write")
+    return str(row.get("event_name") or "").startswith(_WRITE_PREFIXES)
+
+
+def _severity(kind: str, wrote: bool, succeeded: bool) -> str:
+    if kind == "out_of_scope":
+        return "critical" if wrote else "high"
+    if kind == "source_ip":
+        return "critical" if wrote else "high" if succeeded else "medium"
+    return "medium"
+
+
+def _score(severity: str, count: int) -> float:
+    base = {"low": 0.25, "medium": 0.5, "high": 0.75, "critical": 0.9}[severity]
+    return min(1.0, base + 0.02 * math.log2(max(count, 1)))
+
+
+def _summary(agent: str, kind: str, meta: dict[str, Any], ev: dict[str, Any], wrote: bool) -> str:
+    n, ok = ev["count"], ev["succeeded"]
+    outcome = f"{ok} succeeded" if ok else "all refused"
+    calls = f"{n} call{'s' if n != 1 else ''}"
+    if kind in ("out_of_scope", "possibly_out_of_scope"):
+        why = ev.get("rule", "")
+        hedge = "possibly outside" if kind == "possibly_out_of_scope" else "outside"
+        writes = ", writing" if wrote else ""
+        return f"{agent} called {meta['action']} ({calls}, {outcome}{writes}), {hedge} its declared scope: {why}"
+    if kind == "refused":
+        codes = ", ".join(ev["error_codes"]) or "refused"
+        return f"{agent} was refused {meta['action']} {calls} ({codes}): an attempted call beyond its real permissions"
+    if kind == "region":
+        return (f"{agent} made {calls} in region {meta['region']}, outside its declared regions "
+                f"{', '.join(meta['declared'])} ({outcome})")
+    return (f"{agent} made {calls} from {meta['network']}, outside its declared source_ips "
+            f"{', '.join(meta['declared'])} ({outcome})")

@@ -1,0 +1,242 @@
+"""ActionTrail event -> the RAM request it made: action, resource ARNs, condition context.
+
+Rules from ../shared/notes/ram-policy.md section 2:
+
+* action = RAM code + ":" + eventName. The code is ``requestParameters.ServiceCode`` when the
+  event carries it, else ``serviceName`` lower-cased through a table of exceptions (``Ims`` is
+  RAM user management, so ``ram``).
+* resource = ``acs:<code>:<region>:<account>:<relative-id>`` for each referenced resource, from a
+  per-type template (``ACS::ECS::Instance`` -> ``instance/<id>``, OSS -> ``<bucket>[/<key>]``,
+  ``ACS::RAM::User`` -> ``user/<name>``); RAM and STS resources are global (empty region). A call
+  with no resource maps to ``acs:<code>:<region>:<account>:*`` (a project convention: it lets
+  ``"Resource": "*"`` match while ``instance/*`` does not).
+* context: ``acs:CurrentTime``, ``acs:SourceIp`` (only a real address), ``acs:SourceVpc``,
+  ``acs:MFAPresent`` (only when a session recorded it), ``acs:AccessId``, ``acs:SecureTransport``
+  (from the scheme), ``acs:PrincipalARN``, ``acs:UserAgent``. Any other key a policy tests
+  (resource tags, service keys) cannot be known from the log: it is *unknown*.
+* console sign-ins/outs and Alibaba Cloud's own service events are not RAM-authorized calls.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from models.policy import Request
+
+NOT_AUTHORIZED_EVENT_TYPES = frozenset({"ConsoleSignin", "ConsoleSignout", "AliyunServiceEvent", "PasswordReset"})
+SIGNIN_SERVICES = frozenset({"aassub", "aascustomer"})
+
+# serviceName (lower-case) -> RAM code, where the two differ.
+RAM_CODE_EXCEPTIONS = {
+    "ims": "ram",  # RAM user management is logged as Ims
+    "ram": "ram",
+    "slb": "slb",
+    "kms": "kms",
+    "actiontrail": "actiontrail",
+    "sls": "log",
+    "log": "log",
+    "cms": "cms",
+    "resourcemanager": "resourcemanager",
+}
+GLOBAL_CODES = frozenset({"ram", "sts", "ims", "resourcemanager"})
+
+# referencedResources type -> (RAM code override or None, relative-id template)
+RESOURCE_TEMPLATES: dict[str, tuple[str | None, str]] = {
+    "acs::ecs::instance": (None, "instance/{}"),
+    "acs::ecs::disk": (None, "disk/{}"),
+    "acs::ecs::snapshot": (None, "snapshot/{}"),
+    "acs::ecs::image": (None, "image/{}"),
+    "acs::ecs::securitygroup": (None, "securitygroup/{}"),
+    "acs::ecs::networkinterface": (None, "networkinterface/{}"),
+    "acs::ecs::keypair": (None, "keypair/{}"),
+    "securitygroup": (None, "securitygroup/{}"),
+    "vswitch": ("vpc", "vswitch/{}"),
+    "acs::vpc::vswitch": ("vpc", "vswitch/{}"),
+    "acs::vpc::vpc": ("vpc", "vpc/{}"),
+    "acs::oss::bucket": ("oss", "{}"),
+    "acs::oss::object": ("oss", "{}"),
+    "acs::ram::user": ("ram", "user/{}"),
+    "acs::ram::role": ("ram", "role/{}"),
+    "acs::ram::group": ("ram", "group/{}"),
+    "acs::ram::policy": ("ram", "policy/{}"),
+    "acs::rds::dbinstance": ("rds", "dbinstance/{}"),
+    "acs::slb::loadbalancer": ("slb", "loadbalancer/{}"),
+    "acs::kms::secret": ("kms", "secret/{}"),
+    "acs::kms::key": ("kms", "key/{}"),
+    "acs::actiontrail::trail": ("actiontrail", "trail/{}"),
+    "acs::sls::project": ("log", "project/{}"),
+    "acs::sls::logstore": ("log", "project/{}"),
+}
+
+# APIs whose target is only in requestParameters: parameter -> relative-id template.
+PARAMETER_TARGETS: dict[str, tuple[str, str, str]] = {
+    # event name (lower): (code, parameter, template)
+    "assumerole": ("ram", "RoleArn", "arn"),
+    "createuser": ("ram", "UserName", "user/{}"),
+    "deleteuser": ("ram", "UserName", "user/{}"),
+    "createaccesskey": ("ram", "UserName", "user/{}"),
+    "deleteaccesskey": ("ram", "UserName", "user/{}"),
+    "createloginprofile": ("ram", "UserName", "user/{}"),
+    "updateloginprofile": ("ram", "UserName", "user/{}"),
+    "attachpolicytouser": ("ram", "UserName", "user/{}"),
+    "attachpolicytorole": ("ram", "RoleName", "role/{}"),
+    "updaterole": ("ram", "RoleName", "role/{}"),
+    "createpolicyversion": ("ram", "PolicyName", "policy/{}"),
+}
+
+SUPPLIED_KEYS = frozenset({
+    "acs:currenttime", "acs:sourceip", "acs:sourcevpc", "acs:mfapresent", "acs:accessid",
+    "acs:securetransport", "acs:principalarn", "acs:useragent",
+})
+
+
+@dataclass(frozen=True, slots=True)
+class CallFacts:
+    """The columns of an event that decide its RAM request (a row of the ``events`` table)."""
+
+    event_type: str | None
+    event_name: str | None
+    service_name: str | None
+    service_code: str | None  # requestParameters.ServiceCode, when present
+    acs_region: str | None
+    account: str | None  # recipientAccountId, else the identity's account
+    referenced_resources: str | None  # normalized JSON {"type": [names]}
+    resource_type: str | None
+    resource_name: str | None
+    request_parameters: str | None  # JSON, only needed for PARAMETER_TARGETS events
+
+
+def is_authorized_call(event_type: str | None, service_name: str | None) -> bool:
+    """Only RAM-authorized API calls are scope-checked (not sign-ins or Alibaba's own events)."""
+    if event_type in NOT_AUTHORIZED_EVENT_TYPES:
+        return False
+    return (service_name or "").lower() not in SIGNIN_SERVICES
+
+
+def ram_code(service_name: str | None, service_code: str | None = None) -> str:
+    if service_code:
+        return RAM_CODE_EXCEPTIONS.get(service_code.lower(), service_code.lower())
+    name = (service_name or "unknown").lower()
+    return RAM_CODE_EXCEPTIONS.get(name, name)
+
+
+def action(facts: CallFacts) -> str:
+    return f"{ram_code(facts.service_name, facts.service_code)}:{facts.event_name or 'Unknown'}"
+
+
+def resources(facts: CallFacts) -> list[str]:
+    """Every resource ARN the call touched (at least one)."""
+    code = ram_code(facts.service_name, facts.service_code)
+    account = facts.account or "*"
+    out: list[str] = []
+    for rtype, names in _referenced(facts).items():
+        override, template = RESOURCE_TEMPLATES.get(rtype.lower(), (None, _generic(rtype)))
+        rcode = override or code
+        region = "" if rcode in GLOBAL_CODES else (facts.acs_region or "")
+        out.extend(f"acs:{rcode}:{region}:{account}:{template.format(n)}" for n in names)
+    target = _parameter_target(facts, account)
+    if target and target not in out:
+        out.append(target)
+    if not out:
+        region = "" if code in GLOBAL_CODES else (facts.acs_region or "")
+        out.append(f"acs:{code}:{region}:{account}:*")
+    return out
+
+
+def _referenced(facts: CallFacts) -> dict[str, list[str]]:
+    refs: dict[str, list[str]] = {}
+    if facts.referenced_resources:
+        try:
+            loaded = json.loads(facts.referenced_resources)
+        except ValueError:
+            loaded = {}
+        if isinstance(loaded, dict):
+            refs = {str(k): [str(v) for v in vs] for k, vs in loaded.items() if isinstance(vs, list)}
+    if facts.resource_type and facts.resource_name:
+        refs.setdefault(facts.resource_type, [])
+        if facts.resource_name not in refs[facts.resource_type]:
+            refs[facts.resource_type].append(facts.resource_name)
+    return refs
+
+
+def _generic(rtype: str) -> str:
+    return rtype.rsplit("::", 1)[-1].lower() + "/{}"
+
+
+def _parameter_target(facts: CallFacts, account: str) -> str | None:
+    spec = PARAMETER_TARGETS.get((facts.event_name or "").lower())
+    if not spec or not facts.request_parameters:
+        return None
+    code, param, template = spec
+    try:
+        params = json.loads(facts.request_parameters)
+    except ValueError:
+        return None
+    if not isinstance(params, Mapping):
+        return None
+    value = params.get(param) or params.get(param[0].lower() + param[1:])
+    if not isinstance(value, str) or not value:
+        return None
+    if template == "arn":
+        return value if value.startswith("acs:") else None
+    return f"acs:{code}::{account}:{template.format(value)}"
+
+
+@dataclass(frozen=True, slots=True)
+class CallerFacts:
+    """The columns of an event that make the condition context."""
+
+    event_time: datetime
+    source_ip: str | None
+    ip_version: int | None
+    vpc_id: str | None
+    mfa_authenticated: bool | None
+    access_key_id: str | None
+    secure_transport: bool | None
+    identity_type: str | None
+    account_id: str | None
+    user_name: str | None
+    role_name: str | None
+    user_agent: str | None
+
+
+def context(caller: CallerFacts) -> dict[str, Any]:
+    ctx: dict[str, Any] = {"acs:CurrentTime": caller.event_time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    if caller.source_ip and caller.ip_version:
+        ctx["acs:SourceIp"] = caller.source_ip
+    if caller.vpc_id:
+        ctx["acs:SourceVpc"] = caller.vpc_id
+    if caller.mfa_authenticated is not None and not (caller.access_key_id or "").startswith("LTAI"):
+        ctx["acs:MFAPresent"] = "true" if caller.mfa_authenticated else "false"
+    if caller.access_key_id:
+        ctx["acs:AccessId"] = caller.access_key_id
+    if caller.secure_transport is not None:
+        ctx["acs:SecureTransport"] = "true" if caller.secure_transport else "false"
+    arn = principal_arn(caller)
+    if arn:
+        ctx["acs:PrincipalARN"] = arn
+    if caller.user_agent:
+        ctx["acs:UserAgent"] = caller.user_agent
+    return ctx
+
+
+def principal_arn(caller: CallerFacts) -> str | None:
+    acct = caller.account_id or "*"
+    if caller.identity_type == "ram-user" and caller.user_name:
+        return f"acs:ram::{acct}:user/{caller.user_name}"
+    if caller.identity_type == "assumed-role" and caller.role_name:
+        return f"acs:ram::{acct}:role/{caller.role_name}"
+    return None
+
+
+def requests(facts: CallFacts, caller: CallerFacts, policy_keys: frozenset[str]) -> list[Request]:
+    """One request per resource the call touched; keys a policy tests but the log cannot supply
+    are marked unknown."""
+    ctx = context(caller)
+    unknown = frozenset(k for k in policy_keys if k not in SUPPLIED_KEYS)
+    act = action(facts)
+    return [Request(act, res, ctx, unknown) for res in resources(facts)]

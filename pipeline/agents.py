@@ -1,0 +1,47 @@
+"""``trailwarden agents``: the inventory beside what the store knows about each agent."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from models.inventory import Inventory
+from pipeline.store import Store, utcnow
+
+COLUMNS = ["agent", "owner", "environment", "purpose", "identities", "last_activity", "events_30d",
+           "open_findings", "expires", "review_by", "flags"]
+STALE_DAYS = 90
+
+
+def agent_rows(store: Store, inventory: Inventory) -> tuple[list[str], list[list[Any]]]:
+    now = utcnow()
+    activity = {a: (last, n) for a, last, n in store.con.execute(
+        "SELECT agent, max(event_time), count(*) FILTER (WHERE event_time >= ? - INTERVAL 30 DAY) "
+        "FROM events GROUP BY agent", [now]).fetchall()}
+    open_findings = dict(store.con.execute(
+        "SELECT agent, count(*) FROM findings WHERE status = 'open' GROUP BY agent").fetchall())
+    rows: list[list[Any]] = []
+    for agent in inventory.agents:
+        last, recent = activity.get(agent.name, (None, 0))
+        rows.append([agent.name, agent.owner, agent.environment, agent.purpose, ", ".join(agent.identities),
+                     last, recent, open_findings.get(agent.name, 0), agent.expires, agent.review_by,
+                     ", ".join(_flags(agent.expires, agent.review_by, last, now))])
+    registered = {a.name for a in inventory.agents}
+    for name, (last, recent) in sorted(activity.items()):
+        if name not in registered:
+            rows.append([name, None, None, None, name, last, recent, open_findings.get(name, 0), None, None,
+                         "unregistered"])
+    return COLUMNS, rows
+
+
+def _flags(expires: datetime | None, review_by: Any, last: datetime | None, now: datetime) -> list[str]:
+    flags = []
+    if expires and expires <= now:
+        flags.append("expired")
+    if review_by and review_by <= now.date():
+        flags.append("review overdue")
+    if last is None:
+        flags.append("never seen")
+    elif (now - last).days >= STALE_DAYS:
+        flags.append(f"idle {STALE_DAYS}d+")
+    return flags

@@ -1,0 +1,127 @@
+"""Storing and listing findings.
+
+Saving is idempotent: a finding whose detector, agent and dedup key match a stored one within
+the detector's dedup window extends it (more events, a later ``last_seen``) instead of making a
+second row; the same finding saved twice changes nothing. So re-running ``detect`` over a window
+adds no duplicates, and a burst that spans two runs stays one finding.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from detectors.base import SEVERITIES, Finding, severity_rank
+from pipeline.errors import UsageError
+from pipeline.store import Store, utcnow
+
+MAX_EVENT_IDS = 1000
+FINDING_COLUMNS = ("id", "detector", "agent", "severity", "score", "first_seen", "last_seen", "summary",
+                   "event_ids", "event_count", "evidence", "status")
+
+
+@dataclass
+class SaveReport:
+    new: int = 0
+    extended: int = 0
+    unchanged: int = 0
+    new_ids: tuple[str, ...] = ()
+    extended_ids: tuple[str, ...] = ()
+
+
+def save_findings(store: Store, findings: Sequence[Finding], dedup: dict[str, timedelta],
+                  run_id: int | None = None) -> SaveReport:
+    """Insert or extend, in one transaction."""
+    report = SaveReport()
+    new_ids: list[str] = []
+    extended_ids: list[str] = []
+    with store.transaction() as con:
+        for f in findings:
+            window = dedup.get(f.detector, timedelta(hours=1))
+            row = con.execute(
+                """
+                SELECT id, first_seen, last_seen, event_ids, event_count, severity, score
+                FROM findings
+                WHERE detector = ? AND agent = ? AND dedup_key = ?
+                  AND last_seen >= ? AND first_seen <= ?
+                ORDER BY (id = ?) DESC, last_seen DESC LIMIT 1
+                """,
+                [f.detector, f.agent, f.dedup_key, f.first_seen - window, f.last_seen + window, f.id],
+            ).fetchone()
+            if row is None:
+                _insert(con, f, run_id)
+                report.new += 1
+                new_ids.append(f.id)
+            elif _extend(con, f, row):
+                report.extended += 1
+                extended_ids.append(row[0])
+            else:
+                report.unchanged += 1
+    report.new_ids, report.extended_ids = tuple(new_ids), tuple(extended_ids)
+    return report
+
+
+def _insert(con: Any, f: Finding, run_id: int | None) -> None:
+    now = utcnow()
+    con.execute(
+        "INSERT INTO findings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [f.id, f.detector, f.agent, f.severity, f.score, f.first_seen, f.last_seen, f.summary,
+         list(f.event_ids[:MAX_EVENT_IDS]), len(f.event_ids), json.dumps(f.evidence, default=str),
+         f.status, f.dedup_key, now, now, run_id],
+    )
+
+
+def _extend(con: Any, f: Finding, row: tuple[Any, ...]) -> bool:
+    fid, first, last, ids, count, severity, score = row
+    known = set(ids)
+    fresh = [e for e in f.event_ids if e not in known]
+    first_seen, last_seen = min(first, f.first_seen), max(last, f.last_seen)
+    higher = severity_rank(f.severity) > severity_rank(severity)
+    if not fresh and first_seen == first and last_seen == last and not higher and f.score <= score:
+        return False
+    merged = (list(ids) + fresh)[:MAX_EVENT_IDS]
+    con.execute(
+        """
+        UPDATE findings SET first_seen = ?, last_seen = ?, event_ids = ?, event_count = ?,
+               severity = ?, score = ?, summary = ?, evidence = ?, updated_at = ?
+        WHERE id = ?
+        """,
+        [first_seen, last_seen, merged, count + len(fresh), f.severity if higher else severity,
+         max(score, f.score), f.summary, json.dumps(f.evidence, default=str), utcnow(), fid],
+    )
+    return True
+
+
+def list_findings(store: Store, *, agent: str | None = None, detector: str | None = None,
+                  status: str | None = None, since: datetime | None = None,
+                  min_severity: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in (("agent", agent), ("detector", detector), ("status", status)):
+        if value:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if since:
+        where.append("last_seen >= ?")
+        params.append(since)
+    if min_severity:
+        if min_severity not in SEVERITIES:
+            raise UsageError(f"severity must be one of {', '.join(SEVERITIES)}", key="--min-severity")
+        where.append("list_position(?, severity) >= ?")
+        params.extend([list(SEVERITIES), SEVERITIES.index(min_severity) + 1])
+    sql = f"SELECT {', '.join(FINDING_COLUMNS)} FROM findings"  # noqa: S608 - fixed column names
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY last_seen DESC, id"
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    rows = store.con.execute(sql, params).fetchall()
+    out = []
+    for row in rows:
+        item = dict(zip(FINDING_COLUMNS, row, strict=True))
+        item["evidence"] = json.loads(item["evidence"]) if isinstance(item["evidence"], str) else item["evidence"]
+        out.append(item)
+    return out
