@@ -401,8 +401,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--events", type=int, default=1_000_000, help="events to generate (1000000)")
     p.add_argument("--workdir", type=Path, help="where the files go (default: a fresh temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the generated file and databases")
-    p.add_argument("--memory-limit", type=memory_size, default="512MB",
-                   help="DuckDB memory_limit for every method (512MB)")
+    p.add_argument("--memory-limit", type=memory_size, default="256MB",
+                   help="DuckDB memory_limit for every method (256MB, trailwarden's default)")
     p.add_argument("--seed", type=int, default=7, help="generator seed (7)")
     p.add_argument("--skip-reference", action="store_true", help="measure trailwarden only")
     p.add_argument("--read-json-options", default=READ_JSON_OPTIONS, metavar="SQL",

@@ -83,11 +83,13 @@ def _as_list(value: Any) -> list[str]:
     return ["true" if v is True else "false" if v is False else str(v) for v in items]
 
 
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
 def _num(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
+    """A finite decimal number; float() alone would also take "NaN", "inf" and "1_000"."""
+    text = text.strip()
+    return float(text) if _NUMBER.fullmatch(text) else None
 
 
 def _date(text: str) -> datetime | None:

@@ -92,7 +92,7 @@ class Config(_Strict):
     schedule: Schedule = Field(default_factory=Schedule)
     detectors: dict[str, dict[str, Any]] = Field(default_factory=dict)
     slack: SlackConfig | None = None
-    memory_limit: str = "512MB"  # DuckDB's memory_limit for the pipeline's connection
+    memory_limit: str = "256MB"  # DuckDB memory_limit for the pipeline connection (see README, Performance)
 
     @field_validator("timezone")
     @classmethod

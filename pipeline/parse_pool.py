@@ -15,13 +15,10 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from models.inventory import Attributor
+from pipeline.batches import Batch, to_batches
 from pipeline.sources import files
-
-if TYPE_CHECKING:
-    from pipeline.ingest import Batch
 
 _attribute: Attributor | None = None
 _batch_size = 10_000
@@ -33,8 +30,6 @@ def _init_worker(attribute: Attributor, batch_size: int) -> None:
 
 
 def _parse_chunk(path: str, chunk: files.Chunk, source: str, partition: str) -> list[Batch]:
-    from pipeline.ingest import to_batches
-
     assert _attribute is not None
     items = files.read_chunk(Path(path), chunk)
     batches = [b.seal() for b in to_batches(items, source, partition, _attribute, _batch_size)]

@@ -27,9 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.errors import TerminalError, TransientError, UsageError
-from pipeline.events import EVENT_COLUMNS, Event
 
-DEFAULT_MEMORY_LIMIT = "512MB"
+DEFAULT_MEMORY_LIMIT = "256MB"
 _LOCK_RETRY_SECONDS = 10.0
 _ARROW_TARGETS = frozenset({"events", "quarantine", "ingested_files"})
 
@@ -55,29 +54,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-_JSON_COLUMNS = frozenset({"referenced_resources", "raw"})
-
-
-def _arrow_type(name: str) -> pa.DataType:
-    if name in ("event_time", "session_created"):
-        return pa.timestamp("us", tz="UTC")
-    if name in ("is_global", "mfa_authenticated", "secure_transport"):
-        return pa.bool_()
-    if name == "ip_version":
-        return pa.int8()
-    if name in _JSON_COLUMNS:
-        # Arrow's JSON extension type lands in DuckDB's JSON type without a second parse: the
-        # normalizer has already parsed (validated) every value.
-        return pa.json_()
-    return pa.string()
-
-
-_EVENT_SCHEMA = pa.schema(
-    [(name, _arrow_type(name)) for name in EVENT_COLUMNS]
-    + [("agent", pa.string()), ("source", pa.string()), ("ingested_at", pa.timestamp("us", tz="UTC"))]
-)
-
-
 class Store:
     """A connection to the store file. Open with :func:`open_store`; close when done."""
 
@@ -86,6 +62,7 @@ class Store:
         self.path = path
         self.read_only = read_only
         self.write_lock = threading.RLock()
+        self._in_transaction = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -100,14 +77,44 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """One transaction at a time per store: writers in this process take turns."""
-        with self.write_lock:
+        self.begin()
+        try:
+            yield self.con
+        except BaseException:
+            self.rollback()
+            raise
+        self.commit()
+
+    def begin(self) -> None:
+        """Start a transaction, holding the store's write lock until commit or rollback."""
+        self.write_lock.acquire()
+        try:
             self.con.execute("BEGIN TRANSACTION")
-            try:
-                yield self.con
-            except BaseException:
-                self.con.execute("ROLLBACK")
-                raise
+        except BaseException:
+            self.write_lock.release()
+            raise
+        self._in_transaction = True
+
+    def commit(self) -> None:
+        try:
             self.con.execute("COMMIT")
+        finally:  # a failed COMMIT ends the transaction too (DuckDB rolls it back)
+            self._end_transaction()
+
+    def rollback(self) -> None:
+        if not self._in_transaction:
+            return
+        try:
+            self.con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass  # the failure that brought us here already ended it
+        finally:
+            self._end_transaction()
+
+    def _end_transaction(self) -> None:
+        if self._in_transaction:
+            self._in_transaction = False
+            self.write_lock.release()
 
     def schema_version(self) -> int:
         row = self.con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
@@ -162,24 +169,32 @@ class Store:
         return [int(kept[end] - kept[end - size]) for end, size in zip(ends, sizes, strict=True)]
 
     def _new_rows(self, table: pa.Table) -> np.ndarray:
-        """Row numbers of ``table`` whose eventId is neither stored nor earlier in the table."""
+        """Row numbers of ``table`` whose eventId is neither stored nor earlier in the table.
+
+        DuckDB is asked only which of these ids it already holds (a semi-join probing the stored
+        ids against the batch's, which keeps the hash table batch-sized); the rest is a set walk.
+        """
         lo, hi = pc.min_max(table["event_time"]).values()
-        ids = pa.table({"event_id": table["event_id"], "row_no": pa.array(np.arange(table.num_rows))})
-        self.con.register("_tw_ids", ids)
+        ids = table["event_id"].to_pylist()
+        self.con.register("_tw_ids", pa.table({"event_id": table["event_id"]}))
         try:
-            rows = self.con.execute(
+            stored = self.con.execute(
                 """
-                SELECT row_no FROM _tw_ids i
-                ANTI JOIN (SELECT event_id FROM events
-                           WHERE event_time BETWEEN ? - INTERVAL 1 DAY AND ? + INTERVAL 1 DAY) e
-                       USING (event_id)
-                QUALIFY row_number() OVER (PARTITION BY i.event_id ORDER BY i.row_no) = 1
+                SELECT DISTINCT event_id FROM events
+                WHERE event_time BETWEEN ? - INTERVAL 1 DAY AND ? + INTERVAL 1 DAY
+                  AND event_id IN (SELECT event_id FROM _tw_ids)
                 """,
                 [lo.as_py(), hi.as_py()],
-            ).fetchnumpy()["row_no"]
+            ).fetchall()
         finally:
             self.con.unregister("_tw_ids")
-        return np.asarray(rows, dtype=np.int64)
+        seen = {row[0] for row in stored}
+        keep = []
+        for i, event_id in enumerate(ids):
+            if event_id not in seen:
+                seen.add(event_id)
+                keep.append(i)
+        return np.asarray(keep, dtype=np.int64)
 
     def quarantine(self, source: str, rows: Sequence[tuple[str, str, str]]) -> None:
         """Record input that could not be parsed: ``(location, reason, raw)`` rows.
@@ -277,19 +292,6 @@ class Store:
             "UPDATE runs SET finished_at = ?, status = ?, counts = ?, error = ? WHERE id = ?",
             [utcnow(), "failed" if error else "ok", json.dumps(counts, default=str), error, run_id],
         )
-
-
-def events_to_arrow(events: Sequence[Event], agents: Sequence[str], source: str,
-                    ingested_at: datetime) -> pa.Table:
-    n = len(events)
-    if not n:
-        return _EVENT_SCHEMA.empty_table()
-    columns: list[Any] = [list(col) for col in zip(*events, strict=True)]
-    columns += [list(agents), [source] * n, [ingested_at] * n]
-    return pa.Table.from_arrays(
-        [pa.array(col, type=field.type) for col, field in zip(columns, _EVENT_SCHEMA, strict=True)],
-        schema=_EVENT_SCHEMA,
-    )
 
 
 def open_store(path: str | os.PathLike[str], *, read_only: bool = False,

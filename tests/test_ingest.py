@@ -180,16 +180,16 @@ import sys, time
 from pipeline import ingest
 from pipeline.store import open_store
 from models.inventory import Attributor
-orig = ingest.write_batches
+orig = ingest.Transaction.commit
 calls = []
-def slow(store, batches):
-    out = orig(store, batches)
+def slow(self):
+    out = orig(self)
     calls.append(1)
     if len(calls) == 2:
         print("committed-two", flush=True)
         time.sleep(60)
     return out
-ingest.write_batches = slow
+ingest.Transaction.commit = slow
 ingest.BatchWriter.group_rows = 1
 with open_store(sys.argv[1]) as s:
     ingest.ingest_files(s, [sys.argv[2]], Attributor(None), batch_size=100, workers=1)

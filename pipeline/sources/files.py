@@ -79,7 +79,7 @@ class FileScan:
     chunks: list[Chunk]  # line-aligned pieces of about ``chunk_bytes``; empty for gzip
 
 
-def scan_file(path: Path, chunk_bytes: int = 8 * 1024 * 1024) -> FileScan:
+def scan_file(path: Path, chunk_bytes: int = 4 * 1024 * 1024) -> FileScan:
     """Hash the content and, for uncompressed files, cut it into line-aligned chunks that
     can be parsed independently (the line counts come free with the hashing pass)."""
     digest = hashlib.sha256()

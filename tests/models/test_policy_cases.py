@@ -192,6 +192,8 @@ INVALID: list[tuple[str, Any, str, str]] = [
      OPERATORS_DOC + " (21 operators only)"),
     ("numeric-not-a-number", _cond("NumericLessThan", "ten", "example:Count"), "ten",
      OPERATORS_DOC + " (Number type)"),
+    ("numeric-nan", _cond("NumericLessThan", "NaN", "example:Count"), "NaN",
+     OPERATORS_DOC + " (Number type: numeric comparison; NaN is not a number)"),
     ("date-not-a-date", _cond("DateGreaterThan", "tomorrow", "acs:CurrentTime"), "tomorrow",
      OPERATORS_DOC + " (ISO 8601 dates)"),
     ("bool-maybe", _cond("Bool", "maybe", "acs:SecureTransport"), "maybe",
@@ -211,12 +213,28 @@ INVALID: list[tuple[str, Any, str, str]] = [
 ]
 
 
+# Evaluator bugs found by this table, as {INVALID id: reason}; each stays a strict xfail until
+# models/policy.py is fixed. ("numeric-nan" was one: float() took "NaN"; fixed in _num.)
+KNOWN_BUGS: dict[str, str] = {}
+
+
+def _invalid_params() -> list[Any]:
+    return [
+        pytest.param(
+            doc, names, id=case_id,
+            marks=[pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[case_id])] if case_id in KNOWN_BUGS else [],
+        )
+        for case_id, doc, names, _ in INVALID
+    ]
+
+
 def test_invalid_table_is_sourced() -> None:
     assert all(source.strip() for *_, source in INVALID)
     assert len({case_id for case_id, *_ in INVALID}) == len(INVALID)
+    assert set(KNOWN_BUGS) <= {case_id for case_id, *_ in INVALID}
 
 
-@pytest.mark.parametrize(("doc", "names"), [pytest.param(d, n, id=i) for i, d, n, _ in INVALID])
+@pytest.mark.parametrize(("doc", "names"), _invalid_params())
 def test_invalid_document_rejected(doc: Any, names: str) -> None:
     with pytest.raises(PolicyError) as info:
         compile_policy(doc, "bad")
