@@ -11,8 +11,8 @@ decision depends on a condition key the log cannot supply (a resource tag: "poss
 scope"), for refused calls the scope would allow, and for a foreign region.
 
 Known gaps: agents without declared policies are only checked for regions and sources;
-``ConsoleOperation`` events are checked with their console operation name, which may not be an
-API name; resource ARNs for types missing from ``models.mapping.RESOURCE_TEMPLATES`` use a generic
+``ConsoleOperation`` events are not scope-checked (their names are console operations, and no
+operation-to-API table exists yet); resource ARNs for types missing from ``models.mapping.RESOURCE_TEMPLATES`` use a generic
 ``<type>/<id>`` form; data-plane OSS events whose object key is only in request parameters map to
 the bucket. Unregistered identities are the ``unregistered_identity`` detector's business.
 """

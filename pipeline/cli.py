@@ -21,6 +21,7 @@ import click
 
 from models.inventory import Attributor, Inventory, load_inventory
 from pipeline import __version__
+from pipeline.attribution import reattribute_if_changed
 from pipeline.config import Config, load_config, resolve_config_path
 from pipeline.errors import TerminalError, TrailwardenError, UsageError
 from pipeline.output import FORMATS, render, to_jsonable
@@ -140,6 +141,9 @@ def ingest(app: App, sources: tuple[str, ...], paths: tuple[str, ...], fmt: str)
     attribute = Attributor(app.inventory)
     started = time.monotonic()
     with app.open() as store, _recorded_run(store, "ingest") as counts:
+        changed = reattribute_if_changed(store, app.inventory)
+        if changed:
+            counts["reattributed"] = changed
         total = 0
         for name, source_paths in targets:
             with _progress_bar(source_paths) as progress:
@@ -315,6 +319,9 @@ def detect(app: App, since: str | None, until: str | None, fmt: str) -> None:
         raise UsageError("--since must be before --until", key="--since")
     inventory = app.inventory
     with app.open() as store, _recorded_run(store, "detect") as counts:
+        changed = reattribute_if_changed(store, inventory)
+        if changed:
+            counts["reattributed"] = changed
         report = run_detect(store, app.config, inventory, since=start, until=end,
                             config_path=app.config_path, run_id=None)
         counts.update(report.as_dict())

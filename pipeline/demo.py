@@ -16,7 +16,11 @@ from typing import Any
 
 from models.inventory import Attributor, Inventory, load_inventory
 from pipeline import synthetic
+from pipeline.attribution import STATE_KEY
+from pipeline.config import load_config
+from pipeline.detect import run_detect
 from pipeline.errors import UsageError
+from pipeline.findings import list_findings
 from pipeline.ingest import ingest_files
 from pipeline.output import render
 from pipeline.store import open_store
@@ -73,6 +77,7 @@ def run_demo(db: Path, *, days: int = 30, seed: int = 7, echo: Callable[[str], N
     started = time.monotonic()
     with open_store(db) as store:
         run_id = store.start_run("demo")
+        store.write_state(STATE_KEY, inventory.fingerprint())
         report = ingest_files(store, [dump], Attributor(inventory), source="demo")
         store.finish_run(run_id, {"demo": report.as_dict()})
         echo(f"Ingested {report.new:,} events ({report.quarantined} quarantined) into {db} "
@@ -84,14 +89,26 @@ def run_demo(db: Path, *, days: int = 30, seed: int = 7, echo: Callable[[str], N
                    max(event_time) AS last_seen
             FROM events GROUP BY agent ORDER BY events DESC
             """).fetchall()
+        detect = run_detect(store, load_config(CONFIG_DIR / "trailwarden.yaml"), inventory)
+        found = list_findings(store)
     registered = {a.name for a in inventory.agents}
     echo("Activity by agent (unregistered identities are marked *):")
     echo(render(["agent", "events", "failed", "apis", "first_seen", "last_seen"],
                 [[r[0] if r[0] in registered else r[0] + " *", *r[1:]] for r in rows], "table"))
-    echo("\nPlanted incidents (what the detectors should find):")
+    echo(f"\nDetectors ({', '.join(detect.detectors) or 'none'}) raised {len(found)} findings:")
+    if found:
+        cols = ["severity", "detector", "agent", "last_seen", "event_count", "summary"]
+        echo(render(cols, [[f[c] for c in cols] for f in found], "table"))
+    echo("\nPlanted incidents:")
+    caught = 0
     for inc in synthetic.INCIDENTS:
-        echo(f"  - {inc.agent}: {inc.what} ({synthetic.incident_day(inc, end):%Y-%m-%d})")
-    echo(f"\nExplore: trailwarden --db {db} status\n"  # noqa: S608 - help text, not SQL we run
+        start, stop = synthetic.incident_window(inc, end)
+        hits = [f for f in found if f["agent"] == inc.agent and f["first_seen"] < stop and f["last_seen"] >= start]
+        caught += bool(hits)
+        mark = f"caught by {', '.join(sorted({f['detector'] for f in hits}))}" if hits else "not caught yet"
+        echo(f"  - {inc.agent}: {inc.what} ({start.astimezone(synthetic.BUSINESS_TZ):%Y-%m-%d}): {mark}")
+    echo(f"\nExplore: trailwarden --db {db} findings\n"  # noqa: S608 - help text, not SQL we run
          f"         trailwarden --db {db} query \"SELECT event_time, event_name, source_ip, error_code "
          f"FROM events WHERE agent = 'ci-deployer' ORDER BY event_time DESC LIMIT 20\"")
-    return {"events": len(events), "files": files, "ingest": report.as_dict()}
+    return {"events": len(events), "files": files, "ingest": report.as_dict(), "findings": len(found),
+            "incidents_caught": caught}

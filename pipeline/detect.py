@@ -27,7 +27,7 @@ from pipeline.config import Config, parse_duration
 from pipeline.errors import UsageError
 from pipeline.events import EVENT_COLUMNS
 from pipeline.findings import save_findings
-from pipeline.store import Store, utcnow
+from pipeline.store import Store, first_row, utcnow
 
 log = logging.getLogger(__name__)
 STATE_KEY = "detect.ingested_until"
@@ -159,14 +159,14 @@ def _pending_window(store: Store) -> tuple[datetime | None, datetime | None, dat
     """Events ingested since the last detect: their time span, and the new watermark."""
     done = store.read_state(STATE_KEY)
     floor = datetime.fromisoformat(done) if done else datetime(1970, 1, 1, tzinfo=UTC)
-    row = store.con.execute(
+    row = first_row(store.con.execute(
         "SELECT min(event_time), max(event_time), max(ingested_at) FROM events WHERE ingested_at > ?",
-        [floor]).fetchone()
+        [floor]))
     if not row or row[0] is None:
         return None, None, None
     return row[0], row[1] + timedelta(microseconds=1), row[2]
 
 
 def _first_event(store: Store) -> datetime | None:
-    row = store.con.execute("SELECT min(event_time) FROM events").fetchone()
+    row = first_row(store.con.execute("SELECT min(event_time) FROM events"))
     return row[0] if row else None

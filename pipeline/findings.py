@@ -16,7 +16,7 @@ from typing import Any
 
 from detectors.base import SEVERITIES, Finding, severity_rank
 from pipeline.errors import UsageError
-from pipeline.store import Store, utcnow
+from pipeline.store import Store, first_row, utcnow
 
 MAX_EVENT_IDS = 1000
 FINDING_COLUMNS = ("id", "detector", "agent", "severity", "score", "first_seen", "last_seen", "summary",
@@ -41,7 +41,7 @@ def save_findings(store: Store, findings: Sequence[Finding], dedup: dict[str, ti
     with store.transaction() as con:
         for f in findings:
             window = dedup.get(f.detector, timedelta(hours=1))
-            row = con.execute(
+            row = first_row(con.execute(
                 """
                 SELECT id, first_seen, last_seen, event_ids, event_count, severity, score
                 FROM findings
@@ -50,7 +50,7 @@ def save_findings(store: Store, findings: Sequence[Finding], dedup: dict[str, ti
                 ORDER BY (id = ?) DESC, last_seen DESC LIMIT 1
                 """,
                 [f.detector, f.agent, f.dedup_key, f.first_seen - window, f.last_seen + window, f.id],
-            ).fetchone()
+            ))
             if row is None:
                 _insert(con, f, run_id)
                 report.new += 1

@@ -23,7 +23,7 @@ from models.inventory import Attributor
 from pipeline.batches import BATCH_SIZE, Batch, to_batches
 from pipeline.parse_pool import ParsePool
 from pipeline.sources import files
-from pipeline.store import Store
+from pipeline.store import Store, first_row
 
 PARALLEL_MIN_BYTES = 32 * 1024 * 1024  # smaller files are not worth starting processes for
 FILES_PARTITION = ""
@@ -245,8 +245,8 @@ def _bulk_load_settings(store: Store) -> Iterator[None]:
     insert ran faster so than on two threads competing with them), and checkpoints every 256 MB
     of WAL instead of 16 MB (a checkpoint per commit cost half the load time). Both measured with
     benchmarks/ingest_bench.py; both restored afterwards."""
-    saved = store.con.execute(
-        "SELECT current_setting('threads'), current_setting('checkpoint_threshold')").fetchone()
+    saved = first_row(store.con.execute(
+        "SELECT current_setting('threads'), current_setting('checkpoint_threshold')"))
     store.con.execute("SET threads = 1")
     store.con.execute("SET checkpoint_threshold = '256MB'")
     try:

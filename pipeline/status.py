@@ -11,7 +11,7 @@ from typing import Any
 import duckdb
 
 from pipeline.errors import UsageError
-from pipeline.store import Store, utcnow
+from pipeline.store import Store, first_row, utcnow
 
 
 def run_query(store: Store, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -30,8 +30,8 @@ def run_query(store: Store, sql: str, params: Sequence[Any] = ()) -> tuple[list[
 def collect_status(store: Store) -> dict[str, Any]:
     con = store.con
     now = utcnow()
-    count, first, last, agents = con.execute(
-        "SELECT count(*), min(event_time), max(event_time), count(DISTINCT agent) FROM events").fetchone() or (0, None, None, 0)
+    count, first, last, agents = first_row(con.execute(
+        "SELECT count(*), min(event_time), max(event_time), count(DISTINCT agent) FROM events")) or (0, None, None, 0)
     sources = [
         {"source": s, "partition": p or None, "cursor": c, "watermark": w, "events": n, "updated_at": u,
          "lag_seconds": _lag(now, w)}
@@ -39,7 +39,7 @@ def collect_status(store: Store) -> dict[str, Any]:
             "SELECT source, partition, cursor, watermark, events, updated_at FROM ingest_state "
             "ORDER BY source, partition").fetchall()
     ]
-    quarantined = con.execute("SELECT count(*) FROM quarantine").fetchone()
+    quarantined = first_row(con.execute("SELECT count(*) FROM quarantine"))
     reasons = con.execute(
         "SELECT regexp_replace(reason, ':.*', '') AS reason, count(*) AS n FROM quarantine "
         "GROUP BY 1 ORDER BY n DESC, reason LIMIT 5").fetchall()
@@ -50,7 +50,7 @@ def collect_status(store: Store) -> dict[str, Any]:
             "SELECT id, command, started_at, finished_at, status, pid, error FROM runs "
             "ORDER BY id DESC LIMIT 5").fetchall()
     ]
-    files = con.execute("SELECT count(*), coalesce(sum(bytes), 0) FROM ingested_files").fetchone()
+    files = first_row(con.execute("SELECT count(*), coalesce(sum(bytes), 0) FROM ingested_files"))
     return {
         "database": store.path,
         "database_bytes": _size(store.path),

@@ -50,6 +50,13 @@ def migrations() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
+def first_row(cursor: Any) -> tuple[Any, ...] | None:
+    """The first row of a result, which is then read to the end: DuckDB 2 keeps a connection busy
+    until its last result is finished, so ``fetchone()`` would leave it unusable for some calls."""
+    rows = cursor.fetchall()
+    return rows[0] if rows else None
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -117,7 +124,7 @@ class Store:
             self.write_lock.release()
 
     def schema_version(self) -> int:
-        row = self.con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+        row = first_row(self.con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations"))
         return int(row[0]) if row else 0
 
     def migrate(self) -> list[int]:
@@ -223,7 +230,7 @@ class Store:
         sql = f"{verb} INTO {target} SELECT * FROM _tw_batch"  # noqa: S608 - fixed names
         self.con.register("_tw_batch", table)
         try:
-            return self.con.execute(sql).fetchone()
+            return first_row(self.con.execute(sql))
         finally:
             self.con.unregister("_tw_batch")
 
@@ -243,10 +250,10 @@ class Store:
         )
 
     def get_state(self, source: str, partition: str) -> tuple[str | None, datetime | None] | None:
-        row = self.con.execute(
+        row = first_row(self.con.execute(
             "SELECT cursor, watermark FROM ingest_state WHERE source = ? AND partition = ?",
             [source, partition],
-        ).fetchone()
+        ))
         return (row[0], row[1]) if row else None
 
     def record_files(self, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -266,7 +273,7 @@ class Store:
 
     def read_state(self, name: str) -> str | None:
         """A named value in ``pipeline_state`` (e.g. how far detect has scored)."""
-        row = self.con.execute("SELECT value FROM pipeline_state WHERE name = ?", [name]).fetchone()
+        row = first_row(self.con.execute("SELECT value FROM pipeline_state WHERE name = ?", [name]))
         return row[0] if row else None
 
     def write_state(self, name: str, value: str) -> None:
@@ -280,10 +287,10 @@ class Store:
 
     # -- runs --------------------------------------------------------------------------------
     def start_run(self, command: str) -> int:
-        row = self.con.execute(
+        row = first_row(self.con.execute(
             "INSERT INTO runs (command, started_at, status, pid) VALUES (?, ?, 'running', ?) RETURNING id",
             [command, utcnow(), os.getpid()],
-        ).fetchone()
+        ))
         assert row is not None
         return int(row[0])
 

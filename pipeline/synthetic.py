@@ -329,6 +329,12 @@ def incident_day(incident: Incident, end: datetime) -> datetime:
     return day
 
 
+def incident_window(incident: Incident, end: datetime) -> tuple[datetime, datetime]:
+    """The incident's local (business time zone) day, as UTC instants [start, stop)."""
+    day = incident_day(incident, end)
+    return _local(day, 0), _local(day + timedelta(days=1), 0)
+
+
 def incident_events(rng: random.Random, end: datetime) -> Iterator[dict[str, Any]]:
     day = {i.key: incident_day(i, end) for i in INCIDENTS}
     yield from _stolen_key(rng, day["stolen-ci-key"])

@@ -1,0 +1,266 @@
+"""detect, findings, agents, policy simulate and re-attribution, as users drive them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+import detectors
+from detectors.base import SEVERITIES, Detector, Finding
+from models.inventory import Attributor, Inventory, load_inventory
+from pipeline.attribution import reattribute_if_changed
+from pipeline.config import Config
+from pipeline.detect import run_detect
+from pipeline.errors import UsageError
+from pipeline.events import EVENT_COLUMNS
+from pipeline.findings import list_findings
+from pipeline.ingest import ingest_files
+from tests.conftest import ROOT, run_cli, write_ndjson
+
+DESIGN_IDS = {"out_of_scope", "odd_hours", "failure_storm", "audit_tampering", "unregistered_identity",
+              "expired_agent", "new_source"}
+
+CI_AGENT = {
+    "name": "ci", "purpose": "deploys", "owner": "platform", "environment": "prod",
+    "identities": ["ram-user:ci-deploy"],
+    "policies": [{"Version": "1", "Statement": [
+        {"Effect": "Allow", "Action": "ecs:Describe*", "Resource": "*"}]}],
+}
+
+
+def _inventory(*agents: dict[str, Any]) -> Inventory:
+    return Inventory.model_validate({"agents": list(agents)})
+
+
+def _events(make_event, start: datetime, names: list[str]) -> list[dict[str, Any]]:
+    return [make_event(i, eventName=n, eventTime=(start + timedelta(minutes=i)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+            for i, n in enumerate(names)]
+
+
+def _store_with(store, tmp_path, events, inventory) -> None:
+    write_ndjson(tmp_path / "e.jsonl", events)
+    ingest_files(store, [tmp_path / "e.jsonl"], Attributor(inventory))
+
+
+# -- the catalogue ------------------------------------------------------------------------------
+def test_every_registered_detector_keeps_the_contract():
+    found = detectors.registry()
+    assert found, "no detectors registered"
+    for det_id, cls in found.items():
+        assert det_id in DESIGN_IDS, det_id
+        assert cls.severity in SEVERITIES
+        assert "dedup_window" in cls.parameters
+        doc = (sys.modules[cls.__module__].__doc__ or "") + (cls.__doc__ or "")
+        assert "Known gaps" in doc, f"{det_id} does not say what it misses"
+        extras = {"agent", "request_parameters"}
+        missing = [c for c in cls.columns if c not in EVENT_COLUMNS and c not in extras]
+        assert not missing, f"{det_id} reads columns the store does not have: {missing}"
+        assert cls.score is not Detector.score, f"{det_id} does not implement score()"
+
+
+def test_config_overrides_are_validated():
+    with pytest.raises(UsageError) as err:
+        detectors.build({"out_of_scope": {"dedup_windw": "2h"}}, "cfg.yaml")
+    assert err.value.key == "detectors.out_of_scope.dedup_windw" and err.value.path == "cfg.yaml"
+    with pytest.raises(UsageError, match="unknown detector"):
+        detectors.build({"no_such_detector": {}}, "cfg.yaml")
+    built = {d.id: d for d in detectors.build({"out_of_scope": {"dedup_window": "2h"}})}
+    assert built["out_of_scope"].dedup_window == timedelta(hours=2)
+
+
+# -- detect ------------------------------------------------------------------------------------
+def test_detect_is_idempotent_over_a_window(store, tmp_path, make_event):
+    inv = _inventory(CI_AGENT)
+    start = datetime(2026, 11, 2, 3, 0, tzinfo=UTC)
+    _store_with(store, tmp_path, _events(make_event, start, ["DescribeInstances", "RunInstances", "RunInstances"]), inv)
+    window = {"since": start - timedelta(hours=1), "until": start + timedelta(hours=1)}
+    first = run_detect(store, Config(), inv, **window)
+    again = run_detect(store, Config(), inv, **window)
+    assert (first.new, again.new, again.extended) == (1, 0, 0)
+    rows = list_findings(store)
+    assert len(rows) == 1 and rows[0]["event_count"] == 2
+    assert rows[0]["evidence"]["action"] == "ecs:RunInstances"
+
+
+def test_detect_without_flags_scores_only_what_is_new(store, tmp_path, make_event):
+    inv = _inventory(CI_AGENT)
+    start = datetime(2026, 11, 2, 3, 0, tzinfo=UTC)
+    _store_with(store, tmp_path, _events(make_event, start, ["RunInstances"]), inv)
+    assert run_detect(store, Config(), inv).new == 1
+    assert run_detect(store, Config(), inv).since is None  # nothing new
+    later = [make_event(50, eventName="RunInstances", eventTime="2026-11-02T03:20:00Z")]
+    write_ndjson(tmp_path / "later.jsonl", later)
+    ingest_files(store, [tmp_path / "later.jsonl"], Attributor(inv))
+    report = run_detect(store, Config(), inv)
+    assert (report.new, report.extended) == (0, 1)  # the same burst grew, no second finding
+    assert list_findings(store)[0]["event_count"] == 2
+
+
+class _Broken(Detector):
+    """Always fails. Known gaps: everything."""
+
+    id = "broken"
+    severity = "low"
+    parameters: ClassVar[dict[str, Any]] = {"dedup_window": "60m"}
+    columns = ("event_id",)
+
+    def score(self, events, models, now) -> list[Finding]:
+        raise RuntimeError("boom")
+
+
+def test_a_failing_detector_is_recorded_and_the_others_still_run(store, tmp_path, make_event, monkeypatch):
+    inv = _inventory(CI_AGENT)
+    start = datetime(2026, 11, 2, 3, 0, tzinfo=UTC)
+    _store_with(store, tmp_path, _events(make_event, start, ["RunInstances"]), inv)
+    real = detectors.registry()
+    monkeypatch.setattr(detectors, "registry", lambda: {**real, "broken": _Broken})
+    report = run_detect(store, Config(), inv, since=start, until=start + timedelta(hours=1))
+    assert report.failed == ["broken"]
+    assert "boom" in report.detectors["broken"]["error"]
+    assert report.new == 1 and list_findings(store)[0]["detector"] == "out_of_scope"
+
+
+# -- the command line ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def demo_db(tmp_path_factory) -> Path:
+    db = tmp_path_factory.mktemp("demo") / "demo.duckdb"
+    result = run_cli("demo", "--db", str(db), "--days", "10")
+    assert result.returncode == 0, result.stderr
+    return db
+
+
+def test_findings_json_has_the_designed_fields(demo_db):
+    out = run_cli("findings", "--db", str(demo_db), "--format", "json")
+    rows = json.loads(out.stdout)
+    assert rows
+    for row in rows:
+        assert {"id", "detector", "agent", "severity", "score", "first_seen", "last_seen", "summary",
+                "event_ids", "evidence", "status"} <= set(row)
+        assert row["severity"] in SEVERITIES and 0 <= row["score"] <= 1
+        assert row["first_seen"].endswith("Z") and isinstance(row["event_ids"], list)
+        assert row["status"] == "open" and row["summary"]
+    critical = json.loads(run_cli("findings", "--db", str(demo_db), "--min-severity", "critical",
+                                  "--agent", "ci-deployer", "--format", "json").stdout)
+    assert critical and all(r["severity"] == "critical" and r["agent"] == "ci-deployer" for r in critical)
+
+
+def test_detect_again_adds_nothing_and_ids_are_stable(demo_db, tmp_path):
+    before = json.loads(run_cli("findings", "--db", str(demo_db), "--format", "json").stdout)
+    out = run_cli("detect", "--db", str(demo_db), "--since", "30d", "--config", str(ROOT / "config" / "trailwarden.yaml"))
+    assert out.returncode == 0, out.stderr
+    assert "0 new findings" in out.stdout
+    after = json.loads(run_cli("findings", "--db", str(demo_db), "--format", "json").stdout)
+    assert sorted(r["id"] for r in before) == sorted(r["id"] for r in after)
+
+
+def test_detect_rejects_a_backwards_window(demo_db):
+    result = run_cli("detect", "--db", str(demo_db), "--since", "2026-11-02", "--until", "2026-11-01")
+    assert result.returncode == 2 and "--since" in result.stderr
+
+
+def test_agents_lists_inventory_activity_and_unregistered(demo_db):
+    out = run_cli("agents", "--db", str(demo_db), "--format", "json",
+                  "--config", str(ROOT / "config" / "trailwarden.yaml"))
+    rows = {r["agent"]: r for r in json.loads(out.stdout)}
+    assert {"ci-deployer", "monitor-readonly", "vendor-acme"} <= set(rows)
+    assert rows["ci-deployer"]["open_findings"] > 0
+    assert rows["vendor-acme"]["flags"].startswith("expired")
+    assert rows["ram-user:ops-debug"]["flags"] == "unregistered"
+    assert rows["monitor-readonly"]["last_activity"] is not None
+
+
+def test_policy_simulate_single_and_batch(tmp_path):
+    policy = ROOT / "config" / "policies" / "ci-deployer.json"
+    base = ["policy", "simulate", "--policy", str(policy)]
+    ok = run_cli(*base, "--action", "ecs:RunInstances", "--resource", "acs:ecs:cn-hangzhou:1:instance/i-1",
+                 "--context", "acs:SourceIp=203.0.113.9")
+    assert ok.stdout.strip() == "Allow"
+    denied = run_cli(*base, "--action", "ecs:RunInstances", "--resource", "acs:ecs:cn-hangzhou:1:instance/i-1",
+                     "--context", "acs:SourceIp=185.220.101.34")
+    assert denied.stdout.strip() == "ExplicitDeny" and "Statement[3]" in denied.stderr
+    implicit = run_cli(*base, "--action", "ram:CreateUser", "--resource", "acs:ram::1:user/x",
+                       "--context", "acs:SourceIp=203.0.113.9")
+    assert implicit.stdout.strip() == "ImplicitDeny"
+    by_agent = run_cli("policy", "simulate", "--agent", "ci-deployer", "--action", "oss:GetObject",
+                       "--resource", "acs:oss:*:1:release-artifacts/a.tar.gz", "--context", "acs:SourceIp=203.0.113.1",
+                       "--config", str(ROOT / "config" / "trailwarden.yaml"))
+    assert by_agent.stdout.strip() == "Allow"
+
+    doc = json.loads(policy.read_text())
+    lines = [
+        {"id": 1, "policies": [doc], "request": {"action": "ecs:RunInstances", "resource": "acs:ecs:x:1:instance/i",
+                                                 "context": {"acs:SourceIp": "203.0.113.9"}}},
+        {"id": "two", "policies": [doc], "request": {"action": "ecs:RunInstances", "resource": "acs:ecs:x:1:instance/i",
+                                                     "context": {"acs:SourceIp": "8.8.8.8"}}},
+        {"id": 3, "policies": [doc], "request": {"action": "ram:CreateUser", "resource": "*"}},
+    ]
+    batch = tmp_path / "reqs.jsonl"
+    batch.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    out = run_cli("policy", "simulate", "--batch", str(batch))
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(x) for x in out.stdout.splitlines()] == [
+        {"id": 1, "decision": "Allow"}, {"id": "two", "decision": "ExplicitDeny"},
+        # no acs:SourceIp at all: NotIpAddress on an absent key holds, so the Deny applies
+        {"id": 3, "decision": "ExplicitDeny"}]
+
+
+def test_policy_simulate_reports_invalid_input(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": 1, "policies": [{"Version": "1", "Statement": [
+        {"Effect": "Allow", "Action": "x:y", "Resource": "*", "Condition": {"NumericEqualsIfExists": {"a": "1"}}}]}],
+        "request": {"action": "x:y", "resource": "*"}}) + "\nnot json\n")
+    out = run_cli("policy", "simulate", "--batch", str(bad))
+    assert out.returncode == 2
+    lines = [json.loads(x) for x in out.stdout.splitlines()]
+    assert "IfExists" in lines[0]["error"] and lines[1]["id"] is None and "line 2" in lines[1]["error"]
+    single = run_cli("policy", "simulate", "--action", "x:y", "--resource", "*")
+    assert single.returncode == 2 and "--policy" in single.stderr
+
+
+def test_inventory_with_an_invalid_policy_exits_2_naming_the_statement(tmp_path):
+    inv = tmp_path / "agents.yaml"
+    inv.write_text("agents:\n  - name: a\n    purpose: p\n    owner: o\n    environment: e\n"
+                   "    identities: [ram-user:x]\n    policies:\n"
+                   "      - {Version: '1', Statement: [{Effect: Allow, Action: 'x:y', Resource: '*',"
+                   " Condition: {'ForAnyValue:StringEquals': {k: v}}}]}\n")
+    with pytest.raises(UsageError) as err:
+        load_inventory(inv)
+    assert err.value.key == "agents[0].policies[0].Statement[0].Condition.ForAnyValue:StringEquals"
+    assert "agent 'a'" in str(err.value)
+
+
+def test_system_policies_can_be_named(tmp_path):
+    inv = tmp_path / "agents.yaml"
+    inv.write_text("agents:\n  - {name: ro, purpose: p, owner: o, environment: e, identities: [role:Ro],"
+                   " policies: [{system: ReadOnlyAccess}]}\n")
+    agent = load_inventory(inv).agents[0]
+    assert "*:Describe*" in agent.policies[0]["Statement"][0]["Action"]
+    inv.write_text(inv.read_text().replace("ReadOnlyAccess", "GodMode"))
+    with pytest.raises(UsageError, match="unknown system policy"):
+        load_inventory(inv)
+
+
+# -- re-attribution -----------------------------------------------------------------------------
+def test_changing_the_inventory_reattributes_stored_events(store, tmp_path, make_event):
+    stranger = {"type": "ram-user", "principalId": "2", "accountId": "1", "userName": "ops-debug"}
+    events = [make_event(1), make_event(2, userIdentity=stranger)]
+    before = _inventory(CI_AGENT)
+    _store_with(store, tmp_path, events, before)
+    reattribute_if_changed(store, before)
+    agents = sorted(r[0] for r in store.con.execute("SELECT agent FROM events").fetchall())
+    assert agents == ["ci", "ram-user:ops-debug"]
+    adopted = _inventory(CI_AGENT, {"name": "debugger", "purpose": "p", "owner": "o", "environment": "e",
+                                    "identities": ["ram-user:ops-debug"]})
+    assert reattribute_if_changed(store, adopted) == 1
+    assert reattribute_if_changed(store, adopted) is None  # unchanged inventory: no work
+    agents = sorted(r[0] for r in store.con.execute("SELECT agent FROM events").fetchall())
+    assert agents == ["ci", "debugger"]
+    key_owner = _inventory({**CI_AGENT, "identities": ["access-key:LTAI5tCiDeploy7Qx2mK"]})
+    reattribute_if_changed(store, key_owner)
+    agents = sorted(r[0] for r in store.con.execute("SELECT agent FROM events").fetchall())
+    assert agents == ["ci", "ram-user:ops-debug"]
