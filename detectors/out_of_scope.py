@@ -27,10 +27,19 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
 
 from detectors.base import Detector, Finding, Models, capped, group_bursts, jsonable
-from models.mapping import CallerFacts, CallFacts, action, is_authorized_call, requests
+from models.mapping import (
+    GLOBAL_CODES,
+    NOT_AUTHORIZED_EVENT_TYPES,
+    SIGNIN_SERVICES,
+    CallerFacts,
+    CallFacts,
+    action,
+    requests,
+)
 from models.policy import Decision, Result
 from models.scope import AgentScope
 
@@ -64,7 +73,7 @@ class OutOfScope(Detector):
         "check_regions": True,
         "check_source_ips": True,
     }
-    columns = ("event_id", "event_time", "agent", "event_type", "event_name", "event_rw", "service_name",
+    columns = ("event_id", "event_time", "agent", "event_type", "event_name", "event_rw", "is_global", "service_name",
                "service_code", "acs_region", "account_id", "recipient_account_id", "referenced_resources",
                "resource_type", "resource_name", "request_parameters", "source_ip", "ip_version", "vpc_id",
                "mfa_authenticated", "access_key_id", "secure_transport", "identity_type", "user_name",
@@ -75,62 +84,72 @@ class OutOfScope(Detector):
         for agent, df in events.groupby("agent", sort=False):
             scope = models.scopes.get(str(agent))
             if scope is not None:
-                out.extend(self._agent_findings(scope, _clean(df)))
+                out.extend(self._agent_findings(scope, df))
         return out
 
     # -- which events break the scope ---------------------------------------------------------
     def _agent_findings(self, scope: AgentScope, df: pd.DataFrame) -> Iterator[Finding]:
         df = df.assign(account=df["recipient_account_id"].where(df["recipient_account_id"].notna(),
                                                                 df["account_id"]))
-        authorized = [is_authorized_call(t, s) for t, s in zip(df["event_type"], df["service_name"], strict=True)]
-        df = df[authorized]
+        signin = df["service_name"].str.lower().isin(SIGNIN_SERVICES)
+        df = df[~(df["event_type"].isin(NOT_AUTHORIZED_EVENT_TYPES) | signin.fillna(False).astype(bool))]
         if df.empty:
             return
-        decisions = self._decisions(scope, df) if scope.has_policies else None
-        refused = df["error_code"].map(self._is_refused)
-        for key, rows, meta in self._violations(scope, df, decisions, refused):
+        df = self._with_decisions(scope, df)
+        refused = _mapped(df["error_code"], self._is_refused)
+        for key, rows, meta in self._violations(scope, df, refused):
             yield from self._bursts(scope.name, key, rows, meta)
 
-    def _decisions(self, scope: AgentScope, df: pd.DataFrame) -> list[tuple[Result, str]]:
-        """(worst result, the resource it concerns) per row, evaluated once per distinct request."""
+    def _with_decisions(self, scope: AgentScope, df: pd.DataFrame) -> pd.DataFrame:
+        """Add the action, and (when the agent declares policies) the worst decision over the
+        call's resources, evaluating each distinct request once."""
         needed = list(_REQUEST_COLUMNS)
         for cond_key in scope.policies.condition_keys:
             needed.extend(c for c in _CONTEXT_COLUMNS.get(cond_key, ()) if c not in needed)
-        keys = list(zip(*(df[c] for c in needed), strict=True))
-        cache: dict[tuple[Any, ...], tuple[Result, str]] = {}
-        out = []
-        for key, row in zip(keys, df.itertuples(index=False), strict=True):
-            hit = cache.get(key)
-            if hit is None:
-                hit = cache[key] = _evaluate(scope, row)
-            out.append(hit)
-        return out
+        codes = df.groupby(needed, dropna=False, sort=False).ngroup().to_numpy()
+        _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+        firsts = df.iloc[first]
+        firsts = firsts.astype(object).where(firsts.notna(), None)
+        actions: list[str] = []
+        results: list[tuple[Result, str]] = []
+        for row in firsts.itertuples(index=False):
+            actions.append(action(_call_facts(row)))
+            if scope.has_policies:
+                results.append(_evaluate(scope, row))
+        df = df.assign(action=np.asarray(actions, dtype=object)[inverse])
+        if not results:
+            return df
+        return df.assign(
+            decision=np.asarray([r[0].decision for r in results], dtype=object)[inverse],
+            statement=np.asarray([r[0].statement for r in results], dtype=object)[inverse],
+            reason=np.asarray([r[0].reason for r in results], dtype=object)[inverse],
+            resource=np.asarray([r[1] for r in results], dtype=object)[inverse],
+        )
 
-    def _violations(self, scope: AgentScope, df: pd.DataFrame, decisions: list[tuple[Result, str]] | None,
+    def _violations(self, scope: AgentScope, df: pd.DataFrame,
                     refused: pd.Series) -> Iterator[tuple[str, pd.DataFrame, dict[str, Any]]]:
-        actions = [action(_call_facts(r)) for r in df.itertuples(index=False)]
-        df = df.assign(action=actions)
-        if decisions is not None:
-            df = df.assign(decision=[d[0].decision for d in decisions],
-                           statement=[d[0].statement for d in decisions],
-                           reason=[d[0].reason for d in decisions],
-                           resource=[d[1] for d in decisions])
-            outside = df["decision"] != Decision.ALLOW
-            for (act, unknown), rows in df[outside].groupby(["action", df["decision"] == Decision.UNKNOWN]):
-                kind = "possibly_out_of_scope" if unknown else "out_of_scope"
+        if "decision" in df:
+            outside = (df["decision"] != Decision.ALLOW).to_numpy()
+            unknown = (df["decision"] == Decision.UNKNOWN).to_numpy()
+            for (act, maybe), rows in df[outside].groupby(["action", unknown[outside]]):
+                kind = "possibly_out_of_scope" if maybe else "out_of_scope"
                 yield f"{kind}:{str(act).lower()}", rows, {"kind": kind, "action": act}
-            in_scope_refused = df[~outside & refused]
+            in_scope_refused = df[~outside & refused.to_numpy()]
         else:
-            in_scope_refused = df[refused]
+            in_scope_refused = df[refused.to_numpy()]
         for act, rows in in_scope_refused.groupby("action"):
             yield f"refused:{str(act).lower()}", rows, {"kind": "refused", "action": act}
         if self.params["check_regions"] and scope.regions is not None:
-            wrong = df[~df["acs_region"].map(scope.region_allowed)]
+            # global services (RAM, STS...) have no region: ActionTrail files them under the global
+            # events storage region, which says nothing about where the agent works
+            regional = ~(_mapped(df["action"], _is_global_action) | df["is_global"].fillna(False).astype(bool))
+            allowed = _mapped(df["acs_region"], scope.region_allowed, missing=True)
+            wrong = df[(regional & ~allowed).to_numpy()]
             for region, rows in wrong.groupby("acs_region"):
                 yield f"region:{region}", rows, {"kind": "region", "region": region,
                                                  "declared": sorted(scope.regions)}
         if self.params["check_source_ips"] and scope.networks is not None:
-            foreign = df[df["source_ip"].map(lambda ip: scope.source_allowed(ip) is False)]
+            foreign = df[_mapped(df["source_ip"], lambda ip: scope.source_allowed(ip) is False).to_numpy()]
             for net, rows in foreign.groupby(foreign["source_ip"].map(_network_of)):
                 yield f"source:{net}", rows, {"kind": "source_ip", "network": net,
                                               "declared": [str(n) for n in scope.networks]}
@@ -191,9 +210,15 @@ def _caller_facts(row: Any) -> CallerFacts:
     return CallerFacts(*(getattr(row, f) for f in _CALLER_FIELDS))
 
 
-def _clean(df: pd.DataFrame) -> pd.DataFrame:
-    """NaN and pd.NA become None, so equal requests hash equal and facts see plain values."""
-    return df.astype(object).where(df.notna(), None).assign(event_time=df["event_time"])
+def _mapped(values: pd.Series, test: Any, missing: bool = False) -> pd.Series:
+    """``test`` applied once per distinct value (missing values give ``missing``), as booleans."""
+    known = {v: bool(test(v)) for v in values.dropna().unique()}
+    mapped = values.map(known)
+    return mapped.where(mapped.notna(), missing).astype(bool)
+
+
+def _is_global_action(act: str) -> bool:
+    return act.split(":", 1)[0] in GLOBAL_CODES
 
 
 def _network_of(ip: str) -> str:

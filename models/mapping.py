@@ -13,7 +13,8 @@ Rules from ../shared/notes/ram-policy.md section 2:
 * context: ``acs:CurrentTime``, ``acs:SourceIp`` (only a real address), ``acs:SourceVpc``,
   ``acs:MFAPresent`` (only when a session recorded it), ``acs:AccessId``, ``acs:SecureTransport``
   (from the scheme), ``acs:PrincipalARN``, ``acs:UserAgent``. Any other key a policy tests
-  (resource tags, service keys) cannot be known from the log: it is *unknown*.
+  (resource tags, service keys) cannot be known from the log: it is *unknown*; so is the source
+  IP when the log masks it ("Internal", "192.168.XX.XX") rather than leaving it out.
 * console sign-ins/outs, Alibaba Cloud's own service events and console operations are not
   scope-checked (the last because their names are not always API names).
 """
@@ -73,23 +74,25 @@ RESOURCE_TEMPLATES: dict[str, tuple[str | None, str]] = {
     "acs::kms::key": ("kms", "key/{}"),
     "acs::actiontrail::trail": ("actiontrail", "trail/{}"),
     "acs::sls::project": ("log", "project/{}"),
-    "acs::sls::logstore": ("log", "project/{}"),
 }
 
 # APIs whose target is only in requestParameters: parameter -> relative-id template.
+_USER_APIS = ("GetUser", "CreateUser", "UpdateUser", "DeleteUser", "CreateAccessKey", "DeleteAccessKey",
+              "UpdateAccessKey", "ListAccessKeys", "CreateLoginProfile", "GetLoginProfile",
+              "UpdateLoginProfile", "DeleteLoginProfile", "AttachPolicyToUser", "DetachPolicyFromUser",
+              "ListPoliciesForUser", "AddUserToGroup", "RemoveUserFromGroup", "BindMFADevice",
+              "UnbindMFADevice", "PutUserPolicy", "AttachUserPolicy")  # the last two: AWS-shaped exports
+_ROLE_APIS = ("GetRole", "CreateRole", "UpdateRole", "DeleteRole", "AttachPolicyToRole",
+              "DetachPolicyFromRole", "ListPoliciesForRole", "PutRolePolicy", "AttachRolePolicy",
+              "UpdateAssumeRolePolicy")
 PARAMETER_TARGETS: dict[str, tuple[str, str, str]] = {
     # event name (lower): (code, parameter, template)
     "assumerole": ("ram", "RoleArn", "arn"),
-    "createuser": ("ram", "UserName", "user/{}"),
-    "deleteuser": ("ram", "UserName", "user/{}"),
-    "createaccesskey": ("ram", "UserName", "user/{}"),
-    "deleteaccesskey": ("ram", "UserName", "user/{}"),
-    "createloginprofile": ("ram", "UserName", "user/{}"),
-    "updateloginprofile": ("ram", "UserName", "user/{}"),
-    "attachpolicytouser": ("ram", "UserName", "user/{}"),
-    "attachpolicytorole": ("ram", "RoleName", "role/{}"),
-    "updaterole": ("ram", "RoleName", "role/{}"),
+    **{api.lower(): ("ram", "UserName", "user/{}") for api in _USER_APIS},
+    **{api.lower(): ("ram", "RoleName", "role/{}") for api in _ROLE_APIS},
     "createpolicyversion": ("ram", "PolicyName", "policy/{}"),
+    "setdefaultpolicyversion": ("ram", "PolicyName", "policy/{}"),
+    "deletepolicy": ("ram", "PolicyName", "policy/{}"),
 }
 
 SUPPLIED_KEYS = frozenset({
@@ -241,6 +244,12 @@ def requests(facts: CallFacts, caller: CallerFacts, policy_keys: frozenset[str])
     """One request per resource the call touched; keys a policy tests but the log cannot supply
     are marked unknown."""
     ctx = context(caller)
-    unknown = frozenset(k for k in policy_keys if k not in SUPPLIED_KEYS)
+    unknown = {k for k in policy_keys if k not in SUPPLIED_KEYS}
+    if "acs:sourceip" in policy_keys and caller.source_ip and not caller.ip_version:
+        unknown.add("acs:sourceip")  # "Internal", masked "192.168.XX.XX": not absent, just not told
+    return [Request(act, res, ctx, frozenset(unknown)) for act, res in _pairs(facts)]
+
+
+def _pairs(facts: CallFacts) -> list[tuple[str, str]]:
     act = action(facts)
-    return [Request(act, res, ctx, unknown) for res in resources(facts)]
+    return [(act, res) for res in resources(facts)]
