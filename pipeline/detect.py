@@ -31,7 +31,7 @@ from pipeline.store import Store, first_row, utcnow
 
 log = logging.getLogger(__name__)
 STATE_KEY = "detect.ingested_until"
-CHUNK = timedelta(days=1)
+CHUNK_EVENTS = 100_000  # events per scoring chunk: memory follows this, not the history
 _ALWAYS = ("event_id", "event_time", "agent")
 
 
@@ -91,9 +91,7 @@ def run_detect(store: Store, config: Config, inventory: Inventory, *, since: dat
     report.since, report.until = since, until
     columns = _columns(active)
     dedup = {d.id: d.dedup_window for d in active}
-    start = since
-    while start < until:
-        end = min(start + CHUNK, until)
+    for start, end in _chunks(store, since, until):
         events = load_events(store, columns, start, end)
         report.events += len(events)
         findings = _score_all(active, events, models, end, report)
@@ -101,10 +99,27 @@ def run_detect(store: Store, config: Config, inventory: Inventory, *, since: dat
         report.new += saved.new
         report.extended += saved.extended
         report.new_ids.extend(saved.new_ids)
-        start = end
     if watermark is not None:
         store.write_state(STATE_KEY, watermark.isoformat())
     return report
+
+
+def _chunks(store: Store, since: datetime, until: datetime) -> list[tuple[datetime, datetime]]:
+    """Whole UTC days, merged while they hold under CHUNK_EVENTS events together (a day is never
+    split, so a detector sees every burst of a day at once)."""
+    days = store.con.execute(
+        "SELECT time_bucket(INTERVAL 1 DAY, event_time) AS d, count(*) FROM events "
+        "WHERE event_time >= ? AND event_time < ? GROUP BY d ORDER BY d", [since, until]).fetchall()
+    chunks: list[tuple[datetime, datetime]] = []
+    start, count = since, 0
+    for day, n in days:
+        if count and count + n > CHUNK_EVENTS:
+            chunks.append((start, max(day, start)))
+            start, count = max(day, start), 0
+        count += n
+    if count:
+        chunks.append((start, until))
+    return chunks
 
 
 def _score_all(active: list[Detector], events: pd.DataFrame, models: Models, now: datetime,
