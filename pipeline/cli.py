@@ -413,6 +413,37 @@ def agents(app: App, fmt: str) -> None:
     click.echo(render(columns, rows, fmt))
 
 
+@cli.command()
+@common_options
+@click.option("--until", metavar="T", help="Fit on the 28 days before T (default: now).")
+@format_option()
+@pass_app
+def train(app: App, until: str | None, fmt: str) -> None:
+    """Refit every agent's baseline on the 28 days before now (or --until) and store it.
+
+    `detect` fits what it needs by itself (on the days before its window); `train` is for looking
+    at what was learned: active days, failure rates, the hours each agent keeps.
+
+    \b
+    Example:
+      trailwarden train --format json
+    """
+    from models import baselines
+    from pipeline.detect import parse_when
+    from pipeline.store import utcnow
+
+    end = parse_when(until, utcnow(), "--until") if until else utcnow()
+    with app.open() as store, _recorded_run(store, "train") as counts:
+        fitted = baselines.fit(store, end, app.config.timezone)
+        baselines.save(store, fitted)
+        counts["agents"] = len(fitted)
+    columns = ["agent", "active_days", "learned", "calls", "failure_rate", "max_failures_5m", "max_calls_5m",
+               "usual_hours"]
+    rows = [[b.agent, b.active_days, b.learned, b.calls, round(b.failure_rate, 4), b.max_failures_5m,
+             b.max_calls_5m, baselines.usual_hours(b)] for b in sorted(fitted.values(), key=lambda b: b.agent)]
+    click.echo(render(columns, rows, fmt))
+
+
 # -- policy --------------------------------------------------------------------------------------
 @cli.group()
 def policy() -> None:
@@ -483,7 +514,7 @@ def _policy_documents(app: App, files: tuple[str, ...], agent: str | None) -> li
 # -- demo ----------------------------------------------------------------------------------------
 @cli.command()
 @common_options
-@click.option("--days", default=30, show_default=True, type=click.IntRange(8, 120),
+@click.option("--days", default=30, show_default=True, type=click.IntRange(14, 120),
               help="How many days of traffic to generate.")
 @click.option("--seed", default=7, show_default=True, type=int, help="Random seed (same seed, same data).")
 @pass_app

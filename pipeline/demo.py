@@ -26,6 +26,7 @@ from pipeline.output import render
 from pipeline.store import open_store
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+SCORED_DAYS = 8  # the planted incidents all fall in the last 7 local days
 
 
 def demo_inventory() -> Inventory:
@@ -89,13 +90,16 @@ def run_demo(db: Path, *, days: int = 30, seed: int = 7, echo: Callable[[str], N
                    max(event_time) AS last_seen
             FROM events GROUP BY agent ORDER BY events DESC
             """).fetchall()
-        detect = run_detect(store, load_config(CONFIG_DIR / "trailwarden.yaml"), inventory)
+        # the last week is scored; the weeks before it are the history the baselines learn from
+        detect = run_detect(store, load_config(CONFIG_DIR / "trailwarden.yaml"), inventory,
+                            since=end - timedelta(days=SCORED_DAYS), until=end)
         found = list_findings(store)
     registered = {a.name for a in inventory.agents}
     echo("Activity by agent (unregistered identities are marked *):")
     echo(render(["agent", "events", "failed", "apis", "first_seen", "last_seen"],
                 [[r[0] if r[0] in registered else r[0] + " *", *r[1:]] for r in rows], "table"))
-    echo(f"\nDetectors ({', '.join(detect.detectors) or 'none'}) raised {len(found)} findings:")
+    echo(f"\nDetectors ({', '.join(detect.detectors) or 'none'}) scored the last {SCORED_DAYS} days against "
+         f"baselines learned from the {days - SCORED_DAYS} before, and raised {len(found)} findings:")
     if found:
         cols = ["severity", "detector", "agent", "last_seen", "event_count", "summary"]
         echo(render(cols, [[f[c] for c in cols] for f in found], "table"))

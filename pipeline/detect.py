@@ -20,6 +20,7 @@ import pandas as pd
 
 import detectors
 from detectors.base import Detector, Finding, Models
+from models import baselines
 from models.inventory import Inventory
 from models.mapping import PARAMETER_TARGETS
 from models.scope import compile_scopes
@@ -69,15 +70,16 @@ def parse_when(text: str, now: datetime, key: str) -> datetime:
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
-def build_models(store: Store, config: Config, inventory: Inventory) -> Models:
-    return Models(inventory=inventory, scopes=compile_scopes(inventory), timezone=config.tz)
+def build_models(store: Store, config: Config, inventory: Inventory, history_end: datetime) -> Models:
+    """Declared scopes, and baselines fitted on the days before ``history_end`` (never after)."""
+    return Models(inventory=inventory, scopes=compile_scopes(inventory), timezone=config.tz,
+                  baselines=baselines.load_or_fit(store, history_end, config.timezone))
 
 
 def run_detect(store: Store, config: Config, inventory: Inventory, *, since: datetime | None = None,
                until: datetime | None = None, config_path: str | None = None,
                run_id: int | None = None) -> DetectReport:
     active = detectors.build(config.detectors, config_path)
-    models = build_models(store, config, inventory)
     report = DetectReport()
     watermark = None
     if since is None and until is None:
@@ -89,6 +91,7 @@ def run_detect(store: Store, config: Config, inventory: Inventory, *, since: dat
     if since is None or since >= until:
         return report
     report.since, report.until = since, until
+    models = build_models(store, config, inventory, since)
     columns = _columns(active)
     dedup = {d.id: d.dedup_window for d in active}
     for start, end in _chunks(store, since, until):

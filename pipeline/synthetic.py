@@ -1,7 +1,8 @@
 """Realistic ActionTrail traffic for the demo and the benchmarks: no cloud account needed.
 
-Six agents with the habits of their kind (a CI deployer, a polling monitor, a nightly backup
-role, a time-bound vendor, an hourly ETL role, a human admin) act over a window of days, in the
+Seven agents with the habits of their kind (a CI deployer, a 24/7 polling monitor, a nightly
+backup role, a time-bound vendor, a daytime ETL role, a human admin who sometimes stays late, a
+weekly Terraform apply with 1% benign errors) act over a window of days, in the
 shape real trails produce (see ../shared/notes/actiontrail.md section 1.5). On top of that, a few
 incidents are planted near the end of the window; :data:`INCIDENTS` says what and when, so the
 demo can tell which of them the detectors caught.
@@ -176,6 +177,7 @@ BACKUP = Actor("assumed-role", "BackupRole", "390117264583920114")
 VENDOR = Actor("ram-user", "vendor-acme", "231907745513380216")
 ETL = Actor("assumed-role", "EtlRole", "357720491163308825")
 ALICE = Actor("ram-user", "alice", "281155062730448391")
+TERRAFORM = Actor("assumed-role", "TerraformRole", "366018275510092284")
 OPS_DEBUG = Actor("ram-user", "ops-debug", "244470092217754420", "LTAI5tOpsDbg0Xc4Rt")
 ROOT = Actor("root-account", "root", ACCOUNT)
 
@@ -197,8 +199,11 @@ def monitor_day(rng: random.Random, day: datetime) -> Iterator[dict[str, Any]]:
         t = day + timedelta(minutes=5 * slot, seconds=rng.randint(0, 20))
         region = "cn-shanghai" if slot % 6 == 5 else "cn-hangzhou"
         for k, api in enumerate(("DescribeInstances", "DescribeDBInstances", "DescribeLoadBalancers")):
+            flaky = rng.random() < 0.0015  # a few benign failures a day: the service hiccups
             yield event(rng, MONITOR, t + timedelta(seconds=k), api, region=region, ip="198.51.100.10",
-                        ua=UA_PY, params={"PageSize": "100", "PageNumber": "1"})
+                        ua=UA_PY, params={"PageSize": "100", "PageNumber": "1"},
+                        error=("ServiceUnavailable", "The request has failed due to a temporary failure of the server.")
+                        if flaky else None)
         if slot % 3 == 0:
             yield event(rng, MONITOR, t + timedelta(seconds=4), "DescribeMetricList", region=region,
                         ip="198.51.100.10", ua=UA_PY,
@@ -247,7 +252,11 @@ def backup_day(rng: random.Random, day: datetime) -> Iterator[dict[str, Any]]:
 
 
 def etl_hour(rng: random.Random, hour: datetime) -> Iterator[dict[str, Any]]:
-    """Every hour at about :05: list the lake, read yesterday's partitions, write the new one."""
+    """Weekdays, every hour from 08:00 to 19:00 local at about :05: list the lake, read the day's
+    raw partitions, write the curated one; now and then a read times out."""
+    local = hour.astimezone(BUSINESS_TZ)
+    if local.weekday() >= 5 or not 8 <= local.hour <= 19:
+        return
     t = hour + timedelta(minutes=5, seconds=rng.randint(0, 50))
     session = f"etl-{t:%Y%m%d%H}"
     ip = "100.104.33.17"
@@ -255,8 +264,10 @@ def etl_hour(rng: random.Random, hour: datetime) -> Iterator[dict[str, Any]]:
     yield event(rng, ETL, t + timedelta(seconds=3), "ListObjects", ip=ip, ua=UA_JAVA, session=session,
                 resource="data-lake")
     for i in range(3):
+        slow = rng.random() < 0.01
         yield event(rng, ETL, t + timedelta(seconds=10 + i), "GetObject", ip=ip, ua=UA_JAVA, session=session,
-                    resource=f"data-lake/orders/raw/{t:%Y%m%d}/{i:03d}.parquet")
+                    resource=f"data-lake/orders/raw/{t:%Y%m%d}/{i:03d}.parquet",
+                    error=("RequestTimeout", "Your socket connection to the server was not read from.") if slow else None)
     for i in range(2):
         yield event(rng, ETL, t + timedelta(seconds=60 + i), "PutObject", ip=ip, ua=UA_JAVA, session=session,
                     resource=f"data-lake/orders/curated/{t:%Y%m%d%H}/{i:03d}.parquet")
@@ -290,12 +301,34 @@ def admin_day(rng: random.Random, day: datetime) -> Iterator[dict[str, Any]]:
     yield event(rng, ALICE, t, "ConsoleSignin", ip=ip, ua=UA_BROWSER)
     choices = ["DescribeInstances", "DescribeSecurityGroups", "ListUsers", "GetUser", "DescribeDBInstances",
                "ModifyInstanceAttribute", "AuthorizeSecurityGroup", "DescribeTrails", "ListObjects"]
-    for _ in range(rng.randint(10, 30)):
-        when = _local(day, rng.randint(9, 18), rng.randint(0, 59), rng.randint(0, 59))
+    late = rng.random() < 0.3  # some days a little longer, never past 20:45
+    for i in range(rng.randint(10, 30)):
+        hour = rng.randint(19, 20) if late and i < 3 else rng.randint(9, 18)
+        when = _local(day, hour, rng.randint(0, 45 if hour == 20 else 59), rng.randint(0, 59))
         api = rng.choice(choices)
         res = {"ModifyInstanceAttribute": _instances(rng)[0], "AuthorizeSecurityGroup": "sg-bp1web01",
                "GetUser": "ci-deploy", "ListObjects": "release-artifacts"}.get(api)
         yield event(rng, ALICE, when, api, ip=ip, ua="AliyunConsole", resource=res)
+
+
+def terraform_day(rng: random.Random, day: datetime) -> Iterator[dict[str, Any]]:
+    """Tuesdays at 14:00 local: a Terraform apply of ~400 calls in ten minutes, about 1% failing
+    (throttled, or a parameter the provider rejects) - normal, and never a storm."""
+    if _local(day, 12).astimezone(BUSINESS_TZ).weekday() != 1:
+        return
+    t = _local(day, 14, rng.randint(0, 5))
+    session = f"terraform-{t:%Y%m%d}"
+    ip = f"203.0.113.{rng.randint(50, 60)}"
+    plan = ["DescribeInstances", "DescribeSecurityGroups", "DescribeLoadBalancers", "DescribeDBInstances",
+            "DescribeImages", "DescribeDisks"]
+    for i in range(rng.randint(350, 450)):
+        api = rng.choice(plan) if i % 20 else rng.choice(("ModifyInstanceAttribute", "AuthorizeSecurityGroup"))
+        fail = rng.random() < 0.01
+        error = rng.choice((("Throttling.User", "Request was denied due to user flow control."),
+                            ("InvalidParameter", "The specified parameter is not valid."))) if fail else None
+        res = _instances(rng)[0] if api == "ModifyInstanceAttribute" else ("sg-bp1web01" if api.startswith("Auth") else None)
+        yield event(rng, TERRAFORM, t + timedelta(milliseconds=1500 * i), api, ip=ip, ua="Terraform/1.9.8 terraform-provider-alicloud/1.235.0",
+                    session=session, resource=res, error=error)
 
 
 # -- the planted incidents ------------------------------------------------------------------------
@@ -317,14 +350,17 @@ INCIDENTS = (
     Incident("unregistered-user", "ram-user:ops-debug",
              "an identity in no inventory opens a security group to the world", 6),
     Incident("root-signin", "root-account:" + ACCOUNT, "someone signs in as the root account", 4),
+    Incident("etl-at-night", "etl-pipeline",
+             "the daytime ETL role reads 40 objects from the lake at 03:10 on a Sunday", 1),
 )
 
 
 def incident_day(incident: Incident, end: datetime) -> datetime:
     """The UTC midnight of the incident's day; the stolen key strikes on the last weekend."""
     day = end - timedelta(days=incident.day_offset)
-    if incident.key == "stolen-ci-key":
-        while _local(day, 3).astimezone(BUSINESS_TZ).weekday() < 5:
+    if incident.key in ("stolen-ci-key", "etl-at-night"):  # the last Saturday / Sunday
+        wanted = 5 if incident.key == "stolen-ci-key" else 6
+        while _local(day, 3).astimezone(BUSINESS_TZ).weekday() != wanted:
             day -= timedelta(days=1)
     return day
 
@@ -359,6 +395,10 @@ def incident_events(rng: random.Random, end: datetime) -> Iterator[dict[str, Any
                     params={"SourceCidrIp": "0.0.0.0/0", "PortRange": "22/22"} if api.startswith("Auth") else None)
     t = _local(day["root-signin"], 20, 14)
     yield event(rng, ROOT, t, "ConsoleSignin", ip="45.83.64.12", ua=UA_BROWSER)
+    t = _local(day["etl-at-night"], 3, 10)
+    for i in range(40):
+        yield event(rng, ETL, t + timedelta(seconds=3 * i), "GetObject", ip="100.104.33.17", ua=UA_JAVA,
+                    session="etl-manual", resource=f"data-lake/customers/pii/part-{i:04d}.parquet")
 
 
 def _stolen_key(rng: random.Random, day: datetime) -> Iterator[dict[str, Any]]:
@@ -390,7 +430,7 @@ def month(end: datetime, days: int = 30, seed: int = 7, vendor_expires: datetime
     for d in range(days):
         day = start + timedelta(days=d)
         for gen in (monitor_day(rng, day), ci_day(rng, day), backup_day(rng, day),
-                    vendor_day(rng, day, vendor_expires), admin_day(rng, day)):
+                    vendor_day(rng, day, vendor_expires), admin_day(rng, day), terraform_day(rng, day)):
             out.extend(gen)
         for h in range(24):
             out.extend(etl_hour(rng, day + timedelta(hours=h)))

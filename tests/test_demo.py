@@ -32,8 +32,8 @@ def test_demo_runs_end_to_end(tmp_path):
 
 
 def test_demo_is_repeatable(tmp_path):
-    a = run_cli("demo", "--db", str(tmp_path / "a" / "d.duckdb"), "--days", "8", "--seed", "3")
-    b = run_cli("demo", "--db", str(tmp_path / "b" / "d.duckdb"), "--days", "8", "--seed", "3")
+    a = run_cli("demo", "--db", str(tmp_path / "a" / "d.duckdb"), "--days", "14", "--seed", "3")
+    b = run_cli("demo", "--db", str(tmp_path / "b" / "d.duckdb"), "--days", "14", "--seed", "3")
     assert a.returncode == b.returncode == 0
     line = [ln for ln in a.stdout.splitlines() if ln.startswith("Generated")]
     assert line and line[0].split(" with ")[0] == [ln for ln in b.stdout.splitlines()

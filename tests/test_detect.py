@@ -129,7 +129,7 @@ def test_a_failing_detector_is_recorded_and_the_others_still_run(store, tmp_path
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory) -> Path:
     db = tmp_path_factory.mktemp("demo") / "demo.duckdb"
-    result = run_cli("demo", "--db", str(db), "--days", "10")
+    result = run_cli("demo", "--db", str(db), "--days", "14")
     assert result.returncode == 0, result.stderr
     return db
 

@@ -1,0 +1,123 @@
+"""failure_storm: a burst of failed calls (a non-empty ``errorCode``) by one agent.
+
+Failures are counted in a sliding ``window`` (default 5 minutes). A storm needs at least
+``threshold`` failures in the window (default 10: Elastic's rule fires on 10 failures in 6 minutes,
+Panther's on 15 denied calls in 10), failures making at least ``min_failure_ratio`` of the window's
+calls (a Terraform apply of 800 calls with 1% errors is not a storm), and, when the agent has a
+learned baseline, more than ``baseline_multiplier`` times its own worst 5 minutes of failures in
+the last 28 days (an agent that always fails a lot is judged against itself). Thresholds can be set
+per agent: ``detectors: {failure_storm: {agents: {ci-deployer: {threshold: 30}}}}``. The failures of
+one burst make one finding.
+
+Severity: high when the failures are permission denials (``NoPermission``, ``Forbidden*``,
+``AccessDenied*``: enumeration looks like this) or reach twice the threshold; medium otherwise.
+
+Known gaps: a slow attacker staying under the threshold per window is not seen here (``out_of_scope``
+still reports refused calls); failures spread over many agents (a shared stolen key used as several
+identities) are counted per agent; throttling storms caused by the provider look like storms too,
+and say so in their error codes.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections import Counter
+from datetime import datetime
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from detectors.base import Detector, Finding, Models, capped, group_bursts, jsonable
+from models.baselines import Baseline
+from pipeline.config import parse_duration
+
+DENIALS = ("NoPermission", "Forbidden*", "AccessDenied*", "*Unauthorized*")
+
+
+class FailureStorm(Detector):
+    id = "failure_storm"
+    severity = "high"
+    parameters: ClassVar[dict[str, Any]] = {
+        "dedup_window": "30m",
+        "threshold": 10,
+        "window": "5m",
+        "min_failure_ratio": 0.25,
+        "baseline_multiplier": 2.0,
+        "agents": {},  # per-agent overrides of threshold / min_failure_ratio
+    }
+    columns = ("event_id", "event_time", "agent", "event_name", "error_code", "source_ip")
+
+    def score(self, events: pd.DataFrame, models: Models, now: datetime) -> list[Finding]:
+        window = parse_duration(self.params["window"])
+        out: list[Finding] = []
+        for agent, df in events.groupby("agent", sort=False):
+            failed = df["error_code"].notna().to_numpy()
+            if failed.sum() == 0:
+                continue
+            name = str(agent)
+            limits = self._limits(name, models.baselines.get(name))
+            out.extend(self._storms(name, df, failed, window, limits, models.baselines.get(name)))
+        return out
+
+    def _limits(self, agent: str, baseline: Baseline | None) -> dict[str, Any]:
+        own = (self.params.get("agents") or {}).get(agent, {})
+        threshold = int(own.get("threshold", self.params["threshold"]))
+        learned = 0
+        if baseline is not None and baseline.learned:
+            learned = math.floor(baseline.max_failures_5m * float(self.params["baseline_multiplier"])) + 1
+        return {"threshold": max(threshold, learned), "configured": threshold, "from_baseline": learned,
+                "min_failure_ratio": float(own.get("min_failure_ratio", self.params["min_failure_ratio"]))}
+
+    def _storms(self, agent: str, df: pd.DataFrame, failed: np.ndarray, window: Any,
+                limits: dict[str, Any], baseline: Baseline | None) -> list[Finding]:
+        all_t = df["event_time"].to_numpy(dtype="datetime64[us]")  # UTC instants
+        fail_t = all_t[failed]
+        span = np.timedelta64(int(window.total_seconds() * 1e6), "us")
+        # failures and calls in (t - window, t] at each failure
+        n_fail = np.arange(1, len(fail_t) + 1) - np.searchsorted(fail_t, fail_t - span, side="right")
+        n_call = np.searchsorted(all_t, fail_t, side="right") - np.searchsorted(all_t, fail_t - span, side="right")
+        stormy = (n_fail >= limits["threshold"]) & (n_fail / np.maximum(n_call, 1) >= limits["min_failure_ratio"])
+        if not stormy.any():
+            return []
+        failures = df[failed].assign(n_fail=n_fail, n_call=n_call, stormy=stormy)
+        out = []
+        for start, end in group_bursts(list(failures["event_time"]), max(window, self.dedup_window)):
+            burst = failures.iloc[start:end]
+            if burst["stormy"].any():
+                out.append(self._finding(agent, burst, window, limits, baseline))
+        return out
+
+    def _finding(self, agent: str, burst: pd.DataFrame, window: Any, limits: dict[str, Any],
+                 baseline: Baseline | None) -> Finding:
+        peak = int(burst["n_fail"].max())
+        at_peak = burst.loc[burst["n_fail"].idxmax()]
+        codes = Counter(burst["error_code"])
+        denials = sum(n for c, n in codes.items() if any(fnmatch.fnmatchcase(c, p) for p in DENIALS))
+        severity = "high" if denials * 2 >= len(burst) or peak >= 2 * limits["threshold"] else "medium"
+        minutes = window.total_seconds() / 60
+        evidence: dict[str, Any] = {
+            "failures": len(burst), "peak_failures_in_window": peak, "window_minutes": minutes,
+            "calls_in_window_at_peak": int(at_peak["n_call"]), "threshold": limits["threshold"],
+            "configured_threshold": limits["configured"], "min_failure_ratio": limits["min_failure_ratio"],
+            "error_codes": dict(codes.most_common(10)),
+            "apis": dict(Counter(burst["event_name"].dropna()).most_common(10)),
+            "source_ips": capped(dict.fromkeys(burst["source_ip"].dropna()), 10),
+        }
+        if baseline is not None:
+            evidence["baseline"] = {"failure_rate": round(baseline.failure_rate, 4), "calls": baseline.calls,
+                                    "max_failures_in_5m": baseline.max_failures_5m,
+                                    "threshold_from_baseline": limits["from_baseline"], "learned": baseline.learned}
+        usual = (f"; it usually fails {baseline.failure_rate:.1%} of calls, at most "
+                 f"{baseline.max_failures_5m} in 5 minutes" if baseline is not None and baseline.learned else "")
+        top_api, top_code = evidence["apis"] and next(iter(evidence["apis"])), next(iter(codes))
+        summary = (f"{agent}: {peak} failed calls within {minutes:g} minutes ({len(burst)} in the burst, mostly "
+                   f"{top_api} -> {top_code}){usual}")
+        score = min(1.0, (0.7 if severity == "high" else 0.5) + 0.1 * math.log2(peak / limits["threshold"] + 1))
+        return Finding(
+            detector=self.id, agent=agent, severity=severity, score=score,
+            first_seen=burst["event_time"].iloc[0].to_pydatetime(),
+            last_seen=burst["event_time"].iloc[-1].to_pydatetime(),
+            summary=summary, event_ids=list(burst["event_id"]), evidence=jsonable(evidence), dedup_key="storm",
+        )

@@ -1,0 +1,153 @@
+"""odd_hours: an agent acting at a time its own history makes improbable, or outside its declared
+``hours``.
+
+The baseline (``models.baselines``, fitted on the 28 days before the window) says on what share of
+observed days of the same kind (weekdays, or weekend days) the agent was active within an hour of
+this one, in the business time zone. Below ``min_share`` (5%) the activity is odd. So a 24/7 poller
+and a nightly backup are never odd at their usual times, and someone who often works until 19:00
+is not odd at 20:15. An agent with under 7 active days of history is judged by its declared
+``hours`` alone, and not at all if it declares none (no guessing). Odd events close together
+(within the dedup window) make one finding.
+
+Severity: medium; high when the time is both outside the declared hours and unseen in the
+baseline, or when an odd burst wrote something successfully.
+
+Known gaps: an attacker who keeps to the agent's usual hours is invisible here (the other
+detectors still see scope and failures); holidays look like weekdays; an agent whose schedule
+changes is flagged until 28 days of the new rhythm have been learned; daylight-saving shifts in
+the business time zone move the profile by an hour for a while.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from detectors.base import Detector, Finding, Models, capped, group_bursts, jsonable
+from models.baselines import Baseline
+from models.inventory import Hours
+
+DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+class OddHours(Detector):
+    id = "odd_hours"
+    severity = "medium"
+    parameters: ClassVar[dict[str, Any]] = {
+        "dedup_window": "60m",
+        "min_share": 0.05,  # active near this hour on under 5% of comparable days = odd
+        "spread_hours": 1,
+        "check_declared_hours": True,
+    }
+    columns = ("event_id", "event_time", "agent", "event_name", "event_rw", "error_code", "source_ip")
+
+    def score(self, events: pd.DataFrame, models: Models, now: datetime) -> list[Finding]:
+        out: list[Finding] = []
+        for agent, df in events.groupby("agent", sort=False):
+            name = str(agent)
+            baseline = models.baselines.get(name)
+            scope = models.scopes.get(name)
+            hours = scope.hours if scope is not None and self.params["check_declared_hours"] else None
+            learned = baseline if baseline is not None and baseline.learned else None
+            if learned is None and hours is None:
+                continue  # no rhythm learned and none declared: do not guess
+            out.extend(self._agent(name, df, models, learned, hours, baseline))
+        return out
+
+    def _agent(self, agent: str, df: pd.DataFrame, models: Models, learned: Baseline | None,
+               hours: Hours | None, baseline: Baseline | None) -> Iterator[Finding]:
+        local = df["event_time"].dt.tz_convert(models.timezone)
+        weekday, hour, minute = (local.dt.weekday.to_numpy(), local.dt.hour.to_numpy(),
+                                 local.dt.minute.to_numpy())
+        slots = weekday * 1440 + hour * 60 + minute
+        verdicts = {s: self._verdict(int(s), learned, hours, models) for s in np.unique(slots)}
+        unusual = np.fromiter((verdicts[s][0] for s in slots), dtype=bool, count=len(slots))
+        undeclared = np.fromiter((verdicts[s][1] for s in slots), dtype=bool, count=len(slots))
+        odd = df.assign(unusual=unusual, undeclared=undeclared, local=local)[unusual | undeclared]
+        if odd.empty:
+            return
+        for start, end in group_bursts(list(odd["event_time"]), self.dedup_window):
+            yield self._finding(agent, odd.iloc[start:end], learned, hours, baseline, models)
+
+    def _verdict(self, slot: int, learned: Baseline | None, hours: Hours | None,
+                 models: Models) -> tuple[bool, bool]:
+        weekday, hour, minute = slot // 1440, (slot % 1440) // 60, slot % 60
+        unusual = learned is not None and learned.near_share(weekday, hour, self.params["spread_hours"]) \
+            < self.params["min_share"]
+        undeclared = hours is not None and not hours.contains(_clock(weekday, hour, minute, models))
+        return unusual, bool(undeclared)
+
+    def _finding(self, agent: str, burst: pd.DataFrame, learned: Baseline | None, hours: Hours | None,
+                 baseline: Baseline | None, models: Models) -> Finding:
+        first_local = burst["local"].iloc[0]
+        weekday, hour = int(first_local.weekday()), int(first_local.hour)
+        both = bool(burst["unusual"].any() and burst["undeclared"].any())
+        wrote = bool(((burst["event_rw"] == "Write") & burst["error_code"].isna()).any())
+        severity = "high" if both or (wrote and burst["unusual"].any()) else "medium"
+        kind = "weekend" if weekday >= 5 else "weekday"
+        evidence: dict[str, Any] = {
+            "local_time": first_local.isoformat(), "timezone": str(models.timezone),
+            "hour_of_week": f"{DAYS[weekday]} {hour:02d}:00", "count": len(burst),
+            "apis": dict(Counter(burst["event_name"].dropna()).most_common(5)),
+            "source_ips": capped(dict.fromkeys(burst["source_ip"].dropna()), 5),
+            "declared_hours": _hours_text(hours),
+            "outside_declared_hours": bool(burst["undeclared"].any()),
+        }
+        if baseline is not None:
+            evidence["baseline"] = {
+                "active_days": baseline.active_days,
+                "history_days": (baseline.history_end - baseline.history_start).days,
+                f"{kind}s_observed": baseline.observed_weekends if weekday >= 5 else baseline.observed_weekdays,
+                f"{kind}s_active_this_hour": round(baseline.hour_share(weekday, hour) *
+                                                   (baseline.observed_weekends if weekday >= 5
+                                                    else baseline.observed_weekdays)),
+                "share_near_this_hour": round(baseline.near_share(weekday, hour, self.params["spread_hours"]), 3),
+                "learned": baseline.learned,
+            }
+            evidence["threshold"] = {"min_share": self.params["min_share"], "spread_hours": self.params["spread_hours"]}
+        share = learned.near_share(weekday, hour, self.params["spread_hours"]) if learned else 0.0
+        score = (0.55 if severity == "medium" else 0.75) + 0.2 * (1 - min(1.0, share / self.params["min_share"]))
+        return Finding(
+            detector=self.id, agent=agent, severity=severity, score=score,
+            first_seen=burst["event_time"].iloc[0].to_pydatetime(),
+            last_seen=burst["event_time"].iloc[-1].to_pydatetime(),
+            summary=_summary(agent, burst, first_local, learned, baseline, hours, self.params["spread_hours"]),
+            event_ids=list(burst["event_id"]), evidence=jsonable(evidence), dedup_key="odd_hours",
+        )
+
+
+def _clock(weekday: int, hour: int, minute: int, models: Models) -> datetime:
+    """A local moment with this weekday and time (2024-01-01 was a Monday)."""
+    return datetime(2024, 1, 1 + weekday, hour, minute, tzinfo=models.timezone)
+
+
+def _hours_text(hours: Hours | None) -> str | None:
+    if hours is None:
+        return None
+    return f"{hours.days} {hours.start:%H:%M}-{hours.end:%H:%M}"
+
+
+def _summary(agent: str, burst: pd.DataFrame, first_local: pd.Timestamp, learned: Baseline | None,
+             baseline: Baseline | None, hours: Hours | None, spread: int) -> str:
+    n = len(burst)
+    when = f"{first_local:%H:%M} {DAYS[first_local.weekday()]} {first_local:%Y-%m-%d} ({first_local.tzinfo})"
+    what = f"{agent} made {n} call{'s' if n != 1 else ''} at {when}"
+    reasons = []
+    if learned is not None and burst["unusual"].any():
+        weekend = first_local.weekday() >= 5
+        observed = learned.observed_weekends if weekend else learned.observed_weekdays
+        days = round(learned.near_share(first_local.weekday(), first_local.hour, spread) * observed)
+        kind = "weekend days" if weekend else "weekdays"
+        lo, hi = (first_local.hour - spread) % 24, (first_local.hour + spread + 1) % 24
+        reasons.append(f"in {(learned.history_end - learned.history_start).days} days it was active "
+                       f"{lo:02d}:00-{hi:02d}:00 on {days} of {observed} {kind}")
+    elif baseline is not None and not baseline.learned:
+        reasons.append(f"too little history to learn its rhythm ({baseline.active_days} active days)")
+    if hours is not None and burst["undeclared"].any():
+        reasons.append(f"outside its declared hours {_hours_text(hours)}")
+    return what + "; " + "; ".join(reasons) if reasons else what
