@@ -90,6 +90,16 @@ class Detector:
             raise KeyError(unknown[0])
         self.params = {**self.parameters, **overrides}
         self.dedup_window = parse_duration(self.params.get("dedup_window", "60m"))
+        self.validate()
+
+    def validate(self) -> None:
+        """Check parameter values; raise ValueError saying which and why (reported with the
+        config key). Detectors with structured parameters override this."""
+
+    @property
+    def lookback(self) -> timedelta:
+        """How far before a chunk a detector must see to judge its first events whole."""
+        return self.dedup_window
 
     def score(self, events: pd.DataFrame, models: Models, now: datetime) -> list[Finding]:
         raise NotImplementedError  # every registered detector overrides it (checked by the catalogue test)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 import numpy as np
@@ -49,16 +49,55 @@ class FailureStorm(Detector):
     }
     columns = ("event_id", "event_time", "agent", "event_name", "error_code", "source_ip")
 
+    def validate(self) -> None:
+        parse_duration(self.params["window"])  # raises ValueError with the offending text
+        for key in ("threshold", "min_failure_ratio", "baseline_multiplier"):
+            if not isinstance(self.params[key], int | float) or self.params[key] < 0:
+                raise ValueError(f"{key} must be a non-negative number, not {self.params[key]!r}")
+        agents = self.params.get("agents") or {}
+        if not isinstance(agents, dict):
+            raise ValueError("agents must map agent names to {threshold, min_failure_ratio}")
+        for name, own in agents.items():
+            if not isinstance(own, dict) or set(own) - {"threshold", "min_failure_ratio"}:
+                raise ValueError(f"agents.{name} takes only threshold and min_failure_ratio, got {own!r}")
+            for key, value in own.items():
+                if not isinstance(value, int | float) or value < 0:
+                    raise ValueError(f"agents.{name}.{key} must be a non-negative number, not {value!r}")
+
+    @property
+    def lookback(self) -> timedelta:
+        return max(self.dedup_window, parse_duration(self.params["window"]))
+
     def score(self, events: pd.DataFrame, models: Models, now: datetime) -> list[Finding]:
+        """All agents at once: each agent's events are laid end to end on one time axis, far enough
+        apart that no window spans two agents, and counted with two binary searches."""
         window = parse_duration(self.params["window"])
+        if not events["error_code"].notna().any():
+            return []
+        df = events.sort_values(["agent", "event_time"], kind="stable")
+        codes, names = pd.factorize(df["agent"])
+        axis = _axis(df["event_time"].to_numpy(dtype="datetime64[us]").astype(np.int64), codes, window)
+        failed = df["error_code"].notna().to_numpy()
+        span = int(window.total_seconds() * 1e6)
+        fail_axis = axis[failed]
+        n_fail = np.arange(1, len(fail_axis) + 1) - np.searchsorted(fail_axis, fail_axis - span, side="right")
+        n_call = np.searchsorted(axis, fail_axis, side="right") - np.searchsorted(axis, fail_axis - span, side="right")
+        limits = [self._limits(str(n), models.baselines.get(str(n))) for n in names]
+        threshold = np.array([lim["threshold"] for lim in limits])[codes[failed]]
+        ratio = np.array([lim["min_failure_ratio"] for lim in limits])[codes[failed]]
+        stormy = (n_fail >= threshold) & (n_fail / np.maximum(n_call, 1) >= ratio)
+        if not stormy.any():
+            return []
+        failures = df[failed].assign(n_fail=n_fail, n_call=n_call, stormy=stormy)
         out: list[Finding] = []
-        for agent, df in events.groupby("agent", sort=False):
-            failed = df["error_code"].notna().to_numpy()
-            if failed.sum() == 0:
-                continue
-            name = str(agent)
-            limits = self._limits(name, models.baselines.get(name))
-            out.extend(self._storms(name, df, failed, window, limits, models.baselines.get(name)))
+        for agent in failures.loc[failures["stormy"], "agent"].unique():
+            rows = failures[(failures["agent"] == agent).to_numpy()]
+            code = int(np.flatnonzero(names == agent)[0])
+            for start, end in group_bursts(list(rows["event_time"]), max(window, self.dedup_window)):
+                burst = rows.iloc[start:end]
+                if burst["stormy"].any():
+                    out.append(self._finding(str(agent), burst, window, limits[code],
+                                             models.baselines.get(str(agent))))
         return out
 
     def _limits(self, agent: str, baseline: Baseline | None) -> dict[str, Any]:
@@ -69,25 +108,6 @@ class FailureStorm(Detector):
             learned = math.floor(baseline.max_failures_5m * float(self.params["baseline_multiplier"])) + 1
         return {"threshold": max(threshold, learned), "configured": threshold, "from_baseline": learned,
                 "min_failure_ratio": float(own.get("min_failure_ratio", self.params["min_failure_ratio"]))}
-
-    def _storms(self, agent: str, df: pd.DataFrame, failed: np.ndarray, window: Any,
-                limits: dict[str, Any], baseline: Baseline | None) -> list[Finding]:
-        all_t = df["event_time"].to_numpy(dtype="datetime64[us]")  # UTC instants
-        fail_t = all_t[failed]
-        span = np.timedelta64(int(window.total_seconds() * 1e6), "us")
-        # failures and calls in (t - window, t] at each failure
-        n_fail = np.arange(1, len(fail_t) + 1) - np.searchsorted(fail_t, fail_t - span, side="right")
-        n_call = np.searchsorted(all_t, fail_t, side="right") - np.searchsorted(all_t, fail_t - span, side="right")
-        stormy = (n_fail >= limits["threshold"]) & (n_fail / np.maximum(n_call, 1) >= limits["min_failure_ratio"])
-        if not stormy.any():
-            return []
-        failures = df[failed].assign(n_fail=n_fail, n_call=n_call, stormy=stormy)
-        out = []
-        for start, end in group_bursts(list(failures["event_time"]), max(window, self.dedup_window)):
-            burst = failures.iloc[start:end]
-            if burst["stormy"].any():
-                out.append(self._finding(agent, burst, window, limits, baseline))
-        return out
 
     def _finding(self, agent: str, burst: pd.DataFrame, window: Any, limits: dict[str, Any],
                  baseline: Baseline | None) -> Finding:
@@ -111,7 +131,7 @@ class FailureStorm(Detector):
                                     "threshold_from_baseline": limits["from_baseline"], "learned": baseline.learned}
         usual = (f"; it usually fails {baseline.failure_rate:.1%} of calls, at most "
                  f"{baseline.max_failures_5m} in 5 minutes" if baseline is not None and baseline.learned else "")
-        top_api, top_code = evidence["apis"] and next(iter(evidence["apis"])), next(iter(codes))
+        top_api, top_code = next(iter(evidence["apis"]), "?"), codes.most_common(1)[0][0]
         summary = (f"{agent}: {peak} failed calls within {minutes:g} minutes ({len(burst)} in the burst, mostly "
                    f"{top_api} -> {top_code}){usual}")
         score = min(1.0, (0.7 if severity == "high" else 0.5) + 0.1 * math.log2(peak / limits["threshold"] + 1))
@@ -121,3 +141,13 @@ class FailureStorm(Detector):
             last_seen=burst["event_time"].iloc[-1].to_pydatetime(),
             summary=summary, event_ids=list(burst["event_id"]), evidence=jsonable(evidence), dedup_key="storm",
         )
+
+
+def _axis(times_us: np.ndarray, codes: np.ndarray, window: Any) -> np.ndarray:
+    """Agent ``k``'s events shifted by ``k`` lanes, a lane wider than the whole window plus two
+    counting windows, so sorted order is kept and no sliding window reaches across agents."""
+    if not len(times_us):
+        return times_us
+    base = times_us.min()
+    lane = int(times_us.max() - base) + 2 * int(window.total_seconds() * 1e6) + 1
+    return (times_us - base) + codes.astype(np.int64) * lane

@@ -21,7 +21,6 @@ the business time zone move the profile by an hour for a while.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -47,40 +46,45 @@ class OddHours(Detector):
     columns = ("event_id", "event_time", "agent", "event_name", "event_rw", "error_code", "source_ip")
 
     def score(self, events: pd.DataFrame, models: Models, now: datetime) -> list[Finding]:
+        """All agents at once; each distinct (agent, local minute of the week) is judged once."""
+        judged = self._judged_agents(events, models)
+        df = events[events["agent"].isin(list(judged)).to_numpy()]
+        if df.empty:
+            return []
+        local = df["event_time"].dt.tz_convert(models.timezone)
+        weekday, hour, minute = local.dt.day_of_week.to_numpy(), local.dt.hour.to_numpy(), local.dt.minute.to_numpy()
+        codes, names = pd.factorize(df["agent"])
+        unusual_at = np.zeros((len(names), 168), dtype=bool)  # per agent, per hour of the week
+        undeclared_at = np.zeros((len(names), 10080), dtype=bool)  # per agent, per minute of the week
+        for i, name in enumerate(names):
+            learned, hours = judged[str(name)]
+            if learned is not None:
+                unusual_at[i] = learned.unusual_hours(self.params["min_share"], self.params["spread_hours"])
+            if hours is not None:
+                undeclared_at[i] = ~hours.minute_table()
+        unusual = unusual_at[codes, weekday * 24 + hour]
+        undeclared = undeclared_at[codes, weekday * 1440 + hour * 60 + minute]
+        odd = df.assign(unusual=unusual, undeclared=undeclared, local=local)[unusual | undeclared]
         out: list[Finding] = []
-        for agent, df in events.groupby("agent", sort=False):
+        for agent, rows in odd.groupby("agent", sort=False):
+            learned, hours = judged[str(agent)]
+            baseline = models.baselines.get(str(agent))
+            for start, end in group_bursts(list(rows["event_time"]), self.dedup_window):
+                out.append(self._finding(str(agent), rows.iloc[start:end], learned, hours, baseline, models))
+        return out
+
+    def _judged_agents(self, events: pd.DataFrame, models: Models) -> dict[str, tuple[Baseline | None, Hours | None]]:
+        """Agents with a learned rhythm or declared hours; the others are not judged (no guessing)."""
+        out = {}
+        for agent in events["agent"].unique():
             name = str(agent)
             baseline = models.baselines.get(name)
             scope = models.scopes.get(name)
             hours = scope.hours if scope is not None and self.params["check_declared_hours"] else None
             learned = baseline if baseline is not None and baseline.learned else None
-            if learned is None and hours is None:
-                continue  # no rhythm learned and none declared: do not guess
-            out.extend(self._agent(name, df, models, learned, hours, baseline))
+            if learned is not None or hours is not None:
+                out[name] = (learned, hours)
         return out
-
-    def _agent(self, agent: str, df: pd.DataFrame, models: Models, learned: Baseline | None,
-               hours: Hours | None, baseline: Baseline | None) -> Iterator[Finding]:
-        local = df["event_time"].dt.tz_convert(models.timezone)
-        weekday, hour, minute = (local.dt.weekday.to_numpy(), local.dt.hour.to_numpy(),
-                                 local.dt.minute.to_numpy())
-        slots = weekday * 1440 + hour * 60 + minute
-        verdicts = {s: self._verdict(int(s), learned, hours, models) for s in np.unique(slots)}
-        unusual = np.fromiter((verdicts[s][0] for s in slots), dtype=bool, count=len(slots))
-        undeclared = np.fromiter((verdicts[s][1] for s in slots), dtype=bool, count=len(slots))
-        odd = df.assign(unusual=unusual, undeclared=undeclared, local=local)[unusual | undeclared]
-        if odd.empty:
-            return
-        for start, end in group_bursts(list(odd["event_time"]), self.dedup_window):
-            yield self._finding(agent, odd.iloc[start:end], learned, hours, baseline, models)
-
-    def _verdict(self, slot: int, learned: Baseline | None, hours: Hours | None,
-                 models: Models) -> tuple[bool, bool]:
-        weekday, hour, minute = slot // 1440, (slot % 1440) // 60, slot % 60
-        unusual = learned is not None and learned.near_share(weekday, hour, self.params["spread_hours"]) \
-            < self.params["min_share"]
-        undeclared = hours is not None and not hours.contains(_clock(weekday, hour, minute, models))
-        return unusual, bool(undeclared)
 
     def _finding(self, agent: str, burst: pd.DataFrame, learned: Baseline | None, hours: Hours | None,
                  baseline: Baseline | None, models: Models) -> Finding:
@@ -88,7 +92,7 @@ class OddHours(Detector):
         weekday, hour = int(first_local.weekday()), int(first_local.hour)
         both = bool(burst["unusual"].any() and burst["undeclared"].any())
         wrote = bool(((burst["event_rw"] == "Write") & burst["error_code"].isna()).any())
-        severity = "high" if both or (wrote and burst["unusual"].any()) else "medium"
+        severity = "high" if both or wrote else "medium"
         kind = "weekend" if weekday >= 5 else "weekday"
         evidence: dict[str, Any] = {
             "local_time": first_local.isoformat(), "timezone": str(models.timezone),
@@ -107,6 +111,8 @@ class OddHours(Detector):
                                                    (baseline.observed_weekends if weekday >= 5
                                                     else baseline.observed_weekdays)),
                 "share_near_this_hour": round(baseline.near_share(weekday, hour, self.params["spread_hours"]), 3),
+                f"{DAYS[weekday]}s_observed": baseline.observed_by_weekday[weekday],
+                f"{DAYS[weekday]}s_active_at_{hour:02d}": baseline.weeks_active_at(weekday, hour),
                 "learned": baseline.learned,
             }
             evidence["threshold"] = {"min_share": self.params["min_share"], "spread_hours": self.params["spread_hours"]}
@@ -119,11 +125,6 @@ class OddHours(Detector):
             summary=_summary(agent, burst, first_local, learned, baseline, hours, self.params["spread_hours"]),
             event_ids=list(burst["event_id"]), evidence=jsonable(evidence), dedup_key="odd_hours",
         )
-
-
-def _clock(weekday: int, hour: int, minute: int, models: Models) -> datetime:
-    """A local moment with this weekday and time (2024-01-01 was a Monday)."""
-    return datetime(2024, 1, 1 + weekday, hour, minute, tzinfo=models.timezone)
 
 
 def _hours_text(hours: Hours | None) -> str | None:

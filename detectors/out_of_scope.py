@@ -80,90 +80,89 @@ class OutOfScope(Detector):
                "role_name", "user_agent", "error_code")
 
     def score(self, events: pd.DataFrame, models: Models, now: datetime) -> list[Finding]:
+        """All agents at once: per-agent loops cost more in pandas overhead than the work itself."""
+        df = events[events["agent"].isin(list(models.scopes)).to_numpy()]
+        if df.empty:
+            return []
+        df = df.assign(account=df["recipient_account_id"].where(df["recipient_account_id"].notna(),
+                                                                df["account_id"]))
+        signin = df["service_name"].str.lower().isin(SIGNIN_SERVICES).fillna(False).astype(bool)
+        df = df[~(df["event_type"].isin(NOT_AUTHORIZED_EVENT_TYPES) | signin).to_numpy()]
+        if df.empty:
+            return []
+        df = self._with_decisions(models.scopes, df)
         out: list[Finding] = []
-        for agent, df in events.groupby("agent", sort=False):
-            scope = models.scopes.get(str(agent))
-            if scope is not None:
-                out.extend(self._agent_findings(scope, df))
+        for (agent, key), rows in self._violations(models.scopes, df).groupby(["agent", "vkey"], sort=False):
+            scope = models.scopes[str(agent)]
+            out.extend(self._bursts(scope, str(key), rows))
         return out
 
     # -- which events break the scope ---------------------------------------------------------
-    def _agent_findings(self, scope: AgentScope, df: pd.DataFrame) -> Iterator[Finding]:
-        df = df.assign(account=df["recipient_account_id"].where(df["recipient_account_id"].notna(),
-                                                                df["account_id"]))
-        signin = df["service_name"].str.lower().isin(SIGNIN_SERVICES)
-        df = df[~(df["event_type"].isin(NOT_AUTHORIZED_EVENT_TYPES) | signin.fillna(False).astype(bool))]
-        if df.empty:
-            return
-        df = self._with_decisions(scope, df)
-        refused = _mapped(df["error_code"], self._is_refused)
-        for key, rows, meta in self._violations(scope, df, refused):
-            yield from self._bursts(scope.name, key, rows, meta)
-
-    def _with_decisions(self, scope: AgentScope, df: pd.DataFrame) -> pd.DataFrame:
-        """Add the action, and (when the agent declares policies) the worst decision over the
-        call's resources, evaluating each distinct request once."""
-        needed = list(_REQUEST_COLUMNS)
-        for cond_key in scope.policies.condition_keys:
-            needed.extend(c for c in _CONTEXT_COLUMNS.get(cond_key, ()) if c not in needed)
-        codes = df.groupby(needed, dropna=False, sort=False).ngroup().to_numpy()
+    def _with_decisions(self, scopes: dict[str, AgentScope], df: pd.DataFrame) -> pd.DataFrame:
+        """Add the action, and (for agents that declare policies) the worst decision over the
+        call's resources, evaluating each distinct (agent, request) once."""
+        key = df[["agent", *_REQUEST_COLUMNS]].copy()
+        for column, agents in _context_columns(scopes).items():
+            key[column] = df[column].where(df["agent"].isin(agents))  # only where a policy asks
+        codes = key.groupby(list(key.columns), dropna=False, sort=False).ngroup().to_numpy()
         _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
         firsts = df.iloc[first]
         firsts = firsts.astype(object).where(firsts.notna(), None)
-        actions: list[str] = []
-        results: list[tuple[Result, str]] = []
+        actions, results = [], []
         for row in firsts.itertuples(index=False):
+            scope = scopes[row.agent]
             actions.append(action(_call_facts(row)))
-            if scope.has_policies:
-                results.append(_evaluate(scope, row))
-        df = df.assign(action=np.asarray(actions, dtype=object)[inverse])
-        if not results:
-            return df
+            results.append(_evaluate(scope, row) if scope.has_policies else (None, None))
+        def spread(values: list[Any]) -> np.ndarray:
+            return np.asarray(values, dtype=object)[inverse]
+
         return df.assign(
-            decision=np.asarray([r[0].decision for r in results], dtype=object)[inverse],
-            statement=np.asarray([r[0].statement for r in results], dtype=object)[inverse],
-            reason=np.asarray([r[0].reason for r in results], dtype=object)[inverse],
-            resource=np.asarray([r[1] for r in results], dtype=object)[inverse],
+            action=spread(actions),
+            decision=spread([r[0].decision if r[0] else None for r in results]),
+            statement=spread([r[0].statement if r[0] else None for r in results]),
+            reason=spread([r[0].reason if r[0] else None for r in results]),
+            resource=spread([r[1] for r in results]),
         )
 
-    def _violations(self, scope: AgentScope, df: pd.DataFrame,
-                    refused: pd.Series) -> Iterator[tuple[str, pd.DataFrame, dict[str, Any]]]:
-        if "decision" in df:
-            outside = (df["decision"] != Decision.ALLOW).to_numpy()
-            unknown = (df["decision"] == Decision.UNKNOWN).to_numpy()
-            for (act, maybe), rows in df[outside].groupby(["action", unknown[outside]]):
-                kind = "possibly_out_of_scope" if maybe else "out_of_scope"
-                yield f"{kind}:{str(act).lower()}", rows, {"kind": kind, "action": act}
-            in_scope_refused = df[~outside & refused.to_numpy()]
-        else:
-            in_scope_refused = df[refused.to_numpy()]
-        for act, rows in in_scope_refused.groupby("action"):
-            yield f"refused:{str(act).lower()}", rows, {"kind": "refused", "action": act}
-        if self.params["check_regions"] and scope.regions is not None:
+    def _violations(self, scopes: dict[str, AgentScope], df: pd.DataFrame) -> pd.DataFrame:
+        """Every violating event, once per kind, with its dedup key (``vkey``) and kind."""
+        parts = []
+        decided = df["decision"].notna().to_numpy()
+        outside = decided & (df["decision"] != Decision.ALLOW).to_numpy()
+        maybe = (df["decision"] == Decision.UNKNOWN).to_numpy()
+        kind = np.where(maybe, "possibly_out_of_scope", "out_of_scope")
+        parts.append(df.assign(vkind=kind, vkey=pd.Series(kind, index=df.index) + ":" + df["action"].str.lower())[outside])
+        refused = _mapped(df["error_code"], self._is_refused).to_numpy() & ~outside
+        parts.append(df.assign(vkind="refused", vkey="refused:" + df["action"].str.lower())[refused])
+        if self.params["check_regions"]:
             # global services (RAM, STS...) have no region: ActionTrail files them under the global
             # events storage region, which says nothing about where the agent works
             regional = ~(_mapped(df["action"], _is_global_action) | df["is_global"].fillna(False).astype(bool))
-            allowed = _mapped(df["acs_region"], scope.region_allowed, missing=True)
-            wrong = df[(regional & ~allowed).to_numpy()]
-            for region, rows in wrong.groupby("acs_region"):
-                yield f"region:{region}", rows, {"kind": "region", "region": region,
-                                                 "declared": sorted(scope.regions)}
-        if self.params["check_source_ips"] and scope.networks is not None:
-            foreign = df[_mapped(df["source_ip"], lambda ip: scope.source_allowed(ip) is False).to_numpy()]
-            for net, rows in foreign.groupby(foreign["source_ip"].map(_network_of)):
-                yield f"source:{net}", rows, {"kind": "source_ip", "network": net,
-                                              "declared": [str(n) for n in scope.networks]}
+            allowed = _pairs(df, "acs_region", lambda a, r: scopes[a].region_allowed(r), missing=True)
+            parts.append(df.assign(vkind="region", vkey="region:" + df["acs_region"].astype(str))
+                         [(regional & ~allowed).to_numpy()])
+        if self.params["check_source_ips"]:
+            foreign = _pairs(df, "source_ip", lambda a, ip: scopes[a].source_allowed(ip) is False).to_numpy()
+            rows = df[foreign]
+            parts.append(rows.assign(vkind="source_ip", vkey="source:" + rows["source_ip"].map(_network_of)))
+        return pd.concat(parts) if parts else df.iloc[:0]
 
     def _is_refused(self, code: Any) -> bool:
         return isinstance(code, str) and any(fnmatch.fnmatchcase(code, p) for p in self.params["refused_codes"])
 
     # -- findings ----------------------------------------------------------------------------
-    def _bursts(self, agent: str, key: str, rows: pd.DataFrame, meta: dict[str, Any]) -> Iterator[Finding]:
+    def _bursts(self, scope: AgentScope, key: str, rows: pd.DataFrame) -> Iterator[Finding]:
         rows = rows.sort_values(["event_time", "event_id"])
-        times = list(rows["event_time"])
-        for start, end in group_bursts(times, self.dedup_window):
-            burst = rows.iloc[start:end]
-            yield self._finding(agent, key, burst, meta)
+        kind = str(rows["vkind"].iloc[0])
+        meta: dict[str, Any] = {"kind": kind}
+        if kind == "region":
+            meta.update(region=rows["acs_region"].iloc[0], declared=sorted(scope.regions or ()))
+        elif kind == "source_ip":
+            meta.update(network=key.split(":", 1)[1], declared=[str(n) for n in scope.networks or ()])
+        else:
+            meta["action"] = rows["action"].iloc[0]
+        for start, end in group_bursts(list(rows["event_time"]), self.dedup_window):
+            yield self._finding(scope.name, key, rows.iloc[start:end], meta)
 
     def _finding(self, agent: str, key: str, burst: pd.DataFrame, meta: dict[str, Any]) -> Finding:
         kind = meta["kind"]
@@ -176,7 +175,7 @@ class OutOfScope(Detector):
             "error_codes": dict(codes), "source_ips": capped(dict.fromkeys(burst["source_ip"].dropna())),
             "regions": capped(dict.fromkeys(burst["acs_region"].dropna())),
         }
-        if "decision" in burst:
+        if kind in ("out_of_scope", "possibly_out_of_scope"):
             first = burst.iloc[0]
             evidence.update(decision=str(first["decision"]), statement=first["statement"] or None,
                             rule=first["reason"], resources=capped(dict.fromkeys(burst["resource"])))
@@ -208,6 +207,27 @@ def _call_facts(row: Any) -> CallFacts:
 
 def _caller_facts(row: Any) -> CallerFacts:
     return CallerFacts(*(getattr(row, f) for f in _CALLER_FIELDS))
+
+
+def _context_columns(scopes: dict[str, AgentScope]) -> dict[str, list[str]]:
+    """Which event columns feed a condition key, and for which agents' policies."""
+    out: dict[str, list[str]] = {}
+    for name, scope in scopes.items():
+        for cond_key in scope.policies.condition_keys:
+            for column in _CONTEXT_COLUMNS.get(cond_key, ()):
+                out.setdefault(column, []).append(name)
+    return out
+
+
+def _pairs(df: pd.DataFrame, column: str, test: Any, missing: bool = False) -> pd.Series:
+    """``test(agent, value)`` once per distinct (agent, value) pair, as booleans per row; a
+    missing value gives ``missing``."""
+    codes = df.groupby(["agent", column], dropna=False, sort=False).ngroup().to_numpy()
+    _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+    firsts = zip(df["agent"].to_numpy()[first], df[column].to_numpy()[first], strict=True)
+    verdicts = np.array([missing if pd.isna(value) else bool(test(agent, value)) for agent, value in firsts],
+                        dtype=bool)
+    return pd.Series(verdicts[inverse], index=df.index)
 
 
 def _mapped(values: pd.Series, test: Any, missing: bool = False) -> pd.Series:

@@ -86,6 +86,11 @@ def run_detect(store: Store, config: Config, inventory: Inventory, *, since: dat
         since, until, watermark = _pending_window(store)
         if since is None:
             return report
+        # rescore a little before the new events, so a burst that began in the last run is seen
+        # whole (bounded by the store's first event)
+        lookback = max((d.lookback for d in active), default=timedelta(0))
+        first = _first_event(store)
+        since = max(since - lookback, first) if first else since
     since = since or _first_event(store)
     until = until or utcnow()
     if since is None or since >= until:
@@ -94,8 +99,11 @@ def run_detect(store: Store, config: Config, inventory: Inventory, *, since: dat
     models = build_models(store, config, inventory, since)
     columns = _columns(active)
     dedup = {d.id: d.dedup_window for d in active}
+    overlap = max((d.lookback for d in active), default=timedelta(0))
     for start, end in _chunks(store, since, until):
-        events = load_events(store, columns, start, end)
+        # each chunk also re-reads the lookback before it, so a burst across the cut is seen
+        # whole; its finding has the same id either way and save_findings keeps the whole one
+        events = load_events(store, columns, max(since, start - overlap), end)
         report.events += len(events)
         findings = _score_all(active, events, models, end, report)
         saved = save_findings(store, findings, dedup, run_id)
@@ -167,7 +175,8 @@ def load_events(store: Store, columns: list[str], since: datetime, until: dateti
     ]
     sql = (f"SELECT {', '.join(select)} FROM events "  # noqa: S608 - names from the detectors' declared columns
            "WHERE event_time >= ? AND event_time < ? ORDER BY agent, event_time, event_id")
-    df = store.con.execute(sql, [since, until]).df()
+    # through Arrow: twice as fast as .df() for string-heavy frames (measured, benchmarks/)
+    df = store.con.sql(sql, params=[since, until]).to_arrow_table().to_pandas()
     if "event_time" in df:
         df["event_time"] = pd.to_datetime(df["event_time"], utc=True)
     return df

@@ -83,14 +83,17 @@ def _extend(con: Any, f: Finding, row: tuple[Any, ...]) -> bool:
     if not fresh and first_seen == first and last_seen == last and not higher and f.score <= score:
         return False
     merged = (list(ids) + fresh)[:MAX_EVENT_IDS]
+    # the newcomer's words describe the whole finding only when it covers the stored one (the same
+    # burst seen whole, e.g. across a scoring chunk); a later part keeps the original's
+    covers = f.first_seen <= first and f.last_seen >= last
     con.execute(
-        """
+        f"""
         UPDATE findings SET first_seen = ?, last_seen = ?, event_ids = ?, event_count = ?,
-               severity = ?, score = ?, summary = ?, evidence = ?, updated_at = ?
+               severity = ?, score = ?, updated_at = ?{", summary = ?, evidence = ?" if covers else ""}
         WHERE id = ?
-        """,
+        """,  # noqa: S608 - a fixed optional clause
         [first_seen, last_seen, merged, count + len(fresh), f.severity if higher else severity,
-         max(score, f.score), f.summary, json.dumps(f.evidence, default=str), utcnow(), fid],
+         max(score, f.score), utcnow(), *([f.summary, json.dumps(f.evidence, default=str)] if covers else []), fid],
     )
     return True
 

@@ -1,0 +1,452 @@
+"""The odd_hours detector: 28 days of each agent's own history, then a week scored against it.
+
+The history is written once per module as ActionTrail events for seven registered agents with the
+habits of their kind (a daytime weekday ETL role, a 24/7 poller, a nightly backup, a human admin
+who sometimes stays until 20:xx, an agent with 3 active days, a vendor with declared hours and
+3 days of history, a night shift with declared overnight hours and no history), ingested, and the
+baselines are fitted on it in the business time zone (Asia/Shanghai). Each test then ingests the
+scored week's events into a fresh store, loads them as ``trailwarden detect`` does and scores them
+with those baselines (and the test's inventory), or runs ``run_detect`` end to end.
+
+The scored week is Monday 2026-11-23 .. Sunday 2026-11-29 local; the history is the four weeks
+before it (20 weekdays, 8 weekend days).
+"""
+
+from __future__ import annotations
+
+import copy
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+import pipeline.detect
+from detectors.base import Finding, Models
+from detectors.odd_hours import OddHours
+from models.baselines import Baseline, fit
+from models.inventory import Attributor, Inventory
+from models.scope import compile_scopes
+from pipeline.config import Config
+from pipeline.detect import load_events, run_detect
+from pipeline.findings import list_findings
+from pipeline.ingest import ingest_files
+from pipeline.store import Store, open_store
+from tests.conftest import BASE_EVENT, write_ndjson
+
+TZ_NAME = "Asia/Shanghai"
+TZ = ZoneInfo(TZ_NAME)
+SINCE = datetime(2026, 11, 23, tzinfo=TZ)  # Monday 00:00 local
+UNTIL = SINCE + timedelta(days=7)
+HISTORY_DAYS = [SINCE.date() - timedelta(days=28 - i) for i in range(28)]  # Mon 10-26 .. Sun 11-22
+WEEK = [SINCE.date() + timedelta(days=i) for i in range(7)]
+MON, TUE, WED, THU, FRI, SAT, SUN = WEEK
+COLUMNS = list(dict.fromkeys(("event_id", "event_time", "agent", *OddHours.columns)))
+
+# agent name -> the RAM user it acts as
+USERS = {"etl-pipeline": "etl", "monitor": "cms-reader", "nightly-backup": "backup", "admin-alice": "alice",
+         "newbie": "newbie", "vendor": "vendor-acme", "night-shift": "night-ops"}
+DECLARED = {"vendor": {"days": "mon-fri", "from": "09:00", "to": "18:00"},
+            "night-shift": {"days": "daily", "from": "22:00", "to": "06:00"}}
+
+
+def inventory(**hours: dict[str, str] | None) -> Inventory:
+    """The seven agents; ``hours`` overrides declared hours by agent name (None: none)."""
+    declared = {**DECLARED, **{k.replace("_", "-"): v for k, v in hours.items()}}
+    agents = []
+    for name, user in USERS.items():
+        agent: dict[str, Any] = {"name": name, "purpose": "test agent", "owner": "platform-team",
+                                 "environment": "production", "identities": [f"ram-user:{user}"]}
+        if declared.get(name):
+            agent["hours"] = declared[name]
+        agents.append(agent)
+    return Inventory.model_validate({"agents": agents})
+
+
+INVENTORY = inventory()
+
+
+# -- events ----------------------------------------------------------------------------------------
+class Trail:
+    """ActionTrail events at local wall-clock times."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch  # keeps event ids unique across trails ingested into one store
+        self.events: list[dict[str, Any]] = []
+
+    def add(self, agent: str, when: datetime, name: str = "DescribeInstances", *, rw: str = "Read",
+            error: str | None = None, ip: str = "203.0.113.7") -> dict[str, Any]:
+        user = USERS[agent]
+        ev = copy.deepcopy(BASE_EVENT)
+        ev.update(eventId=f"00000000-0000-4000-{self.batch:04d}-{len(self.events):012d}",
+                  eventTime=when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), eventName=name, eventRW=rw,
+                  sourceIpAddress=ip,
+                  userIdentity={"type": "ram-user", "principalId": f"2000{zlib.crc32(user.encode())}",
+                                "accountId": "1384926508761234", "userName": user})
+        if error:
+            ev["errorCode"], ev["errorMessage"] = error, "refused"
+        self.events.append(ev)
+        return ev
+
+    def ids(self, agent: str) -> list[str]:
+        user = USERS[agent]
+        return [e["eventId"] for e in self.events if e["userIdentity"]["userName"] == user]
+
+
+def at(day: date, hour: int, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(day.year, day.month, day.day, hour, minute, second, tzinfo=TZ)
+
+
+def weekdays(days: Iterable[date]) -> Iterator[date]:
+    return (d for d in days if d.weekday() < 5)
+
+
+def etl(t: Trail, days: Iterable[date]) -> None:
+    """Weekdays, every hour 08:05-19:05: read the database list and a lake object."""
+    for day in weekdays(days):
+        for hour in range(8, 20):
+            t.add("etl-pipeline", at(day, hour, 5), "DescribeDBInstances")
+            t.add("etl-pipeline", at(day, hour, 5, 30), "GetObject")
+
+
+def monitor(t: Trail, days: Iterable[date]) -> None:
+    """Every 20 minutes, day and night, weekends too."""
+    for day in days:
+        for slot in range(72):
+            t.add("monitor", at(day, 0) + timedelta(minutes=20 * slot, seconds=7))
+
+
+def backup(t: Trail, days: Iterable[date]) -> None:
+    """Every night 01:00-01:40: snapshots."""
+    for day in days:
+        for minute in (0, 10, 25, 40):
+            t.add("nightly-backup", at(day, 1, minute), "CreateSnapshot", rw="Write")
+
+
+def alice(t: Trail, days: Iterable[date]) -> None:
+    """Weekdays 09:10-18:30; one weekday in three until 20:20."""
+    for i, day in enumerate(weekdays(days)):
+        for hour, minute in ((9, 10), (11, 30), (14, 0), (16, 45), (18, 30)):
+            t.add("admin-alice", at(day, hour, minute), "DescribeInstances")
+        if i % 3 == 0:
+            t.add("admin-alice", at(day, 19, 40), "ModifyInstanceAttribute", rw="Write")
+            t.add("admin-alice", at(day, 20, 20), "DescribeInstances")
+
+
+def history_trail() -> Trail:
+    t = Trail(batch=1)
+    etl(t, HISTORY_DAYS)
+    monitor(t, HISTORY_DAYS)
+    backup(t, HISTORY_DAYS)
+    alice(t, HISTORY_DAYS)
+    for day in HISTORY_DAYS[-5:-2]:  # Wed 11-18 .. Fri 11-20: three active days
+        t.add("newbie", at(day, 10))
+    for day in HISTORY_DAYS[-6:-3]:  # Tue 11-17 .. Thu 11-19
+        t.add("vendor", at(day, 11), "DescribeInstanceAttribute")
+    return t
+
+
+@pytest.fixture(scope="module")
+def baselines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Baseline]:
+    folder = tmp_path_factory.mktemp("odd-hours-history")
+    with open_store(folder / "store.duckdb") as store:
+        ingest(store, folder / "history.ndjson", history_trail().events)
+        return fit(store, SINCE, TZ_NAME)
+
+
+def ingest(store: Store, path: Path, events: list[dict[str, Any]], inv: Inventory = INVENTORY) -> None:
+    write_ndjson(path, events)
+    report = ingest_files(store, [path], Attributor(inv))
+    assert report.quarantined == 0 and report.new == len(events)
+
+
+Score = Callable[..., list[Finding]]
+
+
+@pytest.fixture
+def score(tmp_path: Path, store: Store, baselines: dict[str, Baseline]) -> Score:
+    """``score(trail, inventory=..., **params)``: the week's findings, as detect would make them."""
+
+    def run(trail: Trail, inv: Inventory = INVENTORY, **params: Any) -> list[Finding]:
+        ingest(store, tmp_path / "week.ndjson", trail.events, inv)
+        events = load_events(store, COLUMNS, SINCE, UNTIL)
+        models = Models(inventory=inv, scopes=compile_scopes(inv), timezone=TZ, baselines=baselines)
+        found = OddHours(**params).score(events, models, UNTIL)
+        assert all(f.detector == "odd_hours" for f in found)
+        return sorted(found, key=lambda f: f.first_seen)
+
+    return run
+
+
+def described(findings: list[Finding]) -> list[tuple[str, str, str]]:
+    return [(f.agent, f.severity, f.summary) for f in findings]
+
+
+def burst_of(t: Trail, agent: str, start: datetime, n: int = 40, name: str = "GetObject",
+                **kw: Any) -> list[str]:
+    return [t.add(agent, start + timedelta(seconds=3 * i), name, **kw)["eventId"] for i in range(n)]
+
+
+# -- the learned rhythm ------------------------------------------------------------------------------
+def test_the_history_is_learned_in_local_time(baselines: dict[str, Baseline]) -> None:
+    etl_b = baselines["etl-pipeline"]
+    assert etl_b.learned and etl_b.active_days == 20
+    assert (etl_b.observed_weekdays, etl_b.observed_weekends) == (20, 8)
+    assert etl_b.hour_share(1, 10) == 1.0 and etl_b.hour_share(6, 3) == 0.0
+    assert baselines["monitor"].hour_share(6, 3) == 1.0
+    assert baselines["admin-alice"].hour_share(2, 20) == pytest.approx(7 / 20)
+    assert not baselines["newbie"].learned and baselines["newbie"].active_days == 3
+    assert not baselines["vendor"].learned
+    assert "night-shift" not in baselines
+
+
+# -- firing ----------------------------------------------------------------------------------------
+def test_daytime_agent_at_0310_on_sunday_fires_once(score: Score) -> None:
+    t = Trail(batch=2)
+    etl(t, WEEK)  # its usual weekdays, which are fine
+    burst = burst_of(t, "etl-pipeline", at(SUN, 3, 10))
+    findings = score(t)
+    assert len(findings) == 1, described(findings)
+    f = findings[0]
+    assert (f.detector, f.agent, f.severity) == ("odd_hours", "etl-pipeline", "medium")
+    assert f.event_ids == burst  # one finding for the burst, not one per event
+    assert f.first_seen == at(SUN, 3, 10) and f.last_seen == at(SUN, 3, 10) + timedelta(seconds=117)
+    assert "03:10" in f.summary and "Sun" in f.summary and "2026-11-29" in f.summary
+    assert "in 28 days it was active 02:00-05:00 on 0 of 8 weekend days" in f.summary
+    assert "declared hours" not in f.summary
+    ev = f.evidence
+    assert ev["hour_of_week"] == "Sun 03:00"
+    assert ev["local_time"].startswith("2026-11-29T03:10:00")
+    assert ev["timezone"] == TZ_NAME
+    assert ev["count"] == 40
+    assert ev["apis"] == {"GetObject": 40}
+    assert ev["declared_hours"] is None and ev["outside_declared_hours"] is False
+    assert ev["baseline"] == {"active_days": 20, "history_days": 28, "weekends_observed": 8,
+                              "weekends_active_this_hour": 0, "share_near_this_hour": 0.0, "learned": True,
+                              "Suns_observed": 4, "Suns_active_at_03": 0}
+    assert ev["threshold"] == {"min_share": 0.05, "spread_hours": 1}
+    assert 0.55 <= f.score <= 1.0
+
+
+def test_daytime_agent_at_its_usual_tuesday_1000_does_not_fire(score: Score) -> None:
+    t = Trail(batch=2)
+    burst_of(t, "etl-pipeline", at(TUE, 10, 0), n=20)
+    assert score(t) == []
+
+
+def test_round_the_clock_poller_at_0300_does_not_fire(score: Score) -> None:
+    t = Trail(batch=2)
+    monitor(t, WEEK)  # 03:00 every day, weekend included
+    t.add("monitor", at(SUN, 3, 0, 30), "DescribeDBInstances")
+    assert score(t) == []
+
+
+def test_nightly_backup_at_0120_does_not_fire(score: Score) -> None:
+    t = Trail(batch=2)
+    for day in WEEK:  # weekday and weekend nights
+        for minute in (20, 21, 35):
+            t.add("nightly-backup", at(day, 1, minute), "CreateSnapshot", rw="Write")
+    assert score(t) == []
+
+
+def test_human_who_sometimes_stays_late_is_usual_at_2030(score: Score) -> None:
+    t = Trail(batch=2)
+    alice(t, WEEK)
+    t.add("admin-alice", at(TUE, 20, 30), "DescribeInstances")
+    t.add("admin-alice", at(TUE, 20, 44), "ModifyInstanceAttribute", rw="Write")
+    assert score(t) == []
+
+
+def test_human_signing_in_at_2340_fires(score: Score) -> None:
+    t = Trail(batch=2)
+    alice(t, WEEK)
+    ids = [t.add("admin-alice", at(WED, 23, 40), "ConsoleSignin", rw="Write")["eventId"],
+           t.add("admin-alice", at(WED, 23, 41), "DescribeTrails")["eventId"]]
+    findings = score(t)
+    assert [f.event_ids for f in findings] == [ids], described(findings)
+    f = findings[0]
+    assert "23:40 Wed" in f.summary
+    assert "in 28 days it was active 22:00-01:00 on 0 of 20 weekdays" in f.summary
+    assert f.evidence["hour_of_week"] == "Wed 23:00"
+    assert f.evidence["baseline"]["weekdays_observed"] == 20
+    assert f.evidence["baseline"]["weekdays_active_this_hour"] == 0
+    # the sign-in succeeded and is a write: an odd burst that wrote something is high
+    assert f.severity == "high"
+
+
+def test_successful_write_in_an_unusual_burst_is_high_a_refused_one_is_not(score: Score) -> None:
+    t = Trail(batch=2)
+    burst_of(t, "etl-pipeline", at(SAT, 3, 0), n=3, name="PutObject", rw="Write", error="AccessDenied")
+    burst_of(t, "etl-pipeline", at(SUN, 3, 0), n=3, name="PutObject", rw="Write")
+    refused, wrote = score(t)
+    assert (refused.severity, wrote.severity) == ("medium", "high")
+
+
+# -- too little history --------------------------------------------------------------------------------
+def test_three_active_days_and_no_declared_hours_is_never_scored(score: Score,
+                                                                  baselines: dict[str, Baseline]) -> None:
+    assert baselines["newbie"].active_days == 3  # it has a baseline, just not a learned one
+    t = Trail(batch=2)
+    burst_of(t, "newbie", at(SUN, 3, 10))
+    burst_of(t, "newbie", at(TUE, 23, 50), n=5)
+    assert score(t) == []
+
+
+def test_declared_hours_judge_an_agent_with_little_history(score: Score) -> None:
+    t = Trail(batch=2)
+    t.add("vendor", at(TUE, 11, 0), "DescribeInstanceAttribute")  # inside mon-fri 09:00-18:00
+    ids = [t.add("vendor", at(SAT, 11, 5 + i), "DescribeInstanceAttribute")["eventId"] for i in range(3)]
+    findings = score(t)
+    assert [f.event_ids for f in findings] == [ids], described(findings)
+    f = findings[0]
+    assert (f.agent, f.severity) == ("vendor", "medium")
+    assert "11:05 Sat" in f.summary
+    assert "outside its declared hours mon-fri 09:00-18:00" in f.summary
+    assert "too little history to learn its rhythm (3 active days)" in f.summary
+    assert "it was active" not in f.summary  # no claim about a rhythm it has not learned
+    assert f.evidence["declared_hours"] == "mon-fri 09:00-18:00"
+    assert f.evidence["outside_declared_hours"] is True
+    assert f.evidence["baseline"]["learned"] is False
+
+
+def test_declared_hours_include_both_ends_to_the_minute(score: Score) -> None:
+    """mon-fri 09:00-18:00: 09:00 and 18:00 are inside, 08:59 and 18:01 outside."""
+    t = Trail(batch=2)
+    early = t.add("vendor", at(TUE, 8, 59))["eventId"]
+    t.add("vendor", at(TUE, 9, 0))
+    t.add("vendor", at(TUE, 18, 0, 40))
+    late = t.add("vendor", at(TUE, 18, 1))["eventId"]
+    findings = score(t)
+    assert [f.event_ids for f in findings] == [[early], [late]], described(findings)
+
+
+def test_declared_hours_judge_an_agent_with_no_history(score: Score) -> None:
+    t = Trail(batch=2)
+    t.add("night-shift", at(TUE, 12, 0))
+    (f,) = score(t)
+    assert f.agent == "night-shift" and f.severity == "medium"
+    assert "outside its declared hours daily 22:00-06:00" in f.summary
+    assert "baseline" not in f.evidence
+    assert f.evidence["outside_declared_hours"] is True
+
+
+def test_declared_hours_can_be_switched_off(score: Score) -> None:
+    t = Trail(batch=2)
+    t.add("vendor", at(SAT, 11, 5), "DescribeInstanceAttribute")
+    t.add("night-shift", at(TUE, 12, 0))
+    assert score(t, check_declared_hours=False) == []
+
+
+def test_overnight_declared_hours(score: Score) -> None:
+    """daily 22:00-06:00 wraps midnight: 22:30, 02:00 and 05:50 are inside; 12:00 and 21:00 not."""
+    t = Trail(batch=2)
+    for when in (at(MON, 22, 30), at(TUE, 2, 0), at(TUE, 5, 50), at(SUN, 23, 59)):
+        t.add("night-shift", when)
+    noon = t.add("night-shift", at(TUE, 12, 0))["eventId"]
+    evening = t.add("night-shift", at(WED, 21, 0))["eventId"]
+    findings = score(t)
+    assert [f.event_ids for f in findings] == [[noon], [evening]], described(findings)
+
+
+def test_overnight_declared_hours_on_weekdays_belong_to_the_evening_they_start(score: Score) -> None:
+    """mon-fri 22:00-06:00: Saturday 02:00 is Friday's night (inside); Monday 02:00 is Sunday's
+    night, and Saturday 22:30 starts Saturday's (both outside)."""
+    inv = inventory(night_shift={"days": "mon-fri", "from": "22:00", "to": "06:00"})
+    t = Trail(batch=2)
+    t.add("night-shift", at(FRI, 23, 0))
+    t.add("night-shift", at(SAT, 2, 0))
+    monday = t.add("night-shift", at(MON, 2, 0))["eventId"]
+    saturday = t.add("night-shift", at(SAT, 22, 30))["eventId"]
+    findings = score(t, inv)
+    assert [f.event_ids for f in findings] == [[monday], [saturday]], described(findings)
+
+
+# -- bursts and severity -----------------------------------------------------------------------------
+def test_two_odd_bursts_three_hours_apart_make_two_findings(score: Score) -> None:
+    t = Trail(batch=2)
+    first = burst_of(t, "etl-pipeline", at(SUN, 2, 0), n=10)
+    second = burst_of(t, "etl-pipeline", at(SUN, 5, 0), n=10)
+    findings = score(t)
+    assert [f.event_ids for f in findings] == [first, second], described(findings)
+    assert [f.evidence["hour_of_week"] for f in findings] == ["Sun 02:00", "Sun 05:00"]
+    assert len({f.id for f in findings}) == 2
+
+
+def test_odd_calls_within_an_hour_make_one_finding(score: Score) -> None:
+    t = Trail(batch=2)
+    first = burst_of(t, "etl-pipeline", at(SUN, 3, 0), n=10)
+    second = burst_of(t, "etl-pipeline", at(SUN, 3, 50), n=10)
+    findings = score(t)
+    assert [f.event_ids for f in findings] == [first + second], described(findings)
+    assert findings[0].evidence["count"] == 20
+
+
+def test_high_when_both_unusual_and_outside_declared_hours(score: Score) -> None:
+    inv = inventory(etl_pipeline={"days": "mon-fri", "from": "08:00", "to": "20:00"})
+    t = Trail(batch=2)
+    etl(t, WEEK)
+    burst_of(t, "etl-pipeline", at(SUN, 3, 10))
+    (f,) = score(t, inv)
+    assert f.severity == "high"
+    assert "in 28 days it was active 02:00-05:00 on 0 of 8 weekend days" in f.summary
+    assert "outside its declared hours mon-fri 08:00-20:00" in f.summary
+    assert f.evidence["outside_declared_hours"] is True and f.evidence["baseline"]["learned"] is True
+
+
+@pytest.mark.parametrize(("hours", "when", "unusual", "undeclared"), [
+    ({"days": "mon-fri", "from": "06:00", "to": "22:00"}, (TUE, 6, 30), True, False),
+    ({"days": "mon-fri", "from": "09:00", "to": "17:00"}, (WED, 8, 5), False, True),
+], ids=["unusual-inside-declared-hours", "usual-outside-declared-hours"])
+def test_medium_when_only_one_of_the_two_says_odd(score: Score, hours: dict[str, str],
+                                                  when: tuple[date, int, int], unusual: bool,
+                                                  undeclared: bool) -> None:
+    """Unusual for its rhythm but inside declared hours (06:30 in 06:00-22:00), or usual for its
+    rhythm but outside declared hours (08:05 outside 09:00-17:00): medium either way."""
+    t = Trail(batch=2)
+    t.add("etl-pipeline", at(*when), "GetObject")
+    (f,) = score(t, inventory(etl_pipeline=hours))
+    assert f.severity == "medium"
+    assert ("in 28 days it was active" in f.summary) is unusual
+    assert ("outside its declared hours" in f.summary) is undeclared
+    assert f.evidence["outside_declared_hours"] is undeclared
+
+
+# -- end to end ---------------------------------------------------------------------------------------
+def test_run_detect_scores_the_window_against_the_history_before_it(tmp_path: Path, store: Store) -> None:
+    """History, the week, and four later weeks in which the ETL role does run at 03:10 on Sundays:
+    detect over the week learns only from before it, so 03:10 Sunday is still odd, and nothing
+    outside the week is scored."""
+    t = history_trail()
+    t.add("etl-pipeline", at(HISTORY_DAYS[5], 23, 0), "GetObject")  # odd, but history: not scored
+    etl(t, WEEK)
+    burst = burst_of(t, "etl-pipeline", at(SUN, 3, 10))
+    for week in range(1, 5):
+        burst_of(t, "etl-pipeline", at(SUN + timedelta(days=7 * week), 3, 10), n=5)
+    ingest(store, tmp_path / "all.ndjson", t.events)
+
+    report = run_detect(store, Config(timezone=TZ_NAME), INVENTORY, since=SINCE, until=UNTIL)
+    assert report.detectors["odd_hours"]["error"] is None
+    found = list_findings(store, detector="odd_hours")
+    assert [(f["agent"], f["event_ids"]) for f in found] == [("etl-pipeline", burst)], found
+    assert found[0]["evidence"]["baseline"]["share_near_this_hour"] == 0.0
+    stored = store.con.execute("SELECT DISTINCT history_end FROM baselines").fetchall()
+    assert stored == [(SINCE,)]
+
+
+# -- known defects -----------------------------------------------------------------------------------
+def test_a_burst_across_a_scoring_chunk_keeps_a_whole_summary(tmp_path: Path, store: Store,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    t = history_trail()
+    burst = [t.add("etl-pipeline", at(SUN, 7, 40) + timedelta(minutes=2 * i), "GetObject")["eventId"]
+             for i in range(21)]  # Sunday 07:40-08:20 local = Saturday 23:40 - Sunday 00:20 UTC
+    ingest(store, tmp_path / "all.ndjson", t.events)
+    monkeypatch.setattr(pipeline.detect, "CHUNK_EVENTS", 10)  # as a busy account's days are
+    run_detect(store, Config(timezone=TZ_NAME), INVENTORY, since=SINCE, until=UNTIL)
+    (f,) = list_findings(store, detector="odd_hours")
+    assert f["event_ids"] == burst and f["event_count"] == 21
+    assert f["first_seen"] == at(SUN, 7, 40)
+    assert f["evidence"]["count"] == 21
+    assert "made 21 calls at 07:40 Sun" in f["summary"]

@@ -1,0 +1,278 @@
+"""Learned baselines (models/baselines.py): fitted in SQL over the events table, in the business
+time zone, on the history before a window and never after it.
+
+Each test writes a small hand-made history as ActionTrail events (conftest's ``BASE_EVENT``
+shape), ingests it, fits, and checks the numbers a detector will read: active days, observed
+weekdays/weekends, the hour-of-week profile in LOCAL time, calls, failures and the worst five
+minutes. The business time zone is Asia/Shanghai (UTC+8, no daylight saving), so 23:30 local is
+15:30 UTC the same day, and 00:30 local on a Monday is 16:30 UTC on the Sunday before.
+"""
+
+from __future__ import annotations
+
+import copy
+import zlib
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from models.baselines import HISTORY, MIN_ACTIVE_DAYS, Baseline, fit, load_or_fit, save, usual_hours
+from models.inventory import Attributor, Inventory
+from pipeline.ingest import ingest_files
+from pipeline.store import Store
+from tests.conftest import BASE_EVENT, write_ndjson
+
+TZ_NAME = "Asia/Shanghai"
+TZ = ZoneInfo(TZ_NAME)
+# Monday 2026-11-23 00:00 local (2026-11-22T16:00Z): the history is the 28 days before it,
+# Monday 2026-10-26 .. Sunday 2026-11-22 local.
+END = datetime(2026, 11, 23, tzinfo=TZ)
+# The hand-made history spans the last 21 of them: Monday 2026-11-02 .. Sunday 2026-11-22.
+FIRST_DAY = date(2026, 11, 2)
+DAYS = [FIRST_DAY + timedelta(days=i) for i in range(21)]
+WEEKDAYS = [d for d in DAYS if d.weekday() < 5]  # 15
+INVENTORY = Inventory()  # no agents: each event's agent is its raw identity, ram-user:NAME
+
+
+# -- harness ---------------------------------------------------------------------------------------
+class History:
+    """ActionTrail events for a few RAM users, at local wall-clock times."""
+
+    def __init__(self, batch: int = 0) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.batch = batch  # keeps event ids unique across histories ingested into one store
+
+    def add(self, user: str, when: datetime, *, error: str | None = None,
+            name: str = "DescribeInstances") -> dict[str, Any]:
+        ev = copy.deepcopy(BASE_EVENT)
+        ev["eventId"] = f"00000000-0000-4000-{8000 + self.batch}-{len(self.events):012d}"
+        ev["eventTime"] = when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        ev["eventName"] = name
+        ev["userIdentity"] = {"type": "ram-user", "principalId": f"2000{zlib.crc32(user.encode())}",
+                              "accountId": "1384926508761234", "userName": user}
+        if error:
+            ev["errorCode"], ev["errorMessage"] = error, "refused"
+        self.events.append(ev)
+        return ev
+
+    def ingest(self, store: Store, path: Path) -> None:
+        write_ndjson(path, self.events)
+        report = ingest_files(store, [path], Attributor(INVENTORY))
+        assert report.quarantined == 0
+        assert report.new == len(self.events)
+
+
+def local(day: date, hour: int, minute: int = 0, second: int = 0, microsecond: int = 0) -> datetime:
+    return datetime(day.year, day.month, day.day, hour, minute, second, microsecond, tzinfo=TZ)
+
+
+def office_history(h: History) -> None:
+    """ram-user:office: every weekday at 10:00, 10:20 and 14:00, once on Saturday 11-07 at 11:00;
+    on Tuesday 11-10 twelve refused calls at 10:01:00-10:01:55 (one 5-minute bucket with the
+    10:00 call), and on Thursday 11-12 the 10:20 call is throttled."""
+    for day in WEEKDAYS:
+        h.add("office", local(day, 10))
+        h.add("office", local(day, 10, 20), error="Throttling.User" if day == date(2026, 11, 12) else None)
+        h.add("office", local(day, 14))
+    h.add("office", local(date(2026, 11, 7), 11))
+    for i in range(12):
+        h.add("office", local(date(2026, 11, 10), 10, 1, 5 * i), error="NoPermission", name="GetSecretValue")
+
+
+def night_history(h: History) -> None:
+    """ram-user:night: Sunday 23:30 local (15:30 UTC Sunday) and Monday 00:30 local (16:30 UTC
+    Sunday), on two weekends: four local days, but only two UTC days."""
+    for sunday in (date(2026, 11, 8), date(2026, 11, 15)):
+        h.add("night", local(sunday, 23, 30))
+        h.add("night", local(sunday + timedelta(days=1), 0, 30))
+
+
+def profile(b: Baseline) -> dict[tuple[int, int], int]:
+    """The non-zero cells of the hour-of-week profile."""
+    return {(d, hour): n for d, row in enumerate(b.hour_of_week) for hour, n in enumerate(row) if n}
+
+
+def fitted(tmp_path: Path, store: Store, build: Iterable[Any], end: datetime = END) -> dict[str, Baseline]:
+    h = History()
+    for fn in build:
+        fn(h)
+    h.ingest(store, tmp_path / "history.ndjson")
+    return fit(store, end, TZ_NAME)
+
+
+# -- fit -------------------------------------------------------------------------------------------
+def test_fit_counts_a_weekday_agent_in_local_time(tmp_path: Path, store: Store) -> None:
+    b = fitted(tmp_path, store, [office_history])["ram-user:office"]
+    assert (b.agent, b.timezone) == ("ram-user:office", TZ_NAME)
+    assert b.history_end == END and b.history_start == END - HISTORY
+    assert b.active_days == 16  # 15 weekdays and one Saturday
+    # observed from the first active local day (Mon 11-02) to the end (Sun 11-22): 21 days
+    assert (b.observed_weekdays, b.observed_weekends) == (15, 6)
+    assert b.calls == 15 * 3 + 1 + 12
+    assert b.failures == 12 + 1
+    assert b.max_failures_5m == 12
+    assert b.max_calls_5m == 13  # 10:00:00 and the twelve refusals share 10:00-10:05
+    assert round(b.failure_rate, 4) == round(13 / 58, 4)
+    # hours are LOCAL: 10:00 local is 02:00 UTC, and the UTC hours hold nothing
+    expected = {(d, 10): 3 for d in range(5)} | {(d, 14): 3 for d in range(5)} | {(5, 11): 1}
+    assert profile(b) == expected
+    assert b.learned
+    # the profile, read the way odd_hours reads it
+    assert b.hour_share(1, 10) == 1.0  # every observed weekday at 10:xx
+    assert b.hour_share(5, 11) == pytest.approx(1 / 6)  # one Saturday out of six weekend days
+    assert b.hour_share(6, 3) == 0.0
+    assert b.near_share(2, 11) == 1.0  # 11:xx is within an hour of 10:xx
+    assert b.near_share(2, 12) == 0.0
+    assert b.weeks_active_at(0, 10) == 3
+
+
+def test_fit_day_boundary_uses_local_days_and_weekdays(tmp_path: Path, store: Store) -> None:
+    """23:30 local on Sunday is 15:30 UTC Sunday; 00:30 local on Monday is 16:30 UTC on Sunday.
+    The profile and the active days follow the local clock, not UTC."""
+    b = fitted(tmp_path, store, [night_history])["ram-user:night"]
+    assert profile(b) == {(6, 23): 2, (0, 0): 2}  # not (6, 15) / (6, 16)
+    assert b.active_days == 4  # Sun 11-08, Mon 11-09, Sun 11-15, Mon 11-16 (UTC would say 2)
+    # first local day Sunday 11-08 .. Sunday 11-22: 15 days, 5 of them weekend days
+    assert (b.observed_weekdays, b.observed_weekends) == (10, 5)
+    assert (b.calls, b.failures, b.max_failures_5m, b.max_calls_5m) == (4, 0, 0, 1)
+    assert not b.learned  # 4 active days < 7
+
+
+def test_fit_separates_agents_and_can_select_some(tmp_path: Path, store: Store) -> None:
+    both = fitted(tmp_path, store, [office_history, night_history])
+    assert sorted(both) == ["ram-user:night", "ram-user:office"]
+    only = fit(store, END, TZ_NAME, agents=["ram-user:night"])
+    assert list(only) == ["ram-user:night"]
+    assert only["ram-user:night"] == both["ram-user:night"]
+
+
+def test_fit_on_an_empty_history_is_empty(store: Store) -> None:
+    assert fit(store, END, TZ_NAME) == {}
+
+
+@pytest.mark.parametrize(("days", "learned"), [(MIN_ACTIVE_DAYS - 1, False), (MIN_ACTIVE_DAYS, True)])
+def test_learned_needs_seven_active_days(tmp_path: Path, store: Store, days: int, learned: bool) -> None:
+    def build(h: History) -> None:
+        for day in DAYS[-days:]:
+            h.add("new", local(day, 10))
+
+    b = fitted(tmp_path, store, [build])["ram-user:new"]
+    assert b.active_days == days
+    assert b.learned is learned
+
+
+def test_only_events_before_end_count(tmp_path: Path, store: Store) -> None:
+    """[end - history, end): the start is included, the end is not; a microsecond matters."""
+    start = END - HISTORY
+
+    def build(h: History) -> None:
+        h.add("edge", start - timedelta(microseconds=1))  # excluded
+        h.add("edge", start)  # included: Monday 10-26 00:00 local
+        h.add("edge", END - timedelta(microseconds=1))  # included: Sunday 11-22 23:59:59.999999 local
+        h.add("edge", END)  # excluded
+        h.add("edge", END + timedelta(days=3, hours=3))  # far after: excluded
+        h.add("late", END)  # an agent seen only at the end has no baseline at all
+
+    baselines = fitted(tmp_path, store, [build])
+    assert list(baselines) == ["ram-user:edge"]
+    b = baselines["ram-user:edge"]
+    assert b.calls == 2
+    assert b.active_days == 2
+    assert profile(b) == {(0, 0): 1, (6, 23): 1}
+    assert (b.observed_weekdays, b.observed_weekends) == (20, 8)  # the whole 28 days
+
+
+# -- storing ---------------------------------------------------------------------------------------
+def test_json_round_trip() -> None:
+    b = Baseline("a", END - HISTORY, END, TZ_NAME, 9, 15, 6, 100, 3, 2, 40)
+    b.hour_of_week[6][3] = 2
+    again = Baseline.from_json(b.to_json())
+    assert again == b
+    assert again.history_end.utcoffset() == END.utcoffset()
+
+
+def test_save_and_load_or_fit_round_trip(tmp_path: Path, store: Store) -> None:
+    baselines = fitted(tmp_path, store, [office_history, night_history])
+    save(store, baselines)
+    loaded = load_or_fit(store, END, TZ_NAME)
+    assert loaded == baselines
+
+    # a late event inside the history: the stored baselines are still what is loaded...
+    late = History(batch=1)
+    late.add("office", local(date(2026, 11, 21), 3))
+    late.ingest(store, tmp_path / "late.ndjson")
+    again = load_or_fit(store, END, TZ_NAME)
+    assert again["ram-user:office"].calls == baselines["ram-user:office"].calls
+
+    # ...and a history ending elsewhere has nothing stored: it is fitted now, and stored
+    later = END + timedelta(days=1)
+    assert _stored(store, later) == 0
+    fresh = load_or_fit(store, later, TZ_NAME)
+    assert fresh["ram-user:office"].calls == baselines["ram-user:office"].calls + 1
+    assert fresh["ram-user:office"].history_end == later
+    assert _stored(store, later) == 2
+    assert load_or_fit(store, later, TZ_NAME) == fresh
+
+
+def test_load_or_fit_refits_for_another_time_zone(tmp_path: Path, store: Store) -> None:
+    save(store, fitted(tmp_path, store, [office_history]))
+    utc = load_or_fit(store, END, "UTC")["ram-user:office"]
+    assert utc.timezone == "UTC"
+    assert utc.hour_of_week[0][2] == 3  # 10:00 Shanghai is 02:00 UTC
+    assert utc.hour_of_week[0][10] == 0
+
+
+def _stored(store: Store, end: datetime) -> int:
+    row = store.con.execute("SELECT count(*) FROM baselines WHERE history_end = ?", [end]).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+# -- usual_hours -----------------------------------------------------------------------------------
+def test_usual_hours_of_a_round_the_clock_agent(tmp_path: Path, store: Store) -> None:
+    def build(h: History) -> None:
+        for day in DAYS[-14:]:
+            for hour in range(24):
+                h.add("poller", local(day, hour, 7))
+
+    b = fitted(tmp_path, store, [build])["ram-user:poller"]
+    assert usual_hours(b) == "weekdays all day, weekends all day"
+
+
+def test_usual_hours_of_a_weekday_office_agent(tmp_path: Path, store: Store) -> None:
+    def build(h: History) -> None:
+        for day in WEEKDAYS:
+            for hour in range(9, 18):  # 09:15 .. 17:15
+                h.add("clerk", local(day, hour, 15))
+
+    b = fitted(tmp_path, store, [build])["ram-user:clerk"]
+    assert usual_hours(b) == "weekdays 09-18, weekends none"
+
+
+def test_usual_hours_of_a_nightly_job_and_a_rare_hour(tmp_path: Path, store: Store) -> None:
+    """A nightly 01:xx job; one 15:xx call on one of 15 weekdays (6.7%) counts, with min_share 5%."""
+    def build(h: History) -> None:
+        for day in DAYS:
+            h.add("backup", local(day, 1, 5))
+        h.add("backup", local(WEEKDAYS[3], 15, 30))
+
+    b = fitted(tmp_path, store, [build])["ram-user:backup"]
+    assert usual_hours(b) == "weekdays 01-02 15-16, weekends 01-02"
+    assert usual_hours(b, min_share=0.1) == "weekdays 01-02, weekends 01-02"
+
+
+# -- known defects -----------------------------------------------------------------------------------
+def test_worst_five_minutes_of_failures_is_a_sliding_window(tmp_path: Path, store: Store) -> None:
+    def build(h: History) -> None:
+        for day in WEEKDAYS:
+            h.add("batch", local(day, 9))
+        for i in range(16):  # 10:03:00, 10:03:15, ... 10:06:45: all within 4 minutes
+            h.add("batch", local(date(2026, 11, 10), 10, 3, 0) + timedelta(seconds=15 * i), error="NoPermission")
+
+    b = fitted(tmp_path, store, [build])["ram-user:batch"]
+    assert b.failures == 16
+    assert b.max_failures_5m == 16
