@@ -104,7 +104,7 @@ def run_detect(store: Store, config: Config, inventory: Inventory, *, since: dat
         # each chunk also re-reads the lookback before it, so a burst across the cut is seen
         # whole; its finding has the same id either way and save_findings keeps the whole one
         events = load_events(store, columns, max(since, start - overlap), end)
-        report.events += len(events)
+        report.events += int((events["event_time"] >= start).sum())  # the lookback is not new
         findings = _score_all(active, events, models, end, report)
         saved = save_findings(store, findings, dedup, run_id)
         report.new += saved.new
