@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -442,6 +443,71 @@ def train(app: App, until: str | None, fmt: str) -> None:
     rows = [[b.agent, b.active_days, b.learned, b.calls, round(b.failure_rate, 4), b.max_failures_5m,
              b.max_calls_5m, baselines.usual_hours(b)] for b in sorted(fitted.values(), key=lambda b: b.agent)]
     click.echo(render(columns, rows, fmt))
+
+
+@cli.command()
+@common_options
+@click.option("--dry-run", is_flag=True, help="Show what would be posted; post and record nothing.")
+@format_option(("text", "json"), default="text")
+@pass_app
+def alert(app: App, dry_run: bool, fmt: str) -> None:
+    """Deliver pending findings to Slack (or print them when SLACK_BOT_TOKEN is not set).
+
+    Every open finding at or above `slack.min_severity` is posted once: an agent's new findings
+    in one message, later growth of a finding as a reply in its thread. Re-running, or running
+    after a crash, never posts twice; when Slack is down or misconfigured the findings stay
+    pending and go out on the next successful run.
+
+    \b
+    Examples:
+      trailwarden alert --dry-run
+      SLACK_BOT_TOKEN=xoxb-... trailwarden alert
+    """
+    from pipeline.alerting.outbox import deliver, enqueue, preview
+    from pipeline.alerting.slack import ConsoleSender, SlackSender, token_from_env
+
+    slack = app.config.slack
+    token = token_from_env()
+    sender: Any
+    if slack is not None and token:
+        sender = SlackSender(token, slack.channel, slack.base_url)
+    else:
+        if slack is not None and not dry_run:
+            click.echo("trailwarden: SLACK_BOT_TOKEN is not set: printing alerts here instead", err=True)
+        sender = ConsoleSender(click.echo)
+    min_severity = slack.min_severity if slack is not None else "medium"
+    inventory = app.inventory
+    with app.open(read_only=dry_run) as store:
+        if dry_run:
+            report = preview(store, sender.destination, min_severity, inventory, _replay_command)
+        else:
+            with _recorded_run(store, "alert") as counts:
+                enqueued = enqueue(store, sender.destination, min_severity)
+                try:
+                    report = deliver(store, sender, inventory, _replay_command)
+                finally:
+                    counts["enqueued"] = enqueued
+                report.enqueued = enqueued
+                counts.update(report.as_dict())
+    if fmt == "json":
+        click.echo(json.dumps(to_jsonable(report.as_dict()), indent=2))
+    elif dry_run:
+        from pipeline.alerting.messages import as_text
+
+        for message in report.previews:
+            click.echo(as_text(message) + "\n")
+        click.echo(f"{len(report.previews)} message(s) would be posted to {sender.destination}.")
+    elif sender.destination != "console":
+        click.echo(f"Posted {report.messages_sent} alert message(s) for {report.alerts_sent} finding(s) and "
+                   f"{report.updates_sent} thread update(s) to {sender.destination}"
+                   + (f"; {report.recovered} found already posted" if report.recovered else "")
+                   + (f"; {report.pending} still pending" if report.pending else "") + ".")
+
+
+def _replay_command(agent: str, since: Any) -> str:
+    start = (since - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%MZ")
+    command = "replay" if "replay" in cli.commands else "findings --agent"
+    return f"trailwarden {command} {agent} --since {start}"
 
 
 # -- policy --------------------------------------------------------------------------------------

@@ -111,7 +111,8 @@ def run_demo(db: Path, *, days: int = 30, seed: int = 7, echo: Callable[[str], N
         caught += bool(hits)
         mark = f"caught by {', '.join(sorted({f['detector'] for f in hits}))}" if hits else "not caught yet"
         echo(f"  - {inc.agent}: {inc.what} ({start.astimezone(synthetic.BUSINESS_TZ):%Y-%m-%d}): {mark}")
-    echo(f"\nExplore: trailwarden --db {db} findings\n"  # noqa: S608 - help text, not SQL we run
+    echo(f"\nExplore: trailwarden --db {db} findings --format json\n"  # noqa: S608 - help text, not SQL
+         f"         trailwarden --db {db} alert        # the Slack messages, printed (no token needed)\n"
          f"         trailwarden --db {db} query \"SELECT event_time, event_name, source_ip, error_code "
          f"FROM events WHERE agent = 'ci-deployer' ORDER BY event_time DESC LIMIT 20\"")
     return {"events": len(events), "files": files, "ingest": report.as_dict(), "findings": len(found),

@@ -1,0 +1,1 @@
+"""Alerting: findings to Slack (or the console) exactly once, readable and inert."""

@@ -1,0 +1,182 @@
+"""Slack messages for findings, in Block Kit, with every event-derived string made inert.
+
+Text from events (user agents, resource names, error messages, session names, even identity
+names) is attacker-controlled. In ``mrkdwn`` only ``&``, ``<`` and ``>`` are control characters, so
+escaping them neutralizes ``<!channel>``, ``<@U123>`` and ``<http://evil|click>``; on top of that,
+control and bidi characters are removed, newlines flattened, backticks replaced (values sit in
+code spans), URLs defanged and every value truncated. Text objects are ``verbatim`` (no
+auto-linking) and messages are sent with unfurling off (``pipeline.alerting.slack``).
+
+Slack's limits (50 blocks, 3,000 characters per section, 150 per header) are kept by truncating
+with an explicit "…and N more".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from models.inventory import Agent
+
+MAX_BLOCKS = 50
+MAX_SECTION = 3000
+MAX_HEADER = 150
+MAX_FINDINGS_PER_MESSAGE = 5
+EVENTS_SHOWN = 5
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+_URL = re.compile(r"(?i)\b(https?|ftp)://")
+SEVERITY_MARK = {"critical": ":red_circle:", "high": ":large_orange_circle:", "medium": ":large_yellow_circle:",
+                 "low": ":white_circle:"}
+
+
+def untrusted(value: Any, limit: int = 200) -> str:
+    """An attacker-controlled value, safe inside mrkdwn (and inside a `code span`)."""
+    text = _CONTROL.sub("", str(value)).replace("\r", " ").replace("\n", " ")
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("`", "'")
+    text = _URL.sub(r"\1[:]//", text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def plain(value: Any, limit: int) -> str:
+    """For ``plain_text`` objects (never parsed for mentions): only control characters go."""
+    text = _CONTROL.sub("", str(value)).replace("\r", " ").replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class Message:
+    text: str  # the notification / screen-reader fallback, escaped too
+    blocks: list[dict[str, Any]]
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": text[:MAX_SECTION], "verbatim": True}
+
+
+def _section(text: str) -> dict[str, Any]:
+    if len(text) > MAX_SECTION:
+        text = text[: MAX_SECTION - 2] + " …"
+    return {"type": "section", "text": _mrkdwn(text)}
+
+
+def alert_message(agent: str, findings: Sequence[dict[str, Any]], inventory_agent: Agent | None,
+                  replay_command: str) -> Message:
+    """One message for an agent's new findings of one run (most severe first)."""
+    ordered = sorted(findings, key=lambda f: (-_rank(f["severity"]), f["first_seen"]))
+    worst = ordered[0]["severity"]
+    header = f"{worst.upper()}: {agent}" + (f" - {len(ordered)} findings" if len(ordered) > 1 else "")
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": plain(header, MAX_HEADER), "emoji": False}},
+        {"type": "context", "elements": [_mrkdwn(_who(agent, inventory_agent))]},
+    ]
+    shown = ordered[:MAX_FINDINGS_PER_MESSAGE]
+    for finding in shown:
+        blocks.append({"type": "divider"})
+        blocks.extend(_finding_blocks(finding))
+    if len(ordered) > len(shown):
+        blocks.append(_section(f"…and {len(ordered) - len(shown)} more findings for this agent: "
+                               f"`trailwarden findings --agent {untrusted(agent, 120)}`"))
+    blocks.append({"type": "context", "elements": [_mrkdwn(f"Replay: `{untrusted(replay_command, 400)}`")]})
+    blocks = _fit(blocks)
+    text = (f"{worst.upper()}: {untrusted(agent, 120)}: " + untrusted(ordered[0]["summary"], 300)
+            + (f" (+{len(ordered) - 1} more)" if len(ordered) > 1 else ""))
+    return Message(text=text, blocks=blocks)
+
+
+def update_message(finding: dict[str, Any], new_events: int) -> Message:
+    """A thread reply: the finding grew since it was alerted."""
+    line = (f"{SEVERITY_MARK.get(finding['severity'], '')} {new_events} more event"
+            f"{'s' if new_events != 1 else ''} (now {finding['event_count']}), last seen "
+            f"{_when(finding['last_seen'])}: {untrusted(finding['summary'], 600)}")
+    return Message(text=untrusted(f"{finding['agent']}: {new_events} more events for {finding['detector']}", 300),
+                   blocks=[_section(line)])
+
+
+def _finding_blocks(f: dict[str, Any]) -> list[dict[str, Any]]:
+    mark = SEVERITY_MARK.get(f["severity"], "")
+    lines = [f"{mark} *{untrusted(f['detector'], 40)}* ({f['severity']}, score {f['score']:.2f}): "
+             f"{untrusted(f['summary'], 600)}"]
+    evidence = _evidence_lines(f.get("evidence") or {})
+    if evidence:
+        lines.append("\n".join(evidence))
+    events = list(f.get("event_ids") or [])
+    shown = ", ".join(f"`{untrusted(e, 80)}`" for e in events[:EVENTS_SHOWN])
+    more = f" …and {f['event_count'] - len(events[:EVENTS_SHOWN])} more" if f["event_count"] > EVENTS_SHOWN else ""
+    lines.append(f"*Events* {_when(f['first_seen'])} → {_when(f['last_seen'])}: {shown}{more}")
+    lines.append(f"Finding `{untrusted(f['id'], 40)}`")
+    return [_section("\n".join(lines))]
+
+
+_EVIDENCE_ORDER = ("kind", "action", "decision", "statement", "rule", "resources", "region", "network",
+                   "declared", "count", "succeeded", "failed", "error_codes", "hour_of_week", "local_time",
+                   "declared_hours", "baseline", "peak_failures_in_window", "window_minutes", "threshold",
+                   "apis", "source_ips")
+
+
+def _evidence_lines(evidence: dict[str, Any], limit: int = 10) -> list[str]:
+    keys = [k for k in _EVIDENCE_ORDER if k in evidence] + sorted(k for k in evidence if k not in _EVIDENCE_ORDER)
+    lines = []
+    for key in keys:
+        value = evidence[key]
+        if value in (None, "", [], {}):
+            continue
+        lines.append(f"• {untrusted(key, 40)}: `{untrusted(_compact(value), 300)}`")
+    if len(lines) > limit:
+        lines = [*lines[:limit], f"• …and {len(lines) - limit} more evidence fields"]
+    return lines
+
+
+def _compact(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_compact(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        items = [_compact(v) for v in value[:8]]
+        return ", ".join(items) + (f" …and {len(value) - 8} more" if len(value) > 8 else "")
+    return str(value)
+
+
+def _who(agent: str, inv: Agent | None) -> str:
+    if inv is None:
+        return f"`{untrusted(agent, 120)}` is not in the inventory: no owner, no declared scope"
+    return (f"*{untrusted(inv.purpose, 200)}* · owner {untrusted(inv.owner, 80)} · "
+            f"{untrusted(inv.environment, 40)}")
+
+
+def _fit(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if len(blocks) <= MAX_BLOCKS:
+        return blocks
+    kept = blocks[: MAX_BLOCKS - 1]
+    return [*kept, _section(f"…and {len(blocks) - len(kept)} more blocks")]
+
+
+def _rank(severity: str) -> int:
+    return ("low", "medium", "high", "critical").index(severity)
+
+
+def _when(value: datetime | str) -> str:
+    if isinstance(value, str):
+        return value
+    return value.strftime("%Y-%m-%d %H:%M:%SZ") if value.utcoffset() == timedelta(0) else value.isoformat()
+
+
+def as_text(message: Message) -> str:
+    """The console rendering of a message (the demo and `alert` without a Slack token)."""
+    out: list[str] = []
+    for block in message.blocks:
+        kind = block["type"]
+        if kind == "header":
+            out.append(f"== {block['text']['text']} ==")
+        elif kind == "section":
+            out.append(_unescape(block["text"]["text"]))
+        elif kind == "context":
+            out.extend(_unescape(e["text"]) for e in block["elements"])
+        elif kind == "divider":
+            out.append("--")
+    return "\n".join(out)
+
+
+def _unescape(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
