@@ -121,59 +121,64 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--file", "paths", multiple=True, metavar="PATH",
               help="A file or directory of ActionTrail events (repeatable): JSON array, single "
                    "event, NDJSON, LookupEvents body, .gz of any, OSS delivery folders.")
+@click.option("--since", metavar="T", help="lookup_events sources: backfill from T (e.g. 30d, at most 90d).")
 @format_option(("text", "json"), default="text")
 @pass_app
-def ingest(app: App, sources: tuple[str, ...], paths: tuple[str, ...], fmt: str) -> None:
+def ingest(app: App, sources: tuple[str, ...], paths: tuple[str, ...], since: str | None, fmt: str) -> None:
     """Pull from the configured sources, or ingest files, into the store, once.
 
-    Re-running is safe: files already ingested are skipped by content hash and events already
-    stored are recognized by eventId. Input that cannot be parsed is quarantined with the reason
-    (see `trailwarden query "SELECT * FROM quarantine"`); the rest goes on.
+    Re-running is safe: files already ingested are skipped by content hash, SLS and LookupEvents
+    resume from the cursor committed with the last events, and events already stored are
+    recognized by eventId. Input that cannot be parsed is quarantined with the reason (see
+    `trailwarden query "SELECT * FROM quarantine"`); the rest goes on. A source that fails is
+    reported and the others still run (exit 1).
 
     \b
     Examples:
       trailwarden ingest --file ../shared/datasets/real-attacks/
       trailwarden ingest --file oss-dump/AliyunLogs/Actiontrail/ --format json
-      trailwarden ingest --source archive
+      trailwarden ingest --source prod-trail
+      trailwarden ingest --source history --since 30d     # LookupEvents backfill
     """
-    from pipeline.ingest import ingest_files
+    from pipeline.detect import parse_when
+    from pipeline.ingest import ingest_sources
+    from pipeline.store import utcnow
 
     targets = _ingest_targets(app, sources, paths)
+    backfill = parse_when(since, utcnow(), "--since") if since else None
     attribute = Attributor(app.inventory)
     started = time.monotonic()
     with app.open() as store, _recorded_run(store, "ingest") as counts:
         changed = reattribute_if_changed(store, app.inventory)
         if changed:
             counts["reattributed"] = changed
-        total = 0
-        for name, source_paths in targets:
-            with _progress_bar(source_paths) as progress:
-                report = ingest_files(store, source_paths, attribute, source=name, progress=progress)
-            counts[name] = report.as_dict()
-            total += report.new
-        counts["new"] = total
+        outcomes = ingest_sources(store, targets, attribute, since=backfill, progress=_progress_bar)
+        for outcome in outcomes:
+            counts[outcome.name] = outcome.as_dict()
+        counts["new"] = sum(o.report.new for o in outcomes if o.report)
     elapsed = time.monotonic() - started
-    reports = {k: v for k, v in counts.items() if isinstance(v, dict)}
     if fmt == "json":
-        click.echo(json.dumps(to_jsonable({"seconds": round(elapsed, 3), "sources": reports}), indent=2))
-        return
-    for name, rep in reports.items():
-        click.echo(_ingest_line(name, rep, elapsed))
+        click.echo(json.dumps(to_jsonable({"seconds": round(elapsed, 3),
+                                           "sources": {o.name: o.as_dict() for o in outcomes}}), indent=2))
+    else:
+        for outcome in outcomes:
+            if outcome.report:
+                click.echo(_ingest_line(outcome.name, outcome.as_dict(), elapsed))
+    failed = [o for o in outcomes if o.error]
+    if failed:
+        raise TerminalError("; ".join(f"source {o.name!r}: {o.error}" for o in failed))
 
 
-def _ingest_targets(app: App, sources: tuple[str, ...], paths: tuple[str, ...]) -> list[tuple[str, list[str]]]:
+def _ingest_targets(app: App, sources: tuple[str, ...], paths: tuple[str, ...]) -> list[tuple[str, Any]]:
     from pipeline.config import FilesSource
     from pipeline.sources.files import find_files
 
     if paths:
         find_files(paths)  # a missing path is a usage error before anything is written
-    targets: list[tuple[str, list[str]]] = [("files", list(paths))] if paths else []
+    targets: list[tuple[str, Any]] = [("files", list(paths))] if paths else []
     chosen = [app.config.source(n) for n in sources] if sources else ([] if paths else app.config.sources)
     for src in chosen:
-        if not isinstance(src, FilesSource):
-            raise TerminalError(f"source {src.name!r}: type {src.type!r} is not available in this "
-                                "version of trailwarden; only `files` sources can be ingested")
-        targets.append((src.name, [str(src.path)]))
+        targets.append((src.name, [str(src.path)] if isinstance(src, FilesSource) else src))
     if not targets:
         raise UsageError("nothing to ingest: pass --file PATH or configure `sources` in the config")
     return targets
@@ -190,7 +195,7 @@ def _ingest_line(name: str, rep: dict[str, Any], elapsed: float) -> str:
 
 
 @contextmanager
-def _progress_bar(paths: list[str]) -> Iterator[Callable[[int], None] | None]:
+def _progress_bar(_name: str, paths: list[str]) -> Iterator[Callable[[int], None] | None]:
     """A byte-based progress bar on a terminal; nothing when stderr is not one."""
     if not sys.stderr.isatty():
         yield None
@@ -279,9 +284,11 @@ def _status_text(info: dict[str, Any]) -> str:
         "",
     ]
     if info["sources"]:
-        lines.append(render(["source", "partition", "watermark", "lag_seconds", "events", "updated_at"],
+        lines.append(render(["source", "partition", "watermark", "lag_seconds", "events", "last_hour", "updated_at",
+                             "last_error"],
                             [[s["source"], s["partition"], s["watermark"], s["lag_seconds"], s["events"],
-                              s["updated_at"]] for s in info["sources"]], "table"))
+                              s["events_last_hour"], s["updated_at"], s["last_error"]] for s in info["sources"]],
+                            "table"))
         lines.append("")
     if info["recent_runs"]:
         lines.append(render(["run", "command", "started_at", "status", "error"],

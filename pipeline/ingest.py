@@ -12,15 +12,16 @@ from __future__ import annotations
 import queue
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from models.inventory import Attributor
 from pipeline.batches import BATCH_SIZE, Batch, to_batches
+from pipeline.errors import TrailwardenError
 from pipeline.parse_pool import ParsePool
 from pipeline.sources import files
 from pipeline.store import Store, first_row
@@ -239,6 +240,22 @@ def ingest_files(store: Store, paths: Iterable[str | Path], attribute: Attributo
     return report
 
 
+def ingest_batches(store: Store, batches: Iterable[Batch], *,
+                   progress: Callable[[int], None] | None = None) -> IngestReport:
+    """Write batches from any reader (SLS, LookupEvents) through the same writer as files."""
+    report = IngestReport()
+    with _bulk_load_settings(store):
+        writer = BatchWriter(store, report, progress)
+        try:
+            for batch in batches:
+                writer.submit(batch)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
+    return report
+
+
 @contextmanager
 def _bulk_load_settings(store: Store) -> Iterator[None]:
     """For the length of an ingest: DuckDB on one thread (the parsers need the other core; the
@@ -331,3 +348,56 @@ def _parse_here(record: FileRecord, attribute: Attributor, batch_size: int) -> I
         for batch in to_batches(items, record.source, FILES_PARTITION, attribute, batch_size):
             batch.progress, done = counter.count - done, counter.count
             yield batch
+
+
+@dataclass
+class SourceOutcome:
+    """One source's part of an ingest run."""
+
+    name: str
+    report: IngestReport | None = None
+    details: dict[str, Any] = field(default_factory=dict)  # source-specific: pages, gaps, shards
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = self.report.as_dict() if self.report else {}
+        out.update(self.details)
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+def ingest_sources(store: Store, targets: Sequence[tuple[str, Any]], attribute: Attributor, *,
+                   since: datetime | None = None,
+                   progress: Callable[[str, list[str]], Any] | None = None) -> list[SourceOutcome]:
+    """Ingest each target - ``(name, [paths])`` for files, ``(name, source config)`` otherwise.
+    A source that fails is recorded (``ingest_state.last_error``) and the others still run."""
+    from pipeline.sources import reader_for
+
+    outcomes = []
+    for name, target in targets:
+        outcome = SourceOutcome(name)
+        try:
+            if isinstance(target, list):
+                with (progress(name, target) if progress else nullcontext(None)) as bar:
+                    outcome.report = ingest_files(store, target, attribute, source=name, progress=bar)
+            else:
+                reader = reader_for(target, store, since=since)
+                outcome.report = ingest_batches(store, reader.batches(attribute, BATCH_SIZE))
+                outcome.details = _reader_details(reader.report)
+        except TrailwardenError as exc:
+            outcome.error = str(exc)
+            store.record_source_error(name, "", str(exc))
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _reader_details(report: Any) -> dict[str, Any]:
+    details = {k: v for k, v in vars(report).items() if k != "shards" and v not in (None, 0, [], {})}
+    gaps = getattr(report, "gaps", None)
+    if gaps:
+        details["possible_gaps"] = gaps
+    shards = getattr(report, "shards", None)
+    if shards:
+        details["shards"] = {str(k): {"batches": v.batches, "logs": v.logs} for k, v in shards.items()}
+    return details

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +32,16 @@ def collect_status(store: Store) -> dict[str, Any]:
     now = utcnow()
     count, first, last, agents = first_row(con.execute(
         "SELECT count(*), min(event_time), max(event_time), count(DISTINCT agent) FROM events")) or (0, None, None, 0)
+    last_hour = dict(con.execute(
+        "SELECT source, count(*) FROM events WHERE ingested_at >= ? GROUP BY source", [now - timedelta(hours=1)]
+    ).fetchall())
     sources = [
         {"source": s, "partition": p or None, "cursor": c, "watermark": w, "events": n, "updated_at": u,
-         "lag_seconds": _lag(now, w)}
-        for s, p, c, w, n, u in con.execute(
-            "SELECT source, partition, cursor, watermark, events, updated_at FROM ingest_state "
-            "ORDER BY source, partition").fetchall()
+         "lag_seconds": _lag(now, w), "events_last_hour": last_hour.get(s, 0), "last_error": e,
+         "last_error_at": ea}
+        for s, p, c, w, n, u, e, ea in con.execute(
+            "SELECT source, partition, cursor, watermark, events, updated_at, last_error, last_error_at "
+            "FROM ingest_state ORDER BY source, partition").fetchall()
     ]
     quarantined = first_row(con.execute("SELECT count(*) FROM quarantine"))
     reasons = con.execute(

@@ -236,18 +236,30 @@ class Store:
 
     def save_state(self, source: str, partition: str, *, cursor: str | None,
                    watermark: datetime | None, new_events: int) -> None:
-        """Upsert a partition's cursor; the watermark only moves forward."""
+        """Upsert a partition's cursor; the watermark only moves forward; an error is cleared."""
         self.con.execute(
             """
-            INSERT INTO ingest_state AS s VALUES (?, ?, ?, ?, ?, ?)
+            INSERT INTO ingest_state AS s (source, partition, cursor, watermark, events, updated_at)
+            VALUES (?, ?, ?, ?, ?, ?)
             ON CONFLICT (source, partition) DO UPDATE SET
                 cursor = coalesce(excluded.cursor, s.cursor),
                 watermark = greatest(s.watermark, excluded.watermark),
                 events = s.events + excluded.events,
-                updated_at = excluded.updated_at
+                updated_at = excluded.updated_at,
+                last_error = NULL, last_error_at = NULL
             """,
             [source, partition, cursor, watermark, new_events, utcnow()],
         )
+
+    def record_source_error(self, source: str, partition: str, message: str) -> None:
+        now = utcnow()
+        self.con.execute(
+            """
+            INSERT INTO ingest_state AS s (source, partition, events, updated_at, last_error, last_error_at)
+            VALUES (?, ?, 0, ?, ?, ?)
+            ON CONFLICT (source, partition) DO UPDATE SET last_error = excluded.last_error,
+                last_error_at = excluded.last_error_at
+            """, [source, partition, now, message, now])
 
     def get_state(self, source: str, partition: str) -> tuple[str | None, datetime | None] | None:
         row = first_row(self.con.execute(

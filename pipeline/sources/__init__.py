@@ -1,1 +1,24 @@
-"""Where events come from: files (OSS dumps, exports); SLS and LookupEvents next."""
+"""Where events come from: files (OSS dumps, exports), an SLS logstore, the LookupEvents API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pipeline.config import LookupEventsSource, SlsSource
+from pipeline.store import Store
+
+
+def reader_for(cfg: SlsSource | LookupEventsSource, store: Store, *, since: datetime | None = None) -> Any:
+    """A reader with ``batches(attribute, batch_size)`` and a ``report``, built with credentials
+    from the environment."""
+    from pipeline.sources import credentials
+
+    creds = credentials.from_env()
+    if isinstance(cfg, SlsSource):
+        from pipeline.sources import sls
+
+        return sls.SlsReader(cfg, sls.client_for(cfg, creds), store)
+    from pipeline.sources import lookup_events
+
+    return lookup_events.LookupReader(cfg, lookup_events.client_for(cfg, creds), store, since=since)
