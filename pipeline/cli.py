@@ -26,7 +26,7 @@ from pipeline.attribution import reattribute_if_changed
 from pipeline.config import Config, load_config, resolve_config_path
 from pipeline.errors import TerminalError, TrailwardenError, UsageError
 from pipeline.output import FORMATS, render, to_jsonable
-from pipeline.store import Store, open_store
+from pipeline.store import Store, open_for_reading, open_store
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("trailwarden")
@@ -59,7 +59,13 @@ class App:
         return Path(self.db_path) if self.db_path else self.config.database
 
     def open(self, *, read_only: bool = False) -> Store:
-        return open_store(self.database, read_only=read_only, memory_limit=self.config.memory_limit)
+        """Writers wait (bounded) for the lock; readers never do: when the service is mid-cycle
+        they read its last snapshot (at most one cycle old) and say so on stderr."""
+        if read_only:
+            return open_for_reading(self.database, memory_limit=self.config.memory_limit,
+                                    on_snapshot=lambda p: click.echo(
+                                        f"trailwarden: the store is busy; reading the snapshot {p}", err=True))
+        return open_store(self.database, memory_limit=self.config.memory_limit)
 
 
 def _remember(name: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
@@ -93,9 +99,11 @@ pass_app = click.make_pass_decorator(App, ensure=True)
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @common_options
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Logs on stderr: plain lines, or one JSON object per line.")
 @click.version_option(__version__, prog_name="trailwarden")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, log_format: str) -> None:
     """trailwarden watches the agents of an Alibaba Cloud account.
 
     It pulls ActionTrail events into DuckDB, attributes each to an agent from the inventory,
@@ -109,8 +117,28 @@ def cli(ctx: click.Context, debug: bool) -> None:
       trailwarden query "SELECT agent, count(*) FROM events GROUP BY 1"
     """
     ctx.ensure_object(App).debug = debug
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter() if log_format == "json"
+                         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[handler], force=True)
+    logging.getLogger("trailwarden").setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC), level, logger, message, and any ``counts``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from datetime import UTC, datetime
+
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z"),
+            "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()}
+        counts = getattr(record, "counts", None)
+        if counts:
+            entry["counts"] = counts
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info).splitlines()[-1]
+        return json.dumps(to_jsonable(entry), default=str)
 
 
 # -- ingest --------------------------------------------------------------------------------------
@@ -290,6 +318,17 @@ def _status_text(info: dict[str, Any]) -> str:
                               s["events_last_hour"], s["updated_at"], s["last_error"]] for s in info["sources"]],
                             "table"))
         lines.append("")
+    service = info.get("service") or {}
+    if service.get("steps"):
+        lines.append(render(["step", "last_run", "status", "seconds", "error"],
+                            [[x["step"], x["last_run"], x["status"], x["seconds"], x["error"]]
+                             for x in service["steps"]], "table"))
+        lines.append("")
+    lines.append(f"alerts      {service.get('pending_alerts', 0):,} pending")
+    if service.get("snapshot"):
+        snap = service["snapshot"]
+        lines.append(f"snapshot    {snap['path']} ({snap['age_seconds']:.0f}s old)")
+    lines.append("")
     if info["recent_runs"]:
         lines.append(render(["run", "command", "started_at", "status", "error"],
                             [[r["id"], r["command"], r["started_at"], r["status"], r["error"]]
@@ -515,6 +554,82 @@ def _replay_command(agent: str, since: Any) -> str:
     start = (since - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%MZ")
     command = "replay" if "replay" in cli.commands else "findings --agent"
     return f"trailwarden {command} {agent} --since {start}"
+
+
+@cli.command(name="run")
+@common_options
+@pass_app
+def run_command(app: App) -> None:
+    """One full cycle: ingest every configured source, detect what is new, alert.
+
+    A failing source or step is recorded and the rest still runs; the exit code is 1 and one line
+    names the failed step(s). The snapshot analysts read is refreshed at the end.
+
+    \b
+    Example:
+      trailwarden run && trailwarden status
+    """
+    from pipeline.service import run_cycle
+
+    result = run_cycle(app.config, app.inventory, app.database, config_path=app.config_path, echo=click.echo)
+    for step in result.steps:
+        state = "ok" if step.ok else f"FAILED: {step.error}"
+        click.echo(f"{step.name:<7} {step.seconds:6.2f}s  {state}")
+    if not result.ok:
+        raise TerminalError("cycle step(s) failed: " + "; ".join(
+            f"{s.name}: {s.error}" for s in result.steps if not s.ok))
+
+
+@cli.command()
+@common_options
+@pass_app
+def serve(app: App) -> None:
+    """Run the cycle every `schedule.ingest_every` until SIGTERM or SIGINT (then exit 0).
+
+    Cycles never overlap or pile up; a failed cycle is logged and recorded and the service keeps
+    going; a step failing three cycles running is reported (and posted to Slack when configured).
+    Baselines are refitted nightly, and the retention policy applied. While it runs, `query`,
+    `findings` and notebooks read the snapshot it publishes after each cycle when the store is busy.
+
+    \b
+    Example:
+      trailwarden --log-format json serve
+    """
+    from pipeline.service import Service
+
+    app.inventory  # noqa: B018 - validate the inventory before starting (exit 2 if invalid)
+    Service(app.config, lambda: load_inventory(app.config.inventory), app.database,
+            config_path=app.config_path, echo=click.echo).start()
+
+
+@cli.command()
+@common_options
+@format_option(("text", "json"), default="text")
+@pass_app
+def prune(app: App, fmt: str) -> None:
+    """Apply the retention policy now (`retention:` in the config; also run nightly by `serve`).
+
+    Events older than `retention.events` are archived to Parquet under `retention.archive_dir`
+    (when set) and deleted; the raw JSON of events older than `retention.raw_json` is dropped.
+    Events that an open finding references are kept.
+
+    \b
+    Example:
+      trailwarden prune --format json
+    """
+    from pipeline.retention import prune as apply_retention
+
+    if app.config.retention is None:
+        raise UsageError("no `retention:` in the config, e.g. retention: {events: 400d, raw_json: 90d, "
+                         "archive_dir: data/archive}", path=app.config_path, key="retention")
+    with app.open() as store, _recorded_run(store, "prune") as counts:
+        report = apply_retention(store, app.config.retention)
+        counts.update(vars(report))
+    if fmt == "json":
+        click.echo(json.dumps(vars(report), indent=2))
+    else:
+        click.echo(f"archived {report.archived:,}, deleted {report.deleted:,}, raw JSON dropped for "
+                   f"{report.raw_dropped:,}; kept {report.kept_as_evidence:,} old events an open finding cites")
 
 
 # -- policy --------------------------------------------------------------------------------------

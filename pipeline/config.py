@@ -84,6 +84,19 @@ class SlackConfig(_Strict):
     base_url: str | None = None  # for tests and proxies
 
 
+class Retention(_Strict):
+    """How long the store keeps events (compliance decides); older ones go to Parquet first."""
+
+    events: Duration = timedelta(days=400)  # events older than this leave the store
+    raw_json: Duration | None = None  # keep the raw JSON only this long (typed columns stay)
+    archive_dir: Path | None = None  # archive events to Parquet here before deleting them
+
+    @field_validator("events", "raw_json", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return None if value is None else parse_duration(value)
+
+
 class Config(_Strict):
     database: Path = Path("data/trailwarden.duckdb")
     timezone: str = "UTC"
@@ -92,6 +105,7 @@ class Config(_Strict):
     schedule: Schedule = Field(default_factory=Schedule)
     detectors: dict[str, dict[str, Any]] = Field(default_factory=dict)
     slack: SlackConfig | None = None
+    retention: Retention | None = None
     memory_limit: str = "256MB"  # DuckDB memory_limit for the pipeline connection (see README, Performance)
 
     @field_validator("timezone")

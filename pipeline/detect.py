@@ -70,10 +70,12 @@ def parse_when(text: str, now: datetime, key: str) -> datetime:
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
-def build_models(store: Store, config: Config, inventory: Inventory, history_end: datetime) -> Models:
-    """Declared scopes, and baselines fitted on the days before ``history_end`` (never after)."""
+def build_models(store: Store, config: Config, inventory: Inventory, since: datetime) -> Models:
+    """Declared scopes, and baselines fitted on the 28 days before the UTC day ``since`` falls in
+    (never after it; one fit a day serves every cycle of that day)."""
+    day = since.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     return Models(inventory=inventory, scopes=compile_scopes(inventory), timezone=config.tz,
-                  baselines=baselines.load_or_fit(store, history_end, config.timezone))
+                  baselines=baselines.load_or_fit(store, day, config.timezone))
 
 
 def run_detect(store: Store, config: Config, inventory: Inventory, *, since: datetime | None = None,

@@ -11,7 +11,7 @@ from typing import Any
 import duckdb
 
 from pipeline.errors import UsageError
-from pipeline.store import Store, first_row, utcnow
+from pipeline.store import Store, first_row, snapshot_path, utcnow
 
 
 def run_query(store: Store, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -55,6 +55,16 @@ def collect_status(store: Store) -> dict[str, Any]:
             "ORDER BY id DESC LIMIT 5").fetchall()
     ]
     files = first_row(con.execute("SELECT count(*), coalesce(sum(bytes), 0) FROM ingested_files"))
+    steps = [
+        {"step": c.removeprefix("cycle."), "last_run": s_, "status": st, "seconds": sec, "error": e}
+        for c, s_, st, sec, e in con.execute(
+            """
+            SELECT command, started_at, status, CAST(counts->>'$.seconds' AS DOUBLE), error FROM runs
+            WHERE command LIKE 'cycle.%'
+            QUALIFY row_number() OVER (PARTITION BY command ORDER BY id DESC) = 1 ORDER BY command
+            """).fetchall()
+    ]
+    pending = first_row(con.execute("SELECT count(*) FROM alerts WHERE status <> 'sent'"))
     return {
         "database": store.path,
         "database_bytes": _size(store.path),
@@ -68,7 +78,17 @@ def collect_status(store: Store) -> dict[str, Any]:
         "quarantined": quarantined[0] if quarantined else 0,
         "quarantine_reasons": [{"reason": r, "count": n} for r, n in reasons],
         "recent_runs": runs,
+        "service": {"steps": steps, "pending_alerts": pending[0] if pending else 0,
+                    "snapshot": _snapshot_info(store.path, now)},
     }
+
+
+def _snapshot_info(path: str, now: datetime) -> dict[str, Any] | None:
+    snap = snapshot_path(path)
+    if not snap.exists():
+        return None
+    stamp = datetime.fromtimestamp(snap.stat().st_mtime, now.tzinfo)
+    return {"path": str(snap), "age_seconds": round((now - stamp).total_seconds(), 1), "bytes": snap.stat().st_size}
 
 
 def _lag(now: datetime, watermark: datetime | None) -> float | None:

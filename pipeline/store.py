@@ -11,9 +11,10 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -313,11 +314,43 @@ class Store:
         )
 
 
+def snapshot_path(path: str | os.PathLike[str]) -> Path:
+    """Where the service publishes the read-only copy analysts open while it runs."""
+    p = Path(path)
+    return p.with_name(p.stem + ".snapshot" + (p.suffix or ".duckdb"))
+
+
+def publish_snapshot(path: str | os.PathLike[str]) -> Path:
+    """Copy the (closed, checkpointed) store to its snapshot, atomically: a reader holding the old
+    snapshot keeps it, the next one opens the new one. Call only while no connection is open."""
+    target = snapshot_path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.copyfile(path, tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def open_for_reading(path: str | os.PathLike[str], *, memory_limit: str = DEFAULT_MEMORY_LIMIT,
+                     on_snapshot: Callable[[str], None] | None = None) -> Store:
+    """Read-only access that never waits on the service: the live store when it is free, else the
+    snapshot the service published after its last cycle (at most one cycle old)."""
+    try:
+        return open_store(path, read_only=True, memory_limit=memory_limit, lock_wait=0.0)
+    except TransientError:
+        snap = snapshot_path(path)
+        if not snap.exists():
+            raise
+        if on_snapshot:
+            on_snapshot(str(snap))
+        return open_store(snap, read_only=True, memory_limit=memory_limit)
+
+
 def open_store(path: str | os.PathLike[str], *, read_only: bool = False,
-               memory_limit: str = DEFAULT_MEMORY_LIMIT) -> Store:
+               memory_limit: str = DEFAULT_MEMORY_LIMIT, lock_wait: float | None = None) -> Store:
     """Open (creating and migrating when writable) the store at ``path``.
 
-    A store held by another writer is retried for a few seconds, then reported as transient.
+    A store held by another process is retried for ``lock_wait`` seconds (default 10), then
+    reported as transient.
     """
     path = str(path)
     if read_only and not Path(path).exists():
@@ -325,7 +358,7 @@ def open_store(path: str | os.PathLike[str], *, read_only: bool = False,
             "no store here yet; run `trailwarden ingest` or `trailwarden demo` first", path=path)
     if not read_only:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    con = _connect(path, read_only)
+    con = _connect(path, read_only, _LOCK_RETRY_SECONDS if lock_wait is None else lock_wait)
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.execute(f"SET memory_limit = '{_checked_size(memory_limit)}'")
@@ -348,8 +381,8 @@ def store_needs_migration(store: Store) -> bool:
     return store.schema_version() < migrations()[-1].version
 
 
-def _connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
-    deadline = time.monotonic() + _LOCK_RETRY_SECONDS
+def _connect(path: str, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
+    deadline = time.monotonic() + wait
     delay = 0.05
     while True:
         try:
@@ -362,8 +395,8 @@ def _connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
                 pid = re.search(r"PID (\d+)", message)
                 holder = f" (held by PID {pid[1]})" if pid else ""
                 raise TransientError(
-                    f"{path}: the store is locked by another process{holder}; "
-                    "retry when it finishes, or query a snapshot") from None
+                    f"{path}: the store is locked by another process{holder}; retry when it "
+                    f"finishes, or read the snapshot {snapshot_path(path)}") from None
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
         except duckdb.Error as exc:

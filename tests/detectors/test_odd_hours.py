@@ -432,8 +432,9 @@ def test_run_detect_scores_the_window_against_the_history_before_it(tmp_path: Pa
     found = list_findings(store, detector="odd_hours")
     assert [(f["agent"], f["event_ids"]) for f in found] == [("etl-pipeline", burst)], found
     assert found[0]["evidence"]["baseline"]["share_near_this_hour"] == 0.0
-    stored = store.con.execute("SELECT DISTINCT history_end FROM baselines").fetchall()
-    assert stored == [(SINCE,)]
+    # one baseline a day: fitted on history ending at the start of the UTC day SINCE falls in
+    ((history_end,),) = store.con.execute("SELECT DISTINCT history_end FROM baselines").fetchall()
+    assert history_end <= SINCE and SINCE - history_end < timedelta(days=1)
 
 
 # -- known defects -----------------------------------------------------------------------------------

@@ -1,0 +1,246 @@
+"""The unattended service: ``run`` (one cycle) and ``serve`` (APScheduler 3.x, every interval).
+
+A cycle is ingest -> detect -> alert, as one job (ordering by construction, never overlapping:
+``max_instances=1``, ``coalesce=True``, a misfire grace of one interval). Each step is recorded in
+``runs`` (``cycle.ingest`` ...); a failing source or step does not stop the others, and a step
+failing three cycles running is reported (and posted to Slack when it is configured).
+
+Concurrency with analysts: the service opens the store only for the length of a cycle (waiting,
+bounded, if a reader holds it) and afterwards publishes a snapshot, a plain copy of the closed
+file; readers (``query``, ``findings``, notebooks) that find the store busy read the snapshot, so
+nobody blocks anybody for longer than a cycle. A nightly job refits baselines and applies the
+retention policy.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from models.inventory import Attributor, Inventory
+from pipeline.config import Config
+from pipeline.errors import TrailwardenError
+from pipeline.store import Store, open_store, publish_snapshot, utcnow
+
+log = logging.getLogger("trailwarden.service")
+STEPS = ("ingest", "detect", "alert")
+REPEATED_FAILURES = 3
+
+
+@dataclass
+class StepResult:
+    name: str
+    ok: bool = True
+    seconds: float = 0.0
+    counts: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class CycleResult:
+    started: datetime
+    steps: list[StepResult] = field(default_factory=list)
+    stopped_early: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.steps)
+
+    @property
+    def failed(self) -> list[str]:
+        return [s.name for s in self.steps if not s.ok]
+
+
+def run_cycle(config: Config, inventory: Inventory, db: Path, *, config_path: str | None = None,
+              echo: Callable[[str], None] = print, stopping: Callable[[], bool] = lambda: False,
+              snapshot: bool = True) -> CycleResult:
+    """One cycle; every step is recorded, a failed step never prevents the next."""
+    result = CycleResult(started=utcnow())
+    with open_store(db, memory_limit=config.memory_limit, lock_wait=60.0) as store:
+        for name, step in (("ingest", _ingest), ("detect", _detect), ("alert", _alert)):
+            if stopping():
+                result.stopped_early = True
+                break
+            result.steps.append(_recorded(store, name, partial(step, store, config, inventory, config_path, echo)))
+    if snapshot:
+        publish_snapshot(db)
+    return result
+
+
+def _recorded(store: Store, name: str, step: Callable[[], dict[str, Any]]) -> StepResult:
+    run_id = store.start_run(f"cycle.{name}")
+    started = time.monotonic()
+    result = StepResult(name)
+    try:
+        result.counts = step()
+    except TrailwardenError as exc:
+        result.ok, result.error = False, str(exc)
+    except Exception as exc:  # a bug in one step must not take the service down
+        log.exception("step %s failed", name)
+        result.ok, result.error = False, f"{type(exc).__name__}: {exc}"
+    result.seconds = round(time.monotonic() - started, 3)
+    if result.error is None and result.counts.get("error"):
+        result.ok, result.error = False, str(result.counts["error"])
+    store.finish_run(run_id, {**result.counts, "seconds": result.seconds}, error=result.error)
+    return result
+
+
+def _ingest(store: Store, config: Config, inventory: Inventory, _path: str | None, _echo: Any) -> dict[str, Any]:
+    from pipeline.attribution import reattribute_if_changed
+    from pipeline.config import FilesSource
+    from pipeline.ingest import ingest_sources
+
+    reattribute_if_changed(store, inventory)
+    targets: list[tuple[str, Any]] = []
+    for src in config.sources:
+        if isinstance(src, FilesSource) and not Path(src.path).exists():
+            log.warning("source %s: %s does not exist (yet); skipped", src.name, src.path)
+            continue
+        targets.append((src.name, [str(src.path)] if isinstance(src, FilesSource) else src))
+    outcomes = ingest_sources(store, targets, Attributor(inventory))
+    counts: dict[str, Any] = {o.name: o.as_dict() for o in outcomes}
+    counts["new"] = sum(o.report.new for o in outcomes if o.report)
+    failed = [f"{o.name}: {o.error}" for o in outcomes if o.error]
+    if failed:
+        counts["error"] = "; ".join(failed)  # the other sources were ingested all the same
+    return counts
+
+
+def _detect(store: Store, config: Config, inventory: Inventory, path: str | None, _echo: Any) -> dict[str, Any]:
+    from pipeline.detect import run_detect
+
+    report = run_detect(store, config, inventory, config_path=path)
+    counts = report.as_dict()
+    if report.failed:
+        counts["error"] = f"detector(s) failed: {', '.join(report.failed)}"
+    return counts
+
+
+def _alert(store: Store, config: Config, inventory: Inventory, _path: str | None,
+           echo: Callable[[str], None]) -> dict[str, Any]:
+    from pipeline.alerting.outbox import deliver, enqueue
+    from pipeline.alerting.slack import ConsoleSender, SlackSender, token_from_env
+
+    token = token_from_env()
+    sender: Any = (SlackSender(token, config.slack.channel, config.slack.base_url)
+                   if config.slack is not None and token else ConsoleSender(echo))
+    min_severity = config.slack.min_severity if config.slack is not None else "medium"
+    enqueued = enqueue(store, sender.destination, min_severity)
+    report = deliver(store, sender, inventory, _replay_hint)
+    report.enqueued = enqueued
+    return report.as_dict()
+
+
+def _replay_hint(agent: str, since: datetime) -> str:
+    return f"trailwarden findings --agent {agent} --since {since:%Y-%m-%dT%H:%MZ}"
+
+
+class Service:
+    """``serve``: the cycle on an interval, a nightly refit, clean stops on SIGTERM/SIGINT."""
+
+    def __init__(self, config: Config, load_inventory: Callable[[], Inventory], db: Path, *,
+                 config_path: str | None = None, echo: Callable[[str], None] = print):
+        self.config = config
+        self.load_inventory = load_inventory
+        self.db = db
+        self.config_path = config_path
+        self.echo = echo
+        self._stop = threading.Event()
+        self._failures: dict[str, int] = {}
+        self.cycles = 0
+
+    def start(self) -> None:
+        from apscheduler.schedulers.blocking import BlockingScheduler
+        from apscheduler.triggers.cron import CronTrigger
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        every = self.config.schedule.ingest_every
+        scheduler = BlockingScheduler(timezone=UTC, job_defaults={
+            "max_instances": 1, "coalesce": True, "misfire_grace_time": max(1, int(every.total_seconds()))})
+        scheduler.add_job(self.cycle, IntervalTrigger(seconds=every.total_seconds(), timezone=UTC),
+                          id="cycle", next_run_time=datetime.now(UTC), replace_existing=True)
+        scheduler.add_job(self.nightly, CronTrigger(hour=3, minute=30, timezone=self.config.tz),
+                          id="nightly", replace_existing=True)
+
+        def stop(signum: int, _frame: Any) -> None:
+            log.info("received %s: finishing the current step, then stopping", signal.Signals(signum).name)
+            self._stop.set()
+            threading.Thread(target=scheduler.shutdown, kwargs={"wait": True}, daemon=True).start()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        log.info("serving: a cycle every %ss on %s", int(every.total_seconds()), self.db)
+        scheduler.start()
+        log.info("stopped after %s cycles", self.cycles)
+
+    def cycle(self) -> None:
+        if self._stop.is_set():
+            return
+        try:
+            result = run_cycle(self.config, self.load_inventory(), self.db, config_path=self.config_path,
+                               echo=self.echo, stopping=self._stop.is_set)
+        except TrailwardenError as exc:  # e.g. the store stayed locked: the next cycle retries
+            log.error("cycle failed: %s", exc)
+            self._count_failure("store", str(exc))
+            return
+        self.cycles += 1
+        for step in result.steps:
+            if step.ok:
+                self._failures.pop(step.name, None)
+                log.info("step %s ok in %.2fs", step.name, step.seconds, extra={"counts": _brief(step.counts)})
+            else:
+                log.error("step %s failed: %s", step.name, step.error)
+                self._count_failure(step.name, step.error or "")
+
+    def nightly(self) -> None:
+        from models import baselines
+
+        try:
+            with open_store(self.db, memory_limit=self.config.memory_limit, lock_wait=60.0) as store:
+                fitted = baselines.fit(store, utcnow(), self.config.timezone)
+                baselines.save(store, fitted)
+                if self.config.retention is not None:
+                    from pipeline.retention import prune
+
+                    prune(store, self.config.retention)
+            publish_snapshot(self.db)
+            log.info("nightly refit of %s baselines done", len(fitted))
+        except TrailwardenError as exc:
+            log.error("nightly job failed: %s", exc)
+
+    def _count_failure(self, step: str, error: str) -> None:
+        self._failures[step] = self._failures.get(step, 0) + 1
+        if self._failures[step] == REPEATED_FAILURES:
+            message = f"trailwarden: step {step} has failed {REPEATED_FAILURES} cycles in a row: {error}"
+            log.error(message)
+            _notify(self.config, message)
+
+
+def _notify(config: Config, message: str) -> None:
+    """Tell Slack the service itself is unwell (best effort: Slack may be the thing failing)."""
+    from pipeline.alerting.messages import Message, untrusted
+    from pipeline.alerting.slack import SlackSender, token_from_env
+
+    token = token_from_env()
+    if config.slack is None or not token:
+        return
+    try:
+        text = f":warning: {untrusted(message, 1500)}"
+        SlackSender(token, config.slack.channel, config.slack.base_url, retries=1).post(
+            Message(text=text, blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text,
+                                                                   "verbatim": True}}]),
+            key=f"health-{int(time.time())}")
+    except TrailwardenError as exc:
+        log.error("could not post the health warning to Slack: %s", exc)
+
+
+def _brief(counts: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in counts.items() if isinstance(v, int | float | str)}
