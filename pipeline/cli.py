@@ -122,6 +122,9 @@ def cli(ctx: click.Context, debug: bool, log_format: str) -> None:
                          else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[handler], force=True)
     logging.getLogger("trailwarden").setLevel(logging.DEBUG if debug else logging.INFO)
+    if not debug:  # the clients log every retry; trailwarden reports the outcome in one line
+        for noisy in ("slack_sdk", "aliyun", "urllib3", "alibabacloud", "Tea", "darabonba"):
+            logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
 
 class JsonLogFormatter(logging.Formatter):
