@@ -145,6 +145,11 @@ class Store:
                     "INSERT INTO schema_migrations VALUES (?, ?, ?)", [mig.version, mig.name, utcnow()]
                 )
             applied.append(mig.version)
+        if applied:
+            # Never leave schema changes only in the WAL: DuckDB 2.0.1 cannot replay an ALTER of a
+            # table whose generated columns use JSON functions (it tries to download the built-in
+            # json extension and fails offline), so a kill -9 right after would brick the store.
+            self.con.execute("CHECKPOINT")
         return applied
 
     # -- events ------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ CREATE TABLE events (
     resource_type         VARCHAR,
     resource_name         VARCHAR,
     referenced_resources  JSON,               -- normalized: {"<type>": ["<name>", ...]}
-    raw                   JSON USING COMPRESSION zstd NOT NULL,   -- the event as received
+    raw                   JSON USING COMPRESSION zstd,   -- the event as received (NULL once retention drops it)
     agent                 VARCHAR NOT NULL,   -- inventory name, or the raw identity when unregistered
     source                VARCHAR NOT NULL,   -- the configured source name that delivered it first
     ingested_at           TIMESTAMPTZ NOT NULL,
