@@ -83,6 +83,9 @@ class Detector:
     severity: ClassVar[str]
     parameters: ClassVar[dict[str, Any]] = {"dedup_window": "60m"}
     columns: ClassVar[tuple[str, ...]] = ()
+    # events (lower-case names) whose request parameters the detector reads: loading them costs a
+    # parse of the raw JSON, so only these get the ``request_parameters`` column filled
+    parameter_events: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **overrides: Any):
         unknown = sorted(set(overrides) - set(self.parameters))
@@ -95,6 +98,9 @@ class Detector:
     def validate(self) -> None:
         """Check parameter values; raise ValueError saying which and why (reported with the
         config key). Detectors with structured parameters override this."""
+
+    def bind(self, config: Any) -> None:
+        """Learn what it needs from the pipeline config (e.g. which SLS logstores hold the trail)."""
 
     @property
     def lookback(self) -> timedelta:

@@ -34,6 +34,7 @@ from detectors.base import Detector, Finding, Models, capped, group_bursts, json
 from models.mapping import (
     GLOBAL_CODES,
     NOT_AUTHORIZED_EVENT_TYPES,
+    PARAMETER_TARGETS,
     SIGNIN_SERVICES,
     CallerFacts,
     CallFacts,
@@ -78,6 +79,7 @@ class OutOfScope(Detector):
                "resource_type", "resource_name", "request_parameters", "source_ip", "ip_version", "vpc_id",
                "mfa_authenticated", "access_key_id", "secure_transport", "identity_type", "user_name",
                "role_name", "user_agent", "error_code")
+    parameter_events = frozenset(PARAMETER_TARGETS)
 
     def score(self, events: pd.DataFrame, models: Models, now: datetime) -> list[Finding]:
         """All agents at once: per-agent loops cost more in pandas overhead than the work itself."""

@@ -81,33 +81,39 @@ def alert_message(agent: str, findings: Sequence[dict[str, Any]], inventory_agen
                                f"`trailwarden findings --agent {untrusted(agent, 120)}`"))
     blocks.append({"type": "context", "elements": [_mrkdwn(f"Replay: `{untrusted(replay_command, 400)}`")]})
     blocks = _fit(blocks)
-    text = (f"{worst.upper()}: {untrusted(agent, 120)}: " + untrusted(ordered[0]["summary"], 300)
-            + (f" (+{len(ordered) - 1} more)" if len(ordered) > 1 else ""))
+    text = (f"{worst.upper()}: " + untrusted(ordered[0]["summary"], 300)
+            + (f" (+{len(ordered) - 1} more for {untrusted(agent, 120)})" if len(ordered) > 1 else ""))
     return Message(text=text, blocks=blocks)
 
 
 def update_message(finding: dict[str, Any], new_events: int) -> Message:
-    """A thread reply: the finding grew since it was alerted."""
-    line = (f"{SEVERITY_MARK.get(finding['severity'], '')} {new_events} more event"
-            f"{'s' if new_events != 1 else ''} (now {finding['event_count']}), last seen "
-            f"{_when(finding['last_seen'])}: {untrusted(finding['summary'], 600)}")
+    """A thread reply: the finding grew since it was alerted (named, as one alert may hold several)."""
+    line = (f"{SEVERITY_MARK.get(finding['severity'], '')} *{untrusted(finding['detector'], 40)}* "
+            f"`{untrusted(finding['id'], 40)}`: {new_events} more event{'s' if new_events != 1 else ''} "
+            f"(now {finding['event_count']}), last seen {_when(finding['last_seen'])}. "
+            f"{untrusted(finding['summary'], 600)}")
     return Message(text=untrusted(f"{finding['agent']}: {new_events} more events for {finding['detector']}", 300),
                    blocks=[_section(line)])
 
 
+MAX_EVIDENCE_LINES = 10
+FINDING_BUDGET = 1800  # characters per finding: five findings stay well under Slack's ~12k total
+
+
 def _finding_blocks(f: dict[str, Any]) -> list[dict[str, Any]]:
+    """One section per finding. Its first line, its events and its id always fit; the evidence
+    takes what room is left."""
     mark = SEVERITY_MARK.get(f["severity"], "")
-    lines = [f"{mark} *{untrusted(f['detector'], 40)}* ({f['severity']}, score {f['score']:.2f}): "
-             f"{untrusted(f['summary'], 600)}"]
-    evidence = _evidence_lines(f.get("evidence") or {})
-    if evidence:
-        lines.append("\n".join(evidence))
+    head = (f"{mark} *{untrusted(f['detector'], 40)}* ({f['severity']}, score {f['score']:.2f}): "
+            f"{untrusted(f['summary'], 500)}")
     events = list(f.get("event_ids") or [])
     shown = ", ".join(f"`{untrusted(e, 80)}`" for e in events[:EVENTS_SHOWN])
     more = f" …and {f['event_count'] - len(events[:EVENTS_SHOWN])} more" if f["event_count"] > EVENTS_SHOWN else ""
-    lines.append(f"*Events* {_when(f['first_seen'])} → {_when(f['last_seen'])}: {shown}{more}")
-    lines.append(f"Finding `{untrusted(f['id'], 40)}`")
-    return [_section("\n".join(lines))]
+    tail = [f"*Events* {_when(f['first_seen'])} → {_when(f['last_seen'])}: {shown}{more}",
+            f"Finding `{untrusted(f['id'], 40)}`"]
+    room = FINDING_BUDGET - len(head) - sum(len(t) + 1 for t in tail)
+    evidence = _evidence_lines(f.get("evidence") or {}, room)
+    return [_section("\n".join([head, *evidence, *tail]))]
 
 
 _EVIDENCE_ORDER = ("kind", "action", "decision", "statement", "rule", "resources", "region", "network",
@@ -116,17 +122,21 @@ _EVIDENCE_ORDER = ("kind", "action", "decision", "statement", "rule", "resources
                    "apis", "source_ips")
 
 
-def _evidence_lines(evidence: dict[str, Any], limit: int = 10) -> list[str]:
+def _evidence_lines(evidence: dict[str, Any], room: int) -> list[str]:
+    """As many evidence lines as fit in ``room`` characters, then an explicit "…and N more"."""
     keys = [k for k in _EVIDENCE_ORDER if k in evidence] + sorted(k for k in evidence if k not in _EVIDENCE_ORDER)
-    lines = []
-    for key in keys:
-        value = evidence[key]
-        if value in (None, "", [], {}):
-            continue
-        lines.append(f"• {untrusted(key, 40)}: `{untrusted(_compact(value), 300)}`")
-    if len(lines) > limit:
-        lines = [*lines[:limit], f"• …and {len(lines) - limit} more evidence fields"]
-    return lines
+    lines = [f"• {untrusted(k, 40)}: `{untrusted(_compact(evidence[k]), 300)}`" for k in keys
+             if evidence[k] not in (None, "", [], {}) and k != "kind"]
+    out: list[str] = []
+    used = 0
+    for i, line in enumerate(lines):
+        marker = f"• …and {len(lines) - i} more evidence fields (`trailwarden findings --format json`)"
+        if i == MAX_EVIDENCE_LINES or used + len(line) + 1 > room - len(marker) - 1:
+            out.append(marker)
+            break
+        out.append(line)
+        used += len(line) + 1
+    return out
 
 
 def _compact(value: Any) -> str:

@@ -26,7 +26,7 @@ from detectors.base import SEVERITIES
 from models.inventory import Inventory
 from pipeline.alerting.messages import Message, alert_message, update_message
 from pipeline.alerting.slack import Sender
-from pipeline.errors import TrailwardenError
+from pipeline.errors import TerminalError, TrailwardenError
 from pipeline.findings import FINDING_COLUMNS
 from pipeline.store import Store, utcnow
 
@@ -147,29 +147,33 @@ def _send(store: Store, sender: Sender, rows: Sequence[dict[str, Any]], message:
           thread_ts: str | None) -> None:
     ids = sorted(r["id"] for r in rows)
     key = hashlib.sha256("|".join(ids).encode()).hexdigest()[:32]
-    with store.transaction() as con:  # 1. promise: committed before Slack hears of it
-        con.execute("UPDATE alerts SET status = 'sending', message_key = ?, attempts = attempts + 1, "
-                    "sent_at = ? WHERE list_contains(?, id)", [key, utcnow(), ids])
+    with store.transaction() as con:  # 1. promise: committed before Slack hears of it, with the
+        con.execute(                     # finding's count as the message will show it
+            """
+            UPDATE alerts SET status = 'sending', message_key = ?, attempts = attempts + 1, sent_at = ?,
+                   event_count = greatest(event_count, (SELECT f.event_count FROM findings f
+                                                        WHERE f.id = alerts.finding_id))
+            WHERE list_contains(?, id)
+            """, [key, utcnow(), ids])
     try:
         ts = sender.post(message, key=key, thread_ts=thread_ts)  # 2. post
     except TrailwardenError as exc:
-        with store.transaction() as con:
-            con.execute("UPDATE alerts SET status = 'pending', message_key = NULL, last_error = ? "
-                        "WHERE list_contains(?, id)", [str(exc), ids])
+        if isinstance(exc, TerminalError) or not getattr(exc, "maybe_posted", False):
+            with store.transaction() as con:  # refused outright: certainly not posted
+                con.execute("UPDATE alerts SET status = 'pending', message_key = NULL, last_error = ? "
+                            "WHERE list_contains(?, id)", [str(exc), ids])
+        else:  # maybe posted (a timeout, a 5xx): left 'sending', so the next run asks Slack first
+            with store.transaction() as con:
+                con.execute("UPDATE alerts SET last_error = ? WHERE list_contains(?, id)", [str(exc), ids])
         raise
     _mark_sent(store, ids, ts)  # 3. record
 
 
 def _mark_sent(store: Store, ids: list[str], ts: str) -> None:
-    """Record the post; the rows now report the finding as it was when the message was built."""
+    """Record the post (the rows already hold the count the message showed)."""
     with store.transaction() as con:
-        con.execute(
-            """
-            UPDATE alerts SET status = 'sent', message_ts = ?, sent_at = ?, last_error = NULL,
-                   event_count = greatest(event_count, (SELECT f.event_count FROM findings f
-                                                        WHERE f.id = alerts.finding_id))
-            WHERE list_contains(?, id)
-            """, [ts, utcnow(), ids])
+        con.execute("UPDATE alerts SET status = 'sent', message_ts = ?, sent_at = ?, last_error = NULL "
+                    "WHERE list_contains(?, id)", [ts, utcnow(), ids])
 
 
 def _recover(store: Store, sender: Sender) -> int:

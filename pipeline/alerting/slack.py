@@ -10,9 +10,11 @@ terminal and name the setting to fix; the rest is transient. The token is never 
 from __future__ import annotations
 
 import os
+import re
+import time
 import urllib.error
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from slack_sdk import WebClient
@@ -24,6 +26,7 @@ from pipeline.alerting.messages import Message, as_text
 from pipeline.errors import TerminalError, TransientError
 
 TOKEN_ENV = "SLACK_BOT_TOKEN"
+_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")  # a Slack channel ID, as opposed to a name
 METADATA_TYPE = "trailwarden_alert"
 FIX = {
     "invalid_auth": f"Slack rejected the token: check {TOKEN_ENV}",
@@ -32,7 +35,8 @@ FIX = {
     "token_expired": f"the Slack token expired: put a new bot token in {TOKEN_ENV}",
     "account_inactive": f"the Slack bot's account is inactive: reinstall the app and update {TOKEN_ENV}",
     "no_permission": "the Slack app lacks permission: grant it chat:write",
-    "missing_scope": "the Slack app lacks a scope: grant chat:write and channels:history (for crash recovery)",
+    "missing_scope": "the Slack app lacks a scope: grant chat:write, channels:history (crash recovery) and "
+                     "channels:read (to find a #name)",
     "channel_not_found": "Slack has no such channel: check `slack.channel` in the config (a #name or an ID)",
     "not_in_channel": "the Slack bot is not in the channel: invite it (/invite @your-bot) or fix `slack.channel`",
     "is_archived": "the Slack channel is archived: unarchive it or change `slack.channel`",
@@ -55,17 +59,41 @@ class SlackSender:
     post whose outcome a crash hid can be found in the channel instead of being sent twice."""
 
     def __init__(self, token: str, channel: str, base_url: str | None = None, *, timeout: float = 10,
-                 pace: float = 1.0, retries: int = 3):
+                 pace: float = 1.0, retries: int = 3, sleep: Callable[[float], None] | None = None):
         self.destination = channel
         self.pace = pace
-        self.channel_id: str | None = channel if not channel.startswith("#") else None
-        self.client = WebClient(
-            token=token, base_url=base_url or "https://slack.com/api/", timeout=int(timeout),
+        self.channel_id: str | None = channel if _CHANNEL_ID.match(channel) else None
+        self._retries = retries
+        self._sleep = sleep or (lambda seconds: time.sleep(seconds))
+        url = base_url or "https://slack.com/api/"
+        # Posting retries only what Slack provably did not process (HTTP 429): a 5xx, a timeout or
+        # a dropped connection may hide a message that was posted, so post() first looks for it
+        # in the channel (by its metadata key) before trying again. Reads retry everything.
+        self.client = WebClient(token=token, base_url=url, timeout=int(timeout),
+                                retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=retries)])
+        self.reader = WebClient(
+            token=token, base_url=url, timeout=int(timeout),
             retry_handlers=[ConnectionErrorRetryHandler(max_retry_count=retries),
                             RateLimitErrorRetryHandler(max_retry_count=retries),
                             ServerErrorRetryHandler(max_retry_count=retries)])
 
     def post(self, message: Message, *, key: str, thread_ts: str | None = None) -> str:
+        """Post once: after an ambiguous failure, look for the message before posting again."""
+        started = datetime.now(UTC)
+        for attempt in range(self._retries + 1):
+            try:
+                return self._post_once(message, key=key, thread_ts=thread_ts)
+            except TransientError as exc:
+                if attempt == self._retries or not getattr(exc, "retry", True):
+                    raise
+                self._sleep(min(30.0, 2.0 ** attempt))
+                if getattr(exc, "maybe_posted", False):
+                    found = self.find(key, started - timedelta(minutes=10), thread_ts)
+                    if found:
+                        return found
+        raise AssertionError("unreachable")
+
+    def _post_once(self, message: Message, *, key: str, thread_ts: str | None) -> str:
         args: dict[str, Any] = {"channel": self.channel_id or self.destination, "text": message.text,
                                 "thread_ts": thread_ts, "unfurl_links": False, "unfurl_media": False,
                                 "metadata": {"event_type": METADATA_TYPE, "event_payload": {"key": key}}}
@@ -82,10 +110,10 @@ class SlackSender:
         cursor = None
         while True:
             if thread_ts:
-                response = self._call(self.client.conversations_replies, channel=channel, ts=thread_ts,
+                response = self._call(self.reader.conversations_replies, channel=channel, ts=thread_ts,
                                       oldest=f"{since.timestamp():.6f}", include_all_metadata=True, cursor=cursor)
             else:
-                response = self._call(self.client.conversations_history, channel=channel,
+                response = self._call(self.reader.conversations_history, channel=channel,
                                       oldest=f"{since.timestamp():.6f}", include_all_metadata=True,
                                       limit=200, cursor=cursor)
             for msg in response.get("messages") or []:
@@ -102,10 +130,10 @@ class SlackSender:
         name = self.destination.lstrip("#")
         cursor = None
         while True:
-            response = self._call(self.client.conversations_list, types="public_channel,private_channel",
+            response = self._call(self.reader.conversations_list, types="public_channel,private_channel",
                                   exclude_archived=True, limit=1000, cursor=cursor)
             for channel in response.get("channels") or []:
-                if channel.get("name") == name:
+                if name in (channel.get("name"), channel.get("id")):
                     self.channel_id = str(channel["id"])
                     return self.channel_id
             cursor = (response.get("response_metadata") or {}).get("next_cursor")
@@ -119,7 +147,9 @@ class SlackSender:
             raise _classified(exc) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
             reason = getattr(exc, "reason", None) or type(exc).__name__
-            raise TransientError(f"Slack is unreachable ({reason}); the alerts stay pending") from None
+            refused = isinstance(reason, ConnectionRefusedError) or isinstance(exc, ConnectionRefusedError)
+            raise _transient(f"Slack is unreachable ({reason}); the alerts stay pending",
+                             maybe_posted=not refused) from None
 
 
 class _PayloadRejected(TerminalError):
@@ -133,9 +163,19 @@ def _classified(exc: SlackApiError) -> Exception:
         return TerminalError(f"{FIX[code]} (Slack said {code}); the alerts stay pending")
     if code in PAYLOAD_ERRORS:
         return _PayloadRejected(f"Slack rejected the message ({code})")
-    if code == "ratelimited" or status == 429:
-        return TransientError("Slack kept rate-limiting after retries (ratelimited); the alerts stay pending")
-    return TransientError(f"Slack failed ({code}, HTTP {status}); the alerts stay pending")
+    if code == "ratelimited" or status == 429:  # refused, not processed; already retried by slack_sdk
+        return _transient("Slack kept rate-limiting after retries (ratelimited); the alerts stay pending",
+                          maybe_posted=False, retry=False)
+    return _transient(f"Slack failed ({code}, HTTP {status}); the alerts stay pending", maybe_posted=True)
+
+
+def _transient(message: str, *, maybe_posted: bool, retry: bool = True) -> TransientError:
+    """A transient error that says whether the message may have been posted all the same (a
+    timeout, a 5xx) - then the channel is checked before posting again - and whether to retry."""
+    exc = TransientError(message)
+    exc.maybe_posted = maybe_posted  # type: ignore[attr-defined]
+    exc.retry = retry  # type: ignore[attr-defined]
+    return exc
 
 
 class ConsoleSender:

@@ -1,0 +1,1 @@
+"""In-process fakes of the services trailwarden talks to, speaking their real wire protocols."""
