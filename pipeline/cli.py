@@ -635,6 +635,89 @@ def prune(app: App, fmt: str) -> None:
                    f"{report.raw_dropped:,}; kept {report.kept_as_evidence:,} old events an open finding cites")
 
 
+@cli.command()
+@common_options
+@click.argument("agent")
+@click.option("--since", metavar="T", help="Start of the window (default: 90 days before --until).")
+@click.option("--until", metavar="T", help="End of the window (default: now).")
+@format_option(("table", "json", "html"))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write to FILE instead of stdout.")
+@pass_app
+def replay(app: App, agent: str, since: str | None, until: str | None, fmt: str, output: str | None) -> None:
+    """One agent's history: its timeline with findings, blast radius and what was new.
+
+    AGENT is an inventory name or a raw identity (ram-user:ops-debug, role:Foo). `json` is the
+    complete record for a ticket (every event's raw JSON, and a SHA-256 over the export); `html` is
+    one self-contained file with an activity chart, to attach to an incident.
+
+    \b
+    Examples:
+      trailwarden replay ci-deployer --since 7d
+      trailwarden replay ram-user:ops-debug --format html -o ops-debug.html
+      trailwarden replay ci-deployer --since 2026-11-20 --until 2026-11-29 --format json -o evidence.json
+    """
+    from pipeline.detect import parse_when
+    from pipeline.replay import build_replay
+    from pipeline.replay_views import as_html, as_text
+    from pipeline.store import utcnow
+
+    now = utcnow()
+    end = parse_when(until, now, "--until") if until else now
+    start = parse_when(since, now, "--since") if since else end - timedelta(days=90)
+    if start >= end:
+        raise UsageError("--since must be before --until", key="--since")
+    with app.open(read_only=True) as store:
+        known = store.con.execute("SELECT 1 FROM events WHERE agent = ? LIMIT 1", [agent]).fetchall()
+        if not known and app.inventory.agent(agent) is None:
+            raise UsageError(f"no agent or identity {agent!r} in the store or the inventory", key="AGENT")
+        report = build_replay(store, agent, app.inventory, since=start, until=end, with_raw=fmt != "table")
+    text = (json.dumps(report, indent=2, ensure_ascii=False) if fmt == "json"
+            else as_html(report) if fmt == "html" else as_text(report))
+    if output:
+        Path(output).write_text(text + "\n", encoding="utf-8")
+        click.echo(f"wrote {output} ({report['summary']['events']:,} events, sha256 {report['sha256'][:16]}…)",
+                   err=True)
+    else:
+        click.echo(text)
+
+
+@cli.command(name="least-privilege")
+@common_options
+@click.argument("agent")
+@click.option("--since", metavar="T", help="Start of the window (default: 90 days ago).")
+@format_option(("table", "json"))
+@pass_app
+def least_privilege_command(app: App, agent: str, since: str | None, fmt: str) -> None:
+    """What AGENT is granted against what it used, and a tighter policy covering what it did.
+
+    \b
+    Examples:
+      trailwarden least-privilege ci-deployer
+      trailwarden least-privilege etl-pipeline --since 30d --format json
+    """
+    from pipeline.detect import parse_when
+    from pipeline.least_privilege import least_privilege
+    from pipeline.store import utcnow
+
+    start = parse_when(since, utcnow(), "--since") if since else None
+    with app.open(read_only=True) as store:
+        result = least_privilege(store, app.inventory, agent, since=start)
+    if fmt == "json":
+        click.echo(json.dumps(to_jsonable(result), indent=2))
+        return
+    click.echo(f"{agent}: granted vs used, {to_jsonable(result['window']['since'])} .. "
+               f"{to_jsonable(result['window']['until'])}\n")
+    click.echo(render(["granted pattern", "calls", "used actions"],
+                      [[g["pattern"], g["calls"], ", ".join(g["used_actions"]) or "UNUSED"]
+                       for g in result["granted"]], "table"))
+    outside = [u for u in result["used"] if not u["granted"]]
+    if outside:
+        click.echo("\nUsed but not granted (see out_of_scope findings): "
+                   + ", ".join(f"{u['action']} ({u['calls']})" for u in outside))
+    click.echo("\nSuggested policy (allows exactly what was used; Deny statements kept):")
+    click.echo(json.dumps(result["suggested_policy"], indent=2))
+
+
 # -- policy --------------------------------------------------------------------------------------
 @cli.group()
 def policy() -> None:

@@ -1,0 +1,96 @@
+"""``trailwarden least-privilege``: what an agent is granted against what it used, and a tighter
+policy that would still have allowed everything it did.
+
+Granted = the action patterns of the Allow statements in its declared policies. Used = the RAM
+actions of its successful, RAM-authorized calls in the window (default: the last 90 days). Each
+grant is shown with the calls it covered; grants nothing used are candidates to remove. The
+suggested policy allows exactly the used actions - on the resources actually touched when there
+are few of them, else on ``*`` - and keeps every Deny statement of the original.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from models.inventory import Inventory
+from models.mapping import CallFacts, action, is_authorized_call, resources
+from models.policy import glob
+from pipeline.errors import UsageError
+from pipeline.store import Store, utcnow
+
+MAX_LISTED_RESOURCES = 5  # more distinct resources than this: the suggestion uses "*"
+
+
+def least_privilege(store: Store, inventory: Inventory, agent: str, *, since: datetime | None = None,
+                    until: datetime | None = None) -> dict[str, Any]:
+    declared = inventory.agent(agent)
+    if declared is None:
+        raise UsageError(f"{agent!r} is not an inventory agent: it has no declared scope to compare", key="AGENT")
+    until = until or utcnow()
+    since = since or until - timedelta(days=90)
+    used = _used(store, agent, since, until)
+    grants = [(pattern, stmt) for doc in declared.policies for stmt in _statements(doc)
+              if stmt.get("Effect") == "Allow" for pattern in _list(stmt.get("Action") or [])]
+    granted = []
+    for pattern, stmt in grants:
+        regex = glob(pattern, ignore_case=True)
+        covered = {a: u for a, u in used.items() if regex.fullmatch(a)}
+        granted.append({"pattern": pattern, "resource": stmt.get("Resource"), "used_actions": sorted(covered),
+                        "calls": sum(u["calls"] for u in covered.values()), "unused": not covered})
+    allowed = {a for g in granted for a in g["used_actions"]}
+    return {
+        "agent": agent, "window": {"since": since, "until": until},
+        "granted": granted,
+        "used": [{"action": a, **{k: v for k, v in u.items() if k != "resources"},
+                  "resources": sorted(u["resources"])[:MAX_LISTED_RESOURCES],
+                  "distinct_resources": len(u["resources"]), "granted": a in allowed}
+                 for a, u in sorted(used.items(), key=lambda kv: -kv[1]["calls"])],
+        "unused_grants": [g["pattern"] for g in granted if g["unused"]],
+        "suggested_policy": _suggestion(used, allowed, declared.policies),
+    }
+
+
+def _used(store: Store, agent: str, since: datetime, until: datetime) -> dict[str, dict[str, Any]]:
+    rows = store.con.execute(
+        """
+        SELECT event_type, event_name, service_name, service_code, acs_region,
+               coalesce(recipient_account_id, account_id), referenced_resources, resource_type, resource_name,
+               count(*), max(event_time)
+        FROM events WHERE agent = ? AND event_time >= ? AND event_time < ? AND error_code IS NULL
+        GROUP BY ALL
+        """, [agent, since, until]).fetchall()
+    used: dict[str, dict[str, Any]] = defaultdict(lambda: {"calls": 0, "last_used": None, "resources": set()})
+    for etype, name, service, code, region, account, refs, rtype, rname, calls, last in rows:
+        if not is_authorized_call(etype, service):
+            continue
+        facts = CallFacts(etype, name, service, code, region, account, refs, rtype, rname, None)
+        entry = used[action(facts)]
+        entry["calls"] += calls
+        entry["last_used"] = max(filter(None, (entry["last_used"], last)))
+        entry["resources"].update(r for r in resources(facts) if not r.endswith(":*"))
+    return dict(used)
+
+
+def _suggestion(used: dict[str, dict[str, Any]], allowed: set[str], policies: list[dict[str, Any]]) -> dict[str, Any]:
+    by_resources: dict[tuple[str, ...], list[str]] = defaultdict(list)
+    for act in sorted(allowed):
+        arns = sorted(used[act]["resources"])
+        key = tuple(arns) if 0 < len(arns) <= MAX_LISTED_RESOURCES else ("*",)
+        by_resources[key].append(act)
+    statements: list[dict[str, Any]] = [
+        {"Effect": "Allow", "Action": acts if len(acts) > 1 else acts[0],
+         "Resource": list(res) if len(res) > 1 else res[0]}
+        for res, acts in sorted(by_resources.items(), key=lambda kv: kv[1])]
+    statements += [s for doc in policies for s in _statements(doc) if s.get("Effect") == "Deny"]
+    return {"Version": "1", "Statement": statements}
+
+
+def _statements(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    st = doc.get("Statement") or []
+    return [st] if isinstance(st, dict) else list(st)
+
+
+def _list(value: Any) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
