@@ -75,6 +75,7 @@ class Batch:
     file: FileRecord | None = None  # the file this batch came from, if any
     closes_file: bool = False  # the file's last batch: record the file as ingested with it
     progress: int = 0  # bytes (or items) this batch advanced
+    state: dict[str, str] = field(default_factory=dict)  # pipeline_state values committed with it
     table: pa.Table | None = None
     count: int = 0
     first: datetime | None = None

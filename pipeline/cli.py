@@ -187,17 +187,17 @@ def ingest(app: App, sources: tuple[str, ...], paths: tuple[str, ...], since: st
         for outcome in outcomes:
             counts[outcome.name] = outcome.as_dict()
         counts["new"] = sum(o.report.new for o in outcomes if o.report)
-    elapsed = time.monotonic() - started
-    if fmt == "json":
-        click.echo(json.dumps(to_jsonable({"seconds": round(elapsed, 3),
-                                           "sources": {o.name: o.as_dict() for o in outcomes}}), indent=2))
-    else:
-        for outcome in outcomes:
-            if outcome.report:
-                click.echo(_ingest_line(outcome.name, outcome.as_dict(), elapsed))
-    failed = [o for o in outcomes if o.error]
-    if failed:
-        raise TerminalError("; ".join(f"source {o.name!r}: {o.error}" for o in failed))
+        elapsed = time.monotonic() - started
+        if fmt == "json":
+            click.echo(json.dumps(to_jsonable({"seconds": round(elapsed, 3),
+                                               "sources": {o.name: o.as_dict() for o in outcomes}}), indent=2))
+        else:
+            for outcome in outcomes:
+                if outcome.report:
+                    click.echo(_ingest_line(outcome.name, outcome.as_dict(), elapsed))
+        failed = [o for o in outcomes if o.error]
+        if failed:  # raised inside: the run is recorded as failed, with this error
+            raise TerminalError("; ".join(f"source {o.name!r}: {o.error}" for o in failed))
 
 
 def _ingest_targets(app: App, sources: tuple[str, ...], paths: tuple[str, ...]) -> list[tuple[str, Any]]:
@@ -377,13 +377,13 @@ def detect(app: App, since: str | None, until: str | None, fmt: str) -> None:
         counts.update(report.as_dict())
         if report.failed:
             counts["failed_detectors"] = report.failed
-    if fmt == "json":
-        click.echo(json.dumps(to_jsonable(report.as_dict()), indent=2))
-    else:
-        click.echo(_detect_text(report))
-    if report.failed:
-        raise TerminalError(f"detector(s) failed: {', '.join(report.failed)}; the others' findings "
-                            "were stored (see `trailwarden status`)")
+        if fmt == "json":
+            click.echo(json.dumps(to_jsonable(report.as_dict()), indent=2))
+        else:
+            click.echo(_detect_text(report))
+        if report.failed:
+            raise TerminalError(f"detector(s) failed: {', '.join(report.failed)}; the others' findings "
+                                "were stored (see `trailwarden status`)")
 
 
 def _detect_text(report: Any) -> str:

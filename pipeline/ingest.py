@@ -182,6 +182,7 @@ class Transaction:
         self._done: list[tuple[Batch, int]] = []
         self._states: dict[tuple[str, str], list[Any]] = {}
         self._finished: list[FileRecord] = []
+        self._named: dict[str, str] = {}
         store.begin()
 
     def add(self, batch: Batch) -> None:
@@ -194,6 +195,7 @@ class Transaction:
         state[0] = batch.cursor or state[0]
         state[1] = max(filter(None, (state[1], batch.last)), default=None)
         state[2] += new
+        self._named.update(batch.state)
         if batch.file:
             batch.file.count(batch, new)
             if batch.closes_file:
@@ -206,6 +208,8 @@ class Transaction:
         for (source, partition), (cursor, watermark, new) in self._states.items():
             self.store.save_state(source, partition, cursor=cursor, watermark=watermark, new_events=new)
         self.store.record_files([f.row() for f in self._finished])
+        for name, value in self._named.items():
+            self.store.write_state(name, value)
         self.store.commit()
         return self._done
 
@@ -385,6 +389,7 @@ def ingest_sources(store: Store, targets: Sequence[tuple[str, Any]], attribute: 
                 reader = reader_for(target, store, since=since)
                 outcome.report = ingest_batches(store, reader.batches(attribute, BATCH_SIZE))
                 outcome.details = _reader_details(reader.report)
+            store.clear_source_errors(name)
         except TrailwardenError as exc:
             outcome.error = str(exc)
             store.record_source_error(name, "", str(exc))

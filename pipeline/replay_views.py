@@ -25,8 +25,8 @@ def as_text(report: dict[str, Any], max_events: int = 50) -> str:
              f"window {report['window']['since']} .. {report['window']['until']}: {s['events']:,} events, "
              f"{s['failed']:,} failed, {s['apis']} APIs, {s['findings']} findings", ""]
     if report["findings"]:
-        lines += ["Findings", render(["severity", "detector", "first_seen", "summary"],
-                                     [[f["severity"], f["detector"], f["first_seen"], f["summary"]]
+        lines += ["Findings", render(["id", "severity", "detector", "first_seen", "summary"],
+                                     [[f["id"][:12], f["severity"], f["detector"], f["first_seen"], f["summary"]]
                                       for f in report["findings"]], "table"), ""]
     radius = report["blast_radius"]
     if radius["resources"]:

@@ -267,6 +267,15 @@ class Store:
                 last_error_at = excluded.last_error_at
             """, [source, partition, now, message, now])
 
+    def clear_source_errors(self, source: str) -> None:
+        """A source ran cleanly: no partition of it shows an error any more, and the placeholder
+        row an error left for a source that had not stored anything yet goes."""
+        with self.transaction():
+            self.con.execute("UPDATE ingest_state SET last_error = NULL, last_error_at = NULL "
+                             "WHERE source = ? AND last_error IS NOT NULL", [source])
+            self.con.execute("DELETE FROM ingest_state WHERE source = ? AND partition = '' AND cursor IS NULL "
+                             "AND watermark IS NULL AND events = 0", [source])
+
     def get_state(self, source: str, partition: str) -> tuple[str | None, datetime | None] | None:
         row = first_row(self.con.execute(
             "SELECT cursor, watermark FROM ingest_state WHERE source = ? AND partition = ?",

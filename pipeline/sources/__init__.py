@@ -15,6 +15,9 @@ def reader_for(cfg: SlsSource | LookupEventsSource, store: Store, *, since: date
     from pipeline.sources import credentials
 
     creds = credentials.from_env()
+    # the reader consults source state on this thread while the writer thread inserts; a DuckDB
+    # connection refuses a second caller while busy, so the reader gets its own
+    store = Store(store.con.cursor(), store.path, read_only=store.read_only)
     if isinstance(cfg, SlsSource):
         from pipeline.sources import sls
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 from alibabacloud_actiontrail20200706 import models as at_models
 from alibabacloud_actiontrail20200706.client import Client
 from alibabacloud_tea_openapi import models as openapi
-from Tea.exceptions import TeaException
+from Tea.exceptions import RetryError, TeaException, UnretryableException
 
 from models.inventory import Attributor
 from pipeline.batches import Batch, to_batches
@@ -100,6 +100,7 @@ class LookupReader:
         request = at_models.LookupEventsRequest(start_time=_iso(start), end_time=_iso(end), max_results="50",
                                                 direction="FORWARD")
         pending: list[Item] = []
+        read_to: datetime | None = None  # the newest eventTime among the pages read so far
         for page in range(self._max_pages):
             if page:
                 self._sleep(self._interval)
@@ -108,25 +109,46 @@ class LookupReader:
             events = body.events or []
             self.report.events += len(events)
             pending.extend(Item(f"{self.cfg.region} page {page} #{i}", ev, _encode(ev)) for i, ev in enumerate(events))
-            if len(pending) >= batch_size:
-                yield from to_batches(pending, self.cfg.name, self.partition, attribute, batch_size)
-                pending = []
             if not body.next_token:
                 break
             request.next_token = body.next_token
+            if len(pending) >= batch_size:
+                read_to = yield from self._flush(pending, attribute, batch_size, read_to)
+                pending = []
         else:
+            # Not finished: FORWARD pages come oldest first, so the next run restarts (less the
+            # overlap) from the newest event read - windows larger than max_pages complete
+            # over several runs instead of starting over each time.
             log.warning("lookup_events %s: stopped after %s pages; the rest comes next run", self.cfg.name, self._max_pages)
-            yield from to_batches(pending, self.cfg.name, self.partition, attribute, batch_size)
+            yield from self._flush(pending, attribute, batch_size, read_to)
             return
-        batches = list(to_batches(pending, self.cfg.name, self.partition, attribute, batch_size))
-        batches[-1].cursor = _iso(end)  # the whole window is in: the next run starts from here
+        yield from self._flush(pending, attribute, batch_size, read_to, end=end)  # the whole window is in
+
+    def _flush(self, items: list[Item], attribute: Attributor, batch_size: int, read_to: datetime | None,
+               end: datetime | None = None) -> Generator[Batch, None, datetime | None]:
+        """Batches of whole pages; the last one carries how far the window has been read."""
+        batches = [b.seal() for b in to_batches(items, self.cfg.name, self.partition, attribute, batch_size)]
+        if len(batches) > 1 and batches[-1].count == 0 and not batches[-1].bad:
+            batches.pop()  # to_batches' empty tail: the mark rides with the last events instead
+        for batch in batches:
+            if batch.last is not None:
+                read_to = max(read_to or batch.last, batch.last)
+        mark = end or read_to
+        if mark is not None:
+            batches[-1].cursor = _iso(mark)
         yield from batches
+        return read_to
 
     def _call(self, request: Any) -> Any:
         for attempt in range(self._retries + 1):
             try:
                 return self.client.lookup_events(request).body
             except TeaException as exc:
+                inner = getattr(exc, "inner_exception", None)
+                if isinstance(exc, UnretryableException) and not isinstance(inner, TeaException):
+                    # the Tea runtime's wrapper for a connection that failed (RetryError, socket errors)
+                    raise TransientError(f"ActionTrail is unreachable at {self.cfg.endpoint or self.cfg.region} "
+                                         f"({type(inner).__name__}); the next run resumes") from None
                 code = str(getattr(exc, "code", "") or "")
                 status = int(getattr(exc, "status_code", 0) or getattr(exc, "statusCode", 0) or 0)
                 if code.startswith(_AUTH) or status in (401, 403) and not code.startswith("Throttling"):
@@ -140,8 +162,9 @@ class LookupReader:
                 if attempt == self._retries:
                     raise TransientError(f"ActionTrail kept throttling ({code}); the next run resumes") from None
                 retry_after = getattr(exc, "retry_after", None)
-                self._sleep(float(retry_after) / 1000 if retry_after else self._interval * 2 ** (attempt + 1))
-            except (ConnectionError, OSError) as exc:
+                wait = float(retry_after) / 1000 if retry_after else self._interval * 2 ** (attempt + 1)
+                self._sleep(max(wait, self._interval))  # never more than two requests a second
+            except (RetryError, ConnectionError, OSError) as exc:
                 raise TransientError(f"ActionTrail is unreachable ({type(exc).__name__}); the next run resumes") from None
         raise AssertionError("unreachable")
 

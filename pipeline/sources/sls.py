@@ -48,7 +48,7 @@ class ShardReport:
     batches: int = 0
     logs: int = 0
     drained: bool = False
-    gap_from: str | None = None  # set when an expired cursor forced a re-seek
+    gap_from: str | None = None  # set when an expired cursor forced a re-seek (receive time)
 
 
 @dataclass
@@ -61,9 +61,9 @@ class SlsReport:
 
 
 def client_for(cfg: SlsSource, creds: Credentials) -> LogClient:
-    """A LogClient; ``http://host:port`` endpoints select plain HTTP, and an IP-literal host gets
+    """A LogClient over HTTPS unless the endpoint spells ``http://`` (tests, proxies); and an IP-literal host gets
     the SDK's raw-IP mode (else it would prefix the project as a DNS name: notes section 4.1)."""
-    endpoint = cfg.endpoint
+    endpoint = cfg.endpoint if "://" in cfg.endpoint else f"https://{cfg.endpoint}"  # never plain by default
     client = LogClient(endpoint, creds.access_key_id, creds.access_key_secret, creds.security_token or None,
                        source="trailwarden")
     host = urlparse(endpoint if "://" in endpoint else f"//{endpoint}").hostname or ""
@@ -95,6 +95,7 @@ class SlsReader:
         self._sleep = sleep
         self._backoff = backoff
         self._retries = retries
+        self._received: dict[int, int] = {}  # per shard: receive time of the last pull read this run
 
     def partition(self, shard: int) -> str:
         return f"{self.cfg.project}/{self.cfg.logstore}/{shard}"
@@ -110,6 +111,9 @@ class SlsReader:
     def _drained_key(self, shard: int) -> str:
         return f"sls.drained:{self.cfg.name}/{self.partition(shard)}"
 
+    def _received_key(self, shard: int) -> str:
+        return f"sls.received:{self.cfg.name}/{self.partition(shard)}"
+
     def _shard(self, shard: int, status: str, attribute: Attributor, batch_size: int) -> Iterator[Batch]:
         report = self.report.shards.setdefault(shard, ShardReport())
         cursor = self._start_cursor(shard)
@@ -117,16 +121,31 @@ class SlsReader:
             response, cursor = self._pull(shard, cursor, report)
             if response.get_loggroup_count() == 0:
                 report.drained = True
-                if status == "readonly":  # a split's or merge's parent: finished for good
-                    self.store.write_state(self._drained_key(shard), datetime.now(UTC).isoformat())
+                if status == "readonly":  # a split's or merge's parent: finished for good, once
+                    # everything before is committed - so the mark rides in the writer's order
+                    done = Batch(self.cfg.name, self.partition(shard))
+                    done.state[self._drained_key(shard)] = datetime.now(UTC).isoformat()
+                    yield done
                 return
             next_cursor = response.get_next_cursor() or cursor
-            items = list(_items(response, shard, cursor))
+            # every unread group was received at or after this pull's first one: where a re-seek
+            # must start should the stored cursor expire (receive time, as get_cursor counts it)
+            received = self._cursor_time(shard, cursor)
             report.batches += 1
-            report.logs += len(items)
-            batches = list(to_batches(items, self.cfg.name, self.partition(shard), attribute, batch_size))
-            batches[-1].cursor = next_cursor  # with the pull's last events: resume after all of them
-            yield from batches
+            pending: Batch | None = None
+            for batch in to_batches(_items(response, shard, cursor), self.cfg.name, self.partition(shard),
+                                    attribute, batch_size):
+                report.logs += len(batch.events) + len(batch.bad)
+                if pending is not None:
+                    yield pending
+                pending = batch
+            assert pending is not None  # to_batches yields at least one (possibly empty) batch
+            pending.cursor = next_cursor  # with the pull's last events: resume after all of them
+            if received is not None:
+                self._received[shard] = received
+                pending.state[self._received_key(shard)] = str(received)
+            del response
+            yield pending
             cursor = next_cursor
 
     def _start_cursor(self, shard: int) -> str:
@@ -136,24 +155,41 @@ class SlsReader:
         start = "begin" if self.cfg.start_time is None else str(int(self.cfg.start_time.timestamp()))
         return str(self._call(self.client.get_cursor, self.cfg.project, self.cfg.logstore, shard, start).get_cursor())
 
+    def _cursor_time(self, shard: int, cursor: str) -> int | None:
+        try:
+            response = self._call(self.client.get_cursor_time, self.cfg.project, self.cfg.logstore, shard, cursor)
+            return int(response.get_cursor_time())
+        except (_InvalidCursor, TypeError, ValueError):
+            return None
+
     def _pull(self, shard: int, cursor: str, report: ShardReport) -> tuple[Any, str]:
         try:
             return self._call(self.client.pull_logs, self.cfg.project, self.cfg.logstore, shard, cursor,
                               count=self.cfg.batch_size), cursor
         except _InvalidCursor:
-            cursor = self._reseek(shard)
-            report.gap_from = cursor
+            cursor, report.gap_from = self._reseek(shard)
             return self._call(self.client.pull_logs, self.cfg.project, self.cfg.logstore, shard, cursor,
                               count=self.cfg.batch_size), cursor
 
-    def _reseek(self, shard: int) -> str:
-        """The stored cursor expired (the logstore's TTL passed it): start again by receive time a
-        little before the newest event stored from this shard - never at the end."""
-        state = self.store.get_state(self.cfg.name, self.partition(shard))
-        watermark = state[1] if state else None
-        when = str(int((watermark - RESEEK_MARGIN).timestamp())) if watermark else "begin"
-        log.warning("sls %s shard %s: cursor expired; re-seeking from %s (possible gap)", self.cfg.name, shard, when)
-        return str(self._call(self.client.get_cursor, self.cfg.project, self.cfg.logstore, shard, when).get_cursor())
+    def _reseek(self, shard: int) -> tuple[str, str]:
+        """The stored cursor expired (the logstore's TTL passed it): start again by receive time at
+        the last pull read from this shard - never at the end. Without that record (stores from
+        before it was kept), an hour before the newest event stored, capped at now, since an
+        event's own clock may run ahead."""
+        received = self._received.get(shard)
+        if received is None:
+            stored = self.store.read_state(self._received_key(shard))
+            received = int(stored) if stored else None
+        if received is not None:
+            when = str(received)
+        else:
+            state = self.store.get_state(self.cfg.name, self.partition(shard))
+            watermark = state[1] if state else None
+            when = str(int((min(watermark, datetime.now(UTC)) - RESEEK_MARGIN).timestamp())) if watermark else "begin"
+        shown = when if when == "begin" else datetime.fromtimestamp(int(when), UTC).isoformat()
+        log.warning("sls %s shard %s: cursor expired; re-seeking from %s (possible gap)", self.cfg.name, shard, shown)
+        cursor = str(self._call(self.client.get_cursor, self.cfg.project, self.cfg.logstore, shard, when).get_cursor())
+        return cursor, shown
 
     def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         for attempt in range(self._retries + 1):
@@ -162,6 +198,9 @@ class SlsReader:
             except LogException as exc:
                 code = exc.get_error_code()
                 message = exc.get_error_message()
+                if code == "LogRequestError":  # the SDK's wrapper for a failed connection (after its retries)
+                    raise TransientError(f"SLS is unreachable at {self.cfg.endpoint} ({message[:200]}); the "
+                                         "next run resumes from the stored cursor") from None
                 if "InvalidCursor" in code or ("cursor" in message.lower() and "invalid" in message.lower()):
                     raise _InvalidCursor(message) from None
                 if code in _AUTH_CODES or exc.get_resp_status() in (401,):
