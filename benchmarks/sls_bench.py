@@ -147,12 +147,6 @@ batches.normalize = timed("read: normalize", batches.normalize)
 batches.Batch.seal = timed("read: Arrow (Batch.seal)", batches.Batch.seal)
 ingest.Transaction.add = timed("write: DuckDB insert + dedupe", ingest.Transaction.add)
 ingest.Transaction.commit = timed("write: DuckDB commit", ingest.Transaction.commit)
-if sys.argv[3] == "own-connection":
-    from pipeline.store import Store
-    _init = sls.SlsReader.__init__
-    def _own_connection(self, cfg, client, store, **kw):
-        _init(self, cfg, client, Store(store.con.cursor(), store.path, False), **kw)
-    sls.SlsReader.__init__ = _own_connection
 from pipeline.cli import main
 started = time.perf_counter()
 try:
@@ -164,25 +158,8 @@ print(json.dumps({"exit": code, "seconds": dict(totals)}), file=sys.stderr, flus
 """
 
 
-# Gives the SLS reader its own connection to the store. Without it, ``trailwarden ingest`` of a
-# multi-shard logstore dies with DuckDB's ResourceInUseException: the reader reads its cursors on
-# the connection the writer thread is inserting with (a known bug; see
-# tests/sources/test_sls.py::test_the_reader_and_the_writer_do_not_share_a_busy_connection).
-# Used only when the unpatched command fails that way; the report says so. The launchers run as
-# script files: under ``python -c`` DuckDB turns its progress bar on (it takes a main module
-# without a file for an interactive session) and prints it into stdout.
-WORKAROUND = r"""
-import sys
-sys.path.insert(0, sys.argv[1])
-from pipeline.sources import sls
-from pipeline.store import Store
-_init = sls.SlsReader.__init__
-def _own_connection(self, cfg, client, store, **kw):
-    _init(self, cfg, client, Store(store.con.cursor(), store.path, False), **kw)
-sls.SlsReader.__init__ = _own_connection
-from pipeline.cli import main
-main(sys.argv[2:])
-"""
+# The launchers run as script files: under ``python -c`` DuckDB turns its progress bar on (it
+# takes a main module without a file for an interactive session) and prints it into stdout.
 
 
 # -- the bench --------------------------------------------------------------------------------------
@@ -235,6 +212,38 @@ def _measure(cmd: list[str], tmp: Path, env: dict[str, str]) -> tuple[int, float
     return proc.returncode, wall, usage.ru_maxrss * 1024, out.read_text(), err.read_text(), sampled[0]
 
 
+def _default_pull_count() -> int:
+    sys.path.insert(0, str(ROOT))
+    from pipeline.config import SlsSource
+
+    return int(SlsSource.model_fields["batch_size"].default)
+
+
+def _reference(tmp: Path, events: int, env: dict[str, str]) -> dict[str, Any]:
+    """DuckDB's own ``read_json`` (keeping each event's raw JSON, as trailwarden does) loading the
+    same events from an NDJSON file, in its own interpreter: what a bulk load costs here, with no
+    network, protobuf or per-event Python at all. Writing the file is not timed."""
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from ingest_bench import READ_JSON_OPTIONS, REFERENCE_PROGRAM
+
+    from pipeline.synthetic import stream
+
+    src = tmp / "events.ndjson"
+    with src.open("w", encoding="utf-8") as out:
+        for event in stream(events):  # the same events the fake serves (the generator is seeded)
+            out.write(json.dumps(event, separators=(",", ":")) + "\n")
+    script = tmp / "reference.py"  # a file, not -c: see the note on the launchers
+    script.write_text(REFERENCE_PROGRAM, encoding="utf-8")
+    code, wall, peak, stdout, stderr, _ = _measure(
+        [sys.executable, str(script), str(tmp / "ref.duckdb"), str(src), "256MB", "raw", READ_JSON_OPTIONS], tmp, env)
+    src.unlink()
+    rows = int((stdout.split() or ["0"])[-1]) if code == 0 else 0
+    if rows != events:
+        return {"error": f"read_json loaded {rows} rows (exit {code}): {stderr.strip()[-300:]}"}
+    return {"seconds": round(wall, 2), "events_per_s": round(events / wall), "peak_rss_mib": round(peak / MIB)}
+
+
 def _server_stats(server: subprocess.Popen[str]) -> dict[str, Any]:
     assert server.stdin is not None and server.stdout is not None
     server.stdin.write("stats\n")
@@ -248,11 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--group-size", type=int, default=200, help="logs per LogGroup")
     parser.add_argument("--pull-count", type=int, default=None,
-                        help="LogGroups per pull (the source's batch_size; default: the config default, 1000)")
+                        help="LogGroups per pull (the source's batch_size; default: the config default)")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the instrumented second run")
-    parser.add_argument("--no-workaround", action="store_true",
-                        help="report the unpatched command's failure instead of measuring with the reader "
-                             "on its own connection")
+    parser.add_argument("--no-reference", action="store_true", help="skip DuckDB's read_json of the same events")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -276,23 +283,13 @@ def main(argv: list[str] | None = None) -> int:
                "--format", "json"]
         code, wall, peak, stdout, stderr, sampled = _measure(cmd, tmp, env)
         served = _server_stats(server)
-        workaround = None
-        if code != 0 and "ResourceInUseException" in stderr and not args.no_workaround:
-            workaround = stderr.strip().splitlines()[-1]
-            for f in tmp.glob("store.duckdb*"):
-                f.unlink()
-            launcher = tmp / "trailwarden_own_connection.py"  # a file, not -c: see _script()
-            launcher.write_text(WORKAROUND, encoding="utf-8")
-            cmd = [sys.executable, str(launcher), str(ROOT), *cmd[3:]]
-            code, wall, peak, stdout, stderr, sampled = _measure(cmd, tmp, env)
-            served = _server_stats(server)
         result: dict[str, Any] = {
             "events": ready["events"], "groups": ready["groups"], "shards": args.shards,
-            "group_size": args.group_size, "pull_count": args.pull_count or 1000,
+            "group_size": args.group_size, "pull_count": args.pull_count or _default_pull_count(),
             "protobuf_mib": round(ready["protobuf_bytes"] / MIB, 1), "seconds": round(wall, 2),
             "events_per_s": round(ready["events"] / wall), "peak_rss_mib": round(peak / MIB),
             "sampled_rss_mib": round(sampled / MIB), "target_events_per_s": TARGET_EVENTS_PER_S,
-            "exit": code, "unpatched_failure": workaround, "fake_server": served,
+            "exit": code, "fake_server": served,
         }
         wrong = _check(code, stdout, stderr, tmp / "store.duckdb", ready["events"], result)
         if not args.no_breakdown and not wrong:
@@ -300,13 +297,14 @@ def main(argv: list[str] | None = None) -> int:
                 f.unlink()
             script = tmp / "trailwarden_breakdown.py"
             script.write_text(BREAKDOWN, encoding="utf-8")
-            code2, wall2, _, _, stderr2, _ = _measure(
-                [sys.executable, str(script), str(ROOT), str(config),
-                 "own-connection" if workaround else "shared"], tmp, env)
+            code2, wall2, _, _, stderr2, _ = _measure([sys.executable, str(script), str(ROOT), str(config)],
+                                                      tmp, env)
             lines = [ln for ln in stderr2.splitlines() if ln.startswith('{"exit"')]
             result["breakdown"] = json.loads(lines[-1])["seconds"] if lines else {"error": stderr2[-500:]}
             result["breakdown_wall"] = round(wall2, 2)
             result["breakdown_fake_server"] = _server_stats(server)
+        if not args.no_reference and not wrong:
+            result["reference"] = _reference(tmp, ready["events"], env)
     finally:
         server.stdin.close()
         server.wait(timeout=60)
@@ -346,9 +344,6 @@ def _print(result: dict[str, Any], as_json: bool) -> None:
         return
     print(f"trailwarden ingest --source <sls>: {result['events']:,} events, {result['groups']:,} LogGroups "
           f"({result['protobuf_mib']} MiB protobuf), {result['shards']} shards, {result['pull_count']} groups/pull")
-    if result.get("unpatched_failure"):
-        print(f"  the unpatched command failed: {result['unpatched_failure']}")
-        print("  measured below with the SLS reader on its own store connection (the workaround in this file)")
     if "error" in result:
         print(f"  FAILED: {result['error']}")
         return
@@ -358,6 +353,13 @@ def _print(result: dict[str, Any], as_json: bool) -> None:
     verdict = "meets" if result["events_per_s"] >= TARGET_EVENTS_PER_S else "BELOW"
     print(f"  {result['seconds']:.1f} s  ->  {result['events_per_s']:,} events/s ({verdict} the "
           f"{TARGET_EVENTS_PER_S:,}/s target); peak RSS {result['peak_rss_mib']:,} MiB")
+    ref = result.get("reference")
+    if ref and "error" not in ref:
+        print(f"  reference, DuckDB read_json + raw of the same events from an NDJSON file: {ref['seconds']:.1f} s "
+              f"->  {ref['events_per_s']:,} events/s; peak RSS {ref['peak_rss_mib']:,} MiB "
+              f"(trailwarden over SLS: {100 * result['events_per_s'] / ref['events_per_s']:.0f}% of it)")
+    elif ref:
+        print(f"  reference failed: {ref['error']}")
     server = result.get("fake_server")
     if server:
         print(f"  fake SLS process (its own process, sharing the cores): {server['pulls']} pulls, "

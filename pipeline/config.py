@@ -50,7 +50,7 @@ class SlsSource(_Strict):
     logstore: str
     start_time: datetime | None = None  # where a new shard starts; default: the beginning
     max_batches: int = Field(default=200, ge=1)  # per shard per run, so a run stays bounded
-    batch_size: int = Field(default=1000, ge=1, le=1000)
+    batch_size: int = Field(default=100, ge=1, le=1000)  # LogGroups per pull (SLS allows 1000)
 
 
 class LookupEventsSource(_Strict):

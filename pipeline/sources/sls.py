@@ -115,38 +115,40 @@ class SlsReader:
         return f"sls.received:{self.cfg.name}/{self.partition(shard)}"
 
     def _shard(self, shard: int, status: str, attribute: Attributor, batch_size: int) -> Iterator[Batch]:
+        """The shard's pulls as one stream of batches of ``batch_size`` events. Each batch carries
+        the cursor after the last pull whose events are all in it or before it, so whatever
+        commits, commits with a resume point that re-reads at most one pull."""
         report = self.report.shards.setdefault(shard, ShardReport())
-        cursor = self._start_cursor(shard)
-        for _ in range(self.cfg.max_batches):
-            response, cursor = self._pull(shard, cursor, report)
-            if response.get_loggroup_count() == 0:
+        read = _ShardProgress()
+
+        def items() -> Iterator[Item]:
+            cursor = self._start_cursor(shard)
+            for _ in range(self.cfg.max_batches):
+                response, cursor = self._pull(shard, cursor, report)
+                if response.get_loggroup_count() == 0:
+                    read.drained = True
+                    return
+                next_cursor = response.get_next_cursor() or cursor
+                # every unread group was received at or after this pull's first one: where a
+                # re-seek starts should the stored cursor expire (receive time, as get_cursor counts)
+                received = self._cursor_time(shard, cursor)
+                report.batches += 1
+                for item in _items(response, shard, cursor):
+                    report.logs += 1
+                    yield item
+                read.cursor, read.received = next_cursor, received  # this pull is all handed over
+                cursor = next_cursor
+
+        for batch in to_batches(items(), self.cfg.name, self.partition(shard), attribute, batch_size):
+            batch.cursor = read.cursor
+            if read.received is not None:
+                self._received[shard] = read.received
+                batch.state[self._received_key(shard)] = str(read.received)
+            if read.drained:  # only the last batch comes after the empty pull
                 report.drained = True
-                if status == "readonly":  # a split's or merge's parent: finished for good, once
-                    # everything before is committed - so the mark rides in the writer's order
-                    done = Batch(self.cfg.name, self.partition(shard))
-                    done.state[self._drained_key(shard)] = datetime.now(UTC).isoformat()
-                    yield done
-                return
-            next_cursor = response.get_next_cursor() or cursor
-            # every unread group was received at or after this pull's first one: where a re-seek
-            # must start should the stored cursor expire (receive time, as get_cursor counts it)
-            received = self._cursor_time(shard, cursor)
-            report.batches += 1
-            pending: Batch | None = None
-            for batch in to_batches(_items(response, shard, cursor), self.cfg.name, self.partition(shard),
-                                    attribute, batch_size):
-                report.logs += len(batch.events) + len(batch.bad)
-                if pending is not None:
-                    yield pending
-                pending = batch
-            assert pending is not None  # to_batches yields at least one (possibly empty) batch
-            pending.cursor = next_cursor  # with the pull's last events: resume after all of them
-            if received is not None:
-                self._received[shard] = received
-                pending.state[self._received_key(shard)] = str(received)
-            del response
-            yield pending
-            cursor = next_cursor
+                if status == "readonly":  # a split's or merge's parent: finished for good, with
+                    batch.state[self._drained_key(shard)] = datetime.now(UTC).isoformat()  # its last events
+            yield batch
 
     def _start_cursor(self, shard: int) -> str:
         state = self.store.get_state(self.cfg.name, self.partition(shard))
@@ -224,6 +226,13 @@ class SlsReader:
 
 class _InvalidCursor(Exception):
     pass
+
+
+@dataclass
+class _ShardProgress:
+    cursor: str | None = None  # after the last pull handed over whole
+    received: int | None = None  # that pull's receive time
+    drained: bool = False  # an empty pull ended the shard
 
 
 def _items(response: Any, shard: int, cursor: str) -> Iterator[Item]:
