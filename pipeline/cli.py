@@ -315,9 +315,9 @@ def _status_text(info: dict[str, Any]) -> str:
         "",
     ]
     if info["sources"]:
-        lines.append(render(["source", "partition", "watermark", "lag_seconds", "events", "last_hour", "updated_at",
-                             "last_error"],
-                            [[s["source"], s["partition"], s["watermark"], s["lag_seconds"], s["events"],
+        lines.append(render(["source", "partition", "cursor_time", "watermark", "lag_seconds", "events", "last_hour",
+                             "updated_at", "last_error"],
+                            [[s["source"], s["partition"], s["cursor_time"], s["watermark"], s["lag_seconds"], s["events"],
                               s["events_last_hour"], s["updated_at"], s["last_error"]] for s in info["sources"]],
                             "table"))
         lines.append("")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,12 @@ def collect_status(store: Store) -> dict[str, Any]:
     last_hour = dict(con.execute(
         "SELECT source, count(*) FROM events WHERE ingested_at >= ? GROUP BY source", [now - timedelta(hours=1)]
     ).fetchall())
+    # an SLS cursor is opaque: the receive time of the pull it follows is kept beside it
+    received = {name.removeprefix("sls.received:"): int(value) for name, value in con.execute(
+        "SELECT name, value FROM pipeline_state WHERE name LIKE 'sls.received:%'").fetchall()}
     sources = [
-        {"source": s, "partition": p or None, "cursor": c, "watermark": w, "events": n, "updated_at": u,
+        {"source": s, "partition": p or None, "cursor": c, "cursor_time": _cursor_time(s, p, c, received),
+         "watermark": w, "events": n, "updated_at": u,
          "lag_seconds": _lag(now, w), "events_last_hour": last_hour.get(s, 0), "last_error": e,
          "last_error_at": ea}
         for s, p, c, w, n, u, e, ea in con.execute(
@@ -89,6 +93,17 @@ def _snapshot_info(path: str, now: datetime) -> dict[str, Any] | None:
         return None
     stamp = datetime.fromtimestamp(snap.stat().st_mtime, now.tzinfo)
     return {"path": str(snap), "age_seconds": round((now - stamp).total_seconds(), 1), "bytes": snap.stat().st_size}
+
+
+def _cursor_time(source: str, partition: str, cursor: str | None, received: dict[str, int]) -> datetime | None:
+    """When the cursor stands: an SLS pull's receive time, or a LookupEvents window's end."""
+    if f"{source}/{partition}" in received:
+        return datetime.fromtimestamp(received[f"{source}/{partition}"], UTC)
+    try:
+        when = datetime.fromisoformat(cursor.replace("Z", "+00:00")) if cursor else None
+    except ValueError:
+        return None
+    return when if when is not None and when.tzinfo is not None else None
 
 
 def _lag(now: datetime, watermark: datetime | None) -> float | None:

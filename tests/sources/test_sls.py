@@ -539,6 +539,9 @@ def test_status_shows_each_shard_partition_and_the_last_error(tmp_path, fake):
     for row in rows.values():
         assert row["events"] == 20 and row["watermark"] is not None and row["cursor"]
         assert 0 < row["lag_seconds"] < 3600 and row["events_last_hour"] > 0 and row["last_error"] is None
+        assert row["cursor_time"] is not None  # the receive time of the last pull read
+    text = run_cli("--config", str(cfg), "status").stdout
+    assert "cursor_time" in text and partition(3) in text
 
     fake.fail_next("list_shards", 401, "Unauthorized")
     assert run_cli("--config", str(cfg), "ingest", "--source", "trail").returncode == 1
