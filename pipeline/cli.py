@@ -411,7 +411,7 @@ def _detect_text(report: Any) -> str:
 @click.pass_context
 def findings(ctx: click.Context, agent: str | None, detector: str | None, status: str, since: str | None,
              min_severity: str | None, limit: int | None, fmt: str) -> None:
-    """List findings, newest first.
+    """List findings, newest first (open ones unless --status says otherwise); triage them.
 
     JSON output is an array of objects with id, detector, agent, severity, score, first_seen,
     last_seen, summary, event_ids, event_count, evidence and status.
@@ -421,6 +421,8 @@ def findings(ctx: click.Context, agent: str | None, detector: str | None, status
       trailwarden findings
       trailwarden findings --agent ci-deployer --min-severity high
       trailwarden findings --detector out_of_scope --since 7d --format json
+      trailwarden findings ack 3df22d5f1e --reason "looking into it"
+      trailwarden findings stats --since 30d
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -434,7 +436,7 @@ def findings(ctx: click.Context, agent: str | None, detector: str | None, status
         rows = list_findings(store, agent=agent, detector=detector, status=None if status == "all" else status,
                              since=when, min_severity=min_severity, limit=limit)
     if fmt == "table":
-        cols = ["id", "severity", "detector", "agent", "last_seen", "event_count", "summary"]
+        cols = ["id", "severity", "status", "detector", "agent", "last_seen", "event_count", "summary"]
         click.echo(render(cols, [[r[c] for c in cols] for r in rows], "table"))
         return
     cols = list(rows[0]) if rows else ["id", "detector", "agent", "severity", "score", "first_seen",
@@ -839,3 +841,6 @@ def main(argv: list[str] | None = None) -> None:
 
 def _debug_requested(argv: list[str] | None) -> bool:
     return "--debug" in (argv if argv is not None else sys.argv[1:])
+
+
+from pipeline import cli_triage  # noqa: E402,F401  - registers `findings ack|…`, `suppress …`

@@ -96,6 +96,19 @@ def update_message(finding: dict[str, Any], new_events: int) -> Message:
                    blocks=[_section(line)])
 
 
+STATUS_WORDS = {"acknowledged": "Acknowledged", "resolved": "Resolved", "false_positive": "Marked a false positive"}
+
+
+def status_message(finding: dict[str, Any], change: dict[str, Any]) -> Message:
+    """A thread reply: someone triaged the finding (who, and why)."""
+    words = STATUS_WORDS.get(str(change.get("status")), str(change.get("status")))
+    line = (f"*{words}* by {untrusted(change.get('by'), 80)}: {untrusted(change.get('reason'), 600)}\n"
+            f"*{untrusted(finding['detector'], 40)}* `{untrusted(finding['id'], 40)}`"
+            + (f" at {_when(change['at'])}" if change.get("at") else ""))
+    return Message(text=untrusted(f"{finding['agent']}: {finding['detector']} {words.lower()} by {change.get('by')}",
+                                  300), blocks=[_section(line)])
+
+
 MAX_EVIDENCE_LINES = 10
 FINDING_BUDGET = 1800  # characters per finding: five findings stay well under Slack's ~12k total
 

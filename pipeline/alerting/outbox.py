@@ -24,11 +24,11 @@ from typing import Any
 
 from detectors.base import SEVERITIES
 from models.inventory import Inventory
-from pipeline.alerting.messages import Message, alert_message, update_message
+from pipeline.alerting.messages import Message, alert_message, status_message, update_message
 from pipeline.alerting.slack import Sender
 from pipeline.errors import TerminalError, TrailwardenError
 from pipeline.findings import FINDING_COLUMNS
-from pipeline.store import Store, utcnow
+from pipeline.store import Store, first_row, utcnow
 
 RECOVERY_SLACK = timedelta(minutes=10)  # how far before a 'sending' mark to look in the channel
 
@@ -39,6 +39,7 @@ class AlertReport:
     alerts_sent: int = 0  # findings alerted
     messages_sent: int = 0
     updates_sent: int = 0
+    status_sent: int = 0  # thread replies for acknowledged / resolved / false positive
     recovered: int = 0  # found already posted after an interrupted run
     pending: int = 0
     error: str | None = None
@@ -47,6 +48,9 @@ class AlertReport:
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "previews"}
 
+
+_ALERT_COLUMNS = ("id, finding_id, destination, kind, event_count, status, message_key, message_ts, thread_ts, "
+                  "attempts, last_error, created_at, sent_at, change_id")
 
 _OWED_ALERTS = """
     SELECT f.id FROM findings f
@@ -64,24 +68,35 @@ def enqueue(store: Store, destination: str, min_severity: str) -> int:
         before = _count(con)
         con.execute(
             f"""
-            INSERT OR IGNORE INTO alerts
+            INSERT OR IGNORE INTO alerts ({_ALERT_COLUMNS})
             SELECT sha256(f.id || '|' || $dest || '|alert'), f.id, $dest, 'alert', f.event_count, 'pending',
-                   NULL, NULL, NULL, 0, NULL, $now, NULL
+                   NULL, NULL, NULL, 0, NULL, $now, NULL, NULL
             FROM findings f WHERE f.id IN ({_OWED_ALERTS})
             """, params)  # noqa: S608 - a fixed query text
-        con.execute(
-            """
-            INSERT OR IGNORE INTO alerts
+        con.execute(  # growth of an alerted finding someone is still watching: a thread reply
+            f"""
+            INSERT OR IGNORE INTO alerts ({_ALERT_COLUMNS})
             SELECT sha256(f.id || '|' || $dest || '|update|' || f.event_count), f.id, $dest, 'update',
-                   f.event_count, 'pending', NULL, NULL, a.alert_ts, 0, NULL, $now, NULL
+                   f.event_count, 'pending', NULL, NULL, a.alert_ts, 0, NULL, $now, NULL, NULL
             FROM findings f
-            JOIN (SELECT finding_id, max(event_count) AS reported,
+            JOIN (SELECT finding_id, max(event_count) FILTER (WHERE kind <> 'status') AS reported,
                          any_value(message_ts) FILTER (WHERE kind = 'alert' AND status = 'sent') AS alert_ts
                   FROM alerts WHERE destination = $dest GROUP BY finding_id) a ON a.finding_id = f.id
             WHERE a.alert_ts IS NOT NULL AND f.event_count > a.reported
+              AND f.status IN ('open', 'acknowledged')
               AND NOT EXISTS (SELECT 1 FROM alerts p WHERE p.finding_id = f.id AND p.destination = $dest
                               AND p.kind = 'update' AND p.status <> 'sent')
-            """, {"dest": destination, "now": now})
+            """, {"dest": destination, "now": now})  # noqa: S608 - a fixed query text
+        con.execute(  # each status change of an alerted finding: a thread reply saying who and why
+            f"""
+            INSERT OR IGNORE INTO alerts ({_ALERT_COLUMNS})
+            SELECT sha256(c.finding_id || '|' || $dest || '|status|' || c.id), c.finding_id, $dest, 'status',
+                   f.event_count, 'pending', NULL, NULL, a.message_ts, 0, NULL, $now, NULL, c.id
+            FROM finding_status_changes c
+            JOIN findings f ON f.id = c.finding_id
+            JOIN alerts a ON a.finding_id = c.finding_id AND a.destination = $dest AND a.kind = 'alert'
+                         AND a.status = 'sent'
+            """, {"dest": destination, "now": now})  # noqa: S608 - a fixed query text
         return _count(con) - before
 
 
@@ -119,6 +134,7 @@ def deliver(store: Store, sender: Sender, inventory: Inventory, replay: Callable
     report.recovered = _recover(store, sender)
     groups = _pending_alerts(store, sender.destination)
     updates = _pending_updates(store, sender.destination)
+    changes = _pending_status(store, sender.destination)
     posted = 0
     for agent, rows in groups.items():
         message = alert_message(agent, [r["finding"] for r in rows], inventory.agent(agent),
@@ -134,6 +150,11 @@ def deliver(store: Store, sender: Sender, inventory: Inventory, replay: Callable
         _send(store, sender, [row], message, thread_ts=row["thread_ts"])
         posted += 1
         report.updates_sent += 1
+    for row in changes:
+        _pace(sender, posted, sleep)
+        _send(store, sender, [row], status_message(row["finding"], row["change"]), thread_ts=row["thread_ts"])
+        posted += 1
+        report.status_sent += 1
     report.pending = _pending_count(store, sender.destination)
     return report
 
@@ -206,9 +227,20 @@ def _pending_updates(store: Store, destination: str) -> list[dict[str, Any]]:
     rows = _pending(store, destination, "update")
     for row in rows:  # the last count Slack heard about this finding
         reported = store.con.execute(
-            "SELECT max(event_count) FROM alerts WHERE finding_id = ? AND destination = ? AND status = 'sent'",
+            "SELECT max(event_count) FROM alerts WHERE finding_id = ? AND destination = ? AND status = 'sent' "
+            "AND kind <> 'status'",
             [row["finding"]["id"], destination]).fetchall()[0][0]
         row["reported"] = int(reported or 0)
+    return rows
+
+
+def _pending_status(store: Store, destination: str) -> list[dict[str, Any]]:
+    rows = _pending(store, destination, "status")
+    for row in rows:
+        change = first_row(store.con.execute(
+            "SELECT c.new_status, c.changed_by, c.reason, c.changed_at FROM alerts a "
+            "JOIN finding_status_changes c ON c.id = a.change_id WHERE a.id = ?", [row["id"]]))
+        row["change"] = dict(zip(("status", "by", "reason", "at"), change or (None,) * 4, strict=True))
     return rows
 
 
@@ -217,7 +249,7 @@ def _pending(store: Store, destination: str, kind: str) -> list[dict[str, Any]]:
     result = store.con.execute(
         f"SELECT a.id, a.thread_ts, {columns} FROM alerts a JOIN findings f ON f.id = a.finding_id "  # noqa: S608
         "WHERE a.destination = ? AND a.kind = ? AND a.status = 'pending' "
-        "ORDER BY f.agent, f.first_seen, f.id", [destination, kind]).fetchall()
+        "ORDER BY f.agent, f.first_seen, f.id, a.change_id", [destination, kind]).fetchall()
     return [_row(alert_id, thread_ts, values) for alert_id, thread_ts, *values in result]
 
 
