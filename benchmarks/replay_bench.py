@@ -3,7 +3,10 @@
 
 Builds the store of ``detect_bench.py`` (1,000 agents, 5 weeks, ~10M events; every agent has about
 10,000 events in the window) and times ``replay`` for one agent: the library call alone, and the
-command end to end (a subprocess, so Python's start-up is included) in each format.
+command end to end (a subprocess, so Python's start-up is included) in each format, with the
+events/s and peak memory of each. The reference, measured in the same run: DuckDB fetching the
+same agent's rows for the window (every column the replay reads, raw JSON included) with one
+plain ``SELECT``, which is the floor any replay stands on.
 
 Usage: python benchmarks/replay_bench.py [--agents 1000] [--keep]
 """
@@ -11,6 +14,8 @@ Usage: python benchmarks/replay_bench.py [--agents 1000] [--keep]
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -45,22 +50,33 @@ def main() -> None:
         inventory = load_inventory(workdir / "agents.yaml")
         with open_store(db, read_only=True) as store:
             started = time.monotonic()
+            rows = store.con.execute(
+                "SELECT * FROM events WHERE agent = ? AND event_time >= ? AND event_time < ? ORDER BY event_time",
+                [agent, since, until]).fetchall()
+            reference = time.monotonic() - started
+            started = time.monotonic()
             report = build_replay(store, agent, inventory, since=since, until=until)
             library = time.monotonic() - started
-        print(f"store: {total:,} events; {agent}: {report['summary']['events']:,} events in 90 days")
-        print(f"{'measure':<44} {'seconds':>8}")
-        print(f"{'build_replay() (with raw JSON)':<44} {library:>8.2f}")
+        n = report["summary"]["events"]
+        assert n == len(rows), (n, len(rows))
+        print(f"store: {total:,} events; {agent}: {n:,} events in 90 days")
+        print(f"{'measure':<48} {'seconds':>8} {'events/s':>10} {'peak RSS':>10}")
+        print(f"{'reference: DuckDB SELECT * of those rows':<48} {reference:>8.2f} {n / reference:>10,.0f} {'':>10}")
+        print(f"{'build_replay() (with raw JSON)':<48} {library:>8.2f} {n / library:>10,.0f} "
+              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:>7,.0f} MiB")
         for fmt in ("table", "json", "html"):
             started = time.monotonic()
-            proc = subprocess.run([sys.executable, "-m", "pipeline", "--config", str(config), "replay", agent,
-                                   "--since", since.isoformat(), "--until", until.isoformat(), "--db", str(db),
-                                   "--format", fmt, "-o", str(workdir / f"out.{fmt}")],
-                                  cwd=ROOT, capture_output=True, text=True, check=False)
+            proc = subprocess.Popen([sys.executable, "-m", "pipeline", "--config", str(config), "replay", agent,
+                                     "--since", since.isoformat(), "--until", until.isoformat(), "--db", str(db),
+                                     "--format", fmt, "-o", str(workdir / f"out.{fmt}")],
+                                    cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            _, status, usage = os.wait4(proc.pid, 0)
             seconds = time.monotonic() - started
-            if proc.returncode:
-                raise SystemExit(proc.stderr)
+            if os.waitstatus_to_exitcode(status):
+                raise SystemExit(proc.stderr.read() if proc.stderr else "replay failed")
             size = (workdir / f"out.{fmt}").stat().st_size / 2**20
-            print(f"{'trailwarden replay --format ' + fmt + f' ({size:.1f} MiB)':<44} {seconds:>8.2f}")
+            label = f"trailwarden replay --format {fmt} ({size:.1f} MiB)"
+            print(f"{label:<48} {seconds:>8.2f} {n / seconds:>10,.0f} {usage.ru_maxrss / 1024:>7,.0f} MiB")
         print(f"target < 2 s (library): {'met' if library < 2 else 'NOT MET'}")
     finally:
         if not args.keep:
