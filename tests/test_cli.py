@@ -7,16 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REAL_ATTACKS, run_cli, write_ndjson
-
-
-def assert_one_line_error(result, code: int, *needles: str) -> None:
-    assert result.returncode == code, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
+from tests.conftest import REAL_ATTACKS, assert_one_line_error, run_cli, write_ndjson
 
 
 def test_ingest_reports_new_then_nothing_new(tmp_path):

@@ -30,7 +30,7 @@ from pipeline.triage import (
     new_suppression_id,
     set_status,
 )
-from tests.conftest import BASE_EVENT, run_cli, write_ndjson
+from tests.conftest import BASE_EVENT, assert_one_line_error, run_cli, write_ndjson
 from tests.fakes.slack import FakeSlack
 
 TOKEN = "xoxb-test-secret-token"
@@ -125,13 +125,9 @@ def cli(config: Path, *args: str, env: dict[str, str] | None = None) -> Any:
     return run_cli("--config", str(config), *args, env=env)
 
 
-def one_line_error(result: Any, *needles: str) -> str:
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
+
+def usage_error(result: Any, *needles: str) -> str:
+    return assert_one_line_error(result, 2, *needles)
 
 
 # -- the lifecycle ---------------------------------------------------------------------------------
@@ -173,13 +169,13 @@ def test_unknown_ambiguous_or_too_short_ids_exit_2_naming_them_and_change_nothin
     save(db, f)
     db.close()
     result = cli(config, "findings", "false-positive", f.id, "deadbeef99", "--by", "a", "--reason", "r")
-    one_line_error(result, "deadbeef99", "no such finding")
+    usage_error(result, "deadbeef99", "no such finding")
     short = cli(config, "findings", "ack", f.id[:3], "--reason", "r")
-    one_line_error(short, repr(f.id[:3]), "at least 6")
+    usage_error(short, repr(f.id[:3]), "at least 6")
     listed = json.loads(cli(config, "findings", "--status", "all", "--format", "json").stdout)
     assert [x["status"] for x in listed] == ["open"]  # all or nothing: the valid id was not changed
     empty = cli(config, "findings", "resolve", f.id, "--reason", "  ")
-    one_line_error(empty, "--reason")
+    usage_error(empty, "--reason")
 
 
 # -- Slack follows the lifecycle -------------------------------------------------------------------
@@ -301,7 +297,7 @@ def test_a_suppression_for_a_whole_detector_needs_force_and_says_what_it_would_h
          finding("old", detector="odd_hours", start=NOW - timedelta(days=45)))
     db.close()
     refused = cli(config, "suppress", "add", "--detector", "odd_hours", "--reason", "noisy", "--by", "bob")
-    one_line_error(refused, "--force", "every odd_hours finding", "3 in the last 30 days")
+    usage_error(refused, "--force", "every odd_hours finding", "3 in the last 30 days")
     assert "sup-" not in cli(config, "suppress", "list").stdout
     forced = cli(config, "suppress", "add", "--detector", "odd_hours", "--reason", "noisy", "--by", "bob", "--force",
                  "--format", "json")
@@ -315,15 +311,15 @@ def test_a_suppression_for_a_whole_detector_needs_force_and_says_what_it_would_h
 def test_bad_suppressions_exit_2_naming_the_flag(config, db):
     save(db, finding())
     db.close()
-    one_line_error(cli(config, "suppress", "add", "--detector", "nosuch", "--agent", "ci-deployer", "--reason", "r"),
+    usage_error(cli(config, "suppress", "add", "--detector", "nosuch", "--agent", "ci-deployer", "--reason", "r"),
                    "--detector", "nosuch")
-    one_line_error(cli(config, "suppress", "add", "--detector", "odd_hours", "--agent", "ghost", "--reason", "r"),
+    usage_error(cli(config, "suppress", "add", "--detector", "odd_hours", "--agent", "ghost", "--reason", "r"),
                    "--agent", "ghost")
-    one_line_error(cli(config, "suppress", "add", "--detector", "odd_hours", "--source-ip", "10.0.0.999/8",
+    usage_error(cli(config, "suppress", "add", "--detector", "odd_hours", "--source-ip", "10.0.0.999/8",
                        "--reason", "r"), "--source-ip")
-    one_line_error(cli(config, "suppress", "add", "--detector", "odd_hours", "--agent", "ci-deployer", "--until",
+    usage_error(cli(config, "suppress", "add", "--detector", "odd_hours", "--agent", "ci-deployer", "--until",
                        "someday", "--reason", "r"), "--until")
-    one_line_error(cli(config, "suppress", "remove", "sup-00000000", "--reason", "r"), "sup-00000000")
+    usage_error(cli(config, "suppress", "remove", "sup-00000000", "--reason", "r"), "sup-00000000")
 
 
 def test_suppress_list_all_is_the_audit_trail(config, db):
@@ -337,7 +333,7 @@ def test_suppress_list_all_is_the_audit_trail(config, db):
     assert expired.returncode == 0 and added.returncode == 0, (added.stderr, expired.stderr)
     removed = cli(config, "suppress", "remove", sid, "--by", "bob", "--reason", "drill over")
     assert removed.returncode == 0, removed.stderr
-    one_line_error(cli(config, "suppress", "remove", sid, "--reason", "again"), "already removed", "bob")
+    usage_error(cli(config, "suppress", "remove", sid, "--reason", "again"), "already removed", "bob")
     import time
 
     time.sleep(1.1)
@@ -386,7 +382,7 @@ def test_suppressions_round_trip_through_yaml(config, tmp_path):
 def test_a_bad_suppressions_file_exits_2_naming_the_file_and_key(config, tmp_path, content, needle):
     bad = tmp_path / "bad.yaml"
     bad.write_text(content)
-    one_line_error(cli(config, "suppress", "import", str(bad)), str(bad), needle)
+    usage_error(cli(config, "suppress", "import", str(bad)), str(bad), needle)
 
 
 # -- stats -----------------------------------------------------------------------------------------

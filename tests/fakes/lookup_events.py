@@ -39,9 +39,11 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from tests.fakes._server import LocalServer
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 MAX_RESULTS = 50
@@ -71,11 +73,13 @@ class _Failure:
     after_pages: int
 
 
-class FakeLookupEvents:
+class FakeLookupEvents(LocalServer):
     """ActionTrail's LookupEvents over a list of events, served on 127.0.0.1.
 
     :attr:`endpoint` (``http://127.0.0.1:PORT``) goes in a ``lookup_events`` source's config.
     """
+
+    thread_name = "fake-lookup-events"
 
     def __init__(self, events: Iterable[Mapping[str, Any]] = (), *, now: datetime | None = None,
                  retention: timedelta = timedelta(days=90)):
@@ -86,41 +90,6 @@ class FakeLookupEvents:
         self._failures: list[_Failure] = []
         self._hooks: list[Callable[[Request], None]] = []
         self._lock = threading.RLock()
-        self._server: ThreadingHTTPServer | None = None
-
-    # -- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> FakeLookupEvents:
-        fake = self
-
-        class Handler(_Handler):
-            server_fake = fake
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-lookup-events",
-                         daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeLookupEvents:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "start() the fake first"
-        return int(self._server.server_address[1])
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     # -- scripting ---------------------------------------------------------------------------
     def add_events(self, events: Iterable[Mapping[str, Any]]) -> None:
@@ -293,3 +262,6 @@ def _read_token(token: str) -> tuple[str, int] | None:
         return str(data["b"]), int(data["o"])
     except (ValueError, binascii.Error, KeyError, TypeError):
         return None
+
+
+FakeLookupEvents.handler = _Handler

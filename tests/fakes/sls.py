@@ -59,12 +59,14 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import lz4.block
 from aliyun.log.proto import LogGroup
+
+from tests.fakes._server import LocalServer
 
 CURSOR_BASE = 10**15
 KEY_SPACE = 2**128
@@ -121,12 +123,14 @@ class _Failure:
     times: int
 
 
-class FakeSLS:
+class FakeSLS(LocalServer):
     """One project with one logstore of ``shards`` read-write shards, served on 127.0.0.1.
 
     Use as a context manager, or call :meth:`start` / :meth:`stop`. :attr:`endpoint` is the
     ``http://127.0.0.1:PORT`` to put in an ``sls`` source's config.
     """
+
+    thread_name = "fake-sls"
 
     def __init__(self, project: str = "audit-proj", logstore: str = "actiontrail_main", shards: int = 4,
                  *, compress: bool = True, max_response_bytes: int | None = None, empty_pull_delay: float = 0.0):
@@ -145,43 +149,6 @@ class FakeSLS:
         step = KEY_SPACE // shards
         for i in range(shards):
             self.shards[i] = Shard(i, i * step, KEY_SPACE if i == shards - 1 else (i + 1) * step, now)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> FakeSLS:
-        fake = self
-
-        class Handler(_Handler):
-            server_fake = fake
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-sls",
-                                        daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeSLS:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "start() the fake first"
-        return int(self._server.server_address[1])
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     # -- the logstore ------------------------------------------------------------------------
     def add_events(self, shard: int, events: Iterable[Mapping[str, Any] | str], *,
@@ -483,3 +450,6 @@ def _is_ipv4(host: str) -> bool:
 
 def _json(status: int, payload: Any) -> tuple[int, dict[str, str], bytes]:
     return status, {"Content-Type": "application/json"}, json.dumps(payload).encode()
+
+
+FakeSLS.handler = _Handler

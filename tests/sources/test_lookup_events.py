@@ -23,11 +23,11 @@ from pipeline.ingest import BatchWriter, ingest_batches
 from pipeline.sources import credentials
 from pipeline.sources.lookup_events import OVERLAP, PAGE_INTERVAL, SETTLE, LookupReader, client_for
 from pipeline.store import open_store
-from tests.conftest import BASE_EVENT, ROOT, run_cli
+from tests.conftest import BASE_EVENT, ROOT, assert_one_line_error, run_cli
 from tests.fakes.lookup_events import FakeLookupEvents
+from tests.sources.conftest import SECRET, ids
 
 NOBODY = Attributor(None)
-SECRET = "s3cr3t-Value-Never-Printed-42"
 NOW = datetime.now(UTC).replace(microsecond=0)
 REGION = "cn-hangzhou"
 
@@ -56,32 +56,6 @@ def run(store, fake: FakeLookupEvents, *, now: datetime = NOW, since: datetime |
                           sleep=sleep or (lambda _s: None), **reader_kw)
     report = ingest_batches(store, reader.batches(NOBODY, batch_size))
     return report, reader
-
-
-def ids(store) -> tuple[set[str], int]:
-    rows = store.con.execute("SELECT event_id FROM events").fetchall()
-    return {r[0] for r in rows}, len(rows)
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
-    assert result.returncode == code, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
-
-
-@pytest.fixture(autouse=True)
-def env(monkeypatch):
-    monkeypatch.setenv(credentials.ID_ENV, "LTAI5tFakeKeyId000")
-    monkeypatch.setenv(credentials.SECRET_ENV, SECRET)
-    monkeypatch.delenv(credentials.TOKEN_ENV, raising=False)
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
 
 
 @pytest.fixture

@@ -31,11 +31,11 @@ from pipeline.ingest import ingest_batches, ingest_sources
 from pipeline.sources import credentials
 from pipeline.sources.sls import SlsReader, client_for
 from pipeline.store import Store, open_store
-from tests.conftest import BASE_EVENT, ROOT, run_cli
+from tests.conftest import BASE_EVENT, ROOT, assert_one_line_error, run_cli
 from tests.fakes.sls import Contents, FakeSLS
+from tests.sources.conftest import SECRET, ids
 
 NOBODY = Attributor(None)
-SECRET = "s3cr3t-Value-Never-Printed-42"
 NOW = datetime.now(UTC).replace(microsecond=0)
 PROJECT, LOGSTORE = "audit-proj", "actiontrail_main"
 
@@ -81,11 +81,6 @@ def pull(store: Store, cfg: SlsSource, batch_size: int = 40, **reader_kw: Any):
     return report, reader
 
 
-def ids(store) -> tuple[set[str], int]:
-    rows = store.con.execute("SELECT event_id FROM events").fetchall()
-    return {r[0] for r in rows}, len(rows)
-
-
 def partition(shard: int) -> str:
     return f"{PROJECT}/{LOGSTORE}/{shard}"
 
@@ -97,27 +92,6 @@ def config_file(tmp_path: Path, fake: FakeSLS, **overrides: Any) -> Path:
     path.write_text(json.dumps({"database": str(tmp_path / "s.duckdb"), "memory_limit": "256MB",
                                 "sources": [src]}), encoding="utf-8")
     return path
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
-    assert result.returncode == code, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
-
-
-@pytest.fixture(autouse=True)
-def env(monkeypatch):
-    monkeypatch.setenv(credentials.ID_ENV, "LTAI5tFakeKeyId000")
-    monkeypatch.setenv(credentials.SECRET_ENV, SECRET)
-    monkeypatch.delenv(credentials.TOKEN_ENV, raising=False)
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
 
 
 @pytest.fixture

@@ -1,0 +1,45 @@
+"""The lifecycle every fake cloud endpoint shares: a threaded HTTP server on 127.0.0.1 at an
+ephemeral port, started and stopped, usable as a context manager."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar, Self
+
+
+class LocalServer:
+    """Subclasses set ``handler`` (a request handler class with a ``server_fake`` attribute, which
+    is pointed at the fake) and ``thread_name``."""
+
+    handler: ClassVar[type[BaseHTTPRequestHandler]]
+    thread_name: ClassVar[str] = "fake-server"
+    _server: ThreadingHTTPServer | None = None
+
+    def start(self) -> Self:
+        handler: Any = type(f"{type(self).__name__}Handler", (self.handler,), {"server_fake": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), name=self.thread_name, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "start() the fake first"
+        return int(self._server.server_address[1])
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
