@@ -4,8 +4,10 @@ policy that would still have allowed everything it did.
 Granted = the action patterns of the Allow statements in its declared policies. Used = the RAM
 actions of its successful, RAM-authorized calls in the window (default: the last 90 days). Each
 grant is shown with the calls it covered; grants nothing used are candidates to remove. The
-suggested policy allows exactly the used actions - on the resources actually touched when there
-are few of them, else on ``*`` - and keeps every Deny statement of the original.
+suggested policy narrows each Allow statement of the original to the used actions it covers - on
+the resources they touched inside its ``Resource`` when there are few of them (and every call named
+one), else on its own ``Resource`` - keeping its ``Condition``, and keeps every Deny statement: it
+never allows what the original did not.
 """
 
 from __future__ import annotations
@@ -43,12 +45,12 @@ def least_privilege(store: Store, inventory: Inventory, agent: str, *, since: da
     return {
         "agent": agent, "window": {"since": since, "until": until},
         "granted": granted,
-        "used": [{"action": a, **{k: v for k, v in u.items() if k != "resources"},
+        "used": [{"action": a, **{k: v for k, v in u.items() if k not in ("resources", "unnamed")},
                   "resources": sorted(u["resources"])[:MAX_LISTED_RESOURCES],
                   "distinct_resources": len(u["resources"]), "granted": a in allowed}
                  for a, u in sorted(used.items(), key=lambda kv: -kv[1]["calls"])],
         "unused_grants": [g["pattern"] for g in granted if g["unused"]],
-        "suggested_policy": _suggestion(used, allowed, declared.policies),
+        "suggested_policy": _suggestion(used, declared.policies),
     }
 
 
@@ -61,7 +63,8 @@ def _used(store: Store, agent: str, since: datetime, until: datetime) -> dict[st
         FROM events WHERE agent = ? AND event_time >= ? AND event_time < ? AND error_code IS NULL
         GROUP BY ALL
         """, [agent, since, until]).fetchall()
-    used: dict[str, dict[str, Any]] = defaultdict(lambda: {"calls": 0, "last_used": None, "resources": set()})
+    used: dict[str, dict[str, Any]] = defaultdict(lambda: {"calls": 0, "last_used": None, "resources": set(),
+                                                          "unnamed": False})
     for etype, name, service, code, region, account, refs, rtype, rname, calls, last in rows:
         if not is_authorized_call(etype, service):
             continue
@@ -69,22 +72,50 @@ def _used(store: Store, agent: str, since: datetime, until: datetime) -> dict[st
         entry = used[action(facts)]
         entry["calls"] += calls
         entry["last_used"] = max(filter(None, (entry["last_used"], last)))
-        entry["resources"].update(r for r in resources(facts) if not r.endswith(":*"))
+        named = [r for r in resources(facts) if not r.endswith(":*")]
+        entry["resources"].update(named)
+        entry["unnamed"] = entry["unnamed"] or not named  # a call on no named resource
     return dict(used)
 
 
-def _suggestion(used: dict[str, dict[str, Any]], allowed: set[str], policies: list[dict[str, Any]]) -> dict[str, Any]:
-    by_resources: dict[tuple[str, ...], list[str]] = defaultdict(list)
-    for act in sorted(allowed):
-        arns = sorted(used[act]["resources"])
-        key = tuple(arns) if 0 < len(arns) <= MAX_LISTED_RESOURCES else ("*",)
-        by_resources[key].append(act)
-    statements: list[dict[str, Any]] = [
-        {"Effect": "Allow", "Action": acts if len(acts) > 1 else acts[0],
-         "Resource": list(res) if len(res) > 1 else res[0]}
-        for res, acts in sorted(by_resources.items(), key=lambda kv: kv[1])]
+def _suggestion(used: dict[str, dict[str, Any]], policies: list[dict[str, Any]]) -> dict[str, Any]:
+    statements = [narrowed for doc in policies for stmt in _statements(doc) if stmt.get("Effect") == "Allow"
+                  for narrowed in _narrowed(stmt, used)]
     statements += [s for doc in policies for s in _statements(doc) if s.get("Effect") == "Deny"]
     return {"Version": "1", "Statement": statements}
+
+
+def _narrowed(stmt: dict[str, Any], used: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """``stmt`` cut down to the used actions it covers, grouped by the resources they touched."""
+    patterns = [glob(p, ignore_case=True) for p in _list(stmt.get("Action") or [])]
+    by_resources: dict[tuple[str, ...], list[str]] = defaultdict(list)
+    for act in sorted(a for a in used if any(p.fullmatch(a) for p in patterns)):
+        arns = sorted(r for r in used[act]["resources"] if _inside(r, stmt))
+        few = 0 < len(arns) <= MAX_LISTED_RESOURCES and not used[act]["unnamed"]
+        by_resources[tuple(arns) if few else ()].append(act)
+    out: list[dict[str, Any]] = []
+    for touched, acts in sorted(by_resources.items(), key=lambda kv: kv[1]):
+        narrowed: dict[str, Any] = {"Effect": "Allow", "Action": _one(acts)}
+        if touched:
+            narrowed["Resource"] = _one(list(touched))
+        else:
+            narrowed.update({k: stmt[k] for k in ("Resource", "NotResource") if k in stmt})
+        if "Condition" in stmt:
+            narrowed["Condition"] = stmt["Condition"]
+        out.append(narrowed)
+    return out
+
+
+def _inside(arn: str, stmt: dict[str, Any]) -> bool:
+    """Does the statement's Resource (or NotResource) cover this ARN? (case-sensitive, as RAM)"""
+    if "Resource" in stmt:
+        return any(glob(p, ignore_case=False).fullmatch(arn) for p in _list(stmt["Resource"]))
+    return "NotResource" in stmt and not any(glob(p, ignore_case=False).fullmatch(arn)
+                                             for p in _list(stmt["NotResource"]))
+
+
+def _one(values: list[str]) -> str | list[str]:
+    return values[0] if len(values) == 1 else values
 
 
 def _statements(doc: dict[str, Any]) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from models.inventory import Inventory
-from models.mapping import CallFacts, action, is_authorized_call, resources
+from models.mapping import PARAMETER_TARGETS, CallFacts, action, is_authorized_call, resources
 from pipeline import __version__
 from pipeline.findings import list_findings
 from pipeline.output import to_jsonable
@@ -35,6 +35,10 @@ EVENT_FIELDS = ("event_id", "event_time", "event_name", "event_type", "event_rw"
                 "acs_region", "source_ip", "user_agent", "access_key_id", "error_code", "error_message",
                 "identity", "referenced_resources", "resource_type", "resource_name", "recipient_account_id",
                 "account_id")
+# The target of a RAM user/role call is often only in its request parameters (a virtual column over
+# the raw JSON): read them for those events only.
+_PARAMETERS = ("CASE WHEN list_contains(?, lower(event_name)) THEN request_parameters::VARCHAR END "
+               "AS request_parameters")
 
 
 def build_replay(store: Store, agent: str, inventory: Inventory, *, since: datetime | None = None,
@@ -73,17 +77,18 @@ def export_digest(report: dict[str, Any]) -> str:
 
 
 def _events(store: Store, agent: str, since: datetime, until: datetime, with_raw: bool) -> list[dict[str, Any]]:
-    columns = [*EVENT_FIELDS, "raw" if with_raw else "NULL AS raw"]
+    columns = [*EVENT_FIELDS, _PARAMETERS, "raw" if with_raw else "NULL AS raw"]
     result = store.con.execute(
         f"SELECT {', '.join(columns)} FROM events WHERE agent = ? AND event_time >= ? AND event_time < ? "  # noqa: S608
-        "ORDER BY event_time, event_id", [agent, since, until])
+        "ORDER BY event_time, event_id", [sorted(PARAMETER_TARGETS), agent, since, until])
     names = [d[0] for d in result.description or []]
     out = []
     for values in result.fetchall():
         row = dict(zip(names, values, strict=True))
         facts = CallFacts(row["event_type"], row["event_name"], row["service_name"], row["service_code"],
                           row["acs_region"], row["recipient_account_id"] or row["account_id"],
-                          row["referenced_resources"], row["resource_type"], row["resource_name"], None)
+                          row["referenced_resources"], row["resource_type"], row["resource_name"],
+                          row["request_parameters"])
         row["action"] = action(facts)
         row["resources"] = resources(facts) if is_authorized_call(row["event_type"], row["service_name"]) else []
         row["raw"] = json.loads(row["raw"]) if isinstance(row["raw"], str) else None

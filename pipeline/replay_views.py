@@ -15,6 +15,9 @@ from typing import Any
 from pipeline.output import render
 
 MAX_TIMELINE_ROWS = 2000  # the HTML table; the JSON export always holds every event
+# JSON inside <script>: "</script>" would end the element and "<!--<script>" would make the parser
+# swallow the rest of the page, so <, > and & are written as JSON escapes (the same JSON once parsed).
+_SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
 
 
 def as_text(report: dict[str, Any], max_events: int = 50) -> str:
@@ -92,7 +95,7 @@ def as_html(report: dict[str, Any]) -> str:
         "element <code>#trailwarden-export</code>. Its SHA-256, over that JSON without the <code>sha256</code> "
         f"field, keys sorted: <code>{_e(report['sha256'])}</code></p>",
         "<script type='application/json' id='trailwarden-export'>"
-        + json.dumps(report, ensure_ascii=False, default=str).replace("</", "<\\/") + "</script>",
+        + json.dumps(report, ensure_ascii=False, default=str).translate(_SCRIPT_SAFE) + "</script>",
         "</body></html>",
     ]
     return "\n".join(parts)
