@@ -686,22 +686,25 @@ def replay(app: App, agent: str, since: str | None, until: str | None, fmt: str,
 @cli.command(name="least-privilege")
 @common_options
 @click.argument("agent")
-@click.option("--since", metavar="T", help="Start of the window (default: 90 days ago).")
+@click.option("--days", type=click.IntRange(1, 3650), default=90, show_default=True,
+              help="The window: the last N days.")
+@click.option("--since", metavar="T", help="Start of the window instead (2026-11-01, 30d).")
 @format_option(("table", "json"))
 @pass_app
-def least_privilege_command(app: App, agent: str, since: str | None, fmt: str) -> None:
+def least_privilege_command(app: App, agent: str, days: int, since: str | None, fmt: str) -> None:
     """What AGENT is granted against what it used, and a tighter policy covering what it did.
 
     \b
     Examples:
       trailwarden least-privilege ci-deployer
-      trailwarden least-privilege etl-pipeline --since 30d --format json
+      trailwarden least-privilege etl-pipeline --days 30 --format json
     """
     from pipeline.detect import parse_when
     from pipeline.least_privilege import least_privilege
     from pipeline.store import utcnow
 
-    start = parse_when(since, utcnow(), "--since") if since else None
+    now = utcnow()
+    start = parse_when(since, now, "--since") if since else now - timedelta(days=days)
     with app.open(read_only=True) as store:
         result = least_privilege(store, app.inventory, agent, since=start)
     if fmt == "json":
@@ -716,6 +719,10 @@ def least_privilege_command(app: App, agent: str, since: str | None, fmt: str) -
     if outside:
         click.echo("\nUsed but not granted (see out_of_scope findings): "
                    + ", ".join(f"{u['action']} ({u['calls']})" for u in outside))
+    if result["suggested_policy"] is None:
+        click.echo("\nNo call in the window was allowed by its policies: nothing to keep. Detach them, "
+                   "or retire the agent (`trailwarden agents` shows its last activity).")
+        return
     click.echo("\nSuggested policy (allows exactly what was used; Deny statements kept):")
     click.echo(json.dumps(result["suggested_policy"], indent=2))
 

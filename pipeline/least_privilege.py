@@ -78,9 +78,13 @@ def _used(store: Store, agent: str, since: datetime, until: datetime) -> dict[st
     return dict(used)
 
 
-def _suggestion(used: dict[str, dict[str, Any]], policies: list[dict[str, Any]]) -> dict[str, Any]:
+def _suggestion(used: dict[str, dict[str, Any]], policies: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The tightened policy; None when the agent made no call its policies allowed (there is
+    nothing to keep: detach its policies, or retire the agent)."""
     statements = [narrowed for doc in policies for stmt in _statements(doc) if stmt.get("Effect") == "Allow"
                   for narrowed in _narrowed(stmt, used)]
+    if not statements:
+        return None
     statements += [s for doc in policies for s in _statements(doc) if s.get("Effect") == "Deny"]
     return {"Version": "1", "Statement": statements}
 

@@ -276,3 +276,33 @@ def test_an_agent_outside_the_inventory_exits_2_naming_it(demo, agent):
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and agent in lines[0]
+
+
+def test_an_agent_with_no_allowed_call_gets_no_policy_but_advice(tmp_path, make_event):
+    """Nothing to keep: no (invalid) empty policy, but the advice to detach or retire."""
+    agents = [{"name": "idle-bot", "purpose": "unused", "owner": "sre", "environment": "prod",
+               "identities": ["ram-user:idle-bot"],
+               "policies": [{"Version": "1", "Statement": [{"Effect": "Allow", "Action": "oss:GetObject",
+                                                            "Resource": "*"}]}]}]
+    (tmp_path / "agents.yaml").write_text(json.dumps({"agents": agents}))
+    (tmp_path / "tw.yaml").write_text(json.dumps({"database": str(tmp_path / "s.duckdb"),
+                                                  "inventory": str(tmp_path / "agents.yaml")}))
+    when = datetime.now(UTC) - timedelta(days=3)
+    refused = make_event(1, eventTime=f"{when:%Y-%m-%dT%H:%M:%SZ}", errorCode="Forbidden.RAM",
+                         userIdentity={**make_event()["userIdentity"], "userName": "idle-bot", "accessKeyId": ""})
+    ingest = run_cli("--config", str(tmp_path / "tw.yaml"), "ingest", "--file",
+                     str(write_ndjson(tmp_path / "e.jsonl", [refused])))
+    assert ingest.returncode == 0, ingest.stderr
+    as_json = run_cli("--config", str(tmp_path / "tw.yaml"), "least-privilege", "idle-bot", "--days", "7",
+                      "--format", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    result = json.loads(as_json.stdout)
+    assert result["suggested_policy"] is None and result["unused_grants"] == ["oss:GetObject"]
+    table = run_cli("--config", str(tmp_path / "tw.yaml"), "least-privilege", "idle-bot")
+    assert "nothing to keep" in table.stdout and "Suggested policy" not in table.stdout
+    short = run_cli("--config", str(tmp_path / "tw.yaml"), "least-privilege", "idle-bot", "--days", "1",
+                    "--format", "json")
+    window = json.loads(short.stdout)["window"]
+    span = datetime.fromisoformat(window["until"].replace("Z", "+00:00")) - datetime.fromisoformat(
+        window["since"].replace("Z", "+00:00"))
+    assert timedelta(hours=23) < span <= timedelta(days=1, seconds=5)
