@@ -398,6 +398,62 @@ def _detect_text(report: Any) -> str:
     return "\n".join(lines)
 
 
+@cli.command()
+@common_options
+@click.option("--since", metavar="T", required=True,
+              help="Start (2026-11-01, 2026-11-01T08:00:00Z, or 30d ago); periods start at its UTC midnight.")
+@click.option("--until", metavar="T", help="End of the window, exclusive (default: now).")
+@click.option("--step", default="1d", show_default=True, metavar="DURATION",
+              help="Period length: 1d, 12h, 7d (at least 1h); each period gets its own baselines.")
+@click.option("--detector", "detector_ids", multiple=True, metavar="ID",
+              help="Only this detector (repeatable; default: all).")
+@click.option("--top", type=click.IntRange(1), default=20, show_default=True,
+              help="Agents shown in the per-agent table.")
+@format_option()
+@pass_app
+def backtest(app: App, since: str, until: str | None, step: str, detector_ids: tuple[str, ...], top: int,
+             fmt: str) -> None:
+    """What each detector would have raised, day by day, over stored history. Writes nothing.
+
+    Each day is scored as a `detect` on that day would have scored it: with baselines fitted on the
+    28 days before it, every detector with the config's `detectors:` overrides, and findings merged
+    within each detector's dedup window (one that continues across midnight counts once, on the
+    day it was first raised). To tune a threshold, run it again with a copy of the config.
+    No findings, baselines, runs or state are stored. JSON: {window, step, detectors, days: [{day,
+    counts, by_agent, ...}], totals, findings, notes}; CSV: one row per (day, detector, agent, count).
+
+    \b
+    Examples:
+      trailwarden backtest --since 30d
+      trailwarden backtest --since 2026-11-01 --until 2026-12-01 --detector failure_storm
+      trailwarden --config tuned.yaml backtest --since 30d --format json > tuned.json
+      trailwarden backtest --since 7d --step 12h --format csv
+    """
+    from pipeline.backtest import as_text, parse_step, run_backtest
+    from pipeline.detect import parse_when
+    from pipeline.store import utcnow
+
+    now = utcnow()
+    start = parse_when(since, now, "--since")
+    end = parse_when(until, now, "--until") if until else now
+    period = parse_step(step)
+    if start >= end:
+        raise UsageError("must be before --until", key="--since")
+    with app.open(read_only=True) as store:
+        report = run_backtest(store, app.config, app.inventory, since=start, until=end, step=period,
+                              only=detector_ids, config_path=app.config_path)
+    if fmt == "json":
+        click.echo(json.dumps(to_jsonable(report.as_dict()), indent=2, ensure_ascii=False))
+    elif fmt == "csv":
+        click.echo(render(["day", "detector", "agent", "count"], report.csv_rows(), "csv"))
+    else:
+        click.echo(as_text(report, top))
+    failed = sorted({d for p in report.periods for d in p.errors})
+    if failed:
+        click.echo(f"trailwarden: warning: detector(s) failed on some days: {', '.join(failed)} "
+                   "(see the notes); their counts there are missing", err=True)
+
+
 @cli.group(invoke_without_command=True)
 @common_options
 @click.option("--agent", help="Only this agent (inventory name or raw identity).")

@@ -81,9 +81,7 @@ def build_models(store: Store, config: Config, inventory: Inventory, since: date
 def run_detect(store: Store, config: Config, inventory: Inventory, *, since: datetime | None = None,
                until: datetime | None = None, config_path: str | None = None,
                run_id: int | None = None) -> DetectReport:
-    active = detectors.build(config.detectors, config_path)
-    for det in active:
-        det.bind(config)
+    active = active_detectors(config, config_path)
     report = DetectReport()
     watermark = None
     if since is None and until is None:
@@ -101,16 +99,14 @@ def run_detect(store: Store, config: Config, inventory: Inventory, *, since: dat
         return report
     report.since, report.until = since, until
     models = build_models(store, config, inventory, since)
-    columns = _columns(active)
-    with_parameters = frozenset().union(*(d.parameter_events for d in active))
     dedup = {d.id: d.dedup_window for d in active}
-    overlap = max((d.lookback for d in active), default=timedelta(0))
+    overlap = max_lookback(active)
     for start, end in _chunks(store, since, until):
         # each chunk also re-reads the lookback before it, so a burst across the cut is seen
         # whole; its finding has the same id either way and save_findings keeps the whole one
-        events = load_events(store, columns, max(since, start - overlap), end, with_parameters)
-        report.events += int((events["event_time"] >= start).sum())  # the lookback is not new
-        findings = _score_all(active, events, models, end, report)
+        counted, findings = score_window(store, active, models, start, end, since=since, overlap=overlap,
+                                         report=report)
+        report.events += counted
         saved = save_findings(store, findings, dedup, run_id)
         report.new += saved.new
         report.extended += saved.extended
@@ -136,6 +132,30 @@ def _chunks(store: Store, since: datetime, until: datetime) -> list[tuple[dateti
     if count:
         chunks.append((start, until))
     return chunks
+
+
+def active_detectors(config: Config, config_path: str | None = None) -> list[Detector]:
+    """Every registered detector with the config's overrides (validated), bound to the config."""
+    active = detectors.build(config.detectors, config_path)
+    for det in active:
+        det.bind(config)
+    return active
+
+
+def max_lookback(active: list[Detector]) -> timedelta:
+    """How far before a window its scoring re-reads: the longest lookback of the detectors."""
+    return max((d.lookback for d in active), default=timedelta(0))
+
+
+def score_window(store: Store, active: list[Detector], models: Models, start: datetime, end: datetime, *,
+                 since: datetime, overlap: timedelta, report: DetectReport) -> tuple[int, list[Finding]]:
+    """Score [start, end) with these detectors and models, writing nothing. The ``overlap`` before
+    ``start`` (never before ``since``) is re-read, so a burst across the cut is seen whole.
+    Returns how many events fall in [start, end) (the lookback is not new) and the findings."""
+    columns = _columns(active)
+    with_parameters = frozenset().union(*(d.parameter_events for d in active))
+    events = load_events(store, columns, max(since, start - overlap), end, with_parameters)
+    return int((events["event_time"] >= start).sum()), _score_all(active, events, models, end, report)
 
 
 def _score_all(active: list[Detector], events: pd.DataFrame, models: Models, now: datetime,
