@@ -459,7 +459,7 @@ def backtest(app: App, since: str, until: str | None, step: str, detector_ids: t
 @click.option("--agent", help="Only this agent (inventory name or raw identity).")
 @click.option("--detector", help="Only this detector id.")
 @click.option("--status", type=click.Choice(["open", "acknowledged", "resolved", "false_positive", "suppressed", "all"]),
-              default="all", show_default=True, help="Only findings in this state.")
+              default="open", show_default=True, help="Only findings in this state (`all` for every one).")
 @click.option("--since", metavar="T", help="Only findings seen since T (2026-11-01 or 7d).")
 @click.option("--min-severity", type=click.Choice(["low", "medium", "high", "critical"]), help="Only this severe or worse.")
 @click.option("--limit", type=click.IntRange(1), help="At most this many, newest first.")
