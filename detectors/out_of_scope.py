@@ -10,6 +10,12 @@ Severity: high; critical when an out-of-scope call succeeded and wrote something
 decision depends on a condition key the log cannot supply (a resource tag: "possibly out of
 scope"), for refused calls the scope would allow, and for a foreign region.
 
+Privilege escalation (``models.escalation``: attaching a policy, a new default policy version, a key
+or console password for another user, a role's trust policy, joining a group) outside the declared
+scope is reported here, saying so (evidence ``privilege_escalation``; critical, high when every call
+failed: an attempt); within the scope, or for an agent without policies, even when RAM refused it,
+it is ``privilege_escalation``'s to report, not a "refused" finding here.
+
 Known gaps: agents without declared policies are only checked for regions and sources;
 ``ConsoleOperation`` events are not scope-checked (their names are console operations, and no
 operation-to-API table exists yet); resource ARNs for types missing from ``models.mapping.RESOURCE_TEMPLATES`` use a generic
@@ -20,7 +26,6 @@ the bucket. Unregistered identities are the ``unregistered_identity`` detector's
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
 import math
 from collections import Counter
 from collections.abc import Iterator
@@ -31,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from detectors.base import Detector, Finding, Models, capped, group_bursts, jsonable
+from models.escalation import ESCALATION_EVENTS, Caller, Escalation, classify, escalation_events
 from models.mapping import (
     GLOBAL_CODES,
     NOT_AUTHORIZED_EVENT_TYPES,
@@ -43,6 +49,7 @@ from models.mapping import (
 )
 from models.policy import Decision, Result
 from models.scope import AgentScope
+from models.sources import network_of
 
 _WORST = {Decision.EXPLICIT_DENY: 3, Decision.IMPLICIT_DENY: 2, Decision.UNKNOWN: 1, Decision.ALLOW: 0}
 _WRITE_PREFIXES = ("Create", "Delete", "Put", "Update", "Modify", "Attach", "Detach", "Stop", "Start", "Run",
@@ -79,20 +86,15 @@ class OutOfScope(Detector):
                "resource_type", "resource_name", "request_parameters", "source_ip", "ip_version", "vpc_id",
                "mfa_authenticated", "access_key_id", "secure_transport", "identity_type", "user_name",
                "role_name", "user_agent", "error_code")
-    parameter_events = frozenset(PARAMETER_TARGETS)
+    parameter_events = frozenset(PARAMETER_TARGETS) | ESCALATION_EVENTS
 
     def score(self, events: pd.DataFrame, models: Models, now: datetime) -> list[Finding]:
         """All agents at once: per-agent loops cost more in pandas overhead than the work itself."""
-        df = events[events["agent"].isin(list(models.scopes)).to_numpy()]
+        df = _judged(events, models.scopes)
         if df.empty:
             return []
-        df = df.assign(account=df["recipient_account_id"].where(df["recipient_account_id"].notna(),
-                                                                df["account_id"]))
-        signin = df["service_name"].str.lower().isin(SIGNIN_SERVICES).fillna(False).astype(bool)
-        df = df[~(df["event_type"].isin(NOT_AUTHORIZED_EVENT_TYPES) | signin).to_numpy()]
-        if df.empty:
-            return []
-        df = self._with_decisions(models.scopes, df)
+        df = with_decisions(models.scopes, df)
+        df = df.assign(escalation=_escalations(df))
         out: list[Finding] = []
         for (agent, key), rows in self._violations(models.scopes, df).groupby(["agent", "vkey"], sort=False):
             scope = models.scopes[str(agent)]
@@ -100,32 +102,6 @@ class OutOfScope(Detector):
         return out
 
     # -- which events break the scope ---------------------------------------------------------
-    def _with_decisions(self, scopes: dict[str, AgentScope], df: pd.DataFrame) -> pd.DataFrame:
-        """Add the action, and (for agents that declare policies) the worst decision over the
-        call's resources, evaluating each distinct (agent, request) once."""
-        key = df[["agent", *_REQUEST_COLUMNS]].copy()
-        for column, agents in _context_columns(scopes).items():
-            key[column] = df[column].where(df["agent"].isin(agents))  # only where a policy asks
-        codes = key.groupby(list(key.columns), dropna=False, sort=False).ngroup().to_numpy()
-        _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
-        firsts = df.iloc[first]
-        firsts = firsts.astype(object).where(firsts.notna(), None)
-        actions, results = [], []
-        for row in firsts.itertuples(index=False):
-            scope = scopes[row.agent]
-            actions.append(action(_call_facts(row)))
-            results.append(_evaluate(scope, row) if scope.has_policies else (None, None))
-        def spread(values: list[Any]) -> np.ndarray:
-            return np.asarray(values, dtype=object)[inverse]
-
-        return df.assign(
-            action=spread(actions),
-            decision=spread([r[0].decision if r[0] else None for r in results]),
-            statement=spread([r[0].statement if r[0] else None for r in results]),
-            reason=spread([r[0].reason if r[0] else None for r in results]),
-            resource=spread([r[1] for r in results]),
-        )
-
     def _violations(self, scopes: dict[str, AgentScope], df: pd.DataFrame) -> pd.DataFrame:
         """Every violating event, once per kind, with its dedup key (``vkey``) and kind."""
         parts = []
@@ -134,7 +110,8 @@ class OutOfScope(Detector):
         maybe = (df["decision"] == Decision.UNKNOWN).to_numpy()
         kind = np.where(maybe, "possibly_out_of_scope", "out_of_scope")
         parts.append(df.assign(vkind=kind, vkey=pd.Series(kind, index=df.index) + ":" + df["action"].str.lower())[outside])
-        refused = _mapped(df["error_code"], self._is_refused).to_numpy() & ~outside
+        # a refused escalation within the scope is privilege_escalation's (an attempt), not "refused"
+        refused = _mapped(df["error_code"], self._is_refused).to_numpy() & ~outside & df["escalation"].isna().to_numpy()
         parts.append(df.assign(vkind="refused", vkey="refused:" + df["action"].str.lower())[refused])
         if self.params["check_regions"]:
             # global services (RAM, STS...) have no region: ActionTrail files them under the global
@@ -146,7 +123,7 @@ class OutOfScope(Detector):
         if self.params["check_source_ips"]:
             foreign = _pairs(df, "source_ip", lambda a, ip: scopes[a].source_allowed(ip) is False).to_numpy()
             rows = df[foreign]
-            parts.append(rows.assign(vkind="source_ip", vkey="source:" + rows["source_ip"].map(_network_of)))
+            parts.append(rows.assign(vkind="source_ip", vkey="source:" + rows["source_ip"].map(network_of)))
         return pd.concat(parts) if parts else df.iloc[:0]
 
     def _is_refused(self, code: Any) -> bool:
@@ -177,17 +154,80 @@ class OutOfScope(Detector):
             "error_codes": dict(codes), "source_ips": capped(dict.fromkeys(burst["source_ip"].dropna())),
             "regions": capped(dict.fromkeys(burst["acs_region"].dropna())),
         }
+        hint = ""
         if kind in ("out_of_scope", "possibly_out_of_scope"):
             first = burst.iloc[0]
             evidence.update(decision=str(first["decision"]), statement=first["statement"] or None,
                             rule=first["reason"], resources=capped(dict.fromkeys(burst["resource"])))
+            severity, hint = _escalation(burst, evidence, severity)
         first_seen, last_seen = burst["event_time"].iloc[0].to_pydatetime(), burst["event_time"].iloc[-1].to_pydatetime()
         return Finding(
             detector=self.id, agent=agent, severity=severity,
             score=_score(severity, len(burst)), first_seen=first_seen, last_seen=last_seen,
-            summary=_summary(agent, kind, meta, evidence, wrote), event_ids=list(burst["event_id"]),
+            summary=_summary(agent, kind, meta, evidence, wrote) + hint,
+            event_ids=list(burst["event_id"]),
             evidence=jsonable(evidence), dedup_key=key,
         )
+
+
+def _judged(events: pd.DataFrame, scopes: dict[str, AgentScope]) -> pd.DataFrame:
+    """The events judged here: registered agents' RAM-authorized calls, with the account acted on."""
+    df = events[events["agent"].isin(list(scopes)).to_numpy()]
+    if df.empty:
+        return df
+    df = df.assign(account=df["recipient_account_id"].where(df["recipient_account_id"].notna(), df["account_id"]))
+    signin = df["service_name"].str.lower().isin(SIGNIN_SERVICES).fillna(False).astype(bool)
+    return df[~(df["event_type"].isin(NOT_AUTHORIZED_EVENT_TYPES) | signin).to_numpy()]
+
+
+def declared_decisions(events: pd.DataFrame, scopes: dict[str, AgentScope]) -> pd.Series:
+    """What the agent's declared policies decide for each call, as this detector judges it (the
+    worst over the call's resources); None where the agent declares no policies, is unregistered,
+    or the call is not RAM-authorized. For detectors that leave out-of-scope calls to this one
+    (privilege_escalation). Indexed like ``events``, which needs this detector's columns."""
+    df = _judged(events, scopes)
+    if df.empty:
+        return pd.Series(None, index=events.index, dtype=object)
+    return with_decisions(scopes, df)["decision"].reindex(events.index)
+
+
+def with_decisions(scopes: dict[str, AgentScope], df: pd.DataFrame) -> pd.DataFrame:
+    """Add the action, and (for agents that declare policies) the worst decision over the call's
+    resources, evaluating each distinct (agent, request) once."""
+    key = df[["agent", *_REQUEST_COLUMNS]].copy()
+    for column, agents in _context_columns(scopes).items():
+        key[column] = df[column].where(df["agent"].isin(agents))  # only where a policy asks
+    codes = key.groupby(list(key.columns), dropna=False, sort=False).ngroup().to_numpy()
+    _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+    firsts = df.iloc[first]
+    firsts = firsts.astype(object).where(firsts.notna(), None)
+    actions, results = [], []
+    for row in firsts.itertuples(index=False):
+        scope = scopes[row.agent]
+        actions.append(action(_call_facts(row)))
+        results.append(_evaluate(scope, row) if scope.has_policies else (None, None))
+
+    def spread(values: list[Any]) -> np.ndarray:
+        return np.asarray(values, dtype=object)[inverse]
+
+    return df.assign(
+        action=spread(actions),
+        decision=spread([r[0].decision if r[0] else None for r in results]),
+        statement=spread([r[0].statement if r[0] else None for r in results]),
+        reason=spread([r[0].reason if r[0] else None for r in results]),
+        resource=spread([r[1] for r in results]),
+    )
+
+
+def _escalations(df: pd.DataFrame) -> pd.Series:
+    """Each call's privilege escalation (``models.escalation``), None for most. Any group counts as
+    privileged: outside the scope, adding a user to a group is granting power whatever its name."""
+    mask = escalation_events(df["event_name"])
+    out = pd.Series(None, index=df.index, dtype=object)
+    if mask.any():
+        out[mask] = [classify(r.event_name, r.request_parameters, Caller(r.identity_type, r.user_name, r.role_name),
+                              privileged_groups=None) for r in df[mask].itertuples(index=False)]
+    return out
 
 
 def _evaluate(scope: AgentScope, row: Any) -> tuple[Result, str]:
@@ -243,11 +283,6 @@ def _is_global_action(act: str) -> bool:
     return act.split(":", 1)[0] in GLOBAL_CODES
 
 
-def _network_of(ip: str) -> str:
-    addr = ipaddress.ip_address(ip)
-    return str(ipaddress.ip_network(f"{ip}/{24 if addr.version == 4 else 64}", strict=False))
-
-
 def _is_write(row: Any) -> bool:
     if row.get("event_rw") in ("Write", "Read"):
         return bool(row.get("event_rw") == "Write")
@@ -265,6 +300,20 @@ def _severity(kind: str, wrote: bool, succeeded: bool) -> str:
 def _score(severity: str, count: int) -> float:
     base = {"low": 0.25, "medium": 0.5, "high": 0.75, "critical": 0.9}[severity]
     return min(1.0, base + 0.02 * math.log2(max(count, 1)))
+
+
+def _escalation(burst: pd.DataFrame, evidence: dict[str, Any], severity: str) -> tuple[str, str]:
+    """Out-of-scope calls that escalate privileges say so: critical, or high when every one of
+    them failed (an attempt). Returns the severity and the summary's hint."""
+    rows = burst[burst["escalation"].map(lambda e: isinstance(e, Escalation)).to_numpy(dtype=bool)]
+    if rows.empty:
+        return severity, ""
+    details = capped(dict.fromkeys(e.detail for e in rows["escalation"]), 5)
+    evidence.update(privilege_escalation=rows["escalation"].iloc[0].pattern, escalation=details)
+    failed = rows["error_code"].dropna()
+    if len(failed) < len(rows):
+        return "critical", f"; a privilege escalation: {'; '.join(details)}"
+    return "high", f"; a privilege escalation attempt (failed: {', '.join(dict.fromkeys(failed))}): {'; '.join(details)}"
 
 
 def _summary(agent: str, kind: str, meta: dict[str, Any], ev: dict[str, Any], wrote: bool) -> str:

@@ -7,7 +7,14 @@ Insights does) and holds, per agent:
   the observed days it was active then (the hour-of-week profile), and the same pooled into
   weekdays vs weekends;
 * how much and how often it fails: calls, failed calls, its worst 5-minute count of failures,
-  and its busiest 5 minutes of calls (how bursty it is).
+  and its busiest 5 minutes of calls (how bursty it is);
+* where it calls from (``models.sources``): its source networks, regions and clients (user-agent
+  families) with their calls, and how diverse they are: on how many local days each kind was seen,
+  and how many of those days (after the first) brought a value never seen before. A role used from
+  a fleet of instances brings new networks nearly every day; a CI key from one office, never.
+
+Baselines stored before sources were learned load with those fields ``None``: not learned, for the
+detectors that read them (``new_source``), until the next fit.
 
 All aggregation runs in DuckDB, so fitting costs memory for the per-agent tables only, however long
 the history. Baselines are stored with the data range they were fitted on; ``trailwarden train``
@@ -17,17 +24,19 @@ refits explicitly and ``detect`` fits what it needs for its window (never lookin
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import date, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from models.sources import IPV4_NETWORK_SQL, REGION_SQL, client_family, network_of
 from pipeline.store import Store, utcnow
 
 HISTORY = timedelta(days=28)
 MIN_ACTIVE_DAYS = 7  # below this an agent's rhythm is not known: fall back to declared hours
+MAX_SOURCES = 2000  # values kept per kind of source; an agent with more is taken as rotating them
 
 
 @dataclass
@@ -46,6 +55,10 @@ class Baseline:
     observed_by_weekday: list[int] = field(default_factory=lambda: [0] * 7)  # days of each weekday seen
     # days active at [weekday 0-6][hour 0-23] (local time)
     hour_of_week: list[list[int]] = field(default_factory=lambda: [[0] * 24 for _ in range(7)])
+    # where it calls from, per kind (models.sources.KINDS); None: fitted before sources were learned
+    sources: dict[str, dict[str, int]] | None = None  # kind -> value -> calls
+    source_days: dict[str, int] | None = None  # kind -> local days on which the kind was seen
+    novel_days: dict[str, int] | None = None  # kind -> of those days after the first, how many brought a new value
 
     @property
     def learned(self) -> bool:
@@ -85,6 +98,22 @@ class Baseline:
     def weeks_active_at(self, weekday: int, hour: int) -> int:
         return self.hour_of_week[weekday][hour]
 
+    def known_sources(self, kind: str) -> dict[str, int]:
+        """The values of a kind of source seen in the history, with their calls."""
+        return (self.sources or {}).get(kind, {})
+
+    def novelty(self, kind: str, min_days: int = MIN_ACTIVE_DAYS) -> float | None:
+        """On what share of the days a kind of source was seen (after the first) a never-seen value
+        appeared: 0 for an agent that always calls from the same places, near 1 for one that
+        rotates. None when not learned: fitted before sources were, or seen on under ``min_days``
+        days (at least 2)."""
+        if self.source_days is None or self.novel_days is None:
+            return None
+        days = self.source_days.get(kind, 0)
+        if days < max(min_days, 2):
+            return None
+        return self.novel_days.get(kind, 0) / (days - 1)
+
     def to_json(self) -> str:
         data = asdict(self)
         for key in ("history_start", "history_end"):
@@ -96,7 +125,8 @@ class Baseline:
         data = json.loads(text)
         for key in ("history_start", "history_end"):
             data[key] = datetime.fromisoformat(data[key])
-        return cls(**data)
+        known = {f.name for f in fields(cls)}  # older baselines lack fields (defaulted), newer may add some
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def fit(store: Store, end: datetime, timezone: str, history: timedelta = HISTORY,
@@ -143,15 +173,69 @@ def fit(store: Store, end: datetime, timezone: str, history: timedelta = HISTORY
         GROUP BY agent
         """,  # noqa: S608 - as above
         params).fetchall())
+    sources = _fit_sources(store, where, [timezone, *params])
     out: dict[str, Baseline] = {}
     for agent, calls, failures, active_days, first_seen in totals:
         by_weekday = _observed_days(first_seen, end, timezone)
+        known, days, novel = sources.get(agent, ({}, {}, {}))
         out[agent] = Baseline(agent, start, end, timezone, int(active_days), sum(by_weekday[:5]),
                               sum(by_weekday[5:]), int(calls), int(failures), int(bursts.get(agent) or 0),
-                              int(busy.get(agent) or 0), by_weekday)
+                              int(busy.get(agent) or 0), by_weekday, sources=known, source_days=days,
+                              novel_days=novel)
     for agent, dow, hour, days in profile:
         out[agent].hour_of_week[int(dow)][int(hour)] = int(days)
     return out
+
+
+SourceStats = tuple[dict[str, dict[str, int]], dict[str, int], dict[str, int]]
+
+
+def _fit_sources(store: Store, where: str, params: list[Any]) -> dict[str, SourceStats]:
+    """Per agent and kind of source: each value's calls and first local day, and the days the kind
+    was seen. SQL reduces the history to distinct (agent, kind, value) rows; only those reach
+    Python, to fold IPv6 addresses into /64s and user agents into families."""
+    rows = store.con.execute(
+        f"""
+        WITH combos AS (
+            SELECT agent, CAST(timezone(?, event_time) AS DATE) AS day,
+                   CASE ip_version WHEN 4 THEN {IPV4_NETWORK_SQL} WHEN 6 THEN source_ip END AS network,
+                   {REGION_SQL} AS region, nullif(trim(user_agent), '') AS client, count(*) AS n
+            FROM events WHERE {where} GROUP BY ALL)
+        SELECT agent, kind, value, sum(n) AS calls, min(day) AS first_day, count(DISTINCT day) AS days
+        FROM (UNPIVOT combos ON network, region, client INTO NAME kind VALUE value)
+        GROUP BY GROUPING SETS ((agent, kind, value), (agent, kind))
+        """,  # noqa: S608 - fixed SQL fragments; values are bound
+        params).fetchall()
+    seen: dict[tuple[str, str], dict[str, tuple[int, date]]] = {}
+    days: dict[tuple[str, str], int] = {}
+    for agent, kind, value, calls, first_day, n_days in rows:
+        if value is None:
+            days[(agent, kind)] = int(n_days)
+            continue
+        name = _source_value(kind, value)
+        if name is not None:
+            values = seen.setdefault((agent, kind), {})
+            before = values.get(name, (0, first_day))
+            values[name] = (before[0] + int(calls), min(before[1], first_day))
+    out: dict[str, SourceStats] = {}
+    for (agent, kind), values in seen.items():
+        known, kind_days, novel = out.setdefault(agent, ({}, {}, {}))
+        kind_days[kind] = days.get((agent, kind), 0)
+        first = min(day for _, day in values.values())
+        novel[kind] = len({day for _, day in values.values()} - {first})
+        ranked = sorted(values.items(), key=lambda kv: (-kv[1][0], kv[0]))
+        known[kind] = {name: calls for name, (calls, _) in ranked[:MAX_SOURCES]}
+        if len(ranked) > MAX_SOURCES:  # too many to keep: judged as rotating
+            novel[kind] = max(kind_days[kind] - 1, novel[kind])
+    return out
+
+
+def _source_value(kind: str, value: str) -> str | None:
+    if kind == "client":
+        return client_family(value)
+    if kind == "network" and "/" not in value:  # IPv6 addresses come raw from SQL
+        return network_of(value)
+    return value
 
 
 def _observed_days(first_seen: datetime, end: datetime, timezone: str) -> list[int]:

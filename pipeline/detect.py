@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 import detectors
-from detectors.base import Detector, Finding, Models
+from detectors.base import Detector, Finding, Models, capped, severity_rank
 from models import baselines
 from models.inventory import Inventory
 from models.mapping import PARAMETER_TARGETS
@@ -173,7 +173,37 @@ def _score_all(active: list[Detector], events: pd.DataFrame, models: Models, now
         stats["seconds"] = round(stats["seconds"] + time.monotonic() - started, 3)
         stats["findings"] += len(found)
         out.extend(found)
-    return out
+    return _raise_coinciding(out, active)
+
+
+def _raise_coinciding(findings: list[Finding], active: list[Detector]) -> list[Finding]:
+    """Detectors are independent, but some findings matter more together: a detector that declares
+    ``coincidence_window`` (new_source) has a finding raised to its ``coincidence_severity`` when
+    another detector's finding about the same agent lies within that window of it; the evidence
+    names those (``coincides_with``) and the summary says so. Runs once all detectors scored a chunk."""
+    rules = {d.id: (parse_duration(d.params["coincidence_window"]), str(d.params["coincidence_severity"]))
+             for d in active if "coincidence_window" in d.params}
+    by_agent: dict[str, list[Finding]] = {}
+    for f in findings:
+        by_agent.setdefault(f.agent, []).append(f)
+    for f in findings:
+        if f.detector in rules:
+            window, severity = rules[f.detector]
+            near = [g for g in by_agent[f.agent] if g.detector != f.detector
+                    and g.first_seen <= f.last_seen + window and g.last_seen >= f.first_seen - window]
+            if near:
+                _raise(f, near, severity)
+    return findings
+
+
+def _raise(f: Finding, near: list[Finding], severity: str) -> None:
+    if severity_rank(severity) > severity_rank(f.severity):
+        f.severity, f.score = severity, max(f.score, 0.75)
+    f.evidence["coincides_with"] = capped(
+        ({"detector": g.detector, "id": g.id, "severity": g.severity,
+          "first_seen": g.first_seen.isoformat().replace("+00:00", "Z")}
+         for g in sorted(near, key=lambda g: (g.first_seen, g.detector, g.id))), 10)
+    f.summary += f"; coincides with {', '.join(sorted({g.detector for g in near}))}"
 
 
 def _columns(active: list[Detector]) -> list[str]:
