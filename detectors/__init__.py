@@ -35,7 +35,8 @@ def registry() -> dict[str, type[Detector]]:
 
 
 def build(overrides: dict[str, dict[str, Any]], config_path: str | None = None) -> list[Detector]:
-    """Instantiate every registered detector with its config overrides, validated."""
+    """Instantiate every registered detector with its config overrides, validated; ``enabled: false``
+    leaves one out."""
     known = registry()
     for name in overrides:
         if name not in known:
@@ -43,11 +44,17 @@ def build(overrides: dict[str, dict[str, Any]], config_path: str | None = None) 
                              key=f"detectors.{name}")
     out = []
     for name, cls in known.items():
-        params = overrides.get(name) or {}
+        params = dict(overrides.get(name) or {})
+        enabled = params.pop("enabled", True)
+        if not isinstance(enabled, bool):
+            raise UsageError(f"must be true or false, not {enabled!r}", path=config_path,
+                             key=f"detectors.{name}.enabled")
+        if not enabled:
+            continue
         try:
             out.append(cls(**params))
         except KeyError as exc:
-            allowed = ", ".join(cls.parameters) or "none"
+            allowed = ", ".join([*cls.parameters, "enabled"])
             raise UsageError(f"unknown parameter (allowed: {allowed})", path=config_path,
                              key=f"detectors.{name}.{exc.args[0]}") from None
         except (TypeError, ValueError) as exc:

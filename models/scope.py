@@ -9,6 +9,7 @@ from functools import lru_cache
 
 from models.inventory import Agent, Hours, Inventory
 from models.policy import PolicySet, compile_policy
+from models.sources import address
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,8 @@ class AgentScope:
 
 @lru_cache(maxsize=65536)
 def _in_networks(ip: str | None, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool | None:
-    if not ip:
-        return None
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
+    addr = address(ip)
+    if addr is None:
         return None
     return any(addr.version == net.version and addr in net for net in networks)
 

@@ -49,15 +49,22 @@ _VERSION = re.compile(r"[-_]v?\d+(?:\.\d+)*$")
 MAX_FAMILY = 40  # attacker-controlled text: keep it short
 
 
+def address(ip: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a ``sourceIpAddress`` holds; None for "Internal", masked, host names, empty."""
+    if not ip:
+        return None
+    try:
+        return ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+
+
 @lru_cache(maxsize=65536)
 def network_of(ip: str | None) -> str | None:
     """``203.0.113.0/24`` for ``203.0.113.7``, ``2001:db8:1:2::/64`` for an IPv6 address; None for
     anything that is not an address."""
-    if not ip:
-        return None
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
+    addr = address(ip)
+    if addr is None:
         return None
     prefix = 24 if addr.version == 4 else 64
     return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))

@@ -74,6 +74,21 @@ def test_config_overrides_are_validated():
     assert built["out_of_scope"].dedup_window == timedelta(hours=2)
 
 
+def test_a_detector_can_be_turned_off(store, tmp_path, make_event):
+    built = {d.id for d in detectors.build({"new_source": {"enabled": False}, "odd_hours": {"enabled": True}})}
+    assert "new_source" not in built and "odd_hours" in built
+    with pytest.raises(UsageError) as err:
+        detectors.build({"new_source": {"enabled": "no"}}, "cfg.yaml")
+    assert err.value.key == "detectors.new_source.enabled"
+    inv = _inventory(CI_AGENT)
+    start = datetime(2026, 11, 2, 3, 0, tzinfo=UTC)
+    _store_with(store, tmp_path, _events(make_event, start, ["RunInstances"]), inv)
+    report = run_detect(store, Config(detectors={"out_of_scope": {"enabled": False}}), inv,
+                        since=start - timedelta(hours=1), until=start + timedelta(hours=1))
+    assert report.new == 0 and "out_of_scope" not in report.detectors
+    assert list_findings(store) == []
+
+
 # -- detect ------------------------------------------------------------------------------------
 def test_detect_is_idempotent_over_a_window(store, tmp_path, make_event):
     inv = _inventory(CI_AGENT)
