@@ -20,8 +20,12 @@ period's models, and a later baseline (which has learned them) must not re-judge
 
 Nothing is written: no findings, baselines, runs or pipeline state. Open the store read-only.
 
-Known gaps: suppressions and triage are not applied (a suppressed finding counts as raised); a
-finding continuing from before the window counts on its first period (findings already stored are
+Suppressions: each would-be finding that a suppression active now covers is marked with it
+(``suppressed_by``) and counted apart (it would have been stored as ``suppressed``, not alerted);
+it still counts as raised, since the counts are what the detectors do. Suppressions active now are
+applied to every day, whenever they were added: the question is what today's rules would let through.
+
+Known gaps: triage (acknowledged, resolved) is not applied; a finding continuing from before the window counts on its first period (findings already stored are
 not consulted); events are attributed as stored (after an inventory change, a writing command
 re-attributes them).
 """
@@ -65,6 +69,7 @@ class Raised:
     summary: str
     period: datetime  # the start of the period it was first raised in
     event_ids: set[str] = field(default_factory=set)
+    suppressed_by: str | None = None  # the id of an active suppression that covers it
 
     @classmethod
     def first(cls, f: Finding, period: datetime) -> Raised:
@@ -146,6 +151,9 @@ class BacktestReport:
                 out[r.agent][r.detector] += 1
         return dict(out)
 
+    def suppressed(self) -> int:
+        return sum(r.suppressed_by is not None for r in self.raised)
+
     def totals(self) -> dict[str, int]:
         found = Counter(r.detector for r in self.raised)
         return {d: found[d] for d in self.detectors}
@@ -158,14 +166,14 @@ class BacktestReport:
                  "by_agent": {a: dict(c) for a, c in sorted(self.by_agent(p.start).items())},
                  "errors": p.errors, "unlearned": p.unlearned} for p in self.periods]
         return {"window": {"since": self.since, "until": self.until}, "step": format_step(self.step),
-                "detectors": self.detectors, "days": days, "totals": self.totals(),
+                "detectors": self.detectors, "days": days, "totals": self.totals(), "suppressed": self.suppressed(),
                 "findings": [self._finding(r) for r in self.raised], "notes": self.notes,
                 "seconds": round(self.seconds, 3)}
 
     def _finding(self, r: Raised) -> dict[str, Any]:
         return {"day": self.label(r.period), "detector": r.detector, "agent": r.agent, "severity": r.severity,
                 "summary": r.summary, "first_seen": r.first_seen, "last_seen": r.last_seen, "id": r.id,
-                "score": r.score, "event_count": len(r.event_ids)}
+                "score": r.score, "event_count": len(r.event_ids), "suppressed_by": r.suppressed_by}
 
     def csv_rows(self) -> list[list[Any]]:
         """One row per (period, detector, agent) that raised anything."""
@@ -197,7 +205,8 @@ def run_backtest(store: Store, config: Config, inventory: Inventory, *, since: d
         models = Models(inventory=inventory, scopes=scopes, timezone=config.tz, baselines=fitted[day])
         report.periods.append(_score_period(store, chosen, models, begin, end, start, overlap, dedup))
     report.raised = dedup.raised
-    report.notes = _notes(report, store, inventory)
+    covered = _mark_suppressed(store, report.raised)
+    report.notes = _notes(report, store, inventory) + covered
     report.seconds = time.monotonic() - started
     return report
 
@@ -286,6 +295,23 @@ def _utc_day(when: datetime) -> datetime:
     return when.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+def _mark_suppressed(store: Store, raised: list[Raised]) -> list[str]:
+    """Mark the findings today's active suppressions cover; a note per suppression that covers any."""
+    from pipeline.triage import load_suppressions, matching_suppression
+
+    suppressions = load_suppressions(store)
+    if not suppressions:
+        return []
+    hits: Counter[str] = Counter()
+    for r in raised:
+        covering = matching_suppression(store.con, suppressions, r.detector, r.agent, sorted(r.event_ids))
+        if covering is not None:
+            r.suppressed_by = covering.id
+            hits[covering.id] += 1
+    return [f"suppression {s.id} ({s.detector}{f', {s.agent}' if s.agent else ''}: {s.reason}) covers "
+            f"{hits[s.id]} of them" for s in suppressions if hits[s.id]]
+
+
 # -- notes -------------------------------------------------------------------------------------------
 def _notes(report: BacktestReport, store: Store, inventory: Inventory) -> list[str]:
     notes = []
@@ -340,7 +366,8 @@ def as_text(report: BacktestReport, top: int = 20) -> str:
     total = len(report.raised)
     lines = [f"Backtest {to_jsonable(report.since)} .. {to_jsonable(report.until)}, step {format_step(report.step)}: "
              f"{total} finding{'s' if total != 1 else ''} would have been raised "
-             f"({sum(p.events for p in report.periods):,} events scored in {report.seconds:.1f}s). "
+             f"({sum(p.events for p in report.periods):,} events scored in {report.seconds:.1f}s)"
+             f"{_suppressed_words(report)}. "
              "Each period is judged by baselines fitted on the 28 days before its UTC day; nothing was stored.", ""]
     lines += [render(["day", "events", *report.detectors, "total"], _day_rows(report), "table"), ""]
     agents = sorted(report.by_agent().items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
@@ -353,6 +380,11 @@ def as_text(report: BacktestReport, top: int = 20) -> str:
     if report.notes:
         lines += ["Notes:", *(f"  - {n}" for n in report.notes)]
     return "\n".join(lines).rstrip()
+
+
+def _suppressed_words(report: BacktestReport) -> str:
+    n = report.suppressed()
+    return f", {n} of them covered by active suppressions (stored as suppressed, not alerted)" if n else ""
 
 
 def _day_rows(report: BacktestReport) -> list[list[Any]]:

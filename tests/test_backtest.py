@@ -187,6 +187,28 @@ def test_a_tuned_config_lowers_the_counts(demo: Demo, tmp_path: Path) -> None:
     assert json.loads(result.stdout)["totals"] == {"failure_storm": 0}
 
 
+def test_active_suppressions_are_marked_not_hidden(demo: Demo, tmp_path: Path) -> None:
+    """A suppression for the ETL role's night reads: the backtest still counts its finding (the
+    detector raised it) but marks it, says how many in the header, and names the suppression."""
+    db = tmp_path / "copy.duckdb"
+    shutil.copy(demo.db, db)
+    added = run_cli("--config", str(CONFIG_PATH), "--db", str(db), "suppress", "add", "--detector", "odd_hours",
+                    "--agent", "etl-pipeline", "--reason", "monthly lake compaction", "--format", "json")
+    assert added.returncode == 0, added.stderr
+    sid = json.loads(added.stdout)["id"]
+    result = run_cli("--config", str(CONFIG_PATH), "--db", str(db), "backtest", *demo.window(), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    marked = [f for f in report["findings"] if f["suppressed_by"]]
+    assert marked and {(f["detector"], f["agent"], f["suppressed_by"]) for f in marked} == {
+        ("odd_hours", "etl-pipeline", sid)}
+    assert report["totals"] == demo.month["totals"] and report["suppressed"] == len(marked)
+    assert any(sid in n and "monthly lake compaction" in n for n in report["notes"])
+    assert demo.month["suppressed"] == 0 and not any(f["suppressed_by"] for f in demo.month["findings"])
+    table = run_cli("--config", str(CONFIG_PATH), "--db", str(db), "backtest", *demo.window())
+    assert f"{len(marked)} of them covered by active suppressions" in table.stdout.splitlines()[0]
+
+
 # -- bad input -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("args", "flag"), [
     (["--since", "2026-11-20", "--until", "2026-11-10"], "--since"),
