@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import duckdb
 
 from pipeline.errors import UsageError
-from pipeline.store import Store, first_row, snapshot_path, utcnow
+from pipeline.store import Store, first_row, recent_total, snapshot_path, utcnow
 
 
 def run_query(store: Store, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -38,14 +39,16 @@ def collect_status(store: Store) -> dict[str, Any]:
     # an SLS cursor is opaque: the receive time of the pull it follows is kept beside it
     received = {name.removeprefix("sls.received:"): int(value) for name, value in con.execute(
         "SELECT name, value FROM pipeline_state WHERE name LIKE 'sls.received:%'").fetchall()}
+    rows = con.execute(
+        "SELECT source, partition, cursor, watermark, events, updated_at, last_error, last_error_at, recent "
+        "FROM ingest_state ORDER BY source, partition").fetchall()
+    partitions = Counter(r[0] for r in rows)
     sources = [
         {"source": s, "partition": p or None, "cursor": c, "cursor_time": _cursor_time(s, p, c, received),
-         "watermark": w, "events": n, "updated_at": u,
-         "lag_seconds": _lag(now, w), "events_last_hour": last_hour.get(s, 0), "last_error": e,
-         "last_error_at": ea}
-        for s, p, c, w, n, u, e, ea in con.execute(
-            "SELECT source, partition, cursor, watermark, events, updated_at, last_error, last_error_at "
-            "FROM ingest_state ORDER BY source, partition").fetchall()
+         "watermark": w, "events": n, "updated_at": u, "lag_seconds": _lag(now, w),
+         "events_last_hour": _last_hour(recent, now, last_hour.get(s, 0) if partitions[s] == 1 else None),
+         "last_error": e, "last_error_at": ea}
+        for s, p, c, w, n, u, e, ea, recent in rows
     ]
     quarantined = first_row(con.execute("SELECT count(*) FROM quarantine"))
     reasons = con.execute(
@@ -104,6 +107,13 @@ def _cursor_time(source: str, partition: str, cursor: str | None, received: dict
     except ValueError:
         return None
     return when if when is not None and when.tzinfo is not None else None
+
+
+def _last_hour(recent: str | None, now: datetime, fallback: int | None) -> int | None:
+    """A partition's events committed in the last hour, from its per-minute counts; for a partition
+    last written before those were kept, its source's count when it is the only one, else unknown."""
+    total = recent_total(recent, now)
+    return fallback if total is None else total
 
 
 def _lag(now: datetime, watermark: datetime | None) -> float | None:

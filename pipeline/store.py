@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,30 @@ def first_row(cursor: Any) -> tuple[Any, ...] | None:
     until its last result is finished, so ``fetchone()`` would leave it unusable for some calls."""
     rows = cursor.fetchall()
     return rows[0] if rows else None
+
+
+RECENT = timedelta(hours=1)
+
+
+def recent_counts(stored: str | None, now: datetime, new_events: int) -> str:
+    """A partition's per-minute event counts (JSON ``{"<unix minute>": n}``) with ``new_events``
+    added at ``now`` and minutes older than an hour dropped."""
+    try:
+        counts = {int(k): int(v) for k, v in json.loads(stored or "{}").items()}
+    except (ValueError, AttributeError):
+        counts = {}
+    minute = int(now.timestamp()) // 60
+    if new_events:
+        counts[minute] = counts.get(minute, 0) + new_events
+    oldest = minute - int(RECENT.total_seconds()) // 60
+    return json.dumps({str(k): v for k, v in sorted(counts.items()) if k > oldest})
+
+
+def recent_total(stored: str | None, now: datetime) -> int | None:
+    """Events in the last hour from a partition's ``recent`` counts; None when never recorded."""
+    if stored is None:
+        return None
+    return sum(json.loads(recent_counts(stored, now, 0)).values())
 
 
 def utcnow() -> datetime:
@@ -242,19 +266,25 @@ class Store:
 
     def save_state(self, source: str, partition: str, *, cursor: str | None,
                    watermark: datetime | None, new_events: int) -> None:
-        """Upsert a partition's cursor; the watermark only moves forward; an error is cleared."""
+        """Upsert a partition's cursor; the watermark only moves forward; an error is cleared; the
+        new events are added to its per-minute counts of the last hour (``recent``)."""
+        now = utcnow()
+        row = first_row(self.con.execute(
+            "SELECT recent FROM ingest_state WHERE source = ? AND partition = ?", [source, partition]))
+        recent = recent_counts(row[0] if row else None, now, new_events)
         self.con.execute(
             """
-            INSERT INTO ingest_state AS s (source, partition, cursor, watermark, events, updated_at)
-            VALUES (?, ?, ?, ?, ?, ?)
+            INSERT INTO ingest_state AS s (source, partition, cursor, watermark, events, updated_at, recent)
+            VALUES (?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (source, partition) DO UPDATE SET
                 cursor = coalesce(excluded.cursor, s.cursor),
                 watermark = greatest(s.watermark, excluded.watermark),
                 events = s.events + excluded.events,
                 updated_at = excluded.updated_at,
+                recent = excluded.recent,
                 last_error = NULL, last_error_at = NULL
             """,
-            [source, partition, cursor, watermark, new_events, utcnow()],
+            [source, partition, cursor, watermark, new_events, now, recent],
         )
 
     def record_source_error(self, source: str, partition: str, message: str) -> None:

@@ -60,3 +60,18 @@ def test_runs_record_counts_and_errors(store):
     store.finish_run(bad, {}, error="boom")
     rows = store.con.execute("SELECT status, counts->>'$.new', error FROM runs ORDER BY id").fetchall()
     assert rows == [("ok", "3", None), ("failed", None, "boom")]
+
+
+def test_recent_counts_keep_one_hour_per_minute():
+    from datetime import UTC, datetime, timedelta
+
+    from pipeline.store import recent_counts, recent_total
+
+    t0 = datetime(2026, 11, 29, 10, 0, 30, tzinfo=UTC)
+    recent = recent_counts(None, t0, 40)
+    recent = recent_counts(recent, t0 + timedelta(seconds=20), 2)  # the same minute: added up
+    recent = recent_counts(recent, t0 + timedelta(minutes=30), 5)
+    assert recent_total(recent, t0 + timedelta(minutes=30)) == 47
+    assert recent_total(recent, t0 + timedelta(minutes=61)) == 5  # the first minute has left the hour
+    assert recent_total(recent_counts(recent, t0 + timedelta(hours=3), 0), t0 + timedelta(hours=3)) == 0
+    assert recent_total(None, t0) is None  # never recorded: unknown, not zero

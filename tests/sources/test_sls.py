@@ -504,15 +504,18 @@ def test_kill_9_before_a_drained_parent_is_committed_loses_nothing(tmp_path):
 # -- status -----------------------------------------------------------------------------------------
 def test_status_shows_each_shard_partition_and_the_last_error(tmp_path, fake):
     spread(fake, events("a", 80), [0, 1, 2, 3], group_size=5)
+    spread(fake, events("b", 30), [1], group_size=5)
     cfg = config_file(tmp_path, fake)
     with open_store(tmp_path / "s.duckdb") as s:  # the CLI would hit the shared-connection race
-        assert pull(s, source(fake))[0].new == 80
+        assert pull(s, source(fake))[0].new == 110
     status = json.loads(run_cli("--config", str(cfg), "status", "--format", "json").stdout)
     rows = {s["partition"]: s for s in status["sources"] if s["source"] == "trail"}
     assert set(rows) == {partition(s) for s in range(4)}
-    for row in rows.values():
-        assert row["events"] == 20 and row["watermark"] is not None and row["cursor"]
-        assert 0 < row["lag_seconds"] < 3600 and row["events_last_hour"] > 0 and row["last_error"] is None
+    for shard, row in enumerate(rows[partition(s)] for s in range(4)):
+        expected = 50 if shard == 1 else 20
+        assert row["events"] == expected and row["watermark"] is not None and row["cursor"]
+        assert 0 < row["lag_seconds"] < 3600 and row["last_error"] is None
+        assert row["events_last_hour"] == expected  # per shard, not the source's total
         assert row["cursor_time"] is not None  # the receive time of the last pull read
     text = run_cli("--config", str(cfg), "status").stdout
     assert "cursor_time" in text and partition(3) in text
