@@ -24,7 +24,15 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
-from detectors.base import Detector, Finding, Models, capped, group_bursts, jsonable
+from detectors.base import (
+    Detector,
+    Finding,
+    Models,
+    capped,
+    group_bursts,
+    jsonable,
+    request_evidence,
+)
 
 TRAIL_CALLS = {"stoplogging": "stopped the audit trail", "deletetrail": "deleted the audit trail",
                "updatetrail": "changed the audit trail's configuration"}
@@ -83,7 +91,7 @@ class AuditTampering(Detector):
         severity = "high" if refused.all() else "critical"
         what = {**TRAIL_CALLS, **LOG_CALLS}.get(name, "deleted an OSS bucket the trail delivers to")
         targets = sorted(set().union(*(_targets(r) for r in burst.itertuples(index=False))))
-        params = [json.loads(p) for p in burst["request_parameters"].dropna()][:3]
+        params = [request_evidence(p) for p in burst["request_parameters"].dropna()][:3]
         evidence = {"action": str(burst["event_name"].iloc[0]), "count": len(burst),
                     "succeeded": int((~refused).sum()), "targets": capped(targets, 10),
                     "error_codes": dict(Counter(burst["error_code"].dropna())),

@@ -133,6 +133,30 @@ def capped(items: Iterable[Any], limit: int = 20) -> list[Any]:
     return out
 
 
+# the RPC envelope every call carries: signing and transport, nothing about what the call did
+_ENVELOPE = frozenset(k.lower() for k in (
+    "AcsHost", "AcsProduct", "HostId", "RequestId", "Format", "Version", "Timestamp", "AccessKeyId",
+    "SignatureMethod", "SignatureVersion", "SignatureNonce", "SignatureType", "Signature", "callerBidEmail",
+    "callerBid", "callerUid", "callerType", "ak_proxy", "ClientToken"))
+_SECRET_WORDS = ("password", "secret", "token", "credential", "privatekey")
+
+
+def request_evidence(text: Any) -> Any:
+    """A call's request parameters for a finding's evidence: the JSON parsed, without the RPC
+    envelope (signature, timestamp, host...), with anything that looks like a secret redacted.
+    None when it is not JSON."""
+    if not isinstance(text, str):
+        return None
+    try:
+        params = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(params, dict):
+        return params
+    return {k: "<redacted>" if any(w in k.lower() for w in _SECRET_WORDS) else v
+            for k, v in params.items() if k.lower() not in _ENVELOPE}
+
+
 def jsonable(value: Any) -> Any:
     """Evidence must survive ``json.dumps``: numpy scalars and timestamps become plain values."""
     return json.loads(json.dumps(value, default=_default))

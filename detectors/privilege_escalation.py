@@ -31,14 +31,21 @@ grants everything is high, not critical; a trust policy's principals are shown, 
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from datetime import datetime
 from typing import Any, ClassVar
 
 import pandas as pd
 
-from detectors.base import Detector, Finding, Models, capped, group_bursts, jsonable
+from detectors.base import (
+    Detector,
+    Finding,
+    Models,
+    capped,
+    group_bursts,
+    jsonable,
+    request_evidence,
+)
 from detectors.out_of_scope import OutOfScope, declared_decisions
 from models.escalation import (
     ADMIN_POLICIES,
@@ -119,7 +126,7 @@ class PrivilegeEscalation(Detector):
             "count": len(burst), "succeeded": int(ok.sum()), "failed": int((~ok).sum()), "error_codes": dict(codes),
             "source_ips": capped(dict.fromkeys(burst["source_ip"].dropna()), 10),
             "user_agents": capped(dict.fromkeys(burst["user_agent"].dropna()), 5),
-            "request_parameters": [_redacted(p) for p in burst["request_parameters"].dropna()[:3]],
+            "request_parameters": [request_evidence(p) for p in burst["request_parameters"].dropna()[:3]],
             "rule": "granting power in RAM is reported; outside the declared scope, out_of_scope reports it",
         }
         attempt = "" if done else f" attempt (failed: {', '.join(codes)})"
@@ -152,14 +159,3 @@ def _scope(rows: pd.DataFrame, models: Models) -> list[str | None]:
             out.append("within_scope" if decision == Decision.ALLOW else None)
     return out
 
-
-def _redacted(text: str) -> Any:
-    """Request parameters for the evidence, without anything that looks like a secret."""
-    try:
-        params = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(params, dict):
-        return params
-    return {k: "<redacted>" if any(s in k.lower() for s in ("password", "secret", "token")) else v
-            for k, v in params.items()}

@@ -37,11 +37,14 @@ def _call(make_event, n, name, service="Actiontrail", minutes=0, **extra):
 
 
 def test_stop_logging_fires_critical_even_when_the_scope_allows_it(store, tmp_path, make_event):
-    found = _score(store, tmp_path, [_call(make_event, 1, "StopLogging", requestParameters={"Name": "prod-trail"})])
+    envelope = {"AcsHost": "actiontrail.cn-hangzhou.aliyuncs.com", "SignatureMethod": "HMAC-SHA1",
+                "Timestamp": "2026-11-02T03:00:00Z", "RequestId": "2DE2", "Format": "JSON"}
+    found = _score(store, tmp_path, [_call(make_event, 1, "StopLogging",
+                                           requestParameters={"Name": "prod-trail", **envelope})])
     [f] = found
     assert (f.detector, f.agent, f.severity) == ("audit_tampering", "admin", "critical")
     assert "stopped the audit trail" in f.summary and "prod-trail" in f.summary
-    assert f.evidence["request_parameters"] == [{"Name": "prod-trail"}]
+    assert f.evidence["request_parameters"] == [{"Name": "prod-trail"}]  # the RPC envelope is noise in an alert
 
 
 def test_a_refused_attempt_is_high_and_ordinary_trail_reads_are_quiet(store, tmp_path, make_event):
