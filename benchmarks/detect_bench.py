@@ -114,7 +114,8 @@ def run_detect(db: Path, config: Path) -> dict[str, float]:
     if proc.returncode != 0:
         raise SystemExit(f"detect failed: {err.strip()}")
     report = json.loads(out)
-    return {"events": report["events"], "seconds": seconds, "findings": report["new"], "peak_mib": peak[0] / 1024}
+    return {"events": report["events"], "seconds": seconds, "findings": report["new"], "peak_mib": peak[0] / 1024,
+            "detectors": {name: stats["seconds"] for name, stats in report["detectors"].items()}}
 
 
 def _sample(proc: subprocess.Popen[str], peak: list[int]) -> None:
@@ -152,6 +153,11 @@ def main() -> None:
     for weeks, total, r in results:
         print(f"{weeks} weeks{'':<3} {total:>16,} {r['events']:>11,.0f} {r['seconds']:>8.1f} "
               f"{r['events'] / r['seconds']:>10,.0f} {r['peak_mib']:>9.0f} {r['findings']:>9.0f}")
+    for weeks, _, r in results:
+        spent = sorted(r["detectors"].items(), key=lambda kv: -kv[1])
+        print(f"{weeks} weeks, seconds in each detector ({sum(r['detectors'].values()):.1f} of {r['seconds']:.1f}; "
+              f"the rest is loading events and fitting baselines): "
+              + ", ".join(f"{name} {sec:.1f}" for name, sec in spent))
     rate = results[0][2]["events"] / results[0][2]["seconds"]
     print(f"target >= 100,000 scored events/s: {'met' if rate >= 100_000 else 'NOT MET'}")
 
