@@ -123,6 +123,7 @@ class NewSource(Detector):
             "known": {k: dict(Counter(baseline.known_sources(k)).most_common(10)) for k in KINDS},
             "diversity": {k: self._diversity(baseline, k) for k in KINDS},
             "history_days": (baseline.history_end - baseline.history_start).days,
+            "observed_days": sum(baseline.observed_by_weekday),  # since its first event in the history
             "threshold": {"max_novelty": self.params["max_novelty"], "min_days": self.params["min_days"]},
         }
         novelty = baseline.novelty(kind, self.params["min_days"]) or 0.0
@@ -178,7 +179,7 @@ def _summary(agent: str, kind: str, value: str, burst: pd.DataFrame, ev: dict[st
             "client": f"called with a never-seen client {value}"}[kind]
     div, known = ev["diversity"][kind], list(ev["known"][kind])
     one, many = _WORDS[kind]
-    usual = (f"in {ev['history_days']} days it used {div['distinct']} {one if div['distinct'] == 1 else many}"
+    usual = (f"in {ev['observed_days']} days it used {div['distinct']} {one if div['distinct'] == 1 else many}"
              f" ({', '.join(known[:3])}{', ...' if len(known) > 3 else ''}), a new one on "
              f"{div['days_with_a_new_value']} of {max(div['days_seen'] - 1, 0)} days")
     also = [f"{_WORDS[k][1 if len(v) > 1 else 0]} {', '.join(map(str, v))}"

@@ -137,7 +137,10 @@ def _summary(agent: str, burst: pd.DataFrame, first_local: pd.Timestamp, learned
              baseline: Baseline | None, hours: Hours | None, spread: int) -> str:
     n = len(burst)
     when = f"{first_local:%H:%M} {DAYS[first_local.weekday()]} {first_local:%Y-%m-%d} ({first_local.tzinfo})"
-    what = f"{agent} made {n} call{'s' if n != 1 else ''} at {when}"
+    apis = [str(a) for a, _ in Counter(burst["event_name"].dropna()).most_common(3)]
+    more = len(set(burst["event_name"].dropna())) - len(apis)
+    calls = f" ({', '.join(apis)}{f' and {more} more' if more > 0 else ''})" if apis else ""
+    what = f"{agent} made {n} call{'s' if n != 1 else ''}{calls} at {when}"
     reasons = []
     if learned is not None and burst["unusual"].any():
         weekend = first_local.weekday() >= 5
@@ -145,7 +148,7 @@ def _summary(agent: str, burst: pd.DataFrame, first_local: pd.Timestamp, learned
         days = round(learned.near_share(first_local.weekday(), first_local.hour, spread) * observed)
         kind = "weekend days" if weekend else "weekdays"
         lo, hi = (first_local.hour - spread) % 24, (first_local.hour + spread + 1) % 24
-        reasons.append(f"in {(learned.history_end - learned.history_start).days} days it was active "
+        reasons.append(f"in {sum(learned.observed_by_weekday)} days it was active "
                        f"{lo:02d}:00-{hi:02d}:00 on {days} of {observed} {kind}")
     elif baseline is not None and not baseline.learned:
         reasons.append(f"too little history to learn its rhythm ({baseline.active_days} active days)")

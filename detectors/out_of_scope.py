@@ -88,6 +88,13 @@ class OutOfScope(Detector):
                "role_name", "user_agent", "error_code")
     parameter_events = frozenset(PARAMETER_TARGETS) | ESCALATION_EVENTS
 
+    # privilege_escalation reports refused escalations within the scope, unless it is turned off
+    escalations_reported_elsewhere = True
+
+    def bind(self, config: Any) -> None:
+        settings = (getattr(config, "detectors", None) or {}).get("privilege_escalation") or {}
+        self.escalations_reported_elsewhere = settings.get("enabled", True) is not False
+
     def score(self, events: pd.DataFrame, models: Models, now: datetime) -> list[Finding]:
         """All agents at once: per-agent loops cost more in pandas overhead than the work itself."""
         df = _judged(events, models.scopes)
@@ -111,7 +118,9 @@ class OutOfScope(Detector):
         kind = np.where(maybe, "possibly_out_of_scope", "out_of_scope")
         parts.append(df.assign(vkind=kind, vkey=pd.Series(kind, index=df.index) + ":" + df["action"].str.lower())[outside])
         # a refused escalation within the scope is privilege_escalation's (an attempt), not "refused"
-        refused = _mapped(df["error_code"], self._is_refused).to_numpy() & ~outside & df["escalation"].isna().to_numpy()
+        refused = _mapped(df["error_code"], self._is_refused).to_numpy() & ~outside
+        if self.escalations_reported_elsewhere:
+            refused &= df["escalation"].isna().to_numpy()
         parts.append(df.assign(vkind="refused", vkey="refused:" + df["action"].str.lower())[refused])
         if self.params["check_regions"]:
             # global services (RAM, STS...) have no region: ActionTrail files them under the global

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -274,10 +274,13 @@ def _ranges(hours: list[int]) -> str:
 
 
 def save(store: Store, baselines: dict[str, Baseline]) -> None:
-    """One statement for all agents (row-at-a-time inserts cost ~1 ms each in DuckDB)."""
+    """Replace the stored baselines of the histories these were fitted on (an agent that has no
+    events there any more, after re-attribution, loses its row). One statement for all agents
+    (row-at-a-time inserts cost ~1 ms each in DuckDB)."""
     if not baselines:
         return
     items = list(baselines.values())
+    histories = {(b.history_start, b.history_end, b.timezone) for b in items}
     when = pa.timestamp("us", tz="UTC")
     table = pa.table({
         "agent": [b.agent for b in items],
@@ -290,19 +293,41 @@ def save(store: Store, baselines: dict[str, Baseline]) -> None:
     with store.transaction() as con:
         con.register("_tw_baselines", table)
         try:
+            for start, end, tz in histories:
+                con.execute("DELETE FROM baselines WHERE history_start = ? AND history_end = ? AND timezone = ?",
+                            [start, end, tz])
             con.execute("INSERT OR REPLACE INTO baselines SELECT * FROM _tw_baselines")
         finally:
             con.unregister("_tw_baselines")
 
 
+def day_start(when: datetime) -> datetime:
+    """The UTC midnight a window's baselines end at: one fit serves every window of a UTC day."""
+    return when.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def refit(store: Store, when: datetime, timezone: str) -> dict[str, Baseline]:
+    """Fit and store the baselines that windows on ``when``'s UTC day are scored against."""
+    fitted = fit(store, day_start(when), timezone)
+    save(store, fitted)
+    return fitted
+
+
 def load_or_fit(store: Store, end: datetime, timezone: str, history: timedelta = HISTORY) -> dict[str, Baseline]:
     """The baselines for a window starting at ``end``: stored ones when fitted on exactly that
-    history, else fitted now (and stored, when the store is writable)."""
+    history and it has not changed since, else fitted now (and stored, when the store is
+    writable). The history has changed when an agent's count of events in it differs from the
+    calls its baseline learned: late events arrived, or the inventory re-attributed some."""
     rows = store.con.execute(
         "SELECT agent, model FROM baselines WHERE history_end = ? AND history_start = ? AND timezone = ?",
         [end, end - history, timezone]).fetchall()
     if rows:
-        return {agent: Baseline.from_json(model) for agent, model in rows}
+        stored = {agent: Baseline.from_json(model) for agent, model in rows}
+        now = dict(store.con.execute(
+            "SELECT agent, count(*) FROM events WHERE event_time >= ? AND event_time < ? GROUP BY agent",
+            [end - history, end]).fetchall())
+        if now == {agent: b.calls for agent, b in stored.items()}:
+            return stored
     fitted = fit(store, end, timezone, history)
     if not store.read_only:
         save(store, fitted)

@@ -212,27 +212,37 @@ def _with_policies(agent: Any, index: int, path: Path) -> Any:
     validate every document as RAM policy, so a bad scope fails at load, naming where."""
     if not isinstance(agent, dict) or not isinstance(agent.get("policies"), list):
         return agent
+    name = agent.get("name")
     docs = []
     for j, pol in enumerate(agent["policies"]):
-        key = f"agents[{index}].policies[{j}]"
-        if isinstance(pol, dict) and set(pol) == {"file"}:
-            doc = _read_policy(path.parent / str(pol["file"]), path, key)
-        elif isinstance(pol, dict) and set(pol) == {"system"}:
-            doc = _system_policy(str(pol["system"]), path, key)
-        elif isinstance(pol, dict) and "Statement" in pol:
-            doc = pol
-        else:
-            raise UsageError("expected a RAM policy document, {file: PATH} or {system: NAME}",
-                             path=str(path), key=key)
         try:
-            compile_policy(doc, key)
-        except PolicyError as exc:
-            where = f"{key}.{exc.where}" if exc.where else key
-            name = agent.get("name")
+            docs.append(_policy(pol, path, f"agents[{index}].policies[{j}]"))
+        except UsageError as exc:  # every policy error names the agent too
             suffix = f" (agent {name!r})" if name else ""
-            raise UsageError(exc.message + suffix, path=str(path), key=where) from None
-        docs.append(doc)
+            raise UsageError(exc.message + suffix, path=exc.path, key=exc.key) from None
     return {**agent, "policies": docs}
+
+
+def _policy(pol: Any, path: Path, key: str) -> dict[str, Any]:
+    """One entry of ``policies:`` as a validated document; a ``file:`` one's errors name its file."""
+    policy_file = None
+    if isinstance(pol, dict) and set(pol) == {"file"}:
+        policy_file = path.parent / str(pol["file"])
+        doc = _read_policy(policy_file, path, key)
+    elif isinstance(pol, dict) and set(pol) == {"system"}:
+        doc = _system_policy(str(pol["system"]), path, key)
+    elif isinstance(pol, dict) and "Statement" in pol:
+        doc = pol
+    else:
+        raise UsageError("expected a RAM policy document, {file: PATH} or {system: NAME}",
+                         path=str(path), key=key)
+    try:
+        compile_policy(doc, key)
+    except PolicyError as exc:
+        where = f"{key}.{exc.where}" if exc.where else key
+        in_file = f" in policy file {policy_file}" if policy_file else ""
+        raise UsageError(exc.message + in_file, path=str(path), key=where) from None
+    return doc
 
 
 def system_policy_names() -> list[str]:

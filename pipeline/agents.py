@@ -13,13 +13,11 @@ COLUMNS = ["agent", "owner", "environment", "purpose", "identities", "last_activ
 STALE_DAYS = 90
 
 
-def agent_rows(store: Store, inventory: Inventory) -> tuple[list[str], list[list[Any]]]:
+def agent_rows(store: Store | None, inventory: Inventory) -> tuple[list[str], list[list[Any]]]:
+    """One row per inventory agent, then per unregistered identity seen. Without a store yet
+    (``None``) the inventory alone: no activity, every agent never seen."""
     now = utcnow()
-    activity = {a: (last, n) for a, last, n in store.con.execute(
-        "SELECT agent, max(event_time), count(*) FILTER (WHERE event_time >= ? - INTERVAL 30 DAY) "
-        "FROM events GROUP BY agent", [now]).fetchall()}
-    open_findings = dict(store.con.execute(
-        "SELECT agent, count(*) FROM findings WHERE status = 'open' GROUP BY agent").fetchall())
+    activity, open_findings = _activity(store, now) if store is not None else ({}, {})
     rows: list[list[Any]] = []
     for agent in inventory.agents:
         last, recent = activity.get(agent.name, (None, 0))
@@ -32,6 +30,15 @@ def agent_rows(store: Store, inventory: Inventory) -> tuple[list[str], list[list
             rows.append([name, None, None, None, name, last, recent, open_findings.get(name, 0), None, None,
                          "unregistered"])
     return COLUMNS, rows
+
+
+def _activity(store: Store, now: datetime) -> tuple[dict[str, tuple[Any, int]], dict[str, int]]:
+    activity = {a: (last, n) for a, last, n in store.con.execute(
+        "SELECT agent, max(event_time), count(*) FILTER (WHERE event_time >= ? - INTERVAL 30 DAY) "
+        "FROM events GROUP BY agent", [now]).fetchall()}
+    open_findings = dict(store.con.execute(
+        "SELECT agent, count(*) FROM findings WHERE status = 'open' GROUP BY agent").fetchall())
+    return activity, open_findings
 
 
 def _flags(expires: datetime | None, review_by: Any, last: datetime | None, now: datetime) -> list[str]:

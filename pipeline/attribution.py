@@ -14,6 +14,14 @@ from models.inventory import Inventory
 from pipeline.store import Store, first_row
 
 STATE_KEY = "inventory.fingerprint"
+STALE_NOTE = ("note: the inventory changed since events were attributed; run `trailwarden detect` "
+              "(or any ingest) to re-attribute them")
+
+
+def attribution_is_stale(store: Store, inventory: Inventory) -> bool:
+    """The stored events were attributed with another inventory: until a writing command
+    re-attributes them, read-only commands show them under their old agents."""
+    return store.read_state(STATE_KEY) not in (None, inventory.fingerprint())
 
 
 def reattribute_if_changed(store: Store, inventory: Inventory) -> int | None:

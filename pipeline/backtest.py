@@ -43,7 +43,7 @@ from detectors.base import Detector, Finding, Models, severity_rank
 from models import baselines
 from models.inventory import Inventory
 from models.scope import compile_scopes
-from pipeline.attribution import STATE_KEY as ATTRIBUTION_KEY
+from pipeline.attribution import attribution_is_stale
 from pipeline.config import Config, parse_duration
 from pipeline.detect import DetectReport, active_detectors, max_lookback, score_window
 from pipeline.errors import UsageError
@@ -327,7 +327,7 @@ def _notes(report: BacktestReport, store: Store, inventory: Inventory) -> list[s
     quiet = [p for p in report.periods if not p.events]
     if quiet:
         notes.append(f"{_spans(report, quiet)}: no events")
-    if store.read_state(ATTRIBUTION_KEY) not in (None, inventory.fingerprint()):
+    if attribution_is_stale(store, inventory):
         notes.append("the inventory changed since the events were attributed: agents are as stored "
                      "(any writing command, e.g. `trailwarden detect`, re-attributes them)")
     return notes

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,7 +22,7 @@ import click
 
 from models.inventory import Attributor, Inventory, load_inventory
 from pipeline import __version__
-from pipeline.attribution import reattribute_if_changed
+from pipeline.attribution import STALE_NOTE, attribution_is_stale, reattribute_if_changed
 from pipeline.config import Config, load_config, resolve_config_path
 from pipeline.errors import TerminalError, TrailwardenError, UsageError
 from pipeline.output import FORMATS, render, to_jsonable
@@ -96,7 +96,22 @@ def format_option(choices: tuple[str, ...] = FORMATS, default: str = "table") ->
 pass_app = click.make_pass_decorator(App, ensure=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class UnexpectedEndOfData(Exception):
+    """An EOFError that escaped a command (click would report it as "Aborted!", exit 130)."""
+
+
+class _Cli(click.Group):
+    """click turns EOFError, like Ctrl-C, into Abort; "aborted" and exit 130 are for Ctrl-C
+    only, so an EOFError escaping a command becomes an internal error (exit 1)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EOFError as exc:
+            raise UnexpectedEndOfData(str(exc) or "unexpected end of data") from exc
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @common_options
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
@@ -177,6 +192,8 @@ def ingest(app: App, sources: tuple[str, ...], paths: tuple[str, ...], since: st
 
     targets = _ingest_targets(app, sources, paths)
     backfill = parse_when(since, utcnow(), "--since") if since else None
+    if backfill is not None:
+        _check_backfill(targets, backfill)
     attribute = Attributor(app.inventory)
     started = time.monotonic()
     with app.open() as store, _recorded_run(store, "ingest") as counts:
@@ -213,6 +230,24 @@ def _ingest_targets(app: App, sources: tuple[str, ...], paths: tuple[str, ...]) 
     if not targets:
         raise UsageError("nothing to ingest: pass --file PATH or configure `sources` in the config")
     return targets
+
+
+def _check_backfill(targets: list[tuple[str, Any]], backfill: datetime) -> None:
+    """``--since`` is a LookupEvents backfill: refuse it where nothing would use it, and say when
+    it reaches past the 90 days the API keeps."""
+    from pipeline.config import LookupEventsSource
+    from pipeline.sources.lookup_events import RETENTION
+    from pipeline.store import utcnow
+
+    lookups = [src.name for _, src in targets if isinstance(src, LookupEventsSource)]
+    if not lookups:
+        others = ", ".join(name for name, _ in targets)
+        raise UsageError(f"--since backfills lookup_events sources only; nothing selected uses it ({others})",
+                         key="--since")
+    oldest = utcnow() - RETENTION
+    if backfill < oldest:
+        click.echo(f"note: LookupEvents keeps 90 days: backfilling {', '.join(lookups)} from "
+                   f"{oldest:%Y-%m-%d %H:%M}Z, not {backfill:%Y-%m-%d}", err=True)
 
 
 def _ingest_line(name: str, rep: dict[str, Any], elapsed: float) -> str:
@@ -267,7 +302,8 @@ def _recorded_run(store: Store, command: str) -> Iterator[dict[str, Any]]:
 def query(app: App, sql: str, params: tuple[str, ...], fmt: str) -> None:
     """Run read-only SQL over the store.
 
-    Tables: events, quarantine, ingest_state, ingested_files, runs, schema_migrations.
+    Tables: events, quarantine, ingest_state, ingested_files, runs, findings,
+    finding_status_changes, suppressions, alerts, baselines, pipeline_state, schema_migrations.
     Times are UTC.
 
     \b
@@ -304,6 +340,8 @@ def status(app: App, fmt: str) -> None:
 
 
 def _status_text(info: dict[str, Any]) -> str:
+    from pipeline.status import human_duration
+
     j = to_jsonable
     lines = [
         f"store       {info['database']} ({info['database_bytes'] / 2**20:.1f} MiB, schema v{info['schema_version']})",
@@ -311,13 +349,15 @@ def _status_text(info: dict[str, Any]) -> str:
         + (f", {j(info['first_event'])} .. {j(info['last_event'])}" if info["events"] else ""),
         f"files       {info['files_ingested']:,} ingested",
         f"quarantine  {info['quarantined']:,}"
-        + "".join(f"\n              {r['count']:,} {r['reason']}" for r in info["quarantine_reasons"]),
+        + "".join(f"\n              {r['count']:,} {r['reason']}" for r in info["quarantine_reasons"])
+        + _more_reasons(info),
         "",
     ]
     if info["sources"]:
-        lines.append(render(["source", "partition", "cursor_time", "watermark", "lag_seconds", "events", "last_hour",
+        lines.append(render(["source", "partition", "cursor_time", "watermark", "lag", "events", "last_hour",
                              "updated_at", "last_error"],
-                            [[s["source"], s["partition"], s["cursor_time"], s["watermark"], s["lag_seconds"], s["events"],
+                            [[s["source"], s["partition"], s["cursor_time"], s["watermark"],
+                              human_duration(s["lag_seconds"]), s["events"],
                               s["events_last_hour"], s["updated_at"], s["last_error"]] for s in info["sources"]],
                             "table"))
         lines.append("")
@@ -337,6 +377,16 @@ def _status_text(info: dict[str, Any]) -> str:
                             [[r["id"], r["command"], r["started_at"], r["status"], r["error"]]
                              for r in info["recent_runs"]], "table"))
     return "\n".join(lines).rstrip()
+
+
+def _more_reasons(info: dict[str, Any]) -> str:
+    more = info["quarantine_reason_kinds"] - len(info["quarantine_reasons"])
+    if more <= 0:
+        return ""
+    return f"\n              … and {more:,} more kind{'s' if more != 1 else ''} of reason ({_ALL_REASONS})"
+
+
+_ALL_REASONS = 'trailwarden query "SELECT reason, count(*) AS n FROM quarantine GROUP BY 1 ORDER BY n DESC"'
 
 
 # -- detect / findings ---------------------------------------------------------------------------
@@ -489,6 +539,7 @@ def findings(ctx: click.Context, agent: str | None, detector: str | None, status
     app = ctx.ensure_object(App)
     when = parse_when(since, utcnow(), "--since") if since else None
     with app.open(read_only=True) as store:
+        check_filters(app, store, agent=agent, detector=detector)
         rows = list_findings(store, agent=agent, detector=detector, status=None if status == "all" else status,
                              since=when, min_severity=min_severity, limit=limit)
     if fmt == "table":
@@ -498,6 +549,39 @@ def findings(ctx: click.Context, agent: str | None, detector: str | None, status
     cols = list(rows[0]) if rows else ["id", "detector", "agent", "severity", "score", "first_seen",
                                        "last_seen", "summary", "event_ids", "event_count", "evidence", "status"]
     click.echo(render(cols, [[r[c] for c in cols] for r in rows], fmt))
+
+
+def known_agents(app: App, store: Store) -> set[str]:
+    """Inventory agents and every agent value in the store (raw identities of unregistered ones)."""
+    known = {a.name for a in app.inventory.agents}
+    for table in ("events", "findings"):
+        known.update(r[0] for r in store.con.execute(f"SELECT DISTINCT agent FROM {table}").fetchall())  # noqa: S608
+    return known
+
+
+def check_filters(app: App, store: Store, *, agent: str | None = None, detector: str | None = None) -> None:
+    """Exit 2 naming an --agent or --detector that matches nothing anywhere (not a typo's empty list)."""
+    from detectors import registry
+
+    if detector is not None:
+        known = set(registry()) | {r[0] for r in store.con.execute("SELECT DISTINCT detector FROM findings").fetchall()}
+        if detector not in known:
+            raise UsageError(f"unknown detector {detector!r} (known: {', '.join(sorted(known))})", key="--detector")
+    if agent is not None and agent not in known_agents(app, store):
+        owner = app.inventory.identity_map.get(agent)
+        why = (f"it is an identity of agent {owner}: use --agent {owner}" if owner
+               else "not in the inventory and never seen in the store")
+        raise UsageError(f"unknown agent {agent!r}: {why}", key="--agent")
+
+
+def resolve_agent(app: App, name: str, doing: str) -> str:
+    """The inventory agent a raw identity belongs to (``ram-user:ci-deploy`` -> ``ci-deployer``),
+    said on stderr; any other name as given."""
+    owner = None if app.inventory.agent(name) else app.inventory.identity_map.get(name)
+    if owner is None:
+        return name
+    click.echo(f"trailwarden: {name} is an identity of agent {owner}: {doing} {owner}", err=True)
+    return owner
 
 
 @cli.command()
@@ -516,21 +600,34 @@ def agents(app: App, fmt: str) -> None:
     from pipeline.agents import agent_rows
 
     inventory = app.inventory
-    with app.open(read_only=True) as store:
-        columns, rows = agent_rows(store, inventory)
+    if not app.database.exists():  # no store yet: the inventory alone, every agent never seen
+        columns, rows = agent_rows(None, inventory)
+    else:
+        with app.open(read_only=True) as store:
+            _note_if_attribution_stale(store, inventory)
+            columns, rows = agent_rows(store, inventory)
     click.echo(render(columns, rows, fmt))
+
+
+def _note_if_attribution_stale(store: Store, inventory: Inventory) -> None:
+    """Read-only commands show events under the agents they were stored with: say on stderr when
+    the inventory changed since (only a writing command re-attributes them)."""
+    if attribution_is_stale(store, inventory):
+        click.echo(STALE_NOTE, err=True)
 
 
 @cli.command()
 @common_options
-@click.option("--until", metavar="T", help="Fit on the 28 days before T (default: now).")
+@click.option("--until", metavar="T", help="Fit for T's UTC day: on the 28 days before its midnight (default: today).")
 @format_option()
 @pass_app
 def train(app: App, until: str | None, fmt: str) -> None:
-    """Refit every agent's baseline on the 28 days before now (or --until) and store it.
+    """Refit every agent's baseline on the 28 days before today's UTC midnight (or --until's) and
+    store it: the baselines `detect` scores that day's windows against.
 
-    `detect` fits what it needs by itself (on the days before its window); `train` is for looking
-    at what was learned: active days, failure rates, the hours each agent keeps.
+    `detect` fits what it needs by itself (on the days before its window, again whenever events
+    arrive late in that history); `train` refits now and shows what was learned: active days,
+    failure rates, the hours each agent keeps.
 
     \b
     Example:
@@ -542,8 +639,7 @@ def train(app: App, until: str | None, fmt: str) -> None:
 
     end = parse_when(until, utcnow(), "--until") if until else utcnow()
     with app.open() as store, _recorded_run(store, "train") as counts:
-        fitted = baselines.fit(store, end, app.config.timezone)
-        baselines.save(store, fitted)
+        fitted = baselines.refit(store, end, app.config.timezone)
         counts["agents"] = len(fitted)
     columns = ["agent", "active_days", "learned", "calls", "failure_rate", "max_failures_5m", "max_calls_5m",
                "usual_hours"]
@@ -704,7 +800,8 @@ def prune(app: App, fmt: str) -> None:
 def replay(app: App, agent: str, since: str | None, until: str | None, fmt: str, output: str | None) -> None:
     """One agent's history: its timeline with findings, blast radius and what was new.
 
-    AGENT is an inventory name or a raw identity (ram-user:ops-debug, role:Foo). `json` is the
+    AGENT is an inventory name or a raw identity (ram-user:ops-debug, role:Foo); an identity of an
+    inventory agent (ram-user:ci-deploy) replays that agent. `json` is the
     complete record for a ticket (every event's raw JSON, and a SHA-256 over the export); `html` is
     one self-contained file with an activity chart, to attach to an incident.
 
@@ -724,10 +821,12 @@ def replay(app: App, agent: str, since: str | None, until: str | None, fmt: str,
     start = parse_when(since, now, "--since") if since else end - timedelta(days=90)
     if start >= end:
         raise UsageError("--since must be before --until", key="--since")
+    agent = resolve_agent(app, agent, "replaying")
     with app.open(read_only=True) as store:
         known = store.con.execute("SELECT 1 FROM events WHERE agent = ? LIMIT 1", [agent]).fetchall()
         if not known and app.inventory.agent(agent) is None:
             raise UsageError(f"no agent or identity {agent!r} in the store or the inventory", key="AGENT")
+        _note_if_attribution_stale(store, app.inventory)
         report = build_replay(store, agent, app.inventory, since=start, until=end, with_raw=fmt != "table")
     text = (json.dumps(report, indent=2, ensure_ascii=False) if fmt == "json"
             else as_html(report) if fmt == "html" else as_text(report))
@@ -750,6 +849,9 @@ def replay(app: App, agent: str, since: str | None, until: str | None, fmt: str,
 def least_privilege_command(app: App, agent: str, days: int, since: str | None, fmt: str) -> None:
     """What AGENT is granted against what it used, and a tighter policy covering what it did.
 
+    AGENT is an inventory agent, or one of its identities (ram-user:ci-deploy). Used = called and
+    not refused for permission: a call that failed otherwise (Throttling, InvalidParameter) counts.
+
     \b
     Examples:
       trailwarden least-privilege ci-deployer
@@ -761,7 +863,9 @@ def least_privilege_command(app: App, agent: str, days: int, since: str | None, 
 
     now = utcnow()
     start = parse_when(since, now, "--since") if since else now - timedelta(days=days)
+    agent = resolve_agent(app, agent, "comparing")
     with app.open(read_only=True) as store:
+        _note_if_attribution_stale(store, app.inventory)
         result = least_privilege(store, app.inventory, agent, since=start)
     if fmt == "json":
         click.echo(json.dumps(to_jsonable(result), indent=2))
@@ -779,7 +883,8 @@ def least_privilege_command(app: App, agent: str, days: int, since: str | None, 
         click.echo("\nNo call in the window was allowed by its policies: nothing to keep. Detach them, "
                    "or retire the agent (`trailwarden agents` shows its last activity).")
         return
-    click.echo("\nSuggested policy (allows exactly what was used; Deny statements kept):")
+    click.echo("\nSuggested policy (allows exactly the granted actions used - calls not refused for permission, "
+               "failed ones included; Deny statements kept):")
     click.echo(json.dumps(result["suggested_policy"], indent=2))
 
 

@@ -12,13 +12,14 @@ from typing import Any
 
 import click
 
-from pipeline.cli import App, cli, common_options, findings, format_option, pass_app
+from pipeline.cli import App, cli, common_options, findings, format_option, known_agents, pass_app
 from pipeline.errors import UsageError
 from pipeline.output import render, to_jsonable
-from pipeline.store import Store, utcnow
+from pipeline.store import utcnow
 from pipeline.triage import (
     DEFAULT_SUPPRESSION,
     Suppression,
+    broad_message,
     default_author,
     new_suppression_id,
     parse_cidr,
@@ -176,7 +177,8 @@ def suppress() -> None:
 @_by_option
 @click.option("--until", metavar="WHEN", help="Expiry: a date (2027-01-31), a time, or a duration (30d). "
                                                "Default: 90 days.")
-@click.option("--force", is_flag=True, help="Allow a suppression of a whole detector for every agent.")
+@click.option("--force", is_flag=True, help="Allow a suppression of a whole detector for every agent (a /0 "
+                                             "network or an action of only '*' narrows nothing).")
 @format_option(("table", "json"))
 @pass_app
 def suppress_add(app: App, detector: str, agent: str | None, action: str | None, source_ip: str | None,
@@ -192,13 +194,11 @@ def suppress_add(app: App, detector: str, agent: str | None, action: str | None,
                     source_cidr=parse_cidr(source_ip) if source_ip else None,
                     error_code=(error_code or "").strip() or None)
     with app.open() as store:
-        validate_suppression(s, detectors=_detector_ids(), known_agents=_known_agents(app, store), now=now)
+        validate_suppression(s, detectors=_detector_ids(), known_agents=known_agents(app, store), now=now)
         hidden = would_hide(store, s, now - FORCE_LOOKBACK)
         if s.broad and not force:
-            raise UsageError(
-                f"this hides every {s.detector} finding for every agent ({len(hidden)} in the last 30 days"
-                + (f", e.g. {hidden[0]['id'][:12]}: {hidden[0]['summary'][:80]}" if hidden else "")
-                + "); narrow it with --agent/--action/--source-ip/--error-code, or pass --force", key="--force")
+            raise UsageError(f"{broad_message(s, hidden)}; narrow it with --agent/--action/--source-ip/--error-code, "
+                             "or pass --force", key="--force")
         add_suppression(store, s)
     if fmt == "json":
         click.echo(json.dumps(to_jsonable({**s.as_dict(now), "would_have_hidden_30d": len(hidden)}), indent=2))
@@ -226,7 +226,7 @@ def suppress_list(app: App, show_all: bool, fmt: str) -> None:
         cols = ["id", "state", "detector", "agent", "action", "source_cidr", "error_code", "expires_at",
                 "created_by", "reason", "suppressed"]
         if show_all:
-            cols += ["removed_by", "removed_at", "removed_reason"]
+            cols += ["removed_by", "removed_at", "removed_reason", "imported_by", "imported_at", "replaces"]
         click.echo(render(cols, [[r[c] for c in cols] for r in rows], "table"))
         return
     cols = list(rows[0]) if rows else ["id", "state"]
@@ -269,29 +269,40 @@ def suppress_export(app: App, output: str | None, show_all: bool) -> None:
 @suppress.command("import")
 @common_options
 @click.argument("path", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
+@_by_option
+@click.option("--force", is_flag=True, help="Allow entries that suppress a whole detector for every agent.")
 @pass_app
-def suppress_import(app: App, path: Path) -> None:
-    """Load suppressions from YAML (as `export` writes it): added or updated by id."""
+def suppress_import(app: App, path: Path, by: str | None, force: bool) -> None:
+    """Load suppressions from YAML (as `export` writes it), by id.
+
+    A new id is added; an entry that changed ends the stored version (removed by you, "replaced
+    by import") and is added as a new one that names it: `suppress list --all` shows both. Each
+    row added records who imported it and when; its created_by is the file's, else --by.
+
+    \b
+    Example:
+      trailwarden suppress import config/suppressions.yaml --by alice
+    """
     from pipeline.triage import import_suppressions, parse_yaml, validate_suppression
 
-    now = utcnow()
-    items = parse_yaml(path, now)
+    now, importer = utcnow(), by or default_author()
+    items = parse_yaml(path, now, by=importer)
     with app.open() as store:
-        agents = _known_agents(app, store)
+        agents = known_agents(app, store)
         for i, s in enumerate(items):
             validate_suppression(s, detectors=_detector_ids(), known_agents=agents, now=now,
                                  source=f"{path}: suppressions[{i}]")
-        counts = import_suppressions(store, items)
-    click.echo(f"{path}: {counts['added']} added, {counts['updated']} updated, {counts['unchanged']} unchanged")
+        result = import_suppressions(store, items, by=importer, force=force, source=str(path), now=now)
+    click.echo(f"{path}: {result['added']} added, {result['updated']} updated, {result['unchanged']} unchanged"
+               + (f", {len(result['left_removed'])} left removed ({', '.join(result['left_removed'])})"
+                  if result["left_removed"] else ""))
+    for s in result["written"]:
+        what = f"replaces {s.replaces} (ended, kept in `suppress list --all`)" if s.replaces else "added"
+        click.echo(f"{s.id}: {what}: {s.scope()}; created_by {s.created_by}"
+                   + (" (as the file says)" if "created_by" in s.given else "") + f", imported by {importer}")
 
 
 def _detector_ids() -> list[str]:
     from detectors import registry
 
     return sorted(registry())
-
-
-def _known_agents(app: App, store: Store) -> set[str]:
-    known = {a.name for a in app.inventory.agents}
-    known.update(r[0] for r in store.con.execute("SELECT DISTINCT agent FROM events").fetchall())
-    return known

@@ -77,11 +77,28 @@ class Schedule(_Strict):
 
     _v = field_validator("ingest_every", mode="before")(parse_duration)
 
+    @field_validator("*")
+    @classmethod
+    def _at_least_a_second(cls, value: Any) -> Any:
+        """APScheduler would silently run a zero interval every second: say so instead."""
+        if isinstance(value, timedelta) and value < timedelta(seconds=1):
+            raise ValueError(f"must be at least 1s (got {value.total_seconds():g}s)")
+        return value
+
 
 class SlackConfig(_Strict):
     channel: str
     min_severity: Literal["low", "medium", "high", "critical"] = "medium"
     base_url: str | None = None  # for tests and proxies
+
+    @field_validator("base_url")
+    @classmethod
+    def _web_address(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+            raise ValueError("must be an http:// or https:// address, e.g. https://slack.com/api/")
+        if value is not None and not value.endswith("/"):
+            value += "/"  # slack_sdk joins method names onto it
+        return value
 
 
 class Retention(_Strict):

@@ -110,7 +110,13 @@ def run_demo(db: Path, *, days: int = 30, seed: int = 7, echo: Callable[[str], N
         hits = [f for f in found if f["agent"] == inc.agent and f["first_seen"] < stop and f["last_seen"] >= start]
         caught += bool(hits)
         mark = f"caught by {', '.join(sorted({f['detector'] for f in hits}))}" if hits else "not caught yet"
-        echo(f"  - {inc.agent}: {inc.what} ({start.astimezone(synthetic.BUSINESS_TZ):%Y-%m-%d}): {mark}")
+        if hits:  # when it began, in UTC (as stored and backtested) and in business time
+            first = min(f["first_seen"] for f in hits)
+            when = (f"from {first:%Y-%m-%d %H:%M}Z, "
+                    f"{first.astimezone(synthetic.BUSINESS_TZ):%a %Y-%m-%d %H:%M} {synthetic.BUSINESS_TZ}")
+        else:
+            when = f"{start.astimezone(synthetic.BUSINESS_TZ):%a %Y-%m-%d} {synthetic.BUSINESS_TZ}"
+        echo(f"  - {inc.agent}: {inc.what} ({when}): {mark}")
     echo(f"\nExplore: trailwarden --db {db} findings --format json\n"  # noqa: S608 - help text, not SQL
          f"         trailwarden --db {db} alert        # the Slack messages, printed (no token needed)\n"
          f"         trailwarden --db {db} query \"SELECT event_time, event_name, source_ip, error_code "

@@ -73,9 +73,8 @@ def parse_when(text: str, now: datetime, key: str) -> datetime:
 def build_models(store: Store, config: Config, inventory: Inventory, since: datetime) -> Models:
     """Declared scopes, and baselines fitted on the 28 days before the UTC day ``since`` falls in
     (never after it; one fit a day serves every cycle of that day)."""
-    day = since.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     return Models(inventory=inventory, scopes=compile_scopes(inventory), timezone=config.tz,
-                  baselines=baselines.load_or_fit(store, day, config.timezone))
+                  baselines=baselines.load_or_fit(store, baselines.day_start(since), config.timezone))
 
 
 def run_detect(store: Store, config: Config, inventory: Inventory, *, since: datetime | None = None,
@@ -85,6 +84,7 @@ def run_detect(store: Store, config: Config, inventory: Inventory, *, since: dat
     report = DetectReport()
     watermark = None
     if since is None and until is None:
+        _retry_failed(store, config, inventory, active, report, run_id)
         since, until, watermark = _pending_window(store)
         if since is None:
             return report
@@ -98,22 +98,68 @@ def run_detect(store: Store, config: Config, inventory: Inventory, *, since: dat
     if since is None or since >= until:
         return report
     report.since, report.until = since, until
+    report.events += _score_span(store, config, inventory, active, since, until, report, run_id,
+                                 overlap=max_lookback(active))
+    if watermark is not None:
+        _remember_failures(store, active, report, since, until)
+        store.write_state(STATE_KEY, watermark.isoformat())
+    return report
+
+
+def _score_span(store: Store, config: Config, inventory: Inventory, chosen: list[Detector], since: datetime,
+                until: datetime, report: DetectReport, run_id: int | None, *, overlap: timedelta) -> int:
+    """Score [since, until) with these detectors, a chunk at a time, and store what they find."""
     models = build_models(store, config, inventory, since)
-    dedup = {d.id: d.dedup_window for d in active}
-    overlap = max_lookback(active)
+    dedup = {d.id: d.dedup_window for d in chosen}
+    events = 0
     for start, end in _chunks(store, since, until):
         # each chunk also re-reads the lookback before it, so a burst across the cut is seen
         # whole; its finding has the same id either way and save_findings keeps the whole one
-        counted, findings = score_window(store, active, models, start, end, since=since, overlap=overlap,
+        counted, findings = score_window(store, chosen, models, start, end, since=since, overlap=overlap,
                                          report=report)
-        report.events += counted
+        events += counted
         saved = save_findings(store, findings, dedup, run_id)
         report.new += saved.new
         report.extended += saved.extended
         report.new_ids.extend(saved.new_ids)
-    if watermark is not None:
-        store.write_state(STATE_KEY, watermark.isoformat())
-    return report
+    return events
+
+
+# -- a detector that failed scores its window again next time ------------------------------------------
+RETRY_PREFIX = "detect.retry:"
+
+
+def _remember_failures(store: Store, active: list[Detector], report: DetectReport, since: datetime,
+                       until: datetime) -> None:
+    """The watermark moves on for the detectors that scored; one that failed keeps the span it
+    missed (merged with any earlier one) in ``pipeline_state``, to score it alone next time."""
+    for det in active:
+        if report.detectors.get(det.id, {}).get("error"):
+            start, end = _retry_span(store, det.id) or (since, until)
+            store.write_state(RETRY_PREFIX + det.id, f"{min(start, since).isoformat()}/{max(end, until).isoformat()}")
+
+
+def _retry_failed(store: Store, config: Config, inventory: Inventory, active: list[Detector],
+                  report: DetectReport, run_id: int | None) -> None:
+    """Score again, with the detector alone, each span a failed detector missed; forget the span
+    once it scores (a detector that fails again keeps it, and stays reported as failed)."""
+    for det in active:
+        span = _retry_span(store, det.id)
+        if span is None:
+            continue
+        start, end = span
+        log.info("detector %s failed on %s .. %s before: scoring that again", det.id, start, end)
+        _score_span(store, config, inventory, [det], start, end, report, run_id, overlap=det.lookback)
+        if not report.detectors.get(det.id, {}).get("error"):
+            store.con.execute("DELETE FROM pipeline_state WHERE name = ?", [RETRY_PREFIX + det.id])
+
+
+def _retry_span(store: Store, detector: str) -> tuple[datetime, datetime] | None:
+    value = store.read_state(RETRY_PREFIX + detector)
+    if not value:
+        return None
+    start, _, end = value.partition("/")
+    return datetime.fromisoformat(start), datetime.fromisoformat(end)
 
 
 def _chunks(store: Store, since: datetime, until: datetime) -> list[tuple[datetime, datetime]]:
@@ -167,7 +213,8 @@ def _score_all(active: list[Detector], events: pd.DataFrame, models: Models, now
         try:
             found = det.score(events, models, now) if len(events) else []
         except Exception as exc:  # one broken detector never loses the others' findings
-            log.exception("detector %s failed", det.id)
+            log.error("detector %s failed: %s: %s", det.id, type(exc).__name__, exc)
+            log.debug("detector %s failed", det.id, exc_info=True)
             stats["error"] = f"{type(exc).__name__}: {exc}"
             found = []
         stats["seconds"] = round(stats["seconds"] + time.monotonic() - started, 3)

@@ -231,16 +231,18 @@ def write_batches(store: Store, batches: list[Batch]) -> list[int]:
 
 def ingest_files(store: Store, paths: Iterable[str | Path], attribute: Attributor, *,
                  source: str = "files", progress: Callable[[int], None] | None = None,
-                 batch_size: int = BATCH_SIZE, workers: int | None = None) -> IngestReport:
+                 batch_size: int = BATCH_SIZE, workers: int | None = None,
+                 stop: Callable[[], bool] | None = None) -> IngestReport:
     """Ingest files and directories. Files whose content was ingested before are skipped.
 
     Large uncompressed NDJSON files are parsed by a pool of ``workers`` processes (default: one
-    per core) while this process writes; everything else is parsed here.
+    per core) while this process writes; everything else is parsed here. ``stop`` returning true
+    ends the ingest before the next file (what was read is committed; the rest comes next time).
     """
     found = files.find_files(paths)
     report = IngestReport()
     with _bulk_load_settings(store):
-        _ingest_found(store, found, attribute, report, source, progress, batch_size, workers)
+        _ingest_found(store, found, attribute, report, source, progress, batch_size, workers, stop)
     return report
 
 
@@ -280,12 +282,14 @@ def _bulk_load_settings(store: Store) -> Iterator[None]:
 
 def _ingest_found(store: Store, found: list[Path], attribute: Attributor, report: IngestReport,
                   source: str, progress: Callable[[int], None] | None, batch_size: int,
-                  workers: int | None) -> None:
+                  workers: int | None, stop: Callable[[], bool] | None = None) -> None:
     writer = BatchWriter(store, report, progress)
     seen = store.ingested_file_hashes()
     with ParsePool(attribute, batch_size, workers) as pool:
         try:
             for path in found:
+                if stop is not None and stop():
+                    break
                 scan = files.scan_file(path)
                 if scan.sha256 in seen:
                     report.skipped_files += 1
@@ -373,20 +377,25 @@ class SourceOutcome:
 
 def ingest_sources(store: Store, targets: Sequence[tuple[str, Any]], attribute: Attributor, *,
                    since: datetime | None = None,
-                   progress: Callable[[str, list[str]], Any] | None = None) -> list[SourceOutcome]:
+                   progress: Callable[[str, list[str]], Any] | None = None,
+                   stop: Callable[[], bool] | None = None) -> list[SourceOutcome]:
     """Ingest each target - ``(name, [paths])`` for files, ``(name, source config)`` otherwise.
-    A source that fails is recorded (``ingest_state.last_error``) and the others still run."""
+    A source that fails is recorded (``ingest_state.last_error``) and the others still run.
+    ``stop`` returning true ends the ingest at the next batch boundary (a file, an SLS pull, a
+    LookupEvents page): what was read is committed with its cursor, the rest comes next time."""
     from pipeline.sources import reader_for
 
     outcomes = []
     for name, target in targets:
+        if stop is not None and stop():
+            break
         outcome = SourceOutcome(name)
         try:
             if isinstance(target, list):
                 with (progress(name, target) if progress else nullcontext(None)) as bar:
-                    outcome.report = ingest_files(store, target, attribute, source=name, progress=bar)
+                    outcome.report = ingest_files(store, target, attribute, source=name, progress=bar, stop=stop)
             else:
-                reader = reader_for(target, store, since=since)
+                reader = reader_for(target, store, since=since, stop=stop)
                 outcome.report = ingest_batches(store, reader.batches(attribute, BATCH_SIZE))
                 outcome.details = _reader_details(reader.report)
             store.clear_source_errors(name)

@@ -2,9 +2,12 @@
 policy that would still have allowed everything it did.
 
 Granted = the action patterns of the Allow statements in its declared policies. Used = the RAM
-actions of its successful, RAM-authorized calls in the window (default: the last 90 days). Each
-grant is shown with the calls it covered; grants nothing used are candidates to remove. The
-suggested policy narrows each Allow statement of the original to the used actions it covers - on
+actions of its RAM-authorized calls in the window (default: the last 90 days) that RAM did not
+refuse: a call that failed for another reason (``Throttling``, ``InvalidParameter``, a missing
+resource) still needed the permission, while one refused for permission (``NoPermission``,
+``Forbidden*``, ``AccessDenied*``) or never authenticated (``InvalidAccessKeyId``, a bad signature)
+did not show a need. Each grant is shown with the calls it covered; grants nothing used are
+candidates to remove. The suggested policy narrows each Allow statement of the original to the used actions it covers - on
 the resources they touched inside its ``Resource`` when there are few of them (and every call named
 one), else on its own ``Resource`` - keeping its ``Condition``, and keeps every Deny statement: it
 never allows what the original did not.
@@ -12,6 +15,7 @@ never allows what the original did not.
 
 from __future__ import annotations
 
+import fnmatch
 from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,6 +27,9 @@ from pipeline.errors import UsageError
 from pipeline.store import Store, utcnow
 
 MAX_LISTED_RESOURCES = 5  # more distinct resources than this: the suggestion uses "*"
+# Refused by RAM (for permission, or before it: not authenticated): not a call the agent is known to need.
+REFUSED_CODES = ("NoPermission*", "Forbidden*", "AccessDenied*", "*Unauthorized*", "InvalidAccessKeyId*",
+                 "SignatureDoesNotMatch", "IncompleteSignature", "InvalidSecurityToken*")
 
 
 def least_privilege(store: Store, inventory: Inventory, agent: str, *, since: datetime | None = None,
@@ -48,7 +55,7 @@ def least_privilege(store: Store, inventory: Inventory, agent: str, *, since: da
         "used": [{"action": a, **{k: v for k, v in u.items() if k not in ("resources", "unnamed")},
                   "resources": sorted(u["resources"])[:MAX_LISTED_RESOURCES],
                   "distinct_resources": len(u["resources"]), "granted": a in allowed}
-                 for a, u in sorted(used.items(), key=lambda kv: -kv[1]["calls"])],
+                 for a, u in sorted(used.items(), key=lambda kv: (-kv[1]["calls"], kv[0]))],
         "unused_grants": [g["pattern"] for g in granted if g["unused"]],
         "suggested_policy": _suggestion(used, declared.policies),
     }
@@ -59,23 +66,28 @@ def _used(store: Store, agent: str, since: datetime, until: datetime) -> dict[st
         """
         SELECT event_type, event_name, service_name, service_code, acs_region,
                coalesce(recipient_account_id, account_id), referenced_resources, resource_type, resource_name,
-               count(*), max(event_time)
-        FROM events WHERE agent = ? AND event_time >= ? AND event_time < ? AND error_code IS NULL
+               error_code, count(*), max(event_time)
+        FROM events WHERE agent = ? AND event_time >= ? AND event_time < ?
         GROUP BY ALL
         """, [agent, since, until]).fetchall()
-    used: dict[str, dict[str, Any]] = defaultdict(lambda: {"calls": 0, "last_used": None, "resources": set(),
-                                                          "unnamed": False})
-    for etype, name, service, code, region, account, refs, rtype, rname, calls, last in rows:
-        if not is_authorized_call(etype, service):
+    used: dict[str, dict[str, Any]] = defaultdict(lambda: {"calls": 0, "failed": 0, "last_used": None,
+                                                          "resources": set(), "unnamed": False})
+    for etype, name, service, code, region, account, refs, rtype, rname, error, calls, last in rows:
+        if not is_authorized_call(etype, service) or _refused(error):
             continue
         facts = CallFacts(etype, name, service, code, region, account, refs, rtype, rname, None)
         entry = used[action(facts)]
         entry["calls"] += calls
+        entry["failed"] += calls if error else 0
         entry["last_used"] = max(filter(None, (entry["last_used"], last)))
         named = [r for r in resources(facts) if not r.endswith(":*")]
         entry["resources"].update(named)
         entry["unnamed"] = entry["unnamed"] or not named  # a call on no named resource
     return dict(used)
+
+
+def _refused(error_code: str | None) -> bool:
+    return bool(error_code) and any(fnmatch.fnmatchcase(str(error_code), p) for p in REFUSED_CODES)
 
 
 def _suggestion(used: dict[str, dict[str, Any]], policies: list[dict[str, Any]]) -> dict[str, Any] | None:

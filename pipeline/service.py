@@ -61,18 +61,52 @@ class CycleResult:
 
 def run_cycle(config: Config, inventory: Inventory, db: Path, *, config_path: str | None = None,
               echo: Callable[[str], None] = print, stopping: Callable[[], bool] = lambda: False,
-              snapshot: bool = True) -> CycleResult:
-    """One cycle; every step is recorded, a failed step never prevents the next."""
+              snapshot: bool = True, lock_wait: float = 60.0,
+              unrecorded: list[RunRecord] | None = None) -> CycleResult:
+    """One cycle; every step is recorded, a failed step never prevents the next.
+
+    ``stopping`` ends the wait for the store and the ingest early (at a batch boundary: what was
+    read is committed with its cursor) and skips the steps not begun. ``unrecorded`` runs (cycles
+    that could not open the store) are written to ``runs`` first. A snapshot that cannot be
+    published is reported as a failed step ``snapshot``."""
     result = CycleResult(started=utcnow())
-    with open_store(db, memory_limit=config.memory_limit, lock_wait=60.0) as store:
-        for name, step in (("ingest", _ingest), ("detect", _detect), ("alert", _alert)):
+    with open_store(db, memory_limit=config.memory_limit, lock_wait=lock_wait, stop=stopping,
+                    on_wait=log.warning) as store:
+        _record_runs(store, unrecorded or [])
+        steps: tuple[tuple[str, Callable[..., dict[str, Any]]], ...] = (
+            ("ingest", partial(_ingest, stop=stopping)), ("detect", _detect), ("alert", _alert))
+        for name, step in steps:
             if stopping():
                 result.stopped_early = True
                 break
             result.steps.append(_recorded(store, name, partial(step, store, config, inventory, config_path, echo)))
     if snapshot:
-        publish_snapshot(db)
+        started = time.monotonic()
+        try:
+            publish_snapshot(db)
+        except OSError as exc:
+            result.steps.append(StepResult("snapshot", ok=False, seconds=round(time.monotonic() - started, 3),
+                                           error=f"could not publish the snapshot: {exc}"))
     return result
+
+
+@dataclass
+class RunRecord:
+    """A run the store could not take when it happened (the store was locked, say): recorded in
+    ``runs`` at the next chance. ``counts["cycles"]`` failed cycles in a row share one record."""
+
+    command: str
+    started: datetime
+    finished: datetime
+    error: str | None = None
+    counts: dict[str, Any] = field(default_factory=lambda: {"cycles": 1})
+
+
+def _record_runs(store: Store, runs: list[RunRecord]) -> None:
+    """Write the runs to ``runs`` and forget them."""
+    for run in runs:
+        store.record_run(run.command, run.started, run.finished, run.counts, run.error)
+    runs.clear()
 
 
 def _recorded(store: Store, name: str, step: Callable[[], dict[str, Any]]) -> StepResult:
@@ -93,7 +127,8 @@ def _recorded(store: Store, name: str, step: Callable[[], dict[str, Any]]) -> St
     return result
 
 
-def _ingest(store: Store, config: Config, inventory: Inventory, _path: str | None, _echo: Any) -> dict[str, Any]:
+def _ingest(store: Store, config: Config, inventory: Inventory, _path: str | None, _echo: Any, *,
+            stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     from pipeline.attribution import reattribute_if_changed
     from pipeline.config import FilesSource
     from pipeline.ingest import ingest_sources
@@ -105,7 +140,7 @@ def _ingest(store: Store, config: Config, inventory: Inventory, _path: str | Non
             log.warning("source %s: %s does not exist (yet); skipped", src.name, src.path)
             continue
         targets.append((src.name, [str(src.path)] if isinstance(src, FilesSource) else src))
-    outcomes = ingest_sources(store, targets, Attributor(inventory))
+    outcomes = ingest_sources(store, targets, Attributor(inventory), stop=stop)
     counts: dict[str, Any] = {o.name: o.as_dict() for o in outcomes}
     counts["new"] = sum(o.report.new for o in outcomes if o.report)
     failed = [f"{o.name}: {o.error}" for o in outcomes if o.error]
@@ -155,20 +190,29 @@ class Service:
         self.echo = echo
         self._stop = threading.Event()
         self._failures: dict[str, int] = {}
+        self._unrecorded: list[RunRecord] = []  # failed cycles that could not write to the store
         self.cycles = 0
 
-    def start(self) -> None:
+    def build_scheduler(self) -> Any:
+        """The cycle every interval and the nightly job, on ONE worker thread: no job ever runs
+        beside another (the cycle beside itself, or the nightly refit beside a cycle)."""
+        from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.schedulers.blocking import BlockingScheduler
         from apscheduler.triggers.cron import CronTrigger
         from apscheduler.triggers.interval import IntervalTrigger
 
         every = self.config.schedule.ingest_every
-        scheduler = BlockingScheduler(timezone=UTC, job_defaults={
+        scheduler = BlockingScheduler(timezone=UTC, executors={"default": ThreadPoolExecutor(1)}, job_defaults={
             "max_instances": 1, "coalesce": True, "misfire_grace_time": max(1, int(every.total_seconds()))})
         scheduler.add_job(self.cycle, IntervalTrigger(seconds=every.total_seconds(), timezone=UTC),
                           id="cycle", next_run_time=datetime.now(UTC), replace_existing=True)
         scheduler.add_job(self.nightly, CronTrigger(hour=3, minute=30, timezone=self.config.tz),
                           id="nightly", replace_existing=True)
+        return scheduler
+
+    def start(self) -> None:
+        every = self.config.schedule.ingest_every
+        scheduler = self.build_scheduler()
 
         def stop(signum: int, _frame: Any) -> None:
             log.info("received %s: finishing the current step, then stopping", signal.Signals(signum).name)
@@ -179,19 +223,28 @@ class Service:
         signal.signal(signal.SIGINT, stop)
         log.info("serving: a cycle every %ss on %s", int(every.total_seconds()), self.db)
         scheduler.start()
+        self._record_unrecorded()
         log.info("stopped after %s cycles", self.cycles)
+
+    @property
+    def lock_wait(self) -> float:
+        """How long a cycle waits for a store another process holds: about an interval (5 s to
+        60 s); longer would only delay the next cycle, and the failure is recorded."""
+        return min(60.0, max(5.0, self.config.schedule.ingest_every.total_seconds()))
 
     def cycle(self) -> None:
         if self._stop.is_set():
             return
+        started = utcnow()
         try:
             result = run_cycle(self.config, self.load_inventory(), self.db, config_path=self.config_path,
-                               echo=self.echo, stopping=self._stop.is_set)
-        except TrailwardenError as exc:  # e.g. the store stayed locked: the next cycle retries
-            log.error("cycle failed: %s", exc)
-            self._count_failure("store", str(exc))
+                               echo=self.echo, stopping=self._stop.is_set, lock_wait=self.lock_wait,
+                               unrecorded=self._unrecorded)
+        except Exception as exc:  # e.g. the store stayed locked: recorded, and the next cycle retries
+            self._cycle_failed(started, exc)
             return
         self.cycles += 1
+        self._failures.pop("cycle", None)
         for step in result.steps:
             if step.ok:
                 self._failures.pop(step.name, None)
@@ -199,14 +252,51 @@ class Service:
             else:
                 log.error("step %s failed: %s", step.name, step.error)
                 self._count_failure(step.name, step.error or "")
+        snapshot = next((s for s in result.steps if s.name == "snapshot"), None)
+        if snapshot is not None:  # the store is closed by now: recorded with the next cycle
+            self._unrecord(f"cycle.{snapshot.name}", result.started, utcnow(), snapshot.error)
+        elif self._failures.pop("snapshot", None):
+            self._unrecord("cycle.snapshot", result.started, utcnow(), None)
+
+    def _cycle_failed(self, started: datetime, exc: Exception) -> None:
+        """A cycle that could not run (the store stayed locked, the inventory became invalid...):
+        logged, and recorded as a failed run of each step once the store can be written."""
+        if self._stop.is_set():
+            log.info("stopping: the cycle did not run (%s)", exc)
+            return
+        error = str(exc) if isinstance(exc, TrailwardenError) else f"{type(exc).__name__}: {exc}"
+        log.log(logging.ERROR, "cycle failed: %s", error, exc_info=not isinstance(exc, TrailwardenError))
+        for name in STEPS:
+            self._unrecord(f"cycle.{name}", started, utcnow(), f"cycle failed: {error}")
+        self._count_failure("cycle", error)
+
+    def _unrecord(self, command: str, started: datetime, finished: datetime, error: str | None) -> None:
+        last = next((r for r in reversed(self._unrecorded) if r.command == command), None)
+        if last is not None and last.error == error and error is not None:  # the same failure again
+            last.finished = finished
+            last.counts["cycles"] += 1
+        else:
+            self._unrecorded.append(RunRecord(command, started, finished, error))
+
+    def _record_unrecorded(self) -> None:
+        """On the way out: failed cycles not in ``runs`` yet, if the store can be had quickly."""
+        if not self._unrecorded:
+            return
+        try:
+            with open_store(self.db, memory_limit=self.config.memory_limit, lock_wait=2.0) as store:
+                _record_runs(store, self._unrecorded)
+        except TrailwardenError as exc:
+            log.error("could not record %s failed run(s) in the store: %s", len(self._unrecorded), exc)
 
     def nightly(self) -> None:
         from models import baselines
 
+        if self._stop.is_set():  # queued behind a cycle when the stop came
+            return
         try:
-            with open_store(self.db, memory_limit=self.config.memory_limit, lock_wait=60.0) as store:
-                fitted = baselines.fit(store, utcnow(), self.config.timezone)
-                baselines.save(store, fitted)
+            with open_store(self.db, memory_limit=self.config.memory_limit, lock_wait=60.0,
+                            stop=self._stop.is_set, on_wait=log.warning) as store:
+                fitted = baselines.refit(store, utcnow(), self.config.timezone)
                 if self.config.retention is not None:
                     from pipeline.retention import prune
 

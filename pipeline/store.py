@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.errors import TerminalError, TransientError, UsageError
+from pipeline.errors import TerminalError, TrailwardenError, TransientError, UsageError
 
 DEFAULT_MEMORY_LIMIT = "256MB"
 _LOCK_RETRY_SECONDS = 10.0
@@ -92,6 +92,7 @@ class Store:
     def __init__(self, con: duckdb.DuckDBPyConnection, path: str, read_only: bool):
         self.con = con
         self.path = path
+        self.read_from = path  # the file open: a reader may be given the snapshot of ``path``
         self.read_only = read_only
         self.write_lock = threading.RLock()
         self._in_transaction = False
@@ -158,10 +159,12 @@ class Store:
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
         )
-        current = self.schema_version()
+        # every shipped migration not yet recorded, not only those above the highest one: numbers
+        # can be reserved and land later (0009 before 0008), and a store must not skip one
+        done = {int(r[0]) for r in self.con.execute("SELECT version FROM schema_migrations").fetchall()}
         applied = []
         for mig in migrations():
-            if mig.version <= current:
+            if mig.version in done:
                 continue
             with self.transaction() as con:
                 con.execute(mig.sql)
@@ -351,6 +354,16 @@ class Store:
         assert row is not None
         return int(row[0])
 
+    def record_run(self, command: str, started: datetime, finished: datetime, counts: dict[str, Any],
+                   error: str | None = None) -> None:
+        """A run that happened while the store could not be written (e.g. a cycle that found it
+        locked), recorded afterwards with its own times."""
+        self.con.execute(
+            "INSERT INTO runs (command, started_at, finished_at, status, counts, error, pid) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [command, started, finished, "failed" if error else "ok", json.dumps(counts, default=str), error,
+             os.getpid()])
+
     def finish_run(self, run_id: int, counts: dict[str, Any], error: str | None = None) -> None:
         self.con.execute(
             "UPDATE runs SET finished_at = ?, status = ?, counts = ?, error = ? WHERE id = ?",
@@ -376,25 +389,75 @@ def publish_snapshot(path: str | os.PathLike[str]) -> Path:
 
 def open_for_reading(path: str | os.PathLike[str], *, memory_limit: str = DEFAULT_MEMORY_LIMIT,
                      on_snapshot: Callable[[str], None] | None = None) -> Store:
-    """Read-only access that never waits on the service: the live store when it is free, else the
-    snapshot the service published after its last cycle (at most one cycle old)."""
+    """Read-only access that never waits on the service and never holds it up.
+
+    The snapshot the service publishes after each cycle is read whenever it holds everything the
+    store does (nothing was written to the store since it was copied) or the service is
+    publishing a newer one; a reader may then keep it open as long as it likes. Otherwise the live
+    store is read when it is free (a writing command ran since the last snapshot, or there is
+    none), else the snapshot (the service is mid-cycle: at most one cycle old). ``on_snapshot`` is
+    told the snapshot's path whenever what is read may lag the store. The returned store's
+    ``path`` is the store's own file; ``read_from`` is the file actually open.
+    """
+    snap = snapshot_path(path)
+    state = _snapshot_state(Path(path), snap)
+    if state != "stale":
+        try:
+            store = _open_snapshot(path, snap, memory_limit)
+        except TrailwardenError:
+            pass  # replaced or removed meanwhile, or from an older schema: the live store it is
+        else:
+            if state == "publishing" and on_snapshot:
+                on_snapshot(str(snap))
+            return store
     try:
         return open_store(path, read_only=True, memory_limit=memory_limit, lock_wait=0.0)
     except TransientError:
-        snap = snapshot_path(path)
         if not snap.exists():
             raise
         if on_snapshot:
             on_snapshot(str(snap))
-        return open_store(snap, read_only=True, memory_limit=memory_limit)
+        return _open_snapshot(path, snap, memory_limit)
+
+
+def _open_snapshot(path: str | os.PathLike[str], snap: Path, memory_limit: str) -> Store:
+    store = open_store(snap, read_only=True, memory_limit=memory_limit)
+    store.path, store.read_from = str(path), str(snap)
+    return store
+
+
+_PUBLISHING_SECONDS = 10.0  # a snapshot copy written to this recently is still being written
+
+
+def _snapshot_state(path: Path, snap: Path) -> str:
+    """``current`` (the snapshot holds all the store does: neither the store's file nor its WAL
+    changed after the copy was taken), ``publishing`` (the service is copying a newer one right
+    now), or ``stale`` (no snapshot, or the store was written since)."""
+    try:
+        taken = snap.stat().st_mtime_ns
+    except OSError:
+        return "stale"
+    written = [p.stat().st_mtime_ns for p in (path, Path(f"{path}.wal")) if p.exists()]
+    if written and max(written) <= taken:
+        return "current"
+    tmp = snap.with_name(snap.name + ".tmp")
+    try:
+        if time.time() - tmp.stat().st_mtime < _PUBLISHING_SECONDS:
+            return "publishing"
+    except OSError:
+        pass
+    return "stale"
 
 
 def open_store(path: str | os.PathLike[str], *, read_only: bool = False,
-               memory_limit: str = DEFAULT_MEMORY_LIMIT, lock_wait: float | None = None) -> Store:
+               memory_limit: str = DEFAULT_MEMORY_LIMIT, lock_wait: float | None = None,
+               stop: Callable[[], bool] | None = None,
+               on_wait: Callable[[str], None] | None = None) -> Store:
     """Open (creating and migrating when writable) the store at ``path``.
 
     A store held by another process is retried for ``lock_wait`` seconds (default 10), then
-    reported as transient.
+    reported as transient; ``on_wait`` is told once when the wait starts, and ``stop`` returning
+    true ends it early (as transient too).
     """
     path = str(path)
     if read_only and not Path(path).exists():
@@ -402,7 +465,7 @@ def open_store(path: str | os.PathLike[str], *, read_only: bool = False,
             "no store here yet; run `trailwarden ingest` or `trailwarden demo` first", path=path)
     if not read_only:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    con = _connect(path, read_only, _LOCK_RETRY_SECONDS if lock_wait is None else lock_wait)
+    con = _connect(path, read_only, _LOCK_RETRY_SECONDS if lock_wait is None else lock_wait, stop, on_wait)
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.execute(f"SET memory_limit = '{_checked_size(memory_limit)}'")
@@ -422,10 +485,12 @@ def store_needs_migration(store: Store) -> bool:
     tables = {r[0] for r in store.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     if "schema_migrations" not in tables:
         return True
-    return store.schema_version() < migrations()[-1].version
+    done = {int(r[0]) for r in store.con.execute("SELECT version FROM schema_migrations").fetchall()}
+    return any(m.version not in done for m in migrations())
 
 
-def _connect(path: str, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
+def _connect(path: str, read_only: bool, wait: float, stop: Callable[[], bool] | None = None,
+             on_wait: Callable[[str], None] | None = None) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + wait
     delay = 0.05
     while True:
@@ -435,12 +500,16 @@ def _connect(path: str, read_only: bool, wait: float) -> duckdb.DuckDBPyConnecti
             message = str(exc)
             if "lock" not in message.lower():
                 raise TerminalError(f"{path}: cannot open the store: {message.splitlines()[0]}") from None
+            pid = re.search(r"PID (\d+)", message)
+            holder = f" (held by PID {pid[1]})" if pid else ""
+            if stop is not None and stop():
+                raise TransientError(f"{path}: stopped while waiting for the store{holder}") from None
             if time.monotonic() >= deadline:
-                pid = re.search(r"PID (\d+)", message)
-                holder = f" (held by PID {pid[1]})" if pid else ""
                 raise TransientError(
                     f"{path}: the store is locked by another process{holder}; retry when it "
                     f"finishes, or read the snapshot {snapshot_path(path)}") from None
+            if on_wait is not None and delay == 0.05:
+                on_wait(f"{path}: the store is locked by another process{holder}; waiting up to {wait:.0f}s")
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
         except duckdb.Error as exc:

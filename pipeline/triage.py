@@ -35,7 +35,8 @@ STATUSES = ("open", *TRIAGE_STATUSES, "suppressed")
 DEFAULT_SUPPRESSION = timedelta(days=90)
 MIN_ID_PREFIX = 6
 _SUPPRESSION_COLUMNS = ("id", "detector", "agent", "action", "source_cidr", "error_code", "reason", "created_by",
-                        "created_at", "expires_at", "removed_by", "removed_at", "removed_reason")
+                        "created_at", "expires_at", "removed_by", "removed_at", "removed_reason", "imported_by",
+                        "imported_at", "replaces")
 _YAML_KEYS = ("id", "detector", "agent", "action", "source_cidr", "error_code", "reason", "created_by",
               "created_at", "expires_at")
 
@@ -145,6 +146,10 @@ class Suppression:
     removed_by: str | None = None
     removed_at: datetime | None = None
     removed_reason: str | None = None
+    imported_by: str | None = None   # who loaded this row with `suppress import` (None: `suppress add`)
+    imported_at: datetime | None = None
+    replaces: str | None = None      # the suppression this version replaced (ended by the same import)
+    given: frozenset[str] = field(default=frozenset(), repr=False, compare=False)  # keys a YAML entry set
     _network: Any = field(default=None, repr=False, compare=False)
     _action: Any = field(default=None, repr=False, compare=False)
 
@@ -154,8 +159,19 @@ class Suppression:
 
     @property
     def broad(self) -> bool:
-        """A whole detector, for every agent, with nothing narrowing it."""
-        return not (self.agent or self.action or self.source_cidr or self.error_code)
+        """A whole detector, for every agent, with nothing narrowing it. A filter that matches
+        everything (a /0 network, an action of only ``*`` and ``:``) narrows nothing."""
+        return not (self.agent or self.error_code or (self.action and not self.catch_all_filters().get("action"))
+                    or (self.source_cidr and not self.catch_all_filters().get("source_ip")))
+
+    def catch_all_filters(self) -> dict[str, str]:
+        """The filters given that match every event (``{"source_ip": "0.0.0.0/0"}``)."""
+        out = {}
+        if self._network is not None and self._network.prefixlen == 0:
+            out["source_ip"] = str(self.source_cidr)
+        if self.action and is_catch_all_action(self.action):
+            out["action"] = self.action
+        return out
 
     @property
     def needs_events(self) -> bool:
@@ -204,6 +220,22 @@ def new_suppression_id() -> str:
     return "sup-" + secrets.token_hex(4)
 
 
+def is_catch_all_action(pattern: str) -> bool:
+    """``*``, ``*:*`` and the like: an action glob that matches every action."""
+    return set(pattern.strip()) <= {"*", ":"} and "*" in pattern
+
+
+def broad_message(s: Suppression, hidden: Sequence[dict[str, Any]]) -> str:
+    """Why a broad suppression is refused: what it would have hidden over the last 30 days."""
+    catch_all = s.catch_all_filters()
+    text = (f"this hides every {s.detector} finding for every agent ({len(hidden)} in the last 30 days"
+            + (f", e.g. {hidden[0]['id'][:12]}: {hidden[0]['summary'][:80]}" if hidden else "") + ")")
+    if catch_all:
+        text += (" (" + " and ".join(f"{k} {v}" for k, v in catch_all.items())
+                 + (" match" if len(catch_all) > 1 else " matches") + " everything)")
+    return text
+
+
 def validate_suppression(s: Suppression, *, detectors: Iterable[str], known_agents: Iterable[str],
                          now: datetime, source: str = "") -> None:
     """Exit-2 errors naming the offending key (and the file, for imports)."""
@@ -214,7 +246,7 @@ def validate_suppression(s: Suppression, *, detectors: Iterable[str], known_agen
     if s.agent and s.agent not in set(known_agents):
         raise UsageError(f"{where}unknown agent {s.agent!r}: not in the inventory and never seen in the store",
                          key="--agent")
-    if s.action and ":" not in s.action:
+    if s.action and ":" not in s.action and not is_catch_all_action(s.action):
         raise UsageError(f"{where}action must look like service:Action (wildcards allowed), not {s.action!r}",
                          key="--action")
     if not s.reason.strip() or not s.created_by.strip():
@@ -333,8 +365,9 @@ def export_yaml(suppressions: Sequence[Suppression]) -> str:
     return header + yaml.safe_dump({"suppressions": items}, sort_keys=False, allow_unicode=True, width=100)
 
 
-def parse_yaml(path: Path, now: datetime) -> list[Suppression]:
-    """Suppressions from a YAML file; a bad one exits 2 naming the file and the key."""
+def parse_yaml(path: Path, now: datetime, by: str | None = None) -> list[Suppression]:
+    """Suppressions from a YAML file; a bad one exits 2 naming the file and the key. An entry
+    without ``created_by`` is authored by ``by`` (the importer) when given."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -352,7 +385,7 @@ def parse_yaml(path: Path, now: datetime) -> list[Suppression]:
         unknown = sorted(set(item) - set(_YAML_KEYS))
         if unknown:
             raise UsageError(f"{where}.{unknown[0]}: unknown key", key=unknown[0])
-        for key in ("detector", "reason", "created_by"):
+        for key in ("detector", "reason") if by else ("detector", "reason", "created_by"):
             if not str(item.get(key) or "").strip():
                 raise UsageError(f"{where}.{key}: required", key=key)
         created = _when(item.get("created_at"), now, f"{where}.created_at")
@@ -364,9 +397,9 @@ def parse_yaml(path: Path, now: datetime) -> list[Suppression]:
                              key="source_cidr") from None
         out.append(Suppression(
             id=str(item.get("id") or new_suppression_id()), detector=str(item["detector"]),
-            reason=str(item["reason"]), created_by=str(item["created_by"]), created_at=created, expires_at=expires,
-            agent=_opt(item.get("agent")), action=_opt(item.get("action")), source_cidr=cidr,
-            error_code=_opt(item.get("error_code"))))
+            reason=str(item["reason"]), created_by=_opt(item.get("created_by")) or str(by), created_at=created,
+            expires_at=expires, agent=_opt(item.get("agent")), action=_opt(item.get("action")), source_cidr=cidr,
+            error_code=_opt(item.get("error_code")), given=frozenset(k for k, v in item.items() if _opt(v))))
     ids = [s.id for s in out]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
@@ -374,26 +407,72 @@ def parse_yaml(path: Path, now: datetime) -> list[Suppression]:
     return out
 
 
-def import_suppressions(store: Store, items: Sequence[Suppression]) -> dict[str, int]:
-    """Upsert by id: new ones are added, changed ones updated (a removed one stays removed)."""
-    counts = {"added": 0, "updated": 0, "unchanged": 0}
-    existing = {s.id: s for s in load_suppressions(store, include_inactive=True)}
+def import_suppressions(store: Store, items: Sequence[Suppression], *, by: str, force: bool = False,
+                        source: str = "", now: datetime | None = None) -> dict[str, Any]:
+    """Load suppressions by id; nothing is overwritten. A new id is added. An entry that differs from
+    the current version of its suppression (following ``replaces``) ends that version (removed by
+    ``by``, "replaced by import") and is added as a new row, with a new id, that ``replaces`` it, so
+    ``suppress list --all`` shows both. A removed one stays removed. Every row added records the
+    importer (``imported_by``, ``imported_at``); its ``created_by`` is the file's, else ``by``.
+    An entry to add or change that is broad is refused (nothing is written) unless ``force``."""
+    by, now = _required(by, "--by"), now or utcnow()
+    plan, result = _plan_import(store, items, by=by, force=force, source=source, now=now)
     with store.transaction() as con:
-        for s in items:
-            old = existing.get(s.id)
-            if old is None:
-                con.execute(f"INSERT INTO suppressions ({', '.join(_SUPPRESSION_COLUMNS)}) "  # noqa: S608
-                            f"VALUES ({', '.join('?' * len(_SUPPRESSION_COLUMNS))})",
-                            [getattr(s, k) for k in _SUPPRESSION_COLUMNS])
-                counts["added"] += 1
-            elif any(getattr(old, k) != getattr(s, k) for k in _YAML_KEYS):
-                sets = [k for k in _YAML_KEYS if k != "id"]
-                con.execute(f"UPDATE suppressions SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ?",  # noqa: S608
-                            [*(getattr(s, k) for k in sets), s.id])
-                counts["updated"] += 1
-            else:
-                counts["unchanged"] += 1
-    return counts
+        for s, old in plan:
+            if old is not None:
+                con.execute("UPDATE suppressions SET removed_by = ?, removed_at = ?, removed_reason = ? WHERE id = ?",
+                            [by, now, "replaced by import", old.id])
+            con.execute(f"INSERT INTO suppressions ({', '.join(_SUPPRESSION_COLUMNS)}) "  # noqa: S608
+                        f"VALUES ({', '.join('?' * len(_SUPPRESSION_COLUMNS))})",
+                        [getattr(s, k) for k in _SUPPRESSION_COLUMNS])
+            result["updated" if old is not None else "added"] += 1
+            result["written"].append(s)
+    return result
+
+
+def _plan_import(store: Store, items: Sequence[Suppression], *, by: str, force: bool, source: str,
+                 now: datetime) -> tuple[list[tuple[Suppression, Suppression | None]], dict[str, Any]]:
+    """The rows to insert, each with the version it ends (None: a new suppression); nothing written."""
+    rows = {s.id: s for s in load_suppressions(store, include_inactive=True)}
+    successor = {s.replaces: s.id for s in rows.values() if s.replaces}
+    plan: list[tuple[Suppression, Suppression | None]] = []
+    result: dict[str, Any] = {"added": 0, "updated": 0, "unchanged": 0, "left_removed": [], "written": []}
+    for i, s in enumerate(items):
+        current = rows.get(s.id)
+        while current is not None and current.id in successor:
+            current = rows[successor[current.id]]
+        if current is not None:
+            s = _as_new_version(s, current)
+            if not any(getattr(current, k) != getattr(s, k) for k in _COMPARED_KEYS
+                       if k in s.given or k not in ("created_by", "created_at")):
+                result["unchanged"] += 1
+                continue
+            if current.removed_at is not None:
+                result["left_removed"].append(current.id)
+                continue
+        if s.broad and not force:
+            hidden = would_hide(store, s, now - timedelta(days=30))
+            raise UsageError(f"{source}: suppressions[{i}] ({items[i].id}): {broad_message(s, hidden)}; narrow it, "
+                             "or pass `suppress import --force`", key="--force")
+        s.imported_by, s.imported_at = by, now
+        plan.append((s, current))
+        if current is not None:  # a later entry for the same suppression compares with this version
+            rows[s.id], successor[current.id] = s, s.id
+    return plan, result
+
+
+_COMPARED_KEYS = tuple(k for k in _YAML_KEYS if k != "id")
+
+
+def _as_new_version(s: Suppression, current: Suppression) -> Suppression:
+    """An entry for an existing suppression, as the row that would replace it: a new id, and the
+    current version's start and expiry where the file does not give them."""
+    created = s.created_at if "created_at" in s.given else current.created_at
+    expires = s.expires_at if "expires_at" in s.given else (
+        current.expires_at if "created_at" not in s.given else created + DEFAULT_SUPPRESSION)
+    return Suppression(id=new_suppression_id(), detector=s.detector, reason=s.reason, created_by=s.created_by,
+                       created_at=created, expires_at=expires, agent=s.agent, action=s.action,
+                       source_cidr=s.source_cidr, error_code=s.error_code, replaces=current.id, given=s.given)
 
 
 def _opt(value: Any) -> str | None:

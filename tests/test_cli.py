@@ -112,6 +112,25 @@ def test_query_errors_exit_2_in_one_line(tmp_path):
                           "no store here yet")
 
 
+def test_an_eoferror_escaping_a_command_is_an_internal_error_not_an_abort(tmp_path, monkeypatch, capsys):
+    from pipeline import cli, status
+    from pipeline.store import open_store
+
+    with open_store(tmp_path / "s.duckdb"):
+        pass
+
+    def eof(*_args):
+        raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+
+    monkeypatch.setattr(status, "collect_status", eof)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["status", "--db", str(tmp_path / "s.duckdb")])
+    assert exited.value.code == 1  # not 130: that is for Ctrl-C
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("trailwarden: internal error:"), lines
+    assert "end-of-stream marker" in lines[0]
+
+
 def test_status_reports_events_sources_and_runs(tmp_path):
     db = str(tmp_path / "s.duckdb")
     run_cli("ingest", "--file", str(REAL_ATTACKS), "--db", db)
@@ -124,6 +143,74 @@ def test_status_reports_events_sources_and_runs(tmp_path):
     assert info["recent_runs"][0]["status"] == "ok"
     text = run_cli("status", "--db", db).stdout
     assert "502 from" in text and "ingest" in text
+
+
+def test_status_table_shows_lag_as_a_duration_and_reasons_that_say_something(tmp_path, make_event):
+    import re
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join([
+        json.dumps(make_event(1)), "nope", "[1, nope]", "{oops", "[1]", "42",
+        json.dumps(make_event(2, eventTime="yesterday")), json.dumps(make_event(3, eventTime="tomorrow")),
+        json.dumps({"eventTime": "2026-11-02T03:04:05Z"}), json.dumps({"eventId": "e-1"})]) + "\n")
+    db = str(tmp_path / "s.duckdb")
+    assert run_cli("ingest", "--file", str(REAL_ATTACKS), "--file", str(bad), "--db", db).returncode == 0
+    text = run_cli("status", "--db", db).stdout
+    assert "e+0" not in text  # lag_seconds was printed as 1.9e+08
+    assert re.search(r"^files .* \d+d \d+h ", text, re.M), text  # the events are from 2020: years of lag
+    assert "2 malformed JSON: Expecting value\n" in text  # was "3 malformed JSON", whatever the error
+    assert "2 eventTime: not an ISO-8601 time in range: …\n" in text  # was "2 eventTime"
+    assert "… and 2 more kinds of reason" in text  # 7 kinds, 5 shown
+
+
+def test_query_help_lists_every_table_in_the_store(tmp_path):
+    import re
+
+    import duckdb
+
+    run_cli("ingest", "--file", str(REAL_ATTACKS), "--db", str(tmp_path / "s.duckdb"))
+    con = duckdb.connect(str(tmp_path / "s.duckdb"), read_only=True)
+    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    con.close()
+    shown = run_cli("query", "--help").stdout
+    assert len(tables) >= 12 and tables - set(re.findall(r"[a-z_]+", shown)) == set()  # it listed 6
+
+
+AGENT = ("{name: %s, purpose: p, owner: o, environment: e, identities: [ram-user:ci-deploy], "
+         "policies: [{Version: '1', Statement: [{Effect: Allow, Action: 'ecs:Describe*', Resource: '*'}]}]}")
+
+
+def test_agents_without_a_store_lists_the_inventory_never_seen(tmp_path):
+    inv = tmp_path / "agents.yaml"
+    inv.write_text(f"agents:\n  - {AGENT % 'ci'}\n")
+    db = tmp_path / "none.duckdb"
+    result = run_cli("--config", str(_config(tmp_path, f"inventory: {inv}\n")), "agents", "--db", str(db),
+                     "--format", "json")
+    assert result.returncode == 0, result.stderr  # was exit 2 "no store here yet"
+    [row] = json.loads(result.stdout)
+    assert (row["agent"], row["last_activity"], row["events_30d"], row["open_findings"]) == ("ci", None, 0, 0)
+    assert "never seen" in row["flags"]
+    assert not db.exists()  # listing writes nothing
+
+
+def test_read_only_commands_say_when_the_inventory_changed_since_attribution(tmp_path, make_event):
+    inv = tmp_path / "agents.yaml"
+    cfg = _config(tmp_path, f"inventory: {inv}\n")
+    db = str(tmp_path / "s.duckdb")
+    inv.write_text(f"agents:\n  - {AGENT % 'ci'}\n")
+    events = write_ndjson(tmp_path / "e.jsonl", [make_event(1)])
+    assert run_cli("--config", str(cfg), "ingest", "--file", str(events), "--db", db).returncode == 0
+    inv.write_text(f"agents:\n  - {AGENT % 'deployer'}\n")  # the identity changed hands
+    note = ("note: the inventory changed since events were attributed; run `trailwarden detect` "
+            "(or any ingest) to re-attribute them")
+    commands = [["agents"], ["replay", "deployer"], ["least-privilege", "deployer"]]
+    for command in commands:
+        result = run_cli("--config", str(cfg), *command, "--db", db)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.strip().splitlines() == [note], (command, result.stderr)
+    assert run_cli("--config", str(cfg), "detect", "--db", db).returncode == 0  # re-attributes
+    for command in commands:
+        assert run_cli("--config", str(cfg), *command, "--db", db).stderr == "", command
 
 
 def test_every_command_has_help_with_an_example_and_no_secrets(tmp_path):

@@ -96,3 +96,19 @@ def test_days_and_hours():
     assert not night.contains(datetime(2026, 11, 2, 12, 0, tzinfo=tz))
     assert not night.contains(datetime(2026, 11, 8, 23, 0, tzinfo=tz))  # Sunday night
     assert night.contains(datetime(2026, 11, 7, 5, 0, tzinfo=tz))  # Saturday morning = Friday's night
+
+
+@pytest.mark.parametrize("url", ["ftp://x", "slack.com/api", "http://", "https://a b/"])
+def test_a_slack_base_url_must_be_a_web_address(tmp_path, url):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"slack: {{channel: '#sec', base_url: '{url}'}}\n")
+    with pytest.raises(UsageError, match="http:// or https://") as err:
+        load_config(cfg)
+    assert err.value.key == "slack.base_url" and err.value.path == str(cfg)
+
+
+def test_a_slack_base_url_gets_the_slash_method_names_are_joined_onto(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("slack: {channel: '#sec', base_url: 'http://127.0.0.1:9/api'}\n")
+    slack = load_config(cfg).slack
+    assert slack is not None and slack.base_url == "http://127.0.0.1:9/api/"

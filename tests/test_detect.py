@@ -20,7 +20,8 @@ from pipeline.errors import UsageError
 from pipeline.events import EVENT_COLUMNS
 from pipeline.findings import list_findings
 from pipeline.ingest import ingest_files
-from tests.conftest import ROOT, run_cli, write_ndjson
+from pipeline.store import open_store
+from tests.conftest import ROOT, assert_one_line_error, run_cli, write_ndjson
 
 DESIGN_IDS = {"out_of_scope", "odd_hours", "failure_storm", "audit_tampering", "unregistered_identity",
               "expired_agent", "new_source",
@@ -141,6 +142,43 @@ def test_a_failing_detector_is_recorded_and_the_others_still_run(store, tmp_path
     assert report.new == 1 and list_findings(store)[0]["detector"] == "out_of_scope"
 
 
+class _Flaky(Detector):
+    """Fails while ``broken`` is set; else one finding per event. Known gaps: everything."""
+
+    id = "flaky"
+    severity = "low"
+    parameters: ClassVar[dict[str, Any]] = {"dedup_window": "60m"}
+    columns = ("event_id",)
+    broken = True
+
+    def score(self, events, models, now) -> list[Finding]:
+        if _Flaky.broken:
+            raise RuntimeError("boom")
+        return [Finding(detector=self.id, agent=str(r.agent), severity="low", score=0.1,
+                        first_seen=r.event_time.to_pydatetime(), last_seen=r.event_time.to_pydatetime(),
+                        summary="seen", event_ids=[r.event_id], evidence={}, dedup_key=r.event_id)
+                for r in events.itertuples(index=False)]
+
+
+def test_events_a_failed_detector_missed_are_scored_once_it_works(store, tmp_path, make_event, monkeypatch):
+    """Without flags, detect moves its watermark on; the detector that failed keeps the span it
+    missed and scores it alone next time, even when nothing new was ingested."""
+    inv = _inventory(CI_AGENT)
+    start = datetime(2026, 11, 2, 3, 0, tzinfo=UTC)
+    _store_with(store, tmp_path, _events(make_event, start, ["DescribeInstances", "DescribeInstances"]), inv)
+    real = detectors.registry()
+    monkeypatch.setattr(detectors, "registry", lambda: {**real, "flaky": _Flaky})
+    monkeypatch.setattr(_Flaky, "broken", True)
+    assert run_detect(store, Config(), inv).failed == ["flaky"]
+    again = run_detect(store, Config(), inv)  # still broken: still reported, the span kept
+    assert again.failed == ["flaky"] and not [f for f in list_findings(store) if f["detector"] == "flaky"]
+    monkeypatch.setattr(_Flaky, "broken", False)
+    fixed = run_detect(store, Config(), inv)
+    assert fixed.failed == [] and fixed.new == 2
+    assert sorted(f["detector"] for f in list_findings(store)) == ["flaky", "flaky"]
+    assert run_detect(store, Config(), inv).new == 0  # scored once: nothing left to retry
+
+
 # -- the command line ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory) -> Path:
@@ -148,6 +186,29 @@ def demo_db(tmp_path_factory) -> Path:
     result = run_cli("demo", "--db", str(db), "--days", "14")
     assert result.returncode == 0, result.stderr
     return db
+
+
+def test_train_stores_the_baselines_detect_then_uses(demo_db):
+    """train --until T refits for T's UTC day: the rows detect loads for a window on that day."""
+    with open_store(demo_db, read_only=True) as store:
+        last = store.con.execute("SELECT max(event_time) FROM events").fetchall()[0][0].astimezone(UTC)
+    day = last.replace(hour=0, minute=0, second=0, microsecond=0)
+    trained = run_cli("train", "--db", str(demo_db), "--until", f"{day:%Y-%m-%d}T13:45:00Z", "--format", "json")
+    assert trained.returncode == 0, trained.stderr
+    agents = {row["agent"] for row in json.loads(trained.stdout)}
+    assert "ci-deployer" in agents
+
+    def stored() -> dict[str, Any]:
+        with open_store(demo_db, read_only=True) as store:
+            return dict(store.con.execute(
+                "SELECT agent, fitted_at FROM baselines WHERE history_end = ?", [day]).fetchall())
+
+    before = stored()
+    assert set(before) == agents
+    scored = run_cli("detect", "--db", str(demo_db), "--since", f"{day:%Y-%m-%d}T00:00:00Z",
+                     "--until", f"{day:%Y-%m-%d}T06:00:00Z")
+    assert scored.returncode == 0, scored.stderr
+    assert stored() == before  # loaded as trained, not fitted again
 
 
 def test_findings_json_has_the_designed_fields(demo_db):
@@ -188,6 +249,41 @@ def test_agents_lists_inventory_activity_and_unregistered(demo_db):
     assert rows["vendor-acme"]["flags"].startswith("expired")
     assert rows["ram-user:ops-debug"]["flags"] == "unregistered"
     assert rows["monitor-readonly"]["last_activity"] is not None
+
+
+def test_agents_flags_a_review_overdue_and_an_agent_idle_for_90_days(tmp_path, make_event):
+    now = datetime.now(UTC)
+    agents = [{"name": name, "purpose": "p", "owner": "sre", "environment": "prod", "identities": [f"ram-user:{name}"],
+               "review_by": (now + timedelta(days=review)).date().isoformat()}
+              for name, review in (("stale-bot", -1), ("busy-bot", 30))]
+    (tmp_path / "agents.yaml").write_text(json.dumps({"agents": agents}))
+    config = tmp_path / "tw.yaml"
+    config.write_text(json.dumps({"database": str(tmp_path / "s.duckdb"), "inventory": str(tmp_path / "agents.yaml")}))
+    events = [make_event(i, eventTime=f"{now - timedelta(days=ago):%Y-%m-%dT%H:%M:%SZ}",
+                         userIdentity={**make_event()["userIdentity"], "userName": name, "accessKeyId": ""})
+              for i, (name, ago) in enumerate((("stale-bot", 100), ("busy-bot", 100), ("busy-bot", 2)))]
+    ingested = run_cli("--config", str(config), "ingest", "--file", str(write_ndjson(tmp_path / "e.jsonl", events)))
+    assert ingested.returncode == 0, ingested.stderr
+    out = run_cli("--config", str(config), "agents", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    rows = {r["agent"]: r for r in json.loads(out.stdout)}
+    assert rows["stale-bot"]["flags"] == "review overdue, idle 90d+"
+    assert rows["busy-bot"]["flags"] == ""  # review due in a month, active two days ago
+    table = run_cli("--config", str(config), "agents").stdout
+    assert "review overdue, idle 90d+" in next(line for line in table.splitlines() if "stale-bot" in line)
+
+
+def test_findings_filters_that_name_nothing_exit_2_naming_the_value(demo_db):
+    base = ("findings", "--db", str(demo_db), "--config", str(ROOT / "config" / "trailwarden.yaml"))
+    assert_one_line_error(run_cli(*base, "--agent", "no-such-agent"), 2, "--agent", "no-such-agent")
+    assert_one_line_error(run_cli(*base, "--detector", "odd_hour"), 2, "--detector", "odd_hour")
+    assert_one_line_error(run_cli(*base, "--agent", "ram-user:ci-deploy"), 2, "ram-user:ci-deploy",
+                          "identity of agent ci-deployer")
+    # known names with nothing to list are not errors: an agent never seen, an unregistered one, a quiet detector
+    for args in (("--agent", "admin-alice"), ("--agent", "ram-user:ops-debug"), ("--detector", "expired_agent"),
+                 ("--agent", "terraform-apply", "--detector", "odd_hours")):
+        result = run_cli(*base, *args, "--format", "json")
+        assert result.returncode == 0, (args, result.stderr)
 
 
 def test_policy_simulate_single_and_batch(tmp_path):

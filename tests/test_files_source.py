@@ -219,6 +219,30 @@ def test_truncated_json_array_yields_complete_elements_then_one_error(
     assert "malformed JSON array" in items[3].error
 
 
+def _damaged_gzip(data: bytes, damage: str) -> bytes:
+    packed = bytearray(gzip.compress(data))
+    if damage == "crc":
+        packed[-8] ^= 0xFF  # the CRC32 in the trailer
+        return bytes(packed)
+    return bytes(packed[:-8])  # "truncated": the trailer (and the end of the stream) cut off
+
+
+@pytest.mark.parametrize(("damage", "reason"), [("crc", "corrupt gzip: CRC check failed"),
+                                                ("truncated", "truncated gzip")])
+@pytest.mark.parametrize("layout", ["ndjson", "json-array-compact"])
+def test_damaged_gzip_ends_with_one_error_for_the_file(tmp_path: Path, damage: str, reason: str,
+                                                      layout: str) -> None:
+    data, _, expected = LAYOUTS[layout]()
+    path = tmp_path / "damaged.json.gz"
+    path.write_bytes(_damaged_gzip(data, damage))
+    items = read_all(path)  # raised BadGzipFile / EOFError before
+    *good, last = items
+    assert [i.value for i in good] == expected[: len(good)]  # what was read before it is kept
+    assert all(i.error is None for i in good)
+    assert last.location == str(path) and last.value is None
+    assert last.error is not None and last.error.startswith(reason), last.error
+
+
 def test_json_array_without_closing_bracket_reports_it(tmp_path: Path) -> None:
     path = tmp_path / "noclose.json"
     path.write_text(json.dumps(EVENTS)[:-1] + "\n", encoding="utf-8")

@@ -18,7 +18,7 @@ from models.inventory import Attributor, Inventory
 from pipeline import ingest as ingest_mod
 from pipeline.ingest import ingest_files
 from pipeline.store import open_store
-from tests.conftest import BASE_EVENT, REAL_ATTACKS, ROOT, write_ndjson
+from tests.conftest import BASE_EVENT, REAL_ATTACKS, ROOT, run_cli, write_ndjson
 
 NOBODY = Attributor(None)
 
@@ -121,6 +121,57 @@ def test_gzip_and_oss_layout_are_read(store, tmp_path, make_event):
     (tmp_path / "README.md").write_text("not events")
     report = ingest_files(store, [tmp_path], NOBODY)
     assert (report.files, report.new, report.quarantined) == (2, 4, 0)
+
+
+def _drop_with_a_damaged_gzip(tmp_path, make_event, damage):
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / "arr.json").write_text(json.dumps([make_event(1), make_event(2)]))
+    (folder / "zz.json").write_text(json.dumps(make_event(3)))
+    packed = bytearray(gzip.compress("".join(json.dumps(make_event(i)) + "\n" for i in range(10, 14)).encode()))
+    if damage == "crc":
+        packed[-8] ^= 0xFF  # the CRC32 in the trailer
+    else:
+        del packed[-8:]  # cut off: the stream ends before its trailer
+    bad = folder / f"{damage}.gz"
+    bad.write_bytes(bytes(packed))
+    return folder, bad
+
+
+def _json_query(db, sql):
+    return json.loads(run_cli("query", sql, "--db", db, "--format", "json").stdout)
+
+
+@pytest.mark.parametrize(("damage", "reason"), [("crc", "corrupt gzip: CRC check failed"),
+                                                ("truncated", "truncated gzip")])
+def test_a_damaged_gzip_is_quarantined_once_and_the_other_files_go_in(tmp_path, make_event, damage, reason):
+    folder, bad = _drop_with_a_damaged_gzip(tmp_path, make_event, damage)
+    db = str(tmp_path / "s.duckdb")
+    first = run_cli("ingest", "--file", str(folder), "--db", db)
+    assert first.returncode == 0, first.stderr  # was exit 1 (BadGzipFile) / 130 ("aborted"), 0 events
+    assert "1 quarantined from 3 files" in first.stdout
+    [row] = _json_query(db, "SELECT location, reason FROM quarantine")
+    assert row["location"] == str(bad) and row["reason"].startswith(reason), row
+    stored = {r["event_id"][-2:] for r in _json_query(db, "SELECT event_id FROM events")}
+    assert {"01", "02", "03"} <= stored  # the good files
+    assert stored <= {"01", "02", "03", "10", "11", "12", "13"}
+    again = run_cli("ingest", "--file", str(folder), "--db", db)
+    assert again.returncode == 0, again.stderr
+    assert "0 new events, 0 duplicates, 0 quarantined from 0 files (3 already ingested, skipped)" in again.stdout
+    assert _json_query(db, "SELECT count(*) AS n FROM quarantine") == [{"n": 1}]
+    assert _json_query(db, "SELECT count(*) AS n FROM events") == [{"n": len(stored)}]
+
+
+def test_a_damaged_gzip_does_not_fail_every_service_cycle(tmp_path, make_event):
+    folder, _ = _drop_with_a_damaged_gzip(tmp_path, make_event, "crc")
+    cfg = tmp_path / "trailwarden.yaml"
+    cfg.write_text(f"database: {tmp_path / 'tw.duckdb'}\n"
+                   f"sources:\n  - {{name: drop, type: files, path: {folder}}}\n")
+    for _ in range(2):
+        result = run_cli("--config", str(cfg), "run")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[-3].split()[-1] == "ok", result.stdout  # the ingest step
+    assert _json_query(str(tmp_path / "tw.duckdb"), "SELECT count(*) AS n FROM quarantine") == [{"n": 1}]
 
 
 def test_parallel_parse_matches_parsing_in_process(tmp_path, make_event, monkeypatch):

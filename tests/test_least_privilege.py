@@ -37,7 +37,7 @@ DAYS = 30
 @dataclass
 class Agent:
     result: dict[str, Any]  # the CLI's JSON
-    observed: list[Request]  # distinct RAM requests of its successful calls in the window
+    observed: list[Request]  # distinct RAM requests of its calls in the window RAM did not refuse
     probes: dict[str, list[Request]] = field(default_factory=dict)  # what the suggestion must refuse
     original: dict[str, str] = field(default_factory=dict)  # request id -> decision
     suggested: dict[str, str] = field(default_factory=dict)
@@ -61,8 +61,9 @@ def _statements(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _observed(db: Path, agent: str, since: datetime, keys: set[str]) -> list[Request]:
-    """One RAM request per resource of each successful call (the context reduced to the condition
-    keys the policies test, so that equal requests are asked once)."""
+    """One RAM request per resource of each call RAM did not refuse (succeeded, or failed for
+    another reason: throttled, a bad parameter), the context reduced to the condition keys the
+    policies test, so that equal requests are asked once."""
     with open_store(db, read_only=True) as store:
         rows = store.con.execute(
             """
@@ -71,7 +72,8 @@ def _observed(db: Path, agent: str, since: datetime, keys: set[str]) -> list[Req
                    resource_name, request_parameters::VARCHAR,
                    event_time, source_ip, ip_version, vpc_id, mfa_authenticated, access_key_id,
                    secure_transport, identity_type, account_id, user_name, role_name, user_agent
-            FROM events WHERE agent = ? AND event_time >= ? AND error_code IS NULL
+            FROM events WHERE agent = ? AND event_time >= ?
+              AND (error_code IS NULL OR NOT regexp_matches(error_code, '^(NoPermission|Forbidden|AccessDenied)'))
             """, [agent, since]).fetchall()
     out: dict[tuple[str, str, str], Request] = {}
     for row in rows:
@@ -185,7 +187,7 @@ def test_granted_vs_used_for_the_ci_deployer(demo):
     assert [g["pattern"] for g in result["granted"]] == declared
     used = {u["action"]: u for u in result["used"]}
     observed = {r.action for r in ci.observed}
-    assert set(used) == observed, "every action it called successfully, and only those"
+    assert set(used) == observed, "every action it called and was not refused, and only those"
     for grant in result["granted"]:
         assert grant["unused"] == (not grant["used_actions"])
         assert set(grant["used_actions"]) <= observed
@@ -268,7 +270,42 @@ def test_allow_conditions_and_calls_without_a_resource_are_kept(store: Store, tm
     assert decide(f"acs:ecs:cn-hangzhou:{account}:instance/i-bp1one", "198.51.100.1") != Decision.ALLOW
 
 
+def test_a_call_that_failed_for_another_reason_than_permission_is_still_used(store: Store, tmp_path, make_event):
+    """Throttled or badly parameterised, the call still needed its permission; a call RAM refused
+    did not show one, and stays out of the suggestion."""
+    inventory = Inventory.model_validate({"agents": [{
+        "name": "operator", "purpose": "operates", "owner": "sre", "environment": "prod",
+        "identities": ["ram-user:ci-deploy"],
+        "policies": [{"Version": "1", "Statement": [
+            {"Effect": "Allow", "Action": ["ecs:DescribeInstances", "ecs:StopInstance", "ecs:DescribeRegions",
+                                           "ecs:RebootInstance"], "Resource": "*"}]}]}]})
+    when = datetime.now(UTC) - timedelta(days=1)
+    calls = [("DescribeInstances", ""), ("StopInstance", "Throttling.User"), ("DescribeRegions", "InvalidParameter"),
+             ("RebootInstance", "NoPermission"), ("RebootInstance", "Forbidden.RAM")]
+    events = [make_event(i, eventName=name, errorCode=code,
+                         eventTime=f"{when + timedelta(minutes=i):%Y-%m-%dT%H:%M:%SZ}")
+              for i, (name, code) in enumerate(calls)]
+    ingest_files(store, [write_ndjson(tmp_path / "e.jsonl", events)], Attributor(inventory))
+    result = least_privilege(store, inventory, "operator")
+    used = {u["action"]: u for u in result["used"]}
+    assert set(used) == {"ecs:DescribeInstances", "ecs:StopInstance", "ecs:DescribeRegions"}
+    assert (used["ecs:StopInstance"]["calls"], used["ecs:StopInstance"]["failed"]) == (1, 1)
+    assert result["unused_grants"] == ["ecs:RebootInstance"]
+    [statement] = result["suggested_policy"]["Statement"]
+    assert sorted(statement["Action"]) == ["ecs:DescribeInstances", "ecs:DescribeRegions", "ecs:StopInstance"]
+
+
 # -- who can be asked --------------------------------------------------------------------------------
+def test_an_identity_of_an_inventory_agent_is_that_agent(demo):
+    result = run_cli("least-privilege", "ram-user:ci-deploy", "--since", demo.since.isoformat(), "--format", "json",
+                     "--db", str(demo.db))
+    assert result.returncode == 0, result.stderr
+    assert "ram-user:ci-deploy is an identity of agent ci-deployer" in result.stderr
+    by_identity, by_name = json.loads(result.stdout), demo.agents["ci-deployer"].result
+    assert by_identity["agent"] == "ci-deployer"
+    assert by_identity["suggested_policy"] == by_name["suggested_policy"] and by_identity["used"] == by_name["used"]
+
+
 @pytest.mark.parametrize("agent", ["no-such-agent", "ram-user:ops-debug"])
 def test_an_agent_outside_the_inventory_exits_2_naming_it(demo, agent):
     result = run_cli("least-privilege", agent, "--db", str(demo.db))

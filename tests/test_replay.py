@@ -401,3 +401,15 @@ def test_an_unregistered_identity_is_replayed_and_marked(case):
     table = case.replay("ram-user:ops-debug")
     assert table.returncode == 0, table.stderr
     assert "not in the inventory" in table.stdout
+
+
+@pytest.mark.parametrize("identity", ["ram-user:ci-deploy", "access-key:LTAI5tCiDeploy7Qx2mK"])
+def test_an_identity_of_an_inventory_agent_replays_that_agent(case, report, identity):
+    """Both are identities of ci-deployer in config/agents.yaml: a responder holding either from an
+    alert gets the agent's replay, and is told so."""
+    result = case.replay(identity, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert f"{identity} is an identity of agent ci-deployer: replaying ci-deployer" in result.stderr
+    replayed = json.loads(result.stdout)
+    assert replayed["agent"] == "ci-deployer" and replayed["registered"] is True
+    assert replayed["timeline"] == report["timeline"]

@@ -7,13 +7,22 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from tests.conftest import REAL_ATTACKS, ROOT, run_cli, write_ndjson
+from tests.conftest import (
+    BASE_EVENT,
+    REAL_ATTACKS,
+    ROOT,
+    assert_one_line_error,
+    run_cli,
+    write_ndjson,
+)
 
 SECRET = "s3cr3t-do-not-print"
 TOKEN = "xoxb-do-not-print"
@@ -71,6 +80,9 @@ def test_run_is_one_cycle_and_publishes_a_snapshot(tmp_path):
     status = json.loads(run_cli("--config", str(cfg), "status", "--format", "json").stdout)
     assert {s["step"]: s["status"] for s in status["service"]["steps"]} == {
         "ingest": "ok", "detect": "ok", "alert": "ok"}
+    counts = {s["step"]: s["counts"] for s in status["service"]["steps"]}
+    assert counts["ingest"]["new"] == 89 and counts["detect"]["new"] >= 1  # the storms the alerter printed
+    assert counts["alert"]["alerts_sent"] == counts["alert"]["enqueued"] >= 1
     again = run_cli("--config", str(cfg), "run")
     assert again.returncode == 0 and "== " not in again.stdout  # nothing new: nothing alerted twice
 
@@ -188,3 +200,202 @@ def test_analysts_read_while_serve_cycles_every_second(tmp_path):
     con.close()
     assert cycles >= 3 * 45 and failed == 0, serve_err  # ~60 cycles of three steps
     assert stored == (310, 310)  # nothing lost, nothing doubled
+
+
+# -- readers, locks, stopping, scheduling -----------------------------------------------------------
+def _env(**extra: str) -> dict[str, str]:
+    """The environment of a trailwarden subprocess talking to fakes on 127.0.0.1: no proxies, no
+    credentials or token from outside, then ``extra``."""
+    drop = ("SLACK_", "ALIBABA_CLOUD_", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "TRAILWARDEN_CONFIG")
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(drop)}
+    env.update({"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost", **extra})
+    return env
+
+
+def _failed_cycle_runs(db: Path) -> list[dict]:
+    out = run_cli("query", "SELECT command, error, counts FROM runs WHERE command LIKE 'cycle.%' "
+                  "AND status <> 'ok' ORDER BY id", "--db", str(db), "--format", "json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_a_reader_holding_the_store_open_does_not_stall_serve(tmp_path):
+    """A notebook keeps its store open across several cycles: the cycles still run, and succeed."""
+    from pipeline.store import open_for_reading
+
+    cfg = _config(tmp_path)
+    db = tmp_path / "tw.duckdb"
+    proc = _serve(cfg)
+    try:
+        _wait_for(lambda: db.with_name("tw.snapshot.duckdb").exists() and _cycles(db) >= 1)
+        write_ndjson(tmp_path / "incoming" / "a.jsonl", [json.loads(x) for x in
+                                                       (REAL_ATTACKS / "stratus.jsonl").read_text().splitlines()])
+        _wait_for(lambda: _count_or_zero(db) == 89)
+        with open_for_reading(db) as store:  # as a notebook does, and then keeps it
+            assert store.con.execute("SELECT count(*) FROM events").fetchall() == [(89,)]
+            held_at = _cycles(db)
+            _wait_for(lambda: _cycles(db) >= held_at + 3, timeout=40)
+            assert store.con.execute("SELECT count(*) FROM events").fetchall() == [(89,)]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert _failed_cycle_runs(db) == []
+    assert "locked" not in err
+
+
+def test_a_cycle_that_finds_the_store_locked_is_recorded_and_the_next_one_runs(tmp_path):
+    """Someone opens the live file with the duckdb CLI for eight seconds: the cycle that waited in
+    vain is logged and recorded in `runs` (one row per step), and serve goes on afterwards."""
+    cfg = _config(tmp_path)
+    db = tmp_path / "tw.duckdb"
+    proc = _serve(cfg)
+    try:
+        _wait_for(lambda: _cycles(db) >= 1)
+        con = duckdb.connect(str(db), read_only=True)  # not through trailwarden: it holds the lock
+        time.sleep(8)  # more than a 1-second interval's lock wait (5 s)
+        con.close()
+        held_until = _cycles(db)
+        _wait_for(lambda: _cycles(db) >= held_until + 2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "cycle failed:" in err and "locked by another process" in err
+    failed = _failed_cycle_runs(db)
+    assert sorted(r["command"] for r in failed) == ["cycle.alert", "cycle.detect", "cycle.ingest"]
+    assert all("locked by another process" in r["error"] for r in failed)
+    assert all(json.loads(r["counts"])["cycles"] >= 1 for r in failed)
+    status = json.loads(run_cli("--config", str(cfg), "status", "--format", "json").stdout)
+    assert {s["step"]: s["status"] for s in status["service"]["steps"]} == {
+        "ingest": "ok", "detect": "ok", "alert": "ok"}  # recovered
+
+
+def test_the_nightly_refit_and_a_cycle_never_run_at_once(tmp_path):
+    from pipeline.config import load_config
+    from pipeline.service import Service
+
+    spans: list[tuple[str, float, float]] = []
+
+    class Probe(Service):
+        def _job(self, name: str) -> None:
+            began = time.monotonic()
+            time.sleep(0.5)
+            spans.append((name, began, time.monotonic()))
+
+        def cycle(self) -> None:
+            self._job("cycle")
+
+        def nightly(self) -> None:
+            self._job("nightly")
+
+    probe = Probe(load_config(_config(tmp_path)), lambda: None, tmp_path / "tw.duckdb")  # type: ignore[arg-type]
+    scheduler = probe.build_scheduler()
+    scheduler.modify_job("nightly", next_run_time=datetime.now(UTC))  # due together with the first cycle
+    thread = threading.Thread(target=scheduler.start, daemon=True)
+    thread.start()
+    try:
+        _wait_for(lambda: {s[0] for s in spans} == {"cycle", "nightly"} and len(spans) >= 4, timeout=30)
+    finally:
+        scheduler.shutdown(wait=True)
+        thread.join(timeout=10)
+    ordered = sorted(spans, key=lambda s: s[1])
+    overlaps = [(a[0], b[0]) for a, b in zip(ordered, ordered[1:], strict=False) if b[1] < a[2]]
+    assert overlaps == []
+
+
+def test_a_schedule_shorter_than_a_second_is_refused(tmp_path):
+    for every in ("0s", "0"):
+        cfg = _config(tmp_path, every=every)
+        result = run_cli("--config", str(cfg), "serve", timeout=60)
+        assert_one_line_error(result, 2, str(cfg), "schedule.ingest_every", "at least 1s")
+
+
+SLS_PROJECT, SLS_LOGSTORE = "audit-proj", "actiontrail_main"
+
+
+def _sls_config(tmp_path: Path, sls_endpoint: str, slack_url: str | None = None, **sls: object) -> Path:
+    extra = "".join(f", {k}: {v}" for k, v in sls.items())
+    cfg = tmp_path / "trailwarden.yaml"
+    cfg.write_text(
+        f"database: {tmp_path / 'tw.duckdb'}\n"
+        f"timezone: Asia/Shanghai\n"
+        f"inventory: {ROOT / 'config' / 'agents.yaml'}\n"
+        f"sources:\n  - {{name: trail, type: sls, endpoint: '{sls_endpoint}', project: {SLS_PROJECT}, "
+        f"logstore: {SLS_LOGSTORE}{extra}}}\n"
+        f"schedule: {{ingest_every: 1s}}\n"
+        + (f"slack: {{channel: '#sec-alerts', base_url: '{slack_url}'}}\n" if slack_url else ""))
+    return cfg
+
+
+def _calls(prefix: str, n: int, **fields: object) -> list[dict]:
+    """ci-deploy's ordinary calls: from its network, in its region, a Monday 11:04 in Shanghai."""
+    return [{**BASE_EVENT, "eventId": f"{prefix}-{i:05d}", **fields} for i in range(n)]
+
+
+SLS_ENV = {"ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI5tFakeKeyId000", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": SECRET}
+
+
+def test_sigterm_stops_a_long_sls_ingest_at_a_pull_and_loses_nothing(tmp_path):
+    """SIGTERM while a slow logstore is being read: serve stops after the pull in flight, commits
+    what it read with its cursor and exits 0; the next run reads the rest, nothing twice."""
+    from tests.fakes.sls import FakeSLS
+
+    with FakeSLS(SLS_PROJECT, SLS_LOGSTORE, shards=1) as fake:
+        fake.add_events(0, _calls("e", 400), group_size=2)  # 200 pulls of one group
+        slow = threading.Event()
+        slow.set()
+        fake.before("pull_logs", lambda _req: time.sleep(0.3) if slow.is_set() else None)
+        cfg = _sls_config(tmp_path, fake.endpoint, batch_size=1, max_batches=1000)
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline", "--config", str(cfg), "serve"], cwd=ROOT,
+                                env=_env(**SLS_ENV), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            _wait_for(lambda: len(fake.of("pull_logs")) >= 10)  # a minute's ingest has begun
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            stopped = time.monotonic()
+            _, err = proc.communicate(timeout=90)
+        assert proc.returncode == 0, err
+        assert time.monotonic() - stopped < 20, err
+        pulled = len(fake.of("pull_logs"))
+        assert pulled < 100  # it did not read on to the end
+        db = tmp_path / "tw.duckdb"
+        assert 0 < _count(db) <= 2 * pulled  # what was read is stored
+        slow.clear()
+        rest = run_cli("--config", str(cfg), "run", env=_env(**SLS_ENV), timeout=120)
+        assert rest.returncode == 0, rest.stderr
+    con = duckdb.connect(str(db), read_only=True)
+    stored = con.execute("SELECT count(*), count(DISTINCT event_id) FROM events").fetchall()[0]
+    con.close()
+    assert stored == (400, 400)  # nothing lost, nothing doubled
+    assert SECRET not in err + rest.stdout + rest.stderr
+
+
+def test_run_against_the_fake_sls_and_slack_alerts_once(tmp_path):
+    """`trailwarden run` end to end with the real SDKs: ActionTrail events from SLS, one of them a
+    call outside ci-deployer's scope, go in; the out-of-scope finding is posted to Slack once."""
+    from tests.fakes.slack import FakeSlack
+    from tests.fakes.sls import FakeSLS
+
+    planted = {**BASE_EVENT, "eventId": "planted-stop-instance", "eventName": "StopInstance", "eventRW": "Write",
+               "requestParameters": {"RegionId": "cn-hangzhou", "InstanceId": "i-bp1payments01"},
+               "referencedResources": {"ACS::ECS::Instance": ["i-bp1payments01"]}}
+    with FakeSLS(SLS_PROJECT, SLS_LOGSTORE, shards=2) as sls, FakeSlack() as slack:
+        sls.add_events(0, _calls("a", 30), group_size=10)
+        sls.add_events(1, [*_calls("b", 20), planted], group_size=7)
+        cfg = _sls_config(tmp_path, sls.endpoint, slack.base_url)
+        env = _env(**SLS_ENV, SLACK_BOT_TOKEN=TOKEN)
+        first = run_cli("--config", str(cfg), "run", env=env, timeout=120)
+        assert first.returncode == 0, first.stderr
+        assert _count(tmp_path / "tw.duckdb") == 51
+        findings = json.loads(run_cli("--config", str(cfg), "findings", "--format", "json").stdout)
+        assert [(f["detector"], f["agent"], f["event_ids"]) for f in findings] == [
+            ("out_of_scope", "ci-deployer", ["planted-stop-instance"])]
+        assert len(slack.posts) == 1 and len(slack.top_level()) == 1
+        assert "StopInstance" in json.dumps(slack.posts[0].body)
+        again = run_cli("--config", str(cfg), "run", env=env, timeout=120)
+        assert again.returncode == 0, again.stderr
+        assert len(slack.posts) == 1  # nothing new: nothing posted
+        assert _count(tmp_path / "tw.duckdb") == 51
+    assert TOKEN not in first.stdout + first.stderr + again.stdout + again.stderr
+    assert SECRET not in first.stdout + first.stderr + again.stdout + again.stderr

@@ -21,6 +21,21 @@ def test_migrations_are_recorded_and_applied_once(tmp_path):
         assert s.con.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(migrations())
 
 
+def test_a_migration_numbered_below_the_newest_applied_one_is_still_applied(tmp_path):
+    """Numbers can be reserved and land late (0009 before 0008): a store must not skip one."""
+    db = tmp_path / "s.duckdb"
+    with open_store(db) as s:  # as if 0007 had shipped after the newest migration was applied
+        s.con.execute("ALTER TABLE ingest_state DROP COLUMN recent")
+        s.con.execute("DELETE FROM schema_migrations WHERE version = 7")
+        assert s.schema_version() == migrations()[-1].version > 7
+    with pytest.raises(UsageError, match="migrate"):
+        open_store(db, read_only=True)
+    with open_store(db) as s:
+        columns = {r[0] for r in s.con.execute("SELECT column_name FROM duckdb_columns() "
+                                               "WHERE table_name = 'ingest_state'").fetchall()}
+        assert "recent" in columns and not store_needs_migration(s)
+
+
 def test_read_only_open_of_a_missing_store_says_what_to_do(tmp_path):
     with pytest.raises(UsageError, match="trailwarden ingest"):
         open_store(tmp_path / "nothing.duckdb", read_only=True)

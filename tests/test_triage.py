@@ -308,6 +308,22 @@ def test_a_suppression_for_a_whole_detector_needs_force_and_says_what_it_would_h
     assert timedelta(days=89) < expires - datetime.now(UTC) <= timedelta(days=90)  # never silently forever
 
 
+@pytest.mark.parametrize(("flag", "value", "hidden"), [
+    ("--source-ip", "0.0.0.0/0", 3), ("--source-ip", "::/0", 0), ("--action", "*", 3), ("--action", "*:*", 3)])
+def test_a_filter_that_matches_everything_narrows_nothing(config, db, tmp_path, flag, value, hidden):
+    ingest(db, tmp_path, [event(i, "StopInstance") for i in range(3)])
+    save(db, *(finding(f"k{i}", detector="odd_hours", events=[f"00000000-0000-4000-8000-{i:012d}"])
+               for i in range(3)))
+    db.close()
+    args = ("suppress", "add", "--detector", "odd_hours", flag, value, "--reason", "noisy", "--by", "bob")
+    usage_error(cli(config, *args), "--force", "every odd_hours finding", f"{hidden} in the last 30 days",
+                f"{value} matches everything")
+    assert "sup-" not in cli(config, "suppress", "list").stdout
+    forced = cli(config, *args, "--force", "--format", "json")
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads(forced.stdout)["would_have_hidden_30d"] == hidden
+
+
 def test_bad_suppressions_exit_2_naming_the_flag(config, db):
     save(db, finding())
     db.close()
@@ -369,6 +385,51 @@ def test_suppressions_round_trip_through_yaml(config, tmp_path):
     exported.write_text(yaml.safe_dump({"suppressions": items}))
     changed = run_cli("--config", str(config), "--db", str(other), "suppress", "import", str(exported))
     assert "1 updated" in changed.stdout
+
+
+def test_import_refuses_a_broad_entry_naming_the_file_and_entry_unless_forced(config, tmp_path):
+    path = tmp_path / "suppressions.yaml"
+    path.write_text(yaml.safe_dump({"suppressions": [
+        {"detector": "odd_hours", "agent": "backup-job", "reason": "DR week", "created_by": "alice"},
+        {"id": "sup-0000b0ad", "detector": "out_of_scope", "source_cidr": "0.0.0.0/0", "action": "*",
+         "reason": "quiet please", "created_by": "mallory"}]}))
+    usage_error(cli(config, "suppress", "import", str(path), "--by", "bob"), str(path), "suppressions[1]",
+                "sup-0000b0ad", "every out_of_scope finding", "--force")
+    assert json.loads(cli(config, "suppress", "list", "--all", "--format", "json").stdout) == []  # nothing
+    forced = cli(config, "suppress", "import", str(path), "--by", "bob", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "2 added" in forced.stdout
+
+
+def test_an_import_that_changes_a_suppression_ends_it_and_adds_the_new_version(config, tmp_path):
+    added = cli(config, "suppress", "add", "--detector", "odd_hours", "--agent", "backup-job", "--reason",
+                "DR week", "--by", "alice", "--until", "2030-01-31")
+    first = added.stdout.split(":")[0]
+    path = tmp_path / "suppressions.yaml"
+    assert cli(config, "suppress", "export", "-o", str(path)).returncode == 0
+    items = yaml.safe_load(path.read_text())["suppressions"]
+    items[0]["agent"] = "ci-deployer"
+    items.append({"id": "sup-0000feed", "detector": "failure_storm", "agent": "ci-deployer",
+                  "reason": "load test"})  # no author
+    path.write_text(yaml.safe_dump({"suppressions": items}))
+    imported = cli(config, "suppress", "import", str(path), env={"TRAILWARDEN_USER": "bob"})
+    assert imported.returncode == 0, imported.stderr
+    assert "1 added, 1 updated, 0 unchanged" in imported.stdout
+    assert f"replaces {first}" in imported.stdout and "imported by bob" in imported.stdout
+    trail = json.loads(cli(config, "suppress", "list", "--all", "--format", "json").stdout)
+    old = next(s for s in trail if s["id"] == first)
+    assert (old["state"], old["agent"], old["removed_by"], old["removed_reason"]) == \
+        ("removed", "backup-job", "bob", "replaced by import")
+    [new] = [s for s in trail if s["replaces"] == first]
+    assert (new["state"], new["agent"], new["created_by"], new["imported_by"]) == \
+        ("active", "ci-deployer", "alice", "bob")
+    assert new["id"] != first and new["imported_at"] and new["removed_at"] is None
+    [authorless] = [s for s in trail if s["detector"] == "failure_storm"]
+    assert (authorless["created_by"], authorless["imported_by"]) == ("bob", "bob")
+    # the same file again: the entry is the current version's, so nothing changes
+    again = cli(config, "suppress", "import", str(path), "--by", "carol")
+    assert "0 added, 0 updated, 2 unchanged" in again.stdout
+    assert len(json.loads(cli(config, "suppress", "list", "--all", "--format", "json").stdout)) == 3
 
 
 @pytest.mark.parametrize(("content", "needle"), [

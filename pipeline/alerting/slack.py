@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 
@@ -145,6 +145,9 @@ class SlackSender:
             return method(**kwargs)
         except SlackApiError as exc:
             raise _classified(exc) from None
+        except SlackClientError as exc:  # the request could not be made (a bad address): nothing was sent
+            raise TerminalError(f"Slack request not made ({type(exc).__name__}: {exc}); check `slack.base_url`"
+                                "; the alerts stay pending") from None
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
             reason = getattr(exc, "reason", None) or type(exc).__name__
             refused = isinstance(reason, ConnectionRefusedError) or isinstance(exc, ConnectionRefusedError)

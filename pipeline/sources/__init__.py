@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -9,9 +10,10 @@ from pipeline.config import LookupEventsSource, SlsSource
 from pipeline.store import Store
 
 
-def reader_for(cfg: SlsSource | LookupEventsSource, store: Store, *, since: datetime | None = None) -> Any:
+def reader_for(cfg: SlsSource | LookupEventsSource, store: Store, *, since: datetime | None = None,
+               stop: Callable[[], bool] | None = None) -> Any:
     """A reader with ``batches(attribute, batch_size)`` and a ``report``, built with credentials
-    from the environment."""
+    from the environment; ``stop`` returning true ends its batches at the next pull or page."""
     from pipeline.sources import credentials
 
     creds = credentials.from_env()
@@ -21,7 +23,7 @@ def reader_for(cfg: SlsSource | LookupEventsSource, store: Store, *, since: date
     if isinstance(cfg, SlsSource):
         from pipeline.sources import sls
 
-        return sls.SlsReader(cfg, sls.client_for(cfg, creds), store)
+        return sls.SlsReader(cfg, sls.client_for(cfg, creds), store, stop=stop)
     from pipeline.sources import lookup_events
 
-    return lookup_events.LookupReader(cfg, lookup_events.client_for(cfg, creds), store, since=since)
+    return lookup_events.LookupReader(cfg, lookup_events.client_for(cfg, creds), store, since=since, stop=stop)

@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,8 +153,41 @@ def open_events_file(path: Path) -> tuple[IO[bytes], CountingReader]:
     return buffered, counter
 
 
+_GZIP_ERRORS = (gzip.BadGzipFile, zlib.error, EOFError)
+
+
 def read_items(path: Path, stream: IO[bytes]) -> Iterator[Item]:
-    """Sniff the layout and yield every value in the file."""
+    """Sniff the layout and yield every value in the file.
+
+    A corrupt or truncated gzip stream ends the file with one error item for the file itself
+    (location = the path, reason e.g. ``corrupt gzip: CRC check failed``); the values read before
+    the damage are yielded as usual and kept. Quarantining the whole file instead would have to
+    take back events already committed: gzip checks the CRC only at the end of a member, after
+    every event in it was parsed, and a large file is committed over many transactions. Keeping
+    them keeps "nothing lost" (what could be read is stored; what could not is named in the
+    quarantine), and "nothing doubled" holds because the caller records the file as ingested, by
+    content hash, with its last batch - which carries this error item: a retry skips the file, and
+    a repaired copy (another hash) finds its events already stored, by ``eventId``. Only decode
+    failures are caught: an I/O error from the disk may pass on a retry, so it is not recorded.
+    """
+    try:
+        yield from _sniffed_items(path, stream)
+    except _GZIP_ERRORS as exc:
+        yield Item(str(path), None, f"{type(exc).__name__}: {exc}", _gzip_reason(exc))
+
+
+def _gzip_reason(exc: BaseException) -> str:
+    """One line without the file-specific values (CRCs, bytes), so equal damage groups together."""
+    if isinstance(exc, EOFError):
+        what = "truncated gzip: the file ends inside the compressed stream"
+    elif isinstance(exc, zlib.error):
+        what = f"corrupt gzip: {str(exc).rsplit(': ', 1)[-1]}"
+    else:
+        what = f"corrupt gzip: {str(exc).split(' 0x')[0].split(' (')[0]}"
+    return f"{what} (events read before it were kept)"
+
+
+def _sniffed_items(path: Path, stream: IO[bytes]) -> Iterator[Item]:
     reader: Any = stream if hasattr(stream, "peek") else io.BufferedReader(stream, _CHUNK)
     skipped_lines = _skip_leading_space(reader)
     head = reader.peek(4096)

@@ -59,12 +59,14 @@ class LookupReport:
     pages: int = 0
     events: int = 0
     window: tuple[str, str] | None = None
+    stopped: bool = False  # asked to stop: ended at a page boundary, the rest comes next run
 
 
 class LookupReader:
     def __init__(self, cfg: LookupEventsSource, client: Client, store: Store, *, since: datetime | None = None,
                  now: datetime | None = None, sleep: Callable[[float], None] = time.sleep,
-                 page_interval: float = PAGE_INTERVAL, retries: int = 5, max_pages: int = 10_000):
+                 page_interval: float = PAGE_INTERVAL, retries: int = 5, max_pages: int = 10_000,
+                 stop: Callable[[], bool] | None = None):
         self.cfg = cfg
         self.client = client
         self.store = store
@@ -75,6 +77,7 @@ class LookupReader:
         self._interval = page_interval
         self._retries = retries
         self._max_pages = max_pages
+        self._stop = stop or (lambda: False)
 
     @property
     def partition(self) -> str:
@@ -102,6 +105,11 @@ class LookupReader:
         pending: list[Item] = []
         read_to: datetime | None = None  # the newest eventTime among the pages read so far
         for page in range(self._max_pages):
+            if page and self._stop():  # as when max_pages is reached: what was read commits
+                self.report.stopped = True
+                log.info("lookup_events %s: stopped after %s pages; the rest comes next run", self.cfg.name, page)
+                yield from self._flush(pending, attribute, batch_size, read_to)
+                return
             if page:
                 self._sleep(self._interval)
             body = self._call(request)

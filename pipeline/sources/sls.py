@@ -54,6 +54,7 @@ class ShardReport:
 @dataclass
 class SlsReport:
     shards: dict[int, ShardReport] = field(default_factory=dict)
+    stopped: bool = False  # asked to stop: ended at a pull boundary, the rest comes next run
 
     @property
     def gaps(self) -> list[str]:
@@ -87,7 +88,8 @@ class SlsReader:
     """Pulls every shard of one logstore into batches for the writer (``pipeline.ingest``)."""
 
     def __init__(self, cfg: SlsSource, client: LogClient, store: Store, *,
-                 sleep: Callable[[float], None] = time.sleep, backoff: float = 1.0, retries: int = 5):
+                 sleep: Callable[[float], None] = time.sleep, backoff: float = 1.0, retries: int = 5,
+                 stop: Callable[[], bool] | None = None):
         self.cfg = cfg
         self.client = client
         self.store = store
@@ -96,6 +98,7 @@ class SlsReader:
         self._backoff = backoff
         self._retries = retries
         self._received: dict[int, int] = {}  # per shard: receive time of the last pull read this run
+        self._stop = stop or (lambda: False)
 
     def partition(self, shard: int) -> str:
         return f"{self.cfg.project}/{self.cfg.logstore}/{shard}"
@@ -106,6 +109,8 @@ class SlsReader:
             shard_id, status = int(shard["shardID"]), str(shard.get("status", "readwrite"))
             if status == "readonly" and self.store.read_state(self._drained_key(shard_id)):
                 continue
+            if self._stopping():
+                return
             yield from self._shard(shard_id, status, attribute, batch_size)
 
     def _drained_key(self, shard: int) -> str:
@@ -124,6 +129,8 @@ class SlsReader:
         def items() -> Iterator[Item]:
             cursor = self._start_cursor(shard)
             for _ in range(self.cfg.max_batches):
+                if self._stopping():  # the batch in hand commits with the cursor of the pulls it holds
+                    return
                 response, cursor = self._pull(shard, cursor, report)
                 if response.get_loggroup_count() == 0:
                     read.drained = True
@@ -149,6 +156,11 @@ class SlsReader:
                 if status == "readonly":  # a split's or merge's parent: finished for good, with
                     batch.state[self._drained_key(shard)] = datetime.now(UTC).isoformat()  # its last events
             yield batch
+
+    def _stopping(self) -> bool:
+        if self._stop():
+            self.report.stopped = True
+        return self.report.stopped
 
     def _start_cursor(self, shard: int) -> str:
         state = self.store.get_state(self.cfg.name, self.partition(shard))

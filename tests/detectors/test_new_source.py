@@ -330,17 +330,23 @@ def test_too_little_history_is_not_judged(score: Score) -> None:
 
 
 def test_a_baseline_stored_before_sources_were_learned_loads_and_is_not_judged(
-        score: Score, store: Store, baselines: dict[str, Baseline]) -> None:
+        score: Score, store: Store, baselines: dict[str, Baseline], tmp_path: Path) -> None:
     old = json.loads(baselines["ci"].to_json())
     for key in ("sources", "source_days", "novel_days"):
         del old[key]
     loaded = Baseline.from_json(json.dumps(old))
     assert loaded.sources is None and loaded.novelty("network") is None
     assert loaded.hour_of_week == baselines["ci"].hour_of_week  # the rest is intact
-    # as stored by an earlier version: detect loads it rather than refitting
+    # as stored by an earlier version, on the history the store holds: detect loads it rather than refitting
+    ingest(store, tmp_path / "history.ndjson", history_trail().events)
     day = datetime(2026, 11, 22, 16, tzinfo=UTC)
-    store.con.execute("INSERT INTO baselines VALUES ('ci', ?, ?, ?, now(), ?)",
-                      [day - timedelta(days=28), day, TZ_NAME, json.dumps(old)])
+    assert day == SINCE
+    for agent, b in baselines.items():
+        stored = json.loads(b.to_json())
+        for key in ("sources", "source_days", "novel_days"):
+            del stored[key]
+        store.con.execute("INSERT INTO baselines VALUES (?, ?, ?, ?, now(), ?)",
+                          [agent, day - timedelta(days=28), day, TZ_NAME, json.dumps(stored)])
     assert load_or_fit(store, day, TZ_NAME)["ci"].sources is None
     t = Trail(batch=2)
     t.add("ci", at(SAT, 3), ip="185.220.101.34", ua="python-requests/2.31.0")

@@ -450,4 +450,4 @@ def test_a_burst_across_a_scoring_chunk_keeps_a_whole_summary(tmp_path: Path, st
     assert f["event_ids"] == burst and f["event_count"] == 21
     assert f["first_seen"] == at(SUN, 7, 40)
     assert f["evidence"]["count"] == 21
-    assert "made 21 calls at 07:40 Sun" in f["summary"]
+    assert "made 21 calls (GetObject) at 07:40 Sun" in f["summary"]

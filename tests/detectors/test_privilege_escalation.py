@@ -24,7 +24,8 @@ from detectors.privilege_escalation import PrivilegeEscalation
 from models.escalation import Caller, allows_everything, classify
 from models.inventory import Attributor, Inventory
 from models.scope import compile_scopes
-from pipeline.detect import load_events
+from pipeline.config import Config
+from pipeline.detect import active_detectors, load_events
 from pipeline.ingest import ingest_files
 from pipeline.store import Store
 from tests.conftest import REAL_ATTACKS, write_ndjson
@@ -178,6 +179,22 @@ def test_a_failed_attempt_within_the_scope_is_an_attempt_here_not_a_refusal(
     assert f.severity == "high"  # critical pattern, but only attempted
     assert f.summary.endswith("a privilege escalation attempt (failed: NoPermission)")
     assert (f.evidence["succeeded"], f.evidence["failed"]) == (0, 1) and f.score < 0.95
+
+
+def test_with_privilege_escalation_turned_off_out_of_scope_reports_the_refusal(
+        tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+    """Nothing falls between the two: the refusal is out_of_scope's when the other is off."""
+    ev = ram(make_event, 1, "AttachPolicyToUser", {"UserName": "bob", "PolicyName": "AdministratorAccess"},
+             errorCode="NoPermission", errorMessage="denied")
+    inventory = Inventory.model_validate({"agents": [agent([ADMIN])]})
+    path = write_ndjson(tmp_path / "events.ndjson", [ev])
+    ingest_files(store, [path], Attributor(inventory))
+    df = load_events(store, COLUMNS, SINCE, UNTIL, PARAMETER_EVENTS)
+    models = Models(inventory=inventory, scopes=compile_scopes(inventory), timezone=ZoneInfo("UTC"))
+    active = {d.id: d for d in active_detectors(Config(detectors={"privilege_escalation": {"enabled": False}}))}
+    assert "privilege_escalation" not in active
+    (f,) = active["out_of_scope"].score(df, models, UNTIL)
+    assert f.dedup_key == "refused:ram:attachpolicytouser" and "refused" in f.summary
 
 
 def test_agents_without_policies_and_unregistered_identities_are_reported_here(

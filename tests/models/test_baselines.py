@@ -201,14 +201,17 @@ def test_save_and_load_or_fit_round_trip(tmp_path: Path, store: Store) -> None:
     loaded = load_or_fit(store, END, TZ_NAME)
     assert loaded == baselines
 
-    # a late event inside the history: the stored baselines are still what is loaded...
+    # a late event inside the history makes the stored baselines stale: refitted, and stored
     late = History(batch=1)
     late.add("office", local(date(2026, 11, 21), 3))
     late.ingest(store, tmp_path / "late.ndjson")
     again = load_or_fit(store, END, TZ_NAME)
-    assert again["ram-user:office"].calls == baselines["ram-user:office"].calls
+    assert again["ram-user:office"].calls == baselines["ram-user:office"].calls + 1
+    assert again["ram-user:office"].hour_of_week[5][3] == 1  # Saturday 03:00 is known now
+    assert again["ram-user:night"] == baselines["ram-user:night"]
+    assert _stored(store, END) == 2 and load_or_fit(store, END, TZ_NAME) == again
 
-    # ...and a history ending elsewhere has nothing stored: it is fitted now, and stored
+    # a history ending elsewhere has nothing stored: it is fitted now, and stored
     later = END + timedelta(days=1)
     assert _stored(store, later) == 0
     fresh = load_or_fit(store, later, TZ_NAME)
@@ -216,6 +219,15 @@ def test_save_and_load_or_fit_round_trip(tmp_path: Path, store: Store) -> None:
     assert fresh["ram-user:office"].history_end == later
     assert _stored(store, later) == 2
     assert load_or_fit(store, later, TZ_NAME) == fresh
+
+
+def test_an_agent_re_attributed_away_loses_its_stored_baseline(tmp_path: Path, store: Store) -> None:
+    save(store, fitted(tmp_path, store, [office_history, night_history]))
+    store.con.execute("UPDATE events SET agent = 'office-bot' WHERE agent = 'ram-user:office'")
+    loaded = load_or_fit(store, END, TZ_NAME)
+    assert set(loaded) == {"office-bot", "ram-user:night"}
+    rows = store.con.execute("SELECT agent FROM baselines WHERE history_end = ? ORDER BY agent", [END]).fetchall()
+    assert [r[0] for r in rows] == ["office-bot", "ram-user:night"]
 
 
 def test_load_or_fit_refits_for_another_time_zone(tmp_path: Path, store: Store) -> None:

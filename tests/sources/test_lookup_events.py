@@ -132,6 +132,31 @@ def test_since_30d_backfills_through_the_cli(tmp_path, fake):
     assert fake.lookups[0].params["Direction"] == "FORWARD"
 
 
+def test_since_is_refused_where_nothing_uses_it_and_clamping_is_said(tmp_path, fake):
+    cfg = tmp_path / "trailwarden.yaml"
+    cfg.write_text(json.dumps({"database": str(tmp_path / "s.duckdb"), "sources": [
+        {"name": "history", "type": "lookup_events", "region": REGION, "endpoint": fake.endpoint},
+        {"name": "dumps", "type": "files", "path": str(tmp_path)}]}))
+    refused = run_cli("--config", str(cfg), "ingest", "--source", "dumps", "--since", "30d")
+    assert_one_line_error(refused, 2, "--since", "lookup_events sources only", "dumps")
+    assert not fake.lookups
+    clamped = run_cli("--config", str(cfg), "ingest", "--source", "history", "--since", "200d")
+    assert clamped.returncode == 0, clamped.stderr
+    assert "LookupEvents keeps 90 days: backfilling history from" in clamped.stderr
+
+
+def test_status_lag_is_the_cursors_not_the_newest_events(store, fake):
+    """A quiet source that is caught up: its newest event is two days old, its cursor is not."""
+    from pipeline.status import collect_status
+
+    now = datetime.now(UTC)
+    fake.add_events([event("quiet", now - timedelta(days=2))])
+    run(store, fake, now=now, since=now - timedelta(days=3))
+    (row,) = [s for s in collect_status(store)["sources"] if s["source"] == "history"]
+    assert row["lag_seconds"] < 600  # the window's end: a minute before now
+    assert row["newest_event_age_seconds"] > timedelta(days=1).total_seconds()
+
+
 # -- the request rate -----------------------------------------------------------------------------------
 def _spacing(fake: FakeLookupEvents, sleeps: list[tuple[float, float]]) -> list[float]:
     """Seconds slept between each two consecutive requests."""
@@ -191,6 +216,20 @@ def test_a_window_larger_than_max_pages_completes_over_several_runs(store, fake)
     for _ in range(5):
         run(store, fake, max_pages=2)
     assert ids(store) == ({e["eventId"] for e in evs}, 250)
+
+
+def test_a_stop_ends_the_window_at_a_page_and_the_next_run_reads_the_rest_once(store, fake):
+    """`serve` got SIGTERM: the reader stops after the page in hand, commits it with how far it
+    read, and the next run goes on from there (less the overlap), storing each event once."""
+    evs = spaced("e", 250, NOW - timedelta(days=2), timedelta(minutes=10))
+    fake.add_events(evs)
+    report, reader = run(store, fake, stop=lambda: len(fake.lookups) >= 2)
+    assert reader.report.stopped and reader.report.pages == 2
+    assert report.new == 100 and ids(store)[1] == 100
+    assert store.get_state("history", REGION)[0] == evs[99]["eventTime"]  # not the window's end
+    rest, _ = run(store, fake)
+    assert fake.lookups[2].params["StartTime"] == iso(NOW - timedelta(days=2) + 99 * timedelta(minutes=10) - OVERLAP)
+    assert rest.new == 150 and ids(store) == ({e["eventId"] for e in evs}, 250)
 
 
 def test_an_unreachable_endpoint_is_transient(store, fake):
