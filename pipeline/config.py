@@ -59,6 +59,9 @@ class LookupEventsSource(_Strict):
     region: str
     endpoint: str | None = None  # for tests and proxies
     lookback: Duration = timedelta(days=7)
+    # pages of 50 events read per run (2 a second): a larger window goes on next run, so a
+    # backfill in the service does not hold up the cycle's detect and alert for long
+    max_pages: int = Field(default=10_000, ge=1)
 
     _v = field_validator("lookback", mode="before")(parse_duration)
 

@@ -438,7 +438,7 @@ def _plan_import(store: Store, items: Sequence[Suppression], *, by: str, force: 
     plan: list[tuple[Suppression, Suppression | None]] = []
     result: dict[str, Any] = {"added": 0, "updated": 0, "unchanged": 0, "left_removed": [], "written": []}
     for i, s in enumerate(items):
-        current = rows.get(s.id)
+        current = rows.get(s.id) if "id" in s.given else _same_filters(rows.values(), s, now)
         while current is not None and current.id in successor:
             current = rows[successor[current.id]]
         if current is not None:
@@ -462,6 +462,14 @@ def _plan_import(store: Store, items: Sequence[Suppression], *, by: str, force: 
 
 
 _COMPARED_KEYS = tuple(k for k in _YAML_KEYS if k != "id")
+_FILTER_KEYS = ("detector", "agent", "action", "source_cidr", "error_code")
+
+
+def _same_filters(rows: Iterable[Suppression], s: Suppression, now: datetime) -> Suppression | None:
+    """For an entry written without an ``id``: the active suppression with exactly its filters, so
+    importing the same file twice does not add it twice."""
+    return next((r for r in rows if r.removed_at is None and r.expires_at > now
+                 and all(getattr(r, k) == getattr(s, k) for k in _FILTER_KEYS)), None)
 
 
 def _as_new_version(s: Suppression, current: Suppression) -> Suppression:

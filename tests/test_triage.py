@@ -387,6 +387,19 @@ def test_suppressions_round_trip_through_yaml(config, tmp_path):
     assert "1 updated" in changed.stdout
 
 
+def test_an_entry_without_an_id_is_matched_by_its_filters_on_the_next_import(config, tmp_path):
+    path = tmp_path / "suppressions.yaml"
+    entry = {"detector": "odd_hours", "agent": "backup-job", "reason": "DR week", "created_by": "alice"}
+    path.write_text(yaml.safe_dump({"suppressions": [entry]}))
+    assert "1 added" in cli(config, "suppress", "import", str(path), "--by", "bob").stdout
+    again = cli(config, "suppress", "import", str(path), "--by", "bob")
+    assert "0 added, 0 updated, 1 unchanged" in again.stdout, again.stdout
+    path.write_text(yaml.safe_dump({"suppressions": [{**entry, "reason": "DR week, extended"}]}))
+    assert "0 added, 1 updated" in cli(config, "suppress", "import", str(path), "--by", "bob").stdout
+    active = json.loads(cli(config, "suppress", "list", "--format", "json").stdout)
+    assert [(s["agent"], s["reason"]) for s in active] == [("backup-job", "DR week, extended")]
+
+
 def test_import_refuses_a_broad_entry_naming_the_file_and_entry_unless_forced(config, tmp_path):
     path = tmp_path / "suppressions.yaml"
     path.write_text(yaml.safe_dump({"suppressions": [

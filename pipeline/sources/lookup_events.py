@@ -65,7 +65,7 @@ class LookupReport:
 class LookupReader:
     def __init__(self, cfg: LookupEventsSource, client: Client, store: Store, *, since: datetime | None = None,
                  now: datetime | None = None, sleep: Callable[[float], None] = time.sleep,
-                 page_interval: float = PAGE_INTERVAL, retries: int = 5, max_pages: int = 10_000,
+                 page_interval: float = PAGE_INTERVAL, retries: int = 5, max_pages: int | None = None,
                  stop: Callable[[], bool] | None = None):
         self.cfg = cfg
         self.client = client
@@ -76,7 +76,7 @@ class LookupReader:
         self._sleep = sleep
         self._interval = page_interval
         self._retries = retries
-        self._max_pages = max_pages
+        self._max_pages = cfg.max_pages if max_pages is None else max_pages
         self._stop = stop or (lambda: False)
 
     @property

@@ -15,6 +15,7 @@ from typing import Any
 
 import duckdb
 import pytest
+from pydantic import ValidationError
 
 from models.inventory import Attributor
 from pipeline.config import LookupEventsSource
@@ -216,6 +217,16 @@ def test_a_window_larger_than_max_pages_completes_over_several_runs(store, fake)
     for _ in range(5):
         run(store, fake, max_pages=2)
     assert ids(store) == ({e["eventId"] for e in evs}, 250)
+
+
+def test_max_pages_is_a_setting_of_the_source(store, fake):
+    fake.add_events(spaced("e", 250, NOW - timedelta(days=2), timedelta(minutes=10)))
+    cfg = source(fake, max_pages=3)
+    reader = LookupReader(cfg, client_for(cfg, credentials.from_env()), store, now=NOW, sleep=lambda _s: None)
+    report = ingest_batches(store, reader.batches(NOBODY, 10_000))
+    assert reader.report.pages == 3 and report.new == 150
+    with pytest.raises(ValidationError):
+        source(fake, max_pages=0)
 
 
 def test_a_stop_ends_the_window_at_a_page_and_the_next_run_reads_the_rest_once(store, fake):
