@@ -97,7 +97,7 @@ class FailureStorm(Detector):
                 burst = rows.iloc[start:end]
                 if burst["stormy"].any():
                     out.append(self._finding(str(agent), burst, window, limits[code],
-                                             models.baselines.get(str(agent))))
+                                             models.baselines.get(str(agent)), models.timezone))
         return out
 
     def _limits(self, agent: str, baseline: Baseline | None) -> dict[str, Any]:
@@ -110,7 +110,7 @@ class FailureStorm(Detector):
                 "min_failure_ratio": float(own.get("min_failure_ratio", self.params["min_failure_ratio"]))}
 
     def _finding(self, agent: str, burst: pd.DataFrame, window: Any, limits: dict[str, Any],
-                 baseline: Baseline | None) -> Finding:
+                 baseline: Baseline | None, tz: Any) -> Finding:
         peak = int(burst["n_fail"].max())
         at_peak = burst.loc[burst["n_fail"].idxmax()]
         codes = Counter(burst["error_code"])
@@ -126,9 +126,12 @@ class FailureStorm(Detector):
             "source_ips": capped(dict.fromkeys(burst["source_ip"].dropna()), 10),
         }
         if baseline is not None:
+            local = burst["event_time"].iloc[0].tz_convert(tz)
             evidence["baseline"] = {"failure_rate": round(baseline.failure_rate, 4), "calls": baseline.calls,
                                     "max_failures_in_5m": baseline.max_failures_5m,
-                                    "threshold_from_baseline": limits["from_baseline"], "learned": baseline.learned}
+                                    "threshold_from_baseline": limits["from_baseline"], "learned": baseline.learned,
+                                    "at_this_hour": baseline.rates_at(local.weekday(), local.hour),
+                                    "hour_of_week": f"{local:%a %H}:00 ({tz})"}
         usual = (f"; it usually fails {baseline.failure_rate:.1%} of calls, at most "
                  f"{baseline.max_failures_5m} in 5 minutes" if baseline is not None and baseline.learned else "")
         top_api, top_code = next(iter(evidence["apis"]), "?"), codes.most_common(1)[0][0]

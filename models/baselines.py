@@ -7,7 +7,8 @@ Insights does) and holds, per agent:
   the observed days it was active then (the hour-of-week profile), and the same pooled into
   weekdays vs weekends;
 * how much and how often it fails: calls, failed calls, its worst 5-minute count of failures,
-  and its busiest 5 minutes of calls (how bursty it is);
+  and its busiest 5 minutes of calls (how bursty it is); and per hour of the week, its calls per
+  day and failure rate (``rates_at``);
 * where it calls from (``models.sources``): its source networks, regions and clients (user-agent
   families) with their calls, and how diverse they are: on how many local days each kind was seen,
   and how many of those days (after the first) brought a value never seen before. A role used from
@@ -55,6 +56,10 @@ class Baseline:
     observed_by_weekday: list[int] = field(default_factory=lambda: [0] * 7)  # days of each weekday seen
     # days active at [weekday 0-6][hour 0-23] (local time)
     hour_of_week: list[list[int]] = field(default_factory=lambda: [[0] * 24 for _ in range(7)])
+    # calls and failed calls at [weekday 0-6][hour 0-23] (local time), over the whole history;
+    # None: fitted before these were kept
+    calls_by_hour: list[list[int]] | None = None
+    failures_by_hour: list[list[int]] | None = None
     # where it calls from, per kind (models.sources.KINDS); None: fitted before sources were learned
     sources: dict[str, dict[str, int]] | None = None  # kind -> value -> calls
     source_days: dict[str, int] | None = None  # kind -> local days on which the kind was seen
@@ -97,6 +102,16 @@ class Baseline:
 
     def weeks_active_at(self, weekday: int, hour: int) -> int:
         return self.hour_of_week[weekday][hour]
+
+    def rates_at(self, weekday: int, hour: int) -> dict[str, float] | None:
+        """Its usual rates in this hour of the week: calls per observed day of that weekday, and
+        the share of them that failed. None when not kept (an older baseline)."""
+        if self.calls_by_hour is None or self.failures_by_hour is None:
+            return None
+        calls, failed = self.calls_by_hour[weekday][hour], self.failures_by_hour[weekday][hour]
+        days = self.observed_by_weekday[weekday]
+        return {"calls_per_day": round(calls / days, 2) if days else 0.0,
+                "failure_rate": round(failed / calls, 4) if calls else 0.0}
 
     def known_sources(self, kind: str) -> dict[str, int]:
         """The values of a kind of source seen in the history, with their calls."""
@@ -150,8 +165,10 @@ def fit(store: Store, end: datetime, timezone: str, history: timedelta = HISTORY
         return {}
     profile = store.con.execute(
         f"""
-        SELECT agent, isodow(local) - 1 AS dow, hour(local) AS h, count(DISTINCT CAST(local AS DATE)) AS days
-        FROM (SELECT agent, timezone(?, event_time) AS local FROM events WHERE {where})
+        SELECT agent, isodow(local) - 1 AS dow, hour(local) AS h, count(DISTINCT CAST(local AS DATE)) AS days,
+               count(*) AS calls, count(*) FILTER (WHERE failed) AS failures
+        FROM (SELECT agent, timezone(?, event_time) AS local, error_code IS NOT NULL AS failed
+              FROM events WHERE {where})
         GROUP BY ALL
         """,  # noqa: S608 - as above
         [timezone, *params]).fetchall()
@@ -182,8 +199,13 @@ def fit(store: Store, end: datetime, timezone: str, history: timedelta = HISTORY
                               sum(by_weekday[5:]), int(calls), int(failures), int(bursts.get(agent) or 0),
                               int(busy.get(agent) or 0), by_weekday, sources=known, source_days=days,
                               novel_days=novel)
-    for agent, dow, hour, days in profile:
-        out[agent].hour_of_week[int(dow)][int(hour)] = int(days)
+    for b in out.values():
+        b.calls_by_hour, b.failures_by_hour = [[0] * 24 for _ in range(7)], [[0] * 24 for _ in range(7)]
+    for agent, dow, hour, days, calls, failures in profile:
+        b = out[agent]
+        b.hour_of_week[int(dow)][int(hour)] = int(days)
+        assert b.calls_by_hour is not None and b.failures_by_hour is not None
+        b.calls_by_hour[int(dow)][int(hour)], b.failures_by_hour[int(dow)][int(hour)] = int(calls), int(failures)
     return out
 
 

@@ -251,7 +251,10 @@ def test_agent_with_failure_heavy_baseline_needs_more_than_twice_its_worst(tmp_p
     ev = found["batch-d"]["evidence"]
     assert (ev["threshold"], ev["configured_threshold"]) == (25, 10)
     assert ev["baseline"] == {"failure_rate": round(12 / 212, 4), "calls": 212, "max_failures_in_5m": 12,
-                              "threshold_from_baseline": 25, "learned": True}
+                              "threshold_from_baseline": 25, "learned": True,
+                              # its history is at 10:00 local; the storm came at 14:00, when it never calls
+                              "at_this_hour": {"calls_per_day": 0.0, "failure_rate": 0.0},
+                              "hour_of_week": "Tue 14:00 (Asia/Shanghai)"}
     assert "it usually fails 5.7% of calls, at most 12 in 5 minutes" in found["batch-d"]["summary"]
     new = found["batch-new"]["evidence"]
     assert new["threshold"] == 10 and new["baseline"]["learned"] is False

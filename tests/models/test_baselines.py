@@ -128,6 +128,11 @@ def test_fit_counts_a_weekday_agent_in_local_time(tmp_path: Path, store: Store) 
     assert b.near_share(2, 11) == 1.0  # 11:xx is within an hour of 10:xx
     assert b.near_share(2, 12) == 0.0
     assert b.weeks_active_at(0, 10) == 3
+    # rates per hour of the week: Tuesdays at 10:xx hold 3 x 2 calls and the 12 refusals
+    assert b.rates_at(1, 10) == {"calls_per_day": 6.0, "failure_rate": round(12 / 18, 4)}
+    assert b.rates_at(3, 10) == {"calls_per_day": 2.0, "failure_rate": round(1 / 6, 4)}  # the throttled 10:20
+    assert b.rates_at(6, 3) == {"calls_per_day": 0.0, "failure_rate": 0.0}
+    assert Baseline.from_json(b.to_json()).rates_at(1, 10) == b.rates_at(1, 10)
 
 
 def test_fit_day_boundary_uses_local_days_and_weekdays(tmp_path: Path, store: Store) -> None:
