@@ -13,6 +13,7 @@ class TrailwardenError(Exception):
 
     transient = False
     exit_code = 1
+    partition: str | None = None  # the source partition (an SLS shard) it happened on, when one
 
 
 class UsageError(TrailwardenError):

@@ -401,7 +401,8 @@ def ingest_sources(store: Store, targets: Sequence[tuple[str, Any]], attribute: 
             store.clear_source_errors(name)
         except TrailwardenError as exc:
             outcome.error = str(exc)
-            store.record_source_error(name, "", str(exc))
+            store.clear_source_errors(name)  # this run's error is the last one
+            store.record_source_error(name, exc.partition or "", str(exc))
         outcomes.append(outcome)
     return outcomes
 

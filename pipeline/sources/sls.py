@@ -30,7 +30,7 @@ from aliyun.log import LogClient, LogException
 from models.inventory import Attributor
 from pipeline.batches import Batch, to_batches
 from pipeline.config import SlsSource
-from pipeline.errors import TerminalError, TransientError
+from pipeline.errors import TerminalError, TrailwardenError, TransientError
 from pipeline.sources.credentials import Credentials
 from pipeline.sources.files import Item
 from pipeline.store import Store
@@ -111,7 +111,11 @@ class SlsReader:
                 continue
             if self._stopping():
                 return
-            yield from self._shard(shard_id, status, attribute, batch_size)
+            try:
+                yield from self._shard(shard_id, status, attribute, batch_size)
+            except TrailwardenError as exc:  # status shows the error on the shard that hit it
+                exc.partition = self.partition(shard_id)
+                raise
 
     def _drained_key(self, shard: int) -> str:
         return f"sls.drained:{self.cfg.name}/{self.partition(shard)}"

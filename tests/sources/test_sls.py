@@ -528,6 +528,13 @@ def test_status_shows_each_shard_partition_and_the_last_error(tmp_path, fake):
     assert SECRET not in json.dumps(status)
     assert {s["partition"] for s in status["sources"] if s["source"] == "trail"} >= set(rows)
 
+    # a shard that fails is named: the error is on its row
+    fake.fail_next("pull_logs", 403, "Unauthorized", shard=2)
+    assert run_cli("--config", str(cfg), "ingest", "--source", "trail").returncode == 1
+    status = json.loads(run_cli("--config", str(cfg), "status", "--format", "json").stdout)
+    errors = {s["partition"]: s["last_error"] for s in status["sources"] if s["source"] == "trail" and s["last_error"]}
+    assert list(errors) == [partition(2)], errors
+
 
 def test_a_run_whose_source_failed_is_recorded_as_failed(tmp_path, fake):
     cfg = config_file(tmp_path, fake)
