@@ -807,3 +807,32 @@ def test_the_token_travels_only_in_the_authorization_header(db, slack):
         assert TOKEN not in body_text(request)
         assert request.headers["Authorization"] == f"Bearer {TOKEN}"
 
+
+
+# -- the service's own health warning ---------------------------------------------------------------
+def test_the_services_health_warning_reaches_slack_escaped(slack: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve` tells the channel when a step keeps failing; the error text may quote an event or a
+    server's words, so it is escaped like any event field."""
+    from pipeline.config import Config, SlackConfig
+    from pipeline.service import _notify
+
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    config = Config(slack=SlackConfig(channel=CHANNEL, base_url=slack.base_url))
+    _notify(config, "trailwarden: step ingest has failed 3 cycles in a row: <!channel> *bold* <http://x|y>")
+    (message,) = slack.top_level()
+    assert "step ingest has failed 3 cycles in a row" in message.text
+    assert "<!channel>" not in message.text and "<http://x|y>" not in message.text
+    assert len(slack.posts) == 1 and TOKEN not in message.text
+
+
+def test_a_health_warning_slack_refuses_is_logged_not_raised(slack: FakeSlack, monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    from pipeline.config import Config, SlackConfig
+    from pipeline.service import _notify
+
+    monkeypatch.setenv(TOKEN_ENV, "xoxb-wrong")
+    fake = FakeSlack(token=TOKEN)
+    with fake:
+        _notify(Config(slack=SlackConfig(channel=CHANNEL, base_url=fake.base_url)), "step detect failed")
+    assert not fake.top_level()
+    assert "could not post the health warning to Slack" in caplog.text and "xoxb-wrong" not in caplog.text
