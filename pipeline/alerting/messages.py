@@ -120,7 +120,10 @@ def _finding_blocks(f: dict[str, Any]) -> list[dict[str, Any]]:
     head = (f"{mark} *{untrusted(f['detector'], 40)}* ({f['severity']}, score {f['score']:.2f}): "
             f"{untrusted(f['summary'], 500)}")
     events = list(f.get("event_ids") or [])
-    shown = ", ".join(f"`{untrusted(e, 80)}`" for e in events[:EVENTS_SHOWN])
+    times = f.get("event_times") or {}
+    one_day = _when(f["first_seen"])[:10] == _when(f["last_seen"])[:10]
+    shown = ", ".join(f"`{untrusted(e, 80)}`" + (f" {_clock(times[e], one_day)}" if e in times else "")
+                      for e in events[:EVENTS_SHOWN])
     more = f" …and {f['event_count'] - len(events[:EVENTS_SHOWN])} more" if f["event_count"] > EVENTS_SHOWN else ""
     tail = [f"*Events* {_when(f['first_seen'])} → {_when(f['last_seen'])}: {shown}{more}",
             f"Finding `{untrusted(f['id'], 40)}`"]
@@ -183,6 +186,14 @@ def _when(value: datetime | str) -> str:
     if isinstance(value, str):
         return value
     return value.strftime("%Y-%m-%d %H:%M:%SZ") if value.utcoffset() == timedelta(0) else value.isoformat()
+
+
+def _clock(when: datetime | str, one_day: bool) -> str:
+    """An event's time beside its id: the time of day when the finding lies within one day (the
+    line gives the date), else the date and time."""
+    if one_day and isinstance(when, datetime) and when.utcoffset() == timedelta(0):
+        return when.strftime("%H:%M:%SZ")
+    return _when(when)
 
 
 def as_text(message: Message) -> str:

@@ -107,7 +107,7 @@ def preview(store: Store, destination: str, min_severity: str, inventory: Invent
     rows = _pending(store, destination, "alert")
     owed = [r[0] for r in store.con.execute(_OWED_ALERTS, {"dest": destination,
                                                           "allowed": _at_least(min_severity)}).fetchall()]
-    rows += _findings_as_rows(store, owed)
+    rows = _with_event_times(store, rows + _findings_as_rows(store, owed))
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(row["finding"]["agent"], []).append(row)
@@ -215,8 +215,22 @@ def _recover(store: Store, sender: Sender) -> int:
     return found
 
 
+def _with_event_times(store: Store, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each finding's first listed events with their times (``event_times``), for the message."""
+    from pipeline.alerting.messages import EVENTS_SHOWN
+
+    wanted = sorted({e for r in rows for e in (r["finding"].get("event_ids") or [])[:EVENTS_SHOWN]})
+    if wanted:
+        times = dict(store.con.execute("SELECT event_id, event_time FROM events WHERE list_contains(?, event_id)",
+                                       [wanted]).fetchall())
+        for r in rows:
+            ids = (r["finding"].get("event_ids") or [])[:EVENTS_SHOWN]
+            r["finding"]["event_times"] = {e: times[e] for e in ids if e in times}
+    return rows
+
+
 def _pending_alerts(store: Store, destination: str) -> dict[str, list[dict[str, Any]]]:
-    rows = _pending(store, destination, "alert")
+    rows = _with_event_times(store, _pending(store, destination, "alert"))
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(row["finding"]["agent"], []).append(row)

@@ -123,9 +123,21 @@ def assert_within_limits(message: Message) -> None:
 
 # -- golden payloads -----------------------------------------------------------------------------
 def test_golden_out_of_scope_critical_with_evidence():
-    message = alert_message("ci-deployer", [row(out_of_scope_finding())], CI, REPLAY)
+    finding = row(out_of_scope_finding())
+    # the outbox adds the listed events' times from the store
+    finding["event_times"] = {e: T0 + timedelta(minutes=i) for i, e in enumerate(finding["event_ids"])}
+    message = alert_message("ci-deployer", [finding], CI, REPLAY)
     check_golden("out_of_scope_critical", message)
     assert_within_limits(message)
+    assert "`00000000-0000-4000-8000-000000000001` 03:01:00Z" in json.dumps(message.blocks)
+
+
+def test_events_across_days_are_listed_with_their_dates():
+    f = out_of_scope_finding(events=2, last_seen=T0 + timedelta(days=1))
+    finding = row(f)
+    finding["event_times"] = {f.event_ids[0]: T0, f.event_ids[1]: T0 + timedelta(days=1)}
+    text = json.dumps(alert_message("ci-deployer", [finding], CI, REPLAY).blocks)
+    assert "`00000000-0000-4000-8000-000000000001` 2026-11-03 03:00:00Z" in text
 
 
 def test_golden_agent_with_seven_findings_shows_five_and_says_how_many_more():
