@@ -112,7 +112,12 @@ class LookupReader:
                 return
             if page:
                 self._sleep(self._interval)
-            body = self._call(request)
+            try:
+                body = self._call(request)
+            except _Stopped:  # asked to stop while throttled: what was read commits
+                self.report.stopped = True
+                yield from self._flush(pending, attribute, batch_size, read_to)
+                return
             self.report.pages += 1
             events = body.events or []
             self.report.events += len(events)
@@ -171,10 +176,16 @@ class LookupReader:
                     raise TransientError(f"ActionTrail kept throttling ({code}); the next run resumes") from None
                 retry_after = getattr(exc, "retry_after", None)
                 wait = float(retry_after) / 1000 if retry_after else self._interval * 2 ** (attempt + 1)
+                if self._stop():  # no back-off wait once asked to stop
+                    raise _Stopped from None
                 self._sleep(max(wait, self._interval))  # never more than two requests a second
             except (RetryError, ConnectionError, OSError) as exc:
                 raise TransientError(f"ActionTrail is unreachable ({type(exc).__name__}); the next run resumes") from None
         raise AssertionError("unreachable")
+
+
+class _Stopped(Exception):
+    """Asked to stop during a back-off: end the run at the last page read."""
 
 
 def _iso(when: datetime) -> str:

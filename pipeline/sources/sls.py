@@ -104,7 +104,10 @@ class SlsReader:
         return f"{self.cfg.project}/{self.cfg.logstore}/{shard}"
 
     def batches(self, attribute: Attributor, batch_size: int) -> Iterator[Batch]:
-        shards = self._call(self.client.list_shards, self.cfg.project, self.cfg.logstore).get_shards_info()
+        try:
+            shards = self._call(self.client.list_shards, self.cfg.project, self.cfg.logstore).get_shards_info()
+        except _Stopped:
+            return
         for shard in sorted(shards, key=lambda s: int(s["shardID"])):
             shard_id, status = int(shard["shardID"]), str(shard.get("status", "readwrite"))
             if status == "readonly" and self.store.read_state(self._drained_key(shard_id)):
@@ -131,11 +134,17 @@ class SlsReader:
         read = _ShardProgress()
 
         def items() -> Iterator[Item]:
-            cursor = self._start_cursor(shard)
+            try:
+                cursor = self._start_cursor(shard)
+            except _Stopped:
+                return
             for _ in range(self.cfg.max_batches):
                 if self._stopping():  # the batch in hand commits with the cursor of the pulls it holds
                     return
-                response, cursor = self._pull(shard, cursor, report)
+                try:
+                    response, cursor = self._pull(shard, cursor, report)
+                except _Stopped:
+                    return
                 if response.get_loggroup_count() == 0:
                     read.drained = True
                     return
@@ -233,6 +242,8 @@ class SlsReader:
                 if attempt == self._retries:
                     raise TransientError(f"SLS stayed busy ({code}) after {self._retries} retries; "
                                          "the next run resumes from the stored cursor") from None
+                if self._stopping():  # no back-off wait once asked to stop
+                    raise _Stopped from None
                 self._sleep(self._backoff * 2 ** attempt)
             except (ConnectionError, OSError) as exc:
                 raise TransientError(f"SLS is unreachable ({type(exc).__name__}); the next run resumes "
@@ -242,6 +253,10 @@ class SlsReader:
 
 class _InvalidCursor(Exception):
     pass
+
+
+class _Stopped(Exception):
+    """Asked to stop during a back-off: end the shard at the last pull handed over."""
 
 
 @dataclass

@@ -192,6 +192,18 @@ def test_throttling_backs_off_then_succeeds(store, fake, status, code, retry_aft
     assert store.get_state("history", REGION)[0] == iso(NOW - SETTLE)
 
 
+def test_a_stop_while_throttled_commits_the_pages_read_without_waiting(store, fake):
+    evs = spaced("e", 120, NOW - timedelta(days=1), timedelta(minutes=5))
+    fake.add_events(evs)
+    fake.fail_next(400, "Throttling.User", times=3, after_pages=1)
+    sleeps: list[float] = []
+    report, reader = run(store, fake, sleep=sleeps.append, stop=lambda: any(r.status == 400 for r in fake.lookups))
+    assert reader.report.stopped and sleeps == [PAGE_INTERVAL]  # the page interval, no back-off
+    assert report.new == 50 and store.get_state("history", REGION)[0] == evs[49]["eventTime"]
+    rest, _ = run(store, fake)
+    assert ids(store) == ({e["eventId"] for e in evs}, 120) and rest.new == 70
+
+
 def test_a_short_retry_after_still_keeps_two_requests_a_second(store, fake):
     fake.add_events(spaced("e", 80, NOW - timedelta(days=1), timedelta(minutes=5)))
     fake.fail_next(400, "Throttling.User", retry_after_ms=100, after_pages=1)

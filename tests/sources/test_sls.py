@@ -290,6 +290,21 @@ def test_a_reseek_is_not_misled_by_an_event_dated_in_the_future(store, fake):
 
 
 # -- faults -----------------------------------------------------------------------------------------
+def test_a_stop_during_a_back_off_ends_the_run_without_waiting_and_loses_nothing(store, fake):
+    """SIGTERM while shard 1 is over its read quota: no back-off sleep, no error; shard 0's events
+    are in, and the next run reads shard 1 from its cursor."""
+    spread(fake, events("a", 60), [0, 1], group_size=5)
+    fake.fail_next("pull_logs", 403, "ReadQuotaExceed", times=1, message="Read quota is exceeded", shard=1)
+    stopping = {"now": False}
+    fake.before("pull_logs", lambda r: stopping.update(now=stopping["now"] or r.shard == 1))
+    sleeps: list[float] = []
+    report, reader = pull(store, source(fake), sleep=sleeps.append, backoff=5.0, stop=lambda: stopping["now"])
+    assert sleeps == [] and reader.report.stopped
+    assert report.new == 30 and ids(store)[1] == 30
+    again, _ = pull(store, source(fake))
+    assert again.new == 30 and ids(store) == ({e["eventId"] for e in events("a", 60)}, 60)
+
+
 def test_read_quota_exceeded_backs_off_and_then_loads_everything(store, fake):
     spread(fake, events("a", 60), [0, 1], group_size=5)
     fake.fail_next("pull_logs", 403, "ReadQuotaExceed", times=2, message="Read quota is exceeded", shard=1)
