@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -76,8 +77,9 @@ class Models:
     baselines: dict[str, Any] = field(default_factory=dict)
 
 
-class Detector:
-    """Subclass once per module. Parameters are validated against ``parameters``' keys."""
+class Detector(ABC):
+    """Subclass once per module, implementing :meth:`score`. Parameters are validated against
+    ``parameters``' keys."""
 
     id: ClassVar[str]
     severity: ClassVar[str]
@@ -95,11 +97,11 @@ class Detector:
         self.dedup_window = parse_duration(self.params.get("dedup_window", "60m"))
         self.validate()
 
-    def validate(self) -> None:
+    def validate(self) -> None:  # noqa: B027 - an optional hook: most detectors need no checks
         """Check parameter values; raise ValueError saying which and why (reported with the
         config key). Detectors with structured parameters override this."""
 
-    def bind(self, config: Any) -> None:
+    def bind(self, config: Any) -> None:  # noqa: B027 - an optional hook
         """Learn what it needs from the pipeline config (e.g. which SLS logstores hold the trail)."""
 
     @property
@@ -107,8 +109,9 @@ class Detector:
         """How far before a chunk a detector must see to judge its first events whole."""
         return self.dedup_window
 
+    @abstractmethod
     def score(self, events: pd.DataFrame, models: Models, now: datetime) -> list[Finding]:
-        raise NotImplementedError  # every registered detector overrides it (checked by the catalogue test)
+        """The findings among ``events`` (this detector's ``columns``), judged with ``models``."""
 
 
 def group_bursts(times: Sequence[datetime], gap: timedelta) -> list[tuple[int, int]]:
