@@ -18,38 +18,23 @@ Usage: python benchmarks/backtest_bench.py [--agents 1000] [--weeks 4] [--keep]
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from detect_bench import END, _sample, build_store, run_detect, write_config  # noqa: E402
+from detect_bench import build_store, run_detect, run_over_week, write_config  # noqa: E402
 
 
 def run_backtest(db: Path, config: Path) -> dict[str, float]:
-    since = (END - timedelta(weeks=1)).isoformat()
-    cmd = [sys.executable, "-m", "pipeline", "backtest", "--since", since, "--until", END.isoformat(),
-           "--config", str(config), "--db", str(db), "--format", "json"]
-    started = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = [0]
-    threading.Thread(target=_sample, args=(proc, peak), daemon=True).start()
-    out, err = proc.communicate()
-    seconds = time.monotonic() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"backtest failed: {err.strip()}")
-    report = json.loads(out)
+    report, seconds, peak_mib = run_over_week("backtest", db, config)
     return {"events": sum(d["events"] for d in report["days"]), "seconds": seconds,
-            "findings": len(report["findings"]), "peak_mib": peak[0] / 1024, "days": len(report["days"])}
+            "findings": len(report["findings"]), "peak_mib": peak_mib, "days": len(report["days"])}
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -101,9 +102,11 @@ def write_config(workdir: Path, agents: int) -> Path:
     return config
 
 
-def run_detect(db: Path, config: Path) -> dict[str, float]:
+def run_over_week(command: str, db: Path, config: Path) -> tuple[dict[str, Any], float, float]:
+    """``trailwarden <command> --since <the week> --until END --format json`` as a subprocess: its
+    JSON report, the seconds it took and its peak RSS in MiB."""
     since = (END - timedelta(weeks=1)).isoformat()
-    cmd = [sys.executable, "-m", "pipeline", "detect", "--since", since, "--until", END.isoformat(),
+    cmd = [sys.executable, "-m", "pipeline", command, "--since", since, "--until", END.isoformat(),
            "--config", str(config), "--db", str(db), "--format", "json"]
     started = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -112,9 +115,13 @@ def run_detect(db: Path, config: Path) -> dict[str, float]:
     out, err = proc.communicate()
     seconds = time.monotonic() - started
     if proc.returncode != 0:
-        raise SystemExit(f"detect failed: {err.strip()}")
-    report = json.loads(out)
-    return {"events": report["events"], "seconds": seconds, "findings": report["new"], "peak_mib": peak[0] / 1024,
+        raise SystemExit(f"{command} failed: {err.strip()}")
+    return json.loads(out), seconds, peak[0] / 1024
+
+
+def run_detect(db: Path, config: Path) -> dict[str, Any]:
+    report, seconds, peak_mib = run_over_week("detect", db, config)
+    return {"events": report["events"], "seconds": seconds, "findings": report["new"], "peak_mib": peak_mib,
             "detectors": {name: stats["seconds"] for name, stats in report["detectors"].items()}}
 
 

@@ -61,25 +61,28 @@ def first_row(cursor: Any) -> tuple[Any, ...] | None:
 RECENT = timedelta(hours=1)
 
 
-def recent_counts(stored: str | None, now: datetime, new_events: int) -> str:
-    """A partition's per-minute event counts (JSON ``{"<unix minute>": n}``) with ``new_events``
-    added at ``now`` and minutes older than an hour dropped."""
+def _recent(stored: str | None, now: datetime) -> dict[int, int]:
+    """A partition's per-minute counts (JSON ``{"<unix minute>": n}``) within the hour before ``now``."""
     try:
         counts = {int(k): int(v) for k, v in json.loads(stored or "{}").items()}
     except (ValueError, AttributeError):
         counts = {}
-    minute = int(now.timestamp()) // 60
+    oldest = int(now.timestamp()) // 60 - int(RECENT.total_seconds()) // 60
+    return {minute: n for minute, n in counts.items() if minute > oldest}
+
+
+def recent_counts(stored: str | None, now: datetime, new_events: int) -> str:
+    """The per-minute counts with ``new_events`` added at ``now``, minutes older than an hour dropped."""
+    counts = _recent(stored, now)
     if new_events:
+        minute = int(now.timestamp()) // 60
         counts[minute] = counts.get(minute, 0) + new_events
-    oldest = minute - int(RECENT.total_seconds()) // 60
-    return json.dumps({str(k): v for k, v in sorted(counts.items()) if k > oldest})
+    return json.dumps({str(k): v for k, v in sorted(counts.items())})
 
 
 def recent_total(stored: str | None, now: datetime) -> int | None:
     """Events in the last hour from a partition's ``recent`` counts; None when never recorded."""
-    if stored is None:
-        return None
-    return sum(json.loads(recent_counts(stored, now, 0)).values())
+    return None if stored is None else sum(_recent(stored, now).values())
 
 
 def utcnow() -> datetime:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import copy
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+import zlib
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,19 @@ BASE_EVENT: dict[str, Any] = {
     "errorCode": "",
     "errorMessage": "",
 }
+
+
+def ram_user_event(event_id: str, user: str, when: datetime, name: str = "DescribeInstances", *,
+                   error: str | None = None, **fields: Any) -> dict[str, Any]:
+    """BASE_EVENT as RAM user ``user`` calling ``name`` at ``when`` (any time zone; stored in UTC);
+    ``error`` makes it a refused call; other ActionTrail fields as keywords."""
+    ev = copy.deepcopy(BASE_EVENT)
+    ev.update(eventId=event_id, eventTime=when.astimezone(UTC).isoformat().replace("+00:00", "Z"), eventName=name,
+              userIdentity={"type": "ram-user", "principalId": f"2000{zlib.crc32(user.encode())}",
+                            "accountId": "1384926508761234", "userName": user}, **fields)
+    if error:
+        ev["errorCode"], ev["errorMessage"] = error, "refused"
+    return ev
 
 
 @pytest.fixture
@@ -89,3 +106,41 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *
     for needle in needles:
         assert needle in lines[0], lines[0]
     return lines[0]
+
+
+# What a crash test's child runs before its ingest: the ``n``-th commit (``n`` in the environment
+# variable TW_HANG_AFTER_COMMITS) prints "committed" and hangs, to be killed with SIGKILL.
+HANG_AFTER_COMMITS = """
+import os, time
+from pipeline import ingest
+_commit, _commits = ingest.Transaction.commit, []
+def _commit_then_hang(self):
+    out = _commit(self)
+    _commits.append(1)
+    if len(_commits) == int(os.environ["TW_HANG_AFTER_COMMITS"]):
+        print("committed", flush=True)
+        time.sleep(60)
+    return out
+ingest.Transaction.commit = _commit_then_hang
+ingest.BatchWriter.group_rows = 1
+"""
+
+
+def kill_after_commits(script: str, args: list[str], commits: int,
+                       ready: Callable[[], bool] | None = None) -> None:
+    """Run ``script`` (after :data:`HANG_AFTER_COMMITS`) as ``python -c script *args``, and kill -9 it
+    once it has committed ``commits`` transactions (and ``ready()`` holds)."""
+    env = {**os.environ, "TW_HANG_AFTER_COMMITS": str(commits)}
+    proc = subprocess.Popen([sys.executable, "-c", HANG_AFTER_COMMITS + script, *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    try:
+        while proc.stdout.readline().strip() != "committed":
+            assert time.monotonic() < deadline and proc.poll() is None, "the ingest never got going"
+        while ready is not None and not ready():
+            assert time.monotonic() < deadline and proc.poll() is None, "the reader never got there"
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()

@@ -20,37 +20,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.events import EVENT_COLUMNS, Event, MalformedEvent, ip_version, normalize
+from tests.conftest import BASE_EVENT, FIXTURES, REAL_ATTACKS
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 EXAMPLES = FIXTURES / "actiontrail_examples"
-REAL_ATTACKS = FIXTURES / "real-attacks"
 SYNTHETIC_FAILED = FIXTURES / "synthetic" / "e9_failed_call.SYNTHETIC.json"
 MIGRATION = Path(__file__).resolve().parent.parent / "pipeline" / "migrations" / "0001_init.sql"
 
-# A RAM user's API call with an AccessKey: the shape of notes E6 with current fields.
-BASE: dict[str, Any] = {
-    "eventId": "0D690264-0D51-4B4F-8AEE-000000000001",
-    "eventTime": "2026-11-02T03:04:05Z",
-    "eventVersion": "1",
-    "eventType": "ApiCall",
-    "eventRW": "Read",
-    "eventName": "DescribeInstances",
-    "eventSource": "ecs.cn-hangzhou.aliyuncs.com",
-    "serviceName": "Ecs",
-    "acsRegion": "cn-hangzhou",
-    "sourceIpAddress": "203.0.113.7",
-    "userAgent": "aliyun-cli/3.0.204",
-    "requestId": "0D690264-0D51-4B4F-8AEE-CDEB3ABD1929",
-    "apiVersion": "2014-05-26",
-    "userIdentity": {
-        "type": "ram-user",
-        "principalId": "274180646548292385",
-        "accountId": "1384926508761234",
-        "accessKeyId": "LTAI5tCiDeploy7Qx2mK",
-        "userName": "ci-deploy",
-    },
-    "requestParameters": {"RegionId": "cn-hangzhou", "PageSize": "100"},
-}
+# A RAM user's API call with an AccessKey (conftest's BASE_EVENT), with no error fields at all.
+BASE: dict[str, Any] = {**{k: v for k, v in BASE_EVENT.items() if k not in ("errorCode", "errorMessage")},
+                        "eventId": "0D690264-0D51-4B4F-8AEE-000000000001"}
 
 _MISSING = object()
 

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import signal
-import subprocess
-import sys
-import time
 
 import duckdb
 import pytest
@@ -18,7 +14,7 @@ from models.inventory import Attributor, Inventory
 from pipeline import ingest as ingest_mod
 from pipeline.ingest import ingest_files
 from pipeline.store import open_store
-from tests.conftest import BASE_EVENT, REAL_ATTACKS, ROOT, run_cli, write_ndjson
+from tests.conftest import BASE_EVENT, REAL_ATTACKS, kill_after_commits, run_cli, write_ndjson
 
 NOBODY = Attributor(None)
 
@@ -227,21 +223,10 @@ def test_ingest_twice_is_ingest_once(tmp_path_factory, plans, again):
 
 # -- crash safety ---------------------------------------------------------------------------------
 KILLER = """
-import sys, time
+import sys
 from pipeline import ingest
 from pipeline.store import open_store
 from models.inventory import Attributor
-orig = ingest.Transaction.commit
-calls = []
-def slow(self):
-    out = orig(self)
-    calls.append(1)
-    if len(calls) == 2:
-        print("committed-two", flush=True)
-        time.sleep(60)
-    return out
-ingest.Transaction.commit = slow
-ingest.BatchWriter.group_rows = 1
 with open_store(sys.argv[1]) as s:
     ingest.ingest_files(s, [sys.argv[2]], Attributor(None), batch_size=100, workers=1)
 """
@@ -251,14 +236,7 @@ def test_kill_9_mid_ingest_then_retry_stores_each_event_once(tmp_path, make_even
     events = [make_event(i) for i in range(1000)]
     path = write_ndjson(tmp_path / "e.jsonl", events)
     db = tmp_path / "s.duckdb"
-    proc = subprocess.Popen([sys.executable, "-c", KILLER, str(db), str(path)], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 60
-    while proc.stdout.readline().strip() != "committed-two":
-        assert time.monotonic() < deadline and proc.poll() is None, "the ingest never got going"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_commits(KILLER, [str(db), str(path)], commits=2)
     con = duckdb.connect(str(db), read_only=True)
     partial = con.execute("SELECT count(*) FROM events").fetchone()[0]
     files = con.execute("SELECT count(*) FROM ingested_files").fetchone()[0]

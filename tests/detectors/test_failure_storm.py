@@ -12,8 +12,6 @@ Times: Tuesday 2026-11-24 14:00 Asia/Shanghai (06:00 UTC) unless a test says oth
 
 from __future__ import annotations
 
-import copy
-import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,7 +33,7 @@ from pipeline.errors import UsageError
 from pipeline.findings import list_findings
 from pipeline.ingest import ingest_files
 from pipeline.store import Store
-from tests.conftest import BASE_EVENT, write_ndjson
+from tests.conftest import ram_user_event, write_ndjson
 
 TZ_NAME = "Asia/Shanghai"
 TZ = ZoneInfo(TZ_NAME)
@@ -60,15 +58,8 @@ class Trail:
 
     def add(self, agent: str, when: datetime, name: str = "DescribeInstances", error: str | None = None,
             ip: str = "203.0.113.7") -> str:
-        user = f"{agent}-user"
-        ev = copy.deepcopy(BASE_EVENT)
-        ev.update(eventId=f"00000000-0000-4000-8000-{len(self.events):012d}",
-                  eventTime=when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), eventName=name,
-                  sourceIpAddress=ip,
-                  userIdentity={"type": "ram-user", "principalId": f"2000{zlib.crc32(user.encode())}",
-                                "accountId": "1384926508761234", "userName": user})
-        if error:
-            ev["errorCode"], ev["errorMessage"] = error, "refused"
+        ev = ram_user_event(f"00000000-0000-4000-8000-{len(self.events):012d}", f"{agent}-user", when, name,
+                            error=error, sourceIpAddress=ip)
         self.events.append(ev)
         return str(ev["eventId"])
 

@@ -14,10 +14,8 @@ before it (20 weekdays, 8 weekend days).
 
 from __future__ import annotations
 
-import copy
-import zlib
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -35,7 +33,7 @@ from pipeline.detect import load_events, run_detect
 from pipeline.findings import list_findings
 from pipeline.ingest import ingest_files
 from pipeline.store import Store, open_store
-from tests.conftest import BASE_EVENT, write_ndjson
+from tests.conftest import ram_user_event, write_ndjson
 
 TZ_NAME = "Asia/Shanghai"
 TZ = ZoneInfo(TZ_NAME)
@@ -79,15 +77,8 @@ class Trail:
 
     def add(self, agent: str, when: datetime, name: str = "DescribeInstances", *, rw: str = "Read",
             error: str | None = None, ip: str = "203.0.113.7") -> dict[str, Any]:
-        user = USERS[agent]
-        ev = copy.deepcopy(BASE_EVENT)
-        ev.update(eventId=f"00000000-0000-4000-{self.batch:04d}-{len(self.events):012d}",
-                  eventTime=when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), eventName=name, eventRW=rw,
-                  sourceIpAddress=ip,
-                  userIdentity={"type": "ram-user", "principalId": f"2000{zlib.crc32(user.encode())}",
-                                "accountId": "1384926508761234", "userName": user})
-        if error:
-            ev["errorCode"], ev["errorMessage"] = error, "refused"
+        ev = ram_user_event(f"00000000-0000-4000-{self.batch:04d}-{len(self.events):012d}", USERS[agent], when,
+                            name, error=error, eventRW=rw, sourceIpAddress=ip)
         self.events.append(ev)
         return ev
 

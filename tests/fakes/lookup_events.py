@@ -39,11 +39,10 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from tests.fakes._server import LocalServer
+from tests.fakes._server import LocalServer, QuietHandler
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 MAX_RESULTS = 50
@@ -189,18 +188,11 @@ class FakeLookupEvents(LocalServer):
         return 200, {}, body
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     server_fake: FakeLookupEvents
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
     def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
+        self.read_body()
         params = dict(parse_qsl(urlsplit(self.path).query, keep_blank_values=True))
         req = Request(self.headers.get("x-acs-action"), params, dict(self.headers.items()), time.monotonic())
         status, headers, payload = self.server_fake._answer(req)

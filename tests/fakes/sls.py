@@ -59,14 +59,13 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import lz4.block
 from aliyun.log.proto import LogGroup
 
-from tests.fakes._server import LocalServer
+from tests.fakes._server import LocalServer, QuietHandler
 
 CURSOR_BASE = 10**15
 KEY_SPACE = 2**128
@@ -339,18 +338,11 @@ class FakeSLS(LocalServer):
         return 200, headers, body
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     server_fake: FakeSLS
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
     def do_GET(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
+        self.read_body()
         url = urlsplit(self.path)  # absolute-form too, when the SDK comes through HTTP_PROXY
         query = dict(parse_qsl(url.query, keep_blank_values=True))
         host = (self.headers.get("Host") or "").split(":")[0]

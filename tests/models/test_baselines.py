@@ -10,10 +10,8 @@ minutes. The business time zone is Asia/Shanghai (UTC+8, no daylight saving), so
 
 from __future__ import annotations
 
-import copy
-import zlib
 from collections.abc import Iterable
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,7 +22,7 @@ from models.baselines import HISTORY, MIN_ACTIVE_DAYS, Baseline, fit, load_or_fi
 from models.inventory import Attributor, Inventory
 from pipeline.ingest import ingest_files
 from pipeline.store import Store
-from tests.conftest import BASE_EVENT, write_ndjson
+from tests.conftest import ram_user_event, write_ndjson
 
 TZ_NAME = "Asia/Shanghai"
 TZ = ZoneInfo(TZ_NAME)
@@ -48,14 +46,8 @@ class History:
 
     def add(self, user: str, when: datetime, *, error: str | None = None,
             name: str = "DescribeInstances") -> dict[str, Any]:
-        ev = copy.deepcopy(BASE_EVENT)
-        ev["eventId"] = f"00000000-0000-4000-{8000 + self.batch}-{len(self.events):012d}"
-        ev["eventTime"] = when.astimezone(UTC).isoformat().replace("+00:00", "Z")
-        ev["eventName"] = name
-        ev["userIdentity"] = {"type": "ram-user", "principalId": f"2000{zlib.crc32(user.encode())}",
-                              "accountId": "1384926508761234", "userName": user}
-        if error:
-            ev["errorCode"], ev["errorMessage"] = error, "refused"
+        ev = ram_user_event(f"00000000-0000-4000-{8000 + self.batch}-{len(self.events):012d}", user, when, name,
+                            error=error)
         self.events.append(ev)
         return ev
 

@@ -6,9 +6,6 @@ NextToken, at most two requests a second, throttling, bad credentials, and crash
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,7 +21,7 @@ from pipeline.ingest import BatchWriter, ingest_batches
 from pipeline.sources import credentials
 from pipeline.sources.lookup_events import OVERLAP, PAGE_INTERVAL, SETTLE, LookupReader, client_for
 from pipeline.store import open_store
-from tests.conftest import BASE_EVENT, ROOT, assert_one_line_error, run_cli
+from tests.conftest import BASE_EVENT, assert_one_line_error, kill_after_commits, run_cli
 from tests.fakes.lookup_events import FakeLookupEvents
 from tests.sources.conftest import SECRET, ids
 
@@ -311,24 +308,13 @@ def test_a_failure_in_the_middle_of_a_window_keeps_the_cursor_and_the_rerun_stor
 
 
 KILLER = """
-import sys, time
+import sys
 from datetime import datetime
 from pipeline import ingest
 from pipeline.config import LookupEventsSource
 from pipeline.sources import credentials, lookup_events
 from pipeline.store import open_store
 from models.inventory import Attributor
-orig = ingest.Transaction.commit
-calls = []
-def slow(self):
-    out = orig(self)
-    calls.append(1)
-    if len(calls) == 2:
-        print("committed", flush=True)
-        time.sleep(60)
-    return out
-ingest.Transaction.commit = slow
-ingest.BatchWriter.group_rows = 1
 cfg = LookupEventsSource.model_validate_json(sys.argv[2])
 with open_store(sys.argv[1]) as s:
     reader = lookup_events.LookupReader(cfg, lookup_events.client_for(cfg, credentials.from_env()), s,
@@ -342,16 +328,7 @@ def test_kill_9_in_the_middle_of_a_window_then_a_rerun_stores_each_event_once(tm
     fake.add_events(evs)
     db = tmp_path / "s.duckdb"
     cfg = json.dumps({"name": "history", "type": "lookup_events", "region": REGION, "endpoint": fake.endpoint})
-    proc = subprocess.Popen([sys.executable, "-c", KILLER, str(db), cfg, NOW.isoformat()],
-                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 60
-    try:
-        while proc.stdout.readline().strip() != "committed":
-            assert time.monotonic() < deadline and proc.poll() is None, "the ingest never got going"
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_after_commits(KILLER, [str(db), cfg, NOW.isoformat()], commits=2)
     con = duckdb.connect(str(db), read_only=True)
     partial = con.execute("SELECT count(*) FROM events").fetchone()[0]
     state = con.execute("SELECT cursor FROM ingest_state WHERE source = 'history'").fetchall()

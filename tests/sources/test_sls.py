@@ -13,9 +13,6 @@ the same way.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,7 +28,7 @@ from pipeline.ingest import ingest_batches, ingest_sources
 from pipeline.sources import credentials
 from pipeline.sources.sls import SlsReader, client_for
 from pipeline.store import Store, open_store
-from tests.conftest import BASE_EVENT, ROOT, assert_one_line_error, run_cli
+from tests.conftest import BASE_EVENT, assert_one_line_error, kill_after_commits, run_cli
 from tests.fakes.sls import Contents, FakeSLS
 from tests.sources.conftest import SECRET, ids
 
@@ -440,23 +437,12 @@ def test_an_event_delivered_twice_is_stored_once(store, fake):
 
 # -- crash safety -----------------------------------------------------------------------------------
 KILLER = """
-import sys, time
+import sys
 from pipeline import ingest
 from pipeline.config import SlsSource
 from pipeline.sources import credentials, sls
 from pipeline.store import Store, open_store
 from models.inventory import Attributor
-orig = ingest.Transaction.commit
-calls = []
-def slow(self):
-    out = orig(self)
-    calls.append(1)
-    if len(calls) == int(sys.argv[3]):
-        print("committed", flush=True)
-        time.sleep(60)
-    return out
-ingest.Transaction.commit = slow
-ingest.BatchWriter.group_rows = 1
 cfg = SlsSource.model_validate_json(sys.argv[2])
 with open_store(sys.argv[1]) as s:
     own = Store(s.con.cursor(), s.path, False)  # see own_connection()
@@ -466,19 +452,7 @@ with open_store(sys.argv[1]) as s:
 
 
 def _kill_after_commits(db: Path, cfg: SlsSource, commits: int, ready=None) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", KILLER, str(db), cfg.model_dump_json(), str(commits)],
-                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 60
-    try:
-        while proc.stdout.readline().strip() != "committed":
-            assert time.monotonic() < deadline and proc.poll() is None, "the ingest never got going"
-        while ready is not None and not ready():
-            assert time.monotonic() < deadline and proc.poll() is None, "the reader never got there"
-            time.sleep(0.02)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_after_commits(KILLER, [str(db), cfg.model_dump_json()], commits, ready)
 
 
 def test_kill_9_in_the_middle_of_a_multi_batch_pull_then_a_rerun_stores_each_event_once(tmp_path, fake):
