@@ -144,15 +144,46 @@ class Baseline:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def fit(store: Store, end: datetime, timezone: str, history: timedelta = HISTORY,
-        agents: list[str] | None = None) -> dict[str, Baseline]:
-    """Fit every agent's baseline on [end - history, end), entirely in SQL."""
-    start = end - history
+# Findings whose events a baseline must not learn from: what the team has not called a false
+# positive. Suppressed findings are expected behaviour (learned); false positives are normal (learned).
+UNLEARNED_STATUSES = ("open", "acknowledged", "resolved")
+
+# The events of those findings, left out of a history [$1, $2): the event ids a finding lists, and,
+# for a short finding whose ids were capped (findings keep up to 1,000), every event of its agent
+# between its first and last event - a storm of 5,000 failures must not become the norm through the
+# 4,000 ids it does not list. Long findings that were capped keep only their listed ids out.
+_UNLEARNED = """
+    event_id NOT IN (
+        SELECT unnest(event_ids) FROM findings
+        WHERE list_contains(?, status) AND last_seen >= ? AND first_seen < ?)
+    AND NOT EXISTS (
+        SELECT 1 FROM findings f
+        WHERE list_contains(?, f.status) AND f.event_count > len(f.event_ids)
+          AND f.last_seen - f.first_seen <= INTERVAL 1 DAY
+          AND f.agent = events.agent AND events.event_time BETWEEN f.first_seen AND f.last_seen)
+"""
+
+
+def learnable(start: datetime, end: datetime, agents: list[str] | None = None) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its values) of the events a baseline fitted on [start, end) learns
+    from: those of the window (and agents), without the events of open, acknowledged and resolved
+    findings, so an incident never teaches the baseline that it is normal (a 45-failure storm
+    would otherwise make the next identical storm look usual)."""
     where = "event_time >= ? AND event_time < ?"
     params: list[Any] = [start, end]
     if agents is not None:
         where += " AND list_contains(?, agent)"
         params.append(agents)
+    statuses = list(UNLEARNED_STATUSES)
+    return f"{where} AND {_UNLEARNED}", [*params, statuses, start, end, statuses]
+
+
+def fit(store: Store, end: datetime, timezone: str, history: timedelta = HISTORY,
+        agents: list[str] | None = None) -> dict[str, Baseline]:
+    """Fit every agent's baseline on [end - history, end), entirely in SQL, from the events
+    :func:`learnable` keeps."""
+    start = end - history
+    where, params = learnable(start, end, agents)
     totals = store.con.execute(
         f"""
         SELECT agent, count(*) AS calls, count(*) FILTER (WHERE error_code IS NOT NULL) AS failures,
@@ -338,16 +369,18 @@ def refit(store: Store, when: datetime, timezone: str) -> dict[str, Baseline]:
 def load_or_fit(store: Store, end: datetime, timezone: str, history: timedelta = HISTORY) -> dict[str, Baseline]:
     """The baselines for a window starting at ``end``: stored ones when fitted on exactly that
     history and it has not changed since, else fitted now (and stored, when the store is
-    writable). The history has changed when an agent's count of events in it differs from the
-    calls its baseline learned: late events arrived, or the inventory re-attributed some."""
+    writable). The history has changed when an agent's count of learnable events in it differs
+    from the calls its baseline learned: late events arrived, the inventory re-attributed some, or
+    a finding's triage moved its events in or out of what is learned (a false positive is)."""
     rows = store.con.execute(
         "SELECT agent, model FROM baselines WHERE history_end = ? AND history_start = ? AND timezone = ?",
         [end, end - history, timezone]).fetchall()
     if rows:
         stored = {agent: Baseline.from_json(model) for agent, model in rows}
+        where, params = learnable(end - history, end)
         now = dict(store.con.execute(
-            "SELECT agent, count(*) FROM events WHERE event_time >= ? AND event_time < ? GROUP BY agent",
-            [end - history, end]).fetchall())
+            f"SELECT agent, count(*) FROM events WHERE {where} GROUP BY agent",  # noqa: S608 - fixed SQL
+            params).fetchall())
         if now == {agent: b.calls for agent, b in stored.items()}:
             return stored
     fitted = fit(store, end, timezone, history)

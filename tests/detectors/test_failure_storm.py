@@ -24,6 +24,7 @@ import detectors
 import pipeline.detect
 from detectors.base import Finding, Models
 from detectors.failure_storm import FailureStorm
+from models import baselines
 from models.baselines import Baseline
 from models.inventory import Attributor, Inventory
 from models.scope import compile_scopes
@@ -250,6 +251,45 @@ def test_agent_with_failure_heavy_baseline_needs_more_than_twice_its_worst(tmp_p
     new = found["batch-new"]["evidence"]
     assert new["threshold"] == 10 and new["baseline"]["learned"] is False
     assert "it usually fails" not in found["batch-new"]["summary"]
+
+
+# -- baselines do not learn incidents ---------------------------------------------------------------
+@pytest.mark.parametrize(("triage", "fires_again"), [
+    (None, True),  # still open: its storm is not what monitor usually does
+    ("acknowledged", True),
+    ("resolved", True),  # a resolved true positive stays out of the baseline
+    ("false_positive", False),  # the team said it is normal: learned, the same storm is usual now
+])
+def test_the_same_storm_four_days_later_fires_again_unless_it_was_a_false_positive(
+        tmp_path: Path, store: Store, triage: str | None, fires_again: bool) -> None:
+    """The nightly refit fits on days that include the incident. The first storm's events are left
+    out of what the baseline learns while its finding is open, acknowledged or resolved, so the
+    identical storm four days later is judged against monitor's real worst 5 minutes (2 failures),
+    not against the storm itself (45, which would need 91 to fire)."""
+    from pipeline.triage import set_status
+
+    t = Trail()
+    first_storm = datetime(2026, 11, 16, 6, 0, tzinfo=UTC)
+    for day in range(21):  # three weeks of polling, an occasional pair of failures
+        start = datetime(2026, 11, 2, 1, 0, tzinfo=UTC) + timedelta(days=day)
+        t.calls("monitor", start, 40, every=60)
+        t.failures("monitor", start + timedelta(hours=2), 2, every=30, error="Throttling")
+    first = enumeration(t, "monitor", first_storm)
+    again = enumeration(t, "monitor", first_storm + timedelta(days=4))
+    ingest(store, tmp_path / "events.ndjson", t)
+    config = Config(timezone=TZ_NAME)
+    run_detect(store, config, INVENTORY, since=first_storm - timedelta(hours=1), until=first_storm + timedelta(hours=1))
+    (found,) = list_findings(store, detector="failure_storm")
+    assert found["event_ids"] == first
+    if triage is not None:  # every finding on the storm (new_source saw its new network too)
+        set_status(store, [f["id"] for f in list_findings(store)], triage, by="oncall", reason="checked")
+    later = first_storm + timedelta(days=4)
+    baselines.refit(store, later, TZ_NAME)  # the nightly refit, on history that holds the first storm
+    run_detect(store, config, INVENTORY, since=later - timedelta(hours=1), until=later + timedelta(hours=1))
+    raised = [f for f in list_findings(store, detector="failure_storm", status=None) if f["event_ids"] == again]
+    assert bool(raised) == fires_again, [f["summary"] for f in raised]
+    if fires_again:
+        assert raised[0]["evidence"]["baseline"]["max_failures_in_5m"] == 2
 
 
 # -- configuration ---------------------------------------------------------------------------------

@@ -285,3 +285,61 @@ def test_worst_five_minutes_of_failures_is_a_sliding_window(tmp_path: Path, stor
     b = fitted(tmp_path, store, [build])["ram-user:batch"]
     assert b.failures == 16
     assert b.max_failures_5m == 16
+
+
+# -- what a baseline does not learn ------------------------------------------------------------------
+def _finding(store: Store, fid: str, agent: str, events: list[dict[str, Any]], status: str,
+             listed: int = 1000) -> None:
+    """A finding on ``events``, listing at most ``listed`` of their ids as findings do (1,000)."""
+    times = sorted(datetime.fromisoformat(e["eventTime"]) for e in events)
+    store.con.execute(
+        "INSERT INTO findings (id, detector, agent, severity, score, first_seen, last_seen, summary, event_ids, "
+        "event_count, evidence, status, dedup_key, created_at, updated_at) "
+        "VALUES (?, 'failure_storm', ?, 'high', 0.9, ?, ?, 's', ?, ?, '{}', ?, 'k', now(), now())",
+        [fid, agent, times[0], times[-1], [e["eventId"] for e in events][:listed], len(events), status])
+
+
+@pytest.mark.parametrize(("status", "learned"), [("open", False), ("acknowledged", False), ("resolved", False),
+                                                 ("false_positive", True), ("suppressed", True)])
+def test_events_of_true_positive_findings_are_not_learned(tmp_path: Path, store: Store, status: str,
+                                                          learned: bool) -> None:
+    """A storm of 1,500 failures whose finding lists only 1,000 ids is left out whole (it is short:
+    every event of the agent between its first and last); a false positive or an expected
+    (suppressed) one is learned like any other behaviour."""
+    h = History()
+    for day in WEEKDAYS:
+        h.add("batch", local(day, 9))
+    storm = [h.add("batch", local(date(2026, 11, 10), 10) + timedelta(milliseconds=150 * i), error="NoPermission")
+             for i in range(1500)]
+    h.ingest(store, tmp_path / "history.ndjson")
+    _finding(store, "f1", "ram-user:batch", storm, status)
+    b = fit(store, END, TZ_NAME)["ram-user:batch"]
+    assert (b.failures, b.max_failures_5m) == ((1500, 1500) if learned else (0, 0))
+    assert b.calls == len(WEEKDAYS) + (1500 if learned else 0)
+    save(store, {"ram-user:batch": b})
+    assert load_or_fit(store, END, TZ_NAME)["ram-user:batch"].calls == b.calls  # stored one is current
+
+
+def test_a_long_capped_finding_keeps_only_its_listed_events_out(tmp_path: Path, store: Store) -> None:
+    """A finding spanning days (a new network used all week) that lists 2 of its 4 events: only
+    the listed 2 are left out; the agent's other activity in that span is still learned."""
+    h = History()
+    calls = [h.add("vendor", local(day, 11)) for day in WEEKDAYS]
+    h.ingest(store, tmp_path / "history.ndjson")
+    _finding(store, "f2", "ram-user:vendor", calls[3:7], "open", listed=2)
+    assert fit(store, END, TZ_NAME)["ram-user:vendor"].calls == len(WEEKDAYS) - 2
+
+
+def test_triage_makes_the_stored_baseline_stale(tmp_path: Path, store: Store) -> None:
+    """Marking a finding a false positive brings its events back: the stored baseline (fitted
+    without them) is refitted, not reused."""
+    h = History()
+    for day in WEEKDAYS:
+        h.add("batch", local(day, 9))
+    storm = [h.add("batch", local(date(2026, 11, 10), 10, 0, i), error="NoPermission") for i in range(30)]
+    h.ingest(store, tmp_path / "history.ndjson")
+    _finding(store, "f3", "ram-user:batch", storm, "open")
+    save(store, fit(store, END, TZ_NAME))
+    assert load_or_fit(store, END, TZ_NAME)["ram-user:batch"].max_failures_5m == 0
+    store.con.execute("UPDATE findings SET status = 'false_positive' WHERE id = 'f3'")
+    assert load_or_fit(store, END, TZ_NAME)["ram-user:batch"].max_failures_5m == 30
