@@ -442,6 +442,9 @@ def _detect_text(report: Any) -> str:
     j = to_jsonable
     lines = [f"Scored {report.events:,} events from {j(report.since)} to {j(report.until)}: "
              f"{report.new} new findings, {report.extended} extended."]
+    if len(report.spans) > 1:
+        lines.append(f"  in {len(report.spans)} separate stretches (each with its own baselines): "
+                     + ", ".join(f"{j(a)} .. {j(b)}" for a, b in report.spans))
     for name, stats in report.detectors.items():
         state = f"failed: {stats['error']}" if stats["error"] else f"{stats['findings']} findings"
         lines.append(f"  {name:<22} {state} ({stats['seconds']:.2f}s)")

@@ -45,14 +45,18 @@ class DetectReport:
     extended: int = 0
     detectors: dict[str, dict[str, Any]] = field(default_factory=dict)
     new_ids: list[str] = field(default_factory=list)
+    spans: list[tuple[datetime, datetime]] = field(default_factory=list)  # a plain detect's stretches
 
     @property
     def failed(self) -> list[str]:
         return [k for k, v in self.detectors.items() if v.get("error")]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"since": self.since, "until": self.until, "events": self.events, "new": self.new,
-                "extended": self.extended, "detectors": self.detectors}
+        out = {"since": self.since, "until": self.until, "events": self.events, "new": self.new,
+               "extended": self.extended, "detectors": self.detectors}
+        if len(self.spans) > 1:
+            out["spans"] = [{"since": a, "until": b} for a, b in self.spans]
+        return out
 
 
 def parse_when(text: str, now: datetime, key: str) -> datetime:
@@ -82,27 +86,57 @@ def run_detect(store: Store, config: Config, inventory: Inventory, *, since: dat
                run_id: int | None = None) -> DetectReport:
     active = active_detectors(config, config_path)
     report = DetectReport()
-    watermark = None
+    now = utcnow()
     if since is None and until is None:
-        _retry_failed(store, config, inventory, active, report, run_id)
-        since, until, watermark = _pending_window(store)
-        if since is None:
-            return report
-        # rescore a little before the new events, so a burst that began in the last run is seen
-        # whole (bounded by the store's first event)
-        lookback = max((d.lookback for d in active), default=timedelta(0))
-        first = _first_event(store)
-        since = max(since - lookback, first) if first else since
-    since = since or _first_event(store)
-    until = until or utcnow()
-    if since is None or since >= until:
+        return _detect_pending(store, config, inventory, active, report, run_id, now)
+    earliest, latest = plausible_times(now)
+    since = max(since or _first_event(store, earliest, latest) or earliest, earliest)
+    until = min(until or now, latest)
+    if since >= until:
         return report
     report.since, report.until = since, until
     report.events += _score_span(store, config, inventory, active, since, until, report, run_id,
                                  overlap=max_lookback(active))
-    if watermark is not None:
-        _remember_failures(store, active, report, since, until)
-        store.write_state(STATE_KEY, watermark.isoformat())
+    return report
+
+
+# Event times a window may reach: ingest quarantines times outside them, and a store written before
+# it did may still hold some (1970, year 1, 9999): they never move a window, nor overflow one.
+EARLIEST_EVENT_TIME = datetime(2010, 1, 1, tzinfo=UTC)
+FUTURE_TOLERANCE = timedelta(days=1)
+MAX_SPANS = 32  # separate stretches of days scored by one plain detect; closer ones merge beyond it
+
+
+def plausible_times(now: datetime) -> tuple[datetime, datetime]:
+    """The range of event times detection considers: [2010-01-01, now + 1 day]."""
+    return EARLIEST_EVENT_TIME, now + FUTURE_TOLERANCE
+
+
+def _detect_pending(store: Store, config: Config, inventory: Inventory, active: list[Detector],
+                    report: DetectReport, run_id: int | None, now: datetime) -> DetectReport:
+    """Score what was ingested since the last detect: each stretch of days that received new
+    events on its own, with the baselines of its own first day, so one late or backfilled event
+    from long ago neither drags today's window back to its day nor scores today against that
+    day's history. Each stretch re-reads the detectors' lookback before it (bounded by the
+    store's first event), so a burst that began in the last run is seen whole."""
+    _retry_failed(store, config, inventory, active, report, run_id)
+    spans, watermark = _pending_spans(store, now)
+    if not spans:
+        if watermark is not None:  # only implausible times arrived: nothing to score, all seen
+            store.write_state(STATE_KEY, watermark.isoformat())
+        return report
+    first = _first_event(store, *plausible_times(now))
+    lookback = max_lookback(active)
+    for start, end in spans:
+        start = max(start - lookback, first) if first else start
+        report.since = min(report.since or start, start)
+        report.until = max(report.until or end, end)
+        report.spans.append((start, end))
+        report.events += _score_span(store, config, inventory, active, start, end, report, run_id,
+                                     overlap=lookback)
+        _remember_failures(store, active, report, start, end)
+    assert watermark is not None
+    store.write_state(STATE_KEY, watermark.isoformat())
     return report
 
 
@@ -287,18 +321,34 @@ def load_events(store: Store, columns: list[str], since: datetime, until: dateti
     return df
 
 
-def _pending_window(store: Store) -> tuple[datetime | None, datetime | None, datetime | None]:
-    """Events ingested since the last detect: their time span, and the new watermark."""
+def _pending_spans(store: Store, now: datetime) -> tuple[list[tuple[datetime, datetime]], datetime | None]:
+    """Events ingested since the last detect: the stretches of UTC days they fall on (days with a
+    day or more between them are separate stretches), each as [first event, last event + 1 us),
+    and the new watermark. Implausible times are left out (see :func:`plausible_times`)."""
     done = store.read_state(STATE_KEY)
     floor = datetime.fromisoformat(done) if done else datetime(1970, 1, 1, tzinfo=UTC)
+    earliest, latest = plausible_times(now)
+    days = store.con.execute(
+        "SELECT time_bucket(INTERVAL 1 DAY, event_time) AS d, min(event_time), max(event_time) FROM events "
+        "WHERE ingested_at > ? AND event_time >= ? AND event_time <= ? GROUP BY d ORDER BY d",
+        [floor, earliest, latest]).fetchall()
+    row = first_row(store.con.execute("SELECT max(ingested_at) FROM events WHERE ingested_at > ?", [floor]))
+    watermark = row[0] if row else None
+    spans: list[list[datetime]] = []
+    for day, lo, hi in days:
+        if spans and day - spans[-1][2] <= timedelta(days=1):
+            spans[-1][1], spans[-1][2] = hi, day
+        else:
+            spans.append([lo, hi, day])
+    while len(spans) > MAX_SPANS:  # many scattered days: merge the two closest stretches
+        i = min(range(len(spans) - 1), key=lambda k: spans[k + 1][0] - spans[k][1])
+        spans[i][1:] = spans[i + 1][1:]
+        del spans[i + 1]
+    return [(lo, hi + timedelta(microseconds=1)) for lo, hi, _ in spans], watermark
+
+
+def _first_event(store: Store, earliest: datetime, latest: datetime) -> datetime | None:
+    """The first plausible event time in the store."""
     row = first_row(store.con.execute(
-        "SELECT min(event_time), max(event_time), max(ingested_at) FROM events WHERE ingested_at > ?",
-        [floor]))
-    if not row or row[0] is None:
-        return None, None, None
-    return row[0], row[1] + timedelta(microseconds=1), row[2]
-
-
-def _first_event(store: Store) -> datetime | None:
-    row = first_row(store.con.execute("SELECT min(event_time) FROM events"))
+        "SELECT min(event_time) FROM events WHERE event_time >= ? AND event_time <= ?", [earliest, latest]))
     return row[0] if row else None
