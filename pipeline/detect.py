@@ -52,7 +52,7 @@ class DetectReport:
         return [k for k, v in self.detectors.items() if v.get("error")]
 
     def as_dict(self) -> dict[str, Any]:
-        out = {"since": self.since, "until": self.until, "events": self.events, "new": self.new,
+        out: dict[str, Any] = {"since": self.since, "until": self.until, "events": self.events, "new": self.new,
                "extended": self.extended, "detectors": self.detectors}
         if len(self.spans) > 1:
             out["spans"] = [{"since": a, "until": b} for a, b in self.spans]
