@@ -58,6 +58,33 @@ class App:
     def database(self) -> Path:
         return Path(self.db_path) if self.db_path else self.config.database
 
+    @property
+    def config_file(self) -> Path | None:
+        """The config file in use, or None for the built-in defaults."""
+        return resolve_config_path(self.config_path)
+
+    @property
+    def inventory_source(self) -> str | None:
+        """Where the inventory comes from, for messages; None when there is none."""
+        inventory = self.config.inventory
+        return str(inventory) if inventory is not None else None
+
+    def validate_for_writing(self) -> None:
+        """Everything a writing command reads, checked before it writes anything: the config (and
+        its detector overrides) and the inventory."""
+        from pipeline.detect import active_detectors
+
+        self.inventory  # noqa: B018 - loads and validates
+        active_detectors(self.config, self.config_path)
+
+    def reattribute(self, store: Store, allow: bool) -> int | None:
+        """Bring the stored attribution in step with the inventory (refused, exit 2, when it would
+        strip most events of their agents, unless ``allow``)."""
+        why = None if self.config_file else (f"no config file: --config, $TRAILWARDEN_CONFIG or "
+                                              f"config/trailwarden.yaml in {Path.cwd()}")
+        return reattribute_if_changed(store, self.inventory, allow_orphans=allow, source=self.inventory_source,
+                                      why=why)
+
     def open(self, *, read_only: bool = False) -> Store:
         """Writers wait (bounded) for the lock; readers never do: when the service is mid-cycle
         they read its last snapshot (at most one cycle old) and say so on stderr."""
@@ -91,6 +118,14 @@ def common_options(func: F) -> F:
 def format_option(choices: tuple[str, ...] = FORMATS, default: str = "table") -> Callable[[F], F]:
     return click.option("--format", "fmt", type=click.Choice(choices), default=default,
                         show_default=True, help="Output format.")
+
+
+REATTRIBUTE_HELP = ("Accept an inventory that would leave most stored events with no agent (an empty or "
+                    "absent one, say): re-attribute them all the same.")
+
+
+def reattribute_option(func: F) -> F:
+    return click.option("--reattribute", is_flag=True, help=REATTRIBUTE_HELP)(func)
 
 
 pass_app = click.make_pass_decorator(App, ensure=True)
@@ -169,8 +204,10 @@ class JsonLogFormatter(logging.Formatter):
                    "event, NDJSON, LookupEvents body, .gz of any, OSS delivery folders.")
 @click.option("--since", metavar="T", help="lookup_events sources: backfill from T (e.g. 30d, at most 90d).")
 @format_option(("text", "json"), default="text")
+@reattribute_option
 @pass_app
-def ingest(app: App, sources: tuple[str, ...], paths: tuple[str, ...], since: str | None, fmt: str) -> None:
+def ingest(app: App, sources: tuple[str, ...], paths: tuple[str, ...], since: str | None, fmt: str,
+           reattribute: bool) -> None:
     """Pull from the configured sources, or ingest files, into the store, once.
 
     Re-running is safe: files already ingested are skipped by content hash, SLS and LookupEvents
@@ -194,10 +231,11 @@ def ingest(app: App, sources: tuple[str, ...], paths: tuple[str, ...], since: st
     backfill = parse_when(since, utcnow(), "--since") if since else None
     if backfill is not None:
         _check_backfill(targets, backfill)
+    app.validate_for_writing()
     attribute = Attributor(app.inventory)
     started = time.monotonic()
     with app.open() as store, _recorded_run(store, "ingest") as counts:
-        changed = reattribute_if_changed(store, app.inventory)
+        changed = app.reattribute(store, reattribute)
         if changed:
             counts["reattributed"] = changed
         outcomes = ingest_sources(store, targets, attribute, since=backfill, progress=_progress_bar)
@@ -395,8 +433,9 @@ _ALL_REASONS = 'trailwarden query "SELECT reason, count(*) AS n FROM quarantine 
 @click.option("--since", metavar="T", help="Start of the window (2026-11-01, 2026-11-01T08:00:00Z, or 7d ago).")
 @click.option("--until", metavar="T", help="End of the window, exclusive (default: now).")
 @format_option(("text", "json"), default="text")
+@reattribute_option
 @pass_app
-def detect(app: App, since: str | None, until: str | None, fmt: str) -> None:
+def detect(app: App, since: str | None, until: str | None, fmt: str, reattribute: bool) -> None:
     """Score events in [since, until) with every detector and store the findings.
 
     Only events before the window are used as history, so a past window scores the same whenever
@@ -417,9 +456,10 @@ def detect(app: App, since: str | None, until: str | None, fmt: str) -> None:
     end = parse_when(until, now, "--until") if until else None
     if start and end and start >= end:
         raise UsageError("--since must be before --until", key="--since")
+    app.validate_for_writing()
     inventory = app.inventory
     with app.open() as store, _recorded_run(store, "detect") as counts:
-        changed = reattribute_if_changed(store, inventory)
+        changed = app.reattribute(store, reattribute)
         if changed:
             counts["reattributed"] = changed
         report = run_detect(store, app.config, inventory, since=start, until=end,
@@ -718,20 +758,25 @@ def _replay_command(agent: str, since: Any) -> str:
 
 @cli.command(name="run")
 @common_options
+@reattribute_option
 @pass_app
-def run_command(app: App) -> None:
+def run_command(app: App, reattribute: bool) -> None:
     """One full cycle: ingest every configured source, detect what is new, alert.
 
     A failing source or step is recorded and the rest still runs; the exit code is 1 and one line
-    names the failed step(s). The snapshot analysts read is refreshed at the end.
+    names the failed step(s). The snapshot analysts read is refreshed at the end. It needs a
+    config file (an unattended job started in the wrong directory must not run on defaults).
 
     \b
     Example:
-      trailwarden run && trailwarden status
+      trailwarden --config /etc/trailwarden/trailwarden.yaml run && trailwarden status
     """
     from pipeline.service import run_cycle
 
-    result = run_cycle(app.config, app.inventory, app.database, config_path=app.config_path, echo=click.echo)
+    _require_config_file(app, "run")
+    app.validate_for_writing()
+    result = run_cycle(app.config, app.inventory, app.database, config_path=app.config_path, echo=click.echo,
+                       reattribute=reattribute, inventory_source=app.inventory_source)
     for step in result.steps:
         state = "ok" if step.ok else f"FAILED: {step.error}"
         click.echo(f"{step.name:<7} {step.seconds:6.2f}s  {state}")
@@ -742,8 +787,9 @@ def run_command(app: App) -> None:
 
 @cli.command()
 @common_options
+@reattribute_option
 @pass_app
-def serve(app: App) -> None:
+def serve(app: App, reattribute: bool) -> None:
     """Run the cycle every `schedule.ingest_every` until SIGTERM or SIGINT (then exit 0).
 
     Cycles never overlap or pile up; a failed cycle is logged and recorded and the service keeps
@@ -757,9 +803,19 @@ def serve(app: App) -> None:
     """
     from pipeline.service import Service
 
-    app.inventory  # noqa: B018 - validate the inventory before starting (exit 2 if invalid)
+    _require_config_file(app, "serve")
+    app.validate_for_writing()  # exit 2 before starting if the config or the inventory is invalid
     Service(app.config, lambda: load_inventory(app.config.inventory), app.database,
-            config_path=app.config_path, echo=click.echo).start()
+            config_path=app.config_path, echo=click.echo, reattribute=reattribute,
+            inventory_source=app.inventory_source).start()
+
+
+def _require_config_file(app: App, command: str) -> None:
+    """The unattended commands never run on the built-in defaults: started in the wrong directory
+    (a cron job in $HOME), they would watch nothing and say all is well."""
+    if app.config_file is None:
+        raise UsageError(f"`{command}` needs a config file and none was found: pass --config PATH or set "
+                         f"TRAILWARDEN_CONFIG (config/trailwarden.yaml is not in {Path.cwd()})")
 
 
 @cli.command()

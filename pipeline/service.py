@@ -62,17 +62,26 @@ class CycleResult:
 def run_cycle(config: Config, inventory: Inventory, db: Path, *, config_path: str | None = None,
               echo: Callable[[str], None] = print, stopping: Callable[[], bool] = lambda: False,
               snapshot: bool = True, lock_wait: float = 60.0,
-              unrecorded: list[RunRecord] | None = None) -> CycleResult:
+              unrecorded: list[RunRecord] | None = None, reattribute: bool = False,
+              inventory_source: str | None = None) -> CycleResult:
     """One cycle; every step is recorded, a failed step never prevents the next.
 
-    ``stopping`` ends the wait for the store and the ingest early (at a batch boundary: what was
-    read is committed with its cursor) and skips the steps not begun. ``unrecorded`` runs (cycles
-    that could not open the store) are written to ``runs`` first. A snapshot that cannot be
-    published is reported as a failed step ``snapshot``."""
+    Before any step, the detectors' config is validated and the stored events are re-attributed
+    if the inventory changed; an inventory that would strip most events of their agents fails the
+    whole cycle (:class:`UsageError`) unless ``reattribute`` - new events attributed with it would
+    be as wrong. ``stopping`` ends the wait for the store and the ingest early (at a batch
+    boundary: what was read is committed with its cursor) and skips the steps not begun.
+    ``unrecorded`` runs (cycles that could not open the store) are written to ``runs`` first. A
+    snapshot that cannot be published is reported as a failed step ``snapshot``."""
+    from pipeline.attribution import reattribute_if_changed
+    from pipeline.detect import active_detectors
+
+    active_detectors(config, config_path)
     result = CycleResult(started=utcnow())
     with open_store(db, memory_limit=config.memory_limit, lock_wait=lock_wait, stop=stopping,
                     on_wait=log.warning) as store:
         _record_runs(store, unrecorded or [])
+        reattribute_if_changed(store, inventory, allow_orphans=reattribute, source=inventory_source)
         steps: tuple[tuple[str, Callable[..., dict[str, Any]]], ...] = (
             ("ingest", partial(_ingest, stop=stopping)), ("detect", _detect), ("alert", _alert))
         for name, step in steps:
@@ -129,11 +138,9 @@ def _recorded(store: Store, name: str, step: Callable[[], dict[str, Any]]) -> St
 
 def _ingest(store: Store, config: Config, inventory: Inventory, _path: str | None, _echo: Any, *,
             stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    from pipeline.attribution import reattribute_if_changed
     from pipeline.config import FilesSource
     from pipeline.ingest import ingest_sources
 
-    reattribute_if_changed(store, inventory)
     targets: list[tuple[str, Any]] = []
     for src in config.sources:
         if isinstance(src, FilesSource) and not Path(src.path).exists():
@@ -182,8 +189,11 @@ class Service:
     """``serve``: the cycle on an interval, a nightly refit, clean stops on SIGTERM/SIGINT."""
 
     def __init__(self, config: Config, load_inventory: Callable[[], Inventory], db: Path, *,
-                 config_path: str | None = None, echo: Callable[[str], None] = print):
+                 config_path: str | None = None, echo: Callable[[str], None] = print,
+                 reattribute: bool = False, inventory_source: str | None = None):
         self.config = config
+        self.reattribute = reattribute
+        self.inventory_source = inventory_source
         self.load_inventory = load_inventory
         self.db = db
         self.config_path = config_path
@@ -239,7 +249,8 @@ class Service:
         try:
             result = run_cycle(self.config, self.load_inventory(), self.db, config_path=self.config_path,
                                echo=self.echo, stopping=self._stop.is_set, lock_wait=self.lock_wait,
-                               unrecorded=self._unrecorded)
+                               unrecorded=self._unrecorded, reattribute=self.reattribute,
+                               inventory_source=self.inventory_source)
         except Exception as exc:  # e.g. the store stayed locked: recorded, and the next cycle retries
             self._cycle_failed(started, exc)
             return

@@ -7,6 +7,7 @@ before ingest refused such times must not make every later detect fail.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -87,8 +88,11 @@ def test_detect_from_the_cli_with_extreme_times_in_the_store(tmp_path: Path, sto
     _ingest(store, tmp_path / "history.ndjson", _office_history(date(2026, 11, 2), 3))
     _insert_raw_time(store, "far-future", "9999-12-31 23:59:59.999999+00")
     store.close()
+    (tmp_path / "agents.yaml").write_text(json.dumps(INVENTORY.model_dump(mode="json", exclude_none=True)),
+                                          encoding="utf-8")
+    (tmp_path / "tw.yaml").write_text(f"timezone: {TZ_NAME}\ninventory: agents.yaml\n", encoding="utf-8")
     for args in ([], ["--since", "0001-01-01", "--until", "9999-12-31T23:59:59Z"]):
-        result = run_cli("--db", str(tmp_path / "store.duckdb"), "detect", *args, cwd=tmp_path)
+        result = run_cli("--config", "tw.yaml", "--db", "store.duckdb", "detect", *args, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert "Traceback" not in result.stderr
 
