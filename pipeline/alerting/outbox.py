@@ -120,7 +120,6 @@ _OWED = {
           AND f.status IN ('open', 'acknowledged')
           AND NOT EXISTS (SELECT 1 FROM alerts p WHERE p.finding_id = f.id AND p.destination = $dest
                           AND p.kind = 'update' AND p.status <> 'sent')
-          AND NOT EXISTS (SELECT 1 FROM alerts x WHERE x.id = sha256(f.id || '|' || $dest || '|update|' || f.event_count))
     """,
     # each status change of an alerted finding: a thread reply saying who and why
     "status": """
@@ -130,7 +129,8 @@ _OWED = {
         JOIN findings f ON f.id = c.finding_id
         JOIN alerts a ON a.finding_id = c.finding_id AND a.destination = $dest AND a.kind = 'alert'
                      AND a.status = 'sent'
-        WHERE NOT EXISTS (SELECT 1 FROM alerts x WHERE x.id = sha256(c.finding_id || '|' || $dest || '|status|' || c.id))
+        WHERE NOT EXISTS (SELECT 1 FROM alerts x WHERE x.destination = $dest AND x.kind = 'status'
+                          AND x.change_id = c.id)
     """,
 }
 
