@@ -361,6 +361,7 @@ def _spans(report: BacktestReport, chosen: list[Period]) -> str:
 # -- the table -----------------------------------------------------------------------------------------
 def as_text(report: BacktestReport, top: int = 20) -> str:
     """One row a period (a column a detector, and the total), the agents with most findings, notes."""
+    from pipeline.inert import one_line
     from pipeline.output import render, to_jsonable
 
     total = len(report.raised)
@@ -378,7 +379,7 @@ def as_text(report: BacktestReport, top: int = 20) -> str:
                          [[a, *(c[d] for d in report.detectors), sum(c.values())] for a, c in agents[:top]],
                          "table"), ""]
     if report.notes:
-        lines += ["Notes:", *(f"  - {n}" for n in report.notes)]
+        lines += ["Notes:", *(f"  - {one_line(n)}" for n in report.notes)]
     return "\n".join(lines).rstrip()
 
 

@@ -25,7 +25,8 @@ from pipeline import __version__
 from pipeline.attribution import STALE_NOTE, attribution_is_stale, reattribute_if_changed
 from pipeline.config import Config, load_config, resolve_config_path
 from pipeline.errors import TerminalError, TrailwardenError, UsageError
-from pipeline.output import FORMATS, render, to_jsonable
+from pipeline.inert import one_line
+from pipeline.output import FORMATS, json_text, render, to_jsonable
 from pipeline.store import Store, open_for_reading, open_store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -367,10 +368,12 @@ def status(app: App, fmt: str) -> None:
     Example:
       trailwarden status --format json
     """
+    from pipeline.alerting.outbox import alert_target
     from pipeline.status import collect_status
 
+    target = alert_target(app.config)
     with app.open(read_only=True) as store:
-        info = collect_status(store)
+        info = collect_status(store, target.destination, target.min_severity)
     if fmt == "json":
         click.echo(json.dumps(to_jsonable(info), indent=2))
         return
@@ -387,7 +390,7 @@ def _status_text(info: dict[str, Any]) -> str:
         + (f", {j(info['first_event'])} .. {j(info['last_event'])}" if info["events"] else ""),
         f"files       {info['files_ingested']:,} ingested",
         f"quarantine  {info['quarantined']:,}"
-        + "".join(f"\n              {r['count']:,} {r['reason']}" for r in info["quarantine_reasons"])
+        + "".join(f"\n              {r['count']:,} {one_line(r['reason'])}" for r in info["quarantine_reasons"])
         + _more_reasons(info),
         "",
     ]
@@ -405,7 +408,8 @@ def _status_text(info: dict[str, Any]) -> str:
                             [[x["step"], x["last_run"], x["status"], x["seconds"], x["error"]]
                              for x in service["steps"]], "table"))
         lines.append("")
-    lines.append(f"alerts      {service.get('pending_alerts', 0):,} pending")
+    lines.append(f"alerts      {service.get('pending_alerts', 0):,} pending"
+                 + (f" for {one_line(service['alert_destination'])}" if service.get("alert_destination") else ""))
     if service.get("snapshot"):
         snap = service["snapshot"]
         lines.append(f"snapshot    {snap['path']} ({snap['age_seconds']:.0f}s old)")
@@ -486,7 +490,7 @@ def _detect_text(report: Any) -> str:
         lines.append(f"  in {len(report.spans)} separate stretches (each with its own baselines): "
                      + ", ".join(f"{j(a)} .. {j(b)}" for a, b in report.spans))
     for name, stats in report.detectors.items():
-        state = f"failed: {stats['error']}" if stats["error"] else f"{stats['findings']} findings"
+        state = f"failed: {one_line(stats['error'])}" if stats["error"] else f"{stats['findings']} findings"
         lines.append(f"  {name:<22} {state} ({stats['seconds']:.2f}s)")
     return "\n".join(lines)
 
@@ -536,7 +540,7 @@ def backtest(app: App, since: str, until: str | None, step: str, detector_ids: t
         report = run_backtest(store, app.config, app.inventory, since=start, until=end, step=period,
                               only=detector_ids, config_path=app.config_path)
     if fmt == "json":
-        click.echo(json.dumps(to_jsonable(report.as_dict()), indent=2, ensure_ascii=False))
+        click.echo(json_text(to_jsonable(report.as_dict()), indent=2))
     elif fmt == "csv":
         click.echo(render(["day", "detector", "agent", "count"], report.csv_rows(), "csv"))
     else:
@@ -697,57 +701,69 @@ def train(app: App, until: str | None, fmt: str) -> None:
 @format_option(("text", "json"), default="text")
 @pass_app
 def alert(app: App, dry_run: bool, fmt: str) -> None:
-    """Deliver pending findings to Slack (or print them when SLACK_BOT_TOKEN is not set).
+    """Deliver pending findings to Slack (or print them when no `slack:` is configured).
 
     Every open finding at or above `slack.min_severity` is posted once: an agent's new findings
     in one message, later growth of a finding as a reply in its thread. Re-running, or running
-    after a crash, never posts twice; when Slack is down or misconfigured the findings stay
-    pending and go out on the next successful run.
+    after a crash, never posts twice; when Slack is down or misconfigured, or SLACK_BOT_TOKEN is
+    not set, the run fails and the findings stay pending for Slack, to go out on the next
+    successful run. `--dry-run` shows every message a run would post (JSON: text and blocks,
+    with their finding ids) and records nothing.
 
     \b
     Examples:
       trailwarden alert --dry-run
       SLACK_BOT_TOKEN=xoxb-... trailwarden alert
     """
-    from pipeline.alerting.outbox import deliver, enqueue, preview
-    from pipeline.alerting.slack import ConsoleSender, SlackSender, token_from_env
+    from pipeline.alerting.outbox import alert_target, deliver, enqueue, owed_count, preview
+    from pipeline.alerting.slack import ConsoleSender, SlackSender, missing_token, token_from_env
 
-    slack = app.config.slack
+    target = alert_target(app.config)
     token = token_from_env()
-    sender: Any
-    if slack is not None and token:
-        sender = SlackSender(token, slack.channel, slack.base_url)
-    else:
-        if slack is not None and not dry_run:
-            click.echo("trailwarden: SLACK_BOT_TOKEN is not set: printing alerts here instead", err=True)
-        sender = ConsoleSender(click.echo)
-    min_severity = slack.min_severity if slack is not None else "medium"
     inventory = app.inventory
-    with app.open(read_only=dry_run) as store:
-        if dry_run:
-            report = preview(store, sender.destination, min_severity, inventory, _replay_command)
-        else:
-            with _recorded_run(store, "alert") as counts:
-                enqueued = enqueue(store, sender.destination, min_severity)
-                try:
-                    report = deliver(store, sender, inventory, _replay_command)
-                finally:
-                    counts["enqueued"] = enqueued
-                report.enqueued = enqueued
-                counts.update(report.as_dict())
+    if dry_run:
+        if target.slack and not token:
+            click.echo(f"trailwarden: note: {TOKEN_NOTE}", err=True)
+        with app.open(read_only=True) as store:
+            report = preview(store, target.destination, target.min_severity, inventory, _replay_command)
+        click.echo(_preview_text(report.previews, target.destination, fmt))
+        return
+    slack = app.config.slack
+    sender: Any = (ConsoleSender(click.echo) if slack is None
+                   else SlackSender(token, slack.channel, slack.base_url) if token else None)
+    with app.open() as store, _recorded_run(store, "alert") as counts:
+        enqueued = enqueue(store, target.destination, target.min_severity)
+        counts["enqueued"] = enqueued
+        if sender is None:  # never the console instead: Slack is owed these
+            raise missing_token(target.destination, owed_count(store, target.destination, target.min_severity))
+        report = deliver(store, sender, inventory, _replay_command)
+        report.enqueued = enqueued
+        counts.update(report.as_dict())
     if fmt == "json":
         click.echo(json.dumps(to_jsonable(report.as_dict()), indent=2))
-    elif dry_run:
-        from pipeline.alerting.messages import as_text
-
-        for message in report.previews:
-            click.echo(as_text(message) + "\n")
-        click.echo(f"{len(report.previews)} message(s) would be posted to {sender.destination}.")
     elif sender.destination != "console":
         click.echo(f"Posted {report.messages_sent} alert message(s) for {report.alerts_sent} finding(s) and "
                    f"{report.updates_sent} thread update(s) to {sender.destination}"
                    + (f"; {report.recovered} found already posted" if report.recovered else "")
                    + (f"; {report.pending} still pending" if report.pending else "") + ".")
+
+
+TOKEN_NOTE = "SLACK_BOT_TOKEN is not set: `trailwarden alert` fails (and the alerts wait) until it is"
+
+
+def _preview_text(posts: list[Any], destination: str, fmt: str) -> str:
+    """`alert --dry-run`: each message as the console would show it, or as JSON (text and blocks
+    as they would be posted, with the finding ids each carries)."""
+    from pipeline.alerting.messages import as_text
+
+    if fmt == "json":
+        return json_text({"destination": destination, "messages": [p.as_dict() for p in posts]}, indent=2)
+    out = []
+    for post in posts:
+        prefix = "  (reply) " if post.thread_ts else ""
+        out.append(prefix + as_text(post.message).replace("\n", "\n" + prefix) + "\n")
+    out.append(f"{len(posts)} message(s) would be posted to {destination}.")
+    return "\n".join(out)
 
 
 def _replay_command(agent: str, since: Any) -> str:
@@ -778,7 +794,7 @@ def run_command(app: App, reattribute: bool) -> None:
     result = run_cycle(app.config, app.inventory, app.database, config_path=app.config_path, echo=click.echo,
                        reattribute=reattribute, inventory_source=app.inventory_source)
     for step in result.steps:
-        state = "ok" if step.ok else f"FAILED: {step.error}"
+        state = "ok" if step.ok else f"FAILED: {one_line(step.error)}"
         click.echo(f"{step.name:<7} {step.seconds:6.2f}s  {state}")
     if not result.ok:
         raise TerminalError("cycle step(s) failed: " + "; ".join(
@@ -887,7 +903,7 @@ def replay(app: App, agent: str, since: str | None, until: str | None, fmt: str,
             raise UsageError(f"no agent or identity {agent!r} in the store or the inventory", key="AGENT")
         _note_if_attribution_stale(store, app.inventory)
         report = build_replay(store, agent, app.inventory, since=start, until=end, with_raw=fmt != "table")
-    text = (json.dumps(report, indent=2, ensure_ascii=False) if fmt == "json"
+    text = (json_text(report, indent=2) if fmt == "json"
             else as_html(report) if fmt == "html" else as_text(report))
     if output:
         Path(output).write_text(text + "\n", encoding="utf-8")
@@ -929,7 +945,7 @@ def least_privilege_command(app: App, agent: str, days: int, since: str | None, 
     if fmt == "json":
         click.echo(json.dumps(to_jsonable(result), indent=2))
         return
-    click.echo(f"{agent}: granted vs used, {to_jsonable(result['window']['since'])} .. "
+    click.echo(f"{one_line(agent)}: granted vs used, {to_jsonable(result['window']['since'])} .. "
                f"{to_jsonable(result['window']['until'])}\n")
     click.echo(render(["granted pattern", "calls", "used actions"],
                       [[g["pattern"], g["calls"], ", ".join(g["used_actions"]) or "UNUSED"]
@@ -937,7 +953,7 @@ def least_privilege_command(app: App, agent: str, days: int, since: str | None, 
     outside = [u for u in result["used"] if not u["granted"]]
     if outside:
         click.echo("\nUsed but not granted (see out_of_scope findings): "
-                   + ", ".join(f"{u['action']} ({u['calls']})" for u in outside))
+                   + one_line(", ".join(f"{u['action']} ({u['calls']})" for u in outside)))
     if result["suggested_policy"] is None:
         click.echo("\nNo call in the window was allowed by its policies: nothing to keep. Detach them, "
                    "or retire the agent (`trailwarden agents` shows its last activity).")
@@ -1042,7 +1058,9 @@ def demo(app: App, days: int, seed: int) -> None:
 # -- entry point ---------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
     try:
-        cli.main(args=argv, prog_name="trailwarden", standalone_mode=False)
+        # color=True: click never strips escape sequences from what we print to a pipe, so CSV
+        # stays exact data (what reaches a terminal is made inert where it is rendered)
+        cli.main(args=argv, prog_name="trailwarden", standalone_mode=False, color=True)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.Abort:
@@ -1052,7 +1070,7 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
     except TrailwardenError as exc:
-        click.echo(f"trailwarden: error: {exc}", err=True)
+        click.echo(f"trailwarden: error: {one_line(exc)}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("trailwarden: interrupted", err=True)

@@ -14,7 +14,8 @@ import click
 
 from pipeline.cli import App, cli, common_options, findings, format_option, known_agents, pass_app
 from pipeline.errors import UsageError
-from pipeline.output import render, to_jsonable
+from pipeline.inert import one_line
+from pipeline.output import json_text, render, to_jsonable
 from pipeline.store import utcnow
 from pipeline.triage import (
     DEFAULT_SUPPRESSION,
@@ -100,7 +101,7 @@ def show(app: App, finding_id: str, fmt: str) -> None:
         finding.update(zip(("suppression_id", "previous_id", "created_at", "updated_at"), extra, strict=True))
         finding["history"] = status_history(store, full)
     if fmt == "json":
-        click.echo(json.dumps(to_jsonable(finding), indent=2, ensure_ascii=False))
+        click.echo(json_text(to_jsonable(finding), indent=2))
         return
     lines = [f"{finding['id']}  {finding['severity']}  {finding['detector']}  {finding['agent']}  [{finding['status']}]",
              finding["summary"],
@@ -114,7 +115,7 @@ def show(app: App, finding_id: str, fmt: str) -> None:
     lines += ["", "history:"]
     lines += [f"  {to_jsonable(h['changed_at'])}  {h['old_status']} -> {h['new_status']}  by {h['changed_by']}: "
               f"{h['reason']}" for h in finding["history"]] or ["  (never triaged)"]
-    click.echo("\n".join(lines))
+    click.echo("\n".join(one_line(line) for line in lines))  # event values, made inert
 
 
 @findings.command("stats")

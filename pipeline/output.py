@@ -1,4 +1,11 @@
-"""Render rows as a table, JSON or CSV - the shared ``--format`` of every listing command."""
+"""Render rows as a table, JSON or CSV - the shared ``--format`` of every listing command.
+
+Stored values are attacker-controlled (event fields), so what reaches a terminal is inert
+(``pipeline.inert``): in a table every control, bidi and invisible character is shown as an escape
+(``\\x1b``, ``<U+202E>``); JSON keeps the data exact but writes those characters as ``\\u``
+escapes. CSV is data for other programs and keeps every value exactly as stored, except on a
+terminal, where it is shown inert like a table.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +13,13 @@ import csv
 import io
 import json
 import shutil
+import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+
+from pipeline.inert import json_inert, one_line, reveal
 
 FORMATS = ("table", "json", "csv")
 
@@ -37,16 +47,24 @@ def to_jsonable(value: Any) -> Any:
 
 def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> str:
     if fmt == "json":
-        return json.dumps([dict(zip(columns, map(to_jsonable, r), strict=True)) for r in rows],
-                          indent=2, ensure_ascii=False, default=str)
+        return json_text([dict(zip(columns, map(to_jsonable, r), strict=True)) for r in rows], indent=2)
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(columns)
         for row in rows:
             writer.writerow([_cell(v, csv_mode=True) for v in row])
-        return buf.getvalue().rstrip("\n")
-    return table(columns, rows)
+        text = buf.getvalue().rstrip("\n")
+        # CSV is data, exact in a pipe or a file; on a terminal a person reads it, and it is shown
+        # inert like a table (line breaks and tabs kept: CSV quotes them)
+        return reveal(text, keep="\n\t") if sys.stdout.isatty() else text
+    return table([_cell(c) for c in columns], rows)
+
+
+def json_text(value: Any, **kwargs: Any) -> str:
+    """``json.dumps`` for a terminal: non-ASCII text stays readable, and every character that could
+    act on the terminal or hide is a ``\\u`` escape (the same data once parsed)."""
+    return json_inert(json.dumps(value, ensure_ascii=False, default=str, **kwargs))
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], max_width: int | None = None) -> str:
@@ -75,8 +93,9 @@ def _cell(value: Any, csv_mode: bool = False) -> str:
     if isinstance(value, datetime):
         return to_jsonable(value)
     if isinstance(value, dict | list):
-        return json.dumps(to_jsonable(value), ensure_ascii=False)
+        text = json.dumps(to_jsonable(value), ensure_ascii=False)
+        return text if csv_mode else one_line(text)
     if isinstance(value, float):
         return f"{value:.6g}"
     text = str(value)
-    return text if csv_mode else text.replace("\n", " ").replace("\r", " ").replace("\t", " ")
+    return text if csv_mode else one_line(text)

@@ -1,7 +1,8 @@
 """Views of a replay (``pipeline.replay.build_replay``): a terminal report, and a single
 self-contained HTML file for an incident ticket (inline CSS and SVG, no scripts, no network).
 
-Every value in the HTML is escaped: event fields are attacker-controlled.
+Every value in the HTML is escaped: event fields are attacker-controlled. In the terminal report
+every value is inert: tables through ``pipeline.output``, the other lines through ``one_line``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from datetime import datetime, timedelta
 from html import escape
 from typing import Any
 
+from pipeline.inert import one_line
 from pipeline.output import render
 
 MAX_TIMELINE_ROWS = 2000  # the HTML table; the JSON export always holds every event
@@ -24,7 +26,7 @@ def as_text(report: dict[str, Any], max_events: int = 50) -> str:
     s = report["summary"]
     who = (f"{report['purpose']} · owner {report['owner']} · {report['environment']}" if report["registered"]
            else "not in the inventory")
-    lines = [f"{report['agent']}  ({who})",
+    lines = [one_line(f"{report['agent']}  ({who})"),
              f"window {report['window']['since']} .. {report['window']['until']}: {s['events']:,} events, "
              f"{s['failed']:,} failed, {s['apis']} APIs, {s['findings']} findings", ""]
     if report["findings"]:
@@ -46,8 +48,8 @@ def as_text(report: dict[str, Any], max_events: int = 50) -> str:
     changes = report["changes"]
     for key, title in (("new_apis", "New APIs"), ("new_source_ips", "New source IPs"), ("new_regions", "New regions")):
         if changes[key]:
-            lines.append(f"{title} (never seen before the window): "
-                         + ", ".join(f"{c['value']} ({c['first_seen']})" for c in changes[key]))
+            lines.append(one_line(f"{title} (never seen before the window): "
+                                  + ", ".join(f"{c['value']} ({c['first_seen']})" for c in changes[key])))
     events = [t for t in report["timeline"] if t["kind"] == "event"]
     lines += ["", f"Timeline (last {min(max_events, len(events))} of {len(events)} events; "
               "--format json for all, with raw JSON)"]

@@ -168,14 +168,20 @@ def _detect(store: Store, config: Config, inventory: Inventory, path: str | None
 
 def _alert(store: Store, config: Config, inventory: Inventory, _path: str | None,
            echo: Callable[[str], None]) -> dict[str, Any]:
-    from pipeline.alerting.outbox import deliver, enqueue
-    from pipeline.alerting.slack import ConsoleSender, SlackSender, token_from_env
+    """Enqueue what is owed and deliver it. With ``slack:`` configured and no token the step fails
+    (the alerts are enqueued for Slack and stay pending; never printed instead); the console is
+    the destination only when no ``slack:`` is configured."""
+    from pipeline.alerting.outbox import alert_target, deliver, enqueue, owed_count
+    from pipeline.alerting.slack import ConsoleSender, SlackSender, missing_token, token_from_env
 
+    target = alert_target(config)
     token = token_from_env()
+    enqueued = enqueue(store, target.destination, target.min_severity)
+    if config.slack is not None and not token:
+        pending = owed_count(store, target.destination, target.min_severity)
+        return {"enqueued": enqueued, "pending": pending, "error": str(missing_token(target.destination, pending))}
     sender: Any = (SlackSender(token, config.slack.channel, config.slack.base_url)
                    if config.slack is not None and token else ConsoleSender(echo))
-    min_severity = config.slack.min_severity if config.slack is not None else "medium"
-    enqueued = enqueue(store, sender.destination, min_severity)
     report = deliver(store, sender, inventory, _replay_hint)
     report.enqueued = enqueued
     return report.as_dict()
@@ -326,18 +332,24 @@ class Service:
 
 
 def _notify(config: Config, message: str) -> None:
-    """Tell Slack the service itself is unwell (best effort: Slack may be the thing failing)."""
+    """Tell Slack the service itself is unwell (best effort: Slack may be the thing failing). The
+    error text may quote an event or a server, so it is a plain_text section (nothing formats)."""
     from pipeline.alerting.messages import Message, untrusted
-    from pipeline.alerting.slack import SlackSender, token_from_env
+    from pipeline.alerting.slack import TOKEN_ENV, SlackSender, token_from_env
 
     token = token_from_env()
-    if config.slack is None or not token:
+    if config.slack is None:
+        return
+    if not token:
+        log.error("could not post the health warning to Slack: %s is not set", TOKEN_ENV)
         return
     try:
-        text = f":warning: {untrusted(message, 1500)}"
+        text = untrusted(message, 1500)
         SlackSender(token, config.slack.channel, config.slack.base_url, retries=1).post(
-            Message(text=text, blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text,
-                                                                   "verbatim": True}}]),
+            Message(text=f":warning: {text}", blocks=[
+                {"type": "section", "text": {"type": "mrkdwn", "text": ":warning: *trailwarden needs attention*",
+                                             "verbatim": True}},
+                {"type": "section", "text": {"type": "plain_text", "text": text, "emoji": False}}]),
             key=f"health-{int(time.time())}")
     except TrailwardenError as exc:
         log.error("could not post the health warning to Slack: %s", exc)

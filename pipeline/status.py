@@ -29,7 +29,12 @@ def run_query(store: Store, sql: str, params: Sequence[Any] = ()) -> tuple[list[
         raise UsageError(f"SQL error: {first}") from None
 
 
-def collect_status(store: Store) -> dict[str, Any]:
+def collect_status(store: Store, alert_destination: str = "console", min_severity: str = "medium") -> dict[str, Any]:
+    """Everything ``status`` shows. Pending alerts are what ``alert_destination`` is owed (the
+    config's Slack channel, else the console): outbox rows not yet sent and the findings, growth
+    and triage replies not even enqueued yet (``pipeline.alerting.outbox.owed_count``)."""
+    from pipeline.alerting.outbox import owed_count
+
     con = store.con
     now = utcnow()
     count, first, last, agents = first_row(con.execute(
@@ -75,7 +80,7 @@ def collect_status(store: Store) -> dict[str, Any]:
             QUALIFY row_number() OVER (PARTITION BY command ORDER BY id DESC) = 1 ORDER BY command
             """).fetchall()
     ]
-    pending = first_row(con.execute("SELECT count(*) FROM alerts WHERE status <> 'sent'"))
+    pending = owed_count(store, alert_destination, min_severity)
     return {
         "database": store.path,
         "database_bytes": _size(store.path),
@@ -90,7 +95,7 @@ def collect_status(store: Store) -> dict[str, Any]:
         "quarantine_reasons": [{"reason": r, "count": n} for r, n, _ in reasons],
         "quarantine_reason_kinds": reasons[0][2] if reasons else 0,
         "recent_runs": runs,
-        "service": {"steps": steps, "pending_alerts": pending[0] if pending else 0,
+        "service": {"steps": steps, "pending_alerts": pending, "alert_destination": alert_destination,
                     "snapshot": _snapshot_info(store.path, now)},
     }
 

@@ -266,3 +266,119 @@ def test_progress_bar_on_a_terminal_and_quiet_otherwise(tmp_path):
     assert os.waitstatus_to_exitcode(status) == 0
     assert "ingesting" in shown and "100%" in shown
     assert "502 new events" in shown
+
+
+# -- attacker-controlled text in the terminal (issue 13, item 11) ----------------------------------
+HOSTILE_USER = "ci-\u200bdeploy"  # a look-alike of the inventory's ci-deploy
+HOSTILE_AGENT = "\x1b]8;;http://evil\x07click\x1b]8;;\x07 \x1b[2J *bold* \u202etxt.exe \x85\u2028x"
+HOSTILE_ERROR = "\x1b[2J _it_ ~strike~ \u202e\u200b\x7f\x9b31m"
+
+
+def _assert_terminal_safe(text: str) -> None:
+    """Nothing that acts on a terminal or hides: no control (but the line breaks), no bidi or
+    zero-width character."""
+    from pipeline.inert import HIDDEN
+
+    found = sorted({f"U+{ord(c):04X}" for c in HIDDEN.findall(text.replace("\n", ""))})
+    assert not found, f"{found} reached the terminal"
+
+
+@pytest.fixture(scope="module")
+def hostile_store(tmp_path_factory) -> tuple[Path, Path]:
+    """A store with a look-alike identity's calls whose user agent and error message carry terminal
+    escapes, bidi and zero-width characters and mrkdwn formatting, detected (no Slack configured)."""
+    from tests.conftest import BASE_EVENT
+
+    tmp = tmp_path_factory.mktemp("hostile")
+    cfg = _config(tmp, f"database: {tmp / 's.duckdb'}\ninventory: {Path(__file__).parent.parent / 'config/agents.yaml'}\n")
+    events = [{**BASE_EVENT, "eventId": f"hostile-{i}", "eventName": "StopInstance", "eventRW": "Write",
+               "userIdentity": {"type": "ram-user", "principalId": "9", "accountId": "1384926508761234",
+                                "userName": HOSTILE_USER},
+               "userAgent": HOSTILE_AGENT, "errorCode": "Forbidden" if i else "", "errorMessage": HOSTILE_ERROR}
+              for i in range(3)]
+    write_ndjson(tmp / "hostile.jsonl", events)
+    assert run_cli("--config", str(cfg), "ingest", "--file", str(tmp / "hostile.jsonl")).returncode == 0
+    assert run_cli("--config", str(cfg), "detect", "--since", "2026-11-01").returncode == 0
+    return cfg, tmp / "s.duckdb"
+
+
+def test_query_tables_show_escapes_instead_of_acting_on_the_terminal(hostile_store):
+    cfg, _ = hostile_store
+    sql = "SELECT user_name, user_agent, error_message FROM events ORDER BY event_id LIMIT 1"
+    table = run_cli("--config", str(cfg), "query", sql)
+    assert table.returncode == 0, table.stderr
+    _assert_terminal_safe(table.stdout)
+    assert "ci-<U+200B>deploy" in table.stdout  # the look-alike looks different
+    assert "\\x1b]8;;http://evil\\x07click" in table.stdout and "<U+202E>txt.exe" in table.stdout
+    assert "\\x1b[2J _it_ ~strike~ <U+202E><U+200B>\\x7f\\x9b31m" in table.stdout
+
+    as_json = run_cli("--config", str(cfg), "query", sql, "--format", "json")
+    _assert_terminal_safe(as_json.stdout)  # JSON escapes them itself (\u001b, \u202e) ...
+    assert json.loads(as_json.stdout) == [  # ... and keeps the data exact
+        {"user_name": HOSTILE_USER, "user_agent": HOSTILE_AGENT, "error_message": HOSTILE_ERROR}]
+
+    import csv
+    import io
+
+    as_csv = run_cli("--config", str(cfg), "query", sql, "--format", "csv")  # CSV is data: kept exact
+    assert list(csv.reader(io.StringIO(as_csv.stdout))) == [
+        ["user_name", "user_agent", "error_message"], [HOSTILE_USER, HOSTILE_AGENT, HOSTILE_ERROR]]
+
+
+def test_findings_replay_and_console_alerts_are_inert(hostile_store):
+    cfg, _ = hostile_store
+    agent = f"ram-user:{HOSTILE_USER}"
+    listing = run_cli("--config", str(cfg), "findings", "--format", "json")
+    [found] = [f for f in json.loads(listing.stdout) if f["detector"] == "unregistered_identity"]
+    assert found["agent"] == agent  # the data is exact
+    _assert_terminal_safe(listing.stdout)
+    outputs = {
+        "findings": run_cli("--config", str(cfg), "findings"),
+        "findings show": run_cli("--config", str(cfg), "findings", "show", found["id"]),
+        "replay": run_cli("--config", str(cfg), "replay", agent, "--since", "2026-11-01"),
+        "alert --dry-run": run_cli("--config", str(cfg), "alert", "--dry-run"),
+        "alert --dry-run json": run_cli("--config", str(cfg), "alert", "--dry-run", "--format", "json"),
+        "agents": run_cli("--config", str(cfg), "agents"),
+        "alert": run_cli("--config", str(cfg), "alert"),  # no slack: configured: printed here
+    }
+    for name, result in outputs.items():
+        assert result.returncode == 0, (name, result.stderr)
+        _assert_terminal_safe(result.stdout + result.stderr)
+    assert "ram-user:ci-<U+200B>deploy" in outputs["findings show"].stdout
+    assert "ram-user:ci-<U+200B>deploy" in outputs["replay"].stdout
+    assert "== HIGH: ram-user:ci-<U+200B>deploy ==" in outputs["alert"].stdout
+    assert "\\x1b]8;;http[:]//evil\\x07click" in outputs["alert"].stdout
+
+
+def _on_a_terminal(*args: str) -> str:
+    """What `trailwarden ARGS` writes to a terminal (a pseudo-terminal), as text."""
+    import os
+    import pty
+    import sys
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: trailwarden on a terminal
+        os.chdir(Path(__file__).resolve().parent.parent)
+        os.execv(sys.executable, [sys.executable, "-m", "pipeline", *args])
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, chunks
+    return b"".join(chunks).decode()
+
+
+def test_csv_is_exact_data_in_a_pipe_and_inert_on_a_terminal(hostile_store):
+    cfg, _ = hostile_store
+    sql = "SELECT user_name, error_message FROM events ORDER BY event_id LIMIT 1"
+    piped = run_cli("--config", str(cfg), "query", sql, "--format", "csv").stdout
+    assert piped == f"user_name,error_message\n{HOSTILE_USER},{HOSTILE_ERROR}\n"  # nothing stripped either
+    shown = _on_a_terminal("--config", str(cfg), "query", sql, "--format", "csv")
+    _assert_terminal_safe(shown.replace("\r", ""))  # the terminal's own CR LF aside
+    assert "ci-<U+200B>deploy,\\x1b[2J _it_ ~strike~ <U+202E><U+200B>\\x7f\\x9b31m" in shown

@@ -399,3 +399,63 @@ def test_run_against_the_fake_sls_and_slack_alerts_once(tmp_path):
         assert _count(tmp_path / "tw.duckdb") == 51
     assert TOKEN not in first.stdout + first.stderr + again.stdout + again.stderr
     assert SECRET not in first.stdout + first.stderr + again.stdout + again.stderr
+
+
+# -- a configured Slack without its token (issue 13, item 2) ---------------------------------------
+def _slack_config(tmp_path: Path, slack_url: str) -> Path:
+    cfg = _config(tmp_path)
+    cfg.write_text(cfg.read_text() + f"slack: {{channel: '#sec-alerts', base_url: '{slack_url}'}}\n")
+    return cfg
+
+
+def test_run_with_slack_and_no_token_fails_the_alert_step_and_keeps_the_alerts_pending(tmp_path):
+    """It used to print the alerts to stdout, exit 0 and leave `status` at "alert ok, 0 pending"."""
+    from tests.fakes.slack import FakeSlack
+
+    with FakeSlack() as slack:
+        cfg = _slack_config(tmp_path, slack.base_url)
+        (tmp_path / "incoming" / "stratus.jsonl").write_text((REAL_ATTACKS / "stratus.jsonl").read_text())
+        result = run_cli("--config", str(cfg), "run", env=_env())
+        assert result.returncode == 1
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("trailwarden: error: cycle step(s) failed: alert: SLACK_BOT_TOKEN is not set")
+        assert "set SLACK_BOT_TOKEN" in last and "#sec-alerts" in last
+        assert "== " not in result.stdout  # never the console instead
+        assert [line.split()[0] for line in result.stdout.splitlines()[-3:]] == ["ingest", "detect", "alert"]
+        status = json.loads(run_cli("--config", str(cfg), "status", "--format", "json").stdout)
+        steps = {s["step"]: s for s in status["service"]["steps"]}
+        assert (steps["ingest"]["status"], steps["detect"]["status"], steps["alert"]["status"]) == (
+            "ok", "ok", "failed")
+        assert "SLACK_BOT_TOKEN" in steps["alert"]["error"]
+        owed = steps["alert"]["counts"]["pending"]
+        assert owed >= 1 and status["service"]["pending_alerts"] == owed
+        assert status["service"]["alert_destination"] == "#sec-alerts"
+        text = run_cli("--config", str(cfg), "status").stdout
+        assert f"alerts      {owed} pending for #sec-alerts" in text
+        assert slack.requests == []
+
+        fixed = run_cli("--config", str(cfg), "run", env=_env(SLACK_BOT_TOKEN=TOKEN))  # the token is set
+        assert fixed.returncode == 0, fixed.stderr
+        assert len(slack.top_level()) >= 1  # what waited went to Slack, once
+        status = json.loads(run_cli("--config", str(cfg), "status", "--format", "json").stdout)
+        assert status["service"]["pending_alerts"] == 0
+    assert TOKEN not in fixed.stdout + fixed.stderr
+
+
+def test_serve_reports_an_alert_step_without_its_token_after_three_cycles(tmp_path, monkeypatch, caplog):
+    """The service's health report fires for a Slack it cannot reach, and says why it cannot post
+    the report to Slack either."""
+    from models.inventory import load_inventory
+    from pipeline.config import load_config
+    from pipeline.service import Service
+
+    monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)
+    config = load_config(_slack_config(tmp_path, "http://127.0.0.1:9/api/"))
+    service = Service(config, lambda: load_inventory(config.inventory), tmp_path / "tw.duckdb", echo=lambda _s: None)
+    with caplog.at_level("ERROR", logger="trailwarden.service"):
+        for _ in range(3):
+            service.cycle()
+    messages = [r.getMessage() for r in caplog.records]
+    [report] = [m for m in messages if "cycles in a row" in m]
+    assert report.startswith("trailwarden: step alert has failed 3 cycles in a row: SLACK_BOT_TOKEN is not set")
+    assert "could not post the health warning to Slack: SLACK_BOT_TOKEN is not set" in messages

@@ -1,11 +1,20 @@
 """Slack messages for findings, in Block Kit, with every event-derived string made inert.
 
 Text from events (user agents, resource names, error messages, session names, even identity
-names) is attacker-controlled. In ``mrkdwn`` only ``&``, ``<`` and ``>`` are control characters, so
-escaping them neutralizes ``<!channel>``, ``<@U123>`` and ``<http://evil|click>``; on top of that,
-control and bidi characters are removed, newlines flattened, backticks replaced (values sit in
-code spans), URLs defanged and every value truncated. Text objects are ``verbatim`` (no
-auto-linking) and messages are sent with unfurling off (``pipeline.alerting.slack``).
+names) is attacker-controlled. Three layers keep it inert:
+
+* ``&``, ``<`` and ``>`` are the only characters mrkdwn lets us escape; escaping them neutralizes
+  ``<!channel>``, ``<@U123>`` and ``<http://evil|click>`` in every text object.
+* ``*bold*``, ``_italic_`` and ``~strike~`` have no escape in mrkdwn, so attacker text never sits
+  in mrkdwn outside a code span (where nothing formats): a finding's summary, a triage reason and
+  the health warning are ``plain_text`` sections; identities, evidence values and event ids are
+  `code spans` (backticks in them replaced); the top-level ``text`` is posted with
+  ``mrkdwn=False`` (``pipeline.alerting.slack``).
+* Control, bidi and invisible characters are never dropped silently: each becomes a visible
+  marker (``ram-user:ci-\u200bdeploy`` shows as ``ram-user:ci-<U+200B>deploy``, see
+  ``pipeline.inert``), so a look-alike identity looks different. Newlines are flattened, URLs
+  defanged and every value truncated. mrkdwn objects are ``verbatim`` (no auto-linking) and
+  messages are sent with unfurling off.
 
 Slack's limits (50 blocks, 3,000 characters per section, 150 per header) are kept by truncating
 with an explicit "…and N more".
@@ -20,29 +29,28 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from models.inventory import Agent
+from pipeline.inert import one_line
 
 MAX_BLOCKS = 50
 MAX_SECTION = 3000
 MAX_HEADER = 150
 MAX_FINDINGS_PER_MESSAGE = 5
 EVENTS_SHOWN = 5
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 _URL = re.compile(r"(?i)\b(https?|ftp)://")
 SEVERITY_MARK = {"critical": ":red_circle:", "high": ":large_orange_circle:", "medium": ":large_yellow_circle:",
                  "low": ":white_circle:"}
 
 
 def untrusted(value: Any, limit: int = 200) -> str:
-    """An attacker-controlled value, safe inside mrkdwn (and inside a `code span`)."""
-    text = _CONTROL.sub("", str(value)).replace("\r", " ").replace("\n", " ")
+    """An attacker-controlled value as one line of text for any Slack text object: hidden
+    characters shown as markers, ``& < >`` escaped, backticks replaced, URLs defanged, truncated.
+
+    In mrkdwn it is inert only inside a `code span` (``*``, ``_`` and ``~`` would format outside
+    one); in a ``plain_text`` object, and in the top-level text posted with ``mrkdwn=False``, it is
+    inert as it is."""
+    text = one_line(value)
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("`", "'")
     text = _URL.sub(r"\1[:]//", text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def plain(value: Any, limit: int) -> str:
-    """For ``plain_text`` objects (never parsed for mentions): only control characters go."""
-    text = _CONTROL.sub("", str(value)).replace("\r", " ").replace("\n", " ")
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -62,6 +70,13 @@ def _section(text: str) -> dict[str, Any]:
     return {"type": "section", "text": _mrkdwn(text)}
 
 
+def _plain_section(text: str) -> dict[str, Any]:
+    """A section of ``untrusted()`` text: nothing in it formats, links or mentions."""
+    if len(text) > MAX_SECTION:
+        text = text[: MAX_SECTION - 2] + " …"
+    return {"type": "section", "text": {"type": "plain_text", "text": text, "emoji": False}}
+
+
 def alert_message(agent: str, findings: Sequence[dict[str, Any]], inventory_agent: Agent | None,
                   replay_command: str) -> Message:
     """One message for an agent's new findings of one run (most severe first)."""
@@ -69,7 +84,7 @@ def alert_message(agent: str, findings: Sequence[dict[str, Any]], inventory_agen
     worst = ordered[0]["severity"]
     header = f"{worst.upper()}: {agent}" + (f" - {len(ordered)} findings" if len(ordered) > 1 else "")
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": plain(header, MAX_HEADER), "emoji": False}},
+        {"type": "header", "text": {"type": "plain_text", "text": untrusted(header, MAX_HEADER), "emoji": False}},
         {"type": "context", "elements": [_mrkdwn(_who(agent, inventory_agent))]},
     ]
     shown = ordered[:MAX_FINDINGS_PER_MESSAGE]
@@ -87,26 +102,30 @@ def alert_message(agent: str, findings: Sequence[dict[str, Any]], inventory_agen
 
 
 def update_message(finding: dict[str, Any], new_events: int) -> Message:
-    """A thread reply: the finding grew since it was alerted (named, as one alert may hold several)."""
+    """A thread reply: the finding grew since it was alerted (named, as one alert may hold several);
+    its summary follows as plain text."""
     line = (f"{SEVERITY_MARK.get(finding['severity'], '')} *{untrusted(finding['detector'], 40)}* "
             f"`{untrusted(finding['id'], 40)}`: {new_events} more event{'s' if new_events != 1 else ''} "
-            f"(now {finding['event_count']}), last seen {_when(finding['last_seen'])}. "
-            f"{untrusted(finding['summary'], 600)}")
+            f"(now {finding['event_count']}), last seen {_when(finding['last_seen'])}.")
     return Message(text=untrusted(f"{finding['agent']}: {new_events} more events for {finding['detector']}", 300),
-                   blocks=[_section(line)])
+                   blocks=[_section(line), *_plain_blocks(untrusted(finding["summary"], 600))])
+
+
+def _plain_blocks(text: str) -> list[dict[str, Any]]:
+    return [_plain_section(text)] if text else []  # Slack refuses an empty text object
 
 
 STATUS_WORDS = {"acknowledged": "Acknowledged", "resolved": "Resolved", "false_positive": "Marked a false positive"}
 
 
 def status_message(finding: dict[str, Any], change: dict[str, Any]) -> Message:
-    """A thread reply: someone triaged the finding (who, and why)."""
+    """A thread reply: someone triaged the finding (who, then why, as plain text)."""
     words = STATUS_WORDS.get(str(change.get("status")), str(change.get("status")))
-    line = (f"*{words}* by {untrusted(change.get('by'), 80)}: {untrusted(change.get('reason'), 600)}\n"
+    line = (f"*{words}* by `{untrusted(change.get('by'), 80)}`: "
             f"*{untrusted(finding['detector'], 40)}* `{untrusted(finding['id'], 40)}`"
             + (f" at {_when(change['at'])}" if change.get("at") else ""))
-    return Message(text=untrusted(f"{finding['agent']}: {finding['detector']} {words.lower()} by {change.get('by')}",
-                                  300), blocks=[_section(line)])
+    text = untrusted(f"{finding['agent']}: {finding['detector']} {words.lower()} by {change.get('by')}", 300)
+    return Message(text=text, blocks=[_section(line), *_plain_blocks(untrusted(change.get("reason") or "", 600))])
 
 
 MAX_EVIDENCE_LINES = 10
@@ -114,11 +133,13 @@ FINDING_BUDGET = 1800  # characters per finding: five findings stay well under S
 
 
 def _finding_blocks(f: dict[str, Any]) -> list[dict[str, Any]]:
-    """One section per finding. Its first line, its events and its id always fit; the evidence
-    takes what room is left."""
+    """Three sections per finding: its head line (severity, detector, score), its summary as plain
+    text (a sentence that embeds event values), then its evidence, events and id, every value in
+    a code span. The head, the summary, the events and the id always fit; the evidence takes what
+    room is left."""
     mark = SEVERITY_MARK.get(f["severity"], "")
-    head = (f"{mark} *{untrusted(f['detector'], 40)}* ({f['severity']}, score {f['score']:.2f}): "
-            f"{untrusted(f['summary'], 500)}")
+    head = f"{mark} *{untrusted(f['detector'], 40)}* ({f['severity']}, score {f['score']:.2f})"
+    summary = untrusted(f["summary"], 500)
     events = list(f.get("event_ids") or [])
     times = f.get("event_times") or {}
     one_day = _when(f["first_seen"])[:10] == _when(f["last_seen"])[:10]
@@ -127,9 +148,9 @@ def _finding_blocks(f: dict[str, Any]) -> list[dict[str, Any]]:
     more = f" …and {f['event_count'] - len(events[:EVENTS_SHOWN])} more" if f["event_count"] > EVENTS_SHOWN else ""
     tail = [f"*Events* {_when(f['first_seen'])} → {_when(f['last_seen'])}: {shown}{more}",
             f"Finding `{untrusted(f['id'], 40)}`"]
-    room = FINDING_BUDGET - len(head) - sum(len(t) + 1 for t in tail)
+    room = FINDING_BUDGET - len(head) - len(summary) - sum(len(t) + 1 for t in tail)
     evidence = _evidence_lines(f.get("evidence") or {}, room)
-    return [_section("\n".join([head, *evidence, *tail]))]
+    return [_section(head), *_plain_blocks(summary), _section("\n".join([*evidence, *tail]))]
 
 
 _EVIDENCE_ORDER = ("kind", "action", "decision", "statement", "rule", "resources", "region", "network",
@@ -202,7 +223,7 @@ def as_text(message: Message) -> str:
     for block in message.blocks:
         kind = block["type"]
         if kind == "header":
-            out.append(f"== {block['text']['text']} ==")
+            out.append(f"== {_unescape(block['text']['text'])} ==")
         elif kind == "section":
             out.append(_unescape(block["text"]["text"]))
         elif kind == "context":

@@ -10,6 +10,10 @@ carries in its metadata, and committed; after Slack answers, the ts is recorded.
 the two leaves ``sending`` rows, and the next run first asks the channel whether a message with
 that key exists (recording it if so, retrying if not) - so a re-run never posts twice, and a
 failed post is retried on the next run. Nothing is lost in an outage: rows stay pending.
+
+What a destination is *owed* has one definition (``_OWED``): ``enqueue`` inserts it, and
+``owed_count`` (``status``'s "pending") and ``preview`` (``alert --dry-run``) read it without
+writing, so "pending" counts findings that were never enqueued too.
 """
 
 from __future__ import annotations
@@ -20,17 +24,56 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from detectors.base import SEVERITIES
 from models.inventory import Inventory
 from pipeline.alerting.messages import Message, alert_message, status_message, update_message
-from pipeline.alerting.slack import Sender
+from pipeline.config import Config
 from pipeline.errors import TerminalError, TrailwardenError
 from pipeline.findings import FINDING_COLUMNS
 from pipeline.store import Store, first_row, utcnow
 
+if TYPE_CHECKING:  # slack_sdk is not imported for `status`, which only counts what is owed
+    from pipeline.alerting.slack import Sender
+
+CONSOLE = "console"  # the destination of ConsoleSender
 RECOVERY_SLACK = timedelta(minutes=10)  # how far before a 'sending' mark to look in the channel
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a config's alerts go: its Slack channel when ``slack:`` is configured (which then
+    needs ``SLACK_BOT_TOKEN``), else the console."""
+
+    destination: str
+    min_severity: str
+    slack: bool
+
+
+def alert_target(config: Config) -> Target:
+    if config.slack is not None:
+        return Target(config.slack.channel, config.slack.min_severity, slack=True)
+    return Target(CONSOLE, "medium", slack=False)
+
+
+@dataclass
+class Post:
+    """One message a run posts (or would post): an agent's new findings, or a thread reply."""
+
+    kind: str  # alert | update | status
+    agent: str
+    rows: list[dict[str, Any]]
+    message: Message
+    thread_ts: str | None
+
+    @property
+    def finding_ids(self) -> list[str]:
+        return list(dict.fromkeys(r["finding"]["id"] for r in self.rows))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "agent": self.agent, "finding_ids": self.finding_ids,
+                "thread_ts": self.thread_ts, "text": self.message.text, "blocks": self.message.blocks}
 
 
 @dataclass
@@ -43,7 +86,7 @@ class AlertReport:
     recovered: int = 0  # found already posted after an interrupted run
     pending: int = 0
     error: str | None = None
-    previews: list[Message] = field(default_factory=list)
+    previews: list[Post] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "previews"}
@@ -52,69 +95,87 @@ class AlertReport:
 _ALERT_COLUMNS = ("id, finding_id, destination, kind, event_count, status, message_key, message_ts, thread_ts, "
                   "attempts, last_error, created_at, sent_at, change_id")
 
-_OWED_ALERTS = """
-    SELECT f.id FROM findings f
-    WHERE f.status = 'open' AND list_contains($allowed, f.severity)
-      AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.finding_id = f.id AND a.destination = $dest
-                      AND a.kind = 'alert')
-"""
+# What a destination is owed and has no outbox row for yet, one query per kind of row, each giving
+# the row's id, finding, kind, event count, thread and status change. ``enqueue`` inserts exactly
+# these; ``owed_count`` and ``preview`` only read them.
+_OWED = {
+    # an open finding at or above the minimum severity, never alerted to this destination
+    "alert": """
+        SELECT sha256(f.id || '|' || $dest || '|alert') AS id, f.id AS finding_id, 'alert' AS kind, f.event_count,
+               NULL::VARCHAR AS thread_ts, NULL::BIGINT AS change_id
+        FROM findings f
+        WHERE f.status = 'open' AND list_contains($allowed, f.severity)
+          AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.finding_id = f.id AND a.destination = $dest
+                          AND a.kind = 'alert')
+    """,
+    # growth of an alerted finding someone is still watching: a thread reply
+    "update": """
+        SELECT sha256(f.id || '|' || $dest || '|update|' || f.event_count) AS id, f.id AS finding_id,
+               'update' AS kind, f.event_count, a.alert_ts AS thread_ts, NULL::BIGINT AS change_id
+        FROM findings f
+        JOIN (SELECT finding_id, max(event_count) FILTER (WHERE kind <> 'status') AS reported,
+                     any_value(message_ts) FILTER (WHERE kind = 'alert' AND status = 'sent') AS alert_ts
+              FROM alerts WHERE destination = $dest GROUP BY finding_id) a ON a.finding_id = f.id
+        WHERE a.alert_ts IS NOT NULL AND f.event_count > a.reported
+          AND f.status IN ('open', 'acknowledged')
+          AND NOT EXISTS (SELECT 1 FROM alerts p WHERE p.finding_id = f.id AND p.destination = $dest
+                          AND p.kind = 'update' AND p.status <> 'sent')
+    """,
+    # each status change of an alerted finding: a thread reply saying who and why
+    "status": """
+        SELECT sha256(c.finding_id || '|' || $dest || '|status|' || c.id) AS id, c.finding_id, 'status' AS kind,
+               f.event_count, a.message_ts AS thread_ts, c.id AS change_id
+        FROM finding_status_changes c
+        JOIN findings f ON f.id = c.finding_id
+        JOIN alerts a ON a.finding_id = c.finding_id AND a.destination = $dest AND a.kind = 'alert'
+                     AND a.status = 'sent'
+        WHERE NOT EXISTS (SELECT 1 FROM alerts x WHERE x.destination = $dest AND x.kind = 'status'
+                          AND x.change_id = c.id)
+    """,
+}
+
+
+def _owed_params(query: str, destination: str, min_severity: str) -> dict[str, Any]:
+    params = {"dest": destination, "allowed": _at_least(min_severity)}
+    return {k: v for k, v in params.items() if f"${k}" in query}
 
 
 def enqueue(store: Store, destination: str, min_severity: str) -> int:
     """Add the rows findings owe ``destination``; returns how many were added."""
     now = utcnow()
-    params = {"dest": destination, "allowed": _at_least(min_severity), "now": now}
     with store.transaction() as con:
         before = _count(con)
-        con.execute(
-            f"""
-            INSERT OR IGNORE INTO alerts ({_ALERT_COLUMNS})
-            SELECT sha256(f.id || '|' || $dest || '|alert'), f.id, $dest, 'alert', f.event_count, 'pending',
-                   NULL, NULL, NULL, 0, NULL, $now, NULL, NULL
-            FROM findings f WHERE f.id IN ({_OWED_ALERTS})
-            """, params)  # noqa: S608 - a fixed query text
-        con.execute(  # growth of an alerted finding someone is still watching: a thread reply
-            f"""
-            INSERT OR IGNORE INTO alerts ({_ALERT_COLUMNS})
-            SELECT sha256(f.id || '|' || $dest || '|update|' || f.event_count), f.id, $dest, 'update',
-                   f.event_count, 'pending', NULL, NULL, a.alert_ts, 0, NULL, $now, NULL, NULL
-            FROM findings f
-            JOIN (SELECT finding_id, max(event_count) FILTER (WHERE kind <> 'status') AS reported,
-                         any_value(message_ts) FILTER (WHERE kind = 'alert' AND status = 'sent') AS alert_ts
-                  FROM alerts WHERE destination = $dest GROUP BY finding_id) a ON a.finding_id = f.id
-            WHERE a.alert_ts IS NOT NULL AND f.event_count > a.reported
-              AND f.status IN ('open', 'acknowledged')
-              AND NOT EXISTS (SELECT 1 FROM alerts p WHERE p.finding_id = f.id AND p.destination = $dest
-                              AND p.kind = 'update' AND p.status <> 'sent')
-            """, {"dest": destination, "now": now})  # noqa: S608 - a fixed query text
-        con.execute(  # each status change of an alerted finding: a thread reply saying who and why
-            f"""
-            INSERT OR IGNORE INTO alerts ({_ALERT_COLUMNS})
-            SELECT sha256(c.finding_id || '|' || $dest || '|status|' || c.id), c.finding_id, $dest, 'status',
-                   f.event_count, 'pending', NULL, NULL, a.message_ts, 0, NULL, $now, NULL, c.id
-            FROM finding_status_changes c
-            JOIN findings f ON f.id = c.finding_id
-            JOIN alerts a ON a.finding_id = c.finding_id AND a.destination = $dest AND a.kind = 'alert'
-                         AND a.status = 'sent'
-            """, {"dest": destination, "now": now})  # noqa: S608 - a fixed query text
+        for query in _OWED.values():  # alerts first: nothing else reads an unsent alert
+            params = {**_owed_params(query, destination, min_severity), "dest": destination, "now": now}
+            con.execute(
+                f"""
+                INSERT OR IGNORE INTO alerts ({_ALERT_COLUMNS})
+                SELECT o.id, o.finding_id, $dest, o.kind, o.event_count, 'pending', NULL, NULL, o.thread_ts, 0,
+                       NULL, $now, NULL, o.change_id
+                FROM ({query}) o
+                """, params)  # noqa: S608 - fixed query texts
         return _count(con) - before
+
+
+def owed_count(store: Store, destination: str, min_severity: str) -> int:
+    """How many messages ``destination`` is owed: outbox rows not sent yet, plus the rows
+    ``enqueue`` would add now (findings never enqueued, growth, triage). Reads only; costs a pass
+    over the findings and the outbox (not over events)."""
+    unsent = store.con.execute("SELECT count(*) FROM alerts WHERE destination = ? AND status <> 'sent'",
+                               [destination]).fetchall()[0][0]
+    return int(unsent) + sum(
+        int(store.con.execute(f"SELECT count(*) FROM ({query})",  # noqa: S608 - fixed query texts
+                              _owed_params(query, destination, min_severity)).fetchall()[0][0])
+        for query in _OWED.values())
 
 
 def preview(store: Store, destination: str, min_severity: str, inventory: Inventory,
             replay: Callable[[str, Any], str]) -> AlertReport:
-    """The alert messages a run would post now (pending rows and findings not yet enqueued);
-    records nothing. Thread updates are not previewed."""
-    rows = _pending(store, destination, "alert")
-    owed = [r[0] for r in store.con.execute(_OWED_ALERTS, {"dest": destination,
-                                                          "allowed": _at_least(min_severity)}).fetchall()]
-    rows = _with_event_times(store, rows + _findings_as_rows(store, owed))
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(row["finding"]["agent"], []).append(row)
+    """The messages a run would post now, in the order it would post them: the outbox's pending
+    rows and what ``enqueue`` would add (new findings, growth, triage replies). Records nothing.
+    (Rows a crash left 'sending' are not shown: the run first asks Slack whether they went out.)"""
     report = AlertReport()
-    for agent, group in groups.items():
-        report.previews.append(alert_message(agent, [r["finding"] for r in group], inventory.agent(agent),
-                                             replay(agent, min(r["finding"]["first_seen"] for r in group))))
+    report.previews = _plan(store, destination, inventory, replay, owed=min_severity)
     return report
 
 
@@ -132,31 +193,36 @@ def deliver(store: Store, sender: Sender, inventory: Inventory, replay: Callable
     propagate (after the rows involved are put back to pending)."""
     report = AlertReport()
     report.recovered = _recover(store, sender)
-    groups = _pending_alerts(store, sender.destination)
-    updates = _pending_updates(store, sender.destination)
-    changes = _pending_status(store, sender.destination)
-    posted = 0
-    for agent, rows in groups.items():
-        message = alert_message(agent, [r["finding"] for r in rows], inventory.agent(agent),
-                                replay(agent, min(r["finding"]["first_seen"] for r in rows)))
+    for posted, post in enumerate(_plan(store, sender.destination, inventory, replay)):
         _pace(sender, posted, sleep)
-        _send(store, sender, rows, message, thread_ts=None)
-        posted += 1
-        report.messages_sent += 1
-        report.alerts_sent += len(rows)
-    for row in updates:
-        message = update_message(row["finding"], row["finding"]["event_count"] - row["reported"])
-        _pace(sender, posted, sleep)
-        _send(store, sender, [row], message, thread_ts=row["thread_ts"])
-        posted += 1
-        report.updates_sent += 1
-    for row in changes:
-        _pace(sender, posted, sleep)
-        _send(store, sender, [row], status_message(row["finding"], row["change"]), thread_ts=row["thread_ts"])
-        posted += 1
-        report.status_sent += 1
+        _send(store, sender, post.rows, post.message, thread_ts=post.thread_ts)
+        if post.kind == "alert":
+            report.messages_sent += 1
+            report.alerts_sent += len(post.rows)
+        elif post.kind == "update":
+            report.updates_sent += 1
+        else:
+            report.status_sent += 1
     report.pending = _pending_count(store, sender.destination)
     return report
+
+
+def _plan(store: Store, destination: str, inventory: Inventory, replay: Callable[[str, Any], str], *,
+          owed: str | None = None) -> list[Post]:
+    """The messages for the pending rows (and, with ``owed`` = a minimum severity, for the rows
+    ``enqueue`` would add): each agent's new findings together, then growth, then triage replies."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in _with_event_times(store, _rows(store, destination, "alert", owed)):
+        groups.setdefault(row["finding"]["agent"], []).append(row)
+    posts = [Post("alert", agent, rows, alert_message(agent, [r["finding"] for r in rows], inventory.agent(agent),
+                                                      replay(agent, min(r["finding"]["first_seen"] for r in rows))),
+                  None) for agent, rows in groups.items()]
+    posts += [Post("update", row["finding"]["agent"], [row],
+                   update_message(row["finding"], row["finding"]["event_count"] - row["reported"]), row["thread_ts"])
+              for row in _with_reported(store, destination, _rows(store, destination, "update", owed))]
+    posts += [Post("status", row["finding"]["agent"], [row], status_message(row["finding"], row["change"]),
+                   row["thread_ts"]) for row in _with_change(store, _rows(store, destination, "status", owed))]
+    return posts
 
 
 def _pace(sender: Sender, posted: int, sleep: Callable[[float], None]) -> None:
@@ -229,17 +295,9 @@ def _with_event_times(store: Store, rows: list[dict[str, Any]]) -> list[dict[str
     return rows
 
 
-def _pending_alerts(store: Store, destination: str) -> dict[str, list[dict[str, Any]]]:
-    rows = _with_event_times(store, _pending(store, destination, "alert"))
-    groups: dict[str, list[dict[str, Any]]] = {}
+def _with_reported(store: Store, destination: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each update row with ``reported``: the last count Slack heard about its finding."""
     for row in rows:
-        groups.setdefault(row["finding"]["agent"], []).append(row)
-    return groups
-
-
-def _pending_updates(store: Store, destination: str) -> list[dict[str, Any]]:
-    rows = _pending(store, destination, "update")
-    for row in rows:  # the last count Slack heard about this finding
         reported = store.con.execute(
             "SELECT max(event_count) FROM alerts WHERE finding_id = ? AND destination = ? AND status = 'sent' "
             "AND kind <> 'status'",
@@ -248,38 +306,46 @@ def _pending_updates(store: Store, destination: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _pending_status(store: Store, destination: str) -> list[dict[str, Any]]:
-    rows = _pending(store, destination, "status")
+def _with_change(store: Store, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each status row with ``change``: the triage change it reports (status, by, reason, at)."""
     for row in rows:
         change = first_row(store.con.execute(
-            "SELECT c.new_status, c.changed_by, c.reason, c.changed_at FROM alerts a "
-            "JOIN finding_status_changes c ON c.id = a.change_id WHERE a.id = ?", [row["id"]]))
+            "SELECT new_status, changed_by, reason, changed_at FROM finding_status_changes WHERE id = ?",
+            [row["change_id"]]))
         row["change"] = dict(zip(("status", "by", "reason", "at"), change or (None,) * 4, strict=True))
     return rows
+
+
+def _rows(store: Store, destination: str, kind: str, owed: str | None) -> list[dict[str, Any]]:
+    """The outbox's pending rows of ``kind``, and with ``owed`` (a minimum severity) the rows
+    ``enqueue`` would add, in posting order (agent, first seen, finding, change)."""
+    rows = _pending(store, destination, kind)
+    if owed is None:
+        return rows
+    query = _OWED[kind]
+    columns = ", ".join(f"f.{c}" for c in FINDING_COLUMNS)
+    result = store.con.execute(
+        f"SELECT NULL, o.thread_ts, o.change_id, {columns} FROM ({query}) o "  # noqa: S608 - fixed query texts
+        "JOIN findings f ON f.id = o.finding_id", _owed_params(query, destination, owed)).fetchall()
+    rows += [_row(alert_id, thread_ts, change_id, values) for alert_id, thread_ts, change_id, *values in result]
+    return sorted(rows, key=lambda r: (r["finding"]["agent"], r["finding"]["first_seen"], r["finding"]["id"],
+                                       r["change_id"] or 0))
 
 
 def _pending(store: Store, destination: str, kind: str) -> list[dict[str, Any]]:
     columns = ", ".join(f"f.{c}" for c in FINDING_COLUMNS)
     result = store.con.execute(
-        f"SELECT a.id, a.thread_ts, {columns} FROM alerts a JOIN findings f ON f.id = a.finding_id "  # noqa: S608
-        "WHERE a.destination = ? AND a.kind = ? AND a.status = 'pending' "
+        f"SELECT a.id, a.thread_ts, a.change_id, {columns} FROM alerts a "  # noqa: S608
+        "JOIN findings f ON f.id = a.finding_id WHERE a.destination = ? AND a.kind = ? AND a.status = 'pending' "
         "ORDER BY f.agent, f.first_seen, f.id, a.change_id", [destination, kind]).fetchall()
-    return [_row(alert_id, thread_ts, values) for alert_id, thread_ts, *values in result]
+    return [_row(alert_id, thread_ts, change_id, values) for alert_id, thread_ts, change_id, *values in result]
 
 
-def _findings_as_rows(store: Store, ids: list[str]) -> list[dict[str, Any]]:
-    columns = ", ".join(FINDING_COLUMNS)
-    result = store.con.execute(
-        f"SELECT {columns} FROM findings WHERE list_contains(?, id) ORDER BY agent, first_seen, id",  # noqa: S608
-        [ids]).fetchall()
-    return [_row(None, None, values) for values in result]
-
-
-def _row(alert_id: str | None, thread_ts: str | None, values: Sequence[Any]) -> dict[str, Any]:
+def _row(alert_id: str | None, thread_ts: str | None, change_id: int | None, values: Sequence[Any]) -> dict[str, Any]:
     finding = dict(zip(FINDING_COLUMNS, values, strict=True))
     if isinstance(finding["evidence"], str):
         finding["evidence"] = json.loads(finding["evidence"])
-    return {"id": alert_id, "thread_ts": thread_ts, "finding": finding}
+    return {"id": alert_id, "thread_ts": thread_ts, "change_id": change_id, "finding": finding}
 
 
 def _pending_count(store: Store, destination: str) -> int:

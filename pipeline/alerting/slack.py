@@ -5,6 +5,10 @@ default, so the client gets ``RateLimitErrorRetryHandler`` (HTTP 429, honouring 
 ``ServerErrorRetryHandler`` (500/503) and ``ConnectionErrorRetryHandler``. What still fails is
 classified: configuration problems (a bad token, a missing channel, the bot not invited) are
 terminal and name the setting to fix; the rest is transient. The token is never put in a message.
+
+Every post has ``mrkdwn=False``: the top-level ``text`` (the notification, and the whole message
+when Slack refuses the blocks) embeds event values, and mrkdwn cannot escape ``*``, ``_`` or ``~``.
+The blocks say for themselves what is formatted (``pipeline.alerting.messages``).
 """
 
 from __future__ import annotations
@@ -95,7 +99,7 @@ class SlackSender:
 
     def _post_once(self, message: Message, *, key: str, thread_ts: str | None) -> str:
         args: dict[str, Any] = {"channel": self.channel_id or self.destination, "text": message.text,
-                                "thread_ts": thread_ts, "unfurl_links": False, "unfurl_media": False,
+                                "mrkdwn": False, "thread_ts": thread_ts, "unfurl_links": False, "unfurl_media": False,
                                 "metadata": {"event_type": METADATA_TYPE, "event_payload": {"key": key}}}
         try:
             response = self._call(self.client.chat_postMessage, blocks=message.blocks, **args)
@@ -182,7 +186,8 @@ def _transient(message: str, *, maybe_posted: bool, retry: bool = True) -> Trans
 
 
 class ConsoleSender:
-    """Without a Slack token: the same messages, printed."""
+    """When no ``slack:`` is configured: the same messages, printed. (Configured without a token,
+    Slack is still the destination: see ``missing_token``.)"""
 
     destination = "console"
     pace = 0.0
@@ -199,6 +204,13 @@ class ConsoleSender:
 
     def find(self, key: str, since: datetime, thread_ts: str | None = None) -> str | None:
         return None  # a console cannot be asked; an interrupted print is printed again
+
+
+def missing_token(destination: str, pending: int) -> TerminalError:
+    """The error of an alert step whose Slack destination has no token: the alerts stay pending
+    for Slack (never printed instead) until the token is set."""
+    return TerminalError(f"{TOKEN_ENV} is not set, so nothing can be posted to {destination}: "
+                         f"{pending} alert(s) stay pending; set {TOKEN_ENV} to the Slack bot's token")
 
 
 def token_from_env() -> str | None:

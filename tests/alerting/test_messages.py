@@ -31,6 +31,7 @@ from pipeline.alerting.messages import (
     Message,
     alert_message,
     as_text,
+    status_message,
     untrusted,
     update_message,
 )
@@ -114,6 +115,11 @@ def texts(message: Message) -> Iterator[tuple[str, str]]:
             yield block["type"], element["text"]
 
 
+def details(message: Message) -> str:
+    """The section with a finding's evidence, events and id."""
+    return next(t for k, t in texts(message) if k == "section" and "Finding `" in t)
+
+
 def assert_within_limits(message: Message) -> None:
     assert 1 <= len(message.blocks) <= MAX_BLOCKS
     for kind, text in texts(message):
@@ -144,10 +150,12 @@ def test_golden_agent_with_seven_findings_shows_five_and_says_how_many_more():
     message = alert_message("ci-deployer", seven_findings(), CI, REPLAY)
     check_golden("seven_findings", message)
     sections = [b["text"]["text"] for b in message.blocks if b["type"] == "section"]
-    assert len(sections) == 6  # five findings and the marker
+    assert len(sections) == 16  # five findings (head, summary, details) and the marker
     assert sections[-1].startswith("…and 2 more findings for this agent")
     assert message.blocks[0]["text"]["text"] == "CRITICAL: ci-deployer - 7 findings"
-    assert sections[0].startswith(":red_circle:") and sections[1].startswith(":red_circle:")  # worst first
+    heads = sections[0:15:3]
+    assert heads[0].startswith(":red_circle:") and heads[1].startswith(":red_circle:")  # worst first
+    assert heads[2].startswith(":large_orange_circle:")
     assert message.text.endswith("(+6 more for ci-deployer)")
 
 
@@ -186,7 +194,7 @@ def test_a_huge_summary_stays_within_every_limit():
     f = out_of_scope_finding(summary="S" * 20_000)
     message = alert_message("ci-deployer", [row(f)], CI, REPLAY)
     assert_within_limits(message)
-    section = next(t for k, t in texts(message) if k == "section")
+    section = next(t for k, t in texts(message) if k == "section" and t.startswith("S"))  # the summary
     assert "S" * 490 in section and "S" * 600 not in section and "…" in section
     assert len(message.text) < 1000  # the notification text is truncated too
 
@@ -200,7 +208,7 @@ def test_huge_evidence_stays_within_every_limit():
 def test_huge_evidence_keeps_the_finding_id_events_and_an_explicit_more_marker():
     f = out_of_scope_finding(evidence={f"field_{i:02d}": "v" * 5000 for i in range(30)})
     message = alert_message("ci-deployer", [row(f)], CI, REPLAY)
-    section = next(t for k, t in texts(message) if k == "section")
+    section = details(message)
     assert f"Finding `{f.id}`" in section
     assert "*Events*" in section
     assert re.search(r"…and \d+ more evidence fields", section)
@@ -209,14 +217,14 @@ def test_huge_evidence_keeps_the_finding_id_events_and_an_explicit_more_marker()
 
 def test_many_evidence_fields_say_how_many_more():
     f = out_of_scope_finding(evidence={f"field_{i:02d}": i for i in range(14)})
-    section = next(t for k, t in texts(alert_message("ci-deployer", [row(f)], CI, REPLAY)) if k == "section")
+    section = details(alert_message("ci-deployer", [row(f)], CI, REPLAY))
     assert re.search(r"• …and \d+ more evidence fields", section)
     assert f"Finding `{f.id}`" in section
 
 
 def test_long_evidence_lists_say_how_many_more():
     f = out_of_scope_finding(evidence={"resources": [f"i-{n:04d}" for n in range(20)]})
-    section = next(t for k, t in texts(alert_message("ci-deployer", [row(f)], CI, REPLAY)) if k == "section")
+    section = details(alert_message("ci-deployer", [row(f)], CI, REPLAY))
     assert "i-0007 …and 12 more`" in section and "i-0008" not in section
 
 
@@ -275,8 +283,66 @@ def test_update_text_escapes_the_agent_and_the_summary():
     f = out_of_scope_finding(agent="<@U1>", summary="<!here> & <http://x.example|y>")
     message = update_message(row(f), 2)
     assert message.text == "&lt;@U1&gt;: 2 more events for out_of_scope"
-    body = message.blocks[0]["text"]["text"]
-    assert "&lt;!here&gt; &amp; &lt;http[:]//x.example|y&gt;" in body
+    summary = message.blocks[1]["text"]
+    assert summary["type"] == "plain_text"  # a sentence with event values: nothing in it formats
+    assert summary["text"] == "&lt;!here&gt; &amp; &lt;http[:]//x.example|y&gt;"
+
+
+FORMATTING = ("*bold*", "_it_", "~strike~")
+
+
+def _mrkdwn_outside_code(message: Message) -> list[str]:
+    """Every mrkdwn text of the message with its code spans cut out: where Slack formats."""
+    out = []
+    for block in message.blocks:
+        objects = [block["text"]] if "text" in block else list(block.get("elements", []))
+        out += [re.sub(r"`[^`]*`", "", o["text"]) for o in objects if o["type"] == "mrkdwn"]
+    return out
+
+
+def test_formatting_in_event_values_never_formats_in_mrkdwn():
+    """Issue 13, item 11: mrkdwn has no escape for * _ ~, so attacker values sit in plain_text or
+    code spans: a user name, an error code and a parameter each carrying formatting."""
+    agent = "ram-user:*bold*_it_~strike~"
+    f = out_of_scope_finding(
+        agent=agent, summary=f"{agent} failed with *bold* _it_ ~strike~ on bucket _it_",
+        evidence={"kind": "out_of_scope", "action": "oss:PutBucketAcl", "error_codes": {"~strike~": 1},
+                  "resources": ["acs:oss:*:*:*bold*"]})
+    grown = {**row(f, event_count=9)}
+    change = {"status": "acknowledged", "by": "_it_", "reason": "*bold* ~strike~", "at": T0}
+    for message in (alert_message(agent, [row(f)], None, _replay_command(agent, T0)),
+                    update_message(grown, new_events=6), status_message(row(f), change)):
+        for text in _mrkdwn_outside_code(message):
+            for mark in FORMATTING:
+                assert mark not in text, (mark, text)
+        plain = [b["text"]["text"] for b in message.blocks if b["type"] == "section"
+                 and b["text"]["type"] == "plain_text"]
+        assert plain and all("*bold*" in t for t in plain)  # shown as typed, as plain text
+
+
+def test_a_look_alike_identity_looks_different():
+    """``ci-\\u200bdeploy`` is not ``ci-deploy``, and the message must not make it look so."""
+    real, spoof = "ram-user:ci-deploy", "ram-user:ci-\u200bdeploy"
+    rendered = {}
+    for agent in (real, spoof):
+        f = out_of_scope_finding(agent=agent, summary=f"{agent} is not in the inventory")
+        rendered[agent] = alert_message(agent, [row(f)], None, _replay_command(agent, T0))
+    spoofed = rendered[spoof]
+    assert spoofed.blocks[0]["text"]["text"] == "CRITICAL: ram-user:ci-&lt;U+200B&gt;deploy"
+    assert "ram-user:ci-&lt;U+200B&gt;deploy is not in the inventory" in json.dumps(spoofed.blocks)
+    assert "ci-deploy" not in json.dumps([spoofed.text, spoofed.blocks])
+    assert "== CRITICAL: ram-user:ci-<U+200B>deploy ==" in as_text(spoofed)  # the console says it too
+    for a, b in zip(texts(rendered[real]), texts(spoofed), strict=True):
+        if "ci-" in a[1]:
+            assert a != b
+
+
+def test_a_triage_reply_shows_who_in_code_and_why_as_plain_text():
+    f = row(out_of_scope_finding())
+    message = status_message(f, {"status": "resolved", "by": "alice", "reason": "<!here> key *rotated*", "at": T0})
+    head, reason = message.blocks
+    assert head["text"]["text"].startswith("*Resolved* by `alice`: *out_of_scope* `")
+    assert reason["text"] == {"type": "plain_text", "text": "&lt;!here&gt; key *rotated*", "emoji": False}
 
 
 # -- untrusted() -----------------------------------------------------------------------------------
@@ -292,9 +358,12 @@ def test_update_text_escapes_the_agent_and_the_summary():
     ("<!subteam^S123>", "&lt;!subteam^S123&gt;"),
     ("<#C123|general>", "&lt;#C123|general&gt;"),
     ("HTTP://EVIL.example and ftp://files.example", "HTTP[:]//EVIL.example and ftp[:]//files.example"),
-    ("a\r\nb\nc", "a b c"),  # CR is a control character (dropped), LF becomes a space
-    ("tab\there\x00\x07\x1b[31m", "tab\there[31m"),  # tabs stay, other C0 controls and ESC go
-    ("safe\u202etxt.exe\u2066\u200b\ufeff", "safetxt.exe"),
+    ("a\r\nb\nc\td", "a b c d"),  # line breaks and tabs become a space
+    # every other control, bidi or invisible character is shown, never dropped (issue 13, item 11)
+    ("tab\x00\x07\x1b[31m\x7f\x85", "tab\\x00\\x07\\x1b[31m\\x7f\\x85"),
+    ("safe\u202etxt.exe\u2066\u200b\ufeff", "safe&lt;U+202E&gt;txt.exe&lt;U+2066&gt;&lt;U+200B&gt;&lt;U+FEFF&gt;"),
+    ("ram-user:ci-\u200bdeploy", "ram-user:ci-&lt;U+200B&gt;deploy"),
+    ("a\u2028b\u2029c\u061cd\u2060e", "a&lt;U+2028&gt;b&lt;U+2029&gt;c&lt;U+061C&gt;d&lt;U+2060&gt;e"),
     ("&lt; already escaped", "&amp;lt; already escaped"),
     ("", ""),
     (42, "42"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -40,9 +41,10 @@ from pipeline.config import Config
 from pipeline.detect import run_detect
 from pipeline.errors import TerminalError, TransientError
 from pipeline.findings import save_findings
+from pipeline.inert import HIDDEN
 from pipeline.ingest import ingest_files
 from pipeline.store import Store, open_store
-from tests.conftest import ROOT, run_cli, write_ndjson
+from tests.conftest import ROOT, assert_one_line_error, run_cli, write_ndjson
 from tests.fakes.slack import CHANNEL_ID, FakeSlack, Request
 
 TOKEN = "xoxb-test-secret-token"
@@ -145,14 +147,15 @@ def body_text(request: Request) -> str:
 
 
 # CLI harness ------------------------------------------------------------------------------------
-def write_config(tmp_path: Path, base_url: str, channel: str = CHANNEL, min_severity: str = "medium") -> Path:
+def write_config(tmp_path: Path, base_url: str | None, channel: str = CHANNEL, min_severity: str = "medium") -> Path:
+    """A config with ``slack:`` pointing at ``base_url``; ``base_url=None``: no ``slack:`` at all."""
     inventory = tmp_path / "agents.yaml"
     inventory.write_text(yaml.safe_dump({"agents": AGENTS}), encoding="utf-8")
     config = tmp_path / "trailwarden.yaml"
-    config.write_text(yaml.safe_dump({
-        "database": str(tmp_path / "store.duckdb"), "inventory": str(inventory),
-        "slack": {"channel": channel, "min_severity": min_severity, "base_url": base_url},
-    }), encoding="utf-8")
+    body: dict[str, Any] = {"database": str(tmp_path / "store.duckdb"), "inventory": str(inventory)}
+    if base_url is not None:
+        body["slack"] = {"channel": channel, "min_severity": min_severity, "base_url": base_url}
+    config.write_text(yaml.safe_dump(body), encoding="utf-8")
     return config
 
 
@@ -685,20 +688,69 @@ def test_invalid_blocks_degrades_to_a_text_only_post(db, slack):
     assert [r["status"] for r in alert_rows(db)] == ["sent"]
 
 
-# -- without a token, and --dry-run --------------------------------------------------------------
-def test_without_a_token_alerts_are_printed_and_stderr_says_so_once(tmp_path, slack):
-    seed(tmp_path, finding("ci-deployer"), finding("billing-exporter"))
+# -- pending means owed ----------------------------------------------------------------------------
+def test_pending_counts_what_is_owed_even_before_it_is_enqueued(db, slack):
+    """Issue 13, item 3: `status` said "0 pending" while findings were never sent, because the
+    outbox fills only when `alert` runs. What is owed is one rule: what `enqueue` would add, plus
+    the outbox rows not sent yet."""
+    from pipeline.alerting.outbox import owed_count
+    from pipeline.triage import set_status
+
+    save(db, finding("ci-deployer"), finding("billing-exporter"), finding("log-shipper", severity="low"))
+    assert alert_rows(db) == []
+    assert owed_count(db, CHANNEL, "medium") == 2  # never enqueued, still owed; the low one is not
+    assert owed_count(db, CHANNEL, "low") == 3
+    assert owed_count(db, "console", "medium") == 2  # each destination is owed its own
+    alert_run(db, sender(slack))
+    assert owed_count(db, CHANNEL, "medium") == 0
+
+    save(db, finding("ci-deployer", events=5))  # growth: a thread reply is owed
+    set_status(db, [finding("billing-exporter").id], "acknowledged", by="alice", reason="on it")  # and a triage reply
+    assert owed_count(db, CHANNEL, "medium") == 2
+    assert enqueue(db, CHANNEL, "medium") == 2  # the same rule: exactly what was owed was queued
+    assert owed_count(db, CHANNEL, "medium") == 2  # queued, not sent: still pending
+    report = alert_run(db, sender(slack))
+    assert (report.updates_sent, report.status_sent, report.pending) == (1, 1, 0)
+    assert owed_count(db, CHANNEL, "medium") == 0
+
+
+# -- without a token, without slack:, and --dry-run ---------------------------------------------
+def test_slack_configured_without_a_token_fails_and_keeps_the_alerts_for_slack(tmp_path, slack):
+    """Issue 13, item 2: a configured destination that cannot be reached is a failure, and the
+    alerts wait for it; they are never printed to the console instead (that looked like "sent")."""
+    path = seed(tmp_path, finding("ci-deployer"), finding("billing-exporter"))
     config = write_config(tmp_path, slack.base_url)
     result = alert_cli(config, token=None)
-    assert result.returncode == 0, result.stderr
-    assert result.stderr.splitlines() == ["trailwarden: SLACK_BOT_TOKEN is not set: printing alerts here instead"]
-    assert "== CRITICAL: ci-deployer ==" in result.stdout and "== CRITICAL: billing-exporter ==" in result.stdout
-    assert slack.requests == []
-    again = alert_cli(config, token=None)  # printed once: the console is a destination too
-    assert again.returncode == 0 and "==" not in again.stdout
-    with_token = alert_cli(config)  # Slack is still owed every alert
+    line = assert_one_line_error(result, 1, "SLACK_BOT_TOKEN is not set", "set SLACK_BOT_TOKEN", CHANNEL,
+                                 "2 alert(s) stay pending")
+    assert line.startswith("trailwarden: error: ")
+    assert result.stdout == "" and slack.requests == []  # nothing printed as if it were delivered
+    rows = alert_rows(path)
+    assert [(r["kind"], r["status"]) for r in rows] == [("alert", "pending")] * 2
+    assert {r["finding_id"] for r in rows} == {finding("ci-deployer").id, finding("billing-exporter").id}
+    run = last_run(path)
+    assert run["status"] == "failed" and "SLACK_BOT_TOKEN" in run["error"]
+    status = json.loads(run_cli("--config", str(config), "status", "--format", "json").stdout)
+    assert status["service"]["pending_alerts"] == 2 and status["service"]["alert_destination"] == CHANNEL
+
+    with_token = alert_cli(config)  # the token is set: the same findings go to Slack, once
     assert with_token.returncode == 0, with_token.stderr
     assert len(slack.top_level()) == 2
+    assert {r["status"] for r in alert_rows(path)} == {"sent"}
+    assert alert_cli(config).returncode == 0 and len(slack.posts) == 2
+
+
+def test_without_slack_configured_alerts_are_printed_once(tmp_path):
+    """The console is the destination only when no `slack:` is configured (the demo's case)."""
+    path = seed(tmp_path, finding("ci-deployer"), finding("billing-exporter"))
+    config = write_config(tmp_path, None)
+    result = alert_cli(config, token=None)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert "== CRITICAL: ci-deployer ==" in result.stdout and "== CRITICAL: billing-exporter ==" in result.stdout
+    assert {(r["status"], r["kind"]) for r in alert_rows(path)} == {("sent", "alert")}
+    again = alert_cli(config, token=None)  # printed once: the console is a destination too
+    assert again.returncode == 0 and "==" not in again.stdout
 
 
 def test_dry_run_records_nothing_and_counts_the_messages(tmp_path, slack):
@@ -714,6 +766,42 @@ def test_dry_run_records_nothing_and_counts_the_messages(tmp_path, slack):
     assert alert_rows(path) == []
     assert alert_run_count(path) == runs_before  # no run recorded either
     assert alert_cli(config).returncode == 0 and len(slack.posts) == 2
+
+
+def test_dry_run_json_is_the_messages_that_would_be_posted(tmp_path, slack):
+    """Issue 13, item 15: `alert --dry-run --format json` prints each message (text and blocks as
+    chat.postMessage would get them, with the finding ids it carries), not counters."""
+    a, b, c = finding("ci-deployer"), finding("ci-deployer", key="ecs:deleteinstance"), finding("billing-exporter")
+    path = seed(tmp_path, a, b, c, finding("log-shipper", severity="low"))
+    config = write_config(tmp_path, slack.base_url)
+    result = alert_cli(config, "--dry-run", "--format", "json", token=None)  # no token needed to look
+    assert result.returncode == 0, result.stderr
+    assert "SLACK_BOT_TOKEN is not set" in result.stderr  # but it says a real run would fail
+    preview = json.loads(result.stdout)
+    assert preview["destination"] == CHANNEL
+    messages = preview["messages"]
+    assert [(m["kind"], m["agent"], sorted(m["finding_ids"])) for m in messages] == [
+        ("alert", "billing-exporter", [c.id]), ("alert", "ci-deployer", sorted([a.id, b.id]))]
+    assert alert_rows(path) == [] and slack.requests == []
+
+    assert alert_cli(config).returncode == 0  # what is posted is what was previewed
+    posted = sorted((r.body["text"], json.dumps(r.body["blocks"])) for r in slack.posts)
+    assert posted == sorted((m["text"], json.dumps(m["blocks"])) for m in messages)
+
+
+def test_dry_run_shows_thread_replies_too(tmp_path, slack):
+    path = seed(tmp_path, finding(events=2))
+    config = write_config(tmp_path, slack.base_url)
+    assert alert_cli(config).returncode == 0
+    with open_store(path) as store:
+        save(store, finding(events=5))  # grew since it was alerted
+    [parent] = slack.top_level()
+    preview = json.loads(alert_cli(config, "--dry-run", "--format", "json").stdout)
+    [reply] = preview["messages"]
+    assert (reply["kind"], reply["thread_ts"], reply["finding_ids"]) == ("update", parent.ts, [finding().id])
+    assert "3 more events (now 5)" in json.dumps(reply["blocks"])
+    text = alert_cli(config, "--dry-run")
+    assert "  (reply) " in text.stdout and text.stdout.rstrip().endswith("1 message(s) would be posted to #sec-alerts.")
 
 
 # -- attacker-controlled strings -----------------------------------------------------------------
@@ -736,18 +824,38 @@ def _mrkdwn_objects(node: Any) -> Iterator[dict[str, Any]]:
             yield from _mrkdwn_objects(item)
 
 
+FORMATTING = ("*URGENT*", "*bold*", "_it_", "~strike~")  # what attackers put in event fields
+
+
+def _strings(node: Any) -> Iterator[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _strings(item)
+
+
 def _assert_inert(request: Request) -> None:
     raw = body_text(request)
-    for token in ("<!", "<@", "<#", "<http", "http://", "https://", "\\u202e"):
+    for token in ("<!", "<@", "<#", "<http", "http://", "https://", "\\u202e", "\\u200b", "\\u001b"):
         assert token not in raw, f"{token!r} reached Slack raw"
     body = request.body
+    hidden = [s for s in _strings(body) if HIDDEN.search(s.replace("\n", ""))]  # our own line breaks aside
+    assert not hidden, f"a control or invisible character reached Slack: {hidden}"
     texts = [body["text"]] + [o["text"] for o in _mrkdwn_objects(body["blocks"])]
     for obj in _mrkdwn_objects(body["blocks"]):
         assert obj.get("verbatim") is True, obj
+        outside_code = re.sub(r"`[^`]*`", "", obj["text"])  # mrkdwn formats everywhere but in code spans
+        for mark in FORMATTING:
+            assert mark not in outside_code, f"{mark!r} would format in {obj['text']!r}"
     for text in texts:
         assert text.count("`") % 2 == 0, f"unbalanced code span: {text!r}"
         for line in text.split("\n"):
             assert not line.startswith(("*URGENT*", "> quoted", ">")), f"injected line: {line!r}"
+    assert body["mrkdwn"] is False  # the top-level text is never parsed for *bold* _italic_ ~strike~
     assert body["unfurl_links"] is False and body["unfurl_media"] is False
     assert "link_names" not in body and "parse" not in body
 
@@ -798,6 +906,40 @@ def test_hostile_events_through_ingest_detect_and_the_cli_stay_inert(tmp_path, s
     for request in slack.posts:
         _assert_inert(request)
     assert "&lt;!here&gt;" in body_text(slack.posts[0])
+
+
+def test_formatting_and_invisible_characters_from_events_are_inert_and_visible_in_slack(tmp_path, slack, make_event):
+    """Issue 13, item 11: an unregistered identity whose user name hides a zero-width space (a
+    look-alike of ci-deploy) and carries mrkdwn formatting, with a user agent and an error message
+    holding terminal escapes and bidi controls, ingested, detected and alerted by the CLI."""
+    config = write_config(tmp_path, slack.base_url)
+    user = "ci-\u200bdeploy *bold* _it_ ~strike~"
+    events = [make_event(i, eventName="StopInstance", eventRW="Write", eventTime=f"2026-11-02T03:0{i}:00Z",
+                         userIdentity={"type": "ram-user", "principalId": "1", "accountId": "1384926508761234",
+                                       "userName": user},
+                         userAgent="\x1b]8;;http://evil\x07click\x1b]8;;\x07 *bold* \u202eexe.pdf",
+                         errorCode="Forbidden" if i == 2 else "",
+                         errorMessage="\x1b[2J _it_ ~strike~ \u2028fake line" if i == 2 else "")
+              for i in range(3)]
+    with open_store(tmp_path / "store.duckdb") as store:
+        write_ndjson(tmp_path / "e.jsonl", events)
+        ingest_files(store, [tmp_path / "e.jsonl"], Attributor(INVENTORY))
+        assert run_detect(store, Config(), INVENTORY).new >= 1
+    result = alert_cli(config)
+    assert result.returncode == 0, result.stderr
+    assert slack.posts
+    for request in slack.posts:
+        _assert_inert(request)
+    body = slack.posts[0].body
+    look_alike = "ram-user:ci-&lt;U+200B&gt;deploy"  # never "ram-user:ci-deploy"
+    assert body["blocks"][0]["text"]["text"].startswith(f"HIGH: {look_alike}")
+    assert f"`{look_alike} *bold* _it_ ~strike~` is not in the inventory" in json.dumps(body["blocks"], ensure_ascii=False)
+    summaries = [b["text"]["text"] for b in body["blocks"] if b.get("text", {}).get("type") == "plain_text"
+                 and b["type"] == "section"]
+    assert any(s.startswith(f"{look_alike} *bold* _it_ ~strike~, which is in no agent") for s in summaries)
+    everything = "\n".join(_strings(body))
+    assert "\\x1b]8;;http[:]//evil\\x07click" in everything  # shown as text, never acted on
+    assert "&lt;U+202E&gt;exe.pdf" in everything
 
 
 def test_the_token_travels_only_in_the_authorization_header(db, slack):
