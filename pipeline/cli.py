@@ -58,6 +58,11 @@ class App:
     def database(self) -> Path:
         return Path(self.db_path) if self.db_path else self.config.database
 
+    @property
+    def database_of_config(self) -> Path:
+        """The store a command finds without --db: the one the config names."""
+        return self.config.database
+
     def open(self, *, read_only: bool = False) -> Store:
         """Writers wait (bounded) for the lock; readers never do: when the service is mid-cycle
         they read its last snapshot (at most one cycle old) and say so on stderr."""
@@ -966,18 +971,67 @@ def demo(app: App, days: int, seed: int) -> None:
     """The whole pipeline on generated data: no cloud account, no Slack, nothing to configure.
 
     Generates a month of ActionTrail traffic for the sample inventory in config/agents.yaml
-    (a CI deployer, a read-only monitor, a nightly backup bot, a time-bound vendor, an ETL role
-    and a human admin) with a few planted incidents, writes it as an OSS-style dump, ingests it
-    into a fresh store (default data/demo.duckdb) and prints what it found.
+    (a CI deployer, a read-only monitor, a nightly backup bot, a time-bound vendor, an ETL role,
+    a Terraform role and a human admin) with a few planted incidents, writes it as an OSS-style
+    dump, ingests it into the store every other command reads (--db, else the config's
+    `database`, default data/trailwarden.duckdb) and prints what it found. A store that is not a
+    demo's is never replaced (exit 2: pass --db OTHER). Run where no config is found, it writes
+    config/trailwarden.yaml (the sample inventory, that store) so the next commands work there.
 
     \b
     Example:
-      trailwarden demo && trailwarden --db data/demo.duckdb status
+      trailwarden demo && trailwarden status
     """
     from pipeline.demo import run_demo
 
-    db = Path(app.db_path) if app.db_path else Path("data/demo.duckdb")
+    db = app.database
+    wrote = _demo_config(app, db)
     run_demo(db, days=days, seed=seed, echo=click.echo)
+    if wrote:
+        click.echo(f"\nWrote {wrote}: this directory had no config; it names the sample inventory and "
+                   f"{db}, so the commands below work from here.")
+    _note_if_other_inventory(app)
+    prefix = "" if db == app.database_of_config else f"--db {db} "
+    click.echo(f"\nExplore: trailwarden {prefix}status\n"
+               f"         trailwarden {prefix}findings --since 30d\n"
+               f"         trailwarden {prefix}replay ci-deployer --since 7d\n"
+               f"         trailwarden {prefix}alert --dry-run        # the Slack messages, printed (no token needed)")
+
+
+def _note_if_other_inventory(app: App) -> None:
+    """The demo's traffic is the sample inventory's: say so when the config names another one
+    (the next writing command re-attributes the events to it)."""
+    from pipeline.demo import CONFIG_DIR
+
+    sample = (CONFIG_DIR / "agents.yaml").resolve()
+    chosen = app.config.inventory
+    if chosen is None or chosen.resolve() != sample:
+        click.echo(f"trailwarden: note: the demo generated traffic for the sample inventory {sample}; "
+                   f"your config's inventory is {chosen or 'not set'}", err=True)
+
+
+def _demo_config(app: App, db: Path) -> Path | None:
+    """Where no config is found (no --config, no $TRAILWARDEN_CONFIG, no config/trailwarden.yaml),
+    write config/trailwarden.yaml naming the sample inventory and the demo's store, so the next
+    commands work from this directory. Never overwrites a file; returns the path written."""
+    from pipeline.config import DEFAULT_CONFIG_PATH
+    from pipeline.demo import CONFIG_DIR
+
+    if resolve_config_path(app.config_path) is not None:
+        return None
+    text = ("# Written by `trailwarden demo`, where no config was found: the sample inventory and the\n"
+            "# demo's store. Edit it to watch a real account (README: Config).\n"
+            f"database: {json.dumps(str(db))}\n"
+            "timezone: Asia/Shanghai\n"
+            f"inventory: {json.dumps(str(CONFIG_DIR / 'agents.yaml'))}\n")
+    DEFAULT_CONFIG_PATH.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with DEFAULT_CONFIG_PATH.open("x", encoding="utf-8") as out:
+            out.write(text)
+    except FileExistsError:  # appeared meanwhile: it is the user's, leave it
+        return None
+    app._config = None  # the next commands of this process read it too
+    return DEFAULT_CONFIG_PATH
 
 
 # -- entry point ---------------------------------------------------------------------------------
