@@ -266,3 +266,55 @@ def test_progress_bar_on_a_terminal_and_quiet_otherwise(tmp_path):
     assert os.waitstatus_to_exitcode(status) == 0
     assert "ingesting" in shown and "100%" in shown
     assert "502 new events" in shown
+
+
+# -- one-line errors name their option once ----------------------------------------------------------
+def _main(*argv: str) -> tuple[int, str, str]:
+    """Run ``trailwarden`` in-process (its own entry point: exit code and one-line errors)."""
+    import contextlib
+    import io
+
+    from pipeline.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exc:
+        main(list(argv))
+    return int(exc.value.code or 0), out.getvalue(), err.getvalue()
+
+
+TIME_OPTIONS = [  # every option that takes a time, and the command it belongs to
+    (["detect"], "--since"), (["detect"], "--until"),
+    (["backtest", "--since", "7d"], "--until"), (["backtest"], "--since"),
+    (["replay", "ci-deployer"], "--since"), (["replay", "ci-deployer"], "--until"),
+    (["findings"], "--since"), (["findings", "stats"], "--since"),
+    (["least-privilege", "ci-deployer"], "--since"), (["train"], "--until"),
+    (["ingest", "--file", str(REAL_ATTACKS)], "--since"),
+    (["suppress", "add", "--detector", "odd_hours", "--reason", "r", "--by", "me"], "--until"),
+]
+
+
+@pytest.mark.parametrize(("command", "key"), TIME_OPTIONS, ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+def test_a_bad_time_names_its_option_once(tmp_path, command, key):
+    code, _out, err = _main("--db", str(tmp_path / "s.duckdb"), *command, key, "yesterday-ish")
+    assert code == 2, err
+    [line] = err.strip().splitlines()
+    assert line.startswith(f"trailwarden: error: {key}: "), line
+    assert line.count(key) == 1, line  # not "--until: --until: ..."
+    assert "yesterday-ish" in line
+
+
+@pytest.mark.parametrize("command", [["detect"], ["replay", "ci-deployer"], ["backtest"]])
+def test_a_window_that_ends_before_it_starts_says_so_once(tmp_path, command):
+    code, _out, err = _main("--db", str(tmp_path / "s.duckdb"), *command,
+                            "--since", "2026-11-10", "--until", "2026-11-01")
+    assert code == 2, err
+    [line] = err.strip().splitlines()
+    assert line.count("--since") == 1 and "before --until" in line, line
+
+
+def test_a_suppression_that_ends_before_it_starts_names_until_once(tmp_path):
+    code, _out, err = _main("--db", str(tmp_path / "s.duckdb"), "suppress", "add", "--detector", "odd_hours",
+                            "--agent", "ci-deployer", "--reason", "r", "--by", "me", "--until", "2020-01-01")
+    assert code == 2, err
+    [line] = err.strip().splitlines()
+    assert line.count("--until") == 1, line
