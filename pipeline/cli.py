@@ -25,7 +25,7 @@ from pipeline import __version__
 from pipeline.attribution import STALE_NOTE, attribution_is_stale, reattribute_if_changed
 from pipeline.config import Config, load_config, resolve_config_path
 from pipeline.errors import TerminalError, TrailwardenError, UsageError
-from pipeline.output import FORMATS, render, to_jsonable
+from pipeline.output import ALIASES, FORMATS, render, to_jsonable
 from pipeline.store import Store, open_for_reading, open_store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -93,8 +93,18 @@ def common_options(func: F) -> F:
                              "config/trailwarden.yaml if present, else built-in defaults).")(func)
 
 
+class FormatChoice(click.Choice):
+    """``--format``: one vocabulary on every command (``table|json|csv``, ``html`` for replay);
+    ``text``, the old name of ``table`` on some commands, is still taken (hidden) for scripts."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value.lower() in ALIASES and ALIASES[value.lower()] in self.choices:
+            value = ALIASES[value.lower()]
+        return super().convert(value, param, ctx)
+
+
 def format_option(choices: tuple[str, ...] = FORMATS, default: str = "table") -> Callable[[F], F]:
-    return click.option("--format", "fmt", type=click.Choice(choices), default=default,
+    return click.option("--format", "fmt", type=FormatChoice(choices, case_sensitive=False), default=default,
                         show_default=True, help="Output format.")
 
 
@@ -173,7 +183,7 @@ class JsonLogFormatter(logging.Formatter):
               help="A file or directory of ActionTrail events (repeatable): JSON array, single "
                    "event, NDJSON, LookupEvents body, .gz of any, OSS delivery folders.")
 @click.option("--since", metavar="T", help="lookup_events sources: backfill from T (e.g. 30d, at most 90d).")
-@format_option(("text", "json"), default="text")
+@format_option()
 @pass_app
 def ingest(app: App, sources: tuple[str, ...], paths: tuple[str, ...], since: str | None, fmt: str) -> None:
     """Pull from the configured sources, or ingest files, into the store, once.
@@ -213,6 +223,8 @@ def ingest(app: App, sources: tuple[str, ...], paths: tuple[str, ...], since: st
         if fmt == "json":
             click.echo(json.dumps(to_jsonable({"seconds": round(elapsed, 3),
                                                "sources": {o.name: o.as_dict() for o in outcomes}}), indent=2))
+        elif fmt == "csv":
+            click.echo(_ingest_csv(outcomes, elapsed))
         else:
             for outcome in outcomes:
                 if outcome.report:
@@ -253,6 +265,16 @@ def _check_backfill(targets: list[tuple[str, Any]], backfill: datetime) -> None:
     if backfill < oldest:
         click.echo(f"note: LookupEvents keeps 90 days: backfilling {', '.join(lookups)} from "
                    f"{oldest:%Y-%m-%d %H:%M}Z, not {backfill:%Y-%m-%d}", err=True)
+
+
+_INGEST_CSV = ["source", "new", "duplicates", "quarantined", "files", "skipped_files", "error", "seconds"]
+
+
+def _ingest_csv(outcomes: list[Any], elapsed: float) -> str:
+    """One row per source: its counts (0 where a source has no such count) and its error."""
+    rows = [[o.name, *(o.as_dict().get(c, 0) for c in _INGEST_CSV[1:6]), o.error, round(elapsed, 3)]
+            for o in outcomes]
+    return render(_INGEST_CSV, rows, "csv")
 
 
 def _ingest_line(name: str, rep: dict[str, Any], elapsed: float) -> str:
@@ -325,10 +347,13 @@ def query(app: App, sql: str, params: tuple[str, ...], fmt: str) -> None:
 
 @cli.command()
 @common_options
-@format_option(("table", "json"))
+@format_option()
 @pass_app
 def status(app: App, fmt: str) -> None:
     """Events, sources' cursors and lag, quarantine, and the last runs.
+
+    `--format csv` is the per-partition table of the sources (one row per SLS shard, LookupEvents
+    region or files source), for a monitoring script; `json` holds everything.
 
     \b
     Example:
@@ -340,6 +365,11 @@ def status(app: App, fmt: str) -> None:
         info = collect_status(store)
     if fmt == "json":
         click.echo(json.dumps(to_jsonable(info), indent=2))
+        return
+    if fmt == "csv":
+        columns = ["source", "partition", "cursor_time", "watermark", "lag_seconds", "events",
+                   "events_last_hour", "updated_at", "last_error", "last_error_at"]
+        click.echo(render(columns, [[s.get(c) for c in columns] for s in info["sources"]], "csv"))
         return
     click.echo(_status_text(info))
 
@@ -364,7 +394,7 @@ def _status_text(info: dict[str, Any]) -> str:
                             [[s["source"], s["partition"], s["cursor_time"], s["watermark"],
                               human_duration(s["lag_seconds"]), s["events"],
                               s["events_last_hour"], s["updated_at"], s["last_error"]] for s in info["sources"]],
-                            "table"))
+                            "table", keys=2))
         lines.append("")
     service = info.get("service") or {}
     if service.get("steps"):
@@ -399,7 +429,7 @@ _ALL_REASONS = 'trailwarden query "SELECT reason, count(*) AS n FROM quarantine 
 @common_options
 @click.option("--since", metavar="T", help="Start of the window (2026-11-01, 2026-11-01T08:00:00Z, or 7d ago).")
 @click.option("--until", metavar="T", help="End of the window, exclusive (default: now).")
-@format_option(("text", "json"), default="text")
+@format_option()
 @pass_app
 def detect(app: App, since: str | None, until: str | None, fmt: str) -> None:
     """Score events in [since, until) with every detector and store the findings.
@@ -434,6 +464,10 @@ def detect(app: App, since: str | None, until: str | None, fmt: str) -> None:
             counts["failed_detectors"] = report.failed
         if fmt == "json":
             click.echo(json.dumps(to_jsonable(report.as_dict()), indent=2))
+        elif fmt == "csv":
+            click.echo(render(["detector", "findings", "seconds", "error"],
+                              [[name, st["findings"], round(st["seconds"], 3), st["error"]]
+                               for name, st in report.detectors.items()], "csv"))
         else:
             click.echo(_detect_text(report))
         if report.failed:
@@ -602,7 +636,7 @@ def agents(app: App, fmt: str) -> None:
     Example:
       trailwarden agents --format json
     """
-    from pipeline.agents import agent_rows
+    from pipeline.agents import agent_rows, joined
 
     inventory = app.inventory
     if not app.database.exists():  # no store yet: the inventory alone, every agent never seen
@@ -611,7 +645,7 @@ def agents(app: App, fmt: str) -> None:
         with app.open(read_only=True) as store:
             _note_if_attribution_stale(store, inventory)
             columns, rows = agent_rows(store, inventory)
-    click.echo(render(columns, rows, fmt))
+    click.echo(render(columns, rows if fmt == "json" else joined(rows, "; " if fmt == "csv" else ", "), fmt))
 
 
 def _note_if_attribution_stale(store: Store, inventory: Inventory) -> None:
@@ -656,7 +690,7 @@ def train(app: App, until: str | None, fmt: str) -> None:
 @cli.command()
 @common_options
 @click.option("--dry-run", is_flag=True, help="Show what would be posted; post and record nothing.")
-@format_option(("text", "json"), default="text")
+@format_option(("table", "json"))
 @pass_app
 def alert(app: App, dry_run: bool, fmt: str) -> None:
     """Deliver pending findings to Slack (or print them when SLACK_BOT_TOKEN is not set).
@@ -766,7 +800,7 @@ def serve(app: App) -> None:
 
 @cli.command()
 @common_options
-@format_option(("text", "json"), default="text")
+@format_option()
 @pass_app
 def prune(app: App, fmt: str) -> None:
     """Apply the retention policy now (`retention:` in the config; also run nightly by `serve`).
@@ -789,6 +823,8 @@ def prune(app: App, fmt: str) -> None:
         counts.update(vars(report))
     if fmt == "json":
         click.echo(json.dumps(vars(report), indent=2))
+    elif fmt == "csv":
+        click.echo(render(list(vars(report)), [list(vars(report).values())], "csv"))
     else:
         click.echo(f"archived {report.archived:,}, deleted {report.deleted:,}, raw JSON dropped for "
                    f"{report.raw_dropped:,}; kept {report.kept_as_evidence:,} old events an open finding cites")
@@ -849,7 +885,7 @@ def replay(app: App, agent: str, since: str | None, until: str | None, fmt: str,
 @click.option("--days", type=click.IntRange(1, 3650), default=90, show_default=True,
               help="The window: the last N days.")
 @click.option("--since", metavar="T", help="Start of the window instead (2026-11-01, 30d).")
-@format_option(("table", "json"))
+@format_option()
 @pass_app
 def least_privilege_command(app: App, agent: str, days: int, since: str | None, fmt: str) -> None:
     """What AGENT is granted against what it used, and a tighter policy covering what it did.
@@ -874,6 +910,11 @@ def least_privilege_command(app: App, agent: str, days: int, since: str | None, 
         result = least_privilege(store, app.inventory, agent, since=start)
     if fmt == "json":
         click.echo(json.dumps(to_jsonable(result), indent=2))
+        return
+    if fmt == "csv":  # one row per action used, then per granted pattern never used
+        rows = [[u["action"], u["calls"], "used" if u["granted"] else "used, not granted"] for u in result["used"]]
+        rows += [[g["pattern"], 0, "granted, unused"] for g in result["granted"] if not g["used_actions"]]
+        click.echo(render(["action", "calls", "state"], rows, "csv"))
         return
     click.echo(f"{agent}: granted vs used, {to_jsonable(result['window']['since'])} .. "
                f"{to_jsonable(result['window']['until'])}\n")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
+import os
+import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 FORMATS = ("table", "json", "csv")
+ALIASES = {"text": "table"}  # the old name of `table` on some commands: scripts still pass it
 
 
 def to_jsonable(value: Any) -> Any:
@@ -35,7 +37,9 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> str:
+def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str, keys: int = 1) -> str:
+    """``table`` (``text`` is its old name, kept for scripts), ``json`` (an array of objects) or
+    ``csv`` (a header row; lists and mappings as JSON). ``keys``: leading columns a table cuts last."""
     if fmt == "json":
         return json.dumps([dict(zip(columns, map(to_jsonable, r), strict=True)) for r in rows],
                           indent=2, ensure_ascii=False, default=str)
@@ -46,23 +50,89 @@ def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> s
         for row in rows:
             writer.writerow([_cell(v, csv_mode=True) for v in row])
         return buf.getvalue().rstrip("\n")
-    return table(columns, rows)
+    return table(columns, rows, keys=keys)
 
 
-def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], max_width: int | None = None) -> str:
-    """A plain aligned table; wide cells are cut with an ellipsis to fit the terminal."""
-    width = max_width or shutil.get_terminal_size((160, 24)).columns
+# Columns of free text: they give way first when a table is too wide (down to a readable share).
+FREE_TEXT = frozenset({"summary", "reason", "error", "last_error", "purpose", "message", "used actions",
+                       "removed_reason", "evidence", "identities", "usual_hours"})
+KEY_MIN = 12  # a key column is cut only when nothing else is left to cut, and never below this
+
+
+def terminal_width() -> int | None:
+    """The width to fit: ``$COLUMNS`` when set, else the terminal stdout writes to; ``None``
+    (no limit) when stdout is a pipe or a file, so ``| grep`` and ``> file`` get every character."""
+    env = os.environ.get("COLUMNS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        if sys.stdout.isatty():
+            return os.get_terminal_size(sys.stdout.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        pass
+    return None
+
+
+def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], max_width: int | None = None,
+          keys: int = 1) -> str:
+    """A plain aligned table, cut to fit the terminal (see :func:`terminal_width`).
+
+    What gives way, in order: free-text columns (summary, reason, error...) down to a readable
+    share of the width, then the widest other columns, then any column but the first ``keys``
+    (the id or name that says what a row is), which are cut last. A cut cell ends with "…".
+    """
+    width = max_width or terminal_width()
     cells = [[_cell(v) for v in row] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    budget = max(width - 2 * (len(columns) - 1), 10 * len(columns))
-    while sum(widths) > budget and max(widths) > 12:
-        widest = widths.index(max(widths))
-        widths[widest] = max(12, widths[widest] - max(1, (sum(widths) - budget)))
+    if width is not None:
+        numbers = {i for i in range(len(columns)) if all(_is_number(r[i]) for r in rows)}
+        widths = fit_widths(list(columns), widths, width - 2 * (len(columns) - 1), keys, numbers)
     lines = ["  ".join(c.ljust(w)[:w] for c, w in zip(columns, widths, strict=True)).rstrip(),
              "  ".join("-" * w for w in widths)]
     for row in cells:
         lines.append("  ".join(_fit(c, w) for c, w in zip(row, widths, strict=True)).rstrip())
     return "\n".join(lines)
+
+
+def fit_widths(columns: list[str], widths: list[int], budget: int, keys: int = 1,
+               numbers: set[int] | frozenset[int] = frozenset()) -> list[int]:
+    """Column widths summing to at most ``budget`` where possible, cutting in the order
+    :func:`table` documents; each step shrinks its widest columns first, evenly. Columns of
+    ``numbers`` are cut only with the keys: a cut count misleads."""
+    widths = list(widths)
+    free = [i for i, c in enumerate(columns) if i >= keys and c.lower() in FREE_TEXT]
+    others = [i for i in range(keys, len(columns)) if i not in free]
+    share = max(16, (2 * budget // 5) // max(1, len(free)))
+    steps = [(free, lambda i: share), (others, lambda i: max(len(columns[i]), 6)),
+             (free + others, lambda i: widths[i] if i in numbers else 4),
+             ([*range(min(keys, len(columns))), *numbers], lambda i: KEY_MIN if i < keys else 4)]
+    for chosen, floor in steps:
+        excess = sum(widths) - budget
+        if excess <= 0:
+            break
+        _shrink(widths, {i: min(widths[i], floor(i)) for i in chosen}, excess)
+    return widths
+
+
+def _shrink(widths: list[int], floors: dict[int, int], excess: int) -> None:
+    """Take ``excess`` characters from the columns in ``floors``, always from the widest ones
+    (water-filling), never below a column's floor."""
+    while excess > 0:
+        open_ = [i for i in floors if widths[i] > floors[i]]
+        if not open_:
+            return
+        top = max(widths[i] for i in open_)
+        widest = [i for i in open_ if widths[i] == top]
+        below = max([widths[i] for i in open_ if widths[i] < top] + [max(floors[i] for i in widest)])
+        step = min(top - below, -(-excess // len(widest))) or 1
+        for i in widest:
+            cut = min(step, excess, widths[i] - floors[i])
+            widths[i] -= cut
+            excess -= cut
+
+
+def _is_number(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float | Decimal) and not isinstance(value, bool))
 
 
 def _fit(text: str, width: int) -> str:
