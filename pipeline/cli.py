@@ -293,12 +293,17 @@ def _progress_bar(_name: str, paths: list[str]) -> Iterator[Callable[[int], None
     if not sys.stderr.isatty():
         yield None
         return
+    from pipeline.output import Progress
     from pipeline.sources.files import find_files
 
     total = sum(p.stat().st_size for p in find_files(paths))
-    with click.progressbar(length=total, label="ingesting", file=sys.stderr,
-                           show_eta=True, show_percent=True) as bar:
+    bar = Progress(total, lambda text: click.echo(text, file=sys.stderr, nl=False))
+    try:
         yield bar.update
+    except BaseException:
+        click.echo("", err=True)  # the error's line starts on a line of its own
+        raise
+    bar.finish()
 
 
 @contextmanager
