@@ -99,14 +99,15 @@ def fit_widths(columns: list[str], widths: list[int], budget: int, keys: int = 1
                numbers: set[int] | frozenset[int] = frozenset()) -> list[int]:
     """Column widths summing to at most ``budget`` where possible, cutting in the order
     :func:`table` documents; each step shrinks its widest columns first, evenly. Columns of
-    ``numbers`` are cut only with the keys: a cut count misleads."""
+    ``numbers`` are cut only when nothing else is left to cut but the keys: a cut count misleads."""
     widths = list(widths)
     free = [i for i, c in enumerate(columns) if i >= keys and c.lower() in FREE_TEXT]
     others = [i for i in range(keys, len(columns)) if i not in free]
     share = max(16, (2 * budget // 5) // max(1, len(free)))
     steps = [(free, lambda i: share), (others, lambda i: max(len(columns[i]), 6)),
              (free + others, lambda i: widths[i] if i in numbers else 4),
-             ([*range(min(keys, len(columns))), *numbers], lambda i: KEY_MIN if i < keys else 4)]
+             (free + others, lambda i: 4 if i in numbers else 3),
+             (list(range(min(keys, len(columns)))), lambda i: KEY_MIN)]
     for chosen, floor in steps:
         excess = sum(widths) - budget
         if excess <= 0:

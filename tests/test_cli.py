@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -318,3 +319,145 @@ def test_a_suppression_that_ends_before_it_starts_names_until_once(tmp_path):
     assert code == 2, err
     [line] = err.strip().splitlines()
     assert line.count("--until") == 1, line
+
+
+# -- tables, formats, progress ---------------------------------------------------------------------
+ROOT_ID = "root-account:1384926508761234"
+SUMMARY = ("ci-deployer made 9 calls from 185.220.101.0/24, outside its declared source networks "
+           "203.0.113.0/24, with a new client python-requests/2.31 and at 03:10 on a Sunday")
+
+
+def _cells(text: str, column: int) -> list[str]:
+    """The cells of one column of a rendered table, found by the header's dashes."""
+    lines = text.splitlines()
+    spans = [m.span() for m in re.finditer(r"-+", lines[1])]
+    start, end = spans[column]
+    return [ln[start:end].rstrip() if column < len(spans) - 1 else ln[start:].rstrip() for ln in lines[2:]]
+
+
+def test_a_findings_table_at_160_columns_cuts_the_other_columns_before_the_summary():
+    from pipeline.output import table
+
+    cols = ["id", "severity", "status", "detector", "agent", "last_seen", "event_count", "summary"]
+    rows = [["658d22bd61105b5e94f9", "critical", "acknowledged", "unregistered_identity", ROOT_ID,
+             "2026-12-05T03:07:00Z", 9, SUMMARY]]
+    text = table(cols, rows, max_width=160)
+    assert max(map(len, text.splitlines())) <= 160
+    assert _cells(text, 0) == ["658d22bd61105b5e94f9"]  # the id whole
+    assert len(_cells(text, 7)[0]) >= 58  # was cut at 31 here
+    assert _cells(text, 6) == ["9"]  # a count is never cut
+
+
+def test_a_table_at_100_columns_keeps_the_name_column_whole():
+    from pipeline.agents import COLUMNS
+    from pipeline.output import table
+
+    rows = [["monitor-readonly", "sre-team", "production", "Poll instance and database metrics " * 3,
+             "ram-user:cms-poller, access-key:LTAI5tMonitor", "2026-12-05T03:07:00Z", 13485, 3, None,
+             "2027-03-01", "review overdue"], [ROOT_ID, None, None, None, ROOT_ID, "2026-12-05T03:07:00Z", 2, 1,
+                                              None, None, "unregistered"]]
+    text = table(COLUMNS, rows, max_width=100)  # the issue saw "monitor-rea…" here
+    assert max(map(len, text.splitlines())) <= 100
+    assert _cells(text, 0) == ["monitor-readonly", ROOT_ID] and _cells(text, 6) == ["13485", "2"]
+
+
+def test_a_status_table_at_80_columns_keeps_source_and_partition_whole():
+    from pipeline.output import table
+
+    cols = ["source", "partition", "cursor_time", "watermark", "lag", "events", "last_hour", "updated_at",
+            "last_error"]
+    rows = [["trail", f"audit-proj/actiontrail_main/{n}", "2026-12-06T02:27:00Z", "2026-12-06T02:27:00Z",
+             "27m 43s", 20, 20, "2026-12-06T02:28:00Z", None] for n in range(4)]
+    text = table(cols, rows, max_width=80, keys=2)
+    assert _cells(text, 1) == [f"audit-proj/actiontrail_main/{n}" for n in range(4)]
+
+
+def test_tables_use_columns_and_are_not_cut_into_a_pipe(monkeypatch):
+    from pipeline.output import table
+
+    rows = [["x", SUMMARY]]
+    monkeypatch.setenv("COLUMNS", "60")
+    assert max(map(len, table(["id", "summary"], rows).splitlines())) <= 60
+    monkeypatch.delenv("COLUMNS")
+    assert SUMMARY in table(["id", "summary"], rows)  # stdout is captured here: not a terminal
+
+
+def _commands_with_format():
+    from pipeline.cli import cli
+
+    def walk(group, path):
+        for name, command in group.commands.items():
+            if hasattr(command, "commands"):
+                yield from walk(command, [*path, name])
+            for param in command.params:
+                if param.name == "fmt":
+                    yield " ".join([*path, name]), param
+    return list(walk(cli, []))
+
+
+def test_every_format_option_speaks_one_vocabulary():
+    found = _commands_with_format()
+    assert len(found) >= 18
+    for name, param in found:
+        choices = set(param.type.choices)
+        assert {"table", "json"} <= choices <= {"table", "json", "csv", "html"}, name
+        assert param.type.convert("text", param, None) == "table", name  # the old name, for scripts
+    with_csv = {name for name, param in found if "csv" in param.type.choices}
+    for name in ("ingest", "detect", "prune", "status", "least-privilege", "findings stats", "agents", "backtest",
+                 "train", "query", "findings", "suppress list"):
+        assert name in with_csv, name
+
+
+@pytest.mark.parametrize("command", [["status"], ["findings", "stats"], ["least-privilege", "ci-deployer"],
+                                     ["agents"], ["detect", "--since", "2d"]])
+def test_csv_output_parses_with_a_header(demo_checkout, tmp_path, command):
+    import csv
+    import io
+    import shutil
+
+    db = tmp_path / "copy.duckdb"  # detect writes: a copy of the demo store
+    shutil.copyfile(demo_checkout / "data" / "trailwarden.duckdb", db)
+    result = run_cli("--db", str(db), *command, "--format", "csv", cwd=demo_checkout)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert len(rows) >= 2 and all(len(r) == len(rows[0]) for r in rows)
+
+
+def test_agents_json_gives_lists_as_arrays(demo_checkout):
+    result = run_cli("agents", "--format", "json", cwd=demo_checkout)
+    agents = {a["agent"]: a for a in json.loads(result.stdout)}
+    assert agents["ci-deployer"]["identities"] == ["ram-user:ci-deploy", "access-key:LTAI5tCiDeploy7Qx2mK"]
+    assert agents["vendor-acme"]["flags"] == ["expired"] or "expired" in agents["vendor-acme"]["flags"]
+    assert agents["ram-user:ops-debug"]["flags"] == ["unregistered"]
+    csv_out = run_cli("agents", "--format", "csv", cwd=demo_checkout).stdout
+    assert "ram-user:ci-deploy; access-key:LTAI5tCiDeploy7Qx2mK" in csv_out
+
+
+def test_the_old_text_format_still_works(tmp_path):
+    result = run_cli("ingest", "--file", str(REAL_ATTACKS), "--db", str(tmp_path / "s.duckdb"), "--format", "text")
+    assert result.returncode == 0 and "502 new events" in result.stdout
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_progress_estimate_is_the_runs_average_rate():
+    from pipeline.output import Progress
+
+    clock, shown = _Clock(), []
+    bar = Progress(37_000_000, shown.append, clock=clock, every=0)
+    clock.now += 1.2
+    bar.update(100)  # the first report comes late and small: click said "0% 10:20:12" here
+    assert "ETA --:--" in shown[-1]
+    clock.now += 9.8
+    bar.update(18_500_000 - 100)  # half done after 11 s
+    assert "50%" in shown[-1] and "ETA 00:11" in shown[-1]
+    clock.now += 11
+    bar.update(18_500_000)
+    bar.finish()
+    assert "100%" in shown[-1] and "done in 00:22" in shown[-1] and shown[-1].endswith("\n")
