@@ -1047,13 +1047,12 @@ def demo(app: App, days: int, seed: int) -> None:
 def _note_if_other_inventory(app: App) -> None:
     """The demo's traffic is the sample inventory's: say so when the config names another one
     (the next writing command re-attributes the events to it)."""
-    from pipeline.demo import CONFIG_DIR
+    from pipeline.demo import CONFIG_DIR, demo_inventory
 
-    sample = (CONFIG_DIR / "agents.yaml").resolve()
-    chosen = app.config.inventory
-    if chosen is None or chosen.resolve() != sample:
-        click.echo(f"trailwarden: note: the demo generated traffic for the sample inventory {sample}; "
-                   f"your config's inventory is {chosen or 'not set'}", err=True)
+    if app.inventory.fingerprint() != demo_inventory().fingerprint():
+        click.echo(f"trailwarden: note: the demo generated traffic for the sample inventory "
+                   f"{CONFIG_DIR / 'agents.yaml'}; your config's inventory is "
+                   f"{app.config.inventory or 'not set'}", err=True)
 
 
 def _demo_config(app: App, db: Path) -> Path | None:
@@ -1076,7 +1075,7 @@ def _demo_config(app: App, db: Path) -> Path | None:
             out.write(text)
     except FileExistsError:  # appeared meanwhile: it is the user's, leave it
         return None
-    app._config = None  # the next commands of this process read it too
+    app._config = app._inventory = None  # the rest of this command reads it too
     return DEFAULT_CONFIG_PATH
 
 

@@ -166,7 +166,7 @@ def suppress() -> None:
 
     \b
     Examples:
-      trailwarden suppress add --detector odd_hours --agent backup-job --reason "DR drill week" --by alice --until 2026-12-07
+      trailwarden suppress add --detector odd_hours --agent nightly-backup --reason "DR drill week" --by alice --until 7d
       trailwarden suppress add --detector failure_storm --action "ecs:Describe*" --error-code Throttling --reason "..." --by bob
       trailwarden suppress list --all
       trailwarden suppress remove sup-1a2b3c4d --by alice --reason "drill over"
