@@ -81,6 +81,7 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], max_width: int 
     What gives way, in order: free-text columns (summary, reason, error...) down to a readable
     share of the width, then the widest other columns, then any column but the first ``keys``
     (the id or name that says what a row is), which are cut last. A cut cell ends with "…".
+    When even the headers cannot be shown whole, each row is shown as a block (:func:`expanded`).
     """
     width = max_width or terminal_width()
     cells = [[_cell(v) for v in row] for row in rows]
@@ -88,11 +89,26 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], max_width: int 
     if width is not None:
         numbers = {i for i in range(len(columns)) if all(_is_number(r[i]) for r in rows)}
         widths = fit_widths(list(columns), widths, width - 2 * (len(columns) - 1), keys, numbers)
+        if any(w < len(c) and w < max(len(r[i]) for r in cells) for i, (c, w) in enumerate(zip(columns, widths,
+                                                                                            strict=True))):
+            return expanded(columns, cells, width)
     lines = ["  ".join(c.ljust(w)[:w] for c, w in zip(columns, widths, strict=True)).rstrip(),
              "  ".join("-" * w for w in widths)]
     for row in cells:
         lines.append("  ".join(_fit(c, w) for c, w in zip(row, widths, strict=True)).rstrip())
     return "\n".join(lines)
+
+
+def expanded(columns: Sequence[str], cells: Sequence[Sequence[str]], width: int) -> str:
+    """One block of ``column  value`` lines per row: what a table becomes when the terminal is
+    too narrow to show even its headers whole (like psql's expanded display)."""
+    label = max(len(c) for c in columns)
+    out = []
+    for n, row in enumerate(cells, 1):
+        out.append(f"-[ {n} ]" + "-" * max(0, min(width, label + 20) - len(f"-[ {n} ]")))
+        out += [f"{c.ljust(label)}  {_fit(v, max(width - label - 2, 8))}".rstrip() for c, v in zip(columns, row,
+                                                                                                   strict=True)]
+    return "\n".join(out)
 
 
 def fit_widths(columns: list[str], widths: list[int], budget: int, keys: int = 1,

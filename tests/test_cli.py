@@ -358,7 +358,8 @@ def test_a_table_at_100_columns_keeps_the_name_column_whole():
                                               None, None, "unregistered"]]
     text = table(COLUMNS, rows, max_width=100)  # the issue saw "monitor-rea…" here
     assert max(map(len, text.splitlines())) <= 100
-    assert _cells(text, 0) == ["monitor-readonly", ROOT_ID] and _cells(text, 6) == ["13485", "2"]
+    words = set(re.split(r"\s{2,}|\n", text))
+    assert {"monitor-readonly", ROOT_ID, "13485", "agent", "events_30d"} <= words  # whole, if in blocks
 
 
 def test_a_status_table_at_80_columns_keeps_source_and_partition_whole():
@@ -369,7 +370,9 @@ def test_a_status_table_at_80_columns_keeps_source_and_partition_whole():
     rows = [["trail", f"audit-proj/actiontrail_main/{n}", "2026-12-06T02:27:00Z", "2026-12-06T02:27:00Z",
              "27m 43s", 20, 20, "2026-12-06T02:28:00Z", None] for n in range(4)]
     text = table(cols, rows, max_width=80, keys=2)
-    assert _cells(text, 1) == [f"audit-proj/actiontrail_main/{n}" for n in range(4)]
+    assert max(map(len, text.splitlines())) <= 80
+    words = set(re.split(r"\s{2,}|\n", text))  # too narrow for every header: a block per row
+    assert {f"audit-proj/actiontrail_main/{n}" for n in range(4)} | {"cursor_time", "2026-12-06T02:27:00Z"} <= words
 
 
 def test_tables_use_columns_and_are_not_cut_into_a_pipe(monkeypatch):
