@@ -15,21 +15,27 @@ STALE_DAYS = 90
 
 def agent_rows(store: Store | None, inventory: Inventory) -> tuple[list[str], list[list[Any]]]:
     """One row per inventory agent, then per unregistered identity seen. Without a store yet
-    (``None``) the inventory alone: no activity, every agent never seen."""
+    (``None``) the inventory alone: no activity, every agent never seen. ``identities`` and
+    ``flags`` are lists (JSON arrays); :func:`joined` makes them text for a table or CSV."""
     now = utcnow()
     activity, open_findings = _activity(store, now) if store is not None else ({}, {})
     rows: list[list[Any]] = []
     for agent in inventory.agents:
         last, recent = activity.get(agent.name, (None, 0))
-        rows.append([agent.name, agent.owner, agent.environment, agent.purpose, ", ".join(agent.identities),
+        rows.append([agent.name, agent.owner, agent.environment, agent.purpose, list(agent.identities),
                      last, recent, open_findings.get(agent.name, 0), agent.expires, agent.review_by,
-                     ", ".join(_flags(agent.expires, agent.review_by, last, now))])
+                     _flags(agent.expires, agent.review_by, last, now)])
     registered = {a.name for a in inventory.agents}
     for name, (last, recent) in sorted(activity.items()):
         if name not in registered:
-            rows.append([name, None, None, None, name, last, recent, open_findings.get(name, 0), None, None,
-                         "unregistered"])
+            rows.append([name, None, None, None, [name], last, recent, open_findings.get(name, 0), None, None,
+                         ["unregistered"]])
     return COLUMNS, rows
+
+
+def joined(rows: list[list[Any]], sep: str) -> list[list[Any]]:
+    """The rows with their list cells joined by ``sep`` (", " in a table, "; " in CSV)."""
+    return [[sep.join(v) if isinstance(v, list) else v for v in row] for row in rows]
 
 
 def _activity(store: Store, now: datetime) -> tuple[dict[str, tuple[Any, int]], dict[str, int]]:

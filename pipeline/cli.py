@@ -26,7 +26,7 @@ from pipeline.attribution import STALE_NOTE, attribution_is_stale, reattribute_i
 from pipeline.config import Config, load_config, resolve_config_path
 from pipeline.errors import TerminalError, TrailwardenError, UsageError
 from pipeline.inert import one_line
-from pipeline.output import FORMATS, json_text, render, to_jsonable
+from pipeline.output import ALIASES, FORMATS, json_text, render, to_jsonable
 from pipeline.store import Store, open_for_reading, open_store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -86,6 +86,11 @@ class App:
         return reattribute_if_changed(store, self.inventory, allow_orphans=allow, source=self.inventory_source,
                                       why=why)
 
+    @property
+    def database_of_config(self) -> Path:
+        """The store a command finds without --db: the one the config names."""
+        return self.config.database
+
     def open(self, *, read_only: bool = False) -> Store:
         """Writers wait (bounded) for the lock; readers never do: when the service is mid-cycle
         they read its last snapshot (at most one cycle old) and say so on stderr."""
@@ -116,8 +121,18 @@ def common_options(func: F) -> F:
                              "config/trailwarden.yaml if present, else built-in defaults).")(func)
 
 
+class FormatChoice(click.Choice):
+    """``--format``: one vocabulary on every command (``table|json|csv``, ``html`` for replay);
+    ``text``, the old name of ``table`` on some commands, is still taken (hidden) for scripts."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value.lower() in ALIASES and ALIASES[value.lower()] in self.choices:
+            value = ALIASES[value.lower()]
+        return super().convert(value, param, ctx)
+
+
 def format_option(choices: tuple[str, ...] = FORMATS, default: str = "table") -> Callable[[F], F]:
-    return click.option("--format", "fmt", type=click.Choice(choices), default=default,
+    return click.option("--format", "fmt", type=FormatChoice(choices, case_sensitive=False), default=default,
                         show_default=True, help="Output format.")
 
 
@@ -204,7 +219,7 @@ class JsonLogFormatter(logging.Formatter):
               help="A file or directory of ActionTrail events (repeatable): JSON array, single "
                    "event, NDJSON, LookupEvents body, .gz of any, OSS delivery folders.")
 @click.option("--since", metavar="T", help="lookup_events sources: backfill from T (e.g. 30d, at most 90d).")
-@format_option(("text", "json"), default="text")
+@format_option()
 @reattribute_option
 @pass_app
 def ingest(app: App, sources: tuple[str, ...], paths: tuple[str, ...], since: str | None, fmt: str,
@@ -247,6 +262,8 @@ def ingest(app: App, sources: tuple[str, ...], paths: tuple[str, ...], since: st
         if fmt == "json":
             click.echo(json.dumps(to_jsonable({"seconds": round(elapsed, 3),
                                                "sources": {o.name: o.as_dict() for o in outcomes}}), indent=2))
+        elif fmt == "csv":
+            click.echo(_ingest_csv(outcomes, elapsed))
         else:
             for outcome in outcomes:
                 if outcome.report:
@@ -289,6 +306,16 @@ def _check_backfill(targets: list[tuple[str, Any]], backfill: datetime) -> None:
                    f"{oldest:%Y-%m-%d %H:%M}Z, not {backfill:%Y-%m-%d}", err=True)
 
 
+_INGEST_CSV = ["source", "new", "duplicates", "quarantined", "files", "skipped_files", "error", "seconds"]
+
+
+def _ingest_csv(outcomes: list[Any], elapsed: float) -> str:
+    """One row per source: its counts (0 where a source has no such count) and its error."""
+    rows = [[o.name, *(o.as_dict().get(c, 0) for c in _INGEST_CSV[1:6]), o.error, round(elapsed, 3)]
+            for o in outcomes]
+    return render(_INGEST_CSV, rows, "csv")
+
+
 def _ingest_line(name: str, rep: dict[str, Any], elapsed: float) -> str:
     files = rep.get("files", 0)
     skipped = rep.get("skipped_files", 0)
@@ -305,12 +332,17 @@ def _progress_bar(_name: str, paths: list[str]) -> Iterator[Callable[[int], None
     if not sys.stderr.isatty():
         yield None
         return
+    from pipeline.output import Progress
     from pipeline.sources.files import find_files
 
     total = sum(p.stat().st_size for p in find_files(paths))
-    with click.progressbar(length=total, label="ingesting", file=sys.stderr,
-                           show_eta=True, show_percent=True) as bar:
+    bar = Progress(total, lambda text: click.echo(text, file=sys.stderr, nl=False))
+    try:
         yield bar.update
+    except BaseException:
+        click.echo("", err=True)  # the error's line starts on a line of its own
+        raise
+    bar.finish()
 
 
 @contextmanager
@@ -359,10 +391,13 @@ def query(app: App, sql: str, params: tuple[str, ...], fmt: str) -> None:
 
 @cli.command()
 @common_options
-@format_option(("table", "json"))
+@format_option()
 @pass_app
 def status(app: App, fmt: str) -> None:
     """Events, sources' cursors and lag, quarantine, and the last runs.
+
+    `--format csv` is the per-partition table of the sources (one row per SLS shard, LookupEvents
+    region or files source), for a monitoring script; `json` holds everything.
 
     \b
     Example:
@@ -376,6 +411,11 @@ def status(app: App, fmt: str) -> None:
         info = collect_status(store, target.destination, target.min_severity)
     if fmt == "json":
         click.echo(json.dumps(to_jsonable(info), indent=2))
+        return
+    if fmt == "csv":
+        columns = ["source", "partition", "cursor_time", "watermark", "lag_seconds", "events",
+                   "events_last_hour", "updated_at", "last_error", "last_error_at"]
+        click.echo(render(columns, [[s.get(c) for c in columns] for s in info["sources"]], "csv"))
         return
     click.echo(_status_text(info))
 
@@ -400,7 +440,7 @@ def _status_text(info: dict[str, Any]) -> str:
                             [[s["source"], s["partition"], s["cursor_time"], s["watermark"],
                               human_duration(s["lag_seconds"]), s["events"],
                               s["events_last_hour"], s["updated_at"], s["last_error"]] for s in info["sources"]],
-                            "table"))
+                            "table", keys=2))
         lines.append("")
     service = info.get("service") or {}
     if service.get("steps"):
@@ -436,7 +476,7 @@ _ALL_REASONS = 'trailwarden query "SELECT reason, count(*) AS n FROM quarantine 
 @common_options
 @click.option("--since", metavar="T", help="Start of the window (2026-11-01, 2026-11-01T08:00:00Z, or 7d ago).")
 @click.option("--until", metavar="T", help="End of the window, exclusive (default: now).")
-@format_option(("text", "json"), default="text")
+@format_option()
 @reattribute_option
 @pass_app
 def detect(app: App, since: str | None, until: str | None, fmt: str, reattribute: bool) -> None:
@@ -473,6 +513,10 @@ def detect(app: App, since: str | None, until: str | None, fmt: str, reattribute
             counts["failed_detectors"] = report.failed
         if fmt == "json":
             click.echo(json.dumps(to_jsonable(report.as_dict()), indent=2))
+        elif fmt == "csv":
+            click.echo(render(["detector", "findings", "seconds", "error"],
+                              [[name, st["findings"], round(st["seconds"], 3), st["error"]]
+                               for name, st in report.detectors.items()], "csv"))
         else:
             click.echo(_detect_text(report))
         if report.failed:
@@ -644,7 +688,7 @@ def agents(app: App, fmt: str) -> None:
     Example:
       trailwarden agents --format json
     """
-    from pipeline.agents import agent_rows
+    from pipeline.agents import agent_rows, joined
 
     inventory = app.inventory
     if not app.database.exists():  # no store yet: the inventory alone, every agent never seen
@@ -653,7 +697,7 @@ def agents(app: App, fmt: str) -> None:
         with app.open(read_only=True) as store:
             _note_if_attribution_stale(store, inventory)
             columns, rows = agent_rows(store, inventory)
-    click.echo(render(columns, rows, fmt))
+    click.echo(render(columns, rows if fmt == "json" else joined(rows, "; " if fmt == "csv" else ", "), fmt))
 
 
 def _note_if_attribution_stale(store: Store, inventory: Inventory) -> None:
@@ -698,7 +742,7 @@ def train(app: App, until: str | None, fmt: str) -> None:
 @cli.command()
 @common_options
 @click.option("--dry-run", is_flag=True, help="Show what would be posted; post and record nothing.")
-@format_option(("text", "json"), default="text")
+@format_option(("table", "json"))
 @pass_app
 def alert(app: App, dry_run: bool, fmt: str) -> None:
     """Deliver pending findings to Slack (or print them when no `slack:` is configured).
@@ -836,7 +880,7 @@ def _require_config_file(app: App, command: str) -> None:
 
 @cli.command()
 @common_options
-@format_option(("text", "json"), default="text")
+@format_option()
 @pass_app
 def prune(app: App, fmt: str) -> None:
     """Apply the retention policy now (`retention:` in the config; also run nightly by `serve`).
@@ -859,6 +903,8 @@ def prune(app: App, fmt: str) -> None:
         counts.update(vars(report))
     if fmt == "json":
         click.echo(json.dumps(vars(report), indent=2))
+    elif fmt == "csv":
+        click.echo(render(list(vars(report)), [list(vars(report).values())], "csv"))
     else:
         click.echo(f"archived {report.archived:,}, deleted {report.deleted:,}, raw JSON dropped for "
                    f"{report.raw_dropped:,}; kept {report.kept_as_evidence:,} old events an open finding cites")
@@ -919,7 +965,7 @@ def replay(app: App, agent: str, since: str | None, until: str | None, fmt: str,
 @click.option("--days", type=click.IntRange(1, 3650), default=90, show_default=True,
               help="The window: the last N days.")
 @click.option("--since", metavar="T", help="Start of the window instead (2026-11-01, 30d).")
-@format_option(("table", "json"))
+@format_option()
 @pass_app
 def least_privilege_command(app: App, agent: str, days: int, since: str | None, fmt: str) -> None:
     """What AGENT is granted against what it used, and a tighter policy covering what it did.
@@ -944,6 +990,11 @@ def least_privilege_command(app: App, agent: str, days: int, since: str | None, 
         result = least_privilege(store, app.inventory, agent, since=start)
     if fmt == "json":
         click.echo(json.dumps(to_jsonable(result), indent=2))
+        return
+    if fmt == "csv":  # one row per action used, then per granted pattern never used
+        rows = [[u["action"], u["calls"], "used" if u["granted"] else "used, not granted"] for u in result["used"]]
+        rows += [[g["pattern"], 0, "granted, unused"] for g in result["granted"] if not g["used_actions"]]
+        click.echo(render(["action", "calls", "state"], rows, "csv"))
         return
     click.echo(f"{one_line(agent)}: granted vs used, {to_jsonable(result['window']['since'])} .. "
                f"{to_jsonable(result['window']['until'])}\n")
@@ -1041,18 +1092,66 @@ def demo(app: App, days: int, seed: int) -> None:
     """The whole pipeline on generated data: no cloud account, no Slack, nothing to configure.
 
     Generates a month of ActionTrail traffic for the sample inventory in config/agents.yaml
-    (a CI deployer, a read-only monitor, a nightly backup bot, a time-bound vendor, an ETL role
-    and a human admin) with a few planted incidents, writes it as an OSS-style dump, ingests it
-    into a fresh store (default data/demo.duckdb) and prints what it found.
+    (a CI deployer, a read-only monitor, a nightly backup bot, a time-bound vendor, an ETL role,
+    a Terraform role and a human admin) with a few planted incidents, writes it as an OSS-style
+    dump, ingests it into the store every other command reads (--db, else the config's
+    `database`, default data/trailwarden.duckdb) and prints what it found. A store that is not a
+    demo's is never replaced (exit 2: pass --db OTHER). Run where no config is found, it writes
+    config/trailwarden.yaml (the sample inventory, that store) so the next commands work there.
 
     \b
     Example:
-      trailwarden demo && trailwarden --db data/demo.duckdb status
+      trailwarden demo && trailwarden status
     """
     from pipeline.demo import run_demo
 
-    db = Path(app.db_path) if app.db_path else Path("data/demo.duckdb")
+    db = app.database
+    wrote = _demo_config(app, db)
     run_demo(db, days=days, seed=seed, echo=click.echo)
+    if wrote:
+        click.echo(f"\nWrote {wrote}: this directory had no config; it names the sample inventory and "
+                   f"{db}, so the commands below work from here.")
+    _note_if_other_inventory(app)
+    prefix = "" if db == app.database_of_config else f"--db {db} "
+    click.echo(f"\nExplore: trailwarden {prefix}status\n"
+               f"         trailwarden {prefix}findings --since 30d\n"
+               f"         trailwarden {prefix}replay ci-deployer --since 7d\n"
+               f"         trailwarden {prefix}alert --dry-run        # the Slack messages, printed (no token needed)")
+
+
+def _note_if_other_inventory(app: App) -> None:
+    """The demo's traffic is the sample inventory's: say so when the config names another one
+    (the next writing command re-attributes the events to it)."""
+    from pipeline.demo import CONFIG_DIR, demo_inventory
+
+    if app.inventory.fingerprint() != demo_inventory().fingerprint():
+        click.echo(f"trailwarden: note: the demo generated traffic for the sample inventory "
+                   f"{CONFIG_DIR / 'agents.yaml'}; your config's inventory is "
+                   f"{app.config.inventory or 'not set'}", err=True)
+
+
+def _demo_config(app: App, db: Path) -> Path | None:
+    """Where no config is found (no --config, no $TRAILWARDEN_CONFIG, no config/trailwarden.yaml),
+    write config/trailwarden.yaml naming the sample inventory and the demo's store, so the next
+    commands work from this directory. Never overwrites a file; returns the path written."""
+    from pipeline.config import DEFAULT_CONFIG_PATH
+    from pipeline.demo import CONFIG_DIR
+
+    if resolve_config_path(app.config_path) is not None:
+        return None
+    text = ("# Written by `trailwarden demo`, where no config was found: the sample inventory and the\n"
+            "# demo's store. Edit it to watch a real account (README: Config).\n"
+            f"database: {json.dumps(str(db))}\n"
+            "timezone: Asia/Shanghai\n"
+            f"inventory: {json.dumps(str(CONFIG_DIR / 'agents.yaml'))}\n")
+    DEFAULT_CONFIG_PATH.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with DEFAULT_CONFIG_PATH.open("x", encoding="utf-8") as out:
+            out.write(text)
+    except FileExistsError:  # appeared meanwhile: it is the user's, leave it
+        return None
+    app._config = app._inventory = None  # the rest of this command reads it too
+    return DEFAULT_CONFIG_PATH
 
 
 # -- entry point ---------------------------------------------------------------------------------

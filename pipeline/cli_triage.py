@@ -47,9 +47,11 @@ def _status_command(name: str, status: str, summary: str) -> None:
         with app.open() as store:
             full = resolve_finding_ids(store, ids)
             changes = set_status(store, full, status, by=by or default_author(), reason=reason)
-        if fmt == "json":
-            click.echo(json.dumps([{"id": c.finding_id, "old_status": c.old, "status": c.new,
-                                    "changed": c.change_id is not None} for c in changes], indent=2))
+        if fmt in ("json", "csv"):
+            records = [{"id": c.finding_id, "old_status": c.old, "status": c.new,
+                        "changed": c.change_id is not None} for c in changes]
+            click.echo(json.dumps(records, indent=2) if fmt == "json" else
+                       render(["id", "old_status", "status", "changed"], [list(r.values()) for r in records], "csv"))
             return
         for c in changes:
             if c.change_id is None:
@@ -70,7 +72,7 @@ def _status_command(name: str, status: str, summary: str) -> None:
       trailwarden findings {name} 3df22d5f1e --by alice --reason "{_EXAMPLE_REASONS[status]}"
     """
     decorated = pass_app(command)
-    for decorate in (format_option(("table", "json")), _reason_option, _by_option,
+    for decorate in (format_option(), _reason_option, _by_option,
                      click.argument("ids", nargs=-1, required=True, metavar="ID..."), common_options):
         decorated = decorate(decorated)
     findings.command(name)(decorated)
@@ -122,10 +124,12 @@ def show(app: App, finding_id: str, fmt: str) -> None:
 @common_options
 @click.option("--since", default="30d", show_default=True, metavar="T", help="Findings seen since T (30d, 2026-11-01).")
 @click.option("--top", default=10, show_default=True, type=click.IntRange(1), help="How many noisiest keys.")
-@format_option(("table", "json"))
+@format_option()
 @pass_app
 def stats(app: App, since: str, top: int, fmt: str) -> None:
     """Per detector and per agent: findings by status and the false-positive rate; the noisiest keys.
+
+    `--format csv` is one row per detector and per agent (column `by`); `json` adds the noisiest keys.
 
     The false-positive rate is false positives among the findings someone triaged
     (acknowledged, resolved or false positive). The counts add up to what
@@ -141,6 +145,10 @@ def stats(app: App, since: str, top: int, fmt: str) -> None:
         click.echo(json.dumps(to_jsonable(result), indent=2))
         return
     cols = ["total", *STATUSES, "false_positive_rate"]
+    if fmt == "csv":  # one row per detector, then per agent: `by` says which
+        click.echo(render(["by", "name", *cols], [[key, r[key], *(r[c] for c in cols)] for key in ("detector", "agent")
+                                                  for r in result[f"by_{key}"]], "csv"))
+        return
     out = [f"{result['total']} findings since {to_jsonable(result['since'])}", ""]
     for key in ("detector", "agent"):
         rows = result[f"by_{key}"]
@@ -159,7 +167,7 @@ def suppress() -> None:
 
     \b
     Examples:
-      trailwarden suppress add --detector odd_hours --agent backup-job --reason "DR drill week" --by alice --until 2026-12-07
+      trailwarden suppress add --detector odd_hours --agent nightly-backup --reason "DR drill week" --by alice --until 7d
       trailwarden suppress add --detector failure_storm --action "ecs:Describe*" --error-code Throttling --reason "..." --by bob
       trailwarden suppress list --all
       trailwarden suppress remove sup-1a2b3c4d --by alice --reason "drill over"
@@ -180,7 +188,7 @@ def suppress() -> None:
                                                "Default: 90 days.")
 @click.option("--force", is_flag=True, help="Allow a suppression of a whole detector for every agent (a /0 "
                                              "network or an action of only '*' narrows nothing).")
-@format_option(("table", "json"))
+@format_option()
 @pass_app
 def suppress_add(app: App, detector: str, agent: str | None, action: str | None, source_ip: str | None,
                  error_code: str | None, reason: str, by: str | None, until: str | None, force: bool,
@@ -201,8 +209,10 @@ def suppress_add(app: App, detector: str, agent: str | None, action: str | None,
             raise UsageError(f"{broad_message(s, hidden)}; narrow it with --agent/--action/--source-ip/--error-code, "
                              "or pass --force", key="--force")
         add_suppression(store, s)
-    if fmt == "json":
-        click.echo(json.dumps(to_jsonable({**s.as_dict(now), "would_have_hidden_30d": len(hidden)}), indent=2))
+    record = {**s.as_dict(now), "would_have_hidden_30d": len(hidden)}
+    if fmt in ("json", "csv"):
+        click.echo(json.dumps(to_jsonable(record), indent=2) if fmt == "json"
+                   else render(list(record), [list(record.values())], "csv"))
         return
     click.echo(f"{s.id}: suppressing {s.scope()} until {to_jsonable(s.expires_at)} "
                f"({len(hidden)} finding(s) of the last 30 days match it)")

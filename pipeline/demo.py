@@ -1,11 +1,18 @@
 """``trailwarden demo``: generate a month of traffic for the sample inventory, write it the way an
-OSS trail delivers it, ingest it into a fresh store and show what is there."""
+OSS trail delivers it, ingest it into a fresh store and show what is there.
+
+The store is the one every other command reads (``--db``, else the config's ``database``), so
+``trailwarden status`` works right after the demo. It is marked (``pipeline_state`` row
+``demo``) and built beside its target, then moved into place: a store without the mark is never
+replaced, and a demo killed half-way leaves the previous store (or none) untouched.
+"""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections import defaultdict
@@ -14,19 +21,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from models.inventory import Attributor, Inventory, load_inventory
 from pipeline import synthetic
 from pipeline.attribution import STATE_KEY
 from pipeline.config import load_config
 from pipeline.detect import run_detect
-from pipeline.errors import UsageError
+from pipeline.errors import TrailwardenError, TransientError, UsageError
 from pipeline.findings import list_findings
 from pipeline.ingest import ingest_files
 from pipeline.output import render
-from pipeline.store import open_store
+from pipeline.store import open_store, snapshot_path
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 SCORED_DAYS = 8  # the planted incidents all fall in the last 7 local days
+DEMO_KEY = "demo"  # pipeline_state row that marks a store as the demo's (value: when it was generated)
 
 
 def demo_inventory() -> Inventory:
@@ -62,7 +72,42 @@ def write_oss_dump(events: list[dict[str, Any]], root: Path) -> int:
     return len(by_hour)
 
 
+def is_demo_store(db: Path) -> bool:
+    """Whether ``db`` holds a store the demo made (its ``demo`` mark). A file that is not a store
+    at all, or one from an older schema, is not the demo's. A store another process holds is
+    reported (transient: retry when it is free), never guessed at."""
+    try:
+        with open_store(db, read_only=True, lock_wait=0.0) as store:
+            return store.read_state(DEMO_KEY) is not None
+    except TransientError:
+        raise
+    except (TrailwardenError, duckdb.Error):
+        return False
+
+
+def check_target(db: Path) -> None:
+    """Refuse (exit 2) to replace anything but a demo's store: a real store is never overwritten."""
+    if db.exists() and not is_demo_store(db):
+        raise UsageError(f"{db} holds a store that is not the demo's; pass --db OTHER")
+
+
+def _remove_store_files(db: Path) -> None:
+    for suffix in ("", ".wal"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+
+
+def _move_into_place(built: Path, db: Path) -> None:
+    """Replace the old demo store (and its stale WAL and snapshot) with the one just built."""
+    Path(str(db) + ".wal").unlink(missing_ok=True)
+    snapshot_path(db).unlink(missing_ok=True)
+    if Path(str(built) + ".wal").exists():  # not expected after a clean close; keep it with its file
+        os.replace(str(built) + ".wal", str(db) + ".wal")
+    os.replace(built, db)
+
+
 def run_demo(db: Path, *, days: int = 30, seed: int = 7, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Build the demo store at ``db``: refused when ``db`` holds a store that is not a demo's."""
+    check_target(db)
     inventory = demo_inventory()
     end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     vendor = inventory.agent("vendor-acme")
@@ -73,10 +118,11 @@ def run_demo(db: Path, *, days: int = 30, seed: int = 7, echo: Callable[[str], N
     echo(f"Generated {len(events):,} ActionTrail events for {len(inventory.agents)} agents over {days} days "
          f"({end - timedelta(days=days):%Y-%m-%d} .. {end:%Y-%m-%d}), with {len(synthetic.INCIDENTS)} planted "
          f"incidents; wrote {files} OSS-style files to {dump}/")
-    for suffix in ("", ".wal"):
-        Path(str(db) + suffix).unlink(missing_ok=True)
+    building = db.with_name(db.name + ".demo-building")  # left by a killed demo: start it again
+    _remove_store_files(building)
     started = time.monotonic()
-    with open_store(db) as store:
+    with open_store(building) as store:
+        store.write_state(DEMO_KEY, datetime.now(UTC).isoformat().replace("+00:00", "Z"))
         run_id = store.start_run("demo")
         store.write_state(STATE_KEY, inventory.fingerprint())
         report = ingest_files(store, [dump], Attributor(inventory), source="demo")
@@ -94,6 +140,8 @@ def run_demo(db: Path, *, days: int = 30, seed: int = 7, echo: Callable[[str], N
         detect = run_detect(store, load_config(CONFIG_DIR / "trailwarden.yaml"), inventory,
                             since=end - timedelta(days=SCORED_DAYS), until=end)
         found = list_findings(store)
+    check_target(db)  # still the demo's (or nothing) now that it is about to be replaced
+    _move_into_place(building, db)
     registered = {a.name for a in inventory.agents}
     echo("Activity by agent (unregistered identities are marked *):")
     echo(render(["agent", "events", "failed", "apis", "first_seen", "last_seen"],
@@ -117,9 +165,5 @@ def run_demo(db: Path, *, days: int = 30, seed: int = 7, echo: Callable[[str], N
         else:
             when = f"{start.astimezone(synthetic.BUSINESS_TZ):%a %Y-%m-%d} {synthetic.BUSINESS_TZ}"
         echo(f"  - {inc.agent}: {inc.what} ({when}): {mark}")
-    echo(f"\nExplore: trailwarden --db {db} findings --format json\n"  # noqa: S608 - help text, not SQL
-         f"         trailwarden --db {db} alert        # the Slack messages, printed (no token needed)\n"
-         f"         trailwarden --db {db} query \"SELECT event_time, event_name, source_ip, error_code "
-         f"FROM events WHERE agent = 'ci-deployer' ORDER BY event_time DESC LIMIT 20\"")
     return {"events": len(events), "files": files, "ingest": report.as_dict(), "findings": len(found),
             "incidents_caught": caught}

@@ -7,6 +7,8 @@ act on, and never carry secrets.
 
 from __future__ import annotations
 
+import re
+
 
 class TrailwardenError(Exception):
     """Root of every error trailwarden raises on purpose."""
@@ -25,8 +27,15 @@ class UsageError(TrailwardenError):
         self.path = path
         self.key = key
         self.message = message
-        where = ": ".join(p for p in (path, key) if p)
+        where = ": ".join(p for p in (path, key) if p and not _names(message, p))
         super().__init__(f"{where}: {message}" if where else message)
+
+
+def _names(message: str, part: str) -> bool:
+    """Whether ``message`` already names ``part`` (a file or key) as a whole word, as in
+    "--since must be before --until" or "x.yaml: agents[0].name: ...": then the prefix would only
+    repeat it ("--since: --since must ...")."""
+    return re.search(rf"(?<![\w-]){re.escape(part)}(?![\w-])", message) is not None
 
 
 class TransientError(TrailwardenError):

@@ -371,9 +371,9 @@ def parse_yaml(path: Path, now: datetime, by: str | None = None) -> list[Suppres
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise UsageError(f"{path}: cannot read ({exc.strerror})", key="FILE") from None
+        raise UsageError(f"cannot read ({exc.strerror})", path=str(path)) from None
     except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})", key="FILE") from None
+        raise UsageError(f"not valid YAML ({str(exc).splitlines()[0]})", path=str(path)) from None
     items = (data or {}).get("suppressions") if isinstance(data, dict) else None
     if not isinstance(items, list):
         raise UsageError(f"{path}: suppressions: expected a list", key="suppressions")

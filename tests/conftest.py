@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -144,3 +145,15 @@ def kill_after_commits(script: str, args: list[str], commits: int,
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+
+
+@pytest.fixture(scope="session")
+def demo_checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the repository's working files (config, notebooks, the real-attack fixtures)
+    where ``trailwarden demo`` has run once, as a newcomer would run it: from the root, no flags."""
+    root = tmp_path_factory.mktemp("checkout")
+    shutil.copytree(ROOT / "config", root / "config")
+    shutil.copytree(REAL_ATTACKS, root / "tests" / "fixtures" / "real-attacks")
+    result = run_cli("demo", cwd=root)
+    assert result.returncode == 0, result.stderr
+    return root

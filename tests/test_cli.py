@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -382,3 +383,198 @@ def test_csv_is_exact_data_in_a_pipe_and_inert_on_a_terminal(hostile_store):
     shown = _on_a_terminal("--config", str(cfg), "query", sql, "--format", "csv")
     _assert_terminal_safe(shown.replace("\r", ""))  # the terminal's own CR LF aside
     assert "ci-<U+200B>deploy,\\x1b[2J _it_ ~strike~ <U+202E><U+200B>\\x7f\\x9b31m" in shown
+# -- one-line errors name their option once ----------------------------------------------------------
+def _main(*argv: str) -> tuple[int, str, str]:
+    """Run ``trailwarden`` in-process (its own entry point: exit code and one-line errors)."""
+    import contextlib
+    import io
+
+    from pipeline.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exc:
+        main(list(argv))
+    return int(exc.value.code or 0), out.getvalue(), err.getvalue()
+
+
+TIME_OPTIONS = [  # every option that takes a time, and the command it belongs to
+    (["detect"], "--since"), (["detect"], "--until"),
+    (["backtest", "--since", "7d"], "--until"), (["backtest"], "--since"),
+    (["replay", "ci-deployer"], "--since"), (["replay", "ci-deployer"], "--until"),
+    (["findings"], "--since"), (["findings", "stats"], "--since"),
+    (["least-privilege", "ci-deployer"], "--since"), (["train"], "--until"),
+    (["ingest", "--file", str(REAL_ATTACKS)], "--since"),
+    (["suppress", "add", "--detector", "odd_hours", "--reason", "r", "--by", "me"], "--until"),
+]
+
+
+@pytest.mark.parametrize(("command", "key"), TIME_OPTIONS, ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+def test_a_bad_time_names_its_option_once(tmp_path, command, key):
+    code, _out, err = _main("--db", str(tmp_path / "s.duckdb"), *command, key, "yesterday-ish")
+    assert code == 2, err
+    [line] = err.strip().splitlines()
+    assert line.startswith(f"trailwarden: error: {key}: "), line
+    assert line.count(key) == 1, line  # not "--until: --until: ..."
+    assert "yesterday-ish" in line
+
+
+@pytest.mark.parametrize("command", [["detect"], ["replay", "ci-deployer"], ["backtest"]])
+def test_a_window_that_ends_before_it_starts_says_so_once(tmp_path, command):
+    code, _out, err = _main("--db", str(tmp_path / "s.duckdb"), *command,
+                            "--since", "2026-11-10", "--until", "2026-11-01")
+    assert code == 2, err
+    [line] = err.strip().splitlines()
+    assert line.count("--since") == 1 and "before --until" in line, line
+
+
+def test_a_suppression_that_ends_before_it_starts_names_until_once(tmp_path):
+    code, _out, err = _main("--db", str(tmp_path / "s.duckdb"), "suppress", "add", "--detector", "odd_hours",
+                            "--agent", "ci-deployer", "--reason", "r", "--by", "me", "--until", "2020-01-01")
+    assert code == 2, err
+    [line] = err.strip().splitlines()
+    assert line.count("--until") == 1, line
+
+
+# -- tables, formats, progress ---------------------------------------------------------------------
+ROOT_ID = "root-account:1384926508761234"
+SUMMARY = ("ci-deployer made 9 calls from 185.220.101.0/24, outside its declared source networks "
+           "203.0.113.0/24, with a new client python-requests/2.31 and at 03:10 on a Sunday")
+
+
+def _cells(text: str, column: int) -> list[str]:
+    """The cells of one column of a rendered table, found by the header's dashes."""
+    lines = text.splitlines()
+    spans = [m.span() for m in re.finditer(r"-+", lines[1])]
+    start, end = spans[column]
+    return [ln[start:end].rstrip() if column < len(spans) - 1 else ln[start:].rstrip() for ln in lines[2:]]
+
+
+def test_a_findings_table_at_160_columns_cuts_the_other_columns_before_the_summary():
+    from pipeline.output import table
+
+    cols = ["id", "severity", "status", "detector", "agent", "last_seen", "event_count", "summary"]
+    rows = [["658d22bd61105b5e94f9", "critical", "acknowledged", "unregistered_identity", ROOT_ID,
+             "2026-12-05T03:07:00Z", 9, SUMMARY]]
+    text = table(cols, rows, max_width=160)
+    assert max(map(len, text.splitlines())) <= 160
+    assert _cells(text, 0) == ["658d22bd61105b5e94f9"]  # the id whole
+    assert len(_cells(text, 7)[0]) >= 58  # was cut at 31 here
+    assert _cells(text, 6) == ["9"]  # a count is never cut
+
+
+def test_a_table_at_100_columns_keeps_the_name_column_whole():
+    from pipeline.agents import COLUMNS
+    from pipeline.output import table
+
+    rows = [["monitor-readonly", "sre-team", "production", "Poll instance and database metrics " * 3,
+             "ram-user:cms-poller, access-key:LTAI5tMonitor", "2026-12-05T03:07:00Z", 13485, 3, None,
+             "2027-03-01", "review overdue"], [ROOT_ID, None, None, None, ROOT_ID, "2026-12-05T03:07:00Z", 2, 1,
+                                              None, None, "unregistered"]]
+    text = table(COLUMNS, rows, max_width=100)  # the issue saw "monitor-rea…" here
+    assert max(map(len, text.splitlines())) <= 100
+    words = set(re.split(r"\s{2,}|\n", text))
+    assert {"monitor-readonly", ROOT_ID, "13485", "agent", "events_30d"} <= words  # whole, if in blocks
+
+
+def test_a_status_table_at_80_columns_keeps_source_and_partition_whole():
+    from pipeline.output import table
+
+    cols = ["source", "partition", "cursor_time", "watermark", "lag", "events", "last_hour", "updated_at",
+            "last_error"]
+    rows = [["trail", f"audit-proj/actiontrail_main/{n}", "2026-12-06T02:27:00Z", "2026-12-06T02:27:00Z",
+             "27m 43s", 20, 20, "2026-12-06T02:28:00Z", None] for n in range(4)]
+    text = table(cols, rows, max_width=80, keys=2)
+    assert max(map(len, text.splitlines())) <= 80
+    words = set(re.split(r"\s{2,}|\n", text))  # too narrow for every header: a block per row
+    assert {f"audit-proj/actiontrail_main/{n}" for n in range(4)} | {"cursor_time", "2026-12-06T02:27:00Z"} <= words
+
+
+def test_tables_use_columns_and_are_not_cut_into_a_pipe(monkeypatch):
+    from pipeline.output import table
+
+    rows = [["x", SUMMARY]]
+    monkeypatch.setenv("COLUMNS", "60")
+    assert max(map(len, table(["id", "summary"], rows).splitlines())) <= 60
+    monkeypatch.delenv("COLUMNS")
+    assert SUMMARY in table(["id", "summary"], rows)  # stdout is captured here: not a terminal
+
+
+def _commands_with_format():
+    from pipeline.cli import cli
+
+    def walk(group, path):
+        for name, command in group.commands.items():
+            if hasattr(command, "commands"):
+                yield from walk(command, [*path, name])
+            for param in command.params:
+                if param.name == "fmt":
+                    yield " ".join([*path, name]), param
+    return list(walk(cli, []))
+
+
+def test_every_format_option_speaks_one_vocabulary():
+    found = _commands_with_format()
+    assert len(found) >= 18
+    for name, param in found:
+        choices = set(param.type.choices)
+        assert {"table", "json"} <= choices <= {"table", "json", "csv", "html"}, name
+        assert param.type.convert("text", param, None) == "table", name  # the old name, for scripts
+    with_csv = {name for name, param in found if "csv" in param.type.choices}
+    for name in ("ingest", "detect", "prune", "status", "least-privilege", "findings stats", "agents", "backtest",
+                 "train", "query", "findings", "suppress list"):
+        assert name in with_csv, name
+
+
+@pytest.mark.parametrize("command", [["status"], ["findings", "stats"], ["least-privilege", "ci-deployer"],
+                                     ["agents"], ["detect", "--since", "2d"]])
+def test_csv_output_parses_with_a_header(demo_checkout, tmp_path, command):
+    import csv
+    import io
+    import shutil
+
+    db = tmp_path / "copy.duckdb"  # detect writes: a copy of the demo store
+    shutil.copyfile(demo_checkout / "data" / "trailwarden.duckdb", db)
+    result = run_cli("--db", str(db), *command, "--format", "csv", cwd=demo_checkout)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert len(rows) >= 2 and all(len(r) == len(rows[0]) for r in rows)
+
+
+def test_agents_json_gives_lists_as_arrays(demo_checkout):
+    result = run_cli("agents", "--format", "json", cwd=demo_checkout)
+    agents = {a["agent"]: a for a in json.loads(result.stdout)}
+    assert agents["ci-deployer"]["identities"] == ["ram-user:ci-deploy", "access-key:LTAI5tCiDeploy7Qx2mK"]
+    assert agents["vendor-acme"]["flags"] == ["expired"] or "expired" in agents["vendor-acme"]["flags"]
+    assert agents["ram-user:ops-debug"]["flags"] == ["unregistered"]
+    csv_out = run_cli("agents", "--format", "csv", cwd=demo_checkout).stdout
+    assert "ram-user:ci-deploy; access-key:LTAI5tCiDeploy7Qx2mK" in csv_out
+
+
+def test_the_old_text_format_still_works(tmp_path):
+    result = run_cli("ingest", "--file", str(REAL_ATTACKS), "--db", str(tmp_path / "s.duckdb"), "--format", "text")
+    assert result.returncode == 0 and "502 new events" in result.stdout
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_progress_estimate_is_the_runs_average_rate():
+    from pipeline.output import Progress
+
+    clock, shown = _Clock(), []
+    bar = Progress(37_000_000, shown.append, clock=clock, every=0)
+    clock.now += 1.2
+    bar.update(100)  # the first report comes late and small: click said "0% 10:20:12" here
+    assert "ETA --:--" in shown[-1]
+    clock.now += 9.8
+    bar.update(18_500_000 - 100)  # half done after 11 s
+    assert "50%" in shown[-1] and "ETA 00:11" in shown[-1]
+    clock.now += 11
+    bar.update(18_500_000)
+    bar.finish()
+    assert "100%" in shown[-1] and "done in 00:22" in shown[-1] and shown[-1].endswith("\n")

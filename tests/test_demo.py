@@ -6,7 +6,7 @@ import json
 
 from models.inventory import load_inventory
 from pipeline import synthetic
-from tests.conftest import ROOT, run_cli
+from tests.conftest import REAL_ATTACKS, ROOT, assert_one_line_error, kill_after_commits, run_cli
 
 
 def test_demo_runs_end_to_end(tmp_path):
@@ -53,3 +53,62 @@ def test_incidents_are_in_the_generated_traffic():
     local = datetime.fromisoformat(stolen[0]["eventTime"]).astimezone(synthetic.BUSINESS_TZ)
     assert local.weekday() >= 5 and local.hour == 3  # a weekend, in the small hours
     assert [e["eventTime"] for e in events] == sorted(e["eventTime"] for e in events)
+
+
+# -- the demo's store is the one every command reads ----------------------------------------------
+def test_after_the_demo_status_works_with_no_flags(demo_checkout):
+    result = run_cli("status", cwd=demo_checkout)
+    assert result.returncode == 0, result.stderr
+    assert "data/trailwarden.duckdb" in result.stdout and "events" in result.stdout
+    assert not (demo_checkout / "data" / "demo.duckdb").exists()
+
+
+def test_the_demo_never_replaces_a_store_that_is_not_its_own(tmp_path):
+    db = tmp_path / "real.duckdb"
+    assert run_cli("ingest", "--file", str(REAL_ATTACKS), "--db", str(db)).returncode == 0
+    before = db.read_bytes()
+    result = run_cli("demo", "--db", str(db), "--days", "14", cwd=tmp_path)
+    assert_one_line_error(result, 2, f"{db} holds a store that is not the demo's; pass --db OTHER")
+    assert db.read_bytes() == before
+    (tmp_path / "junk.duckdb").write_text("not a store")
+    assert run_cli("demo", "--db", str(tmp_path / "junk.duckdb"), "--days", "14", cwd=tmp_path).returncode == 2
+    assert (tmp_path / "junk.duckdb").read_text() == "not a store"
+
+
+def test_the_demo_replaces_its_own_store_and_marks_it(tmp_path):
+    db = tmp_path / "d.duckdb"
+    for _ in range(2):  # the second run replaces the first's store
+        result = run_cli("demo", "--db", str(db), "--days", "14", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    rows = json.loads(run_cli("query", "SELECT name, value FROM pipeline_state WHERE name = 'demo'",
+                              "--db", str(db), "--format", "json", cwd=tmp_path).stdout)
+    assert len(rows) == 1 and rows[0]["value"].endswith("Z")
+    assert not list(tmp_path.glob("*.demo-building*"))  # built beside it, then moved into place
+
+
+def test_a_demo_killed_half_way_leaves_the_old_store_and_a_retry_finishes(tmp_path):
+    db = tmp_path / "d.duckdb"
+    assert run_cli("demo", "--db", str(db), "--days", "14", cwd=tmp_path).returncode == 0
+    before = db.read_bytes()
+    kill_after_commits("\nfrom pipeline.cli import main\nmain()\n", ["demo", "--db", str(db), "--days", "14"],
+                       commits=3)
+    assert (tmp_path / "d.duckdb.demo-building").exists()  # killed while building
+    assert db.read_bytes() == before  # the old demo store is untouched
+    result = run_cli("demo", "--db", str(db), "--days", "14", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(run_cli("status", "--db", str(db), "--format", "json").stdout)["quarantined"] == 0
+
+
+def test_where_no_config_is_found_the_demo_writes_one_and_never_overwrites_it(tmp_path):
+    result = run_cli("demo", "--days", "14", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    written = tmp_path / "config" / "trailwarden.yaml"
+    assert "Wrote config/trailwarden.yaml" in result.stdout
+    for command in (["status"], ["agents", "--format", "json"], ["replay", "ci-deployer", "--since", "7d"]):
+        ran = run_cli(*command, cwd=tmp_path)
+        assert ran.returncode == 0, (command, ran.stderr)
+    assert "ci-deployer" in run_cli("agents", cwd=tmp_path).stdout  # the sample inventory is configured
+    written.write_text(written.read_text() + "# mine now\n")
+    again = run_cli("demo", "--days", "14", cwd=tmp_path)
+    assert again.returncode == 0 and "Wrote" not in again.stdout
+    assert written.read_text().endswith("# mine now\n")

@@ -246,8 +246,8 @@ def test_agents_lists_inventory_activity_and_unregistered(demo_db):
     rows = {r["agent"]: r for r in json.loads(out.stdout)}
     assert {"ci-deployer", "monitor-readonly", "vendor-acme"} <= set(rows)
     assert rows["ci-deployer"]["open_findings"] > 0
-    assert rows["vendor-acme"]["flags"].startswith("expired")
-    assert rows["ram-user:ops-debug"]["flags"] == "unregistered"
+    assert rows["vendor-acme"]["flags"][0] == "expired"  # lists are JSON arrays (issue 13, item 15)
+    assert rows["ram-user:ops-debug"]["flags"] == ["unregistered"]
     assert rows["monitor-readonly"]["last_activity"] is not None
 
 
@@ -267,8 +267,8 @@ def test_agents_flags_a_review_overdue_and_an_agent_idle_for_90_days(tmp_path, m
     out = run_cli("--config", str(config), "agents", "--format", "json")
     assert out.returncode == 0, out.stderr
     rows = {r["agent"]: r for r in json.loads(out.stdout)}
-    assert rows["stale-bot"]["flags"] == "review overdue, idle 90d+"
-    assert rows["busy-bot"]["flags"] == ""  # review due in a month, active two days ago
+    assert rows["stale-bot"]["flags"] == ["review overdue", "idle 90d+"]
+    assert rows["busy-bot"]["flags"] == []  # review due in a month, active two days ago
     table = run_cli("--config", str(config), "agents").stdout
     assert "review overdue, idle 90d+" in next(line for line in table.splitlines() if "stale-bot" in line)
 

@@ -165,3 +165,29 @@ def test_least_privilege_shows_unused_grants_for_every_agent(executed, demo_db):
             assert "none" in line
     busiest = max(results, key=lambda n: len(results[n]["used"]))
     assert json.dumps(results[busiest]["suggested_policy"], indent=2) in text
+
+
+def _requirement_names(specs: list[str]) -> set[str]:
+    return {re.split(r"[\s<>=!~;\[]", s, maxsplit=1)[0].lower().replace("_", "-") for s in specs}
+
+
+def test_the_notebooks_extra_provides_everything_the_notebooks_import():
+    """`pip install -e '.[notebooks]'` then `jupyter lab notebooks/`: every module a notebook
+    imports is the standard library's, the project's, or a base or `notebooks` dependency's."""
+    import sys
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extra = project["optional-dependencies"]["notebooks"]
+    provided = _requirement_names(project["dependencies"]) | _requirement_names(extra)
+    assert {"jupyterlab", "matplotlib"} <= _requirement_names(extra)
+    owners = {m: {d.lower().replace("_", "-") for d in ds} for m, ds in packages_distributions().items()}
+    local = {"pipeline", "models", "detectors"}
+    for path in NOTEBOOKS:
+        nb = json.loads(path.read_text())
+        source = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+        modules = set(re.findall(r"^\s*(?:from|import)\s+([A-Za-z_]\w*)", source, flags=re.M))
+        for module in modules - local - set(sys.stdlib_module_names):
+            assert module in owners, f"{path.name}: imports {module}, which nothing installed provides"
+            assert owners[module] & provided, f"{path.name}: {module} comes from {owners[module]}, not in the extras"
