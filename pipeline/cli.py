@@ -24,7 +24,7 @@ from models.inventory import Attributor, Inventory, load_inventory
 from pipeline import __version__
 from pipeline.attribution import STALE_NOTE, attribution_is_stale, reattribute_if_changed
 from pipeline.config import Config, load_config, resolve_config_path
-from pipeline.errors import TerminalError, TrailwardenError, UsageError
+from pipeline.errors import ScrubFilter, TerminalError, TrailwardenError, UsageError, scrub
 from pipeline.output import FORMATS, render, to_jsonable
 from pipeline.store import Store, open_for_reading, open_store
 
@@ -133,6 +133,7 @@ def cli(ctx: click.Context, debug: bool, log_format: str) -> None:
     """
     ctx.ensure_object(App).debug = debug
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(ScrubFilter())  # no secret in any log line, ours or an SDK's
     handler.setFormatter(JsonLogFormatter() if log_format == "json"
                          else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[handler], force=True)
@@ -155,7 +156,7 @@ class JsonLogFormatter(logging.Formatter):
         if counts:
             entry["counts"] = counts
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info).splitlines()[-1]
+            entry["exception"] = (record.exc_text or self.formatException(record.exc_info)).splitlines()[-1]
         return json.dumps(to_jsonable(entry), default=str)
 
 
@@ -993,7 +994,7 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
     except TrailwardenError as exc:
-        click.echo(f"trailwarden: error: {exc}", err=True)
+        click.echo(f"trailwarden: error: {scrub(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("trailwarden: interrupted", err=True)
@@ -1001,8 +1002,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if _debug_requested(argv):
             raise
-        click.echo(f"trailwarden: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                   " (run with --debug for the traceback)", err=True)
+        click.echo(f"trailwarden: internal error: {type(exc).__name__}: "
+                   f"{scrub(str(exc).splitlines()[0]) if str(exc) else ''} (run with --debug for the traceback)", err=True)
         sys.exit(1)
     sys.exit(0)
 

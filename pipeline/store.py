@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.errors import TerminalError, TrailwardenError, TransientError, UsageError
+from pipeline.errors import TerminalError, TrailwardenError, TransientError, UsageError, scrub
 
 DEFAULT_MEMORY_LIMIT = "256MB"
 _LOCK_RETRY_SECONDS = 10.0
@@ -294,7 +294,9 @@ class Store:
         )
 
     def record_source_error(self, source: str, partition: str, message: str) -> None:
+        """Show ``message`` (scrubbed of the process's secrets) as the partition's last error."""
         now = utcnow()
+        message = scrub(message)
         self.con.execute(
             """
             INSERT INTO ingest_state AS s (source, partition, events, updated_at, last_error, last_error_at)
@@ -364,13 +366,15 @@ class Store:
         self.con.execute(
             "INSERT INTO runs (command, started_at, finished_at, status, counts, error, pid) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [command, started, finished, "failed" if error else "ok", json.dumps(counts, default=str), error,
-             os.getpid()])
+            [command, started, finished, "failed" if error else "ok", json.dumps(counts, default=str),
+             scrub(error) if error else error, os.getpid()])
 
     def finish_run(self, run_id: int, counts: dict[str, Any], error: str | None = None) -> None:
+        """End a run: ok, or failed with ``error`` (scrubbed of the process's secrets)."""
         self.con.execute(
             "UPDATE runs SET finished_at = ?, status = ?, counts = ?, error = ? WHERE id = ?",
-            [utcnow(), "failed" if error else "ok", json.dumps(counts, default=str), error, run_id],
+            [utcnow(), "failed" if error else "ok", json.dumps(counts, default=str), scrub(error) if error else error,
+             run_id],
         )
 
 
