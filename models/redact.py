@@ -39,10 +39,15 @@ _NOT_SECRET = frozenset({"nexttoken", "clienttoken", "continuationtoken", "pagin
                          "idempotencytoken", "nextpagetoken"})
 _NON_ALNUM = re.compile(r"[^a-z0-9]")
 
-# A cheap first look: most strings hold none of these, and skip the substitutions below.
-_TRIGGER = re.compile(r"(?i)pass|pwd|secret|token|credential|private|apikey|signature|authoriz|bearer|xox|xapp-"
-                      r"|CAIS|://[^/\s:@]+:[^/\s@]+@")
 _SUFFIX = r"(?:password|passwd|pwd|passphrase|secret|token|credentials?|privatekey|secretkey|secretaccesskey|apikey|signature)"
+# A cheap first look (``might_hold_secrets``), in C-speed substring searches of the lowered text:
+# a secret-naming word followed by a separator (``password=``, ``"Password":``, ``Token\\":``),
+# or a word that only secret shapes hold.
+_HINT_WORDS = ("password", "passwd", "pwd", "passphrase", "secret", "token", "credential", "privatekey",
+               "secretkey", "secretaccesskey", "apikey", "signature")
+_HINT_AFTER = re.compile(r"""s?(?:\\?["'])?\s*[:=]""")
+_HINT_SHAPES = ("authoriz", "bearer", "xoxa-", "xoxb-", "xoxp-", "xoxo-", "xoxs-", "xoxr-", "xoxc-", "xoxe-",
+                "xapp-", "cais", "private key-----")
 _PEM = re.compile(r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY-----.*?(?:-----END \1PRIVATE KEY-----|\Z)", re.S)
 _AUTHORIZATION = re.compile(
     r"""(?i)(\b(?:proxy-)?authorization(?:\\?["'])?\s*[:=]\s*)("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\r\n"',}]+)""")
@@ -72,9 +77,25 @@ def redacted(value: Any) -> Any:
     return redact(value)[0]
 
 
+def might_hold_secrets(text: str) -> bool:
+    """False when neither ``redact_text`` nor, for JSON text, ``redact`` of it parsed would
+    replace anything (keys are seen as JSON writes them, ``"Password":``): a whole event's raw
+    JSON is checked at once, and only the rare event that may hold a secret is walked."""
+    low = text.lower()
+    for word in _HINT_WORDS:
+        at = low.find(word)
+        while at != -1:
+            if _HINT_AFTER.match(low, at + len(word)):
+                return True
+            at = low.find(word, at + 1)
+    if any(shape in low for shape in _HINT_SHAPES):
+        return True
+    return "://" in low and _URL_PASSWORD.search(text) is not None
+
+
 def redact_text(text: str) -> tuple[str, int]:
     """``text`` with secret-shaped parts replaced (see the module docstring), and how many were."""
-    if not _TRIGGER.search(text):
+    if not might_hold_secrets(text):
         return text, 0
     total = 0
     for substitute in (_pem, _authorization, _pairs, _bearer, _slack, _sts, _url_password):

@@ -797,14 +797,18 @@ def prune(app: App, fmt: str) -> None:
 @click.option("--until", metavar="T", help="End of the window (default: now).")
 @format_option(("table", "json", "html"))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write to FILE instead of stdout.")
+@click.option("--unredacted", is_flag=True,
+              help="Export secrets in the events (passwords, AccessKey secrets, tokens) as received.")
 @pass_app
-def replay(app: App, agent: str, since: str | None, until: str | None, fmt: str, output: str | None) -> None:
+def replay(app: App, agent: str, since: str | None, until: str | None, fmt: str, output: str | None,
+           unredacted: bool) -> None:
     """One agent's history: its timeline with findings, blast radius and what was new.
 
     AGENT is an inventory name or a raw identity (ram-user:ops-debug, role:Foo); an identity of an
     inventory agent (ram-user:ci-deploy) replays that agent. `json` is the
     complete record for a ticket (every event's raw JSON, and a SHA-256 over the export); `html` is
-    one self-contained file with an activity chart, to attach to an incident.
+    one self-contained file with an activity chart, to attach to an incident. Secrets in the
+    events are redacted (the export says how many); --unredacted keeps them.
 
     \b
     Examples:
@@ -828,8 +832,9 @@ def replay(app: App, agent: str, since: str | None, until: str | None, fmt: str,
         if not known and app.inventory.agent(agent) is None:
             raise UsageError(f"no agent or identity {agent!r} in the store or the inventory", key="AGENT")
         _note_if_attribution_stale(store, app.inventory)
-        report = build_replay(store, agent, app.inventory, since=start, until=end, with_raw=fmt != "table")
-    text = (json.dumps(report, indent=2, ensure_ascii=False) if fmt == "json"
+        report = build_replay(store, agent, app.inventory, since=start, until=end, with_raw=fmt != "table",
+                              redact=not unredacted)
+    text = (json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) if fmt == "json"
             else as_html(report) if fmt == "html" else as_text(report))
     if output:
         Path(output).write_text(text + "\n", encoding="utf-8")
