@@ -60,9 +60,12 @@ class App:
 
     def open(self, *, read_only: bool = False) -> Store:
         """Writers wait (bounded) for the lock; readers never do: when the service is mid-cycle
-        they read its last snapshot (at most one cycle old) and say so on stderr."""
+        they read its last snapshot (at most one cycle old) and say so on stderr. Readers are
+        sandboxed: the store and the retention archive's Parquet, no other file."""
         if read_only:
-            return open_for_reading(self.database, memory_limit=self.config.memory_limit,
+            retention = self.config.retention
+            archive = [retention.archive_dir] if retention is not None and retention.archive_dir else []
+            return open_for_reading(self.database, memory_limit=self.config.memory_limit, allowed_dirs=archive,
                                     on_snapshot=lambda p: click.echo(
                                         f"trailwarden: the store is busy; reading the snapshot {p}", err=True))
         return open_store(self.database, memory_limit=self.config.memory_limit)

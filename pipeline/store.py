@@ -395,7 +395,45 @@ def publish_snapshot(path: str | os.PathLike[str]) -> Path:
 
 
 def open_for_reading(path: str | os.PathLike[str], *, memory_limit: str = DEFAULT_MEMORY_LIMIT,
-                     on_snapshot: Callable[[str], None] | None = None) -> Store:
+                     on_snapshot: Callable[[str], None] | None = None,
+                     allowed_dirs: Sequence[str | os.PathLike[str]] = ()) -> Store:
+    """Read-only access that never waits on the service and never holds it up, sandboxed
+    (:func:`lock_down`: readers run user SQL; ``allowed_dirs``, e.g. the retention archive, stay
+    readable). See :func:`_open_reader` for which file is read."""
+    store = _open_reader(path, memory_limit=memory_limit, on_snapshot=on_snapshot)
+    try:
+        lock_down(store.con, allowed_dirs)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+# DuckDB's own switches, set in this order (the last locks the others): no file but the open
+# database (and the allowed directories), no extension installed or loaded (json, parquet and icu
+# are built in), no community extension.
+_SANDBOX = ("SET enable_external_access = false", "SET autoinstall_known_extensions = false",
+            "SET autoload_known_extensions = false", "SET allow_community_extensions = false",
+            "SET lock_configuration = true")
+
+
+def lock_down(con: duckdb.DuckDBPyConnection, allowed_dirs: Sequence[str | os.PathLike[str]] = ()) -> None:
+    """Make a reading connection safe for user SQL: it reads the database it has open and files
+    under ``allowed_dirs`` (DuckDB lets a query write there too: ``run_query`` admits no COPY),
+    nothing else - no ``COPY ... TO``, ``EXPORT DATABASE``, ``read_text('/etc/passwd')``,
+    ``ATTACH``, ``INSTALL``/``LOAD``, persistent ``CREATE SECRET`` - and its settings are locked,
+    so a query cannot ``SET`` or ``RESET`` its way out. Spilling to DuckDB's temp directory
+    still works. The writer's connection is never locked down: ingest and retention need files."""
+    # as written (made absolute) and with symlinks resolved: a query may name either
+    dirs = sorted({p.rstrip(os.sep) + os.sep for d in allowed_dirs for p in (os.path.abspath(d), str(Path(d).resolve()))})
+    if dirs:
+        con.execute("SET allowed_directories = ?", [dirs])
+    for statement in _SANDBOX:
+        con.execute(statement)
+
+
+def _open_reader(path: str | os.PathLike[str], *, memory_limit: str,
+                 on_snapshot: Callable[[str], None] | None) -> Store:
     """Read-only access that never waits on the service and never holds it up.
 
     The snapshot the service publishes after each cycle is read whenever it holds everything the
