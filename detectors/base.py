@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pandas as pd
 
 from models.inventory import Inventory
@@ -163,13 +165,25 @@ def request_evidence(text: Any) -> Any:
 
 
 def jsonable(value: Any) -> Any:
-    """Evidence must survive ``json.dumps``: numpy scalars and timestamps become plain values."""
-    return json.loads(json.dumps(value, default=_default))
+    """Evidence must be strict JSON: numpy scalars and timestamps become plain values, a missing
+    number (NaN, from a pandas gap) or an infinity becomes None."""
+    return json.loads(json.dumps(_finite(value), default=_default, allow_nan=False))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float | np.generic):
+        number = value.item() if isinstance(value, np.generic) else value
+        return None if isinstance(number, float) and not math.isfinite(number) else number
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat().replace("+00:00", "Z")
     if hasattr(value, "item"):
-        return value.item()
+        return _finite(value.item())
     return str(value)

@@ -211,7 +211,8 @@ def ingest(app: App, sources: tuple[str, ...], paths: tuple[str, ...], since: st
         elapsed = time.monotonic() - started
         if fmt == "json":
             click.echo(json.dumps(to_jsonable({"seconds": round(elapsed, 3),
-                                               "sources": {o.name: o.as_dict() for o in outcomes}}), indent=2))
+                                               "sources": {o.name: o.as_dict() for o in outcomes}}), indent=2,
+                                  allow_nan=False))
         else:
             for outcome in outcomes:
                 if outcome.report:
@@ -338,7 +339,7 @@ def status(app: App, fmt: str) -> None:
     with app.open(read_only=True) as store:
         info = collect_status(store)
     if fmt == "json":
-        click.echo(json.dumps(to_jsonable(info), indent=2))
+        click.echo(json.dumps(to_jsonable(info), indent=2, allow_nan=False))
         return
     click.echo(_status_text(info))
 
@@ -432,7 +433,7 @@ def detect(app: App, since: str | None, until: str | None, fmt: str) -> None:
         if report.failed:
             counts["failed_detectors"] = report.failed
         if fmt == "json":
-            click.echo(json.dumps(to_jsonable(report.as_dict()), indent=2))
+            click.echo(json.dumps(to_jsonable(report.as_dict()), indent=2, allow_nan=False))
         else:
             click.echo(_detect_text(report))
         if report.failed:
@@ -497,7 +498,7 @@ def backtest(app: App, since: str, until: str | None, step: str, detector_ids: t
         report = run_backtest(store, app.config, app.inventory, since=start, until=end, step=period,
                               only=detector_ids, config_path=app.config_path)
     if fmt == "json":
-        click.echo(json.dumps(to_jsonable(report.as_dict()), indent=2, ensure_ascii=False))
+        click.echo(json.dumps(to_jsonable(report.as_dict()), indent=2, ensure_ascii=False, allow_nan=False))
     elif fmt == "csv":
         click.echo(render(["day", "detector", "agent", "count"], report.csv_rows(), "csv"))
     else:
@@ -697,7 +698,7 @@ def alert(app: App, dry_run: bool, fmt: str) -> None:
                 report.enqueued = enqueued
                 counts.update(report.as_dict())
     if fmt == "json":
-        click.echo(json.dumps(to_jsonable(report.as_dict()), indent=2))
+        click.echo(json.dumps(to_jsonable(report.as_dict()), indent=2, allow_nan=False))
     elif dry_run:
         from pipeline.alerting.messages import as_text
 
@@ -877,7 +878,7 @@ def least_privilege_command(app: App, agent: str, days: int, since: str | None, 
         _note_if_attribution_stale(store, app.inventory)
         result = least_privilege(store, app.inventory, agent, since=start)
     if fmt == "json":
-        click.echo(json.dumps(to_jsonable(result), indent=2))
+        click.echo(json.dumps(to_jsonable(result), indent=2, allow_nan=False))
         return
     click.echo(f"{agent}: granted vs used, {to_jsonable(result['window']['since'])} .. "
                f"{to_jsonable(result['window']['until'])}\n")

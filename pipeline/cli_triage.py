@@ -100,7 +100,7 @@ def show(app: App, finding_id: str, fmt: str) -> None:
         finding.update(zip(("suppression_id", "previous_id", "created_at", "updated_at"), extra, strict=True))
         finding["history"] = status_history(store, full)
     if fmt == "json":
-        click.echo(json.dumps(to_jsonable(finding), indent=2, ensure_ascii=False))
+        click.echo(json.dumps(to_jsonable(finding), indent=2, ensure_ascii=False, allow_nan=False))
         return
     lines = [f"{finding['id']}  {finding['severity']}  {finding['detector']}  {finding['agent']}  [{finding['status']}]",
              finding["summary"],
@@ -137,7 +137,7 @@ def stats(app: App, since: str, top: int, fmt: str) -> None:
     with app.open(read_only=True) as store:
         result = finding_stats(store, when, top)
     if fmt == "json":
-        click.echo(json.dumps(to_jsonable(result), indent=2))
+        click.echo(json.dumps(to_jsonable(result), indent=2, allow_nan=False))
         return
     cols = ["total", *STATUSES, "false_positive_rate"]
     out = [f"{result['total']} findings since {to_jsonable(result['since'])}", ""]
@@ -201,7 +201,7 @@ def suppress_add(app: App, detector: str, agent: str | None, action: str | None,
                              "or pass --force", key="--force")
         add_suppression(store, s)
     if fmt == "json":
-        click.echo(json.dumps(to_jsonable({**s.as_dict(now), "would_have_hidden_30d": len(hidden)}), indent=2))
+        click.echo(json.dumps(to_jsonable({**s.as_dict(now), "would_have_hidden_30d": len(hidden)}), indent=2, allow_nan=False))
         return
     click.echo(f"{s.id}: suppressing {s.scope()} until {to_jsonable(s.expires_at)} "
                f"({len(hidden)} finding(s) of the last 30 days match it)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import shutil
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -15,7 +16,15 @@ FORMATS = ("table", "json", "csv")
 
 
 def to_jsonable(value: Any) -> Any:
-    """Timestamps become ISO-8601 UTC (``...Z``); JSON columns stay parsed."""
+    """Timestamps become ISO-8601 UTC (``...Z``); JSON columns stay parsed; NaN and infinities
+    (a pandas gap, a stored ``NaN``, ``0/0`` in SQL), pandas' NA and NaT become null, numpy
+    scalars plain numbers: the result is strict JSON (write it with ``allow_nan=False``)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if type(value).__name__ in ("NAType", "NaTType"):
+        return None
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):  # np.float32, np.int64, np.bool_
+        return to_jsonable(value.item())
     if isinstance(value, datetime):
         if value.tzinfo is None:
             return value.isoformat()
@@ -38,7 +47,7 @@ def to_jsonable(value: Any) -> Any:
 def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> str:
     if fmt == "json":
         return json.dumps([dict(zip(columns, map(to_jsonable, r), strict=True)) for r in rows],
-                          indent=2, ensure_ascii=False, default=str)
+                          indent=2, ensure_ascii=False, default=str, allow_nan=False)
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
