@@ -305,11 +305,12 @@ def _recorded_run(store: Store, command: str) -> Iterator[dict[str, Any]]:
 @format_option()
 @pass_app
 def query(app: App, sql: str, params: tuple[str, ...], fmt: str) -> None:
-    """Run read-only SQL over the store.
+    """Run one read-only SQL statement over the store.
 
     Tables: events, quarantine, ingest_state, ingested_files, runs, findings,
     finding_status_changes, suppressions, alerts, baselines, pipeline_state, schema_migrations.
-    Times are UTC.
+    Times are UTC. One SELECT (or PRAGMA, CALL, PIVOT, EXPLAIN); no file but the store and the
+    retention archive's Parquet (read_parquet('<retention.archive_dir>/*/*.parquet')).
 
     \b
     Examples:
