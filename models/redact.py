@@ -2,7 +2,7 @@
 
 Two rules, applied recursively over dicts and lists (``redact``) or to one string (``redact_text``):
 
-* **by key**: a value under a key that names a secret - the key, with case and punctuation
+* **by key**: a string under a key that names a secret - the key, with case and punctuation
   ignored, ends in ``password``, ``passwd``, ``pwd``, ``passphrase``, ``secret``, ``token``,
   ``credential(s)``, ``privatekey``, ``secretkey``, ``secretaccesskey``, ``apikey``,
   ``signature`` or ``authorization`` (``Password``, ``LoginProfile.Password``, ``NewPwd``,
@@ -117,11 +117,12 @@ def _walk(value: Any, counter: list[int]) -> Any:
 
 
 def _secret_value(value: Any, counter: list[int]) -> Any:
-    """A value under a secret's key: containers are walked (their other keys may be needed);
-    a scalar goes, unless there is nothing to hide (None, "", a flag, already redacted)."""
+    """A value under a secret's key: containers are walked (their other keys may be needed); a
+    string goes unless empty or already redacted. Numbers and flags stay: they count or say
+    something (``{"InvalidSecurityToken": 3}`` error codes, ``PasswordResetRequired``)."""
     if isinstance(value, dict | list | tuple):
         return _walk(value, counter)
-    if value is None or value == "" or isinstance(value, bool) or value == REDACTED:
+    if not isinstance(value, str | bytes) or value in ("", b"", REDACTED):
         return value
     counter[0] += 1
     return REDACTED

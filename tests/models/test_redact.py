@@ -74,3 +74,10 @@ def test_secret_shapes_inside_strings_go(text, kept):
 ])
 def test_ordinary_text_is_left_alone(text):
     assert redact_text(text) == (text, 0)
+
+
+def test_counts_keyed_by_an_error_code_or_api_stay_numbers():
+    """Evidence counts failures by error code and calls by API; a code that ends like a secret
+    (``InvalidSecurityToken``) still counts."""
+    evidence = {"error_codes": {"InvalidSecurityToken": 12, "IncompleteSignature": 3}, "apis": {"sts:GetToken": 4}}
+    assert redact(evidence) == (evidence, 0)
