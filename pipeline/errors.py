@@ -38,7 +38,11 @@ class ScrubFilter(logging.Filter):
     SDKs log requests at debug level, and our own lines quote errors."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = scrub(record.getMessage()), None
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed call: logging reports it when the record is formatted
+            return True
+        record.msg, record.args = scrub(message), None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
