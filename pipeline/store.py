@@ -411,10 +411,11 @@ def open_for_reading(path: str | os.PathLike[str], *, memory_limit: str = DEFAUL
 
 # DuckDB's own switches, set in this order (the last locks the others): no file but the open
 # database (and the allowed directories), no extension installed or loaded (json, parquet and icu
-# are built in), no community extension.
-_SANDBOX = ("SET enable_external_access = false", "SET autoinstall_known_extensions = false",
-            "SET autoload_known_extensions = false", "SET allow_community_extensions = false",
-            "SET lock_configuration = true")
+# are built in), no community extension. TimeZone stays settable: it is per connection, and the
+# next reader of the same database instance in this process (DuckDB shares it) sets it to UTC.
+_SANDBOX = ("SET allowed_configs = ['TimeZone']", "SET enable_external_access = false",
+            "SET autoinstall_known_extensions = false", "SET autoload_known_extensions = false",
+            "SET allow_community_extensions = false", "SET lock_configuration = true")
 
 
 def lock_down(con: duckdb.DuckDBPyConnection, allowed_dirs: Sequence[str | os.PathLike[str]] = ()) -> None:
@@ -423,13 +424,23 @@ def lock_down(con: duckdb.DuckDBPyConnection, allowed_dirs: Sequence[str | os.Pa
     nothing else - no ``COPY ... TO``, ``EXPORT DATABASE``, ``read_text('/etc/passwd')``,
     ``ATTACH``, ``INSTALL``/``LOAD``, persistent ``CREATE SECRET`` - and its settings are locked,
     so a query cannot ``SET`` or ``RESET`` its way out. Spilling to DuckDB's temp directory
-    still works. The writer's connection is never locked down: ingest and retention need files."""
+    still works. The writer's connection is never locked down: ingest and retention need files.
+
+    DuckDB shares one database instance among a process's connections to a file: one locked
+    down earlier (a notebook's second reader) is left as it is, its allowed directories too."""
+    if _locked(con):
+        return
     # as written (made absolute) and with symlinks resolved: a query may name either
     dirs = sorted({p.rstrip(os.sep) + os.sep for d in allowed_dirs for p in (os.path.abspath(d), str(Path(d).resolve()))})
     if dirs:
         con.execute("SET allowed_directories = ?", [dirs])
     for statement in _SANDBOX:
         con.execute(statement)
+
+
+def _locked(con: duckdb.DuckDBPyConnection) -> bool:
+    row = first_row(con.execute("SELECT current_setting('lock_configuration')"))
+    return bool(row and row[0])
 
 
 def _open_reader(path: str | os.PathLike[str], *, memory_limit: str,
@@ -513,7 +524,9 @@ def open_store(path: str | os.PathLike[str], *, read_only: bool = False,
     con = _connect(path, read_only, _LOCK_RETRY_SECONDS if lock_wait is None else lock_wait, stop, on_wait)
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.execute(f"SET memory_limit = '{_checked_size(memory_limit)}'")
+        limit = _checked_size(memory_limit)
+        if not _locked(con):  # else a reader locked this (shared) instance, its limit already set
+            con.execute(f"SET memory_limit = '{limit}'")
         store = Store(con, path, read_only)
         if not read_only:
             store.migrate()

@@ -169,3 +169,14 @@ def test_events_json_operators_and_the_archive_stay_queryable(home, reader):
         columns, rows = run_query(reader, sql)
         assert columns and rows, sql
 
+
+
+def test_a_second_reader_of_a_locked_instance_in_the_same_process_works_in_utc(home, reader):
+    """DuckDB shares one database instance among a process's connections to a file (a notebook
+    holding a reader and opening another, or the snapshot held open): the second reader must not
+    fail on the locked settings, reads in UTC and is as sandboxed as the first."""
+    with open_for_reading(home / "data" / "trailwarden.duckdb") as second:
+        assert second.con.execute("SELECT current_setting('TimeZone')").fetchall() == [("UTC",)]
+        assert run_query(second, "SELECT count(*) FROM events")[1] == [(502,)]
+        with pytest.raises(UsageError, match="Cannot access file"):
+            run_query(second, "SELECT * FROM read_blob('/proc/self/environ')")
