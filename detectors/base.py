@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,9 +18,11 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pandas as pd
 
 from models.inventory import Inventory
+from models.redact import redacted
 from models.scope import AgentScope
 from pipeline.config import parse_duration
 
@@ -55,6 +58,8 @@ class Finding:
         if self.severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {SEVERITIES}, not {self.severity!r}")
         self.score = round(min(1.0, max(0.0, float(self.score))), 3)
+        # evidence reaches Slack, `findings` and exports: whatever a detector put there, no secrets
+        self.evidence = redacted(self.evidence)
         if not self.id:
             self.id = finding_id(self.detector, self.agent, self.dedup_key, self.first_seen)
 
@@ -141,33 +146,44 @@ _ENVELOPE = frozenset(k.lower() for k in (
     "AcsHost", "AcsProduct", "HostId", "RequestId", "Format", "Version", "Timestamp", "AccessKeyId",
     "SignatureMethod", "SignatureVersion", "SignatureNonce", "SignatureType", "Signature", "callerBidEmail",
     "callerBid", "callerUid", "callerType", "ak_proxy", "ClientToken"))
-_SECRET_WORDS = ("password", "secret", "token", "credential", "privatekey")
 
 
 def request_evidence(text: Any) -> Any:
     """A call's request parameters for a finding's evidence: the JSON parsed, without the RPC
-    envelope (signature, timestamp, host...), with anything that looks like a secret redacted.
-    None when it is not JSON."""
+    envelope (signature, timestamp, host...), with secrets redacted at any depth, by key and by
+    value (``models.redact``: ``LoginProfile.Password``, ``Body: "password=..."``). None when it
+    is not JSON."""
     if not isinstance(text, str):
         return None
     try:
         params = json.loads(text)
     except ValueError:
         return None
-    if not isinstance(params, dict):
-        return params
-    return {k: "<redacted>" if any(w in k.lower() for w in _SECRET_WORDS) else v
-            for k, v in params.items() if k.lower() not in _ENVELOPE}
+    if isinstance(params, dict):
+        params = {k: v for k, v in params.items() if k.lower() not in _ENVELOPE}
+    return redacted(params)
 
 
 def jsonable(value: Any) -> Any:
-    """Evidence must survive ``json.dumps``: numpy scalars and timestamps become plain values."""
-    return json.loads(json.dumps(value, default=_default))
+    """Evidence must be strict JSON: numpy scalars and timestamps become plain values, a missing
+    number (NaN, from a pandas gap) or an infinity becomes None."""
+    return json.loads(json.dumps(_finite(value), default=_default, allow_nan=False))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float | np.generic):
+        number = value.item() if isinstance(value, np.generic) else value
+        return None if isinstance(number, float) and not math.isfinite(number) else number
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat().replace("+00:00", "Z")
     if hasattr(value, "item"):
-        return value.item()
+        return _finite(value.item())
     return str(value)

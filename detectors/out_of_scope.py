@@ -166,8 +166,8 @@ class OutOfScope(Detector):
         hint = ""
         if kind in ("out_of_scope", "possibly_out_of_scope"):
             first = burst.iloc[0]
-            evidence.update(decision=str(first["decision"]), statement=first["statement"] or None,
-                            rule=first["reason"], resources=capped(dict.fromkeys(burst["resource"])))
+            evidence.update(decision=str(first["decision"]), statement=_text(first["statement"]),
+                            rule=_text(first["reason"]), resources=capped(dict.fromkeys(burst["resource"])))
             severity, hint = _escalation(burst, evidence, severity)
         first_seen, last_seen = burst["event_time"].iloc[0].to_pydatetime(), burst["event_time"].iloc[-1].to_pydatetime()
         return Finding(
@@ -177,6 +177,12 @@ class OutOfScope(Detector):
             event_ids=list(burst["event_id"]),
             evidence=jsonable(evidence), dedup_key=key,
         )
+
+
+def _text(value: Any) -> str | None:
+    """A string column's value, None when missing: pandas stores a None among strings as NaN
+    (the ``str`` dtype), which is not JSON."""
+    return value if isinstance(value, str) and value else None
 
 
 def _judged(events: pd.DataFrame, scopes: dict[str, AgentScope]) -> pd.DataFrame:

@@ -24,7 +24,7 @@ from models.inventory import Attributor, Inventory, load_inventory
 from pipeline import __version__
 from pipeline.attribution import STALE_NOTE, attribution_is_stale, reattribute_if_changed
 from pipeline.config import Config, load_config, resolve_config_path
-from pipeline.errors import TerminalError, TrailwardenError, UsageError
+from pipeline.errors import ScrubFilter, TerminalError, TrailwardenError, UsageError, scrub
 from pipeline.inert import one_line
 from pipeline.output import ALIASES, FORMATS, json_text, render, to_jsonable
 from pipeline.store import Store, open_for_reading, open_store
@@ -93,9 +93,12 @@ class App:
 
     def open(self, *, read_only: bool = False) -> Store:
         """Writers wait (bounded) for the lock; readers never do: when the service is mid-cycle
-        they read its last snapshot (at most one cycle old) and say so on stderr."""
+        they read its last snapshot (at most one cycle old) and say so on stderr. Readers are
+        sandboxed: the store and the retention archive's Parquet, no other file."""
         if read_only:
-            return open_for_reading(self.database, memory_limit=self.config.memory_limit,
+            retention = self.config.retention
+            archive = [retention.archive_dir] if retention is not None and retention.archive_dir else []
+            return open_for_reading(self.database, memory_limit=self.config.memory_limit, allowed_dirs=archive,
                                     on_snapshot=lambda p: click.echo(
                                         f"trailwarden: the store is busy; reading the snapshot {p}", err=True))
         return open_store(self.database, memory_limit=self.config.memory_limit)
@@ -184,6 +187,7 @@ def cli(ctx: click.Context, debug: bool, log_format: str) -> None:
     """
     ctx.ensure_object(App).debug = debug
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(ScrubFilter())  # no secret in any log line, ours or an SDK's
     handler.setFormatter(JsonLogFormatter() if log_format == "json"
                          else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[handler], force=True)
@@ -206,7 +210,7 @@ class JsonLogFormatter(logging.Formatter):
         if counts:
             entry["counts"] = counts
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info).splitlines()[-1]
+            entry["exception"] = (record.exc_text or self.formatException(record.exc_info)).splitlines()[-1]
         return json.dumps(to_jsonable(entry), default=str)
 
 
@@ -261,7 +265,8 @@ def ingest(app: App, sources: tuple[str, ...], paths: tuple[str, ...], since: st
         elapsed = time.monotonic() - started
         if fmt == "json":
             click.echo(json.dumps(to_jsonable({"seconds": round(elapsed, 3),
-                                               "sources": {o.name: o.as_dict() for o in outcomes}}), indent=2))
+                                               "sources": {o.name: o.as_dict() for o in outcomes}}), indent=2,
+                                  allow_nan=False))
         elif fmt == "csv":
             click.echo(_ingest_csv(outcomes, elapsed))
         else:
@@ -371,11 +376,12 @@ def _recorded_run(store: Store, command: str) -> Iterator[dict[str, Any]]:
 @format_option()
 @pass_app
 def query(app: App, sql: str, params: tuple[str, ...], fmt: str) -> None:
-    """Run read-only SQL over the store.
+    """Run one read-only SQL statement over the store.
 
     Tables: events, quarantine, ingest_state, ingested_files, runs, findings,
     finding_status_changes, suppressions, alerts, baselines, pipeline_state, schema_migrations.
-    Times are UTC.
+    Times are UTC. One SELECT (or PRAGMA, CALL, PIVOT, EXPLAIN); no file but the store and the
+    retention archive's Parquet (read_parquet('<retention.archive_dir>/*/*.parquet')).
 
     \b
     Examples:
@@ -410,7 +416,7 @@ def status(app: App, fmt: str) -> None:
     with app.open(read_only=True) as store:
         info = collect_status(store, target.destination, target.min_severity)
     if fmt == "json":
-        click.echo(json.dumps(to_jsonable(info), indent=2))
+        click.echo(json.dumps(to_jsonable(info), indent=2, allow_nan=False))
         return
     if fmt == "csv":
         columns = ["source", "partition", "cursor_time", "watermark", "lag_seconds", "events",
@@ -512,7 +518,7 @@ def detect(app: App, since: str | None, until: str | None, fmt: str, reattribute
         if report.failed:
             counts["failed_detectors"] = report.failed
         if fmt == "json":
-            click.echo(json.dumps(to_jsonable(report.as_dict()), indent=2))
+            click.echo(json.dumps(to_jsonable(report.as_dict()), indent=2, allow_nan=False))
         elif fmt == "csv":
             click.echo(render(["detector", "findings", "seconds", "error"],
                               [[name, st["findings"], round(st["seconds"], 3), st["error"]]
@@ -784,7 +790,7 @@ def alert(app: App, dry_run: bool, fmt: str) -> None:
         report.enqueued = enqueued
         counts.update(report.as_dict())
     if fmt == "json":
-        click.echo(json.dumps(to_jsonable(report.as_dict()), indent=2))
+        click.echo(json.dumps(to_jsonable(report.as_dict()), indent=2, allow_nan=False))
     elif sender.destination != "console":
         click.echo(f"Posted {report.messages_sent} alert message(s) for {report.alerts_sent} finding(s) and "
                    f"{report.updates_sent} thread update(s) to {sender.destination}"
@@ -917,14 +923,18 @@ def prune(app: App, fmt: str) -> None:
 @click.option("--until", metavar="T", help="End of the window (default: now).")
 @format_option(("table", "json", "html"))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write to FILE instead of stdout.")
+@click.option("--unredacted", is_flag=True,
+              help="Export secrets in the events (passwords, AccessKey secrets, tokens) as received.")
 @pass_app
-def replay(app: App, agent: str, since: str | None, until: str | None, fmt: str, output: str | None) -> None:
+def replay(app: App, agent: str, since: str | None, until: str | None, fmt: str, output: str | None,
+           unredacted: bool) -> None:
     """One agent's history: its timeline with findings, blast radius and what was new.
 
     AGENT is an inventory name or a raw identity (ram-user:ops-debug, role:Foo); an identity of an
     inventory agent (ram-user:ci-deploy) replays that agent. `json` is the
     complete record for a ticket (every event's raw JSON, and a SHA-256 over the export); `html` is
-    one self-contained file with an activity chart, to attach to an incident.
+    one self-contained file with an activity chart, to attach to an incident. Secrets in the
+    events are redacted (the export says how many); --unredacted keeps them.
 
     \b
     Examples:
@@ -948,7 +958,8 @@ def replay(app: App, agent: str, since: str | None, until: str | None, fmt: str,
         if not known and app.inventory.agent(agent) is None:
             raise UsageError(f"no agent or identity {agent!r} in the store or the inventory", key="AGENT")
         _note_if_attribution_stale(store, app.inventory)
-        report = build_replay(store, agent, app.inventory, since=start, until=end, with_raw=fmt != "table")
+        report = build_replay(store, agent, app.inventory, since=start, until=end, with_raw=fmt != "table",
+                              redact=not unredacted)
     text = (json_text(report, indent=2) if fmt == "json"
             else as_html(report) if fmt == "html" else as_text(report))
     if output:
@@ -989,7 +1000,7 @@ def least_privilege_command(app: App, agent: str, days: int, since: str | None, 
         _note_if_attribution_stale(store, app.inventory)
         result = least_privilege(store, app.inventory, agent, since=start)
     if fmt == "json":
-        click.echo(json.dumps(to_jsonable(result), indent=2))
+        click.echo(json.dumps(to_jsonable(result), indent=2, allow_nan=False))
         return
     if fmt == "csv":  # one row per action used, then per granted pattern never used
         rows = [[u["action"], u["calls"], "used" if u["granted"] else "used, not granted"] for u in result["used"]]
@@ -1169,7 +1180,7 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
     except TrailwardenError as exc:
-        click.echo(f"trailwarden: error: {one_line(exc)}", err=True)
+        click.echo(f"trailwarden: error: {one_line(scrub(str(exc)))}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("trailwarden: interrupted", err=True)
@@ -1177,8 +1188,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if _debug_requested(argv):
             raise
-        click.echo(f"trailwarden: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                   " (run with --debug for the traceback)", err=True)
+        click.echo(f"trailwarden: internal error: {type(exc).__name__}: "
+                   f"{scrub(str(exc).splitlines()[0]) if str(exc) else ''} (run with --debug for the traceback)", err=True)
         sys.exit(1)
     sys.exit(0)
 

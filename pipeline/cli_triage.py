@@ -142,7 +142,7 @@ def stats(app: App, since: str, top: int, fmt: str) -> None:
     with app.open(read_only=True) as store:
         result = finding_stats(store, when, top)
     if fmt == "json":
-        click.echo(json.dumps(to_jsonable(result), indent=2))
+        click.echo(json.dumps(to_jsonable(result), indent=2, allow_nan=False))
         return
     cols = ["total", *STATUSES, "false_positive_rate"]
     if fmt == "csv":  # one row per detector, then per agent: `by` says which
@@ -211,7 +211,7 @@ def suppress_add(app: App, detector: str, agent: str | None, action: str | None,
         add_suppression(store, s)
     record = {**s.as_dict(now), "would_have_hidden_30d": len(hidden)}
     if fmt in ("json", "csv"):
-        click.echo(json.dumps(to_jsonable(record), indent=2) if fmt == "json"
+        click.echo(json_text(to_jsonable(record), indent=2) if fmt == "json"
                    else render(list(record), [list(record.values())], "csv"))
         return
     click.echo(f"{s.id}: suppressing {s.scope()} until {to_jsonable(s.expires_at)} "

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from detectors.base import SEVERITIES, Finding, finding_id, severity_rank
+from models.redact import redacted
 from pipeline.errors import UsageError
 from pipeline.store import Store, first_row, utcnow
 
@@ -183,6 +184,7 @@ def list_findings(store: Store, *, agent: str | None = None, detector: str | Non
     out = []
     for row in rows:
         item = dict(zip(FINDING_COLUMNS, row, strict=True))
-        item["evidence"] = json.loads(item["evidence"]) if isinstance(item["evidence"], str) else item["evidence"]
+        evidence = json.loads(item["evidence"]) if isinstance(item["evidence"], str) else item["evidence"]
+        item["evidence"] = redacted(evidence)  # a finding stored before evidence was redacted has secrets
         out.append(item)
     return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import sys
 import time
@@ -27,7 +28,15 @@ ALIASES = {"text": "table"}  # the old name of `table` on some commands: scripts
 
 
 def to_jsonable(value: Any) -> Any:
-    """Timestamps become ISO-8601 UTC (``...Z``); JSON columns stay parsed."""
+    """Timestamps become ISO-8601 UTC (``...Z``); JSON columns stay parsed; NaN and infinities
+    (a pandas gap, a stored ``NaN``, ``0/0`` in SQL), pandas' NA and NaT become null, numpy
+    scalars plain numbers: the result is strict JSON (write it with ``allow_nan=False``)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if type(value).__name__ in ("NAType", "NaTType"):
+        return None
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):  # np.float32, np.int64, np.bool_
+        return to_jsonable(value.item())
     if isinstance(value, datetime):
         if value.tzinfo is None:
             return value.isoformat()
@@ -68,7 +77,7 @@ def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str, keys
 def json_text(value: Any, **kwargs: Any) -> str:
     """``json.dumps`` for a terminal: non-ASCII text stays readable, and every character that could
     act on the terminal or hide is a ``\\u`` escape (the same data once parsed)."""
-    return json_inert(json.dumps(value, ensure_ascii=False, default=str, **kwargs))
+    return json_inert(json.dumps(value, ensure_ascii=False, default=str, allow_nan=False, **kwargs))
 
 
 # Columns of free text: they give way first when a table is too wide (down to a readable share).

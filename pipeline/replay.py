@@ -12,6 +12,11 @@ render):
 * the evidence trail: each event's raw JSON, and a SHA-256 over the export (computed over the
   export without the hash, keys sorted), so what is attached to a ticket can be checked later.
 
+Exports are redacted by default (``models.redact``: passwords, AccessKey secrets, tokens, keys,
+at any depth and inside strings): ``redaction`` says so and how many values went, and the hash
+is over the redacted export, as written. ``redact=False`` (``replay --unredacted``) gives the raw
+evidence as received, for who needs it; the store keeps it either way.
+
 Only the agent's rows are read: the ``agent`` column is compared in DuckDB (dictionary-encoded,
 fast even on 10M rows) and the raw JSON is fetched only for the export.
 """
@@ -26,6 +31,8 @@ from typing import Any
 
 from models.inventory import Inventory
 from models.mapping import PARAMETER_TARGETS, CallFacts, action, is_authorized_call, resources
+from models.redact import might_hold_secrets
+from models.redact import redact as redact_values
 from pipeline import __version__
 from pipeline.findings import list_findings
 from pipeline.output import to_jsonable
@@ -42,10 +49,10 @@ _PARAMETERS = ("CASE WHEN list_contains(?, lower(event_name)) THEN request_param
 
 
 def build_replay(store: Store, agent: str, inventory: Inventory, *, since: datetime | None = None,
-                 until: datetime | None = None, with_raw: bool = True) -> dict[str, Any]:
+                 until: datetime | None = None, with_raw: bool = True, redact: bool = True) -> dict[str, Any]:
     until = until or utcnow()
     since = since or until - timedelta(days=90)
-    rows = _events(store, agent, since, until, with_raw)
+    rows, redactions = _events(store, agent, since, until, with_raw, redact)
     findings = sorted((f for f in list_findings(store, agent=agent)
                        if f["last_seen"] >= since and f["first_seen"] < until), key=lambda f: (f["first_seen"], f["id"]))
     known = _history(store, agent, since)
@@ -63,6 +70,7 @@ def build_replay(store: Store, agent: str, inventory: Inventory, *, since: datet
         "changes": _changes(rows, known),
         "findings": findings,
         "timeline": _timeline(rows, findings),
+        "redaction": _redaction_note(redact, redactions),
     }
     report = to_jsonable(report)
     report["sha256"] = export_digest(report)
@@ -76,24 +84,41 @@ def export_digest(report: dict[str, Any]) -> str:
                                      default=str).encode()).hexdigest()
 
 
-def _events(store: Store, agent: str, since: datetime, until: datetime, with_raw: bool) -> list[dict[str, Any]]:
+def _redaction_note(applied: bool, count: int) -> dict[str, Any]:
+    if applied:
+        return {"applied": True, "values_redacted": count,
+                "note": "secrets in the events (passwords, AccessKey secrets, tokens, private keys) are "
+                        "replaced by <redacted>; `trailwarden replay --unredacted` exports them as received"}
+    return {"applied": False, "values_redacted": 0,
+            "note": "UNREDACTED: the events as received, secrets included; handle as a secret"}
+
+
+def _events(store: Store, agent: str, since: datetime, until: datetime, with_raw: bool,
+            redact: bool) -> tuple[list[dict[str, Any]], int]:
+    """The agent's events in the window, and how many values were redacted from them. Only the
+    rare event whose text may hold a secret (``might_hold_secrets``) is walked."""
     columns = [*EVENT_FIELDS, _PARAMETERS, "raw" if with_raw else "NULL AS raw"]
     result = store.con.execute(
         f"SELECT {', '.join(columns)} FROM events WHERE agent = ? AND event_time >= ? AND event_time < ? "  # noqa: S608
         "ORDER BY event_time, event_id", [sorted(PARAMETER_TARGETS), agent, since, until])
     names = [d[0] for d in result.description or []]
     out = []
+    redacted = 0
     for values in result.fetchall():
         row = dict(zip(names, values, strict=True))
         facts = CallFacts(row["event_type"], row["event_name"], row["service_name"], row["service_code"],
                           row["acs_region"], row["recipient_account_id"] or row["account_id"],
                           row["referenced_resources"], row["resource_type"], row["resource_name"],
-                          row["request_parameters"])
+                          row.pop("request_parameters"))  # only for the mapping: not exported
         row["action"] = action(facts)
         row["resources"] = resources(facts) if is_authorized_call(row["event_type"], row["service_name"]) else []
+        text = "\n".join(v for v in row.values() if isinstance(v, str))  # the raw JSON too
         row["raw"] = json.loads(row["raw"]) if isinstance(row["raw"], str) else None
+        if redact and might_hold_secrets(text):
+            row, count = redact_values(row)
+            redacted += count
         out.append(row)
-    return out
+    return out, redacted
 
 
 def _history(store: Store, agent: str, before: datetime) -> dict[str, set[str]]:

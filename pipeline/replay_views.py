@@ -62,7 +62,16 @@ def as_text(report: dict[str, Any], max_events: int = 50) -> str:
                           if t["kind"] == "finding" else t["action"], t.get("source_ip"), t.get("acs_region"),
                           t.get("error_code")] for t in shown], "table"))
     lines.append(f"\nsha256 of the JSON export: {report['sha256']}")
+    lines.append(_redaction_line(report))
     return "\n".join(lines)
+
+
+def _redaction_line(report: dict[str, Any]) -> str:
+    note = report.get("redaction") or {}
+    if note.get("applied"):
+        return (f"Redacted: {note['values_redacted']:,} secret value(s) in the events replaced by <redacted> "
+                "(--unredacted to export them)")
+    return "UNREDACTED: secrets in the events are shown as received"
 
 
 _CSS = """
@@ -95,9 +104,9 @@ def as_html(report: dict[str, Any]) -> str:
         _changes_html(report["changes"]), _timeline_table(report["timeline"]),
         "<h2>Evidence</h2><p>This file embeds the complete replay (every event's raw JSON) as JSON in the "
         "element <code>#trailwarden-export</code>. Its SHA-256, over that JSON without the <code>sha256</code> "
-        f"field, keys sorted: <code>{_e(report['sha256'])}</code></p>",
+        f"field, keys sorted: <code>{_e(report['sha256'])}</code></p><p>{_e(_redaction_line(report))}</p>",
         "<script type='application/json' id='trailwarden-export'>"
-        + json.dumps(report, ensure_ascii=False, default=str).translate(_SCRIPT_SAFE) + "</script>",
+        + json.dumps(report, ensure_ascii=False, allow_nan=False).translate(_SCRIPT_SAFE) + "</script>",
         "</body></html>",
     ]
     return "\n".join(parts)

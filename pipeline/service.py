@@ -27,7 +27,7 @@ from typing import Any
 
 from models.inventory import Attributor, Inventory
 from pipeline.config import Config
-from pipeline.errors import TrailwardenError
+from pipeline.errors import TrailwardenError, scrub
 from pipeline.store import Store, open_store, publish_snapshot, utcnow
 
 log = logging.getLogger("trailwarden.service")
@@ -132,6 +132,8 @@ def _recorded(store: Store, name: str, step: Callable[[], dict[str, Any]]) -> St
     result.seconds = round(time.monotonic() - started, 3)
     if result.error is None and result.counts.get("error"):
         result.ok, result.error = False, str(result.counts["error"])
+    if result.error is not None:  # printed by `run`, logged and posted by `serve`
+        result.error = scrub(result.error)
     store.finish_run(run_id, {**result.counts, "seconds": result.seconds}, error=result.error)
     return result
 
@@ -281,7 +283,7 @@ class Service:
         if self._stop.is_set():
             log.info("stopping: the cycle did not run (%s)", exc)
             return
-        error = str(exc) if isinstance(exc, TrailwardenError) else f"{type(exc).__name__}: {exc}"
+        error = scrub(str(exc) if isinstance(exc, TrailwardenError) else f"{type(exc).__name__}: {exc}")
         log.log(logging.ERROR, "cycle failed: %s", error, exc_info=not isinstance(exc, TrailwardenError))
         for name in STEPS:
             self._unrecord(f"cycle.{name}", started, utcnow(), f"cycle failed: {error}")
@@ -344,7 +346,7 @@ def _notify(config: Config, message: str) -> None:
         log.error("could not post the health warning to Slack: %s is not set", TOKEN_ENV)
         return
     try:
-        text = untrusted(message, 1500)
+        text = untrusted(scrub(message), 1500)
         SlackSender(token, config.slack.channel, config.slack.base_url, retries=1).post(
             Message(text=f":warning: {text}", blocks=[
                 {"type": "section", "text": {"type": "mrkdwn", "text": ":warning: *trailwarden needs attention*",

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.errors import TerminalError, TrailwardenError, TransientError, UsageError
+from pipeline.errors import TerminalError, TrailwardenError, TransientError, UsageError, scrub
 
 DEFAULT_MEMORY_LIMIT = "256MB"
 _LOCK_RETRY_SECONDS = 10.0
@@ -294,7 +294,9 @@ class Store:
         )
 
     def record_source_error(self, source: str, partition: str, message: str) -> None:
+        """Show ``message`` (scrubbed of the process's secrets) as the partition's last error."""
         now = utcnow()
+        message = scrub(message)
         self.con.execute(
             """
             INSERT INTO ingest_state AS s (source, partition, events, updated_at, last_error, last_error_at)
@@ -364,13 +366,15 @@ class Store:
         self.con.execute(
             "INSERT INTO runs (command, started_at, finished_at, status, counts, error, pid) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [command, started, finished, "failed" if error else "ok", json.dumps(counts, default=str), error,
-             os.getpid()])
+            [command, started, finished, "failed" if error else "ok", json.dumps(counts, default=str),
+             scrub(error) if error else error, os.getpid()])
 
     def finish_run(self, run_id: int, counts: dict[str, Any], error: str | None = None) -> None:
+        """End a run: ok, or failed with ``error`` (scrubbed of the process's secrets)."""
         self.con.execute(
             "UPDATE runs SET finished_at = ?, status = ?, counts = ?, error = ? WHERE id = ?",
-            [utcnow(), "failed" if error else "ok", json.dumps(counts, default=str), error, run_id],
+            [utcnow(), "failed" if error else "ok", json.dumps(counts, default=str), scrub(error) if error else error,
+             run_id],
         )
 
 
@@ -391,7 +395,56 @@ def publish_snapshot(path: str | os.PathLike[str]) -> Path:
 
 
 def open_for_reading(path: str | os.PathLike[str], *, memory_limit: str = DEFAULT_MEMORY_LIMIT,
-                     on_snapshot: Callable[[str], None] | None = None) -> Store:
+                     on_snapshot: Callable[[str], None] | None = None,
+                     allowed_dirs: Sequence[str | os.PathLike[str]] = ()) -> Store:
+    """Read-only access that never waits on the service and never holds it up, sandboxed
+    (:func:`lock_down`: readers run user SQL; ``allowed_dirs``, e.g. the retention archive, stay
+    readable). See :func:`_open_reader` for which file is read."""
+    store = _open_reader(path, memory_limit=memory_limit, on_snapshot=on_snapshot)
+    try:
+        lock_down(store.con, allowed_dirs)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+# DuckDB's own switches, set in this order (the last locks the others): no file but the open
+# database (and the allowed directories), no extension installed or loaded (json, parquet and icu
+# are built in), no community extension. TimeZone stays settable: it is per connection, and the
+# next reader of the same database instance in this process (DuckDB shares it) sets it to UTC.
+_SANDBOX = ("SET allowed_configs = ['TimeZone']", "SET enable_external_access = false",
+            "SET autoinstall_known_extensions = false", "SET autoload_known_extensions = false",
+            "SET allow_community_extensions = false", "SET lock_configuration = true")
+
+
+def lock_down(con: duckdb.DuckDBPyConnection, allowed_dirs: Sequence[str | os.PathLike[str]] = ()) -> None:
+    """Make a reading connection safe for user SQL: it reads the database it has open and files
+    under ``allowed_dirs`` (DuckDB lets a query write there too: ``run_query`` admits no COPY),
+    nothing else - no ``COPY ... TO``, ``EXPORT DATABASE``, ``read_text('/etc/passwd')``,
+    ``ATTACH``, ``INSTALL``/``LOAD``, persistent ``CREATE SECRET`` - and its settings are locked,
+    so a query cannot ``SET`` or ``RESET`` its way out. Spilling to DuckDB's temp directory
+    still works. The writer's connection is never locked down: ingest and retention need files.
+
+    DuckDB shares one database instance among a process's connections to a file: one locked
+    down earlier (a notebook's second reader) is left as it is, its allowed directories too."""
+    if _locked(con):
+        return
+    # as written (made absolute) and with symlinks resolved: a query may name either
+    dirs = sorted({p.rstrip(os.sep) + os.sep for d in allowed_dirs for p in (os.path.abspath(d), str(Path(d).resolve()))})
+    if dirs:
+        con.execute("SET allowed_directories = ?", [dirs])
+    for statement in _SANDBOX:
+        con.execute(statement)
+
+
+def _locked(con: duckdb.DuckDBPyConnection) -> bool:
+    row = first_row(con.execute("SELECT current_setting('lock_configuration')"))
+    return bool(row and row[0])
+
+
+def _open_reader(path: str | os.PathLike[str], *, memory_limit: str,
+                 on_snapshot: Callable[[str], None] | None) -> Store:
     """Read-only access that never waits on the service and never holds it up.
 
     The snapshot the service publishes after each cycle is read whenever it holds everything the
@@ -471,7 +524,9 @@ def open_store(path: str | os.PathLike[str], *, read_only: bool = False,
     con = _connect(path, read_only, _LOCK_RETRY_SECONDS if lock_wait is None else lock_wait, stop, on_wait)
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.execute(f"SET memory_limit = '{_checked_size(memory_limit)}'")
+        limit = _checked_size(memory_limit)
+        if not _locked(con):  # else a reader locked this (shared) instance, its limit already set
+            con.execute(f"SET memory_limit = '{limit}'")
         store = Store(con, path, read_only)
         if not read_only:
             store.migrate()

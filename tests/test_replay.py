@@ -413,3 +413,61 @@ def test_an_identity_of_an_inventory_agent_replays_that_agent(case, report, iden
     replayed = json.loads(result.stdout)
     assert replayed["agent"] == "ci-deployer" and replayed["registered"] is True
     assert replayed["timeline"] == report["timeline"]
+
+
+# -- secrets in the evidence ----------------------------------------------------------------------
+SECRETS_PLANTED = ("Console-Pw-1", "nested-pw-2", "body-pw-3", "new-ak-secret-4", "CAISsts-token-5")
+
+
+@pytest.fixture(scope="module")
+def secrets_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ci-deploy gives bob a console password and an AccessKey, as ActionTrail records it."""
+    folder = tmp_path_factory.mktemp("replay-secrets")
+    ims = {"eventRW": "Write", "serviceName": "Ims", "eventSource": "ims.aliyuncs.com", "apiVersion": "2019-08-15"}
+    login = {**copy.deepcopy(BASE_EVENT), **ims, "eventId": "00000000-0000-4000-8000-00000000a001",
+             "eventTime": _ts(INCIDENT), "eventName": "CreateLoginProfile",
+             "requestParameters": {"UserName": "bob", "Password": "Console-Pw-1",
+                                   "LoginProfile": {"Password": "nested-pw-2", "PasswordResetRequired": True},
+                                   "Body": "UserName=bob&password=body-pw-3"}}
+    key = {**copy.deepcopy(BASE_EVENT), **ims, "eventId": "00000000-0000-4000-8000-00000000a002",
+           "eventTime": _ts(INCIDENT + timedelta(minutes=1)), "eventName": "CreateAccessKey",
+           "requestParameters": {"UserName": "bob"},
+           "responseElements": {"AccessKey": {"AccessKeyId": "LTAI5tBobNewKey000001",
+                                              "AccessKeySecret": "new-ak-secret-4"},
+                                "SecurityToken": "CAISsts-token-5"}}
+    db = folder / "store.duckdb"
+    result = run_cli("ingest", "--file", str(write_ndjson(folder / "e.jsonl", [login, key])), "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    return db
+
+
+def _replay(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    result = run_cli("replay", "ci-deployer", "--since", _ts(SINCE), "--until", _ts(UNTIL), "--db", str(db), *args)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_exports_are_redacted_by_default_say_so_and_hash_what_is_written(secrets_db, tmp_path):
+    out = tmp_path / "evidence.json"
+    _replay(secrets_db, "--format", "json", "-o", str(out))
+    written = out.read_text(encoding="utf-8")
+    assert [s for s in SECRETS_PLANTED if s in written] == []
+    export = json.loads(written)
+    assert export["redaction"]["applied"] is True
+    assert export["redaction"]["values_redacted"] == len(SECRETS_PLANTED)
+    assert export_digest(export) == export["sha256"]  # over the redacted export, as written
+    (login, key) = _timeline_events(export)
+    assert login["raw"]["requestParameters"]["UserName"] == "bob"
+    assert key["raw"]["responseElements"]["AccessKey"]["AccessKeyId"] == "LTAI5tBobNewKey000001"  # an identifier
+    html = _replay(secrets_db, "--format", "html").stdout
+    assert [s for s in SECRETS_PLANTED if s in html] == []
+    embedded = json.loads(Page(html).scripts[0])
+    assert embedded["redaction"]["values_redacted"] == len(SECRETS_PLANTED) and "Redacted: 5" in html
+    assert export_digest(embedded) == embedded["sha256"]
+
+
+def test_unredacted_exports_the_evidence_as_received_and_says_so(secrets_db):
+    export = json.loads(_replay(secrets_db, "--format", "json", "--unredacted").stdout)
+    text = json.dumps(export)
+    assert [s for s in SECRETS_PLANTED if s not in text] == []
+    assert export["redaction"]["applied"] is False and export_digest(export) == export["sha256"]

@@ -62,9 +62,14 @@ def test_prune_command_and_archive_queryable(tmp_path, make_event):
     out = run_cli("--config", str(cfg), "prune", "--db", str(db), "--format", "json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["archived"] == 3
-    q = run_cli("query", f"SELECT count(*) AS n FROM read_parquet('{tmp_path / 'arch'}/*/*.parquet')",
+    # the archive is readable by `query` as the config's `retention.archive_dir` (the only
+    # files besides the store a query may read), so the query runs with that config
+    q = run_cli("--config", str(cfg), "query", f"SELECT count(*) AS n FROM read_parquet('{tmp_path / 'arch'}/*/*.parquet')",
                 "--db", str(db), "--format", "json")
-    assert json.loads(q.stdout) == [{"n": 3}]
+    assert json.loads(q.stdout) == [{"n": 3}], q.stderr
+    elsewhere = run_cli("query", f"SELECT count(*) AS n FROM read_parquet('{tmp_path / 'arch'}/*/*.parquet')",
+                        "--db", str(db))
+    assert elsewhere.returncode == 2 and "retention.archive_dir" in elsewhere.stderr
     left = run_cli("query", "SELECT count(*) AS n FROM events", "--db", str(db), "--format", "json")
     assert json.loads(left.stdout) == [{"n": 1}]
 

@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 from detectors.base import SEVERITIES
 from models.inventory import Inventory
+from models.redact import redacted
 from pipeline.alerting.messages import Message, alert_message, status_message, update_message
 from pipeline.config import Config
-from pipeline.errors import TerminalError, TrailwardenError
+from pipeline.errors import TerminalError, TrailwardenError, scrub
 from pipeline.findings import FINDING_COLUMNS
 from pipeline.store import Store, first_row, utcnow
 
@@ -245,13 +246,14 @@ def _send(store: Store, sender: Sender, rows: Sequence[dict[str, Any]], message:
     try:
         ts = sender.post(message, key=key, thread_ts=thread_ts)  # 2. post
     except TrailwardenError as exc:
+        error = scrub(str(exc))
         if isinstance(exc, TerminalError) or not getattr(exc, "maybe_posted", False):
             with store.transaction() as con:  # refused outright: certainly not posted
                 con.execute("UPDATE alerts SET status = 'pending', message_key = NULL, last_error = ? "
-                            "WHERE list_contains(?, id)", [str(exc), ids])
+                            "WHERE list_contains(?, id)", [error, ids])
         else:  # maybe posted (a timeout, a 5xx): left 'sending', so the next run asks Slack first
             with store.transaction() as con:
-                con.execute("UPDATE alerts SET last_error = ? WHERE list_contains(?, id)", [str(exc), ids])
+                con.execute("UPDATE alerts SET last_error = ? WHERE list_contains(?, id)", [error, ids])
         raise
     _mark_sent(store, ids, ts)  # 3. record
 
@@ -345,6 +347,7 @@ def _row(alert_id: str | None, thread_ts: str | None, change_id: int | None, val
     finding = dict(zip(FINDING_COLUMNS, values, strict=True))
     if isinstance(finding["evidence"], str):
         finding["evidence"] = json.loads(finding["evidence"])
+    finding["evidence"] = redacted(finding["evidence"])  # also a finding stored before evidence was redacted
     return {"id": alert_id, "thread_ts": thread_ts, "change_id": change_id, "finding": finding}
 
 

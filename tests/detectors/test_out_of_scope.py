@@ -157,6 +157,16 @@ def test_ci_creates_access_key_for_another_user(tmp_path: Path, store: Store, ma
     assert f.event_ids == [ev["eventId"]]
 
 
+def test_no_statement_is_null_even_beside_allowed_calls(tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+    """An allowed call names its statement, an implicitly denied one has none: in one frame pandas
+    made that None a NaN, and `findings --format json` printed ``"statement": NaN`` (issue 13, 12)."""
+    events = [describe(make_event, 1), stop_instance(make_event, 2, "i-prod-web-01", 1)]
+    f = only(run(tmp_path, store, events, [agent(policies=[CI_POLICY])]), "out_of_scope")
+    assert f.evidence["decision"] == "ImplicitDeny"
+    assert f.evidence["statement"] is None
+    json.dumps(f.evidence, allow_nan=False)  # strict JSON
+
+
 # -- decisions and kinds ---------------------------------------------------------------------------
 def test_explicit_deny_names_the_statement(tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
     policy = doc(allow("ecs:*"), deny("ecs:DeleteInstance", "acs:ecs:*:*:instance/i-prod*"))

@@ -212,6 +212,25 @@ def test_agents_without_policies_and_unregistered_identities_are_reported_here(
     assert "an identity in no agent of the inventory" in by_agent["ram-user:ops-debug"].summary
 
 
+def test_secrets_at_any_depth_reach_neither_the_evidence_nor_the_slack_message(
+        tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+    """Nested and embedded secrets, not only top-level ``Password`` keys (issue 13, item 9)."""
+    from pipeline.alerting.messages import alert_message, as_text
+
+    planted = {"UserName": "bob", "Password": "top-pw-1", "Passwd": "passwd-2", "pwd": "pwd-3",
+               "LoginProfile": {"Password": "nested-pw-4", "PasswordResetRequired": True},
+               "Body": "UserName=bob&password=body-pw-5"}
+    _, found = score(tmp_path, store, [ram(make_event, 1, "CreateLoginProfile", planted)], [agent(None)])
+    (f,) = found
+    secrets = ("top-pw-1", "passwd-2", "pwd-3", "nested-pw-4", "body-pw-5")
+    (params,) = f.evidence["request_parameters"]
+    assert params["UserName"] == "bob" and params["LoginProfile"]["PasswordResetRequired"] is True
+    message = alert_message(f.agent, [{**f.as_dict(), "event_count": 1}], None, "trailwarden replay ci")
+    shown = json.dumps(f.evidence) + json.dumps(message.blocks) + message.text + as_text(message)
+    assert "bob" in shown
+    assert [s for s in secrets if s in shown] == []
+
+
 def test_ordinary_iam_work_within_the_scope_is_quiet(tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
     events = [ram(make_event, 1, "CreateAccessKey", {}), ram(make_event, 2, "UpdateLoginProfile", {"UserName": "ci-deploy"}),
               ram(make_event, 3, "AddUserToGroup", {"UserName": "bob", "GroupName": "readers"}),

@@ -4,8 +4,16 @@ ephemeral port, started and stopped, usable as a context manager."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar, Self
+from urllib.parse import urlencode
+
+
+def echoed(method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str]) -> str:
+    """A request as a careless endpoint quotes it in its error message: the method, the URL with
+    its query string, and every header (Authorization, x-acs-security-token... included)."""
+    return f" (request: {method} {path}{'?' + urlencode(query) if query else ''} headers={dict(headers)!r})"
 
 
 class QuietHandler(BaseHTTPRequestHandler):

@@ -42,7 +42,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from tests.fakes._server import LocalServer, QuietHandler
+from tests.fakes._server import LocalServer, QuietHandler, echoed
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 MAX_RESULTS = 50
@@ -70,6 +70,7 @@ class _Failure:
     retry_after_ms: int | None
     times: int
     after_pages: int
+    echo: bool = False
 
 
 class FakeLookupEvents(LocalServer):
@@ -96,12 +97,13 @@ class FakeLookupEvents(LocalServer):
             self.events.extend(dict(e) for e in events)
 
     def fail_next(self, status: int, code: str, *, times: int = 1, message: str | None = None,
-                  retry_after_ms: int | None = None, after_pages: int = 0) -> None:
+                  retry_after_ms: int | None = None, after_pages: int = 0, echo: bool = False) -> None:
         """The next ``times`` LookupEvents requests (after ``after_pages`` good ones) get this
-        error; ``retry_after_ms`` adds ``x-acs-retry-after`` (the SDK's throttling signal)."""
+        error; ``retry_after_ms`` adds ``x-acs-retry-after`` (the SDK's throttling signal);
+        ``echo`` quotes the request (URL, headers with the credentials) in the message."""
         with self._lock:
             self._failures.append(_Failure(status, code, message or f"fake {code}", retry_after_ms, times,
-                                           after_pages))
+                                           after_pages, echo))
 
     def before(self, hook: Callable[[Request], None]) -> None:
         self._hooks.append(hook)
@@ -125,7 +127,8 @@ class FakeLookupEvents(LocalServer):
             failure = self._take_failure()
             if failure is not None:
                 headers = {"x-acs-retry-after": str(failure.retry_after_ms)} if failure.retry_after_ms else {}
-                return self._error(req, request_id, failure.status, failure.code, failure.message, headers)
+                message = failure.message + (echoed("POST", "/", req.params, req.headers) if failure.echo else "")
+                return self._error(req, request_id, failure.status, failure.code, message, headers)
             return self._lookup(req, request_id)
 
     def _take_failure(self) -> _Failure | None:

@@ -46,6 +46,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from tests.fakes._server import echoed
+
 CHANNEL_ID = "C0TRAILW"
 CHANNEL_NAME = "sec-alerts"
 MAX_BLOCKS = 50
@@ -71,6 +73,7 @@ class _Canned:
     headers: dict[str, str]
     effect: bool
     delay: float
+    echo: bool = False
 
 
 @dataclass
@@ -177,15 +180,16 @@ class FakeSlack:
     # -- scripting -----------------------------------------------------------------------------
     def fail_next(self, method: str, *, status: int = 200, body: dict[str, Any] | str | None = None,
                   error: str | None = None, headers: dict[str, str] | None = None, times: int = 1,
-                  effect: bool = False, delay: float = 0.0) -> None:
+                  effect: bool = False, delay: float = 0.0, echo: bool = False) -> None:
         """Answer the next ``times`` calls of ``method`` with this instead of the real thing.
 
         ``error="invalid_auth"`` is short for HTTP 200 ``{"ok": false, "error": "invalid_auth"}``;
-        HTTP 429 defaults to ``ratelimited``, other statuses >= 500 to ``internal_error``."""
+        HTTP 429 defaults to ``ratelimited``, other statuses >= 500 to ``internal_error``.
+        ``echo`` appends the request (URL, headers with the bearer token) to the error."""
         if body is None:
             code = error or ("ratelimited" if status == 429 else "internal_error" if status >= 500 else "unknown")
             body = {"ok": False, "error": code}
-        canned = _Canned(status, body, dict(headers or {}), effect, delay)
+        canned = _Canned(status, body, dict(headers or {}), effect, delay, echo)
         with self._lock:
             self._script.setdefault(method, []).extend([canned] * times)
 
@@ -241,7 +245,11 @@ class FakeSlack:
             self._dispatch(request)
         if canned.delay:
             time.sleep(canned.delay)
-        self._reply(handler, canned.status, canned.body, canned.headers)
+        reply = canned.body
+        if canned.echo and isinstance(reply, dict):
+            reply = {**reply, "error": str(reply.get("error", "")) + echoed(
+                handler.command, url.path, dict(parse_qsl(url.query)), headers)}
+        self._reply(handler, canned.status, reply, canned.headers)
 
     @staticmethod
     def _reply(handler: BaseHTTPRequestHandler, status: int, reply: dict[str, Any] | str,

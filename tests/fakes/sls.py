@@ -35,7 +35,8 @@ Scripting:
   ``("InvalidCursor", "cursor is invalid")`` by default, or the other variant the notes record,
   ``("ParameterInvalid", "Invalid cursor")`` (notes section 5, pitfall 1).
 * :meth:`FakeSLS.fail_next` queues canned errors per route (``list_shards``, ``get_cursor``,
-  ``pull_logs``), e.g. ``403 ReadQuotaExceed``, ``401 Unauthorized``. Mind that the SDK itself
+  ``pull_logs``), e.g. ``403 ReadQuotaExceed``, ``401 Unauthorized``; ``echo=True`` quotes the
+  request (URL, headers with the credentials) in the error message, as careless endpoints do. Mind that the SDK itself
   retries any 5xx ten times with a one-second sleep (notes section 4.1): script 5xx sparingly.
 * :meth:`FakeSLS.before` registers a hook run (in the server thread, before answering) on every
   request of a route: to change the logstore in the middle of a reader's run.
@@ -65,7 +66,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import lz4.block
 from aliyun.log.proto import LogGroup
 
-from tests.fakes._server import LocalServer, QuietHandler
+from tests.fakes._server import LocalServer, QuietHandler, echoed
 
 CURSOR_BASE = 10**15
 KEY_SPACE = 2**128
@@ -120,6 +121,7 @@ class _Failure:
     message: str
     shard: int | None
     times: int
+    echo: bool = False
 
 
 class FakeSLS(LocalServer):
@@ -217,12 +219,14 @@ class FakeSLS(LocalServer):
 
     # -- scripting ---------------------------------------------------------------------------
     def fail_next(self, route: str, status: int, error_code: str, *, times: int = 1, message: str | None = None,
-                  shard: int | None = None) -> None:
-        """The next ``times`` requests of ``route`` (on ``shard``, if given) get this error."""
+                  shard: int | None = None, echo: bool = False) -> None:
+        """The next ``times`` requests of ``route`` (on ``shard``, if given) get this error;
+        ``echo`` quotes the request (URL and headers, credentials included) in its message."""
         if route not in ROUTES:
             raise ValueError(f"unknown route {route!r}; one of {ROUTES}")
         with self._lock:
-            self._failures[route].append(_Failure(status, error_code, message or f"fake {error_code}", shard, times))
+            self._failures[route].append(_Failure(status, error_code, message or f"fake {error_code}", shard, times,
+                                                  echo))
 
     def before(self, route: str, hook: Callable[[Request], None]) -> None:
         """Run ``hook(request)`` before answering each request of ``route``."""
@@ -245,7 +249,8 @@ class FakeSLS(LocalServer):
                 return self._error(req, 404, "LogStoreNotExist", f"logstore {req.logstore} does not exist")
             failure = self._take_failure(req)
             if failure is not None:
-                return self._error(req, failure.status, failure.code, failure.message)
+                message = failure.message + (echoed(req.method, req.path, req.query, req.headers) if failure.echo else "")
+                return self._error(req, failure.status, failure.code, message)
             if req.route == "list_shards":
                 return _json(200, [s.info() for s in sorted(self.shards.values(), key=lambda s: s.id)])
             if req.shard is None or req.shard not in self.shards:
