@@ -379,13 +379,13 @@ def test_an_unreachable_endpoint_is_transient(store, fake, monkeypatch):
 def test_the_reader_and_the_writer_do_not_share_a_busy_connection(store, monkeypatch):
     from pipeline.store import Store
 
-    real_insert = Store.insert_events
+    real_insert = Store.store_events
 
     def big_insert(self, tables):  # an insert that takes a while, like a 10,000-event batch
         self.con.execute("SELECT sum(range) FROM range(150000000)").fetchall()
         return real_insert(self, tables)
 
-    monkeypatch.setattr(Store, "insert_events", big_insert)
+    monkeypatch.setattr(Store, "store_events", big_insert)
     with FakeSLS(PROJECT, LOGSTORE, shards=2) as fake:
         fake.add_events(0, events("a", 10))
         fake.add_events(1, events("b", 10))
