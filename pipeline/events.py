@@ -180,16 +180,13 @@ def _check_unicode(obj: dict[str, Any], raw: str) -> None:
     JSON escape (``\\ud800`` with no low half after it). A valid pair (an emoji escaped as
     ``\\ud83d\\ude00``) decodes to one character and passes. The escape search is the cheap
     test; the values are walked only when the text has a surrogate escape at all."""
-    if not raw.isascii():
-        try:
-            raw.encode("utf-8")
-        except UnicodeEncodeError:
-            raise MalformedEvent("string is not valid Unicode: lone surrogate") from None
-    if "\\u" in raw and _SURROGATE_ESCAPE.search(raw):
+    if (not raw.isascii() and not _encodable(raw)) or ("\\u" in raw and _SURROGATE_ESCAPE.search(raw)):
         where = _lone_surrogate(obj)
         if where is not None:
             raise MalformedEvent("string is not valid Unicode: lone surrogate in "
                                  + (printable(where, 120) if where else "a key"))
+        if not _encodable(raw):  # in the text but not in the value: outside any string
+            raise MalformedEvent("string is not valid Unicode: lone surrogate")
 
 
 def _lone_surrogate(value: Any) -> str | None:

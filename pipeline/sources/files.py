@@ -479,7 +479,7 @@ def _bad_line(location: str, text: str, exc: jsontext.BadJson) -> Iterator[Item]
     some of its events, where only those events are refused."""
     if str(exc).startswith("duplicate key"):
         value, dups = jsontext.loads_marking_duplicates(text)
-        if isinstance(value, dict) and isinstance(value.get("Events"), list) \
+        if isinstance(value, dict) and isinstance(value.get("Events"), list) and id(value) not in dups \
                 and jsontext.first_duplicate({k: v for k, v in value.items() if k != "Events"}, dups) is None:
             yield from _values(location, value["Events"], dups)
             return
@@ -680,10 +680,12 @@ def _bad_element(win: _Window, location: str, bad_text: str, offset: int) -> Ite
     element, or quarantine an excerpt of what runs past the limit)."""
     buf, pos = win.buf, win.pos
     end = _element_end(buf, pos)
+    if end == pos:  # a stray closing bracket: it is the bad element
+        end = pos + 1
     if end is None and not win.eof and win.offset(pos) + MAX_ITEM_BYTES >= win.read_bytes:
         return None
     if end is None:
-        end = _resync(buf, pos, win.eof)
+        end = _resync(buf, pos)
     note = ""
     if end is None:
         if not win.eof:
@@ -712,13 +714,17 @@ def _element_reason(text: str) -> str:
 
 def _element_end(buf: str, pos: int) -> int | None:
     """Where the element at ``pos`` ends, by matching brackets outside strings; None when the
-    text runs out first or a string is broken (then only a later element can tell)."""
+    text runs out first or a string is broken - a quote without its end on the line, or text
+    right after a string (then only a later element can tell)."""
     depth = 0
     for match in _TOKEN.finditer(buf, pos):
         char = buf[match.start()]
         if char == '"':
             if match.end() - match.start() == 1:
                 return None  # a quote without its end on the line
+            after = _skip(buf, match.end(), " \t\r\n")
+            if after < len(buf) and buf[after] not in ":,}]":
+                return None  # text right after a string: its quoting is broken, so are these brackets
             continue
         if char in "{[":
             depth += 1
@@ -733,17 +739,14 @@ def _element_end(buf: str, pos: int) -> int | None:
     return None
 
 
-def _resync(buf: str, pos: int, eof: bool) -> int | None:
-    """The comma before the first later element that parses as an event (an object with an
-    ``eventId``) followed by ``,`` or ``]``: where a broken element must have ended."""
+def _resync(buf: str, pos: int) -> int | None:
+    """The comma before the first later element that looks like an event - an object whose
+    brackets balance and that names an ``eventId`` (it may be damaged itself) - where a broken
+    element must have ended."""
     for match in _NEXT_OBJECT.finditer(buf, pos + 1):
-        try:
-            value, end = jsontext.raw_decode(buf, match.end())
-        except (ValueError, RecursionError):
-            continue
-        after = _skip(buf, end, " \t\r\n")
-        if isinstance(value, dict) and "eventId" in value and (
-                (after < len(buf) and buf[after] in ",]") or (after >= len(buf) and eof)):
+        start = match.end()
+        end = _element_end(buf, start)
+        if end is not None and '"eventId"' in buf[start:end]:
             return match.start()
     return None
 
@@ -754,7 +757,7 @@ def _skip_oversized(win: _Window, location: str, offset: int) -> Item:
     start = win.offset(win.pos)
     excerpt = win.buf[win.pos:win.pos + EXCERPT_BYTES].encode("utf-8", "surrogateescape")
     while True:
-        end = _resync(win.buf, win.pos, win.eof)
+        end = _resync(win.buf, win.pos)
         if end is not None or win.eof:
             if end is None:
                 stripped = win.buf.rstrip(" \t\r\n")
