@@ -378,14 +378,14 @@ def _ingest_file(writer: BatchWriter, pool: ParsePool, path: Path, seen: set[str
     are found stored on the retry), the file is not recorded, so the retry reads it again."""
     try:
         scan = files.scan_file(path)
+        if scan.sha256 in seen:
+            report.skipped_files += 1
+            if progress:
+                progress(scan.size)
+            return
         parallel = scan.size >= PARALLEL_MIN_BYTES and files.is_ndjson(path)
     except OSError as exc:
         raise _ReadFailed(files.os_reason(exc)) from exc
-    if scan.sha256 in seen:
-        report.skipped_files += 1
-        if progress:
-            progress(scan.size)
-        return
     record = FileRecord(path, scan.sha256, scan.size, source)
     if parallel:
         batches = pool.parse(path, scan.chunks, source, FILES_PARTITION)
