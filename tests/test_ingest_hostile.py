@@ -483,3 +483,31 @@ def test_parse_workers_and_the_resource_tracker_die_with_a_killed_ingest(tmp_pat
     while any(_alive(pid) for pid in orphans) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert [pid for pid in orphans if _alive(pid)] == []
+
+
+class DiesInAWorker(Attributor):
+    """Attributes as usual, except that a parse worker (not the ingesting process) that meets
+    the identity ``ram-user:oom`` dies on the spot, as one killed for its memory would."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.parent = os.getpid()
+
+    def __call__(self, identity: str, access_key_id: str | None) -> str:
+        if identity == "ram-user:oom" and os.getpid() != self.parent:
+            os._exit(9)
+        return super().__call__(identity, access_key_id)
+
+
+def test_a_parse_worker_that_dies_does_not_fail_the_file(store, tmp_path, monkeypatch, caplog):
+    """A worker killed mid-file (BrokenProcessPool) used to end the ingest; its chunk is now
+    parsed in the ingesting process and every event is stored once."""
+    monkeypatch.setattr(ingest_mod, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(ingest_mod.files, "scan_file", lambda p, _orig=files.scan_file: _orig(p, chunk_bytes=16 * 1024))
+    identity = {"type": "ram-user", "principalId": "1", "accountId": "1", "userName": "oom"}
+    events = [ev(i, userIdentity=identity) if i == 150 else ev(i) for i in range(400)]
+    path = write_ndjson(tmp_path / "e.jsonl", events)
+    report = ingest_files(store, [path], DiesInAWorker(), workers=2)
+    assert (report.new, report.quarantined, report.files) == (400, 0, 1)
+    assert stored_ids(store) == sorted(e["eventId"] for e in events)
+    assert "a parse worker died while reading" in caplog.text
