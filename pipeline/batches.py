@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from models.inventory import Attributor
 from pipeline.events import EVENT_COLUMNS, Event, MalformedEvent, normalize
+from pipeline.jsontext import TOO_DEEP
 from pipeline.sources import files
 
 if TYPE_CHECKING:
@@ -43,18 +44,26 @@ _EVENT_SCHEMA = pa.schema(
     [(name, _arrow_type(name)) for name in EVENT_COLUMNS]
     + [("agent", pa.string()), ("source", pa.string()), ("ingested_at", pa.timestamp("us", tz="UTC"))]
 )
+# Where each event was read (file:line, shard and cursor...): not stored with the event, but named
+# in the quarantine should the store find its eventId already taken (Store.insert_events).
+LOCATION = "location"
+_LOCATED_SCHEMA = _EVENT_SCHEMA.append(pa.field(LOCATION, pa.string()))
 
 
 def events_to_arrow(events: Sequence[Event], agents: Sequence[str], source: str,
-                    ingested_at: datetime) -> pa.Table:
+                    ingested_at: datetime, locations: Sequence[str] | None = None) -> pa.Table:
+    """The events as the ``events`` table's columns, plus :data:`LOCATION` when given."""
+    schema = _EVENT_SCHEMA if locations is None else _LOCATED_SCHEMA
     n = len(events)
     if not n:
-        return _EVENT_SCHEMA.empty_table()
+        return schema.empty_table()
     columns: list[Any] = [list(col) for col in zip(*events, strict=True)]
     columns += [list(agents), [source] * n, [ingested_at] * n]
+    if locations is not None:
+        columns.append(list(locations))
     return pa.Table.from_arrays(
-        [pa.array(col, type=field.type) for col, field in zip(columns, _EVENT_SCHEMA, strict=True)],
-        schema=_EVENT_SCHEMA,
+        [pa.array(col, type=field.type) for col, field in zip(columns, schema, strict=True)],
+        schema=schema,
     )
 
 
@@ -70,6 +79,7 @@ class Batch:
     partition: str
     events: list[Event] = field(default_factory=list)
     agents: list[str] = field(default_factory=list)
+    locations: list[str] = field(default_factory=list)  # where each event was read
     bad: list[tuple[str, str, str]] = field(default_factory=list)  # location, reason, raw
     cursor: str | None = None  # source-specific resume point after this batch
     file: FileRecord | None = None  # the file this batch came from, if any
@@ -78,6 +88,7 @@ class Batch:
     state: dict[str, str] = field(default_factory=dict)  # pipeline_state values committed with it
     table: pa.Table | None = None
     count: int = 0
+    conflicts: int = 0  # events whose eventId was already stored with another eventTime (quarantined)
     first: datetime | None = None
     last: datetime | None = None
 
@@ -86,26 +97,35 @@ class Batch:
             times = [e.event_time for e in self.events]
             self.first, self.last = min(times), max(times)
         self.count = len(self.events)
-        self.table = events_to_arrow(self.events, self.agents, self.source, datetime.now(UTC))
-        self.events, self.agents = [], []
+        self.table = events_to_arrow(self.events, self.agents, self.source, datetime.now(UTC),
+                                     self.locations if len(self.locations) == self.count else None)
+        self.events, self.agents, self.locations = [], [], []
         return self
 
 
 def to_batches(items: Iterable[files.Item], source: str, partition: str, attribute: Attributor,
-               size: int = BATCH_SIZE) -> Iterator[Batch]:
-    """Normalize items into batches of at most ``size`` events (quarantined ones ride along)."""
+               size: int = BATCH_SIZE, now: datetime | None = None) -> Iterator[Batch]:
+    """Normalize items into batches of at most ``size`` events (quarantined ones ride along).
+
+    Each item stands alone: one that cannot become an event (any reason :func:`normalize` gives,
+    an event time before 2010 or more than a day after ``now``, nesting too deep to walk) is
+    quarantined and the rest go on. ``now`` defaults to the clock when the batches begin."""
+    now = now or datetime.now(UTC)
     batch = Batch(source, partition)
     for item in items:
         if item.error is not None:
             batch.bad.append((item.location, item.error, item.raw))
         else:
             try:
-                event = normalize(item.value, item.raw)
+                event = normalize(item.value, item.raw, now)
             except MalformedEvent as exc:
                 batch.bad.append((item.location, str(exc), item.raw))
+            except RecursionError:
+                batch.bad.append((item.location, TOO_DEEP, item.raw))
             else:
                 batch.events.append(event)
                 batch.agents.append(attribute(event.identity, event.access_key_id))
+                batch.locations.append(item.location)
         if len(batch.events) + len(batch.bad) >= size:
             yield batch
             batch = Batch(source, partition)

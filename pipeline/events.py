@@ -5,7 +5,11 @@ ActionTrail's format drifts (see ../shared/notes/actiontrail.md section 1): ``ev
 ``attributes`` or (old docs) ``sessionAttributes``, ``referencedResources`` is a dict or a list of
 ``{resourceType, resourceName}``, ``sourceIpAddress`` may be ``"Internal"`` or masked. The
 normalizer accepts all of that and rejects, with a reason, only what it cannot type: no
-``eventId``/``eventTime``, a time that is not a time, an identity that is not an object.
+``eventId``/``eventTime``, a time that is not a time, an identity that is not an object. It also
+rejects what cannot be true or cannot be stored: an ``eventTime`` before :data:`EARLIEST_EVENT_TIME`
+or more than :data:`FUTURE_TOLERANCE` after now (one such event used to drag the detect window back
+to 1970, or overflow it), and text holding a lone surrogate (``"\\ud800"``), which Arrow and
+DuckDB refuse and which used to fail the whole batch it was in.
 
 Detectors read the typed columns; the raw JSON is kept beside them for replay and evidence.
 """
@@ -14,9 +18,20 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, NamedTuple
+
+from pipeline.jsontext import printable
+
+# Event times that cannot be real are quarantined, never stored: they would move the detect window
+# and the baselines' history (and 0001 or 9999 overflowed date arithmetic downstream).
+# Alibaba Cloud's audit logging (ActionTrail's predecessor included) did not exist before 2010, so
+# 1970-01-01 (an epoch of 0), year 1 and the like are refused; merely old events are kept.
+EARLIEST_EVENT_TIME = datetime(2010, 1, 1, tzinfo=UTC)
+# ActionTrail stamps events with Alibaba's clock; a day of skew is already far beyond any real one.
+FUTURE_TOLERANCE = timedelta(days=1)
 
 
 class MalformedEvent(ValueError):
@@ -114,10 +129,13 @@ _NUMERIC_OK = frozenset({"eventVersion", "recipientAccountId", "accountId", "pri
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-def normalize(obj: Any, raw: str | None = None) -> Event:
-    """Type one parsed ActionTrail event. ``raw`` is its original text, if the caller has it."""
+def normalize(obj: Any, raw: str | None = None, now: datetime | None = None) -> Event:
+    """Type one parsed ActionTrail event. ``raw`` is its original text, if the caller has it;
+    ``now`` is what "the future" is measured from (default: the clock)."""
     if not isinstance(obj, dict):
         raise MalformedEvent(f"event is a JSON {_json_type(obj)}, not an object")
+    raw = raw if raw is not None else _dumps(obj)
+    _check_unicode(obj, raw)
     row: dict[str, Any] = {col: _opt_str(obj, key) for col, key in _STRING_KEYS}
     row["error_code"] = row["error_code"] or None  # absent or "" both mean success
     row["error_message"] = row["error_message"] or None
@@ -127,15 +145,80 @@ def normalize(obj: Any, raw: str | None = None) -> Event:
     scheme = extra.get("Scheme") if isinstance(extra, dict) else None
     return Event(
         event_id=_required_str(obj, "eventId"),
-        event_time=parse_time(_required_str(obj, "eventTime"), "eventTime"),
+        event_time=_plausible(parse_time(_required_str(obj, "eventTime"), "eventTime"), now),
         is_global=_opt_bool(obj.get("isGlobal"), "isGlobal"),
         ip_version=ip_version(row["source_ip"]),
         service_code=code if isinstance(code, str) and code else None,
         secure_transport={"https": True, "http": False}.get(scheme.lower()) if isinstance(scheme, str) else None,
         referenced_resources=_referenced_resources(obj.get("referencedResources")),
-        raw=raw if raw is not None else _dumps(obj),
+        raw=raw,
         **row,
     )
+
+
+def _plausible(when: datetime, now: datetime | None) -> datetime:
+    """``when`` if an ActionTrail event can carry it, else :class:`MalformedEvent` saying why."""
+    if when < EARLIEST_EVENT_TIME:
+        raise MalformedEvent(f"eventTime {_iso(when)} is before {_iso(EARLIEST_EVENT_TIME)}, before Alibaba "
+                             "Cloud kept audit logs: a wrong clock or a forged event")
+    now = now or datetime.now(UTC)
+    if when > _latest(now):
+        raise MalformedEvent(f"eventTime {_iso(when)} is more than a day after now ({_iso(now)}): a wrong "
+                             "clock or a forged event")
+    return when
+
+
+@lru_cache(maxsize=16)
+def _latest(now: datetime) -> datetime:
+    """The latest plausible event time (a batch passes the same ``now`` for all its events)."""
+    return now + FUTURE_TOLERANCE
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _check_unicode(obj: dict[str, Any], raw: str) -> None:
+    """Refuse text that is not valid Unicode: a lone surrogate, in the text itself or written as a
+    JSON escape (``\\ud800`` with no low half after it). A valid pair (an emoji escaped as
+    ``\\ud83d\\ude00``) decodes to one character and passes. A backslash (memchr-fast) and then
+    a surrogate escape are the cheap tests; the values are walked only when the text has one."""
+    if (not raw.isascii() and not _encodable(raw)) or ("\\" in raw and _SURROGATE_ESCAPE.search(raw)):
+        where = _lone_surrogate(obj)
+        if where is not None:
+            raise MalformedEvent("string is not valid Unicode: lone surrogate in "
+                                 + (printable(where, 120) if where else "a key"))
+        if not _encodable(raw):  # in the text but not in the value: outside any string
+            raise MalformedEvent("string is not valid Unicode: lone surrogate")
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """The path of the first key or string holding a lone surrogate (without recursion)."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, str):
+            if not _encodable(node):
+                return path
+        elif isinstance(node, dict):
+            for key, val in node.items():
+                if not _encodable(key):
+                    return path or "the top level"
+                stack.append((f"{path}.{key}" if path else key, val))
+        elif isinstance(node, list):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(node))
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_time(value: str, key: str = "time") -> datetime:

@@ -9,6 +9,7 @@ skips what was committed (files by content hash, events by ``eventId``).
 
 from __future__ import annotations
 
+import logging
 import queue
 import sys
 import threading
@@ -19,13 +20,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+
 from models.inventory import Attributor
 from pipeline.batches import BATCH_SIZE, Batch, to_batches
-from pipeline.errors import TrailwardenError
+from pipeline.errors import TerminalError, TrailwardenError
 from pipeline.parse_pool import ParsePool
 from pipeline.sources import files
 from pipeline.store import Store, first_row
 
+log = logging.getLogger(__name__)
 PARALLEL_MIN_BYTES = 32 * 1024 * 1024  # smaller files are not worth starting processes for
 FILES_PARTITION = ""
 
@@ -42,15 +47,20 @@ class IngestReport:
     quarantined: int = 0
     first_event: datetime | None = None
     last_event: datetime | None = None
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): skipped, not recorded
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v not in (None, {})}
+        out = {k: v for k, v in self.__dict__.items() if v not in (None, {}) and k != "unreadable"}
+        if self.unreadable:
+            out["skipped_unreadable"] = len(self.unreadable)
+            out["unreadable"] = [{"path": p, "error": e} for p, e in self.unreadable]
+        return out
 
     def add_batch(self, batch: Batch, new: int) -> None:
         self.events += batch.count
         self.new += new
-        self.duplicates += batch.count - new
-        self.quarantined += len(batch.bad)
+        self.duplicates += batch.count - new  # conflicting copies too: they are also quarantined
+        self.quarantined += len(batch.bad) + batch.conflicts
         if batch.first and batch.last:
             self.first_event = min(self.first_event or batch.first, batch.first)
             self.last_event = max(self.last_event or batch.last, batch.last)
@@ -173,15 +183,15 @@ def _rollback(tx: Transaction | None) -> None:
 
 class Transaction:
     """An open store transaction collecting batches: their events and quarantined input go in
-    as they come; partition state and finished files are written once, just before COMMIT
-    (single-row statements cost about a millisecond each in DuckDB)."""
+    as they come; the check of the new eventIds against the whole store, partition state and
+    finished files are done once, just before COMMIT (single-row statements cost about a
+    millisecond each in DuckDB, and the whole-store check a scan of every stored eventId)."""
 
     def __init__(self, store: Store):
         self.store = store
         self.rows = 0
         self._done: list[tuple[Batch, int]] = []
-        self._states: dict[tuple[str, str], list[Any]] = {}
-        self._finished: list[FileRecord] = []
+        self._kept: list[pa.Table] = []  # per batch: the events it stored (for the conflict check)
         self._named: dict[str, str] = {}
         store.begin()
 
@@ -189,29 +199,47 @@ class Transaction:
         if batch.table is None:
             batch.seal()
         assert batch.table is not None
-        new = self.store.insert_events([batch.table])[0]
+        [inserted] = self.store.store_events([batch.table])
         self.store.quarantine(batch.source, batch.bad)
-        state = self._states.setdefault((batch.source, batch.partition), [None, None, 0])
-        state[0] = batch.cursor or state[0]
-        state[1] = max(filter(None, (state[1], batch.last)), default=None)
-        state[2] += new
+        batch.conflicts += inserted.conflicts
+        self._kept.append(inserted.kept)
         self._named.update(batch.state)
-        if batch.file:
-            batch.file.count(batch, new)
-            if batch.closes_file:
-                self._finished.append(batch.file)
         batch.table = None  # in DuckDB's hands now: let Python's copy go
         self.rows += batch.count + len(batch.bad)
-        self._done.append((batch, new))
+        self._done.append((batch, inserted.new))
 
     def commit(self) -> list[tuple[Batch, int]]:
-        for (source, partition), (cursor, watermark, new) in self._states.items():
+        done = self._without_conflicts()
+        states: dict[tuple[str, str], list[Any]] = {}
+        finished: list[FileRecord] = []
+        for batch, new in done:
+            state = states.setdefault((batch.source, batch.partition), [None, None, 0])
+            state[0] = batch.cursor or state[0]
+            state[1] = max(filter(None, (state[1], batch.last)), default=None)
+            state[2] += new
+            if batch.file:
+                batch.file.count(batch, new)
+                if batch.closes_file:
+                    finished.append(batch.file)
+        for (source, partition), (cursor, watermark, new) in states.items():
             self.store.save_state(source, partition, cursor=cursor, watermark=watermark, new_events=new)
-        self.store.record_files([f.row() for f in self._finished])
+        self.store.record_files([f.row() for f in finished])
         for name, value in self._named.items():
             self.store.write_state(name, value)
         self.store.commit()
-        return self._done
+        return done
+
+    def _without_conflicts(self) -> list[tuple[Batch, int]]:
+        """The batches with their new counts, after taking back (and quarantining) any new event
+        whose eventId the store already held with an eventTime more than a day away."""
+        removed = self.store.remove_conflicts(pa.concat_tables(self._kept)) if self._kept else []
+        if not removed:
+            return self._done
+        ends = np.cumsum([t.num_rows for t in self._kept])
+        lost = np.bincount(np.searchsorted(ends, removed, side="right"), minlength=len(self._done))
+        for (batch, _), n in zip(self._done, lost, strict=True):
+            batch.conflicts += int(n)
+        return [(batch, new - int(n)) for (batch, new), n in zip(self._done, lost, strict=True)]
 
     def rollback(self) -> None:
         self.store.rollback()
@@ -232,18 +260,51 @@ def write_batches(store: Store, batches: list[Batch]) -> list[int]:
 def ingest_files(store: Store, paths: Iterable[str | Path], attribute: Attributor, *,
                  source: str = "files", progress: Callable[[int], None] | None = None,
                  batch_size: int = BATCH_SIZE, workers: int | None = None,
-                 stop: Callable[[], bool] | None = None) -> IngestReport:
+                 stop: Callable[[], bool] | None = None, now: datetime | None = None) -> IngestReport:
     """Ingest files and directories. Files whose content was ingested before are skipped.
 
     Large uncompressed NDJSON files are parsed by a pool of ``workers`` processes (default: one
     per core) while this process writes; everything else is parsed here. ``stop`` returning true
     ends the ingest before the next file (what was read is committed; the rest comes next time).
+    ``now`` is what event times "in the future" are measured from (default: the clock).
+
+    A file or folder that cannot be read (no permission, vanished, an I/O error) is skipped with
+    a warning and listed in the report's ``unreadable``; the other files are stored. It is not
+    recorded as ingested, so the next run reads it (and only it) again.
     """
-    found = files.find_files(paths)
+    unreadable: list[tuple[str, str]] = []
+    found = files.find_files(paths, unreadable)
     report = IngestReport()
+    for path, reason in unreadable:
+        _warn_unreadable(report, path, reason)
     with _bulk_load_settings(store):
-        _ingest_found(store, found, attribute, report, source, progress, batch_size, workers, stop)
+        _ingest_found(store, found, attribute, report, source, progress, batch_size, workers, stop, now)
     return report
+
+
+class UnreadableFiles(TerminalError):
+    """Files or folders of a files source could not be read; the rest was ingested."""
+
+
+def unreadable_error(report: IngestReport) -> UnreadableFiles:
+    """One line for the files a run had to skip: the first of them, and how many more."""
+    path, reason = report.unreadable[0]
+    more = len(report.unreadable) - 1
+    also = f" (and {more} more: see the run's counts)" if more else ""
+    return UnreadableFiles(f"{len(report.unreadable)} file(s) or folder(s) could not be read and were skipped: "
+                           f"{_shown(path)}: {reason}{also}; the rest was stored - fix the access and "
+                           "re-run, which reads only what was skipped")
+
+
+def _warn_unreadable(report: IngestReport, path: str, reason: str) -> None:
+    report.unreadable.append((path, reason))
+    log.warning("cannot read %s: %s; skipped (the other files go on, a re-run reads it again)", _shown(path), reason)
+
+
+def _shown(path: str) -> str:
+    """A path as it may be printed: quoted and escaped when it holds control or format
+    characters (a hostile file name must not rewrite the terminal)."""
+    return path if path.isprintable() else ascii(path)
 
 
 def ingest_batches(store: Store, batches: Iterable[Batch], *,
@@ -282,32 +343,76 @@ def _bulk_load_settings(store: Store) -> Iterator[None]:
 
 def _ingest_found(store: Store, found: list[Path], attribute: Attributor, report: IngestReport,
                   source: str, progress: Callable[[int], None] | None, batch_size: int,
-                  workers: int | None, stop: Callable[[], bool] | None = None) -> None:
+                  workers: int | None, stop: Callable[[], bool] | None = None,
+                  now: datetime | None = None) -> None:
     writer = BatchWriter(store, report, progress)
     seen = store.ingested_file_hashes()
-    with ParsePool(attribute, batch_size, workers) as pool:
+    with ParsePool(attribute, batch_size, workers, now) as pool:
         try:
             for path in found:
                 if stop is not None and stop():
                     break
-                scan = files.scan_file(path)
-                if scan.sha256 in seen:
-                    report.skipped_files += 1
-                    if progress:
-                        progress(scan.size)
-                    continue
-                seen.add(scan.sha256)
-                report.files += 1
-                record = FileRecord(path, scan.sha256, scan.size, source)
-                if scan.size >= PARALLEL_MIN_BYTES and files.is_ndjson(path):
-                    batches = pool.parse(path, scan.chunks, source, FILES_PARTITION)
-                else:
-                    batches = _parse_here(record, attribute, batch_size)
-                _submit_file(writer, record, batches)
+                try:
+                    _ingest_file(writer, pool, path, seen, report, attribute, batch_size, source, progress, now)
+                except _ReadFailed as exc:
+                    _warn_unreadable(report, str(path), exc.reason)
         except BaseException:
             writer.abort()
             raise
     writer.close()
+
+
+class _ReadFailed(Exception):
+    """Reading a file failed (an ``OSError``): the file is skipped, the ingest goes on."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _ingest_file(writer: BatchWriter, pool: ParsePool, path: Path, seen: set[str], report: IngestReport,
+                 attribute: Attributor, batch_size: int, source: str,
+                 progress: Callable[[int], None] | None, now: datetime | None) -> None:
+    """Submit one file's batches, unless its content was ingested before. An ``OSError`` while
+    reading it becomes :class:`_ReadFailed`: batches already submitted are kept (their events
+    are found stored on the retry), the file is not recorded, so the retry reads it again."""
+    try:
+        scan = files.scan_file(path)
+        if scan.sha256 in seen:
+            report.skipped_files += 1
+            if progress:
+                progress(scan.size)
+            return
+        parallel = scan.size >= PARALLEL_MIN_BYTES and files.is_ndjson(path)
+    except OSError as exc:
+        raise _ReadFailed(files.os_reason(exc)) from exc
+    record = FileRecord(path, scan.sha256, scan.size, source)
+    if parallel:
+        batches = pool.parse(path, scan.chunks, source, FILES_PARTITION)
+    else:
+        batches = _parse_here(record, attribute, batch_size, now)
+    seen.add(scan.sha256)
+    report.files += 1
+    try:
+        _submit_file(writer, record, _reading(batches))
+    except _ReadFailed:
+        seen.discard(scan.sha256)
+        report.files -= 1
+        raise
+
+
+def _reading(batches: Iterable[Batch]) -> Iterator[Batch]:
+    """``batches``, with an ``OSError`` raised while reading them turned into :class:`_ReadFailed`
+    (an error of the writer, which may also be an ``OSError``, is not one of these)."""
+    it = iter(batches)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except OSError as exc:
+            raise _ReadFailed(files.os_reason(exc)) from exc
+        yield batch
 
 
 @dataclass
@@ -325,7 +430,7 @@ class FileRecord:
     def count(self, batch: Batch, new: int) -> None:
         self.events += batch.count
         self.new += new
-        self.quarantined += len(batch.bad)
+        self.quarantined += len(batch.bad) + batch.conflicts
 
     def row(self) -> tuple[Any, ...]:
         return (self.sha256, self.source, str(self.path), self.size, self.events, self.new,
@@ -348,12 +453,13 @@ def _submit_file(writer: BatchWriter, record: FileRecord, batches: Iterable[Batc
     writer.submit(pending)
 
 
-def _parse_here(record: FileRecord, attribute: Attributor, batch_size: int) -> Iterator[Batch]:
+def _parse_here(record: FileRecord, attribute: Attributor, batch_size: int,
+                now: datetime | None = None) -> Iterator[Batch]:
     stream, counter = files.open_events_file(record.path)
     with stream:
         items = files.read_items(record.path, stream)
         done = 0
-        for batch in to_batches(items, record.source, FILES_PARTITION, attribute, batch_size):
+        for batch in to_batches(items, record.source, FILES_PARTITION, attribute, batch_size, now):
             batch.progress, done = counter.count - done, counter.count
             yield batch
 
@@ -394,6 +500,8 @@ def ingest_sources(store: Store, targets: Sequence[tuple[str, Any]], attribute: 
             if isinstance(target, list):
                 with (progress(name, target) if progress else nullcontext(None)) as bar:
                     outcome.report = ingest_files(store, target, attribute, source=name, progress=bar, stop=stop)
+                if outcome.report.unreadable:  # the rest is stored; the run still fails, so it is noticed
+                    raise unreadable_error(outcome.report)
             else:
                 reader = reader_for(target, store, since=since, stop=stop)
                 outcome.report = ingest_batches(store, reader.batches(attribute, BATCH_SIZE))

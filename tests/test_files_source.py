@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.errors import UsageError
 from pipeline.events import MalformedEvent, normalize
@@ -488,3 +490,52 @@ def test_is_ndjson(tmp_path: Path, content: bytes, expected: bool) -> None:
     path = tmp_path / "f"
     path.write_bytes(content)
     assert is_ndjson(path) is expected
+
+
+# --- a damaged array element: resynchronised, quarantined whole --------------------------------
+
+def _damage(text: bytes, how: str) -> bytes:
+    if how == "bad-token":
+        return text.replace(b'"DescribeInstances"', b"DescribeInstances", 1)
+    if how == "unterminated-string":
+        return text.replace(b'"DescribeInstances"', b'"DescribeInstances', 1)
+    if how == "invalid-utf8":
+        return text.replace(b"Mozilla", b"Moz\xffilla", 1)
+    if how == "double-comma":
+        return text.replace(b",", b",,", 1)
+    if how == "stray-brace":
+        return text + b"}"
+    return text.replace(b'"', b"'")  # single quotes
+
+
+DAMAGE = ["bad-token", "unterminated-string", "invalid-utf8", "double-comma", "stray-brace", "single-quotes"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(3, 40), layout=st.sampled_from(["one-line", "line-each", "pretty"]),
+       damaged=st.dictionaries(st.integers(0, 39), st.sampled_from(DAMAGE), min_size=1, max_size=3))
+def test_every_good_element_survives_any_damaged_ones(tmp_path_factory: pytest.TempPathFactory, n: int, layout: str,
+                                                      damaged: dict[int, str]) -> None:
+    """Reading resynchronises after a damaged element: each good element comes out as it was,
+    each damaged one as one error item holding exactly its text (a stray ``}`` after an element
+    is an item of its own). Known limit: an element whose quoting is broken is quarantined
+    together with a damaged element right after it (both whole, in one row)."""
+    events = [event(i) for i in range(n)]
+    texts = [json.dumps(e, indent=2 if layout == "pretty" else None, ensure_ascii=False).encode() for e in events]
+    bad = {i: how for i, how in damaged.items() if i < n}
+    for i, how in bad.items():
+        texts[i] = _damage(texts[i], how)
+    path = tmp_path_factory.mktemp("damage") / "events.json"
+    path.write_bytes(b"[" + (b"," if layout == "one-line" else b",\n").join(texts) + b"]")
+    items = read_all(path)
+    stray = {k for k, how in bad.items() if how == "stray-brace"}
+    broken = set(bad) - stray
+    assert [i.value for i in items if i.error is None] == [e for k, e in enumerate(events) if k not in broken]
+    expected = [texts[k].decode("utf-8", "replace") for k in broken] + ["}"] * len(stray)
+    errors = [i.raw for i in items if i.error is not None]
+    merged = any(how == "unterminated-string" and k + 1 in broken for k, how in bad.items())
+    if not merged:
+        assert sorted(errors) == sorted(expected)
+    else:  # after a broken quote only a sound element marks the end: a damaged one is taken along
+        assert all(any(text in raw for raw in errors) for text in expected)
+        assert len(errors) <= len(expected)

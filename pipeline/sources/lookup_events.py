@@ -31,7 +31,7 @@ from pipeline.batches import Batch, to_batches
 from pipeline.config import LookupEventsSource
 from pipeline.errors import TerminalError, TransientError
 from pipeline.sources.credentials import Credentials
-from pipeline.sources.files import Item
+from pipeline.sources.files import Item, encoded_item
 from pipeline.store import Store
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,8 @@ class LookupReader:
             self.report.pages += 1
             events = body.events or []
             self.report.events += len(events)
-            pending.extend(Item(f"{self.cfg.region} page {page} #{i}", ev, _encode(ev)) for i, ev in enumerate(events))
+            # each event alone: one that cannot be re-encoded (too deep, too long) is quarantined
+            pending.extend(encoded_item(f"{self.cfg.region} page {page} #{i}", ev) for i, ev in enumerate(events))
             if not body.next_token:
                 break
             request.next_token = body.next_token
@@ -140,7 +141,7 @@ class LookupReader:
     def _flush(self, items: list[Item], attribute: Attributor, batch_size: int, read_to: datetime | None,
                end: datetime | None = None) -> Generator[Batch, None, datetime | None]:
         """Batches of whole pages; the last one carries how far the window has been read."""
-        batches = [b.seal() for b in to_batches(items, self.cfg.name, self.partition, attribute, batch_size)]
+        batches = [b.seal() for b in to_batches(items, self.cfg.name, self.partition, attribute, batch_size, self.now)]
         if len(batches) > 1 and batches[-1].count == 0 and not batches[-1].bad:
             batches.pop()  # to_batches' empty tail: the mark rides with the last events instead
         for batch in batches:
@@ -191,8 +192,3 @@ class _Stopped(Exception):
 def _iso(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-
-def _encode(event: Any) -> str:
-    import json
-
-    return json.dumps(event, ensure_ascii=False, separators=(",", ":"))

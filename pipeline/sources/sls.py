@@ -16,7 +16,6 @@ credentials stop the run with one line. The SDK itself retries 5xx ten times.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -28,11 +27,12 @@ from urllib.parse import urlparse
 from aliyun.log import LogClient, LogException
 
 from models.inventory import Attributor
+from pipeline import jsontext
 from pipeline.batches import Batch, to_batches
 from pipeline.config import SlsSource
 from pipeline.errors import TerminalError, TrailwardenError, TransientError
 from pipeline.sources.credentials import Credentials
-from pipeline.sources.files import Item
+from pipeline.sources.files import EXCERPT_BYTES, MAX_ITEM_BYTES, Item
 from pipeline.store import Store
 
 log = logging.getLogger(__name__)
@@ -267,7 +267,8 @@ class _ShardProgress:
 
 
 def _items(response: Any, shard: int, cursor: str) -> Iterator[Item]:
-    """Each log's ``event`` content, parsed; a log without one, or with bad JSON, is quarantined."""
+    """Each log's ``event`` content, parsed; a log without one, with bad JSON (malformed, too
+    deep, a duplicate key) or longer than the files' item limit, is quarantined."""
     for g, group in enumerate(response.get_loggroup_list().LogGroups):
         for i, entry in enumerate(group.Logs):
             location = f"shard {shard} cursor {cursor} group {g} log {i}"
@@ -276,7 +277,12 @@ def _items(response: Any, shard: int, cursor: str) -> Iterator[Item]:
                 keys = ",".join(c.Key for c in entry.Contents)[:200]
                 yield Item(location, None, keys, "no `event` content in the log (keys: " + keys + ")")
                 continue
+            if len(text) > MAX_ITEM_BYTES:
+                yield Item(location, None, text[:EXCERPT_BYTES],
+                           f"event of {len(text):,} characters is over the {MAX_ITEM_BYTES >> 20} MiB limit: not "
+                           f"stored whole; its first {EXCERPT_BYTES:,} are kept here")
+                continue
             try:
-                yield Item(location, json.loads(text), text)
-            except ValueError as exc:
-                yield Item(location, None, text, f"malformed JSON: {exc}")
+                yield Item(location, jsontext.loads(text), text)
+            except jsontext.BadJson as exc:
+                yield Item(location, None, text, str(exc))

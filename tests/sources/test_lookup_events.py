@@ -62,6 +62,21 @@ def fake():
         yield f
 
 
+# -- bad events -----------------------------------------------------------------------------------------
+def test_an_event_with_a_lone_surrogate_is_quarantined_and_the_others_stored(store, fake):
+    """Was: UnicodeEncodeError ended the run; nothing of the window was stored."""
+    evs = spaced("s", 3, NOW - timedelta(hours=3), timedelta(hours=1))
+    evs[1]["userIdentity"] = {**evs[1]["userIdentity"], "userName": "\ud800x"}  # sent as "\\ud800x"
+    fake.add_events(evs)
+    report, _ = run(store, fake)
+    assert (report.new, report.quarantined) == (2, 1)
+    assert ids(store)[0] == {"s-00000", "s-00002"}
+    [(location, reason, raw)] = store.con.execute("SELECT location, reason, raw FROM quarantine").fetchall()
+    assert location == f"{REGION} page 0 #1"
+    assert reason == "string is not valid Unicode: lone surrogate in userIdentity.userName"
+    assert '"userName":"\\ud800x"' in raw  # kept, written out
+
+
 # -- paging -------------------------------------------------------------------------------------------
 def test_pages_of_50_forward_through_one_fixed_window_store_every_event_once(store, fake):
     inside = spaced("in", 137, NOW - timedelta(days=6), timedelta(hours=1))

@@ -379,13 +379,13 @@ def test_an_unreachable_endpoint_is_transient(store, fake, monkeypatch):
 def test_the_reader_and_the_writer_do_not_share_a_busy_connection(store, monkeypatch):
     from pipeline.store import Store
 
-    real_insert = Store.insert_events
+    real_insert = Store.store_events
 
     def big_insert(self, tables):  # an insert that takes a while, like a 10,000-event batch
         self.con.execute("SELECT sum(range) FROM range(150000000)").fetchall()
         return real_insert(self, tables)
 
-    monkeypatch.setattr(Store, "insert_events", big_insert)
+    monkeypatch.setattr(Store, "store_events", big_insert)
     with FakeSLS(PROJECT, LOGSTORE, shards=2) as fake:
         fake.add_events(0, events("a", 10))
         fake.add_events(1, events("b", 10))
@@ -423,6 +423,27 @@ def test_logs_without_an_event_and_malformed_json_are_quarantined_and_the_rest_i
     assert all(loc.startswith("shard 0 cursor ") for loc in locations)
     pull(store, source(fake))
     assert store.con.execute("SELECT count(*) FROM quarantine").fetchone()[0] == 3
+
+
+def test_poison_logs_are_quarantined_one_by_one_and_the_shard_goes_on(store, fake):
+    """Was: a log nested 100,000 deep (RecursionError) or with a lone surrogate ended the run."""
+    good = events("good", 3)
+    deep = '{"eventId": "deep", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    duplicate = json.dumps({**good[0], "eventId": "dup"}).replace('"ci-deploy"', '"ci-deploy", "userName": "root"')
+    surrogate = json.dumps({**good[0], "eventId": "surrogate"}).replace('"ci-deploy"', '"\\ud800"')
+    epoch = {**good[0], "eventId": "epoch", "eventTime": "1970-01-01T00:00:00Z"}
+    fake.add_events(0, [good[0], deep, duplicate, good[1], surrogate, epoch, good[2]], receive_time=received(good))
+    report, _ = pull(store, source(fake))
+    assert (report.new, report.quarantined) == (3, 4)
+    assert ids(store)[0] == {"good-00000", "good-00001", "good-00002"}
+    reasons = sorted(r[0] for r in store.con.execute("SELECT reason FROM quarantine").fetchall())
+    assert [r.split(":")[0] for r in reasons] == [
+        "JSON nested too deeply to read (more levels than the parser's recursion limit)",
+        'duplicate key "userName" in userIdentity', "eventTime 1970-01-01T00",
+        "string is not valid Unicode"]
+    assert reasons[3].endswith("lone surrogate in userIdentity.userName")
+    pull(store, source(fake))  # the cursor moved past them: nothing is read twice
+    assert store.con.execute("SELECT count(*) FROM quarantine").fetchone()[0] == 4
 
 
 def test_an_event_delivered_twice_is_stored_once(store, fake):
