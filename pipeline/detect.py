@@ -26,7 +26,7 @@ from models.mapping import PARAMETER_TARGETS
 from models.scope import compile_scopes
 from pipeline.config import Config, parse_duration
 from pipeline.errors import UsageError
-from pipeline.events import EVENT_COLUMNS
+from pipeline.events import EARLIEST_EVENT_TIME, EVENT_COLUMNS, FUTURE_TOLERANCE
 from pipeline.findings import save_findings
 from pipeline.store import Store, first_row, utcnow
 
@@ -100,10 +100,9 @@ def run_detect(store: Store, config: Config, inventory: Inventory, *, since: dat
     return report
 
 
-# Event times a window may reach: ingest quarantines times outside them, and a store written before
-# it did may still hold some (1970, year 1, 9999): they never move a window, nor overflow one.
-EARLIEST_EVENT_TIME = datetime(2010, 1, 1, tzinfo=UTC)
-FUTURE_TOLERANCE = timedelta(days=1)
+# Event times a window may reach are those ingest accepts (pipeline.events); a store written before
+# ingest refused the others may still hold some (1970, year 1, 9999): they never move a window, nor
+# overflow one.
 MAX_SPANS = 32  # separate stretches of days scored by one plain detect; closer ones merge beyond it
 
 
