@@ -78,6 +78,12 @@ def make_event() -> Callable[..., dict[str, Any]]:
     return make
 
 
+@pytest.fixture(autouse=True)
+def _no_terminal_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process rendering sees no COLUMNS either (see run_cli); a test that wants a width sets it."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     with open_store(tmp_path / "store.duckdb") as s:
@@ -92,7 +98,9 @@ def write_ndjson(path: Path, events: list[dict[str, Any]]) -> Path:
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run ``trailwarden`` as a user would, in a subprocess."""
-    full_env = {k: v for k, v in os.environ.items() if k != "TRAILWARDEN_CONFIG"}
+    # no config from the environment, and no width: a table into a pipe is not cut (pytest-xdist's
+    # workers export COLUMNS=80, which would lay tables out as blocks)
+    full_env = {k: v for k, v in os.environ.items() if k not in ("TRAILWARDEN_CONFIG", "COLUMNS")}
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd or ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout, check=False)
