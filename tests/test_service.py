@@ -55,7 +55,7 @@ def _serve(cfg: Path, *args: str, env: dict[str, str] | None = None) -> subproce
                             cwd=ROOT, env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for(predicate, timeout: float = 60.0) -> None:
+def _wait_for(predicate, timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
@@ -185,7 +185,7 @@ def test_analysts_read_while_serve_cycles_every_second(tmp_path):
             time.sleep(2)
             write_ndjson(tmp_path / "incoming" / f"part-{part:02d}.jsonl", events[part * 10:(part + 1) * 10])
         out, err = reader.communicate(timeout=120)
-        _wait_for(lambda: _count_or_zero(db) == 310, timeout=30)  # the last file, written just now
+        _wait_for(lambda: _count_or_zero(db) == 310)  # the last file, written just now
     finally:
         proc.send_signal(signal.SIGTERM)
         _, serve_err = proc.communicate(timeout=60)
@@ -234,7 +234,7 @@ def test_a_reader_holding_the_store_open_does_not_stall_serve(tmp_path):
         with open_for_reading(db) as store:  # as a notebook does, and then keeps it
             assert store.con.execute("SELECT count(*) FROM events").fetchall() == [(89,)]
             held_at = _cycles(db)
-            _wait_for(lambda: _cycles(db) >= held_at + 3, timeout=40)
+            _wait_for(lambda: _cycles(db) >= held_at + 3)
             assert store.con.execute("SELECT count(*) FROM events").fetchall() == [(89,)]
     finally:
         proc.send_signal(signal.SIGTERM)
