@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.store import open_store  # noqa: E402
+from pipeline.store.store import open_store  # noqa: E402
 
 END = datetime(2026, 11, 30, 16, 0, tzinfo=UTC)  # Tuesday 00:00 in Asia/Shanghai
 PER_DAY_POLLER = 280

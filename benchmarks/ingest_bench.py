@@ -3,7 +3,7 @@
 What is measured, and why:
 
 * **trailwarden**: ``trailwarden ingest --file events.ndjson --format json`` on N realistic
-  ActionTrail events (``pipeline.synthetic.stream``, about 1.3 KB each, NDJSON), into a fresh
+  ActionTrail events (``pipeline.demo.synthetic.stream``, about 1.3 KB each, NDJSON), into a fresh
   store, with a config holding only ``memory_limit`` so the user's ``config/`` plays no part
   (hence no inventory: every identity is attributed as unregistered). This is the whole command
   as a user runs it: interpreter start-up, hashing the file, parsing, normalizing, attributing,
@@ -243,7 +243,7 @@ def log(message: str) -> None:
 
 def generate(path: Path, n: int, seed: int) -> dict[str, Any]:
     """Write ``n`` synthetic events to ``path`` as NDJSON; not part of any measurement."""
-    from pipeline import synthetic
+    from pipeline.demo import synthetic
 
     started = time.perf_counter()
     count = 0

@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from detect_bench import END, build_store, write_config  # noqa: E402
 
 from models.inventory import load_inventory  # noqa: E402
-from pipeline.replay import build_replay  # noqa: E402
-from pipeline.store import open_store  # noqa: E402
+from pipeline.investigate.replay import build_replay  # noqa: E402
+from pipeline.store.store import open_store  # noqa: E402
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ timed), then measures:
 
 1. the detector alone: ``OutOfScope().score(events, models, now)`` over all N events already in a
    DataFrame - the evaluator's hot path (events/s);
-2. loading those events from DuckDB into the DataFrame (``pipeline.detect.load_events``), the
+2. loading those events from DuckDB into the DataFrame (``pipeline.detection.detect.load_events``), the
    cost every detector run shares;
 3. ``trailwarden detect`` end to end over the whole store, as a subprocess, with its peak RSS
    (detect scores whole days in chunks of at most ~100,000 events, so memory follows the chunk,
@@ -36,10 +36,10 @@ from detectors.base import Models  # noqa: E402
 from detectors.out_of_scope import OutOfScope  # noqa: E402
 from models.inventory import Attributor, load_inventory  # noqa: E402
 from models.scope import compile_scopes  # noqa: E402
-from pipeline import synthetic  # noqa: E402
-from pipeline.detect import load_events  # noqa: E402
-from pipeline.ingest import ingest_files  # noqa: E402
-from pipeline.store import open_store  # noqa: E402
+from pipeline.demo import synthetic  # noqa: E402
+from pipeline.detection.detect import load_events  # noqa: E402
+from pipeline.ingest.run import ingest_files  # noqa: E402
+from pipeline.store.store import open_store  # noqa: E402
 
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 FAR = datetime(2100, 1, 1, tzinfo=UTC)

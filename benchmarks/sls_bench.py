@@ -2,7 +2,7 @@
 
 What is measured, and how:
 
-* **The data**: N realistic ActionTrail events (``pipeline.synthetic.stream``, about 1.3 KB each)
+* **The data**: N realistic ActionTrail events (``pipeline.demo.synthetic.stream``, about 1.3 KB each)
   in LogGroups of ``--group-size`` logs (each event's JSON in the content ``event``, as a trail
   delivers them), dealt round-robin over ``--shards`` shards of ``tests.fakes.sls.FakeSLS``. The
   fake runs in **its own process** (``--serve``), so it does not share the measured process's
@@ -58,7 +58,7 @@ def serve(args: argparse.Namespace) -> None:
 
     import lz4.block
 
-    from pipeline.synthetic import stream
+    from pipeline.demo.synthetic import stream
     from tests.fakes.sls import FakeSLS
 
     started = time.perf_counter()
@@ -135,8 +135,9 @@ def timed(name, fn):
     return wrapper
 
 from aliyun.log import logclient, pulllog_response
-from pipeline import batches, ingest
-from pipeline.sources import sls
+from pipeline.ingest import batches
+from pipeline.ingest import run as ingest
+from pipeline.ingest.sources import sls
 logclient.LogClient.pull_logs = timed("read: SDK pull_logs (HTTP + lz4)", logclient.LogClient.pull_logs)
 pulllog_response.PullLogResponse._parse_loggroup_list = timed(
     "read: protobuf decode", pulllog_response.PullLogResponse._parse_loggroup_list)
@@ -147,7 +148,7 @@ batches.normalize = timed("read: normalize", batches.normalize)
 batches.Batch.seal = timed("read: Arrow (Batch.seal)", batches.Batch.seal)
 ingest.Transaction.add = timed("write: DuckDB insert + dedupe", ingest.Transaction.add)
 ingest.Transaction.commit = timed("write: DuckDB commit", ingest.Transaction.commit)
-from pipeline.cli import main
+from pipeline.cli.app import main
 started = time.perf_counter()
 try:
     main(["--config", sys.argv[2], "ingest", "--source", "trail", "--format", "json"])
@@ -214,7 +215,7 @@ def _measure(cmd: list[str], tmp: Path, env: dict[str, str]) -> tuple[int, float
 
 def _default_pull_count() -> int:
     sys.path.insert(0, str(ROOT))
-    from pipeline.config import SlsSource
+    from pipeline.core.config import SlsSource
 
     return int(SlsSource.model_fields["batch_size"].default)
 
@@ -227,7 +228,7 @@ def _reference(tmp: Path, events: int, env: dict[str, str]) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from ingest_bench import READ_JSON_OPTIONS, REFERENCE_PROGRAM
 
-    from pipeline.synthetic import stream
+    from pipeline.demo.synthetic import stream
 
     src = tmp / "events.ndjson"
     with src.open("w", encoding="utf-8") as out:

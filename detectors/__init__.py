@@ -15,7 +15,7 @@ from functools import cache
 from typing import Any
 
 from detectors.base import Detector
-from pipeline.errors import UsageError
+from pipeline.core.errors import UsageError
 
 
 @cache

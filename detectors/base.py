@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 
 from models.inventory import Inventory
-from models.redact import redacted
 from models.scope import AgentScope
-from pipeline.config import parse_duration
+from pipeline.core.config import parse_duration
+from pipeline.core.redact import redacted
 
 SEVERITIES = ("low", "medium", "high", "critical")
 
@@ -151,7 +151,7 @@ _ENVELOPE = frozenset(k.lower() for k in (
 def request_evidence(text: Any) -> Any:
     """A call's request parameters for a finding's evidence: the JSON parsed, without the RPC
     envelope (signature, timestamp, host...), with secrets redacted at any depth, by key and by
-    value (``models.redact``: ``LoginProfile.Password``, ``Body: "password=..."``). None when it
+    value (``pipeline.core.redact``: ``LoginProfile.Password``, ``Body: "password=..."``). None when it
     is not JSON."""
     if not isinstance(text, str):
         return None

@@ -17,7 +17,7 @@ The new calls of one agent from one new source (its network when that is new, el
 else its client) within the dedup window (24h) make one finding, which names everything else that
 was new in them, what was known and the diversity figures.
 
-Severity: medium. ``pipeline.detect`` raises it to ``coincidence_severity`` (high) when another
+Severity: medium. ``pipeline.detection.detect`` raises it to ``coincidence_severity`` (high) when another
 detector found something about the same agent within ``coincidence_window`` (1h) of it (a new place
 *and* odd hours, or out of scope), and names those findings in the evidence (``coincides_with``).
 
@@ -42,7 +42,7 @@ import pandas as pd
 from detectors.base import SEVERITIES, Detector, Finding, Models, capped, group_bursts, jsonable
 from models.baselines import Baseline
 from models.sources import KINDS, Coded, source_values
-from pipeline.config import parse_duration
+from pipeline.core.config import parse_duration
 
 _WORDS = {"network": ("network", "networks"), "region": ("region", "regions"), "client": ("client", "clients")}
 
@@ -54,7 +54,7 @@ class NewSource(Detector):
         "dedup_window": "24h",
         "max_novelty": 0.1,  # a kind is stable when new values came on at most 10% of its days
         "min_days": 7,  # days a kind must have been seen on before it is judged
-        "coincidence_window": "1h",  # read by pipeline.detect: another detector's finding this close...
+        "coincidence_window": "1h",  # read by pipeline.detection.detect: another detector's finding this close...
         "coincidence_severity": "high",  # ...raises this one to this severity
     }
     columns = ("event_id", "event_time", "agent", "event_name", "source_ip", "acs_region", "is_global",

@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 from models.sources import IPV4_NETWORK_SQL, REGION_SQL, client_family, network_of
-from pipeline.store import Store, utcnow
+from pipeline.store.store import Store, utcnow
 
 HISTORY = timedelta(days=28)
 MIN_ACTIVE_DAYS = 7  # below this an agent's rhythm is not known: fall back to declared hours

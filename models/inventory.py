@@ -23,8 +23,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from models.policy import PolicyError, compile_policy
-from pipeline.config import read_yaml, validation_error
-from pipeline.errors import UsageError
+from pipeline.core.config import read_yaml, validation_error
+from pipeline.core.errors import UsageError
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _IDENTITY = re.compile(r"^(ram-user|role|access-key):(\S+)$")

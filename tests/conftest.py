@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.store import Store, open_store
+from pipeline.store.store import Store, open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -121,7 +121,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *
 # variable TW_HANG_AFTER_COMMITS) prints "committed" and hangs, to be killed with SIGKILL.
 HANG_AFTER_COMMITS = """
 import os, time
-from pipeline import ingest
+from pipeline.ingest import run as ingest
 _commit, _commits = ingest.Transaction.commit, []
 def _commit_then_hang(self):
     out = _commit(self)

@@ -25,14 +25,14 @@ import yaml
 from detectors.base import Finding
 from detectors.odd_hours import OddHours
 from models.inventory import Attributor, Inventory
-from pipeline import synthetic
-from pipeline.backtest import Dedup, run_backtest
-from pipeline.config import Config, load_config
-from pipeline.demo import demo_inventory, run_demo
-from pipeline.detect import run_detect
-from pipeline.findings import list_findings
-from pipeline.ingest import ingest_files
-from pipeline.store import Store, open_store
+from pipeline.core.config import Config, load_config
+from pipeline.demo import synthetic
+from pipeline.demo.build import demo_inventory, run_demo
+from pipeline.detection.backtest import Dedup, run_backtest
+from pipeline.detection.detect import run_detect
+from pipeline.detection.findings import list_findings
+from pipeline.ingest.run import ingest_files
+from pipeline.store.store import Store, open_store
 from tests.conftest import ROOT, run_cli, write_ndjson
 
 CONFIG_PATH = ROOT / "config" / "trailwarden.yaml"

@@ -114,8 +114,9 @@ def test_query_errors_exit_2_in_one_line(tmp_path):
 
 
 def test_an_eoferror_escaping_a_command_is_an_internal_error_not_an_abort(tmp_path, monkeypatch, capsys):
-    from pipeline import cli, status
-    from pipeline.store import open_store
+    import pipeline.cli.app as cli
+    from pipeline.store import status
+    from pipeline.store.store import open_store
 
     with open_store(tmp_path / "s.duckdb"):
         pass
@@ -278,7 +279,7 @@ HOSTILE_ERROR = "\x1b[2J _it_ ~strike~ \u202e\u200b\x7f\x9b31m"
 def _assert_terminal_safe(text: str) -> None:
     """Nothing that acts on a terminal or hides: no control (but the line breaks), no bidi or
     zero-width character."""
-    from pipeline.inert import HIDDEN
+    from pipeline.core.inert import HIDDEN
 
     found = sorted({f"U+{ord(c):04X}" for c in HIDDEN.findall(text.replace("\n", ""))})
     assert not found, f"{found} reached the terminal"
@@ -389,7 +390,7 @@ def _main(*argv: str) -> tuple[int, str, str]:
     import contextlib
     import io
 
-    from pipeline.cli import main
+    from pipeline.cli.app import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exc:
@@ -450,7 +451,7 @@ def _cells(text: str, column: int) -> list[str]:
 
 
 def test_a_findings_table_at_160_columns_cuts_the_other_columns_before_the_summary():
-    from pipeline.output import table
+    from pipeline.core.output import table
 
     cols = ["id", "severity", "status", "detector", "agent", "last_seen", "event_count", "summary"]
     rows = [["658d22bd61105b5e94f9", "critical", "acknowledged", "unregistered_identity", ROOT_ID,
@@ -463,8 +464,8 @@ def test_a_findings_table_at_160_columns_cuts_the_other_columns_before_the_summa
 
 
 def test_a_table_at_100_columns_keeps_the_name_column_whole():
-    from pipeline.agents import COLUMNS
-    from pipeline.output import table
+    from pipeline.core.output import table
+    from pipeline.investigate.agents import COLUMNS
 
     rows = [["monitor-readonly", "sre-team", "production", "Poll instance and database metrics " * 3,
              "ram-user:cms-poller, access-key:LTAI5tMonitor", "2026-12-05T03:07:00Z", 13485, 3, None,
@@ -477,7 +478,7 @@ def test_a_table_at_100_columns_keeps_the_name_column_whole():
 
 
 def test_a_status_table_at_80_columns_keeps_source_and_partition_whole():
-    from pipeline.output import table
+    from pipeline.core.output import table
 
     cols = ["source", "partition", "cursor_time", "watermark", "lag", "events", "last_hour", "updated_at",
             "last_error"]
@@ -490,7 +491,7 @@ def test_a_status_table_at_80_columns_keeps_source_and_partition_whole():
 
 
 def test_tables_use_columns_and_are_not_cut_into_a_pipe(monkeypatch):
-    from pipeline.output import table
+    from pipeline.core.output import table
 
     rows = [["x", SUMMARY]]
     monkeypatch.setenv("COLUMNS", "60")
@@ -500,7 +501,7 @@ def test_tables_use_columns_and_are_not_cut_into_a_pipe(monkeypatch):
 
 
 def _commands_with_format():
-    from pipeline.cli import cli
+    from pipeline.cli.app import cli
 
     def walk(group, path):
         for name, command in group.commands.items():
@@ -564,7 +565,7 @@ class _Clock:
 
 
 def test_the_progress_estimate_is_the_runs_average_rate():
-    from pipeline.output import Progress
+    from pipeline.core.output import Progress
 
     clock, shown = _Clock(), []
     bar = Progress(37_000_000, shown.append, clock=clock, every=0)

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from models.inventory import Attributor, Hours, load_inventory, parse_days
-from pipeline.config import load_config, parse_duration
-from pipeline.errors import UsageError
+from pipeline.core.config import load_config, parse_duration
+from pipeline.core.errors import UsageError
 from tests.conftest import ROOT
 
 

@@ -152,7 +152,7 @@ MUST_NOT = [  # what a stolen trailwarden key must not be able to do
 
 
 def _sdk_calls(source: str) -> set[str]:
-    text = (ROOT / "pipeline" / "sources" / f"{source}.py").read_text()
+    text = (ROOT / "pipeline" / "ingest" / "sources" / f"{source}.py").read_text()
     return set(re.findall(r"self\.client\.(\w+)", text))
 
 

@@ -13,14 +13,14 @@ import pytest
 import detectors
 from detectors.base import SEVERITIES, Detector, Finding
 from models.inventory import Attributor, Inventory, load_inventory
-from pipeline.attribution import reattribute_if_changed
-from pipeline.config import Config
-from pipeline.detect import run_detect
-from pipeline.errors import UsageError
-from pipeline.events import EVENT_COLUMNS
-from pipeline.findings import list_findings
-from pipeline.ingest import ingest_files
-from pipeline.store import open_store
+from pipeline.core.config import Config
+from pipeline.core.errors import UsageError
+from pipeline.detection.detect import run_detect
+from pipeline.detection.findings import list_findings
+from pipeline.ingest.events import EVENT_COLUMNS
+from pipeline.ingest.run import ingest_files
+from pipeline.store.attribution import reattribute_if_changed
+from pipeline.store.store import open_store
 from tests.conftest import ROOT, assert_one_line_error, run_cli, write_ndjson
 
 DESIGN_IDS = {"out_of_scope", "odd_hours", "failure_storm", "audit_tampering", "unregistered_identity",

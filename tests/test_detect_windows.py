@@ -13,12 +13,12 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from models.inventory import Attributor, Inventory
-from pipeline.config import Config
-from pipeline.detect import MAX_SPANS, run_detect
-from pipeline.events import EVENT_COLUMNS
-from pipeline.findings import list_findings
-from pipeline.ingest import ingest_files
-from pipeline.store import Store
+from pipeline.core.config import Config
+from pipeline.detection.detect import MAX_SPANS, run_detect
+from pipeline.detection.findings import list_findings
+from pipeline.ingest.events import EVENT_COLUMNS
+from pipeline.ingest.run import ingest_files
+from pipeline.store.store import Store
 from tests.conftest import ram_user_event, run_cli, write_ndjson
 
 TZ_NAME = "Asia/Shanghai"

@@ -1,4 +1,4 @@
-"""pipeline.events.normalize: ActionTrail's format drift in, one typed Event out.
+"""pipeline.ingest.events.normalize: ActionTrail's format drift in, one typed Event out.
 
 Each case names what a user would notice if it broke: a failed call counted as a success, a role
 attributed to the wrong identity, an event time off by eight hours, a whole file crashing ingest.
@@ -19,12 +19,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.events import EVENT_COLUMNS, Event, MalformedEvent, ip_version, normalize
+from pipeline.ingest.events import EVENT_COLUMNS, Event, MalformedEvent, ip_version, normalize
 from tests.conftest import BASE_EVENT, FIXTURES, REAL_ATTACKS
 
 EXAMPLES = FIXTURES / "actiontrail_examples"
 SYNTHETIC_FAILED = FIXTURES / "synthetic" / "e9_failed_call.SYNTHETIC.json"
-MIGRATION = Path(__file__).resolve().parent.parent / "pipeline" / "migrations" / "0001_init.sql"
+MIGRATION = Path(__file__).resolve().parent.parent / "pipeline" / "store" / "migrations" / "0001_init.sql"
 
 # A RAM user's API call with an AccessKey (conftest's BASE_EVENT), with no error fields at all.
 BASE: dict[str, Any] = {**{k: v for k, v in BASE_EVENT.items() if k not in ("errorCode", "errorMessage")},

@@ -1,4 +1,4 @@
-"""pipeline.sources.files: every file layout ActionTrail users have, read back exactly.
+"""pipeline.ingest.sources.files: every file layout ActionTrail users have, read back exactly.
 
 What a user would notice if these broke: events silently missing from a file, a bad line taking
 the rest of the file with it, quarantine rows pointing at the wrong line, README.md "ingested",
@@ -19,10 +19,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.errors import UsageError
-from pipeline.events import MalformedEvent, normalize
-from pipeline.sources import files
-from pipeline.sources.files import Item, find_files, is_ndjson, read_chunk, read_items, scan_file
+from pipeline.core.errors import UsageError
+from pipeline.ingest.events import MalformedEvent, normalize
+from pipeline.ingest.sources import files
+from pipeline.ingest.sources.files import (
+    Item,
+    find_files,
+    is_ndjson,
+    read_chunk,
+    read_items,
+    scan_file,
+)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 EXAMPLES = FIXTURES / "actiontrail_examples"
@@ -294,7 +301,7 @@ def test_byte_counter_reaches_the_on_disk_size(tmp_path: Path, compress: bool) -
     assert counter.count == path.stat().st_size
 
 
-# Reading bugs found while writing these tests (fixed in pipeline/sources/files.py and events.py).
+# Reading bugs found while writing these tests (fixed in pipeline/ingest/sources/files.py and events.py).
 
 @pytest.mark.parametrize(("compress", "blanks"), [(True, 10_000), (False, MIB + 10)],
                          ids=["gz-10KB", "plain-1MiB"])

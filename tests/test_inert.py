@@ -1,4 +1,4 @@
-"""``pipeline.inert``: which characters are shown as escapes, and that nothing else changes."""
+"""``pipeline.core.inert``: which characters are shown as escapes, and that nothing else changes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import unicodedata
 
 import pytest
 
-from pipeline.inert import HIDDEN, json_inert, one_line, reveal
+from pipeline.core.inert import HIDDEN, json_inert, one_line, reveal
 
 
 def test_every_control_format_and_separator_character_is_revealed():

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.inventory import Attributor, Inventory
-from pipeline import ingest as ingest_mod
-from pipeline.ingest import ingest_files
-from pipeline.store import open_store
+from pipeline.ingest import run as ingest_mod
+from pipeline.ingest.run import ingest_files
+from pipeline.store.store import open_store
 from tests.conftest import BASE_EVENT, REAL_ATTACKS, kill_after_commits, run_cli, write_ndjson
 
 NOBODY = Attributor(None)
@@ -224,8 +224,8 @@ def test_ingest_twice_is_ingest_once(tmp_path_factory, plans, again):
 # -- crash safety ---------------------------------------------------------------------------------
 KILLER = """
 import sys
-from pipeline import ingest
-from pipeline.store import open_store
+from pipeline.ingest import run as ingest
+from pipeline.store.store import open_store
 from models.inventory import Attributor
 with open_store(sys.argv[1]) as s:
     ingest.ingest_files(s, [sys.argv[2]], Attributor(None), batch_size=100, workers=1)

@@ -24,12 +24,12 @@ import duckdb
 import pytest
 
 from models.inventory import Attributor, Inventory
-from pipeline import ingest as ingest_mod
-from pipeline.config import load_config
-from pipeline.ingest import ingest_files, ingest_sources
-from pipeline.service import run_cycle
-from pipeline.sources import files
-from pipeline.store import open_store
+from pipeline.core.config import load_config
+from pipeline.ingest import run as ingest_mod
+from pipeline.ingest.run import ingest_files, ingest_sources
+from pipeline.ingest.sources import files
+from pipeline.service.cycle import run_cycle
+from pipeline.store.store import open_store
 from tests.conftest import BASE_EVENT, ROOT, kill_after_commits, write_ndjson
 
 NOBODY = Attributor(None)
@@ -430,9 +430,9 @@ def test_implausible_event_times_are_quarantined_and_old_real_ones_kept(store, t
 # -- kill -9 --------------------------------------------------------------------------------------
 KILLED_WITH_WORKERS = """
 import os, sys
-from pipeline import ingest
-from pipeline.sources import files
-from pipeline.store import open_store
+from pipeline.ingest import run as ingest
+from pipeline.ingest.sources import files
+from pipeline.store.store import open_store
 from models.inventory import Attributor
 ingest.PARALLEL_MIN_BYTES = 0
 _scan = files.scan_file

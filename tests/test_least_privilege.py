@@ -23,10 +23,10 @@ import pytest
 from models.inventory import Attributor, Inventory, load_inventory
 from models.mapping import CallerFacts, CallFacts, is_authorized_call, requests
 from models.policy import Decision, Request, compile_policy, evaluate
-from pipeline.demo import run_demo
-from pipeline.ingest import ingest_files
-from pipeline.least_privilege import least_privilege
-from pipeline.store import Store, open_store
+from pipeline.demo.build import run_demo
+from pipeline.ingest.run import ingest_files
+from pipeline.investigate.least_privilege import least_privilege
+from pipeline.store.store import Store, open_store
 from tests.conftest import ROOT, run_cli, write_ndjson
 
 INVENTORY = load_inventory(ROOT / "config" / "agents.yaml")

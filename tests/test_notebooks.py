@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from models.inventory import load_inventory
-from pipeline.demo import run_demo
-from pipeline.findings import list_findings
-from pipeline.least_privilege import least_privilege
-from pipeline.store import open_store
+from pipeline.demo.build import run_demo
+from pipeline.detection.findings import list_findings
+from pipeline.investigate.least_privilege import least_privilege
+from pipeline.store.store import open_store
 from tests.conftest import ROOT
 
 nbformat = pytest.importorskip("nbformat", reason="the notebook tests need the dev extras: pip install -e '.[dev]'")

@@ -18,9 +18,9 @@ import duckdb
 import pytest
 import yaml
 
-from pipeline.errors import UsageError
-from pipeline.status import run_query
-from pipeline.store import Store, open_for_reading, open_store, publish_snapshot
+from pipeline.core.errors import UsageError
+from pipeline.store.status import run_query
+from pipeline.store.store import Store, open_for_reading, open_store, publish_snapshot
 from tests.conftest import REAL_ATTACKS, assert_one_line_error, run_cli
 
 SLACK_TOKEN = "xoxb-sandbox-test-token-0123456789"

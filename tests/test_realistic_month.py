@@ -1,4 +1,4 @@
-"""The demo's month (pipeline/synthetic.py) through the whole pipeline: every planted incident is
+"""The demo's month (pipeline/demo/synthetic.py) through the whole pipeline: every planted incident is
 found, and the benign traffic of the seven agents raises next to nothing.
 
 A month of realistic traffic for the sample inventory (config/agents.yaml) with the incidents of
@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 
 from models.inventory import Attributor, Inventory, load_inventory
-from pipeline import synthetic
-from pipeline.config import load_config
-from pipeline.detect import run_detect
-from pipeline.findings import list_findings
-from pipeline.ingest import ingest_files
-from pipeline.store import open_store
+from pipeline.core.config import load_config
+from pipeline.demo import synthetic
+from pipeline.detection.detect import run_detect
+from pipeline.detection.findings import list_findings
+from pipeline.ingest.run import ingest_files
+from pipeline.store.store import open_store
 from tests.conftest import ROOT, write_ndjson
 
 INVENTORY = load_inventory(ROOT / "config" / "agents.yaml")

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from models.inventory import Attributor, Inventory
-from pipeline.attribution import reattribute_if_changed
-from pipeline.config import Config
-from pipeline.errors import UsageError
-from pipeline.ingest import ingest_files
-from pipeline.service import run_cycle
-from pipeline.store import open_store
+from pipeline.core.config import Config
+from pipeline.core.errors import UsageError
+from pipeline.ingest.run import ingest_files
+from pipeline.service.cycle import run_cycle
+from pipeline.store.attribution import reattribute_if_changed
+from pipeline.store.store import open_store
 from tests.conftest import assert_one_line_error, run_cli, write_ndjson
 
 AGENTS = [

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from models.inventory import load_inventory
-from pipeline.replay import export_digest
+from pipeline.investigate.replay import export_digest
 from tests.conftest import BASE_EVENT, ROOT, run_cli, write_ndjson
 
 ACCOUNT = BASE_EVENT["userIdentity"]["accountId"]

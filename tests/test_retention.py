@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 from detectors.base import Finding
 from models.inventory import Attributor
-from pipeline.config import Retention
-from pipeline.findings import save_findings
-from pipeline.ingest import ingest_files
-from pipeline.retention import prune
+from pipeline.core.config import Retention
+from pipeline.detection.findings import save_findings
+from pipeline.ingest.run import ingest_files
+from pipeline.store.retention import prune
 from tests.conftest import run_cli, write_ndjson
 
 

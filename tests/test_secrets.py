@@ -19,14 +19,14 @@ import duckdb
 import pytest
 import yaml
 
-import pipeline.alerting.slack as slack_module
+import pipeline.cli.app as cli
+import pipeline.service.alerting.slack as slack_module
 from detectors.base import Finding
-from pipeline import cli
-from pipeline.config import Config
-from pipeline.errors import ScrubFilter, TerminalError, scrub
-from pipeline.findings import save_findings
-from pipeline.service import _notify
-from pipeline.store import open_store
+from pipeline.core.config import Config
+from pipeline.core.errors import ScrubFilter, TerminalError, scrub
+from pipeline.detection.findings import save_findings
+from pipeline.service.cycle import _notify
+from pipeline.store.store import open_store
 from tests.alerting.test_slack_delivery import T0
 from tests.fakes.lookup_events import FakeLookupEvents
 from tests.fakes.slack import FakeSlack
@@ -151,8 +151,8 @@ def test_the_service_health_warning_posted_to_slack_is_scrubbed():
 
 def test_a_finding_stored_with_secrets_before_redaction_shows_none_in_findings_or_slack(tmp_path, capsys):
     """Stores written by earlier versions hold evidence as detected; what leaves is redacted."""
-    from pipeline.alerting.outbox import deliver, enqueue
-    from pipeline.alerting.slack import SlackSender
+    from pipeline.service.alerting.outbox import deliver, enqueue
+    from pipeline.service.alerting.slack import SlackSender
     from tests.alerting.test_slack_delivery import INVENTORY
 
     db = tmp_path / "store.duckdb"

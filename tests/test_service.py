@@ -62,6 +62,17 @@ def _wait_for(predicate, timeout: float = 180.0) -> None:
         time.sleep(0.2)
 
 
+def _take_the_lock(db: Path) -> duckdb.DuckDBPyConnection:
+    """Open the live file as another program would, once serve is between cycles."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return duckdb.connect(str(db), read_only=True)
+        except duckdb.IOException:  # serve is mid-cycle: try again when it is not
+            assert time.monotonic() < deadline, "serve never let go of the store"
+            time.sleep(0.1)
+
+
 def _cycles(db: Path) -> int:
     out = run_cli("query", "SELECT count(*) AS n FROM runs WHERE command = 'cycle.alert'", "--db", str(db),
                   "--format", "json")
@@ -143,7 +154,7 @@ def test_a_step_failing_three_cycles_running_is_reported(tmp_path):
 
 READER = """
 import sys, time, duckdb
-from pipeline.store import open_for_reading
+from pipeline.store.store import open_for_reading
 db, seconds = sys.argv[1], float(sys.argv[2])
 ok = failures = 0
 held = None
@@ -221,7 +232,7 @@ def _failed_cycle_runs(db: Path) -> list[dict]:
 
 def test_a_reader_holding_the_store_open_does_not_stall_serve(tmp_path):
     """A notebook keeps its store open across several cycles: the cycles still run, and succeed."""
-    from pipeline.store import open_for_reading
+    from pipeline.store.store import open_for_reading
 
     cfg = _config(tmp_path)
     db = tmp_path / "tw.duckdb"
@@ -252,7 +263,7 @@ def test_a_cycle_that_finds_the_store_locked_is_recorded_and_the_next_one_runs(t
     proc = _serve(cfg)
     try:
         _wait_for(lambda: _cycles(db) >= 1)
-        con = duckdb.connect(str(db), read_only=True)  # not through trailwarden: it holds the lock
+        con = _take_the_lock(db)  # not through trailwarden: it holds the lock
         time.sleep(8)  # more than a 1-second interval's lock wait (5 s)
         con.close()
         held_until = _cycles(db)
@@ -272,8 +283,8 @@ def test_a_cycle_that_finds_the_store_locked_is_recorded_and_the_next_one_runs(t
 
 
 def test_the_nightly_refit_and_a_cycle_never_run_at_once(tmp_path):
-    from pipeline.config import load_config
-    from pipeline.service import Service
+    from pipeline.core.config import load_config
+    from pipeline.service.cycle import Service
 
     spans: list[tuple[str, float, float]] = []
 
@@ -446,8 +457,8 @@ def test_serve_reports_an_alert_step_without_its_token_after_three_cycles(tmp_pa
     """The service's health report fires for a Slack it cannot reach, and says why it cannot post
     the report to Slack either."""
     from models.inventory import load_inventory
-    from pipeline.config import load_config
-    from pipeline.service import Service
+    from pipeline.core.config import load_config
+    from pipeline.service.cycle import Service
 
     monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)
     config = load_config(_slack_config(tmp_path, "http://127.0.0.1:9/api/"))

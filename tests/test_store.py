@@ -5,8 +5,8 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from pipeline.errors import UsageError
-from pipeline.store import migrations, open_store, store_needs_migration
+from pipeline.core.errors import UsageError
+from pipeline.store.store import migrations, open_store, store_needs_migration
 
 
 def test_migrations_are_recorded_and_applied_once(tmp_path):
@@ -80,7 +80,7 @@ def test_runs_record_counts_and_errors(store):
 def test_recent_counts_keep_one_hour_per_minute():
     from datetime import UTC, datetime, timedelta
 
-    from pipeline.store import recent_counts, recent_total
+    from pipeline.store.store import recent_counts, recent_total
 
     t0 = datetime(2026, 11, 29, 10, 0, 30, tzinfo=UTC)
     recent = recent_counts(None, t0, 40)

@@ -17,13 +17,13 @@ import yaml
 
 from detectors.base import Finding
 from models.inventory import Attributor, Inventory
-from pipeline.alerting.outbox import deliver, enqueue
-from pipeline.alerting.slack import TOKEN_ENV, SlackSender
-from pipeline.cli import _replay_command
-from pipeline.findings import list_findings, save_findings
-from pipeline.ingest import ingest_files
-from pipeline.store import Store, open_store, utcnow
-from pipeline.triage import (
+from pipeline.cli.app import _replay_command
+from pipeline.detection.findings import list_findings, save_findings
+from pipeline.ingest.run import ingest_files
+from pipeline.service.alerting.outbox import deliver, enqueue
+from pipeline.service.alerting.slack import TOKEN_ENV, SlackSender
+from pipeline.store.store import Store, open_store, utcnow
+from pipeline.triage.lifecycle import (
     Suppression,
     add_suppression,
     finding_stats,

@@ -24,7 +24,9 @@ import pytest
 
 from detectors.base import Finding
 from models.inventory import Inventory
-from pipeline.alerting.messages import (
+from pipeline.cli.app import _replay_command
+from pipeline.detection.findings import save_findings
+from pipeline.service.alerting.messages import (
     MAX_BLOCKS,
     MAX_HEADER,
     MAX_SECTION,
@@ -35,9 +37,7 @@ from pipeline.alerting.messages import (
     untrusted,
     update_message,
 )
-from pipeline.cli import _replay_command
-from pipeline.findings import save_findings
-from pipeline.store import open_store
+from pipeline.store.store import open_store
 from tests.conftest import run_cli
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -31,19 +31,19 @@ import slack_sdk.http_retry.builtin_handlers
 import slack_sdk.http_retry.handler
 import yaml
 
-import pipeline.alerting.outbox as outbox
+import pipeline.service.alerting.outbox as outbox
 from detectors.base import Finding
 from models.inventory import Attributor, Inventory
-from pipeline.alerting.outbox import AlertReport, deliver, enqueue
-from pipeline.alerting.slack import TOKEN_ENV, SlackSender
-from pipeline.cli import _replay_command
-from pipeline.config import Config
-from pipeline.detect import run_detect
-from pipeline.errors import TerminalError, TransientError
-from pipeline.findings import save_findings
-from pipeline.inert import HIDDEN
-from pipeline.ingest import ingest_files
-from pipeline.store import Store, open_store
+from pipeline.cli.app import _replay_command
+from pipeline.core.config import Config
+from pipeline.core.errors import TerminalError, TransientError
+from pipeline.core.inert import HIDDEN
+from pipeline.detection.detect import run_detect
+from pipeline.detection.findings import save_findings
+from pipeline.ingest.run import ingest_files
+from pipeline.service.alerting.outbox import AlertReport, deliver, enqueue
+from pipeline.service.alerting.slack import TOKEN_ENV, SlackSender
+from pipeline.store.store import Store, open_store
 from tests.conftest import ROOT, assert_one_line_error, run_cli, write_ndjson
 from tests.fakes.slack import CHANNEL_ID, FakeSlack, Request
 
@@ -177,15 +177,15 @@ def alert_cli(config: Path, *args: str, token: str | None = TOKEN) -> subprocess
 # instant retry sleeps); everything else is the real CLI.
 _PATCHED_CLI = """
 import os, signal, sys, types
-import pipeline.alerting.outbox as outbox
-import pipeline.alerting.slack as slack
+import pipeline.service.alerting.outbox as outbox
+import pipeline.service.alerting.slack as slack
 import slack_sdk.http_retry.handler, slack_sdk.http_retry.builtin_handlers
 
 def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 
 {patch}
-from pipeline.cli import main
+from pipeline.cli.app import main
 main(sys.argv[1:])
 """
 
@@ -693,8 +693,8 @@ def test_pending_counts_what_is_owed_even_before_it_is_enqueued(db, slack):
     """Issue 13, item 3: `status` said "0 pending" while findings were never sent, because the
     outbox fills only when `alert` runs. What is owed is one rule: what `enqueue` would add, plus
     the outbox rows not sent yet."""
-    from pipeline.alerting.outbox import owed_count
-    from pipeline.triage import set_status
+    from pipeline.service.alerting.outbox import owed_count
+    from pipeline.triage.lifecycle import set_status
 
     save(db, finding("ci-deployer"), finding("billing-exporter"), finding("log-shipper", severity="low"))
     assert alert_rows(db) == []
@@ -955,8 +955,8 @@ def test_the_token_travels_only_in_the_authorization_header(db, slack):
 def test_the_services_health_warning_reaches_slack_escaped(slack: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> None:
     """`serve` tells the channel when a step keeps failing; the error text may quote an event or a
     server's words, so it is escaped like any event field."""
-    from pipeline.config import Config, SlackConfig
-    from pipeline.service import _notify
+    from pipeline.core.config import Config, SlackConfig
+    from pipeline.service.cycle import _notify
 
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
     config = Config(slack=SlackConfig(channel=CHANNEL, base_url=slack.base_url))
@@ -969,8 +969,8 @@ def test_the_services_health_warning_reaches_slack_escaped(slack: FakeSlack, mon
 
 def test_a_health_warning_slack_refuses_is_logged_not_raised(slack: FakeSlack, monkeypatch: pytest.MonkeyPatch,
                                                             caplog: pytest.LogCaptureFixture) -> None:
-    from pipeline.config import Config, SlackConfig
-    from pipeline.service import _notify
+    from pipeline.core.config import Config, SlackConfig
+    from pipeline.service.cycle import _notify
 
     monkeypatch.setenv(TOKEN_ENV, "xoxb-wrong")
     fake = FakeSlack(token=TOKEN)

@@ -10,9 +10,9 @@ from detectors.audit_tampering import AuditTampering
 from detectors.base import Models
 from models.inventory import Attributor, Inventory
 from models.scope import compile_scopes
-from pipeline.config import Config
-from pipeline.detect import load_events
-from pipeline.ingest import ingest_files
+from pipeline.core.config import Config
+from pipeline.detection.detect import load_events
+from pipeline.ingest.run import ingest_files
 from tests.conftest import REAL_ATTACKS, write_ndjson
 
 ADMIN = Inventory.model_validate({"agents": [{

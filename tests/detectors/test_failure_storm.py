@@ -21,19 +21,19 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import detectors
-import pipeline.detect
+import pipeline.detection.detect
 from detectors.base import Finding, Models
 from detectors.failure_storm import FailureStorm
 from models import baselines
 from models.baselines import Baseline
 from models.inventory import Attributor, Inventory
 from models.scope import compile_scopes
-from pipeline.config import Config
-from pipeline.detect import load_events, run_detect
-from pipeline.errors import UsageError
-from pipeline.findings import list_findings
-from pipeline.ingest import ingest_files
-from pipeline.store import Store
+from pipeline.core.config import Config
+from pipeline.core.errors import UsageError
+from pipeline.detection.detect import load_events, run_detect
+from pipeline.detection.findings import list_findings
+from pipeline.ingest.run import ingest_files
+from pipeline.store.store import Store
 from tests.conftest import ram_user_event, write_ndjson
 
 TZ_NAME = "Asia/Shanghai"
@@ -266,7 +266,7 @@ def test_the_same_storm_four_days_later_fires_again_unless_it_was_a_false_positi
     out of what the baseline learns while its finding is open, acknowledged or resolved, so the
     identical storm four days later is judged against monitor's real worst 5 minutes (2 failures),
     not against the storm itself (45, which would need 91 to fire)."""
-    from pipeline.triage import set_status
+    from pipeline.triage.lifecycle import set_status
 
     t = Trail()
     first_storm = datetime(2026, 11, 16, 6, 0, tzinfo=UTC)
@@ -366,7 +366,7 @@ def test_a_storm_across_a_scoring_chunk_is_found(tmp_path: Path, store: Store,
         t.calls("ci-deployer", midnight + timedelta(days=day, hours=3), 20, every=30)
     ids = t.failures("x", midnight - timedelta(seconds=120), 12, every=20)
     ingest(store, tmp_path / "events.ndjson", t)
-    monkeypatch.setattr(pipeline.detect, "CHUNK_EVENTS", 20)  # a busy account's day, scaled down
+    monkeypatch.setattr(pipeline.detection.detect, "CHUNK_EVENTS", 20)  # a busy account's day, scaled down
     run_detect(store, Config(timezone=TZ_NAME), INVENTORY, since=SINCE, until=UNTIL)
     found = list_findings(store, detector="failure_storm")
     assert [f["event_ids"] for f in found] == [ids]

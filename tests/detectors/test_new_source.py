@@ -34,11 +34,11 @@ from models.baselines import Baseline, fit, load_or_fit
 from models.inventory import Attributor, Inventory
 from models.scope import compile_scopes
 from models.sources import client_family, network_of
-from pipeline.config import Config
-from pipeline.detect import _raise_coinciding, load_events, run_detect
-from pipeline.findings import list_findings
-from pipeline.ingest import ingest_files
-from pipeline.store import Store, open_store
+from pipeline.core.config import Config
+from pipeline.detection.detect import _raise_coinciding, load_events, run_detect
+from pipeline.detection.findings import list_findings
+from pipeline.ingest.run import ingest_files
+from pipeline.store.store import Store, open_store
 from tests.conftest import BASE_EVENT, write_ndjson
 
 TZ_NAME = "Asia/Shanghai"

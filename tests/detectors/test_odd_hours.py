@@ -22,17 +22,17 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-import pipeline.detect
+import pipeline.detection.detect
 from detectors.base import Finding, Models
 from detectors.odd_hours import OddHours
 from models.baselines import Baseline, fit
 from models.inventory import Attributor, Inventory
 from models.scope import compile_scopes
-from pipeline.config import Config
-from pipeline.detect import load_events, run_detect
-from pipeline.findings import list_findings
-from pipeline.ingest import ingest_files
-from pipeline.store import Store, open_store
+from pipeline.core.config import Config
+from pipeline.detection.detect import load_events, run_detect
+from pipeline.detection.findings import list_findings
+from pipeline.ingest.run import ingest_files
+from pipeline.store.store import Store, open_store
 from tests.conftest import ram_user_event, write_ndjson
 
 TZ_NAME = "Asia/Shanghai"
@@ -436,7 +436,7 @@ def test_a_burst_across_a_scoring_chunk_keeps_a_whole_summary(tmp_path: Path, st
     burst = [t.add("etl-pipeline", at(SUN, 7, 40) + timedelta(minutes=2 * i), "GetObject")["eventId"]
              for i in range(21)]  # Sunday 07:40-08:20 local = Saturday 23:40 - Sunday 00:20 UTC
     ingest(store, tmp_path / "all.ndjson", t.events)
-    monkeypatch.setattr(pipeline.detect, "CHUNK_EVENTS", 10)  # as a busy account's days are
+    monkeypatch.setattr(pipeline.detection.detect, "CHUNK_EVENTS", 10)  # as a busy account's days are
     run_detect(store, Config(timezone=TZ_NAME), INVENTORY, since=SINCE, until=UNTIL)
     (f,) = list_findings(store, detector="odd_hours")
     assert f["event_ids"] == burst and f["event_count"] == 21

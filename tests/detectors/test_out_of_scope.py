@@ -22,10 +22,10 @@ from detectors.base import Finding, Models
 from detectors.out_of_scope import OutOfScope
 from models.inventory import Attributor, Inventory, load_inventory
 from models.scope import compile_scopes
-from pipeline import synthetic
-from pipeline.detect import load_events
-from pipeline.ingest import ingest_files
-from pipeline.store import Store
+from pipeline.demo import synthetic
+from pipeline.detection.detect import load_events
+from pipeline.ingest.run import ingest_files
+from pipeline.store.store import Store
 from tests.conftest import REAL_ATTACKS, ROOT, write_ndjson
 
 ACCOUNT = "1384926508761234"  # conftest BASE_EVENT's account

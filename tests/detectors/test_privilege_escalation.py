@@ -24,10 +24,10 @@ from detectors.privilege_escalation import PrivilegeEscalation
 from models.escalation import Caller, allows_everything, classify
 from models.inventory import Attributor, Inventory
 from models.scope import compile_scopes
-from pipeline.config import Config
-from pipeline.detect import active_detectors, load_events
-from pipeline.ingest import ingest_files
-from pipeline.store import Store
+from pipeline.core.config import Config
+from pipeline.detection.detect import active_detectors, load_events
+from pipeline.ingest.run import ingest_files
+from pipeline.store.store import Store
 from tests.conftest import REAL_ATTACKS, write_ndjson
 
 SINCE, UNTIL = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
@@ -215,7 +215,7 @@ def test_agents_without_policies_and_unregistered_identities_are_reported_here(
 def test_secrets_at_any_depth_reach_neither_the_evidence_nor_the_slack_message(
         tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
     """Nested and embedded secrets, not only top-level ``Password`` keys (issue 13, item 9)."""
-    from pipeline.alerting.messages import alert_message, as_text
+    from pipeline.service.alerting.messages import alert_message, as_text
 
     planted = {"UserName": "bob", "Password": "top-pw-1", "Passwd": "passwd-2", "pwd": "pwd-3",
                "LoginProfile": {"Password": "nested-pw-4", "PasswordResetRequired": True},

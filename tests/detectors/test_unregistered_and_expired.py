@@ -10,8 +10,8 @@ from detectors.expired_agent import ExpiredAgent
 from detectors.unregistered_identity import UnregisteredIdentity
 from models.inventory import Attributor, Inventory
 from models.scope import compile_scopes
-from pipeline.detect import load_events
-from pipeline.ingest import ingest_files
+from pipeline.detection.detect import load_events
+from pipeline.ingest.run import ingest_files
 from tests.conftest import write_ndjson
 
 T0 = datetime(2026, 11, 2, 3, 0, tzinfo=UTC)

@@ -20,8 +20,8 @@ import pytest
 
 from models.baselines import HISTORY, MIN_ACTIVE_DAYS, Baseline, fit, load_or_fit, save, usual_hours
 from models.inventory import Attributor, Inventory
-from pipeline.ingest import ingest_files
-from pipeline.store import Store
+from pipeline.ingest.run import ingest_files
+from pipeline.store.store import Store
 from tests.conftest import ram_user_event, write_ndjson
 
 TZ_NAME = "Asia/Shanghai"

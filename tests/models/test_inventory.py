@@ -7,7 +7,7 @@ import json
 import pytest
 
 from models.inventory import load_inventory
-from pipeline.errors import UsageError
+from pipeline.core.errors import UsageError
 
 AGENT = "{name: ci-bot, purpose: p, owner: o, environment: e, identities: [ram-user:x], policies: [%s]}"
 BAD_CONDITION = {"Version": "1", "Statement": [{"Effect": "Allow", "Action": "ecs:*", "Resource": "*",

@@ -27,10 +27,10 @@ from models.mapping import (
     resources,
 )
 from models.policy import Decision, PolicySet
-from pipeline.detect import load_events
-from pipeline.events import Event, normalize
-from pipeline.ingest import ingest_files
-from pipeline.store import Store
+from pipeline.detection.detect import load_events
+from pipeline.ingest.events import Event, normalize
+from pipeline.ingest.run import ingest_files
+from pipeline.store.store import Store
 from tests.conftest import FIXTURES, REAL_ATTACKS
 
 EXAMPLES = FIXTURES / "actiontrail_examples"

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from models.redact import REDACTED, redact, redact_text
+from pipeline.core.redact import REDACTED, redact, redact_text
 
 # A CreateLoginProfile / CreateAccessKey / AssumeRole shaped event (field names as ActionTrail and
 # the RAM API spell them: notes/actiontrail.md, ram-api.md).

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.sources import credentials
+from pipeline.ingest.sources import credentials
 
 SECRET = "s3cr3t-Value-Never-Printed-42"
 

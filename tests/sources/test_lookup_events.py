@@ -15,12 +15,18 @@ import pytest
 from pydantic import ValidationError
 
 from models.inventory import Attributor
-from pipeline.config import LookupEventsSource
-from pipeline.errors import TerminalError, TransientError
-from pipeline.ingest import BatchWriter, ingest_batches
-from pipeline.sources import credentials
-from pipeline.sources.lookup_events import OVERLAP, PAGE_INTERVAL, SETTLE, LookupReader, client_for
-from pipeline.store import open_store
+from pipeline.core.config import LookupEventsSource
+from pipeline.core.errors import TerminalError, TransientError
+from pipeline.ingest.run import BatchWriter, ingest_batches
+from pipeline.ingest.sources import credentials
+from pipeline.ingest.sources.lookup_events import (
+    OVERLAP,
+    PAGE_INTERVAL,
+    SETTLE,
+    LookupReader,
+    client_for,
+)
+from pipeline.store.store import open_store
 from tests.conftest import BASE_EVENT, assert_one_line_error, kill_after_commits, run_cli
 from tests.fakes.lookup_events import FakeLookupEvents
 from tests.sources.conftest import SECRET, ids
@@ -160,7 +166,7 @@ def test_since_is_refused_where_nothing_uses_it_and_clamping_is_said(tmp_path, f
 
 def test_status_lag_is_the_cursors_not_the_newest_events(store, fake):
     """A quiet source that is caught up: its newest event is two days old, its cursor is not."""
-    from pipeline.status import collect_status
+    from pipeline.store.status import collect_status
 
     now = datetime.now(UTC)
     fake.add_events([event("quiet", now - timedelta(days=2))])
@@ -325,10 +331,10 @@ def test_a_failure_in_the_middle_of_a_window_keeps_the_cursor_and_the_rerun_stor
 KILLER = """
 import sys
 from datetime import datetime
-from pipeline import ingest
-from pipeline.config import LookupEventsSource
-from pipeline.sources import credentials, lookup_events
-from pipeline.store import open_store
+from pipeline.ingest import run as ingest
+from pipeline.core.config import LookupEventsSource
+from pipeline.ingest.sources import credentials, lookup_events
+from pipeline.store.store import open_store
 from models.inventory import Attributor
 cfg = LookupEventsSource.model_validate_json(sys.argv[2])
 with open_store(sys.argv[1]) as s:

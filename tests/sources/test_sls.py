@@ -22,12 +22,12 @@ import duckdb
 import pytest
 
 from models.inventory import Attributor
-from pipeline.config import SlsSource
-from pipeline.errors import TerminalError, TransientError
-from pipeline.ingest import ingest_batches, ingest_sources
-from pipeline.sources import credentials
-from pipeline.sources.sls import SlsReader, client_for
-from pipeline.store import Store, open_store
+from pipeline.core.config import SlsSource
+from pipeline.core.errors import TerminalError, TransientError
+from pipeline.ingest.run import ingest_batches, ingest_sources
+from pipeline.ingest.sources import credentials
+from pipeline.ingest.sources.sls import SlsReader, client_for
+from pipeline.store.store import Store, open_store
 from tests.conftest import BASE_EVENT, assert_one_line_error, kill_after_commits, run_cli
 from tests.fakes.sls import Contents, FakeSLS
 from tests.sources.conftest import SECRET, ids
@@ -377,7 +377,7 @@ def test_an_unreachable_endpoint_is_transient(store, fake, monkeypatch):
 
 
 def test_the_reader_and_the_writer_do_not_share_a_busy_connection(store, monkeypatch):
-    from pipeline.store import Store
+    from pipeline.store.store import Store
 
     real_insert = Store.store_events
 
@@ -459,10 +459,10 @@ def test_an_event_delivered_twice_is_stored_once(store, fake):
 # -- crash safety -----------------------------------------------------------------------------------
 KILLER = """
 import sys
-from pipeline import ingest
-from pipeline.config import SlsSource
-from pipeline.sources import credentials, sls
-from pipeline.store import Store, open_store
+from pipeline.ingest import run as ingest
+from pipeline.core.config import SlsSource
+from pipeline.ingest.sources import credentials, sls
+from pipeline.store.store import Store, open_store
 from models.inventory import Attributor
 cfg = SlsSource.model_validate_json(sys.argv[2])
 with open_store(sys.argv[1]) as s:

@@ -1,0 +1,1 @@
+"""The `trailwarden` command: thin commands over the library."""

@@ -1,0 +1,1 @@
+"""The small core everything may import: errors, time, config, output, inert text, redaction."""

@@ -1,0 +1,222 @@
+"""The pipeline config (``config/trailwarden.yaml``), validated once with pydantic.
+
+Secrets never live here: credentials come from the environment only. Relative paths in the config are relative to the working
+directory, as in the documented example (``inventory: config/agents.yaml``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.core.errors import UsageError
+
+DEFAULT_CONFIG_PATH = Path("config/trailwarden.yaml")
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(value: str | int | float | timedelta) -> timedelta:
+    """``30s``, ``5m``, ``1h``, ``7d`` (a bare number is seconds)."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"not a duration: {value!r} (write e.g. 30s, 5m, 1h, 7d)")
+    return timedelta(**{_UNITS[match[2]]: int(match[1])})
+
+
+Duration = Annotated[timedelta, Field(json_schema_extra={"format": "duration"})]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SlsSource(_Strict):
+    name: str
+    type: Literal["sls"]
+    endpoint: str
+    project: str
+    logstore: str
+    start_time: datetime | None = None  # where a new shard starts; default: the beginning
+    max_batches: int = Field(default=200, ge=1)  # per shard per run, so a run stays bounded
+    batch_size: int = Field(default=100, ge=1, le=1000)  # LogGroups per pull (SLS allows 1000)
+
+
+class LookupEventsSource(_Strict):
+    name: str
+    type: Literal["lookup_events"]
+    region: str
+    endpoint: str | None = None  # for tests and proxies
+    lookback: Duration = timedelta(days=7)
+    # pages of 50 events read per run (2 a second): a larger window goes on next run, so a
+    # backfill in the service does not hold up the cycle's detect and alert for long
+    max_pages: int = Field(default=10_000, ge=1)
+
+    _v = field_validator("lookback", mode="before")(parse_duration)
+
+
+class FilesSource(_Strict):
+    name: str
+    type: Literal["files"]
+    path: Path
+
+
+Source = Annotated[SlsSource | LookupEventsSource | FilesSource, Field(discriminator="type")]
+
+
+class Schedule(_Strict):
+    ingest_every: Duration = timedelta(minutes=5)
+
+    _v = field_validator("ingest_every", mode="before")(parse_duration)
+
+    @field_validator("*")
+    @classmethod
+    def _at_least_a_second(cls, value: Any) -> Any:
+        """APScheduler would silently run a zero interval every second: say so instead."""
+        if isinstance(value, timedelta) and value < timedelta(seconds=1):
+            raise ValueError(f"must be at least 1s (got {value.total_seconds():g}s)")
+        return value
+
+
+class SlackConfig(_Strict):
+    channel: str
+    min_severity: Literal["low", "medium", "high", "critical"] = "medium"
+    base_url: str | None = None  # for tests and proxies
+
+    @field_validator("base_url")
+    @classmethod
+    def _web_address(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+            raise ValueError("must be an http:// or https:// address, e.g. https://slack.com/api/")
+        if value is not None and not value.endswith("/"):
+            value += "/"  # slack_sdk joins method names onto it
+        return value
+
+
+class Retention(_Strict):
+    """How long the store keeps events (compliance decides); older ones go to Parquet first."""
+
+    events: Duration = timedelta(days=400)  # events older than this leave the store
+    raw_json: Duration | None = None  # keep the raw JSON only this long (typed columns stay)
+    archive_dir: Path | None = None  # archive events to Parquet here before deleting them
+
+    @field_validator("events", "raw_json", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return None if value is None else parse_duration(value)
+
+
+class Config(_Strict):
+    database: Path = Path("data/trailwarden.duckdb")
+    timezone: str = "UTC"
+    inventory: Path | None = None
+    sources: list[Source] = Field(default_factory=list)
+    schedule: Schedule = Field(default_factory=Schedule)
+    detectors: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    slack: SlackConfig | None = None
+    retention: Retention | None = None
+    memory_limit: str = "256MB"  # DuckDB memory_limit for the pipeline connection (see README, Performance)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name like Asia/Shanghai)") from None
+        return value
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, value: list[Any]) -> list[Any]:
+        names = [s.name for s in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(dupes)}")
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def source(self, name: str) -> Any:
+        for src in self.sources:
+            if src.name == name:
+                return src
+        known = ", ".join(s.name for s in self.sources) or "none configured"
+        raise UsageError(f"no source named {name!r} (known: {known})", key="--source")
+
+
+def resolve_config_path(explicit: str | None) -> Path | None:
+    """``--config``, else ``$TRAILWARDEN_CONFIG``, else ``config/trailwarden.yaml`` if present."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("TRAILWARDEN_CONFIG")
+    if env:
+        return Path(env)
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
+
+
+def load_config(path: Path | None) -> Config:
+    """Read and validate; any problem is a :class:`UsageError` naming the file and the key."""
+    if path is None:
+        return Config()
+    data = read_yaml(path)
+    if data is None:
+        return Config()
+    if not isinstance(data, dict):
+        raise UsageError("expected a mapping of settings at the top level", path=str(path))
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc, path) from None
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError("file not found", path=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read: {exc}", path=str(path)) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UsageError(f"invalid YAML: {problem}", path=str(path), key=where) from None
+
+
+def validation_error(exc: ValidationError, path: Path | str, prefix: str = "") -> UsageError:
+    """The first pydantic error as one line: ``file: key.path: message``."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"] if not _is_union_tag(p)]
+    key = prefix + ".".join(loc).replace(".[", "[") if loc else prefix.rstrip(".") or None
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        message = "unknown key"
+    more = len(exc.errors()) - 1
+    if more:
+        message += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return UsageError(message, path=str(path), key=_index_keys(key) if key else None)
+
+
+def _is_union_tag(part: Any) -> bool:
+    return part in ("sls", "lookup_events", "files")
+
+
+def _index_keys(key: str) -> str:
+    """``sources.1.logstore`` -> ``sources[1].logstore``."""
+    return re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", key)

@@ -1,0 +1,1 @@
+"""The demo: synthetic traffic for the sample inventory, built into a store."""

@@ -1,0 +1,1 @@
+"""Scoring: detect, backtest, findings and what the detectors learn."""

@@ -1,0 +1,190 @@
+"""Storing and listing findings.
+
+Saving is idempotent: a finding whose detector, agent and dedup key match a stored one within
+the detector's dedup window extends it (more events, a later ``last_seen``) instead of making a
+second row; the same finding saved twice changes nothing. So re-running ``detect`` over a window
+adds no duplicates, and a burst that spans two runs stays one finding.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from detectors.base import SEVERITIES, Finding, finding_id, severity_rank
+from pipeline.core.errors import UsageError
+from pipeline.core.redact import redacted
+from pipeline.store.store import Store, first_row, utcnow
+
+MAX_EVENT_IDS = 1000
+FINDING_COLUMNS = ("id", "detector", "agent", "severity", "score", "first_seen", "last_seen", "summary",
+                   "event_ids", "event_count", "evidence", "status")
+
+
+@dataclass
+class SaveReport:
+    new: int = 0
+    extended: int = 0
+    unchanged: int = 0
+    new_ids: tuple[str, ...] = ()
+    extended_ids: tuple[str, ...] = ()
+
+
+def save_findings(store: Store, findings: Sequence[Finding], dedup: dict[str, timedelta],
+                  run_id: int | None = None) -> SaveReport:
+    """Insert or extend, in one transaction. A new finding that an active suppression covers is
+    stored as ``suppressed``; one that matches a *resolved* finding fires again as a new finding
+    naming it (``previous_id``), so it is alerted again."""
+    from pipeline.triage.lifecycle import load_suppressions
+
+    report = SaveReport()
+    new_ids: list[str] = []
+    extended_ids: list[str] = []
+    with store.transaction() as con:
+        suppressions = load_suppressions(store, con=con)
+        for f in findings:
+            window = dedup.get(f.detector, timedelta(hours=1))
+            row = first_row(con.execute(
+                """
+                SELECT id, first_seen, last_seen, event_ids, event_count, severity, score, status
+                FROM findings
+                WHERE detector = ? AND agent = ? AND dedup_key = ?
+                  AND last_seen >= ? AND first_seen <= ?
+                ORDER BY (id = ?) DESC, last_seen DESC LIMIT 1
+                """,
+                [f.detector, f.agent, f.dedup_key, f.first_seen - window, f.last_seen + window, f.id],
+            ))
+            previous, refire = None, False
+            if row is not None and row[7] == "resolved":
+                again, row, previous = _refire(con, f, row)
+                if again is None:
+                    report.unchanged += 1
+                    continue
+                f, refire = again, row is not None
+            if row is None:
+                _insert(con, f, run_id, suppressions, previous)
+                report.new += 1
+                new_ids.append(f.id)
+            elif _extend(con, f, row[:7], keep_words=refire):
+                report.extended += 1
+                extended_ids.append(row[0])
+            else:
+                report.unchanged += 1
+    report.new_ids, report.extended_ids = tuple(new_ids), tuple(extended_ids)
+    return report
+
+
+def _refire(con: Any, f: Finding, resolved: tuple[Any, ...]
+            ) -> tuple[Finding | None, tuple[Any, ...] | None, str | None]:
+    """``f`` matched a resolved finding. Events it had already are settled; new ones make it fire
+    again: as the re-fire already stored (extend it), or as a new finding that names the resolved
+    one. Returns (the finding, the row to extend or None to insert, the resolved id), or Nones
+    when nothing is new."""
+    from pipeline.triage.lifecycle import last_resolution
+
+    known = set(resolved[3])
+    fresh = [e for e in f.event_ids if e not in known]
+    if not fresh:
+        return None, None, None
+    times = first_row(con.execute("SELECT min(event_time), max(event_time) FROM events WHERE list_contains(?, event_id)",
+                                  [fresh]))
+    first_seen = times[0] if times and times[0] else f.first_seen
+    last_seen = times[1] if times and times[1] else f.last_seen
+    again = first_row(con.execute(
+        "SELECT id, first_seen, last_seen, event_ids, event_count, severity, score, status FROM findings "
+        "WHERE previous_id = ? ORDER BY first_seen DESC LIMIT 1", [resolved[0]]))
+    if again is not None:  # only what is new since the resolution, keeping the re-fire's own words
+        return replace(f, first_seen=first_seen, last_seen=last_seen, event_ids=fresh), again, None
+    resolution = last_resolution(con, resolved[0]) or {}
+    evidence = {**f.evidence, "fires_again_after": {
+        "finding": resolved[0], "resolved_by": resolution.get("by"), "resolved_at": resolution.get("at"),
+        "resolution": resolution.get("reason")}}
+    refired = replace(f, id=finding_id(f.detector, f.agent, f"{f.dedup_key}|after:{resolved[0]}", first_seen),
+                      first_seen=first_seen, last_seen=last_seen, event_ids=fresh,
+                      evidence=json.loads(json.dumps(evidence, default=_iso)),
+                      summary=f"{f.summary} (again, after {resolved[0][:12]} was resolved)")
+    return refired, None, resolved[0]
+
+
+def _iso(value: Any) -> str:
+    return value.isoformat().replace("+00:00", "Z") if isinstance(value, datetime) else str(value)
+
+
+def _insert(con: Any, f: Finding, run_id: int | None, suppressions: Sequence[Any] = (),
+            previous_id: str | None = None) -> None:
+    from pipeline.triage.lifecycle import matching_suppression
+
+    now = utcnow()
+    status, suppression_id = f.status, None
+    if status == "open":
+        covering = matching_suppression(con, suppressions, f.detector, f.agent, f.event_ids)
+        if covering is not None:
+            status, suppression_id = "suppressed", covering.id
+    con.execute(
+        "INSERT INTO findings (id, detector, agent, severity, score, first_seen, last_seen, summary, event_ids, "
+        "event_count, evidence, status, dedup_key, created_at, updated_at, run_id, suppression_id, previous_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [f.id, f.detector, f.agent, f.severity, f.score, f.first_seen, f.last_seen, f.summary,
+         list(f.event_ids[:MAX_EVENT_IDS]), len(f.event_ids), json.dumps(f.evidence, default=str),
+         status, f.dedup_key, now, now, run_id, suppression_id, previous_id],
+    )
+
+
+def _extend(con: Any, f: Finding, row: tuple[Any, ...], *, keep_words: bool = False) -> bool:
+    fid, first, last, ids, count, severity, score = row
+    known = set(ids)
+    fresh = [e for e in f.event_ids if e not in known]
+    first_seen, last_seen = min(first, f.first_seen), max(last, f.last_seen)
+    higher = severity_rank(f.severity) > severity_rank(severity)
+    if not fresh and first_seen == first and last_seen == last and not higher and f.score <= score:
+        return False
+    merged = (list(ids) + fresh)[:MAX_EVENT_IDS]
+    # the newcomer's words describe the whole finding only when it covers the stored one (the same
+    # burst seen whole, e.g. across a scoring chunk); a later part keeps the original's
+    covers = f.first_seen <= first and f.last_seen >= last and not keep_words
+    con.execute(
+        f"""
+        UPDATE findings SET first_seen = ?, last_seen = ?, event_ids = ?, event_count = ?,
+               severity = ?, score = ?, updated_at = ?{", summary = ?, evidence = ?" if covers else ""}
+        WHERE id = ?
+        """,  # noqa: S608 - a fixed optional clause
+        [first_seen, last_seen, merged, count + len(fresh), f.severity if higher else severity,
+         max(score, f.score), utcnow(), *([f.summary, json.dumps(f.evidence, default=str)] if covers else []), fid],
+    )
+    return True
+
+
+def list_findings(store: Store, *, agent: str | None = None, detector: str | None = None,
+                  status: str | None = None, since: datetime | None = None,
+                  min_severity: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in (("agent", agent), ("detector", detector), ("status", status)):
+        if value:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if since:
+        where.append("last_seen >= ?")
+        params.append(since)
+    if min_severity:
+        if min_severity not in SEVERITIES:
+            raise UsageError(f"severity must be one of {', '.join(SEVERITIES)}", key="--min-severity")
+        where.append("list_position(?, severity) >= ?")
+        params.extend([list(SEVERITIES), SEVERITIES.index(min_severity) + 1])
+    sql = f"SELECT {', '.join(FINDING_COLUMNS)} FROM findings"  # noqa: S608 - fixed column names
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY last_seen DESC, id"
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    rows = store.con.execute(sql, params).fetchall()
+    out = []
+    for row in rows:
+        item = dict(zip(FINDING_COLUMNS, row, strict=True))
+        evidence = json.loads(item["evidence"]) if isinstance(item["evidence"], str) else item["evidence"]
+        item["evidence"] = redacted(evidence)  # a finding stored before evidence was redacted has secrets
+        out.append(item)
+    return out

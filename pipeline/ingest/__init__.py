@@ -1,0 +1,1 @@
+"""Moving ActionTrail events in: sources, parsing, normalizing, batching, the writer."""

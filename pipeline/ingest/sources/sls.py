@@ -1,0 +1,288 @@
+"""ActionTrail from an SLS logstore (``actiontrail_<trail>``), with ``aliyun-log-python-sdk``.
+
+A direct cursor loop, not the consumer-group library (which can skip a batch after an error, and
+jumps to the END on an invalid cursor: ../shared/notes/actiontrail.md section 5). Every run lists
+the shards (splits and merges create new ones; parents turn read-only), and per shard pulls from
+the stored cursor - a new shard starts at the beginning, or at the configured ``start_time`` -
+until an empty pull or ``max_batches``. Each batch's events are committed in one transaction with
+the shard's next cursor, so a kill -9 loses nothing and a re-run doubles nothing (events are
+deduplicated by ``eventId``). Each log's ``event`` content is the ActionTrail JSON; ``__topic__``
+is ignored.
+
+Faults: an expired cursor re-seeks by receive time from a little before the newest event already
+stored and records the possible gap in the run; quota and busy errors back off and retry; bad
+credentials stop the run with one line. The SDK itself retries 5xx ten times.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlparse
+
+from aliyun.log import LogClient, LogException
+
+from models.inventory import Attributor
+from pipeline.core.config import SlsSource
+from pipeline.core.errors import TerminalError, TrailwardenError, TransientError
+from pipeline.ingest import jsontext
+from pipeline.ingest.batches import Batch, to_batches
+from pipeline.ingest.sources.credentials import Credentials
+from pipeline.ingest.sources.files import EXCERPT_BYTES, MAX_ITEM_BYTES, Item
+from pipeline.store.store import Store
+
+log = logging.getLogger(__name__)
+RESEEK_MARGIN = timedelta(hours=1)  # re-read this much before the newest stored event
+_AUTH_CODES = ("Unauthorized", "InvalidAccessKeyId", "SignatureNotMatch", "InvalidAccessKeyId.NotFound",
+               "SecurityToken.Expired", "SecurityTokenExpired", "ProjectForbidden", "Forbidden")
+_BUSY_CODES = ("ReadQuotaExceed", "ServerBusy", "QuotaExceed", "ExceedQuota", "RequestTimeout",
+               "InternalServerError", "ShardReadQuotaExceed")
+
+
+@dataclass
+class ShardReport:
+    batches: int = 0
+    logs: int = 0
+    drained: bool = False
+    gap_from: str | None = None  # set when an expired cursor forced a re-seek (receive time)
+
+
+@dataclass
+class SlsReport:
+    shards: dict[int, ShardReport] = field(default_factory=dict)
+    stopped: bool = False  # asked to stop: ended at a pull boundary, the rest comes next run
+
+    @property
+    def gaps(self) -> list[str]:
+        return [f"shard {s}: re-seeked from {r.gap_from}" for s, r in self.shards.items() if r.gap_from]
+
+
+def client_for(cfg: SlsSource, creds: Credentials) -> LogClient:
+    """A LogClient over HTTPS unless the endpoint spells ``http://`` (tests, proxies); and an IP-literal host gets
+    the SDK's raw-IP mode (else it would prefix the project as a DNS name: notes section 4.1)."""
+    endpoint = cfg.endpoint if "://" in cfg.endpoint else f"https://{cfg.endpoint}"  # never plain by default
+    client = LogClient(endpoint, creds.access_key_id, creds.access_key_secret, creds.security_token or None,
+                       source="trailwarden")
+    host = urlparse(endpoint if "://" in endpoint else f"//{endpoint}").hostname or ""
+    if _is_ip(host):
+        client._isRowIp = True  # type: ignore[attr-defined]  # the SDK's own switch (notes section 4.1)
+    client.timeout = 30
+    return client
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class SlsReader:
+    """Pulls every shard of one logstore into batches for the writer (``pipeline.ingest.run``)."""
+
+    def __init__(self, cfg: SlsSource, client: LogClient, store: Store, *,
+                 sleep: Callable[[float], None] = time.sleep, backoff: float = 1.0, retries: int = 5,
+                 stop: Callable[[], bool] | None = None):
+        self.cfg = cfg
+        self.client = client
+        self.store = store
+        self.report = SlsReport()
+        self._sleep = sleep
+        self._backoff = backoff
+        self._retries = retries
+        self._received: dict[int, int] = {}  # per shard: receive time of the last pull read this run
+        self._stop = stop or (lambda: False)
+
+    def partition(self, shard: int) -> str:
+        return f"{self.cfg.project}/{self.cfg.logstore}/{shard}"
+
+    def batches(self, attribute: Attributor, batch_size: int) -> Iterator[Batch]:
+        try:
+            shards = self._call(self.client.list_shards, self.cfg.project, self.cfg.logstore).get_shards_info()
+        except _Stopped:
+            return
+        for shard in sorted(shards, key=lambda s: int(s["shardID"])):
+            shard_id, status = int(shard["shardID"]), str(shard.get("status", "readwrite"))
+            if status == "readonly" and self.store.read_state(self._drained_key(shard_id)):
+                continue
+            if self._stopping():
+                return
+            try:
+                yield from self._shard(shard_id, status, attribute, batch_size)
+            except TrailwardenError as exc:  # status shows the error on the shard that hit it
+                exc.partition = self.partition(shard_id)
+                raise
+
+    def _drained_key(self, shard: int) -> str:
+        return f"sls.drained:{self.cfg.name}/{self.partition(shard)}"
+
+    def _received_key(self, shard: int) -> str:
+        return f"sls.received:{self.cfg.name}/{self.partition(shard)}"
+
+    def _shard(self, shard: int, status: str, attribute: Attributor, batch_size: int) -> Iterator[Batch]:
+        """The shard's pulls as one stream of batches of ``batch_size`` events. Each batch carries
+        the cursor after the last pull whose events are all in it or before it, so whatever
+        commits, commits with a resume point that re-reads at most one pull."""
+        report = self.report.shards.setdefault(shard, ShardReport())
+        read = _ShardProgress()
+
+        def items() -> Iterator[Item]:
+            try:
+                cursor = self._start_cursor(shard)
+            except _Stopped:
+                return
+            for _ in range(self.cfg.max_batches):
+                if self._stopping():  # the batch in hand commits with the cursor of the pulls it holds
+                    return
+                try:
+                    response, cursor = self._pull(shard, cursor, report)
+                except _Stopped:
+                    return
+                if response.get_loggroup_count() == 0:
+                    read.drained = True
+                    return
+                next_cursor = response.get_next_cursor() or cursor
+                # every unread group was received at or after this pull's first one: where a
+                # re-seek starts should the stored cursor expire (receive time, as get_cursor counts)
+                received = self._cursor_time(shard, cursor)
+                report.batches += 1
+                for item in _items(response, shard, cursor):
+                    report.logs += 1
+                    yield item
+                read.cursor, read.received = next_cursor, received  # this pull is all handed over
+                cursor = next_cursor
+
+        for batch in to_batches(items(), self.cfg.name, self.partition(shard), attribute, batch_size):
+            batch.cursor = read.cursor
+            if read.received is not None:
+                self._received[shard] = read.received
+                batch.state[self._received_key(shard)] = str(read.received)
+            if read.drained:  # only the last batch comes after the empty pull
+                report.drained = True
+                if status == "readonly":  # a split's or merge's parent: finished for good, with
+                    batch.state[self._drained_key(shard)] = datetime.now(UTC).isoformat()  # its last events
+            yield batch
+
+    def _stopping(self) -> bool:
+        if self._stop():
+            self.report.stopped = True
+        return self.report.stopped
+
+    def _start_cursor(self, shard: int) -> str:
+        state = self.store.get_state(self.cfg.name, self.partition(shard))
+        if state and state[0]:
+            return state[0]
+        start = "begin" if self.cfg.start_time is None else str(int(self.cfg.start_time.timestamp()))
+        return str(self._call(self.client.get_cursor, self.cfg.project, self.cfg.logstore, shard, start).get_cursor())
+
+    def _cursor_time(self, shard: int, cursor: str) -> int | None:
+        try:
+            response = self._call(self.client.get_cursor_time, self.cfg.project, self.cfg.logstore, shard, cursor)
+            return int(response.get_cursor_time())
+        except (_InvalidCursor, TypeError, ValueError):
+            return None
+
+    def _pull(self, shard: int, cursor: str, report: ShardReport) -> tuple[Any, str]:
+        try:
+            return self._call(self.client.pull_logs, self.cfg.project, self.cfg.logstore, shard, cursor,
+                              count=self.cfg.batch_size), cursor
+        except _InvalidCursor:
+            cursor, report.gap_from = self._reseek(shard)
+            return self._call(self.client.pull_logs, self.cfg.project, self.cfg.logstore, shard, cursor,
+                              count=self.cfg.batch_size), cursor
+
+    def _reseek(self, shard: int) -> tuple[str, str]:
+        """The stored cursor expired (the logstore's TTL passed it): start again by receive time at
+        the last pull read from this shard - never at the end. Without that record (stores from
+        before it was kept), an hour before the newest event stored, capped at now, since an
+        event's own clock may run ahead."""
+        received = self._received.get(shard)
+        if received is None:
+            stored = self.store.read_state(self._received_key(shard))
+            received = int(stored) if stored else None
+        if received is not None:
+            when = str(received)
+        else:
+            state = self.store.get_state(self.cfg.name, self.partition(shard))
+            watermark = state[1] if state else None
+            when = str(int((min(watermark, datetime.now(UTC)) - RESEEK_MARGIN).timestamp())) if watermark else "begin"
+        shown = when if when == "begin" else datetime.fromtimestamp(int(when), UTC).isoformat()
+        log.warning("sls %s shard %s: cursor expired; re-seeking from %s (possible gap)", self.cfg.name, shard, shown)
+        cursor = str(self._call(self.client.get_cursor, self.cfg.project, self.cfg.logstore, shard, when).get_cursor())
+        return cursor, shown
+
+    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        for attempt in range(self._retries + 1):
+            try:
+                return method(*args, **kwargs)
+            except LogException as exc:
+                code = exc.get_error_code()
+                message = exc.get_error_message()
+                if code == "LogRequestError":  # the SDK's wrapper for a failed connection (after its retries)
+                    raise TransientError(f"SLS is unreachable at {self.cfg.endpoint} ({message[:200]}); the "
+                                         "next run resumes from the stored cursor") from None
+                if "InvalidCursor" in code or ("cursor" in message.lower() and "invalid" in message.lower()):
+                    raise _InvalidCursor(message) from None
+                if code in _AUTH_CODES or exc.get_resp_status() in (401,):
+                    raise TerminalError(
+                        f"SLS rejected the credentials ({code}): check ALIBABA_CLOUD_ACCESS_KEY_ID, "
+                        "ALIBABA_CLOUD_ACCESS_KEY_SECRET (and ALIBABA_CLOUD_SECURITY_TOKEN)") from None
+                if code in ("ProjectNotExist", "LogStoreNotExist"):
+                    raise TerminalError(f"SLS says {code}: check `project` and `logstore` of source "
+                                        f"{self.cfg.name!r} in the config") from None
+                if code not in _BUSY_CODES and exc.get_resp_status() < 500 and exc.get_resp_status() != 403:
+                    raise TerminalError(f"SLS refused the request ({code}: {message})") from None
+                if attempt == self._retries:
+                    raise TransientError(f"SLS stayed busy ({code}) after {self._retries} retries; "
+                                         "the next run resumes from the stored cursor") from None
+                if self._stopping():  # no back-off wait once asked to stop
+                    raise _Stopped from None
+                self._sleep(self._backoff * 2 ** attempt)
+            except (ConnectionError, OSError) as exc:
+                raise TransientError(f"SLS is unreachable ({type(exc).__name__}); the next run resumes "
+                                     "from the stored cursor") from None
+        raise AssertionError("unreachable")
+
+
+class _InvalidCursor(Exception):
+    pass
+
+
+class _Stopped(Exception):
+    """Asked to stop during a back-off: end the shard at the last pull handed over."""
+
+
+@dataclass
+class _ShardProgress:
+    cursor: str | None = None  # after the last pull handed over whole
+    received: int | None = None  # that pull's receive time
+    drained: bool = False  # an empty pull ended the shard
+
+
+def _items(response: Any, shard: int, cursor: str) -> Iterator[Item]:
+    """Each log's ``event`` content, parsed; a log without one, with bad JSON (malformed, too
+    deep, a duplicate key) or longer than the files' item limit, is quarantined."""
+    for g, group in enumerate(response.get_loggroup_list().LogGroups):
+        for i, entry in enumerate(group.Logs):
+            location = f"shard {shard} cursor {cursor} group {g} log {i}"
+            text = next((c.Value for c in entry.Contents if c.Key == "event"), None)
+            if text is None:
+                keys = ",".join(c.Key for c in entry.Contents)[:200]
+                yield Item(location, None, keys, "no `event` content in the log (keys: " + keys + ")")
+                continue
+            if len(text) > MAX_ITEM_BYTES:
+                yield Item(location, None, text[:EXCERPT_BYTES],
+                           f"event of {len(text):,} characters is over the {MAX_ITEM_BYTES >> 20} MiB limit: not "
+                           f"stored whole; its first {EXCERPT_BYTES:,} are kept here")
+                continue
+            try:
+                yield Item(location, jsontext.loads(text), text)
+            except jsontext.BadJson as exc:
+                yield Item(location, None, text, str(exc))

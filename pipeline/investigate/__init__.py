@@ -1,0 +1,1 @@
+"""For responders and owners: replay, least privilege, policy simulation, agents."""

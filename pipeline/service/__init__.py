@@ -1,0 +1,1 @@
+"""The unattended service: one cycle, the scheduler, alert delivery."""

@@ -1,0 +1,366 @@
+"""The unattended service: ``run`` (one cycle) and ``serve`` (APScheduler 3.x, every interval).
+
+A cycle is ingest -> detect -> alert, as one job (ordering by construction, never overlapping:
+``max_instances=1``, ``coalesce=True``, a misfire grace of one interval). Each step is recorded in
+``runs`` (``cycle.ingest`` ...); a failing source or step does not stop the others, and a step
+failing three cycles running is reported (and posted to Slack when it is configured).
+
+Concurrency with analysts: the service opens the store only for the length of a cycle (waiting,
+bounded, if a reader holds it) and afterwards publishes a snapshot, a plain copy of the closed
+file; readers (``query``, ``findings``, notebooks) that find the store busy read the snapshot, so
+nobody blocks anybody for longer than a cycle. A nightly job refits baselines and applies the
+retention policy.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from models.inventory import Attributor, Inventory
+from pipeline.core.config import Config
+from pipeline.core.errors import TrailwardenError, scrub
+from pipeline.store.store import Store, open_store, publish_snapshot, utcnow
+
+log = logging.getLogger("trailwarden.service")
+STEPS = ("ingest", "detect", "alert")
+REPEATED_FAILURES = 3
+
+
+@dataclass
+class StepResult:
+    name: str
+    ok: bool = True
+    seconds: float = 0.0
+    counts: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class CycleResult:
+    started: datetime
+    steps: list[StepResult] = field(default_factory=list)
+    stopped_early: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.steps)
+
+    @property
+    def failed(self) -> list[str]:
+        return [s.name for s in self.steps if not s.ok]
+
+
+def run_cycle(config: Config, inventory: Inventory, db: Path, *, config_path: str | None = None,
+              echo: Callable[[str], None] = print, stopping: Callable[[], bool] = lambda: False,
+              snapshot: bool = True, lock_wait: float = 60.0,
+              unrecorded: list[RunRecord] | None = None, reattribute: bool = False,
+              inventory_source: str | None = None) -> CycleResult:
+    """One cycle; every step is recorded, a failed step never prevents the next.
+
+    Before any step, the detectors' config is validated and the stored events are re-attributed
+    if the inventory changed; an inventory that would strip most events of their agents fails the
+    whole cycle (:class:`UsageError`) unless ``reattribute`` - new events attributed with it would
+    be as wrong. ``stopping`` ends the wait for the store and the ingest early (at a batch
+    boundary: what was read is committed with its cursor) and skips the steps not begun.
+    ``unrecorded`` runs (cycles that could not open the store) are written to ``runs`` first. A
+    snapshot that cannot be published is reported as a failed step ``snapshot``."""
+    from pipeline.detection.detect import active_detectors
+    from pipeline.store.attribution import reattribute_if_changed
+
+    active_detectors(config, config_path)
+    result = CycleResult(started=utcnow())
+    with open_store(db, memory_limit=config.memory_limit, lock_wait=lock_wait, stop=stopping,
+                    on_wait=log.warning) as store:
+        _record_runs(store, unrecorded or [])
+        reattribute_if_changed(store, inventory, allow_orphans=reattribute, source=inventory_source)
+        steps: tuple[tuple[str, Callable[..., dict[str, Any]]], ...] = (
+            ("ingest", partial(_ingest, stop=stopping)), ("detect", _detect), ("alert", _alert))
+        for name, step in steps:
+            if stopping():
+                result.stopped_early = True
+                break
+            result.steps.append(_recorded(store, name, partial(step, store, config, inventory, config_path, echo)))
+    if snapshot:
+        started = time.monotonic()
+        try:
+            publish_snapshot(db)
+        except OSError as exc:
+            result.steps.append(StepResult("snapshot", ok=False, seconds=round(time.monotonic() - started, 3),
+                                           error=f"could not publish the snapshot: {exc}"))
+    return result
+
+
+@dataclass
+class RunRecord:
+    """A run the store could not take when it happened (the store was locked, say): recorded in
+    ``runs`` at the next chance. ``counts["cycles"]`` failed cycles in a row share one record."""
+
+    command: str
+    started: datetime
+    finished: datetime
+    error: str | None = None
+    counts: dict[str, Any] = field(default_factory=lambda: {"cycles": 1})
+
+
+def _record_runs(store: Store, runs: list[RunRecord]) -> None:
+    """Write the runs to ``runs`` and forget them."""
+    for run in runs:
+        store.record_run(run.command, run.started, run.finished, run.counts, run.error)
+    runs.clear()
+
+
+def _recorded(store: Store, name: str, step: Callable[[], dict[str, Any]]) -> StepResult:
+    run_id = store.start_run(f"cycle.{name}")
+    started = time.monotonic()
+    result = StepResult(name)
+    try:
+        result.counts = step()
+    except TrailwardenError as exc:
+        result.ok, result.error = False, str(exc)
+    except Exception as exc:  # a bug in one step must not take the service down
+        log.exception("step %s failed", name)
+        result.ok, result.error = False, f"{type(exc).__name__}: {exc}"
+    result.seconds = round(time.monotonic() - started, 3)
+    if result.error is None and result.counts.get("error"):
+        result.ok, result.error = False, str(result.counts["error"])
+    if result.error is not None:  # printed by `run`, logged and posted by `serve`
+        result.error = scrub(result.error)
+    store.finish_run(run_id, {**result.counts, "seconds": result.seconds}, error=result.error)
+    return result
+
+
+def _ingest(store: Store, config: Config, inventory: Inventory, _path: str | None, _echo: Any, *,
+            stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    from pipeline.core.config import FilesSource
+    from pipeline.ingest.run import ingest_sources
+
+    targets: list[tuple[str, Any]] = []
+    for src in config.sources:
+        if isinstance(src, FilesSource) and not Path(src.path).exists():
+            log.warning("source %s: %s does not exist (yet); skipped", src.name, src.path)
+            continue
+        targets.append((src.name, [str(src.path)] if isinstance(src, FilesSource) else src))
+    outcomes = ingest_sources(store, targets, Attributor(inventory), stop=stop)
+    counts: dict[str, Any] = {o.name: o.as_dict() for o in outcomes}
+    counts["new"] = sum(o.report.new for o in outcomes if o.report)
+    failed = [f"{o.name}: {o.error}" for o in outcomes if o.error]
+    if failed:
+        counts["error"] = "; ".join(failed)  # the other sources were ingested all the same
+    return counts
+
+
+def _detect(store: Store, config: Config, inventory: Inventory, path: str | None, _echo: Any) -> dict[str, Any]:
+    from pipeline.detection.detect import run_detect
+
+    report = run_detect(store, config, inventory, config_path=path)
+    counts = report.as_dict()
+    if report.failed:
+        counts["error"] = f"detector(s) failed: {', '.join(report.failed)}"
+    return counts
+
+
+def _alert(store: Store, config: Config, inventory: Inventory, _path: str | None,
+           echo: Callable[[str], None]) -> dict[str, Any]:
+    """Enqueue what is owed and deliver it. With ``slack:`` configured and no token the step fails
+    (the alerts are enqueued for Slack and stay pending; never printed instead); the console is
+    the destination only when no ``slack:`` is configured."""
+    from pipeline.service.alerting.outbox import alert_target, deliver, enqueue, owed_count
+    from pipeline.service.alerting.slack import (
+        ConsoleSender,
+        SlackSender,
+        missing_token,
+        token_from_env,
+    )
+
+    target = alert_target(config)
+    token = token_from_env()
+    enqueued = enqueue(store, target.destination, target.min_severity)
+    if config.slack is not None and not token:
+        pending = owed_count(store, target.destination, target.min_severity)
+        return {"enqueued": enqueued, "pending": pending, "error": str(missing_token(target.destination, pending))}
+    sender: Any = (SlackSender(token, config.slack.channel, config.slack.base_url)
+                   if config.slack is not None and token else ConsoleSender(echo))
+    report = deliver(store, sender, inventory, _replay_hint)
+    report.enqueued = enqueued
+    return report.as_dict()
+
+
+def _replay_hint(agent: str, since: datetime) -> str:
+    return f"trailwarden findings --agent {agent} --since {since:%Y-%m-%dT%H:%MZ}"
+
+
+class Service:
+    """``serve``: the cycle on an interval, a nightly refit, clean stops on SIGTERM/SIGINT."""
+
+    def __init__(self, config: Config, load_inventory: Callable[[], Inventory], db: Path, *,
+                 config_path: str | None = None, echo: Callable[[str], None] = print,
+                 reattribute: bool = False, inventory_source: str | None = None):
+        self.config = config
+        self.reattribute = reattribute
+        self.inventory_source = inventory_source
+        self.load_inventory = load_inventory
+        self.db = db
+        self.config_path = config_path
+        self.echo = echo
+        self._stop = threading.Event()
+        self._failures: dict[str, int] = {}
+        self._unrecorded: list[RunRecord] = []  # failed cycles that could not write to the store
+        self.cycles = 0
+
+    def build_scheduler(self) -> Any:
+        """The cycle every interval and the nightly job, on ONE worker thread: no job ever runs
+        beside another (the cycle beside itself, or the nightly refit beside a cycle)."""
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.schedulers.blocking import BlockingScheduler
+        from apscheduler.triggers.cron import CronTrigger
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        every = self.config.schedule.ingest_every
+        scheduler = BlockingScheduler(timezone=UTC, executors={"default": ThreadPoolExecutor(1)}, job_defaults={
+            "max_instances": 1, "coalesce": True, "misfire_grace_time": max(1, int(every.total_seconds()))})
+        scheduler.add_job(self.cycle, IntervalTrigger(seconds=every.total_seconds(), timezone=UTC),
+                          id="cycle", next_run_time=datetime.now(UTC), replace_existing=True)
+        scheduler.add_job(self.nightly, CronTrigger(hour=3, minute=30, timezone=self.config.tz),
+                          id="nightly", replace_existing=True)
+        return scheduler
+
+    def start(self) -> None:
+        every = self.config.schedule.ingest_every
+        scheduler = self.build_scheduler()
+
+        def stop(signum: int, _frame: Any) -> None:
+            log.info("received %s: finishing the current step, then stopping", signal.Signals(signum).name)
+            self._stop.set()
+            threading.Thread(target=scheduler.shutdown, kwargs={"wait": True}, daemon=True).start()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        log.info("serving: a cycle every %ss on %s", int(every.total_seconds()), self.db)
+        scheduler.start()
+        self._record_unrecorded()
+        log.info("stopped after %s cycles", self.cycles)
+
+    @property
+    def lock_wait(self) -> float:
+        """How long a cycle waits for a store another process holds: about an interval (5 s to
+        60 s); longer would only delay the next cycle, and the failure is recorded."""
+        return min(60.0, max(5.0, self.config.schedule.ingest_every.total_seconds()))
+
+    def cycle(self) -> None:
+        if self._stop.is_set():
+            return
+        started = utcnow()
+        try:
+            result = run_cycle(self.config, self.load_inventory(), self.db, config_path=self.config_path,
+                               echo=self.echo, stopping=self._stop.is_set, lock_wait=self.lock_wait,
+                               unrecorded=self._unrecorded, reattribute=self.reattribute,
+                               inventory_source=self.inventory_source)
+        except Exception as exc:  # e.g. the store stayed locked: recorded, and the next cycle retries
+            self._cycle_failed(started, exc)
+            return
+        self.cycles += 1
+        self._failures.pop("cycle", None)
+        for step in result.steps:
+            if step.ok:
+                self._failures.pop(step.name, None)
+                log.info("step %s ok in %.2fs", step.name, step.seconds, extra={"counts": _brief(step.counts)})
+            else:
+                log.error("step %s failed: %s", step.name, step.error)
+                self._count_failure(step.name, step.error or "")
+        snapshot = next((s for s in result.steps if s.name == "snapshot"), None)
+        if snapshot is not None:  # the store is closed by now: recorded with the next cycle
+            self._unrecord(f"cycle.{snapshot.name}", result.started, utcnow(), snapshot.error)
+        elif self._failures.pop("snapshot", None):
+            self._unrecord("cycle.snapshot", result.started, utcnow(), None)
+
+    def _cycle_failed(self, started: datetime, exc: Exception) -> None:
+        """A cycle that could not run (the store stayed locked, the inventory became invalid...):
+        logged, and recorded as a failed run of each step once the store can be written."""
+        if self._stop.is_set():
+            log.info("stopping: the cycle did not run (%s)", exc)
+            return
+        error = scrub(str(exc) if isinstance(exc, TrailwardenError) else f"{type(exc).__name__}: {exc}")
+        log.log(logging.ERROR, "cycle failed: %s", error, exc_info=not isinstance(exc, TrailwardenError))
+        for name in STEPS:
+            self._unrecord(f"cycle.{name}", started, utcnow(), f"cycle failed: {error}")
+        self._count_failure("cycle", error)
+
+    def _unrecord(self, command: str, started: datetime, finished: datetime, error: str | None) -> None:
+        last = next((r for r in reversed(self._unrecorded) if r.command == command), None)
+        if last is not None and last.error == error and error is not None:  # the same failure again
+            last.finished = finished
+            last.counts["cycles"] += 1
+        else:
+            self._unrecorded.append(RunRecord(command, started, finished, error))
+
+    def _record_unrecorded(self) -> None:
+        """On the way out: failed cycles not in ``runs`` yet, if the store can be had quickly."""
+        if not self._unrecorded:
+            return
+        try:
+            with open_store(self.db, memory_limit=self.config.memory_limit, lock_wait=2.0) as store:
+                _record_runs(store, self._unrecorded)
+        except TrailwardenError as exc:
+            log.error("could not record %s failed run(s) in the store: %s", len(self._unrecorded), exc)
+
+    def nightly(self) -> None:
+        from models import baselines
+
+        if self._stop.is_set():  # queued behind a cycle when the stop came
+            return
+        try:
+            with open_store(self.db, memory_limit=self.config.memory_limit, lock_wait=60.0,
+                            stop=self._stop.is_set, on_wait=log.warning) as store:
+                fitted = baselines.refit(store, utcnow(), self.config.timezone)
+                if self.config.retention is not None:
+                    from pipeline.store.retention import prune
+
+                    prune(store, self.config.retention)
+            publish_snapshot(self.db)
+            log.info("nightly refit of %s baselines done", len(fitted))
+        except TrailwardenError as exc:
+            log.error("nightly job failed: %s", exc)
+
+    def _count_failure(self, step: str, error: str) -> None:
+        self._failures[step] = self._failures.get(step, 0) + 1
+        if self._failures[step] == REPEATED_FAILURES:
+            message = f"trailwarden: step {step} has failed {REPEATED_FAILURES} cycles in a row: {error}"
+            log.error(message)
+            _notify(self.config, message)
+
+
+def _notify(config: Config, message: str) -> None:
+    """Tell Slack the service itself is unwell (best effort: Slack may be the thing failing). The
+    error text may quote an event or a server, so it is a plain_text section (nothing formats)."""
+    from pipeline.service.alerting.messages import Message, untrusted
+    from pipeline.service.alerting.slack import TOKEN_ENV, SlackSender, token_from_env
+
+    token = token_from_env()
+    if config.slack is None:
+        return
+    if not token:
+        log.error("could not post the health warning to Slack: %s is not set", TOKEN_ENV)
+        return
+    try:
+        text = untrusted(scrub(message), 1500)
+        SlackSender(token, config.slack.channel, config.slack.base_url, retries=1).post(
+            Message(text=f":warning: {text}", blocks=[
+                {"type": "section", "text": {"type": "mrkdwn", "text": ":warning: *trailwarden needs attention*",
+                                             "verbatim": True}},
+                {"type": "section", "text": {"type": "plain_text", "text": text, "emoji": False}}]),
+            key=f"health-{int(time.time())}")
+    except TrailwardenError as exc:
+        log.error("could not post the health warning to Slack: %s", exc)
+
+
+def _brief(counts: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in counts.items() if isinstance(v, int | float | str)}

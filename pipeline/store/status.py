@@ -1,0 +1,255 @@
+"""What is in the store and how fresh it is: ``trailwarden status`` and ``trailwarden query``."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from duckdb import StatementType
+
+from pipeline.core.errors import UsageError
+from pipeline.store.store import Store, first_row, recent_total, snapshot_path, utcnow
+
+
+def run_query(store: Store, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run one read-only statement; parameters are bound to ``?`` placeholders, never spliced.
+
+    The store is opened sandboxed (``store.lock_down``): no file but the store and the retention
+    archive, no extension, settings locked. On top of that only one statement that reads is run
+    (SELECT and its kin, PRAGMA, CALL, PIVOT, EXPLAIN of those): DuckDB would let a ``COPY ... TO``
+    write into the archive directory it may read."""
+    check_query(store.con, sql)
+    try:
+        cur = store.con.execute(sql, list(params))
+        columns = [d[0] for d in cur.description or []]
+        return columns, cur.fetchall()
+    except duckdb.PermissionException as exc:
+        raise UsageError("a query reads the store and the retention archive (`retention.archive_dir`) only: "
+                         + str(exc).splitlines()[0], key="SQL") from None
+    except duckdb.Error as exc:
+        first = str(exc).splitlines()[0]
+        if "read-only" in first.lower() or "read only" in first.lower():
+            raise UsageError("the store is opened read-only for queries; this statement writes") from None
+        if "configuration has been locked" in first:
+            raise UsageError(f"settings cannot be changed by a query: {first}", key="SQL") from None
+        raise UsageError(f"SQL error: {first}") from None
+
+
+_READS = frozenset({StatementType.SELECT, StatementType.PRAGMA, StatementType.CALL})
+_SKIP = re.compile(r"(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?\*/)*", re.S)
+_EXPLAIN = re.compile(r"explain\b", re.I)
+_ANALYZE = re.compile(r"analy[sz]e\b", re.I)
+_OPTIONS = re.compile(r"""\((?:[^()'"]|'[^']*'|"[^"]*")*\)""")
+_WORD = re.compile(r"[A-Za-z_]+")
+
+
+def check_query(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Exit 2 (UsageError) unless ``sql`` is exactly one statement that only reads."""
+    statements = _statements(con, sql)
+    if not statements:
+        raise UsageError('no SQL to run: give one statement, e.g. "SELECT count(*) FROM events"', key="SQL")
+    if len(statements) > 1:
+        raise UsageError(f"one statement at a time: {len(statements)} were given", key="SQL")
+    if not _reads(con, statements[0], sql):
+        raise UsageError(f"the store is opened read-only for queries; {_first_word(sql)} statements are not run "
+                         "(one SELECT, PRAGMA, CALL, PIVOT or EXPLAIN statement)", key="SQL")
+
+
+def _statements(con: duckdb.DuckDBPyConnection, sql: str) -> list[Any]:
+    try:
+        return list(con.extract_statements(sql))
+    except duckdb.Error as exc:
+        raise UsageError(f"SQL error: {str(exc).splitlines()[0]}") from None
+
+
+def _reads(con: duckdb.DuckDBPyConnection, statement: Any, text: str, *, explained: bool = False) -> bool:
+    """Does this statement only read? EXPLAIN is judged by what it explains (EXPLAIN ANALYZE runs it)."""
+    if statement.type in _READS:
+        return True
+    if statement.type == StatementType.MULTI:  # PIVOT: a SELECT over a type it makes up on the fly
+        return _first_word(text).upper() == "PIVOT"
+    if statement.type != StatementType.EXPLAIN or explained:
+        return False
+    for inner in _explained(text):
+        try:
+            inner_statements = list(con.extract_statements(inner))
+        except duckdb.Error:
+            continue
+        if len(inner_statements) == 1 and _reads(con, inner_statements[0], inner, explained=True):
+            return True
+    return False
+
+
+def _explained(text: str) -> list[str]:
+    """What an ``EXPLAIN [ANALYZE] [(options)] ...`` explains: each way of reading its prefix."""
+    at = _SKIP.match(text).end()  # type: ignore[union-attr]
+    explain = _EXPLAIN.match(text, at)
+    if explain is None:
+        return []
+    at = _SKIP.match(text, explain.end()).end()  # type: ignore[union-attr]
+    starts = [at]
+    options = _OPTIONS.match(text, at)
+    if options is not None:
+        starts.append(_SKIP.match(text, options.end()).end())  # type: ignore[union-attr]
+    out = []
+    for start in starts:
+        analyze = _ANALYZE.match(text, start)
+        out.append(text[analyze.end():] if analyze else text[start:])
+    return out
+
+
+def _first_word(sql: str) -> str:
+    word = _WORD.match(sql, _SKIP.match(sql).end())  # type: ignore[union-attr]
+    return word[0].upper() if word else "this"
+
+
+def collect_status(store: Store, alert_destination: str = "console", min_severity: str = "medium") -> dict[str, Any]:
+    """Everything ``status`` shows. Pending alerts are what ``alert_destination`` is owed (the
+    config's Slack channel, else the console): outbox rows not yet sent and the findings, growth
+    and triage replies not even enqueued yet (``pipeline.service.alerting.outbox.owed_count``)."""
+    from pipeline.service.alerting.outbox import owed_count
+
+    con = store.con
+    now = utcnow()
+    count, first, last, agents = first_row(con.execute(
+        "SELECT count(*), min(event_time), max(event_time), count(DISTINCT agent) FROM events")) or (0, None, None, 0)
+    last_hour = dict(con.execute(
+        "SELECT source, count(*) FROM events WHERE ingested_at >= ? GROUP BY source", [now - timedelta(hours=1)]
+    ).fetchall())
+    # an SLS cursor is opaque: the receive time of the pull it follows is kept beside it
+    received = {name.removeprefix("sls.received:"): int(value) for name, value in con.execute(
+        "SELECT name, value FROM pipeline_state WHERE name LIKE 'sls.received:%'").fetchall()}
+    rows = con.execute(
+        "SELECT source, partition, cursor, watermark, events, updated_at, last_error, last_error_at, recent "
+        "FROM ingest_state ORDER BY source, partition").fetchall()
+    partitions = Counter(r[0] for r in rows)
+    sources = []
+    for s, p, c, w, n, u, e, ea, recent in rows:
+        cursor_time = _cursor_time(s, p, c, received)
+        sources.append({
+            "source": s, "partition": p or None, "cursor": c, "cursor_time": cursor_time, "watermark": w,
+            "events": n, "updated_at": u,
+            # how far behind the source the cursor is: a quiet source that is caught up lags little,
+            # however old its newest event (newest_event_age_seconds)
+            "lag_seconds": _lag(now, cursor_time or w), "newest_event_age_seconds": _lag(now, w),
+            "events_last_hour": _last_hour(recent, now, last_hour.get(s, 0) if partitions[s] == 1 else None),
+            "last_error": e, "last_error_at": ea})
+    quarantined = first_row(con.execute("SELECT count(*) FROM quarantine"))
+    reasons = con.execute(_QUARANTINE_KINDS).fetchall()
+    runs = [
+        {"id": i, "command": c, "started_at": s, "finished_at": f, "status": _run_status(st, pid, f),
+         "error": e}
+        for i, c, s, f, st, pid, e in con.execute(
+            "SELECT id, command, started_at, finished_at, status, pid, error FROM runs "
+            "ORDER BY id DESC LIMIT 5").fetchall()
+    ]
+    files = first_row(con.execute("SELECT count(*), coalesce(sum(bytes), 0) FROM ingested_files"))
+    steps = [
+        {"step": c.removeprefix("cycle."), "last_run": s_, "status": st, "seconds": sec, "error": e,
+         "counts": json.loads(n) if n else None}
+        for c, s_, st, sec, e, n in con.execute(
+            """
+            SELECT command, started_at, status, CAST(counts->>'$.seconds' AS DOUBLE), error, counts FROM runs
+            WHERE command LIKE 'cycle.%'
+            QUALIFY row_number() OVER (PARTITION BY command ORDER BY id DESC) = 1 ORDER BY command
+            """).fetchall()
+    ]
+    pending = owed_count(store, alert_destination, min_severity)
+    return {
+        "database": store.path,
+        "database_bytes": _size(store.path),
+        "schema_version": store.schema_version(),
+        "events": count,
+        "agents": agents,
+        "first_event": first,
+        "last_event": last,
+        "sources": sources,
+        "files_ingested": files[0] if files else 0,
+        "quarantined": quarantined[0] if quarantined else 0,
+        "quarantine_reasons": [{"reason": r, "count": n} for r, n, _ in reasons],
+        "quarantine_reason_kinds": reasons[0][2] if reasons else 0,
+        "recent_runs": runs,
+        "service": {"steps": steps, "pending_alerts": pending, "alert_destination": alert_destination,
+                    "snapshot": _snapshot_info(store.path, now)},
+    }
+
+
+# The five commonest kinds of quarantine reason, and how many kinds there are. A kind is the reason
+# up to its value-specific parts, so like input groups together: a JSON error's position, a quoted
+# value (``eventTime: not an ISO-8601 time in range: …``), the keys an SLS log held. (RE2: no
+# backreferences in a pattern; ``\1`` in a replacement is fine.)
+_QUARANTINE_KINDS = r"""
+SELECT regexp_replace(regexp_replace(regexp_replace(reason,
+           ': line \d+ column \d+ \(char \d+\)', '', 'g'),
+           '(: |got )[''"].*$', '\1…'),
+           ' \([^()]*: [^()]*\)$', '') AS reason,
+       count(*) AS n, count(*) OVER () AS kinds
+FROM quarantine GROUP BY 1 ORDER BY n DESC, reason LIMIT 5
+"""
+
+
+def human_duration(seconds: float | None) -> str | None:
+    """``3979d 23h``, ``2h 0m``, ``4m 10s``, ``42s``: the largest unit and the next, for people."""
+    if seconds is None:
+        return None
+    sign, left = ("-" if seconds < 0 else ""), round(abs(seconds))
+    units = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+    first = next(i for i, (_, size) in enumerate(units) if left >= size or size == 1)
+    (unit, size), rest = units[first], units[first + 1:first + 2]
+    return sign + " ".join([f"{left // size}{unit}"] + [f"{left % size // n}{u}" for u, n in rest])
+
+
+def _snapshot_info(path: str, now: datetime) -> dict[str, Any] | None:
+    snap = snapshot_path(path)
+    if not snap.exists():
+        return None
+    stamp = datetime.fromtimestamp(snap.stat().st_mtime, now.tzinfo)
+    return {"path": str(snap), "age_seconds": round((now - stamp).total_seconds(), 1), "bytes": snap.stat().st_size}
+
+
+def _cursor_time(source: str, partition: str, cursor: str | None, received: dict[str, int]) -> datetime | None:
+    """When the cursor stands: an SLS pull's receive time, or a LookupEvents window's end."""
+    if f"{source}/{partition}" in received:
+        return datetime.fromtimestamp(received[f"{source}/{partition}"], UTC)
+    try:
+        when = datetime.fromisoformat(cursor.replace("Z", "+00:00")) if cursor else None
+    except ValueError:
+        return None
+    return when if when is not None and when.tzinfo is not None else None
+
+
+def _last_hour(recent: str | None, now: datetime, fallback: int | None) -> int | None:
+    """A partition's events committed in the last hour, from its per-minute counts; for a partition
+    last written before those were kept, its source's count when it is the only one, else unknown."""
+    total = recent_total(recent, now)
+    return fallback if total is None else total
+
+
+def _lag(now: datetime, watermark: datetime | None) -> float | None:
+    return round((now - watermark).total_seconds(), 1) if watermark else None
+
+
+def _run_status(status: str, pid: int | None, finished: datetime | None) -> str:
+    """A run still marked running whose process is gone was killed: say so."""
+    if status != "running" or finished is not None or pid is None:
+        return status
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return "interrupted"
+    except PermissionError:
+        pass
+    return "running"
+
+
+def _size(path: str) -> int:
+    p = Path(path)
+    wal = Path(path + ".wal")
+    return (p.stat().st_size if p.exists() else 0) + (wal.stat().st_size if wal.exists() else 0)

@@ -1,0 +1,1 @@
+"""The finding lifecycle and suppressions."""
