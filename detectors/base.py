@@ -23,8 +23,8 @@ import pandas as pd
 
 from models.inventory import Inventory
 from models.scope import AgentScope
-from pipeline.core.config import parse_duration
 from pipeline.core.redact import redacted
+from pipeline.core.times import parse_duration
 
 SEVERITIES = ("low", "medium", "high", "critical")
 

@@ -31,7 +31,7 @@ import pandas as pd
 
 from detectors.base import Detector, Finding, Models, capped, group_bursts, jsonable
 from models.baselines import Baseline
-from pipeline.core.config import parse_duration
+from pipeline.core.times import parse_duration
 
 DENIALS = ("NoPermission", "Forbidden*", "AccessDenied*", "*Unauthorized*")
 

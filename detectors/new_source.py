@@ -42,7 +42,7 @@ import pandas as pd
 from detectors.base import SEVERITIES, Detector, Finding, Models, capped, group_bursts, jsonable
 from models.baselines import Baseline
 from models.sources import KINDS, Coded, source_values
-from pipeline.core.config import parse_duration
+from pipeline.core.times import parse_duration
 
 _WORDS = {"network": ("network", "networks"), "region": ("region", "regions"), "client": ("client", "clients")}
 

@@ -26,14 +26,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from models.sources import IPV4_NETWORK_SQL, REGION_SQL, client_family, network_of
-from pipeline.store.store import Store, utcnow
+from pipeline.core.times import day_start, utcnow
+from pipeline.store.store import Store
 
 HISTORY = timedelta(days=28)
 MIN_ACTIVE_DAYS = 7  # below this an agent's rhythm is not known: fall back to declared hours
@@ -352,11 +353,6 @@ def save(store: Store, baselines: dict[str, Baseline]) -> None:
             con.execute("INSERT OR REPLACE INTO baselines SELECT * FROM _tw_baselines")
         finally:
             con.unregister("_tw_baselines")
-
-
-def day_start(when: datetime) -> datetime:
-    """The UTC midnight a window's baselines end at: one fit serves every window of a UTC day."""
-    return when.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def refit(store: Store, when: datetime, timezone: str) -> dict[str, Baseline]:

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from models.inventory import Attributor, Hours, load_inventory, parse_days
-from pipeline.core.config import load_config, parse_duration
+from pipeline.core.config import load_config
 from pipeline.core.errors import UsageError
+from pipeline.core.times import parse_duration
 from tests.conftest import ROOT
 
 

@@ -18,11 +18,12 @@ import yaml
 from detectors.base import Finding
 from models.inventory import Attributor, Inventory
 from pipeline.cli.app import _replay_command
+from pipeline.core.times import utcnow
 from pipeline.detection.findings import list_findings, save_findings
 from pipeline.ingest.run import ingest_files
 from pipeline.service.alerting.outbox import deliver, enqueue
 from pipeline.service.alerting.slack import TOKEN_ENV, SlackSender
-from pipeline.store.store import Store, open_store, utcnow
+from pipeline.store.store import Store, open_store
 from pipeline.triage.lifecycle import (
     Suppression,
     add_suppression,

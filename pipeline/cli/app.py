@@ -243,9 +243,8 @@ def ingest(app: App, sources: tuple[str, ...], paths: tuple[str, ...], since: st
       trailwarden ingest --source prod-trail
       trailwarden ingest --source history --since 30d     # LookupEvents backfill
     """
-    from pipeline.detection.detect import parse_when
+    from pipeline.core.times import parse_when, utcnow
     from pipeline.ingest.run import ingest_sources
-    from pipeline.store.store import utcnow
 
     targets = _ingest_targets(app, sources, paths)
     backfill = parse_when(since, utcnow(), "--since") if since else None
@@ -297,8 +296,8 @@ def _check_backfill(targets: list[tuple[str, Any]], backfill: datetime) -> None:
     """``--since`` is a LookupEvents backfill: refuse it where nothing would use it, and say when
     it reaches past the 90 days the API keeps."""
     from pipeline.core.config import LookupEventsSource
+    from pipeline.core.times import utcnow
     from pipeline.ingest.sources.lookup_events import RETENTION
-    from pipeline.store.store import utcnow
 
     lookups = [src.name for _, src in targets if isinstance(src, LookupEventsSource)]
     if not lookups:
@@ -498,8 +497,8 @@ def detect(app: App, since: str | None, until: str | None, fmt: str, reattribute
       trailwarden detect --since 7d
       trailwarden detect --since 2026-11-01 --until 2026-11-08 --format json
     """
-    from pipeline.detection.detect import parse_when, run_detect
-    from pipeline.store.store import utcnow
+    from pipeline.core.times import parse_when, utcnow
+    from pipeline.detection.detect import run_detect
 
     now = utcnow()
     start = parse_when(since, now, "--since") if since else None
@@ -576,9 +575,8 @@ def backtest(app: App, since: str, until: str | None, step: str, detector_ids: t
       trailwarden --config tuned.yaml backtest --since 30d --format json > tuned.json
       trailwarden backtest --since 7d --step 12h --format csv
     """
-    from pipeline.detection.backtest import as_text, parse_step, run_backtest
-    from pipeline.detection.detect import parse_when
-    from pipeline.store.store import utcnow
+    from pipeline.core.times import parse_step, parse_when, utcnow
+    from pipeline.detection.backtest import as_text, run_backtest
 
     now = utcnow()
     start = parse_when(since, now, "--since")
@@ -629,9 +627,8 @@ def findings(ctx: click.Context, agent: str | None, detector: str | None, status
     """
     if ctx.invoked_subcommand is not None:
         return
-    from pipeline.detection.detect import parse_when
+    from pipeline.core.times import parse_when, utcnow
     from pipeline.detection.findings import list_findings
-    from pipeline.store.store import utcnow
 
     app = ctx.ensure_object(App)
     when = parse_when(since, utcnow(), "--since") if since else None
@@ -731,8 +728,7 @@ def train(app: App, until: str | None, fmt: str) -> None:
       trailwarden train --format json
     """
     from models import baselines
-    from pipeline.detection.detect import parse_when
-    from pipeline.store.store import utcnow
+    from pipeline.core.times import parse_when, utcnow
 
     end = parse_when(until, utcnow(), "--until") if until else utcnow()
     with app.open() as store, _recorded_run(store, "train") as counts:
@@ -947,10 +943,9 @@ def replay(app: App, agent: str, since: str | None, until: str | None, fmt: str,
       trailwarden replay ram-user:ops-debug --format html -o ops-debug.html
       trailwarden replay ci-deployer --since 2026-11-20 --until 2026-11-29 --format json -o evidence.json
     """
-    from pipeline.detection.detect import parse_when
+    from pipeline.core.times import parse_when, utcnow
     from pipeline.investigate.replay import build_replay
     from pipeline.investigate.replay_views import as_html, as_text
-    from pipeline.store.store import utcnow
 
     now = utcnow()
     end = parse_when(until, now, "--until") if until else now
@@ -994,9 +989,8 @@ def least_privilege_command(app: App, agent: str, days: int, since: str | None, 
       trailwarden least-privilege ci-deployer
       trailwarden least-privilege etl-pipeline --days 30 --format json
     """
-    from pipeline.detection.detect import parse_when
+    from pipeline.core.times import parse_when, utcnow
     from pipeline.investigate.least_privilege import least_privilege
-    from pipeline.store.store import utcnow
 
     now = utcnow()
     start = parse_when(since, now, "--since") if since else now - timedelta(days=days)

@@ -24,7 +24,7 @@ from pipeline.cli.app import (
 from pipeline.core.errors import UsageError
 from pipeline.core.inert import one_line
 from pipeline.core.output import json_text, render, to_jsonable
-from pipeline.store.store import utcnow
+from pipeline.core.times import parse_until, utcnow
 from pipeline.triage.lifecycle import (
     DEFAULT_SUPPRESSION,
     Suppression,
@@ -32,7 +32,6 @@ from pipeline.triage.lifecycle import (
     default_author,
     new_suppression_id,
     parse_cidr,
-    parse_until,
 )
 
 FORCE_LOOKBACK = timedelta(days=30)
@@ -143,7 +142,7 @@ def stats(app: App, since: str, top: int, fmt: str) -> None:
     (acknowledged, resolved or false positive). The counts add up to what
     `findings --status all --since T` lists.
     """
-    from pipeline.detection.detect import parse_when
+    from pipeline.core.times import parse_when
     from pipeline.triage.lifecycle import STATUSES, finding_stats
 
     when = parse_when(since, utcnow(), "--since")

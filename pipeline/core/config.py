@@ -17,22 +17,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.core.errors import UsageError
+from pipeline.core.times import parse_duration
 
 DEFAULT_CONFIG_PATH = Path("config/trailwarden.yaml")
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
-def parse_duration(value: str | int | float | timedelta) -> timedelta:
-    """``30s``, ``5m``, ``1h``, ``7d`` (a bare number is seconds)."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    match = _DURATION.match(str(value))
-    if not match:
-        raise ValueError(f"not a duration: {value!r} (write e.g. 30s, 5m, 1h, 7d)")
-    return timedelta(**{_UNITS[match[2]]: int(match[1])})
 
 
 Duration = Annotated[timedelta, Field(json_schema_extra={"format": "duration"})]

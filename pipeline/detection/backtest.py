@@ -36,15 +36,16 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from detectors.base import Detector, Finding, Models, severity_rank
 from models import baselines
 from models.inventory import Inventory
 from models.scope import compile_scopes
-from pipeline.core.config import Config, parse_duration
+from pipeline.core.config import Config
 from pipeline.core.errors import UsageError
+from pipeline.core.times import day_start, iso_seconds
 from pipeline.detection.detect import DetectReport, active_detectors, max_lookback, score_window
 from pipeline.store.attribution import attribution_is_stale
 from pipeline.store.store import Store, first_row
@@ -134,7 +135,7 @@ class BacktestReport:
 
     def label(self, when: datetime) -> str:
         """A period's name: its date for whole-day steps, else its start time."""
-        if self.step % DAY == timedelta(0) and when == _utc_day(when):
+        if self.step % DAY == timedelta(0) and when == day_start(when):
             return f"{when:%Y-%m-%d}"
         return when.strftime("%Y-%m-%dT%H:%MZ")
 
@@ -190,7 +191,7 @@ def run_backtest(store: Store, config: Config, inventory: Inventory, *, since: d
     started = time.monotonic()
     active = active_detectors(config, config_path)
     chosen = _chosen(active, only)
-    start = _utc_day(since)
+    start = day_start(since)
     _check_window(store, since, start, until, step)
     report = BacktestReport(start, until, step, [d.id for d in chosen])
     dedup = Dedup({d.id: d.dedup_window for d in chosen})
@@ -199,7 +200,7 @@ def run_backtest(store: Store, config: Config, inventory: Inventory, *, since: d
     scopes = compile_scopes(inventory)
     fitted: dict[datetime, dict[str, baselines.Baseline]] = {}
     for begin, end in periods(start, until, step):
-        day = _utc_day(begin)
+        day = day_start(begin)
         if day not in fitted:  # one fit a UTC day, as detect does; never stored
             fitted = {day: baselines.fit(store, day, config.timezone)}
         models = Models(inventory=inventory, scopes=scopes, timezone=config.tz, baselines=fitted[day])
@@ -220,7 +221,7 @@ def periods(since: datetime, until: datetime, step: timedelta) -> Iterator[tuple
 
 def _score_period(store: Store, chosen: list[Detector], models: Models, begin: datetime, end: datetime,
                   since: datetime, overlap: timedelta, dedup: Dedup) -> Period:
-    period = Period(begin, end, _utc_day(begin))
+    period = Period(begin, end, day_start(begin))
     scratch = DetectReport()
     period.events, found = score_window(store, chosen, models, begin, end, since=since, overlap=overlap,
                                         report=scratch)
@@ -245,17 +246,6 @@ def _active_agents(store: Store, begin: datetime, end: datetime) -> list[str]:
 
 
 # -- input -------------------------------------------------------------------------------------------
-def parse_step(text: str) -> timedelta:
-    """``1d``, ``12h``, ``7d``: at least an hour."""
-    try:
-        step = parse_duration(text)
-    except ValueError as exc:
-        raise UsageError(str(exc), key="--step") from None
-    if step < MIN_STEP:
-        raise UsageError(f"must be at least 1h, not {text!r}", key="--step")
-    return step
-
-
 def format_step(step: timedelta) -> str:
     seconds = int(step.total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
@@ -275,7 +265,7 @@ def _chosen(active: list[Detector], only: Sequence[str]) -> list[Detector]:
 def _check_window(store: Store, since: datetime, start: datetime, until: datetime, step: timedelta) -> None:
     """``since`` as given, ``start`` the UTC midnight it falls on (where the periods begin)."""
     if since >= until:
-        raise UsageError(f"must be before --until ({_iso(since)} is not before {_iso(until)})", key="--since")
+        raise UsageError(f"must be before --until ({iso_seconds(since)} is not before {iso_seconds(until)})", key="--since")
     if step < MIN_STEP:
         raise UsageError("must be at least 1h", key="--step")
     row = first_row(store.con.execute("SELECT count(*) FROM events WHERE event_time >= ? AND event_time < ?",
@@ -283,16 +273,8 @@ def _check_window(store: Store, since: datetime, start: datetime, until: datetim
     if row and row[0]:
         return
     span = first_row(store.con.execute("SELECT min(event_time), max(event_time) FROM events"))
-    held = f"the store holds {_iso(span[0])} .. {_iso(span[1])}" if span and span[0] else "the store holds none"
-    raise UsageError(f"no events between {_iso(start)} and {_iso(until)} ({held})", key="--since")
-
-
-def _iso(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _utc_day(when: datetime) -> datetime:
-    return when.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    held = f"the store holds {iso_seconds(span[0])} .. {iso_seconds(span[1])}" if span and span[0] else "the store holds none"
+    raise UsageError(f"no events between {iso_seconds(start)} and {iso_seconds(until)} ({held})", key="--since")
 
 
 def _mark_suppressed(store: Store, raised: list[Raised]) -> list[str]:

@@ -10,7 +10,6 @@ ingested since the last detect (a watermark on ``ingested_at`` in ``pipeline_sta
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,11 +23,11 @@ from models import baselines
 from models.inventory import Inventory
 from models.mapping import PARAMETER_TARGETS
 from models.scope import compile_scopes
-from pipeline.core.config import Config, parse_duration
-from pipeline.core.errors import UsageError
+from pipeline.core.config import Config
+from pipeline.core.times import day_start, parse_duration, utcnow
 from pipeline.detection.findings import save_findings
 from pipeline.ingest.events import EARLIEST_EVENT_TIME, EVENT_COLUMNS, FUTURE_TOLERANCE
-from pipeline.store.store import Store, first_row, utcnow
+from pipeline.store.store import Store, first_row
 
 log = logging.getLogger(__name__)
 STATE_KEY = "detect.ingested_until"
@@ -59,26 +58,11 @@ class DetectReport:
         return out
 
 
-def parse_when(text: str, now: datetime, key: str) -> datetime:
-    """``2026-11-01``, ``2026-11-01T08:00:00Z``, ``7d`` / ``24h`` (that long ago), or ``now``."""
-    text = text.strip()
-    if text == "now":
-        return now
-    if re.fullmatch(r"\d+\s*[smhd]", text):
-        return now - parse_duration(text)
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(f"not a time: {text!r} (use 2026-11-01, 2026-11-01T08:00:00Z or 7d)",
-                         key=key) from None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
-
-
 def build_models(store: Store, config: Config, inventory: Inventory, since: datetime) -> Models:
     """Declared scopes, and baselines fitted on the 28 days before the UTC day ``since`` falls in
     (never after it; one fit a day serves every cycle of that day)."""
     return Models(inventory=inventory, scopes=compile_scopes(inventory), timezone=config.tz,
-                  baselines=baselines.load_or_fit(store, baselines.day_start(since), config.timezone))
+                  baselines=baselines.load_or_fit(store, day_start(since), config.timezone))
 
 
 def run_detect(store: Store, config: Config, inventory: Inventory, *, since: datetime | None = None,

@@ -17,7 +17,8 @@ from typing import Any
 from detectors.base import SEVERITIES, Finding, finding_id, severity_rank
 from pipeline.core.errors import UsageError
 from pipeline.core.redact import redacted
-from pipeline.store.store import Store, first_row, utcnow
+from pipeline.core.times import utcnow
+from pipeline.store.store import Store, first_row
 
 MAX_EVENT_IDS = 1000
 FINDING_COLUMNS = ("id", "detector", "agent", "severity", "score", "first_seen", "last_seen", "summary",

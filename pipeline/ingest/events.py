@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, NamedTuple
 
+from pipeline.core.times import iso
 from pipeline.ingest.jsontext import printable
 
 # Event times that cannot be real are quarantined, never stored: they would move the detect window
@@ -159,11 +160,11 @@ def normalize(obj: Any, raw: str | None = None, now: datetime | None = None) -> 
 def _plausible(when: datetime, now: datetime | None) -> datetime:
     """``when`` if an ActionTrail event can carry it, else :class:`MalformedEvent` saying why."""
     if when < EARLIEST_EVENT_TIME:
-        raise MalformedEvent(f"eventTime {_iso(when)} is before {_iso(EARLIEST_EVENT_TIME)}, before Alibaba "
+        raise MalformedEvent(f"eventTime {iso(when)} is before {iso(EARLIEST_EVENT_TIME)}, before Alibaba "
                              "Cloud kept audit logs: a wrong clock or a forged event")
     now = now or datetime.now(UTC)
     if when > _latest(now):
-        raise MalformedEvent(f"eventTime {_iso(when)} is more than a day after now ({_iso(now)}): a wrong "
+        raise MalformedEvent(f"eventTime {iso(when)} is more than a day after now ({iso(now)}): a wrong "
                              "clock or a forged event")
     return when
 
@@ -172,10 +173,6 @@ def _plausible(when: datetime, now: datetime | None) -> datetime:
 def _latest(now: datetime) -> datetime:
     """The latest plausible event time (a batch passes the same ``now`` for all its events)."""
     return now + FUTURE_TOLERANCE
-
-
-def _iso(when: datetime) -> str:
-    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")

@@ -6,7 +6,8 @@ from datetime import datetime
 from typing import Any
 
 from models.inventory import Inventory
-from pipeline.store.store import Store, utcnow
+from pipeline.core.times import utcnow
+from pipeline.store.store import Store
 
 COLUMNS = ["agent", "owner", "environment", "purpose", "identities", "last_activity", "events_30d",
            "open_findings", "expires", "review_by", "flags"]

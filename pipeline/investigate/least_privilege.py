@@ -24,7 +24,8 @@ from models.inventory import Inventory
 from models.mapping import CallFacts, action, is_authorized_call, resources
 from models.policy import glob
 from pipeline.core.errors import UsageError
-from pipeline.store.store import Store, utcnow
+from pipeline.core.times import utcnow
+from pipeline.store.store import Store
 
 MAX_LISTED_RESOURCES = 5  # more distinct resources than this: the suggestion uses "*"
 # Refused by RAM (for permission, or before it: not authenticated): not a call the agent is known to need.

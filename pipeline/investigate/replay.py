@@ -35,8 +35,9 @@ from pipeline import __version__
 from pipeline.core.output import to_jsonable
 from pipeline.core.redact import might_hold_secrets
 from pipeline.core.redact import redact as redact_values
+from pipeline.core.times import utcnow
 from pipeline.detection.findings import list_findings
-from pipeline.store.store import Store, utcnow
+from pipeline.store.store import Store
 
 EVENT_FIELDS = ("event_id", "event_time", "event_name", "event_type", "event_rw", "service_name", "service_code",
                 "acs_region", "source_ip", "user_agent", "access_key_id", "error_code", "error_message",

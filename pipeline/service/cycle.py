@@ -28,7 +28,8 @@ from typing import Any
 from models.inventory import Attributor, Inventory
 from pipeline.core.config import Config
 from pipeline.core.errors import TrailwardenError, scrub
-from pipeline.store.store import Store, open_store, publish_snapshot, utcnow
+from pipeline.core.times import utcnow
+from pipeline.store.store import Store, open_store, publish_snapshot
 
 log = logging.getLogger("trailwarden.service")
 STEPS = ("ingest", "detect", "alert")

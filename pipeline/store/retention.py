@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.config import Retention
-from pipeline.store.store import Store, first_row, utcnow
+from pipeline.core.times import utcnow
+from pipeline.store.store import Store, first_row
 
 # events an open finding points at (the event_ids lists hold up to 1,000 per finding)
 _KEPT = """

@@ -15,7 +15,8 @@ import duckdb
 from duckdb import StatementType
 
 from pipeline.core.errors import UsageError
-from pipeline.store.store import Store, first_row, recent_total, snapshot_path, utcnow
+from pipeline.core.times import utcnow
+from pipeline.store.store import Store, first_row, recent_total, snapshot_path
 
 
 def run_query(store: Store, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.core.errors import TerminalError, TrailwardenError, TransientError, UsageError, scrub
+from pipeline.core.times import utcnow
 
 DEFAULT_MEMORY_LIMIT = "256MB"
 _LOCK_RETRY_SECONDS = 10.0
@@ -83,10 +84,6 @@ def recent_counts(stored: str | None, now: datetime, new_events: int) -> str:
 def recent_total(stored: str | None, now: datetime) -> int | None:
     """Events in the last hour from a partition's ``recent`` counts; None when never recorded."""
     return None if stored is None else sum(_recent(stored, now).values())
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 LOCATION = "location"  # pipeline.ingest.batches.LOCATION: where each event of a batch was read

@@ -28,7 +28,8 @@ import yaml
 
 from models.policy import glob
 from pipeline.core.errors import UsageError
-from pipeline.store.store import Store, first_row, utcnow
+from pipeline.core.times import iso, utcnow
+from pipeline.store.store import Store, first_row
 
 TRIAGE_STATUSES = ("acknowledged", "resolved", "false_positive")
 STATUSES = ("open", *TRIAGE_STATUSES, "suppressed")
@@ -262,28 +263,6 @@ def parse_cidr(text: str) -> str:
         raise UsageError(f"not an IP address or CIDR network: {text!r}", key="--source-ip") from None
 
 
-def parse_until(text: str, now: datetime) -> datetime:
-    """``2027-01-31`` (the end of that UTC day), an ISO time, or a duration from now (``30d``)."""
-    from pipeline.core.config import parse_duration
-
-    value = text.strip()
-    try:
-        return now + parse_duration(value)
-    except (ValueError, TypeError):
-        pass
-    try:
-        day = date.fromisoformat(value)
-        return datetime.combine(day, time(0), tzinfo=now.tzinfo) + timedelta(days=1)
-    except ValueError:
-        pass
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(f"--until: expected a date (2027-01-31), a time or a duration (30d), not {text!r}",
-                         key="--until") from None
-    return when if when.tzinfo else when.replace(tzinfo=now.tzinfo)
-
-
 def add_suppression(store: Store, s: Suppression) -> None:
     with store.transaction() as con:
         con.execute(f"INSERT INTO suppressions ({', '.join(_SUPPRESSION_COLUMNS)}) "  # noqa: S608
@@ -358,7 +337,7 @@ def export_yaml(suppressions: Sequence[Suppression]) -> str:
     for s in suppressions:
         item = {k: getattr(s, k) for k in _YAML_KEYS if getattr(s, k) is not None}
         for key in ("created_at", "expires_at"):
-            item[key] = _iso(item[key])
+            item[key] = iso(item[key])
         items.append(item)
     header = ("# trailwarden suppressions: findings matching one are stored as 'suppressed' and not alerted.\n"
               "# Review changes here like code; load with `trailwarden suppress import FILE`.\n")
@@ -500,10 +479,6 @@ def _when(value: Any, default: datetime, key: str) -> datetime:
     except ValueError:
         raise UsageError(f"{key}: not an ISO time: {value!r}", key=key.rsplit(".", 1)[-1]) from None
     return when if when.tzinfo else when.replace(tzinfo=default.tzinfo)
-
-
-def _iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
 
 
 # -- stats -----------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from Tea.exceptions import RetryError, TeaException, UnretryableException
 from models.inventory import Attributor
 from pipeline.core.config import LookupEventsSource
 from pipeline.core.errors import TerminalError, TransientError
+from pipeline.core.times import iso_seconds
 from pipeline.ingest.batches import Batch, to_batches
 from pipeline.ingest.sources.credentials import Credentials
 from pipeline.ingest.sources.files import Item, encoded_item
@@ -99,8 +100,8 @@ class LookupReader:
         start, end = self.window()
         if start >= end:
             return
-        self.report.window = (_iso(start), _iso(end))
-        request = at_models.LookupEventsRequest(start_time=_iso(start), end_time=_iso(end), max_results="50",
+        self.report.window = (iso_seconds(start), iso_seconds(end))
+        request = at_models.LookupEventsRequest(start_time=iso_seconds(start), end_time=iso_seconds(end), max_results="50",
                                                 direction="FORWARD")
         pending: list[Item] = []
         read_to: datetime | None = None  # the newest eventTime among the pages read so far
@@ -149,7 +150,7 @@ class LookupReader:
                 read_to = max(read_to or batch.last, batch.last)
         mark = end or read_to
         if mark is not None:
-            batches[-1].cursor = _iso(mark)
+            batches[-1].cursor = iso_seconds(mark)
         yield from batches
         return read_to
 
@@ -188,7 +189,4 @@ class LookupReader:
 class _Stopped(Exception):
     """Asked to stop during a back-off: end the run at the last page read."""
 
-
-def _iso(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

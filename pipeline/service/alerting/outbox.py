@@ -31,6 +31,7 @@ from models.inventory import Inventory
 from pipeline.core.config import Config
 from pipeline.core.errors import TerminalError, TrailwardenError, scrub
 from pipeline.core.redact import redacted
+from pipeline.core.times import utcnow
 from pipeline.detection.findings import FINDING_COLUMNS
 from pipeline.service.alerting.messages import (
     Message,
@@ -38,7 +39,7 @@ from pipeline.service.alerting.messages import (
     status_message,
     update_message,
 )
-from pipeline.store.store import Store, first_row, utcnow
+from pipeline.store.store import Store, first_row
 
 if TYPE_CHECKING:  # slack_sdk is not imported for `status`, which only counts what is owed
     from pipeline.service.alerting.slack import Sender
