@@ -148,7 +148,7 @@ batches.normalize = timed("read: normalize", batches.normalize)
 batches.Batch.seal = timed("read: Arrow (Batch.seal)", batches.Batch.seal)
 ingest.Transaction.add = timed("write: DuckDB insert + dedupe", ingest.Transaction.add)
 ingest.Transaction.commit = timed("write: DuckDB commit", ingest.Transaction.commit)
-from pipeline.cli.app import main
+from pipeline.cli.main import main
 started = time.perf_counter()
 try:
     main(["--config", sys.argv[2], "ingest", "--source", "trail", "--format", "json"])

@@ -1,5 +1,5 @@
 """``python -m pipeline`` is ``trailwarden``."""
 
-from pipeline.cli.app import main
+from pipeline.cli.main import main
 
 main()

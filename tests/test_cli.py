@@ -114,7 +114,7 @@ def test_query_errors_exit_2_in_one_line(tmp_path):
 
 
 def test_an_eoferror_escaping_a_command_is_an_internal_error_not_an_abort(tmp_path, monkeypatch, capsys):
-    import pipeline.cli.app as cli
+    import pipeline.cli.main as cli
     from pipeline.store import status
     from pipeline.store.store import open_store
 
@@ -390,7 +390,7 @@ def _main(*argv: str) -> tuple[int, str, str]:
     import contextlib
     import io
 
-    from pipeline.cli.app import main
+    from pipeline.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exc:
@@ -501,7 +501,7 @@ def test_tables_use_columns_and_are_not_cut_into_a_pipe(monkeypatch):
 
 
 def _commands_with_format():
-    from pipeline.cli.app import cli
+    from pipeline.cli.main import cli
 
     def walk(group, path):
         for name, command in group.commands.items():

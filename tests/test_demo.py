@@ -90,7 +90,7 @@ def test_a_demo_killed_half_way_leaves_the_old_store_and_a_retry_finishes(tmp_pa
     db = tmp_path / "d.duckdb"
     assert run_cli("demo", "--db", str(db), "--days", "14", cwd=tmp_path).returncode == 0
     before = db.read_bytes()
-    kill_after_commits("\nfrom pipeline.cli.app import main\nmain()\n", ["demo", "--db", str(db), "--days", "14"],
+    kill_after_commits("\nfrom pipeline.cli.main import main\nmain()\n", ["demo", "--db", str(db), "--days", "14"],
                        commits=3)
     assert (tmp_path / "d.duckdb.demo-building").exists()  # killed while building
     assert db.read_bytes() == before  # the old demo store is untouched

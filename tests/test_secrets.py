@@ -19,7 +19,7 @@ import duckdb
 import pytest
 import yaml
 
-import pipeline.cli.app as cli
+import pipeline.cli.main as cli
 import pipeline.service.alerting.slack as slack_module
 from detectors.base import Finding
 from pipeline.core.config import Config

@@ -17,10 +17,10 @@ import yaml
 
 from detectors.base import Finding
 from models.inventory import Attributor, Inventory
-from pipeline.cli.app import _replay_command
 from pipeline.core.times import utcnow
 from pipeline.detection.findings import list_findings, save_findings
 from pipeline.ingest.run import ingest_files
+from pipeline.service.alerting.messages import replay_hint
 from pipeline.service.alerting.outbox import deliver, enqueue
 from pipeline.service.alerting.slack import TOKEN_ENV, SlackSender
 from pipeline.store.store import Store, open_store
@@ -115,7 +115,7 @@ def sender(fake: FakeSlack) -> SlackSender:
 def alert_run(store: Store, fake: FakeSlack) -> Any:
     s = sender(fake)
     enqueue(store, s.destination, "medium")
-    return deliver(store, s, INVENTORY, _replay_command, sleep=lambda _s: None)
+    return deliver(store, s, INVENTORY, replay_hint, sleep=lambda _s: None)
 
 
 def text_of(message: Any) -> str:

@@ -1,6 +1,6 @@
 """Triage commands: ``findings ack|resolve|false-positive|show|stats`` and ``suppress …``.
 
-Registered on the ``trailwarden`` group by :mod:`pipeline.cli.app` (imported at its end).
+Registered on the ``trailwarden`` group when :mod:`pipeline.cli.main` imports this module.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from pipeline.cli.app import (
     App,
     cli,
     common_options,
-    findings,
     format_option,
     known_agents,
     pass_app,
 )
+from pipeline.cli.findings import findings
 from pipeline.core.errors import UsageError
 from pipeline.core.inert import one_line
 from pipeline.core.output import json_text, render, to_jsonable

@@ -171,32 +171,11 @@ def _detect(store: Store, config: Config, inventory: Inventory, path: str | None
 
 def _alert(store: Store, config: Config, inventory: Inventory, _path: str | None,
            echo: Callable[[str], None]) -> dict[str, Any]:
-    """Enqueue what is owed and deliver it. With ``slack:`` configured and no token the step fails
-    (the alerts are enqueued for Slack and stay pending; never printed instead); the console is
-    the destination only when no ``slack:`` is configured."""
-    from pipeline.service.alerting.outbox import alert_target, deliver, enqueue, owed_count
-    from pipeline.service.alerting.slack import (
-        ConsoleSender,
-        SlackSender,
-        missing_token,
-        token_from_env,
-    )
+    """Enqueue what is owed and deliver it (``alert_once``); a missing Slack token fails the step
+    and the alerts stay pending for Slack."""
+    from pipeline.service.alerting.step import alert_once
 
-    target = alert_target(config)
-    token = token_from_env()
-    enqueued = enqueue(store, target.destination, target.min_severity)
-    if config.slack is not None and not token:
-        pending = owed_count(store, target.destination, target.min_severity)
-        return {"enqueued": enqueued, "pending": pending, "error": str(missing_token(target.destination, pending))}
-    sender: Any = (SlackSender(token, config.slack.channel, config.slack.base_url)
-                   if config.slack is not None and token else ConsoleSender(echo))
-    report = deliver(store, sender, inventory, _replay_hint)
-    report.enqueued = enqueued
-    return report.as_dict()
-
-
-def _replay_hint(agent: str, since: datetime) -> str:
-    return f"trailwarden findings --agent {agent} --since {since:%Y-%m-%dT%H:%MZ}"
+    return alert_once(store, config, inventory, echo).as_dict()
 
 
 class Service:

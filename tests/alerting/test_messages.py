@@ -24,7 +24,6 @@ import pytest
 
 from detectors.base import Finding
 from models.inventory import Inventory
-from pipeline.cli.app import _replay_command
 from pipeline.detection.findings import save_findings
 from pipeline.service.alerting.messages import (
     MAX_BLOCKS,
@@ -33,6 +32,7 @@ from pipeline.service.alerting.messages import (
     Message,
     alert_message,
     as_text,
+    replay_hint,
     status_message,
     untrusted,
     update_message,
@@ -268,7 +268,7 @@ HOSTILE_AGENT = "ram-user:<!channel>`x`\n<http://evil.example|reset>"
 
 def test_a_hostile_unregistered_identity_is_inert_in_mrkdwn_and_plain_in_the_header():
     f = out_of_scope_finding(agent=HOSTILE_AGENT, summary=f"{HOSTILE_AGENT} did things")
-    message = alert_message(HOSTILE_AGENT, [row(f)], None, _replay_command(HOSTILE_AGENT, T0))
+    message = alert_message(HOSTILE_AGENT, [row(f)], None, replay_hint(HOSTILE_AGENT, T0))
     header = message.blocks[0]["text"]
     assert header["type"] == "plain_text"  # Slack never parses plain_text for mentions or links
     assert "\n" not in header["text"]
@@ -310,7 +310,7 @@ def test_formatting_in_event_values_never_formats_in_mrkdwn():
                   "resources": ["acs:oss:*:*:*bold*"]})
     grown = {**row(f, event_count=9)}
     change = {"status": "acknowledged", "by": "_it_", "reason": "*bold* ~strike~", "at": T0}
-    for message in (alert_message(agent, [row(f)], None, _replay_command(agent, T0)),
+    for message in (alert_message(agent, [row(f)], None, replay_hint(agent, T0)),
                     update_message(grown, new_events=6), status_message(row(f), change)):
         for text in _mrkdwn_outside_code(message):
             for mark in FORMATTING:
@@ -326,7 +326,7 @@ def test_a_look_alike_identity_looks_different():
     rendered = {}
     for agent in (real, spoof):
         f = out_of_scope_finding(agent=agent, summary=f"{agent} is not in the inventory")
-        rendered[agent] = alert_message(agent, [row(f)], None, _replay_command(agent, T0))
+        rendered[agent] = alert_message(agent, [row(f)], None, replay_hint(agent, T0))
     spoofed = rendered[spoof]
     assert spoofed.blocks[0]["text"]["text"] == "CRITICAL: ram-user:ci-&lt;U+200B&gt;deploy"
     assert "ram-user:ci-&lt;U+200B&gt;deploy is not in the inventory" in json.dumps(spoofed.blocks)
@@ -386,7 +386,7 @@ def test_the_replay_command_in_an_alert_runs(tmp_path):
     db = tmp_path / "store.duckdb"
     with open_store(db) as store:
         save_findings(store, [f], {})
-    message = alert_message("ci-deployer", [row(f)], CI, _replay_command("ci-deployer", f.first_seen))
+    message = alert_message("ci-deployer", [row(f)], CI, replay_hint("ci-deployer", f.first_seen))
     replay = as_text(message).splitlines()[-1]
     command = re.fullmatch(r"Replay: `trailwarden (.*)`", replay)
     assert command, replay

@@ -34,13 +34,13 @@ import yaml
 import pipeline.service.alerting.outbox as outbox
 from detectors.base import Finding
 from models.inventory import Attributor, Inventory
-from pipeline.cli.app import _replay_command
 from pipeline.core.config import Config
 from pipeline.core.errors import TerminalError, TransientError
 from pipeline.core.inert import HIDDEN
 from pipeline.detection.detect import run_detect
 from pipeline.detection.findings import save_findings
 from pipeline.ingest.run import ingest_files
+from pipeline.service.alerting.messages import replay_hint
 from pipeline.service.alerting.outbox import AlertReport, deliver, enqueue
 from pipeline.service.alerting.slack import TOKEN_ENV, SlackSender
 from pipeline.store.store import Store, open_store
@@ -123,7 +123,7 @@ def alert_run(store: Store, slack_sender: Any, *, sleep: Callable[[float], None]
     """What `trailwarden alert` does: enqueue what is owed, then deliver (pacing sleeps are
     recorded, never slept)."""
     enqueue(store, slack_sender.destination, min_severity)
-    return deliver(store, slack_sender, INVENTORY, _replay_command, sleep=sleep or (lambda _s: None))
+    return deliver(store, slack_sender, INVENTORY, replay_hint, sleep=sleep or (lambda _s: None))
 
 
 def alert_rows(store: Store | Path) -> list[dict[str, Any]]:
@@ -185,7 +185,7 @@ def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 
 {patch}
-from pipeline.cli.app import main
+from pipeline.cli.main import main
 main(sys.argv[1:])
 """
 

@@ -54,6 +54,12 @@ def untrusted(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def replay_hint(agent: str, since: datetime) -> str:
+    """The command an alert suggests to see what happened: the agent's replay from an hour before
+    its first finding (the same line from `alert`, `run` and `serve`)."""
+    return f"trailwarden replay {agent} --since {since - timedelta(hours=1):%Y-%m-%dT%H:%MZ}"
+
+
 @dataclass(frozen=True)
 class Message:
     text: str  # the notification / screen-reader fallback, escaped too

@@ -36,6 +36,7 @@ from pipeline.detection.findings import FINDING_COLUMNS
 from pipeline.service.alerting.messages import (
     Message,
     alert_message,
+    replay_hint,
     status_message,
     update_message,
 )
@@ -177,7 +178,7 @@ def owed_count(store: Store, destination: str, min_severity: str) -> int:
 
 
 def preview(store: Store, destination: str, min_severity: str, inventory: Inventory,
-            replay: Callable[[str, Any], str]) -> AlertReport:
+            replay: Callable[[str, Any], str] = replay_hint) -> AlertReport:
     """The messages a run would post now, in the order it would post them: the outbox's pending
     rows and what ``enqueue`` would add (new findings, growth, triage replies). Records nothing.
     (Rows a crash left 'sending' are not shown: the run first asks Slack whether they went out.)"""
@@ -194,8 +195,8 @@ def _count(con: Any) -> int:
     return int(con.execute("SELECT count(*) FROM alerts").fetchall()[0][0])
 
 
-def deliver(store: Store, sender: Sender, inventory: Inventory, replay: Callable[[str, Any], str], *,
-            sleep: Callable[[float], None] = time.sleep) -> AlertReport:
+def deliver(store: Store, sender: Sender, inventory: Inventory, replay: Callable[[str, Any], str] = replay_hint,
+            *, sleep: Callable[[float], None] = time.sleep) -> AlertReport:
     """Recover interrupted posts, then post pending alerts and updates. Errors from the sender
     propagate (after the rows involved are put back to pending)."""
     report = AlertReport()

@@ -1,0 +1,88 @@
+"""`trailwarden demo`: the whole pipeline on generated data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from pipeline.cli.app import (
+    App,
+    cli,
+    common_options,
+    pass_app,
+)
+from pipeline.core.config import resolve_config_path
+
+
+@cli.command()
+@common_options
+@click.option("--days", default=30, show_default=True, type=click.IntRange(14, 120),
+              help="How many days of traffic to generate.")
+@click.option("--seed", default=7, show_default=True, type=int, help="Random seed (same seed, same data).")
+@pass_app
+def demo(app: App, days: int, seed: int) -> None:
+    """The whole pipeline on generated data: no cloud account, no Slack, nothing to configure.
+
+    Generates a month of ActionTrail traffic for the sample inventory in config/agents.yaml
+    (a CI deployer, a read-only monitor, a nightly backup bot, a time-bound vendor, an ETL role,
+    a Terraform role and a human admin) with a few planted incidents, writes it as an OSS-style
+    dump, ingests it into the store every other command reads (--db, else the config's
+    `database`, default data/trailwarden.duckdb) and prints what it found. A store that is not a
+    demo's is never replaced (exit 2: pass --db OTHER). Run where no config is found, it writes
+    config/trailwarden.yaml (the sample inventory, that store) so the next commands work there.
+
+    \b
+    Example:
+      trailwarden demo && trailwarden status
+    """
+    from pipeline.demo.build import run_demo
+
+    db = app.database
+    wrote = _demo_config(app, db)
+    run_demo(db, days=days, seed=seed, echo=click.echo)
+    if wrote:
+        click.echo(f"\nWrote {wrote}: this directory had no config; it names the sample inventory and "
+                   f"{db}, so the commands below work from here.")
+    _note_if_other_inventory(app)
+    prefix = "" if db == app.database_of_config else f"--db {db} "
+    click.echo(f"\nExplore: trailwarden {prefix}status\n"
+               f"         trailwarden {prefix}findings --since 30d\n"
+               f"         trailwarden {prefix}replay ci-deployer --since 7d\n"
+               f"         trailwarden {prefix}alert --dry-run        # the Slack messages, printed (no token needed)")
+
+
+def _note_if_other_inventory(app: App) -> None:
+    """The demo's traffic is the sample inventory's: say so when the config names another one
+    (the next writing command re-attributes the events to it)."""
+    from pipeline.demo.build import CONFIG_DIR, demo_inventory
+
+    if app.inventory.fingerprint() != demo_inventory().fingerprint():
+        click.echo(f"trailwarden: note: the demo generated traffic for the sample inventory "
+                   f"{CONFIG_DIR / 'agents.yaml'}; your config's inventory is "
+                   f"{app.config.inventory or 'not set'}", err=True)
+
+
+def _demo_config(app: App, db: Path) -> Path | None:
+    """Where no config is found (no --config, no $TRAILWARDEN_CONFIG, no config/trailwarden.yaml),
+    write config/trailwarden.yaml naming the sample inventory and the demo's store, so the next
+    commands work from this directory. Never overwrites a file; returns the path written."""
+    from pipeline.core.config import DEFAULT_CONFIG_PATH
+    from pipeline.demo.build import CONFIG_DIR
+
+    if resolve_config_path(app.config_path) is not None:
+        return None
+    text = ("# Written by `trailwarden demo`, where no config was found: the sample inventory and the\n"
+            "# demo's store. Edit it to watch a real account (README: Config).\n"
+            f"database: {json.dumps(str(db))}\n"
+            "timezone: Asia/Shanghai\n"
+            f"inventory: {json.dumps(str(CONFIG_DIR / 'agents.yaml'))}\n")
+    DEFAULT_CONFIG_PATH.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with DEFAULT_CONFIG_PATH.open("x", encoding="utf-8") as out:
+            out.write(text)
+    except FileExistsError:  # appeared meanwhile: it is the user's, leave it
+        return None
+    app._config = app._inventory = None  # the rest of this command reads it too
+    return DEFAULT_CONFIG_PATH

@@ -1,0 +1,60 @@
+"""`trailwarden findings`: the listing (triage subcommands live in pipeline.cli.triage)."""
+
+from __future__ import annotations
+
+import click
+
+from pipeline.cli.app import (
+    App,
+    check_filters,
+    cli,
+    common_options,
+    format_option,
+)
+from pipeline.core.output import render
+
+
+@cli.group(invoke_without_command=True)
+@common_options
+@click.option("--agent", help="Only this agent (inventory name or raw identity).")
+@click.option("--detector", help="Only this detector id.")
+@click.option("--status", type=click.Choice(["open", "acknowledged", "resolved", "false_positive", "suppressed", "all"]),
+              default="open", show_default=True, help="Only findings in this state (`all` for every one).")
+@click.option("--since", metavar="T", help="Only findings seen since T (2026-11-01 or 7d).")
+@click.option("--min-severity", type=click.Choice(["low", "medium", "high", "critical"]), help="Only this severe or worse.")
+@click.option("--limit", type=click.IntRange(1), help="At most this many, newest first.")
+@format_option()
+@click.pass_context
+def findings(ctx: click.Context, agent: str | None, detector: str | None, status: str, since: str | None,
+             min_severity: str | None, limit: int | None, fmt: str) -> None:
+    """List findings, newest first (open ones unless --status says otherwise); triage them.
+
+    JSON output is an array of objects with id, detector, agent, severity, score, first_seen,
+    last_seen, summary, event_ids, event_count, evidence and status.
+
+    \b
+    Examples:
+      trailwarden findings
+      trailwarden findings --agent ci-deployer --min-severity high
+      trailwarden findings --detector out_of_scope --since 7d --format json
+      trailwarden findings ack 3df22d5f1e --reason "looking into it"
+      trailwarden findings stats --since 30d
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from pipeline.core.times import parse_when, utcnow
+    from pipeline.detection.findings import list_findings
+
+    app = ctx.ensure_object(App)
+    when = parse_when(since, utcnow(), "--since") if since else None
+    with app.open(read_only=True) as store:
+        check_filters(app, store, agent=agent, detector=detector)
+        rows = list_findings(store, agent=agent, detector=detector, status=None if status == "all" else status,
+                             since=when, min_severity=min_severity, limit=limit)
+    if fmt == "table":
+        cols = ["id", "severity", "status", "detector", "agent", "last_seen", "event_count", "summary"]
+        click.echo(render(cols, [[r[c] for c in cols] for r in rows], "table"))
+        return
+    cols = list(rows[0]) if rows else ["id", "detector", "agent", "severity", "score", "first_seen",
+                                       "last_seen", "summary", "event_ids", "event_count", "evidence", "status"]
+    click.echo(render(cols, [[r[c] for c in cols] for r in rows], fmt))

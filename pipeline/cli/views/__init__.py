@@ -1,0 +1,1 @@
+"""Rendering of command results, one module per feature (the commands stay thin)."""

@@ -1,0 +1,59 @@
+"""`status` as text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.core.inert import one_line
+from pipeline.core.output import render, to_jsonable
+
+
+def status_text(info: dict[str, Any]) -> str:
+    from pipeline.store.status import human_duration
+
+    j = to_jsonable
+    lines = [
+        f"store       {info['database']} ({info['database_bytes'] / 2**20:.1f} MiB, schema v{info['schema_version']})",
+        f"events      {info['events']:,} from {info['agents']:,} agents"
+        + (f", {j(info['first_event'])} .. {j(info['last_event'])}" if info["events"] else ""),
+        f"files       {info['files_ingested']:,} ingested",
+        f"quarantine  {info['quarantined']:,}"
+        + "".join(f"\n              {r['count']:,} {one_line(r['reason'])}" for r in info["quarantine_reasons"])
+        + more_reasons(info),
+        "",
+    ]
+    if info["sources"]:
+        lines.append(render(["source", "partition", "cursor_time", "watermark", "lag", "events", "last_hour",
+                             "updated_at", "last_error"],
+                            [[s["source"], s["partition"], s["cursor_time"], s["watermark"],
+                              human_duration(s["lag_seconds"]), s["events"],
+                              s["events_last_hour"], s["updated_at"], s["last_error"]] for s in info["sources"]],
+                            "table", keys=2))
+        lines.append("")
+    service = info.get("service") or {}
+    if service.get("steps"):
+        lines.append(render(["step", "last_run", "status", "seconds", "error"],
+                            [[x["step"], x["last_run"], x["status"], x["seconds"], x["error"]]
+                             for x in service["steps"]], "table"))
+        lines.append("")
+    lines.append(f"alerts      {service.get('pending_alerts', 0):,} pending"
+                 + (f" for {one_line(service['alert_destination'])}" if service.get("alert_destination") else ""))
+    if service.get("snapshot"):
+        snap = service["snapshot"]
+        lines.append(f"snapshot    {snap['path']} ({snap['age_seconds']:.0f}s old)")
+    lines.append("")
+    if info["recent_runs"]:
+        lines.append(render(["run", "command", "started_at", "status", "error"],
+                            [[r["id"], r["command"], r["started_at"], r["status"], r["error"]]
+                             for r in info["recent_runs"]], "table"))
+    return "\n".join(lines).rstrip()
+
+
+def more_reasons(info: dict[str, Any]) -> str:
+    more = info["quarantine_reason_kinds"] - len(info["quarantine_reasons"])
+    if more <= 0:
+        return ""
+    return f"\n              … and {more:,} more kind{'s' if more != 1 else ''} of reason ({ALL_REASONS})"
+
+
+ALL_REASONS = 'trailwarden query "SELECT reason, count(*) AS n FROM quarantine GROUP BY 1 ORDER BY n DESC"'

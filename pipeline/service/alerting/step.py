@@ -1,0 +1,44 @@
+"""The alert step, once for `alert`, `run` and `serve`: the destination the config names, the
+sender that reaches it, what it is owed, and its delivery."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from models.inventory import Inventory
+from pipeline.core.config import Config
+from pipeline.service.alerting.outbox import AlertReport, alert_target, deliver, enqueue, owed_count
+from pipeline.service.alerting.slack import (
+    ConsoleSender,
+    SlackSender,
+    missing_token,
+    token_from_env,
+)
+from pipeline.store.store import Store
+
+
+def sender_for(config: Config, echo: Callable[[str], None]) -> Any:
+    """Slack when ``slack:`` is configured (None without its token: the alerts then wait for Slack,
+    never printed instead), else the console."""
+    if config.slack is None:
+        return ConsoleSender(echo)
+    token = token_from_env()
+    return SlackSender(token, config.slack.channel, config.slack.base_url) if token else None
+
+
+def alert_once(store: Store, config: Config, inventory: Inventory, echo: Callable[[str], None], *,
+               sleep: Callable[[float], None] = time.sleep) -> AlertReport:
+    """Enqueue what the config's destination is owed and deliver it. Without a Slack token the
+    report carries the error (and what stays pending) instead; a sender's error propagates (after
+    the rows involved are put back to pending)."""
+    target = alert_target(config)
+    enqueued = enqueue(store, target.destination, target.min_severity)
+    sender = sender_for(config, echo)
+    if sender is None:
+        pending = owed_count(store, target.destination, target.min_severity)
+        return AlertReport(enqueued=enqueued, pending=pending, error=str(missing_token(target.destination, pending)))
+    report = deliver(store, sender, inventory, sleep=sleep)
+    report.enqueued = enqueued
+    return report
