@@ -75,6 +75,7 @@ def replay(app: App, agent: str, since: str | None, until: str | None, fmt: str,
       trailwarden replay ci-deployer --since 2026-11-20 --until 2026-11-29 --format json -o evidence.json
     """
     from pipeline.core.times import parse_when, utcnow
+    from pipeline.investigate.agents import has_events
     from pipeline.investigate.replay import build_replay
     from pipeline.investigate.replay_views import as_html, as_text
 
@@ -85,8 +86,7 @@ def replay(app: App, agent: str, since: str | None, until: str | None, fmt: str,
         raise UsageError("--since must be before --until", key="--since")
     agent = resolve_agent(app, agent, "replaying")
     with app.open(read_only=True) as store:
-        known = store.con.execute("SELECT 1 FROM events WHERE agent = ? LIMIT 1", [agent]).fetchall()
-        if not known and app.inventory.agent(agent) is None:
+        if not has_events(store, agent) and app.inventory.agent(agent) is None:
             raise UsageError(f"no agent or identity {agent!r} in the store or the inventory", key="AGENT")
         _note_if_attribution_stale(store, app.inventory)
         report = build_replay(store, agent, app.inventory, since=start, until=end, with_raw=fmt != "table",

@@ -8,7 +8,6 @@ import click
 
 from pipeline.cli.app import (
     App,
-    _recorded_run,
     cli,
     common_options,
     format_option,
@@ -17,6 +16,7 @@ from pipeline.cli.app import (
 from pipeline.cli.views.status import status_text
 from pipeline.core.errors import UsageError
 from pipeline.core.output import render, to_jsonable
+from pipeline.store.runs import recorded_run
 
 
 @cli.command()
@@ -97,7 +97,7 @@ def prune(app: App, fmt: str) -> None:
     if app.config.retention is None:
         raise UsageError("no `retention:` in the config, e.g. retention: {events: 400d, raw_json: 90d, "
                          "archive_dir: data/archive}", path=app.config_path, key="retention")
-    with app.open() as store, _recorded_run(store, "prune") as counts:
+    with app.open() as store, recorded_run(store, "prune") as counts:
         report = apply_retention(store, app.config.retention)
         counts.update(vars(report))
     if fmt == "json":
