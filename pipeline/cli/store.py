@@ -39,7 +39,7 @@ def query(app: App, sql: str, params: tuple[str, ...], fmt: str) -> None:
       trailwarden query "SELECT agent, count(*) AS n FROM events GROUP BY 1 ORDER BY n DESC"
       trailwarden query "SELECT * FROM events WHERE agent = ?" -p staging-deploy --format json
     """
-    from pipeline.store.status import run_query
+    from pipeline.store.query import run_query
 
     with app.open(read_only=True) as store:
         columns, rows = run_query(store, sql, params)
@@ -61,7 +61,7 @@ def status(app: App, fmt: str) -> None:
       trailwarden status --format json
     """
     from pipeline.service.alerting.outbox import alert_target
-    from pipeline.store.status import collect_status
+    from pipeline.service.status import collect_status
 
     target = alert_target(app.config)
     with app.open(read_only=True) as store:

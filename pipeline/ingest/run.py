@@ -26,7 +26,7 @@ import pyarrow as pa
 from models.inventory import Attributor
 from pipeline.core.config import Config
 from pipeline.core.errors import TerminalError, TrailwardenError
-from pipeline.ingest.batches import BATCH_SIZE, Batch, to_batches
+from pipeline.ingest.batches import BATCH_SIZE, Batch, FileRecord, to_batches
 from pipeline.ingest.parse_pool import ParsePool
 from pipeline.ingest.sources import files
 from pipeline.store.store import Store, first_row
@@ -414,28 +414,6 @@ def _reading(batches: Iterable[Batch]) -> Iterator[Batch]:
         except OSError as exc:
             raise _ReadFailed(files.os_reason(exc)) from exc
         yield batch
-
-
-@dataclass
-class FileRecord:
-    """One file's totals, accumulated batch by batch on the writer thread."""
-
-    path: Path
-    sha256: str
-    size: int
-    source: str
-    events: int = 0
-    new: int = 0
-    quarantined: int = 0
-
-    def count(self, batch: Batch, new: int) -> None:
-        self.events += batch.count
-        self.new += new
-        self.quarantined += len(batch.bad) + batch.conflicts
-
-    def row(self) -> tuple[Any, ...]:
-        return (self.sha256, self.source, str(self.path), self.size, self.events, self.new,
-                self.events - self.new, self.quarantined)
 
 
 def _submit_file(writer: BatchWriter, record: FileRecord, batches: Iterable[Batch]) -> None:
