@@ -18,9 +18,9 @@ from pipeline.cli.app import (
     pass_app,
     resolve_agent,
 )
+from pipeline.cli.views.least_privilege import least_privilege_text
 from pipeline.core.errors import UsageError
-from pipeline.core.inert import one_line
-from pipeline.core.output import json_text, render, to_jsonable
+from pipeline.core.output import json_text, render
 
 
 @cli.command()
@@ -129,30 +129,7 @@ def least_privilege_command(app: App, agent: str, days: int, since: str | None, 
     with app.open(read_only=True) as store:
         _note_if_attribution_stale(store, app.inventory)
         result = least_privilege(store, app.inventory, agent, since=start)
-    if fmt == "json":
-        click.echo(json.dumps(to_jsonable(result), indent=2, allow_nan=False))
-        return
-    if fmt == "csv":  # one row per action used, then per granted pattern never used
-        rows = [[u["action"], u["calls"], "used" if u["granted"] else "used, not granted"] for u in result["used"]]
-        rows += [[g["pattern"], 0, "granted, unused"] for g in result["granted"] if not g["used_actions"]]
-        click.echo(render(["action", "calls", "state"], rows, "csv"))
-        return
-    click.echo(f"{one_line(agent)}: granted vs used, {to_jsonable(result['window']['since'])} .. "
-               f"{to_jsonable(result['window']['until'])}\n")
-    click.echo(render(["granted pattern", "calls", "used actions"],
-                      [[g["pattern"], g["calls"], ", ".join(g["used_actions"]) or "UNUSED"]
-                       for g in result["granted"]], "table"))
-    outside = [u for u in result["used"] if not u["granted"]]
-    if outside:
-        click.echo("\nUsed but not granted (see out_of_scope findings): "
-                   + one_line(", ".join(f"{u['action']} ({u['calls']})" for u in outside)))
-    if result["suggested_policy"] is None:
-        click.echo("\nNo call in the window was allowed by its policies: nothing to keep. Detach them, "
-                   "or retire the agent (`trailwarden agents` shows its last activity).")
-        return
-    click.echo("\nSuggested policy (allows exactly the granted actions used - calls not refused for permission, "
-               "failed ones included; Deny statements kept):")
-    click.echo(json.dumps(result["suggested_policy"], indent=2))
+    click.echo(least_privilege_text(agent, result, fmt))
 
 
 @cli.group()

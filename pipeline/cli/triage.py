@@ -21,8 +21,8 @@ from pipeline.cli.app import (
     pass_app,
 )
 from pipeline.cli.findings import findings
+from pipeline.cli.views.findings import finding_text
 from pipeline.core.errors import UsageError
-from pipeline.core.inert import one_line
 from pipeline.core.output import json_text, render, to_jsonable
 from pipeline.core.times import parse_until, utcnow
 from pipeline.triage.lifecycle import (
@@ -106,22 +106,7 @@ def show(app: App, finding_id: str, fmt: str) -> None:
         [full] = resolve_finding_ids(store, [finding_id])
         finding = get_finding(store, full)
         finding["history"] = status_history(store, full)
-    if fmt == "json":
-        click.echo(json_text(to_jsonable(finding), indent=2))
-        return
-    lines = [f"{finding['id']}  {finding['severity']}  {finding['detector']}  {finding['agent']}  [{finding['status']}]",
-             finding["summary"],
-             f"seen {to_jsonable(finding['first_seen'])} .. {to_jsonable(finding['last_seen'])}, "
-             f"{finding['event_count']} events"]
-    if finding["suppression_id"]:
-        lines.append(f"suppressed by {finding['suppression_id']} (`trailwarden suppress list --all`)")
-    if finding["previous_id"]:
-        lines.append(f"fires again after resolved finding {finding['previous_id']}")
-    lines += ["", "evidence:"] + [f"  {k}: {json.dumps(v, default=str)}" for k, v in finding["evidence"].items()]
-    lines += ["", "history:"]
-    lines += [f"  {to_jsonable(h['changed_at'])}  {h['old_status']} -> {h['new_status']}  by {h['changed_by']}: "
-              f"{h['reason']}" for h in finding["history"]] or ["  (never triaged)"]
-    click.echo("\n".join(one_line(line) for line in lines))  # event values, made inert
+    click.echo(finding_text(finding, fmt))
 
 
 @findings.command("stats")
