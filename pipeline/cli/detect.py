@@ -144,15 +144,20 @@ def train(app: App, until: str | None, fmt: str) -> None:
     Example:
       trailwarden train --format json
     """
-    from models import baselines
+    from detectors.failure_storm import FailureProfile
+    from detectors.odd_hours import HourProfile
     from pipeline.core.times import parse_when, utcnow
+    from pipeline.detection import learning
 
     end = parse_when(until, utcnow(), "--until") if until else utcnow()
     with app.open() as store, _recorded_run(store, "train") as counts:
-        fitted = baselines.refit(store, end, app.config.timezone)
+        fitted = learning.refit(store, end, app.config.timezone)
         counts["agents"] = len(fitted)
     columns = ["agent", "active_days", "learned", "calls", "failure_rate", "max_failures_5m", "max_calls_5m",
                "usual_hours"]
-    rows = [[b.agent, b.active_days, b.learned, b.calls, round(b.failure_rate, 4), b.max_failures_5m,
-             b.max_calls_5m, baselines.usual_hours(b)] for b in sorted(fitted.values(), key=lambda b: b.agent)]
+    rows = []
+    for b in sorted(fitted.values(), key=lambda b: b.agent):
+        failing, hours = b.part(FailureProfile) or FailureProfile(), b.part(HourProfile) or HourProfile()
+        rows.append([b.agent, b.active_days, b.learned, b.calls, round(b.failure_rate, 4), failing.max_failures_5m,
+                     failing.max_calls_5m, hours.usual_hours()])
     click.echo(render(columns, rows, fmt))
