@@ -21,15 +21,16 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from detectors.base import Finding
+from detectors.base import Coincidence, Detector, Finding
 from detectors.new_source import NewSource, SourceProfile
 from models.baselines import Baseline
 from models.sources import client_family, network_of
+from pipeline.core.times import parse_duration
 from pipeline.detection import learning
 from pipeline.detection.detect import _raise_coinciding
 from pipeline.detection.findings import list_findings
@@ -385,6 +386,30 @@ def test_a_lone_new_source_or_another_new_source_keeps_medium() -> None:
     c = _finding("new_source", "ci", 0)
     _raise_coinciding([c, _finding("odd_hours", "ci", 30)], [NewSource(coincidence_severity="critical")])
     assert c.severity == "critical"
+
+
+class _Paired(Detector):
+    """A detector whose findings matter more beside another's, whatever its parameters are called."""
+
+    id, severity = "paired", "low"
+    parameters: ClassVar[dict[str, Any]] = {"dedup_window": "60m", "pair_within": "10m"}
+
+    @property
+    def coincidence(self) -> Coincidence:
+        return Coincidence(parse_duration(self.params["pair_within"]), "critical")
+
+    def score(self, events: Any, models: Any, now: datetime) -> list[Finding]:
+        return []
+
+
+def test_the_coincidence_a_detector_declares_is_what_raises_its_findings() -> None:
+    """detect reads the declared rule, not a parameter name: 10 minutes and critical here."""
+    near, far = _finding("paired", "ci", 0, "low"), _finding("paired", "ci", 100, "low")
+    _raise_coinciding([near, far, _finding("odd_hours", "ci", 11)], [_Paired()])
+    assert (near.severity, far.severity) == ("critical", "low")
+    assert [c["detector"] for c in near.evidence["coincides_with"]] == ["odd_hours"]
+    assert NewSource(coincidence_window="2h", coincidence_severity="critical").coincidence == Coincidence(
+        timedelta(hours=2), "critical")
 
 
 def test_detect_raises_a_new_source_that_comes_at_odd_hours(store: Store) -> None:

@@ -11,7 +11,9 @@ hour-of-week profile in LOCAL time) and failure_storm's (the worst five minutes,
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from detectors.failure_storm import FailureProfile
+from detectors.new_source import SourceProfile
 from detectors.odd_hours import HourProfile
-from models.baselines import HISTORY, MIN_ACTIVE_DAYS, Baseline
+from models.baselines import HISTORY, MIN_ACTIVE_DAYS, Baseline, Learned
+from models.baselines import History as HistoryOfEvents
 from models.inventory import Attributor, Inventory
 from pipeline.detection.learning import fit, learners, load_or_fit, save
 from pipeline.ingest.run import ingest_files
@@ -49,9 +53,9 @@ class History:
         self.batch = batch  # keeps event ids unique across histories ingested into one store
 
     def add(self, user: str, when: datetime, *, error: str | None = None,
-            name: str = "DescribeInstances") -> dict[str, Any]:
+            name: str = "DescribeInstances", **fields: Any) -> dict[str, Any]:
         ev = ram_user_event(f"00000000-0000-4000-{8000 + self.batch}-{len(self.events):012d}", user, when, name,
-                            error=error)
+                            error=error, **fields)
         self.events.append(ev)
         return ev
 
@@ -253,6 +257,99 @@ def test_load_or_fit_refits_for_another_time_zone(tmp_path: Path, store: Store) 
     assert utc.timezone == "UTC"
     assert hours(utc).hour_of_week[0][2] == 3  # 10:00 Shanghai is 02:00 UTC
     assert hours(utc).hour_of_week[0][10] == 0
+
+
+# What the code before issue 14 stored for ``ci_history`` (one flat object, written by its
+# models/baselines.py and copied here verbatim).
+STORED_BEFORE = (
+    '{"agent": "ram-user:ci", "history_start": "2026-10-26T00:00:00+08:00", "history_end": '
+    '"2026-11-23T00:00:00+08:00", "timezone": "Asia/Shanghai", "active_days": 16, "observed_weekdays": 15, '
+    '"observed_weekends": 6, "calls": 37, "failures": 7, "max_failures_5m": 6, "max_calls_5m": 7, '
+    '"observed_by_weekday": [3, 3, 3, 3, 3, 3, 3], "hour_of_week": ['
+    '[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0], '
+    '[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0], '
+    '[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0], '
+    '[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0], '
+    '[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0], '
+    '[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], '
+    '[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]], "calls_by_hour": ['
+    '[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0], '
+    '[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0], '
+    '[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0], '
+    '[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0], '
+    '[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0], '
+    '[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], '
+    '[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]], "failures_by_hour": ['
+    '[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], '
+    '[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], '
+    '[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], '
+    '[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0], '
+    '[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], '
+    '[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], '
+    '[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]], '
+    '"sources": {"network": {"203.0.113.0/24": 36, "198.51.100.0/24": 1}, "client": {"aliyun-cli": 37}, '
+    '"region": {"cn-hangzhou": 37}}, "source_days": {"network": 16, "client": 16, "region": 16}, '
+    '"novel_days": {"network": 1, "client": 0, "region": 0}}')
+
+
+def ci_history(h: History) -> None:
+    """ram-user:ci: every weekday at 10:00 and 14:00 (Thursday 11-12's 14:00 throttled), Saturday
+    11-07 at 11:00 from another network, and on Tuesday 11-10 six refusals at 10:01:00-10:01:25."""
+    for day in WEEKDAYS:
+        h.add("ci", local(day, 10))
+        h.add("ci", local(day, 14), error="Throttling.User" if day == date(2026, 11, 12) else None)
+    h.add("ci", local(date(2026, 11, 7), 11), sourceIpAddress="198.51.100.9")
+    for i in range(6):
+        h.add("ci", local(date(2026, 11, 10), 10, 1, 5 * i), error="NoPermission", name="GetSecretValue")
+
+
+def test_a_baseline_stored_before_the_detectors_owned_their_parts_loads_and_is_stored_the_same(
+        tmp_path: Path, store: Store) -> None:
+    """The stored format is one flat object with the same fields: a baseline the code before stored
+    loads whole (every detector's part from its own keys), and the same history fitted now is
+    stored as the very same object, so the code before reads what this code stores."""
+    before = Baseline.from_json(STORED_BEFORE, learners())
+    assert (before.agent, before.active_days, before.calls, before.failures) == ("ram-user:ci", 16, 37, 7)
+    assert (hours(before).observed_weekdays, hours(before).hour_share(1, 10)) == (15, 1.0)
+    assert failing(before).max_failures_5m == 6
+    assert failing(before).rates_at(1, 10, before.observed_by_weekday[1]) == {"calls_per_day": 3.0,
+                                                                              "failure_rate": round(6 / 9, 4)}
+    learned = before.part(SourceProfile)
+    assert learned is not None and learned.known("network") == {"203.0.113.0/24": 36, "198.51.100.0/24": 1}
+    assert json.loads(before.to_json()) == json.loads(STORED_BEFORE)
+    now = fitted(tmp_path, store, [ci_history])["ram-user:ci"]
+    assert now == before
+    assert json.loads(now.to_json()) == json.loads(STORED_BEFORE)
+
+
+@dataclass
+class BusiestHour(Learned):
+    """A part as a new detector would declare it in its own module: the most calls the agent made in
+    one UTC hour of the history. None: not learned (a baseline stored before the detector existed)."""
+
+    busiest_hour_calls: int | None = None
+
+    @classmethod
+    def fit(cls, history: HistoryOfEvents) -> dict[str, BusiestHour]:
+        rows = history.query(
+            f"SELECT agent, max(n) FROM (SELECT agent, date_trunc('hour', event_time), count(*) AS n FROM events "
+            f"WHERE {history.where} GROUP BY ALL) GROUP BY agent", history.params)
+        return {agent: cls(int(n)) for agent, n in rows}
+
+
+def test_a_new_detector_adds_its_part_without_touching_the_shared_baseline(tmp_path: Path, store: Store) -> None:
+    """Its part is fitted by the shared driver on the same learnable events, stored beside the
+    others' fields in the one flat object, and read back by the part alone; a baseline stored
+    before it existed loads with the part's defaults."""
+    b = fitted(tmp_path, store, [office_history])["ram-user:office"]
+    mine = fit(store, END, TZ_NAME, parts=[BusiestHour])["ram-user:office"]
+    assert mine.part(BusiestHour) == BusiestHour(14)  # Tuesday 11-10 at 10:xx: 10:00, 10:20 and 12 refusals
+    assert mine.part(HourProfile) is None  # only the parts asked for are fitted
+    assert replace(mine, parts={}) == replace(b, parts={})  # the shared part is the same either way
+    stored = json.loads(mine.to_json())
+    assert stored["busiest_hour_calls"] == 14 and set(stored) >= {"agent", "calls", "observed_by_weekday"}
+    assert Baseline.from_json(mine.to_json(), [BusiestHour]) == mine
+    assert Baseline.from_json(STORED_BEFORE, [BusiestHour]).part(BusiestHour) == BusiestHour()
 
 
 def _stored(store: Store, end: datetime) -> int:
