@@ -147,11 +147,11 @@ def train(app: App, until: str | None, fmt: str) -> None:
     from detectors.failure_storm import FailureProfile
     from detectors.odd_hours import HourProfile
     from pipeline.core.times import parse_when, utcnow
-    from pipeline.detection import learning
+    from pipeline.detection import learning as baselines
 
     end = parse_when(until, utcnow(), "--until") if until else utcnow()
     with app.open() as store, _recorded_run(store, "train") as counts:
-        fitted = learning.refit(store, end, app.config.timezone)
+        fitted = baselines.refit(store, end, app.config.timezone)
         counts["agents"] = len(fitted)
     columns = ["agent", "active_days", "learned", "calls", "failure_rate", "max_failures_5m", "max_calls_5m",
                "usual_hours"]
