@@ -71,8 +71,8 @@ class FailureProfile(Learned):
             GROUP BY agent
             """,  # noqa: S608 - as above
             history.params))
-        out = {agent: cls(int(bursts.get(agent) or 0), int(busy.get(agent) or 0),
-                          [[0] * 24 for _ in range(7)], [[0] * 24 for _ in range(7)]) for agent in history.agents}
+        out = {agent: cls(int(bursts.get(agent) or 0), int(busy.get(agent) or 0), _week(), _week())
+               for agent in history.agents}
         for agent, dow, hour, _, calls, failures in history.by_hour_of_week:
             profile = out[agent]
             assert profile.calls_by_hour is not None and profile.failures_by_hour is not None
@@ -203,6 +203,10 @@ class FailureStorm(Detector):
             last_seen=burst["event_time"].iloc[-1].to_pydatetime(),
             summary=summary, event_ids=list(burst["event_id"]), evidence=jsonable(evidence), dedup_key="storm",
         )
+
+
+def _week() -> list[list[int]]:
+    return [[0] * 24 for _ in range(7)]
 
 
 def _axis(times_us: np.ndarray, codes: np.ndarray, window: Any) -> np.ndarray:

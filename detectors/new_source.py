@@ -3,10 +3,10 @@
 ``aliyun-cli``, ``terraform``, ``python-requests``, ``console``...; see ``models.sources``).
 
 What it learns (:class:`SourceProfile`, fitted with the baselines on the 28 days before the
-window) is, per agent and kind of source, the values seen and how diverse they are: the share of the days the kind was seen (after
-the first) that brought a never-seen value, its *novelty*. A kind is *stable* for an agent when its
-novelty is at most ``max_novelty`` (0.1: about two new values in 20 days), and only a new value of a
-stable kind is reported. So a role used from a fleet of instances (a new /24 most days, novelty
+window) is, per agent and kind of source, the values seen and how diverse they are: the share of
+the days the kind was seen (after the first) that brought a never-seen value, its *novelty*. A
+kind is *stable* for an agent when its novelty is at most ``max_novelty`` (0.1: about two new
+values in 20 days), and only a new value of a stable kind is reported. So a role used from a fleet of instances (a new /24 most days, novelty
 near 1) is quiet about networks, yet reported when it appears in a never-seen region or with a
 never-seen client, if those are stable for it. A kind seen on fewer than ``min_days`` (7) days of
 the history, or a baseline stored before sources were learned, is not judged: no guessing. A source
@@ -77,7 +77,7 @@ class SourceProfile(Learned):
 
     sources: dict[str, dict[str, int]] | None = None  # kind -> value -> calls
     source_days: dict[str, int] | None = None  # kind -> local days on which the kind was seen
-    novel_days: dict[str, int] | None = None  # kind -> of those days after the first, how many brought a new value
+    novel_days: dict[str, int] | None = None  # kind -> how many of those days (after the first) brought a new value
 
     @classmethod
     def fit(cls, history: History) -> dict[str, Self]:
@@ -178,7 +178,8 @@ class NewSource(Detector):
 
     @property
     def coincidence(self) -> Coincidence:
-        return Coincidence(parse_duration(self.params["coincidence_window"]), str(self.params["coincidence_severity"]))
+        return Coincidence(parse_duration(self.params["coincidence_window"]),
+                           str(self.params["coincidence_severity"]))
 
     def score(self, events: pd.DataFrame, models: Models, now: datetime) -> list[Finding]:
         stable = self._stable_kinds(events, models)

@@ -3,11 +3,11 @@
 
 What it learns (:class:`HourProfile`, fitted with the baselines on the 28 days before the window)
 says on what share of observed days of the same kind (weekdays, or weekend days) the agent was
-active within an hour of this one, in the business time zone. Below ``min_share`` (5%) the activity is odd. So a 24/7 poller
-and a nightly backup are never odd at their usual times, and someone who often works until 19:00
-is not odd at 20:15. An agent with under 7 active days of history is judged by its declared
-``hours`` alone, and not at all if it declares none (no guessing). Odd events close together
-(within the dedup window) make one finding.
+active within an hour of this one, in the business time zone. Below ``min_share`` (5%) the
+activity is odd. So a 24/7 poller and a nightly backup are never odd at their usual times, and
+someone who often works until 19:00 is not odd at 20:15. An agent with under 7 active days of
+history is judged by its declared ``hours`` alone, and not at all if it declares none (no
+guessing). Odd events close together (within the dedup window) make one finding.
 
 Severity: medium; high when the time is both outside the declared hours and unseen in the
 baseline, or when an odd burst wrote something successfully.
