@@ -197,12 +197,12 @@ def ci_ip(org: Org, agent: OrgAgent, rng: random.Random) -> str:
 
 
 def ci_day(org: Org, agent: OrgAgent, day: date, rng: random.Random) -> Iterator[Event]:
-    """Weekdays, business hours: deploys, each a burst of a dozen to thirty calls; twice as many
-    on the day after a public holiday."""
+    """Weekdays, business hours: deploys, each a burst of a dozen to thirty calls; on the day
+    after a public holiday the held-back deploys on top of the day's own (more than any other day)."""
     if not org.working(day):
         return
     lo, hi = agent.p["deploys"]
-    count = rng.randint(lo, hi) * (2 if day in org.catchups else 1)
+    count = rng.randint(lo, hi) + (hi if day in org.catchups else 0)
     for _ in range(count):
         yield from ci_deploy(org, agent, at(day, rng.uniform(9, 19)), rng, _deploy_region(agent, day, rng))
 
@@ -339,7 +339,8 @@ def build_monitor(org: Org, rng: random.Random, name: str, tool: str) -> OrgAgen
                      regions=regions, source_ips=[f"{host}/32"] if (not in_vpc and rng.random() < 0.6) else None)
     agent.p = {"principal": principal_id(org.seed, name), "groups": groups, "role": role if as_role else None,
                "user": user, "key": key, "ip": host, "vpc": org.vpc if in_vpc else None,
-               "ua": rng.choice((UA_PY_SDK, UA_GO_SDK, UA_JAVA)), "interval": rng.choice((1, 2, 2, 3, 5))}
+               "ua": rng.choice((UA_PY_SDK, UA_GO_SDK, UA_JAVA)), "interval": rng.choice((1, 2, 2, 3, 5)),
+               "pages": {g: rng.choice((1, 1, 2, 3, 4)) for g in groups}}  # the fleet's size, in pages of 100
     return agent
 
 
@@ -352,8 +353,8 @@ def monitor_actor(org: Org, agent: OrgAgent, t: datetime) -> Actor:
 
 
 def monitor_day(org: Org, agent: OrgAgent, day: date, rng: random.Random) -> Iterator[Event]:
-    """Polls around the clock: each poll asks every region for its fast APIs, every sixth poll
-    also the slow ones (the second API of a group and beyond)."""
+    """Polls around the clock: each poll asks every region for its fast APIs (a page of 100 at a
+    time), every sixth poll also the slow ones (the second API of a group and beyond)."""
     p = agent.p
     polls = org.scaled(1440 / p["interval"], 24)
     step = 86400 / polls
@@ -364,10 +365,11 @@ def monitor_day(org: Org, agent: OrgAgent, day: date, rng: random.Random) -> Ite
         for region in agent.regions or [HOME_REGION]:
             for g in p["groups"]:
                 for api in MONITOR_GROUPS[g][: None if n % 6 == 0 else 1]:
-                    k += 1
-                    yield call(rng, actor, t + timedelta(seconds=0.4 * k), api, ip=p["ip"], ua=p["ua"], region=region,
-                               vpc=p["vpc"], params={"PageSize": "100"},
-                               error=_error(rng, 0.002, (UNAVAILABLE, THROTTLED)))
+                    for page in range(1, p["pages"][g] + 1):
+                        k += 1
+                        yield call(rng, actor, t + timedelta(seconds=0.4 * k), api, ip=p["ip"], ua=p["ua"],
+                                   region=region, vpc=p["vpc"], params={"PageSize": "100", "PageNumber": str(page)},
+                                   error=_error(rng, 0.002, (UNAVAILABLE, THROTTLED)))
 
 
 # -- nightly backups ---------------------------------------------------------------------------------
@@ -449,7 +451,7 @@ def build_etl(org: Org, rng: random.Random, name: str, domain: str, sources: lis
     agent.p = {"principal": principal_id(org.seed, role), "role": role, "runner": runner, "user": user, "key": key,
                "user_principal": principal_id(org.seed, user), "lake": lake, "sources": sources,
                "schedule": schedule, "ip": host_in(rng, "172.16.0.0/12"), "ua": rng.choice((UA_JAVA, UA_OSS_PY)),
-               "objects": rng.uniform(40, 250) if schedule != "nightly" else rng.uniform(400, 1500)}
+               "objects": rng.uniform(60, 400) if schedule != "nightly" else rng.uniform(600, 2500)}
     return agent
 
 
@@ -514,8 +516,8 @@ _DIURNAL = [0.35, 0.3, 0.25, 0.25, 0.25, 0.3, 0.45, 0.7, 1.0, 1.25, 1.35, 1.4, 1
             1.25, 1.3, 1.35, 1.2, 0.9, 0.55]
 
 
-def build_service(org: Org, rng: random.Random, name: str, app: str) -> OrgAgent:
-    flavour = rng.choice(SERVICE_FLAVOURS)
+def build_service(org: Org, rng: random.Random, name: str, app: str, flavour: str | None = None) -> OrgAgent:
+    flavour = flavour or rng.choice(SERVICE_FLAVOURS)
     bucket = f"{app}-assets"
     role = {"ecs": "".join(w.title() for w in app.split("-")) + "EcsRole", "fc": f"fc-{app}-role",
             "linked": "AliyunServiceRoleForEss" + "".join(w.title() for w in app.split("-"))}[flavour]
@@ -537,7 +539,7 @@ def build_service(org: Org, rng: random.Random, name: str, app: str) -> OrgAgent
     agent = OrgAgent(name, "service", purpose, f"{app}-team", "production", [f"role:{role}"], statements,
                      regions=[HOME_REGION], latent=latent)
     agent.p = {"principal": principal_id(org.seed, role), "role": role, "flavour": flavour, "bucket": bucket,
-               "app": app, "uses_kms": uses_kms, "rate": rng.uniform(120, 600),
+               "app": app, "uses_kms": uses_kms, "rate": rng.uniform(200, 900),
                "hosts": [host_in(rng, "172.16.0.0/12") for _ in range(rng.randint(2, 6))],
                "ua": rng.choice((UA_GO_SDK, UA_JAVA, UA_OSS_PY))}
     return agent
@@ -640,7 +642,7 @@ def build_human(org: Org, rng: random.Random, name: str, user: str, team: str, b
     agent.p = {"principal": principal_id(org.seed, user), "user": user, "key": key if has_key else None,
                "buckets": buckets, "office": office, "mfa": rng.random() < 0.85,
                "home": None if strict else subnet_in(rng, rng.choice(HOME_POOLS)), "wfh": 0.0 if strict else rng.uniform(0, 0.3),
-               "late": rng.uniform(0, 0.15), "busy": rng.uniform(15, 80), "browser": rng.choice(BROWSERS),
+               "late": rng.uniform(0, 0.15), "weekend": rng.choice((0, 0, 0, 0.03, 0.08)), "busy": rng.uniform(60, 250), "browser": rng.choice(BROWSERS),
                "vacation": None, "rotated": None, "new_key": None, "nat": None}
     room = (org.scored_from - org.start).days - 14
     if room > 0 and rng.random() < 0.3:  # a week off somewhere in the history
@@ -669,7 +671,12 @@ def human_day(org: Org, agent: OrgAgent, day: date, rng: random.Random) -> Itera
     """Working days: a sign-in (with MFA, for most) in the morning, console browsing and a few
     changes through the day, CLI calls for those with a key; from home some days; some evenings
     a little longer. Nothing on holidays, weekends and vacations."""
-    if not org.working(day) or away(agent, day):
+    if away(agent, day):
+        return
+    if not org.working(day):  # now and then a weekend hour from home
+        if day.weekday() >= 5 and rng.random() < agent.p["weekend"]:
+            start = rng.uniform(10, 21)
+            yield from work_session(org, agent, day, rng, start, start + rng.uniform(0.3, 1.5), True, rng.randint(5, 30))
         return
     home = rng.random() < agent.p["wfh"]
     start = rng.uniform(8.5, 10.5)
@@ -790,7 +797,10 @@ def build_vendor(org: Org, rng: random.Random, name: str, company: str, app: str
     statements = [allow(["ecs:Describe*", "slb:Describe*", "cms:Describe*"]),
                   allow("ecs:RebootInstance", "acs:ecs:*:*:instance/*"),
                   allow(["oss:GetObject", "oss:ListObjects"], bucket_arns(bucket))]
-    expires = local_midnight(org.end + timedelta(days=rng.randint(20, 200)))  # the contract runs on
+    history = (org.scored_from - org.start).days
+    ended = history > 21 and rng.random() < 0.3  # a contract that ended in the history (quiet since)
+    expires = local_midnight(org.start + timedelta(days=rng.randint(14, history - 7)) if ended
+                             else org.end + timedelta(days=rng.randint(20, 200)))
     agent = OrgAgent(name, "vendor", f"{company.title()} support engineers for the {app} service (contract)",
                      f"{app}-team", "production", [f"ram-user:{user}"], statements, regions=[HOME_REGION],
                      source_ips=[cidr], hours={"days": "mon-fri", "from": "09:00", "to": "18:30"}, expires=expires)
@@ -802,7 +812,7 @@ def build_vendor(org: Org, rng: random.Random, name: str, company: str, app: str
 
 def vendor_day(org: Org, agent: OrgAgent, day: date, rng: random.Random) -> Iterator[Event]:
     """Working days, within the contract: a support session or two, mostly looking."""
-    if not org.working(day):
+    if not org.working(day) or (agent.expires and at(day, 0) >= agent.expires):
         return
     for _ in range(_poisson(rng, agent.p["busy"])):
         yield from vendor_session(org, agent, day, rng, rng.uniform(9.5, 16.5))

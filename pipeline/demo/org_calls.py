@@ -16,6 +16,7 @@ import ipaddress
 import random
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from pipeline.demo import synthetic
@@ -123,6 +124,7 @@ TIMEOUT = ("RequestTimeout", "Your socket connection to the server was not read 
 BENIGN_ERRORS = (THROTTLED, UNAVAILABLE, BAD_PARAMETER)
 
 
+@lru_cache(maxsize=1 << 16)
 def stable_token(alphabet: str, n: int, *parts: object) -> str:
     """``n`` characters of ``alphabet`` that depend only on ``parts``: a key or id that two
     generators (a job and the incident that reuses its session) compute alike, without sharing a
@@ -197,6 +199,7 @@ def session_key(seed: int, role: str, session: str) -> str:
     return "STS." + stable_token(ALNUM, 28, seed, role, session)
 
 
+@lru_cache(maxsize=1 << 14)
 def session(seed: int, role: Actor, name: str, created: datetime) -> Session:
     """The session ``name`` of ``role`` created at ``created``: the same key wherever it is used."""
     return Session(role.kind, role.name, role.principal, None, name, session_key(seed, role.name, name),
@@ -248,8 +251,14 @@ HOSTED_CI_POOLS = ("20.42.0.0/15", "40.84.0.0/14", "52.234.0.0/15", "4.148.0.0/1
 
 def host_in(rng: random.Random, cidr: str) -> str:
     """A random host address of ``cidr`` (never its network or broadcast address)."""
+    base, size = _network(cidr)
+    return str(ipaddress.IPv4Address(base + rng.randint(1, size - 2)))
+
+
+@lru_cache(maxsize=1024)
+def _network(cidr: str) -> tuple[int, int]:
     net = ipaddress.ip_network(cidr)
-    return str(net.network_address + rng.randint(1, net.num_addresses - 2))
+    return int(net.network_address), net.num_addresses
 
 
 def subnet_in(rng: random.Random, cidr: str, prefix: int = 24) -> str:
@@ -268,6 +277,7 @@ def service_ip(rng: random.Random) -> str:
 
 
 # -- the business calendar -----------------------------------------------------------------------------------
+@lru_cache(maxsize=4096)
 def local_midnight(day: date) -> datetime:
     """``day`` 00:00 in the business time zone, as UTC."""
     return datetime(day.year, day.month, day.day, tzinfo=BUSINESS_TZ).astimezone(UTC)

@@ -35,6 +35,7 @@ from pipeline.demo.org_agents import (
     OrgAgent,
     allow,
     backup_run,
+    build_service,
     ci_deploy,
     ci_ip,
     console_user,
@@ -123,12 +124,17 @@ class Planner:
         self.days = [org.scored_from + timedelta(days=k) for k in range((org.end - org.scored_from).days)]
 
     # -- helpers --------------------------------------------------------------------------------
-    def pick(self, kinds: tuple[str, ...], ok: Callable[[OrgAgent], bool] = lambda a: True) -> OrgAgent | None:
-        found = [a for a in self.org.agents if a.kind in kinds and a.name not in self.claimed and not a.active_from
-                 and ok(a)]
+    def pick(self, kinds: tuple[str, ...], ok: Callable[[OrgAgent], bool] = lambda a: True,
+             fix: Callable[[OrgAgent], None] | None = None) -> OrgAgent | None:
+        """An unclaimed agent of ``kinds`` (never the newest) that ``ok`` accepts; failing that,
+        with ``fix``, any of them made acceptable by it. None when there is none."""
+        free = [a for a in self.org.agents if a.kind in kinds and a.name not in self.claimed and not a.active_from]
+        found = [a for a in free if ok(a)] or (free if fix else [])
         if not found:
             return None
         agent = self.rng.choice(found)
+        if not ok(agent) and fix:
+            fix(agent)
         self.claimed.add(agent.name)
         return agent
 
@@ -238,6 +244,13 @@ def _key_rotation(plan: Planner) -> None:
                    f"{agent.name} rotates its AccessKey: {new} (declared) replaces {agent.p['key']}", start, end), extras)
 
 
+def _unpinned(agent: OrgAgent) -> None:
+    """A person who declares no source networks (and so works from home too)."""
+    agent.source_ips = None
+    agent.p["home"] = agent.p["home"] or "115.192.36.0/24"
+    agent.p["wfh"] = agent.p["wfh"] or 0.1
+
+
 def _give_key(org: Org, agent: OrgAgent) -> None:
     if agent.p["key"] is None:
         agent.p["key"] = access_key_id(org.seed, agent.name, 0)
@@ -300,7 +313,7 @@ def _after_hours(plan: Planner) -> None:
     """A person works on a Saturday afternoon or a weekday evening (within their declared hours, if
     they declare any)."""
     org, rng = plan.org, plan.rng
-    agent = plan.pick(("human",), lambda a: a.source_ips is None)
+    agent = plan.pick(("human",), lambda a: a.source_ips is None, fix=_unpinned)
     assert agent is not None
     if agent.hours:
         agent.hours = {"days": "daily", "from": "07:00", "to": "23:30"}
@@ -333,8 +346,10 @@ def _nat_change(plan: Planner) -> None:
     """A vendor office changes its NAT: a new egress address in another /24 of the CIDR the
     inventory declares for it."""
     org = plan.org
-    agent = plan.pick(("vendor",))
+    agent = plan.pick(("vendor",), lambda a: a.expires is not None and a.expires > at(org.end, 0)) or plan.pick(("vendor",))
     assert agent is not None
+    if agent.expires and agent.expires <= at(org.end, 0):  # its contract was renewed
+        agent.expires = at(org.end + timedelta(days=90), 0)
     cidr = agent.p["cidr"]
     old = agent.p["egress"]
     new_net = subnet_in(plan.rng, cidr, 24)
@@ -448,12 +463,12 @@ def _enumerate(org: Org, agent: OrgAgent, t: datetime, rng: random.Random, apis:
 
 def _two_networks(plan: Planner, lid: str) -> bool:
     org, rng = plan.org, plan.rng
-    agent = plan.pick(("human",), lambda a: a.p["key"] is not None and a.source_ips is None)
+    def fix(a: OrgAgent) -> None:
+        _unpinned(a)
+        _give_key(org, a)
+    agent = plan.pick(("human",), lambda a: a.p["key"] is not None and a.source_ips is None, fix=fix)
     if agent is None:
-        agent = plan.pick(("human",), lambda a: a.source_ips is None)
-        if agent is None:
-            return False
-        _give_key(org, agent)
+        return False
     day = plan.day(org.working)
     hour = rng.uniform(10, 17)
     minutes = rng.uniform(8, 30)
@@ -546,7 +561,8 @@ def _reuse_session(org: Org, agent: OrgAgent, t: datetime, rng: random.Random, c
 
 def _service_outside(plan: Planner, lid: str) -> bool:
     org, rng = plan.org, plan.rng
-    agent = plan.pick(("service",), lambda a: a.p["flavour"] != "linked")
+    agent = plan.pick(("service",), lambda a: a.p["flavour"] != "linked",
+                      fix=lambda a: _as_instance_role(org, a))
     if agent is None:
         return False
     day, hour = _when(plan)
@@ -556,6 +572,14 @@ def _service_outside(plan: Planner, lid: str) -> bool:
                    f"({count + 2} calls)"),
              [(day, lambda r: _stolen_service_session(org, agent, at(day, hour), r, count))])
     return True
+
+
+def _as_instance_role(org: Org, agent: OrgAgent) -> None:
+    """Make a service-linked role agent an ECS instance role of the same app (a service-linked
+    role's credentials never leave Alibaba Cloud)."""
+    fresh = build_service(org, org.rng("instance-role", agent.name), agent.name, agent.p["app"], flavour="ecs")
+    for name in ("purpose", "identities", "statements", "latent", "p"):
+        setattr(agent, name, getattr(fresh, name))
 
 
 def _stolen_service_session(org: Org, agent: OrgAgent, t: datetime, rng: random.Random, count: int) -> Iterator[Event]:
@@ -572,8 +596,11 @@ def _stolen_service_session(org: Org, agent: OrgAgent, t: datetime, rng: random.
 
 def _mfa_bypass(plan: Planner, lid: str) -> bool:
     org, rng = plan.org, plan.rng
+    def fix(a: OrgAgent) -> None:
+        _unpinned(a)
+        a.p["mfa"] = True
     admin = plan.pick(("admin",))
-    victim = plan.pick(("human",), lambda a: a.p["mfa"] and a.source_ips is None)
+    victim = plan.pick(("human",), lambda a: a.p["mfa"] and a.source_ips is None, fix=fix)
     if admin is None or victim is None:
         return False
     day, hour = _when(plan)
@@ -618,19 +645,28 @@ _SENSITIVE: dict[str, tuple[tuple[str, int], ...]] = {
 
 def _sensitive_novelty(plan: Planner, lid: str) -> bool:
     org = plan.org
-    agent = plan.pick(("ci", "terraform", "etl", "service"), lambda a: a.latent is not None)
+    agent = plan.pick(("ci", "terraform", "etl", "service"), lambda a: a.latent is not None, fix=_add_latent)
     if agent is None:
-        agent = plan.pick(("service",), lambda a: a.p["flavour"] != "linked" and not a.p["uses_kms"])
-        if agent is None:
-            return False
-        agent.statements.append(allow(["kms:Decrypt", "kms:GetSecretValue", "kms:ListSecrets"]))
-        agent.latent = "kms"
+        return False
     family = str(agent.latent)
     day, hour = _when(plan, org.working if agent.kind in ("ci", "terraform") else (lambda d: True))
     plan.add(Label(lid, "sensitive_novelty", agent.name, "raise",
                    f"{agent.name} calls {family}:* for the first time (its policy always allowed it)"),
              [(day, lambda r: _first_sensitive(org, agent, at(day, hour), r, family))])
     return True
+
+
+def _add_latent(agent: OrgAgent) -> None:
+    """Grant a sensitive family the agent never uses (an over-grant, as real policies have)."""
+    if agent.kind == "terraform":
+        agent.statements.append(allow("actiontrail:*"))
+        agent.latent = "actiontrail"
+    elif agent.kind == "ci" or agent.p.get("uses_kms") or agent.p.get("flavour") == "linked":
+        agent.statements.append(allow(["ram:Get*", "ram:List*"]))
+        agent.latent = "ram"
+    else:
+        agent.statements.append(allow(["kms:Decrypt", "kms:GetSecretValue", "kms:ListSecrets"]))
+        agent.latent = "kms"
 
 
 def _first_sensitive(org: Org, agent: OrgAgent, t: datetime, rng: random.Random, family: str) -> Iterator[Event]:

@@ -34,6 +34,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -198,6 +199,8 @@ def _populate(org: Org, rng: random.Random, n: dict[str, int]) -> None:
     made += [kinds.build_service(org, rng, f"svc-{app}", app) for app in (apps.next() for _ in range(n["service"]))]
     made += _named(org, rng, n, "vendor", VENDORS, lambda c: kinds.build_vendor(org, rng, f"vendor-{c}", c, rng.choice(APPS)))
     made.append(_newest(org, rng, apps))
+    names = [a.name for a in made]
+    assert len(set(names)) == len(names), "agent names must be unique"
     org.agents = made
     org.oncall = [a.name for a in made if a.kind == "oncall"]
 
@@ -214,7 +217,7 @@ def _newest(org: Org, rng: random.Random, apps: _Names) -> OrgAgent:
     if kind == "ci":
         agent = kinds.build_ci(org, rng, f"ci-{app}", app)
     elif kind == "etl":
-        agent = kinds.build_etl(org, rng, f"etl-{app}", app, [f"{app}-exports"])
+        agent = kinds.build_etl(org, rng, f"etl-{app}-feed", f"{app}-feed", [f"{app}-exports"])
     else:
         agent = kinds.build_service(org, rng, f"svc-{app}", app)
     agent.active_from = org.end - timedelta(days=rng.randint(3, 5))
@@ -223,15 +226,17 @@ def _newest(org: Org, rng: random.Random, apps: _Names) -> OrgAgent:
 
 # -- writing -------------------------------------------------------------------------------------------
 def generate(out_dir: Path | str, *, agents: int = 60, weeks: int = 8, seed: int = 1, end: datetime | None = None,
-             volume: float = 1.0) -> Scenario:
-    """Write the scenario to ``out_dir`` (created; files of an earlier scenario there are replaced)."""
+             volume: float = 1.0, jobs: int = 1) -> Scenario:
+    """Write the scenario to ``out_dir`` (created; files of an earlier scenario there are replaced)
+    with ``jobs`` processes (the output does not depend on how many)."""
     started = time.monotonic()
     root = Path(out_dir)
     shutil.rmtree(root / "events", ignore_errors=True)
     last = local_day(end or datetime.now(UTC))  # the events end at this local day's midnight
-    org, labels, extras = build_org(agents, weeks, seed, last, volume)
+    args = (agents, weeks, seed, last, volume)
+    org, labels, extras = build_org(*args)
     _write_config(root, org)
-    events, files, spans = _write_events(root / "events", org, extras)
+    events, files, spans = _write_events(root / "events", org, extras, args, jobs)
     for label in labels:
         if label.start is None:
             label.start, label.end = spans[label.id]
@@ -263,24 +268,61 @@ def _write_config(root: Path, org: Org) -> None:
         "memory_limit: 1GB\n", encoding="utf-8")
 
 
-def _write_events(folder: Path, org: Org, extras: list[Extra]) -> tuple[int, int, dict[str, tuple[datetime, datetime]]]:
-    """Every day's events, in files of :data:`AGENTS_PER_FILE` agents, each sorted by time.
-    Returns the event count, the file count and each label's [first, last] event time."""
+def _write_events(folder: Path, org: Org, extras: list[Extra], args: tuple[Any, ...],
+                  jobs: int) -> tuple[int, int, dict[str, tuple[datetime, datetime]]]:
+    """Every day's events, in files of :data:`AGENTS_PER_FILE` agents, each sorted by time, by
+    ``jobs`` processes (each rebuilds the organisation from ``args``: planning is cheap and
+    deterministic). Returns the event count, the file count and each label's first and last
+    event time."""
+    days = [org.start + timedelta(days=d) for d in range((org.end - org.start).days)]
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs) as pool:
+            results = list(pool.map(_write_day_of, [(args, folder, day) for day in days]))
+    else:
+        by_day = _extras_by_day(extras)
+        results = [_write_day(folder, org, by_day, day) for day in days]
+    spans: dict[str, tuple[str, str]] = {}
+    for _, _, day_spans in results:
+        for label, (first, last) in day_spans.items():
+            old = spans.get(label, (first, last))
+            spans[label] = (min(old[0], first), max(old[1], last))
+    return (sum(r[0] for r in results), sum(r[1] for r in results),
+            {k: (_parse(a), _parse(b)) for k, (a, b) in spans.items()})
+
+
+_BUILT: dict[tuple[Any, ...], tuple[Org, dict[tuple[str, date], list[Extra]]]] = {}
+
+
+def _write_day_of(job: tuple[tuple[Any, ...], Path, date]) -> tuple[int, int, dict[str, tuple[str, str]]]:
+    """:func:`_write_day` in a worker process, with the organisation built once per process."""
+    args, folder, day = job
+    if args not in _BUILT:
+        org, _, extras = build_org(*args)
+        _BUILT.clear()
+        _BUILT[args] = (org, _extras_by_day(extras))
+    org, by_day = _BUILT[args]
+    return _write_day(folder, org, by_day, day)
+
+
+def _extras_by_day(extras: list[Extra]) -> dict[tuple[str, date], list[Extra]]:
     by_day: dict[tuple[str, date], list[Extra]] = defaultdict(list)
     for extra in extras:
         by_day[(extra.agent, extra.day)].append(extra)
+    return by_day
+
+
+def _write_day(folder: Path, org: Org, by_day: dict[tuple[str, date], list[Extra]],
+               day: date) -> tuple[int, int, dict[str, tuple[str, str]]]:
+    """One local day's files; the event count, file count and the labels' spans that day."""
+    cutoff = at(org.end, 0).strftime("%Y-%m-%dT%H:%M:%SZ")
     spans: dict[str, list[str]] = {}
     total = files = 0
-    cutoff = at(org.end, 0).strftime("%Y-%m-%dT%H:%M:%SZ")
-    day = org.start
-    while day < org.end:
-        for n in range(0, len(org.agents), AGENTS_PER_FILE):
-            chunk = org.agents[n:n + AGENTS_PER_FILE]
-            lines = list(_chunk_lines(org, chunk, day, by_day, spans, cutoff, system=n == 0))
-            total += _write_file(folder / f"{day:%Y/%m/%d}" / f"part-{n // AGENTS_PER_FILE:03d}.ndjson.gz", lines)
-            files += 1
-        day += timedelta(days=1)
-    return total, files, {k: (_parse(a), _parse(b)) for k, (a, b) in spans.items()}
+    for n in range(0, len(org.agents), AGENTS_PER_FILE):
+        chunk = org.agents[n:n + AGENTS_PER_FILE]
+        lines = list(_chunk_lines(org, chunk, day, by_day, spans, cutoff, system=n == 0))
+        total += _write_file(folder / f"{day:%Y/%m/%d}" / f"part-{n // AGENTS_PER_FILE:03d}.ndjson.gz", lines)
+        files += 1
+    return total, files, {k: (a, b) for k, (a, b) in spans.items()}
 
 
 def _chunk_lines(org: Org, chunk: list[OrgAgent], day: date, by_day: dict[tuple[str, date], list[Extra]],
@@ -342,10 +384,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--volume", type=float, default=1.0)
     parser.add_argument("--end", help="the scenario's end (a date, ISO); default today")
+    parser.add_argument("--jobs", type=int, default=1, help="processes writing days in parallel")
     args = parser.parse_args(argv)
     end = datetime.fromisoformat(args.end).replace(tzinfo=UTC) if args.end else None
     try:
-        sc = generate(args.out, agents=args.agents, weeks=args.weeks, seed=args.seed, end=end, volume=args.volume)
+        sc = generate(args.out, agents=args.agents, weeks=args.weeks, seed=args.seed, end=end, volume=args.volume,
+                      jobs=args.jobs)
     except ValueError as exc:
         print(f"organisation: error: {exc}", file=sys.stderr)
         return 2
