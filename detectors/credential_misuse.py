@@ -56,7 +56,7 @@ import pandas as pd
 
 from detectors.base import Detector, Finding, Models, capped, group_bursts, jsonable
 from models.baselines import Baseline, History, Learned
-from models.places import CLOUD, FAMILY_SQL, family_of, fold
+from models.places import CLOUD, FAMILY_SQL, address_family, fold
 from models.sources import client_family
 from pipeline.core.times import parse_duration
 
@@ -92,14 +92,16 @@ class CredentialProfile(Learned):
         rows = history.query(
             f"""
             WITH cells AS ({cells}), placed AS (SELECT * FROM cells WHERE place IS NOT NULL),
-            together AS (SELECT DISTINCT agent, cred, slot, place FROM placed WHERE cred IS NOT NULL)
+            together AS (SELECT DISTINCT agent, cred, slot, place FROM placed WHERE cred IS NOT NULL),
+            -- the next slot's places as if in this one: "this half hour or the next" as an equi-join
+            reach AS (SELECT * FROM together UNION ALL SELECT agent, cred, slot - 1, place FROM together WHERE slot > 0)
             SELECT 'place' AS what, agent, place, NULL AS other, count(*) AS calls, count(DISTINCT day) AS days,
                    min(day) AS first_day
             FROM placed GROUP BY agent, place
             UNION ALL
             SELECT 'pair', a.agent, a.place, b.place, count(*), NULL, NULL
-            FROM together a JOIN together b ON a.agent = b.agent AND a.cred = b.cred
-                 AND b.slot BETWEEN a.slot AND a.slot + 1 AND a.place < b.place
+            FROM together a JOIN reach b ON a.agent = b.agent AND a.cred = b.cred AND a.slot = b.slot
+            WHERE a.place <> b.place
             GROUP BY ALL
             UNION ALL
             SELECT 'day', agent, NULL, NULL, count(*), NULL, day FROM placed WHERE place <> '{CLOUD}' GROUP BY agent, day
@@ -194,14 +196,18 @@ class CredentialMisuse(Detector):
         if df.empty:
             return []
         df = df.assign(declared=_declared(df, models))
-        suspects = self._switches(df)
+        suspects = _unlearned(self._switches(df), models)
         outside = self._outside(df, models)
         if not suspects and not outside:
             return []
         out: list[Finding] = []
-        for (agent, cred, place), verdicts in _merge(suspects, outside).items():
-            rows = df[(df["agent"] == agent) & (df["cred"] == cred) & (df["place"] == place)]
-            usual = df[(df["agent"] == agent) & (df["cred"] == cred) & (df["place"] != place)]
+        judged = _merge(suspects, outside)
+        sub = df[df["cred"].isin({cred for _, cred, _ in judged}).to_numpy()]
+        by_cred = sub.groupby(["agent", "cred"], sort=False).indices
+        for (agent, cred, place), verdicts in judged.items():
+            used = sub.iloc[by_cred[(agent, cred)]]
+            here = (used["place"] == place).to_numpy()
+            rows, usual = used[here], used[~here]
             for start, end in group_bursts(list(rows["event_time"]), self.dedup_window):
                 burst = rows.iloc[start:end]
                 found = self._finding(agent, cred, place, burst, usual, verdicts, models.baselines.get(agent))
@@ -214,23 +220,27 @@ class CredentialMisuse(Detector):
         """Per (agent, credential, place): the places the credential was used from within the
         window of it (an STS session: at any time), from consecutive calls, vectorised."""
         window = parse_duration(self.params["concurrent_window"])
-        order = np.lexsort((df["event_time"].to_numpy(), df["cred"].to_numpy()))
-        s = df.iloc[order]
-        cred, place = s["cred"].to_numpy(), s["place"].to_numpy()
-        times = s["event_time"].to_numpy()
-        same = np.zeros(len(s), dtype=bool)
-        same[1:] = cred[1:] == cred[:-1]
-        near = np.zeros(len(s), dtype=bool)
-        near[1:] = (times[1:] - times[:-1]) <= np.timedelta64(int(window.total_seconds() * 1e6), "us")
-        sts = pd.Series(cred).str.startswith("STS.").to_numpy()
-        switch = same & (near | sts)
-        switch[1:] &= place[1:] != place[:-1]
+        cred_codes, creds = pd.factorize(df["cred"])
+        place_codes, _ = pd.factorize(df["place"])
+        times = pd.DatetimeIndex(df["event_time"]).asi8
+        order = np.lexsort((times, cred_codes))
+        cred, place, times = cred_codes[order], place_codes[order], times[order]
+        switch = np.zeros(len(order), dtype=bool)
+        sts = np.asarray(pd.Series(creds).str.startswith("STS."), dtype=bool)[cred]
+        gap = np.diff(times) <= int(window.total_seconds() * 1e9)
+        switch[1:] = (cred[1:] == cred[:-1]) & (gap | sts[1:]) & (place[1:] != place[:-1])
+        at = np.flatnonzero(switch)
+        if not len(at):
+            return {}
+        rows, prev = order[at], order[at - 1]
+        agents, places = df["agent"].to_numpy(), df["place"].to_numpy()
+        pairs = pd.DataFrame({"agent": np.concatenate([agents[rows], agents[rows]]),
+                              "cred": np.concatenate([df["cred"].to_numpy()[rows]] * 2),
+                              "here": np.concatenate([places[rows], places[prev]]),
+                              "there": np.concatenate([places[prev], places[rows]])}).drop_duplicates()
         out: dict[tuple[str, str, str], dict[str, Any]] = {}
-        for i in np.flatnonzero(switch):
-            agent = str(s["agent"].iat[i])
-            for here, there in ((place[i], place[i - 1]), (place[i - 1], place[i])):
-                entry = out.setdefault((agent, str(cred[i]), str(here)), {"with": set()})
-                entry["with"].add(str(there))
+        for agent, cred_id, here, there in pairs.itertuples(index=False):
+            out.setdefault((str(agent), str(cred_id), str(here)), {"with": set()})["with"].add(str(there))
         return out
 
     def _outside(self, df: pd.DataFrame, models: Models) -> dict[tuple[str, str, str], dict[str, Any]]:
@@ -283,7 +293,7 @@ class CredentialMisuse(Detector):
         if declared or not learned:
             severity = "low"
         evidence: dict[str, Any] = {
-            "reasons": reasons, "credential": cred, "place": place, "new_place": new_place,
+            "reasons": reasons, "key_or_session": cred, "place": place, "new_place": new_place,
             "declared": declared, "together_with": others,
             "count": len(burst), "succeeded": int(burst["error_code"].isna().sum()),
             "source_ips": capped(dict.fromkeys(burst["source_ip"].dropna()), 10),
@@ -326,6 +336,21 @@ def _reported_side(place: str, first: Any, partners: dict[str, Any], profile: Cr
     return True
 
 
+def _unlearned(switches: dict[tuple[str, str, str], dict[str, Any]],
+               models: Models) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """The switches between places whose pair the agent's history never saw together."""
+    out: dict[tuple[str, str, str], dict[str, Any]] = {}
+    pairs: dict[str, set[tuple[str, str]]] = {}
+    for (agent, cred, place), entry in switches.items():
+        if agent not in pairs:
+            profile = _profile(models.baselines.get(agent))
+            pairs[agent] = profile.pairs() if profile else set()
+        new = {p for p in entry["with"] if tuple(sorted((p, place))) not in pairs[agent]}
+        if new:
+            out[(agent, cred, place)] = {"with": new}
+    return out
+
+
 def _merge(*parts: dict[tuple[str, str, str], dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
     out: dict[tuple[str, str, str], dict[str, Any]] = {}
     for part in parts:
@@ -344,22 +369,27 @@ def _profile(baseline: Baseline | None) -> CredentialProfile | None:
 
 
 def _placed(events: pd.DataFrame) -> pd.DataFrame:
-    """The window's calls that have a credential and a place, with both (and the client family)."""
+    """The window's calls that have a credential and a place, with both (and the client family).
+    Each distinct address and user agent is worked out once: the cost follows the distinct
+    values, not the rows."""
     if events.empty:
         return events
-    key = events["access_key_id"].where(events["access_key_id"].fillna("") != "")
-    created = events["session_created"]
-    console = ("console:" + events["user_name"].fillna("") + "@"
-               + pd.to_datetime(created, utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
-    cred = key.fillna(console.where(created.notna()))
-    codes, uniques = pd.factorize(pd.Series(list(zip(events["source_ip"].fillna(""), events["vpc_id"].fillna(""),
-                                                     strict=True))))
-    places = np.array([family_of(ip or None, vpc or None) for ip, vpc in uniques] + [None], dtype=object)
-    place = places[codes]
+    key = events["access_key_id"].astype(object).where(events["access_key_id"].fillna("").ne("").to_numpy())
+    console = key.isna().to_numpy() & events["session_created"].notna().to_numpy()
+    cred = np.array(key.to_numpy(dtype=object), dtype=object)  # a copy: pandas may hand out a read-only view
+    if console.any():
+        sub = events[console]
+        cred[console] = ("console:" + sub["user_name"].fillna("").astype(str) + "@"
+                         + pd.to_datetime(sub["session_created"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")).to_numpy()
+    ip_codes, ips = pd.factorize(events["source_ip"])
+    place = np.array([address_family(ip) for ip in ips] + [None], dtype=object)[ip_codes]
+    in_vpc = events["vpc_id"].fillna("").ne("").to_numpy(dtype=bool)
+    place[in_vpc] = CLOUD
     ua_codes, ua_uniques = pd.factorize(events["user_agent"])
     clients = np.array([client_family(u) for u in ua_uniques] + [None], dtype=object)
-    df = events.assign(cred=cred.to_numpy(), place=place, client=clients[ua_codes])
-    return df[df["cred"].notna().to_numpy() & pd.notna(place)].reset_index(drop=True)
+    keep = pd.notna(cred) & pd.notna(place)
+    df = events[keep]
+    return df.assign(cred=cred[keep], place=place[keep], client=clients[ua_codes][keep]).reset_index(drop=True)
 
 
 def _declared(df: pd.DataFrame, models: Models) -> np.ndarray:

@@ -148,10 +148,7 @@ class SigninHygiene(Detector):
         unbinds = {u["event_id"]: u for i in items for u in i["unbinds"]}
         without = [i for i in items if i["no_mfa"]]
         habit = next((i["habit"] for i in items if i["habit"]), None)
-        if unbinds:
-            severity = "high" if without else "medium"
-        else:
-            severity = "medium"
+        severity = ("high" if without else "medium") if unbinds else "medium"
         rows = [i["row"] for i in items]
         first_unbind = min((u["time"] for u in unbinds.values()), default=None)
         evidence: dict[str, Any] = {

@@ -223,6 +223,23 @@ def test_a_persons_key_from_two_distant_networks_within_minutes(score: Score, ua
     assert "never these together" in f.summary
 
 
+def test_a_console_session_used_from_a_second_place_is_one_credential(score: Score) -> None:
+    """A console session has no AccessKey: it is the user and its sign-in time (a stolen cookie)."""
+    t = harness.Trail(INVENTORY, 2)
+    signed_in = at(TUE, 9)
+    console = {"type": "ram-user", "accountId": ACCOUNT, "principalId": "20003", "userName": "dev",
+               "sessionContext": {"attributes": {"mfaAuthenticated": "true",
+                                                 "creationDate": signed_in.astimezone(TZ).strftime("%Y-%m-%dT%H:%M:%S%z")}}}
+    for k in range(3):
+        t.add("dev", at(TUE, 9, 5 + k), ip="198.51.100.7", ua="AliyunConsole", userIdentity=console)
+    t.add("dev", at(TUE, 9, 6), ip="198.51.100.7", ua=CLI, userIdentity=user("dev", "LTAI5tDev"))
+    stolen = t.add("dev", at(TUE, 9, 20), ip=THIEF, ua="AliyunConsole", userIdentity=console)
+    (f,) = score(t)
+    assert (f.agent, f.severity, f.event_ids) == ("dev", "medium", [stolen["eventId"]])
+    assert f.evidence["key_or_session"] == "console:dev@2026-11-24T01:00:00Z"
+    assert "dev's console session was used at once from 198.51.0.0/16 and 185.220.0.0/16" in f.summary
+
+
 def test_end_to_end_detect_stores_the_finding(store: Store, baselines: dict[str, Baseline], tmp_path: Any) -> None:
     t = harness.Trail(INVENTORY, 2)
     for day in HISTORY_DAYS:
