@@ -222,7 +222,7 @@ class CredentialMisuse(Detector):
         window = parse_duration(self.params["concurrent_window"])
         cred_codes, creds = pd.factorize(df["cred"])
         place_codes, _ = pd.factorize(df["place"])
-        times = pd.DatetimeIndex(df["event_time"]).asi8
+        times = pd.DatetimeIndex(df["event_time"]).as_unit("ns").asi8
         order = np.lexsort((times, cred_codes))
         cred, place, times = cred_codes[order], place_codes[order], times[order]
         switch = np.zeros(len(order), dtype=bool)
