@@ -22,8 +22,8 @@ It fires on:
   to the agent, high when the client (user-agent family) differs on the new side too - the ETL
   case: the job from its usual network while its token is reused from a new one with
   ``python-requests``. Both places known but never together is low (a weak signal for the
-  combiner), and so is a new place of an agent that rotates public networks (novelty above
-  ``max_novelty``) unless the client changed as well (then medium);
+  combiner). An agent that rotates public networks (novelty above ``max_novelty``: a hosted CI
+  pool) is not reported for two places at once unless the client changed too (then medium);
 * **outside the cloud**: an agent whose history is cloud-only (at least ``min_days`` days of
   calls, none from a public address) calling from a public address: high. Its credentials exist
   only inside Alibaba Cloud (an instance's metadata service, a function's runtime, a service's
@@ -63,8 +63,10 @@ from pipeline.core.times import parse_duration
 MAX_PLACES = 500  # places kept per agent; an agent with more is taken as rotating them
 MAX_PAIRS = 2000
 SLOT_SECONDS = 1800  # what "together" means when learning: the same half hour (or the same STS session)
-_CREDENTIAL_SQL = ("coalesce(nullif(access_key_id, ''), CASE WHEN session_created IS NOT NULL THEN "
-                   "'console:' || coalesce(user_name, '') || '@' || strftime(session_created, '%Y-%m-%dT%H:%M:%SZ') END)")
+# a credential in SQL: only grouping needs it (never compared with the frame's), so a console
+# session is named by its epoch, cheaper than a formatted time
+_CREDENTIAL_SQL = ("CASE WHEN nullif(access_key_id, '') IS NOT NULL THEN access_key_id WHEN session_created IS NOT NULL "
+                   "THEN 'console:' || coalesce(user_name, '') || '@' || CAST(epoch(session_created) AS VARCHAR) END")
 
 
 @dataclass
@@ -81,21 +83,24 @@ class CredentialProfile(Learned):
 
     @classmethod
     def fit(cls, history: History) -> dict[str, Self]:
-        """Two aggregations in SQL over the history: per (agent, place) calls and days, and per
-        (agent, credential, half hour or STS session, place) cells whose self-join gives the pairs.
-        Only those small tables reach Python."""
-        cells = f"""
-            SELECT agent, {FAMILY_SQL} AS place, {_CREDENTIAL_SQL} AS cred,
-                   CAST(timezone(?, event_time) AS DATE) AS day,
-                   CASE WHEN access_key_id LIKE 'STS.%' THEN 0 ELSE epoch(event_time)::BIGINT // {SLOT_SECONDS} END AS slot
-            FROM events WHERE {history.where}"""  # noqa: S608 - fixed SQL fragments; values are bound
+        """One scan of the history in SQL, grouped into cells (agent, place, credential, local day,
+        half hour or STS session); from those, per (agent, place) calls and days, the pairs of places
+        one credential was used from in a half hour or the next (a self-join of the cells), and
+        each agent's days with a public place. Only those small tables reach Python."""
         rows = history.query(
             f"""
-            WITH cells AS ({cells}), placed AS (SELECT * FROM cells WHERE place IS NOT NULL),
+            WITH cells AS (
+                SELECT agent, {FAMILY_SQL} AS place, {_CREDENTIAL_SQL} AS cred,
+                       CAST(timezone(?, event_time) AS DATE) AS day,
+                       CASE WHEN access_key_id LIKE 'STS.%' THEN 0
+                            ELSE epoch(event_time)::BIGINT // {SLOT_SECONDS} END AS slot,
+                       count(*) AS n
+                FROM events WHERE {history.where} GROUP BY ALL),
+            placed AS MATERIALIZED (SELECT * FROM cells WHERE place IS NOT NULL),
             together AS (SELECT DISTINCT agent, cred, slot, place FROM placed WHERE cred IS NOT NULL),
             -- the next slot's places as if in this one: "this half hour or the next" as an equi-join
             reach AS (SELECT * FROM together UNION ALL SELECT agent, cred, slot - 1, place FROM together WHERE slot > 0)
-            SELECT 'place' AS what, agent, place, NULL AS other, count(*) AS calls, count(DISTINCT day) AS days,
+            SELECT 'place' AS what, agent, place, NULL AS other, sum(n) AS calls, count(DISTINCT day) AS days,
                    min(day) AS first_day
             FROM placed GROUP BY agent, place
             UNION ALL
@@ -104,7 +109,7 @@ class CredentialProfile(Learned):
             WHERE a.place <> b.place
             GROUP BY ALL
             UNION ALL
-            SELECT 'day', agent, NULL, NULL, count(*), NULL, day FROM placed WHERE place <> '{CLOUD}' GROUP BY agent, day
+            SELECT 'day', agent, NULL, NULL, sum(n), NULL, day FROM placed WHERE place <> '{CLOUD}' GROUP BY agent, day
             """,  # noqa: S608 - fixed SQL fragments; values are bound
             [history.timezone, *history.params])
         out = {agent: cls({}, [], 0, 0) for agent in history.agents}
@@ -284,12 +289,12 @@ class CredentialMisuse(Detector):
             severity = "high"
         if others:
             reasons.append("mid_session_change" if cred.startswith("STS.") and changed_client else "concurrent")
-            if new_place and changed_client:
+            if new_place and changed_client and not rotating:
                 severity = "high"
             elif new_place and (not rotating or changed_client) and severity != "high":
                 severity = "medium"
-        if not reasons:
-            return None
+        if not reasons or (rotating and not changed_client and reasons == ["concurrent"]):
+            return None  # nothing unusual; or an agent that rotates networks being itself
         if declared or not learned:
             severity = "low"
         evidence: dict[str, Any] = {

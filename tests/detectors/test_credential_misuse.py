@@ -270,13 +270,19 @@ def test_an_ordinary_week_is_quiet(score: Score) -> None:
     assert score(t) == []
 
 
-def test_a_rotating_agent_at_a_new_network_at_once_is_low(score: Score) -> None:
+def test_a_rotating_agent_at_two_networks_at_once_is_itself_unless_the_client_changes(score: Score) -> None:
+    """A hosted CI pool hands out a new /16 most days: two of them in one half hour is that agent
+    being itself; the same with a client it never used is not."""
     t = harness.Trail(INVENTORY, 2)
     ident = user("hosted-ci", "LTAI5tHosted")
     t.add("hosted", at(MON, 11), ip="20.40.3.4", ua=CLI, userIdentity=ident)
     t.add("hosted", at(MON, 11, 2), ip="52.234.3.4", ua=CLI, userIdentity=ident)
+    assert score(t) == []
+    t = harness.Trail(INVENTORY, 3)
+    t.add("hosted", at(TUE, 11), ip="20.40.3.4", ua=CLI, userIdentity=ident)
+    odd = t.add("hosted", at(TUE, 11, 2), ip="45.141.215.9", ua=REQUESTS, userIdentity=ident)
     (f,) = score(t)
-    assert (f.agent, f.severity) == ("hosted", "low")
+    assert (f.agent, f.severity, f.event_ids) == ("hosted", "medium", [odd["eventId"]])
     assert f.evidence["public_novelty"] == 1.0
 
 
