@@ -201,7 +201,7 @@ class CredentialMisuse(Detector):
         if df.empty:
             return []
         df = df.assign(declared=_declared(df, models))
-        suspects = _unlearned(self._switches(df), models)
+        suspects = _unlearned(self._switches(df), models, self.params["max_novelty"], self.params["min_days"])
         outside = self._outside(df, models)
         if not suspects and not outside:
             return []
@@ -239,18 +239,26 @@ class CredentialMisuse(Detector):
             return {}
         rows, prev = order[at], order[at - 1]
         agents, places = df["agent"].to_numpy(), df["place"].to_numpy()
+        client_codes, _ = pd.factorize(df["client"])
+        changed = (client_codes[rows] != client_codes[prev]) & (client_codes[rows] >= 0) & (client_codes[prev] >= 0)
         pairs = pd.DataFrame({"agent": np.concatenate([agents[rows], agents[rows]]),
                               "cred": np.concatenate([df["cred"].to_numpy()[rows]] * 2),
                               "here": np.concatenate([places[rows], places[prev]]),
-                              "there": np.concatenate([places[prev], places[rows]])}).drop_duplicates()
+                              "there": np.concatenate([places[prev], places[rows]]),
+                              "changed": np.concatenate([changed, changed])})
+        pairs = pairs.groupby(["agent", "cred", "here", "there"], sort=False)["changed"].any().reset_index()
         out: dict[tuple[str, str, str], dict[str, Any]] = {}
-        for agent, cred_id, here, there in pairs.itertuples(index=False):
-            out.setdefault((str(agent), str(cred_id), str(here)), {"with": set()})["with"].add(str(there))
+        for agent, cred_id, here, there, client_changed in pairs.itertuples(index=False):
+            entry = out.setdefault((str(agent), str(cred_id), str(here)), {"with": set(), "changed": False})
+            entry["with"].add(str(there))
+            entry["changed"] = entry["changed"] or bool(client_changed)
         return out
 
     def _outside(self, df: pd.DataFrame, models: Models) -> dict[tuple[str, str, str], dict[str, Any]]:
         """Public, undeclared calls of agents whose learned history is cloud-only."""
-        public = df[(df["place"] != CLOUD) & ~df["declared"]]
+        cloud_only = [a for a in df["agent"].unique()
+                      if (p := _profile(models.baselines.get(str(a)))) is not None and p.cloud_only(self.params["min_days"])]
+        public = df[(df["place"] != CLOUD).to_numpy() & ~df["declared"].to_numpy() & df["agent"].isin(cloud_only).to_numpy()]
         out: dict[tuple[str, str, str], dict[str, Any]] = {}
         for (agent, cred, place), _ in public.groupby(["agent", "cred", "place"], sort=False):
             profile = _profile(models.baselines.get(str(agent)))
@@ -341,17 +349,20 @@ def _reported_side(place: str, first: Any, partners: dict[str, Any], profile: Cr
     return True
 
 
-def _unlearned(switches: dict[tuple[str, str, str], dict[str, Any]],
-               models: Models) -> dict[tuple[str, str, str], dict[str, Any]]:
-    """The switches between places whose pair the agent's history never saw together."""
+def _unlearned(switches: dict[tuple[str, str, str], dict[str, Any]], models: Models, max_novelty: float,
+               min_days: int) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """The switches between places whose pair the agent's history never saw together; for an
+    agent that rotates public networks, only those where the client changed too."""
     out: dict[tuple[str, str, str], dict[str, Any]] = {}
-    pairs: dict[str, set[tuple[str, str]]] = {}
+    pairs: dict[str, tuple[set[tuple[str, str]], bool]] = {}
     for (agent, cred, place), entry in switches.items():
         if agent not in pairs:
             profile = _profile(models.baselines.get(agent))
-            pairs[agent] = profile.pairs() if profile else set()
-        new = {p for p in entry["with"] if tuple(sorted((p, place))) not in pairs[agent]}
-        if new:
+            novelty = profile.novelty(min_days) if profile else None
+            pairs[agent] = (profile.pairs() if profile else set(), novelty is not None and novelty > max_novelty)
+        known, rotating = pairs[agent]
+        new = {p for p in entry["with"] if tuple(sorted((p, place))) not in known}
+        if new and (entry["changed"] or not rotating):
             out[(agent, cred, place)] = {"with": new}
     return out
 
