@@ -23,12 +23,12 @@ detector needs only "never seen for this agent" and "never seen together", which
 from __future__ import annotations
 
 import ipaddress
+import re
 from functools import lru_cache
 
 CLOUD = "cloud"
-# Alibaba Cloud's own networks besides the private ranges (../shared/notes/actiontrail.md, E4)
-_CLOUD_V4 = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "11.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8",
-                                                     "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16"))
+# Alibaba Cloud's own networks besides the private ranges (../shared/notes/actiontrail.md, E4):
+# 10/8, 11/8, 100.64/10, 127/8, 169.254/16, 172.16/12, 192.168/16 (_cloud_v4, and FAMILY_SQL)
 _SERVICE_HOSTS = (".aliyuncs.com", ".aliyun.com", ".alibabacloud.com")
 
 _A = "TRY_CAST(split_part(source_ip, '.', 1) AS INTEGER)"
@@ -47,22 +47,35 @@ FAMILY_SQL = f"""CASE
     END"""
 
 
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED_QUAD = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")  # what ipaddress accepts as IPv4
+
+
+def _cloud_v4(a: int, b: int) -> bool:
+    return a in (10, 11, 127) or (a == 172 and 16 <= b <= 31) or (a == 192 and b == 168) \
+        or (a == 100 and 64 <= b <= 127) or (a == 169 and b == 254)
+
+
 @lru_cache(maxsize=65536)
 def address_family(ip: str | None) -> str | None:
     """The place of a ``sourceIpAddress`` alone (without a VPC): ``cloud``, a public /16 or /48,
-    or None."""
+    or None. A dotted quad is read by a regular expression (a window has thousands of distinct
+    service addresses: ``ipaddress`` costs 30 times more), anything else by ``ipaddress``."""
     text = (ip or "").strip()
     if not text:
         return None
+    quad = _DOTTED_QUAD.fullmatch(text)
+    if quad:
+        a, b = int(quad[1]), int(quad[2])
+        return CLOUD if _cloud_v4(a, b) else f"{a}.{b}.0.0/16"
     try:
         addr = ipaddress.ip_address(text)
     except ValueError:
         low = text.lower()
         return CLOUD if low == "internal" or low.endswith(_SERVICE_HOSTS) else None
-    if addr.version == 4:
-        if any(addr in net for net in _CLOUD_V4):
-            return CLOUD
-        return str(ipaddress.ip_network(f"{addr}/16", strict=False))
+    if addr.version == 4:  # not a canonical dotted quad, yet an address
+        a, b = addr.packed[0], addr.packed[1]
+        return CLOUD if _cloud_v4(a, b) else f"{a}.{b}.0.0/16"
     if addr.is_private or addr.is_loopback or addr.is_link_local:
         return CLOUD
     return str(ipaddress.ip_network(f"{addr}/48", strict=False))
