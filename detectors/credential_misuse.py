@@ -40,7 +40,10 @@ a thief who waits for the real job to end and reuses a long-term key from a new 
 ``new_source``'s, not this detector's (only an STS session's whole life is one window); two
 places that went together once in 28 days are accepted for good; the place is the address's
 prefix, not its location (no distance); an attacker who copies the agent's user agent turns a
-high into a medium; events without an address (masked, empty) are not judged.
+high into a medium; a key of an agent that rotates networks (a hosted CI pool), used at once from
+a new /16 with the client it always uses, is quiet; a single public call in a role's 28 days makes
+it not cloud-only (until it ages out of the history); events without an address (masked, empty)
+are not judged.
 """
 
 from __future__ import annotations
