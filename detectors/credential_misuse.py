@@ -59,7 +59,7 @@ import pandas as pd
 
 from detectors.base import Detector, Finding, Models, capped, group_bursts, jsonable
 from models.baselines import Baseline, History, Learned
-from models.places import CLOUD, FAMILY_SQL, address_family, fold
+from models.places import CLOUD, FAMILY_SQL, PARTS_SQL, address_family, fold
 from models.sources import client_family
 from pipeline.core.times import parse_duration
 
@@ -86,19 +86,21 @@ class CredentialProfile(Learned):
 
     @classmethod
     def fit(cls, history: History) -> dict[str, Self]:
-        """One scan of the history in SQL, grouped into cells (agent, place, credential, local day,
-        half hour or STS session); from those, per (agent, place) calls and days, the pairs of places
+        """One scan of the history in SQL, grouped by cheap keys (the address's first octets,
+        credential, half hour), then into cells (agent, place, credential, local day of the half
+        hour, half hour or STS session); from those, per (agent, place) calls and days, the pairs of places
         one credential was used from in a half hour or the next (a self-join of the cells), and
         each agent's days with a public place. Only those small tables reach Python."""
         rows = history.query(
             f"""
-            WITH cells AS (
-                SELECT agent, {FAMILY_SQL} AS place, {_CREDENTIAL_SQL} AS cred,
-                       CAST(timezone(?, event_time) AS DATE) AS day,
-                       CASE WHEN access_key_id LIKE 'STS.%' THEN 0
-                            ELSE epoch(event_time)::BIGINT // {SLOT_SECONDS} END AS slot,
-                       count(*) AS n
+            WITH parts AS (
+                SELECT agent, {PARTS_SQL}, {_CREDENTIAL_SQL} AS cred, access_key_id LIKE 'STS.%' AS sts,
+                       epoch(event_time)::BIGINT // {SLOT_SECONDS} AS bucket, count(*) AS n
                 FROM events WHERE {history.where} GROUP BY ALL),
+            cells AS (
+                SELECT agent, {FAMILY_SQL} AS place, cred, CASE WHEN sts THEN 0 ELSE bucket END AS slot,
+                       CAST(timezone(?, to_timestamp(bucket * {SLOT_SECONDS})) AS DATE) AS day, sum(n) AS n
+                FROM parts GROUP BY ALL),
             placed AS MATERIALIZED (SELECT * FROM cells WHERE place IS NOT NULL),
             together AS (SELECT DISTINCT agent, cred, slot, place FROM placed WHERE cred IS NOT NULL),
             -- the next slot's places as if in this one: "this half hour or the next" as an equi-join
@@ -114,7 +116,7 @@ class CredentialProfile(Learned):
             UNION ALL
             SELECT 'day', agent, NULL, NULL, sum(n), NULL, day FROM placed WHERE place <> '{CLOUD}' GROUP BY agent, day
             """,  # noqa: S608 - fixed SQL fragments; values are bound
-            [history.timezone, *history.params])
+            [*history.params, history.timezone])
         out = {agent: cls({}, [], 0, 0) for agent in history.agents}
         firsts: dict[str, dict[str, Any]] = {}
         days: dict[str, set[Any]] = {}
