@@ -96,7 +96,13 @@ class CredentialProfile(Learned):
             WITH parts AS (
                 SELECT agent, {PARTS_SQL}, {_CREDENTIAL_SQL} AS cred, access_key_id LIKE 'STS.%' AS sts,
                        epoch(event_time)::BIGINT // {SLOT_SECONDS} AS bucket, count(*) AS n
-                FROM events WHERE {history.where} GROUP BY ALL),
+                FROM events WHERE event_time >= ? AND event_time < ? AND rowid NOT IN (
+                    -- the events the history leaves out (few), anti-joined by rowid: filtering with
+                    -- the history's clause directly carries every grouped column through its joins,
+                    -- 3-4 times slower on 5.6M events
+                    SELECT rowid FROM events
+                    WHERE event_time >= ? AND event_time < ? AND NOT coalesce(({history.where}), false))
+                GROUP BY ALL),
             cells AS (
                 SELECT agent, {FAMILY_SQL} AS place, cred, CASE WHEN sts THEN 0 ELSE bucket END AS slot,
                        CAST(timezone(?, to_timestamp(bucket * {SLOT_SECONDS})) AS DATE) AS day, sum(n) AS n
@@ -116,7 +122,7 @@ class CredentialProfile(Learned):
             UNION ALL
             SELECT 'day', agent, NULL, NULL, sum(n), NULL, day FROM placed WHERE place <> '{CLOUD}' GROUP BY agent, day
             """,  # noqa: S608 - fixed SQL fragments; values are bound
-            [*history.params, history.timezone])
+            [history.start, history.end, history.start, history.end, *history.params, history.timezone])
         out = {agent: cls({}, [], 0, 0) for agent in history.agents}
         firsts: dict[str, dict[str, Any]] = {}
         days: dict[str, set[Any]] = {}

@@ -28,7 +28,7 @@ from detectors.credential_misuse import CredentialMisuse, CredentialProfile
 from models.baselines import Baseline
 from models.places import CLOUD, family_of
 from pipeline.detection import learning
-from pipeline.detection.findings import list_findings
+from pipeline.detection.findings import list_findings, save_findings
 from pipeline.store.store import Store
 from tests.detectors import harness
 
@@ -342,3 +342,21 @@ def test_a_baseline_fitted_before_this_part_existed_is_not_judged(score: Score,
           userIdentity=role("EtlRole", f"etl-{start:%m%d%H}", start))
     (f,) = score(t, learned=old)
     assert f.severity == "low"
+
+
+def test_the_events_of_an_open_finding_are_not_learned(store: Store) -> None:
+    """An incident never becomes the norm: calls a finding still holds open stay out of the fit."""
+    t = harness.Trail(INVENTORY, 4)
+    for day in HISTORY_DAYS:
+        dev_day(t, day)
+    stolen = [t.add("dev", at(HISTORY_DAYS[-3], 15, 5 + k), ip=THIEF, ua=REQUESTS,
+                    userIdentity=user("dev", "LTAI5tDev"))["eventId"] for k in range(3)]
+    harness.ingest(store, t.events, INVENTORY)
+    when = at(HISTORY_DAYS[-3], 15, 5)
+    open_one = Finding(detector="credential_misuse", agent="dev", severity="high", score=0.9, first_seen=when,
+                       last_seen=when + timedelta(minutes=2), summary="stolen", event_ids=stolen, evidence={},
+                       dedup_key="credential_misuse:test")
+    save_findings(store, [open_one], {"credential_misuse": timedelta(hours=1)})
+    learned = profile(learning.fit(store, SINCE, TZ_NAME)["dev"])
+    assert set(learned.places or {}) == {"198.51.0.0/16"}
+    assert learned.pairs() == set()
