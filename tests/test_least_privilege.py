@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
@@ -143,10 +142,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
     since = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=DAYS)
     agents: dict[str, Agent] = {}
     lines: list[str] = []
-    with ThreadPoolExecutor(4) as pool:  # read-only, side by side
-        results = pool.map(lambda name: run_cli("least-privilege", name, "--since", since.isoformat(),
-                                                "--format", "json", "--db", str(db)), AGENTS)
-    for name, result in zip(AGENTS, results, strict=True):
+    for name in AGENTS:
+        result = run_cli("least-privilege", name, "--since", since.isoformat(), "--format", "json", "--db", str(db))
         assert result.returncode == 0, result.stderr
         docs = _declared(name)
         agent = Agent(json.loads(result.stdout), _observed(db, name, since, _condition_keys(docs)))

@@ -170,7 +170,7 @@ def alert_cli(config: Path, *args: str, token: str | None = TOKEN) -> subprocess
     env = {"NO_PROXY": "127.0.0.1,localhost"}
     if token is not None:
         env[TOKEN_ENV] = token
-    return run_cli("--config", str(config), "alert", *args, env=env, timeout=120)
+    return run_cli("--config", str(config), "alert", *args, env=env)
 
 
 # A `trailwarden alert` process with one function replaced before it starts (crash injection,
