@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import fcntl
 import json
 import logging
 import os
@@ -282,10 +283,53 @@ def kill_after_commits(script: str, args: list[str], commits: int,
 @pytest.fixture(scope="session")
 def demo_checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the repository's working files (config, notebooks, the real-attack fixtures)
-    where ``trailwarden demo`` has run once, as a newcomer would run it: from the root, no flags."""
-    root = tmp_path_factory.mktemp("checkout")
-    shutil.copytree(ROOT / "config", root / "config")
-    shutil.copytree(REAL_ATTACKS, root / "tests" / "fixtures" / "real-attacks")
-    result = run_cli("demo", cwd=root)
-    assert result.returncode == 0, result.stderr
+    where ``trailwarden demo`` has run once, as a newcomer would run it: from the root, no flags.
+
+    Built once per test run and shared by every xdist worker (the first to need it builds it, the
+    others wait on a lock): the demo's month, seed 7, in ``data/trailwarden.duckdb`` - what
+    ``run_demo(db)`` builds anywhere. Tests only read it (:func:`_shared_demo_untouched` checks);
+    a test that writes works on a copy (:func:`demo_copy`)."""
+    base = tmp_path_factory.getbasetemp()
+    # an xdist worker's directory is in the run's, which its workers share
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    root = shared / "demo-checkout"
+    with open(shared / "demo-checkout.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / ".built").exists():
+            shutil.rmtree(root, ignore_errors=True)  # a build that failed half-way: again
+            shutil.copytree(ROOT / "config", root / "config")
+            shutil.copytree(REAL_ATTACKS, root / "tests" / "fixtures" / "real-attacks")
+            result = run_cli("demo", cwd=root)
+            assert result.returncode == 0, result.stderr
+            (root / ".built").touch()
+    _SHARED_DEMO.append(root / "data" / "trailwarden.duckdb")
     return root
+
+
+_SHARED_DEMO: list[Path] = []  # the shared demo store, once a test of this worker has used it
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+@pytest.fixture(autouse=True)
+def _shared_demo_untouched(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test leaves the shared demo store as it found it (the next test of the run reads it)."""
+    before = {p: (_stat(p), _stat(Path(f"{p}.wal"))) for p in _SHARED_DEMO}
+    yield
+    for path, stat in before.items():
+        assert (_stat(path), _stat(Path(f"{path}.wal"))) == stat, (
+            f"{request.node.nodeid} wrote to the shared demo store {path}: write to a copy (demo_copy)")
+
+
+@pytest.fixture
+def demo_copy(demo_checkout: Path, tmp_path: Path) -> Path:
+    """A copy of the demo's store, for a test that writes to it."""
+    db = tmp_path / "demo.duckdb"
+    shutil.copyfile(demo_checkout / "data" / "trailwarden.duckdb", db)
+    return db

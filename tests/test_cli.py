@@ -528,14 +528,11 @@ def test_every_format_option_speaks_one_vocabulary():
 
 @pytest.mark.parametrize("command", [["status"], ["findings", "stats"], ["least-privilege", "ci-deployer"],
                                      ["agents"], ["detect", "--since", "2d"]])
-def test_csv_output_parses_with_a_header(demo_checkout, tmp_path, command):
+def test_csv_output_parses_with_a_header(demo_checkout, demo_copy, command):
     import csv
     import io
-    import shutil
 
-    db = tmp_path / "copy.duckdb"  # detect writes: a copy of the demo store
-    shutil.copyfile(demo_checkout / "data" / "trailwarden.duckdb", db)
-    result = run_cli("--db", str(db), *command, "--format", "csv", cwd=demo_checkout)
+    result = run_cli("--db", str(demo_copy), *command, "--format", "csv", cwd=demo_checkout)  # detect writes
     assert result.returncode == 0, result.stderr
     rows = list(csv.reader(io.StringIO(result.stdout)))
     assert len(rows) >= 2 and all(len(r) == len(rows[0]) for r in rows)
