@@ -114,7 +114,7 @@ def test_query_errors_exit_2_in_one_line(tmp_path):
 
 
 def test_an_eoferror_escaping_a_command_is_an_internal_error_not_an_abort(tmp_path, monkeypatch):
-    from pipeline.store import status
+    from pipeline.service import status
     from pipeline.store.store import open_store
 
     with open_store(tmp_path / "s.duckdb"):

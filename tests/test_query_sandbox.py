@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from pipeline.core.errors import UsageError
-from pipeline.store.status import run_query
+from pipeline.store.query import run_query
 from pipeline.store.store import Store, open_for_reading, open_store, publish_snapshot
 from tests.conftest import REAL_ATTACKS, assert_one_line_error, run_cli
 

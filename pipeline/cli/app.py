@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -214,37 +213,20 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(to_jsonable(entry), default=str)
 
 
-@contextmanager
-def _recorded_run(store: Store, command: str) -> Iterator[dict[str, Any]]:
-    """Record the command in ``runs``: its counts on success, its error on failure."""
-    run_id = store.start_run(command)
-    counts: dict[str, Any] = {}
-    try:
-        yield counts
-    except BaseException as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        try:
-            store.finish_run(run_id, counts, error=message)
-        except Exception:
-            log.debug("could not record the failed run", exc_info=True)
-        raise
-    store.finish_run(run_id, to_jsonable(counts))
-
-
 def known_agents(app: App, store: Store) -> set[str]:
-    """Inventory agents and every agent value in the store (raw identities of unregistered ones)."""
-    known = {a.name for a in app.inventory.agents}
-    for table in ("events", "findings"):
-        known.update(r[0] for r in store.con.execute(f"SELECT DISTINCT agent FROM {table}").fetchall())  # noqa: S608
-    return known
+    """Inventory agents and every agent value in the store."""
+    from pipeline.investigate.agents import known_agents as known
+
+    return known(store, app.inventory)
 
 
 def check_filters(app: App, store: Store, *, agent: str | None = None, detector: str | None = None) -> None:
     """Exit 2 naming an --agent or --detector that matches nothing anywhere (not a typo's empty list)."""
     from detectors import registry
+    from pipeline.detection.findings import known_detectors
 
     if detector is not None:
-        known = set(registry()) | {r[0] for r in store.con.execute("SELECT DISTINCT detector FROM findings").fetchall()}
+        known = set(registry()) | known_detectors(store)
         if detector not in known:
             raise UsageError(f"unknown detector {detector!r} (known: {', '.join(sorted(known))})", key="--detector")
     if agent is not None and agent not in known_agents(app, store):

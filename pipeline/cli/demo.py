@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -65,24 +64,12 @@ def _note_if_other_inventory(app: App) -> None:
 
 
 def _demo_config(app: App, db: Path) -> Path | None:
-    """Where no config is found (no --config, no $TRAILWARDEN_CONFIG, no config/trailwarden.yaml),
-    write config/trailwarden.yaml naming the sample inventory and the demo's store, so the next
-    commands work from this directory. Never overwrites a file; returns the path written."""
-    from pipeline.core.config import DEFAULT_CONFIG_PATH
-    from pipeline.demo.build import CONFIG_DIR
+    """Where no config is found, write one naming the sample inventory and the demo's store."""
+    from pipeline.demo.build import write_demo_config
 
     if resolve_config_path(app.config_path) is not None:
         return None
-    text = ("# Written by `trailwarden demo`, where no config was found: the sample inventory and the\n"
-            "# demo's store. Edit it to watch a real account (README: Config).\n"
-            f"database: {json.dumps(str(db))}\n"
-            "timezone: Asia/Shanghai\n"
-            f"inventory: {json.dumps(str(CONFIG_DIR / 'agents.yaml'))}\n")
-    DEFAULT_CONFIG_PATH.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with DEFAULT_CONFIG_PATH.open("x", encoding="utf-8") as out:
-            out.write(text)
-    except FileExistsError:  # appeared meanwhile: it is the user's, leave it
-        return None
-    app._config = app._inventory = None  # the rest of this command reads it too
-    return DEFAULT_CONFIG_PATH
+    written = write_demo_config(db)
+    if written is not None:
+        app._config = app._inventory = None  # the rest of this command reads it too
+    return written

@@ -8,7 +8,6 @@ import click
 
 from pipeline.cli.app import (
     App,
-    _recorded_run,
     cli,
     common_options,
     format_option,
@@ -18,6 +17,7 @@ from pipeline.cli.app import (
 from pipeline.cli.views.detect import detect_text
 from pipeline.core.errors import TerminalError, UsageError
 from pipeline.core.output import json_text, render, to_jsonable
+from pipeline.store.runs import recorded_run
 
 
 @cli.command()
@@ -50,7 +50,7 @@ def detect(app: App, since: str | None, until: str | None, fmt: str, reattribute
         raise UsageError("--since must be before --until", key="--since")
     app.validate_for_writing()
     inventory = app.inventory
-    with app.open() as store, _recorded_run(store, "detect") as counts:
+    with app.open() as store, recorded_run(store, "detect") as counts:
         changed = app.reattribute(store, reattribute)
         if changed:
             counts["reattributed"] = changed
@@ -144,15 +144,20 @@ def train(app: App, until: str | None, fmt: str) -> None:
     Example:
       trailwarden train --format json
     """
-    from models import baselines
+    from detectors.failure_storm import FailureProfile
+    from detectors.odd_hours import HourProfile
     from pipeline.core.times import parse_when, utcnow
+    from pipeline.detection import learning as baselines
 
     end = parse_when(until, utcnow(), "--until") if until else utcnow()
-    with app.open() as store, _recorded_run(store, "train") as counts:
+    with app.open() as store, recorded_run(store, "train") as counts:
         fitted = baselines.refit(store, end, app.config.timezone)
         counts["agents"] = len(fitted)
     columns = ["agent", "active_days", "learned", "calls", "failure_rate", "max_failures_5m", "max_calls_5m",
                "usual_hours"]
-    rows = [[b.agent, b.active_days, b.learned, b.calls, round(b.failure_rate, 4), b.max_failures_5m,
-             b.max_calls_5m, baselines.usual_hours(b)] for b in sorted(fitted.values(), key=lambda b: b.agent)]
+    rows = []
+    for b in sorted(fitted.values(), key=lambda b: b.agent):
+        failing, hours = b.part(FailureProfile) or FailureProfile(), b.part(HourProfile) or HourProfile()
+        rows.append([b.agent, b.active_days, b.learned, b.calls, round(b.failure_rate, 4), failing.max_failures_5m,
+                     failing.max_calls_5m, hours.usual_hours()])
     click.echo(render(columns, rows, fmt))

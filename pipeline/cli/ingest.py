@@ -15,7 +15,6 @@ import click
 from models.inventory import Attributor
 from pipeline.cli.app import (
     App,
-    _recorded_run,
     cli,
     common_options,
     format_option,
@@ -25,6 +24,7 @@ from pipeline.cli.app import (
 from pipeline.cli.views.ingest import ingest_csv, ingest_line
 from pipeline.core.errors import TerminalError, UsageError
 from pipeline.core.output import to_jsonable
+from pipeline.store.runs import recorded_run
 
 
 @cli.command()
@@ -65,7 +65,7 @@ def ingest(app: App, sources: tuple[str, ...], paths: tuple[str, ...], since: st
     app.validate_for_writing()
     attribute = Attributor(app.inventory)
     started = time.monotonic()
-    with app.open() as store, _recorded_run(store, "ingest") as counts:
+    with app.open() as store, recorded_run(store, "ingest") as counts:
         changed = app.reattribute(store, reattribute)
         if changed:
             counts["reattributed"] = changed
@@ -90,15 +90,9 @@ def ingest(app: App, sources: tuple[str, ...], paths: tuple[str, ...], since: st
 
 
 def _ingest_targets(app: App, sources: tuple[str, ...], paths: tuple[str, ...]) -> list[tuple[str, Any]]:
-    from pipeline.core.config import FilesSource
-    from pipeline.ingest.sources.files import find_files
+    from pipeline.ingest.run import ingest_targets
 
-    if paths:
-        find_files(paths)  # a missing path is a usage error before anything is written
-    targets: list[tuple[str, Any]] = [("files", list(paths))] if paths else []
-    chosen = [app.config.source(n) for n in sources] if sources else ([] if paths else app.config.sources)
-    for src in chosen:
-        targets.append((src.name, [str(src.path)] if isinstance(src, FilesSource) else src))
+    targets = ingest_targets(app.config, sources, paths)
     if not targets:
         raise UsageError("nothing to ingest: pass --file PATH or configure `sources` in the config")
     return targets

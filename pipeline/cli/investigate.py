@@ -18,9 +18,9 @@ from pipeline.cli.app import (
     pass_app,
     resolve_agent,
 )
+from pipeline.cli.views.least_privilege import least_privilege_text
 from pipeline.core.errors import UsageError
-from pipeline.core.inert import one_line
-from pipeline.core.output import json_text, render, to_jsonable
+from pipeline.core.output import json_text, render
 
 
 @cli.command()
@@ -75,6 +75,7 @@ def replay(app: App, agent: str, since: str | None, until: str | None, fmt: str,
       trailwarden replay ci-deployer --since 2026-11-20 --until 2026-11-29 --format json -o evidence.json
     """
     from pipeline.core.times import parse_when, utcnow
+    from pipeline.investigate.agents import has_events
     from pipeline.investigate.replay import build_replay
     from pipeline.investigate.replay_views import as_html, as_text
 
@@ -85,8 +86,7 @@ def replay(app: App, agent: str, since: str | None, until: str | None, fmt: str,
         raise UsageError("--since must be before --until", key="--since")
     agent = resolve_agent(app, agent, "replaying")
     with app.open(read_only=True) as store:
-        known = store.con.execute("SELECT 1 FROM events WHERE agent = ? LIMIT 1", [agent]).fetchall()
-        if not known and app.inventory.agent(agent) is None:
+        if not has_events(store, agent) and app.inventory.agent(agent) is None:
             raise UsageError(f"no agent or identity {agent!r} in the store or the inventory", key="AGENT")
         _note_if_attribution_stale(store, app.inventory)
         report = build_replay(store, agent, app.inventory, since=start, until=end, with_raw=fmt != "table",
@@ -129,30 +129,7 @@ def least_privilege_command(app: App, agent: str, days: int, since: str | None, 
     with app.open(read_only=True) as store:
         _note_if_attribution_stale(store, app.inventory)
         result = least_privilege(store, app.inventory, agent, since=start)
-    if fmt == "json":
-        click.echo(json.dumps(to_jsonable(result), indent=2, allow_nan=False))
-        return
-    if fmt == "csv":  # one row per action used, then per granted pattern never used
-        rows = [[u["action"], u["calls"], "used" if u["granted"] else "used, not granted"] for u in result["used"]]
-        rows += [[g["pattern"], 0, "granted, unused"] for g in result["granted"] if not g["used_actions"]]
-        click.echo(render(["action", "calls", "state"], rows, "csv"))
-        return
-    click.echo(f"{one_line(agent)}: granted vs used, {to_jsonable(result['window']['since'])} .. "
-               f"{to_jsonable(result['window']['until'])}\n")
-    click.echo(render(["granted pattern", "calls", "used actions"],
-                      [[g["pattern"], g["calls"], ", ".join(g["used_actions"]) or "UNUSED"]
-                       for g in result["granted"]], "table"))
-    outside = [u for u in result["used"] if not u["granted"]]
-    if outside:
-        click.echo("\nUsed but not granted (see out_of_scope findings): "
-                   + one_line(", ".join(f"{u['action']} ({u['calls']})" for u in outside)))
-    if result["suggested_policy"] is None:
-        click.echo("\nNo call in the window was allowed by its policies: nothing to keep. Detach them, "
-                   "or retire the agent (`trailwarden agents` shows its last activity).")
-        return
-    click.echo("\nSuggested policy (allows exactly the granted actions used - calls not refused for permission, "
-               "failed ones included; Deny statements kept):")
-    click.echo(json.dumps(result["suggested_policy"], indent=2))
+    click.echo(least_privilege_text(agent, result, fmt))
 
 
 @cli.group()

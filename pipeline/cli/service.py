@@ -9,7 +9,6 @@ import click
 from models.inventory import load_inventory
 from pipeline.cli.app import (
     App,
-    _recorded_run,
     _require_config_file,
     cli,
     common_options,
@@ -21,6 +20,7 @@ from pipeline.cli.views.alerts import preview_text
 from pipeline.core.errors import TerminalError
 from pipeline.core.inert import one_line
 from pipeline.core.output import to_jsonable
+from pipeline.store.runs import recorded_run
 
 
 @cli.command()
@@ -56,7 +56,7 @@ def alert(app: App, dry_run: bool, fmt: str) -> None:
             report = preview(store, target.destination, target.min_severity, inventory)
         click.echo(preview_text(report.previews, target.destination, fmt))
         return
-    with app.open() as store, _recorded_run(store, "alert") as counts:
+    with app.open() as store, recorded_run(store, "alert") as counts:
         report = alert_once(store, app.config, inventory, click.echo)
         counts["enqueued"] = report.enqueued
         if report.error:  # never the console instead: Slack is owed these

@@ -8,7 +8,6 @@ import click
 
 from pipeline.cli.app import (
     App,
-    _recorded_run,
     cli,
     common_options,
     format_option,
@@ -17,6 +16,7 @@ from pipeline.cli.app import (
 from pipeline.cli.views.status import status_text
 from pipeline.core.errors import UsageError
 from pipeline.core.output import render, to_jsonable
+from pipeline.store.runs import recorded_run
 
 
 @cli.command()
@@ -39,7 +39,7 @@ def query(app: App, sql: str, params: tuple[str, ...], fmt: str) -> None:
       trailwarden query "SELECT agent, count(*) AS n FROM events GROUP BY 1 ORDER BY n DESC"
       trailwarden query "SELECT * FROM events WHERE agent = ?" -p staging-deploy --format json
     """
-    from pipeline.store.status import run_query
+    from pipeline.store.query import run_query
 
     with app.open(read_only=True) as store:
         columns, rows = run_query(store, sql, params)
@@ -61,7 +61,7 @@ def status(app: App, fmt: str) -> None:
       trailwarden status --format json
     """
     from pipeline.service.alerting.outbox import alert_target
-    from pipeline.store.status import collect_status
+    from pipeline.service.status import collect_status
 
     target = alert_target(app.config)
     with app.open(read_only=True) as store:
@@ -97,7 +97,7 @@ def prune(app: App, fmt: str) -> None:
     if app.config.retention is None:
         raise UsageError("no `retention:` in the config, e.g. retention: {events: 400d, raw_json: 90d, "
                          "archive_dir: data/archive}", path=app.config_path, key="retention")
-    with app.open() as store, _recorded_run(store, "prune") as counts:
+    with app.open() as store, recorded_run(store, "prune") as counts:
         report = apply_retention(store, app.config.retention)
         counts.update(vars(report))
     if fmt == "json":

@@ -21,8 +21,8 @@ from pipeline.cli.app import (
     pass_app,
 )
 from pipeline.cli.findings import findings
+from pipeline.cli.views.findings import finding_text
 from pipeline.core.errors import UsageError
-from pipeline.core.inert import one_line
 from pipeline.core.output import json_text, render, to_jsonable
 from pipeline.core.times import parse_until, utcnow
 from pipeline.triage.lifecycle import (
@@ -99,32 +99,14 @@ _status_command("false-positive", "false_positive", "Mark findings as false posi
 @pass_app
 def show(app: App, finding_id: str, fmt: str) -> None:
     """One finding in full, with its status history and suppression."""
-    from pipeline.detection.findings import list_findings
+    from pipeline.detection.findings import get_finding
     from pipeline.triage.lifecycle import resolve_finding_ids, status_history
 
     with app.open(read_only=True) as store:
         [full] = resolve_finding_ids(store, [finding_id])
-        finding = next(f for f in list_findings(store) if f["id"] == full)
-        extra = store.con.execute("SELECT suppression_id, previous_id, created_at, updated_at FROM findings "
-                                  "WHERE id = ?", [full]).fetchall()[0]
-        finding.update(zip(("suppression_id", "previous_id", "created_at", "updated_at"), extra, strict=True))
+        finding = get_finding(store, full)
         finding["history"] = status_history(store, full)
-    if fmt == "json":
-        click.echo(json_text(to_jsonable(finding), indent=2))
-        return
-    lines = [f"{finding['id']}  {finding['severity']}  {finding['detector']}  {finding['agent']}  [{finding['status']}]",
-             finding["summary"],
-             f"seen {to_jsonable(finding['first_seen'])} .. {to_jsonable(finding['last_seen'])}, "
-             f"{finding['event_count']} events"]
-    if finding["suppression_id"]:
-        lines.append(f"suppressed by {finding['suppression_id']} (`trailwarden suppress list --all`)")
-    if finding["previous_id"]:
-        lines.append(f"fires again after resolved finding {finding['previous_id']}")
-    lines += ["", "evidence:"] + [f"  {k}: {json.dumps(v, default=str)}" for k, v in finding["evidence"].items()]
-    lines += ["", "history:"]
-    lines += [f"  {to_jsonable(h['changed_at'])}  {h['old_status']} -> {h['new_status']}  by {h['changed_by']}: "
-              f"{h['reason']}" for h in finding["history"]] or ["  (never triaged)"]
-    click.echo("\n".join(one_line(line) for line in lines))  # event values, made inert
+    click.echo(finding_text(finding, fmt))
 
 
 @findings.command("stats")
@@ -232,13 +214,13 @@ def suppress_add(app: App, detector: str, agent: str | None, action: str | None,
 @pass_app
 def suppress_list(app: App, show_all: bool, fmt: str) -> None:
     """Active suppressions, with how many findings each has suppressed."""
+    from pipeline.detection.findings import suppressed_counts
     from pipeline.triage.lifecycle import load_suppressions
 
     now = utcnow()
     with app.open(read_only=True) as store:
         items = load_suppressions(store, include_inactive=show_all, now=now)
-        counts = dict(store.con.execute("SELECT suppression_id, count(*) FROM findings "
-                                        "WHERE suppression_id IS NOT NULL GROUP BY 1").fetchall())
+        counts = suppressed_counts(store)
     rows = [{**s.as_dict(now), "suppressed": int(counts.get(s.id, 0))} for s in items]
     if fmt == "table":
         cols = ["id", "state", "detector", "agent", "action", "source_cidr", "error_code", "expires_at",

@@ -167,3 +167,23 @@ def run_demo(db: Path, *, days: int = 30, seed: int = 7, echo: Callable[[str], N
         echo(f"  - {inc.agent}: {inc.what} ({when}): {mark}")
     return {"events": len(events), "files": files, "ingest": report.as_dict(), "findings": len(found),
             "incidents_caught": caught}
+
+
+def write_demo_config(db: Path) -> Path | None:
+    """Write ``config/trailwarden.yaml`` naming the sample inventory and the demo's store, so the
+    next commands work from this directory (called where no config was found). Never overwrites a
+    file; returns the path written, or None when one appeared meanwhile."""
+    from pipeline.core.config import DEFAULT_CONFIG_PATH
+
+    text = ("# Written by `trailwarden demo`, where no config was found: the sample inventory and the\n"
+            "# demo's store. Edit it to watch a real account (README: Config).\n"
+            f"database: {json.dumps(str(db))}\n"
+            "timezone: Asia/Shanghai\n"
+            f"inventory: {json.dumps(str(CONFIG_DIR / 'agents.yaml'))}\n")
+    DEFAULT_CONFIG_PATH.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with DEFAULT_CONFIG_PATH.open("x", encoding="utf-8") as out:
+            out.write(text)
+    except FileExistsError:  # appeared meanwhile: it is the user's, leave it
+        return None
+    return DEFAULT_CONFIG_PATH

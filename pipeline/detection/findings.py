@@ -160,9 +160,13 @@ def _extend(con: Any, f: Finding, row: tuple[Any, ...], *, keep_words: bool = Fa
 
 def list_findings(store: Store, *, agent: str | None = None, detector: str | None = None,
                   status: str | None = None, since: datetime | None = None,
-                  min_severity: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+                  min_severity: str | None = None, limit: int | None = None,
+                  finding_id: str | None = None) -> list[dict[str, Any]]:
     where: list[str] = []
     params: list[Any] = []
+    if finding_id is not None:
+        where.append("id = ?")
+        params.append(finding_id)
     for column, value in (("agent", agent), ("detector", detector), ("status", status)):
         if value:
             where.append(f"{column} = ?")
@@ -189,3 +193,28 @@ def list_findings(store: Store, *, agent: str | None = None, detector: str | Non
         item["evidence"] = redacted(evidence)  # a finding stored before evidence was redacted has secrets
         out.append(item)
     return out
+
+
+_TRIAGE_COLUMNS = ("suppression_id", "previous_id", "created_at", "updated_at")
+
+
+def get_finding(store: Store, finding_id: str) -> dict[str, Any]:
+    """One finding in full (a full id; see ``triage.lifecycle.resolve_finding_ids``): its listed
+    fields plus its suppression, the resolved finding it fires again after, and when it was made
+    and last changed."""
+    [finding] = list_findings(store, finding_id=finding_id)
+    extra = store.con.execute(f"SELECT {', '.join(_TRIAGE_COLUMNS)} FROM findings WHERE id = ?",  # noqa: S608
+                              [finding_id]).fetchall()[0]
+    finding.update(zip(_TRIAGE_COLUMNS, extra, strict=True))
+    return finding
+
+
+def known_detectors(store: Store) -> set[str]:
+    """Detector ids that have findings in the store (a removed detector's too)."""
+    return {r[0] for r in store.con.execute("SELECT DISTINCT detector FROM findings").fetchall()}
+
+
+def suppressed_counts(store: Store) -> dict[str, int]:
+    """How many findings each suppression has suppressed."""
+    return {str(k): int(n) for k, n in store.con.execute(
+        "SELECT suppression_id, count(*) FROM findings WHERE suppression_id IS NOT NULL GROUP BY 1").fetchall()}

@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -16,9 +17,6 @@ from models.inventory import Attributor
 from pipeline.ingest.events import EVENT_COLUMNS, Event, MalformedEvent, normalize
 from pipeline.ingest.jsontext import TOO_DEEP
 from pipeline.ingest.sources import files
-
-if TYPE_CHECKING:
-    from pipeline.ingest.run import FileRecord
 
 BATCH_SIZE = 10_000
 
@@ -132,3 +130,23 @@ def to_batches(items: Iterable[files.Item], source: str, partition: str, attribu
     yield batch
 
 
+@dataclass
+class FileRecord:
+    """One file's totals, accumulated batch by batch on the writer thread."""
+
+    path: Path
+    sha256: str
+    size: int
+    source: str
+    events: int = 0
+    new: int = 0
+    quarantined: int = 0
+
+    def count(self, batch: Batch, new: int) -> None:
+        self.events += batch.count
+        self.new += new
+        self.quarantined += len(batch.bad) + batch.conflicts
+
+    def row(self) -> tuple[Any, ...]:
+        return (self.sha256, self.source, str(self.path), self.size, self.events, self.new,
+                self.events - self.new, self.quarantined)

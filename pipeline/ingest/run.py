@@ -24,8 +24,9 @@ import numpy as np
 import pyarrow as pa
 
 from models.inventory import Attributor
+from pipeline.core.config import Config
 from pipeline.core.errors import TerminalError, TrailwardenError
-from pipeline.ingest.batches import BATCH_SIZE, Batch, to_batches
+from pipeline.ingest.batches import BATCH_SIZE, Batch, FileRecord, to_batches
 from pipeline.ingest.parse_pool import ParsePool
 from pipeline.ingest.sources import files
 from pipeline.store.store import Store, first_row
@@ -415,28 +416,6 @@ def _reading(batches: Iterable[Batch]) -> Iterator[Batch]:
         yield batch
 
 
-@dataclass
-class FileRecord:
-    """One file's totals, accumulated batch by batch on the writer thread."""
-
-    path: Path
-    sha256: str
-    size: int
-    source: str
-    events: int = 0
-    new: int = 0
-    quarantined: int = 0
-
-    def count(self, batch: Batch, new: int) -> None:
-        self.events += batch.count
-        self.new += new
-        self.quarantined += len(batch.bad) + batch.conflicts
-
-    def row(self) -> tuple[Any, ...]:
-        return (self.sha256, self.source, str(self.path), self.size, self.events, self.new,
-                self.events - self.new, self.quarantined)
-
-
 def _submit_file(writer: BatchWriter, record: FileRecord, batches: Iterable[Batch]) -> None:
     """Submit a file's batches; the last one also records the file as done."""
     pending: Batch | None = None
@@ -524,3 +503,28 @@ def _reader_details(report: Any) -> dict[str, Any]:
     if shards:
         details["shards"] = {str(k): {"batches": v.batches, "logs": v.logs} for k, v in shards.items()}
     return details
+
+
+def ingest_targets(config: Config, names: Sequence[str] = (), paths: Sequence[str] = (), *,
+                   skip_missing: Callable[[str, str], None] | None = None) -> list[tuple[str, Any]]:
+    """What an ingest reads: ``("files", [paths])`` for files and folders given, then the named
+    sources (every configured one when neither is given), each as ``(name, [path])`` for a files
+    source, else ``(name, source config)``. A path given that does not exist is a usage error
+    before anything is written; a files source whose folder does not exist (yet) is an error when
+    it is read, or, with ``skip_missing(name, path)`` (the service), skipped and reported to it."""
+    from pipeline.core.config import FilesSource
+    from pipeline.ingest.sources.files import find_files
+
+    if paths:
+        find_files(paths)
+    targets: list[tuple[str, Any]] = [("files", list(paths))] if paths else []
+    chosen = [config.source(n) for n in names] if names else ([] if paths else config.sources)
+    for src in chosen:
+        if isinstance(src, FilesSource):
+            if skip_missing is not None and not Path(src.path).exists():
+                skip_missing(src.name, str(src.path))
+                continue
+            targets.append((src.name, [str(src.path)]))
+        else:
+            targets.append((src.name, src))
+    return targets

@@ -59,3 +59,16 @@ def _flags(expires: datetime | None, review_by: Any, last: datetime | None, now:
     elif (now - last).days >= STALE_DAYS:
         flags.append(f"idle {STALE_DAYS}d+")
     return flags
+
+
+def known_agents(store: Store, inventory: Inventory) -> set[str]:
+    """Inventory agents and every agent value in the store (raw identities of unregistered ones)."""
+    known = {a.name for a in inventory.agents}
+    for table in ("events", "findings"):
+        known.update(r[0] for r in store.con.execute(f"SELECT DISTINCT agent FROM {table}").fetchall())  # noqa: S608
+    return known
+
+
+def has_events(store: Store, agent: str) -> bool:
+    """Whether the store holds any event of ``agent``."""
+    return bool(store.con.execute("SELECT 1 FROM events WHERE agent = ? LIMIT 1", [agent]).fetchall())

@@ -29,6 +29,7 @@ from models.inventory import Attributor, Inventory
 from pipeline.core.config import Config
 from pipeline.core.errors import TrailwardenError, scrub
 from pipeline.core.times import utcnow
+from pipeline.store.runs import error_line, recorded_run
 from pipeline.store.store import Store, open_store, publish_snapshot
 
 log = logging.getLogger("trailwarden.service")
@@ -120,36 +121,33 @@ def _record_runs(store: Store, runs: list[RunRecord]) -> None:
 
 
 def _recorded(store: Store, name: str, step: Callable[[], dict[str, Any]]) -> StepResult:
-    run_id = store.start_run(f"cycle.{name}")
+    """Run one step, recorded in ``runs`` as ``cycle.<name>`` (with its seconds); its failure is
+    the result's error, never raised: a failed step does not stop the cycle."""
     started = time.monotonic()
     result = StepResult(name)
     try:
-        result.counts = step()
+        with recorded_run(store, f"cycle.{name}", timed=True) as counts:
+            counts.update(step())
+            result.counts = dict(counts)
     except TrailwardenError as exc:
-        result.ok, result.error = False, str(exc)
+        result.error = str(exc)
     except Exception as exc:  # a bug in one step must not take the service down
         log.exception("step %s failed", name)
-        result.ok, result.error = False, f"{type(exc).__name__}: {exc}"
+        result.error = error_line(exc)
     result.seconds = round(time.monotonic() - started, 3)
     if result.error is None and result.counts.get("error"):
-        result.ok, result.error = False, str(result.counts["error"])
+        result.error = str(result.counts["error"])
     if result.error is not None:  # printed by `run`, logged and posted by `serve`
-        result.error = scrub(result.error)
-    store.finish_run(run_id, {**result.counts, "seconds": result.seconds}, error=result.error)
+        result.ok, result.error = False, scrub(result.error)
     return result
 
 
 def _ingest(store: Store, config: Config, inventory: Inventory, _path: str | None, _echo: Any, *,
             stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    from pipeline.core.config import FilesSource
-    from pipeline.ingest.run import ingest_sources
+    from pipeline.ingest.run import ingest_sources, ingest_targets
 
-    targets: list[tuple[str, Any]] = []
-    for src in config.sources:
-        if isinstance(src, FilesSource) and not Path(src.path).exists():
-            log.warning("source %s: %s does not exist (yet); skipped", src.name, src.path)
-            continue
-        targets.append((src.name, [str(src.path)] if isinstance(src, FilesSource) else src))
+    targets = ingest_targets(config, skip_missing=lambda name, path: log.warning(
+        "source %s: %s does not exist (yet); skipped", name, path))
     outcomes = ingest_sources(store, targets, Attributor(inventory), stop=stop)
     counts: dict[str, Any] = {o.name: o.as_dict() for o in outcomes}
     counts["new"] = sum(o.report.new for o in outcomes if o.report)
@@ -293,14 +291,14 @@ class Service:
             log.error("could not record %s failed run(s) in the store: %s", len(self._unrecorded), exc)
 
     def nightly(self) -> None:
-        from models import baselines
+        from pipeline.detection import learning
 
         if self._stop.is_set():  # queued behind a cycle when the stop came
             return
         try:
             with open_store(self.db, memory_limit=self.config.memory_limit, lock_wait=60.0,
                             stop=self._stop.is_set, on_wait=log.warning) as store:
-                fitted = baselines.refit(store, utcnow(), self.config.timezone)
+                fitted = learning.refit(store, utcnow(), self.config.timezone)
                 if self.config.retention is not None:
                     from pipeline.store.retention import prune
 

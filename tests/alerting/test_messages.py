@@ -186,7 +186,8 @@ def test_golden_files_are_documented():
     readme = (GOLDEN / "README.md").read_text(encoding="utf-8")
     assert "TRAILWARDEN_UPDATE_GOLDEN=1" in readme
     names = {p.stem for p in GOLDEN.glob("*.json")}
-    assert names == {"out_of_scope_critical", "seven_findings", "update", "unregistered_agent"}
+    assert names == {"out_of_scope_critical", "seven_findings", "update", "unregistered_agent", "service_alert"}
+    assert all(f"`{name}.json`" in readme for name in names)
 
 
 # -- limits ----------------------------------------------------------------------------------------

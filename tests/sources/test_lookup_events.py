@@ -166,7 +166,7 @@ def test_since_is_refused_where_nothing_uses_it_and_clamping_is_said(tmp_path, f
 
 def test_status_lag_is_the_cursors_not_the_newest_events(store, fake):
     """A quiet source that is caught up: its newest event is two days old, its cursor is not."""
-    from pipeline.store.status import collect_status
+    from pipeline.service.status import collect_status
 
     now = datetime.now(UTC)
     fake.add_events([event("quiet", now - timedelta(days=2))])

@@ -9,7 +9,7 @@ from pipeline.core.output import render, to_jsonable
 
 
 def status_text(info: dict[str, Any]) -> str:
-    from pipeline.store.status import human_duration
+    from pipeline.service.status import human_duration
 
     j = to_jsonable
     lines = [

@@ -28,7 +28,8 @@ from Tea.exceptions import RetryError, TeaException, UnretryableException
 
 from models.inventory import Attributor
 from pipeline.core.config import LookupEventsSource
-from pipeline.core.errors import TerminalError, TransientError
+from pipeline.core.errors import TerminalError, TrailwardenError, TransientError
+from pipeline.core.retry import Stopped, call_with_retries, not_now
 from pipeline.core.times import iso_seconds
 from pipeline.ingest.batches import Batch, to_batches
 from pipeline.ingest.sources.credentials import Credentials
@@ -115,7 +116,7 @@ class LookupReader:
                 self._sleep(self._interval)
             try:
                 body = self._call(request)
-            except _Stopped:  # asked to stop while throttled: what was read commits
+            except Stopped:  # asked to stop during a back-off: end the run at the last page read  # asked to stop while throttled: what was read commits
                 self.report.stopped = True
                 yield from self._flush(pending, attribute, batch_size, read_to)
                 return
@@ -155,38 +156,41 @@ class LookupReader:
         return read_to
 
     def _call(self, request: Any) -> Any:
-        for attempt in range(self._retries + 1):
-            try:
-                return self.client.lookup_events(request).body
-            except TeaException as exc:
-                inner = getattr(exc, "inner_exception", None)
-                if isinstance(exc, UnretryableException) and not isinstance(inner, TeaException):
-                    # the Tea runtime's wrapper for a connection that failed (RetryError, socket errors)
-                    raise TransientError(f"ActionTrail is unreachable at {self.cfg.endpoint or self.cfg.region} "
-                                         f"({type(inner).__name__}); the next run resumes") from None
-                code = str(getattr(exc, "code", "") or "")
-                status = int(getattr(exc, "status_code", 0) or getattr(exc, "statusCode", 0) or 0)
-                if code.startswith(_AUTH) or status in (401, 403) and not code.startswith("Throttling"):
-                    raise TerminalError(
-                        f"ActionTrail rejected the credentials ({code}): check ALIBABA_CLOUD_ACCESS_KEY_ID, "
-                        "ALIBABA_CLOUD_ACCESS_KEY_SECRET and the RAM permission actiontrail:LookupEvents") from None
-                transient = code.startswith(("Throttling", "ServiceUnavailable", "InternalError")) or status >= 500 \
-                    or getattr(exc, "retry_after", None) is not None
-                if not transient:
-                    raise TerminalError(f"ActionTrail refused LookupEvents ({code}: {getattr(exc, 'message', '')})") from None
-                if attempt == self._retries:
-                    raise TransientError(f"ActionTrail kept throttling ({code}); the next run resumes") from None
-                retry_after = getattr(exc, "retry_after", None)
-                wait = float(retry_after) / 1000 if retry_after else self._interval * 2 ** (attempt + 1)
-                if self._stop():  # no back-off wait once asked to stop
-                    raise _Stopped from None
-                self._sleep(max(wait, self._interval))  # never more than two requests a second
-            except (RetryError, ConnectionError, OSError) as exc:
-                raise TransientError(f"ActionTrail is unreachable ({type(exc).__name__}); the next run resumes") from None
-        raise AssertionError("unreachable")
+        return call_with_retries(lambda: self.client.lookup_events(request).body, classify=self._classify,
+                                 retries=self._retries, wait=self._wait, sleep=self._sleep, stop=self._stop)
 
+    def _classify(self, exc: Exception) -> TrailwardenError:
+        """What a LookupEvents failure means: throttled or busy (retried, honouring retry-after),
+        unreachable (the next run resumes), or something to fix (credentials, permission)."""
+        if isinstance(exc, RetryError | ConnectionError | OSError):
+            return not_now(TransientError(f"ActionTrail is unreachable ({type(exc).__name__}); the next run resumes"))
+        if not isinstance(exc, TeaException):
+            raise exc
+        inner = getattr(exc, "inner_exception", None)
+        if isinstance(exc, UnretryableException) and not isinstance(inner, TeaException):
+            # the Tea runtime's wrapper for a connection that failed (RetryError, socket errors)
+            return not_now(TransientError(f"ActionTrail is unreachable at {self.cfg.endpoint or self.cfg.region} "
+                                        f"({type(inner).__name__}); the next run resumes"))
+        code = str(getattr(exc, "code", "") or "")
+        status = int(getattr(exc, "status_code", 0) or getattr(exc, "statusCode", 0) or 0)
+        if code.startswith(_AUTH) or status in (401, 403) and not code.startswith("Throttling"):
+            return TerminalError(
+                f"ActionTrail rejected the credentials ({code}): check ALIBABA_CLOUD_ACCESS_KEY_ID, "
+                "ALIBABA_CLOUD_ACCESS_KEY_SECRET and the RAM permission actiontrail:LookupEvents")
+        retry_after = getattr(exc, "retry_after", None)
+        transient = code.startswith(("Throttling", "ServiceUnavailable", "InternalError")) or status >= 500 \
+            or retry_after is not None
+        if not transient:
+            return TerminalError(f"ActionTrail refused LookupEvents ({code}: {getattr(exc, 'message', '')})")
+        error = TransientError(f"ActionTrail kept throttling ({code}); the next run resumes")
+        error.retry_after = retry_after  # type: ignore[attr-defined]
+        return error
 
-class _Stopped(Exception):
-    """Asked to stop during a back-off: end the run at the last page read."""
+    def _wait(self, error: TrailwardenError, attempt: int) -> float:
+        """Retry-after when the API says it (milliseconds), else a doubling back-off; never more
+        than two requests a second."""
+        retry_after = getattr(error, "retry_after", None)
+        wait = float(retry_after) / 1000 if retry_after else self._interval * 2 ** (attempt + 1)
+        return max(wait, self._interval)
 
 

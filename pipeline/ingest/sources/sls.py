@@ -29,6 +29,7 @@ from aliyun.log import LogClient, LogException
 from models.inventory import Attributor
 from pipeline.core.config import SlsSource
 from pipeline.core.errors import TerminalError, TrailwardenError, TransientError
+from pipeline.core.retry import Stopped, call_with_retries, exponential, not_now
 from pipeline.ingest import jsontext
 from pipeline.ingest.batches import Batch, to_batches
 from pipeline.ingest.sources.credentials import Credentials
@@ -106,7 +107,7 @@ class SlsReader:
     def batches(self, attribute: Attributor, batch_size: int) -> Iterator[Batch]:
         try:
             shards = self._call(self.client.list_shards, self.cfg.project, self.cfg.logstore).get_shards_info()
-        except _Stopped:
+        except Stopped:  # asked to stop during a back-off: end the shard at the last pull handed over
             return
         for shard in sorted(shards, key=lambda s: int(s["shardID"])):
             shard_id, status = int(shard["shardID"]), str(shard.get("status", "readwrite"))
@@ -136,14 +137,14 @@ class SlsReader:
         def items() -> Iterator[Item]:
             try:
                 cursor = self._start_cursor(shard)
-            except _Stopped:
+            except Stopped:  # asked to stop during a back-off: end the shard at the last pull handed over
                 return
             for _ in range(self.cfg.max_batches):
                 if self._stopping():  # the batch in hand commits with the cursor of the pulls it holds
                     return
                 try:
                     response, cursor = self._pull(shard, cursor, report)
-                except _Stopped:
+                except Stopped:  # asked to stop during a back-off: end the shard at the last pull handed over
                     return
                 if response.get_loggroup_count() == 0:
                     read.drained = True
@@ -219,44 +220,38 @@ class SlsReader:
         return cursor, shown
 
     def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        for attempt in range(self._retries + 1):
-            try:
-                return method(*args, **kwargs)
-            except LogException as exc:
-                code = exc.get_error_code()
-                message = exc.get_error_message()
-                if code == "LogRequestError":  # the SDK's wrapper for a failed connection (after its retries)
-                    raise TransientError(f"SLS is unreachable at {self.cfg.endpoint} ({message[:200]}); the "
-                                         "next run resumes from the stored cursor") from None
-                if "InvalidCursor" in code or ("cursor" in message.lower() and "invalid" in message.lower()):
-                    raise _InvalidCursor(message) from None
-                if code in _AUTH_CODES or exc.get_resp_status() in (401,):
-                    raise TerminalError(
-                        f"SLS rejected the credentials ({code}): check ALIBABA_CLOUD_ACCESS_KEY_ID, "
-                        "ALIBABA_CLOUD_ACCESS_KEY_SECRET (and ALIBABA_CLOUD_SECURITY_TOKEN)") from None
-                if code in ("ProjectNotExist", "LogStoreNotExist"):
-                    raise TerminalError(f"SLS says {code}: check `project` and `logstore` of source "
-                                        f"{self.cfg.name!r} in the config") from None
-                if code not in _BUSY_CODES and exc.get_resp_status() < 500 and exc.get_resp_status() != 403:
-                    raise TerminalError(f"SLS refused the request ({code}: {message})") from None
-                if attempt == self._retries:
-                    raise TransientError(f"SLS stayed busy ({code}) after {self._retries} retries; "
-                                         "the next run resumes from the stored cursor") from None
-                if self._stopping():  # no back-off wait once asked to stop
-                    raise _Stopped from None
-                self._sleep(self._backoff * 2 ** attempt)
-            except (ConnectionError, OSError) as exc:
-                raise TransientError(f"SLS is unreachable ({type(exc).__name__}); the next run resumes "
-                                     "from the stored cursor") from None
-        raise AssertionError("unreachable")
+        return call_with_retries(lambda: method(*args, **kwargs), classify=self._classify, retries=self._retries,
+                                 wait=exponential(self._backoff, cap=float("inf")), sleep=self._sleep,
+                                 stop=self._stopping)
+
+    def _classify(self, exc: Exception) -> TrailwardenError:
+        """What an SLS failure means: busy (retried), unreachable (the next run resumes), or
+        something to fix (credentials, project, logstore). An invalid cursor is re-seeked."""
+        if isinstance(exc, ConnectionError | OSError):
+            return not_now(TransientError(f"SLS is unreachable ({type(exc).__name__}); the next run resumes "
+                                        "from the stored cursor"))
+        if not isinstance(exc, LogException):
+            raise exc
+        code, message, status = exc.get_error_code(), exc.get_error_message(), exc.get_resp_status()
+        if code == "LogRequestError":  # the SDK's wrapper for a failed connection (after its retries)
+            return not_now(TransientError(f"SLS is unreachable at {self.cfg.endpoint} ({message[:200]}); the "
+                                        "next run resumes from the stored cursor"))
+        if "InvalidCursor" in code or ("cursor" in message.lower() and "invalid" in message.lower()):
+            raise _InvalidCursor(message) from None
+        if code in _AUTH_CODES or status in (401,):
+            return TerminalError(f"SLS rejected the credentials ({code}): check ALIBABA_CLOUD_ACCESS_KEY_ID, "
+                                 "ALIBABA_CLOUD_ACCESS_KEY_SECRET (and ALIBABA_CLOUD_SECURITY_TOKEN)")
+        if code in ("ProjectNotExist", "LogStoreNotExist"):
+            return TerminalError(f"SLS says {code}: check `project` and `logstore` of source "
+                                 f"{self.cfg.name!r} in the config")
+        if code not in _BUSY_CODES and status < 500 and status != 403:
+            return TerminalError(f"SLS refused the request ({code}: {message})")
+        return TransientError(f"SLS stayed busy ({code}) after {self._retries} retries; "
+                              "the next run resumes from the stored cursor")
 
 
 class _InvalidCursor(Exception):
     pass
-
-
-class _Stopped(Exception):
-    """Asked to stop during a back-off: end the shard at the last pull handed over."""
 
 
 @dataclass

@@ -26,7 +26,8 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 
-from pipeline.core.errors import TerminalError, TransientError
+from pipeline.core.errors import TerminalError, TrailwardenError, TransientError
+from pipeline.core.retry import call_with_retries, exponential
 from pipeline.service.alerting.messages import Message, as_text
 
 TOKEN_ENV = "SLACK_BOT_TOKEN"
@@ -84,18 +85,15 @@ class SlackSender:
     def post(self, message: Message, *, key: str, thread_ts: str | None = None) -> str:
         """Post once: after an ambiguous failure, look for the message before posting again."""
         started = datetime.now(UTC)
-        for attempt in range(self._retries + 1):
-            try:
-                return self._post_once(message, key=key, thread_ts=thread_ts)
-            except TransientError as exc:
-                if attempt == self._retries or not getattr(exc, "retry", True):
-                    raise
-                self._sleep(min(30.0, 2.0 ** attempt))
-                if getattr(exc, "maybe_posted", False):
-                    found = self.find(key, started - timedelta(minutes=10), thread_ts)
-                    if found:
-                        return found
-        raise AssertionError("unreachable")
+
+        def posted_anyway(error: TrailwardenError) -> str | None:
+            if not getattr(error, "maybe_posted", False):
+                return None
+            return self.find(key, started - timedelta(minutes=10), thread_ts)
+
+        return call_with_retries(lambda: self._post_once(message, key=key, thread_ts=thread_ts),
+                                 classify=_as_is, retries=self._retries, wait=exponential(1.0),
+                                 sleep=self._sleep, recover=posted_anyway)
 
     def _post_once(self, message: Message, *, key: str, thread_ts: str | None) -> str:
         args: dict[str, Any] = {"channel": self.channel_id or self.destination, "text": message.text,
@@ -157,6 +155,13 @@ class SlackSender:
             refused = isinstance(reason, ConnectionRefusedError) or isinstance(exc, ConnectionRefusedError)
             raise _transient(f"Slack is unreachable ({reason}); the alerts stay pending",
                              maybe_posted=not refused) from None
+
+
+def _as_is(exc: Exception) -> TrailwardenError:
+    """``_post_once`` raises classified errors already; anything else is not ours to retry."""
+    if isinstance(exc, TrailwardenError):
+        return exc
+    raise exc
 
 
 class _PayloadRejected(TerminalError):
