@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REAL_ATTACKS, assert_one_line_error, run_cli, write_ndjson
+from tests.conftest import (
+    REAL_ATTACKS,
+    assert_one_line_error,
+    run_cli,
+    run_cli_process,
+    write_ndjson,
+)
 
 
 def test_ingest_reports_new_then_nothing_new(tmp_path):
@@ -127,6 +133,32 @@ def test_an_eoferror_escaping_a_command_is_an_internal_error_not_an_abort(tmp_pa
     result = run_cli("status", "--db", str(tmp_path / "s.duckdb"))
     line = assert_one_line_error(result, 1, "end-of-stream marker")  # not 130: that is for Ctrl-C
     assert line.startswith("trailwarden: internal error:"), line
+
+
+@pytest.mark.slow  # processes: the installed console script and `python -m pipeline`
+def test_the_real_entry_points_answer_exactly_as_run_cli_does(tmp_path):
+    """Every other CLI test runs ``trailwarden`` in this process (run_cli): the console script a
+    user types and ``python -m pipeline`` give the same exit code, output and one-line error."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, _cli_environment
+
+    script = Path(sys.executable).parent / "trailwarden"
+    if not script.exists():
+        pytest.skip("the trailwarden console script is not installed beside this Python")
+    db = tmp_path / "s.duckdb"
+    assert run_cli("ingest", "--file", str(REAL_ATTACKS), "--db", str(db)).returncode == 0
+    count = ("query", "SELECT count(*) AS n FROM events", "--db", str(db), "--format", "json")
+    assert json.loads(run_cli(*count).stdout)[0]["n"] > 0
+    for args in (count, ("query", "DELETE FROM events", "--db", str(db)),
+                 ("query", "SELECT 1", "--db", str(tmp_path / "none.duckdb"))):
+        expected = run_cli(*args)
+        typed = subprocess.run([str(script), *args], cwd=ROOT, env=_cli_environment(None), capture_output=True,
+                               text=True, timeout=300, check=False)
+        for result in (typed, run_cli_process(*args)):
+            assert (result.returncode, result.stdout, result.stderr) == (
+                expected.returncode, expected.stdout, expected.stderr), args
 
 
 def test_status_reports_events_sources_and_runs(tmp_path):
