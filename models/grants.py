@@ -213,9 +213,9 @@ def over_scoped(policy: str, granted: Sequence[Statement], production: bool) -> 
     """Why a policy's grant is too wide whatever was declared: AdministratorAccess, ``*`` (or
     ``*:*``) on ``*``, ``ram:*`` (it can grant itself anything), and on a production agent a whole
     service (``ecs:*``)."""
-    out: list[str] = []
     if policy.split(" ", 1)[0].lower() in ADMIN_POLICIES:
-        out.append(f"{policy} is attached")
+        return [f"{policy} is attached (everything, on everything)"]
+    out: list[str] = []
     for st in (s for s in granted if s.allow and not s.condition):
         everything = "*" in st.resource_patterns
         for action in st.action_patterns:

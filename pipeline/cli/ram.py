@@ -68,3 +68,52 @@ def _sync_text(r: dict[str, object]) -> str:
         lines.append(render(["principal", "call", "code", "message"],
                             [[e["principal"], e["call"], e["code"], e["message"]] for e in errors], "table"))
     return "\n".join(lines)
+
+
+@cli.command()
+@common_options
+@click.argument("agents", nargs=-1, metavar="[AGENT]...")
+@click.option("--days", type=click.IntRange(1, 3650), default=90, show_default=True,
+              help="The usage window: the last N days of events.")
+@format_option(("table", "json", "csv", "markdown"))
+@pass_app
+def review(app: App, agents: tuple[str, ...], days: int, fmt: str) -> None:
+    """The permission review: each agent's declared scope against what RAM grants it (the last
+    `ram sync`) and what it used, with a verdict (pass / warn / fail) and its reasons; then the
+    RAM users and roles no agent declares.
+
+    Fails: grants beyond the declared scope (drift), a policy that cannot be read, console access
+    without MFA, an expired agent RAM still grants. Warns: declared but not granted, unused
+    grants, over-scoping, old, idle or extra AccessKeys, a long-lived key used by automation,
+    no owner, review_by passed. `markdown` is a document to paste into a ticket.
+
+    \b
+    Examples:
+      trailwarden review
+      trailwarden review ci-deployer vendor-acme --days 30
+      trailwarden review --format markdown > review.md
+    """
+    from pipeline.cli.views.review import review_csv, review_markdown, review_table
+    from pipeline.core.errors import UsageError
+    from pipeline.investigate.review import review as run_review
+    from pipeline.ram.snapshots import load_snapshot
+
+    inventory = app.inventory
+    unknown = [a for a in agents if inventory.agent(a) is None]
+    if unknown:
+        raise UsageError(f"not an inventory agent: {', '.join(unknown)} (known: "
+                         f"{', '.join(a.name for a in inventory.agents) or 'none'})", key="AGENT")
+    chosen = list(dict.fromkeys(agents)) or None
+    if not app.database.exists():  # no store yet: the inventory alone
+        result = run_review(None, inventory, None, agents=chosen, days=days)
+    else:
+        with app.open(read_only=True) as store:
+            result = run_review(store, inventory, load_snapshot(store), agents=chosen, days=days)
+    if fmt == "json":
+        click.echo(json.dumps(to_jsonable(result), indent=2, allow_nan=False))
+    elif fmt == "csv":
+        click.echo(review_csv(result))
+    elif fmt == "markdown":
+        click.echo(review_markdown(result))
+    else:
+        click.echo(review_table(result))
