@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from models.inventory import Inventory
+from models.ram import Change, Snapshot
 from models.scope import AgentScope
 from pipeline.core.redact import redacted
 from pipeline.core.times import parse_duration
@@ -80,6 +81,8 @@ class Models:
     scopes: dict[str, AgentScope]
     timezone: ZoneInfo
     baselines: dict[str, Any] = field(default_factory=dict)
+    ram: Snapshot | None = None  # the newest RAM snapshot (``ram sync``), when there is one
+    ram_changes: list[Change] = field(default_factory=list)  # a new snapshot's changes (the drift pass only)
 
 
 class Detector(ABC):

@@ -22,9 +22,19 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
+from importlib import resources
 from typing import Any
 
 from models.policy import PolicyError, compile_policy
+
+
+def system_policy(name: str) -> dict[str, Any] | None:
+    """A system policy's document as vendored in ``models/system_policies`` (None when it is not)."""
+    entry = resources.files("models") / "system_policies" / f"{name}.json"
+    if not entry.is_file():
+        return None
+    document: dict[str, Any] = json.loads(entry.read_text(encoding="utf-8"))
+    return document
 
 ADMIN_POLICIES = frozenset({"administratoraccess"})
 _STAR, _ONE = "\x00", "\x01"  # a pattern's own wildcards, as characters another pattern can test

@@ -192,13 +192,16 @@ class Change:
 
 def diff(before: Snapshot, after: Snapshot) -> list[Change]:
     """What changed for each user and role from ``before`` to ``after``. A principal that did not
-    exist before gets a change for each policy that applies to it (it was granted them)."""
+    exist before gets a change for each policy that applies to it (it was granted them); one whose
+    reading failed in either snapshot is left out (an unread side is not an empty one)."""
     out: list[Change] = []
     for principal in [*(f"user/{u}" for u in sorted(after.users)), *(f"role/{r}" for r in sorted(after.roles))]:
+        if before.errors_of(principal) or after.errors_of(principal):
+            continue  # a side that could not be read says nothing about what changed
         out.extend(_grant_changes(before, after, principal))
     for name in sorted(after.roles):
         old, new = before.roles.get(name), after.roles[name]
-        if old is not None and _hash(old.trust) != _hash(new.trust):
+        if old is not None and old.trust is not None and new.trust is not None and _hash(old.trust) != _hash(new.trust):
             out.append(Change(f"role/{name}", "trust", document=new.trust, previous=old.trust))
     return out
 

@@ -29,10 +29,10 @@ from __future__ import annotations
 import json
 import zlib
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from models.grants import system_policy
 from models.ram import AccessKey, Group, Policy, PolicyKey, Role, Snapshot, User
 from pipeline.core.config import read_yaml
 from pipeline.core.errors import UsageError
@@ -88,7 +88,7 @@ def _refs(items: Any, snapshot: Snapshot) -> tuple[PolicyKey, ...]:
             key = ("System", str(item["system"]))
             if key not in snapshot.policies:
                 snapshot.policies[key] = Policy("System", key[1], str(item.get("version", "v1")),
-                                                document=item.get("document") or _vendored(key[1]))
+                                                document=item.get("document") or system_policy(key[1]))
             out.append(key)
         else:
             out.append(("Custom", str(item["custom"])))
@@ -105,14 +105,6 @@ def _custom(item: dict[str, Any], base: Path | None, where: str, now: datetime) 
             raise UsageError(f"cannot read policy file {path}: {exc}", path=where) from None
     return Policy("Custom", str(item["name"]), str(item.get("version", "v1")), _when(item.get("updated"), now),
                   document)
-
-
-def _vendored(name: str) -> dict[str, Any] | None:
-    entry = resources.files("models") / "system_policies" / f"{name}.json"
-    if not entry.is_file():
-        return None
-    doc: dict[str, Any] = json.loads(entry.read_text(encoding="utf-8"))
-    return doc
 
 
 def _trust_account(account: str | None) -> dict[str, Any]:
