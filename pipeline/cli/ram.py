@@ -4,12 +4,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from pipeline.cli.app import App, cli, common_options, format_option, pass_app
 from pipeline.core.output import render, to_jsonable
 from pipeline.store.runs import recorded_run
+
+if TYPE_CHECKING:
+    from pipeline.ram.contain import Containment
 
 
 @cli.group()
@@ -117,3 +122,114 @@ def review(app: App, agents: tuple[str, ...], days: int, fmt: str) -> None:
         click.echo(review_markdown(result))
     else:
         click.echo(review_table(result))
+
+
+@cli.command()
+@common_options
+@click.argument("agent")
+@click.option("--execute", is_flag=True, help="Run the plan (without it: print the plan, change nothing).")
+@click.option("--undo", is_flag=True, help="Reverse exactly what the agent's containment did.")
+@click.option("--reason", metavar="TEXT", default=None, help="Why (required with --execute and --undo).")
+@click.option("--force", is_flag=True, help="Contain an agent the inventory marks `protected: true`.")
+@click.option("--by", metavar="NAME", default=None, help="Who is acting (default: $TRAILWARDEN_USER, else the login).")
+@click.option("--evidence-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the evidence goes (default: an `evidence` folder beside the store).")
+@format_option(("table", "json"))
+@pass_app
+def contain(app: App, agent: str, execute: bool, undo: bool, reason: str | None, force: bool, by: str | None,
+            evidence_dir: Path | None, fmt: str) -> None:
+    """Contain a compromised agent: write its evidence (the replay JSON export with its SHA-256),
+    set each active AccessKey of its RAM users to Inactive, and attach a deny-all policy
+    (TrailwardenDenyAll, created once) to its users and roles, which also stops role sessions
+    already issued.
+
+    Without --execute it prints the plan and changes nothing. With --execute every call and its
+    answer is recorded in the store before the next one; a re-run after a failure (or a kill)
+    finishes the same containment. --undo reverses exactly what was done (keys it deactivated,
+    policies it attached), nothing else. Agents marked `protected: true` are refused without --force.
+
+    \b
+    Examples:
+      trailwarden contain ci-deployer --reason "key leaked in a public repo"
+      trailwarden contain ci-deployer --execute --reason "key leaked in a public repo (INC-4411)"
+      trailwarden contain ci-deployer --undo --reason "key rotated, INC-4411 closed"
+    """
+    from pipeline.core.errors import TrailwardenError, UsageError
+    from pipeline.ram import contain as playbook
+    from pipeline.ram.client import connect
+    from pipeline.ram.snapshots import load_snapshot
+    from pipeline.triage.lifecycle import default_author
+
+    inventory = app.inventory
+    declared = playbook.agent_of(inventory, agent)
+    if execute and undo:
+        raise UsageError("--execute and --undo do not go together", key="--undo")
+    if (execute or undo) and not (reason or "").strip():
+        raise UsageError("say why with --reason TEXT (it goes into the store and the findings' history)",
+                         key="--reason")
+    if not undo:
+        playbook.check_protected(declared, force)
+    ram_config = app.config.ram
+    api = connect(ram_config.endpoint if ram_config else None, ram_config.ims_endpoint if ram_config else None)
+    by = by or default_author()
+    folder = evidence_dir or app.database.parent / "evidence"
+    if undo:
+        with app.open() as store, recorded_run(store, "contain --undo") as counts:
+            result = playbook.undo(store, api, inventory, declared.name, by=by, reason=str(reason))
+            counts.update(steps=len(result.steps), failed=len(result.failed), containment=result.id)
+            if result.failed:
+                counts["error"] = f"{len(result.failed)} call(s) failed undoing {result.id}"
+    elif execute:
+        with app.open() as store, recorded_run(store, "contain") as counts:
+            planned = playbook.plan(store, api, inventory, declared.name, load_snapshot(store),
+                                    evidence_dir=folder, force=force)
+            result = playbook.execute(store, api, inventory, planned, by=by, reason=str(reason))
+            counts.update(steps=len(result.steps), failed=len(result.failed), containment=result.id)
+            if result.status == "failed":
+                counts["error"] = _contain_failure(result)
+    elif app.database.exists():
+        with app.open(read_only=True) as store:
+            result = playbook.plan(store, api, inventory, declared.name, load_snapshot(store),
+                                   evidence_dir=folder, force=force)
+    else:
+        result = playbook.plan(None, api, inventory, declared.name, None, evidence_dir=folder, force=force)
+    click.echo(json.dumps(to_jsonable(result.as_dict()), indent=2, allow_nan=False) if fmt == "json"
+               else _contain_text(result))
+    if result.status == "failed":
+        raise TrailwardenError(_contain_failure(result))
+    if result.status == "undo_failed":
+        raise TrailwardenError(f"{len(result.failed)} call(s) failed undoing {result.id}: run "
+                               f"`trailwarden contain {result.agent} --undo` again")
+
+
+def _contain_failure(result: Containment) -> str:
+    what = f"{len(result.failed)} call(s) failed" if result.failed else result.notes[0]
+    return (f"containment {result.id} of {result.agent} is incomplete ({what}): fix it and run "
+            f"`trailwarden contain {result.agent} --execute` again")
+
+
+def _contain_text(result: Containment) -> str:
+    from pipeline.core.inert import reveal
+
+    data = result.as_dict()
+    head = {
+        "plan": f"containment plan for {data['agent']}" + (f" (continues {data['containment']})" if data["containment"]
+                                                           else "") + ": nothing was changed; add --execute to run it",
+        "contained": f"{data['agent']} contained ({data['containment']})",
+        "failed": f"containment {data['containment']} of {data['agent']} is incomplete",
+        "undone": f"containment {data['containment']} of {data['agent']} undone",
+        "undo_failed": f"undoing containment {data['containment']} of {data['agent']} is incomplete",
+        "nothing": f"nothing to undo for {data['agent']}: it has no containment in effect",
+    }[data["status"]]
+    lines = [head]
+    if data["protected"]:
+        lines.append(f"  {data['agent']} is protected: contained with --force")
+    if data["evidence"]:
+        lines.append(f"  evidence: {data['evidence']} (sha256 {data['evidence_sha256']})")
+    for n, step in enumerate(data["steps"], 1):
+        mark = {"planned": "", "skipped": "  [done before]", "already": "  [already so]",
+                "gone": "  [no such principal in RAM: nothing to do]"}.get(
+            step["status"], f"  [{step['status']}]")
+        lines.append(f"  {n}. {step['does']}{mark}" + (f": {step['result']}" if step["status"] == "failed" else ""))
+    lines += [f"  ! {note}" for note in data["notes"]]
+    return reveal("\n".join(lines), keep="\n")

@@ -88,6 +88,7 @@ CREATE TABLE containment_steps (
     action          VARCHAR NOT NULL,         -- write_evidence | create_deny_policy | deactivate_key | attach_deny
                                               -- | reactivate_key | detach_deny
     target          VARCHAR NOT NULL,         -- user/NAME, role/NAME, key/<id>, a file
+    user_name       VARCHAR,                  -- for a key: its RAM user
     status          VARCHAR NOT NULL,         -- calling | done | already | failed | gone
     result          VARCHAR,                  -- what the API said (or the error)
     undoes          BIGINT,                   -- for reactivate_key / detach_deny: the step reversed
