@@ -9,7 +9,8 @@ Concurrency with analysts: the service opens the store only for the length of a 
 bounded, if a reader holds it) and afterwards publishes a snapshot, a plain copy of the closed
 file; readers (``query``, ``findings``, notebooks) that find the store busy read the snapshot, so
 nobody blocks anybody for longer than a cycle. A nightly job refits baselines and applies the
-retention policy.
+retention policy. With ``ram:`` configured, ``ram sync`` runs every ``schedule.ram_sync_every`` as
+its own job (on the same single worker, so never beside a cycle), recorded in ``runs``.
 """
 
 from __future__ import annotations
@@ -209,6 +210,11 @@ class Service:
                           id="cycle", next_run_time=datetime.now(UTC), replace_existing=True)
         scheduler.add_job(self.nightly, CronTrigger(hour=3, minute=30, timezone=self.config.tz),
                           id="nightly", replace_existing=True)
+        if self.config.ram is not None:  # queued behind the first cycle (one worker)
+            sync_every = self.config.schedule.ram_sync_every
+            scheduler.add_job(self.ram_sync, IntervalTrigger(seconds=sync_every.total_seconds(), timezone=UTC),
+                              id="ram_sync", next_run_time=datetime.now(UTC), replace_existing=True,
+                              misfire_grace_time=max(1, int(sync_every.total_seconds())))
         return scheduler
 
     def start(self) -> None:
@@ -307,6 +313,34 @@ class Service:
             log.info("nightly refit of %s baselines done", len(fitted))
         except TrailwardenError as exc:
             log.error("nightly job failed: %s", exc)
+
+    def ram_sync(self) -> None:
+        """``ram sync`` as the service's own job: a failure is logged and recorded (``status``
+        shows it) and counted like a step's; the next interval tries again."""
+        from pipeline.ram.sync import ram_sync
+
+        if self._stop.is_set():
+            return
+        try:
+            with open_store(self.db, memory_limit=self.config.memory_limit, lock_wait=self.lock_wait,
+                            stop=self._stop.is_set, on_wait=log.warning) as store, \
+                    recorded_run(store, "ram sync", timed=True) as counts:
+                report = ram_sync(store, self.config, stop=self._stop.is_set)
+                counts.update({k: v for k, v in report.as_dict().items() if k != "errors"})
+                counts["errors"] = len(report.errors)
+                if report.error:
+                    counts["error"] = report.error
+            publish_snapshot(self.db)
+        except TrailwardenError as exc:
+            log.error("ram sync failed: %s", scrub(str(exc)))
+            self._count_failure("ram_sync", str(exc))
+            return
+        if report.error:
+            log.error("ram sync: %s", report.error)
+            self._count_failure("ram_sync", report.error)
+        else:
+            self._failures.pop("ram_sync", None)
+            log.info("ram sync: snapshot %s, %s calls", report.snapshot, report.calls)
 
     def _count_failure(self, step: str, error: str) -> None:
         self._failures[step] = self._failures.get(step, 0) + 1
