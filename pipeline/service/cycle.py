@@ -10,7 +10,8 @@ bounded, if a reader holds it) and afterwards publishes a snapshot, a plain copy
 file; readers (``query``, ``findings``, notebooks) that find the store busy read the snapshot, so
 nobody blocks anybody for longer than a cycle. A nightly job refits baselines and applies the
 retention policy. With ``ram:`` configured, ``ram sync`` runs every ``schedule.ram_sync_every`` as
-its own job (on the same single worker, so never beside a cycle), recorded in ``runs``.
+its own job (on the same single worker, so never beside a cycle), recorded in ``runs``; with
+``slack:`` too, the weekly permission review is posted on Mondays at 09:00 (local time).
 """
 
 from __future__ import annotations
@@ -215,6 +216,9 @@ class Service:
             scheduler.add_job(self.ram_sync, IntervalTrigger(seconds=sync_every.total_seconds(), timezone=UTC),
                               id="ram_sync", next_run_time=datetime.now(UTC), replace_existing=True,
                               misfire_grace_time=max(1, int(sync_every.total_seconds())))
+            if self.config.slack is not None:
+                scheduler.add_job(self.weekly_review, CronTrigger(day_of_week="mon", hour=9, timezone=self.config.tz),
+                                  id="weekly_review", replace_existing=True, misfire_grace_time=6 * 3600)
         return scheduler
 
     def start(self) -> None:
@@ -341,6 +345,30 @@ class Service:
         else:
             self._failures.pop("ram_sync", None)
             log.info("ram sync: snapshot %s, %s calls", report.snapshot, report.calls)
+
+    def weekly_review(self) -> None:
+        """The permission review in Slack (``alerting.review_post``), recorded as ``review post``."""
+        from pipeline.investigate.review import review
+        from pipeline.ram.snapshots import load_snapshot
+        from pipeline.service.alerting.review_post import post_review
+        from pipeline.service.alerting.slack import TOKEN_ENV, SlackSender, token_from_env
+
+        token = token_from_env()
+        if self._stop.is_set() or self.config.slack is None:
+            return
+        try:
+            if not token:
+                raise TrailwardenError(f"{TOKEN_ENV} is not set: the weekly review was not posted")
+            sender = SlackSender(token, self.config.slack.channel, self.config.slack.base_url)
+            with open_store(self.db, memory_limit=self.config.memory_limit, lock_wait=self.lock_wait,
+                            stop=self._stop.is_set, on_wait=log.warning) as store, \
+                    recorded_run(store, "review post") as counts:
+                result = review(store, self.load_inventory(), load_snapshot(store))
+                counts.update(post_review(store, sender, result, utcnow(), self.config.tz))
+            publish_snapshot(self.db)
+        except TrailwardenError as exc:
+            log.error("weekly review: %s", scrub(str(exc)))
+            self._count_failure("weekly_review", str(exc))
 
     def _count_failure(self, step: str, error: str) -> None:
         self._failures[step] = self._failures.get(step, 0) + 1
