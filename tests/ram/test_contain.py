@@ -218,3 +218,23 @@ def _env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if k not in ("TRAILWARDEN_CONFIG", "COLUMNS")}
+
+
+def test_the_containment_is_said_in_the_findings_slack_thread(store: Store, fake_ram: FakeRam,
+                                                               api_for: Callable[..., Any], tmp_path: Path):
+    from pipeline.service.alerting.outbox import deliver, enqueue
+    from pipeline.service.alerting.slack import SlackSender
+    from tests.fakes.slack import FakeSlack
+
+    finding = _open_finding(store, "ci-deployer")
+    with FakeSlack() as slack:
+        sender = SlackSender("xoxb-test", "#sec-alerts", slack.base_url, pace=0)
+        enqueue(store, "#sec-alerts", "medium")
+        deliver(store, sender, INVENTORY, sleep=lambda _s: None)
+        [alert] = slack.top_level()
+        done = _contain(store, api_for(fake_ram), "ci-deployer", tmp_path)
+        enqueue(store, "#sec-alerts", "medium")
+        deliver(store, sender, INVENTORY, sleep=lambda _s: None)
+        [reply] = slack.replies(alert.ts)
+    assert "contained by bob" in str(reply.text).lower() and finding in json.dumps(reply.blocks)
+    assert done.id is not None and done.id in json.dumps(reply.blocks)
