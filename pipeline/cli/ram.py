@@ -183,7 +183,7 @@ def contain(app: App, agent: str, execute: bool, undo: bool, reason: str | None,
         with app.open() as store, recorded_run(store, "contain") as counts:
             planned = playbook.plan(store, api, inventory, declared.name, load_snapshot(store),
                                     evidence_dir=folder, force=force)
-            result = playbook.execute(store, api, inventory, planned, by=by, reason=str(reason))
+            result = playbook.carry_out(store, api, inventory, planned, by=by, reason=str(reason))
             counts.update(steps=len(result.steps), failed=len(result.failed), containment=result.id)
             if result.status == "failed":
                 counts["error"] = _contain_failure(result)

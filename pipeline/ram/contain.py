@@ -308,7 +308,7 @@ def _set(store: Store, cid: str, **values: Any) -> None:
 
 
 # -- execution ------------------------------------------------------------------------------------------
-def execute(store: Store, api: RamApi, inventory: Inventory, planned: Containment, *, by: str, reason: str,
+def carry_out(store: Store, api: RamApi, inventory: Inventory, planned: Containment, *, by: str, reason: str,
             now: datetime | None = None) -> Containment:
     """Run ``planned``: the evidence, then each RAM call, each recorded before it is made."""
     now = now or utcnow()

@@ -40,7 +40,7 @@ def _plan(store: Store, api: Any, agent: str, tmp_path: Path) -> playbook.Contai
 
 
 def _contain(store: Store, api: Any, agent: str, tmp_path: Path) -> playbook.Containment:
-    return playbook.execute(store, api, INVENTORY, _plan(store, api, agent, tmp_path), by="bob", reason="INC-1")
+    return playbook.carry_out(store, api, INVENTORY, _plan(store, api, agent, tmp_path), by="bob", reason="INC-1")
 
 
 def _steps(store: Store) -> list[tuple[str, str, str]]:
@@ -134,7 +134,7 @@ def test_a_deny_policy_someone_else_attached_is_left_by_undo(store: Store, fake_
     planned = _plan(store, api_for(fake_ram), "etl-pipeline", tmp_path)
     assert [(s.action, s.status) for s in planned.steps][1:] == [("create_deny_policy", "already"),
                                                                  ("attach_deny", "already")]
-    playbook.execute(store, api_for(fake_ram), INVENTORY, planned, by="bob", reason="again")
+    playbook.carry_out(store, api_for(fake_ram), INVENTORY, planned, by="bob", reason="again")
     undone = playbook.undo(store, api_for(fake_ram), INVENTORY, "etl-pipeline", by="bob", reason="over")
     assert undone.steps == [] and DENY in fake_ram.state()["role_policies"]["EtlRole"]
 
