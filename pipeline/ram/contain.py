@@ -51,9 +51,8 @@ from alibabacloud_ram20150501 import models as ram
 from models.inventory import Agent, Inventory
 from models.ram import Snapshot
 from pipeline.core.errors import TerminalError, TrailwardenError, UsageError
-from pipeline.core.output import json_text
 from pipeline.core.times import utcnow
-from pipeline.investigate.replay import build_replay
+from pipeline.investigate.replay import write_replay
 from pipeline.ram.client import CallFailed, Gone, RamApi, RamUnavailable
 from pipeline.ram.snapshots import has_ram_tables
 from pipeline.store.store import Store, first_row
@@ -349,20 +348,20 @@ def carry_out(store: Store, api: RamApi, inventory: Inventory, planned: Containm
 
 
 def _write_evidence(store: Store, inventory: Inventory, planned: Containment, step: Step) -> None:
-    """The replay export, written whole (temporary file, fsync, rename) before any RAM call."""
+    """The replay export, streamed to a temporary file (memory flat in the agent's events),
+    fsynced and renamed into place before any RAM call."""
     assert planned.id is not None
     path = Path(step.target.replace("{containment}", planned.id))
-    report = build_replay(store, planned.agent, inventory)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial_path = path.with_name(path.name + ".partial")
     with partial_path.open("w", encoding="utf-8") as fh:
-        fh.write(json_text(report, indent=2) + "\n")
+        replay = write_replay(store, planned.agent, inventory, fh)
         fh.flush()
         os.fsync(fh.fileno())
     partial_path.replace(path)
     step.target, step.status = str(path), "done"
-    step.result = f"{report['summary']['events']} events, sha256 {report['sha256']}"
-    planned.evidence, planned.evidence_sha256 = str(path), str(report["sha256"])
+    step.result = f"{replay.report['summary']['events']} events, sha256 {replay.sha256}"
+    planned.evidence, planned.evidence_sha256 = str(path), replay.sha256
     with store.transaction() as con:
         con.execute("INSERT INTO containment_steps (containment_id, action, target, status, result, called_at, "
                     "finished_at) VALUES (?, 'write_evidence', ?, 'done', ?, ?, ?)",
