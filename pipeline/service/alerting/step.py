@@ -9,7 +9,14 @@ from typing import Any
 
 from models.inventory import Inventory
 from pipeline.core.config import Config
-from pipeline.service.alerting.outbox import AlertReport, alert_target, deliver, enqueue, owed_count
+from pipeline.service.alerting.outbox import (
+    AlertReport,
+    alert_target,
+    deliver,
+    enqueue,
+    owed_count,
+    style_of,
+)
 from pipeline.service.alerting.slack import (
     ConsoleSender,
     SlackSender,
@@ -33,12 +40,16 @@ def alert_once(store: Store, config: Config, inventory: Inventory, echo: Callabl
     """Enqueue what the config's destination is owed and deliver it. Without a Slack token the
     report carries the error (and what stays pending) instead; a sender's error propagates (after
     the rows involved are put back to pending)."""
+    from pipeline.detection.incidents import assign_incidents
+
     target = alert_target(config)
+    with store.transaction() as con:  # findings stored before incidents existed get theirs
+        assign_incidents(con, config.tz)
     enqueued = enqueue(store, target.destination, target.min_severity)
     sender = sender_for(config, echo)
     if sender is None:
         pending = owed_count(store, target.destination, target.min_severity)
         return AlertReport(enqueued=enqueued, pending=pending, error=str(missing_token(target.destination, pending)))
-    report = deliver(store, sender, inventory, sleep=sleep)
+    report = deliver(store, sender, inventory, sleep=sleep, style=style_of(config))
     report.enqueued = enqueued
     return report
