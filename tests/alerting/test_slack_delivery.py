@@ -126,9 +126,12 @@ def alert_run(store: Store, slack_sender: Any, *, sleep: Callable[[float], None]
     return deliver(store, slack_sender, INVENTORY, replay_hint, sleep=sleep or (lambda _s: None))
 
 
-def alert_rows(store: Store | Path) -> list[dict[str, Any]]:
+def alert_rows(store: Store | Path, *, details: bool = False) -> list[dict[str, Any]]:
+    """The outbox's rows, oldest first; the ``detail`` rows (each finding's evidence reply in its
+    incident's thread, owed once the incident's message is posted) only with ``details``."""
+    where = "" if details else "WHERE kind <> 'detail' "
     sql = ("SELECT finding_id, kind, status, event_count, message_ts, thread_ts, message_key, last_error "
-           "FROM alerts ORDER BY created_at, kind, event_count, finding_id")
+           f"FROM alerts {where}ORDER BY created_at, kind, event_count, finding_id")
     if isinstance(store, Path):
         con = duckdb.connect(str(store), read_only=True)
         try:
@@ -144,6 +147,11 @@ def alert_rows(store: Store | Path) -> list[dict[str, Any]]:
 
 def body_text(request: Request) -> str:
     return request.raw.decode("utf-8")
+
+
+def top_posts(fake: FakeSlack) -> list[Request]:
+    """The chat.postMessage requests for top-level messages (an incident's), not thread replies."""
+    return [r for r in fake.posts if not r.body.get("thread_ts")]
 
 
 # CLI harness ------------------------------------------------------------------------------------
