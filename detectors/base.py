@@ -3,7 +3,10 @@
 A detector is one small module holding one :class:`Detector` subclass: an ``id``, a default
 ``severity``, its tunable ``parameters`` (with defaults, overridable in the config as
 ``detectors: {<id>: {<param>: value}}``), the event ``columns`` it reads, a docstring saying what
-it misses, and a pure ``score(events, models, now) -> list[Finding]``: no I/O, no clock.
+it misses, and a pure ``score(events, models, now) -> list[Finding]``: no I/O, no clock. What it
+learns from history beyond the shared baseline, it declares (``learns``: a
+``models.baselines.Learned`` part with its own fields and fit), and so does a detector whose
+findings matter more beside another detector's (``coincidence``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
+from models.baselines import Baseline, Learned
 from models.inventory import Inventory
 from models.scope import AgentScope
 from pipeline.core.redact import redacted
@@ -72,6 +76,22 @@ class Finding:
         }
 
 
+@dataclass(frozen=True)
+class Coincidence:
+    """A detector's finding is raised to ``severity`` when another detector's finding about the same
+    agent lies within ``window`` of it (``pipeline.detection.detect`` applies it once all detectors
+    have scored), and names those findings in its evidence (``coincides_with``)."""
+
+    window: timedelta
+    severity: str
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"coincidence severity must be one of {', '.join(SEVERITIES)}, not {self.severity!r}")
+        if self.window <= timedelta(0):
+            raise ValueError(f"coincidence window must be positive, not {self.window}")
+
+
 @dataclass
 class Models:
     """What detectors know beyond the window's events: declared scopes and learned baselines."""
@@ -79,7 +99,7 @@ class Models:
     inventory: Inventory
     scopes: dict[str, AgentScope]
     timezone: ZoneInfo
-    baselines: dict[str, Any] = field(default_factory=dict)
+    baselines: dict[str, Baseline] = field(default_factory=dict)
 
 
 class Detector(ABC):
@@ -93,6 +113,9 @@ class Detector(ABC):
     # events (lower-case names) whose request parameters the detector reads: loading them costs a
     # parse of the raw JSON, so only these get the ``request_parameters`` column filled
     parameter_events: ClassVar[frozenset[str]] = frozenset()
+    # what it learns from each agent's history beyond the shared baseline (models.baselines): its
+    # part, fitted and stored by pipeline.detection.learning; read it with ``baseline.part(...)``
+    learns: ClassVar[type[Learned] | None] = None
 
     def __init__(self, **overrides: Any):
         unknown = sorted(set(overrides) - set(self.parameters))
@@ -113,6 +136,12 @@ class Detector(ABC):
     def lookback(self) -> timedelta:
         """How far before a chunk a detector must see to judge its first events whole."""
         return self.dedup_window
+
+    @property
+    def coincidence(self) -> Coincidence | None:
+        """When this detector's findings are raised beside another detector's (None: never). A
+        detector that declares one builds it from its parameters, so the config can tune it."""
+        return None
 
     @abstractmethod
     def score(self, events: pd.DataFrame, models: Models, now: datetime) -> list[Finding]:

@@ -5,7 +5,8 @@ Failures are counted in a sliding ``window`` (default 5 minutes). A storm needs 
 Panther's on 15 denied calls in 10), failures making at least ``min_failure_ratio`` of the window's
 calls (a Terraform apply of 800 calls with 1% errors is not a storm), and, when the agent has a
 learned baseline, more than ``baseline_multiplier`` times its own worst 5 minutes of failures in
-the last 28 days (an agent that always fails a lot is judged against itself). Thresholds can be set
+the last 28 days (an agent that always fails a lot is judged against itself: what it learns is
+:class:`FailureProfile`). Thresholds can be set
 per agent: ``detectors: {failure_storm: {agents: {ci-deployer: {threshold: 30}}}}``. The failures of
 one burst make one finding.
 
@@ -23,17 +24,70 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
 
 from detectors.base import Detector, Finding, Models, capped, group_bursts, jsonable
-from models.baselines import Baseline
+from models.baselines import Baseline, History, Learned
 from pipeline.core.times import parse_duration
 
 DENIALS = ("NoPermission", "Forbidden*", "AccessDenied*", "*Unauthorized*")
+
+
+@dataclass
+class FailureProfile(Learned):
+    """How an agent fails: its worst 5 minutes of failures and its busiest 5 minutes of calls (how
+    bursty it is) in the history, and per local hour of the week its calls and failed calls
+    (``rates_at``)."""
+
+    max_failures_5m: int = 0  # the worst 5 minutes of failures in the history
+    max_calls_5m: int = 0  # calls in its busiest 5-minute bucket (burstiness)
+    # calls and failed calls at [weekday 0-6][hour 0-23] (local time), over the whole history;
+    # None: fitted before these were kept
+    calls_by_hour: list[list[int]] | None = None
+    failures_by_hour: list[list[int]] | None = None
+
+    @classmethod
+    def fit(cls, history: History) -> dict[str, Self]:
+        # the worst 5 minutes of failures, sliding: (t - 5 min, t] at each failure, as score counts
+        bursts: dict[str, int] = dict(history.query(
+            f"""
+            SELECT agent, max(n) FROM (
+                SELECT agent, count(*) OVER (PARTITION BY agent ORDER BY event_time
+                    RANGE BETWEEN INTERVAL 299999999 MICROSECOND PRECEDING AND CURRENT ROW) AS n
+                FROM events WHERE {history.where} AND error_code IS NOT NULL)
+            GROUP BY agent
+            """,  # noqa: S608 - the WHERE is the driver's fixed string; values are bound
+            history.params))
+        busy: dict[str, int] = dict(history.query(
+            f"""
+            SELECT agent, max(n) FROM (
+                SELECT agent, time_bucket(INTERVAL 5 MINUTE, event_time) AS b, count(*) AS n
+                FROM events WHERE {history.where} GROUP BY ALL)
+            GROUP BY agent
+            """,  # noqa: S608 - as above
+            history.params))
+        out = {agent: cls(int(bursts.get(agent) or 0), int(busy.get(agent) or 0), _week(), _week())
+               for agent in history.agents}
+        for agent, dow, hour, _, calls, failures in history.by_hour_of_week:
+            profile = out[agent]
+            assert profile.calls_by_hour is not None and profile.failures_by_hour is not None
+            profile.calls_by_hour[dow][hour], profile.failures_by_hour[dow][hour] = calls, failures
+        return out
+
+    def rates_at(self, weekday: int, hour: int, days: int) -> dict[str, float] | None:
+        """Its usual rates in this hour of the week: calls per observed day of that weekday
+        (``days``, from the shared baseline), and the share of them that failed. None when not
+        kept (an older baseline)."""
+        if self.calls_by_hour is None or self.failures_by_hour is None:
+            return None
+        calls, failed = self.calls_by_hour[weekday][hour], self.failures_by_hour[weekday][hour]
+        return {"calls_per_day": round(calls / days, 2) if days else 0.0,
+                "failure_rate": round(failed / calls, 4) if calls else 0.0}
 
 
 class FailureStorm(Detector):
@@ -48,6 +102,7 @@ class FailureStorm(Detector):
         "agents": {},  # per-agent overrides of threshold / min_failure_ratio
     }
     columns = ("event_id", "event_time", "agent", "event_name", "error_code", "source_ip")
+    learns = FailureProfile
 
     def validate(self) -> None:
         parse_duration(self.params["window"])  # raises ValueError with the offending text
@@ -104,8 +159,9 @@ class FailureStorm(Detector):
         own = (self.params.get("agents") or {}).get(agent, {})
         threshold = int(own.get("threshold", self.params["threshold"]))
         learned = 0
-        if baseline is not None and baseline.learned:
-            learned = math.floor(baseline.max_failures_5m * float(self.params["baseline_multiplier"])) + 1
+        profile = baseline.part(FailureProfile) if baseline is not None else None
+        if baseline is not None and baseline.learned and profile is not None:
+            learned = math.floor(profile.max_failures_5m * float(self.params["baseline_multiplier"])) + 1
         return {"threshold": max(threshold, learned), "configured": threshold, "from_baseline": learned,
                 "min_failure_ratio": float(own.get("min_failure_ratio", self.params["min_failure_ratio"]))}
 
@@ -125,15 +181,18 @@ class FailureStorm(Detector):
             "apis": dict(Counter(burst["event_name"].dropna()).most_common(10)),
             "source_ips": capped(dict.fromkeys(burst["source_ip"].dropna()), 10),
         }
-        if baseline is not None:
+        profile = baseline.part(FailureProfile) if baseline is not None else None
+        if baseline is not None and profile is not None:
             local = burst["event_time"].iloc[0].tz_convert(tz)
+            days = baseline.observed_by_weekday[local.weekday()]
             evidence["baseline"] = {"failure_rate": round(baseline.failure_rate, 4), "calls": baseline.calls,
-                                    "max_failures_in_5m": baseline.max_failures_5m,
+                                    "max_failures_in_5m": profile.max_failures_5m,
                                     "threshold_from_baseline": limits["from_baseline"], "learned": baseline.learned,
-                                    "at_this_hour": baseline.rates_at(local.weekday(), local.hour),
+                                    "at_this_hour": profile.rates_at(local.weekday(), local.hour, days),
                                     "hour_of_week": f"{local:%a %H}:00 ({tz})"}
         usual = (f"; it usually fails {baseline.failure_rate:.1%} of calls, at most "
-                 f"{baseline.max_failures_5m} in 5 minutes" if baseline is not None and baseline.learned else "")
+                 f"{profile.max_failures_5m} in 5 minutes"
+                 if baseline is not None and profile is not None and baseline.learned else "")
         top_api, top_code = next(iter(evidence["apis"]), "?"), codes.most_common(1)[0][0]
         summary = (f"{agent}: {peak} failed calls within {minutes:g} minutes ({len(burst)} in the burst, mostly "
                    f"{top_api} -> {top_code}){usual}")
@@ -144,6 +203,10 @@ class FailureStorm(Detector):
             last_seen=burst["event_time"].iloc[-1].to_pydatetime(),
             summary=summary, event_ids=list(burst["event_id"]), evidence=jsonable(evidence), dedup_key="storm",
         )
+
+
+def _week() -> list[list[int]]:
+    return [[0] * 24 for _ in range(7)]
 
 
 def _axis(times_us: np.ndarray, codes: np.ndarray, window: Any) -> np.ndarray:

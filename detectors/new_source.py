@@ -2,11 +2,11 @@
 /24 of an IPv4 address, the /64 of an IPv6 one), a new region, or a new client (user-agent family:
 ``aliyun-cli``, ``terraform``, ``python-requests``, ``console``...; see ``models.sources``).
 
-The baseline (``models.baselines``, the 28 days before the window) holds, per agent and kind of
-source, the values seen and how diverse they are: the share of the days the kind was seen (after
-the first) that brought a never-seen value, its *novelty*. A kind is *stable* for an agent when its
-novelty is at most ``max_novelty`` (0.1: about two new values in 20 days), and only a new value of a
-stable kind is reported. So a role used from a fleet of instances (a new /24 most days, novelty
+What it learns (:class:`SourceProfile`, fitted with the baselines on the 28 days before the
+window) is, per agent and kind of source, the values seen and how diverse they are: the share of
+the days the kind was seen (after the first) that brought a never-seen value, its *novelty*. A
+kind is *stable* for an agent when its novelty is at most ``max_novelty`` (0.1: about two new
+values in 20 days), and only a new value of a stable kind is reported. So a role used from a fleet of instances (a new /24 most days, novelty
 near 1) is quiet about networks, yet reported when it appears in a never-seen region or with a
 never-seen client, if those are stable for it. A kind seen on fewer than ``min_days`` (7) days of
 the history, or a baseline stored before sources were learned, is not judged: no guessing. A source
@@ -17,9 +17,10 @@ The new calls of one agent from one new source (its network when that is new, el
 else its client) within the dedup window (24h) make one finding, which names everything else that
 was new in them, what was known and the diversity figures.
 
-Severity: medium. ``pipeline.detection.detect`` raises it to ``coincidence_severity`` (high) when another
-detector found something about the same agent within ``coincidence_window`` (1h) of it (a new place
-*and* odd hours, or out of scope), and names those findings in the evidence (``coincides_with``).
+Severity: medium. It declares a coincidence (``coincidence_window`` 1h, ``coincidence_severity``
+high): ``pipeline.detection.detect`` raises it to high when another detector found something about
+the same agent within an hour of it (a new place *and* odd hours, or out of scope), and names those
+findings in the evidence (``coincides_with``).
 
 Known gaps: an attacker calling from the agent's usual network, region and client (a compromised
 CI runner, a host in the same /24) is invisible here; a kind an agent rotates is never reported on
@@ -33,18 +34,122 @@ each dedup window it is used in; the user agent is whatever the client sent (a t
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
 
-from detectors.base import SEVERITIES, Detector, Finding, Models, capped, group_bursts, jsonable
-from models.baselines import Baseline
-from models.sources import KINDS, Coded, source_values
+from detectors.base import (
+    SEVERITIES,
+    Coincidence,
+    Detector,
+    Finding,
+    Models,
+    capped,
+    group_bursts,
+    jsonable,
+)
+from models.baselines import MIN_ACTIVE_DAYS, Baseline, History, Learned
+from models.sources import (
+    IPV4_NETWORK_SQL,
+    KINDS,
+    REGION_SQL,
+    Coded,
+    client_family,
+    network_of,
+    source_values,
+)
 from pipeline.core.times import parse_duration
 
 _WORDS = {"network": ("network", "networks"), "region": ("region", "regions"), "client": ("client", "clients")}
+MAX_SOURCES = 2000  # values kept per kind of source; an agent with more is taken as rotating them
+
+
+@dataclass
+class SourceProfile(Learned):
+    """Where an agent calls from (``models.sources``): per kind, its source networks, regions and
+    clients (user-agent families) with their calls, on how many local days the kind was seen, and
+    how many of those days (after the first) brought a value never seen before. A role used from a
+    fleet of instances brings new networks nearly every day; a CI key from one office, never. None:
+    stored before sources were learned (not judged until the next fit)."""
+
+    sources: dict[str, dict[str, int]] | None = None  # kind -> value -> calls
+    source_days: dict[str, int] | None = None  # kind -> local days on which the kind was seen
+    novel_days: dict[str, int] | None = None  # kind -> how many of those days (after the first) brought a new value
+
+    @classmethod
+    def fit(cls, history: History) -> dict[str, Self]:
+        """SQL reduces the history to distinct (agent, kind, value) rows with their calls, first
+        local day and days seen; only those reach Python, to fold IPv6 addresses into /64s and user
+        agents into families."""
+        rows = history.query(
+            f"""
+            WITH combos AS (
+                SELECT agent, CAST(timezone(?, event_time) AS DATE) AS day,
+                       CASE ip_version WHEN 4 THEN {IPV4_NETWORK_SQL} WHEN 6 THEN source_ip END AS network,
+                       {REGION_SQL} AS region, nullif(trim(user_agent), '') AS client, count(*) AS n
+                FROM events WHERE {history.where} GROUP BY ALL)
+            SELECT agent, kind, value, sum(n) AS calls, min(day) AS first_day, count(DISTINCT day) AS days
+            FROM (UNPIVOT combos ON network, region, client INTO NAME kind VALUE value)
+            GROUP BY GROUPING SETS ((agent, kind, value), (agent, kind))
+            """,  # noqa: S608 - fixed SQL fragments; values are bound
+            [history.timezone, *history.params])
+        out = {agent: cls({}, {}, {}) for agent in history.agents}
+        for (agent, kind), (values, days) in _folded(rows).items():
+            out[agent]._learn(kind, values, days)
+        return out
+
+    def _learn(self, kind: str, values: dict[str, tuple[int, date]], days: int) -> None:
+        assert self.sources is not None and self.source_days is not None and self.novel_days is not None
+        self.source_days[kind] = days
+        first = min(day for _, day in values.values())
+        self.novel_days[kind] = len({day for _, day in values.values()} - {first})
+        ranked = sorted(values.items(), key=lambda kv: (-kv[1][0], kv[0]))
+        self.sources[kind] = {name: calls for name, (calls, _) in ranked[:MAX_SOURCES]}
+        if len(ranked) > MAX_SOURCES:  # too many to keep: judged as rotating
+            self.novel_days[kind] = max(days - 1, self.novel_days[kind])
+
+    def known(self, kind: str) -> dict[str, int]:
+        """The values of a kind of source seen in the history, with their calls."""
+        return (self.sources or {}).get(kind, {})
+
+    def novelty(self, kind: str, min_days: int = MIN_ACTIVE_DAYS) -> float | None:
+        """On what share of the days a kind of source was seen (after the first) a never-seen value
+        appeared: 0 for an agent that always calls from the same places, near 1 for one that
+        rotates. None when not learned: fitted before sources were, or seen on under ``min_days``
+        days (at least 2)."""
+        if self.source_days is None or self.novel_days is None:
+            return None
+        days = self.source_days.get(kind, 0)
+        if days < max(min_days, 2):
+            return None
+        return self.novel_days.get(kind, 0) / (days - 1)
+
+
+def _folded(rows: list[tuple[Any, ...]]) -> dict[tuple[str, str], tuple[dict[str, tuple[int, date]], int]]:
+    """Per (agent, kind): each folded value's calls and first day, and the days the kind was seen."""
+    seen: dict[tuple[str, str], dict[str, tuple[int, date]]] = {}
+    days: dict[tuple[str, str], int] = {}
+    for agent, kind, value, calls, first_day, n_days in rows:
+        if value is None:
+            days[(agent, kind)] = int(n_days)
+            continue
+        name = _source_value(kind, value)
+        if name is not None:
+            values = seen.setdefault((agent, kind), {})
+            before = values.get(name, (0, first_day))
+            values[name] = (before[0] + int(calls), min(before[1], first_day))
+    return {key: (values, days.get(key, 0)) for key, values in seen.items()}
+
+
+def _source_value(kind: str, value: str) -> str | None:
+    if kind == "client":
+        return client_family(value)
+    if kind == "network" and "/" not in value:  # IPv6 addresses come raw from SQL
+        return network_of(value)
+    return value
 
 
 class NewSource(Detector):
@@ -54,11 +159,12 @@ class NewSource(Detector):
         "dedup_window": "24h",
         "max_novelty": 0.1,  # a kind is stable when new values came on at most 10% of its days
         "min_days": 7,  # days a kind must have been seen on before it is judged
-        "coincidence_window": "1h",  # read by pipeline.detection.detect: another detector's finding this close...
+        "coincidence_window": "1h",  # another detector's finding this close (see `coincidence`)...
         "coincidence_severity": "high",  # ...raises this one to this severity
     }
     columns = ("event_id", "event_time", "agent", "event_name", "source_ip", "acs_region", "is_global",
                "service_name", "user_agent", "error_code")
+    learns = SourceProfile
 
     def validate(self) -> None:
         novelty, days = self.params["max_novelty"], self.params["min_days"]
@@ -69,6 +175,11 @@ class NewSource(Detector):
         parse_duration(self.params["coincidence_window"])
         if self.params["coincidence_severity"] not in SEVERITIES:
             raise ValueError(f"coincidence_severity must be one of {', '.join(SEVERITIES)}")
+
+    @property
+    def coincidence(self) -> Coincidence:
+        return Coincidence(parse_duration(self.params["coincidence_window"]),
+                           str(self.params["coincidence_severity"]))
 
     def score(self, events: pd.DataFrame, models: Models, now: datetime) -> list[Finding]:
         stable = self._stable_kinds(events, models)
@@ -87,8 +198,10 @@ class NewSource(Detector):
         out: list[Finding] = []
         for (agent, key), group in rows.groupby(["agent", "key"], sort=False):
             group = group.sort_values(["event_time", "event_id"])
+            baseline = models.baselines[str(agent)]
             for start, end in group_bursts(list(group["event_time"]), self.dedup_window):
-                out.append(self._finding(str(agent), str(key), group.iloc[start:end], models.baselines[str(agent)]))
+                out.append(self._finding(str(agent), str(key), group.iloc[start:end], baseline,
+                                         _profile(baseline)))
         return out
 
     def _stable_kinds(self, events: pd.DataFrame, models: Models) -> dict[str, dict[str, set[str]]]:
@@ -98,17 +211,18 @@ class NewSource(Detector):
             baseline = models.baselines.get(str(agent))
             if baseline is None:
                 continue
-            kinds = {kind: set(baseline.known_sources(kind)) for kind in KINDS
-                     if self._is_stable(baseline, kind)}
+            profile = _profile(baseline)
+            kinds = {kind: set(profile.known(kind)) for kind in KINDS if self._is_stable(profile, kind)}
             if kinds:
                 out[str(agent)] = kinds
         return out
 
-    def _is_stable(self, baseline: Baseline, kind: str) -> bool:
-        novelty = baseline.novelty(kind, self.params["min_days"])
+    def _is_stable(self, profile: SourceProfile, kind: str) -> bool:
+        novelty = profile.novelty(kind, self.params["min_days"])
         return novelty is not None and novelty <= self.params["max_novelty"]
 
-    def _finding(self, agent: str, key: str, burst: pd.DataFrame, baseline: Baseline) -> Finding:
+    def _finding(self, agent: str, key: str, burst: pd.DataFrame, baseline: Baseline,
+                 profile: SourceProfile) -> Finding:
         kind, value = key.split(":", 1)
         new = {k: capped(dict.fromkeys(burst.loc[burst[f"new_{k}"], k]), 10) for k in KINDS}
         new = {k: v for k, v in new.items() if v}
@@ -120,13 +234,13 @@ class NewSource(Detector):
             "regions": capped(dict.fromkeys(burst["acs_region"].dropna()), 10),
             "user_agents": capped(dict.fromkeys(burst["user_agent"].dropna()), 5),
             "apis": dict(Counter(burst["event_name"].dropna()).most_common(5)),
-            "known": {k: dict(Counter(baseline.known_sources(k)).most_common(10)) for k in KINDS},
-            "diversity": {k: self._diversity(baseline, k) for k in KINDS},
+            "known": {k: dict(Counter(profile.known(k)).most_common(10)) for k in KINDS},
+            "diversity": {k: self._diversity(profile, k) for k in KINDS},
             "history_days": (baseline.history_end - baseline.history_start).days,
-            "observed_days": sum(baseline.observed_by_weekday),  # since its first event in the history
+            "observed_days": baseline.observed_days,  # since its first event in the history
             "threshold": {"max_novelty": self.params["max_novelty"], "min_days": self.params["min_days"]},
         }
-        novelty = baseline.novelty(kind, self.params["min_days"]) or 0.0
+        novelty = profile.novelty(kind, self.params["min_days"]) or 0.0
         calm = 1 - novelty / self.params["max_novelty"] if self.params["max_novelty"] else 1.0
         score = 0.5 + 0.1 * (len(new) - 1) + 0.1 * calm
         return Finding(
@@ -137,13 +251,18 @@ class NewSource(Detector):
             evidence=jsonable(evidence), dedup_key=f"new_source:{key}",
         )
 
-    def _diversity(self, baseline: Baseline, kind: str) -> dict[str, Any]:
-        novelty = baseline.novelty(kind, self.params["min_days"])
-        return {"distinct": len(baseline.known_sources(kind)),
-                "days_seen": (baseline.source_days or {}).get(kind, 0),
-                "days_with_a_new_value": (baseline.novel_days or {}).get(kind, 0),
+    def _diversity(self, profile: SourceProfile, kind: str) -> dict[str, Any]:
+        novelty = profile.novelty(kind, self.params["min_days"])
+        return {"distinct": len(profile.known(kind)),
+                "days_seen": (profile.source_days or {}).get(kind, 0),
+                "days_with_a_new_value": (profile.novel_days or {}).get(kind, 0),
                 "novelty": None if novelty is None else round(novelty, 3),
-                "stable": self._is_stable(baseline, kind)}
+                "stable": self._is_stable(profile, kind)}
+
+
+def _profile(baseline: Baseline) -> SourceProfile:
+    """Its learned sources; not learned (nothing judged) when the baseline was fitted without them."""
+    return baseline.part(SourceProfile) or SourceProfile()
 
 
 def _unknown(codes: np.ndarray, values: Coded, known: list[set[str] | None]) -> np.ndarray:

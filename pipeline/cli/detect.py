@@ -144,8 +144,10 @@ def train(app: App, until: str | None, fmt: str) -> None:
     Example:
       trailwarden train --format json
     """
-    from models import baselines
+    from detectors.failure_storm import FailureProfile
+    from detectors.odd_hours import HourProfile
     from pipeline.core.times import parse_when, utcnow
+    from pipeline.detection import learning as baselines
 
     end = parse_when(until, utcnow(), "--until") if until else utcnow()
     with app.open() as store, recorded_run(store, "train") as counts:
@@ -153,6 +155,9 @@ def train(app: App, until: str | None, fmt: str) -> None:
         counts["agents"] = len(fitted)
     columns = ["agent", "active_days", "learned", "calls", "failure_rate", "max_failures_5m", "max_calls_5m",
                "usual_hours"]
-    rows = [[b.agent, b.active_days, b.learned, b.calls, round(b.failure_rate, 4), b.max_failures_5m,
-             b.max_calls_5m, baselines.usual_hours(b)] for b in sorted(fitted.values(), key=lambda b: b.agent)]
+    rows = []
+    for b in sorted(fitted.values(), key=lambda b: b.agent):
+        failing, hours = b.part(FailureProfile) or FailureProfile(), b.part(HourProfile) or HourProfile()
+        rows.append([b.agent, b.active_days, b.learned, b.calls, round(b.failure_rate, 4), failing.max_failures_5m,
+                     failing.max_calls_5m, hours.usual_hours()])
     click.echo(render(columns, rows, fmt))

@@ -4,7 +4,8 @@ The window is cut into periods (UTC days by default, aligned to the UTC midnight
 Each period is scored the way a ``detect`` over that period would score it:
 
 * **its own models**: declared scopes, and baselines fitted on the 28 days before the UTC day the
-  period starts in (``models.baselines.fit``: never stored, never looking past the period's start),
+  period starts in (``pipeline.detection.learning.fit``, with the parts the chosen detectors learn:
+  never stored, never looking past the period's start),
   so day 10 is judged by what was known on day 10, not by the whole month;
 * **the same scoring** (``pipeline.detection.detect.score_window``): every detector with the config's
   overrides (so a copy of the config with other thresholds can be compared), the lookback before
@@ -40,12 +41,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from detectors.base import Detector, Finding, Models, severity_rank
-from models import baselines
+from models.baselines import MIN_ACTIVE_DAYS, Baseline
 from models.inventory import Inventory
 from models.scope import compile_scopes
 from pipeline.core.config import Config
 from pipeline.core.errors import UsageError
 from pipeline.core.times import day_start, iso_seconds
+from pipeline.detection import learning
 from pipeline.detection.detect import DetectReport, active_detectors, max_lookback, score_window
 from pipeline.store.attribution import attribution_is_stale
 from pipeline.store.store import Store, first_row
@@ -198,11 +200,12 @@ def run_backtest(store: Store, config: Config, inventory: Inventory, *, since: d
     # the lookback of every configured detector, chosen or not: counts never depend on --detector
     overlap = max_lookback(active)
     scopes = compile_scopes(inventory)
-    fitted: dict[datetime, dict[str, baselines.Baseline]] = {}
+    fitted: dict[datetime, dict[str, Baseline]] = {}
+    parts = learning.learners(chosen)
     for begin, end in periods(start, until, step):
         day = day_start(begin)
         if day not in fitted:  # one fit a UTC day, as detect does; never stored
-            fitted = {day: baselines.fit(store, day, config.timezone)}
+            fitted = {day: learning.fit(store, day, config.timezone, parts=parts)}
         models = Models(inventory=inventory, scopes=scopes, timezone=config.tz, baselines=fitted[day])
         report.periods.append(_score_period(store, chosen, models, begin, end, start, overlap, dedup))
     report.raised = dedup.raised
@@ -300,7 +303,7 @@ def _notes(report: BacktestReport, store: Store, inventory: Inventory) -> list[s
     bare = [p for p in report.periods if p.no_baselines]
     if bare:
         notes.append(f"{_spans(report, bare)}: no agent had a learned baseline yet (under "
-                     f"{baselines.MIN_ACTIVE_DAYS} active days in the 28 days before): odd_hours judges by "
+                     f"{MIN_ACTIVE_DAYS} active days in the 28 days before): odd_hours judges by "
                      "declared hours only there, failure_storm by its configured threshold")
     notes += _unlearned_notes(report)
     for p in report.periods:

@@ -19,12 +19,12 @@ import pandas as pd
 
 import detectors
 from detectors.base import Detector, Finding, Models, capped, severity_rank
-from models import baselines
 from models.inventory import Inventory
 from models.mapping import PARAMETER_TARGETS
 from models.scope import compile_scopes
 from pipeline.core.config import Config
-from pipeline.core.times import day_start, parse_duration, utcnow
+from pipeline.core.times import day_start, utcnow
+from pipeline.detection import learning
 from pipeline.detection.findings import save_findings
 from pipeline.ingest.events import EARLIEST_EVENT_TIME, EVENT_COLUMNS, FUTURE_TOLERANCE
 from pipeline.store.store import Store, first_row
@@ -62,7 +62,7 @@ def build_models(store: Store, config: Config, inventory: Inventory, since: date
     """Declared scopes, and baselines fitted on the 28 days before the UTC day ``since`` falls in
     (never after it; one fit a day serves every cycle of that day)."""
     return Models(inventory=inventory, scopes=compile_scopes(inventory), timezone=config.tz,
-                  baselines=baselines.load_or_fit(store, day_start(since), config.timezone))
+                  baselines=learning.load_or_fit(store, day_start(since), config.timezone))
 
 
 def run_detect(store: Store, config: Config, inventory: Inventory, *, since: datetime | None = None,
@@ -242,21 +242,20 @@ def _score_all(active: list[Detector], events: pd.DataFrame, models: Models, now
 
 def _raise_coinciding(findings: list[Finding], active: list[Detector]) -> list[Finding]:
     """Detectors are independent, but some findings matter more together: a detector that declares
-    ``coincidence_window`` (new_source) has a finding raised to its ``coincidence_severity`` when
-    another detector's finding about the same agent lies within that window of it; the evidence
-    names those (``coincides_with``) and the summary says so. Runs once all detectors scored a chunk."""
-    rules = {d.id: (parse_duration(d.params["coincidence_window"]), str(d.params["coincidence_severity"]))
-             for d in active if "coincidence_window" in d.params}
+    a :class:`detectors.base.Coincidence` (new_source) has a finding raised to its severity when
+    another detector's finding about the same agent lies within its window; the evidence names
+    those (``coincides_with``) and the summary says so. Runs once all detectors scored a chunk."""
+    rules = {d.id: d.coincidence for d in active if d.coincidence is not None}
     by_agent: dict[str, list[Finding]] = {}
     for f in findings:
         by_agent.setdefault(f.agent, []).append(f)
     for f in findings:
-        if f.detector in rules:
-            window, severity = rules[f.detector]
+        rule = rules.get(f.detector)
+        if rule is not None:
             near = [g for g in by_agent[f.agent] if g.detector != f.detector
-                    and g.first_seen <= f.last_seen + window and g.last_seen >= f.first_seen - window]
+                    and g.first_seen <= f.last_seen + rule.window and g.last_seen >= f.first_seen - rule.window]
             if near:
-                _raise(f, near, severity)
+                _raise(f, near, rule.severity)
     return findings
 
 

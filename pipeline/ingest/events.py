@@ -24,7 +24,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from pipeline.core.times import iso
-from pipeline.ingest.jsontext import printable
+from pipeline.ingest.jsontext import encodable, printable
 
 # Event times that cannot be real are quarantined, never stored: they would move the detect window
 # and the baselines' history (and 0001 or 9999 overflowed date arithmetic downstream).
@@ -183,12 +183,12 @@ def _check_unicode(obj: dict[str, Any], raw: str) -> None:
     JSON escape (``\\ud800`` with no low half after it). A valid pair (an emoji escaped as
     ``\\ud83d\\ude00``) decodes to one character and passes. A backslash (memchr-fast) and then
     a surrogate escape are the cheap tests; the values are walked only when the text has one."""
-    if (not raw.isascii() and not _encodable(raw)) or ("\\" in raw and _SURROGATE_ESCAPE.search(raw)):
+    if (not raw.isascii() and not encodable(raw)) or ("\\" in raw and _SURROGATE_ESCAPE.search(raw)):
         where = _lone_surrogate(obj)
         if where is not None:
             raise MalformedEvent("string is not valid Unicode: lone surrogate in "
                                  + (printable(where, 120) if where else "a key"))
-        if not _encodable(raw):  # in the text but not in the value: outside any string
+        if not encodable(raw):  # in the text but not in the value: outside any string
             raise MalformedEvent("string is not valid Unicode: lone surrogate")
 
 
@@ -198,24 +198,16 @@ def _lone_surrogate(value: Any) -> str | None:
     while stack:
         path, node = stack.pop()
         if isinstance(node, str):
-            if not _encodable(node):
+            if not encodable(node):
                 return path
         elif isinstance(node, dict):
             for key, val in node.items():
-                if not _encodable(key):
+                if not encodable(key):
                     return path or "the top level"
                 stack.append((f"{path}.{key}" if path else key, val))
         elif isinstance(node, list):
             stack.extend((f"{path}[{i}]", v) for i, v in enumerate(node))
     return None
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def parse_time(value: str, key: str = "time") -> datetime:

@@ -135,3 +135,12 @@ def _objects(value: Any) -> Iterator[tuple[str, dict[str, Any]]]:
             stack.extend((f"{path}.{k}" if path else str(k), v) for k, v in reversed(list(node.items())))
         elif isinstance(node, list):
             stack.extend((f"{path}[{i}]", v) for i, v in reversed(list(enumerate(node))))
+
+
+def encodable(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8 (a lone surrogate from a ``\\ud800`` escape cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

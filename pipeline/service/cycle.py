@@ -291,14 +291,14 @@ class Service:
             log.error("could not record %s failed run(s) in the store: %s", len(self._unrecorded), exc)
 
     def nightly(self) -> None:
-        from models import baselines
+        from pipeline.detection import learning
 
         if self._stop.is_set():  # queued behind a cycle when the stop came
             return
         try:
             with open_store(self.db, memory_limit=self.config.memory_limit, lock_wait=60.0,
                             stop=self._stop.is_set, on_wait=log.warning) as store:
-                fitted = baselines.refit(store, utcnow(), self.config.timezone)
+                fitted = learning.refit(store, utcnow(), self.config.timezone)
                 if self.config.retention is not None:
                     from pipeline.store.retention import prune
 

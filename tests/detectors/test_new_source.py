@@ -17,29 +17,25 @@ does and scores them with those baselines, or runs ``run_detect`` end to end.
 
 from __future__ import annotations
 
-import copy
 import json
-import zlib
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from detectors.base import Finding, Models
-from detectors.new_source import NewSource
-from models.baselines import Baseline, fit, load_or_fit
-from models.inventory import Attributor, Inventory
-from models.scope import compile_scopes
+from detectors.base import Coincidence, Detector, Finding
+from detectors.new_source import NewSource, SourceProfile
+from models.baselines import Baseline
 from models.sources import client_family, network_of
-from pipeline.core.config import Config
-from pipeline.detection.detect import _raise_coinciding, load_events, run_detect
+from pipeline.core.times import parse_duration
+from pipeline.detection import learning
+from pipeline.detection.detect import _raise_coinciding
 from pipeline.detection.findings import list_findings
-from pipeline.ingest.run import ingest_files
-from pipeline.store.store import Store, open_store
-from tests.conftest import BASE_EVENT, write_ndjson
+from pipeline.store.store import Store
+from tests.detectors import harness
 
 TZ_NAME = "Asia/Shanghai"
 TZ = ZoneInfo(TZ_NAME)
@@ -48,50 +44,18 @@ UNTIL = SINCE + timedelta(days=7)
 HISTORY_DAYS = [SINCE.date() - timedelta(days=28 - i) for i in range(28)]
 WEEK = [SINCE.date() + timedelta(days=i) for i in range(7)]
 MON, TUE, WED, THU, FRI, SAT, SUN = WEEK
-COLUMNS = list(dict.fromkeys(("event_id", "event_time", "agent", *NewSource.columns)))
 CLI, PY_SDK = "aliyun-cli/3.0.204 (linux; amd64) Go/1.21.6", "AlibabaCloud (Linux; x86_64) Python/3.11.7 Core/2.14.0"
 BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 Chrome/130.0.0.0 Safari/537.36"
 
-# agent -> (identity type, user or role name)
-AGENTS = {"ci": ("ram-user", "ci-deploy"), "fleet": ("assumed-role", "FleetRole"), "alice": ("ram-user", "alice"),
-          "v6bot": ("ram-user", "v6bot"), "internal": ("ram-user", "svc-internal"),
-          "traveler": ("ram-user", "traveler"), "newbie": ("ram-user", "newbie")}
+INVENTORY = harness.inventory(
+    harness.agent("ci", "ram-user:ci-deploy"), harness.agent("fleet", "role:FleetRole"),
+    harness.agent("alice"), harness.agent("v6bot"), harness.agent("internal", "ram-user:svc-internal"),
+    harness.agent("traveler"), harness.agent("newbie"))
 
 
-def _inventory() -> Inventory:
-    agents = []
-    for name, (kind, who) in AGENTS.items():
-        identity = f"role:{who}" if kind == "assumed-role" else f"ram-user:{who}"
-        agents.append({"name": name, "purpose": "test agent", "owner": "platform-team",
-                       "environment": "production", "identities": [identity]})
-    return Inventory.model_validate({"agents": agents})
-
-
-INVENTORY = _inventory()
-
-
-class Trail:
-    """ActionTrail events at local wall-clock times."""
-
-    def __init__(self, batch: int) -> None:
-        self.batch = batch
-        self.events: list[dict[str, Any]] = []
-
-    def add(self, agent: str, when: datetime, name: str = "DescribeInstances", *, ip: str = "203.0.113.7",
-            ua: str = CLI, region: str = "cn-hangzhou", error: str | None = None,
-            **extra: Any) -> dict[str, Any]:
-        kind, who = AGENTS[agent]
-        ev = copy.deepcopy(BASE_EVENT)
-        identity: dict[str, Any] = {"type": kind, "accountId": "1384926508761234",
-                                    "principalId": f"2000{zlib.crc32(who.encode())}"}
-        identity["userName"] = f"{who}:i-{len(self.events)}" if kind == "assumed-role" else who
-        ev.update(eventId=f"00000000-0000-4000-{self.batch:04d}-{len(self.events):012d}",
-                  eventTime=when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), eventName=name,
-                  sourceIpAddress=ip, userAgent=ua, acsRegion=region, userIdentity=identity, **extra)
-        if error:
-            ev["errorCode"], ev["errorMessage"] = error, "refused"
-        self.events.append(ev)
-        return ev
+def trail(batch: int) -> harness.Trail:
+    """ActionTrail events at local wall-clock times, with the aliyun CLI unless a call says otherwise."""
+    return harness.Trail(INVENTORY, batch, userAgent=CLI)
 
 
 def at(day: date, hour: int, minute: int = 0) -> datetime:
@@ -102,14 +66,14 @@ def weekdays(days: Iterable[date]) -> list[date]:
     return [d for d in days if d.weekday() < 5]
 
 
-def ci(t: Trail, days: Iterable[date]) -> None:
+def ci(t: harness.Trail, days: Iterable[date]) -> None:
     for i, day in enumerate(weekdays(days)):
         for hour in (10, 14):
             t.add("ci", at(day, hour), ip=f"203.0.113.{10 + i % 30}")
 
 
-def history_trail() -> Trail:
-    t = Trail(batch=1)
+def history_trail() -> harness.Trail:
+    t = trail(batch=1)
     ci(t, HISTORY_DAYS)
     for i, day in enumerate(HISTORY_DAYS):
         for k in range(3):  # a new /24 every day: instances come and go
@@ -127,40 +91,33 @@ def history_trail() -> Trail:
     return t
 
 
-def ingest(store: Store, path: Path, events: list[dict[str, Any]]) -> None:
-    write_ndjson(path, events)
-    report = ingest_files(store, [path], Attributor(INVENTORY))
-    assert report.quarantined == 0 and report.new == len(events)
-
-
 @pytest.fixture(scope="module")
 def baselines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Baseline]:
-    folder = tmp_path_factory.mktemp("new-source-history")
-    with open_store(folder / "store.duckdb") as store:
-        ingest(store, folder / "history.ndjson", history_trail().events)
-        return fit(store, SINCE, TZ_NAME)
+    return harness.learned(tmp_path_factory.mktemp("new-source-history"), history_trail().events, INVENTORY,
+                           SINCE, TZ_NAME)
+
+
+def sources(b: Baseline) -> SourceProfile:
+    learned = b.part(SourceProfile)
+    assert learned is not None
+    return learned
 
 
 Score = Callable[..., list[Finding]]
 
 
 @pytest.fixture
-def score(tmp_path: Path, store: Store, baselines: dict[str, Baseline]) -> Score:
+def score(store: Store, baselines: dict[str, Baseline]) -> Score:
     """``score(trail, baselines=..., **params)``: the week's findings, as detect would make them."""
 
     ingested: set[int] = set()
 
-    def run(trail: Trail, learned: dict[str, Baseline] | None = None, **params: Any) -> list[Finding]:
-        if id(trail) not in ingested:  # a trail may be scored twice, with other parameters
-            ingest(store, tmp_path / "week.ndjson", trail.events)
-            ingested.add(id(trail))
-        events = load_events(store, COLUMNS, SINCE, UNTIL)
-        models = Models(inventory=INVENTORY, scopes=compile_scopes(INVENTORY), timezone=TZ,
-                        baselines=baselines if learned is None else learned)
-        found = NewSource(**params).score(events, models, UNTIL)
-        assert all(f.detector == "new_source" for f in found)
-        json.dumps([f.evidence for f in found])
-        return sorted(found, key=lambda f: (f.first_seen, f.dedup_key))
+    def run(t: harness.Trail, learned: dict[str, Baseline] | None = None, **params: Any) -> list[Finding]:
+        if id(t) not in ingested:  # a trail may be scored twice, with other parameters
+            harness.ingest(store, t.events, INVENTORY)
+            ingested.add(id(t))
+        return harness.score(store, NewSource(**params), INVENTORY, since=SINCE, until=UNTIL, timezone=TZ,
+                             baselines=baselines if learned is None else learned)
 
     return run
 
@@ -171,34 +128,34 @@ def described(findings: list[Finding]) -> list[tuple[str, str, str]]:
 
 # -- the learned sources -----------------------------------------------------------------------------
 def test_the_history_learns_sources_and_how_diverse_they_are(baselines: dict[str, Baseline]) -> None:
-    b = baselines["ci"]
-    assert b.known_sources("network") == {"203.0.113.0/24": 40}
-    assert b.known_sources("region") == {"cn-hangzhou": 40}
-    assert b.known_sources("client") == {"aliyun-cli": 40}
+    b = sources(baselines["ci"])
+    assert b.known("network") == {"203.0.113.0/24": 40}
+    assert b.known("region") == {"cn-hangzhou": 40}
+    assert b.known("client") == {"aliyun-cli": 40}
     assert b.source_days == {"network": 20, "region": 20, "client": 20}
     assert b.novelty("network") == 0.0
-    fleet = baselines["fleet"]
-    assert len(fleet.known_sources("network")) == 28 * 3
+    fleet = sources(baselines["fleet"])
+    assert len(fleet.known("network")) == 28 * 3
     assert fleet.novelty("network") == 1.0  # every day after the first brought new networks
-    assert fleet.novelty("region") == 0.0 and fleet.known_sources("client") == {"alibabacloud-sdk-python": 84}
-    alice = baselines["alice"]
-    assert alice.known_sources("client") == {"console": 40}  # the browser and the console are one client
-    assert alice.known_sources("region") == {"cn-hangzhou": 20}  # sign-ins are global: no region
-    assert baselines["v6bot"].known_sources("network") == {"2001:db8:1:2::/64": 28}
-    assert baselines["internal"].known_sources("network") == {}
-    assert baselines["internal"].novelty("network") is None  # never seen an address: not learned
-    assert baselines["traveler"].novel_days == {"network": 2, "region": 0, "client": 0}
-    assert baselines["traveler"].novelty("network") == pytest.approx(2 / 19)
-    assert baselines["newbie"].novelty("network") is None
+    assert fleet.novelty("region") == 0.0 and fleet.known("client") == {"alibabacloud-sdk-python": 84}
+    alice = sources(baselines["alice"])
+    assert alice.known("client") == {"console": 40}  # the browser and the console are one client
+    assert alice.known("region") == {"cn-hangzhou": 20}  # sign-ins are global: no region
+    assert sources(baselines["v6bot"]).known("network") == {"2001:db8:1:2::/64": 28}
+    assert sources(baselines["internal"]).known("network") == {}
+    assert sources(baselines["internal"]).novelty("network") is None  # never seen an address: not learned
+    assert sources(baselines["traveler"]).novel_days == {"network": 2, "region": 0, "client": 0}
+    assert sources(baselines["traveler"]).novelty("network") == pytest.approx(2 / 19)
+    assert sources(baselines["newbie"]).novelty("network") is None
 
 
 @pytest.mark.parametrize("ip", ["203.0.113.7", "10.1.2.255", "8.8.8.8", "2001:db8:1:2::99", "::ffff:1.2.3.4"])
-def test_sql_and_python_agree_on_a_source_network(tmp_path: Path, store: Store, ip: str) -> None:
-    t = Trail(batch=3)
+def test_sql_and_python_agree_on_a_source_network(store: Store, ip: str) -> None:
+    t = trail(batch=3)
     for day in HISTORY_DAYS:
         t.add("ci", at(day, 10), ip=ip)
-    ingest(store, tmp_path / "h.ndjson", t.events)
-    assert fit(store, SINCE, TZ_NAME)["ci"].known_sources("network") == {network_of(ip): 28}
+    harness.ingest(store, t.events, INVENTORY)
+    assert sources(learning.fit(store, SINCE, TZ_NAME)["ci"]).known("network") == {network_of(ip): 28}
 
 
 @pytest.mark.parametrize(("agent", "expected"), [
@@ -220,7 +177,7 @@ def test_user_agents_fold_into_client_families(agent: str | None, expected: str 
 
 # -- firing ------------------------------------------------------------------------------------------
 def test_a_stolen_key_from_a_new_network_fires_once_naming_everything_new(score: Score) -> None:
-    t = Trail(batch=2)
+    t = trail(batch=2)
     ci(t, WEEK)  # its usual calls are fine
     ids = [t.add("ci", at(SAT, 3, i), ip="185.220.101.34", ua="python-requests/2.31.0",
                  region="cn-beijing" if i == 2 else "cn-hangzhou", error="NoPermission" if i == 4 else None)["eventId"]
@@ -248,7 +205,7 @@ def test_a_stolen_key_from_a_new_network_fires_once_naming_everything_new(score:
     ({"ua": "Terraform/1.9.8 terraform-provider-alicloud/1.235.0"}, "new_source:client:terraform"),
 ], ids=["region", "client"])
 def test_a_new_region_or_client_alone_fires(score: Score, extra: dict[str, str], key: str) -> None:
-    t = Trail(batch=2)
+    t = trail(batch=2)
     t.add("ci", at(TUE, 11), ip="203.0.113.99", **extra)
     (f,) = score(t)
     assert f.dedup_key == key
@@ -257,7 +214,7 @@ def test_a_new_region_or_client_alone_fires(score: Score, extra: dict[str, str],
 
 
 def test_the_usual_network_region_and_client_are_quiet(score: Score) -> None:
-    t = Trail(batch=2)
+    t = trail(batch=2)
     ci(t, WEEK)
     t.add("ci", at(SUN, 3), ip="203.0.113.250")  # odd hours are odd_hours' business; the /24 is known
     t.add("alice", at(TUE, 9), "ConsoleSignin", ip="198.18.7.21", ua=BROWSER.replace("130", "131"),
@@ -269,7 +226,7 @@ def test_the_usual_network_region_and_client_are_quiet(score: Score) -> None:
 
 # -- rotating sources --------------------------------------------------------------------------------
 def test_a_role_used_from_ever_new_instances_is_quiet_about_networks(score: Score) -> None:
-    t = Trail(batch=2)
+    t = trail(batch=2)
     for i, day in enumerate(WEEK):
         for k in range(3):
             t.add("fleet", at(day, 9 + k), ip=f"172.{16 + i}.{k}.9", ua=PY_SDK)
@@ -277,7 +234,7 @@ def test_a_role_used_from_ever_new_instances_is_quiet_about_networks(score: Scor
 
 
 def test_a_rotating_role_in_a_never_seen_region_fires_as_a_region(score: Score) -> None:
-    t = Trail(batch=2)
+    t = trail(batch=2)
     ids = [t.add("fleet", at(WED, 2, i), ip="172.31.0.9", ua=PY_SDK, region="eu-central-1")["eventId"]
            for i in range(3)]
     (f,) = score(t)
@@ -291,7 +248,7 @@ def test_a_rotating_role_in_a_never_seen_region_fires_as_a_region(score: Score) 
 def test_max_novelty_decides_which_agents_rotate(score: Score) -> None:
     """The traveler brought a new network on 2 of 19 days (0.105): rotating at the default 0.1,
     stable at 0.2."""
-    t = Trail(batch=2)
+    t = trail(batch=2)
     t.add("traveler", at(TUE, 11), ip="192.0.2.200")  # the hotel again: known
     t.add("traveler", at(WED, 11), ip="100.64.8.1")  # somewhere new
     assert score(t) == []
@@ -303,20 +260,20 @@ def test_max_novelty_decides_which_agents_rotate(score: Score) -> None:
 # -- not judged -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("source", ["Internal", "192.168.XX.XX", "", "ecs.aliyuncs.com", "255.18.064.253"])
 def test_sources_that_are_not_addresses_have_no_network(score: Score, source: str) -> None:
-    t = Trail(batch=2)
+    t = trail(batch=2)
     t.add("ci", at(TUE, 11), ip=source)
     t.add("internal", at(TUE, 12), ip=source, ua="aliyun-sdk-java/3.17.4(Linux/5.10)")
     assert score(t) == []
 
 
 def test_an_agent_never_seen_at_an_address_is_not_judged_on_networks(score: Score) -> None:
-    t = Trail(batch=2)
+    t = trail(batch=2)
     t.add("internal", at(TUE, 12), ip="185.220.101.34", ua="aliyun-sdk-java/3.17.4(Linux/5.10)")
     assert score(t) == []
 
 
 def test_ipv6_is_judged_by_its_64(score: Score) -> None:
-    t = Trail(batch=2)
+    t = trail(batch=2)
     t.add("v6bot", at(TUE, 12), ip="2001:db8:1:2::ffff", ua="python-requests/2.31.0")
     t.add("v6bot", at(TUE, 13), ip="2001:db8:9:9::1", ua="python-requests/2.31.0")
     (f,) = score(t)
@@ -324,21 +281,22 @@ def test_ipv6_is_judged_by_its_64(score: Score) -> None:
 
 
 def test_too_little_history_is_not_judged(score: Score) -> None:
-    t = Trail(batch=2)
+    t = trail(batch=2)
     t.add("newbie", at(TUE, 3), ip="185.220.101.34", ua="python-requests/2.31.0", region="ap-southeast-1")
     assert score(t) == []
 
 
 def test_a_baseline_stored_before_sources_were_learned_loads_and_is_not_judged(
-        score: Score, store: Store, baselines: dict[str, Baseline], tmp_path: Path) -> None:
+        score: Score, store: Store, baselines: dict[str, Baseline]) -> None:
     old = json.loads(baselines["ci"].to_json())
     for key in ("sources", "source_days", "novel_days"):
         del old[key]
-    loaded = Baseline.from_json(json.dumps(old))
-    assert loaded.sources is None and loaded.novelty("network") is None
-    assert loaded.hour_of_week == baselines["ci"].hour_of_week  # the rest is intact
+    loaded = Baseline.from_json(json.dumps(old), learning.learners())
+    assert sources(loaded).sources is None and sources(loaded).novelty("network") is None
+    # the rest is intact
+    assert loaded == replace(baselines["ci"], parts={**baselines["ci"].parts, SourceProfile: SourceProfile()})
     # as stored by an earlier version, on the history the store holds: detect loads it rather than refitting
-    ingest(store, tmp_path / "history.ndjson", history_trail().events)
+    harness.ingest(store, history_trail().events, INVENTORY)
     day = datetime(2026, 11, 22, 16, tzinfo=UTC)
     assert day == SINCE
     for agent, b in baselines.items():
@@ -347,15 +305,15 @@ def test_a_baseline_stored_before_sources_were_learned_loads_and_is_not_judged(
             del stored[key]
         store.con.execute("INSERT INTO baselines VALUES (?, ?, ?, ?, now(), ?)",
                           [agent, day - timedelta(days=28), day, TZ_NAME, json.dumps(stored)])
-    assert load_or_fit(store, day, TZ_NAME)["ci"].sources is None
-    t = Trail(batch=2)
+    assert sources(learning.load_or_fit(store, day, TZ_NAME)["ci"]).sources is None
+    t = trail(batch=2)
     t.add("ci", at(SAT, 3), ip="185.220.101.34", ua="python-requests/2.31.0")
     assert score(t, {"ci": loaded}) == []
 
 
 # -- one finding per source per dedup window -----------------------------------------------------------
 def test_one_finding_per_agent_and_source_per_dedup_window(score: Score) -> None:
-    t = Trail(batch=2)
+    t = trail(batch=2)
     first = [t.add("ci", at(TUE, 11), ip="185.220.101.34")["eventId"],
              t.add("ci", at(TUE, 15), ip="185.220.101.77")["eventId"]]  # same /24, 4 hours later
     later = t.add("ci", at(THU, 11), ip="185.220.101.34")["eventId"]  # 48 hours later
@@ -368,20 +326,20 @@ def test_one_finding_per_agent_and_source_per_dedup_window(score: Score) -> None
 
 
 def test_failed_calls_from_a_new_source_still_fire(score: Score) -> None:
-    t = Trail(batch=2)
+    t = trail(batch=2)
     t.add("ci", at(TUE, 11), ip="185.220.101.34", error="InvalidAccessKeyId.NotFound")
     (f,) = score(t)
     assert f.evidence["failed"] == 1 and "(1 call, all failed)" in f.summary
 
 
-def test_score_is_order_insensitive(tmp_path: Path, store: Store, baselines: dict[str, Baseline]) -> None:
-    t = Trail(batch=2)
+def test_score_is_order_insensitive(store: Store, baselines: dict[str, Baseline]) -> None:
+    t = trail(batch=2)
     for i in range(6):
         t.add("ci", at(TUE, 11, i), ip=f"185.220.{101 + i % 2}.34", ua="python-requests/2.31.0")
         t.add("fleet", at(TUE, 11, i), ip=f"172.20.{i}.1", ua=PY_SDK, region="eu-central-1")
-    ingest(store, tmp_path / "w.ndjson", t.events)
-    df = load_events(store, COLUMNS, SINCE, UNTIL)
-    models = Models(inventory=INVENTORY, scopes={}, timezone=TZ, baselines=baselines)
+    harness.ingest(store, t.events, INVENTORY)
+    df = harness.frame(store, NewSource(), since=SINCE, until=UNTIL)
+    models = harness.models(INVENTORY, TZ, baselines)
 
     def signature(found: list[Finding]) -> list[tuple[Any, ...]]:
         return sorted((f.id, f.dedup_key, tuple(f.event_ids), f.summary) for f in found)
@@ -430,7 +388,31 @@ def test_a_lone_new_source_or_another_new_source_keeps_medium() -> None:
     assert c.severity == "critical"
 
 
-def test_detect_raises_a_new_source_that_comes_at_odd_hours(tmp_path: Path, store: Store) -> None:
+class _Paired(Detector):
+    """A detector whose findings matter more beside another's, whatever its parameters are called."""
+
+    id, severity = "paired", "low"
+    parameters: ClassVar[dict[str, Any]] = {"dedup_window": "60m", "pair_within": "10m"}
+
+    @property
+    def coincidence(self) -> Coincidence:
+        return Coincidence(parse_duration(self.params["pair_within"]), "critical")
+
+    def score(self, events: Any, models: Any, now: datetime) -> list[Finding]:
+        return []
+
+
+def test_the_coincidence_a_detector_declares_is_what_raises_its_findings() -> None:
+    """detect reads the declared rule, not a parameter name: 10 minutes and critical here."""
+    near, far = _finding("paired", "ci", 0, "low"), _finding("paired", "ci", 100, "low")
+    _raise_coinciding([near, far, _finding("odd_hours", "ci", 11)], [_Paired()])
+    assert (near.severity, far.severity) == ("critical", "low")
+    assert [c["detector"] for c in near.evidence["coincides_with"]] == ["odd_hours"]
+    assert NewSource(coincidence_window="2h", coincidence_severity="critical").coincidence == Coincidence(
+        timedelta(hours=2), "critical")
+
+
+def test_detect_raises_a_new_source_that_comes_at_odd_hours(store: Store) -> None:
     """End to end: the CI key used from a new network at 03:00 on a Sunday is odd_hours' too, so the
     stored new_source finding is high and names the odd_hours finding."""
     t = history_trail()
@@ -438,8 +420,8 @@ def test_detect_raises_a_new_source_that_comes_at_odd_hours(tmp_path: Path, stor
     ids = [t.add("ci", at(SUN, 3, i), ip="185.220.101.34", ua="python-requests/2.31.0")["eventId"]
            for i in range(3)]
     t.add("ci", at(TUE, 11), ip="203.0.113.5", region="ap-southeast-1")  # new region at a usual hour
-    ingest(store, tmp_path / "all.ndjson", t.events)
-    report = run_detect(store, Config(timezone=TZ_NAME), INVENTORY, since=SINCE, until=UNTIL)
+    harness.ingest(store, t.events, INVENTORY)
+    report = harness.detect(store, INVENTORY, SINCE, UNTIL, timezone=TZ_NAME)
     assert not report.failed, report.detectors
     found = {f["evidence"]["value"]: f for f in list_findings(store, detector="new_source")}
     assert set(found) == {"185.220.101.0/24", "ap-southeast-1"}

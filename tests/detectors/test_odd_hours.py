@@ -23,26 +23,22 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import pipeline.detection.detect
-from detectors.base import Finding, Models
-from detectors.odd_hours import OddHours
-from models.baselines import Baseline, fit
-from models.inventory import Attributor, Inventory
-from models.scope import compile_scopes
-from pipeline.core.config import Config
-from pipeline.detection.detect import load_events, run_detect
+from detectors.base import Finding
+from detectors.odd_hours import HourProfile, OddHours
+from models.baselines import Baseline
+from models.inventory import Inventory
 from pipeline.detection.findings import list_findings
-from pipeline.ingest.run import ingest_files
-from pipeline.store.store import Store, open_store
-from tests.conftest import ram_user_event, write_ndjson
+from pipeline.store.store import Store
+from tests.detectors import harness
 
 TZ_NAME = "Asia/Shanghai"
 TZ = ZoneInfo(TZ_NAME)
 SINCE = datetime(2026, 11, 23, tzinfo=TZ)  # Monday 00:00 local
 UNTIL = SINCE + timedelta(days=7)
+LATER = UNTIL + timedelta(days=35)  # "now" after the last week written: ingest refuses events dated in the future
 HISTORY_DAYS = [SINCE.date() - timedelta(days=28 - i) for i in range(28)]  # Mon 10-26 .. Sun 11-22
 WEEK = [SINCE.date() + timedelta(days=i) for i in range(7)]
 MON, TUE, WED, THU, FRI, SAT, SUN = WEEK
-COLUMNS = list(dict.fromkeys(("event_id", "event_time", "agent", *OddHours.columns)))
 
 # agent name -> the RAM user it acts as
 USERS = {"etl-pipeline": "etl", "monitor": "cms-reader", "nightly-backup": "backup", "admin-alice": "alice",
@@ -54,39 +50,15 @@ DECLARED = {"vendor": {"days": "mon-fri", "from": "09:00", "to": "18:00"},
 def inventory(**hours: dict[str, str] | None) -> Inventory:
     """The seven agents; ``hours`` overrides declared hours by agent name (None: none)."""
     declared = {**DECLARED, **{k.replace("_", "-"): v for k, v in hours.items()}}
-    agents = []
-    for name, user in USERS.items():
-        agent: dict[str, Any] = {"name": name, "purpose": "test agent", "owner": "platform-team",
-                                 "environment": "production", "identities": [f"ram-user:{user}"]}
-        if declared.get(name):
-            agent["hours"] = declared[name]
-        agents.append(agent)
-    return Inventory.model_validate({"agents": agents})
+    return harness.inventory(*(harness.agent(name, f"ram-user:{user}", **({"hours": declared[name]}
+                                                                         if declared.get(name) else {}))
+                               for name, user in USERS.items()))
 
 
 INVENTORY = inventory()
 
 
 # -- events ----------------------------------------------------------------------------------------
-class Trail:
-    """ActionTrail events at local wall-clock times."""
-
-    def __init__(self, batch: int) -> None:
-        self.batch = batch  # keeps event ids unique across trails ingested into one store
-        self.events: list[dict[str, Any]] = []
-
-    def add(self, agent: str, when: datetime, name: str = "DescribeInstances", *, rw: str = "Read",
-            error: str | None = None, ip: str = "203.0.113.7") -> dict[str, Any]:
-        ev = ram_user_event(f"00000000-0000-4000-{self.batch:04d}-{len(self.events):012d}", USERS[agent], when,
-                            name, error=error, eventRW=rw, sourceIpAddress=ip)
-        self.events.append(ev)
-        return ev
-
-    def ids(self, agent: str) -> list[str]:
-        user = USERS[agent]
-        return [e["eventId"] for e in self.events if e["userIdentity"]["userName"] == user]
-
-
 def at(day: date, hour: int, minute: int = 0, second: int = 0) -> datetime:
     return datetime(day.year, day.month, day.day, hour, minute, second, tzinfo=TZ)
 
@@ -95,7 +67,7 @@ def weekdays(days: Iterable[date]) -> Iterator[date]:
     return (d for d in days if d.weekday() < 5)
 
 
-def etl(t: Trail, days: Iterable[date]) -> None:
+def etl(t: harness.Trail, days: Iterable[date]) -> None:
     """Weekdays, every hour 08:05-19:05: read the database list and a lake object."""
     for day in weekdays(days):
         for hour in range(8, 20):
@@ -103,21 +75,21 @@ def etl(t: Trail, days: Iterable[date]) -> None:
             t.add("etl-pipeline", at(day, hour, 5, 30), "GetObject")
 
 
-def monitor(t: Trail, days: Iterable[date]) -> None:
+def monitor(t: harness.Trail, days: Iterable[date]) -> None:
     """Every 20 minutes, day and night, weekends too."""
     for day in days:
         for slot in range(72):
             t.add("monitor", at(day, 0) + timedelta(minutes=20 * slot, seconds=7))
 
 
-def backup(t: Trail, days: Iterable[date]) -> None:
+def backup(t: harness.Trail, days: Iterable[date]) -> None:
     """Every night 01:00-01:40: snapshots."""
     for day in days:
         for minute in (0, 10, 25, 40):
             t.add("nightly-backup", at(day, 1, minute), "CreateSnapshot", rw="Write")
 
 
-def alice(t: Trail, days: Iterable[date]) -> None:
+def alice(t: harness.Trail, days: Iterable[date]) -> None:
     """Weekdays 09:10-18:30; one weekday in three until 20:20."""
     for i, day in enumerate(weekdays(days)):
         for hour, minute in ((9, 10), (11, 30), (14, 0), (16, 45), (18, 30)):
@@ -127,8 +99,8 @@ def alice(t: Trail, days: Iterable[date]) -> None:
             t.add("admin-alice", at(day, 20, 20), "DescribeInstances")
 
 
-def history_trail() -> Trail:
-    t = Trail(batch=1)
+def history_trail() -> harness.Trail:
+    t = harness.Trail(INVENTORY, batch=1)
     etl(t, HISTORY_DAYS)
     monitor(t, HISTORY_DAYS)
     backup(t, HISTORY_DAYS)
@@ -142,33 +114,27 @@ def history_trail() -> Trail:
 
 @pytest.fixture(scope="module")
 def baselines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Baseline]:
-    folder = tmp_path_factory.mktemp("odd-hours-history")
-    with open_store(folder / "store.duckdb") as store:
-        ingest(store, folder / "history.ndjson", history_trail().events)
-        return fit(store, SINCE, TZ_NAME)
+    return harness.learned(tmp_path_factory.mktemp("odd-hours-history"), history_trail().events, INVENTORY,
+                           SINCE, TZ_NAME, now=LATER)
 
 
-def ingest(store: Store, path: Path, events: list[dict[str, Any]], inv: Inventory = INVENTORY) -> None:
-    write_ndjson(path, events)
-    # "now" after the last week written (four weeks past UNTIL): ingest refuses events dated in the future
-    report = ingest_files(store, [path], Attributor(inv), now=UNTIL + timedelta(days=35))
-    assert report.quarantined == 0 and report.new == len(events)
+def profile(b: Baseline) -> HourProfile:
+    learned = b.part(HourProfile)
+    assert learned is not None
+    return learned
 
 
 Score = Callable[..., list[Finding]]
 
 
 @pytest.fixture
-def score(tmp_path: Path, store: Store, baselines: dict[str, Baseline]) -> Score:
+def score(store: Store, baselines: dict[str, Baseline]) -> Score:
     """``score(trail, inventory=..., **params)``: the week's findings, as detect would make them."""
 
-    def run(trail: Trail, inv: Inventory = INVENTORY, **params: Any) -> list[Finding]:
-        ingest(store, tmp_path / "week.ndjson", trail.events, inv)
-        events = load_events(store, COLUMNS, SINCE, UNTIL)
-        models = Models(inventory=inv, scopes=compile_scopes(inv), timezone=TZ, baselines=baselines)
-        found = OddHours(**params).score(events, models, UNTIL)
-        assert all(f.detector == "odd_hours" for f in found)
-        return sorted(found, key=lambda f: f.first_seen)
+    def run(trail: harness.Trail, inv: Inventory = INVENTORY, **params: Any) -> list[Finding]:
+        harness.ingest(store, trail.events, inv, now=LATER)
+        return harness.score(store, OddHours(**params), inv, since=SINCE, until=UNTIL, timezone=TZ,
+                             baselines=baselines)
 
     return run
 
@@ -177,7 +143,7 @@ def described(findings: list[Finding]) -> list[tuple[str, str, str]]:
     return [(f.agent, f.severity, f.summary) for f in findings]
 
 
-def burst_of(t: Trail, agent: str, start: datetime, n: int = 40, name: str = "GetObject",
+def burst_of(t: harness.Trail, agent: str, start: datetime, n: int = 40, name: str = "GetObject",
                 **kw: Any) -> list[str]:
     return [t.add(agent, start + timedelta(seconds=3 * i), name, **kw)["eventId"] for i in range(n)]
 
@@ -186,10 +152,10 @@ def burst_of(t: Trail, agent: str, start: datetime, n: int = 40, name: str = "Ge
 def test_the_history_is_learned_in_local_time(baselines: dict[str, Baseline]) -> None:
     etl_b = baselines["etl-pipeline"]
     assert etl_b.learned and etl_b.active_days == 20
-    assert (etl_b.observed_weekdays, etl_b.observed_weekends) == (20, 8)
-    assert etl_b.hour_share(1, 10) == 1.0 and etl_b.hour_share(6, 3) == 0.0
-    assert baselines["monitor"].hour_share(6, 3) == 1.0
-    assert baselines["admin-alice"].hour_share(2, 20) == pytest.approx(7 / 20)
+    assert (profile(etl_b).observed_weekdays, profile(etl_b).observed_weekends) == (20, 8)
+    assert profile(etl_b).hour_share(1, 10) == 1.0 and profile(etl_b).hour_share(6, 3) == 0.0
+    assert profile(baselines["monitor"]).hour_share(6, 3) == 1.0
+    assert profile(baselines["admin-alice"]).hour_share(2, 20) == pytest.approx(7 / 20)
     assert not baselines["newbie"].learned and baselines["newbie"].active_days == 3
     assert not baselines["vendor"].learned
     assert "night-shift" not in baselines
@@ -197,7 +163,7 @@ def test_the_history_is_learned_in_local_time(baselines: dict[str, Baseline]) ->
 
 # -- firing ----------------------------------------------------------------------------------------
 def test_daytime_agent_at_0310_on_sunday_fires_once(score: Score) -> None:
-    t = Trail(batch=2)
+    t = harness.Trail(INVENTORY, batch=2)
     etl(t, WEEK)  # its usual weekdays, which are fine
     burst = burst_of(t, "etl-pipeline", at(SUN, 3, 10))
     findings = score(t)
@@ -224,20 +190,20 @@ def test_daytime_agent_at_0310_on_sunday_fires_once(score: Score) -> None:
 
 
 def test_daytime_agent_at_its_usual_tuesday_1000_does_not_fire(score: Score) -> None:
-    t = Trail(batch=2)
+    t = harness.Trail(INVENTORY, batch=2)
     burst_of(t, "etl-pipeline", at(TUE, 10, 0), n=20)
     assert score(t) == []
 
 
 def test_round_the_clock_poller_at_0300_does_not_fire(score: Score) -> None:
-    t = Trail(batch=2)
+    t = harness.Trail(INVENTORY, batch=2)
     monitor(t, WEEK)  # 03:00 every day, weekend included
     t.add("monitor", at(SUN, 3, 0, 30), "DescribeDBInstances")
     assert score(t) == []
 
 
 def test_nightly_backup_at_0120_does_not_fire(score: Score) -> None:
-    t = Trail(batch=2)
+    t = harness.Trail(INVENTORY, batch=2)
     for day in WEEK:  # weekday and weekend nights
         for minute in (20, 21, 35):
             t.add("nightly-backup", at(day, 1, minute), "CreateSnapshot", rw="Write")
@@ -245,7 +211,7 @@ def test_nightly_backup_at_0120_does_not_fire(score: Score) -> None:
 
 
 def test_human_who_sometimes_stays_late_is_usual_at_2030(score: Score) -> None:
-    t = Trail(batch=2)
+    t = harness.Trail(INVENTORY, batch=2)
     alice(t, WEEK)
     t.add("admin-alice", at(TUE, 20, 30), "DescribeInstances")
     t.add("admin-alice", at(TUE, 20, 44), "ModifyInstanceAttribute", rw="Write")
@@ -253,7 +219,7 @@ def test_human_who_sometimes_stays_late_is_usual_at_2030(score: Score) -> None:
 
 
 def test_human_signing_in_at_2340_fires(score: Score) -> None:
-    t = Trail(batch=2)
+    t = harness.Trail(INVENTORY, batch=2)
     alice(t, WEEK)
     ids = [t.add("admin-alice", at(WED, 23, 40), "ConsoleSignin", rw="Write")["eventId"],
            t.add("admin-alice", at(WED, 23, 41), "DescribeTrails")["eventId"]]
@@ -270,7 +236,7 @@ def test_human_signing_in_at_2340_fires(score: Score) -> None:
 
 
 def test_successful_write_in_an_unusual_burst_is_high_a_refused_one_is_not(score: Score) -> None:
-    t = Trail(batch=2)
+    t = harness.Trail(INVENTORY, batch=2)
     burst_of(t, "etl-pipeline", at(SAT, 3, 0), n=3, name="PutObject", rw="Write", error="AccessDenied")
     burst_of(t, "etl-pipeline", at(SUN, 3, 0), n=3, name="PutObject", rw="Write")
     refused, wrote = score(t)
@@ -281,14 +247,14 @@ def test_successful_write_in_an_unusual_burst_is_high_a_refused_one_is_not(score
 def test_three_active_days_and_no_declared_hours_is_never_scored(score: Score,
                                                                   baselines: dict[str, Baseline]) -> None:
     assert baselines["newbie"].active_days == 3  # it has a baseline, just not a learned one
-    t = Trail(batch=2)
+    t = harness.Trail(INVENTORY, batch=2)
     burst_of(t, "newbie", at(SUN, 3, 10))
     burst_of(t, "newbie", at(TUE, 23, 50), n=5)
     assert score(t) == []
 
 
 def test_declared_hours_judge_an_agent_with_little_history(score: Score) -> None:
-    t = Trail(batch=2)
+    t = harness.Trail(INVENTORY, batch=2)
     t.add("vendor", at(TUE, 11, 0), "DescribeInstanceAttribute")  # inside mon-fri 09:00-18:00
     ids = [t.add("vendor", at(SAT, 11, 5 + i), "DescribeInstanceAttribute")["eventId"] for i in range(3)]
     findings = score(t)
@@ -306,7 +272,7 @@ def test_declared_hours_judge_an_agent_with_little_history(score: Score) -> None
 
 def test_declared_hours_include_both_ends_to_the_minute(score: Score) -> None:
     """mon-fri 09:00-18:00: 09:00 and 18:00 are inside, 08:59 and 18:01 outside."""
-    t = Trail(batch=2)
+    t = harness.Trail(INVENTORY, batch=2)
     early = t.add("vendor", at(TUE, 8, 59))["eventId"]
     t.add("vendor", at(TUE, 9, 0))
     t.add("vendor", at(TUE, 18, 0, 40))
@@ -316,7 +282,7 @@ def test_declared_hours_include_both_ends_to_the_minute(score: Score) -> None:
 
 
 def test_declared_hours_judge_an_agent_with_no_history(score: Score) -> None:
-    t = Trail(batch=2)
+    t = harness.Trail(INVENTORY, batch=2)
     t.add("night-shift", at(TUE, 12, 0))
     (f,) = score(t)
     assert f.agent == "night-shift" and f.severity == "medium"
@@ -326,7 +292,7 @@ def test_declared_hours_judge_an_agent_with_no_history(score: Score) -> None:
 
 
 def test_declared_hours_can_be_switched_off(score: Score) -> None:
-    t = Trail(batch=2)
+    t = harness.Trail(INVENTORY, batch=2)
     t.add("vendor", at(SAT, 11, 5), "DescribeInstanceAttribute")
     t.add("night-shift", at(TUE, 12, 0))
     assert score(t, check_declared_hours=False) == []
@@ -334,7 +300,7 @@ def test_declared_hours_can_be_switched_off(score: Score) -> None:
 
 def test_overnight_declared_hours(score: Score) -> None:
     """daily 22:00-06:00 wraps midnight: 22:30, 02:00 and 05:50 are inside; 12:00 and 21:00 not."""
-    t = Trail(batch=2)
+    t = harness.Trail(INVENTORY, batch=2)
     for when in (at(MON, 22, 30), at(TUE, 2, 0), at(TUE, 5, 50), at(SUN, 23, 59)):
         t.add("night-shift", when)
     noon = t.add("night-shift", at(TUE, 12, 0))["eventId"]
@@ -347,7 +313,7 @@ def test_overnight_declared_hours_on_weekdays_belong_to_the_evening_they_start(s
     """mon-fri 22:00-06:00: Saturday 02:00 is Friday's night (inside); Monday 02:00 is Sunday's
     night, and Saturday 22:30 starts Saturday's (both outside)."""
     inv = inventory(night_shift={"days": "mon-fri", "from": "22:00", "to": "06:00"})
-    t = Trail(batch=2)
+    t = harness.Trail(INVENTORY, batch=2)
     t.add("night-shift", at(FRI, 23, 0))
     t.add("night-shift", at(SAT, 2, 0))
     monday = t.add("night-shift", at(MON, 2, 0))["eventId"]
@@ -358,7 +324,7 @@ def test_overnight_declared_hours_on_weekdays_belong_to_the_evening_they_start(s
 
 # -- bursts and severity -----------------------------------------------------------------------------
 def test_two_odd_bursts_three_hours_apart_make_two_findings(score: Score) -> None:
-    t = Trail(batch=2)
+    t = harness.Trail(INVENTORY, batch=2)
     first = burst_of(t, "etl-pipeline", at(SUN, 2, 0), n=10)
     second = burst_of(t, "etl-pipeline", at(SUN, 5, 0), n=10)
     findings = score(t)
@@ -368,7 +334,7 @@ def test_two_odd_bursts_three_hours_apart_make_two_findings(score: Score) -> Non
 
 
 def test_odd_calls_within_an_hour_make_one_finding(score: Score) -> None:
-    t = Trail(batch=2)
+    t = harness.Trail(INVENTORY, batch=2)
     first = burst_of(t, "etl-pipeline", at(SUN, 3, 0), n=10)
     second = burst_of(t, "etl-pipeline", at(SUN, 3, 50), n=10)
     findings = score(t)
@@ -378,7 +344,7 @@ def test_odd_calls_within_an_hour_make_one_finding(score: Score) -> None:
 
 def test_high_when_both_unusual_and_outside_declared_hours(score: Score) -> None:
     inv = inventory(etl_pipeline={"days": "mon-fri", "from": "08:00", "to": "20:00"})
-    t = Trail(batch=2)
+    t = harness.Trail(INVENTORY, batch=2)
     etl(t, WEEK)
     burst_of(t, "etl-pipeline", at(SUN, 3, 10))
     (f,) = score(t, inv)
@@ -397,7 +363,7 @@ def test_medium_when_only_one_of_the_two_says_odd(score: Score, hours: dict[str,
                                                   undeclared: bool) -> None:
     """Unusual for its rhythm but inside declared hours (06:30 in 06:00-22:00), or usual for its
     rhythm but outside declared hours (08:05 outside 09:00-17:00): medium either way."""
-    t = Trail(batch=2)
+    t = harness.Trail(INVENTORY, batch=2)
     t.add("etl-pipeline", at(*when), "GetObject")
     (f,) = score(t, inventory(etl_pipeline=hours))
     assert f.severity == "medium"
@@ -417,9 +383,9 @@ def test_run_detect_scores_the_window_against_the_history_before_it(tmp_path: Pa
     burst = burst_of(t, "etl-pipeline", at(SUN, 3, 10))
     for week in range(1, 5):
         burst_of(t, "etl-pipeline", at(SUN + timedelta(days=7 * week), 3, 10), n=5)
-    ingest(store, tmp_path / "all.ndjson", t.events)
+    harness.ingest(store, t.events, INVENTORY, now=LATER)
 
-    report = run_detect(store, Config(timezone=TZ_NAME), INVENTORY, since=SINCE, until=UNTIL)
+    report = harness.detect(store, INVENTORY, SINCE, UNTIL, timezone=TZ_NAME)
     assert report.detectors["odd_hours"]["error"] is None
     found = list_findings(store, detector="odd_hours")
     assert [(f["agent"], f["event_ids"]) for f in found] == [("etl-pipeline", burst)], found
@@ -435,9 +401,9 @@ def test_a_burst_across_a_scoring_chunk_keeps_a_whole_summary(tmp_path: Path, st
     t = history_trail()
     burst = [t.add("etl-pipeline", at(SUN, 7, 40) + timedelta(minutes=2 * i), "GetObject")["eventId"]
              for i in range(21)]  # Sunday 07:40-08:20 local = Saturday 23:40 - Sunday 00:20 UTC
-    ingest(store, tmp_path / "all.ndjson", t.events)
+    harness.ingest(store, t.events, INVENTORY, now=LATER)
     monkeypatch.setattr(pipeline.detection.detect, "CHUNK_EVENTS", 10)  # as a busy account's days are
-    run_detect(store, Config(timezone=TZ_NAME), INVENTORY, since=SINCE, until=UNTIL)
+    harness.detect(store, INVENTORY, SINCE, UNTIL, timezone=TZ_NAME)
     (f,) = list_findings(store, detector="odd_hours")
     assert f["event_ids"] == burst and f["event_count"] == 21
     assert f["first_seen"] == at(SUN, 7, 40)

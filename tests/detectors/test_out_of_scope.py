@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -20,28 +19,23 @@ import pytest
 
 from detectors.base import Finding, Models
 from detectors.out_of_scope import OutOfScope
-from models.inventory import Attributor, Inventory, load_inventory
-from models.scope import compile_scopes
+from models.inventory import Inventory, load_inventory
 from pipeline.demo import synthetic
-from pipeline.detection.detect import load_events
-from pipeline.ingest.run import ingest_files
 from pipeline.store.store import Store
-from tests.conftest import REAL_ATTACKS, ROOT, write_ndjson
+from tests.conftest import REAL_ATTACKS, ROOT
+from tests.detectors import harness
 
 ACCOUNT = "1384926508761234"  # conftest BASE_EVENT's account
-SINCE, UNTIL = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
-COLUMNS = list(dict.fromkeys(("event_id", "event_time", "agent", *OutOfScope.columns)))
+SINCE, UNTIL = harness.EVER
 TZ = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 11, 2, 3, 0, 0, tzinfo=UTC)
 
 MakeEvent = Callable[..., dict[str, Any]]
 
 
-# -- harness ---------------------------------------------------------------------------------------
 def agent(name: str = "ci-deployer", *, policies: list[dict[str, Any]] | None = None,
           identities: list[str] | None = None, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "purpose": "test agent", "owner": "platform-team", "environment": "production",
-            "identities": identities or ["ram-user:ci-deploy"], "policies": policies or [], **extra}
+    return harness.agent(name, *(identities or ["ram-user:ci-deploy"]), policies=policies, **extra)
 
 
 def doc(*statements: dict[str, Any]) -> dict[str, Any]:
@@ -82,22 +76,19 @@ def describe(make_event: MakeEvent, n: int, minutes: float = 0, **kw: Any) -> di
     return make_event(n, eventTime=at(minutes), **kw)
 
 
-def load(tmp_path: Path, store: Store, events: list[dict[str, Any]], inventory: Inventory) -> pd.DataFrame:
-    path = write_ndjson(tmp_path / "events.ndjson", events)
-    report = ingest_files(store, [path], Attributor(inventory))
-    assert report.quarantined == 0
-    return load_events(store, COLUMNS, SINCE, UNTIL)
+def load(store: Store, events: list[dict[str, Any]], inventory: Inventory) -> pd.DataFrame:
+    harness.ingest(store, events, inventory)
+    return harness.frame(store, OutOfScope())
 
 
 def models_for(inventory: Inventory) -> Models:
-    return Models(inventory=inventory, scopes=compile_scopes(inventory), timezone=TZ)
+    return harness.models(inventory, TZ)
 
 
-def run(tmp_path: Path, store: Store, events: list[dict[str, Any]], agents: list[dict[str, Any]],
-        **params: Any) -> list[Finding]:
-    inventory = Inventory.model_validate({"agents": agents})
-    df = load(tmp_path, store, events, inventory)
-    return OutOfScope(**params).score(df, models_for(inventory), UNTIL)
+def run(store: Store, events: list[dict[str, Any]], agents: list[dict[str, Any]], **params: Any) -> list[Finding]:
+    inventory = harness.inventory(*agents)
+    harness.ingest(store, events, inventory)
+    return harness.score(store, OutOfScope(**params), inventory, timezone=TZ)
 
 
 def kinds(findings: list[Finding]) -> list[str]:
@@ -115,10 +106,10 @@ def arn(instance: str) -> str:
 
 
 # -- the issue's cases -----------------------------------------------------------------------------
-def test_ci_stops_production_instance_is_critical(tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+def test_ci_stops_production_instance_is_critical(store: Store, make_event: MakeEvent) -> None:
     """In-scope action, out-of-scope resource, and it succeeded: a critical finding."""
     ev = stop_instance(make_event, 1, "i-prod-web-01")
-    findings = run(tmp_path, store, [ev], [agent(policies=[CI_POLICY])])
+    findings = run(store, [ev], [agent(policies=[CI_POLICY])])
     assert len(findings) == 1
     f = findings[0]
     assert (f.detector, f.agent, f.severity) == ("out_of_scope", "ci-deployer", "critical")
@@ -137,16 +128,16 @@ def test_ci_stops_production_instance_is_critical(tmp_path: Path, store: Store, 
     assert f.dedup_key == "out_of_scope:ecs:stopinstance"
 
 
-def test_ci_stops_staging_instance_is_fine(tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+def test_ci_stops_staging_instance_is_fine(store: Store, make_event: MakeEvent) -> None:
     events = [stop_instance(make_event, 1, "i-staging-3"), describe(make_event, 2, 1)]
-    assert run(tmp_path, store, events, [agent(policies=[CI_POLICY])]) == []
+    assert run(store, events, [agent(policies=[CI_POLICY])]) == []
 
 
-def test_ci_creates_access_key_for_another_user(tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+def test_ci_creates_access_key_for_another_user(store: Store, make_event: MakeEvent) -> None:
     ev = make_event(1, serviceName="Ims", eventName="CreateAccessKey", eventRW="Write",
                     eventSource="ims.aliyuncs.com", apiVersion="2015-05-01", isGlobal=True, eventTime=at(0),
                     requestParameters={"UserName": "admin-bob", "AcsProduct": "Ims"})
-    findings = run(tmp_path, store, [ev], [agent(policies=[CI_POLICY])])
+    findings = run(store, [ev], [agent(policies=[CI_POLICY])])
     f = only(findings, "out_of_scope")
     assert len(findings) == 1
     assert f.severity == "critical"
@@ -157,24 +148,24 @@ def test_ci_creates_access_key_for_another_user(tmp_path: Path, store: Store, ma
     assert f.event_ids == [ev["eventId"]]
 
 
-def test_no_statement_is_null_even_beside_allowed_calls(tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+def test_no_statement_is_null_even_beside_allowed_calls(store: Store, make_event: MakeEvent) -> None:
     """An allowed call names its statement, an implicitly denied one has none: in one frame pandas
     made that None a NaN, and `findings --format json` printed ``"statement": NaN`` (issue 13, 12)."""
     events = [describe(make_event, 1), stop_instance(make_event, 2, "i-prod-web-01", 1)]
-    f = only(run(tmp_path, store, events, [agent(policies=[CI_POLICY])]), "out_of_scope")
+    f = only(run(store, events, [agent(policies=[CI_POLICY])]), "out_of_scope")
     assert f.evidence["decision"] == "ImplicitDeny"
     assert f.evidence["statement"] is None
     json.dumps(f.evidence, allow_nan=False)  # strict JSON
 
 
 # -- decisions and kinds ---------------------------------------------------------------------------
-def test_explicit_deny_names_the_statement(tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+def test_explicit_deny_names_the_statement(store: Store, make_event: MakeEvent) -> None:
     policy = doc(allow("ecs:*"), deny("ecs:DeleteInstance", "acs:ecs:*:*:instance/i-prod*"))
     ev = make_event(1, eventName="DeleteInstance", eventRW="Write", eventTime=at(0),
                     referencedResources={"ACS::ECS::Instance": ["i-prod-db-02"]})
     ok = make_event(2, eventName="DeleteInstance", eventRW="Write", eventTime=at(1),
                     referencedResources={"ACS::ECS::Instance": ["i-staging-9"]})
-    (f,) = run(tmp_path, store, [ev, ok], [agent(policies=[policy])])
+    (f,) = run(store, [ev, ok], [agent(policies=[policy])])
     assert f.severity == "critical"
     assert f.evidence["decision"] == "ExplicitDeny"
     assert f.evidence["statement"] == "ci-deployer:policies[0]#Statement[1]"
@@ -184,19 +175,19 @@ def test_explicit_deny_names_the_statement(tmp_path: Path, store: Store, make_ev
     assert f.event_ids == [ev["eventId"]]
 
 
-def test_out_of_scope_read_is_high(tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+def test_out_of_scope_read_is_high(store: Store, make_event: MakeEvent) -> None:
     ev = make_event(1, serviceName="Kms", eventName="ListSecrets", eventRW="Read", eventTime=at(0))
-    (f,) = run(tmp_path, store, [ev], [agent(policies=[CI_POLICY])])
+    (f,) = run(store, [ev], [agent(policies=[CI_POLICY])])
     assert f.severity == "high"
     assert f.evidence["action"] == "kms:ListSecrets"
     assert f.evidence["resources"] == [f"acs:kms:cn-hangzhou:{ACCOUNT}:*"]
 
 
-def test_refused_in_scope_call_is_medium_refused(tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+def test_refused_in_scope_call_is_medium_refused(store: Store, make_event: MakeEvent) -> None:
     """RAM refused a call the declared scope allows: the declared scope is wider than the real one."""
     ev = stop_instance(make_event, 1, "i-staging-3", errorCode="NoPermission",
                        errorMessage="You are not authorized.")
-    findings = run(tmp_path, store, [ev], [agent(policies=[CI_POLICY])])
+    findings = run(store, [ev], [agent(policies=[CI_POLICY])])
     f = only(findings, "refused")
     assert len(findings) == 1
     assert f.severity == "medium"
@@ -209,11 +200,11 @@ def test_refused_in_scope_call_is_medium_refused(tmp_path: Path, store: Store, m
 
 
 def test_refused_out_of_scope_call_is_counted_in_the_out_of_scope_finding(
-        tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+        store: Store, make_event: MakeEvent) -> None:
     refused = stop_instance(make_event, 1, "i-prod-web-01", 0, errorCode="NoPermission",
                             errorMessage="You are not authorized.")
     done = stop_instance(make_event, 2, "i-prod-web-02", 5)
-    findings = run(tmp_path, store, [refused, done], [agent(policies=[CI_POLICY])])
+    findings = run(store, [refused, done], [agent(policies=[CI_POLICY])])
     assert kinds(findings) == ["out_of_scope"]
     f = findings[0]
     assert f.severity == "critical"  # one of them succeeded and wrote
@@ -223,27 +214,27 @@ def test_refused_out_of_scope_call_is_counted_in_the_out_of_scope_finding(
     assert f.event_ids == [refused["eventId"], done["eventId"]]
 
 
-def test_all_refused_out_of_scope_is_high_not_critical(tmp_path: Path, store: Store,
+def test_all_refused_out_of_scope_is_high_not_critical(store: Store,
                                                        make_event: MakeEvent) -> None:
     ev = stop_instance(make_event, 1, "i-prod-web-01", errorCode="Forbidden.RAM", errorMessage="denied")
-    (f,) = run(tmp_path, store, [ev], [agent(policies=[CI_POLICY])])
+    (f,) = run(store, [ev], [agent(policies=[CI_POLICY])])
     assert f.evidence["kind"] == "out_of_scope"
     assert f.severity == "high"
     assert "all refused" in f.summary
 
 
-def test_other_errors_on_in_scope_calls_are_not_refusals(tmp_path: Path, store: Store,
+def test_other_errors_on_in_scope_calls_are_not_refusals(store: Store,
                                                          make_event: MakeEvent) -> None:
     ev = describe(make_event, 1, errorCode="Throttling.User", errorMessage="Request was denied due to flow control.")
-    assert run(tmp_path, store, [ev], [agent(policies=[CI_POLICY])]) == []
+    assert run(store, [ev], [agent(policies=[CI_POLICY])]) == []
 
 
-def test_resource_tag_condition_is_possibly_out_of_scope(tmp_path: Path, store: Store,
+def test_resource_tag_condition_is_possibly_out_of_scope(store: Store,
                                                          make_event: MakeEvent) -> None:
     policy = doc(allow("ecs:StopInstance", "*", StringEquals={"acs:ResourceTag/env": "staging"}),
                  allow("ecs:Describe*"))
     ev = stop_instance(make_event, 1, "i-0abc")
-    (f,) = run(tmp_path, store, [ev, describe(make_event, 2, 1)], [agent(policies=[policy])])
+    (f,) = run(store, [ev, describe(make_event, 2, 1)], [agent(policies=[policy])])
     assert f.evidence["kind"] == "possibly_out_of_scope"
     assert f.severity == "medium"
     assert "possibly" in f.summary
@@ -254,29 +245,29 @@ def test_resource_tag_condition_is_possibly_out_of_scope(tmp_path: Path, store: 
     assert f.dedup_key == "possibly_out_of_scope:ecs:stopinstance"
 
 
-def test_service_tag_condition_is_possibly_out_of_scope(tmp_path: Path, store: Store,
+def test_service_tag_condition_is_possibly_out_of_scope(store: Store,
                                                         make_event: MakeEvent) -> None:
     policy = doc(allow("ecs:StopInstance", "*", StringEquals={"ecs:tag/team": "platform"}))
-    (f,) = run(tmp_path, store, [stop_instance(make_event, 1, "i-0abc")], [agent(policies=[policy])])
+    (f,) = run(store, [stop_instance(make_event, 1, "i-0abc")], [agent(policies=[policy])])
     assert f.evidence["kind"] == "possibly_out_of_scope"
     assert f.severity == "medium"
 
 
-def test_supplied_condition_key_decides(tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+def test_supplied_condition_key_decides(store: Store, make_event: MakeEvent) -> None:
     """acs:SourceIp is in the log: a policy that requires the CI network decides definitely."""
     policy = doc(allow("ecs:*", "*", IpAddress={"acs:SourceIp": "203.0.113.0/24"}))
     inside = describe(make_event, 1, 0)
     outside = describe(make_event, 2, 1, sourceIpAddress="185.220.101.34")
-    (f,) = run(tmp_path, store, [inside, outside], [agent(policies=[policy])])
+    (f,) = run(store, [inside, outside], [agent(policies=[policy])])
     assert f.evidence["kind"] == "out_of_scope"
     assert f.evidence["decision"] == "ImplicitDeny"
     assert f.event_ids == [outside["eventId"]]
 
 
 # -- regions and source networks ----------------------------------------------------------------------
-def test_foreign_region_is_medium(tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+def test_foreign_region_is_medium(store: Store, make_event: MakeEvent) -> None:
     ev = describe(make_event, 1, acsRegion="cn-beijing", eventSource="ecs.cn-beijing.aliyuncs.com")
-    findings = run(tmp_path, store, [ev, describe(make_event, 2, 1)],
+    findings = run(store, [ev, describe(make_event, 2, 1)],
                    [agent(policies=[CI_POLICY], regions=["cn-hangzhou"])])
     f = only(findings, "region")
     assert len(findings) == 1
@@ -289,12 +280,12 @@ def test_foreign_region_is_medium(tmp_path: Path, store: Store, make_event: Make
     assert f.event_ids == [ev["eventId"]]
 
 
-def test_foreign_source_write_is_critical_per_24(tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+def test_foreign_source_write_is_critical_per_24(store: Store, make_event: MakeEvent) -> None:
     a = stop_instance(make_event, 1, "i-staging-1", 0, sourceIpAddress="185.220.101.34")
     b = stop_instance(make_event, 2, "i-staging-2", 2, sourceIpAddress="185.220.101.77")
     c = describe(make_event, 3, 4, sourceIpAddress="185.220.102.5")
     home = stop_instance(make_event, 4, "i-staging-3", 6)
-    findings = run(tmp_path, store, [a, b, c, home],
+    findings = run(store, [a, b, c, home],
                    [agent(policies=[CI_POLICY], source_ips=["203.0.113.0/24"])])
     assert kinds(findings) == ["source_ip", "source_ip"]
     by_net = {f.evidence["network"]: f for f in findings}
@@ -315,37 +306,37 @@ def test_foreign_source_write_is_critical_per_24(tmp_path: Path, store: Store, m
 @pytest.mark.parametrize("source", ["Internal", "192.168.XX.XX", "11.168.XX.XX", "", "AWS Internal",
                                     "ecs.aliyuncs.com"])
 def test_internal_or_masked_source_never_fires_the_source_check(
-        tmp_path: Path, store: Store, make_event: MakeEvent, source: str) -> None:
+        store: Store, make_event: MakeEvent, source: str) -> None:
     ev = stop_instance(make_event, 1, "i-staging-1", sourceIpAddress=source)
-    assert run(tmp_path, store, [ev], [agent(policies=[CI_POLICY], source_ips=["203.0.113.0/24"])]) == []
+    assert run(store, [ev], [agent(policies=[CI_POLICY], source_ips=["203.0.113.0/24"])]) == []
 
 
-def test_ipv6_source_outside_is_keyed_by_64(tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+def test_ipv6_source_outside_is_keyed_by_64(store: Store, make_event: MakeEvent) -> None:
     ev = describe(make_event, 1, sourceIpAddress="2001:db8:1:2::99")
-    (f,) = run(tmp_path, store, [ev], [agent(policies=[CI_POLICY], source_ips=["203.0.113.0/24"])])
+    (f,) = run(store, [ev], [agent(policies=[CI_POLICY], source_ips=["203.0.113.0/24"])])
     assert f.evidence["network"] == "2001:db8:1:2::/64"
 
 
 def test_agent_without_policies_is_checked_for_regions_and_sources(
-        tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+        store: Store, make_event: MakeEvent) -> None:
     region = describe(make_event, 1, 0, acsRegion="cn-beijing")
     source = describe(make_event, 2, 1, sourceIpAddress="185.220.101.34")
     anything = stop_instance(make_event, 3, "i-prod-web-01", 2)  # no policy to judge it by
-    findings = run(tmp_path, store, [region, source, anything],
+    findings = run(store, [region, source, anything],
                    [agent(policies=[], regions=["cn-hangzhou"], source_ips=["203.0.113.0/24"])])
     assert kinds(findings) == ["region", "source_ip"]
     assert only(findings, "region").event_ids == [region["eventId"]]
     assert only(findings, "source_ip").event_ids == [source["eventId"]]
 
 
-def test_checks_can_be_switched_off(tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+def test_checks_can_be_switched_off(store: Store, make_event: MakeEvent) -> None:
     events = [describe(make_event, 1, acsRegion="cn-beijing", sourceIpAddress="185.220.101.34")]
     agents = [agent(policies=[CI_POLICY], regions=["cn-hangzhou"], source_ips=["203.0.113.0/24"])]
-    assert run(tmp_path, store, events, agents, check_regions=False, check_source_ips=False) == []
+    assert run(store, events, agents, check_regions=False, check_source_ips=False) == []
 
 
 @pytest.mark.parametrize("is_global", [True, None])
-def test_global_ram_call_is_not_a_region_violation(tmp_path: Path, store: Store, make_event: MakeEvent,
+def test_global_ram_call_is_not_a_region_violation(store: Store, make_event: MakeEvent,
                                                    is_global: bool | None) -> None:
     """A RAM (Ims) call has no region (its ARN's region is empty); ActionTrail files global events
     under the global storage region (cn-hangzhou), which says nothing about where the agent works.
@@ -355,49 +346,49 @@ def test_global_ram_call_is_not_a_region_violation(tmp_path: Path, store: Store,
                     referencedResources={"ACS::RAM::User": ["alice"]})
     regional = describe(make_event, 2, 1, acsRegion="cn-hangzhou")
     policy = doc(allow("ram:GetUser"), allow("ecs:Describe*"))
-    findings = run(tmp_path, store, [ev, regional], [agent(policies=[policy], regions=["cn-shanghai"])])
+    findings = run(store, [ev, regional], [agent(policies=[policy], regions=["cn-shanghai"])])
     assert kinds(findings) == ["region"]
     assert findings[0].event_ids == [regional["eventId"]]
 
 
 # -- what is not checked ------------------------------------------------------------------------------
-def test_console_signin_is_not_scope_checked(tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+def test_console_signin_is_not_scope_checked(store: Store, make_event: MakeEvent) -> None:
     signin = make_event(1, eventType="ConsoleSignin", eventName="ConsoleSignin", serviceName="AasSub",
                         eventSource="signin.aliyun.com", eventTime=at(0), eventRW=None,
                         additionalEventData={"mfaChecked": "false"}, requestParameters=None)
-    assert run(tmp_path, store, [signin], [agent(policies=[CI_POLICY])]) == []
+    assert run(store, [signin], [agent(policies=[CI_POLICY])]) == []
 
 
-def test_console_operation_is_not_scope_checked(tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+def test_console_operation_is_not_scope_checked(store: Store, make_event: MakeEvent) -> None:
     op = make_event(1, eventType="ConsoleOperation", eventName="ListUserRegions", serviceName="Oss",
                     eventTime=at(0))
-    assert run(tmp_path, store, [op], [agent(policies=[CI_POLICY])]) == []
+    assert run(store, [op], [agent(policies=[CI_POLICY])]) == []
 
 
 def test_unregistered_identity_gets_no_out_of_scope_finding(
-        tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+        store: Store, make_event: MakeEvent) -> None:
     ops = {"type": "ram-user", "principalId": "244470092217754420", "accountId": ACCOUNT,
            "accessKeyId": "LTAI5tOpsDbg0Xc4Rt", "userName": "ops-debug"}
     events = [make_event(1, userIdentity=ops, eventName="AuthorizeSecurityGroup", eventRW="Write",
                          eventTime=at(0), acsRegion="cn-beijing", sourceIpAddress="198.18.7.99",
                          referencedResources={"ACS::ECS::SecurityGroup": ["sg-bp1debug01"]})]
-    inventory = Inventory.model_validate({"agents": [
-        agent(policies=[CI_POLICY], regions=["cn-hangzhou"], source_ips=["203.0.113.0/24"])]})
-    df = load(tmp_path, store, events, inventory)
+    inventory = harness.inventory(
+        agent(policies=[CI_POLICY], regions=["cn-hangzhou"], source_ips=["203.0.113.0/24"]))
+    df = load(store, events, inventory)
     assert list(df["agent"]) == ["ram-user:ops-debug"]
     assert OutOfScope().score(df, models_for(inventory), UNTIL) == []
 
 
-def test_empty_window(tmp_path: Path, store: Store) -> None:
-    inventory = Inventory.model_validate({"agents": [agent(policies=[CI_POLICY])]})
-    df = load_events(store, COLUMNS, SINCE, UNTIL)
+def test_empty_window(store: Store) -> None:
+    inventory = harness.inventory(agent(policies=[CI_POLICY]))
+    df = harness.frame(store, OutOfScope())
     assert OutOfScope().score(df, models_for(inventory), UNTIL) == []
 
 
 # -- dedup and stable ids ------------------------------------------------------------------------------
-def test_calls_within_the_window_make_one_finding(tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+def test_calls_within_the_window_make_one_finding(store: Store, make_event: MakeEvent) -> None:
     events = [stop_instance(make_event, i, f"i-prod-web-0{i}", m) for i, m in ((1, 0), (2, 25), (3, 55))]
-    (f,) = run(tmp_path, store, events, [agent(policies=[CI_POLICY])])
+    (f,) = run(store, events, [agent(policies=[CI_POLICY])])
     assert f.event_ids == [e["eventId"] for e in events]
     assert f.evidence["count"] == 3
     assert f.first_seen == T0
@@ -406,11 +397,11 @@ def test_calls_within_the_window_make_one_finding(tmp_path: Path, store: Store, 
     assert f.evidence["resources"] == [arn(f"i-prod-web-0{i}") for i in (1, 2, 3)]
 
 
-def test_bursts_three_hours_apart_make_two_findings(tmp_path: Path, store: Store,
+def test_bursts_three_hours_apart_make_two_findings(store: Store,
                                                     make_event: MakeEvent) -> None:
     first = [stop_instance(make_event, i, "i-prod-web-01", i) for i in range(1, 4)]
     second = [stop_instance(make_event, i, "i-prod-web-01", 180 + i) for i in range(4, 7)]
-    findings = run(tmp_path, store, first + second, [agent(policies=[CI_POLICY])])
+    findings = run(store, first + second, [agent(policies=[CI_POLICY])])
     assert len(findings) == 2
     findings.sort(key=lambda f: f.first_seen)
     assert [f.event_ids for f in findings] == [[e["eventId"] for e in first], [e["eventId"] for e in second]]
@@ -418,11 +409,11 @@ def test_bursts_three_hours_apart_make_two_findings(tmp_path: Path, store: Store
     assert findings[0].dedup_key == findings[1].dedup_key
 
 
-def test_different_actions_are_different_findings(tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+def test_different_actions_are_different_findings(store: Store, make_event: MakeEvent) -> None:
     events = [stop_instance(make_event, 1, "i-prod-web-01", 0),
               make_event(2, eventName="RebootInstance", eventRW="Write", eventTime=at(1),
                          referencedResources={"ACS::ECS::Instance": ["i-staging-1"]})]
-    findings = run(tmp_path, store, events, [agent(policies=[CI_POLICY])])
+    findings = run(store, events, [agent(policies=[CI_POLICY])])
     assert sorted(f.evidence["action"] for f in findings) == ["ecs:RebootInstance", "ecs:StopInstance"]
 
 
@@ -446,10 +437,10 @@ def _signature(findings: list[Finding]) -> dict[str, tuple[Any, ...]]:
 
 
 def test_finding_ids_are_stable_and_independent_of_row_order(
-        tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
-    inventory = Inventory.model_validate({"agents": [
-        agent(policies=[CI_POLICY], regions=["cn-hangzhou"], source_ips=["203.0.113.0/24"])]})
-    df = load(tmp_path, store, _mixed_events(make_event), inventory)
+        store: Store, make_event: MakeEvent) -> None:
+    inventory = harness.inventory(
+        agent(policies=[CI_POLICY], regions=["cn-hangzhou"], source_ips=["203.0.113.0/24"]))
+    df = load(store, _mixed_events(make_event), inventory)
     models = models_for(inventory)
     first = _signature(OutOfScope().score(df, models, UNTIL))
     assert len(first) == 6  # 2 stop bursts, refused, region, source, CreateUser
@@ -460,9 +451,9 @@ def test_finding_ids_are_stable_and_independent_of_row_order(
     assert _signature(OutOfScope().score(df.iloc[::-1].reset_index(drop=True), models, UNTIL)) == first
 
 
-def test_evidence_is_json_and_event_ids_are_strings(tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+def test_evidence_is_json_and_event_ids_are_strings(store: Store, make_event: MakeEvent) -> None:
     agents = [agent(policies=[CI_POLICY], regions=["cn-hangzhou"], source_ips=["203.0.113.0/24"])]
-    findings = run(tmp_path, store, _mixed_events(make_event), agents)
+    findings = run(store, _mixed_events(make_event), agents)
     assert findings
     for f in findings:
         json.dumps(f.evidence)
@@ -481,10 +472,10 @@ def _local_day(day: datetime) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
-def test_demo_findings_are_exactly_the_planted_incidents(tmp_path: Path, store: Store) -> None:
+def test_demo_findings_are_exactly_the_planted_incidents(store: Store) -> None:
     end = datetime(2026, 11, 20, tzinfo=UTC)
     inventory = load_inventory(ROOT / "config" / "agents.yaml")
-    df = load(tmp_path, store, synthetic.month(end, days=10, seed=3), inventory)
+    df = load(store, synthetic.month(end, days=10, seed=3), inventory)
     assert len(df) > 10_000
     findings = OutOfScope().score(df, models_for(inventory), end)
     incidents = {i.key: i for i in synthetic.INCIDENTS}
@@ -519,7 +510,7 @@ def test_demo_findings_are_exactly_the_planted_incidents(tmp_path: Path, store: 
 
 
 # -- real attack traffic --------------------------------------------------------------------------
-def test_real_attack_traffic_denied_storm(tmp_path: Path, store: Store) -> None:
+def test_real_attack_traffic_denied_storm(store: Store) -> None:
     """Stratus/Invictus: a stolen instance role tries GetPasswordData again and again and is refused.
     Declared as a describe-only agent, each storm is one high finding counting every refusal."""
     agents = [
@@ -528,12 +519,9 @@ def test_real_attack_traffic_denied_storm(tmp_path: Path, store: Store) -> None:
         agent("readonly-benjamin", identities=["ram-user:benjamin"],
               policies=[doc(allow(["*:Describe*", "*:List*", "*:Get*"]))], regions=["us-east-1"]),
     ]
-    inventory = Inventory.model_validate({"agents": agents})
-    path = write_ndjson(tmp_path / "real.ndjson", [
-        json.loads(line) for p in sorted(REAL_ATTACKS.glob("*.jsonl"))
-        for line in p.read_text(encoding="utf-8").splitlines() if line])
-    ingest_files(store, [path], Attributor(inventory))
-    df = load_events(store, COLUMNS, SINCE, UNTIL)
+    inventory = harness.inventory(*agents)
+    df = load(store, [json.loads(line) for p in sorted(REAL_ATTACKS.glob("*.jsonl"))
+                      for line in p.read_text(encoding="utf-8").splitlines() if line], inventory)
     assert len(df) == 502
     findings = OutOfScope().score(df, models_for(inventory), UNTIL)
     known = set(df["event_id"])

@@ -12,29 +12,21 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
-from detectors.base import Finding, Models
+from detectors.base import Finding
 from detectors.out_of_scope import OutOfScope
 from detectors.privilege_escalation import PrivilegeEscalation
 from models.escalation import Caller, allows_everything, classify
-from models.inventory import Attributor, Inventory
-from models.scope import compile_scopes
 from pipeline.core.config import Config
-from pipeline.detection.detect import active_detectors, load_events
-from pipeline.ingest.run import ingest_files
+from pipeline.detection.detect import active_detectors
 from pipeline.store.store import Store
-from tests.conftest import REAL_ATTACKS, write_ndjson
+from tests.conftest import REAL_ATTACKS
+from tests.detectors import harness
 
-SINCE, UNTIL = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
 T0 = datetime(2026, 11, 2, 3, 0, tzinfo=UTC)
-COLUMNS = list(dict.fromkeys(("event_id", "event_time", "agent", *OutOfScope.columns,
-                              *PrivilegeEscalation.columns)))
-PARAMETER_EVENTS = OutOfScope.parameter_events | PrivilegeEscalation.parameter_events
 USER = Caller("ram-user", "ci-deploy", None)
 ROLE = Caller("assumed-role", "OpsRole:session", "OpsRole")
 MakeEvent = Callable[..., dict[str, Any]]
@@ -44,8 +36,7 @@ ECS_ONLY = {"Version": "1", "Statement": [{"Effect": "Allow", "Action": "ecs:*",
 
 
 def agent(policies: list[dict[str, Any]] | None, name: str = "ci") -> dict[str, Any]:
-    return {"name": name, "purpose": "p", "owner": "o", "environment": "prod",
-            "identities": ["ram-user:ci-deploy"], "policies": policies or []}
+    return harness.agent(name, "ram-user:ci-deploy", policies=policies)
 
 
 def ram(make_event: MakeEvent, n: int, name: str, params: dict[str, Any], minutes: float = 0,
@@ -55,18 +46,15 @@ def ram(make_event: MakeEvent, n: int, name: str, params: dict[str, Any], minute
                       eventTime=(T0 + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ"), **extra)
 
 
-def score(tmp_path: Path, store: Store, events: list[dict[str, Any]],
-          agents: list[dict[str, Any]], **params: Any) -> tuple[list[Finding], list[Finding]]:
-    """(out_of_scope's findings, privilege_escalation's findings)."""
-    inventory = Inventory.model_validate({"agents": agents})
-    path = write_ndjson(tmp_path / "events.ndjson", events)
-    assert ingest_files(store, [path], Attributor(inventory)).quarantined == 0
-    df = load_events(store, COLUMNS, SINCE, UNTIL, PARAMETER_EVENTS)
-    models = Models(inventory=inventory, scopes=compile_scopes(inventory), timezone=ZoneInfo("UTC"))
-    scope, escalation = OutOfScope().score(df, models, UNTIL), PrivilegeEscalation(**params).score(df, models, UNTIL)
-    for f in scope + escalation:
-        json.dumps(f.evidence)
-    return scope, escalation
+def score(store: Store, events: list[dict[str, Any]], agents: list[dict[str, Any]],
+          **params: Any) -> tuple[list[Finding], list[Finding]]:
+    """(out_of_scope's findings, privilege_escalation's findings) on one frame loaded for both."""
+    inventory = harness.inventory(*agents)
+    harness.ingest(store, events, inventory)
+    scope, escalation = OutOfScope(), PrivilegeEscalation(**params)
+    df = harness.frame(store, scope, escalation)
+    return (harness.score(store, scope, inventory, events=df),
+            harness.score(store, escalation, inventory, events=df))
 
 
 # -- the patterns -------------------------------------------------------------------------------------
@@ -127,10 +115,10 @@ def test_a_policy_that_allows_everything(document: Any, everything: bool) -> Non
 
 
 # -- who reports it -----------------------------------------------------------------------------------
-def test_within_the_scope_it_is_reported_here(tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+def test_within_the_scope_it_is_reported_here(store: Store, make_event: MakeEvent) -> None:
     ev = ram(make_event, 1, "AttachPolicyToUser", {"UserName": "svc-backup2", "PolicyName": "AdministratorAccess",
                                                    "PolicyType": "System"})
-    scope, (f,) = score(tmp_path, store, [ev], [agent([ADMIN])])
+    scope, (f,) = score(store, [ev], [agent([ADMIN])])
     assert scope == []
     assert (f.detector, f.agent, f.severity) == ("privilege_escalation", "ci", "critical")
     assert f.summary == ("ci attached AdministratorAccess to user svc-backup2 (ram:AttachPolicyToUser, 1 call; "
@@ -143,12 +131,12 @@ def test_within_the_scope_it_is_reported_here(tmp_path: Path, store: Store, make
     assert f.dedup_key == "escalation:attach_policy:user/svc-backup2" and f.event_ids == [ev["eventId"]]
 
 
-def test_outside_the_scope_out_of_scope_reports_it_as_escalation(tmp_path: Path, store: Store,
+def test_outside_the_scope_out_of_scope_reports_it_as_escalation(store: Store,
                                                                  make_event: MakeEvent) -> None:
     attach = ram(make_event, 1, "AttachPolicyToUser", {"UserName": "svc-backup2", "PolicyName": "AdministratorAccess"})
     key = ram(make_event, 2, "CreateAccessKey", {"UserName": "svc-backup2"}, 1)
     user = ram(make_event, 3, "CreateUser", {"UserName": "svc-backup2"}, 0.5)
-    scope, escalation = score(tmp_path, store, [attach, key, user], [agent([ECS_ONLY])])
+    scope, escalation = score(store, [attach, key, user], [agent([ECS_ONLY])])
     assert escalation == []
     by_action = {f.evidence["action"]: f for f in scope}
     assert set(by_action) == {"ram:AttachPolicyToUser", "ram:CreateAccessKey", "ram:CreateUser"}
@@ -161,20 +149,20 @@ def test_outside_the_scope_out_of_scope_reports_it_as_escalation(tmp_path: Path,
     assert "privilege_escalation" not in by_action["ram:CreateUser"].evidence  # creating a user grants nothing
 
 
-def test_a_failed_attempt_outside_the_scope_is_high(tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+def test_a_failed_attempt_outside_the_scope_is_high(store: Store, make_event: MakeEvent) -> None:
     ev = ram(make_event, 1, "AttachPolicyToUser", {"UserName": "bob", "PolicyName": "AdministratorAccess"},
              errorCode="NoPermission", errorMessage="denied")
-    (f,), escalation = score(tmp_path, store, [ev], [agent([ECS_ONLY])])
+    (f,), escalation = score(store, [ev], [agent([ECS_ONLY])])
     assert escalation == [] and f.severity == "high"
     assert "a privilege escalation attempt (failed: NoPermission): attached AdministratorAccess" in f.summary
 
 
 def test_a_failed_attempt_within_the_scope_is_an_attempt_here_not_a_refusal(
-        tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+        store: Store, make_event: MakeEvent) -> None:
     """The scope allows it but RAM refused it: reported once, here, one step lower."""
     ev = ram(make_event, 1, "AttachPolicyToUser", {"UserName": "bob", "PolicyName": "AdministratorAccess"},
              errorCode="NoPermission", errorMessage="denied")
-    scope, (f,) = score(tmp_path, store, [ev], [agent([ADMIN])])
+    scope, (f,) = score(store, [ev], [agent([ADMIN])])
     assert scope == []  # not out_of_scope's "refused" finding as well
     assert f.severity == "high"  # critical pattern, but only attempted
     assert f.summary.endswith("a privilege escalation attempt (failed: NoPermission)")
@@ -182,27 +170,24 @@ def test_a_failed_attempt_within_the_scope_is_an_attempt_here_not_a_refusal(
 
 
 def test_with_privilege_escalation_turned_off_out_of_scope_reports_the_refusal(
-        tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+        store: Store, make_event: MakeEvent) -> None:
     """Nothing falls between the two: the refusal is out_of_scope's when the other is off."""
     ev = ram(make_event, 1, "AttachPolicyToUser", {"UserName": "bob", "PolicyName": "AdministratorAccess"},
              errorCode="NoPermission", errorMessage="denied")
-    inventory = Inventory.model_validate({"agents": [agent([ADMIN])]})
-    path = write_ndjson(tmp_path / "events.ndjson", [ev])
-    ingest_files(store, [path], Attributor(inventory))
-    df = load_events(store, COLUMNS, SINCE, UNTIL, PARAMETER_EVENTS)
-    models = Models(inventory=inventory, scopes=compile_scopes(inventory), timezone=ZoneInfo("UTC"))
+    inventory = harness.inventory(agent([ADMIN]))
+    harness.ingest(store, [ev], inventory)
     active = {d.id: d for d in active_detectors(Config(detectors={"privilege_escalation": {"enabled": False}}))}
     assert "privilege_escalation" not in active
-    (f,) = active["out_of_scope"].score(df, models, UNTIL)
+    (f,) = harness.score(store, active["out_of_scope"], inventory)
     assert f.dedup_key == "refused:ram:attachpolicytouser" and "refused" in f.summary
 
 
 def test_agents_without_policies_and_unregistered_identities_are_reported_here(
-        tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+        store: Store, make_event: MakeEvent) -> None:
     mine = ram(make_event, 1, "CreateLoginProfile", {"UserName": "bob", "Password": "hunter2"})
     stranger = ram(make_event, 2, "CreateAccessKey", {"UserName": "bob"},
                    userIdentity={"type": "ram-user", "principalId": "2", "accountId": "1", "userName": "ops-debug"})
-    scope, found = score(tmp_path, store, [mine, stranger], [agent(None)])
+    scope, found = score(store, [mine, stranger], [agent(None)])
     assert scope == []
     by_agent = {f.agent: f for f in found}
     assert by_agent["ci"].evidence["scope"] == "no_policies" and by_agent["ci"].severity == "high"
@@ -213,14 +198,14 @@ def test_agents_without_policies_and_unregistered_identities_are_reported_here(
 
 
 def test_secrets_at_any_depth_reach_neither_the_evidence_nor_the_slack_message(
-        tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+        store: Store, make_event: MakeEvent) -> None:
     """Nested and embedded secrets, not only top-level ``Password`` keys (issue 13, item 9)."""
     from pipeline.service.alerting.messages import alert_message, as_text
 
     planted = {"UserName": "bob", "Password": "top-pw-1", "Passwd": "passwd-2", "pwd": "pwd-3",
                "LoginProfile": {"Password": "nested-pw-4", "PasswordResetRequired": True},
                "Body": "UserName=bob&password=body-pw-5"}
-    _, found = score(tmp_path, store, [ram(make_event, 1, "CreateLoginProfile", planted)], [agent(None)])
+    _, found = score(store, [ram(make_event, 1, "CreateLoginProfile", planted)], [agent(None)])
     (f,) = found
     secrets = ("top-pw-1", "passwd-2", "pwd-3", "nested-pw-4", "body-pw-5")
     (params,) = f.evidence["request_parameters"]
@@ -231,40 +216,40 @@ def test_secrets_at_any_depth_reach_neither_the_evidence_nor_the_slack_message(
     assert [s for s in secrets if s in shown] == []
 
 
-def test_ordinary_iam_work_within_the_scope_is_quiet(tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+def test_ordinary_iam_work_within_the_scope_is_quiet(store: Store, make_event: MakeEvent) -> None:
     events = [ram(make_event, 1, "CreateAccessKey", {}), ram(make_event, 2, "UpdateLoginProfile", {"UserName": "ci-deploy"}),
               ram(make_event, 3, "AddUserToGroup", {"UserName": "bob", "GroupName": "readers"}),
               ram(make_event, 4, "CreatePolicyVersion", {"PolicyName": "p", "SetAsDefault": "false"}),
               ram(make_event, 5, "UpdateRole", {"RoleName": "r", "NewMaxSessionDuration": 7200}),
               ram(make_event, 6, "ListUsers", {})]
-    assert score(tmp_path, store, events, [agent([ADMIN])]) == ([], [])
+    assert score(store, events, [agent([ADMIN])]) == ([], [])
 
 
-def test_privileged_groups_are_configurable(tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+def test_privileged_groups_are_configurable(store: Store, make_event: MakeEvent) -> None:
     ev = ram(make_event, 1, "AddUserToGroup", {"UserName": "bob", "GroupName": "release-managers"})
-    assert score(tmp_path, store, [ev], [agent([ADMIN])], privileged_groups=["release-*"])[1][0].evidence[
+    assert score(store, [ev], [agent([ADMIN])], privileged_groups=["release-*"])[1][0].evidence[
         "pattern"] == "privileged_group"
 
 
 def test_self_escalation_and_a_default_version_allowing_everything_are_critical(
-        tmp_path: Path, store: Store, make_event: MakeEvent) -> None:
+        store: Store, make_event: MakeEvent) -> None:
     events = [ram(make_event, 1, "AttachPolicyToUser", {"UserName": "ci-deploy", "PolicyName": "AliyunOSSFullAccess"}),
               ram(make_event, 2, "CreatePolicyVersion", {"PolicyName": "ci-policy", "SetAsDefault": "true",
                                                          "PolicyDocument": json.dumps(ADMIN)}, 1)]
-    _, found = score(tmp_path, store, events, [agent([ADMIN])])
+    _, found = score(store, events, [agent([ADMIN])])
     assert sorted((f.evidence["pattern"], f.severity) for f in found) == [
         ("attach_policy", "critical"), ("policy_version", "critical")]
     own = next(f for f in found if f.evidence["pattern"] == "attach_policy")
     assert own.evidence["self_escalation"] is True and "(itself)" in own.summary
 
 
-def test_one_finding_per_pattern_and_target_per_dedup_window(tmp_path: Path, store: Store,
+def test_one_finding_per_pattern_and_target_per_dedup_window(store: Store,
                                                            make_event: MakeEvent) -> None:
     events = [ram(make_event, 1, "AttachPolicyToUser", {"UserName": "bob", "PolicyName": "A"}),
               ram(make_event, 2, "AttachPolicyToUser", {"UserName": "bob", "PolicyName": "B"}, 20),
               ram(make_event, 3, "AttachPolicyToUser", {"UserName": "eve", "PolicyName": "A"}, 21),
               ram(make_event, 4, "AttachPolicyToUser", {"UserName": "bob", "PolicyName": "C"}, 200)]
-    _, found = score(tmp_path, store, events, [agent([ADMIN])])
+    _, found = score(store, events, [agent([ADMIN])])
     assert sorted((f.evidence["target"], len(f.event_ids)) for f in found) == [
         ("user/bob", 1), ("user/bob", 2), ("user/eve", 1)]
     both = next(f for f in found if len(f.event_ids) == 2)
@@ -277,10 +262,10 @@ def _real_events() -> list[dict[str, Any]]:
             for line in (REAL_ATTACKS / f"{name}.jsonl").read_text(encoding="utf-8").splitlines() if line]
 
 
-def test_the_real_iam_backdoors_are_found(tmp_path: Path, store: Store) -> None:
+def test_the_real_iam_backdoors_are_found(store: Store) -> None:
     """Stratus Red Team's IAM persistence techniques, detonated (stratus.jsonl) and in the Invictus
     capture: nobody is registered, so each is privilege_escalation's finding."""
-    _, found = score(tmp_path, store, _real_events(), [])
+    _, found = score(store, _real_events(), [])
     got = {(f.agent, f.evidence["pattern"], f.evidence["target"], f.severity) for f in found}
     assert got == {
         ("ram-user:christophe", "access_key_for_other", "user/stratus-red-team-backdoor-u-user", "high"),
@@ -301,14 +286,14 @@ def test_the_real_iam_backdoors_are_found(tmp_path: Path, store: Store) -> None:
 
 
 def test_the_real_iam_backdoors_of_a_read_only_agent_are_out_of_scope_escalations(
-        tmp_path: Path, store: Store) -> None:
+        store: Store) -> None:
     """Declared read-only, the attacker's user's backdoors are outside its scope: out_of_scope
     reports every one as a critical privilege escalation, and privilege_escalation stays out."""
     readonly = {"name": "attacker", "purpose": "p", "owner": "o", "environment": "prod",
                 "identities": ["ram-user:christophe"],
                 "policies": [{"Version": "1", "Statement": [
                     {"Effect": "Allow", "Action": ["*:Describe*", "*:List*", "*:Get*"], "Resource": "*"}]}]}
-    scope, found = score(tmp_path, store, _real_events(), [readonly])
+    scope, found = score(store, _real_events(), [readonly])
     assert {f.agent for f in found} == {"ram-user:bert-jan"}
     hinted = [f for f in scope if "privilege_escalation" in f.evidence]
     assert {f.evidence["action"] for f in hinted} == {

@@ -38,6 +38,7 @@ from typing import IO, Any
 
 from pipeline.core.errors import UsageError
 from pipeline.ingest import jsontext
+from pipeline.ingest.jsontext import encodable
 
 EVENT_SUFFIXES = (".json", ".jsonl", ".ndjson", ".log", ".gz", ".txt")
 MIB = 1024 * 1024
@@ -667,7 +668,7 @@ def _next_element(win: _Window, location: str, bad_text: str, offset: int) -> It
         return None  # it may be cut by the read (a number "1." before "5"): see its delimiter first
     text = buf[pos:end]
     win.pos = end
-    if not text.isascii() and not _encodable(text):
+    if not text.isascii() and not encodable(text):
         return Item(location, None, _readable(text), bad_text)
     if len(text) > MAX_ITEM_BYTES // 4 and len(text.encode("utf-8", "surrogateescape")) > MAX_ITEM_BYTES:
         return _too_long(location, text.encode("utf-8", "surrogateescape"), "array element", offset + win.offset(pos))
@@ -695,7 +696,7 @@ def _bad_element(win: _Window, location: str, bad_text: str, offset: int) -> Ite
         note = "" if stripped.endswith("]") else "; the file ends inside it (no closing ])"
     text = buf[pos:end]
     win.pos = end
-    if not _encodable(text):
+    if not encodable(text):
         return Item(location, None, _readable(text), bad_text)
     if len(text.encode("utf-8")) > MAX_ITEM_BYTES:
         return _too_long(location, text.encode("utf-8"), "array element", offset + win.offset(pos))
@@ -767,14 +768,6 @@ def _skip_oversized(win: _Window, location: str, offset: int) -> Item:
             return _too_long(location, excerpt, "array element", offset + start, length)
         win.pos = max(win.pos, len(win.buf) - _CHUNK)
         win.refill()
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _readable(text: str) -> str:
