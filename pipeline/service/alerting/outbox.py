@@ -303,18 +303,21 @@ def _plan(store: Store, destination: str, inventory: Inventory, replay: Callable
           *, owed: str | None = None) -> list[Post]:
     """The messages for the pending rows (and, with ``owed`` = a minimum severity, for the rows
     ``enqueue`` would add, previewed with the thread replies they will owe): new incidents most
-    severe first, then oldest; details, growth and triage replies; then messages to update."""
+    severe first, then oldest; details, growth and triage replies; then messages to update; then
+    (a preview's) the evidence replies the new messages will owe - the order a run posts them."""
     from pipeline.detection.incidents import get_incident
 
     posts: list[Post] = []
+    later: list[Post] = []  # a preview's evidence replies: posted in a second pass, after the rest
     by_incident: dict[str, list[dict[str, Any]]] = {}
     for row in _with_event_times(store, _rows(store, destination, "alert", owed)):
         by_incident.setdefault(row["finding"].get("incident_id") or f"agent:{row['finding']['agent']}", []).append(row)
     incidents = {iid: get_incident(store, iid) or _unassigned(rows) for iid, rows in by_incident.items()}
     for iid in sorted(by_incident, key=lambda i: (-SEVERITIES.index(incidents[i]["severity"]),
                                                    incidents[i]["first_seen"], i)):
-        posts += _incident_posts(store, destination, inventory, replay, style, incidents[iid], by_incident[iid],
-                                 preview=owed is not None)
+        for post in _incident_posts(store, destination, inventory, replay, style, incidents[iid], by_incident[iid],
+                                    preview=owed is not None):
+            (later if post.kind == "detail" else posts).append(post)
     posts += _detail_posts(_with_event_times(store, _rows(store, destination, "detail", owed)), style)
     posts += [Post("update", row["finding"]["agent"], [row],
                    update_message(row["finding"], row["finding"]["event_count"] - row["reported"]), row["thread_ts"],
@@ -322,7 +325,7 @@ def _plan(store: Store, destination: str, inventory: Inventory, replay: Callable
               for row in _with_reported(store, destination, _rows(store, destination, "update", owed))]
     posts += _status_posts(_with_change(store, _rows(store, destination, "status", owed)))
     posts += _refresh_posts(store, destination, inventory, replay, style)
-    return posts
+    return posts + later
 
 
 def _incident_posts(store: Store, destination: str, inventory: Inventory, replay: Callable[[str, Any], str],
@@ -349,7 +352,7 @@ def _incident_posts(store: Store, destination: str, inventory: Inventory, replay
 def _detail_posts(rows: list[dict[str, Any]], style: Style) -> list[Post]:
     """One reply per reason group of each incident's findings awaiting their detail."""
     by_thread: dict[str | None, list[dict[str, Any]]] = {}
-    for row in rows:
+    for row in sorted(rows, key=lambda r: r["thread_ts"] or ""):  # the order the messages were posted (ts order)
         by_thread.setdefault(row["thread_ts"], []).append(row)
     posts = []
     for thread_ts, group_rows in by_thread.items():
