@@ -231,8 +231,14 @@ class Style:
     triage: bool = False
 
 
+# Whether a triage app answers the buttons. The Slack app (Socket Mode, issue 16 item 3) is not
+# built yet: until it is, messages carry no buttons whatever ``slack.triage_group`` says, since a
+# button nothing answers fails for whoever presses it. The app sets this when it lands.
+TRIAGE_APP = False
+
+
 def style_of(config: Config) -> Style:
-    triage = config.slack is not None and bool(getattr(config.slack, "triage_group", None))
+    triage = TRIAGE_APP and config.slack is not None and bool(getattr(config.slack, "triage_group", None))
     return Style(config.tz, triage)
 
 
