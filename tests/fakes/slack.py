@@ -27,6 +27,7 @@ One channel exists: ``#sec-alerts`` (id ``C0TRAILW``); it may be named ``#sec-al
 * ``usergroups.users.list`` and ``conversations.members``: the members of :attr:`FakeSlack.groups`
   (a user group or channel id -> user ids).
 * ``users.info``: a user named after its id.
+* ``auth.test``: the bot's identity (``invalid_auth`` for a wrong token, as every method).
 * ``apps.connections.open``: with an app-level token (``xapp-``), the ``ws://127.0.0.1`` URL of
   the Socket Mode fake (:class:`tests.fakes.socket_mode.FakeSocketMode`) when one is attached.
 * ``files.getUploadURLExternal``, the upload itself (``POST /upload/<id>``) and
@@ -305,6 +306,9 @@ class FakeSlack:
             if not auth.removeprefix("Bearer ").startswith("xapp-"):
                 return {"ok": False, "error": "not_allowed_token_type"}
             return {"ok": True, "url": self.socket_url} if self.socket_url else {"ok": False, "error": "internal_error"}
+        if request.method == "auth.test":  # who the bot token is (Bolt asks when it starts)
+            return {"ok": True, "url": "https://trailwarden-test.slack.com/", "team": "test", "user": "trailwarden",
+                    "team_id": "T0TRAILW", "user_id": "U0BOT", "bot_id": "B0BOT"}
         handler = {
             "chat.postMessage": self._post_message,
             "conversations.history": self._history,

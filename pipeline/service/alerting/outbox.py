@@ -231,14 +231,10 @@ class Style:
     triage: bool = False
 
 
-# Whether a triage app answers the buttons. The Slack app (Socket Mode, issue 16 item 3) is not
-# built yet: until it is, messages carry no buttons whatever ``slack.triage_group`` says, since a
-# button nothing answers fails for whoever presses it. The app sets this when it lands.
-TRIAGE_APP = False
-
-
 def style_of(config: Config) -> Style:
-    triage = TRIAGE_APP and config.slack is not None and bool(getattr(config.slack, "triage_group", None))
+    """Buttons when ``slack.triage_group`` says who may press them (the app that answers them:
+    ``pipeline/service/slack_app.py``, run by `serve` or `trailwarden slack` with SLACK_APP_TOKEN)."""
+    triage = config.slack is not None and bool(getattr(config.slack, "triage_group", None))
     return Style(config.tz, triage)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from models.inventory import Inventory
@@ -37,14 +38,18 @@ def sender_for(config: Config, echo: Callable[[str], None]) -> Any:
 
 def alert_once(store: Store, config: Config, inventory: Inventory, echo: Callable[[str], None], *,
                sleep: Callable[[float], None] = time.sleep) -> AlertReport:
-    """Enqueue what the config's destination is owed and deliver it. Without a Slack token the
+    """Apply the triage pressed in Slack since the last cycle, enqueue what the config's
+    destination is owed and deliver it. Without a Slack token the
     report carries the error (and what stays pending) instead; a sender's error propagates (after
     the rows involved are put back to pending)."""
     from pipeline.detection.incidents import assign_incidents
+    from pipeline.service.slack_app import drain_inbox, inbox_path
 
     target = alert_target(config)
     with store.transaction() as con:  # findings stored before incidents existed get theirs
         assign_incidents(con, config.tz)
+    if store.path != ":memory:":  # triage pressed in Slack since the last cycle (pipeline/service/slack_app.py)
+        drain_inbox(store, inbox_path(Path(store.path)))
     enqueued = enqueue(store, target.destination, target.min_severity)
     sender = sender_for(config, echo)
     if sender is None:

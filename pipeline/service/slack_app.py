@@ -1,0 +1,258 @@
+"""Triage from Slack: the incident message's buttons, answered by a ``slack_bolt`` app in Socket Mode.
+
+Socket Mode needs no public endpoint: with ``SLACK_APP_TOKEN`` (an app-level ``xapp-`` token,
+``connections:write``) beside ``SLACK_BOT_TOKEN``, the app opens a WebSocket to Slack
+(``apps.connections.open``) and receives each button press as an envelope it must acknowledge
+within 3 seconds, or Slack sends it again.
+
+The hand-over to the single DuckDB writer. The app never opens the store: the service's cycle
+may hold it for minutes, and another process (`trailwarden slack` beside `serve`) cannot open it
+at all. A press by a member of ``slack.triage_group`` is acknowledged at once and written to the
+*inbox*, a directory beside the store (``<database>.slack-inbox/``), as one small JSON file whose
+name is the interaction's key (written to a temporary name, fsynced, then renamed: a file is
+whole or absent). The alert step of the next cycle (`alert`, `run`, `serve`) drains the inbox
+before it enqueues (:func:`drain_inbox`): each interaction is applied as the CLI applies a triage
+(``set_incident_status``, with the Slack user as ``by``), recorded in ``slack_interactions`` under
+its key, and its file renamed ``<key>.done`` (kept a day, so a late duplicate is not even
+answered again); the incident's message is then updated in place by the same step,
+through the outbox (owed from the moment the triage commits). So a press is applied within one
+cycle, and acknowledged within 3 s whatever the cycle is doing.
+
+Exactly once. The key is the press itself (user, button, incident, Slack's ``action_ts``), so a
+retried envelope and a duplicated one write the same file, and a key already in
+``slack_interactions`` is only removed from the inbox. A kill -9 after the triage commits and
+before the interaction is recorded re-applies it, which changes nothing (a finding already in
+that status is left as it is); one after the record and before the file is renamed leaves a
+file whose key is known; one before the message update leaves the update owed. Known gaps: the
+modal for Suppress and the slash commands (`/trailwarden agent`, `/trailwarden replay`) are not
+built yet; a press on an incident that no longer exists is refused when the inbox is drained
+(recorded, not answered in Slack).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.errors import TerminalError
+from pipeline.core.times import utcnow
+from pipeline.store.store import Store
+
+log = logging.getLogger("trailwarden.slack")
+APP_TOKEN_ENV = "SLACK_APP_TOKEN"
+# button action id -> (the status it sets, the word the user reads)
+ACTIONS = {"tw_ack": ("acknowledged", "acknowledged"), "tw_resolve": ("resolved", "resolved"),
+           "tw_false_positive": ("false_positive", "marked a false positive")}
+SUPPRESS = "tw_suppress"  # the modal is not built yet: answered with the CLI command
+MEMBERS_TTL = 60.0  # seconds the triage group's members are cached
+DONE_KEPT = 86400.0  # seconds an applied key stays in the inbox (as ``<key>.done``)
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """One press of a triage button, as the inbox holds it."""
+
+    key: str
+    action: str  # the status it sets
+    incident_id: str
+    user_id: str
+    user_name: str
+    channel_id: str | None
+    received_at: str  # ISO 8601, UTC
+
+    @property
+    def by(self) -> str:
+        """Who triaged, as `findings` shows it: the Slack name and id."""
+        return f"{self.user_name} (slack {self.user_id})"
+
+
+def inbox_path(database: Path) -> Path:
+    return Path(str(database) + ".slack-inbox")
+
+
+def interaction_key(user_id: str, action_id: str, incident_id: str, action_ts: str) -> str:
+    return hashlib.sha256(f"{user_id}|{action_id}|{incident_id}|{action_ts}".encode()).hexdigest()[:32]
+
+
+def put(inbox: Path, item: Interaction) -> bool:
+    """Write the interaction to the inbox, whole or not at all; False when it was already there
+    (a retried or duplicated envelope)."""
+    inbox.mkdir(parents=True, exist_ok=True)
+    final = inbox / f"{item.key}.json"
+    if final.exists() or (inbox / f"{item.key}.done").exists():
+        return False
+    tmp = inbox / f".{item.key}.{os.getpid()}.tmp"
+    with tmp.open("w", encoding="utf-8") as out:
+        json.dump(asdict(item), out)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, final)
+    return True
+
+
+@dataclass
+class DrainReport:
+    applied: int = 0
+    unchanged: int = 0
+    refused: int = 0
+    duplicates: int = 0
+
+
+def drain_inbox(store: Store, inbox: Path) -> DrainReport:
+    """Apply the inbox's interactions, oldest first, each exactly once (see the module docstring).
+    A file that cannot be read is left in place, with a warning."""
+    from pipeline.detection.incidents import get_incident
+    from pipeline.triage.lifecycle import set_incident_status
+
+    report = DrainReport()
+    if not inbox.is_dir():
+        return report
+    items: list[tuple[Path, Interaction]] = []
+    for path in inbox.glob("*.json"):
+        try:
+            items.append((path, Interaction(**json.loads(path.read_text(encoding="utf-8")))))
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("skipping unreadable Slack interaction %s: %s", path.name, exc)
+    for path, item in sorted(items, key=lambda pair: (pair[1].received_at, pair[1].key)):
+        known = store.con.execute("SELECT 1 FROM slack_interactions WHERE key = ?", [item.key]).fetchall()
+        if known:
+            report.duplicates += 1
+        else:
+            if get_incident(store, item.incident_id) is None:
+                outcome, answer = "refused", f"no such incident: {item.incident_id}"
+            else:
+                changes = set_incident_status(store, item.incident_id, item.action, by=item.by,
+                                              reason=f"set from Slack by {item.user_name}")
+                outcome = "applied" if any(c.change_id is not None for c in changes) else "unchanged"
+                answer = None
+            setattr(report, outcome, getattr(report, outcome) + 1)
+            with store.transaction() as con:
+                con.execute(
+                    "INSERT OR IGNORE INTO slack_interactions (key, kind, user_id, user_name, action, incident_id, "
+                    "outcome, answer, received_at, applied_at, answered_at) "
+                    "VALUES (?, 'button', ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                    [item.key, item.user_id, item.user_name, item.action, item.incident_id, outcome, answer,
+                     datetime.fromisoformat(item.received_at), utcnow()])
+        path.replace(inbox / f"{item.key}.done")  # a late duplicate is then not even answered again
+    _prune_done(inbox)
+    return report
+
+
+def _prune_done(inbox: Path, keep: float = DONE_KEPT) -> None:
+    """Forget applied keys after a day (Slack retries within minutes); the store keeps them."""
+    cutoff = time.time() - keep
+    for done in inbox.glob("*.done"):
+        try:
+            if done.stat().st_mtime < cutoff:
+                done.unlink()
+        except OSError:
+            continue
+
+
+# -- the Bolt app ------------------------------------------------------------------------------------
+class Members:
+    """Who may triage: the members of a user group (S…) or channel (C…, G…), cached for
+    :data:`MEMBERS_TTL` seconds. ``clock`` is injectable."""
+
+    def __init__(self, group: str, clock: Callable[[], float] = time.monotonic):
+        self.group, self._clock = group, clock
+        self._cached: tuple[float, frozenset[str]] | None = None
+
+    def allowed(self, client: Any, user_id: str) -> bool:
+        now = self._clock()
+        if self._cached is None or now - self._cached[0] > MEMBERS_TTL:
+            self._cached = (now, frozenset(self._fetch(client)))
+        return user_id in self._cached[1]
+
+    def _fetch(self, client: Any) -> list[str]:
+        if self.group.startswith("S"):
+            return list(client.usergroups_users_list(usergroup=self.group)["users"])
+        members: list[str] = []
+        cursor = None
+        while True:
+            page = client.conversations_members(channel=self.group, cursor=cursor, limit=1000)
+            members += page["members"]
+            cursor = (page.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                return members
+
+
+def build_app(bot_token: str, triage_group: str, inbox: Path, *, base_url: str | None = None,
+              members: Members | None = None) -> Any:
+    """The Bolt app: each triage button acknowledged first, then (after the membership check)
+    written to the inbox and answered with an ephemeral message. Errors after the ack are
+    logged, never raised (a raise right after ``ack()`` can lose the ack, notes: slack_bolt)."""
+    from slack_bolt import App
+    from slack_sdk import WebClient
+
+    client = WebClient(token=bot_token, base_url=base_url or WebClient.BASE_URL)
+    app = App(client=client, process_before_response=False, logger=log)
+    allowed = members or Members(triage_group)
+
+    def on_button(ack: Callable[[], None], body: dict[str, Any], client: Any) -> None:
+        ack()
+        try:
+            _handle_button(body, client, allowed, inbox)
+        except Exception:  # the press was acknowledged: say in the log why it failed
+            log.exception("a Slack triage button could not be handled")
+
+    for action_id in (*ACTIONS, SUPPRESS):
+        app.action(action_id)(on_button)
+    return app
+
+
+def _handle_button(body: dict[str, Any], client: Any, members: Members, inbox: Path) -> None:
+    from pipeline.service.alerting.text import untrusted
+
+    user = body.get("user") or {}
+    user_id, user_name = str(user.get("id") or ""), str(user.get("username") or user.get("name") or user.get("id"))
+    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
+    action = (body.get("actions") or [{}])[0]
+    action_id, incident = str(action.get("action_id") or ""), str(action.get("value") or "")
+
+    def answer(text: str) -> None:
+        if channel and user_id:
+            client.chat_postEphemeral(channel=channel, user=user_id, text=text)
+
+    if not members.allowed(client, user_id):
+        answer(f"Only members of the triage group <!subteam^{members.group}> may triage incidents; nothing was "
+               "changed." if members.group.startswith("S") else
+               f"Only members of <#{members.group}> may triage incidents; nothing was changed.")
+        return
+    if action_id == SUPPRESS:
+        answer("Suppressing from Slack is not available yet; nothing was changed. Use `trailwarden suppress add "
+               "--detector D --agent A --until 7d --reason ...` (README: Triage).")
+        return
+    if action_id not in ACTIONS or not incident.startswith("inc-"):
+        answer("That button is not one trailwarden knows; nothing was changed.")
+        return
+    status, words = ACTIONS[action_id]
+    item = Interaction(interaction_key(user_id, action_id, incident, str(action.get("action_ts") or "")), status,
+                       incident, user_id, user_name, channel, utcnow().isoformat())
+    if put(inbox, item):
+        answer(f"Incident {untrusted(incident, 40)} will be {words} by you within one cycle; its message will "
+               "show it.")
+
+
+def start(app: Any, app_token: str) -> Any:
+    """Connect the app to Slack in Socket Mode, in the background; returns the handler (``close()``
+    to stop). An invalid or revoked app token is a :class:`TerminalError` naming SLACK_APP_TOKEN."""
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+    from slack_sdk.errors import SlackApiError
+
+    handler = SocketModeHandler(app, app_token)
+    try:
+        handler.connect()
+    except SlackApiError as exc:
+        error = exc.response.get("error") if exc.response is not None else "error"
+        raise TerminalError(f"Slack refused {APP_TOKEN_ENV} ({error}): triage from Slack is off; set a valid "
+                            "app-level token (xapp-, connections:write)") from None
+    return handler

@@ -1,0 +1,222 @@
+"""Triage from Slack (issue 16, item 3): the real ``slack_bolt`` app in Socket Mode, against the
+fake Web API (``tests.fakes.slack``) and the fake Socket Mode WebSocket
+(``tests.fakes.socket_mode``), which delivers real ``block_actions`` envelopes and records the
+app's acknowledgements. The press goes to the inbox at once; the alert step applies it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import pipeline.service.alerting.outbox as outbox
+from detectors.base import Finding
+from models.inventory import Inventory
+from pipeline.core.config import Config
+from pipeline.detection.findings import save_findings
+from pipeline.detection.incidents import list_incidents
+from pipeline.service.alerting.step import alert_once
+from pipeline.service.slack_app import build_app, inbox_path, start
+from pipeline.store.store import Store, open_store
+from tests.fakes.slack import CHANNEL_ID, FakeSlack
+from tests.fakes.socket_mode import FakeSocketMode
+
+T0 = datetime(2026, 11, 2, 3, 0, tzinfo=UTC)
+GROUP = "S0TRIAGE"
+ALICE, MALLORY = "U0ALICE", "U0MALLORY"
+INVENTORY = Inventory.model_validate({"agents": [
+    {"name": "ci-deployer", "purpose": "Deploys the storefront from CI", "owner": "platform-team",
+     "environment": "production", "identities": ["ram-user:ci-deploy"]}]})
+FINDINGS = [
+    Finding(detector="out_of_scope", agent="ci-deployer", severity="critical", score=0.9, first_seen=T0,
+            last_seen=T0 + timedelta(minutes=2), summary="ci-deployer called ecs:StopInstance (3 calls)",
+            event_ids=["ev-1", "ev-2", "ev-3"], evidence={"kind": "out_of_scope", "action": "ecs:StopInstance"},
+            dedup_key="oos"),
+    Finding(detector="odd_hours", agent="ci-deployer", severity="medium", score=0.5, first_seen=T0,
+            last_seen=T0 + timedelta(minutes=3), summary="ci-deployer made 3 calls at 03:00",
+            event_ids=["ev-1", "ev-2", "ev-3"], evidence={"kind": "odd_hours", "count": 3}, dedup_key="odd"),
+]
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test-token")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    with FakeSlack() as fake:
+        fake.groups[GROUP] = [ALICE]
+        yield fake
+
+
+@pytest.fixture
+def socket(slack: FakeSlack) -> Iterator[FakeSocketMode]:
+    with FakeSocketMode(slack) as fake:
+        yield fake
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Store]:
+    with open_store(tmp_path / "store.duckdb") as store:
+        save_findings(store, FINDINGS, {})
+        yield store
+
+
+@pytest.fixture
+def config(slack: FakeSlack) -> Config:
+    return Config.model_validate({"slack": {"channel": "#sec-alerts", "base_url": slack.base_url,
+                                            "triage_group": GROUP}})
+
+
+@pytest.fixture
+def app(slack: FakeSlack, socket: FakeSocketMode, db: Store) -> Iterator[Any]:
+    bolt = build_app("xoxb-test-token", GROUP, inbox_path(Path(db.path)), base_url=slack.base_url)
+    handler = start(bolt, "xapp-test-token")
+    socket.wait_connected()
+    yield bolt
+    handler.close()
+
+
+def _alert(db: Store, config: Config) -> Any:
+    return alert_once(db, config, INVENTORY, print, sleep=lambda _s: None)
+
+
+def _press(socket: FakeSocketMode, slack: FakeSlack, action_id: str, incident: str, *, user: str = ALICE,
+           action_ts: str = "1796000000.000100", envelope_id: str | None = None, retry: int = 0) -> str:
+    [parent] = slack.top_level()
+    payload = {
+        "type": "block_actions", "team": {"id": "T0TRAILW", "domain": "test"}, "api_app_id": "A0TRAILW",
+        "user": {"id": user, "username": user.lower().removeprefix("u0"), "name": user.lower(), "team_id": "T0TRAILW"},
+        "token": "verification-token", "trigger_id": f"trigger-{action_ts}",
+        "container": {"type": "message", "message_ts": parent.ts, "channel_id": CHANNEL_ID, "is_ephemeral": False},
+        "channel": {"id": CHANNEL_ID, "name": "sec-alerts"}, "message": {"ts": parent.ts, "text": parent.text},
+        "response_url": f"{slack.base_url}response", "state": {"values": {}},
+        "actions": [{"action_id": action_id, "block_id": f"triage:{incident}", "value": incident, "type": "button",
+                     "action_ts": action_ts, "text": {"type": "plain_text", "text": action_id}}],
+    }
+    return socket.send("interactive", payload, envelope_id=envelope_id, retry_attempt=retry)
+
+
+def _statuses(db: Store) -> list[tuple[str, str]]:
+    return sorted(db.con.execute("SELECT id, status FROM findings").fetchall())
+
+
+def _changes(db: Store) -> list[tuple[Any, ...]]:
+    return db.con.execute("SELECT finding_id, new_status, changed_by FROM finding_status_changes ORDER BY id").fetchall()
+
+
+def _wait_ephemeral(slack: FakeSlack, count: int) -> list[dict[str, Any]]:
+    import time
+
+    deadline = time.monotonic() + 10
+    while len(slack.ephemeral) < count and time.monotonic() < deadline:
+        time.sleep(0.01)  # the app answers on its own thread; nothing to inject a clock into
+    return slack.ephemeral
+
+
+def test_a_member_acknowledges_from_the_message_and_the_next_cycle_applies_it(db, slack, socket, config, app):
+    assert _alert(db, config).messages_sent == 1
+    [parent] = slack.top_level()
+    [incident] = list_incidents(db)
+    assert [b["action_id"] for b in parent.blocks[-1]["elements"]][:3] == ["tw_ack", "tw_resolve", "tw_false_positive"]
+
+    envelope = _press(socket, slack, "tw_ack", incident["id"])
+    socket.wait_ack(envelope)  # acknowledged (the benchmark measures how fast)
+    [answer] = _wait_ephemeral(slack, 1)
+    assert answer["user"] == ALICE and "acknowledged by you within one cycle" in answer["text"]
+    assert {s for _, s in _statuses(db)} == {"open"}  # not yet: the cycle applies it
+
+    report = _alert(db, config)
+    assert {s for _, s in _statuses(db)} == {"acknowledged"}
+    assert {by for *_, by in _changes(db)} == {"alice (slack U0ALICE)"}  # the Slack user, as the CLI records `by`
+    assert report.refreshed == 1 and report.status_sent == 1
+    updated = slack.updates[-1]
+    assert updated["ts"] == parent.ts
+    assert "Acknowledged* by `alice (slack U0ALICE)`" in json.dumps(updated["blocks"])
+    assert "tw_ack" not in json.dumps(updated["blocks"])  # no second Acknowledge on an acknowledged incident
+    assert list(inbox_path(Path(db.path)).glob("*.json")) == []
+    assert db.con.execute("SELECT outcome, user_id FROM slack_interactions").fetchall() == [("applied", ALICE)]
+
+
+def test_a_retried_and_a_duplicated_envelope_change_nothing_more(db, slack, socket, config, app):
+    _alert(db, config)
+    [incident] = list_incidents(db)
+    first = _press(socket, slack, "tw_resolve", incident["id"])
+    socket.wait_ack(first)
+    _wait_ephemeral(slack, 1)
+    socket.wait_ack(_press(socket, slack, "tw_resolve", incident["id"], envelope_id=first, retry=1))  # Slack's retry
+    socket.wait_ack(_press(socket, slack, "tw_resolve", incident["id"]))  # the same press, another envelope
+    _alert(db, config)
+    socket.wait_ack(_press(socket, slack, "tw_resolve", incident["id"]))  # delivered again after it was applied
+    _alert(db, config)
+    # one change per finding, once
+    assert sorted((fid, s) for fid, s, _ in _changes(db)) == sorted((f.id, "resolved") for f in FINDINGS)
+    [parent] = slack.top_level()
+    status_replies = [m for m in slack.replies(parent.ts) if "resolved by" in (m.text or "").lower()]
+    assert len(status_replies) == 1
+    assert db.con.execute("SELECT count(*) FROM slack_interactions").fetchall() == [(1,)]
+    assert len(slack.ephemeral) == 1  # the user was told once
+
+
+def test_a_non_member_is_refused_and_nothing_changes(db, slack, socket, config, app):
+    _alert(db, config)
+    [incident] = list_incidents(db)
+    socket.wait_ack(_press(socket, slack, "tw_false_positive", incident["id"], user=MALLORY))
+    [answer] = _wait_ephemeral(slack, 1)
+    assert answer["user"] == MALLORY and "Only members of the triage group" in answer["text"]
+    assert "nothing was changed" in answer["text"]
+    _alert(db, config)
+    assert {s for _, s in _statuses(db)} == {"open"} and _changes(db) == []
+    assert not inbox_path(Path(db.path)).exists() or list(inbox_path(Path(db.path)).glob("*.json")) == []
+
+
+def test_a_press_arriving_mid_cycle_is_acknowledged_at_once_and_applied_by_the_next_cycle(db, slack, socket,
+                                                                                          config, app):
+    _alert(db, config)
+    [incident] = list_incidents(db)
+    with db.transaction() as con:  # the cycle holds the store (a write transaction in progress)
+        con.execute("UPDATE findings SET updated_at = updated_at")
+        socket.wait_ack(_press(socket, slack, "tw_ack", incident["id"]))  # acknowledged while the store is busy
+        _wait_ephemeral(slack, 1)
+    assert {s for _, s in _statuses(db)} == {"open"}
+    _alert(db, config)  # the next cycle
+    assert {s for _, s in _statuses(db)} == {"acknowledged"}
+
+
+def test_a_kill_between_recording_the_triage_and_updating_the_message(db, slack, socket, config, app,
+                                                                      monkeypatch):
+    _alert(db, config)
+    [incident] = list_incidents(db)
+    socket.wait_ack(_press(socket, slack, "tw_ack", incident["id"]))
+    _wait_ephemeral(slack, 1)
+
+    def die(*_a: Any, **_k: Any) -> None:
+        raise SystemExit("killed")
+
+    with monkeypatch.context() as m:
+        m.setattr(outbox, "_refresh", die)  # the triage is committed; the message is not updated yet
+        with pytest.raises(SystemExit):
+            _alert(db, config)
+    assert {s for _, s in _statuses(db)} == {"acknowledged"} and slack.updates == []
+    report = _alert(db, config)  # the next cycle: the update is still owed
+    assert report.refreshed == 1 and "Acknowledged" in json.dumps(slack.updates[-1]["blocks"])
+    assert len(_changes(db)) == len(FINDINGS)  # applied once: one change per finding
+    assert _alert(db, config).refreshed == 0
+
+
+def test_a_press_for_an_incident_that_no_longer_exists_changes_nothing(db, slack, socket, config, app):
+    _alert(db, config)
+    socket.wait_ack(_press(socket, slack, "tw_resolve", "inc-0000000000"))
+    _wait_ephemeral(slack, 1)
+    _alert(db, config)
+    assert _changes(db) == []
+    assert db.con.execute("SELECT outcome, answer FROM slack_interactions").fetchall() == [
+        ("refused", "no such incident: inc-0000000000")]
