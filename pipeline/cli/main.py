@@ -8,6 +8,7 @@ import click
 
 # every command module registers its commands on the group when imported
 import pipeline.cli.incidents  # noqa: F401
+import pipeline.cli.slack as _slack  # noqa: F401 - `trailwarden slack`
 from pipeline.cli import demo, detect, findings, ingest, investigate, service, store, triage  # noqa: F401
 from pipeline.cli.app import cli
 from pipeline.core.errors import TrailwardenError, scrub

@@ -242,9 +242,10 @@ def _handle_button(body: dict[str, Any], client: Any, members: Members, inbox: P
                "show it.")
 
 
-def start(app: Any, app_token: str) -> Any:
+def start(app: Any, app_token: str, inbox: Path | None = None) -> Any:
     """Connect the app to Slack in Socket Mode, in the background; returns the handler (``close()``
-    to stop). An invalid or revoked app token is a :class:`TerminalError` naming SLACK_APP_TOKEN."""
+    to stop). An invalid or revoked app token is a :class:`TerminalError` naming SLACK_APP_TOKEN.
+    With ``inbox``, the outcome is written beside it for `status` (:func:`read_health`)."""
     from slack_bolt.adapter.socket_mode import SocketModeHandler
     from slack_sdk.errors import SlackApiError
 
@@ -253,6 +254,52 @@ def start(app: Any, app_token: str) -> Any:
         handler.connect()
     except SlackApiError as exc:
         error = exc.response.get("error") if exc.response is not None else "error"
-        raise TerminalError(f"Slack refused {APP_TOKEN_ENV} ({error}): triage from Slack is off; set a valid "
-                            "app-level token (xapp-, connections:write)") from None
+        failure = TerminalError(f"Slack refused {APP_TOKEN_ENV} ({error}): triage from Slack is off; set a valid "
+                                "app-level token (xapp-, connections:write)")
+        if inbox is not None:
+            write_health(inbox, "failed", str(failure))
+        raise failure from None
+    if inbox is not None:
+        write_health(inbox, "connected", None)
     return handler
+
+
+def start_triage(config: Any, database: Path) -> Any:
+    """The triage app for this config, connected; None when triage from Slack is not configured
+    (no ``slack.triage_group`` or no SLACK_APP_TOKEN). Needs SLACK_BOT_TOKEN too."""
+    from pipeline.service.alerting.slack import TOKEN_ENV, token_from_env
+
+    app_token = os.environ.get(APP_TOKEN_ENV, "").strip()
+    if config.slack is None or not config.slack.triage_group or not app_token:
+        return None
+    inbox = inbox_path(database)
+    bot_token = token_from_env()
+    if not bot_token:
+        failure = TerminalError(f"{TOKEN_ENV} is not set: triage from Slack needs the bot token too")
+        write_health(inbox, "failed", str(failure))
+        raise failure
+    app = build_app(bot_token, config.slack.triage_group, inbox, base_url=config.slack.base_url)
+    return start(app, app_token, inbox)
+
+
+HEALTH_FILE = "app.status"  # not *.json: the inbox's interactions are
+
+
+def write_health(inbox: Path, state: str, error: str | None) -> None:
+    """The triage app's state for `status` (the app never opens the store): written whole."""
+    inbox.mkdir(parents=True, exist_ok=True)
+    tmp = inbox / f".{HEALTH_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({"state": state, "error": error, "at": utcnow().isoformat()}), encoding="utf-8")
+    os.replace(tmp, inbox / HEALTH_FILE)
+
+
+def read_health(database: Path) -> dict[str, Any] | None:
+    """The last state the triage app wrote, with how many presses wait in the inbox; None when
+    no app ever ran for this store."""
+    inbox = inbox_path(database)
+    try:
+        health = json.loads((inbox / HEALTH_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    health["waiting"] = len(list(inbox.glob("*.json")))
+    return health if isinstance(health, dict) else None

@@ -220,3 +220,26 @@ def test_a_press_for_an_incident_that_no_longer_exists_changes_nothing(db, slack
     assert _changes(db) == []
     assert db.con.execute("SELECT outcome, answer FROM slack_interactions").fetchall() == [
         ("refused", "no such incident: inc-0000000000")]
+
+
+def test_a_revoked_app_token_keeps_the_service_alerting_and_says_so(tmp_path, slack, monkeypatch):
+    """Issue 16: an invalid or revoked app token -> the service keeps alerting, and reports the
+    triage channel's failure in `status` and in its health message."""
+    from pipeline.service.cycle import Service
+    from pipeline.service.status import collect_status
+
+    slack.app_token_error = "invalid_auth"
+    monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-revoked")
+    config = Config.model_validate({"slack": {"channel": "#sec-alerts", "base_url": slack.base_url,
+                                              "triage_group": GROUP}})
+    path = tmp_path / "store.duckdb"
+    with open_store(path) as store:
+        save_findings(store, FINDINGS, {})
+    service = Service(config, lambda: INVENTORY, path)
+    assert service.start_triage() is None  # no app, but no crash either
+    [health] = slack.top_level()
+    assert "SLACK_APP_TOKEN" in health.text and "invalid_auth" in health.text and "xapp-revoked" not in health.text
+    with open_store(path) as store:
+        assert _alert(store, config).messages_sent == 1  # alerting goes on
+        triage = collect_status(store, "#sec-alerts")["service"]["slack_triage"]
+    assert triage["state"] == "failed" and "SLACK_APP_TOKEN" in triage["error"]

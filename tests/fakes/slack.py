@@ -146,6 +146,7 @@ class FakeSlack:
         self.files: list[dict[str, Any]] = []
         self.groups: dict[str, list[str]] = {}
         self.socket_url: str | None = None  # set by a Socket Mode fake
+        self.app_token_error: str | None = None  # apps.connections.open refuses the app token with it
         self._uploads: dict[str, bytes] = {}
         self._used_triggers: set[str] = set()
         self._server: ThreadingHTTPServer | None = None
@@ -305,6 +306,8 @@ class FakeSlack:
         if request.method == "apps.connections.open":
             if not auth.removeprefix("Bearer ").startswith("xapp-"):
                 return {"ok": False, "error": "not_allowed_token_type"}
+            if self.app_token_error:  # a revoked or invalid app-level token
+                return {"ok": False, "error": self.app_token_error}
             return {"ok": True, "url": self.socket_url} if self.socket_url else {"ok": False, "error": "internal_error"}
         if request.method == "auth.test":  # who the bot token is (Bolt asks when it starts)
             return {"ok": True, "url": "https://trailwarden-test.slack.com/", "team": "test", "user": "trailwarden",
