@@ -23,9 +23,10 @@ retried envelope and a duplicated one write the same file, and a key already in
 ``slack_interactions`` is only removed from the inbox. A kill -9 after the triage commits and
 before the interaction is recorded re-applies it, which changes nothing (a finding already in
 that status is left as it is); one after the record and before the file is renamed leaves a
-file whose key is known; one before the message update leaves the update owed. Known gaps: the
-modal for Suppress and the slash commands (`/trailwarden agent`, `/trailwarden replay`) are not
-built yet; a press on an incident that no longer exists is refused when the inbox is drained
+file whose key is known; one before the message update leaves the update owed. Suppress opens a modal (a reason, required, and a scope: this agent and detector, or this
+action pattern); its submission goes through the inbox the same way and adds a seven-day
+suppression per detector of the incident, as `suppress add` would. Known gaps: the slash
+commands (`/trailwarden agent`, `/trailwarden replay`) are not built yet; a press on an incident that no longer exists is refused when the inbox is drained
 (recorded, not answered in Slack).
 """
 
@@ -51,7 +52,9 @@ APP_TOKEN_ENV = "SLACK_APP_TOKEN"
 # button action id -> (the status it sets, the word the user reads)
 ACTIONS = {"tw_ack": ("acknowledged", "acknowledged"), "tw_resolve": ("resolved", "resolved"),
            "tw_false_positive": ("false_positive", "marked a false positive")}
-SUPPRESS = "tw_suppress"  # the modal is not built yet: answered with the CLI command
+SUPPRESS = "tw_suppress"  # opens the modal (reason and scope); its submission is a "suppress" interaction
+SUPPRESS_DAYS = 7
+SCOPES = {"agent_detector": "This agent and detector", "action": "This action pattern (any agent)"}
 MEMBERS_TTL = 60.0  # seconds the triage group's members are cached
 DONE_KEPT = 86400.0  # seconds an applied key stays in the inbox (as ``<key>.done``)
 
@@ -67,6 +70,9 @@ class Interaction:
     user_name: str
     channel_id: str | None
     received_at: str  # ISO 8601, UTC
+    kind: str = "button"  # button | suppress (the modal's submission)
+    reason: str | None = None  # suppress: the reason given in the modal
+    scope: str | None = None  # suppress: agent_detector | action
 
     @property
     def by(self) -> str:
@@ -126,24 +132,60 @@ def drain_inbox(store: Store, inbox: Path) -> DrainReport:
         if known:
             report.duplicates += 1
         else:
+            answer: str | None = None
             if get_incident(store, item.incident_id) is None:
                 outcome, answer = "refused", f"no such incident: {item.incident_id}"
+            elif item.kind == "suppress":
+                outcome, answer = _suppress(store, item)
             else:
                 changes = set_incident_status(store, item.incident_id, item.action, by=item.by,
                                               reason=f"set from Slack by {item.user_name}")
                 outcome = "applied" if any(c.change_id is not None for c in changes) else "unchanged"
-                answer = None
             setattr(report, outcome, getattr(report, outcome) + 1)
             with store.transaction() as con:
                 con.execute(
                     "INSERT OR IGNORE INTO slack_interactions (key, kind, user_id, user_name, action, incident_id, "
                     "outcome, answer, received_at, applied_at, answered_at) "
-                    "VALUES (?, 'button', ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-                    [item.key, item.user_id, item.user_name, item.action, item.incident_id, outcome, answer,
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                    [item.key, item.kind, item.user_id, item.user_name, item.action, item.incident_id, outcome, answer,
                      datetime.fromisoformat(item.received_at), utcnow()])
         path.replace(inbox / f"{item.key}.done")  # a late duplicate is then not even answered again
     _prune_done(inbox)
     return report
+
+
+def _suppress(store: Store, item: Interaction) -> tuple[str, str | None]:
+    """A suppression per detector of the incident, for seven days, recorded as `suppress add`
+    records one (with the Slack user as its author). Scope ``agent_detector``: the incident's
+    agent; ``action``: the one action its events share, for any agent (refused when they span
+    several: nothing is changed and the user reads why)."""
+    from datetime import timedelta
+
+    from pipeline.triage.lifecycle import (
+        Suppression,
+        add_suppression,
+        finding_event_facts,
+        new_suppression_id,
+    )
+
+    rows = store.con.execute("SELECT DISTINCT detector, agent FROM findings WHERE incident_id = ? ORDER BY 1",
+                             [item.incident_id]).fetchall()
+    action = None
+    if item.scope == "action":
+        ids = [e for (ev,) in store.con.execute("SELECT event_ids FROM findings WHERE incident_id = ?",
+                                                 [item.incident_id]).fetchall() for e in ev]
+        actions = sorted({a for a, _ip, _err in finding_event_facts(store.con, ids)})
+        if len(actions) != 1:
+            return "refused", (f"the incident's events span {len(actions)} actions; suppress this agent and "
+                               "detector instead")
+        action = actions[0]
+    now = utcnow()
+    for detector, agent in rows:
+        add_suppression(store, Suppression(
+            id=new_suppression_id(), detector=detector, reason=item.reason or "", created_by=item.by,
+            created_at=now, expires_at=now + timedelta(days=SUPPRESS_DAYS),
+            agent=agent if item.scope == "agent_detector" else None, action=action))
+    return "applied", None
 
 
 def _prune_done(inbox: Path, keep: float = DONE_KEPT) -> None:
@@ -206,6 +248,19 @@ def build_app(bot_token: str, triage_group: str, inbox: Path, *, base_url: str |
 
     for action_id in (*ACTIONS, SUPPRESS):
         app.action(action_id)(on_button)
+
+    def on_submit(ack: Callable[..., None], body: dict[str, Any], view: dict[str, Any], client: Any) -> None:
+        reason = _view_value(view, "reason", "value").strip()
+        if not reason:  # the modal stays open, saying what is missing; nothing is queued
+            ack(response_action="errors", errors={"reason": "Say why these findings are expected."})
+            return
+        ack()
+        try:
+            _queue_suppression(body, view, reason, client, allowed, inbox)
+        except Exception:  # the submission was acknowledged: say in the log why it failed
+            log.exception("a Slack suppression could not be handled")
+
+    app.view(SUPPRESS)(on_submit)
     return app
 
 
@@ -228,8 +283,7 @@ def _handle_button(body: dict[str, Any], client: Any, members: Members, inbox: P
                f"Only members of <#{members.group}> may triage incidents; nothing was changed.")
         return
     if action_id == SUPPRESS:
-        answer("Suppressing from Slack is not available yet; nothing was changed. Use `trailwarden suppress add "
-               "--detector D --agent A --until 7d --reason ...` (README: Triage).")
+        client.views_open(trigger_id=body.get("trigger_id"), view=suppress_view(incident, channel))
         return
     if action_id not in ACTIONS or not incident.startswith("inc-"):
         answer("That button is not one trailwarden knows; nothing was changed.")
@@ -240,6 +294,58 @@ def _handle_button(body: dict[str, Any], client: Any, members: Members, inbox: P
     if put(inbox, item):
         answer(f"Incident {untrusted(incident, 40)} will be {words} by you within one cycle; its message will "
                "show it.")
+
+
+def suppress_view(incident: str, channel: str | None) -> dict[str, Any]:
+    """The Suppress modal: a reason (required) and a scope, for seven days."""
+    from pipeline.service.alerting.text import untrusted
+
+    options = [{"text": {"type": "plain_text", "text": text}, "value": value} for value, text in SCOPES.items()]
+    return {
+        "type": "modal", "callback_id": SUPPRESS, "private_metadata": json.dumps({"incident": incident,
+                                                                                  "channel": channel}),
+        "title": {"type": "plain_text", "text": "Suppress 7 days"},
+        "submit": {"type": "plain_text", "text": "Suppress"}, "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {"type": "section", "text": {"type": "plain_text", "text": (
+                f"New findings like those of incident {untrusted(incident, 40)} will be stored but not alerted "
+                f"for {SUPPRESS_DAYS} days.")}},
+            {"type": "input", "block_id": "reason", "label": {"type": "plain_text", "text": "Why is this expected?"},
+             "element": {"type": "plain_text_input", "action_id": "value", "multiline": True, "max_length": 500}},
+            {"type": "input", "block_id": "scope", "label": {"type": "plain_text", "text": "Suppress"},
+             "element": {"type": "radio_buttons", "action_id": "value", "options": options,
+                         "initial_option": options[0]}},
+        ],
+    }
+
+
+def _view_value(view: dict[str, Any], block: str, action: str) -> str:
+    value = ((view.get("state") or {}).get("values") or {}).get(block, {}).get(action, {})
+    if value.get("type") == "radio_buttons":
+        return str((value.get("selected_option") or {}).get("value") or "")
+    return str(value.get("value") or "")
+
+
+def _queue_suppression(body: dict[str, Any], view: dict[str, Any], reason: str, client: Any, members: Members,
+                       inbox: Path) -> None:
+    user = body.get("user") or {}
+    user_id, user_name = str(user.get("id") or ""), str(user.get("username") or user.get("name") or user.get("id"))
+    meta = json.loads(view.get("private_metadata") or "{}")
+    incident, channel = str(meta.get("incident") or ""), meta.get("channel")
+    if not members.allowed(client, user_id):  # checked again: a modal outlives a membership
+        if channel:
+            client.chat_postEphemeral(channel=channel, user=user_id, text="Only members of the triage group may "
+                                      "suppress; nothing was changed.")
+        return
+    scope = _view_value(view, "scope", "value")
+    scope = scope if scope in SCOPES else "agent_detector"
+    item = Interaction(interaction_key(user_id, SUPPRESS, incident, str(view.get("id") or "")), "suppress", incident,
+                       user_id, user_name, channel, utcnow().isoformat(), kind="suppress", reason=reason[:500],
+                       scope=scope)
+    if put(inbox, item) and channel:
+        client.chat_postEphemeral(channel=channel, user=user_id, text=(
+            f"Findings like those of incident {incident} will be suppressed for {SUPPRESS_DAYS} days "
+            f"({SCOPES[scope].lower()}) from the next cycle."))
 
 
 def start(app: Any, app_token: str, inbox: Path | None = None) -> Any:

@@ -243,3 +243,71 @@ def test_a_revoked_app_token_keeps_the_service_alerting_and_says_so(tmp_path, sl
         assert _alert(store, config).messages_sent == 1  # alerting goes on
         triage = collect_status(store, "#sec-alerts")["service"]["slack_triage"]
     assert triage["state"] == "failed" and "SLACK_APP_TOKEN" in triage["error"]
+
+
+# -- Suppress: the modal ------------------------------------------------------------------------------
+def _submit(socket: FakeSocketMode, view: dict[str, Any], reason: str, scope: str = "agent_detector", *,
+            user: str = ALICE, view_id: str = "V0000001") -> str:
+    state = {"values": {"reason": {"value": {"type": "plain_text_input", "value": reason}},
+                        "scope": {"value": {"type": "radio_buttons", "selected_option": {"value": scope}}}}}
+    payload = {"type": "view_submission", "team": {"id": "T0TRAILW"}, "api_app_id": "A0TRAILW",
+               "user": {"id": user, "username": user.lower().removeprefix("u0"), "team_id": "T0TRAILW"},
+               "trigger_id": "trigger-submit",
+               "view": {**view, "id": view_id, "state": state, "hash": "1", "team_id": "T0TRAILW"}}
+    return socket.send("interactive", payload)
+
+
+def _suppressions(db: Store) -> list[tuple[Any, ...]]:
+    return db.con.execute("SELECT detector, agent, action, created_by, reason, expires_at - created_at "
+                          "FROM suppressions ORDER BY detector").fetchall()
+
+
+def _open_modal(db: Store, slack: FakeSlack, socket: FakeSocketMode, config: Config) -> tuple[str, dict[str, Any]]:
+    import time
+
+    _alert(db, config)
+    [incident] = list_incidents(db)
+    socket.wait_ack(_press(socket, slack, "tw_suppress", incident["id"]))
+    deadline = time.monotonic() + 10
+    while not slack.views and time.monotonic() < deadline:
+        time.sleep(0.01)  # views.open is called on the app's thread, after the ack
+    [view] = slack.views
+    return incident["id"], view
+
+
+def test_suppress_opens_a_modal_and_its_submission_is_applied_by_the_next_cycle(db, slack, socket, config, app):
+    incident, view = _open_modal(db, slack, socket, config)
+    assert view["callback_id"] == "tw_suppress" and incident in view["private_metadata"]
+    assert [b.get("block_id") for b in view["blocks"]][1:] == ["reason", "scope"]
+    socket.wait_ack(_submit(socket, view, "DR drill this week (SEC-1234)"))
+    [answer] = _wait_ephemeral(slack, 1)
+    assert "suppressed for 7 days" in answer["text"]
+    assert _suppressions(db) == []  # the cycle applies it
+    _alert(db, config)
+    by = "alice (slack U0ALICE)"
+    assert _suppressions(db) == [("odd_hours", "ci-deployer", None, by, "DR drill this week (SEC-1234)", timedelta(days=7)),
+                                 ("out_of_scope", "ci-deployer", None, by, "DR drill this week (SEC-1234)",
+                                  timedelta(days=7))]
+    socket.wait_ack(_submit(socket, view, "DR drill this week (SEC-1234)"))  # the same submission again
+    _alert(db, config)
+    assert len(_suppressions(db)) == 2
+
+
+def test_a_modal_with_an_empty_reason_stays_open_and_changes_nothing(db, slack, socket, config, app):
+    _incident, view = _open_modal(db, slack, socket, config)
+    envelope = _submit(socket, view, "   ")
+    socket.wait_ack(envelope)
+    assert socket.ack_payloads[envelope] == {"response_action": "errors",
+                                             "errors": {"reason": "Say why these findings are expected."}}
+    _alert(db, config)
+    assert _suppressions(db) == [] and db.con.execute("SELECT count(*) FROM slack_interactions").fetchall() == [(0,)]
+
+
+def test_an_action_pattern_the_incident_does_not_have_is_refused(db, slack, socket, config, app):
+    _incident, view = _open_modal(db, slack, socket, config)
+    socket.wait_ack(_submit(socket, view, "expected", scope="action"))  # its events are not in the store
+    _wait_ephemeral(slack, 1)
+    _alert(db, config)
+    assert _suppressions(db) == []
+    [(outcome, answer)] = db.con.execute("SELECT outcome, answer FROM slack_interactions").fetchall()
+    assert outcome == "refused" and "suppress this agent and detector instead" in answer

@@ -5,7 +5,8 @@
 RFC 6455 as Slack does: the upgrade handshake, ``hello`` first, then envelopes
 ``{"envelope_id", "type", "payload", "retry_attempt", "retry_reason", "accepts_response_payload"}``
 that the test sends with :meth:`send`; it answers pings with pongs and records each
-acknowledgement (``{"envelope_id": ...}``) with its monotonic arrival time in :attr:`acks`.
+acknowledgement (``{"envelope_id": ..., "payload"?}``) with its monotonic arrival time in
+:attr:`acks` (and its payload, such as a modal's errors, in :attr:`ack_payloads`).
 :meth:`send` with the same ``envelope_id`` and a higher ``retry_attempt`` is Slack's retry.
 Only text frames up to 64 KiB and unfragmented; enough for interaction envelopes.
 """
@@ -32,6 +33,7 @@ class FakeSocketMode:
     def __init__(self, slack: FakeSlack):
         self.slack = slack
         self.acks: dict[str, float] = {}  # envelope id -> when its acknowledgement arrived
+        self.ack_payloads: dict[str, Any] = {}  # envelope id -> the payload its acknowledgement carried
         self.sent: dict[str, float] = {}  # envelope id -> when it was (last) sent
         self.connections = 0
         self._conn: socket.socket | None = None
@@ -120,6 +122,7 @@ class FakeSocketMode:
                     if "envelope_id" in message:
                         with self._changed:
                             self.acks.setdefault(message["envelope_id"], time.monotonic())
+                            self.ack_payloads.setdefault(message["envelope_id"], message.get("payload"))
                             self._changed.notify_all()
         except (OSError, ConnectionError, ValueError):
             return
