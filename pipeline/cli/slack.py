@@ -34,7 +34,7 @@ def slack_command(app: App) -> None:
     if slack is None or not slack.triage_group:
         raise UsageError("`trailwarden slack` needs `slack.triage_group` (who may triage: a user-group id S… or "
                          "channel id C…)", path=str(app.config_file), key="slack.triage_group")
-    handler = start_triage(app.config, app.database)
+    handler = start_triage(app.config, app.database, lambda: app.inventory)
     if handler is None:
         raise TerminalError(f"{APP_TOKEN_ENV} is not set: set the app-level token (xapp-, connections:write)")
     stop = threading.Event()

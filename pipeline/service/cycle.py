@@ -239,7 +239,7 @@ class Service:
         from pipeline.service.slack_app import start_triage
 
         try:
-            handler = start_triage(self.config, self.db)
+            handler = start_triage(self.config, self.db, self.load_inventory)
         except TrailwardenError as exc:
             log.error("%s", exc)
             _notify(self.config, f"trailwarden: {exc}")

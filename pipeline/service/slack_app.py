@@ -25,8 +25,8 @@ before the interaction is recorded re-applies it, which changes nothing (a findi
 that status is left as it is); one after the record and before the file is renamed leaves a
 file whose key is known; one before the message update leaves the update owed. Suppress opens a modal (a reason, required, and a scope: this agent and detector, or this
 action pattern); its submission goes through the inbox the same way and adds a seven-day
-suppression per detector of the incident, as `suppress add` would. Known gaps: the slash
-commands (`/trailwarden agent`, `/trailwarden replay`) are not built yet; a press on an incident that no longer exists is refused when the inbox is drained
+suppression per detector of the incident, as `suppress add` would. The slash command (`/trailwarden agent NAME`, `/trailwarden replay NAME [--since 7d]`) only
+reads, from the store or its snapshot as `findings` does. Known gaps: a press on an incident that no longer exists is refused when the inbox is drained
 (recorded, not answered in Slack).
 """
 
@@ -228,7 +228,8 @@ class Members:
 
 
 def build_app(bot_token: str, triage_group: str, inbox: Path, *, base_url: str | None = None,
-              members: Members | None = None) -> Any:
+              members: Members | None = None, database: Path | None = None,
+              inventory: Callable[[], Any] | None = None) -> Any:
     """The Bolt app: each triage button acknowledged first, then (after the membership check)
     written to the inbox and answered with an ephemeral message. Errors after the ack are
     logged, never raised (a raise right after ``ack()`` can lose the ack, notes: slack_bolt)."""
@@ -261,7 +262,106 @@ def build_app(bot_token: str, triage_group: str, inbox: Path, *, base_url: str |
             log.exception("a Slack suppression could not be handled")
 
     app.view(SUPPRESS)(on_submit)
+
+    if database is not None and inventory is not None:
+        def on_command(ack: Callable[..., None], command: dict[str, Any], client: Any) -> None:
+            ack()
+            try:
+                _handle_command(command, client, allowed, database, inventory)
+            except Exception:  # the command was acknowledged: say in the log why it failed
+                log.exception("a /trailwarden command could not be handled")
+
+        app.command(COMMAND)(on_command)
     return app
+
+
+COMMAND = "/trailwarden"
+USAGE = "Usage: `/trailwarden agent NAME` or `/trailwarden replay NAME [--since 7d]`"
+
+
+def _handle_command(command: dict[str, Any], client: Any, members: Members, database: Path,
+                    inventory: Callable[[], Any]) -> None:
+    """``/trailwarden agent NAME``: the agent's card; ``/trailwarden replay NAME [--since T]``: its
+    HTML replay as a file in the channel. Both read the store as `findings` does (its snapshot
+    while the service holds it); answers are private, values inert."""
+    user_id, channel = str(command.get("user_id") or ""), str(command.get("channel_id") or "")
+    words = str(command.get("text") or "").split()
+
+    def answer(text: str, blocks: list[dict[str, Any]] | None = None) -> None:
+        client.chat_postEphemeral(channel=channel, user=user_id, text=text, blocks=blocks)
+
+    if not members.allowed(client, user_id):
+        answer("Only members of the triage group may use /trailwarden; nothing was read.")
+        return
+    if len(words) < 2 or words[0] not in ("agent", "replay"):
+        answer(USAGE)
+        return
+    from pipeline.core.errors import TrailwardenError
+    from pipeline.store.store import open_for_reading
+
+    name = words[1]
+    try:
+        with open_for_reading(database) as store:
+            if words[0] == "agent":
+                text, blocks = agent_card(store, name, inventory())
+                answer(text, blocks)
+                return
+            since = words[words.index("--since") + 1] if "--since" in words[:-1] else "7d"
+            html, events = _replay_html(store, name, inventory(), since)
+    except TrailwardenError as exc:
+        answer(f"Could not read the store: {exc}"[:300])
+        return
+    if html is None:
+        answer(f"No agent or identity named {_inert(name)} in the store or the inventory.")
+        return
+    client.files_upload_v2(channel=channel, content=html, filename=f"replay-{_file_safe(name)}.html",
+                           title=f"Replay of {_inert(name)} since {_inert(since)}",
+                           initial_comment=f"Replay of {_inert(name)} since {_inert(since)} ({events} events), "
+                                           f"asked by <@{user_id}>")
+
+
+def agent_card(store: Store, name: str, inventory: Any) -> tuple[str, list[dict[str, Any]]]:
+    """The agent's card: purpose, owner, its open and acknowledged incidents, last activity."""
+    from pipeline.detection.incidents import list_incidents
+    from pipeline.service.alerting.text import plain_section
+
+    inv = inventory.agent(name)
+    last = store.con.execute("SELECT max(event_time) FROM events WHERE agent = ?", [name]).fetchall()[0][0]
+    if inv is None and last is None:
+        return f"No agent or identity named {_inert(name)} in the store or the inventory.", []
+    incidents = [i for i in list_incidents(store, agent=name) if i["status"] in ("open", "acknowledged")]
+    who = (f"{inv.purpose} · owner {inv.owner} · {inv.environment}" if inv is not None
+           else "not in the inventory: no owner, no declared scope")
+    lines = [f"{name}: {who}", f"Last activity: {last:%Y-%m-%d %H:%M}Z" if last else "No activity stored.",
+             f"Open incidents: {len(incidents)}"]
+    lines += [f"• {i['severity'].upper()} {i['id']} ({i['status']}): {i['headline']}" for i in incidents[:5]]
+    if len(incidents) > 5:
+        lines.append(f"…and {len(incidents) - 5} more (trailwarden incidents --agent {name})")
+    card = "\n".join(_inert(line, 400) for line in lines)  # each line inert; the line breaks are ours
+    return f"Agent {_inert(name)}", [plain_section(card)]
+
+
+def _replay_html(store: Store, name: str, inventory: Any, since: str) -> tuple[str | None, int]:
+    from pipeline.core.times import parse_when
+    from pipeline.investigate.agents import has_events
+    from pipeline.investigate.replay import build_replay
+    from pipeline.investigate.replay_views import as_html
+
+    if not has_events(store, name) and inventory.agent(name) is None:
+        return None, 0
+    now = utcnow()
+    report = build_replay(store, name, inventory, since=parse_when(since, now, "--since"), until=now)
+    return as_html(report), int(report["summary"]["events"])
+
+
+def _inert(value: str, limit: int = 200) -> str:
+    from pipeline.service.alerting.text import untrusted
+
+    return untrusted(value, limit)
+
+
+def _file_safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80]
 
 
 def _handle_button(body: dict[str, Any], client: Any, members: Members, inbox: Path) -> None:
@@ -370,7 +470,7 @@ def start(app: Any, app_token: str, inbox: Path | None = None) -> Any:
     return handler
 
 
-def start_triage(config: Any, database: Path) -> Any:
+def start_triage(config: Any, database: Path, inventory: Callable[[], Any] | None = None) -> Any:
     """The triage app for this config, connected; None when triage from Slack is not configured
     (no ``slack.triage_group`` or no SLACK_APP_TOKEN). Needs SLACK_BOT_TOKEN too."""
     from pipeline.service.alerting.slack import TOKEN_ENV, token_from_env
@@ -384,7 +484,8 @@ def start_triage(config: Any, database: Path) -> Any:
         failure = TerminalError(f"{TOKEN_ENV} is not set: triage from Slack needs the bot token too")
         write_health(inbox, "failed", str(failure))
         raise failure
-    app = build_app(bot_token, config.slack.triage_group, inbox, base_url=config.slack.base_url)
+    app = build_app(bot_token, config.slack.triage_group, inbox, base_url=config.slack.base_url,
+                    database=database, inventory=inventory)
     return start(app, app_token, inbox)
 
 

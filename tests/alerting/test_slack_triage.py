@@ -311,3 +311,56 @@ def test_an_action_pattern_the_incident_does_not_have_is_refused(db, slack, sock
     assert _suppressions(db) == []
     [(outcome, answer)] = db.con.execute("SELECT outcome, answer FROM slack_interactions").fetchall()
     assert outcome == "refused" and "suppress this agent and detector instead" in answer
+
+
+# -- /trailwarden agent | replay ------------------------------------------------------------------------
+@pytest.fixture
+def reader_app(tmp_path: Path, slack: FakeSlack, socket: FakeSocketMode, config: Config) -> Iterator[Any]:
+    """The app with the store to read (closed here, as the service would have it between cycles)."""
+    path = tmp_path / "read.duckdb"
+    with open_store(path) as store:
+        save_findings(store, FINDINGS, {})
+    bolt = build_app("xoxb-test-token", GROUP, inbox_path(path), base_url=slack.base_url, database=path,
+                     inventory=lambda: INVENTORY)
+    handler = start(bolt, "xapp-test-token")
+    socket.wait_connected()
+    yield path
+    handler.close()
+
+
+def _command(socket: FakeSocketMode, text: str, user: str = ALICE) -> str:
+    return socket.send("slash_commands", {
+        "token": "verification-token", "team_id": "T0TRAILW", "team_domain": "test", "channel_id": CHANNEL_ID,
+        "channel_name": "sec-alerts", "user_id": user, "user_name": user.lower(), "command": "/trailwarden",
+        "text": text, "api_app_id": "A0TRAILW", "response_url": "http://127.0.0.1:1/response",
+        "trigger_id": "trigger-command"})
+
+
+def test_the_agent_command_answers_with_the_agents_card(slack, socket, reader_app):
+    socket.wait_ack(_command(socket, "agent ci-deployer"))
+    [answer] = _wait_ephemeral(slack, 1)
+    card = answer["blocks"][0]["text"]
+    assert card["type"] == "plain_text" and answer["user"] == ALICE
+    assert "Deploys the storefront from CI · owner platform-team" in card["text"]
+    assert "Open incidents: 1" in card["text"] and "CRITICAL inc-" in card["text"]
+
+
+def test_the_replay_command_uploads_the_html_replay(slack, socket, reader_app):
+    import time
+
+    socket.wait_ack(_command(socket, "replay ci-deployer --since 30d"))
+    deadline = time.monotonic() + 20
+    while not slack.files and time.monotonic() < deadline:
+        time.sleep(0.02)  # the upload runs on the app's thread, after the ack
+    [upload] = slack.files
+    assert upload["channel"] == CHANNEL_ID and upload["data"].lstrip().lower().startswith(b"<!doctype html")
+    assert "Replay of ci-deployer since 30d" in (upload["comment"] or "")
+
+
+def test_the_command_is_refused_to_a_non_member_and_names_are_inert(slack, socket, reader_app):
+    socket.wait_ack(_command(socket, "agent ci-deployer", user=MALLORY))
+    [refusal] = _wait_ephemeral(slack, 1)
+    assert refusal["user"] == MALLORY and "Only members of the triage group" in refusal["text"]
+    socket.wait_ack(_command(socket, "agent <!channel>*x*"))
+    [_, unknown] = _wait_ephemeral(slack, 2)
+    assert "&lt;!channel&gt;" in unknown["text"] and "<!channel>" not in unknown["text"]
