@@ -30,7 +30,8 @@ def query(app: App, sql: str, params: tuple[str, ...], fmt: str) -> None:
     """Run one read-only SQL statement over the store.
 
     Tables: events, quarantine, ingest_state, ingested_files, runs, findings,
-    finding_status_changes, suppressions, alerts, baselines, pipeline_state, schema_migrations.
+    finding_status_changes, suppressions, alerts, baselines, pipeline_state, schema_migrations,
+    incidents, incident_messages, slack_interactions.
     Times are UTC. One SELECT (or PRAGMA, CALL, PIVOT, EXPLAIN); no file but the store and the
     retention archive's Parquet (read_parquet('<retention.archive_dir>/*/*.parquet')).
 
