@@ -364,3 +364,19 @@ def test_the_command_is_refused_to_a_non_member_and_names_are_inert(slack, socke
     socket.wait_ack(_command(socket, "agent <!channel>*x*"))
     [_, unknown] = _wait_ephemeral(slack, 2)
     assert "&lt;!channel&gt;" in unknown["text"] and "<!channel>" not in unknown["text"]
+
+
+def test_the_slack_command_says_what_is_missing(tmp_path, slack):
+    from tests.conftest import run_cli
+
+    config = tmp_path / "trailwarden.yaml"
+    config.write_text(f"database: {tmp_path / 'store.duckdb'}\nslack: {{channel: '#sec-alerts', "
+                      f"base_url: '{slack.base_url}'}}\n", encoding="utf-8")
+    env = {"NO_PROXY": "127.0.0.1", "SLACK_BOT_TOKEN": "xoxb-test-token"}
+    no_group = run_cli("--config", str(config), "slack", env=env)
+    assert no_group.returncode == 2 and "slack.triage_group" in no_group.stderr and str(config) in no_group.stderr
+    config.write_text(config.read_text(encoding="utf-8").replace("}", ", triage_group: S0TRIAGE}"), encoding="utf-8")
+    no_token = run_cli("--config", str(config), "slack", env=env)
+    assert no_token.returncode == 1 and no_token.stderr.strip().endswith(
+        "SLACK_APP_TOKEN is not set: set the app-level token (xapp-, connections:write)")
+    assert "Traceback" not in no_group.stderr + no_token.stderr
