@@ -296,28 +296,32 @@ def _handle_command(command: dict[str, Any], client: Any, members: Members, data
     if len(words) < 2 or words[0] not in ("agent", "replay"):
         answer(USAGE)
         return
+    import tempfile
+
     from pipeline.core.errors import TrailwardenError
     from pipeline.store.store import open_for_reading
 
     name = words[1]
-    try:
-        with open_for_reading(database) as store:
-            if words[0] == "agent":
-                text, blocks = agent_card(store, name, inventory())
-                answer(text, blocks)
-                return
-            since = words[words.index("--since") + 1] if "--since" in words[:-1] else "7d"
-            html, events = _replay_html(store, name, inventory(), since)
-    except TrailwardenError as exc:
-        answer(f"Could not read the store: {exc}"[:300])
-        return
-    if html is None:
-        answer(f"No agent or identity named {_inert(name)} in the store or the inventory.")
-        return
-    client.files_upload_v2(channel=channel, content=html, filename=f"replay-{_file_safe(name)}.html",
-                           title=f"Replay of {_inert(name)} since {_inert(since)}",
-                           initial_comment=f"Replay of {_inert(name)} since {_inert(since)} ({events} events), "
-                                           f"asked by <@{user_id}>")
+    since = words[words.index("--since") + 1] if "--since" in words[:-1] else "7d"
+    with tempfile.TemporaryDirectory(prefix="trailwarden-replay-") as tmp:
+        page = Path(tmp) / f"replay-{_file_safe(name)}.html"
+        try:
+            with open_for_reading(database) as store:
+                if words[0] == "agent":
+                    text, blocks = agent_card(store, name, inventory())
+                    answer(text, blocks)
+                    return
+                events = _replay_html(store, name, inventory(), since, page)
+        except TrailwardenError as exc:
+            answer(_inert(f"Could not do that: {exc}", 300))
+            return
+        if events is None:
+            answer(f"No agent or identity named {_inert(name)} in the store or the inventory.")
+            return
+        client.files_upload_v2(channel=channel, file=str(page), filename=page.name,
+                               title=f"Replay of {_inert(name)} since {_inert(since)}",
+                               initial_comment=f"Replay of {_inert(name)} since {_inert(since)} ({events} events), "
+                                               f"asked by <@{user_id}>")
 
 
 def agent_card(store: Store, name: str, inventory: Any) -> tuple[str, list[dict[str, Any]]]:
@@ -341,17 +345,25 @@ def agent_card(store: Store, name: str, inventory: Any) -> tuple[str, list[dict[
     return f"Agent {_inert(name)}", [plain_section(card)]
 
 
-def _replay_html(store: Store, name: str, inventory: Any, since: str) -> tuple[str | None, int]:
+def _replay_html(store: Store, name: str, inventory: Any, since: str, out: Path) -> int | None:
+    """The agent's HTML replay written to ``out`` as `replay --format html` writes it (streamed:
+    memory stays flat in the events); its event count, or None for an unknown agent."""
+    import tempfile
+
     from pipeline.core.times import parse_when
     from pipeline.investigate.agents import has_events
-    from pipeline.investigate.replay import build_replay
-    from pipeline.investigate.replay_views import as_html
+    from pipeline.investigate.replay import write_replay
+    from pipeline.investigate.replay_views import HTML_AROUND, HTML_LAST, write_html
 
     if not has_events(store, name) and inventory.agent(name) is None:
-        return None, 0
+        return None
     now = utcnow()
-    report = build_replay(store, name, inventory, since=parse_when(since, now, "--since"), until=now)
-    return as_html(report), int(report["summary"]["events"])
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as export, out.open("w", encoding="utf-8") as html:
+        replay = write_replay(store, name, inventory, export, since=parse_when(since, now, "--since"), until=now,
+                              last=HTML_LAST, around=HTML_AROUND)
+        export.seek(0)
+        write_html(replay, export, html)
+    return int(replay.report["summary"]["events"])
 
 
 def _inert(value: str, limit: int = 200) -> str:
