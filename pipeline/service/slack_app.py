@@ -22,12 +22,17 @@ Exactly once. The key is the press itself (user, button, incident, Slack's ``act
 retried envelope and a duplicated one write the same file, and a key already in
 ``slack_interactions`` is only removed from the inbox. A kill -9 after the triage commits and
 before the interaction is recorded re-applies it, which changes nothing (a finding already in
-that status is left as it is); one after the record and before the file is renamed leaves a
-file whose key is known; one before the message update leaves the update owed. Suppress opens a modal (a reason, required, and a scope: this agent and detector, or this
-action pattern); its submission goes through the inbox the same way and adds a seven-day
-suppression per detector of the incident, as `suppress add` would. The slash command (`/trailwarden agent NAME`, `/trailwarden replay NAME [--since 7d]`) only
-reads, from the store or its snapshot as `findings` does. Known gaps: a press on an incident that no longer exists is refused when the inbox is drained
-(recorded, not answered in Slack).
+that status is left as it is; a suppression's id comes from the key, so it is not added twice);
+one after the record and before the file is renamed leaves a file whose key is known; one before
+the message update leaves the update owed.
+
+Suppress opens a modal (a reason, required, and a scope: this agent and detector, or this action
+pattern); its submission goes through the inbox the same way and adds a seven-day suppression per
+detector of the incident, as `suppress add` would. The slash command (`/trailwarden agent NAME`,
+`/trailwarden replay NAME [--since 7d]`) only reads, from the store or its snapshot as `findings`
+does. Known gaps: a press refused when the inbox is drained (an incident that no longer exists, an
+action pattern the incident does not have) is recorded but not answered in Slack; a membership
+lookup Slack refuses (a missing scope) is logged and the press goes unanswered.
 """
 
 from __future__ import annotations
@@ -161,12 +166,7 @@ def _suppress(store: Store, item: Interaction) -> tuple[str, str | None]:
     several: nothing is changed and the user reads why)."""
     from datetime import timedelta
 
-    from pipeline.triage.lifecycle import (
-        Suppression,
-        add_suppression,
-        finding_event_facts,
-        new_suppression_id,
-    )
+    from pipeline.triage.lifecycle import Suppression, add_suppression, finding_event_facts
 
     rows = store.con.execute("SELECT DISTINCT detector, agent FROM findings WHERE incident_id = ? ORDER BY 1",
                              [item.incident_id]).fetchall()
@@ -181,8 +181,11 @@ def _suppress(store: Store, item: Interaction) -> tuple[str, str | None]:
         action = actions[0]
     now = utcnow()
     for detector, agent in rows:
+        sid = "sup-" + hashlib.sha256(f"{item.key}|{detector}".encode()).hexdigest()[:8]  # re-applied: not added twice
+        if store.con.execute("SELECT 1 FROM suppressions WHERE id = ?", [sid]).fetchall():
+            continue
         add_suppression(store, Suppression(
-            id=new_suppression_id(), detector=detector, reason=item.reason or "", created_by=item.by,
+            id=sid, detector=detector, reason=item.reason or "", created_by=item.by,
             created_at=now, expires_at=now + timedelta(days=SUPPRESS_DAYS),
             agent=agent if item.scope == "agent_detector" else None, action=action))
     return "applied", None

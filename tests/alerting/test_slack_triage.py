@@ -291,6 +291,14 @@ def test_suppress_opens_a_modal_and_its_submission_is_applied_by_the_next_cycle(
     socket.wait_ack(_submit(socket, view, "DR drill this week (SEC-1234)"))  # the same submission again
     _alert(db, config)
     assert len(_suppressions(db)) == 2
+    # a kill -9 after the suppressions were added and before the interaction was recorded: the
+    # record is missing and the file is still in the inbox; applying it again adds nothing
+    inbox = inbox_path(Path(db.path))
+    [done] = inbox.glob("*.done")
+    done.rename(done.with_suffix(".json"))
+    db.con.execute("DELETE FROM slack_interactions")
+    _alert(db, config)
+    assert len(_suppressions(db)) == 2
 
 
 def test_a_modal_with_an_empty_reason_stays_open_and_changes_nothing(db, slack, socket, config, app):
