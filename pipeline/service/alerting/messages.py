@@ -61,9 +61,9 @@ BUTTONS = {"tw_ack": ("Acknowledge", "acknowledged"), "tw_resolve": ("Resolve", 
            "tw_false_positive": ("False positive", "false_positive"), "tw_suppress": ("Suppress 7 days", "suppress")}
 STATUS_WORDS = {"open": "Open", "acknowledged": "Acknowledged", "resolved": "Resolved",
                 "false_positive": "Marked a false positive", "suppressed": "Suppressed"}
-# `trailwarden contain AGENT` is suggested only once that command exists: the CLI's entry point
-# sets this when it has a `contain` command (issue 17), so a library caller never names a command
-# that is not there.
+# `trailwarden contain AGENT` is suggested only once that command exists. A hook, not yet set by
+# anything: issue 17's `contain` should set it from the entry point (``"contain" in cli.commands``),
+# so a library caller never names a command that is not there.
 CONTAIN_AVAILABLE = False
 
 
