@@ -1,5 +1,5 @@
-"""The replay streams (issue 18 item 5): an export written as the events are read, one timeline
-entry per line, whose digest checks; an HTML page that leads with the incident in a long window,
+"""The replay streams (issue 18 item 5): an export written as the events are read, the same
+document as before, whose digest checks; an HTML page that leads with the incident in a long window,
 with a time axis; a file written in place only when complete."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.core.output import written
+from pipeline.core.output import json_text, written
 from pipeline.investigate.replay import build_replay, export_digest, write_replay
 from pipeline.investigate.replay_views import HTML_AROUND, HTML_LAST, as_text, write_html
 from pipeline.store.store import Store
@@ -44,7 +44,7 @@ def _window(**kw):
     return {"since": START, "until": START + timedelta(days=30), **kw}
 
 
-def test_the_export_is_one_entry_per_line_and_its_digest_checks(long_window):
+def test_the_streamed_export_is_the_whole_document_and_its_digest_checks(long_window):
     store, inv, trail = long_window
     out = io.StringIO()
     replay = write_replay(store, "monitor", inv, out, **_window())
@@ -52,10 +52,10 @@ def test_the_export_is_one_entry_per_line_and_its_digest_checks(long_window):
     export = json.loads(text)
     assert export_digest(export) == export["sha256"] == replay.sha256
     assert export["summary"]["events"] == len(trail.events) == replay.report["summary"]["events"]
-    lines = [line for line in text.splitlines() if line.startswith('    {"')]
-    assert len(lines) == len(export["timeline"]) == len(trail.events) + export["summary"]["findings"]
-    assert [json.loads(line.rstrip(",")) for line in lines] == export["timeline"]
-    assert list(export)[-1] == "sha256"
+    assert len(export["timeline"]) == len(trail.events) + export["summary"]["findings"] == replay.entries
+    # byte for byte what dumping the whole export at once gives (the format users already parse)
+    assert text == json_text(export, indent=2) + "\n"
+    assert list(export)[-3:] == ["timeline", "redaction", "sha256"]
     assert build_replay(store, "monitor", inv, **_window()) | {"generated_at": None, "sha256": None} == \
         export | {"generated_at": None, "sha256": None}
 

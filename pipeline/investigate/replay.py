@@ -28,7 +28,7 @@ import io
 import json
 import tempfile
 from collections import defaultdict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import IO, Any, TextIO
@@ -83,10 +83,10 @@ def write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | N
                  redact: bool = True, last: int = 50, around: int = 0) -> Replay:
     """Write the JSON export to ``out`` (``None``: only its digest) as the agent's events are read.
 
-    Memory stays flat in the number of events: each timeline entry is written, as canonical JSON,
-    to a temporary file as it is read, while the summary, blast radius and changes are added up;
-    then the export is written (its header, the timeline copied line by line, one entry per line)
-    and hashed in the same pass. The views keep the ``last`` entries and ``around`` entries on each
+    Memory stays flat in the number of events: each timeline entry is written to temporary files
+    as it is read (``_Timeline``), while the summary, blast radius and changes are added up; then
+    the digest is computed and the export written (the same document ``json.dumps(report,
+    indent=2)`` would give, byte for byte). The views keep the ``last`` entries and ``around`` entries on each
     side of every finding (``Replay.shown``)."""
     until = until or utcnow()
     since = since or until - timedelta(days=90)
@@ -96,21 +96,17 @@ def write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | N
     extract = _Extract(last, around)
     inv = inventory.agent(agent)
     generated_at = utcnow()
-    with tempfile.TemporaryFile("w+", encoding="utf-8") as timeline:
+    with _Timeline(pretty=out is not None) as timeline:
         pending = iter(findings)
         finding = next(pending, None)
-        position = 0
 
         def put(entry: dict[str, Any]) -> None:
-            nonlocal position
             if entry["kind"] == "event":  # text and lists of text from the store, parsed raw JSON
                 jsonable = {**entry, "event_time": to_jsonable(entry["event_time"])}
             else:
                 jsonable = to_jsonable(entry)
-            timeline.write(_canonical(jsonable))
-            timeline.write("\n")
-            extract.add(position, jsonable)
-            position += 1
+            extract.add(timeline.count, jsonable)
+            timeline.add(jsonable)
 
         for row in _events(store, agent, since, until, with_raw, redact, totals):
             while finding is not None and finding["first_seen"] <= row["event_time"]:
@@ -135,11 +131,12 @@ def write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | N
             "findings": findings,
         })
         trailer = to_jsonable({"redaction": _redaction_note(redact, totals.redacted)})
-        timeline.seek(0)
-        digest = _write_export(header, timeline, trailer, out)
+        digest = timeline.digest(header, trailer)
+        if out is not None:
+            timeline.write_export(header, trailer, digest, out)
     shown = extract.entries()
     report = {**header, "timeline": [entry for _, entry in shown], **trailer, "sha256": digest}
-    return Replay(report, digest, shown, totals.activity, position)
+    return Replay(report, digest, shown, totals.activity, timeline.count)
 
 
 def _canonical(value: Any) -> str:
@@ -147,33 +144,61 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-def _write_export(header: dict[str, Any], timeline: IO[str], trailer: dict[str, Any], out: TextIO | None) -> str:
-    """Write the export (the header's keys, the timeline one entry per line, then the trailer and
-    the digest) and return the digest, computed over the canonical JSON in the same pass (the
-    timeline read once)."""
-    body = {**header, **trailer}
-    keys = sorted([*body, "timeline"])
-    before = [k for k in keys if k < "timeline"]
-    after = [k for k in keys if k > "timeline"]
-    digest = hashlib.sha256()
-    digest.update(("{" + "".join(f"{_canonical(k)}:{_canonical(body[k])}," for k in before) + '"timeline":[')
-                  .encode())
-    if out is not None:
-        head = json_inert(json.dumps(header, indent=2, ensure_ascii=False, default=str, allow_nan=False))
-        out.write(head[:-2] + ',\n  "timeline": [')
-    first = True
-    for line in timeline:
-        item = line[:-1]
-        digest.update(item.encode() if first else ("," + item).encode())
-        if out is not None:
-            out.write(("\n    " if first else ",\n    ") + json_inert(item))
-        first = False
-    digest.update(("]" + "".join(f",{_canonical(k)}:{_canonical(body[k])}" for k in after) + "}").encode())
-    sha = digest.hexdigest()
-    if out is not None:
-        tail = json_inert(json.dumps({**trailer, "sha256": sha}, indent=2, ensure_ascii=False, allow_nan=False))
-        out.write(("\n  ]," if not first else "],") + tail[1:] + "\n")
-    return sha
+def _pretty(value: Any) -> str:
+    """The JSON the export shows (as ``json_text(..., indent=2)`` writes it)."""
+    return json_inert(json.dumps(value, indent=2, ensure_ascii=False, default=str, allow_nan=False))
+
+
+class _Timeline:
+    """The timeline while it streams: each entry is written to a temporary file as the digest's
+    canonical JSON and, when an export is written, to another as the export shows it (indented as
+    the whole export would be), so neither the events nor their text stay in memory."""
+
+    def __init__(self, *, pretty: bool) -> None:
+        self.canonical = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed by __exit__
+        self.pretty = tempfile.TemporaryFile("w+", encoding="utf-8") if pretty else None  # noqa: SIM115
+        self.count = 0
+
+    def __enter__(self) -> _Timeline:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.canonical.close()
+        if self.pretty is not None:
+            self.pretty.close()
+
+    def add(self, entry: dict[str, Any]) -> None:
+        self.canonical.write(("," if self.count else "") + _canonical(entry))
+        if self.pretty is not None:
+            self.pretty.write(("," if self.count else "") + "\n    " + _pretty(entry).replace("\n", "\n    "))
+        self.count += 1
+
+    def digest(self, header: dict[str, Any], trailer: dict[str, Any]) -> str:
+        """SHA-256 of the canonical export without its digest (what ``export_digest`` computes of
+        the export once parsed), the timeline read back in chunks."""
+        body = {**header, **trailer}
+        keys = sorted([*body, "timeline"])
+        sha = hashlib.sha256()
+        sha.update(("{" + "".join(f"{_canonical(k)}:{_canonical(body[k])}," for k in keys if k < "timeline")
+                    + '"timeline":[').encode())
+        _copy(self.canonical, lambda chunk: sha.update(chunk.encode()))
+        sha.update(("]" + "".join(f",{_canonical(k)}:{_canonical(body[k])}" for k in keys if k > "timeline")
+                    + "}").encode())
+        return sha.hexdigest()
+
+    def write_export(self, header: dict[str, Any], trailer: dict[str, Any], digest: str, out: TextIO) -> None:
+        """The export as one indented JSON document: the header's keys, the timeline, the
+        redaction note and the digest last."""
+        assert self.pretty is not None
+        out.write(_pretty(header)[:-2] + ',\n  "timeline": [')
+        _copy(self.pretty, out.write)
+        out.write(("\n  ]" if self.count else "]") + "," + _pretty({**trailer, "sha256": digest})[1:] + "\n")
+
+
+def _copy(source: IO[str], sink: Callable[[str], Any]) -> None:
+    source.seek(0)
+    while chunk := source.read(1 << 20):
+        sink(chunk)
 
 
 def export_digest(report: dict[str, Any]) -> str:
