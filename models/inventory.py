@@ -92,6 +92,19 @@ class Hours(BaseModel):
         return (local.weekday() - 1) % 7 in days and clock <= self.end
 
 
+_SLACK_ID = re.compile(r"^(?:<@)?([UW][A-Z0-9]{6,})>?$|^(?:<!subteam\^)?(S[A-Z0-9]{6,})(?:\|[^>]*)?>?$")
+
+
+def slack_mention(value: str) -> str:
+    """``U0123ABCD`` -> ``<@U0123ABCD>``, ``S0123ABCD`` -> ``<!subteam^S0123ABCD>``; anything else
+    is refused (a mention is markup: only ids, never free text, become one)."""
+    match = _SLACK_ID.match(value.strip())
+    if not match:
+        raise ValueError("must be a Slack user id (U0123ABCD), a user-group id (S0123ABCD) or its mention "
+                         "(<@U0123ABCD>, <!subteam^S0123ABCD>)")
+    return f"<@{match[1]}>" if match[1] else f"<!subteam^{match[2]}>"
+
+
 class Agent(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -107,6 +120,14 @@ class Agent(BaseModel):
     expires: datetime | None = None
     review_by: date | None = None
     protected: bool = False  # `contain` refuses it without --force (monitoring, break-glass)
+    # the owner in Slack: a user (U…, W…) or user-group (S…) id, or its mention
+    # (``<@U0123ABCD>``, ``<!subteam^S0123ABCD>``); kept as the mention alerts use
+    owner_slack: str | None = None
+
+    @field_validator("owner_slack")
+    @classmethod
+    def _slack_mention(cls, value: str | None) -> str | None:
+        return None if value is None else slack_mention(value)
 
     @field_validator("name")
     @classmethod

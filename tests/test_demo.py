@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -119,3 +120,41 @@ def test_where_no_config_is_found_the_demo_writes_one_and_never_overwrites_it(tm
     again = run_cli("demo", "--days", "14", cwd=tmp_path)
     assert again.returncode == 0 and "Wrote" not in again.stdout
     assert written.read_text().endswith("# mine now\n")
+
+
+# the first (most harmful) act each planted incident's headline must lead with (issue 16)
+DEMO_HEADLINES = {
+    "ci-deployer": "attached AdministratorAccess to user svc-backup2",
+    "admin-alice": "stopped the audit trail",
+    "monitor-readonly": "tried to read 36 secrets (refused)",
+    "root-account:1384926508761234": "signed in to the console",
+    "ram-user:ops-debug": "opened security group",
+    "vendor-acme": "read object",
+    "etl-pipeline": "read 40 objects",
+}
+
+
+@pytest.mark.slow
+def test_the_demo_alerts_are_seven_short_messages_led_by_the_worst_act(demo_checkout):
+    """Issue 16's target: the seven planted incidents are seven top-level messages (every other
+    detail in their threads), each at most 12 lines before its thread, whose headline - also the
+    notification text - names the incident's most harmful act, most severe incident first."""
+    from pipeline.service.alerting.messages import Message, visible_lines
+
+    result = run_cli("alert", "--dry-run", "--format", "json", cwd=demo_checkout)
+    assert result.returncode == 0, result.stderr
+    messages = json.loads(result.stdout)["messages"]
+    top = [m for m in messages if m["kind"] == "alert" and m["thread_ts"] is None]
+    assert sorted(m["agent"] for m in top) == sorted(DEMO_HEADLINES)
+    assert {i.agent for i in synthetic.INCIDENTS} == set(DEMO_HEADLINES)
+    for m in top:
+        assert visible_lines(Message(text=m["text"], blocks=m["blocks"])) <= 12, m["text"]
+        assert m["text"].startswith(f"{m['agent']} {DEMO_HEADLINES[m['agent']]}"), m["text"]
+        assert m["blocks"][1]["text"]["text"] == m["text"]  # the headline, right under the severity
+    severities = [m["blocks"][0]["text"]["text"].split(":")[0] for m in top]
+    order = ["CRITICAL", "HIGH", "MEDIUM", "LOW"]
+    assert severities == sorted(severities, key=order.index)  # most severe first
+    replies = [m for m in messages if m["kind"] == "detail"]
+    assert {m["agent"] for m in replies} == set(DEMO_HEADLINES) and len(replies) >= len(top)
+    everything = json.dumps(messages)
+    assert not re.search(r"\bnan\b", everything) and "baseline:" not in everything  # no internal dumps

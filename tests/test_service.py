@@ -496,11 +496,12 @@ def test_run_against_the_fake_sls_and_slack_alerts_once(tmp_path):
         findings = json.loads(run_cli("--config", str(cfg), "findings", "--format", "json").stdout)
         assert [(f["detector"], f["agent"], f["event_ids"]) for f in findings] == [
             ("out_of_scope", "ci-deployer", ["planted-stop-instance"])]
-        assert len(slack.posts) == 1 and len(slack.top_level()) == 1
+        [message] = slack.top_level()  # the incident's message, and the finding's evidence in its thread
+        assert len(slack.posts) == 2 and len(slack.replies(message.ts)) == 1
         assert "StopInstance" in json.dumps(slack.posts[0].body)
         again = run_cli("--config", str(cfg), "run", env=env)
         assert again.returncode == 0, again.stderr
-        assert len(slack.posts) == 1  # nothing new: nothing posted
+        assert len(slack.posts) == 2  # nothing new: nothing posted
         assert _count(tmp_path / "tw.duckdb") == 51
     assert TOKEN not in first.stdout + first.stderr + again.stdout + again.stderr
     assert SECRET not in first.stdout + first.stderr + again.stdout + again.stderr

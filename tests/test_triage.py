@@ -122,6 +122,11 @@ def text_of(message: Any) -> str:
     return json.dumps(message.blocks) + (message.text or "")
 
 
+def thread_text(fake: FakeSlack, parent: Any) -> str:
+    """An incident's message and its thread (each finding's id is in its evidence reply)."""
+    return " ".join(text_of(m) for m in [parent, *fake.replies(parent.ts)])
+
+
 def cli(config: Path, *args: str, env: dict[str, str] | None = None) -> Any:
     return run_cli("--config", str(config), *args, env=env)
 
@@ -188,15 +193,15 @@ def test_a_false_positive_mark_is_a_reply_in_the_alert_thread_once(db, slack):
     set_status(db, [f.id], "false_positive", by="alice", reason="scheduled DR drill")
     report = alert_run(db, slack)
     assert report.status_sent == 1
-    [reply] = slack.replies(alert.ts)
+    _evidence, reply = slack.replies(alert.ts)  # the finding's evidence, then the triage
     body = text_of(reply)
     assert "false positive" in body and "alice" in body and "scheduled DR drill" in body and f.id in body
     alert_run(db, slack)
-    assert len(slack.replies()) == 1 and len(slack.top_level()) == 1  # said once
+    assert len(slack.replies()) == 2 and len(slack.top_level()) == 1  # said once
     # a false positive that grows is not news: no thread update
     save(db, finding(events=[f"ev-ci-deployer-ecs:stopinstance-{i}" for i in range(5)]))
     alert_run(db, slack)
-    assert len(slack.replies()) == 1
+    assert len(slack.replies()) == 2
     assert [x["status"] for x in list_findings(db)] == ["false_positive"]
 
 
@@ -207,7 +212,7 @@ def test_an_acknowledged_finding_still_reports_growth_and_the_ack_comes_first(db
     set_status(db, [f.id], "acknowledged", by="alice", reason="on it")
     save(db, finding(events=[f"ev-ci-deployer-ecs:stopinstance-{i}" for i in range(4)]))
     alert_run(db, slack)
-    replies = [text_of(m) for m in slack.replies(slack.top_level()[0].ts)]
+    _evidence, *replies = [text_of(m) for m in slack.replies(slack.top_level()[0].ts)]
     assert len(replies) == 2
     assert any("Acknowledged" in r and "alice" in r for r in replies)
     assert any("2 more events" in r for r in replies)
@@ -219,9 +224,10 @@ def test_a_reason_with_slack_markup_is_inert(db, slack):
     alert_run(db, slack)
     set_status(db, [f.id], "resolved", by="<!channel>", reason="see <http://evil.example|here> & <@U123>")
     alert_run(db, slack)
-    body = text_of(slack.replies()[0])
-    assert "<!channel>" not in body and "<http://evil" not in body and "<@U123>" not in body
-    assert "&lt;!channel&gt;" in body
+    # the triage reply, and the incident's message updated to say who resolved it
+    for body in (text_of(slack.replies()[-1]), json.dumps(slack.updates[-1]["blocks"])):
+        assert "<!channel>" not in body and "<http://evil" not in body and "<@U123>" not in body
+        assert "&lt;!channel&gt;" in body
 
 
 def test_a_finding_firing_again_after_it_was_resolved_is_a_new_alert_naming_the_earlier_one(db, slack):
@@ -241,8 +247,8 @@ def test_a_finding_firing_again_after_it_was_resolved_is_a_new_alert_naming_the_
     previous = db.con.execute("SELECT previous_id FROM findings WHERE id = ?", [again["id"]]).fetchall()[0][0]
     assert previous == first.id
     alert_run(db, slack)
-    top = slack.top_level()
-    assert len(top) == 2 and first.id[:12] in text_of(top[1]) and again["id"] in text_of(top[1])
+    top = slack.top_level()  # the resolved incident takes no new finding: a new incident, a new message
+    assert len(top) == 2 and first.id[:12] in text_of(top[1]) and again["id"] in thread_text(slack, top[1])
     save(db, finding(events=["e1", "e2", "e3", "e4"]))  # grows the re-fire, no third finding
     assert len(list_findings(db)) == 2
     assert sorted(next(f for f in list_findings(db) if f["id"] == again["id"])["event_ids"]) == ["e3", "e4"]
@@ -261,7 +267,7 @@ def test_a_suppressed_match_is_stored_with_the_suppression_but_never_posted(db, 
     assert rows[stop.id]["status"] == "suppressed" and rows[delete.id]["status"] == "open"
     assert db.con.execute("SELECT suppression_id FROM findings WHERE id = ?", [stop.id]).fetchall()[0][0] == rule.id
     alert_run(db, slack)
-    posted = " ".join(text_of(m) for m in slack.top_level())
+    posted = " ".join(text_of(m) for m in slack.messages)  # the messages and their threads
     assert delete.id in posted and stop.id not in posted
 
 
@@ -290,7 +296,7 @@ def test_expiry_re_enables_alerting(db, slack):
     save(db, later)
     alert_run(db, slack)
     [message] = slack.top_level()
-    assert later.id in text_of(message)
+    assert later.id in thread_text(slack, message)
 
 
 def test_a_suppression_for_a_whole_detector_needs_force_and_says_what_it_would_hide(config, db):

@@ -7,6 +7,8 @@ import sys
 import click
 
 # every command module registers its commands on the group when imported
+import pipeline.cli.incidents  # noqa: F401
+import pipeline.cli.slack as _slack  # noqa: F401 - `trailwarden slack`
 from pipeline.cli import demo, detect, findings, ingest, investigate, ram, service, store, triage  # noqa: F401
 from pipeline.cli.app import cli
 from pipeline.core.errors import TrailwardenError, scrub

@@ -43,7 +43,7 @@ def alert(app: App, dry_run: bool, fmt: str) -> None:
       trailwarden alert --dry-run
       SLACK_BOT_TOKEN=xoxb-... trailwarden alert
     """
-    from pipeline.service.alerting.outbox import alert_target, preview
+    from pipeline.service.alerting.outbox import alert_target, preview, style_of
     from pipeline.service.alerting.slack import token_from_env
     from pipeline.service.alerting.step import alert_once
 
@@ -53,7 +53,7 @@ def alert(app: App, dry_run: bool, fmt: str) -> None:
         if target.slack and not token_from_env():
             click.echo(f"trailwarden: note: {TOKEN_NOTE}", err=True)
         with app.open(read_only=True) as store:
-            report = preview(store, target.destination, target.min_severity, inventory)
+            report = preview(store, target.destination, target.min_severity, inventory, style=style_of(app.config))
         click.echo(preview_text(report.previews, target.destination, fmt))
         return
     with app.open() as store, recorded_run(store, "alert") as counts:

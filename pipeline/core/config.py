@@ -81,6 +81,16 @@ class SlackConfig(_Strict):
     channel: str
     min_severity: Literal["low", "medium", "high", "critical"] = "medium"
     base_url: str | None = None  # for tests and proxies
+    # who may triage from Slack (buttons, modal): the members of this user group (S…) or channel
+    # (C…, G…); unset: the messages carry no buttons (SLACK_APP_TOKEN runs the app, see README)
+    triage_group: str | None = None
+
+    @field_validator("triage_group")
+    @classmethod
+    def _slack_id(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[SCG][A-Z0-9]{6,}", value):
+            raise ValueError("must be a Slack user-group id (S0123ABCD) or channel id (C0123ABCD)")
+        return value
 
     @field_validator("base_url")
     @classmethod

@@ -143,7 +143,7 @@ def _score_span(store: Store, config: Config, inventory: Inventory, chosen: list
         counted, findings = score_window(store, chosen, models, start, end, since=since, overlap=overlap,
                                          report=report)
         events += counted
-        saved = save_findings(store, findings, dedup, run_id)
+        saved = save_findings(store, findings, dedup, run_id, tz=config.tz)
         report.new += saved.new
         report.extended += saved.extended
         report.new_ids.extend(saved.new_ids)

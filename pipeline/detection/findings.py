@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from detectors.base import SEVERITIES, Finding, finding_id, severity_rank
 from pipeline.core.errors import UsageError
@@ -22,7 +23,7 @@ from pipeline.store.store import Store, first_row
 
 MAX_EVENT_IDS = 1000
 FINDING_COLUMNS = ("id", "detector", "agent", "severity", "score", "first_seen", "last_seen", "summary",
-                   "event_ids", "event_count", "evidence", "status")
+                   "event_ids", "event_count", "evidence", "status", "incident_id")
 
 
 @dataclass
@@ -35,10 +36,13 @@ class SaveReport:
 
 
 def save_findings(store: Store, findings: Sequence[Finding], dedup: dict[str, timedelta],
-                  run_id: int | None = None) -> SaveReport:
+                  run_id: int | None = None, *, tz: ZoneInfo | None = None) -> SaveReport:
     """Insert or extend, in one transaction. A new finding that an active suppression covers is
     stored as ``suppressed``; one that matches a *resolved* finding fires again as a new finding
-    naming it (``previous_id``), so it is alerted again."""
+    naming it (``previous_id``), so it is alerted again. In the same transaction every new finding
+    joins an incident (``pipeline.detection.incidents``; headlines in the time zone ``tz``, default
+    UTC), and the incidents of findings that grew are refreshed."""
+    from pipeline.detection.incidents import assign_incidents
     from pipeline.triage.lifecycle import load_suppressions
 
     report = SaveReport()
@@ -74,6 +78,7 @@ def save_findings(store: Store, findings: Sequence[Finding], dedup: dict[str, ti
                 extended_ids.append(row[0])
             else:
                 report.unchanged += 1
+        assign_incidents(con, tz or ZoneInfo("UTC"), touched=extended_ids)
     report.new_ids, report.extended_ids = tuple(new_ids), tuple(extended_ids)
     return report
 

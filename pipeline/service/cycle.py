@@ -233,9 +233,30 @@ class Service:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         log.info("serving: a cycle every %ss on %s", int(every.total_seconds()), self.db)
-        scheduler.start()
+        triage = self.start_triage()
+        try:
+            scheduler.start()
+        finally:
+            if triage is not None:
+                triage.close()
         self._record_unrecorded()
         log.info("stopped after %s cycles", self.cycles)
+
+    def start_triage(self) -> Any:
+        """Triage from Slack beside the cycle, when configured (``slack.triage_group`` and
+        SLACK_APP_TOKEN): the app hands presses to the cycle through its inbox. A refused app
+        token leaves the service alerting, and says so in the log, in `status` and in Slack."""
+        from pipeline.service.slack_app import start_triage
+
+        try:
+            handler = start_triage(self.config, self.db, self.load_inventory)
+        except TrailwardenError as exc:
+            log.error("%s", exc)
+            _notify(self.config, f"trailwarden: {exc}")
+            return None
+        if handler is not None:
+            log.info("triage from Slack: connected in Socket Mode")
+        return handler
 
     @property
     def lock_wait(self) -> float:

@@ -85,7 +85,7 @@ def collect_status(store: Store, alert_destination: str = "console", min_severit
         "recent_runs": runs,
         "ram": sync_status(store),
         "service": {"steps": steps, "pending_alerts": pending, "alert_destination": alert_destination,
-                    "snapshot": _snapshot_info(store.path, now)},
+                    "snapshot": _snapshot_info(store.path, now), "slack_triage": _triage_health(store.path)},
     }
 
 
@@ -101,6 +101,15 @@ SELECT regexp_replace(regexp_replace(regexp_replace(reason,
        count(*) AS n, count(*) OVER () AS kinds
 FROM quarantine GROUP BY 1 ORDER BY n DESC, reason LIMIT 5
 """
+
+
+def _triage_health(path: str) -> dict[str, Any] | None:
+    """The Slack triage app's last state (it writes it beside the store; it never opens it)."""
+    if path == ":memory:":
+        return None
+    from pipeline.service.slack_app import read_health
+
+    return read_health(Path(path))
 
 
 def human_duration(seconds: float | None) -> str | None:

@@ -105,7 +105,38 @@ def set_status(store: Store, ids: Sequence[str], status: str, *, by: str, reason
                 "changed_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id", [fid, old, status, by, reason, now]))
             con.execute("UPDATE findings SET status = ?, updated_at = ? WHERE id = ?", [status, now, fid])
             changes.append(StatusChange(fid, old, status, int(change[0]) if change else None))
+        _refresh_incidents(con, [c.finding_id for c in changes if c.change_id is not None])
     return changes
+
+
+def _refresh_incidents(con: Any, finding_ids: Sequence[str]) -> None:
+    """The incidents of changed findings take their new status (and who set it) in the same
+    transaction, so the incident's Slack message is owed an update from the moment it commits."""
+    from pipeline.detection.incidents import refresh
+
+    if not finding_ids:
+        return
+    for (iid,) in con.execute("SELECT DISTINCT incident_id FROM findings WHERE list_contains(?, id) "
+                              "AND incident_id IS NOT NULL", [list(finding_ids)]).fetchall():
+        refresh(con, iid)
+
+
+# what each triage of a whole incident changes: the findings still in one of these states
+INCIDENT_TRIAGE_FROM = {"acknowledged": ("open",), "resolved": ("open", "acknowledged"),
+                        "false_positive": ("open", "acknowledged")}
+
+
+def set_incident_status(store: Store, incident: str, status: str, *, by: str, reason: str,
+                        now: datetime | None = None) -> list[StatusChange]:
+    """Triage a whole incident: every finding of it still open (acknowledge), or open or
+    acknowledged (resolve, false positive), moves to ``status``, recorded per finding exactly as
+    :func:`set_status` records it (who, why, when). Suppressed findings stay as they are."""
+    if status not in INCIDENT_TRIAGE_FROM:
+        raise UsageError(f"status must be one of {', '.join(TRIAGE_STATUSES)}", key="STATUS")
+    ids = [r[0] for r in store.con.execute(
+        "SELECT id FROM findings WHERE incident_id = ? AND list_contains(?, status) ORDER BY first_seen, id",
+        [incident, list(INCIDENT_TRIAGE_FROM[status])]).fetchall()]
+    return set_status(store, ids, status, by=by, reason=reason, now=now) if ids else []
 
 
 def status_history(store: Store, finding_id: str) -> list[dict[str, Any]]:

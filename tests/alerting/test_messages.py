@@ -19,23 +19,27 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from detectors.base import Finding
 from models.inventory import Inventory
 from pipeline.detection.findings import save_findings
+from pipeline.service.alerting.facts import Group, reason_groups
 from pipeline.service.alerting.messages import (
     MAX_BLOCKS,
     MAX_HEADER,
     MAX_SECTION,
     Message,
-    alert_message,
     as_text,
+    finding_reply,
+    incident_message,
     replay_hint,
     status_message,
     untrusted,
     update_message,
+    visible_lines,
 )
 from pipeline.store.store import open_store
 from tests.conftest import run_cli
@@ -111,13 +115,36 @@ def texts(message: Message) -> Iterator[tuple[str, str]]:
     for block in message.blocks:
         if "text" in block:
             yield block["type"], block["text"]["text"]
-        for element in block.get("elements", []):
-            yield block["type"], element["text"]
+        for element in block.get("elements", []):  # context texts, button labels
+            text = element["text"]
+            yield block["type"], text["text"] if isinstance(text, dict) else text
 
 
 def details(message: Message) -> str:
-    """The section with a finding's evidence, events and id."""
-    return next(t for k, t in texts(message) if k == "section" and "Finding `" in t)
+    """The section of a thread reply with the finding's evidence and events."""
+    return next(t for k, t in texts(message) if k == "section" and "• Events (" in t)
+
+
+UTC_ZONE = ZoneInfo("UTC")
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def incident(findings: list[dict[str, Any]], *, agent: str | None = None, headline: str | None = None,
+             status: str = "open", **extra: Any) -> dict[str, Any]:
+    """An incident as the store holds it, for these findings (fixed id and headline)."""
+    worst = max(findings, key=lambda f: ("low", "medium", "high", "critical").index(f["severity"]))
+    return {"id": "inc-0123456789", "agent": agent or worst["agent"], "severity": worst["severity"],
+            "status": status, "headline": headline or worst["summary"], "version": 1, "status_by": None,
+            "status_at": None, "summary": {}, "first_seen": min(f["first_seen"] for f in findings), **extra}
+
+
+def alert_message(agent: str, findings: list[dict[str, Any]], inv: Any, replay: str, **kw: Any) -> Message:
+    """The incident message for these findings of ``agent`` (what the outbox posts first)."""
+    return incident_message(incident(findings, agent=agent), findings, inv, replay, **kw)
+
+
+def reply(finding: dict[str, Any], tz: ZoneInfo = UTC_ZONE) -> Message:
+    return finding_reply(Group([finding]), tz)
 
 
 def assert_within_limits(message: Message) -> None:
@@ -128,35 +155,43 @@ def assert_within_limits(message: Message) -> None:
 
 
 # -- golden payloads -----------------------------------------------------------------------------
-def test_golden_out_of_scope_critical_with_evidence():
+def test_golden_incident_message_of_a_critical_out_of_scope_finding():
+    finding = row(out_of_scope_finding())
+    message = alert_message("ci-deployer", [finding], CI, REPLAY, triage=True)
+    check_golden("out_of_scope_critical", message)
+    assert_within_limits(message)
+    assert message.text == untrusted(finding["summary"], 300)  # the notification is the headline
+    actions = message.blocks[-1]
+    assert actions["type"] == "actions"
+    assert [e["text"]["text"] for e in actions["elements"]] == [
+        "Acknowledge", "Resolve", "False positive", "Suppress 7 days"]
+    assert {e["value"] for e in actions["elements"]} == {"inc-0123456789"}
+    assert "00000000-0000-4000-8000" not in json.dumps(message.blocks)  # event ids go to the thread
+
+
+def test_golden_thread_reply_with_evidence_events_and_times():
     finding = row(out_of_scope_finding())
     # the outbox adds the listed events' times from the store
     finding["event_times"] = {e: T0 + timedelta(minutes=i) for i, e in enumerate(finding["event_ids"])}
-    message = alert_message("ci-deployer", [finding], CI, REPLAY)
-    check_golden("out_of_scope_critical", message)
+    message = reply(finding, SHANGHAI)
+    check_golden("thread_reply", message)
     assert_within_limits(message)
-    assert "`00000000-0000-4000-8000-000000000001` 03:01:00Z" in json.dumps(message.blocks)
+    section = details(message)
+    assert "• Events (3): 2026-11-02 03:00:00Z → 2026-11-02 03:02:00Z (11:00 Mon 2 Nov Asia/Shanghai)" in section
+    assert "`00000000-0000-4000-8000-000000000001`" in section
+    assert "Statement" not in section and "nan" not in section.lower()  # a missing value is omitted
 
 
-def test_events_across_days_are_listed_with_their_dates():
-    f = out_of_scope_finding(events=2, last_seen=T0 + timedelta(days=1))
-    finding = row(f)
-    finding["event_times"] = {f.event_ids[0]: T0, f.event_ids[1]: T0 + timedelta(days=1)}
-    text = json.dumps(alert_message("ci-deployer", [finding], CI, REPLAY).blocks)
-    assert "`00000000-0000-4000-8000-000000000001` 2026-11-03 03:00:00Z" in text
-
-
-def test_golden_agent_with_seven_findings_shows_five_and_says_how_many_more():
-    message = alert_message("ci-deployer", seven_findings(), CI, REPLAY)
+def test_golden_seven_findings_are_one_short_message_with_three_facts():
+    findings = seven_findings()
+    message = alert_message("ci-deployer", findings, CI, REPLAY, triage=True)
     check_golden("seven_findings", message)
-    sections = [b["text"]["text"] for b in message.blocks if b["type"] == "section"]
-    assert len(sections) == 16  # five findings (head, summary, details) and the marker
-    assert sections[-1].startswith("…and 2 more findings for this agent")
-    assert message.blocks[0]["text"]["text"] == "CRITICAL: ci-deployer - 7 findings"
-    heads = sections[0:15:3]
-    assert heads[0].startswith(":red_circle:") and heads[1].startswith(":red_circle:")  # worst first
-    assert heads[2].startswith(":large_orange_circle:")
-    assert message.text.endswith("(+6 more for ci-deployer)")
+    assert visible_lines(message) <= 12
+    facts = next(t for k, t in texts(message) if k == "section" and t.startswith("• "))
+    assert len(facts.splitlines()) == 3
+    assert facts.splitlines()[0].startswith("• Outside its declared scope: `ecs:StopInstance`, `ram:CreateAccessKey`")
+    assert message.blocks[0]["text"]["text"] == "CRITICAL: ci-deployer"
+    assert "7 findings" in json.dumps(message.blocks)
 
 
 def test_golden_update_reply():
@@ -173,68 +208,115 @@ def test_golden_unregistered_agent():
                 summary=f"{agent}: 42 failed calls within 5 minutes (42 in the burst, mostly ListBuckets -> AccessDenied)",
                 event_ids=[f"ev-{i:03d}" for i in range(42)],
                 evidence={"failures": 42, "peak_failures_in_window": 42, "window_minutes": 5.0, "threshold": 20,
+                          "configured_threshold": 20, "min_failure_ratio": 0.25,
                           "error_codes": {"AccessDenied": 40, "NoPermission": 2}, "apis": {"ListBuckets": 42},
-                          "source_ips": ["198.51.100.23"]},
+                          "source_ips": ["198.51.100.23"],
+                          "baseline": {"failure_rate": 0.0011, "max_failures_in_5m": 1, "learned": True}},
                 dedup_key="storm")
-    message = alert_message(agent, [row(f)], None, f"trailwarden findings --agent {agent} --since 2026-11-02T02:00Z")
+    message = alert_message(agent, [row(f)], None, f"trailwarden replay {agent} --since 2026-11-02T02:00Z")
     check_golden("unregistered_agent", message)
-    assert "is not in the inventory" in message.blocks[1]["elements"][0]["text"]
-    assert "…and 37 more" in json.dumps(message.blocks, ensure_ascii=False)  # 5 of 42 event ids shown
+    assert "is not in the inventory" in message.blocks[2]["elements"][0]["text"]
+    assert "`42` failed calls within `5` minutes" in json.dumps(message.blocks, ensure_ascii=False)
+    thread = json.dumps(reply(row(f)).blocks, ensure_ascii=False)
+    assert "…and 37 more" in thread  # 5 of 42 event ids, in the thread
+    # internal fields never reach Slack; the baseline is a sentence
+    for internal in ("threshold", "configured", "min_failure_ratio", "baseline", "learned", "window_minutes="):
+        assert internal not in thread.lower().replace("threshold_", ""), internal
+    assert "Usually: `0.11%` of calls fail, at most `1` in 5 minutes" in thread
 
 
 def test_golden_files_are_documented():
     readme = (GOLDEN / "README.md").read_text(encoding="utf-8")
     assert "TRAILWARDEN_UPDATE_GOLDEN=1" in readme
     names = {p.stem for p in GOLDEN.glob("*.json")}
-    assert names == {"out_of_scope_critical", "seven_findings", "update", "unregistered_agent", "service_alert"}
+    assert names == {"out_of_scope_critical", "thread_reply", "seven_findings", "update", "unregistered_agent",
+                     "service_alert"}
     assert all(f"`{name}.json`" in readme for name in names)
+
+
+# -- one reason, said once -------------------------------------------------------------------------
+def test_two_detectors_on_one_event_for_one_reason_are_said_once_naming_both():
+    """Issue 16: one StopLogging raises audit_tampering and out_of_scope: one fact, one reply."""
+    event = ["ev-stop"]
+    tamper = row(Finding(detector="audit_tampering", agent="ci-deployer", severity="critical", score=0.98,
+                         first_seen=T0, last_seen=T0, summary="ci-deployer stopped the audit trail (prod-trail)",
+                         event_ids=event, dedup_key="StopLogging",
+                         evidence={"action": "StopLogging", "targets": ["prod-trail"], "succeeded": 1}))
+    scope = row(out_of_scope_finding(events=1, event_ids=event, evidence={
+        "kind": "out_of_scope", "action": "actiontrail:StopLogging", "count": 1, "statement": float("nan")}))
+    message = alert_message("ci-deployer", [tamper, scope], CI, REPLAY)
+    facts = next(t for k, t in texts(message) if k == "section" and t.startswith("• "))
+    assert facts.splitlines() == ["• Audit trail tampering: `StopLogging` on `prod-trail`, it worked "
+                                  "_(audit_tampering, out_of_scope)_"]
+    [group] = reason_groups([tamper, scope])
+    thread = finding_reply(group, UTC_ZONE)
+    assert thread.blocks[0]["text"]["text"].startswith(":red_circle: *audit_tampering* + *out_of_scope*")
+    assert "nan" not in json.dumps(thread.blocks).lower()
+
+
+def test_the_same_reason_on_different_events_is_two_facts():
+    a = row(out_of_scope_finding(events=1, event_ids=["ev-a"], dedup_key="a"))
+    b = row(out_of_scope_finding(events=1, event_ids=["ev-b"], dedup_key="b", first_seen=T0 + timedelta(minutes=5)))
+    assert len(reason_groups([a, b])) == 2
+
+
+# -- who owns it ----------------------------------------------------------------------------------
+def test_an_owner_mapped_to_slack_is_a_real_mention_and_others_stay_plain_text():
+    mapped = Inventory.model_validate({"agents": [
+        {"name": "ci-deployer", "purpose": "Deploys", "owner": "platform-team", "environment": "production",
+         "identities": ["ram-user:ci-deploy"], "owner_slack": "S0123ABCD"},
+        {"name": "etl", "purpose": "ETL", "owner": "<!channel> data", "environment": "production",
+         "identities": ["role:Etl"], "owner_slack": "<@U0456EFGH>"},
+        {"name": "plain", "purpose": "P", "owner": "sre <!here>", "environment": "production",
+         "identities": ["role:P"]}]})
+    f = row(out_of_scope_finding())
+    who = {a.name: alert_message(a.name, [f], a, REPLAY).blocks[2]["elements"][0]["text"] for a in mapped.agents}
+    assert "owner <!subteam^S0123ABCD> (platform-team)" in who["ci-deployer"]
+    assert "owner <@U0456EFGH> (&lt;!channel&gt; data)" in who["etl"]
+    assert "owner sre &lt;!here&gt;" in who["plain"] and "<!" not in who["plain"]
+
+
+@pytest.mark.parametrize("value", ["<!channel>", "platform-team", "S01", "<!subteam^S0123ABCD> <!here>"])
+def test_an_owner_slack_that_is_not_an_id_is_refused(value):
+    with pytest.raises(ValueError, match="Slack user id"):
+        Inventory.model_validate({"agents": [{"name": "a", "purpose": "p", "owner": "o", "environment": "e",
+                                              "identities": ["role:A"], "owner_slack": value}]})
 
 
 # -- limits ----------------------------------------------------------------------------------------
 def test_a_huge_summary_stays_within_every_limit():
     f = out_of_scope_finding(summary="S" * 20_000)
-    message = alert_message("ci-deployer", [row(f)], CI, REPLAY)
-    assert_within_limits(message)
-    section = next(t for k, t in texts(message) if k == "section" and t.startswith("S"))  # the summary
-    assert "S" * 490 in section and "S" * 600 not in section and "…" in section
-    assert len(message.text) < 1000  # the notification text is truncated too
+    for message in (alert_message("ci-deployer", [row(f)], CI, REPLAY), reply(row(f))):
+        assert_within_limits(message)
+        assert len(message.text) < 1000  # the notification text is truncated too
+    section = next(t for k, t in texts(reply(row(f))) if k == "section" and t.startswith("S"))  # the summary
+    assert "S" * 490 in section and "S" * 700 not in section and "…" in section
 
 
-def test_huge_evidence_stays_within_every_limit():
+def test_huge_evidence_stays_within_every_limit_and_keeps_the_events():
     f = out_of_scope_finding(evidence={f"field_{i:02d}": "v" * 5000 for i in range(30)})
-    message = alert_message("ci-deployer", [row(f)], CI, REPLAY)
+    message = reply(row(f))
     assert_within_limits(message)
-
-
-def test_huge_evidence_keeps_the_finding_id_events_and_an_explicit_more_marker():
-    f = out_of_scope_finding(evidence={f"field_{i:02d}": "v" * 5000 for i in range(30)})
-    message = alert_message("ci-deployer", [row(f)], CI, REPLAY)
     section = details(message)
-    assert f"Finding `{f.id}`" in section
-    assert "*Events*" in section
-    assert re.search(r"…and \d+ more evidence fields", section)
+    assert "• Events (3)" in section
+    assert re.search(rf"…and \d+ more \(`trailwarden findings show {f.id[:12]}`\)", section)
     assert section.count("`") % 2 == 0
-
-
-def test_many_evidence_fields_say_how_many_more():
-    f = out_of_scope_finding(evidence={f"field_{i:02d}": i for i in range(14)})
-    section = details(alert_message("ci-deployer", [row(f)], CI, REPLAY))
-    assert re.search(r"• …and \d+ more evidence fields", section)
-    assert f"Finding `{f.id}`" in section
 
 
 def test_long_evidence_lists_say_how_many_more():
     f = out_of_scope_finding(evidence={"resources": [f"i-{n:04d}" for n in range(20)]})
-    section = details(alert_message("ci-deployer", [row(f)], CI, REPLAY))
-    assert "i-0007 …and 12 more`" in section and "i-0008" not in section
+    section = details(reply(row(f)))
+    assert "`i-0003` …and 16 more" in section and "i-0004" not in section
 
 
-def test_a_hundred_findings_stay_under_fifty_blocks_with_a_marker():
-    findings = [row(out_of_scope_finding(summary="Z" * 5000, dedup_key=f"k{i}", first_seen=T0 + timedelta(seconds=i)))
+def test_a_hundred_findings_stay_one_short_message():
+    findings = [row(out_of_scope_finding(summary="Z" * 5000, dedup_key=f"k{i}", first_seen=T0 + timedelta(seconds=i),
+                                         event_ids=[f"e{i}"]))
                 for i in range(100)]
-    message = alert_message("ci-deployer", findings, CI, REPLAY)
+    message = alert_message("ci-deployer", findings, CI, REPLAY, triage=True)
     assert_within_limits(message)
-    assert any(t.startswith("…and 95 more findings") for _, t in texts(message))
+    assert visible_lines(message) <= 12
+    assert "100 findings" in json.dumps(message.blocks)
 
 
 def test_a_long_agent_name_keeps_the_header_under_150_characters():
@@ -253,9 +335,9 @@ def test_an_update_with_a_huge_summary_stays_within_limits():
 
 
 def test_every_mrkdwn_object_is_verbatim():
-    for message in (alert_message("ci-deployer", seven_findings(), CI, REPLAY),
+    for message in (alert_message("ci-deployer", seven_findings(), CI, REPLAY, triage=True),
                     alert_message("x", [row(out_of_scope_finding(agent="x"))], None, REPLAY),
-                    update_message(row(out_of_scope_finding()), 1)):
+                    reply(row(out_of_scope_finding())), update_message(row(out_of_scope_finding()), 1)):
         for block in message.blocks:
             objects = [block["text"]] if "text" in block else list(block.get("elements", []))
             for obj in objects:
@@ -267,17 +349,21 @@ def test_every_mrkdwn_object_is_verbatim():
 HOSTILE_AGENT = "ram-user:<!channel>`x`\n<http://evil.example|reset>"
 
 
+def _mrkdwn_texts(message: Message) -> list[str]:
+    return [message.text] + [t for k, t in texts(message) if k != "header"]
+
+
 def test_a_hostile_unregistered_identity_is_inert_in_mrkdwn_and_plain_in_the_header():
-    f = out_of_scope_finding(agent=HOSTILE_AGENT, summary=f"{HOSTILE_AGENT} did things")
-    message = alert_message(HOSTILE_AGENT, [row(f)], None, replay_hint(HOSTILE_AGENT, T0))
-    header = message.blocks[0]["text"]
-    assert header["type"] == "plain_text"  # Slack never parses plain_text for mentions or links
-    assert "\n" not in header["text"]
-    mrkdwn = [message.text] + [t for k, t in texts(message) if k != "header"]
-    for text in mrkdwn:
-        assert "<!" not in text and "<http" not in text and "http://" not in text
-        assert "&lt;!channel&gt;" in text or "did things" not in text
-    assert all(t.count("`") % 2 == 0 for t in mrkdwn)
+    f = row(out_of_scope_finding(agent=HOSTILE_AGENT, summary=f"{HOSTILE_AGENT} did things"))
+    for message in (alert_message(HOSTILE_AGENT, [f], None, replay_hint(HOSTILE_AGENT, T0), triage=True), reply(f)):
+        header = message.blocks[0]["text"]
+        if message.blocks[0]["type"] == "header":
+            assert header["type"] == "plain_text"  # Slack never parses plain_text for mentions or links
+            assert "\n" not in header["text"]
+        for text in _mrkdwn_texts(message):
+            assert "<!" not in text and "<http" not in text and "http://" not in text
+            assert "&lt;!channel&gt;" in text or "did things" not in text
+        assert all(t.count("`") % 2 == 0 for t in _mrkdwn_texts(message))
 
 
 def test_update_text_escapes_the_agent_and_the_summary():
@@ -297,7 +383,7 @@ def _mrkdwn_outside_code(message: Message) -> list[str]:
     out = []
     for block in message.blocks:
         objects = [block["text"]] if "text" in block else list(block.get("elements", []))
-        out += [re.sub(r"`[^`]*`", "", o["text"]) for o in objects if o["type"] == "mrkdwn"]
+        out += [re.sub(r"`[^`]*`", "", o["text"]) for o in objects if o.get("type") == "mrkdwn"]
     return out
 
 
@@ -308,11 +394,13 @@ def test_formatting_in_event_values_never_formats_in_mrkdwn():
     f = out_of_scope_finding(
         agent=agent, summary=f"{agent} failed with *bold* _it_ ~strike~ on bucket _it_",
         evidence={"kind": "out_of_scope", "action": "oss:PutBucketAcl", "error_codes": {"~strike~": 1},
-                  "resources": ["acs:oss:*:*:*bold*"]})
+                  "resources": ["acs:oss:*:*:*bold*"], "rule": "_it_"})
     grown = {**row(f, event_count=9)}
     change = {"status": "acknowledged", "by": "_it_", "reason": "*bold* ~strike~", "at": T0}
-    for message in (alert_message(agent, [row(f)], None, replay_hint(agent, T0)),
-                    update_message(grown, new_events=6), status_message(row(f), change)):
+    inc = incident([row(f)], headline=f"{agent} wrote *bold* _it_", status_by="*bold*", status="acknowledged",
+                   status_at=T0, summary={"access_keys": ["_it_"]})
+    for message in (incident_message(inc, [row(f)], None, replay_hint(agent, T0), triage=True), reply(row(f)),
+                    update_message(grown, new_events=6), status_message([row(f)], change)):
         for text in _mrkdwn_outside_code(message):
             for mark in FORMATTING:
                 assert mark not in text, (mark, text)
@@ -340,10 +428,23 @@ def test_a_look_alike_identity_looks_different():
 
 def test_a_triage_reply_shows_who_in_code_and_why_as_plain_text():
     f = row(out_of_scope_finding())
-    message = status_message(f, {"status": "resolved", "by": "alice", "reason": "<!here> key *rotated*", "at": T0})
-    head, reason = message.blocks
+    message = status_message([f], {"status": "resolved", "by": "alice", "reason": "<!here> key *rotated*", "at": T0})
+    head, why = message.blocks
     assert head["text"]["text"].startswith("*Resolved* by `alice`: *out_of_scope* `")
-    assert reason["text"] == {"type": "plain_text", "text": "&lt;!here&gt; key *rotated*", "emoji": False}
+    assert why["text"] == {"type": "plain_text", "text": "&lt;!here&gt; key *rotated*", "emoji": False}
+    many = status_message([f, f], {"status": "acknowledged", "by": "bob", "reason": "on it", "at": T0})
+    assert many.blocks[0]["text"]["text"].startswith("*Acknowledged* by `bob`: 2 findings")
+
+
+def test_the_incident_message_says_its_status_and_who_set_it_and_drops_finished_buttons():
+    f = row(out_of_scope_finding())
+    acked = incident_message(incident([f], status="acknowledged", status_by="alice", status_at=T0), [f], CI, REPLAY,
+                             triage=True)
+    assert "*Acknowledged* by `alice` at 2026-11-02 03:00:00Z" in as_text(acked)
+    assert "[Acknowledge]" not in as_text(acked) and "[Resolve]" in as_text(acked)
+    done = incident_message(incident([f], status="resolved", status_by="alice", status_at=T0), [f], CI, REPLAY,
+                            triage=True)
+    assert "*Resolved* by `alice`" in as_text(done) and all(b["type"] != "actions" for b in done.blocks)
 
 
 # -- untrusted() -----------------------------------------------------------------------------------
@@ -388,9 +489,8 @@ def test_the_replay_command_in_an_alert_runs(tmp_path):
     with open_store(db) as store:
         save_findings(store, [f], {})
     message = alert_message("ci-deployer", [row(f)], CI, replay_hint("ci-deployer", f.first_seen))
-    replay = as_text(message).splitlines()[-1]
-    command = re.fullmatch(r"Replay: `trailwarden (.*)`", replay)
-    assert command, replay
+    command = re.search(r"\*Next:\* `trailwarden ([^`]*)`", as_text(message))
+    assert command, as_text(message)
     result = run_cli("--db", str(db), *shlex.split(command[1]), env={"TRAILWARDEN_CONFIG": ""})
     assert result.returncode == 0, result.stderr
     # the table may cut the id to the terminal's width ("3df22d5f1ee…"), so match its start

@@ -63,7 +63,8 @@ def _store_with_findings(path: Path) -> Path:
 
 
 def _payloads(fake: FakeSlack) -> list[dict[str, Any]]:
-    return [{"text": m.text, "blocks": m.blocks} for m in fake.top_level()]
+    """Every message posted, in order: the incident's message, then its thread replies."""
+    return [{"text": m.text, "blocks": m.blocks, "reply": m.is_reply} for m in fake.messages]
 
 
 def test_serve_posts_what_alert_posts_and_the_golden_payload(tmp_path: Path, slack: FakeSlack) -> None:
@@ -81,8 +82,9 @@ def test_serve_posts_what_alert_posts_and_the_golden_payload(tmp_path: Path, sla
         from_service = _payloads(other)
 
     assert from_service == from_alert
-    context = json.dumps(from_service[0]["blocks"][-1])
-    assert "trailwarden replay ci-deployer --since 2026-11-02T02:00Z" in context  # the replay, an hour before
+    assert [m["reply"] for m in from_service] == [False, True, True]  # one evidence reply per finding
+    next_step = next(json.dumps(b) for b in from_service[0]["blocks"] if "*Next:*" in json.dumps(b))
+    assert "trailwarden replay ci-deployer --since 2026-11-02T02:00Z" in next_step  # the replay, an hour before
     if os.environ.get("TRAILWARDEN_UPDATE_GOLDEN") == "1":
         GOLDEN.write_text(json.dumps(from_service, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     assert json.loads(GOLDEN.read_text(encoding="utf-8")) == from_service, (

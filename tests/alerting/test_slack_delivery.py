@@ -127,9 +127,12 @@ def alert_run(store: Store, slack_sender: Any, *, sleep: Callable[[float], None]
     return deliver(store, slack_sender, INVENTORY, replay_hint, sleep=sleep or (lambda _s: None))
 
 
-def alert_rows(store: Store | Path) -> list[dict[str, Any]]:
+def alert_rows(store: Store | Path, *, details: bool = False) -> list[dict[str, Any]]:
+    """The outbox's rows, oldest first; the ``detail`` rows (each finding's evidence reply in its
+    incident's thread, owed once the incident's message is posted) only with ``details``."""
+    where = "" if details else "WHERE kind <> 'detail' "
     sql = ("SELECT finding_id, kind, status, event_count, message_ts, thread_ts, message_key, last_error "
-           "FROM alerts ORDER BY created_at, kind, event_count, finding_id")
+           f"FROM alerts {where}ORDER BY created_at, kind, event_count, finding_id")
     if isinstance(store, Path):
         con = duckdb.connect(str(store), read_only=True)
         try:
@@ -145,6 +148,11 @@ def alert_rows(store: Store | Path) -> list[dict[str, Any]]:
 
 def body_text(request: Request) -> str:
     return request.raw.decode("utf-8")
+
+
+def top_posts(fake: FakeSlack) -> list[Request]:
+    """The chat.postMessage requests for top-level messages (an incident's), not thread replies."""
+    return [r for r in fake.posts if not r.body.get("thread_ts")]
 
 
 # CLI harness ------------------------------------------------------------------------------------
@@ -271,10 +279,11 @@ def test_the_fake_speaks_the_web_api_to_the_real_client(slack):
 def test_two_findings_of_one_agent_are_one_message_and_the_ts_is_recorded(db, slack):
     save(db, finding(key="ecs:stopinstance"), finding(key="ecs:deleteinstance", severity="high"))
     report = alert_run(db, sender(slack))
-    assert (report.messages_sent, report.alerts_sent, report.pending) == (1, 2, 0)
-    assert len(slack.posts) == 1
+    assert (report.messages_sent, report.alerts_sent, report.details_sent, report.pending) == (1, 2, 2, 0)
+    assert len(top_posts(slack)) == 1
     [message] = slack.top_level()
-    assert message.blocks[0]["text"]["text"] == "CRITICAL: ci-deployer - 2 findings"
+    assert message.blocks[0]["text"]["text"] == "CRITICAL: ci-deployer"
+    assert len(slack.replies(message.ts)) == 2  # each finding's evidence, in the thread
     rows = alert_rows(db)
     assert [(r["kind"], r["status"], r["message_ts"]) for r in rows] == [("alert", "sent", message.ts)] * 2
     assert message.key() == rows[0]["message_key"]  # the outbox key rides in the metadata
@@ -323,7 +332,7 @@ def test_the_cli_posts_once_and_rerunning_posts_nothing(tmp_path, slack):
     second = alert_cli(config)
     assert second.returncode == 0, second.stderr
     assert second.stdout.strip() == "Posted 0 alert message(s) for 0 finding(s) and 0 thread update(s) to #sec-alerts."
-    assert len(slack.posts) == 2
+    assert len(top_posts(slack)) == 2 and len(slack.posts) == 2 + 3  # and one evidence reply per finding
     request = slack.posts[0]
     assert request.headers["Authorization"] == f"Bearer {TOKEN}"
     assert request.headers["Content-Type"].startswith("application/json")
@@ -351,12 +360,12 @@ def test_crash_after_slack_accepted_is_found_in_history_not_reposted(db, slack, 
     report = alert_run(db, sender(slack))  # the next process
     assert (report.recovered, report.messages_sent) == (2, 0)
     [message] = slack.top_level()
-    assert len(slack.posts) == 1
+    assert len(top_posts(slack)) == 1
     assert [(r["status"], r["message_ts"]) for r in alert_rows(db)] == [("sent", message.ts)] * 2
     [lookup] = slack.calls("conversations.history")
     assert lookup.body["channel"] == CHANNEL_ID and lookup.body["include_all_metadata"] in ("1", True)
     assert alert_run(db, sender(slack)).messages_sent == 0
-    assert len(slack.posts) == 1
+    assert len(top_posts(slack)) == 1
 
 
 def test_crash_after_marking_sending_but_before_posting_posts_exactly_once(db, slack, monkeypatch):
@@ -373,7 +382,7 @@ def test_crash_after_marking_sending_but_before_posting_posts_exactly_once(db, s
     [message] = slack.top_level()
     assert [(r["status"], r["message_ts"]) for r in alert_rows(db)] == [("sent", message.ts)]
     alert_run(db, sender(slack))
-    assert len(slack.posts) == 1
+    assert len(top_posts(slack)) == 1
 
 
 def test_recovery_that_cannot_read_the_channel_never_posts_blind(db, slack, monkeypatch):
@@ -385,9 +394,9 @@ def test_recovery_that_cannot_read_the_channel_never_posts_blind(db, slack, monk
     slack.fail_next("conversations.history", error="missing_scope")
     with pytest.raises(TerminalError, match="channels:history"):
         alert_run(db, sender(slack))
-    assert len(slack.posts) == 1 and [r["status"] for r in alert_rows(db)] == ["sending"]
+    assert len(top_posts(slack)) == 1 and [r["status"] for r in alert_rows(db)] == ["sending"]
     assert alert_run(db, sender(slack)).recovered == 1  # the scope was granted
-    assert len(slack.posts) == 1
+    assert len(top_posts(slack)) == 1
 
 
 def test_history_lookup_pages_through_a_busy_channel(db, slack, monkeypatch):
@@ -417,7 +426,9 @@ def test_crash_recovery_works_for_every_channel_spelling(db, slack, monkeypatch,
         with pytest.raises(SystemExit):
             alert_run(db, sender(slack, channel))
     report = alert_run(db, sender(slack, channel))
-    assert report.recovered == 1 and len(slack.posts) == 1
+    assert report.recovered == 1 and len(top_posts(slack)) == 1
+    [message] = slack.top_level()
+    assert len(slack.replies(message.ts)) == 1  # the finding's evidence, once the message is known
 
 
 @pytest.mark.slow  # a process that kills itself
@@ -431,12 +442,13 @@ def test_a_killed_process_after_the_post_leaves_exactly_one_message(tmp_path, sl
     rerun = alert_cli(config)
     assert rerun.returncode == 0, rerun.stderr
     assert "1 found already posted" in rerun.stdout
-    assert len(slack.top_level()) == 2 and len(slack.posts) == 2  # the second agent, once
+    assert len(slack.top_level()) == 2 and len(top_posts(slack)) == 2  # the second agent, once
     by_ts = {m.ts: m for m in slack.top_level()}
     rows = alert_rows(path)
     assert {r["status"] for r in rows} == {"sent"}
     assert {by_ts[r["message_ts"]].key() for r in rows} == {r["message_key"] for r in rows}
-    assert alert_cli(config).returncode == 0 and len(slack.posts) == 2
+    assert alert_cli(config).returncode == 0 and len(top_posts(slack)) == 2
+    assert all(len(slack.replies(m.ts)) == 1 for m in slack.top_level())  # each finding's evidence, once
 
 
 @pytest.mark.slow  # a process that kills itself
@@ -450,7 +462,7 @@ def test_a_killed_process_before_the_post_posts_it_once(tmp_path, slack):
 
     rerun = alert_cli(config)
     assert rerun.returncode == 0, rerun.stderr
-    assert len(slack.posts) == 1
+    assert len(top_posts(slack)) == 1
     assert [r["status"] for r in alert_rows(path)] == ["sent"]
 
 
@@ -463,11 +475,11 @@ def test_crash_after_a_thread_reply_is_found_in_the_thread(db, slack, monkeypatc
         with pytest.raises(SystemExit):
             alert_run(db, sender(slack))
     [parent] = slack.top_level()
-    assert len(slack.replies(parent.ts)) == 1
+    assert len(slack.replies(parent.ts)) == 2  # the finding's evidence, then the growth
     report = alert_run(db, sender(slack))
     assert (report.recovered, report.updates_sent) == (1, 0)
     assert slack.calls("conversations.replies")[0].body["ts"] == parent.ts
-    assert len(slack.replies(parent.ts)) == 1 and len(slack.posts) == 2
+    assert len(slack.replies(parent.ts)) == 2 and len(slack.posts) == 3
 
 
 def test_growth_between_a_crash_and_the_recovery_is_still_reported(db, slack, monkeypatch):
@@ -477,10 +489,13 @@ def test_growth_between_a_crash_and_the_recovery_is_still_reported(db, slack, mo
         with pytest.raises(SystemExit):
             alert_run(db, sender(slack))  # Slack shows "2 events"
     save(db, finding(events=4))  # detect ran before the next alert run
-    alert_run(db, sender(slack))  # recovers the alert
+    report = alert_run(db, sender(slack))  # recovers the alert
+    assert (report.recovered, report.refreshed, report.details_sent) == (1, 1, 1)
     alert_run(db, sender(slack))
-    [parent] = slack.top_level()
-    assert "2 more events (now 4)" in json.dumps([m.blocks for m in slack.replies(parent.ts)])
+    [parent] = slack.top_level()  # updated in place to the count of now, its evidence reply too
+    assert "stopinstance 4 times" in parent.text and "stopinstance 4 times" in parent.blocks[1]["text"]["text"]
+    [evidence] = slack.replies(parent.ts)
+    assert "Events (4)" in json.dumps(evidence.blocks) and "-003`" in json.dumps(evidence.blocks)
 
 
 def test_a_timeout_after_slack_accepted_does_not_post_twice(db, slack):
@@ -506,10 +521,11 @@ def test_growth_is_a_reply_in_the_alerts_thread(db, slack):
     alert_run(db, sender(slack))
     [parent] = slack.top_level()
 
+    [_evidence] = slack.replies(parent.ts)
     save(db, finding(events=4))
     report = alert_run(db, sender(slack))
     assert (report.messages_sent, report.updates_sent) == (0, 1)
-    [reply] = slack.replies(parent.ts)
+    _evidence, reply = slack.replies(parent.ts)
     assert reply.thread_ts == parent.ts and len(slack.top_level()) == 1
     assert "2 more events (now 4)" in reply.blocks[0]["text"]["text"]
     assert slack.posts[-1].body["thread_ts"] == parent.ts
@@ -517,13 +533,13 @@ def test_growth_is_a_reply_in_the_alerts_thread(db, slack):
 
     save(db, finding(events=7))
     alert_run(db, sender(slack))
-    first, second = slack.replies(parent.ts)
+    _evidence, first, second = slack.replies(parent.ts)
     assert second.thread_ts == parent.ts  # the parent's ts, never a reply's
     assert "3 more events (now 7)" in second.blocks[0]["text"]["text"]
 
     report = alert_run(db, sender(slack))  # no growth
     assert (report.messages_sent, report.updates_sent) == (0, 0)
-    assert len(slack.posts) == 3
+    assert len(slack.posts) == 4
     updates = [r for r in alert_rows(db) if r["kind"] == "update"]
     assert [(r["status"], r["thread_ts"], r["event_count"]) for r in updates] == [
         ("sent", parent.ts, 4), ("sent", parent.ts, 7)]
@@ -543,19 +559,20 @@ def test_posts_to_the_channel_are_paced_one_second_apart(db, slack):
     save(db, finding("ci-deployer"))
     alert_run(db, sender(slack))
     save(db, finding("ci-deployer", events=3), finding("billing-exporter"), finding("log-shipper"))
-    log: list[tuple[float, int]] = []  # (seconds, posts Slack had when the sleep began)
-    already = len(slack.posts)
-    report = alert_run(db, sender(slack), sleep=lambda s: log.append((s, len(slack.posts))))
-    assert (report.messages_sent, report.updates_sent) == (2, 1)
-    # one sleep(1.0) between consecutive posts, none before the first of the run
-    assert log == [(1.0, already + 1), (1.0, already + 2)]
+    log: list[tuple[float, int]] = []  # (seconds, posts and updates Slack had when the sleep began)
+    already = len(slack.posts) + len(slack.updates)
+    report = alert_run(db, sender(slack), sleep=lambda s: log.append((s, len(slack.posts) + len(slack.updates))))
+    assert (report.messages_sent, report.updates_sent, report.details_sent, report.refreshed) == (2, 1, 2, 1)
+    # one sleep(1.0) between consecutive calls (evidence replies and the grown incident's message
+    # updated in place too), none before the first of the run
+    assert log == [(1.0, already + n) for n in range(1, 6)]
 
 
-def test_a_single_post_does_not_sleep(db, slack):
+def test_the_first_post_of_a_run_does_not_sleep(db, slack):
     save(db, finding())
     sleeps: list[float] = []
     alert_run(db, sender(slack), sleep=sleeps.append)
-    assert sleeps == [] and len(slack.posts) == 1
+    assert sleeps == [1.0] and len(slack.posts) == 2  # only between the message and its thread reply
 
 
 # -- faults ----------------------------------------------------------------------------------------
@@ -563,7 +580,7 @@ def test_ratelimited_then_ok_is_delivered_after_retry_after(db, slack, retry_sle
     save(db, finding())
     slack.fail_next("chat.postMessage", status=429, headers={"Retry-After": "1"})
     report = alert_run(db, sender(slack))
-    assert report.messages_sent == 1 and len(slack.posts) == 2 and len(slack.top_level()) == 1
+    assert report.messages_sent == 1 and len(top_posts(slack)) == 2 and len(slack.top_level()) == 1
     assert len(retry_sleeps) == 1 and 1.0 <= retry_sleeps[0] < 2.0  # Retry-After + jitter
     assert [r["status"] for r in alert_rows(db)] == ["sent"]
 
@@ -574,7 +591,7 @@ def test_ratelimited_through_the_cli_waits_retry_after(tmp_path, slack, retry_sl
     slack.fail_next("chat.postMessage", status=429, headers={"Retry-After": "1"})
     result = alert_cli(config)
     assert result.returncode == 0, result.stderr
-    assert len(slack.posts) == 2 and len(slack.top_level()) == 1
+    assert len(top_posts(slack)) == 2 and len(slack.top_level()) == 1  # (and the finding's evidence reply)
     assert len(retry_sleeps) == 1 and 1.0 <= retry_sleeps[0] < 2.0  # Retry-After (+ jitter) before the second
 
 
@@ -582,7 +599,7 @@ def test_server_error_then_ok_is_delivered(db, slack, retry_sleeps):
     save(db, finding())
     slack.fail_next("chat.postMessage", status=500)
     report = alert_run(db, sender(slack))
-    assert report.messages_sent == 1 and len(slack.posts) == 2 and len(slack.top_level()) == 1
+    assert report.messages_sent == 1 and len(top_posts(slack)) == 2 and len(slack.top_level()) == 1
     # a 5xx may hide a posted message: the channel was checked before the second attempt
     assert len(slack.calls("conversations.history")) == 1
 
@@ -667,7 +684,7 @@ def test_slack_unreachable_exits_1_and_keeps_the_alerts(tmp_path, slack, retry_s
 
     write_config(tmp_path, slack.base_url)  # Slack is back
     assert alert_cli(config).returncode == 0
-    assert len(slack.posts) == 1 and [r["status"] for r in alert_rows(path)] == ["sent"]
+    assert len(top_posts(slack)) == 1 and [r["status"] for r in alert_rows(path)] == ["sent"]
 
 
 def test_invalid_blocks_degrades_to_a_text_only_post(db, slack):
@@ -675,10 +692,11 @@ def test_invalid_blocks_degrades_to_a_text_only_post(db, slack):
     slack.fail_next("chat.postMessage", error="invalid_blocks")
     report = alert_run(db, sender(slack))
     assert report.messages_sent == 1
-    rejected, degraded = slack.posts
+    rejected, degraded = top_posts(slack)
     assert "blocks" in rejected.body and "blocks" not in degraded.body
     [message] = slack.top_level()
-    assert message.blocks is None and message.text.startswith("CRITICAL: ci-deployer ")
+    assert message.blocks is None and message.text == rejected.body["text"]  # the headline, still
+    assert message.text.startswith("ci-deployer called ecs:stopinstance")
     assert message.key() == rejected.body["metadata"]["event_payload"]["key"]
     assert [r["status"] for r in alert_rows(db)] == ["sent"]
 
@@ -701,11 +719,12 @@ def test_pending_counts_what_is_owed_even_before_it_is_enqueued(db, slack):
 
     save(db, finding("ci-deployer", events=5))  # growth: a thread reply is owed
     set_status(db, [finding("billing-exporter").id], "acknowledged", by="alice", reason="on it")  # and a triage reply
-    assert owed_count(db, CHANNEL, "medium") == 2
-    assert enqueue(db, CHANNEL, "medium") == 2  # the same rule: exactly what was owed was queued
-    assert owed_count(db, CHANNEL, "medium") == 2  # queued, not sent: still pending
+    # ... and both incidents' messages are owed an update in place (they show an older version)
+    assert owed_count(db, CHANNEL, "medium") == 2 + 2
+    assert enqueue(db, CHANNEL, "medium") == 2  # the same rule: exactly the replies owed were queued
+    assert owed_count(db, CHANNEL, "medium") == 2 + 2  # queued, not sent: still pending
     report = alert_run(db, sender(slack))
-    assert (report.updates_sent, report.status_sent, report.pending) == (1, 1, 0)
+    assert (report.updates_sent, report.status_sent, report.refreshed, report.pending) == (1, 1, 2, 0)
     assert owed_count(db, CHANNEL, "medium") == 0
 
 
@@ -732,7 +751,7 @@ def test_slack_configured_without_a_token_fails_and_keeps_the_alerts_for_slack(t
     assert with_token.returncode == 0, with_token.stderr
     assert len(slack.top_level()) == 2
     assert {r["status"] for r in alert_rows(path)} == {"sent"}
-    assert alert_cli(config).returncode == 0 and len(slack.posts) == 2
+    assert alert_cli(config).returncode == 0 and len(top_posts(slack)) == 2
 
 
 def test_without_slack_configured_alerts_are_printed_once(tmp_path):
@@ -755,12 +774,14 @@ def test_dry_run_records_nothing_and_counts_the_messages(tmp_path, slack):
     runs_before = alert_run_count(path)
     result = alert_cli(config, "--dry-run")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.rstrip().endswith("2 message(s) would be posted to #sec-alerts.")
-    assert "== CRITICAL: ci-deployer - 2 findings ==" in result.stdout
+    # two incidents' messages and their three evidence replies
+    assert result.stdout.rstrip().endswith("5 message(s) would be posted to #sec-alerts.")
+    assert "== CRITICAL: ci-deployer ==" in result.stdout and "== CRITICAL: billing-exporter ==" in result.stdout
+    assert result.stdout.count("  (reply) :red_circle: *out_of_scope*") == 3
     assert slack.requests == []
     assert alert_rows(path) == []
     assert alert_run_count(path) == runs_before  # no run recorded either
-    assert alert_cli(config).returncode == 0 and len(slack.posts) == 2
+    assert alert_cli(config).returncode == 0 and len(slack.posts) == 5
 
 
 def test_dry_run_json_is_the_messages_that_would_be_posted(tmp_path, slack):
@@ -775,13 +796,20 @@ def test_dry_run_json_is_the_messages_that_would_be_posted(tmp_path, slack):
     preview = json.loads(result.stdout)
     assert preview["destination"] == CHANNEL
     messages = preview["messages"]
+    # each incident's message (most severe, then oldest, then by id), then each finding's evidence
+    # reply in its thread, in the order a run posts them
+    incident = {m["agent"]: m["incident_id"] for m in messages}
+    first, second = sorted(["ci-deployer", "billing-exporter"], key=incident.__getitem__)
+    ids = {"ci-deployer": [[a.id, b.id], [a.id], [b.id]], "billing-exporter": [[c.id], [c.id]]}
     assert [(m["kind"], m["agent"], sorted(m["finding_ids"])) for m in messages] == [
-        ("alert", "billing-exporter", [c.id]), ("alert", "ci-deployer", sorted([a.id, b.id]))]
+        ("alert", first, sorted(ids[first][0])), ("alert", second, sorted(ids[second][0])),
+        *[("detail", agent, i) for agent in (first, second) for i in ids[agent][1:]]]
+    assert [m["thread_ts"] for m in messages] == [None, None] + ["(the incident's message)"] * 3
     assert alert_rows(path) == [] and slack.requests == []
 
-    assert alert_cli(config).returncode == 0  # what is posted is what was previewed
-    posted = sorted((r.body["text"], json.dumps(r.body["blocks"])) for r in slack.posts)
-    assert posted == sorted((m["text"], json.dumps(m["blocks"])) for m in messages)
+    assert alert_cli(config).returncode == 0  # what is posted is what was previewed, in that order
+    assert [(r.body["text"], r.body["blocks"], bool(r.body.get("thread_ts"))) for r in slack.posts] == [
+        (m["text"], m["blocks"], m["kind"] == "detail") for m in messages]
 
 
 def test_dry_run_shows_thread_replies_too(tmp_path, slack):
@@ -792,11 +820,14 @@ def test_dry_run_shows_thread_replies_too(tmp_path, slack):
         save(store, finding(events=5))  # grew since it was alerted
     [parent] = slack.top_level()
     preview = json.loads(alert_cli(config, "--dry-run", "--format", "json").stdout)
-    [reply] = preview["messages"]
+    reply, refresh = preview["messages"]  # a reply for the growth, the incident's message updated in place
     assert (reply["kind"], reply["thread_ts"], reply["finding_ids"]) == ("update", parent.ts, [finding().id])
     assert "3 more events (now 5)" in json.dumps(reply["blocks"])
+    assert (refresh["kind"], refresh["updates_ts"]) == ("refresh", parent.ts)
+    assert "stopinstance 5 times" in refresh["text"]
     text = alert_cli(config, "--dry-run")
-    assert "  (reply) " in text.stdout and text.stdout.rstrip().endswith("1 message(s) would be posted to #sec-alerts.")
+    assert "  (reply) " in text.stdout and "  (updated) == CRITICAL: ci-deployer ==" in text.stdout
+    assert text.stdout.rstrip().endswith("1 message(s) would be posted to #sec-alerts and 1 updated in place.")
 
 
 # -- attacker-controlled strings -----------------------------------------------------------------
@@ -862,9 +893,10 @@ def test_attacker_strings_reach_slack_escaped_and_inert(db, slack):
                f"as {HOSTILE['session_name']}: {HOSTILE['error_message']}")
     save(db, finding(summary=summary, evidence=evidence))
     alert_run(db, sender(slack))
-    [request] = slack.posts
+    request, evidence_reply = slack.posts
     _assert_inert(request)
-    raw = body_text(request)
+    _assert_inert(evidence_reply)
+    raw = body_text(request) + body_text(evidence_reply)
     for escaped in ("&lt;!channel&gt;", "&lt;!here&gt;", "&lt;!everyone&gt;", "&lt;@U12345&gt;",
                     "&lt;#C999|general&gt;", "http[:]//evil.example/reset|Click here", "helpdesk &amp; ask"):
         assert escaped in raw, escaped
@@ -929,10 +961,12 @@ def test_formatting_and_invisible_characters_from_events_are_inert_and_visible_i
     look_alike = "ram-user:ci-&lt;U+200B&gt;deploy"  # never "ram-user:ci-deploy"
     assert body["blocks"][0]["text"]["text"].startswith(f"HIGH: {look_alike}")
     assert f"`{look_alike} *bold* _it_ ~strike~` is not in the inventory" in json.dumps(body["blocks"], ensure_ascii=False)
-    summaries = [b["text"]["text"] for b in body["blocks"] if b.get("text", {}).get("type") == "plain_text"
-                 and b["type"] == "section"]
-    assert any(s.startswith(f"{look_alike} *bold* _it_ ~strike~, which is in no agent") for s in summaries)
-    everything = "\n".join(_strings(body))
+    summaries = [b["text"]["text"] for r in slack.posts for b in r.body["blocks"]
+                 if b.get("text", {}).get("type") == "plain_text" and b["type"] == "section"]
+    assert summaries[0].startswith(f"{look_alike} *bold* _it_ ~strike~ stopped 2 instances")  # the headline
+    # the finding's own summary, in its evidence reply in the thread
+    assert any(s.startswith(f"{look_alike} *bold* _it_ ~strike~, which is in no agent") for s in summaries[1:])
+    everything = "\n".join(s for r in slack.posts for s in _strings(r.body))
     assert "\\x1b]8;;http[:]//evil\\x07click" in everything  # shown as text, never acted on
     assert "&lt;U+202E&gt;exe.pdf" in everything
 

@@ -200,7 +200,8 @@ def test_agents_without_policies_and_unregistered_identities_are_reported_here(
 def test_secrets_at_any_depth_reach_neither_the_evidence_nor_the_slack_message(
         store: Store, make_event: MakeEvent) -> None:
     """Nested and embedded secrets, not only top-level ``Password`` keys (issue 13, item 9)."""
-    from pipeline.service.alerting.messages import alert_message, as_text
+    from pipeline.service.alerting.messages import as_text
+    from tests.alerting.test_messages import alert_message, reply
 
     planted = {"UserName": "bob", "Password": "top-pw-1", "Passwd": "passwd-2", "pwd": "pwd-3",
                "LoginProfile": {"Password": "nested-pw-4", "PasswordResetRequired": True},
@@ -210,8 +211,10 @@ def test_secrets_at_any_depth_reach_neither_the_evidence_nor_the_slack_message(
     secrets = ("top-pw-1", "passwd-2", "pwd-3", "nested-pw-4", "body-pw-5")
     (params,) = f.evidence["request_parameters"]
     assert params["UserName"] == "bob" and params["LoginProfile"]["PasswordResetRequired"] is True
-    message = alert_message(f.agent, [{**f.as_dict(), "event_count": 1}], None, "trailwarden replay ci")
-    shown = json.dumps(f.evidence) + json.dumps(message.blocks) + message.text + as_text(message)
+    row = {**f.as_dict(), "event_count": 1}
+    shown = json.dumps(f.evidence)
+    for message in (alert_message(f.agent, [row], None, "trailwarden replay ci"), reply(row)):  # and its thread
+        shown += json.dumps(message.blocks) + message.text + as_text(message)
     assert "bob" in shown
     assert [s for s in secrets if s in shown] == []
 

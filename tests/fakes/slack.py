@@ -18,6 +18,20 @@ One channel exists: ``#sec-alerts`` (id ``C0TRAILW``); it may be named ``#sec-al
   ``limit``/``cursor`` with ``response_metadata.next_cursor``.
 * ``conversations.replies``: a thread (parent first, then replies), paged the same way.
 * ``conversations.list``: the one channel.
+* ``chat.update``: replaces a stored message's text and blocks (``message_not_found`` for an
+  unknown ts), recorded in :attr:`FakeSlack.updates`.
+* ``chat.postEphemeral``: recorded in :attr:`FakeSlack.ephemeral` (answers ``ok`` and a
+  ``message_ts``, as Slack does).
+* ``views.open``: recorded in :attr:`FakeSlack.views`; a ``trigger_id`` works once
+  (``invalid_trigger_id`` after).
+* ``usergroups.users.list`` and ``conversations.members``: the members of :attr:`FakeSlack.groups`
+  (a user group or channel id -> user ids).
+* ``users.info``: a user named after its id.
+* ``auth.test``: the bot's identity (``invalid_auth`` for a wrong token, as every method).
+* ``apps.connections.open``: with an app-level token (``xapp-``), the ``ws://127.0.0.1`` URL of
+  the Socket Mode fake (:class:`tests.fakes.socket_mode.FakeSocketMode`) when one is attached.
+* ``files.getUploadURLExternal``, the upload itself (``POST /upload/<id>``) and
+  ``files.completeUploadExternal``: files land in :attr:`FakeSlack.files`.
 
 As on Slack, ``chat.postMessage`` accepts the channel by name or ID, but the ``conversations.*``
 readers take only the ID (a name gets ``channel_not_found``); ``bot_in_channel=False`` makes
@@ -126,6 +140,15 @@ class FakeSlack:
         self._last_ts = 0.0
         self.requests: list[Request] = []
         self.messages: list[Message] = []
+        self.updates: list[dict[str, Any]] = []
+        self.ephemeral: list[dict[str, Any]] = []
+        self.views: list[dict[str, Any]] = []
+        self.files: list[dict[str, Any]] = []
+        self.groups: dict[str, list[str]] = {}
+        self.socket_url: str | None = None  # set by a Socket Mode fake
+        self.app_token_error: str | None = None  # apps.connections.open refuses the app token with it
+        self._uploads: dict[str, bytes] = {}
+        self._used_triggers: set[str] = set()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -225,6 +248,11 @@ class FakeSlack:
         method = url.path.rsplit("/", 1)[-1]
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b""
+        if url.path.startswith("/upload/"):  # the file's bytes, to the URL getUploadURLExternal gave
+            with self._lock:
+                self._uploads[method] = raw
+            self._reply(handler, 200, "OK - 200", {})
+            return
         headers = dict(handler.headers.items())
         ctype = headers.get("Content-Type", "")
         body: dict[str, Any] = dict(parse_qsl(url.query))
@@ -275,11 +303,28 @@ class FakeSlack:
             return {"ok": False, "error": "not_authed"}
         if self.token is not None and auth.removeprefix("Bearer ") != self.token:
             return {"ok": False, "error": "invalid_auth"}
+        if request.method == "apps.connections.open":
+            if not auth.removeprefix("Bearer ").startswith("xapp-"):
+                return {"ok": False, "error": "not_allowed_token_type"}
+            if self.app_token_error:  # a revoked or invalid app-level token
+                return {"ok": False, "error": self.app_token_error}
+            return {"ok": True, "url": self.socket_url} if self.socket_url else {"ok": False, "error": "internal_error"}
+        if request.method == "auth.test":  # who the bot token is (Bolt asks when it starts)
+            return {"ok": True, "url": "https://trailwarden-test.slack.com/", "team": "test", "user": "trailwarden",
+                    "team_id": "T0TRAILW", "user_id": "U0BOT", "bot_id": "B0BOT"}
         handler = {
             "chat.postMessage": self._post_message,
             "conversations.history": self._history,
             "conversations.replies": self._replies,
             "conversations.list": self._list,
+            "chat.update": self._update,
+            "chat.postEphemeral": self._post_ephemeral,
+            "views.open": self._views_open,
+            "usergroups.users.list": self._group_members,
+            "conversations.members": self._group_members,
+            "users.info": self._user_info,
+            "files.getUploadURLExternal": self._upload_url,
+            "files.completeUploadExternal": self._complete_upload,
         }.get(request.method)
         if handler is None:
             return {"ok": False, "error": "unknown_method"}
@@ -387,6 +432,72 @@ class FakeSlack:
         inside = self._window(body)
         thread = [parent] + [m for m in self.messages if m.is_reply and m.thread_ts == parent.ts and inside(m)]
         return self._page(thread, body, metadata=_truthy(body.get("include_all_metadata")))
+
+    def _update(self, body: dict[str, Any]) -> dict[str, Any]:
+        if self._channel(body.get("channel")) is None:
+            return {"ok": False, "error": "channel_not_found"}
+        msg = next((m for m in self.messages if m.ts == body.get("ts")), None)
+        if msg is None:
+            return {"ok": False, "error": "message_not_found"}
+        blocks = body.get("blocks")
+        if isinstance(blocks, str):
+            blocks = json.loads(blocks)
+        problems = block_problems(blocks or [])
+        if problems:
+            return {"ok": False, "error": "invalid_blocks", "errors": problems}
+        msg.text, msg.blocks = body.get("text"), blocks
+        self.updates.append({"ts": msg.ts, "text": msg.text, "blocks": blocks})
+        return {"ok": True, "channel": msg.channel, "ts": msg.ts, "text": msg.text}
+
+    def _post_ephemeral(self, body: dict[str, Any]) -> dict[str, Any]:
+        if self._channel(body.get("channel")) is None and not str(body.get("channel", "")).startswith(("C", "D", "G")):
+            return {"ok": False, "error": "channel_not_found"}
+        blocks = body.get("blocks")
+        if isinstance(blocks, str):
+            blocks = json.loads(blocks)
+        self.ephemeral.append({"channel": body.get("channel"), "user": body.get("user"), "text": body.get("text"),
+                               "blocks": blocks, "at": time.monotonic()})
+        return {"ok": True, "message_ts": self._next_ts()}
+
+    def _views_open(self, body: dict[str, Any]) -> dict[str, Any]:
+        trigger = body.get("trigger_id")
+        if not trigger or trigger in self._used_triggers:
+            return {"ok": False, "error": "invalid_trigger_id"}
+        self._used_triggers.add(trigger)
+        view = body.get("view")
+        if isinstance(view, str):
+            view = json.loads(view)
+        self.views.append(view)
+        return {"ok": True, "view": {**view, "id": f"V{len(self.views):07d}"}}
+
+    def _group_members(self, body: dict[str, Any]) -> dict[str, Any]:
+        key = body.get("usergroup") or body.get("channel")
+        if key not in self.groups:
+            return {"ok": False, "error": "no_such_subteam" if body.get("usergroup") else "channel_not_found"}
+        return {"ok": True, "users": list(self.groups[key]), "members": list(self.groups[key]),
+                "response_metadata": {"next_cursor": ""}}
+
+    def _user_info(self, body: dict[str, Any]) -> dict[str, Any]:
+        user = str(body.get("user") or "")
+        return {"ok": True, "user": {"id": user, "name": user.lower(), "real_name": user}}
+
+    def _upload_url(self, body: dict[str, Any]) -> dict[str, Any]:
+        file_id = f"F{len(self._uploads) + len(self.files) + 1:07d}"
+        return {"ok": True, "upload_url": f"http://127.0.0.1:{self.port}/upload/{file_id}", "file_id": file_id}
+
+    def _complete_upload(self, body: dict[str, Any]) -> dict[str, Any]:
+        files = body.get("files")
+        if isinstance(files, str):
+            files = json.loads(files)
+        out = []
+        for f in files or []:
+            data = self._uploads.pop(f["id"], None)
+            if data is None:
+                return {"ok": False, "error": "file_not_found"}
+            self.files.append({"id": f["id"], "title": f.get("title"), "data": data,
+                               "channel": body.get("channel_id"), "comment": body.get("initial_comment")})
+            out.append({"id": f["id"], "title": f.get("title")})
+        return {"ok": True, "files": out}
 
     def _list(self, body: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "channels": [{"id": CHANNEL_ID, "name": CHANNEL_NAME, "is_channel": True,

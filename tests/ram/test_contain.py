@@ -235,6 +235,7 @@ def test_the_containment_is_said_in_the_findings_slack_thread(store: Store, fake
         done = _contain(store, api_for(fake_ram), "ci-deployer", tmp_path)
         enqueue(store, "#sec-alerts", "medium")
         deliver(store, sender, INVENTORY, sleep=lambda _s: None)
-        [reply] = slack.replies(alert.ts)
+        # the incident's thread: the finding's evidence reply, then one reply saying the containment
+        [reply] = [r for r in slack.replies(alert.ts) if "contained by" in str(r.text).lower()]
     assert "contained by bob" in str(reply.text).lower() and finding in json.dumps(reply.blocks)
     assert done.id is not None and done.id in json.dumps(reply.blocks)

@@ -16,7 +16,9 @@ def preview_text(posts: list[Any], destination: str, fmt: str) -> str:
         return json_text({"destination": destination, "messages": [p.as_dict() for p in posts]}, indent=2)
     out = []
     for post in posts:
-        prefix = "  (reply) " if post.thread_ts else ""
+        prefix = "  (updated) " if post.kind == "refresh" else "  (reply) " if post.thread_ts else ""
         out.append(prefix + as_text(post.message).replace("\n", "\n" + prefix) + "\n")
-    out.append(f"{len(posts)} message(s) would be posted to {destination}.")
+    updated = sum(post.kind == "refresh" for post in posts)  # an incident's message changed in place
+    out.append(f"{len(posts) - updated} message(s) would be posted to {destination}"
+               + (f" and {updated} updated in place." if updated else "."))
     return "\n".join(out)

@@ -38,6 +38,11 @@ def status_text(info: dict[str, Any]) -> str:
         lines.append("")
     lines.append(f"alerts      {service.get('pending_alerts', 0):,} pending"
                  + (f" for {one_line(service['alert_destination'])}" if service.get("alert_destination") else ""))
+    if service.get("slack_triage"):
+        triage = service["slack_triage"]
+        lines.append(f"triage      Slack app {one_line(str(triage.get('state')))} at {one_line(str(triage.get('at')))}"
+                     + (f": {one_line(str(triage['error']))}" if triage.get("error") else "")
+                     + (f"; {triage['waiting']} press(es) wait for the next cycle" if triage.get("waiting") else ""))
     if service.get("snapshot"):
         snap = service["snapshot"]
         lines.append(f"snapshot    {snap['path']} ({snap['age_seconds']:.0f}s old)")

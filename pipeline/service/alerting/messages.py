@@ -18,40 +18,53 @@ names) is attacker-controlled. Three layers keep it inert:
 
 Slack's limits (50 blocks, 3,000 characters per section, 150 per header) are kept by truncating
 with an explicit "…and N more".
+
+An incident is one top-level message a tired on-call engineer understands in five seconds (issue
+16): its severity and agent, the headline (what happened, most harmful first, where from and
+when), who the agent is and who owns it (a real mention when the inventory maps the owner to
+Slack), the three facts that matter most, a suggested next step, its status and, when triage
+from Slack is configured, buttons. Everything else - each finding's evidence, event ids and
+times, baselines - goes into the thread, one reply per finding (or per reason two detectors
+share). The notification text is the headline.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from models.inventory import Agent
-from pipeline.core.inert import one_line
+from pipeline.service.alerting.facts import Group, evidence_lines, facts
+from pipeline.service.alerting.text import (
+    MAX_HEADER,
+    MAX_SECTION,
+    code,
+    context,
+    header,
+    mrkdwn,
+    plain_section,
+    section,
+    untrusted,
+)
 
+__all__ = ["MAX_HEADER", "MAX_SECTION", "Message", "as_text", "incident_message", "finding_reply", "replay_hint",
+           "status_message", "untrusted", "update_message"]
 MAX_BLOCKS = 50
-MAX_SECTION = 3000
-MAX_HEADER = 150
-MAX_FINDINGS_PER_MESSAGE = 5
 EVENTS_SHOWN = 5
-_URL = re.compile(r"(?i)\b(https?|ftp)://")
 SEVERITY_MARK = {"critical": ":red_circle:", "high": ":large_orange_circle:", "medium": ":large_yellow_circle:",
                  "low": ":white_circle:"}
-
-
-def untrusted(value: Any, limit: int = 200) -> str:
-    """An attacker-controlled value as one line of text for any Slack text object: hidden
-    characters shown as markers, ``& < >`` escaped, backticks replaced, URLs defanged, truncated.
-
-    In mrkdwn it is inert only inside a `code span` (``*``, ``_`` and ``~`` would format outside
-    one); in a ``plain_text`` object, and in the top-level text posted with ``mrkdwn=False``, it is
-    inert as it is."""
-    text = one_line(value)
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("`", "'")
-    text = _URL.sub(r"\1[:]//", text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+# the buttons of an incident message: action id -> (label, the triage it asks for)
+BUTTONS = {"tw_ack": ("Acknowledge", "acknowledged"), "tw_resolve": ("Resolve", "resolved"),
+           "tw_false_positive": ("False positive", "false_positive"), "tw_suppress": ("Suppress 7 days", "suppress")}
+STATUS_WORDS = {"open": "Open", "acknowledged": "Acknowledged", "resolved": "Resolved",
+                "false_positive": "Marked a false positive", "suppressed": "Suppressed",
+                "contained": "Agent contained", "uncontained": "Containment undone"}  # `trailwarden contain`
+# `trailwarden contain AGENT` (issue 17) is suggested as the last step; a switch for tests and
+# embedders whose entry point has no `contain`.
+CONTAIN_AVAILABLE = True
 
 
 def replay_hint(agent: str, since: datetime) -> str:
@@ -66,47 +79,102 @@ class Message:
     blocks: list[dict[str, Any]]
 
 
-def _mrkdwn(text: str) -> dict[str, Any]:
-    return {"type": "mrkdwn", "text": text[:MAX_SECTION], "verbatim": True}
-
-
-def _section(text: str) -> dict[str, Any]:
-    if len(text) > MAX_SECTION:
-        text = text[: MAX_SECTION - 2] + " …"
-    return {"type": "section", "text": _mrkdwn(text)}
-
-
-def _plain_section(text: str) -> dict[str, Any]:
-    """A section of ``untrusted()`` text: nothing in it formats, links or mentions."""
-    if len(text) > MAX_SECTION:
-        text = text[: MAX_SECTION - 2] + " …"
-    return {"type": "section", "text": {"type": "plain_text", "text": text, "emoji": False}}
-
-
-def alert_message(agent: str, findings: Sequence[dict[str, Any]], inventory_agent: Agent | None,
-                  replay_command: str) -> Message:
-    """One message for an agent's new findings of one run (most severe first)."""
-    ordered = sorted(findings, key=lambda f: (-_rank(f["severity"]), f["first_seen"]))
-    worst = ordered[0]["severity"]
-    header = f"{worst.upper()}: {agent}" + (f" - {len(ordered)} findings" if len(ordered) > 1 else "")
+# -- the incident: one top-level message ---------------------------------------------------------------
+def incident_message(incident: dict[str, Any], findings: Sequence[dict[str, Any]], inventory_agent: Agent | None,
+                     replay_command: str, *, triage: bool = False) -> Message:
+    """The incident's top-level message: at most a dozen visible lines (see the module docstring).
+    ``findings`` are the incident's findings this destination hears of; ``triage`` adds buttons
+    while the incident is open or acknowledged."""
+    agent, severity, status = incident["agent"], incident["severity"], incident["status"]
+    title = incident.get("headline") or (findings[0]["summary"] if findings else agent)
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": untrusted(header, MAX_HEADER), "emoji": False}},
-        {"type": "context", "elements": [_mrkdwn(_who(agent, inventory_agent))]},
+        header(f"{severity.upper()}: {agent}"),
+        plain_section(untrusted(title, 600)),
+        context(_who(agent, inventory_agent)),
     ]
-    shown = ordered[:MAX_FINDINGS_PER_MESSAGE]
-    for finding in shown:
-        blocks.append({"type": "divider"})
-        blocks.extend(_finding_blocks(finding))
-    if len(ordered) > len(shown):
-        blocks.append(_section(f"…and {len(ordered) - len(shown)} more findings for this agent: "
-                               f"`trailwarden findings --agent {untrusted(agent, 120)}`"))
-    blocks.append({"type": "context", "elements": [_mrkdwn(f"Replay: `{untrusted(replay_command, 400)}`")]})
-    blocks = _fit(blocks)
-    text = (f"{worst.upper()}: " + untrusted(ordered[0]["summary"], 300)
-            + (f" (+{len(ordered) - 1} more for {untrusted(agent, 120)})" if len(ordered) > 1 else ""))
+    lines = [fact.line() for fact in facts(findings)]
+    if lines:
+        blocks.append(section("\n".join(lines)))
+    blocks.append(section("*Next:* " + " · ".join(next_steps(incident, replay_command))))
+    detectors = sorted({f["detector"] for f in findings})
+    blocks.append(context(
+        f"{_status_line(incident)} · incident {code(incident['id'], 40)} · {len(findings)} finding"
+        f"{'s' if len(findings) != 1 else ''} ({', '.join(code(d, 40) for d in detectors)}) · evidence in the thread"))
+    if triage and status in ("open", "acknowledged"):
+        blocks.append(_buttons(incident["id"], status))
+    return Message(text=untrusted(title, 300), blocks=blocks)
+
+
+def next_steps(incident: dict[str, Any], replay_command: str) -> list[str]:
+    """What to do first: replay the agent (always); disable the AccessKey it used (when it used
+    one); contain the agent (`trailwarden contain`, a plan unless --execute)."""
+    steps = [code(replay_command, 300)]
+    keys = (incident.get("summary") or {}).get("access_keys") or []
+    if keys:
+        steps.append("disable AccessKey " + ", ".join(code(k, 40) for k in keys[:2]))
+    if CONTAIN_AVAILABLE:
+        steps.append(code(f"trailwarden contain {incident['agent']} --reason ...", 200))
+    return steps
+
+
+def _status_line(incident: dict[str, Any]) -> str:
+    status = incident["status"]
+    words = f"*{STATUS_WORDS.get(status, untrusted(status, 40))}*"
+    if incident.get("status_by") and status != "open":
+        words += f" by {code(incident['status_by'], 80)}"
+        if isinstance(incident.get("status_at"), datetime):
+            words += f" at {_when(incident['status_at'])}"
+    return words
+
+
+def _buttons(incident_id: str, status: str) -> dict[str, Any]:
+    shown = [k for k in BUTTONS if not (k == "tw_ack" and status == "acknowledged")]
+    elements = [{"type": "button", "action_id": k, "value": incident_id,
+                 "text": {"type": "plain_text", "text": BUTTONS[k][0], "emoji": False},
+                 **({"style": "primary"} if k == "tw_ack" else {})} for k in shown]
+    return {"type": "actions", "block_id": f"triage:{incident_id}", "elements": elements}
+
+
+def _who(agent: str, inv: Agent | None) -> str:
+    if inv is None:
+        return f"{code(agent)} is not in the inventory: no owner, no declared scope"
+    mention = getattr(inv, "owner_slack", None)
+    owner = f"{mention} ({untrusted(inv.owner, 80)})" if mention else untrusted(inv.owner, 80)
+    return f"*{untrusted(inv.purpose, 160)}* · owner {owner} · {untrusted(inv.environment, 40)}"
+
+
+# -- the thread: one reply per finding (per reason two detectors share) ---------------------------------
+def finding_reply(group: Group, tz: ZoneInfo) -> Message:
+    """A reply in the incident's thread: the finding's head line, its summary as plain text, its
+    evidence as labelled lines, its events (UTC and local time, the first ids) and its id. Two
+    detectors that fired on the same events for the same reason share one reply."""
+    lead = group.lead
+    names = " + ".join(f"*{untrusted(d, 40)}*" for d in group.detectors)
+    ids = ", ".join(code(f["id"], 40) for f in group.findings)
+    blocks = [section(f"{SEVERITY_MARK.get(lead['severity'], '')} {names} · {lead['severity']} · finding {ids}")]
+    blocks += [plain_section(untrusted(f["summary"], 600)) for f in group.findings[:2]]
+    lines = [*evidence_lines(lead), _events_line(lead, tz)]
+    blocks.append(section("\n".join(lines)))
+    text = untrusted(f"{lead['agent']}: {' + '.join(group.detectors)}: {lead['summary']}", 300)
     return Message(text=text, blocks=blocks)
 
 
+def _events_line(f: dict[str, Any], tz: ZoneInfo) -> str:
+    events = list(f.get("event_ids") or [])
+    times = f.get("event_times") or {}
+    shown = ", ".join(code(e, 80) for e in events[:EVENTS_SHOWN])
+    more = f" …and {f['event_count'] - len(events[:EVENTS_SHOWN])} more" if f["event_count"] > EVENTS_SHOWN else ""
+    first, last = f["first_seen"], f["last_seen"]
+    span = f"{_when(first)} → {_when(last)}"
+    if isinstance(first, datetime):
+        local = first.astimezone(tz)
+        span += f" ({local:%H:%M %a} {local.day} {local:%b} {tz.key})"
+    if times and len(events) == 1 and events[0] in times:
+        span = f"{_when(times[events[0]])}" + span[span.index(" ("):] if " (" in span else span
+    return f"• Events ({f['event_count']}): {span}: {shown}{more}"
+
+
+# -- other thread replies ----------------------------------------------------------------------------------
 def update_message(finding: dict[str, Any], new_events: int) -> Message:
     """A thread reply: the finding grew since it was alerted (named, as one alert may hold several);
     its summary follows as plain text."""
@@ -114,114 +182,31 @@ def update_message(finding: dict[str, Any], new_events: int) -> Message:
             f"`{untrusted(finding['id'], 40)}`: {new_events} more event{'s' if new_events != 1 else ''} "
             f"(now {finding['event_count']}), last seen {_when(finding['last_seen'])}.")
     return Message(text=untrusted(f"{finding['agent']}: {new_events} more events for {finding['detector']}", 300),
-                   blocks=[_section(line), *_plain_blocks(untrusted(finding["summary"], 600))])
+                   blocks=[section(line), *_plain_blocks(untrusted(finding["summary"], 600))])
 
 
 def _plain_blocks(text: str) -> list[dict[str, Any]]:
-    return [_plain_section(text)] if text else []  # Slack refuses an empty text object
+    return [plain_section(text)] if text else []  # Slack refuses an empty text object
 
 
-STATUS_WORDS = {"acknowledged": "Acknowledged", "resolved": "Resolved", "false_positive": "Marked a false positive",
-                "contained": "Agent contained", "uncontained": "Containment undone"}  # `trailwarden contain`
-
-
-def status_message(finding: dict[str, Any], change: dict[str, Any]) -> Message:
-    """A thread reply: someone triaged the finding (who, then why, as plain text)."""
+def status_message(findings: Sequence[dict[str, Any]], change: dict[str, Any]) -> Message:
+    """A thread reply: someone triaged findings of the incident (who, then why, as plain text);
+    one reply for all the findings one triage changed."""
     words = STATUS_WORDS.get(str(change.get("status")), str(change.get("status")))
-    line = (f"*{words}* by `{untrusted(change.get('by'), 80)}`: "
-            f"*{untrusted(finding['detector'], 40)}* `{untrusted(finding['id'], 40)}`"
+    first = findings[0]
+    named = (f"*{untrusted(first['detector'], 40)}* `{untrusted(first['id'], 40)}`" if len(findings) == 1
+             else f"{len(findings)} findings")
+    line = (f"*{words}* by `{untrusted(change.get('by'), 80)}`: {named}"
             + (f" at {_when(change['at'])}" if change.get("at") else ""))
-    text = untrusted(f"{finding['agent']}: {finding['detector']} {words.lower()} by {change.get('by')}", 300)
-    return Message(text=text, blocks=[_section(line), *_plain_blocks(untrusted(change.get("reason") or "", 600))])
-
-
-MAX_EVIDENCE_LINES = 10
-FINDING_BUDGET = 1800  # characters per finding: five findings stay well under Slack's ~12k total
-
-
-def _finding_blocks(f: dict[str, Any]) -> list[dict[str, Any]]:
-    """Three sections per finding: its head line (severity, detector, score), its summary as plain
-    text (a sentence that embeds event values), then its evidence, events and id, every value in
-    a code span. The head, the summary, the events and the id always fit; the evidence takes what
-    room is left."""
-    mark = SEVERITY_MARK.get(f["severity"], "")
-    head = f"{mark} *{untrusted(f['detector'], 40)}* ({f['severity']}, score {f['score']:.2f})"
-    summary = untrusted(f["summary"], 500)
-    events = list(f.get("event_ids") or [])
-    times = f.get("event_times") or {}
-    one_day = _when(f["first_seen"])[:10] == _when(f["last_seen"])[:10]
-    shown = ", ".join(f"`{untrusted(e, 80)}`" + (f" {_clock(times[e], one_day)}" if e in times else "")
-                      for e in events[:EVENTS_SHOWN])
-    more = f" …and {f['event_count'] - len(events[:EVENTS_SHOWN])} more" if f["event_count"] > EVENTS_SHOWN else ""
-    tail = [f"*Events* {_when(f['first_seen'])} → {_when(f['last_seen'])}: {shown}{more}",
-            f"Finding `{untrusted(f['id'], 40)}`"]
-    room = FINDING_BUDGET - len(head) - len(summary) - sum(len(t) + 1 for t in tail)
-    evidence = _evidence_lines(f.get("evidence") or {}, room)
-    return [_section(head), *_plain_blocks(summary), _section("\n".join([*evidence, *tail]))]
-
-
-_EVIDENCE_ORDER = ("kind", "action", "decision", "statement", "rule", "resources", "region", "network",
-                   "declared", "count", "succeeded", "failed", "error_codes", "hour_of_week", "local_time",
-                   "declared_hours", "baseline", "peak_failures_in_window", "window_minutes", "threshold",
-                   "apis", "source_ips")
-
-
-def _evidence_lines(evidence: dict[str, Any], room: int) -> list[str]:
-    """As many evidence lines as fit in ``room`` characters, then an explicit "…and N more"."""
-    keys = [k for k in _EVIDENCE_ORDER if k in evidence] + sorted(k for k in evidence if k not in _EVIDENCE_ORDER)
-    lines = [f"• {untrusted(k, 40)}: `{untrusted(_compact(evidence[k]), 300)}`" for k in keys
-             if evidence[k] not in (None, "", [], {}) and k != "kind"]
-    out: list[str] = []
-    used = 0
-    for i, line in enumerate(lines):
-        marker = f"• …and {len(lines) - i} more evidence fields (`trailwarden findings --format json`)"
-        if i == MAX_EVIDENCE_LINES or used + len(line) + 1 > room - len(marker) - 1:
-            out.append(marker)
-            break
-        out.append(line)
-        used += len(line) + 1
-    return out
-
-
-def _compact(value: Any) -> str:
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={_compact(v)}" for k, v in value.items())
-    if isinstance(value, list | tuple):
-        items = [_compact(v) for v in value[:8]]
-        return ", ".join(items) + (f" …and {len(value) - 8} more" if len(value) > 8 else "")
-    return str(value)
-
-
-def _who(agent: str, inv: Agent | None) -> str:
-    if inv is None:
-        return f"`{untrusted(agent, 120)}` is not in the inventory: no owner, no declared scope"
-    return (f"*{untrusted(inv.purpose, 200)}* · owner {untrusted(inv.owner, 80)} · "
-            f"{untrusted(inv.environment, 40)}")
-
-
-def _fit(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    if len(blocks) <= MAX_BLOCKS:
-        return blocks
-    kept = blocks[: MAX_BLOCKS - 1]
-    return [*kept, _section(f"…and {len(blocks) - len(kept)} more blocks")]
-
-
-def _rank(severity: str) -> int:
-    return ("low", "medium", "high", "critical").index(severity)
+    what = first["detector"] if len(findings) == 1 else f"{len(findings)} findings"
+    text = untrusted(f"{first['agent']}: {what} {words.lower()} by {change.get('by')}", 300)
+    return Message(text=text, blocks=[section(line), *_plain_blocks(untrusted(change.get("reason") or "", 600))])
 
 
 def _when(value: datetime | str) -> str:
     if isinstance(value, str):
         return value
     return value.strftime("%Y-%m-%d %H:%M:%SZ") if value.utcoffset() == timedelta(0) else value.isoformat()
-
-
-def _clock(when: datetime | str, one_day: bool) -> str:
-    """An event's time beside its id: the time of day when the finding lies within one day (the
-    line gives the date), else the date and time."""
-    if one_day and isinstance(when, datetime) and when.utcoffset() == timedelta(0):
-        return when.strftime("%H:%M:%SZ")
-    return _when(when)
 
 
 def as_text(message: Message) -> str:
@@ -237,8 +222,18 @@ def as_text(message: Message) -> str:
             out.extend(_unescape(e["text"]) for e in block["elements"])
         elif kind == "divider":
             out.append("--")
+        elif kind == "actions":
+            out.append(" ".join(f"[{e['text']['text']}]" for e in block["elements"]))
     return "\n".join(out)
+
+
+def visible_lines(message: Message) -> int:
+    """How many lines the message shows before its thread (what the 12-line target counts)."""
+    return len(as_text(message).splitlines())
 
 
 def _unescape(text: str) -> str:
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+__all__ += ["BUTTONS", "SEVERITY_MARK", "mrkdwn", "visible_lines"]

@@ -2,8 +2,15 @@
 
 ``enqueue`` gives every open finding at or above the minimum severity one ``alert`` row per
 destination, and a finding that grew after it was alerted an ``update`` row (posted as a reply in
-the alert's thread). ``deliver`` posts pending rows: an agent's new findings go out together in one
-message, updates one per finding, paced to Slack's one message per second per channel.
+the incident's thread). ``deliver`` posts pending rows, paced to Slack's one message per second
+per channel: an incident's new findings go out together in one top-level message (incidents most
+severe first, then oldest), each then owes a ``detail`` row, its evidence as a reply in the
+message's thread (two findings of one reason on the same events share one); a finding that joins
+an incident already posted is a reply in its thread. Triage changes are one reply per change (all
+the findings one triage moved together). The incident's message is updated in place
+(``chat.update``) whenever the incident changed after it was posted (``incidents.version`` above
+``incident_messages.shown_version``): a triage, a new finding, a higher severity. An update is
+idempotent, so it is simply repeated after a crash until it is recorded.
 
 Exactly once: before posting, the rows are marked ``sending`` under a message key that the message
 carries in its metadata, and committed; after Slack answers, the ts is recorded. A crash between
@@ -20,11 +27,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from detectors.base import SEVERITIES
 from models.inventory import Inventory
@@ -33,9 +42,11 @@ from pipeline.core.errors import TerminalError, TrailwardenError, scrub
 from pipeline.core.redact import redacted
 from pipeline.core.times import utcnow
 from pipeline.detection.findings import FINDING_COLUMNS
+from pipeline.service.alerting.facts import reason_groups
 from pipeline.service.alerting.messages import (
     Message,
-    alert_message,
+    finding_reply,
+    incident_message,
     replay_hint,
     status_message,
     update_message,
@@ -45,6 +56,7 @@ from pipeline.store.store import Store, first_row
 if TYPE_CHECKING:  # slack_sdk is not imported for `status`, which only counts what is owed
     from pipeline.service.alerting.slack import Sender
 
+log = logging.getLogger("trailwarden.alert")
 CONSOLE = "console"  # the destination of ConsoleSender
 RECOVERY_SLACK = timedelta(minutes=10)  # how far before a 'sending' mark to look in the channel
 
@@ -67,21 +79,32 @@ def alert_target(config: Config) -> Target:
 
 @dataclass
 class Post:
-    """One message a run posts (or would post): an agent's new findings, or a thread reply."""
+    """One message a run posts (or would post): an incident's top-level message (``alert`` without
+    a thread), a reply in its thread (``alert`` for a finding that joined it, ``detail``,
+    ``update``, ``status``), or the message updated in place (``refresh``)."""
 
-    kind: str  # alert | update | status
+    kind: str  # alert | detail | update | status | refresh
     agent: str
     rows: list[dict[str, Any]]
     message: Message
     thread_ts: str | None
+    incident_id: str | None = None
+    version: int | None = None  # the incident version the message shows (top-level and refresh)
+    update_ts: str | None = None  # refresh: the ts of the message updated
+    channel_id: str | None = None
+    findings: list[str] = field(default_factory=list)  # finding ids a reply is about (preview)
 
     @property
     def finding_ids(self) -> list[str]:
-        return list(dict.fromkeys(r["finding"]["id"] for r in self.rows))
+        return list(dict.fromkeys([*(r["finding"]["id"] for r in self.rows), *self.findings]))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "agent": self.agent, "finding_ids": self.finding_ids,
-                "thread_ts": self.thread_ts, "text": self.message.text, "blocks": self.message.blocks}
+        out = {"kind": self.kind, "agent": self.agent, "incident_id": self.incident_id,
+               "finding_ids": self.finding_ids, "thread_ts": self.thread_ts, "text": self.message.text,
+               "blocks": self.message.blocks}
+        if self.kind == "refresh":
+            out["updates_ts"] = self.update_ts
+        return out
 
 
 @dataclass
@@ -90,7 +113,9 @@ class AlertReport:
     alerts_sent: int = 0  # findings alerted
     messages_sent: int = 0
     updates_sent: int = 0
+    details_sent: int = 0  # thread replies with a finding's evidence
     status_sent: int = 0  # thread replies for acknowledged / resolved / false positive
+    refreshed: int = 0  # incident messages updated in place
     recovered: int = 0  # found already posted after an interrupted run
     pending: int = 0
     error: str | None = None
@@ -128,7 +153,8 @@ _OWED = {
                'update' AS kind, f.event_count, a.alert_ts AS thread_ts, NULL::BIGINT AS change_id
         FROM findings f
         JOIN (SELECT finding_id, max(event_count) FILTER (WHERE kind <> 'status') AS reported,
-                     any_value(message_ts) FILTER (WHERE kind = 'alert' AND status = 'sent') AS alert_ts
+                     any_value(coalesce(thread_ts, message_ts)) FILTER (WHERE kind = 'alert' AND status = 'sent')
+                         AS alert_ts
               FROM alerts WHERE destination = $dest GROUP BY finding_id) a ON a.finding_id = f.id
         WHERE a.alert_ts IS NOT NULL AND f.event_count > a.reported
           AND f.status IN ('open', 'acknowledged')
@@ -138,7 +164,7 @@ _OWED = {
     # each status change of an alerted finding: a thread reply saying who and why
     "status": """
         SELECT sha256(c.finding_id || '|' || $dest || '|status|' || c.id) AS id, c.finding_id, 'status' AS kind,
-               f.event_count, a.message_ts AS thread_ts, c.id AS change_id
+               f.event_count, coalesce(a.thread_ts, a.message_ts) AS thread_ts, c.id AS change_id
         FROM finding_status_changes c
         JOIN findings f ON f.id = c.finding_id
         JOIN alerts a ON a.finding_id = c.finding_id AND a.destination = $dest AND a.kind = 'alert'
@@ -146,7 +172,25 @@ _OWED = {
         WHERE NOT EXISTS (SELECT 1 FROM alerts x WHERE x.destination = $dest AND x.kind = 'status'
                           AND x.change_id = c.id)
     """,
+    # a finding announced in its incident's top-level message: its evidence, as a reply in the thread
+    "detail": """
+        SELECT sha256(f.id || '|' || $dest || '|detail') AS id, f.id AS finding_id, 'detail' AS kind,
+               f.event_count, a.message_ts AS thread_ts, NULL::BIGINT AS change_id
+        FROM findings f
+        JOIN alerts a ON a.finding_id = f.id AND a.destination = $dest AND a.kind = 'alert' AND a.status = 'sent'
+                     AND a.thread_ts IS NULL
+        JOIN incident_messages m ON m.incident_id = f.incident_id AND m.destination = $dest
+                                AND m.message_ts = a.message_ts
+        WHERE NOT EXISTS (SELECT 1 FROM alerts d WHERE d.finding_id = f.id AND d.destination = $dest
+                          AND d.kind = 'detail')
+    """,
 }
+# incident messages that show an older version of their incident than the current one
+_STALE = """
+    SELECT m.incident_id, m.message_ts, m.channel_id, i.version FROM incident_messages m
+    JOIN incidents i ON i.id = m.incident_id
+    WHERE m.destination = ? AND i.version > m.shown_version ORDER BY m.incident_id
+"""
 
 
 def _owed_params(query: str, destination: str, min_severity: str) -> dict[str, Any]:
@@ -154,12 +198,12 @@ def _owed_params(query: str, destination: str, min_severity: str) -> dict[str, A
     return {k: v for k, v in params.items() if f"${k}" in query}
 
 
-def enqueue(store: Store, destination: str, min_severity: str) -> int:
+def enqueue(store: Store, destination: str, min_severity: str, kinds: Sequence[str] = tuple(_OWED)) -> int:
     """Add the rows findings owe ``destination``; returns how many were added."""
     now = utcnow()
     with store.transaction() as con:
         before = _count(con)
-        for query in _OWED.values():  # alerts first: nothing else reads an unsent alert
+        for query in (_OWED[k] for k in kinds):  # alerts first: nothing else reads an unsent alert
             params = {**_owed_params(query, destination, min_severity), "dest": destination, "now": now}
             con.execute(
                 f"""
@@ -177,19 +221,37 @@ def owed_count(store: Store, destination: str, min_severity: str) -> int:
     over the findings and the outbox (not over events)."""
     unsent = store.con.execute("SELECT count(*) FROM alerts WHERE destination = ? AND status <> 'sent'",
                                [destination]).fetchall()[0][0]
-    return int(unsent) + sum(
+    stale = store.con.execute(f"SELECT count(*) FROM ({_STALE})", [destination]).fetchall()[0][0]  # noqa: S608
+    return int(unsent) + int(stale) + sum(
         int(store.con.execute(f"SELECT count(*) FROM ({query})",  # noqa: S608 - fixed query texts
                               _owed_params(query, destination, min_severity)).fetchall()[0][0])
         for query in _OWED.values())
 
 
+@dataclass(frozen=True)
+class Style:
+    """How messages are drawn for a destination: the business time zone of local times, and
+    whether the incident message carries triage buttons (triage from Slack is configured)."""
+
+    tz: ZoneInfo = ZoneInfo("UTC")
+    triage: bool = False
+
+
+def style_of(config: Config) -> Style:
+    """Buttons when ``slack.triage_group`` says who may press them (the app that answers them:
+    ``pipeline/service/slack_app.py``, run by `serve` or `trailwarden slack` with SLACK_APP_TOKEN)."""
+    triage = config.slack is not None and bool(getattr(config.slack, "triage_group", None))
+    return Style(config.tz, triage)
+
+
 def preview(store: Store, destination: str, min_severity: str, inventory: Inventory,
-            replay: Callable[[str, Any], str] = replay_hint) -> AlertReport:
+            replay: Callable[[str, Any], str] = replay_hint, style: Style | None = None) -> AlertReport:
     """The messages a run would post now, in the order it would post them: the outbox's pending
-    rows and what ``enqueue`` would add (new findings, growth, triage replies). Records nothing.
-    (Rows a crash left 'sending' are not shown: the run first asks Slack whether they went out.)"""
+    rows and what ``enqueue`` would add (new incidents with their thread replies, growth, triage
+    replies, messages updated in place). Records nothing. (Rows a crash left 'sending' are not
+    shown: the run first asks Slack whether they went out.)"""
     report = AlertReport()
-    report.previews = _plan(store, destination, inventory, replay, owed=min_severity)
+    report.previews = _plan(store, destination, inventory, replay, style or Style(), owed=min_severity)
     return report
 
 
@@ -202,41 +264,169 @@ def _count(con: Any) -> int:
 
 
 def deliver(store: Store, sender: Sender, inventory: Inventory, replay: Callable[[str, Any], str] = replay_hint,
-            *, sleep: Callable[[float], None] = time.sleep) -> AlertReport:
-    """Recover interrupted posts, then post pending alerts and updates. Errors from the sender
-    propagate (after the rows involved are put back to pending)."""
+            *, sleep: Callable[[float], None] = time.sleep, style: Style | None = None) -> AlertReport:
+    """Recover interrupted posts, then post what is pending: new incidents (then their details,
+    in a second pass, once the message they reply to exists), replies, and updates in place.
+    Errors from the sender propagate (after the rows involved are put back to pending)."""
+    style = style or Style()
     report = AlertReport()
     report.recovered = _recover(store, sender)
-    for posted, post in enumerate(_plan(store, sender.destination, inventory, replay)):
-        _pace(sender, posted, sleep)
-        _send(store, sender, post.rows, post.message, thread_ts=post.thread_ts)
-        if post.kind == "alert":
-            report.messages_sent += 1
-            report.alerts_sent += len(post.rows)
-        elif post.kind == "update":
-            report.updates_sent += 1
-        else:
-            report.status_sent += 1
+    posted = 0
+    for attempt in range(3):
+        if attempt:
+            enqueue(store, sender.destination, "low", kinds=("detail",))
+        posts = _plan(store, sender.destination, inventory, replay, style)
+        if not posts:
+            break
+        for post in posts:
+            _pace(sender, posted, sleep)
+            posted += 1
+            _deliver_one(store, sender, post, report)
     report.pending = _pending_count(store, sender.destination)
     return report
 
 
-def _plan(store: Store, destination: str, inventory: Inventory, replay: Callable[[str, Any], str], *,
-          owed: str | None = None) -> list[Post]:
+def _deliver_one(store: Store, sender: Sender, post: Post, report: AlertReport) -> None:
+    if post.kind == "refresh":
+        _refresh(store, sender, post)
+        report.refreshed += 1
+        return
+    _send(store, sender, post.rows, post.message, thread_ts=post.thread_ts,
+          parent=(post.incident_id, post.version) if post.kind == "alert" and post.thread_ts is None else None)
+    if post.kind == "alert" and post.thread_ts is None:
+        report.messages_sent += 1
+        report.alerts_sent += len(post.rows)
+    elif post.kind == "alert":
+        report.alerts_sent += len(post.rows)
+        report.details_sent += 1
+    elif post.kind == "detail":
+        report.details_sent += 1
+    elif post.kind == "update":
+        report.updates_sent += 1
+    else:
+        report.status_sent += 1
+
+
+def _plan(store: Store, destination: str, inventory: Inventory, replay: Callable[[str, Any], str], style: Style,
+          *, owed: str | None = None) -> list[Post]:
     """The messages for the pending rows (and, with ``owed`` = a minimum severity, for the rows
-    ``enqueue`` would add): each agent's new findings together, then growth, then triage replies."""
-    groups: dict[str, list[dict[str, Any]]] = {}
+    ``enqueue`` would add, previewed with the thread replies they will owe): new incidents most
+    severe first, then oldest; details, growth and triage replies; then messages to update; then
+    (a preview's) the evidence replies the new messages will owe - the order a run posts them."""
+    from pipeline.detection.incidents import get_incident
+
+    posts: list[Post] = []
+    later: list[Post] = []  # a preview's evidence replies: posted in a second pass, after the rest
+    by_incident: dict[str, list[dict[str, Any]]] = {}
     for row in _with_event_times(store, _rows(store, destination, "alert", owed)):
-        groups.setdefault(row["finding"]["agent"], []).append(row)
-    posts = [Post("alert", agent, rows, alert_message(agent, [r["finding"] for r in rows], inventory.agent(agent),
-                                                      replay(agent, min(r["finding"]["first_seen"] for r in rows))),
-                  None) for agent, rows in groups.items()]
+        by_incident.setdefault(row["finding"].get("incident_id") or f"agent:{row['finding']['agent']}", []).append(row)
+    incidents = {iid: get_incident(store, iid) or _unassigned(rows) for iid, rows in by_incident.items()}
+    for iid in sorted(by_incident, key=lambda i: (-SEVERITIES.index(incidents[i]["severity"]),
+                                                   incidents[i]["first_seen"], i)):
+        for post in _incident_posts(store, destination, inventory, replay, style, incidents[iid], by_incident[iid],
+                                    preview=owed is not None):
+            (later if post.kind == "detail" else posts).append(post)
+    posts += _detail_posts(_with_event_times(store, _rows(store, destination, "detail", owed)), style)
     posts += [Post("update", row["finding"]["agent"], [row],
-                   update_message(row["finding"], row["finding"]["event_count"] - row["reported"]), row["thread_ts"])
+                   update_message(row["finding"], row["finding"]["event_count"] - row["reported"]), row["thread_ts"],
+                   row["finding"].get("incident_id"))
               for row in _with_reported(store, destination, _rows(store, destination, "update", owed))]
-    posts += [Post("status", row["finding"]["agent"], [row], status_message(row["finding"], row["change"]),
-                   row["thread_ts"]) for row in _with_change(store, _rows(store, destination, "status", owed))]
+    posts += _status_posts(_with_change(store, _rows(store, destination, "status", owed)))
+    posts += _refresh_posts(store, destination, inventory, replay, style)
+    return posts + later
+
+
+def _incident_posts(store: Store, destination: str, inventory: Inventory, replay: Callable[[str, Any], str],
+                    style: Style, incident: dict[str, Any], rows: list[dict[str, Any]], *,
+                    preview: bool) -> list[Post]:
+    """An incident's new findings: its top-level message (with, in a preview, the detail replies
+    it will owe), or replies in the thread of the message it already has."""
+    agent, iid = incident["agent"], incident["id"]
+    parent = _parent(store, iid, destination)
+    new = [r["finding"] for r in rows]
+    if parent is not None:
+        return [Post("alert", agent, [r for r in rows if r["finding"]["id"] in {f["id"] for f in g.findings}],
+                     finding_reply(g, style.tz), parent[0], iid) for g in reason_groups(new)]
+    shown = _alerted(store, iid, destination, exclude={f["id"] for f in new}) + new
+    message = incident_message(incident, shown, inventory.agent(agent),
+                               replay(agent, min(f["first_seen"] for f in shown)), triage=style.triage)
+    posts = [Post("alert", agent, rows, message, None, iid, int(incident.get("version") or 0))]
+    if preview:
+        posts += [Post("detail", agent, [], finding_reply(g, style.tz), "(the incident's message)", iid,
+                       findings=[f["id"] for f in g.findings]) for g in reason_groups(new)]
     return posts
+
+
+def _detail_posts(rows: list[dict[str, Any]], style: Style) -> list[Post]:
+    """One reply per reason group of each incident's findings awaiting their detail."""
+    by_thread: dict[str | None, list[dict[str, Any]]] = {}
+    for row in sorted(rows, key=lambda r: r["thread_ts"] or ""):  # the order the messages were posted (ts order)
+        by_thread.setdefault(row["thread_ts"], []).append(row)
+    posts = []
+    for thread_ts, group_rows in by_thread.items():
+        for g in reason_groups([r["finding"] for r in group_rows]):
+            ids = {f["id"] for f in g.findings}
+            posts.append(Post("detail", g.lead["agent"], [r for r in group_rows if r["finding"]["id"] in ids],
+                              finding_reply(g, style.tz), thread_ts, g.lead.get("incident_id")))
+    return posts
+
+
+def _status_posts(rows: list[dict[str, Any]]) -> list[Post]:
+    """One reply per triage: the findings one change moved (same thread, who, status, why and
+    time) together."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        c = row["change"]
+        groups.setdefault((row["thread_ts"], c["by"], c["status"], c["reason"], c["at"]), []).append(row)
+    return [Post("status", grouped[0]["finding"]["agent"], grouped,
+                 status_message([r["finding"] for r in grouped], grouped[0]["change"]), grouped[0]["thread_ts"],
+                 grouped[0]["finding"].get("incident_id")) for grouped in groups.values()]
+
+
+def _refresh_posts(store: Store, destination: str, inventory: Inventory, replay: Callable[[str, Any], str],
+                   style: Style) -> list[Post]:
+    """Incident messages to update in place: their incident changed after they were drawn."""
+    from pipeline.detection.incidents import get_incident
+
+    posts = []
+    for iid, ts, channel_id, version in store.con.execute(_STALE, [destination]).fetchall():
+        incident = get_incident(store, iid)
+        shown = _alerted(store, iid, destination)
+        if incident is None or not shown:
+            continue
+        message = incident_message(incident, shown, inventory.agent(incident["agent"]),
+                                   replay(incident["agent"], min(f["first_seen"] for f in shown)), triage=style.triage)
+        posts.append(Post("refresh", incident["agent"], [], message, None, iid, int(version), ts, channel_id))
+    return posts
+
+
+def _parent(store: Store, incident_id: str, destination: str) -> tuple[str, str | None] | None:
+    row = first_row(store.con.execute(
+        "SELECT message_ts, channel_id FROM incident_messages WHERE incident_id = ? AND destination = ?",
+        [incident_id, destination]))
+    return (str(row[0]), row[1]) if row else None
+
+
+def _alerted(store: Store, incident_id: str, destination: str, exclude: set[str] | None = None
+             ) -> list[dict[str, Any]]:
+    """The incident's findings this destination is told of (an alert row, in any state), suppressed
+    ones aside."""
+    columns = ", ".join(f"f.{c}" for c in FINDING_COLUMNS)
+    result = store.con.execute(
+        f"SELECT NULL, NULL, NULL, {columns} FROM findings f WHERE f.incident_id = ? AND f.status <> 'suppressed' "  # noqa: S608
+        "AND EXISTS (SELECT 1 FROM alerts a WHERE a.finding_id = f.id AND a.destination = ? AND a.kind = 'alert') "
+        "ORDER BY f.first_seen, f.id", [incident_id, destination]).fetchall()
+    rows = [_row(a, t, c, values) for a, t, c, *values in result]
+    return [r["finding"] for r in rows if r["finding"]["id"] not in (exclude or set())]
+
+
+def _unassigned(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """A preview's stand-in for findings stored before incidents existed (the next writing run
+    assigns them): their agent's, with the worst one's summary as headline."""
+    worst = max((r["finding"] for r in rows), key=lambda f: (SEVERITIES.index(f["severity"]), f["score"]))
+    return {"id": None, "agent": worst["agent"], "severity": worst["severity"], "status": "open",
+            "headline": worst["summary"], "summary": {}, "version": 0,
+            "first_seen": min(r["finding"]["first_seen"] for r in rows)}
 
 
 def _pace(sender: Sender, posted: int, sleep: Callable[[float], None]) -> None:
@@ -245,17 +435,21 @@ def _pace(sender: Sender, posted: int, sleep: Callable[[float], None]) -> None:
 
 
 def _send(store: Store, sender: Sender, rows: Sequence[dict[str, Any]], message: Message,
-          thread_ts: str | None) -> None:
+          thread_ts: str | None, parent: tuple[str | None, int | None] | None = None) -> None:
+    """Post one message for these outbox rows, exactly once (see the module docstring). ``parent``
+    (incident, version) marks an incident's top-level message, recorded in ``incident_messages``
+    with the rows."""
     ids = sorted(r["id"] for r in rows)
     key = hashlib.sha256("|".join(ids).encode()).hexdigest()[:32]
     with store.transaction() as con:  # 1. promise: committed before Slack hears of it, with the
-        con.execute(                     # finding's count as the message will show it
+        con.execute(                     # finding's count as the message will show it, and its thread
             """
             UPDATE alerts SET status = 'sending', message_key = ?, attempts = attempts + 1, sent_at = ?,
+                   thread_ts = coalesce(thread_ts, ?),
                    event_count = greatest(event_count, (SELECT f.event_count FROM findings f
                                                         WHERE f.id = alerts.finding_id))
             WHERE list_contains(?, id)
-            """, [key, utcnow(), ids])
+            """, [key, utcnow(), thread_ts, ids])
     try:
         ts = sender.post(message, key=key, thread_ts=thread_ts)  # 2. post
     except TrailwardenError as exc:
@@ -268,26 +462,50 @@ def _send(store: Store, sender: Sender, rows: Sequence[dict[str, Any]], message:
             with store.transaction() as con:
                 con.execute("UPDATE alerts SET last_error = ? WHERE list_contains(?, id)", [error, ids])
         raise
-    _mark_sent(store, ids, ts)  # 3. record
+    _mark_sent(store, ids, ts, parent, getattr(sender, "channel_id", None))  # 3. record
 
 
-def _mark_sent(store: Store, ids: list[str], ts: str) -> None:
-    """Record the post (the rows already hold the count the message showed)."""
+def _mark_sent(store: Store, ids: list[str], ts: str, parent: tuple[str | None, int | None] | None = None,
+               channel_id: str | None = None) -> None:
+    """Record the post (the rows already hold the count the message showed); an incident's
+    top-level message also becomes the incident's message at this destination, showing
+    ``parent``'s version."""
     with store.transaction() as con:
         con.execute("UPDATE alerts SET status = 'sent', message_ts = ?, sent_at = ?, last_error = NULL "
                     "WHERE list_contains(?, id)", [ts, utcnow(), ids])
+        if parent is not None and parent[0] is not None:
+            con.execute(
+                "INSERT OR REPLACE INTO incident_messages (incident_id, destination, channel_id, message_ts, "
+                "shown_version, updated_at) SELECT ?, destination, ?, ?, ?, ? FROM alerts WHERE list_contains(?, id) "
+                "LIMIT 1", [parent[0], channel_id, ts, parent[1] or 0, utcnow(), ids])
+
+
+def _refresh(store: Store, sender: Sender, post: Post) -> None:
+    """Update an incident's message in place, then record the version it shows. ``chat.update``
+    is idempotent: a crash between the two repeats it, which changes nothing. A message that is
+    gone (deleted in Slack) is given up: recorded as shown, with a warning."""
+    assert post.update_ts is not None and post.incident_id is not None
+    gone = sender.update(post.message, ts=post.update_ts, channel_id=post.channel_id)
+    if gone:
+        log.warning("the Slack message of incident %s is gone (%s); it is no longer updated", post.incident_id, gone)
+    with store.transaction() as con:
+        con.execute("UPDATE incident_messages SET shown_version = greatest(shown_version, ?), updated_at = ? "
+                    "WHERE incident_id = ? AND destination = ?",
+                    [post.version or 0, utcnow(), post.incident_id, sender.destination])
 
 
 def _recover(store: Store, sender: Sender) -> int:
     """Rows a crash left 'sending': posted after all (record it), or not (pending again)."""
     rows = store.con.execute(
-        "SELECT message_key, list(id), min(sent_at), any_value(thread_ts) FROM alerts "
-        "WHERE destination = ? AND status = 'sending' GROUP BY message_key", [sender.destination]).fetchall()
+        "SELECT a.message_key, list(a.id), min(a.sent_at), any_value(a.thread_ts), "
+        "any_value(f.incident_id) FILTER (WHERE a.kind = 'alert' AND a.thread_ts IS NULL) FROM alerts a "
+        "LEFT JOIN findings f ON f.id = a.finding_id "
+        "WHERE a.destination = ? AND a.status = 'sending' GROUP BY a.message_key", [sender.destination]).fetchall()
     found = 0
-    for key, ids, since, thread_ts in rows:
+    for key, ids, since, thread_ts, incident in rows:
         ts = sender.find(key, since - RECOVERY_SLACK, thread_ts) if key else None
-        if ts:
-            _mark_sent(store, list(ids), ts)
+        if ts:  # a top-level message found: the incident's, drawn from an unknown version (updated next)
+            _mark_sent(store, list(ids), ts, (incident, 0) if incident else None, getattr(sender, "channel_id", None))
             found += len(ids)
         else:
             with store.transaction() as con:

@@ -58,6 +58,11 @@ class Sender(Protocol):
 
     def find(self, key: str, since: datetime, thread_ts: str | None = None) -> str | None: ...
 
+    def update(self, message: Message, *, ts: str, channel_id: str | None = None) -> str | None: ...
+
+
+GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
+
 
 class SlackSender:
     """Posts with ``chat.postMessage``; each message carries its outbox key in its metadata, so a
@@ -105,6 +110,21 @@ class SlackSender:
             response = self._call(self.client.chat_postMessage, **args)
         self.channel_id = response.get("channel") or self.channel_id
         return str(response["ts"])
+
+    def update(self, message: Message, *, ts: str, channel_id: str | None = None) -> str | None:
+        """Replace a message's text and blocks (``chat.update``; idempotent, so retried freely).
+        Returns Slack's error code when the message is gone (deleted: nothing left to update)."""
+        channel = channel_id or self._channel_id()
+        try:
+            self._call(self.reader.chat_update, channel=channel, ts=ts, text=message.text, blocks=message.blocks)
+        except _PayloadRejected:
+            self._call(self.reader.chat_update, channel=channel, ts=ts, text=message.text)
+        except TerminalError as exc:
+            code = getattr(exc, "slack_error", None)
+            if code in GONE:
+                return str(code)
+            raise
+        return None
 
     def find(self, key: str, since: datetime, thread_ts: str | None = None) -> str | None:
         """The ts of an earlier message carrying ``key``, if the channel has one."""
@@ -173,6 +193,10 @@ def _classified(exc: SlackApiError) -> Exception:
     status = getattr(exc.response, "status_code", 0)
     if code in FIX:
         return TerminalError(f"{FIX[code]} (Slack said {code}); the alerts stay pending")
+    if code in GONE:
+        gone = TerminalError(f"the Slack message is gone ({code})")
+        gone.slack_error = code  # type: ignore[attr-defined]
+        return gone
     if code in PAYLOAD_ERRORS:
         return _PayloadRejected(f"Slack rejected the message ({code})")
     if code == "ratelimited" or status == 429:  # refused, not processed; already retried by slack_sdk
@@ -209,6 +233,10 @@ class ConsoleSender:
 
     def find(self, key: str, since: datetime, thread_ts: str | None = None) -> str | None:
         return None  # a console cannot be asked; an interrupted print is printed again
+
+    def update(self, message: Message, *, ts: str, channel_id: str | None = None) -> str | None:
+        self._echo("  (updated) " + as_text(message).replace("\n", "\n  (updated) ") + "\n")
+        return None
 
 
 def missing_token(destination: str, pending: int) -> TerminalError:

@@ -5,11 +5,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from models.inventory import Inventory
 from pipeline.core.config import Config
-from pipeline.service.alerting.outbox import AlertReport, alert_target, deliver, enqueue, owed_count
+from pipeline.service.alerting.outbox import (
+    AlertReport,
+    alert_target,
+    deliver,
+    enqueue,
+    owed_count,
+    style_of,
+)
 from pipeline.service.alerting.slack import (
     ConsoleSender,
     SlackSender,
@@ -30,15 +38,23 @@ def sender_for(config: Config, echo: Callable[[str], None]) -> Any:
 
 def alert_once(store: Store, config: Config, inventory: Inventory, echo: Callable[[str], None], *,
                sleep: Callable[[float], None] = time.sleep) -> AlertReport:
-    """Enqueue what the config's destination is owed and deliver it. Without a Slack token the
+    """Apply the triage pressed in Slack since the last cycle, enqueue what the config's
+    destination is owed and deliver it. Without a Slack token the
     report carries the error (and what stays pending) instead; a sender's error propagates (after
     the rows involved are put back to pending)."""
+    from pipeline.detection.incidents import assign_incidents
+    from pipeline.service.slack_app import drain_inbox, inbox_path
+
     target = alert_target(config)
+    with store.transaction() as con:  # findings stored before incidents existed get theirs
+        assign_incidents(con, config.tz)
+    if store.path != ":memory:":  # triage pressed in Slack since the last cycle (pipeline/service/slack_app.py)
+        drain_inbox(store, inbox_path(Path(store.path)))
     enqueued = enqueue(store, target.destination, target.min_severity)
     sender = sender_for(config, echo)
     if sender is None:
         pending = owed_count(store, target.destination, target.min_severity)
         return AlertReport(enqueued=enqueued, pending=pending, error=str(missing_token(target.destination, pending)))
-    report = deliver(store, sender, inventory, sleep=sleep)
+    report = deliver(store, sender, inventory, sleep=sleep, style=style_of(config))
     report.enqueued = enqueued
     return report
