@@ -74,7 +74,7 @@ class Event(NamedTuple):
     role_id: str | None  # assumed-role: principalId before ':'
     session_name: str | None  # assumed-role: after ':'
     access_key_id: str | None
-    mfa_authenticated: bool | None
+    mfa_authenticated: bool | None  # sessionContext's; a ConsoleSignin's own record when it has one (signin_mfa)
     session_created: datetime | None
     recipient_account_id: str | None
     vpc_id: str | None
@@ -142,6 +142,8 @@ def normalize(obj: Any, raw: str | None = None, now: datetime | None = None) -> 
     row["error_message"] = row["error_message"] or None
     row.update(_identity(obj.get("userIdentity")))
     params, extra = obj.get("requestParameters"), obj.get("additionalEventData")
+    if row["event_name"] == "ConsoleSignin":
+        row["mfa_authenticated"] = signin_mfa(extra, row["mfa_authenticated"])
     code = params.get("ServiceCode") if isinstance(params, dict) else None
     scheme = extra.get("Scheme") if isinstance(extra, dict) else None
     return Event(
@@ -155,6 +157,26 @@ def normalize(obj: Any, raw: str | None = None, now: datetime | None = None) -> 
         raw=raw,
         **row,
     )
+
+
+# where a console sign-in records whether MFA was used: a RAM user's, the root account's (section 1.4
+# of ../shared/notes/actiontrail.md); the SQL twin is migration 0019's backfill
+SIGNIN_MFA_KEYS = ("mfaChecked", "isMFAChecked")
+
+
+def signin_mfa(extra: Any, session_mfa: bool | None) -> bool | None:
+    """Whether a ``ConsoleSignin`` used MFA: ``additionalEventData.mfaChecked`` (RAM user) or
+    ``isMFAChecked`` (root), which is the sign-in's own record and so wins over the session context
+    (a real sign-in event usually has none). A value that is not true/false says nothing: the
+    session context's value, if any, stays (the sign-in itself is never quarantined for it)."""
+    if isinstance(extra, dict):
+        for key in SIGNIN_MFA_KEYS:
+            value = extra.get(key)
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                return value.lower() == "true"
+    return session_mfa
 
 
 def _plausible(when: datetime, now: datetime | None) -> datetime:
