@@ -477,3 +477,12 @@ def test_an_interrupted_generation_leaves_no_labels_to_score_it_with(tmp_path: P
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == f"org_eval: error: {root} has no labels.json: not a scenario, or its generation " \
                                   "was interrupted (write it with --generate)"
+
+
+def test_a_change_that_stays_is_a_trap_until_the_scenarios_end(org: Any) -> None:
+    """A new region, a rotated key and a new NAT address are still benign days later: a finding
+    on them then trips the trap (not "other")."""
+    scenario, _, _ = org
+    for kind in ("new_region", "key_rotation", "office_nat_change"):
+        label = _label(scenario, kind)
+        assert _time(label["end"]) == scenario.end, kind

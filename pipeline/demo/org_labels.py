@@ -154,6 +154,12 @@ class Planner:
     def window(self, first: date, days: int = 2) -> tuple[datetime, datetime]:
         return at(first, 0), min(at(first + timedelta(days=days), 0), at(self.org.end, 0))
 
+    def persistent(self, first: date) -> tuple[datetime, datetime]:
+        """From ``first`` to the scenario's end: a change that stays (a new region, a rotated key,
+        a new NAT address) is benign every day after it too, so a finding on it then trips the trap
+        rather than counting as another finding."""
+        return at(first, 0), at(self.org.end, 0)
+
 
 def _hostile(rng: random.Random) -> str:
     return host_in(rng, rng.choice(HOSTILE_NETWORKS))
@@ -217,7 +223,7 @@ def _new_region(plan: Planner) -> None:
     agent.regions = [*(agent.regions or [HOME_REGION]), region]
     first = plan.day(org.working, last=2)
     agent.p.update(new_region=region, new_region_from=first)
-    start, end = plan.window(first)
+    start, end = plan.persistent(first)
     plan.add(Label("trap-new-region", "new_region", agent.name, "quiet",
                    f"{agent.name} rolls out to {region}, declared in its regions, from {first:%a %Y-%m-%d}", start, end),
              [(first, lambda r: ci_deploy(org, agent, at(first, r.uniform(10, 16)), r, region))])
@@ -236,7 +242,7 @@ def _key_rotation(plan: Planner) -> None:
     rotated = at(day, rng.uniform(10, 16))
     agent.p.update(rotated=rotated, new_key=new)
     after = plan.next_working(day)
-    start, end = plan.window(day)
+    start, end = plan.persistent(day)
     extras: list[tuple[date, Make]] = [(day, lambda r: _rotate(org, agent, day, rotated, r))]
     if after:
         extras.append((after, lambda r: _delete_old(org, agent, after, r)))
@@ -358,7 +364,7 @@ def _nat_change(plan: Planner) -> None:
     new = host_in(plan.rng, new_net)
     day = plan.day(org.working, last=3)
     agent.p["nat"] = (day, new)
-    start, end = plan.window(day)
+    start, end = plan.persistent(day)
     days = [d for d in (day, plan.next_working(day)) if d]
     plan.add(Label("trap-nat-change", "office_nat_change", agent.name, "quiet",
                    f"{agent.name}'s office NAT moves from {old} to {new}, both inside the declared {cidr}", start, end),
