@@ -118,11 +118,12 @@ def _token(rng: random.Random, n: int) -> str:
     return "".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789") for _ in range(n))
 
 
-def event(rng: random.Random, actor: Actor, when: datetime, api_name: str, *, region: str = "cn-hangzhou",
+def event(rng: random.Random, actor: Actor, when: datetime, api_name: str | Api, *, region: str = "cn-hangzhou",
           ip: str, ua: str, resource: str | None = None, error: tuple[str, str] | None = None,
           session: str | None = None, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One ActionTrail event as a trail delivers it (about 1 KB of JSON)."""
-    api = APIS[api_name]
+    """One ActionTrail event as a trail delivers it (about 1 KB of JSON). ``api_name`` names one of
+    :data:`APIS`, or is an :class:`Api` of the caller's own (the organisation generator's)."""
+    api = api_name if isinstance(api_name, Api) else APIS[api_name]
     request_id = str(uuid.UUID(int=rng.getrandbits(128))).upper()
     identity = actor.identity(rng, session)
     if api.service in ("AasSub", "AasCustomer"):
