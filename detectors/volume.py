@@ -141,8 +141,7 @@ class Volume(Detector):
             for start, end in group_bursts(list(rows["event_time"]), self.dedup_window):
                 burst = rows.iloc[start:end]
                 if self._voluminous(burst, marks, profiles[str(agent)]):
-                    out.append(self._finding(str(agent), burst, marks[marks["kind"].isin(set(burst["kind"]))],
-                                             profiles[str(agent)]))
+                    out.append(self._finding(str(agent), burst, _marks_of(burst, marks), profiles[str(agent)]))
         return out
 
     def _voluminous(self, burst: pd.DataFrame, marks: pd.DataFrame, profile: VolumeProfile) -> bool:
@@ -208,6 +207,18 @@ def _kinds(df: pd.DataFrame) -> np.ndarray:
     actions = df["event_name"].astype(str)
     return np.where(classes.to_numpy() == "", actions.to_numpy(),
                     (actions + " on " + classes.astype(str)).to_numpy()).astype(object)
+
+
+def _marks_of(burst: pd.DataFrame, marks: pd.DataFrame) -> pd.DataFrame:
+    """The flagged hours within the burst, said first; the flagged days only when no hour is."""
+    span = set(zip(burst["kind"], burst["hour"], strict=True))
+    hours = marks[(marks["span"] == "hour").to_numpy()
+                  & np.array([(k, a) in span for k, a in zip(marks["kind"], marks["at"], strict=True)], dtype=bool)]
+    if len(hours):
+        return hours
+    days = set(zip(burst["kind"], burst["day"], strict=True))
+    return marks[(marks["span"] == "day").to_numpy()
+                 & np.array([(k, a) in days for k, a in zip(marks["kind"], marks["at"], strict=True)], dtype=bool)]
 
 
 def _in_flagged(rows: pd.DataFrame, marks: pd.DataFrame) -> np.ndarray:
