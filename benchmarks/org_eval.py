@@ -75,6 +75,9 @@ def main() -> None:
         sc = generate(args.scenario, agents=args.agents, weeks=args.weeks, seed=args.seed, volume=args.volume)
         print(f"generated {sc.events:,} events ({sc.events / sc.agents / (sc.weeks * 7):,.0f} per agent per day) "
               f"in {sc.files} files in {sc.seconds:.1f}s")
+    if not (args.scenario / "labels.json").is_file():
+        parser.exit(2, f"org_eval: error: {args.scenario} has no labels.json: not a scenario, or its generation was "
+                       "interrupted (write it with --generate)\n")
     result, timings = evaluate(args.scenario)
     print(table(result))
     print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))

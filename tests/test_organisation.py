@@ -455,3 +455,25 @@ def test_org_eval_runs_the_cli_as_the_contract_says_and_scores_every_label(org: 
     assert not detectors_seen & {"out_of_scope", "unregistered_identity", "expired_agent"}
     assert (scenario.root / "data" / "trailwarden.duckdb").exists()
 
+
+
+# -- an interrupted generation ---------------------------------------------------------------------------------
+def test_an_interrupted_generation_leaves_no_labels_to_score_it_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """labels.json is written last and an earlier one removed first: a half-written scenario is
+    never scored against another scenario's labels, and org_eval says why it refuses it."""
+    root = tmp_path / "scenario"
+    root.mkdir()
+    (root / "labels.json").write_text('{"scenario": {}, "labels": []}\n')
+
+    def killed(*_: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("pipeline.demo.organisation._write_events", killed)
+    with pytest.raises(KeyboardInterrupt):
+        generate(root, seed=5, **SMALL)  # type: ignore[arg-type]
+    assert not (root / "labels.json").exists()
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "org_eval.py"), str(root)],
+                          capture_output=True, text=True, check=False, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"org_eval: error: {root} has no labels.json: not a scenario, or its generation " \
+                                  "was interrupted (write it with --generate)"

@@ -91,7 +91,7 @@ class Label:
     related: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        out = {"id": self.id, "kind": self.kind, "agent": self.agent, "expect": self.expect,
+        out: dict[str, Any] = {"id": self.id, "kind": self.kind, "agent": self.agent, "expect": self.expect,
                "start": _iso(self.start), "end": _iso(self.end), "description": self.description}
         if self.related:
             out["related"] = self.related
@@ -362,7 +362,12 @@ def _nat_change(plan: Planner) -> None:
     days = [d for d in (day, plan.next_working(day)) if d]
     plan.add(Label("trap-nat-change", "office_nat_change", agent.name, "quiet",
                    f"{agent.name}'s office NAT moves from {old} to {new}, both inside the declared {cidr}", start, end),
-             [(d, lambda r, d=d: vendor_session(org, agent, d, r, r.uniform(10, 16))) for d in days])
+             [(d, _vendor_day(org, agent, d)) for d in days])
+
+
+def _vendor_day(org: Org, agent: OrgAgent, day: date) -> Make:
+    """The vendor's session on ``day`` (a closure per day: a lambda in a loop would share it)."""
+    return lambda r: vendor_session(org, agent, day, r, r.uniform(10, 16))
 
 
 # == incidents ==========================================================================================

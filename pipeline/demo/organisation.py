@@ -15,6 +15,9 @@ config/trailwarden.yaml ingest --file events/``, then ``detect --since <detect_s
 <end>`` (both in ``labels.json``), and score ``findings --status all --format json`` with
 :func:`pipeline.demo.score.score` (``benchmarks/org_eval.py`` does all of it).
 
+``labels.json`` is written last (an earlier one is removed first): a directory without it is a
+generation that was interrupted, and nothing scores it against another scenario's labels.
+
 The output depends only on the arguments: the same seed (and ``end``) writes the same bytes. The
 events end before ``end`` (default: today's local midnight; later than a day from now, ingest
 would refuse them as "in the future"). Memory holds one file (a day of at most
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import random
 import shutil
 import sys
@@ -231,6 +235,7 @@ def generate(out_dir: Path | str, *, agents: int = 60, weeks: int = 8, seed: int
     with ``jobs`` processes (the output does not depend on how many)."""
     started = time.monotonic()
     root = Path(out_dir)
+    (root / "labels.json").unlink(missing_ok=True)  # written last: without it, the scenario is incomplete
     shutil.rmtree(root / "events", ignore_errors=True)
     last = local_day(end or datetime.now(UTC))  # the events end at this local day's midnight
     args = (agents, weeks, seed, last, volume)
@@ -364,12 +369,15 @@ def _parse(text: str) -> datetime:
 
 
 def _write_labels(path: Path, scenario: Scenario) -> None:
+    """Write ``labels.json`` whole or not at all (it marks a finished scenario)."""
     doc = {"scenario": {"seed": scenario.seed, "agents": scenario.agents, "weeks": scenario.weeks,
                         "volume": scenario.volume, "start": _iso(scenario.start), "end": _iso(scenario.end),
                         "detect_since": _iso(scenario.detect_since), "events": scenario.events,
                         "time_zone": BUSINESS_TZ.key},
            "labels": scenario.labels}
-    path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, path)
 
 
 def _iso(when: datetime) -> str:

@@ -60,7 +60,9 @@ def score(findings: Iterable[dict[str, Any]], labels: Iterable[dict[str, Any]], 
     floor = _rank(min_severity)
     loud = [f for f in findings if _rank(f.get("severity")) >= floor]
     labels = list(labels)
-    incidents, traps, explained = [], [], set()
+    incidents: list[dict[str, Any]] = []
+    traps: list[dict[str, Any]] = []
+    explained: set[int] = set()
     for label in labels:
         own = [f for f in loud if f["agent"] == label["agent"] and _overlaps(f, label)]
         related = [f for f in loud if f["agent"] in label.get("related", ()) and _overlaps(f, label)]
