@@ -118,13 +118,18 @@ class Novelty(Detector):
         new = {kind: _unknown(agents, values[kind], {a: set(p.used.get(kind, [])) if p.used else set()
                                                      for a, (p, _) in judged.items()})
                for kind in KINDS}
-        families = np.array([sensitive_family(s, n) for s, n in zip(service, df["event_name"], strict=True)],
-                            dtype=object)
+        # each distinct API's family once, each distinct (agent, family) pair's verdict once
+        codes, apis = pd.factorize(values["api"])
+        families = np.array([sensitive_family(*str(a).split(":", 1)) for a in apis] + [None], dtype=object)[codes]
         known_families = {a: {sensitive_family(*api.split(":", 1)) for api in (p.used or {}).get("api", [])}
                           for a, (p, _) in judged.items()}
-        new_family = np.array([f is not None and f not in known_families[a] for a, f in zip(agents, families,
-                                                                                            strict=True)])
-        stable = agents.map(lambda a: judged[a][1]).to_numpy(dtype=bool)
+        has_family = families != None  # noqa: E711 - elementwise over an object array
+        new_family = np.zeros(len(df), dtype=bool)
+        if has_family.any():
+            new_family[has_family] = _unknown(agents[has_family], pd.Series(families[has_family]),
+                                              {a: {f for f in fs if f} for a, fs in known_families.items()})
+        agent_codes, agent_names = pd.factorize(agents)
+        stable = np.array([judged[str(a)][1] for a in agent_names], dtype=bool)[agent_codes]
         novel = new_family | (stable & (new["service"] | new["api"] | new["resource"]))
         if not novel.any():
             return []
