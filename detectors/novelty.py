@@ -10,6 +10,11 @@ the share of its active days (after the first) that brought an API never used be
 *novelty*. An agent is *stable* when it has at least 7 active days and a novelty of at most
 ``max_novelty`` (0.15): a CI key, a backup role, a service; a person exploring the console is not.
 
+A RAM call a user makes about itself (listing, creating, disabling or deleting its own AccessKeys,
+changing its password, binding its MFA device: ``SELF_SERVICE``, naming no other user) is
+self-service, not the ``ram:*`` family: a person rotating their own key is benign churn; unbinding
+*another* user's MFA device is not.
+
 Severity: the first use of a sensitive family by a stable agent is medium (a CI key's first
 ``kms:GetSecretValue``, a Terraform role's first ``actiontrail:LookupEvents``: its policy may have
 allowed them all along), and is listed with the others as a ``novelty`` aspect weighted by the
@@ -29,6 +34,7 @@ busier agent's rarer ones count as new.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -44,6 +50,12 @@ from models.baselines import Baseline, History, Learned
 MAX_VALUES = 2000
 KINDS = ("service", "api", "resource")
 WEIGHTS = {"service": 0.3, "api": 0.15, "resource": 0.3}  # per kind of new value (at most one each)
+# RAM calls a user makes about itself (its own AccessKeys, password, MFA device): self-service, not the
+# use of RAM's power over others, when they name no other user (lower-case: detect's parameter events)
+SELF_SERVICE = frozenset({
+    "listaccesskeys", "createaccesskey", "updateaccesskey", "deleteaccesskey", "getaccesskeylastused",
+    "changepassword", "getloginprofile", "getuser", "getusermfainfo", "createvirtualmfadevice",
+    "bindmfadevice", "getsecuritypreference"})
 
 
 @dataclass
@@ -98,7 +110,8 @@ class Novelty(Detector):
         "max_novelty": 0.15,  # stable: new APIs came on at most 15% of its active days
     }
     columns = ("event_id", "event_time", "agent", "event_name", "service_name", "referenced_resources",
-               "error_code", "source_ip")
+               "error_code", "source_ip", "user_name", "request_parameters")
+    parameter_events = SELF_SERVICE
     learns = NoveltyProfile
 
     def validate(self) -> None:
@@ -123,7 +136,8 @@ class Novelty(Detector):
         families = np.array([sensitive_family(*str(a).split(":", 1)) for a in apis] + [None], dtype=object)[codes]
         known_families = {a: {sensitive_family(*api.split(":", 1)) for api in (p.used or {}).get("api", [])}
                           for a, (p, _) in judged.items()}
-        has_family = families != None  # noqa: E711 - elementwise over an object array
+        families = np.where(_self_service(df), None, families)
+        has_family = pd.Series(families).notna().to_numpy()
         new_family = np.zeros(len(df), dtype=bool)
         if has_family.any():
             new_family[has_family] = _unknown(agents[has_family], pd.Series(families[has_family]),
@@ -188,6 +202,29 @@ class Novelty(Detector):
             summary=f"{agent} used for the first time on {day:%Y-%m-%d}: {'; '.join(parts)} ({history})",
             event_ids=list(group["event_id"]), evidence=jsonable(evidence), dedup_key=f"novelty:{day:%Y-%m-%d}",
         )
+
+
+def _self_service(df: pd.DataFrame) -> np.ndarray:
+    """Per row: a RAM call a user makes about itself (``SELF_SERVICE``, naming no user or its own)."""
+    names = df["event_name"].astype(str).str.lower()
+    candidate = names.isin(SELF_SERVICE).to_numpy() & df["user_name"].notna().to_numpy()
+    out = np.zeros(len(df), dtype=bool)
+    for i in np.flatnonzero(candidate):
+        target = _named_user(df["request_parameters"].iloc[i])
+        out[i] = target is None or target == str(df["user_name"].iloc[i])
+    return out
+
+
+def _named_user(text: Any) -> str | None:
+    """The ``UserName`` a RAM call names in its request parameters (None: none, or unreadable)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        params = json.loads(text)
+    except ValueError:
+        return None
+    name = params.get("UserName") if isinstance(params, dict) else None
+    return str(name) if name else None
 
 
 def _unknown(agents: pd.Series, values: pd.Series, known: dict[str, set[str]]) -> np.ndarray:

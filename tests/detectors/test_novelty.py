@@ -106,3 +106,20 @@ def test_an_unstable_agents_first_sensitive_call_is_low(store: Store, baselines:
     (f,) = score(store, t, baselines)
     assert (f.agent, f.severity, f.event_ids) == ("explorer", "low", ids)
     assert f.evidence["sensitive_families"] == ["ram:*"] and f.evidence["stable"] is False
+
+
+def test_rotating_its_own_access_key_is_self_service_not_the_ram_family(store: Store,
+                                                                      baselines: dict[str, Baseline]) -> None:
+    """A user creating, disabling and deleting its own AccessKey (naming itself, or no user) is RAM
+    self-service: new APIs (low), not the sensitive ram:* family. The same call aimed at another
+    user is the family's first use (medium)."""
+    t = harness.Trail(INVENTORY, batch=2)
+    own = [t.add("ci", at(TUE, 11, i), name, serviceName="Ims", isGlobal=True,
+                 requestParameters=params)["eventId"]
+           for i, (name, params) in enumerate((("ListAccessKeys", {}), ("CreateAccessKey", {"UserName": "ci-deploy"}),
+                                               ("UpdateAccessKey", {"UserName": "ci-deploy", "Status": "Inactive"})))]
+    other = [t.add("ci", at(WED, 11), "CreateAccessKey", serviceName="Ims", isGlobal=True,
+                   requestParameters={"UserName": "alice"})["eventId"]]
+    rotated, aimed = score(store, t, baselines)
+    assert (rotated.event_ids, rotated.severity, rotated.evidence["sensitive_families"]) == (own, "low", [])
+    assert (aimed.event_ids, aimed.severity, aimed.evidence["sensitive_families"]) == (other, "medium", ["ram:*"])
