@@ -1,6 +1,6 @@
 """backtest: what each detector would have raised, day by day, without touching the store.
 
-Most tests replay the demo month (``run_demo``, built once for the module): every planted incident
+Most tests replay the demo month (the shared ``demo_checkout``'s store, built once): every planted incident
 shows on its day under its detector and agent; the counts add up in every format; the day-by-day
 findings are the ones ``detect`` run on each day would have stored; a tuned copy of the config
 lowers a detector's counts; the store file is byte-for-byte the same afterwards. A small store
@@ -27,7 +27,7 @@ from detectors.odd_hours import OddHours
 from models.inventory import Attributor, Inventory
 from pipeline.core.config import Config, load_config
 from pipeline.demo import synthetic
-from pipeline.demo.build import demo_inventory, run_demo
+from pipeline.demo.build import demo_inventory
 from pipeline.detection.backtest import Dedup, run_backtest
 from pipeline.detection.detect import run_detect
 from pipeline.detection.findings import list_findings
@@ -73,10 +73,8 @@ class Demo:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
-    db = tmp_path_factory.mktemp("demo") / "demo.duckdb"
-    run_demo(db, days=30, seed=7, echo=lambda _line: None)  # ingests, and detects the last 8 days
-    return Demo(db)
+def demo(demo_checkout: Path) -> Demo:
+    return Demo(demo_checkout / "data" / "trailwarden.duckdb")  # 30 days, seed 7; the last 8 days detected
 
 
 def fingerprint(db: Path) -> tuple[Any, ...]:

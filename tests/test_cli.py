@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REAL_ATTACKS, assert_one_line_error, run_cli, write_ndjson
+from tests.conftest import (
+    REAL_ATTACKS,
+    assert_one_line_error,
+    run_cli,
+    run_cli_process,
+    write_ndjson,
+)
 
 
 def test_ingest_reports_new_then_nothing_new(tmp_path):
@@ -113,8 +119,7 @@ def test_query_errors_exit_2_in_one_line(tmp_path):
                           "no store here yet")
 
 
-def test_an_eoferror_escaping_a_command_is_an_internal_error_not_an_abort(tmp_path, monkeypatch, capsys):
-    import pipeline.cli.main as cli
+def test_an_eoferror_escaping_a_command_is_an_internal_error_not_an_abort(tmp_path, monkeypatch):
     from pipeline.service import status
     from pipeline.store.store import open_store
 
@@ -125,12 +130,35 @@ def test_an_eoferror_escaping_a_command_is_an_internal_error_not_an_abort(tmp_pa
         raise EOFError("Compressed file ended before the end-of-stream marker was reached")
 
     monkeypatch.setattr(status, "collect_status", eof)
-    with pytest.raises(SystemExit) as exited:
-        cli.main(["status", "--db", str(tmp_path / "s.duckdb")])
-    assert exited.value.code == 1  # not 130: that is for Ctrl-C
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("trailwarden: internal error:"), lines
-    assert "end-of-stream marker" in lines[0]
+    result = run_cli("status", "--db", str(tmp_path / "s.duckdb"))
+    line = assert_one_line_error(result, 1, "end-of-stream marker")  # not 130: that is for Ctrl-C
+    assert line.startswith("trailwarden: internal error:"), line
+
+
+@pytest.mark.slow  # processes: the installed console script and `python -m pipeline`
+def test_the_real_entry_points_answer_exactly_as_run_cli_does(tmp_path):
+    """Every other CLI test runs ``trailwarden`` in this process (run_cli): the console script a
+    user types and ``python -m pipeline`` give the same exit code, output and one-line error."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, _cli_environment
+
+    script = Path(sys.executable).parent / "trailwarden"
+    if not script.exists():
+        pytest.skip("the trailwarden console script is not installed beside this Python")
+    db = tmp_path / "s.duckdb"
+    assert run_cli("ingest", "--file", str(REAL_ATTACKS), "--db", str(db)).returncode == 0
+    count = ("query", "SELECT count(*) AS n FROM events", "--db", str(db), "--format", "json")
+    assert json.loads(run_cli(*count).stdout)[0]["n"] > 0
+    for args in (count, ("query", "DELETE FROM events", "--db", str(db)),
+                 ("query", "SELECT 1", "--db", str(tmp_path / "none.duckdb"))):
+        expected = run_cli(*args)
+        typed = subprocess.run([str(script), *args], cwd=ROOT, env=_cli_environment(None), capture_output=True,
+                               text=True, timeout=300, check=False)
+        for result in (typed, run_cli_process(*args)):
+            assert (result.returncode, result.stdout, result.stderr) == (
+                expected.returncode, expected.stdout, expected.stderr), args
 
 
 def test_status_reports_events_sources_and_runs(tmp_path):
@@ -242,6 +270,7 @@ def _config(tmp_path: Path, text: str) -> Path:
     return path
 
 
+@pytest.mark.slow  # a process on a pseudo-terminal
 def test_progress_bar_on_a_terminal_and_quiet_otherwise(tmp_path):
     import os
     import pty
@@ -376,6 +405,7 @@ def _on_a_terminal(*args: str) -> str:
     return b"".join(chunks).decode()
 
 
+@pytest.mark.slow  # a process on a pseudo-terminal
 def test_csv_is_exact_data_in_a_pipe_and_inert_on_a_terminal(hostile_store):
     cfg, _ = hostile_store
     sql = "SELECT user_name, error_message FROM events ORDER BY event_id LIMIT 1"
@@ -386,16 +416,9 @@ def test_csv_is_exact_data_in_a_pipe_and_inert_on_a_terminal(hostile_store):
     assert "ci-<U+200B>deploy,\\x1b[2J _it_ ~strike~ <U+202E><U+200B>\\x7f\\x9b31m" in shown
 # -- one-line errors name their option once ----------------------------------------------------------
 def _main(*argv: str) -> tuple[int, str, str]:
-    """Run ``trailwarden`` in-process (its own entry point: exit code and one-line errors)."""
-    import contextlib
-    import io
-
-    from pipeline.cli.main import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    return int(exc.value.code or 0), out.getvalue(), err.getvalue()
+    """Run ``trailwarden`` (its own entry point: exit code and one-line errors)."""
+    result = run_cli(*argv)
+    return result.returncode, result.stdout, result.stderr
 
 
 TIME_OPTIONS = [  # every option that takes a time, and the command it belongs to
@@ -528,14 +551,11 @@ def test_every_format_option_speaks_one_vocabulary():
 
 @pytest.mark.parametrize("command", [["status"], ["findings", "stats"], ["least-privilege", "ci-deployer"],
                                      ["agents"], ["detect", "--since", "2d"]])
-def test_csv_output_parses_with_a_header(demo_checkout, tmp_path, command):
+def test_csv_output_parses_with_a_header(demo_checkout, demo_copy, command):
     import csv
     import io
-    import shutil
 
-    db = tmp_path / "copy.duckdb"  # detect writes: a copy of the demo store
-    shutil.copyfile(demo_checkout / "data" / "trailwarden.duckdb", db)
-    result = run_cli("--db", str(db), *command, "--format", "csv", cwd=demo_checkout)
+    result = run_cli("--db", str(demo_copy), *command, "--format", "csv", cwd=demo_checkout)  # detect writes
     assert result.returncode == 0, result.stderr
     rows = list(csv.reader(io.StringIO(result.stdout)))
     assert len(rows) >= 2 and all(len(r) == len(rows[0]) for r in rows)

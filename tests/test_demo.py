@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from models.inventory import load_inventory
 from pipeline.demo import synthetic
 from tests.conftest import REAL_ATTACKS, ROOT, assert_one_line_error, kill_after_commits, run_cli
 
 
+@pytest.mark.slow  # builds the demo
 def test_demo_runs_end_to_end(tmp_path):
     db = tmp_path / "demo.duckdb"
     result = run_cli("demo", "--db", str(db), "--days", "14")
@@ -31,6 +34,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert status["events"] > 10_000 and status["quarantined"] == 0
 
 
+@pytest.mark.slow  # builds the demo
 def test_demo_is_repeatable(tmp_path):
     a = run_cli("demo", "--db", str(tmp_path / "a" / "d.duckdb"), "--days", "14", "--seed", "3")
     b = run_cli("demo", "--db", str(tmp_path / "b" / "d.duckdb"), "--days", "14", "--seed", "3")
@@ -75,6 +79,7 @@ def test_the_demo_never_replaces_a_store_that_is_not_its_own(tmp_path):
     assert (tmp_path / "junk.duckdb").read_text() == "not a store"
 
 
+@pytest.mark.slow  # builds the demo
 def test_the_demo_replaces_its_own_store_and_marks_it(tmp_path):
     db = tmp_path / "d.duckdb"
     for _ in range(2):  # the second run replaces the first's store
@@ -86,6 +91,7 @@ def test_the_demo_replaces_its_own_store_and_marks_it(tmp_path):
     assert not list(tmp_path.glob("*.demo-building*"))  # built beside it, then moved into place
 
 
+@pytest.mark.slow  # builds the demo, and kills a process
 def test_a_demo_killed_half_way_leaves_the_old_store_and_a_retry_finishes(tmp_path):
     db = tmp_path / "d.duckdb"
     assert run_cli("demo", "--db", str(db), "--days", "14", cwd=tmp_path).returncode == 0
@@ -99,6 +105,7 @@ def test_a_demo_killed_half_way_leaves_the_old_store_and_a_retry_finishes(tmp_pa
     assert json.loads(run_cli("status", "--db", str(db), "--format", "json").stdout)["quarantined"] == 0
 
 
+@pytest.mark.slow  # builds the demo
 def test_where_no_config_is_found_the_demo_writes_one_and_never_overwrites_it(tmp_path):
     result = run_cli("demo", "--days", "14", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -160,10 +161,9 @@ def test_events_a_failed_detector_missed_are_scored_once_it_works(store, tmp_pat
 
 # -- the command line ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def demo_db(tmp_path_factory) -> Path:
-    db = tmp_path_factory.mktemp("demo") / "demo.duckdb"
-    result = run_cli("demo", "--db", str(db), "--days", "14")
-    assert result.returncode == 0, result.stderr
+def demo_db(tmp_path_factory, demo_checkout) -> Path:
+    db = tmp_path_factory.mktemp("demo") / "demo.duckdb"  # train and detect write: a copy
+    shutil.copyfile(demo_checkout / "data" / "trailwarden.duckdb", db)
     return db
 
 

@@ -232,6 +232,7 @@ with open_store(sys.argv[1]) as s:
 """
 
 
+@pytest.mark.slow  # kill -9 of a process
 def test_kill_9_mid_ingest_then_retry_stores_each_event_once(tmp_path, make_event):
     events = [make_event(i) for i in range(1000)]
     path = write_ndjson(tmp_path / "e.jsonl", events)

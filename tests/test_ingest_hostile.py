@@ -220,6 +220,7 @@ def _unprivileged() -> list[str]:
     return ["setpriv", f"--inh-caps={drop}", f"--bounding-set={drop}"]
 
 
+@pytest.mark.slow  # a process without root's file access
 def test_an_unreadable_file_and_folder_are_skipped_loudly_and_the_retry_reads_only_them(tmp_path):
     """Was: PermissionError ended the ingest (the readable sibling not stored); an unreadable
     sub-folder was skipped with exit 0 and no warning."""
@@ -464,6 +465,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"  # a zombie is dead, waiting for PID 1 to reap it
 
 
+@pytest.mark.slow  # kill -9 of a process
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_parse_workers_and_the_resource_tracker_die_with_a_killed_ingest(tmp_path):
     """Was: after a kill -9 the two workers (~200 MiB each) and the resource tracker lived on."""

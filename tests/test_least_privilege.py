@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
@@ -23,7 +22,6 @@ import pytest
 from models.inventory import Attributor, Inventory, load_inventory
 from models.mapping import CallerFacts, CallFacts, is_authorized_call, requests
 from models.policy import Decision, Request, compile_policy, evaluate
-from pipeline.demo.build import run_demo
 from pipeline.ingest.run import ingest_files
 from pipeline.investigate.least_privilege import least_privilege
 from pipeline.store.store import Store, open_store
@@ -136,17 +134,14 @@ def _batch_lines(name: str, agent: Agent, docs: list[dict[str, Any]]) -> Iterato
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+def demo(tmp_path_factory: pytest.TempPathFactory, demo_checkout: Path) -> Demo:
     folder = tmp_path_factory.mktemp("least-privilege")
-    db = folder / "demo.duckdb"
-    run_demo(db, days=DAYS, echo=lambda _: None)
+    db = demo_checkout / "data" / "trailwarden.duckdb"  # the demo's month: DAYS days
     since = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=DAYS)
     agents: dict[str, Agent] = {}
     lines: list[str] = []
-    with ThreadPoolExecutor(4) as pool:  # read-only, side by side
-        results = pool.map(lambda name: run_cli("least-privilege", name, "--since", since.isoformat(),
-                                                "--format", "json", "--db", str(db)), AGENTS)
-    for name, result in zip(AGENTS, results, strict=True):
+    for name in AGENTS:
+        result = run_cli("least-privilege", name, "--since", since.isoformat(), "--format", "json", "--db", str(db))
         assert result.returncode == 0, result.stderr
         docs = _declared(name)
         agent = Agent(json.loads(result.stdout), _observed(db, name, since, _condition_keys(docs)))

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 from models.inventory import load_inventory
-from pipeline.demo.build import run_demo
 from pipeline.detection.findings import list_findings
 from pipeline.investigate.least_privilege import least_privilege
 from pipeline.store.store import open_store
@@ -44,10 +43,8 @@ def _kernel_or_skip() -> str:
 
 
 @pytest.fixture(scope="module")
-def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    db = tmp_path_factory.mktemp("notebooks") / "demo.duckdb"
-    run_demo(db, days=DAYS, echo=lambda _: None)
-    return db
+def demo_db(demo_checkout: Path) -> Path:
+    return demo_checkout / "data" / "trailwarden.duckdb"  # the demo's month: DAYS days, read only
 
 
 def _parameterised(path: Path, values: dict[str, Any]) -> nbformat.NotebookNode:
@@ -113,6 +110,7 @@ def test_there_are_notebooks():
     assert {p.stem for p in NOTEBOOKS} >= {"triage", "agent_replay", "least_privilege"}
 
 
+@pytest.mark.slow  # a Jupyter kernel per notebook
 @pytest.mark.parametrize("name", [p.stem for p in NOTEBOOKS])
 def test_notebook_runs_without_error_and_draws(executed, name):
     nb = executed[name]
@@ -121,6 +119,7 @@ def test_notebook_runs_without_error_and_draws(executed, name):
     assert _images(nb) >= 1, f"{name} drew no chart"
 
 
+@pytest.mark.slow  # executes the notebooks
 def test_triage_shows_the_planted_findings(executed, demo_db):
     with open_store(demo_db, read_only=True) as store:
         found = list_findings(store)
@@ -132,6 +131,7 @@ def test_triage_shows_the_planted_findings(executed, demo_db):
         assert name in text, f"triage does not show {name}"
 
 
+@pytest.mark.slow  # executes the notebooks
 def test_agent_replay_shows_the_agents_events_and_findings(executed, demo_db):
     with open_store(demo_db, read_only=True) as store:
         count, failed = store.con.execute(
@@ -149,6 +149,7 @@ def test_agent_replay_shows_the_agents_events_and_findings(executed, demo_db):
         assert det in text, f"the findings table does not show {det}"
 
 
+@pytest.mark.slow  # executes the notebooks
 def test_least_privilege_shows_unused_grants_for_every_agent(executed, demo_db):
     inventory = load_inventory(ROOT / "config" / "agents.yaml")
     text = _text(executed["least_privilege"])

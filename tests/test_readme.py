@@ -1,7 +1,7 @@
 """Every example in the README runs, as written, against the demo's store.
 
 The examples are each ```bash block's lines and the ``$ `` lines of the other blocks. They run in
-a copy of the repository's working files where ``trailwarden demo`` ran once (the
+a copy of the repository's working files where ``trailwarden demo`` ran once (of the
 ``demo_checkout`` fixture), each in ``bash`` from that root, in the README's order (a suppression
 is added before it is removed). A line that cannot run here is skipped for a reason listed in
 SKIPPED; a few illustrative values are put in place of the ones this run made (PLACED). Each must
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -104,8 +105,9 @@ def test_the_readme_shows_examples_of_every_kind():
 
 
 @pytest.mark.slow
-def test_every_readme_example_runs_verbatim_on_the_demo_store(demo_checkout: Path):
-    root = demo_checkout
+def test_every_readme_example_runs_verbatim_on_the_demo_store(demo_checkout: Path, tmp_path: Path):
+    root = tmp_path / "checkout"  # the examples write (suppressions, ingest...): a copy of the shared one
+    shutil.copytree(demo_checkout, root)
     for name, text in SETUP.items():
         (root / name).write_text(text, encoding="utf-8")
     ids = _finding_ids(root)

@@ -121,7 +121,7 @@ def test_a_cycle_with_a_stripping_inventory_fails_whole(attributed: Path) -> Non
 
 @pytest.mark.parametrize("command", ["run", "serve"])
 def test_run_and_serve_need_a_config_file(tmp_path: Path, command: str) -> None:
-    result = run_cli(command, cwd=tmp_path, timeout=60)
+    result = run_cli(command, cwd=tmp_path)
     assert_one_line_error(result, 2, f"`{command}` needs a config file", "--config", "TRAILWARDEN_CONFIG")
     assert not (tmp_path / "data").exists()  # no store was created in the wrong place
 
@@ -132,6 +132,6 @@ def test_a_config_from_the_environment_is_enough(attributed: Path, tmp_path: Pat
     config.write_text(f"database: {attributed}\ninventory: {tmp_path / 'agents.yaml'}\n", encoding="utf-8")
     home = tmp_path / "home"
     home.mkdir()
-    result = run_cli("run", cwd=home, env={"TRAILWARDEN_CONFIG": str(config)}, timeout=120)
+    result = run_cli("run", cwd=home, env={"TRAILWARDEN_CONFIG": str(config)})
     assert result.returncode == 0, result.stderr
     assert _agents(attributed)["ci-deployer"] == 20

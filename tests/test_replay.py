@@ -351,6 +351,7 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@pytest.mark.slow  # a browser process
 def test_html_renders_in_a_headless_browser(case, html_file):
     browser = _chromium()
     if browser is None:

@@ -339,7 +339,7 @@ def test_bad_suppressions_exit_2_naming_the_flag(config, db):
     usage_error(cli(config, "suppress", "remove", "sup-00000000", "--reason", "r"), "sup-00000000")
 
 
-def test_suppress_list_all_is_the_audit_trail(config, db):
+def test_suppress_list_all_is_the_audit_trail(config, db, clock):
     save(db, finding())
     db.close()
     added = cli(config, "suppress", "add", "--detector", "odd_hours", "--agent", "backup-job", "--reason",
@@ -351,9 +351,7 @@ def test_suppress_list_all_is_the_audit_trail(config, db):
     removed = cli(config, "suppress", "remove", sid, "--by", "bob", "--reason", "drill over")
     assert removed.returncode == 0, removed.stderr
     usage_error(cli(config, "suppress", "remove", sid, "--reason", "again"), "already removed", "bob")
-    import time
-
-    time.sleep(1.1)
+    clock.advance(seconds=2)  # the 1s suppression has ended
     active = json.loads(cli(config, "suppress", "list", "--format", "json").stdout)
     assert active == []
     trail = {s["id"]: s for s in json.loads(cli(config, "suppress", "list", "--all", "--format", "json").stdout)}

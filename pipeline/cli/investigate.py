@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from pipeline.cli.app import (
 )
 from pipeline.cli.views.least_privilege import least_privilege_text
 from pipeline.core.errors import UsageError
-from pipeline.core.output import json_text, render
+from pipeline.core.output import render, written
 
 
 @cli.command()
@@ -76,8 +77,8 @@ def replay(app: App, agent: str, since: str | None, until: str | None, fmt: str,
     """
     from pipeline.core.times import parse_when, utcnow
     from pipeline.investigate.agents import has_events
-    from pipeline.investigate.replay import build_replay
-    from pipeline.investigate.replay_views import as_html, as_text
+    from pipeline.investigate.replay import write_replay
+    from pipeline.investigate.replay_views import HTML_AROUND, HTML_LAST, as_text, write_html
 
     now = utcnow()
     end = parse_when(until, now, "--until") if until else now
@@ -85,20 +86,26 @@ def replay(app: App, agent: str, since: str | None, until: str | None, fmt: str,
     if start >= end:
         raise UsageError("--since must be before --until", key="--since")
     agent = resolve_agent(app, agent, "replaying")
-    with app.open(read_only=True) as store:
+    with app.open(read_only=True) as store, written(output) as out:
         if not has_events(store, agent) and app.inventory.agent(agent) is None:
             raise UsageError(f"no agent or identity {agent!r} in the store or the inventory", key="AGENT")
         _note_if_attribution_stale(store, app.inventory)
-        report = build_replay(store, agent, app.inventory, since=start, until=end, with_raw=fmt != "table",
-                              redact=not unredacted)
-    text = (json_text(report, indent=2) if fmt == "json"
-            else as_html(report) if fmt == "html" else as_text(report))
+        redact = not unredacted
+        if fmt == "json":
+            replay = write_replay(store, agent, app.inventory, out, since=start, until=end, redact=redact, last=0)
+        elif fmt == "html":
+            with tempfile.TemporaryFile("w+", encoding="utf-8") as export:
+                replay = write_replay(store, agent, app.inventory, export, since=start, until=end, redact=redact,
+                                      last=HTML_LAST, around=HTML_AROUND)
+                export.seek(0)
+                write_html(replay, export, out)
+        else:
+            replay = write_replay(store, agent, app.inventory, None, since=start, until=end, redact=redact,
+                                  with_raw=False)
+            out.write(as_text(replay) + "\n")
     if output:
-        Path(output).write_text(text + "\n", encoding="utf-8")
-        click.echo(f"wrote {output} ({report['summary']['events']:,} events, sha256 {report['sha256'][:16]}…)",
+        click.echo(f"wrote {output} ({replay.report['summary']['events']:,} events, sha256 {replay.sha256[:16]}…)",
                    err=True)
-    else:
-        click.echo(text)
 
 
 @cli.command(name="least-privilege")

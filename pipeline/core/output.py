@@ -16,10 +16,12 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 from pipeline.core.inert import json_inert, one_line, reveal
 
@@ -249,3 +251,21 @@ def _clock(seconds: float) -> str:
     s = int(round(seconds))
     h, rest = divmod(s, 3600)
     return f"{h}:{rest // 60:02}:{rest % 60:02}" if h else f"{rest // 60:02}:{rest % 60:02}"
+
+
+@contextmanager
+def written(path: str | os.PathLike[str] | None) -> Iterator[TextIO]:
+    """A text stream to ``path``, or to standard output when ``path`` is ``None``. A file is
+    written beside its target and renamed into place when the block ends without error, so a
+    reader never sees half of it and a failure leaves what was there before."""
+    if path is None:
+        yield sys.stdout
+        return
+    target = Path(path)
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        with partial.open("w", encoding="utf-8") as out:
+            yield out
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)

@@ -4,6 +4,7 @@ ISO-8601 as trailwarden writes it. Every datetime inside trailwarden is timezone
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 
 from pipeline.core.errors import UsageError
@@ -13,8 +14,17 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 MIN_STEP = timedelta(hours=1)
 
 
-def utcnow() -> datetime:
+def _wall_clock() -> datetime:
     return datetime.now(UTC)
+
+
+# What "now" is for every caller of utcnow: the wall clock, except where a test moves time on
+# (``monkeypatch.setattr(times, "clock", ...)``) instead of sleeping until it has passed.
+clock: Callable[[], datetime] = _wall_clock
+
+
+def utcnow() -> datetime:
+    return clock()
 
 
 def parse_duration(value: str | int | float | timedelta) -> timedelta:

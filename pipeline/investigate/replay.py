@@ -24,14 +24,19 @@ fast even on 10M rows) and the raw JSON is fetched only for the export.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-from collections import defaultdict
+import tempfile
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import IO, Any, TextIO
 
 from models.inventory import Inventory
 from models.mapping import PARAMETER_TARGETS, CallFacts, action, is_authorized_call, resources
 from pipeline import __version__
+from pipeline.core.inert import json_inert
 from pipeline.core.output import to_jsonable
 from pipeline.core.redact import might_hold_secrets
 from pipeline.core.redact import redact as redact_values
@@ -45,37 +50,155 @@ EVENT_FIELDS = ("event_id", "event_time", "event_name", "event_type", "event_rw"
                 "account_id")
 # The target of a RAM user/role call is often only in its request parameters (a virtual column over
 # the raw JSON): read them for those events only.
+BATCH = 2048  # events fetched at a time
 _PARAMETERS = ("CASE WHEN list_contains(?, lower(event_name)) THEN request_parameters::VARCHAR END "
                "AS request_parameters")
 
 
 def build_replay(store: Store, agent: str, inventory: Inventory, *, since: datetime | None = None,
                  until: datetime | None = None, with_raw: bool = True, redact: bool = True) -> dict[str, Any]:
+    """The whole replay as one dict (the JSON export, parsed): for notebooks and small windows.
+    Memory grows with the window; the command streams (:func:`write_replay`)."""
+    buffer = io.StringIO()
+    write_replay(store, agent, inventory, buffer, since=since, until=until, with_raw=with_raw, redact=redact)
+    report: dict[str, Any] = json.loads(buffer.getvalue())
+    return report
+
+
+@dataclass
+class Replay:
+    """What a streamed replay keeps in memory: the export without its timeline (bounded by the
+    number of distinct resources, sources and findings, not by events), its digest, and the
+    extracts the views show."""
+
+    report: dict[str, Any]  # the export; its "timeline" holds only ``shown`` entries
+    sha256: str
+    shown: list[tuple[int, dict[str, Any]]]  # (position in the timeline, entry), in order
+    activity: dict[datetime, list[int]]  # hour (UTC) -> [calls, failed]
+    entries: int  # the timeline's length (events and findings)
+
+
+def write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | None, *,
+                 since: datetime | None = None, until: datetime | None = None, with_raw: bool = True,
+                 redact: bool = True, last: int = 50, around: int = 0) -> Replay:
+    """Write the JSON export to ``out`` (``None``: only its digest) as the agent's events are read.
+
+    Memory stays flat in the number of events: each timeline entry is written to temporary files
+    as it is read (``_Timeline``), while the summary, blast radius and changes are added up; then
+    the digest is computed and the export written (the same document ``json.dumps(report,
+    indent=2)`` would give, byte for byte). The views keep the ``last`` entries and ``around`` entries on each
+    side of every finding (``Replay.shown``)."""
     until = until or utcnow()
     since = since or until - timedelta(days=90)
-    rows, redactions = _events(store, agent, since, until, with_raw, redact)
     findings = sorted((f for f in list_findings(store, agent=agent)
                        if f["last_seen"] >= since and f["first_seen"] < until), key=lambda f: (f["first_seen"], f["id"]))
-    known = _history(store, agent, since)
+    totals = _Totals(_history(store, agent, since))
+    extract = _Extract(last, around)
     inv = inventory.agent(agent)
-    report: dict[str, Any] = {
-        "agent": agent,
-        "registered": inv is not None,
-        "purpose": inv.purpose if inv else None, "owner": inv.owner if inv else None,
-        "environment": inv.environment if inv else None,
-        "identities": inv.identities if inv else [agent],
-        "window": {"since": since, "until": until},
-        "generated_at": utcnow(), "generator": f"trailwarden {__version__}",
-        "summary": _summary(rows, findings),
-        "blast_radius": _blast_radius(rows),
-        "changes": _changes(rows, known),
-        "findings": findings,
-        "timeline": _timeline(rows, findings),
-        "redaction": _redaction_note(redact, redactions),
-    }
-    report = to_jsonable(report)
-    report["sha256"] = export_digest(report)
-    return report
+    generated_at = utcnow()
+    with _Timeline(pretty=out is not None) as timeline:
+        pending = iter(findings)
+        finding = next(pending, None)
+
+        def put(entry: dict[str, Any]) -> None:
+            if entry["kind"] == "event":  # text and lists of text from the store, parsed raw JSON
+                jsonable = {**entry, "event_time": to_jsonable(entry["event_time"])}
+            else:
+                jsonable = to_jsonable(entry)
+            extract.add(timeline.count, jsonable)
+            timeline.add(jsonable)
+
+        for row in _events(store, agent, since, until, with_raw, redact, totals):
+            while finding is not None and finding["first_seen"] <= row["event_time"]:
+                put(_finding_entry(finding))
+                finding = next(pending, None)
+            totals.add(row)
+            put(_event_entry(row))
+        while finding is not None:
+            put(_finding_entry(finding))
+            finding = next(pending, None)
+        header = to_jsonable({
+            "agent": agent,
+            "registered": inv is not None,
+            "purpose": inv.purpose if inv else None, "owner": inv.owner if inv else None,
+            "environment": inv.environment if inv else None,
+            "identities": inv.identities if inv else [agent],
+            "window": {"since": since, "until": until},
+            "generated_at": generated_at, "generator": f"trailwarden {__version__}",
+            "summary": totals.summary(len(findings)),
+            "blast_radius": totals.blast_radius(),
+            "changes": totals.changes(),
+            "findings": findings,
+        })
+        trailer = to_jsonable({"redaction": _redaction_note(redact, totals.redacted)})
+        digest = timeline.digest(header, trailer)
+        if out is not None:
+            timeline.write_export(header, trailer, digest, out)
+    shown = extract.entries()
+    report = {**header, "timeline": [entry for _, entry in shown], **trailer, "sha256": digest}
+    return Replay(report, digest, shown, totals.activity, timeline.count)
+
+
+def _canonical(value: Any) -> str:
+    """The JSON the digest is over (keys sorted, no spaces, text as is): ``export_digest``'s."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _pretty(value: Any) -> str:
+    """The JSON the export shows (as ``json_text(..., indent=2)`` writes it)."""
+    return json_inert(json.dumps(value, indent=2, ensure_ascii=False, default=str, allow_nan=False))
+
+
+class _Timeline:
+    """The timeline while it streams: each entry is written to a temporary file as the digest's
+    canonical JSON and, when an export is written, to another as the export shows it (indented as
+    the whole export would be), so neither the events nor their text stay in memory."""
+
+    def __init__(self, *, pretty: bool) -> None:
+        self.canonical = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed by __exit__
+        self.pretty = tempfile.TemporaryFile("w+", encoding="utf-8") if pretty else None  # noqa: SIM115
+        self.count = 0
+
+    def __enter__(self) -> _Timeline:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.canonical.close()
+        if self.pretty is not None:
+            self.pretty.close()
+
+    def add(self, entry: dict[str, Any]) -> None:
+        self.canonical.write(("," if self.count else "") + _canonical(entry))
+        if self.pretty is not None:
+            self.pretty.write(("," if self.count else "") + "\n    " + _pretty(entry).replace("\n", "\n    "))
+        self.count += 1
+
+    def digest(self, header: dict[str, Any], trailer: dict[str, Any]) -> str:
+        """SHA-256 of the canonical export without its digest (what ``export_digest`` computes of
+        the export once parsed), the timeline read back in chunks."""
+        body = {**header, **trailer}
+        keys = sorted([*body, "timeline"])
+        sha = hashlib.sha256()
+        sha.update(("{" + "".join(f"{_canonical(k)}:{_canonical(body[k])}," for k in keys if k < "timeline")
+                    + '"timeline":[').encode())
+        _copy(self.canonical, lambda chunk: sha.update(chunk.encode()))
+        sha.update(("]" + "".join(f",{_canonical(k)}:{_canonical(body[k])}" for k in keys if k > "timeline")
+                    + "}").encode())
+        return sha.hexdigest()
+
+    def write_export(self, header: dict[str, Any], trailer: dict[str, Any], digest: str, out: TextIO) -> None:
+        """The export as one indented JSON document: the header's keys, the timeline, the
+        redaction note and the digest last."""
+        assert self.pretty is not None
+        out.write(_pretty(header)[:-2] + ',\n  "timeline": [')
+        _copy(self.pretty, out.write)
+        out.write(("\n  ]" if self.count else "]") + "," + _pretty({**trailer, "sha256": digest})[1:] + "\n")
+
+
+def _copy(source: IO[str], sink: Callable[[str], Any]) -> None:
+    source.seek(0)
+    while chunk := source.read(1 << 20):
+        sink(chunk)
 
 
 def export_digest(report: dict[str, Any]) -> str:
@@ -95,31 +218,30 @@ def _redaction_note(applied: bool, count: int) -> dict[str, Any]:
 
 
 def _events(store: Store, agent: str, since: datetime, until: datetime, with_raw: bool,
-            redact: bool) -> tuple[list[dict[str, Any]], int]:
-    """The agent's events in the window, and how many values were redacted from them. Only the
-    rare event whose text may hold a secret (``might_hold_secrets``) is walked."""
+            redact: bool, totals: _Totals) -> Iterator[dict[str, Any]]:
+    """The agent's events in the window, oldest first, read in batches; the values redacted from
+    them are counted in ``totals``. Only the rare event whose text may hold a secret
+    (``might_hold_secrets``) is walked."""
     columns = [*EVENT_FIELDS, _PARAMETERS, "raw" if with_raw else "NULL AS raw"]
     result = store.con.execute(
         f"SELECT {', '.join(columns)} FROM events WHERE agent = ? AND event_time >= ? AND event_time < ? "  # noqa: S608
         "ORDER BY event_time, event_id", [sorted(PARAMETER_TARGETS), agent, since, until])
     names = [d[0] for d in result.description or []]
-    out = []
-    redacted = 0
-    for values in result.fetchall():
-        row = dict(zip(names, values, strict=True))
-        facts = CallFacts(row["event_type"], row["event_name"], row["service_name"], row["service_code"],
-                          row["acs_region"], row["recipient_account_id"] or row["account_id"],
-                          row["referenced_resources"], row["resource_type"], row["resource_name"],
-                          row.pop("request_parameters"))  # only for the mapping: not exported
-        row["action"] = action(facts)
-        row["resources"] = resources(facts) if is_authorized_call(row["event_type"], row["service_name"]) else []
-        text = "\n".join(v for v in row.values() if isinstance(v, str))  # the raw JSON too
-        row["raw"] = json.loads(row["raw"]) if isinstance(row["raw"], str) else None
-        if redact and might_hold_secrets(text):
-            row, count = redact_values(row)
-            redacted += count
-        out.append(row)
-    return out, redacted
+    while batch := result.fetchmany(BATCH):
+        for values in batch:
+            row = dict(zip(names, values, strict=True))
+            facts = CallFacts(row["event_type"], row["event_name"], row["service_name"], row["service_code"],
+                              row["acs_region"], row["recipient_account_id"] or row["account_id"],
+                              row["referenced_resources"], row["resource_type"], row["resource_name"],
+                              row.pop("request_parameters"))  # only for the mapping: not exported
+            row["action"] = action(facts)
+            row["resources"] = resources(facts) if is_authorized_call(row["event_type"], row["service_name"]) else []
+            text = "\n".join(v for v in row.values() if isinstance(v, str))  # the raw JSON too
+            row["raw"] = json.loads(row["raw"], parse_constant=_null) if isinstance(row["raw"], str) else None
+            if redact and might_hold_secrets(text):
+                row, count = redact_values(row)
+                totals.redacted += count
+            yield row
 
 
 def _history(store: Store, agent: str, before: datetime) -> dict[str, set[str]]:
@@ -130,64 +252,128 @@ def _history(store: Store, agent: str, before: datetime) -> dict[str, set[str]]:
     return {"apis": set(names or []), "source_ips": set(ips or []), "regions": set(regions or [])}
 
 
-def _summary(rows: list[dict[str, Any]], findings: list[dict[str, Any]]) -> dict[str, Any]:
-    failed = sum(1 for r in rows if r["error_code"])
-    return {"events": len(rows), "failed": failed, "findings": len(findings),
-            "first_event": rows[0]["event_time"] if rows else None,
-            "last_event": rows[-1]["event_time"] if rows else None,
-            "apis": len({r["action"] for r in rows})}
+def _event_entry(row: dict[str, Any]) -> dict[str, Any]:
+    entry = {k: row[k] for k in ("event_id", "event_time", "action", "event_rw", "source_ip", "acs_region",
+                                 "user_agent", "access_key_id", "error_code", "error_message", "resources")}
+    entry["kind"] = "event"
+    entry["raw"] = row["raw"]
+    return entry
 
 
-def _blast_radius(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    touched: dict[tuple[str, str, str], dict[str, Any]] = {}
-    seen: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-    for r in rows:
-        write = r["event_rw"] == "Write"
+def _finding_entry(f: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "finding", "event_time": f["first_seen"], "id": f["id"], "detector": f["detector"],
+            "severity": f["severity"], "summary": f["summary"], "status": f["status"]}
+
+
+class _Totals:
+    """The summary, blast radius, changes and hourly activity, added up one event at a time: memory
+    in the number of distinct resources and sources, not events."""
+
+    def __init__(self, known: dict[str, set[str]]) -> None:
+        self.known = known
+        self.events = self.failed = self.redacted = 0
+        self.first: datetime | None = None
+        self.last: datetime | None = None
+        self.actions: set[str] = set()
+        self.touched: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.seen: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        self.new: dict[str, list[dict[str, Any]]] = {"new_apis": [], "new_source_ips": [], "new_regions": []}
+        self.firsts: set[tuple[str, str]] = set()
+        self.activity: dict[datetime, list[int]] = defaultdict(lambda: [0, 0])
+
+    def add(self, r: dict[str, Any]) -> None:
+        when = r["event_time"]
+        self.events += 1
+        self.failed += bool(r["error_code"])
+        self.first = self.first or when
+        self.last = when
+        self.actions.add(r["action"])
+        hour = self.activity[when.replace(minute=0, second=0, microsecond=0)]
+        hour[0] += 1
+        hour[1] += bool(r["error_code"])
+        access = "write" if r["event_rw"] == "Write" else "read"
         outcome = "failed" if r["error_code"] else "succeeded"
         for arn in r["resources"]:
             if arn.endswith(":*"):
                 continue  # a call with no resource: nothing touched to name
-            entry = touched.setdefault((arn, "write" if write else "read", outcome), {
-                "resource": arn, "access": "write" if write else "read", "outcome": outcome, "calls": 0,
-                "actions": set(), "first_seen": r["event_time"], "last_seen": r["event_time"]})
+            entry = self.touched.setdefault((arn, access, outcome), {
+                "resource": arn, "access": access, "outcome": outcome, "calls": 0,
+                "actions": set(), "first_seen": when, "last_seen": when})
             entry["calls"] += 1
             entry["actions"].add(r["action"])
-            entry["last_seen"] = r["event_time"]
+            entry["last_seen"] = when
         for key, value in (("source_ips", r["source_ip"]), ("user_agents", r["user_agent"]),
                            ("regions", r["acs_region"]), ("access_keys", r["access_key_id"])):
             if value:
-                item = seen[key].setdefault(value, {"value": value, "calls": 0, "first_seen": r["event_time"]})
+                item = self.seen[key].setdefault(value, {"value": value, "calls": 0, "first_seen": when})
                 item["calls"] += 1
-                item["last_seen"] = r["event_time"]
-    resources_out = sorted(({**e, "actions": sorted(e["actions"])} for e in touched.values()),
-                           key=lambda e: (e["access"] != "write", e["outcome"] != "succeeded", -e["calls"]))
-    return {"resources": resources_out, **{k: sorted(v.values(), key=lambda i: -i["calls"]) for k, v in seen.items()}}
-
-
-def _changes(rows: list[dict[str, Any]], known: dict[str, set[str]]) -> dict[str, Any]:
-    out: dict[str, list[dict[str, Any]]] = {"new_apis": [], "new_source_ips": [], "new_regions": []}
-    firsts: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in rows:
+                item["last_seen"] = when
         for kind, key, value in (("new_apis", "apis", r["event_name"]), ("new_source_ips", "source_ips", r["source_ip"]),
                                  ("new_regions", "regions", r["acs_region"])):
-            if value and value not in known[key] and (kind, value) not in firsts:
-                firsts[(kind, value)] = {"value": value, "first_seen": r["event_time"], "event_id": r["event_id"]}
-                out[kind].append(firsts[(kind, value)])
-    out_any: dict[str, Any] = dict(out)
-    out_any["history_was_empty"] = not any(known.values())
-    return out_any
+            if value and value not in self.known[key] and (kind, value) not in self.firsts:
+                self.firsts.add((kind, value))
+                self.new[kind].append({"value": value, "first_seen": when, "event_id": r["event_id"]})
+
+    def summary(self, findings: int) -> dict[str, Any]:
+        return {"events": self.events, "failed": self.failed, "findings": findings, "first_event": self.first,
+                "last_event": self.last, "apis": len(self.actions)}
+
+    def blast_radius(self) -> dict[str, Any]:
+        touched = sorted(({**e, "actions": sorted(e["actions"])} for e in self.touched.values()),
+                         key=lambda e: (e["access"] != "write", e["outcome"] != "succeeded", -e["calls"]))
+        return {"resources": touched,
+                **{k: sorted(v.values(), key=lambda i: -i["calls"]) for k, v in self.seen.items()}}
+
+    def changes(self) -> dict[str, Any]:
+        return {**self.new, "history_was_empty": not any(self.known.values())}
 
 
-def _timeline(rows: list[dict[str, Any]], findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    items: list[tuple[Any, int, dict[str, Any]]] = []
-    for r in rows:
-        event = {k: r[k] for k in ("event_id", "event_time", "action", "event_rw", "source_ip", "acs_region",
-                                   "user_agent", "access_key_id", "error_code", "error_message", "resources")}
-        event["kind"] = "event"
-        event["raw"] = r["raw"]
-        items.append((r["event_time"], 1, event))
-    for f in findings:
-        items.append((f["first_seen"], 0, {"kind": "finding", "event_time": f["first_seen"], "id": f["id"],
-                                           "detector": f["detector"], "severity": f["severity"],
-                                           "summary": f["summary"], "status": f["status"]}))
-    return [item for _, _, item in sorted(items, key=lambda i: (i[0], i[1]))]
+class _Extract:
+    """The timeline entries a view shows, kept as they stream by: the ``last`` events (with the
+    findings among them) and ``around`` entries before and after each finding."""
+
+    def __init__(self, last: int, around: int) -> None:
+        self.last, self.around = last, around
+        self.tail: deque[tuple[int, dict[str, Any]]] = deque()
+        self.tail_events = 0
+        self.before: deque[tuple[int, dict[str, Any]]] = deque(maxlen=max(around, 1))
+        self.kept: dict[int, dict[str, Any]] = {}
+        self.after = 0
+
+    def add(self, position: int, entry: dict[str, Any]) -> None:
+        if entry["kind"] == "finding":
+            if self.around:
+                self.kept.update(self.before)
+                self.before.clear()
+            self.kept[position] = entry
+            self.after = self.around
+        elif self.after:
+            self.kept[position] = entry
+            self.after -= 1
+        elif self.around:
+            self.before.append((position, entry))
+        if self.last:
+            self.tail.append((position, entry))
+            self.tail_events += entry["kind"] == "event"
+            if self.tail_events > self.last:
+                while self.tail_events > self.last:
+                    _, dropped = self.tail.popleft()
+                    self.tail_events -= dropped["kind"] == "event"
+                self._drop_findings_before_the_first_event()
+
+    def _drop_findings_before_the_first_event(self) -> None:
+        first = next(e["event_time"] for _, e in self.tail if e["kind"] == "event")
+        while self.tail[0][1]["kind"] == "finding" and _time(self.tail[0][1]["event_time"]) < _time(first):
+            self.tail.popleft()
+
+    def entries(self) -> list[tuple[int, dict[str, Any]]]:
+        return sorted({**self.kept, **dict(self.tail)}.items()) if self.around else list(self.tail)
+
+
+def _null(_: str) -> None:
+    """NaN and infinities in a raw event become null, as ``to_jsonable`` writes them: strict JSON."""
+    return
+
+
+def _time(iso: str) -> datetime:
+    return datetime.fromisoformat(iso)

@@ -1,4 +1,4 @@
-"""Views of a replay (``pipeline.investigate.replay.build_replay``): a terminal report, and a single
+"""Views of a replay (``pipeline.investigate.replay.write_replay``): a terminal report, and a single
 self-contained HTML file for an incident ticket (inline CSS and SVG, no scripts, no network).
 
 Every value in the HTML is escaped: event fields are attacker-controlled. In the terminal report
@@ -7,22 +7,25 @@ every value is inert: tables through ``pipeline.core.output``, the other lines t
 
 from __future__ import annotations
 
-import json
-from collections import Counter
 from datetime import datetime, timedelta
 from html import escape
-from typing import Any
+from typing import IO, Any, TextIO
 
 from pipeline.core.inert import one_line
 from pipeline.core.output import render
+from pipeline.investigate.replay import Replay
 
-MAX_TIMELINE_ROWS = 2000  # the HTML table; the JSON export always holds every event
+HTML_LAST = 500  # the HTML timeline: the last entries, and
+HTML_AROUND = 25  # the entries on each side of every finding; the JSON export holds every event
 # JSON inside <script>: "</script>" would end the element and "<!--<script>" would make the parser
 # swallow the rest of the page, so <, > and & are written as JSON escapes (the same JSON once parsed).
 _SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
 
 
-def as_text(report: dict[str, Any], max_events: int = 50) -> str:
+def as_text(replay: Replay) -> str:
+    """The terminal report: the summary, findings, blast radius, what was new and the last events
+    (``write_replay(..., last=N)`` decides how many)."""
+    report = replay.report
     s = report["summary"]
     who = (f"{report['purpose']} · owner {report['owner']} · {report['environment']}" if report["registered"]
            else "not in the inventory")
@@ -50,13 +53,9 @@ def as_text(report: dict[str, Any], max_events: int = 50) -> str:
         if changes[key]:
             lines.append(one_line(f"{title} (never seen before the window): "
                                   + ", ".join(f"{c['value']} ({c['first_seen']})" for c in changes[key])))
-    events = [t for t in report["timeline"] if t["kind"] == "event"]
-    lines += ["", f"Timeline (last {min(max_events, len(events))} of {len(events)} events; "
-              "--format json for all, with raw JSON)"]
     shown = report["timeline"]
-    if len(events) > max_events:
-        cut = events[-max_events]["event_time"]
-        shown = [t for t in shown if t["event_time"] >= cut]
+    kept = sum(1 for t in shown if t["kind"] == "event")
+    lines += ["", f"Timeline (last {kept} of {s['events']} events; --format json for all, with raw JSON)"]
     lines.append(render(["time", "what", "source_ip", "region", "error"],
                         [[t["event_time"], f"FINDING {t['severity']} {t['detector']}: {t['summary']}"
                           if t["kind"] == "finding" else t["action"], t.get("source_ip"), t.get("acs_region"),
@@ -86,11 +85,16 @@ td.mono,code{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:1
 """
 
 
-def as_html(report: dict[str, Any]) -> str:
+def write_html(replay: Replay, export: IO[str], out: TextIO) -> None:
+    """One self-contained page for a ticket, written to ``out`` as it goes: the summary, the
+    activity chart over the whole window, the findings, blast radius and what was new, the
+    timeline around each finding and at the end (gaps say how many entries they skip), and the
+    complete JSON export (``export``, read from its start) embedded for the record."""
+    report = replay.report
     s = report["summary"]
     who = (f"{_e(report['purpose'])} · owner {_e(report['owner'])} · {_e(report['environment'])}"
            if report["registered"] else "not in the inventory: no owner, no declared scope")
-    parts = [
+    out.write("\n".join([
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; style-src 'unsafe-inline'\">",
         f"<title>trailwarden replay: {_e(report['agent'])}</title><style>{_CSS}</style></head><body>",
@@ -98,51 +102,61 @@ def as_html(report: dict[str, Any]) -> str:
         f"{_e(report['window']['since'])} .. {_e(report['window']['until'])} · {s['events']:,} events, "
         f"<span class='failed'>{s['failed']:,} failed</span>, {s['apis']} APIs, {s['findings']} findings · "
         f"generated {_e(report['generated_at'])} by {_e(report['generator'])}</div>",
-        "<h2>Activity per hour</h2>", _chart(report),
-        "<p class='note'>Bars: calls per hour (red: failed). Triangles: findings.</p>",
+        "<h2>Activity per hour</h2>", _chart(replay),
+        "<p class='note'>Bars: calls per hour (red: failed). Triangles: findings. Times in UTC.</p>",
         _findings_table(report["findings"]), _radius_tables(report["blast_radius"]),
-        _changes_html(report["changes"]), _timeline_table(report["timeline"]),
+        _changes_html(report["changes"]), _timeline_table(replay),
         "<h2>Evidence</h2><p>This file embeds the complete replay (every event's raw JSON) as JSON in the "
         "element <code>#trailwarden-export</code>. Its SHA-256, over that JSON without the <code>sha256</code> "
         f"field, keys sorted: <code>{_e(report['sha256'])}</code></p><p>{_e(_redaction_line(report))}</p>",
-        "<script type='application/json' id='trailwarden-export'>"
-        + json.dumps(report, ensure_ascii=False, allow_nan=False).translate(_SCRIPT_SAFE) + "</script>",
-        "</body></html>",
-    ]
-    return "\n".join(parts)
+        "<script type='application/json' id='trailwarden-export'>"]))
+    while chunk := export.read(1 << 20):
+        out.write(chunk.translate(_SCRIPT_SAFE))
+    out.write("</script>\n</body></html>\n")
 
 
-def _chart(report: dict[str, Any], width: int = 960, height: int = 180) -> str:
-    events = [t for t in report["timeline"] if t["kind"] == "event"]
-    findings = [t for t in report["timeline"] if t["kind"] == "finding"]
+def _chart(replay: Replay, width: int = 960, height: int = 180) -> str:
+    """Calls per hour over the whole window (from the replay's hourly totals, so a 90-day window
+    costs 2,160 numbers, not its events), a marker per finding, and a time axis in UTC."""
+    report = replay.report
     start = _ts(report["window"]["since"]).replace(minute=0, second=0, microsecond=0)
     end = _ts(report["window"]["until"])
     hours = max(1, int((end - start).total_seconds() // 3600) + 1)
-    calls: Counter[int] = Counter()
-    failed: Counter[int] = Counter()
-    for e in events:
-        slot = int((_ts(e["event_time"]) - start).total_seconds() // 3600)
-        calls[slot] += 1
-        if e["error_code"]:
-            failed[slot] += 1
-    peak = max(calls.values(), default=1)
+    peak = max((c for c, _ in replay.activity.values()), default=1)
     bar = width / hours
-    svg = [f"<svg class='chart' width='{width}' height='{height + 20}' viewBox='0 0 {width} {height + 20}' "
+    svg = [f"<svg class='chart' width='{width}' height='{height + 34}' viewBox='0 0 {width} {height + 34}' "
            "xmlns='http://www.w3.org/2000/svg' role='img' aria-label='calls per hour'>"]
-    for slot, n in sorted(calls.items()):
+    for hour, (n, failed) in sorted(replay.activity.items()):
+        slot = int((hour - start).total_seconds() // 3600)
         x, h = slot * bar, n / peak * (height - 10)
-        fh = failed[slot] / peak * (height - 10)
+        fh = failed / peak * (height - 10)
         svg.append(f"<rect x='{x:.2f}' y='{height - h:.2f}' width='{max(bar, 1):.2f}' height='{h:.2f}' fill='#4a6fa5'>"
-                   f"<title>{_e(start + timedelta(hours=slot))}: {n} calls, {failed[slot]} failed</title></rect>")
+                   f"<title>{_e(hour)}: {n} calls, {failed} failed</title></rect>")
         if fh:
             svg.append(f"<rect x='{x:.2f}' y='{height - fh:.2f}' width='{max(bar, 1):.2f}' height='{fh:.2f}' "
                        "fill='#c0392b'/>")
-    for f in findings:
-        x = (_ts(f["event_time"]) - start).total_seconds() / 3600 * bar
+    for f in report["findings"]:
+        x = (_ts(f["first_seen"]) - start).total_seconds() / 3600 * bar
         svg.append(f"<polygon points='{x:.1f},{height + 2} {x - 5:.1f},{height + 14} {x + 5:.1f},{height + 14}' "
                    f"fill='#e67e22'><title>{_e(f['severity'])} {_e(f['detector'])}: {_e(f['summary'])}</title></polygon>")
+    svg += _axis(start, hours, bar, height)
     svg.append(f"<text x='2' y='12' font-size='11' fill='#556'>peak {peak} calls/h</text></svg>")
     return "".join(svg)
+
+
+def _axis(start: datetime, hours: int, bar: float, height: int) -> list[str]:
+    """Tick marks at midnight UTC: every day for up to two weeks, then every week, then every 30 days."""
+    days = hours / 24
+    step = 1 if days <= 14 else 7 if days <= 120 else 30
+    first = start.replace(hour=0) + timedelta(days=1) if start.hour else start
+    out = []
+    tick = first
+    while (tick - start).total_seconds() / 3600 < hours:
+        x = (tick - start).total_seconds() / 3600 * bar
+        out.append(f"<line x1='{x:.1f}' y1='{height}' x2='{x:.1f}' y2='{height + 18}' stroke='#99a'/>"
+                   f"<text x='{x + 2:.1f}' y='{height + 30}' font-size='10' fill='#556'>{tick:%b %d}</text>")
+        tick += timedelta(days=step)
+    return out
 
 
 def _findings_table(findings: list[dict[str, Any]]) -> str:
@@ -190,12 +204,19 @@ def _changes_html(changes: dict[str, Any]) -> str:
     return "".join(out)
 
 
-def _timeline_table(timeline: list[dict[str, Any]]) -> str:
-    shown = timeline[-MAX_TIMELINE_ROWS:]
-    note = (f"<p class='note'>The last {MAX_TIMELINE_ROWS} of {len(timeline)} entries; the JSON export holds every "
-            "event with its raw JSON.</p>" if len(timeline) > len(shown) else "")
+def _timeline_table(replay: Replay) -> str:
+    """The entries kept around each finding and at the end of the window, a gap row where entries
+    are skipped: a responder opening a 90-day replay sees the incident first, not every row."""
+    total = replay.entries
+    note = (f"<p class='note'>{len(replay.shown):,} of {total:,} entries: those around each finding and the "
+            "last ones. The JSON export (embedded below) holds every event with its raw JSON.</p>"
+            if len(replay.shown) < total else "")
     rows = []
-    for t in shown:
+    expected = 0
+    for position, t in replay.shown:
+        if position > expected:
+            rows.append(f"<tr class='gap'><td colspan='6'>… {position - expected:,} entries not shown …</td></tr>")
+        expected = position + 1
         if t["kind"] == "finding":
             rows.append(f"<tr class='finding'><td class='mono'>{_e(t['event_time'])}</td><td colspan='5'>"
                         f"<span class='pill {_e(t['severity'])}'>{_e(t['severity'])}</span> <b>{_e(t['detector'])}</b>: "
@@ -205,6 +226,8 @@ def _timeline_table(timeline: list[dict[str, Any]]) -> str:
             rows.append(f"<tr><td class='mono'>{_e(t['event_time'])}</td><td class='mono'>{_e(t['action'])}</td>"
                         f"<td class='mono'>{_e(t['source_ip'])}</td><td>{_e(t['acs_region'])}</td>"
                         f"<td class='mono'>{_e(', '.join(t['resources'][:3]))}</td><td>{err}</td></tr>")
+    if total > expected:
+        rows.append(f"<tr class='gap'><td colspan='6'>… {total - expected:,} entries not shown …</td></tr>")
     return ("<h2>Timeline</h2>" + note + "<table><tr><th>time</th><th>action</th><th>source IP</th><th>region</th>"
             "<th>resources</th><th>error</th></tr>" + "".join(rows) + "</table>")
 

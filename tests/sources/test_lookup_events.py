@@ -344,6 +344,7 @@ with open_store(sys.argv[1]) as s:
 """
 
 
+@pytest.mark.slow  # kill -9 of a process
 def test_kill_9_in_the_middle_of_a_window_then_a_rerun_stores_each_event_once(tmp_path, fake):
     evs = spaced("e", 300, NOW - timedelta(days=2), timedelta(minutes=5))
     fake.add_events(evs)

@@ -476,6 +476,7 @@ def _kill_after_commits(db: Path, cfg: SlsSource, commits: int, ready=None) -> N
     kill_after_commits(KILLER, [str(db), cfg.model_dump_json()], commits, ready)
 
 
+@pytest.mark.slow  # kill -9 of a process
 def test_kill_9_in_the_middle_of_a_multi_batch_pull_then_a_rerun_stores_each_event_once(tmp_path, fake):
     evs = events("a", 240)
     spread(fake, evs, [0, 1], group_size=40)  # 3 groups per shard
@@ -495,6 +496,7 @@ def test_kill_9_in_the_middle_of_a_multi_batch_pull_then_a_rerun_stores_each_eve
         assert fake.position(s.get_state("trail", partition(0))[0]) == (0, 3)
 
 
+@pytest.mark.slow  # kill -9 of a process
 def test_kill_9_before_a_drained_parent_is_committed_loses_nothing(tmp_path):
     with FakeSLS(PROJECT, LOGSTORE, shards=1) as fake:
         evs = events("a", 60)
