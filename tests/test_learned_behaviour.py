@@ -37,7 +37,7 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     labels, meta = load_labels(root / "labels.json")
     config = ("--config", "config/trailwarden.yaml")
     for args in (("ingest", "--file", "events/"), ("detect", "--since", meta["detect_since"], "--until", meta["end"])):
-        done = run_cli(*config, *args, cwd=root, timeout=900)
+        done = run_cli(*config, *args, cwd=root)
         assert done.returncode == 0, done.stderr
     found = run_cli(*config, "findings", "--status", "all", "--format", "json", cwd=root)
     assert found.returncode == 0, found.stderr
