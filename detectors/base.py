@@ -26,6 +26,7 @@ import pandas as pd
 
 from models.baselines import Baseline, Learned
 from models.inventory import Inventory
+from models.ram import Change, Snapshot
 from models.scope import AgentScope
 from pipeline.core.redact import redacted
 from pipeline.core.times import parse_duration
@@ -100,6 +101,8 @@ class Models:
     scopes: dict[str, AgentScope]
     timezone: ZoneInfo
     baselines: dict[str, Baseline] = field(default_factory=dict)
+    ram: Snapshot | None = None  # the newest RAM snapshot (``ram sync``), when there is one
+    ram_changes: list[Change] = field(default_factory=list)  # a new snapshot's changes (the drift pass only)
 
 
 class Detector(ABC):

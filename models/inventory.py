@@ -106,6 +106,7 @@ class Agent(BaseModel):
     hours: Hours | None = None
     expires: datetime | None = None
     review_by: date | None = None
+    protected: bool = False  # `contain` refuses it without --force (monitoring, break-glass)
 
     @field_validator("name")
     @classmethod

@@ -36,11 +36,12 @@ def demo(app: App, days: int, seed: int) -> None:
     Example:
       trailwarden demo && trailwarden status
     """
-    from pipeline.demo.build import run_demo
+    from pipeline.cli.views.review import review_table
+    from pipeline.demo.build import RAM_SEED, run_demo
 
     db = app.database
     wrote = _demo_config(app, db)
-    run_demo(db, days=days, seed=seed, echo=click.echo)
+    result = run_demo(db, days=days, seed=seed, echo=click.echo)
     if wrote:
         click.echo(f"\nWrote {wrote}: this directory had no config; it names the sample inventory and "
                    f"{db}, so the commands below work from here.")
@@ -50,6 +51,9 @@ def demo(app: App, days: int, seed: int) -> None:
                f"         trailwarden {prefix}findings --since 30d\n"
                f"         trailwarden {prefix}replay ci-deployer --since 7d\n"
                f"         trailwarden {prefix}alert --dry-run        # the Slack messages, printed (no token needed)")
+    click.echo(f"\nWhat RAM grants the agents (the demo account's RAM: {RAM_SEED.name}), against what they "
+               f"declare and use (`trailwarden {prefix}review` says it again; `--format markdown` for a ticket):\n")
+    click.echo(review_table(result["review"]))
 
 
 def _note_if_other_inventory(app: App) -> None:

@@ -29,7 +29,8 @@ from pipeline.core.output import render, written
 @format_option()
 @pass_app
 def agents(app: App, fmt: str) -> None:
-    """The inventory with each agent's last activity, open findings, expiry and review dates.
+    """The inventory with each agent's last activity, open findings, expiry and review dates, and
+    its permission review verdict (`review`: pass / warn / fail; `trailwarden review` says why).
 
     Unregistered identities seen in the store are listed too, marked `unregistered`.
 
@@ -38,14 +39,16 @@ def agents(app: App, fmt: str) -> None:
       trailwarden agents --format json
     """
     from pipeline.investigate.agents import agent_rows, joined
+    from pipeline.investigate.review import verdicts
+    from pipeline.ram.snapshots import load_snapshot
 
     inventory = app.inventory
     if not app.database.exists():  # no store yet: the inventory alone, every agent never seen
-        columns, rows = agent_rows(None, inventory)
+        columns, rows = agent_rows(None, inventory, verdicts(None, inventory, None))
     else:
         with app.open(read_only=True) as store:
             _note_if_attribution_stale(store, inventory)
-            columns, rows = agent_rows(store, inventory)
+            columns, rows = agent_rows(store, inventory, verdicts(store, inventory, load_snapshot(store)))
     click.echo(render(columns, rows if fmt == "json" else joined(rows, "; " if fmt == "csv" else ", "), fmt))
 
 

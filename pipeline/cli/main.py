@@ -7,7 +7,7 @@ import sys
 import click
 
 # every command module registers its commands on the group when imported
-from pipeline.cli import demo, detect, findings, ingest, investigate, service, store, triage  # noqa: F401
+from pipeline.cli import demo, detect, findings, ingest, investigate, ram, service, store, triage  # noqa: F401
 from pipeline.cli.app import cli
 from pipeline.core.errors import TrailwardenError, scrub
 from pipeline.core.inert import one_line

@@ -30,8 +30,10 @@ def query(app: App, sql: str, params: tuple[str, ...], fmt: str) -> None:
     """Run one read-only SQL statement over the store.
 
     Tables: events, quarantine, ingest_state, ingested_files, runs, findings,
-    finding_status_changes, suppressions, alerts, baselines, pipeline_state, schema_migrations.
-    Times are UTC. One SELECT (or PRAGMA, CALL, PIVOT, EXPLAIN); no file but the store and the
+    finding_status_changes, suppressions, alerts, baselines, pipeline_state, schema_migrations;
+    RAM (`ram sync`): ram_snapshots, ram_principals, ram_memberships, ram_attachments,
+    ram_policies, ram_access_keys, ram_sync_errors, ram_documents; `contain`: containments,
+    containment_steps. Times are UTC. One SELECT (or PRAGMA, CALL, PIVOT, EXPLAIN); no file but the store and the
     retention archive's Parquet (read_parquet('<retention.archive_dir>/*/*.parquet')).
 
     \b

@@ -64,8 +64,9 @@ Source = Annotated[SlsSource | LookupEventsSource | FilesSource, Field(discrimin
 
 class Schedule(_Strict):
     ingest_every: Duration = timedelta(minutes=5)
+    ram_sync_every: Duration = timedelta(hours=6)  # `serve` reads RAM this often (when `ram:` is configured)
 
-    _v = field_validator("ingest_every", mode="before")(parse_duration)
+    _v = field_validator("ingest_every", "ram_sync_every", mode="before")(parse_duration)
 
     @field_validator("*")
     @classmethod
@@ -91,6 +92,21 @@ class SlackConfig(_Strict):
         return value
 
 
+class RamConfig(_Strict):
+    """Reading RAM (`ram sync`, `review`, `contain`). Present (even empty: ``ram: {}``), `serve`
+    syncs it every ``schedule.ram_sync_every``."""
+
+    endpoint: str | None = None  # RAM (and IMS) endpoint, for tests and proxies; default ram.aliyuncs.com
+    ims_endpoint: str | None = None  # IMS apart from RAM; default: endpoint, else ims.aliyuncs.com
+
+    @field_validator("endpoint", "ims_endpoint")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"(https?://)?[^\s/]+/?", value):
+            raise ValueError("must be a host[:port] or an http(s)://host[:port] address")
+        return value
+
+
 class Retention(_Strict):
     """How long the store keeps events (compliance decides); older ones go to Parquet first."""
 
@@ -113,6 +129,7 @@ class Config(_Strict):
     detectors: dict[str, dict[str, Any]] = Field(default_factory=dict)
     slack: SlackConfig | None = None
     retention: Retention | None = None
+    ram: RamConfig | None = None
     memory_limit: str = "256MB"  # DuckDB memory_limit for the pipeline connection (see README, Performance)
 
     @field_validator("timezone")

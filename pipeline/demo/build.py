@@ -140,6 +140,7 @@ def run_demo(db: Path, *, days: int = 30, seed: int = 7, echo: Callable[[str], N
         detect = run_detect(store, load_config(CONFIG_DIR / "trailwarden.yaml"), inventory,
                             since=end - timedelta(days=SCORED_DAYS), until=end)
         found = list_findings(store)
+        permission_review = _ram_review(store, inventory)
     check_target(db)  # still the demo's (or nothing) now that it is about to be replaced
     _move_into_place(building, db)
     registered = {a.name for a in inventory.agents}
@@ -166,7 +167,23 @@ def run_demo(db: Path, *, days: int = 30, seed: int = 7, echo: Callable[[str], N
             when = f"{start.astimezone(synthetic.BUSINESS_TZ):%a %Y-%m-%d} {synthetic.BUSINESS_TZ}"
         echo(f"  - {inc.agent}: {inc.what} ({when}): {mark}")
     return {"events": len(events), "files": files, "ingest": report.as_dict(), "findings": len(found),
-            "incidents_caught": caught}
+            "incidents_caught": caught, "review": permission_review}
+
+
+RAM_SEED = CONFIG_DIR / "demo-ram-account.yaml"
+
+
+def _ram_review(store: Any, inventory: Inventory) -> dict[str, Any]:
+    """The demo account's RAM state (``config/demo-ram-account.yaml``, with its planted posture
+    problems) stored as a snapshot, as `ram sync` would (no network), and the permission review
+    of the sample inventory against it."""
+    from pipeline.investigate.review import review
+    from pipeline.ram.seed import load_seed
+    from pipeline.ram.snapshots import save_snapshot
+
+    snapshot = load_seed(RAM_SEED, datetime.now(UTC))
+    save_snapshot(store, snapshot, source="demo")
+    return review(store, inventory, snapshot)
 
 
 def write_demo_config(db: Path) -> Path | None:

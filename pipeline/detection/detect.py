@@ -19,6 +19,7 @@ import pandas as pd
 
 import detectors
 from detectors.base import Detector, Finding, Models, capped, severity_rank
+from detectors.permission_drift import link as link_drift
 from models.inventory import Inventory
 from models.mapping import PARAMETER_TARGETS
 from models.scope import compile_scopes
@@ -61,8 +62,11 @@ class DetectReport:
 def build_models(store: Store, config: Config, inventory: Inventory, since: datetime) -> Models:
     """Declared scopes, and baselines fitted on the 28 days before the UTC day ``since`` falls in
     (never after it; one fit a day serves every cycle of that day)."""
+    from pipeline.ram.snapshots import load_snapshot
+
     return Models(inventory=inventory, scopes=compile_scopes(inventory), timezone=config.tz,
-                  baselines=learning.load_or_fit(store, day_start(since), config.timezone))
+                  baselines=learning.load_or_fit(store, day_start(since), config.timezone),
+                  ram=load_snapshot(store))
 
 
 def run_detect(store: Store, config: Config, inventory: Inventory, *, since: datetime | None = None,
@@ -72,7 +76,11 @@ def run_detect(store: Store, config: Config, inventory: Inventory, *, since: dat
     report = DetectReport()
     now = utcnow()
     if since is None and until is None:
-        return _detect_pending(store, config, inventory, active, report, run_id, now)
+        from pipeline.detection.ram_drift import score_ram_changes
+
+        _detect_pending(store, config, inventory, active, report, run_id, now)
+        score_ram_changes(store, config, inventory, active, report, run_id)  # what new `ram sync`s saw
+        return report
     earliest, latest = plausible_times(now)
     since = max(since or _first_event(store, earliest, latest) or earliest, earliest)
     until = min(until or now, latest)
@@ -237,7 +245,7 @@ def _score_all(active: list[Detector], events: pd.DataFrame, models: Models, now
         stats["seconds"] = round(stats["seconds"] + time.monotonic() - started, 3)
         stats["findings"] += len(found)
         out.extend(found)
-    return _combined(_raise_coinciding(out, active), active, models, report)
+    return _combined(link_drift(_raise_coinciding(out, active)), active, models, report)
 
 
 def _combined(findings: list[Finding], active: list[Detector], models: Models,

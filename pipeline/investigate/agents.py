@@ -14,24 +14,27 @@ COLUMNS = ["agent", "owner", "environment", "purpose", "identities", "last_activ
 STALE_DAYS = 90
 
 
-def agent_rows(store: Store | None, inventory: Inventory) -> tuple[list[str], list[list[Any]]]:
+def agent_rows(store: Store | None, inventory: Inventory,
+               reviews: dict[str, str] | None = None) -> tuple[list[str], list[list[Any]]]:
     """One row per inventory agent, then per unregistered identity seen. Without a store yet
     (``None``) the inventory alone: no activity, every agent never seen. ``identities`` and
-    ``flags`` are lists (JSON arrays); :func:`joined` makes them text for a table or CSV."""
+    ``flags`` are lists (JSON arrays); :func:`joined` makes them text for a table or CSV.
+    ``reviews`` (each agent's ``review`` verdict) adds the ``review`` column."""
     now = utcnow()
     activity, open_findings = _activity(store, now) if store is not None else ({}, {})
     rows: list[list[Any]] = []
+    extra = (lambda name: [reviews.get(name)]) if reviews is not None else (lambda name: [])
     for agent in inventory.agents:
         last, recent = activity.get(agent.name, (None, 0))
         rows.append([agent.name, agent.owner, agent.environment, agent.purpose, list(agent.identities),
                      last, recent, open_findings.get(agent.name, 0), agent.expires, agent.review_by,
-                     _flags(agent.expires, agent.review_by, last, now)])
+                     _flags(agent.expires, agent.review_by, last, now), *extra(agent.name)])
     registered = {a.name for a in inventory.agents}
     for name, (last, recent) in sorted(activity.items()):
         if name not in registered:
             rows.append([name, None, None, None, [name], last, recent, open_findings.get(name, 0), None, None,
-                         ["unregistered"]])
-    return COLUMNS, rows
+                         ["unregistered"], *extra(name)])
+    return (COLUMNS if reviews is None else [*COLUMNS, "review"]), rows
 
 
 def joined(rows: list[list[Any]], sep: str) -> list[list[Any]]:

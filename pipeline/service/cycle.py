@@ -9,7 +9,9 @@ Concurrency with analysts: the service opens the store only for the length of a 
 bounded, if a reader holds it) and afterwards publishes a snapshot, a plain copy of the closed
 file; readers (``query``, ``findings``, notebooks) that find the store busy read the snapshot, so
 nobody blocks anybody for longer than a cycle. A nightly job refits baselines and applies the
-retention policy.
+retention policy. With ``ram:`` configured, ``ram sync`` runs every ``schedule.ram_sync_every`` as
+its own job (on the same single worker, so never beside a cycle), recorded in ``runs``; with
+``slack:`` too, the weekly permission review is posted on Mondays at 09:00 (local time).
 """
 
 from __future__ import annotations
@@ -209,6 +211,14 @@ class Service:
                           id="cycle", next_run_time=datetime.now(UTC), replace_existing=True)
         scheduler.add_job(self.nightly, CronTrigger(hour=3, minute=30, timezone=self.config.tz),
                           id="nightly", replace_existing=True)
+        if self.config.ram is not None:  # queued behind the first cycle (one worker)
+            sync_every = self.config.schedule.ram_sync_every
+            scheduler.add_job(self.ram_sync, IntervalTrigger(seconds=sync_every.total_seconds(), timezone=UTC),
+                              id="ram_sync", next_run_time=datetime.now(UTC), replace_existing=True,
+                              misfire_grace_time=max(1, int(sync_every.total_seconds())))
+            if self.config.slack is not None:
+                scheduler.add_job(self.weekly_review, CronTrigger(day_of_week="mon", hour=9, timezone=self.config.tz),
+                                  id="weekly_review", replace_existing=True, misfire_grace_time=6 * 3600)
         return scheduler
 
     def start(self) -> None:
@@ -307,6 +317,58 @@ class Service:
             log.info("nightly refit of %s baselines done", len(fitted))
         except TrailwardenError as exc:
             log.error("nightly job failed: %s", exc)
+
+    def ram_sync(self) -> None:
+        """``ram sync`` as the service's own job: a failure is logged and recorded (``status``
+        shows it) and counted like a step's; the next interval tries again."""
+        from pipeline.ram.sync import ram_sync
+
+        if self._stop.is_set():
+            return
+        try:
+            with open_store(self.db, memory_limit=self.config.memory_limit, lock_wait=self.lock_wait,
+                            stop=self._stop.is_set, on_wait=log.warning) as store, \
+                    recorded_run(store, "ram sync", timed=True) as counts:
+                report = ram_sync(store, self.config, stop=self._stop.is_set)
+                counts.update({k: v for k, v in report.as_dict().items() if k != "errors"})
+                counts["errors"] = len(report.errors)
+                if report.error:
+                    counts["error"] = report.error
+            publish_snapshot(self.db)
+        except TrailwardenError as exc:
+            log.error("ram sync failed: %s", scrub(str(exc)))
+            self._count_failure("ram_sync", str(exc))
+            return
+        if report.error:
+            log.error("ram sync: %s", report.error)
+            self._count_failure("ram_sync", report.error)
+        else:
+            self._failures.pop("ram_sync", None)
+            log.info("ram sync: snapshot %s, %s calls", report.snapshot, report.calls)
+
+    def weekly_review(self) -> None:
+        """The permission review in Slack (``alerting.review_post``), recorded as ``review post``."""
+        from pipeline.investigate.review import review
+        from pipeline.ram.snapshots import load_snapshot
+        from pipeline.service.alerting.review_post import post_review
+        from pipeline.service.alerting.slack import TOKEN_ENV, SlackSender, token_from_env
+
+        token = token_from_env()
+        if self._stop.is_set() or self.config.slack is None:
+            return
+        try:
+            if not token:
+                raise TrailwardenError(f"{TOKEN_ENV} is not set: the weekly review was not posted")
+            sender = SlackSender(token, self.config.slack.channel, self.config.slack.base_url)
+            with open_store(self.db, memory_limit=self.config.memory_limit, lock_wait=self.lock_wait,
+                            stop=self._stop.is_set, on_wait=log.warning) as store, \
+                    recorded_run(store, "review post") as counts:
+                result = review(store, self.load_inventory(), load_snapshot(store))
+                counts.update(post_review(store, sender, result, utcnow(), self.config.tz))
+            publish_snapshot(self.db)
+        except TrailwardenError as exc:
+            log.error("weekly review: %s", scrub(str(exc)))
+            self._count_failure("weekly_review", str(exc))
 
     def _count_failure(self, step: str, error: str) -> None:
         self._failures[step] = self._failures.get(step, 0) + 1

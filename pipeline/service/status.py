@@ -67,6 +67,8 @@ def collect_status(store: Store, alert_destination: str = "console", min_severit
             """).fetchall()
     ]
     pending = owed_count(store, alert_destination, min_severity)
+    from pipeline.ram.snapshots import sync_status
+
     return {
         "database": store.path,
         "database_bytes": _size(store.path),
@@ -81,6 +83,7 @@ def collect_status(store: Store, alert_destination: str = "console", min_severit
         "quarantine_reasons": [{"reason": r, "count": n} for r, n, _ in reasons],
         "quarantine_reason_kinds": reasons[0][2] if reasons else 0,
         "recent_runs": runs,
+        "ram": sync_status(store),
         "service": {"steps": steps, "pending_alerts": pending, "alert_destination": alert_destination,
                     "snapshot": _snapshot_info(store.path, now)},
     }

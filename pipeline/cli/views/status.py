@@ -41,12 +41,29 @@ def status_text(info: dict[str, Any]) -> str:
     if service.get("snapshot"):
         snap = service["snapshot"]
         lines.append(f"snapshot    {snap['path']} ({snap['age_seconds']:.0f}s old)")
+    lines.extend(ram_lines(info.get("ram")))
     lines.append("")
     if info["recent_runs"]:
         lines.append(render(["run", "command", "started_at", "status", "error"],
                             [[r["id"], r["command"], r["started_at"], r["status"], r["error"]]
                              for r in info["recent_runs"]], "table"))
     return "\n".join(lines).rstrip()
+
+
+def ram_lines(ram: dict[str, Any] | None) -> list[str]:
+    """The last RAM snapshot (``ram sync``) and the calls that failed in it."""
+    if not ram:  # RAM is not read (no `ram sync` yet): nothing to say
+        return []
+    lines = [f"ram         snapshot {ram['snapshot']} at {to_jsonable(ram['taken_at'])} ({ram['source']}): "
+             f"{ram['users']:,} users, {ram['roles']:,} roles, {ram['policies']:,} policies, "
+             f"{ram['access_keys']:,} AccessKeys; {ram['errors']:,} call(s) failed"]
+    lines += [f"              {one_line(e['principal'])} {e['call']}: {one_line(e['code'])}"
+              for e in ram["first_errors"]]
+    if ram["errors"] > len(ram["first_errors"]):
+        more = ram["errors"] - len(ram["first_errors"])
+        lines.append(f"              … and {more:,} more (`trailwarden query` the table ram_sync_errors, "
+                     f"snapshot_id {ram['snapshot']})")
+    return lines
 
 
 def more_reasons(info: dict[str, Any]) -> str:

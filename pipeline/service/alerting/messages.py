@@ -121,7 +121,8 @@ def _plain_blocks(text: str) -> list[dict[str, Any]]:
     return [_plain_section(text)] if text else []  # Slack refuses an empty text object
 
 
-STATUS_WORDS = {"acknowledged": "Acknowledged", "resolved": "Resolved", "false_positive": "Marked a false positive"}
+STATUS_WORDS = {"acknowledged": "Acknowledged", "resolved": "Resolved", "false_positive": "Marked a false positive",
+                "contained": "Agent contained", "uncontained": "Containment undone"}  # `trailwarden contain`
 
 
 def status_message(finding: dict[str, Any], change: dict[str, Any]) -> Message:

@@ -107,7 +107,9 @@ _ALERT_COLUMNS = ("id, finding_id, destination, kind, event_count, status, messa
 # the row's id, finding, kind, event count, thread and status change. ``enqueue`` inserts exactly
 # these; ``owed_count`` and ``preview`` only read them.
 _OWED = {
-    # an open finding at or above the minimum severity, never alerted to this destination
+    # an open finding at or above the minimum severity, never alerted to this destination; one
+    # reported with another (permission_drift's view of the call the actor's finding reports:
+    # evidence.reported_with) goes out in that one's alert while that one is alerted
     "alert": """
         SELECT sha256(f.id || '|' || $dest || '|alert') AS id, f.id AS finding_id, 'alert' AS kind, f.event_count,
                NULL::VARCHAR AS thread_ts, NULL::BIGINT AS change_id
@@ -115,6 +117,10 @@ _OWED = {
         WHERE f.status = 'open' AND list_contains($allowed, f.severity)
           AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.finding_id = f.id AND a.destination = $dest
                           AND a.kind = 'alert')
+          AND NOT EXISTS (SELECT 1 FROM findings g
+                          WHERE list_contains(coalesce(CAST(json_extract(f.evidence, '$.reported_with') AS VARCHAR[]),
+                                                       []), g.id)
+                            AND g.status NOT IN ('suppressed', 'false_positive') AND list_contains($allowed, g.severity))
     """,
     # growth of an alerted finding someone is still watching: a thread reply
     "update": """
