@@ -150,6 +150,21 @@ class Detector(ABC):
     def score(self, events: pd.DataFrame, models: Models, now: datetime) -> list[Finding]:
         """The findings among ``events`` (this detector's ``columns``), judged with ``models``."""
 
+    def combine(self, findings: list[Finding], models: Models) -> list[Finding]:
+        """Findings made from the other detectors' findings of the same events (``anomalous_behaviour``
+        tells one story per agent from their weak signals); run by ``pipeline.detection.detect``
+        once every detector has scored. None by default."""
+        return []
+
+
+def aspect(kind: str, text: str, weight: float, **figures: Any) -> dict[str, Any]:
+    """One unusual aspect of an agent's behaviour, as a weak-signal finding lists it in its
+    evidence (``aspects``): its kind (``hour``, ``network``, ``volume``, ``novelty``...), one line
+    saying what was seen and what is usual, how much it weighs (0..1: how unusual and how much it
+    matters), and the figures behind it (observed, usual, threshold). ``anomalous_behaviour``
+    combines the aspects of one agent's findings close together into one story."""
+    return {"aspect": kind, "text": text, "weight": round(min(1.0, max(0.0, float(weight))), 3), **figures}
+
 
 def group_bursts(times: Sequence[datetime], gap: timedelta) -> list[tuple[int, int]]:
     """Split sorted times into runs whose consecutive gaps are at most ``gap``: [start, end) indexes."""

@@ -17,10 +17,16 @@ The new calls of one agent from one new source (its network when that is new, el
 else its client) within the dedup window (24h) make one finding, which names everything else that
 was new in them, what was known and the diversity figures.
 
-Severity: medium. It declares a coincidence (``coincidence_window`` 1h, ``coincidence_severity``
-high): ``pipeline.detection.detect`` raises it to high when another detector found something about
-the same agent within an hour of it (a new place *and* odd hours, or out of scope), and names those
-findings in the evidence (``coincides_with``).
+Severity: low. A new place is a weak signal on its own (an office NAT change inside the declared
+CIDR, a region rolled out as declared, a person working from a new café): each finding lists its
+new network, region and client as ``aspects``, weighing less when the inventory declares the
+value (a network inside the agent's declared ``source_ips``, a region among its ``regions``), for
+``anomalous_behaviour`` to weigh with the agent's other unusual aspects (a new network *and* a
+never-touched bucket *and* ten times the usual reads is one high story). It also declares a
+coincidence (``coincidence_window`` 1h, ``coincidence_severity`` high):
+``pipeline.detection.detect`` raises it to high when another detector found something at medium
+or above about the same agent within an hour of it (out of scope, a failure storm), and names the
+findings near it in the evidence (``coincides_with``).
 
 Known gaps: an attacker calling from the agent's usual network, region and client (a compromised
 CI runner, a host in the same /24) is invisible here; a kind an agent rotates is never reported on
@@ -47,11 +53,13 @@ from detectors.base import (
     Detector,
     Finding,
     Models,
+    aspect,
     capped,
     group_bursts,
     jsonable,
 )
 from models.baselines import MIN_ACTIVE_DAYS, Baseline, History, Learned
+from models.scope import AgentScope
 from models.sources import (
     IPV4_NETWORK_SQL,
     KINDS,
@@ -154,7 +162,7 @@ def _source_value(kind: str, value: str) -> str | None:
 
 class NewSource(Detector):
     id = "new_source"
-    severity = "medium"
+    severity = "low"
     parameters: ClassVar[dict[str, Any]] = {
         "dedup_window": "24h",
         "max_novelty": 0.1,  # a kind is stable when new values came on at most 10% of its days
@@ -201,7 +209,7 @@ class NewSource(Detector):
             baseline = models.baselines[str(agent)]
             for start, end in group_bursts(list(group["event_time"]), self.dedup_window):
                 out.append(self._finding(str(agent), str(key), group.iloc[start:end], baseline,
-                                         _profile(baseline)))
+                                         _profile(baseline), models.scopes.get(str(agent))))
         return out
 
     def _stable_kinds(self, events: pd.DataFrame, models: Models) -> dict[str, dict[str, set[str]]]:
@@ -222,7 +230,7 @@ class NewSource(Detector):
         return novelty is not None and novelty <= self.params["max_novelty"]
 
     def _finding(self, agent: str, key: str, burst: pd.DataFrame, baseline: Baseline,
-                 profile: SourceProfile) -> Finding:
+                 profile: SourceProfile, scope: AgentScope | None = None) -> Finding:
         kind, value = key.split(":", 1)
         new = {k: capped(dict.fromkeys(burst.loc[burst[f"new_{k}"], k]), 10) for k in KINDS}
         new = {k: v for k, v in new.items() if v}
@@ -242,7 +250,8 @@ class NewSource(Detector):
         }
         novelty = profile.novelty(kind, self.params["min_days"]) or 0.0
         calm = 1 - novelty / self.params["max_novelty"] if self.params["max_novelty"] else 1.0
-        score = 0.5 + 0.1 * (len(new) - 1) + 0.1 * calm
+        score = 0.3 + 0.1 * (len(new) - 1) + 0.1 * calm
+        evidence["aspects"] = _aspects(new, burst, profile, scope, calm)
         return Finding(
             detector=self.id, agent=agent, severity=self.severity, score=score,
             first_seen=burst["event_time"].iloc[0].to_pydatetime(),
@@ -258,6 +267,39 @@ class NewSource(Detector):
                 "days_with_a_new_value": (profile.novel_days or {}).get(kind, 0),
                 "novelty": None if novelty is None else round(novelty, 3),
                 "stable": self._is_stable(profile, kind)}
+
+
+# how much a new value of each kind weighs as an aspect of the agent's behaviour; a value the
+# inventory declares (a network inside its source_ips, one of its regions) weighs DECLARED_WEIGHT
+WEIGHTS = {"network": 0.35, "region": 0.25, "client": 0.3}
+DECLARED_WEIGHT = 0.1
+
+
+def _aspects(new: dict[str, list[Any]], burst: pd.DataFrame, profile: SourceProfile, scope: AgentScope | None,
+             calm: float) -> list[dict[str, Any]]:
+    """One aspect per kind of new source: what was new, what was known, and whether the inventory
+    declares it (then it weighs little: activity inside what was declared is never more than low)."""
+    out = []
+    for kind, values in new.items():
+        declared = scope is not None and all(_declared(scope, kind, v, burst) for v in values)
+        known = list(profile.known(kind))
+        text = (f"new {_WORDS[kind][0]} {', '.join(map(str, values[:3]))}"
+                f"{' (declared in the inventory)' if declared else ''}; usual: "
+                f"{', '.join(known[:3]) or 'none'}{', ...' if len(known) > 3 else ''}")
+        weight = DECLARED_WEIGHT if declared else WEIGHTS[kind] * (0.7 + 0.3 * max(0.0, calm))
+        out.append(aspect(kind, text, weight, new=values, usual=known[:10], declared=declared))
+    return out
+
+
+def _declared(scope: AgentScope, kind: str, value: Any, burst: pd.DataFrame) -> bool:
+    """Whether the inventory declares this new value: a network whose calls all come from the
+    agent's declared source networks, a region among its declared regions."""
+    if kind == "region":
+        return scope.regions is not None and str(value) in scope.regions
+    if kind == "network" and scope.networks is not None:
+        ips = burst.loc[burst["network"] == value, "source_ip"].dropna().unique()
+        return len(ips) > 0 and all(scope.source_allowed(str(ip)) for ip in ips)
+    return False
 
 
 def _profile(baseline: Baseline) -> SourceProfile:

@@ -9,8 +9,13 @@ someone who often works until 19:00 is not odd at 20:15. An agent with under 7 a
 history is judged by its declared ``hours`` alone, and not at all if it declares none (no
 guessing). Odd events close together (within the dedup window) make one finding.
 
-Severity: medium; high when the time is both outside the declared hours and unseen in the
-baseline, or when an odd burst wrote something successfully.
+Severity: an hour the agent's own history makes improbable, inside what the inventory declares
+(or with no declared hours), is a weak signal: low on its own (a person's evening or weekend
+work, a backup three hours late, an on-call night), listed as an ``hour`` aspect for
+``anomalous_behaviour`` to weigh with the agent's other unusual aspects. Outside the declared
+``hours`` it is medium; high when the time is both outside the declared hours and unseen in the
+baseline, or when a burst outside the declared hours wrote something successfully. Alibaba Cloud
+service identities (``system:...``: the cloud acting for itself) are never judged.
 
 Known gaps: an attacker who keeps to the agent's usual hours is invisible here (the other
 detectors still see scope and failures); holidays look like weekdays; an agent whose schedule
@@ -28,11 +33,12 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import pandas as pd
 
-from detectors.base import Detector, Finding, Models, capped, group_bursts, jsonable
+from detectors.base import Detector, Finding, Models, aspect, capped, group_bursts, jsonable
 from models.baselines import Baseline, History, Learned
 from models.inventory import Hours
 
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+SERVICE_IDENTITY = "system:"  # an Alibaba Cloud service identity no inventory claims (ActionTrail type "system")
 
 
 @dataclass
@@ -97,7 +103,7 @@ class HourProfile(Learned):
 
 class OddHours(Detector):
     id = "odd_hours"
-    severity = "medium"
+    severity = "low"
     parameters: ClassVar[dict[str, Any]] = {
         "dedup_window": "60m",
         "min_share": 0.05,  # active near this hour on under 5% of comparable days = odd
@@ -141,6 +147,8 @@ class OddHours(Detector):
         out = {}
         for agent in events["agent"].unique():
             name = str(agent)
+            if name.startswith(SERVICE_IDENTITY):  # the cloud acting for itself keeps no office hours
+                continue
             baseline = models.baselines.get(name)
             scope = models.scopes.get(name)
             hours = scope.hours if scope is not None and self.params["check_declared_hours"] else None
@@ -153,9 +161,10 @@ class OddHours(Detector):
                  baseline: Baseline | None, models: Models) -> Finding:
         first_local = burst["local"].iloc[0]
         weekday, hour = int(first_local.weekday()), int(first_local.hour)
-        both = bool(burst["unusual"].any() and burst["undeclared"].any())
+        undeclared = bool(burst["undeclared"].any())
+        both = bool(burst["unusual"].any() and undeclared)
         wrote = bool(((burst["event_rw"] == "Write") & burst["error_code"].isna()).any())
-        severity = "high" if both or wrote else "medium"
+        severity = "high" if both or (wrote and undeclared) else "medium" if undeclared else "low"
         kind = "weekend" if weekday >= 5 else "weekday"
         evidence: dict[str, Any] = {
             "local_time": first_local.isoformat(), "timezone": str(models.timezone),
@@ -179,13 +188,18 @@ class OddHours(Detector):
             }
             evidence["threshold"] = {"min_share": self.params["min_share"], "spread_hours": self.params["spread_hours"]}
         share = learned.near_share(weekday, hour, self.params["spread_hours"]) if learned else 0.0
-        score = (0.55 if severity == "medium" else 0.75) + 0.2 * (1 - min(1.0, share / self.params["min_share"]))
+        rarity = 1 - min(1.0, share / self.params["min_share"])
+        base = {"low": 0.3, "medium": 0.55, "high": 0.75}[severity]
+        summary = _summary(agent, burst, first_local, learned, baseline, hours, self.params["spread_hours"])
+        # the aspect anomalous_behaviour weighs: an hour outside what was declared weighs more
+        evidence["aspects"] = [aspect("hour", summary.split("; ", 1)[-1], (0.5 if undeclared else 0.25) + 0.15 * rarity,
+                                      share_near_this_hour=round(share, 3), declared_hours=_hours_text(hours),
+                                      outside_declared_hours=undeclared)]
         return Finding(
-            detector=self.id, agent=agent, severity=severity, score=score,
+            detector=self.id, agent=agent, severity=severity, score=base + 0.2 * rarity,
             first_seen=burst["event_time"].iloc[0].to_pydatetime(),
             last_seen=burst["event_time"].iloc[-1].to_pydatetime(),
-            summary=_summary(agent, burst, first_local, learned, baseline, hours, self.params["spread_hours"]),
-            event_ids=list(burst["event_id"]), evidence=jsonable(evidence), dedup_key="odd_hours",
+            summary=summary, event_ids=list(burst["event_id"]), evidence=jsonable(evidence), dedup_key="odd_hours",
         )
 
 

@@ -152,6 +152,25 @@ def test_counts_add_up_in_every_format(demo: Demo) -> None:
     assert {(r["day"], r["detector"], r["agent"]): int(r["count"]) for r in rows} == week
 
 
+def test_each_week_reports_what_each_detector_raises_and_the_rate_at_medium_or_above(demo: Demo) -> None:
+    """Issue 15's quality gate: per week, per detector, what was raised and what at medium or above,
+    and the findings at medium or above per 100 agents per week; the text shows the same table."""
+    month = demo.month
+    weeks = month["weeks"]
+    assert sum(w["days"] for w in weeks) == 30 and all(w["week"] <= d["day"] for w, d in
+                                                       zip(weeks, month["days"][::7], strict=False))
+    loud = [f for f in month["findings"] if f["severity"] in ("medium", "high", "critical")]
+    assert sum(sum(w["medium_or_above"].values()) for w in weeks) == len(loud) > 0
+    assert sum(sum(w["raised"].values()) for w in weeks) == len(month["findings"])
+    for w in weeks:
+        assert w["agents"] > 0 and set(w["raised"]) == set(month["detectors"])
+        expected = sum(w["medium_or_above"].values()) * 100 / w["agents"] * 7 / w["days"]
+        assert w["medium_or_above_per_100_agents_per_week"] == round(expected, 2)
+    text = demo.cli(*demo.window()).stdout
+    assert "By week (raised / at medium or above; the rate is medium or above per 100 agents per week):" in text
+    assert f"{weeks[-1]['medium_or_above_per_100_agents_per_week']:g}" in text.split("By week", 1)[1]
+
+
 def test_days_are_what_detect_on_each_day_would_have_stored(demo: Demo, tmp_path: Path) -> None:
     """On a copy without findings, ``detect --since D --until D+1`` for each of the last 8 days
     stores exactly the findings the backtest counts (ids, agents and detectors)."""

@@ -190,6 +190,22 @@ def test_train_stores_the_baselines_detect_then_uses(demo_db):
     assert stored() == before  # loaded as trained, not fitted again
 
 
+def test_train_says_which_agents_are_too_new_to_be_judged(demo_db):
+    """Issue 15: a brand-new agent (under 7 active days) gets no learned-behaviour finding above
+    low, and train says so, naming it (on stderr beside JSON, so stdout stays parseable)."""
+    with open_store(demo_db, read_only=True) as store:
+        first = store.con.execute("SELECT min(event_time) FROM events").fetchall()[0][0].astimezone(UTC)
+    early = f"{first + timedelta(days=4):%Y-%m-%d}T12:00:00Z"
+    trained = run_cli("train", "--db", str(demo_db), "--until", early, "--format", "json")
+    assert trained.returncode == 0, trained.stderr
+    rows = json.loads(trained.stdout)
+    assert rows and not any(row["learned"] for row in rows)
+    assert f"{len(rows)} agents have under 7 active days ({rows[0]['agent']}" in trained.stderr
+    assert "raise nothing above low about them" in trained.stderr
+    table = run_cli("train", "--db", str(demo_db), "--until", early)
+    assert "not learned yet" in table.stdout
+
+
 def test_findings_json_has_the_designed_fields(demo_db):
     out = run_cli("findings", "--db", str(demo_db), "--format", "json")
     rows = json.loads(out.stdout)

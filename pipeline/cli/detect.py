@@ -146,6 +146,7 @@ def train(app: App, until: str | None, fmt: str) -> None:
     """
     from detectors.failure_storm import FailureProfile
     from detectors.odd_hours import HourProfile
+    from models.baselines import MIN_ACTIVE_DAYS
     from pipeline.core.times import parse_when, utcnow
     from pipeline.detection import learning as baselines
 
@@ -161,3 +162,10 @@ def train(app: App, until: str | None, fmt: str) -> None:
         rows.append([b.agent, b.active_days, b.learned, b.calls, round(b.failure_rate, 4), failing.max_failures_5m,
                      failing.max_calls_5m, hours.usual_hours()])
     click.echo(render(columns, rows, fmt))
+    new = sorted(b.agent for b in fitted.values() if not b.learned)
+    if new:  # said on stderr beside machine-readable output, so the JSON/CSV stays parseable
+        click.echo(f"{len(new)} agent{'s have' if len(new) > 1 else ' has'} under {MIN_ACTIVE_DAYS} active days "
+                   f"({', '.join(new[:10])}{', ...' if len(new) > 10 else ''}): not learned yet, so the "
+                   "learned-behaviour detectors (odd_hours by its rhythm, new_source, volume, novelty, "
+                   "enumeration, anomalous_behaviour) raise nothing above low about them",
+                   err=fmt != "table")

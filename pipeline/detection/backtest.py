@@ -37,7 +37,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from detectors.base import Detector, Finding, Models, severity_rank
@@ -121,6 +121,7 @@ class Period:
     events: int = 0
     errors: dict[str, str] = field(default_factory=dict)  # detector -> its error
     unlearned: list[str] = field(default_factory=list)  # active agents without a learned baseline
+    agents: list[str] = field(default_factory=list)  # agents with events in the period
     no_baselines: bool = False  # not one agent had a learned baseline
 
 
@@ -154,6 +155,35 @@ class BacktestReport:
                 out[r.agent][r.detector] += 1
         return dict(out)
 
+    def weekly(self) -> list[dict[str, Any]]:
+        """Per week (Monday to Sunday, UTC days; a partial first or last week as it is): per
+        detector, the findings raised and those at medium or above, the agents that acted, and
+        the findings at medium or above per 100 agents per week (scaled to seven days), the rate
+        issue 15's quality gate is stated in."""
+        weeks: dict[date, dict[str, Any]] = {}
+        for p in self.periods:
+            monday = p.start.date() - timedelta(days=p.start.weekday())
+            week = weeks.setdefault(monday, {"week": f"{monday:%Y-%m-%d}", "days": 0.0, "events": 0,
+                                             "agents": set(), "raised": Counter(), "medium_or_above": Counter()})
+            week["days"] += (p.end - p.start) / DAY
+            week["events"] += p.events
+            week["agents"].update(p.agents)
+        starts = {p.start: p.start.date() - timedelta(days=p.start.weekday()) for p in self.periods}
+        for r in self.raised:
+            week = weeks[starts[r.period]]
+            week["raised"][r.detector] += 1
+            if severity_rank(r.severity) >= severity_rank("medium"):
+                week["medium_or_above"][r.detector] += 1
+        out = []
+        for week in weeks.values():
+            agents, loud = len(week["agents"]), sum(week["medium_or_above"].values())
+            rate = loud * 100 / agents * 7 / week["days"] if agents and week["days"] else 0.0
+            out.append({**week, "agents": agents, "days": round(week["days"], 2),
+                        "raised": {d: week["raised"][d] for d in self.detectors},
+                        "medium_or_above": {d: week["medium_or_above"][d] for d in self.detectors},
+                        "medium_or_above_per_100_agents_per_week": round(rate, 2)})
+        return out
+
     def suppressed(self) -> int:
         return sum(r.suppressed_by is not None for r in self.raised)
 
@@ -169,7 +199,8 @@ class BacktestReport:
                  "by_agent": {a: dict(c) for a, c in sorted(self.by_agent(p.start).items())},
                  "errors": p.errors, "unlearned": p.unlearned} for p in self.periods]
         return {"window": {"since": self.since, "until": self.until}, "step": format_step(self.step),
-                "detectors": self.detectors, "days": days, "totals": self.totals(), "suppressed": self.suppressed(),
+                "detectors": self.detectors, "days": days, "weeks": self.weekly(), "totals": self.totals(),
+                "suppressed": self.suppressed(),
                 "findings": [self._finding(r) for r in self.raised], "notes": self.notes,
                 "seconds": round(self.seconds, 3)}
 
@@ -233,6 +264,7 @@ def _score_period(store: Store, chosen: list[Detector], models: Models, begin: d
         if f.last_seen >= begin:  # wholly in the lookback: judged already, by its own period
             dedup.add(f, begin)
     active = _active_agents(store, begin, end)
+    period.agents = sorted(active)
     period.unlearned = sorted(a for a in active if not _learned(models, a))
     period.no_baselines = bool(active) and not any(b.learned for b in models.baselines.values())
     return period
@@ -356,6 +388,13 @@ def as_text(report: BacktestReport, top: int = 20) -> str:
              f"{_suppressed_words(report)}. "
              "Each period is judged by baselines fitted on the 28 days before its UTC day; nothing was stored.", ""]
     lines += [render(["day", "events", *report.detectors, "total"], _day_rows(report), "table"), ""]
+    weeks = report.weekly()
+    if len(report.periods) > 1 and report.step <= DAY:
+        lines.append("By week (raised / at medium or above; the rate is medium or above per 100 agents per week):")
+        lines += [render(["week", "days", "agents", *report.detectors, "per 100 agents"],
+                         [[w["week"], f"{w['days']:g}", w["agents"],
+                           *(f"{w['raised'][d]}/{w['medium_or_above'][d]}" for d in report.detectors),
+                           f"{w['medium_or_above_per_100_agents_per_week']:g}"] for w in weeks], "table"), ""]
     agents = sorted(report.by_agent().items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
     if agents:
         shown = f"top {top} of {len(agents)}" if len(agents) > top else f"{len(agents)}"

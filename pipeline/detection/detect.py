@@ -245,26 +245,54 @@ def _score_all(active: list[Detector], events: pd.DataFrame, models: Models, now
         stats["seconds"] = round(stats["seconds"] + time.monotonic() - started, 3)
         stats["findings"] += len(found)
         out.extend(found)
-    return link_drift(_raise_coinciding(out, active))
+    return _combined(link_drift(_raise_coinciding(out, active)), active, models, report)
+
+
+def _combined(findings: list[Finding], active: list[Detector], models: Models,
+              report: DetectReport) -> list[Finding]:
+    """Add what the combining detectors (``Detector.combine``: ``anomalous_behaviour``) make of
+    the others' findings; one that raises is recorded like a failed score, the findings kept."""
+    out = list(findings)
+    for det in active:
+        if type(det).combine is Detector.combine:
+            continue
+        stats = report.detectors.setdefault(det.id, {"findings": 0, "seconds": 0.0, "error": None})
+        started = time.monotonic()
+        try:
+            made = det.combine(findings, models)
+        except Exception as exc:  # the weak signals stay stored, at their own severity
+            log.error("detector %s failed to combine: %s: %s", det.id, type(exc).__name__, exc)
+            stats["error"] = f"{type(exc).__name__}: {exc}"
+            made = []
+        stats["seconds"] = round(stats["seconds"] + time.monotonic() - started, 3)
+        stats["findings"] += len(made)
+        out.extend(made)
+    return out
 
 
 def _raise_coinciding(findings: list[Finding], active: list[Detector]) -> list[Finding]:
     """Detectors are independent, but some findings matter more together: a detector that declares
     a :class:`detectors.base.Coincidence` (new_source) has a finding raised to its severity when
-    another detector's finding about the same agent lies within its window; the evidence names
-    those (``coincides_with``) and the summary says so. Runs once all detectors scored a chunk."""
+    another detector's finding about the same agent, at medium or above, lies within its window
+    (a weak signal beside another weak one is ``anomalous_behaviour``'s to weigh, not a raise);
+    the evidence names every finding near it (``coincides_with``) and the summary says so. Runs
+    once all detectors scored a chunk."""
     rules = {d.id: d.coincidence for d in active if d.coincidence is not None}
     by_agent: dict[str, list[Finding]] = {}
     for f in findings:
         by_agent.setdefault(f.agent, []).append(f)
+    loud = {id(f) for f in findings if severity_rank(f.severity) >= MEDIUM}  # as scored, before any raise
     for f in findings:
         rule = rules.get(f.detector)
         if rule is not None:
             near = [g for g in by_agent[f.agent] if g.detector != f.detector
                     and g.first_seen <= f.last_seen + rule.window and g.last_seen >= f.first_seen - rule.window]
-            if near:
+            if any(id(g) in loud for g in near):
                 _raise(f, near, rule.severity)
     return findings
+
+
+MEDIUM = severity_rank("medium")
 
 
 def _raise(f: Finding, near: list[Finding], severity: str) -> None:
