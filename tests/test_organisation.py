@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import ipaddress
 import json
 import subprocess
 import sys
@@ -150,6 +151,9 @@ def test_events_are_in_the_real_shape_and_all_belong_to_declared_agents(org: Any
     assert {"aliyun-cli", "terraform", "alibabacloud-sdk-python", "alibabacloud-sdk-go", "aliyun-sdk-java",
             "console", "python-requests"} <= {client_family(e["userAgent"]) for e in events}
     assert "Internal" in {e["sourceIpAddress"] for e in events}
+    # every source is an address, or a token the cloud writes (a person on the VPN has an address too)
+    sources = {e["sourceIpAddress"] for e in events}
+    assert not {s for s in sources if not _address(s) and s != "Internal" and not s.endswith(".aliyuncs.com")}
     codes = {e.get("errorCode") for e in events} - {None, ""}
     assert codes and not codes & {"NoPermission", "Forbidden", "AccessDenied"}  # rare, and never a denial
     assert all(scenario.start <= _when(e) < scenario.end for e in events)
@@ -486,3 +490,11 @@ def test_a_change_that_stays_is_a_trap_until_the_scenarios_end(org: Any) -> None
     for kind in ("new_region", "key_rotation", "office_nat_change"):
         label = _label(scenario, kind)
         assert _time(label["end"]) == scenario.end, kind
+
+
+def _address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

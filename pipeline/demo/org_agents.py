@@ -659,6 +659,8 @@ def human_ip(org: Org, agent: OrgAgent, day: date, rng: random.Random, home: boo
     egress = office["egress"]
     if p["nat"] and day >= p["nat"][0]:
         egress = p["nat"][1]
+    if egress is None:  # the VPN: no single egress, an address of its range each day
+        return host_in(rng, office["cidr"])
     return str(egress)
 
 
