@@ -200,15 +200,33 @@ def request_evidence(text: Any) -> Any:
     envelope (signature, timestamp, host...), with secrets redacted at any depth, by key and by
     value (``pipeline.core.redact``: ``LoginProfile.Password``, ``Body: "password=..."``). None when it
     is not JSON."""
+    params = parsed_parameters(text)
+    if isinstance(params, dict):
+        params = {k: v for k, v in params.items() if k.lower() not in _ENVELOPE}
+    return None if params is None else redacted(params)
+
+
+def parsed_parameters(text: Any) -> Any:
+    """A call's request parameters (the JSON text of the ``request_parameters`` column) parsed;
+    None when there are none or they are not JSON."""
     if not isinstance(text, str):
         return None
     try:
-        params = json.loads(text)
+        return json.loads(text)
     except ValueError:
         return None
-    if isinstance(params, dict):
-        params = {k: v for k, v in params.items() if k.lower() not in _ENVELOPE}
-    return redacted(params)
+
+
+def named_user(text: Any) -> str | None:
+    """The ``UserName`` a RAM call names in its request parameters (any case of the key; None:
+    none, or unreadable)."""
+    params = parsed_parameters(text)
+    if not isinstance(params, dict):
+        return None
+    for key, value in params.items():
+        if str(key).lower() == "username" and value not in (None, ""):
+            return str(value)
+    return None
 
 
 def jsonable(value: Any) -> Any:

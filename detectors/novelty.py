@@ -34,7 +34,6 @@ busier agent's rarer ones count as new.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -43,7 +42,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import pandas as pd
 
-from detectors.base import Detector, Finding, Models, aspect, capped, jsonable
+from detectors.base import Detector, Finding, Models, aspect, capped, jsonable, named_user
 from models.activity import RESOURCE_CLASS_SQL, family_weight, resource_classes, sensitive_family
 from models.baselines import Baseline, History, Learned
 
@@ -210,21 +209,9 @@ def _self_service(df: pd.DataFrame) -> np.ndarray:
     candidate = names.isin(SELF_SERVICE).to_numpy() & df["user_name"].notna().to_numpy()
     out = np.zeros(len(df), dtype=bool)
     for i in np.flatnonzero(candidate):
-        target = _named_user(df["request_parameters"].iloc[i])
+        target = named_user(df["request_parameters"].iloc[i])
         out[i] = target is None or target == str(df["user_name"].iloc[i])
     return out
-
-
-def _named_user(text: Any) -> str | None:
-    """The ``UserName`` a RAM call names in its request parameters (None: none, or unreadable)."""
-    if not isinstance(text, str):
-        return None
-    try:
-        params = json.loads(text)
-    except ValueError:
-        return None
-    name = params.get("UserName") if isinstance(params, dict) else None
-    return str(name) if name else None
 
 
 def _unknown(agents: pd.Series, values: pd.Series, known: dict[str, set[str]]) -> np.ndarray:

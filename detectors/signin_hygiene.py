@@ -35,14 +35,13 @@ learned rule.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Self
 
 import pandas as pd
 
-from detectors.base import Detector, Finding, Models, capped, group_bursts, jsonable
+from detectors.base import Detector, Finding, Models, capped, group_bursts, jsonable, named_user
 from models.baselines import Baseline, History, Learned
 from models.sources import client_family
 from pipeline.core.times import parse_duration
@@ -176,29 +175,13 @@ def _unbinds(df: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
     """Per target user: the unbinds of their MFA device by another identity."""
     out: dict[str, list[dict[str, Any]]] = {}
     for row in df.itertuples(index=False):
-        target = _target(row.request_parameters)
+        target = named_user(row.request_parameters)
         if not target or target == (row.user_name or ""):
             continue
         out.setdefault(target, []).append({
             "event_id": str(row.event_id), "time": row.event_time, "by": str(row.user_name or ""),
             "agent": str(row.agent), "event": str(row.event_name), "source_ip": row.source_ip})
     return out
-
-
-def _target(text: Any) -> str | None:
-    """The ``UserName`` of an unbind's request parameters (any case of the key)."""
-    if not isinstance(text, str):
-        return None
-    try:
-        params = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(params, dict):
-        return None
-    for key, value in params.items():
-        if str(key).lower() == "username" and isinstance(value, str) and value:
-            return value
-    return None
 
 
 def _summary(agent: str, user: str, rows: list[Any], without: list[dict[str, Any]], unbinds: list[dict[str, Any]],
