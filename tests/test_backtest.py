@@ -88,6 +88,7 @@ def fingerprint(db: Path) -> tuple[Any, ...]:
 
 
 # -- planted incidents ---------------------------------------------------------------------------------
+@pytest.mark.slow  # backtest over the demo's month, end to end
 @pytest.mark.parametrize("incident", synthetic.INCIDENTS, ids=[i.key for i in synthetic.INCIDENTS])
 def test_each_planted_incident_shows_on_its_day(demo: Demo, incident: synthetic.Incident) -> None:
     start, stop = synthetic.incident_window(incident, demo.end)
@@ -101,6 +102,7 @@ def test_each_planted_incident_shows_on_its_day(demo: Demo, incident: synthetic.
         assert days[f["day"]]["by_agent"][incident.agent][f["detector"]] >= 1
 
 
+@pytest.mark.slow  # backtest over the demo's month, end to end
 def test_benign_days_raise_next_to_nothing(demo: Demo) -> None:
     """Per-day baselines do not flood the month: at most a couple of findings are not a planted
     incident's (a late evening of the admin's, depending on how the weekdays fall)."""
@@ -112,6 +114,7 @@ def test_benign_days_raise_next_to_nothing(demo: Demo) -> None:
 
 
 # -- writes nothing ------------------------------------------------------------------------------------
+@pytest.mark.slow  # backtest over the demo's month, end to end
 def test_the_store_is_unchanged(demo: Demo) -> None:
     """The default table over the month: read-only, nothing written, not even a WAL file."""
     before = fingerprint(demo.db)
@@ -128,6 +131,7 @@ def test_the_store_is_unchanged(demo: Demo) -> None:
 
 
 # -- the numbers ---------------------------------------------------------------------------------------
+@pytest.mark.slow  # backtest over the demo's month, end to end
 def test_counts_add_up_in_every_format(demo: Demo) -> None:
     month = demo.month
     assert month["detectors"] == sorted(month["totals"])
@@ -152,6 +156,7 @@ def test_counts_add_up_in_every_format(demo: Demo) -> None:
     assert {(r["day"], r["detector"], r["agent"]): int(r["count"]) for r in rows} == week
 
 
+@pytest.mark.slow  # backtest over the demo's month, end to end
 def test_each_week_reports_what_each_detector_raises_and_the_rate_at_medium_or_above(demo: Demo) -> None:
     """Issue 15's quality gate: per week, per detector, what was raised and what at medium or above,
     and the findings at medium or above per 100 agents per week; the text shows the same table."""
@@ -171,6 +176,7 @@ def test_each_week_reports_what_each_detector_raises_and_the_rate_at_medium_or_a
     assert f"{weeks[-1]['medium_or_above_per_100_agents_per_week']:g}" in text.split("By week", 1)[1]
 
 
+@pytest.mark.slow  # backtest over the demo's month, end to end
 def test_days_are_what_detect_on_each_day_would_have_stored(demo: Demo, tmp_path: Path) -> None:
     """On a copy without findings, ``detect --since D --until D+1`` for each of the last 8 days
     stores exactly the findings the backtest counts (ids, agents and detectors)."""
@@ -188,6 +194,7 @@ def test_days_are_what_detect_on_each_day_would_have_stored(demo: Demo, tmp_path
     assert {r.id: (r.detector, r.agent) for r in report.raised} == stored
 
 
+@pytest.mark.slow  # backtest over the demo's month, end to end
 def test_a_tuned_config_lowers_the_counts(demo: Demo, tmp_path: Path) -> None:
     tuned = tmp_path / "tuned.yaml"
     data = yaml.safe_load(CONFIG_PATH.read_text(encoding="utf-8"))
@@ -204,6 +211,7 @@ def test_a_tuned_config_lowers_the_counts(demo: Demo, tmp_path: Path) -> None:
     assert json.loads(result.stdout)["totals"] == {"failure_storm": 0}
 
 
+@pytest.mark.slow  # backtest over the demo's month, end to end
 def test_active_suppressions_are_marked_not_hidden(demo: Demo, tmp_path: Path) -> None:
     """A suppression for the ETL role's night reads: the backtest still counts its finding (the
     detector raised it) but marks it, says how many in the header, and names the suppression."""

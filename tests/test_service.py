@@ -514,9 +514,12 @@ def _slack_config(tmp_path: Path, slack_url: str) -> Path:
     return cfg
 
 
-def test_run_with_slack_and_no_token_fails_the_alert_step_and_keeps_the_alerts_pending(tmp_path):
+def test_run_with_slack_and_no_token_fails_the_alert_step_and_keeps_the_alerts_pending(tmp_path, monkeypatch):
     """It used to print the alerts to stdout, exit 0 and leave `status` at "alert ok, 0 pending"."""
     from tests.fakes.slack import FakeSlack
+
+    paced: list[float] = []  # the sender's pause between posts, recorded instead of slept
+    monkeypatch.setattr("pipeline.core.times.sleep", paced.append)
 
     with FakeSlack() as slack:
         cfg = _slack_config(tmp_path, slack.base_url)
@@ -543,6 +546,7 @@ def test_run_with_slack_and_no_token_fails_the_alert_step_and_keeps_the_alerts_p
         fixed = run_cli("--config", str(cfg), "run", env=_env(SLACK_BOT_TOKEN=TOKEN))  # the token is set
         assert fixed.returncode == 0, fixed.stderr
         assert len(slack.top_level()) >= 1  # what waited went to Slack, once
+        assert paced and set(paced) == {1.0}  # paced as Slack asks (one post a second), not waited out here
         status = json.loads(run_cli("--config", str(cfg), "status", "--format", "json").stdout)
         assert status["service"]["pending_alerts"] == 0
     assert TOKEN not in fixed.stdout + fixed.stderr

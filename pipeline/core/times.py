@@ -4,6 +4,7 @@ ISO-8601 as trailwarden writes it. Every datetime inside trailwarden is timezone
 from __future__ import annotations
 
 import re
+import time as _time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -25,6 +26,15 @@ clock: Callable[[], datetime] = _wall_clock
 
 def utcnow() -> datetime:
     return clock()
+
+
+# How waiting is done (pacing posts to Slack, say): the wall clock's sleep, except where a test
+# records the pauses instead (``monkeypatch.setattr(times, "sleep", ...)``).
+sleep: Callable[[float], None] = _time.sleep
+
+
+def pause(seconds: float) -> None:
+    sleep(seconds)
 
 
 def parse_duration(value: str | int | float | timedelta) -> timedelta:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -40,7 +39,7 @@ from models.inventory import Inventory
 from pipeline.core.config import Config
 from pipeline.core.errors import TerminalError, TrailwardenError, scrub
 from pipeline.core.redact import redacted
-from pipeline.core.times import utcnow
+from pipeline.core.times import pause, utcnow
 from pipeline.detection.findings import FINDING_COLUMNS
 from pipeline.service.alerting.facts import reason_groups
 from pipeline.service.alerting.messages import (
@@ -264,7 +263,7 @@ def _count(con: Any) -> int:
 
 
 def deliver(store: Store, sender: Sender, inventory: Inventory, replay: Callable[[str, Any], str] = replay_hint,
-            *, sleep: Callable[[float], None] = time.sleep, style: Style | None = None) -> AlertReport:
+            *, sleep: Callable[[float], None] = pause, style: Style | None = None) -> AlertReport:
     """Recover interrupted posts, then post what is pending: new incidents (then their details,
     in a second pass, once the message they reply to exists), replies, and updates in place.
     Errors from the sender propagate (after the rows involved are put back to pending)."""

@@ -3,13 +3,13 @@ sender that reaches it, what it is owed, and its delivery."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from models.inventory import Inventory
 from pipeline.core.config import Config
+from pipeline.core.times import pause
 from pipeline.service.alerting.outbox import (
     AlertReport,
     alert_target,
@@ -37,7 +37,7 @@ def sender_for(config: Config, echo: Callable[[str], None]) -> Any:
 
 
 def alert_once(store: Store, config: Config, inventory: Inventory, echo: Callable[[str], None], *,
-               sleep: Callable[[float], None] = time.sleep) -> AlertReport:
+               sleep: Callable[[float], None] = pause) -> AlertReport:
     """Apply the triage pressed in Slack since the last cycle, enqueue what the config's
     destination is owed and deliver it. Without a Slack token the
     report carries the error (and what stays pending) instead; a sender's error propagates (after
