@@ -122,3 +122,21 @@ def test_a_file_is_replaced_only_when_written_whole(tmp_path: Path):
     with written(target) as out:
         out.write("{}\n")
     assert target.read_text() == "{}\n"
+
+
+def test_a_busy_agent_is_read_in_stretches_without_losing_or_reordering_an_event(long_window, monkeypatch):
+    """DuckDB sorts a stretch at a time (a reader cannot spill to disk: a busy agent's whole window
+    ran out of memory): cut small, the export is the same, every event once, in order."""
+    from pipeline.investigate import replay as module
+
+    store, inv, trail = long_window
+    whole = io.StringIO()
+    write_replay(store, "monitor", inv, whole, **_window())
+    monkeypatch.setattr(module, "STRETCH", 7)
+    assert len(module._stretches(store, "monitor", START, START + timedelta(days=30))) > 100
+    cut = io.StringIO()
+    write_replay(store, "monitor", inv, cut, **_window())
+    a, b = json.loads(whole.getvalue()), json.loads(cut.getvalue())
+    assert a["timeline"] == b["timeline"] and a["sha256"] != "" and len(a["timeline"]) == len(trail.events) + 1
+    times = [e["event_time"] for e in b["timeline"]]
+    assert times == sorted(times, key=datetime.fromisoformat)

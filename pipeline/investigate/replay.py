@@ -51,6 +51,7 @@ EVENT_FIELDS = ("event_id", "event_time", "event_name", "event_type", "event_rw"
 # The target of a RAM user/role call is often only in its request parameters (a virtual column over
 # the raw JSON): read them for those events only.
 BATCH = 2048  # events fetched at a time
+STRETCH = 20_000  # events sorted at a time (see _stretches)
 _PARAMETERS = ("CASE WHEN list_contains(?, lower(event_name)) THEN request_parameters::VARCHAR END "
                "AS request_parameters")
 
@@ -223,9 +224,31 @@ def _events(store: Store, agent: str, since: datetime, until: datetime, with_raw
     them are counted in ``totals``. Only the rare event whose text may hold a secret
     (``might_hold_secrets``) is walked."""
     columns = [*EVENT_FIELDS, _PARAMETERS, "raw" if with_raw else "NULL AS raw"]
-    result = store.con.execute(
-        f"SELECT {', '.join(columns)} FROM events WHERE agent = ? AND event_time >= ? AND event_time < ? "  # noqa: S608
-        "ORDER BY event_time, event_id", [sorted(PARAMETER_TARGETS), agent, since, until])
+    for start, end in _stretches(store, agent, since, until):
+        result = store.con.execute(
+            f"SELECT {', '.join(columns)} FROM events WHERE agent = ? AND event_time >= ? AND event_time < ? "  # noqa: S608
+            "ORDER BY event_time, event_id", [sorted(PARAMETER_TARGETS), agent, start, end])
+        yield from _rows(result, redact, totals)
+
+
+def _stretches(store: Store, agent: str, since: datetime, until: datetime) -> list[tuple[datetime, datetime]]:
+    """[since, until) cut at hour boundaries into stretches of about STRETCH events, oldest first.
+    DuckDB sorts each stretch whole (raw JSON included) within its memory limit, and a reader
+    cannot spill to disk: sorting a busy agent's 90 days at once ran out of memory at 190k events."""
+    hours = store.con.execute(
+        "SELECT date_trunc('hour', event_time) AS h, count(*) FROM events "
+        "WHERE agent = ? AND event_time >= ? AND event_time < ? GROUP BY h ORDER BY h", [agent, since, until]).fetchall()
+    cuts = [since]
+    held = 0
+    for hour, count in hours:
+        if held and held + count > STRETCH and hour > cuts[-1]:
+            cuts.append(hour)
+            held = 0
+        held += count
+    return list(zip(cuts, [*cuts[1:], until], strict=True))
+
+
+def _rows(result: Any, redact: bool, totals: _Totals) -> Iterator[dict[str, Any]]:
     names = [d[0] for d in result.description or []]
     while batch := result.fetchmany(BATCH):
         for values in batch:
