@@ -102,10 +102,11 @@ def write_config(workdir: Path, agents: int) -> Path:
     return config
 
 
-def run_over_week(command: str, db: Path, config: Path) -> tuple[dict[str, Any], float, float]:
-    """``trailwarden <command> --since <the week> --until END --format json`` as a subprocess: its
-    JSON report, the seconds it took and its peak RSS in MiB."""
-    since = (END - timedelta(weeks=1)).isoformat()
+def run_over_week(command: str, db: Path, config: Path, window: timedelta = timedelta(weeks=1),
+                  ) -> tuple[dict[str, Any], float, float]:
+    """``trailwarden <command> --since <END - window> --until END --format json`` as a subprocess:
+    its JSON report, the seconds it took and its peak RSS in MiB."""
+    since = (END - window).isoformat()
     cmd = [sys.executable, "-m", "pipeline", command, "--since", since, "--until", END.isoformat(),
            "--config", str(config), "--db", str(db), "--format", "json"]
     started = time.monotonic()

@@ -16,12 +16,9 @@ Usage: python benchmarks/learned_bench.py [--agents 500] [--keep]
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -31,25 +28,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from detect_bench import END, _sample, build_store, write_config  # noqa: E402
+from detect_bench import build_store, run_over_week, write_config  # noqa: E402
 
 NEW = ("volume", "novelty", "enumeration", "anomalous_behaviour")
 
 
 def detect_day(db: Path, config: Path) -> dict[str, Any]:
-    since = (END - timedelta(days=1)).isoformat()
-    cmd = [sys.executable, "-m", "pipeline", "detect", "--since", since, "--until", END.isoformat(),
-           "--config", str(config), "--db", str(db), "--format", "json"]
-    started = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = [0]
-    threading.Thread(target=_sample, args=(proc, peak), daemon=True).start()
-    out, err = proc.communicate()
-    seconds = time.monotonic() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"detect failed: {err.strip()}")
-    report = json.loads(out)
-    return {"events": report["events"], "seconds": seconds, "peak_mib": peak[0] / 1024, "findings": report["new"],
+    report, seconds, peak = run_over_week("detect", db, config, timedelta(days=1))
+    return {"events": report["events"], "seconds": seconds, "peak_mib": peak, "findings": report["new"],
             "detectors": {k: v["seconds"] for k, v in report["detectors"].items()}}
 
 

@@ -283,6 +283,19 @@ def _step_states(store: Store, cid: str) -> dict[tuple[str, str], str]:
     return out
 
 
+def _carry(store: Store, cid: str, api: RamApi, step: Step) -> None:
+    """One RAM call: recorded as ``calling`` before it is made and with its result after; RAM
+    unreachable is recorded as the step's failure and stops the run."""
+    step_id = _begin(store, cid, step)
+    try:
+        _run(api, step)
+    except RamUnavailable as exc:
+        step.status, step.result = "failed", str(exc)
+        _end(store, step_id, step)
+        raise
+    _end(store, step_id, step)
+
+
 def _begin(store: Store, cid: str, step: Step) -> int:
     """The step, recorded and committed before its call."""
     with store.transaction() as con:
@@ -327,14 +340,7 @@ def carry_out(store: Store, api: RamApi, inventory: Inventory, planned: Containm
             if step.action == "write_evidence":
                 _write_evidence(store, inventory, planned, step)
                 continue
-            step_id = _begin(store, cid, step)
-            try:
-                _run(api, step)
-            except RamUnavailable as exc:
-                step.status, step.result = "failed", str(exc)
-                _end(store, step_id, step)
-                raise
-            _end(store, step_id, step)
+            _carry(store, cid, api, step)
             changed += step.status == "done"
     except BaseException:
         _set(store, cid, status="failed", finished_at=utcnow())
@@ -452,14 +458,7 @@ def undo(store: Store, api: RamApi, inventory: Inventory, name: str, *, by: str,
     _set(store, cid, status="undoing")
     try:
         for step in out.steps:
-            step_id = _begin(store, cid, step)
-            try:
-                _run(api, step)
-            except RamUnavailable as exc:
-                step.status, step.result = "failed", str(exc)
-                _end(store, step_id, step)
-                raise
-            _end(store, step_id, step)
+            _carry(store, cid, api, step)
     except BaseException:
         _set(store, cid, status="undo_failed")
         raise

@@ -4,8 +4,6 @@ when privilege_escalation reports the actor of the same call."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,23 +18,9 @@ from pipeline.service.alerting.outbox import CONSOLE, preview
 from pipeline.store.store import Store
 from tests.conftest import ROOT
 from tests.detectors import harness
-from tests.ram.conftest import demo_snapshot
+from tests.ram.conftest import demo_snapshot, ram_call
 
 INVENTORY = load_inventory(ROOT / "config" / "agents.yaml")
-T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
-MakeEvent = Callable[..., dict[str, Any]]
-
-
-def ram_call(make_event: MakeEvent, n: int, name: str, params: dict[str, Any], *, by: str = "alice",
-             **extra: Any) -> dict[str, Any]:
-    """RAM user ``by`` (alice is admin-alice) calling RAM API ``name``."""
-    return make_event(n, eventName=name, serviceName="Ims", eventSource="ims.aliyuncs.com", eventRW="Write",
-                      isGlobal=True, requestParameters=params, sourceIpAddress="198.18.7.21",
-                      eventTime=(T0 + timedelta(minutes=n)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                      userIdentity={"type": "ram-user", "accountId": "1384926508761234", "userName": by,
-                                    "principalId": "2001", "accessKeyId": f"LTAI5t{by}"}, **extra)
-
-
 def detect(store: Store, tmp_path: Path, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if events:
         harness.ingest(store, events, INVENTORY)

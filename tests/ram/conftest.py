@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +58,17 @@ def write_config(tmp_path: Path, endpoint: str, **extra: Any) -> Path:
     path = tmp_path / "trailwarden.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
+
+
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)  # when the RAM calls of a test start
+MakeEvent = Callable[..., dict[str, Any]]
+
+
+def ram_call(make_event: MakeEvent, n: int, name: str, params: dict[str, Any], *, by: str = "alice",
+             **extra: Any) -> dict[str, Any]:
+    """RAM user ``by`` (alice is admin-alice) calling RAM API ``name``, ``n`` minutes after T0."""
+    return make_event(n, eventName=name, serviceName="Ims", eventSource="ims.aliyuncs.com", eventRW="Write",
+                      isGlobal=True, requestParameters=params, sourceIpAddress="198.18.7.21",
+                      eventTime=(T0 + timedelta(minutes=n)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                      userIdentity={"type": "ram-user", "accountId": "1384926508761234", "userName": by,
+                                    "principalId": "2001", "accessKeyId": f"LTAI5t{by}"}, **extra)
