@@ -224,9 +224,9 @@ def test_the_incidents_are_what_their_labels_say(org: Any) -> None:
     gets = [e for e in exfil if e["eventName"] == "GetObject"]
     bucket = gets[0]["referencedResources"]["ACS::OSS::Object"][0].split("/")[0]
     history = [e for e in events if e["_agent"] == by_kind["exfiltration"][0]["agent"] and _when(e) < scenario.detect_since]
-    assert len(gets) >= 1500 and not any(bucket in json.dumps(e.get("referencedResources")) for e in history)
+    assert len(gets) >= 150 and not any(bucket in json.dumps(e.get("referencedResources")) for e in history)
     enum = _during(events, by_kind["enumeration"][0])
-    assert len({e["eventName"] for e in enum}) >= 30 and len({e["serviceName"] for e in enum}) >= 8
+    assert len({e["eventName"] for e in enum}) >= 20 and len({e["serviceName"] for e in enum}) >= 5
     assert (_time(by_kind["enumeration"][0]["end"]) - _time(by_kind["enumeration"][0]["start"])) <= timedelta(minutes=10)
     two = by_kind["key_two_networks"][0]
     with_key = [e for e in _during(events, two) if e["userIdentity"].get("accessKeyId")]
@@ -234,11 +234,11 @@ def test_the_incidents_are_what_their_labels_say(org: Any) -> None:
     assert len({e["userIdentity"]["accessKeyId"] for e in with_key}) == 1
     assert {e["sourceIpAddress"] for e in with_key} & known and {e["sourceIpAddress"] for e in with_key} - known
     deletes = [e for e in _during(events, by_kind["mass_deletion"][0]) if e["eventName"] == "DeleteSnapshot"]
-    assert len(deletes) >= 25
-    reuse = [e for e in _during(events, by_kind["session_reuse"][0]) if client_family(e["userAgent"]) == "python-requests"]
+    assert len(deletes) >= 20
+    reuse = [e for e in _during(events, by_kind["session_reuse"][0]) if not e.get("vpcId")]  # the job runs in its VPC
     key = {e["userIdentity"]["accessKeyId"] for e in reuse}
-    assert len(reuse) >= 50 and len(key) == 1
-    job = [e for e in events if e["userIdentity"].get("accessKeyId") in key and client_family(e["userAgent"]) != "python-requests"]
+    assert len(reuse) >= 10 and len(key) == 1
+    job = [e for e in events if e["userIdentity"].get("accessKeyId") in key and e.get("vpcId")]
     assert job and {e["sourceIpAddress"] for e in job}.isdisjoint({e["sourceIpAddress"] for e in reuse})
     mfa = by_kind["mfa_bypass"][0]
     unbind = [e for e in _during(events, mfa, mfa["related"][0]) if e["eventName"] == "UnbindMFADevice"]
@@ -253,6 +253,56 @@ def test_the_incidents_are_what_their_labels_say(org: Any) -> None:
     during = {e["serviceName"] for e in _during(events, novel)}
     before = {e["serviceName"] for e in events if e["_agent"] == novel["agent"] and _when(e) < _time(novel["start"])}
     assert during - before and during - before <= {"Kms", "Ims", "Ram", "Actiontrail"}
+
+
+def _incident_events(seed: int) -> dict[str, list[tuple[Any, list[dict[str, Any]]]]]:
+    """Per incident kind, (its agent, its events) for a seed's organisation: planned and made
+    without writing the history (the makers are what the generator writes on the incident's day)."""
+    import random
+
+    org, labels, extras = build_org(60, 3, seed, END.date(), 0.001)
+    agents = {a.name: a for a in org.agents}
+    out: dict[str, list[tuple[Any, list[dict[str, Any]]]]] = {}
+    for label in labels:
+        if label.expect != "raise":
+            continue
+        made = [ev for x in extras if x.label == label.id for ev in x.make(random.Random(f"{seed}/{label.id}"))]
+        out.setdefault(label.kind, []).append((agents[label.agent], made))
+    return out
+
+
+def test_incidents_vary_by_seed_and_often_come_from_the_agents_own_network_and_client() -> None:
+    """Issue 15's held-out incidents are hard because a thief keeps the agent's habits: over a few
+    seeds, each kind that can be done from the agent's own place is done so in some (the stolen CI
+    key read from its runner with its usual client, the monitor's sweep from its own host, the
+    backup role deleting from its own host) and elsewhere in others, at sizes from small to large;
+    the incidents that need another network (a key or session used twice, a service role outside)
+    sometimes keep the agent's client."""
+    own: dict[str, set[bool]] = {}
+    sizes: dict[str, list[int]] = {}
+    client_kept: dict[str, set[bool]] = {}
+    for seed in range(1, 9):
+        for kind, found in _incident_events(seed).items():
+            for agent, made in found:
+                usual_ip = {str(agent.p.get("ip"))} | {str(n) for n in agent.source_ips or []}
+                usual_ua = agent.p.get("ua")
+                mine = [e for e in made if e["userIdentity"].get("principalId", "").startswith(agent.p["principal"])]
+                home = all(e["sourceIpAddress"] in usual_ip or e.get("vpcId")
+                           or any(ip_address(e["sourceIpAddress"]) in ip_network(n) for n in agent.source_ips or [])
+                           or (kind == "exfiltration" and not agent.source_ips
+                               and any(ip_address(e["sourceIpAddress"]) in ip_network(p)
+                                       for p in ("20.42.0.0/15", "40.84.0.0/14", "52.234.0.0/15", "4.148.0.0/14",
+                                                 "172.176.0.0/14")))
+                           for e in mine)
+                own.setdefault(kind, set()).add(home and all(e["userAgent"] == usual_ua for e in mine))
+                sizes.setdefault(kind, []).append(len(mine))
+                client_kept.setdefault(kind, set()).add(any(e["userAgent"] == usual_ua for e in mine))
+    for kind in ("exfiltration", "enumeration", "mass_deletion"):
+        assert own[kind] == {True, False}, (kind, own[kind])
+    for kind in ("session_reuse", "service_role_outside"):
+        assert True in client_kept[kind], kind
+    assert min(sizes["exfiltration"]) < 700 < 2000 < max(sizes["exfiltration"])
+    assert min(sizes["mass_deletion"]) < 40 < max(sizes["mass_deletion"])
 
 
 def test_service_roles_call_from_alibabas_networks_except_in_their_incident(org: Any) -> None:

@@ -51,7 +51,6 @@ from pipeline.demo.org_agents import (
 )
 from pipeline.demo.org_calls import (
     API,
-    HOME_POOLS,
     HOSTILE_NETWORKS,
     UA_CLI,
     UA_CONSOLE,
@@ -69,7 +68,7 @@ from pipeline.demo.org_calls import (
     signin,
     subnet_in,
 )
-from pipeline.demo.synthetic import Actor
+from pipeline.demo.synthetic import BUSINESS_TZ, Actor
 
 Make = Callable[[random.Random], Iterator[Event]]
 
@@ -163,6 +162,25 @@ class Planner:
 
 def _hostile(rng: random.Random) -> str:
     return host_in(rng, rng.choice(HOSTILE_NETWORKS))
+
+
+# Networks a thief calls from that look like anyone's: Chinese broadband (a /12 no agent's home is
+# in) and another account's Alibaba Cloud ECS (public addresses, not the organisation's networks).
+ORDINARY_NETWORKS = ("218.72.0.0/13", "124.160.0.0/13", "47.242.0.0/15", "39.104.0.0/14")
+
+
+def _elsewhere(rng: random.Random) -> str:
+    """A network no agent uses: a VPS abroad half the time, else one that looks like a home or a
+    cloud host (an attacker on a Chinese broadband line or in their own ECS instance)."""
+    if rng.random() < 0.5:
+        return _hostile(rng)
+    return host_in(rng, subnet_in(rng, rng.choice(ORDINARY_NETWORKS)))
+
+
+def _size(rng: random.Random, *ranges: tuple[int, int]) -> int:
+    """A size drawn from one of ``ranges`` (small to large), so a seed's incident is not always huge."""
+    lo, hi = rng.choice(ranges)
+    return rng.randint(lo, hi)
 
 
 # == traps ===========================================================================================
@@ -395,9 +413,13 @@ def plan_incidents(plan: Planner) -> None:
         raise ValueError("not enough agents for ten incidents: use more agents")
 
 
-def _when(plan: Planner, ok: Callable[[date], bool] = lambda d: True) -> tuple[date, float]:
-    """A scored day and a local hour: business hours or the middle of the night."""
+def _when(plan: Planner, ok: Callable[[date], bool] = lambda d: True,
+          usual: tuple[float, float] | None = None) -> tuple[date, float]:
+    """A scored day and a local hour: business hours or the middle of the night; with ``usual``
+    (the agent's own hours), inside them more often than not (a thief who keeps the agent's hours)."""
     day = plan.day(ok)
+    if usual and plan.rng.random() < 0.6:
+        return day, plan.rng.uniform(*usual)
     night = plan.rng.random() < 0.45
     return day, plan.rng.uniform(0.5, 5.5) if night else plan.rng.uniform(9.5, 17.5)
 
@@ -412,9 +434,9 @@ def _exfiltration(plan: Planner, lid: str) -> bool:
         agent.p["sloppy_oss"] = True
     targets = [a.p["lake"] for a in org.agents if a.kind == "etl"]
     bucket = rng.choice([*targets, "customer-exports", "finance-reports", "hr-payroll"])
-    day, hour = _when(plan)
-    count = rng.randint(1500, 6000)
-    inside = bool(agent.source_ips)  # a poisoned build on the runner, else the key from a laptop
+    day, hour = _when(plan, org.working, usual=(9.5, 18.5))
+    count = _size(rng, (150, 600), (600, 2000), (2000, 6000))
+    inside = rng.random() < 0.65  # a poisoned build on the runner, with its usual client; else the key elsewhere
     where = "a poisoned build on its own CI runner" if inside else "an outside host"
     plan.add(Label(lid, "exfiltration", agent.name, "raise",
                    f"{agent.name}'s key reads {count} objects from {bucket}, a bucket it never touched, from {where}"),
@@ -425,9 +447,10 @@ def _exfiltration(plan: Planner, lid: str) -> bool:
 def _read_bucket(org: Org, agent: OrgAgent, t: datetime, rng: random.Random, bucket: str, count: int,
                  inside: bool) -> Iterator[Event]:
     actor = Actor("ram-user", agent.p["user"], agent.p["principal"], agent.p["key"])
-    ip = ci_ip(org, agent, rng) if inside else _hostile(rng)
-    ua = rng.choice((agent.p["ua"], UA_OSSUTIL)) if inside else rng.choice((UA_OSSUTIL, UA_REQUESTS))
-    rate = rng.uniform(3, 10)
+    ip = ci_ip(org, agent, rng) if inside else _elsewhere(rng)
+    ua = rng.choice((agent.p["ua"], agent.p["ua"], UA_OSSUTIL)) if inside else rng.choice((UA_OSSUTIL, UA_REQUESTS,
+                                                                                          agent.p["ua"]))
+    rate = rng.uniform(0.5, 10)
     for k in range(count):
         when = t + timedelta(seconds=k / rate)
         if k % 1000 == 0:
@@ -448,9 +471,9 @@ def _enumeration(plan: Planner, lid: str) -> bool:
     if agent is None:
         return False
     agent.statements, agent.system_policies = [], ["ReadOnlyAccess"]  # the lazy grant: everything readable
-    apis = rng.sample(_ENUMERATION, min(len(_ENUMERATION), rng.randint(35, 60)))
+    apis = rng.sample(_ENUMERATION, min(len(_ENUMERATION), _size(rng, (20, 35), (35, 60))))
     services = {a.split(":")[0] for a in apis}
-    minutes = rng.uniform(2, 8)
+    minutes = rng.uniform(2, 9)
     day, hour = _when(plan)
     plan.add(Label(lid, "enumeration", agent.name, "raise",
                    f"{agent.name} enumerates {len(apis)} APIs across {len(services)} services in {minutes:.0f} minutes"),
@@ -460,8 +483,8 @@ def _enumeration(plan: Planner, lid: str) -> bool:
 
 def _enumerate(org: Org, agent: OrgAgent, t: datetime, rng: random.Random, apis: list[str],
                minutes: float) -> Iterator[Event]:
-    outside = not agent.source_ips and rng.random() < 0.5
-    ip = _hostile(rng) if outside else agent.p["ip"]
+    outside = not agent.source_ips and rng.random() < 0.3  # mostly the monitor's own host, its own client
+    ip = _elsewhere(rng) if outside else agent.p["ip"]
     ua = rng.choice((UA_REQUESTS, UA_CLI)) if outside else agent.p["ua"]
     actor = monitor_actor(org, agent, t)
     calls = [(api, region) for api in apis for region in rng.sample(agent.regions or [HOME_REGION], 1)
@@ -481,7 +504,7 @@ def _two_networks(plan: Planner, lid: str) -> bool:
     if agent is None:
         return False
     day = plan.day(org.working)
-    hour = rng.uniform(10, 17)
+    hour = rng.uniform(10, 17) if rng.random() < 0.7 else rng.uniform(19, 22.5)
     minutes = rng.uniform(8, 30)
     plan.add(Label(lid, "key_two_networks", agent.name, "raise",
                    f"{agent.name}'s AccessKey is used from its office and from an outside host abroad within "
@@ -492,8 +515,8 @@ def _two_networks(plan: Planner, lid: str) -> bool:
 
 def _two_places(org: Org, agent: OrgAgent, day: date, t: datetime, rng: random.Random, minutes: float) -> Iterator[Event]:
     key = Actor("ram-user", agent.p["user"], agent.p["principal"], agent.p["key"])
-    office, thief = human_ip(org, agent, day, rng, home=False), _hostile(rng)
-    ua_thief = rng.choice((UA_CLI, UA_PY_SDK, UA_REQUESTS))
+    office, thief = human_ip(org, agent, day, rng, home=t.astimezone(BUSINESS_TZ).hour >= 19), _elsewhere(rng)
+    ua_thief = rng.choice((UA_CLI, UA_CLI, UA_PY_SDK, UA_REQUESTS))  # often the owner's own CLI
     regions = ["cn-hangzhou", "cn-shanghai", "cn-beijing", "ap-southeast-1", "us-west-1", "eu-central-1"]
     for _ in range(rng.randint(8, 25)):
         yield call(rng, key, t + timedelta(seconds=rng.uniform(0, minutes * 60)), "Ecs:DescribeInstances", ip=office,
@@ -502,7 +525,7 @@ def _two_places(org: Org, agent: OrgAgent, day: date, t: datetime, rng: random.R
     script += [("Ecs:DescribeInstances", r, None) for r in regions]
     for bucket in agent.p["buckets"]:
         script += [("Oss:ListObjects", HOME_REGION, bucket)]
-        script += [("Oss:GetObject", HOME_REGION, f"{bucket}/reports/{n:04d}.csv") for n in range(rng.randint(10, 60))]
+        script += [("Oss:GetObject", HOME_REGION, f"{bucket}/reports/{n:04d}.csv") for n in range(rng.randint(2, 60))]
     start = t + timedelta(minutes=rng.uniform(1, minutes / 3))
     for k, (api, region, res) in enumerate(script):
         yield call(rng, key, start + timedelta(seconds=3 * k + rng.random()), api, ip=thief, ua=ua_thief,
@@ -514,10 +537,10 @@ def _mass_deletion(plan: Planner, lid: str) -> bool:
     agent = plan.pick(("backup",))
     if agent is None:
         return False
-    count = rng.randint(25, 90)
-    minutes = rng.uniform(2, 10)
+    count = _size(rng, (15, 30), (30, 90))
+    minutes = rng.uniform(2, 15)
     day, hour = _when(plan)
-    if rng.random() < 0.4:
+    if rng.random() < 0.5:
         hour = agent.p["start"] + 0.6  # right after its own run, from its own host
     plan.add(Label(lid, "mass_deletion", agent.name, "raise",
                    f"{agent.name} deletes {count} snapshots in {minutes:.0f} minutes instead of its usual couple"),
@@ -528,8 +551,8 @@ def _mass_deletion(plan: Planner, lid: str) -> bool:
 def _delete_snapshots(org: Org, agent: OrgAgent, t: datetime, rng: random.Random, count: int,
                       minutes: float) -> Iterator[Event]:
     p = agent.p
-    outside = rng.random() < 0.4
-    ip, ua = (_hostile(rng), rng.choice((UA_CLI, UA_REQUESTS))) if outside else (p["ip"], p["ua"])
+    outside = rng.random() < 0.25  # mostly its own host and client: the job's code or its host compromised
+    ip, ua = (_elsewhere(rng), rng.choice((UA_CLI, UA_REQUESTS, p["ua"]))) if outside else (p["ip"], p["ua"])
     sess = session(org.seed, Actor("assumed-role", p["role"], p["principal"]), f"backup-{t:%Y%m%d%H%M}", t)
     vpc = None if outside else org.vpc
     for k in range(3):
@@ -550,23 +573,26 @@ def _session_reuse(plan: Planner, lid: str) -> bool:
     day = plan.day(lambda d: bool(etl_runs(org, agent, d)))
     hour = rng.choice(etl_runs(org, agent, day))
     offset = rng.uniform(8, 45)
-    count = rng.randint(50, 400)
+    count = _size(rng, (10, 60), (60, 400))
+    ua = rng.choice((UA_REQUESTS, UA_REQUESTS, agent.p["ua"]))
     plan.add(Label(lid, "session_reuse", agent.name, "raise",
                    f"{agent.name}'s STS session of {hour:02.0f}:00 is reused from an outside network with "
-                   f"python-requests ({count} reads) while the job runs from its usual one"),
-             [(day, lambda r: _reuse_session(org, agent, at(day, hour, offset), r, count))])
+                   f"{'python-requests' if ua == UA_REQUESTS else 'the job own client'} ({count} reads) while the "
+                   "job runs from its usual one"),
+             [(day, lambda r: _reuse_session(org, agent, at(day, hour, offset), r, count, ua))])
     return True
 
 
-def _reuse_session(org: Org, agent: OrgAgent, t: datetime, rng: random.Random, count: int) -> Iterator[Event]:
+def _reuse_session(org: Org, agent: OrgAgent, t: datetime, rng: random.Random, count: int,
+                   ua: str) -> Iterator[Event]:
     sess = etl_session(org, agent, t)
-    ip = _hostile(rng)
+    ip = _elsewhere(rng)
     buckets = [agent.p["lake"], *agent.p["sources"]]
     for k, bucket in enumerate(buckets):
-        yield call(rng, sess, t + timedelta(seconds=k), "Oss:ListObjects", ip=ip, ua=UA_REQUESTS, resource=bucket)
+        yield call(rng, sess, t + timedelta(seconds=k), "Oss:ListObjects", ip=ip, ua=ua, resource=bucket)
     for k in range(count):
         bucket = rng.choice(buckets)
-        yield call(rng, sess, t + timedelta(seconds=5 + 1.5 * k), "Oss:GetObject", ip=ip, ua=UA_REQUESTS,
+        yield call(rng, sess, t + timedelta(seconds=5 + 1.5 * k), "Oss:GetObject", ip=ip, ua=ua,
                    resource=f"{bucket}/curated/{rng.randrange(10**6):06d}.parquet")
 
 
@@ -577,7 +603,7 @@ def _service_outside(plan: Planner, lid: str) -> bool:
     if agent is None:
         return False
     day, hour = _when(plan)
-    count = rng.randint(20, 300)
+    count = _size(rng, (3, 20), (20, 300))
     plan.add(Label(lid, "service_role_outside", agent.name, "raise",
                    f"{agent.name}'s role credentials, taken from one of its hosts, are used from the internet "
                    f"({count + 2} calls)"),
@@ -596,7 +622,7 @@ def _as_instance_role(org: Org, agent: OrgAgent) -> None:
 def _stolen_service_session(org: Org, agent: OrgAgent, t: datetime, rng: random.Random, count: int) -> Iterator[Event]:
     p = agent.p
     sess = service_actor(org, agent, t, rng.choice(p["hosts"]))
-    ip, ua = _hostile(rng), rng.choice((UA_CLI, UA_PY_SDK, UA_OSSUTIL))
+    ip, ua = _elsewhere(rng), rng.choice((p["ua"], p["ua"], UA_CLI, UA_PY_SDK, UA_OSSUTIL))  # often its own SDK
     yield call(rng, sess, t, "Oss:ListObjects", ip=ip, ua=ua, resource=p["bucket"])
     yield call(rng, sess, t + timedelta(seconds=4), "Oss:ListObjects", ip=ip, ua=ua, resource=p["bucket"],
                params={"prefix": "uploads/"})
@@ -619,7 +645,7 @@ def _mfa_bypass(plan: Planner, lid: str) -> bool:
     gap = rng.uniform(2, 30)
     plan.add(Label(lid, "mfa_bypass", victim.name, "raise",
                    f"{admin.name} unbinds {victim.name}'s MFA device; {gap:.0f} minutes later {victim.name} signs in "
-                   "to the console without MFA from a new network", related=[admin.name]),
+                   "to the console without MFA", related=[admin.name]),
              [(day, lambda r: _unbind_then_signin(org, admin, victim, day, at(day, hour), r, gap))])
     return True
 
@@ -632,7 +658,9 @@ def _unbind_then_signin(org: Org, admin: OrgAgent, victim: OrgAgent, day: date, 
     yield call(rng, console, t, "Ims:GetUserMFAInfo", ip=admin_ip, ua=UA_CONSOLE, params=target)
     yield call(rng, console, t + timedelta(seconds=30), "Ims:UnbindMFADevice", ip=admin_ip, ua=UA_CONSOLE, params=target)
     t2 = t + timedelta(minutes=gap)
-    ip = _hostile(rng) if rng.random() < 0.6 else host_in(rng, subnet_in(rng, rng.choice(HOME_POOLS)))
+    roll = rng.random()  # a thief abroad, at home in another city, or on the victim's own office network
+    ip = (_hostile(rng) if roll < 0.35 else host_in(rng, subnet_in(rng, rng.choice(ORDINARY_NETWORKS))) if roll < 0.65
+          else human_ip(org, victim, day, rng, home=False))
     user = console_user(victim, t2, mfa=False)
     yield signin(rng, user, t2, ip=ip, ua=victim.p["browser"])
     for k in range(rng.randint(5, 40)):
