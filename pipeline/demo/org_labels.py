@@ -537,7 +537,7 @@ def _mass_deletion(plan: Planner, lid: str) -> bool:
     agent = plan.pick(("backup",))
     if agent is None:
         return False
-    count = _size(rng, (15, 30), (30, 90))
+    count = _size(rng, (20, 40), (40, 90))  # dozens, where a couple is usual
     minutes = rng.uniform(2, 15)
     day, hour = _when(plan)
     if rng.random() < 0.5:
@@ -575,9 +575,10 @@ def _session_reuse(plan: Planner, lid: str) -> bool:
     offset = rng.uniform(8, 45)
     count = _size(rng, (10, 60), (60, 400))
     ua = rng.choice((UA_REQUESTS, UA_REQUESTS, agent.p["ua"]))
+    client = "python-requests" if ua == UA_REQUESTS else "the job's own client"
     plan.add(Label(lid, "session_reuse", agent.name, "raise",
                    f"{agent.name}'s STS session of {hour:02.0f}:00 is reused from an outside network with "
-                   f"{'python-requests' if ua == UA_REQUESTS else 'the job own client'} ({count} reads) while the "
+                   f"{client} ({count} reads) while the "
                    "job runs from its usual one"),
              [(day, lambda r: _reuse_session(org, agent, at(day, hour, offset), r, count, ua))])
     return True
