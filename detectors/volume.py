@@ -9,7 +9,9 @@ busiest clock hour and its busiest local day of successful calls in the history,
 days it was seen. Those peaks carry the agent's rhythm: a weekly Terraform apply, a catch-up day
 after a holiday, the nightly batch are all in them. A window's hour (or local day) of one kind is
 *voluminous* when it holds at least ``min_calls`` (30) successful calls and at least ``factor`` (4)
-times the kind's peak; a kind never seen counts its peak as one call.
+times the kind's peak; a kind never seen counts its peak as one call. A destructive action
+(``Delete*``, ``Remove*``, ``Release*``...) needs only ``min_calls_destructive`` (10): a backup role
+that deletes two snapshots a night and now deletes two dozen has done its damage well under 30.
 
 Severity: low, listed as a ``volume`` aspect (observed vs usual) for ``anomalous_behaviour`` to
 weigh with the agent's other unusual aspects, unless the volume is large on its own: medium when
@@ -95,6 +97,7 @@ class Volume(Detector):
     parameters: ClassVar[dict[str, Any]] = {
         "dedup_window": "3h",
         "min_calls": 30,  # an hour or day with fewer calls of a kind is never voluminous
+        "min_calls_destructive": 10,  # ... nor, for a destructive action, with fewer than 10
         "factor": 4.0,  # ... nor one with under 4 times the kind's peak in the history
         "strong_factor": 10.0,  # medium on its own: 10 times the peak...
         "strong_calls": 300,  # ... and at least 300 calls
@@ -106,8 +109,8 @@ class Volume(Detector):
     learns = VolumeProfile
 
     def validate(self) -> None:
-        for key in ("min_calls", "factor", "strong_factor", "strong_calls", "strong_factor_destructive",
-                    "strong_calls_destructive"):
+        for key in ("min_calls", "min_calls_destructive", "factor", "strong_factor", "strong_calls",
+                    "strong_factor_destructive", "strong_calls_destructive"):
             value = self.params[key]
             if not isinstance(value, int | float) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{key} must be a number of at least 1, not {value!r}")
@@ -124,7 +127,7 @@ class Volume(Detector):
         loud: list[pd.DataFrame] = []
         for span, peaks_of in (("hour", "hour_peaks"), ("day", "day_peaks")):
             counts = df.groupby(["agent", "kind", span], sort=False).size().rename("n").reset_index()
-            counts = counts[counts["n"] >= self.params["min_calls"]]
+            counts = counts[counts["n"].to_numpy() >= self._min_calls(counts["kind"])]
             if counts.empty:
                 continue
             usual = np.array([max(1, (getattr(profiles[str(a)], peaks_of) or {}).get(str(k), 0))
@@ -152,9 +155,16 @@ class Volume(Detector):
             return True
         for kind, n in burst["kind"].value_counts().items():
             usual = max(1, (profile.day_peaks or {}).get(str(kind), 0))
-            if n >= self.params["min_calls"] and n >= self.params["factor"] * usual:
+            if n >= self._min_calls(pd.Series([kind]))[0] and n >= self.params["factor"] * usual:
                 return True
         return False
+
+    def _min_calls(self, kinds: pd.Series) -> np.ndarray:
+        """Per kind of call: the fewest calls an hour or day of it needs to be voluminous."""
+        codes, uniques = pd.factorize(kinds)
+        need = np.array([self.params["min_calls_destructive"] if destructive(str(k).split(" on ", 1)[0])
+                         else self.params["min_calls"] for k in uniques] + [self.params["min_calls"]])
+        return need[codes]
 
     def _finding(self, agent: str, burst: pd.DataFrame, marks: pd.DataFrame, profile: VolumeProfile) -> Finding:
         top = marks.sort_values(["ratio", "n"], ascending=False).drop_duplicates("kind")
@@ -179,8 +189,9 @@ class Volume(Detector):
         evidence: dict[str, Any] = {
             "kinds": capped(kinds, 10), "count": len(burst),
             "source_ips": capped(dict.fromkeys(burst["source_ip"].dropna()), 10),
-            "threshold": {k: self.params[k] for k in ("min_calls", "factor", "strong_factor", "strong_calls",
-                                                      "strong_factor_destructive", "strong_calls_destructive")},
+            "threshold": {k: self.params[k] for k in ("min_calls", "min_calls_destructive", "factor", "strong_factor",
+                                                      "strong_calls", "strong_factor_destructive",
+                                                      "strong_calls_destructive")},
             "aspects": [aspect("volume", text + more, 1.0 if strong else weight, observed=first["observed"],
                                usual=first["usual_peak"], per=first["per"])],
         }

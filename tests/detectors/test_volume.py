@@ -111,6 +111,28 @@ def test_dozens_of_snapshot_deletions_where_two_are_usual_are_medium(store: Stor
     assert f.evidence["kinds"][0]["destructive"] is True
 
 
+def test_two_dozen_snapshot_deletions_where_two_are_usual_are_medium(store: Store,
+                                                                    baselines: dict[str, Baseline]) -> None:
+    """A mass deletion does its damage well under ``min_calls`` (30): 24 deletions by a role that
+    deletes two a night (12 times its peak) is medium on its own."""
+    t = harness.Trail(INVENTORY, batch=2)
+    usual(t, WEEK)
+    ids = deletes(t, at(THU, 1, 30), 24)  # right after its own run: the hour holds its usual two too
+    (f,) = score(store, t, baselines)
+    assert (f.agent, f.severity) == ("backup", "medium") and set(ids) <= set(f.event_ids)
+    assert "26 DeleteSnapshot on ACS::ECS::Snapshot in one hour (its busiest hour in 28 days had 2)" in f.summary
+
+
+def test_a_dozen_deletions_are_a_low_weak_signal(store: Store, baselines: dict[str, Baseline]) -> None:
+    """Twelve deletions (6 times the usual two, under ``strong_calls_destructive``): voluminous,
+    low, an aspect for anomalous_behaviour to weigh with others."""
+    t = harness.Trail(INVENTORY, batch=2)
+    usual(t, WEEK)
+    ids = deletes(t, at(THU, 14, 0), 12)
+    (f,) = score(store, t, baselines)
+    assert (f.severity, f.event_ids) == ("low", ids)
+
+
 def test_twice_the_usual_and_a_busy_catch_up_day_are_quiet(store: Store, baselines: dict[str, Baseline]) -> None:
     """A catch-up day doing twice the usual work, and three times the usual deletions (6, under
     min_calls), are not voluminous; nor is anything a brand-new agent does (not learned)."""
