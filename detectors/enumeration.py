@@ -8,7 +8,11 @@ the most distinct services it called in one. In the scored window the same is co
 (offset by half a window, so a sweep across a grid line is seen whole). A window is *enumeration*
 when it holds at least ``min_apis`` (15) distinct APIs and ``min_services`` (4) services, and at
 least ``factor`` (2.5) times the agent's widest in the history (a Terraform apply that always
-touches 40 APIs is judged against its own 40). Failed calls count: a sweep is mostly refused.
+touches 40 APIs is judged against its own 40), or when at least ``min_new_share`` (half) of its
+APIs are ones the agent never called in the history (``novelty``'s learned APIs): a monitor whose
+polls already touch 20 APIs sweeping 25, 15 of them never used, is reconnaissance though it is
+not 2.5 times as wide; an apply adding a module (a few new APIs among its usual ones) is not.
+Failed calls count: a sweep is mostly refused.
 
 Severity: medium; the finding lists the APIs and services, the agent's usual breadth, and an
 ``enumeration`` aspect for ``anomalous_behaviour``. Consecutive enumerating windows (within the
@@ -32,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from detectors.base import Detector, Finding, Models, aspect, capped, group_bursts, jsonable
+from detectors.novelty import NoveltyProfile
 from models.baselines import History, Learned
 
 WINDOW_SECONDS = 600  # the window breadth is learned and judged in (fixed: what is stored depends on it)
@@ -72,6 +77,7 @@ class Enumeration(Detector):
         "min_apis": 15,
         "min_services": 4,
         "factor": 2.5,
+        "min_new_share": 0.5,  # ... or this share of the window's APIs never used in the history
     }
     columns = ("event_id", "event_time", "agent", "event_name", "service_name", "error_code", "source_ip",
                "user_agent")
@@ -82,6 +88,9 @@ class Enumeration(Detector):
             value = self.params[key]
             if not isinstance(value, int | float) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{key} must be a number of at least 1, not {value!r}")
+        share = self.params["min_new_share"]
+        if not isinstance(share, int | float) or isinstance(share, bool) or not 0 < share <= 1:
+            raise ValueError(f"min_new_share must be a share above 0 and at most 1, not {share!r}")
 
     def score(self, events: pd.DataFrame, models: Models, now: datetime) -> list[Finding]:
         judged = {}
@@ -95,15 +104,19 @@ class Enumeration(Detector):
             return []
         df = df.assign(api=df["service_name"].fillna("").astype(str) + ":" + df["event_name"].astype(str),
                        service=df["service_name"].fillna("").astype(str))
+        df = df.assign(new_api=df["api"].where(_never_used(df, models)))
         seconds = df["event_time"].to_numpy(dtype="datetime64[s]").astype(np.int64)
         loud = np.zeros(len(df), dtype=bool)
         for offset in (0, WINDOW_SECONDS // 2):
             w = (seconds + offset) // WINDOW_SECONDS
             frame = df.assign(w=w)
-            wide = frame.groupby(["agent", "w"], sort=False).agg(apis=("api", "nunique"), services=("service", "nunique"))
+            wide = frame.groupby(["agent", "w"], sort=False).agg(apis=("api", "nunique"), services=("service", "nunique"),
+                                                                 new=("new_api", "nunique"))
+            apis = wide["apis"].to_numpy()
             need = np.array([max(self.params["min_apis"], self.params["factor"] * (judged[str(a)].max_apis_10m or 0))
                              for a, _ in wide.index])
-            hit = wide[(wide["apis"].to_numpy() >= need) & (wide["services"].to_numpy() >= self.params["min_services"])]
+            unseen = (apis >= self.params["min_apis"]) & (wide["new"].to_numpy() >= self.params["min_new_share"] * apis)
+            hit = wide[((apis >= need) | unseen) & (wide["services"].to_numpy() >= self.params["min_services"])]
             if len(hit):
                 loud |= pd.MultiIndex.from_arrays([frame["agent"], frame["w"]]).isin(hit.index)
         if not loud.any():
@@ -118,18 +131,21 @@ class Enumeration(Detector):
     def _finding(self, agent: str, burst: pd.DataFrame, profile: BreadthProfile) -> Finding:
         apis = list(dict.fromkeys(burst["api"]))
         services = list(dict.fromkeys(burst["service"]))
+        unseen = list(dict.fromkeys(burst["new_api"].dropna()))
         minutes = (burst["event_time"].iloc[-1] - burst["event_time"].iloc[0]).total_seconds() / 60
         failed = int(burst["error_code"].notna().sum())
         usual = f"its widest 10 minutes in 28 days had {profile.max_apis_10m} APIs of {profile.max_services_10m} services"
-        text = f"{len(apis)} distinct APIs of {len(services)} services in {max(minutes, 1):.0f} minutes ({usual})"
+        never = f", {len(unseen)} of them never used in 28 days," if unseen else ""
+        text = f"{len(apis)} distinct APIs of {len(services)} services in {max(minutes, 1):.0f} minutes{never} ({usual})"
         ratio = len(apis) / max(1, profile.max_apis_10m or 0)
         weight = min(1.0, 0.6 + 0.1 * np.log2(max(1.0, ratio / self.params["factor"])))
         evidence: dict[str, Any] = {
-            "apis": capped(apis, 60), "services": capped(services, 30), "count": len(burst), "failed": failed,
+            "apis": capped(apis, 60), "services": capped(services, 30), "never_used": capped(unseen, 60),
+            "count": len(burst), "failed": failed,
             "minutes": round(minutes, 1), "source_ips": capped(dict.fromkeys(burst["source_ip"].dropna()), 10),
             "user_agents": capped(dict.fromkeys(burst["user_agent"].dropna()), 5),
             "baseline": {"max_apis_in_10m": profile.max_apis_10m, "max_services_in_10m": profile.max_services_10m},
-            "threshold": {k: self.params[k] for k in ("min_apis", "min_services", "factor")},
+            "threshold": {k: self.params[k] for k in ("min_apis", "min_services", "factor", "min_new_share")},
             "aspects": [aspect("enumeration", text, weight, observed=len(apis), usual=profile.max_apis_10m)],
         }
         return Finding(
@@ -139,3 +155,21 @@ class Enumeration(Detector):
             summary=f"{agent} called {text}{f'; {failed} refused' if failed else ''}",
             event_ids=list(burst["event_id"]), evidence=jsonable(evidence), dedup_key="enumeration",
         )
+
+
+def _never_used(df: pd.DataFrame, models: Models) -> np.ndarray:
+    """Per row: an API its agent never called in the history (``novelty``'s learned APIs; False
+    where they were not learned). Each distinct (agent, API) pair is looked up once."""
+    known: dict[str, set[str] | None] = {}
+    for a in df["agent"].unique():
+        baseline = models.baselines.get(str(a))
+        part = baseline.part(NoveltyProfile) if baseline is not None else None
+        known[str(a)] = set(part.used.get("api", [])) if part is not None and part.used is not None else None
+    pairs = pd.MultiIndex.from_arrays([df["agent"].astype(str).to_numpy(), df["api"].to_numpy()])
+    codes, uniques = pd.factorize(pairs)
+    verdicts = np.array([_unseen(known[str(a)], str(v)) for a, v in uniques] + [False], dtype=bool)
+    return verdicts[codes]
+
+
+def _unseen(known: set[str] | None, api: str) -> bool:
+    return known is not None and api not in known

@@ -89,6 +89,19 @@ def test_a_monitor_sweeping_forty_apis_of_eight_services_is_one_medium_finding(
     assert f.evidence["aspects"][0]["aspect"] == "enumeration"
 
 
+def test_a_sweep_of_apis_never_used_by_a_broad_agent_is_medium(store: Store, baselines: dict[str, Baseline]) -> None:
+    """An identity whose own work is broad (the Terraform role: 30 APIs of 6 services in its
+    applies) sweeping 40 APIs it never called is reconnaissance, though 40 is not 2.5 times 30:
+    most of the window's APIs are new to it."""
+    t = harness.Trail(INVENTORY, batch=2)
+    ids = sweep(t, at(WED, 15, 2), 40, who="terraform")
+    (f,) = score(store, t, baselines)
+    assert (f.agent, f.severity) == ("terraform", "medium") and set(ids) <= set(f.event_ids)
+    assert ("40 distinct APIs of 8 services in 4 minutes, 40 of them never used in 28 days, (its widest 10 minutes "
+            "in 28 days had 30 APIs of 6 services)") in f.summary
+    assert len(f.evidence["never_used"]) == 40
+
+
 def test_a_terraform_apply_as_wide_as_its_usual_ones_is_quiet(store: Store, baselines: dict[str, Baseline]) -> None:
     """An apply touching as many APIs as its usual ones (here twice over the week) is its norm;
     a monitor's usual polls are too."""
