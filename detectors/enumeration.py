@@ -23,7 +23,9 @@ An agent with under 7 active days of history is not judged (its norm is not know
 Known gaps: a slow sweep (a few APIs every ten minutes) stays under the breadth of any window; an
 agent whose own work is broad (an administrator in the console, a Terraform apply) needs a sweep of
 ``factor`` times its widest; enumeration spread across several stolen identities is counted per
-agent; ``failure_storm`` also reports a sweep that is mostly refused.
+agent; ``failure_storm`` also reports a sweep that is mostly refused; a sweep of APIs the agent
+already calls, under 2.5 times its widest, is quiet; where ``novelty``'s part was not learned (a
+backtest of ``enumeration`` alone) only the breadth rule applies.
 """
 
 from __future__ import annotations
