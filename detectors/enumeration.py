@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from detectors.base import Detector, Finding, Models, aspect, capped, group_bursts, jsonable
-from detectors.novelty import NoveltyProfile
+from detectors.novelty import NoveltyProfile, _unknown
 from models.baselines import History, Learned
 
 WINDOW_SECONDS = 600  # the window breadth is learned and judged in (fixed: what is stored depends on it)
@@ -161,17 +161,12 @@ class Enumeration(Detector):
 
 def _never_used(df: pd.DataFrame, models: Models) -> np.ndarray:
     """Per row: an API its agent never called in the history (``novelty``'s learned APIs; False
-    where they were not learned). Each distinct (agent, API) pair is looked up once."""
-    known: dict[str, set[str] | None] = {}
+    where they were not learned)."""
+    known: dict[str, set[str]] = {}
     for a in df["agent"].unique():
         baseline = models.baselines.get(str(a))
         part = baseline.part(NoveltyProfile) if baseline is not None else None
-        known[str(a)] = set(part.used.get("api", [])) if part is not None and part.used is not None else None
-    pairs = pd.MultiIndex.from_arrays([df["agent"].astype(str).to_numpy(), df["api"].to_numpy()])
-    codes, uniques = pd.factorize(pairs)
-    verdicts = np.array([_unseen(known[str(a)], str(v)) for a, v in uniques] + [False], dtype=bool)
-    return verdicts[codes]
-
-
-def _unseen(known: set[str] | None, api: str) -> bool:
-    return known is not None and api not in known
+        if part is not None and part.used is not None:
+            known[str(a)] = set(part.used.get("api", []))
+    agents = df["agent"].astype(str)
+    return _unknown(agents, df["api"], known) & agents.isin(list(known)).to_numpy()

@@ -34,7 +34,6 @@ busier agent's rarer ones count as new.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, ClassVar, Self
@@ -216,12 +215,21 @@ def _self_service(df: pd.DataFrame) -> np.ndarray:
 
 def _unknown(agents: pd.Series, values: pd.Series, known: dict[str, set[str]]) -> np.ndarray:
     """Per row: is the (non-empty) value missing from its agent's known values? Each distinct
-    (agent, value) pair is looked up once."""
-    pairs = pd.MultiIndex.from_arrays([agents.to_numpy(), values.astype(str).to_numpy()])
-    codes, uniques = pd.factorize(pairs)
-    verdicts = np.array([bool(v) and v not in known.get(a, set()) for a, v in _pairs(uniques)], dtype=bool)
-    return verdicts[codes] if len(verdicts) else np.zeros(len(agents), dtype=bool)
+    (agent, value) pair is looked up once: the pairs are integer codes (agent code times the
+    number of values plus value code), uniqued in numpy - hashing (agent, value) tuples took
+    seconds on a 500-agent day."""
+    if not len(agents):
+        return np.zeros(0, dtype=bool)
+    agent_codes, agent_names = pd.factorize(agents.to_numpy())
+    value_codes, value_names = pd.factorize(values.astype(str).to_numpy())
+    width = len(value_names) + 1
+    pairs = (agent_codes.astype(np.int64) + 1) * width + (value_codes + 1)
+    uniques, inverse = np.unique(pairs, return_inverse=True)
+    verdicts = np.array([_is_new(agent_names, value_names, int(p) // width - 1, int(p) % width - 1, known)
+                         for p in uniques], dtype=bool)
+    return verdicts[inverse.reshape(-1)]
 
 
-def _pairs(uniques: Sequence[Any]) -> list[tuple[str, str]]:
-    return [(str(a), str(v)) for a, v in uniques]
+def _is_new(agents: Any, values: Any, a: int, v: int, known: dict[str, set[str]]) -> bool:
+    value = str(values[v]) if v >= 0 else ""
+    return bool(value) and value not in known.get(str(agents[a]) if a >= 0 else "", set())
