@@ -130,6 +130,20 @@ class Retention(_Strict):
         return None if value is None else parse_duration(value)
 
 
+class StoreConfig(_Strict):
+    """The tiered store (README, "The store"): UTC days older than ``seal_after`` are sealed to
+    Parquet by the service's cycle, at most ``seal_days_per_cycle`` days (and as many compactions)
+    per cycle, so a cycle never does more than a bounded step of it. Absent: nothing is sealed."""
+
+    seal_after: Duration = timedelta(days=2)
+    seal_days_per_cycle: int = Field(default=1, ge=1, le=31)
+
+    @field_validator("seal_after", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value)
+
+
 class Config(_Strict):
     database: Path = Path("data/trailwarden.duckdb")
     timezone: str = "UTC"
@@ -139,6 +153,7 @@ class Config(_Strict):
     detectors: dict[str, dict[str, Any]] = Field(default_factory=dict)
     slack: SlackConfig | None = None
     retention: Retention | None = None
+    store: StoreConfig | None = None
     ram: RamConfig | None = None
     memory_limit: str = "256MB"  # DuckDB memory_limit for the pipeline connection (see README, Performance)
 

@@ -88,6 +88,8 @@ def run_cycle(config: Config, inventory: Inventory, db: Path, *, config_path: st
         reattribute_if_changed(store, inventory, allow_orphans=reattribute, source=inventory_source)
         steps: tuple[tuple[str, Callable[..., dict[str, Any]]], ...] = (
             ("ingest", partial(_ingest, stop=stopping)), ("detect", _detect), ("alert", _alert))
+        if config.store is not None:
+            steps += (("seal", _seal),)
         for name, step in steps:
             if stopping():
                 result.stopped_early = True
@@ -167,6 +169,18 @@ def _detect(store: Store, config: Config, inventory: Inventory, path: str | None
     if report.failed:
         counts["error"] = f"detector(s) failed: {', '.join(report.failed)}"
     return counts
+
+
+def _seal(store: Store, config: Config, _inventory: Inventory, _path: str | None, _echo: Any) -> dict[str, Any]:
+    """Seal the oldest sealable days and compact as many days of late events (bounded: at most
+    ``store.seal_days_per_cycle`` of each per cycle; the rest waits for the next cycles)."""
+    from pipeline.store import lake
+
+    assert config.store is not None
+    sealed = lake.seal(store, config.store.seal_after, max_days=config.store.seal_days_per_cycle)
+    compacted = lake.compact(store, max_days=config.store.seal_days_per_cycle)
+    return {"sealed": sealed.as_dict(), "compacted": compacted.as_dict(),
+            "waiting": len(lake.sealable_days(store, config.store.seal_after))}
 
 
 def _alert(store: Store, config: Config, inventory: Inventory, _path: str | None,
