@@ -282,3 +282,37 @@ def test_a_store_made_by_the_previous_version_is_migrated(tmp_path, make_event):
         assert s.con.execute("SELECT agent FROM events").fetchall() == [("deployer",)]
         _seal_all(s)
         assert s.con.execute("SELECT event_id, agent FROM events").fetchall() == [("e1", "deployer")]
+
+
+def test_a_missing_sealed_file_is_named_by_status_and_by_queries(tmp_path, make_event):
+    db = tmp_path / "s.duckdb"
+    with open_store(db) as s:
+        _ingest(s, tmp_path, _week(make_event))
+        _seal_all(s)
+        [rel] = [r[0] for r in s.con.execute("SELECT path FROM lake_files WHERE day = ?", [_days_ago(2)]).fetchall()]
+    (lake_dir(db) / rel).unlink()
+    status = run_cli("status", "--db", str(db))
+    assert status.returncode == 0, status.stderr
+    assert f"UNAVAILABLE: {_days_ago(2).isoformat()}" in status.stdout
+    query = run_cli("query", "SELECT count(*) FROM events", "--db", str(db))
+    assert query.returncode == 2 and f"day={_days_ago(2).isoformat()}" in query.stderr
+    assert len(query.stderr.strip().splitlines()) == 1
+
+
+def test_the_service_cycle_seals_a_bounded_number_of_days(tmp_path, make_event):
+    from pipeline.core.config import Config
+    from pipeline.service.cycle import run_cycle
+
+    db = tmp_path / "s.duckdb"
+    with open_store(db) as s:
+        _ingest(s, tmp_path, _week(make_event))
+    config = Config.model_validate({"store": {"seal_after": "2d", "seal_days_per_cycle": 2}})
+    result = run_cycle(config, Inventory(), db, echo=lambda _: None)
+    [seal] = [step for step in result.steps if step.name == "seal"]
+    assert seal.ok, seal.error
+    assert len(seal.counts["sealed"]["days"]) == 2 and seal.counts["waiting"] == 2  # days 6..3 sealable
+    run_cycle(config, Inventory(), db, echo=lambda _: None)
+    with open_store(db, read_only=True) as s:
+        assert s.con.execute("SELECT count(DISTINCT day) FROM lake_files").fetchall() == [(4,)]
+        assert s.con.execute("SELECT count(*) FROM events").fetchall() == [(18,)]
+        assert s.con.execute("SELECT count(*) FROM events_hot").fetchall() == [(6,)]  # the last 2 days

@@ -29,7 +29,10 @@ from pipeline.store.runs import recorded_run
 def query(app: App, sql: str, params: tuple[str, ...], fmt: str) -> None:
     """Run one read-only SQL statement over the store.
 
-    Tables: events, quarantine, ingest_state, ingested_files, runs, findings,
+    Tables: events (a view: every event, hot and sealed; events_hot holds the recent ones, and
+    lake_files, lake_identities, lake_retired the sealed days' Parquet; attribution_keys,
+    attribution_identities, attribution_version the agent mapping), quarantine, ingest_state,
+    ingested_files, runs, findings,
     finding_status_changes, suppressions, alerts, baselines, pipeline_state, schema_migrations;
     incidents (`incidents`), incident_messages, slack_interactions;
     RAM (`ram sync`): ram_snapshots, ram_principals, ram_memberships, ram_attachments,

@@ -23,10 +23,14 @@ def collect_status(store: Store, alert_destination: str = "console", min_severit
 
     con = store.con
     now = utcnow()
+    sealed = _lake(store)
+    # a sealed day whose file is missing makes the view unreadable: count what is there instead
+    events = "events" if not sealed["missing"] else "events_hot"
     count, first, last, agents = first_row(con.execute(
-        "SELECT count(*), min(event_time), max(event_time), count(DISTINCT agent) FROM events")) or (0, None, None, 0)
+        f"SELECT count(*), min(event_time), max(event_time), count(DISTINCT agent) FROM {events}"  # noqa: S608
+    )) or (0, None, None, 0)
     last_hour = dict(con.execute(
-        "SELECT source, count(*) FROM events WHERE ingested_at >= ? GROUP BY source", [now - timedelta(hours=1)]
+        "SELECT source, count(*) FROM events_hot WHERE ingested_at >= ? GROUP BY source", [now - timedelta(hours=1)]
     ).fetchall())
     # an SLS cursor is opaque: the receive time of the pull it follows is kept beside it
     received = {name.removeprefix("sls.received:"): int(value) for name, value in con.execute(
@@ -83,10 +87,23 @@ def collect_status(store: Store, alert_destination: str = "console", min_severit
         "quarantine_reasons": [{"reason": r, "count": n} for r, n, _ in reasons],
         "quarantine_reason_kinds": reasons[0][2] if reasons else 0,
         "recent_runs": runs,
+        "lake": sealed,
         "ram": sync_status(store),
         "service": {"steps": steps, "pending_alerts": pending, "alert_destination": alert_destination,
                     "snapshot": _snapshot_info(store.path, now), "slack_triage": _triage_health(store.path)},
     }
+
+
+def _lake(store: Store) -> dict[str, Any]:
+    """The sealed tier (:func:`pipeline.store.lake.lake_summary`), with the days whose files are
+    missing named as unavailable: queries over ``events`` fail naming the file until it is back."""
+    from pipeline.store.lake import lake_summary
+
+    summary = lake_summary(store)
+    summary["unavailable_days"] = sorted({m.split("/")[0].removeprefix("day=") for m in summary["missing"]})
+    if summary["missing"]:
+        summary["sealed_events"] = None  # not all readable
+    return summary
 
 
 # The five commonest kinds of quarantine reason, and how many kinds there are. A kind is the reason

@@ -116,6 +116,33 @@ _COUNTS = """
 """
 
 
+_CURRENT = """
+    WITH counted AS (
+        SELECT identity, access_key_id, agent AS stored FROM events_hot GROUP BY ALL
+        UNION ALL
+        SELECT identity, access_key_id, agent FROM lake_identities
+    ), ready AS (SELECT count(*) > 0 AS ready FROM attribution_version)
+    SELECT DISTINCT c.identity FROM counted c CROSS JOIN ready r
+    LEFT JOIN attribution_keys k ON k.key = c.access_key_id
+    LEFT JOIN attribution_identities n ON n.identity = c.identity
+    WHERE CASE WHEN r.ready THEN coalesce(k.agent, n.agent, c.identity) ELSE c.stored END = ?
+"""
+
+
+def agent_filter(store: Store, agent: str) -> tuple[str, list[str]]:
+    """A condition on ``events`` that selects ``agent``'s events, and its parameters, for queries
+    of one agent (replay). ``agent = ?`` alone is derived per row after the mapping's joins, so
+    DuckDB cannot push it into the scans: it would read (and decompress) every event of the
+    window. So it is preceded by ``identity IN (...)``: the raw identities whose events are
+    attributed to ``agent`` now (one GROUP BY of the hot table's identity columns plus the sealed
+    files' per-identity counts), which DuckDB pushes into the scans, where the sealed files'
+    row-group statistics (they are sorted by identity) skip the other identities' events."""
+    ids = [r[0] for r in store.con.execute(_CURRENT, [agent]).fetchall()]
+    if not ids:
+        return "false", []
+    return f"identity IN ({', '.join('?' * len(ids))}) AND agent = ?", [*ids, agent]
+
+
 def would_orphan(store: Store, inventory: Inventory) -> Orphans:
     """Count, per agent, the stored events the inventory would take from it: events attributed
     to an agent today (their agent is not their raw identity) that it maps to no agent. One

@@ -33,33 +33,20 @@ from typing import Any
 import duckdb
 
 from pipeline.core.times import utcnow
-from pipeline.store.store import Store, first_row, lake_dir
+from pipeline.store import tiers
+from pipeline.store.store import Store, first_row
+from pipeline.store.tiers import STORED as _STORED
+from pipeline.store.tiers import STORED_COLUMNS, lake_dir, parquet_source
+from pipeline.store.tiers import sql_text as _sql_text
 
 RETIRED_GRACE = timedelta(hours=6)  # a reader opening a snapshot keeps its files this long
 EXTENSION = ".parquet"
-
-# The stored columns of events_hot, in order (the view adds agent and the JSON payload columns).
-STORED_COLUMNS = (
-    "event_id", "event_time", "event_name", "event_type", "event_rw", "event_source", "event_version",
-    "service_name", "service_code", "acs_region", "is_global", "source_ip", "ip_version",
-    "secure_transport", "user_agent", "request_id", "api_version", "error_code", "error_message",
-    "identity_type", "identity", "account_id", "principal_id", "user_name", "role_name", "role_id",
-    "session_name", "access_key_id", "mfa_authenticated", "session_created", "recipient_account_id",
-    "vpc_id", "resource_type", "resource_name", "referenced_resources", "raw", "agent", "source",
-    "ingested_at",
-)
-_STORED = ", ".join(STORED_COLUMNS)
-
 
 def _no_crash(step: str) -> None:
     """Where a test may kill the process (``crash_point``): after each step of a seal."""
 
 
 crash_point: Callable[[str], None] = _no_crash
-
-
-def _sql_text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 # -- the view --------------------------------------------------------------------------------------
@@ -93,34 +80,9 @@ def refresh_view(store: Store) -> None:
     store.con.execute(events_view_sql(files))
 
 
-def day_files(store: Store, first: date, last: date) -> list[str]:
-    """Absolute paths of the registered files of the UTC days ``first``..``last``."""
-    root = lake_dir(store.path)
-    rows = store.con.execute("SELECT path FROM lake_files WHERE day BETWEEN ? AND ? ORDER BY path",
-                             [first, last]).fetchall()
-    return [str(root / r[0]) for r in rows]
-
-
 def stored_select(**replaced: str) -> str:
     """The stored columns as a select list, some replaced by an expression (``raw="NULL"``)."""
     return ", ".join(f"{replaced[c]} AS {c}" if c in replaced else c for c in STORED_COLUMNS)
-
-
-def near_events(store: Store, lo: datetime, hi: datetime) -> str:
-    """A FROM-able source of the stored events that may lie between ``lo`` and ``hi``: the hot
-    table and the files of those UTC days only (not every sealed day: the dedup probe's cost is
-    the hot table plus the batch's days, never history)."""
-    files = day_files(store, lo.astimezone(UTC).date(), hi.astimezone(UTC).date())
-    if not files:
-        return "events_hot"
-    return f"(SELECT {_STORED} FROM events_hot UNION ALL SELECT {_STORED} FROM {parquet_source(files)})"  # noqa: S608
-
-
-def parquet_source(files: Sequence[str]) -> str:
-    """A FROM-able ``read_parquet`` of these files (stored columns), or nothing when there are none."""
-    if not files:
-        return ""
-    return f"read_parquet([{', '.join(_sql_text(f) for f in files)}], union_by_name = true)"
 
 
 # -- sealing ---------------------------------------------------------------------------------------
@@ -168,13 +130,17 @@ def seal(store: Store, seal_after: timedelta, *, max_days: int = 1) -> LakeRepor
 def seal_day(store: Store, day: date) -> tuple[int, int]:
     """Move the hot events of one UTC day to a new Parquet file; return (events, bytes).
 
+    The file is sorted by identity, then time: a query of one agent (``agent_filter``) skips
+    the row groups of other identities by their statistics; one of a time window reads whole
+    days (a day is one file, or a few until compacted).
+
     The store's write lock is held throughout, so nothing is inserted between the copy and the
     delete; the rows deleted must be the rows written, else nothing is committed."""
     start, end = _day_bounds(day)
     with store.write_lock:
         rel, path = _new_file(store, day)
         rows = _write_file(store.con, f"SELECT {_STORED} FROM events_hot "  # noqa: S608 - fixed names
-                           "WHERE event_time >= $start AND event_time < $end ORDER BY event_time",
+                           "WHERE event_time >= $start AND event_time < $end ORDER BY identity, event_time",
                            {"start": start, "end": end}, path)
         crash_point("renamed")
         try:
@@ -194,6 +160,11 @@ def seal_day(store: Store, day: date) -> tuple[int, int]:
             raise
     crash_point("committed")
     return rows, size
+
+
+def day_files(store: Store, first: date, last: date) -> list[str]:
+    """Absolute paths of the registered files of the UTC days ``first``..``last``."""
+    return tiers.day_files(store.con, store.path, first, last)
 
 
 def day_source(store: Store, day: date) -> str:
@@ -311,7 +282,7 @@ def rewrite_day(store: Store, day: date, select: str, where: str = "true", *,
             return 0, 0
         root = lake_dir(store.path)
         source = parquet_source([str(root / r) for r in rels])
-        query = f"SELECT {select} FROM {source} WHERE {where} ORDER BY event_time"  # noqa: S608 - callers' fixed SQL
+        query = f"SELECT {select} FROM {source} WHERE {where} ORDER BY identity, event_time"  # noqa: S608 - callers' fixed SQL
         count = first_row(store.con.execute(f"SELECT count(*) FROM {source} WHERE {where}"))  # noqa: S608
         rows = int(count[0]) if count else 0
         rel, path = (None, None)

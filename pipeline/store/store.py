@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 
 from pipeline.core.errors import TerminalError, TrailwardenError, TransientError, UsageError, scrub
 from pipeline.core.times import utcnow
+from pipeline.store.tiers import lake_dir, near_events
 
 DEFAULT_MEMORY_LIMIT = "256MB"
 _LOCK_RETRY_SECONDS = 10.0
@@ -339,10 +340,8 @@ class Store:
 
     def _near(self, lo: datetime, hi: datetime) -> str:
         """Where stored copies of events of ``lo``..``hi`` can be: the hot table, and the sealed
-        files of those days +- one (see :func:`pipeline.store.lake.near_events`)."""
-        from pipeline.store.lake import near_events  # lake builds on this module
-
-        return near_events(self, lo - timedelta(days=1), hi + timedelta(days=1))
+        files of those days +- one (see :func:`pipeline.store.tiers.near_events`)."""
+        return near_events(self.con, self.path, lo - timedelta(days=1), hi + timedelta(days=1))
 
     def _remove_copies(self, inserted: pa.Table, doubled: set[str], near: str) -> list[int]:
         """Delete this transaction's copies of the ``doubled`` ids, except the first stored one,
@@ -514,13 +513,6 @@ class Store:
             [utcnow(), "failed" if error else "ok", json.dumps(counts, default=str), scrub(error) if error else error,
              run_id],
         )
-
-
-def lake_dir(store_path: str | os.PathLike[str]) -> Path:
-    """The lake directory beside a store file (sealed days, :mod:`pipeline.store.lake`):
-    ``data/trailwarden.duckdb`` -> ``data/trailwarden.lake``."""
-    p = Path(store_path).absolute()
-    return p.with_name(p.stem + ".lake")
 
 
 def snapshot_path(path: str | os.PathLike[str]) -> Path:

@@ -17,6 +17,7 @@ def status_text(info: dict[str, Any]) -> str:
         f"events      {info['events']:,} from {info['agents']:,} agents"
         + (f", {j(info['first_event'])} .. {j(info['last_event'])}" if info["events"] else ""),
         f"files       {info['files_ingested']:,} ingested",
+        *_lake_lines(info.get("lake")),
         f"quarantine  {info['quarantined']:,}"
         + "".join(f"\n              {r['count']:,} {one_line(r['reason'])}" for r in info["quarantine_reasons"])
         + more_reasons(info),
@@ -79,3 +80,15 @@ def more_reasons(info: dict[str, Any]) -> str:
 
 
 ALL_REASONS = 'trailwarden query "SELECT reason, count(*) AS n FROM quarantine GROUP BY 1 ORDER BY n DESC"'
+
+
+def _lake_lines(lake: dict[str, Any] | None) -> list[str]:
+    """The sealed tier, when there is one: days, files, bytes, and the days that are unavailable."""
+    if not lake or not lake["files"]:
+        return []
+    line = (f"sealed      {lake['sealed_days']:,} days ({lake['first_day']} .. {lake['last_day']}) in "
+            f"{lake['files']:,} Parquet files, {lake['sealed_bytes'] / 2**20:.1f} MiB; {lake['hot_events']:,} events hot")
+    if lake["unavailable_days"]:
+        line += (f"\n              UNAVAILABLE: {', '.join(lake['unavailable_days'])} (missing files under "
+                 f"{lake['dir']}; queries over events fail until they are restored)")
+    return [line]
