@@ -48,26 +48,26 @@ ACCOUNT = "1384926508761234"
 # One event of day ``$day`` (DATE), row ``i`` of ``n``: agent a's identities are
 # ram-user:agent-a and role:role-a (half the calls each), unregistered ones ram-user:stray-a.
 _EVENTS = """
-SELECT *, '{"eventId":"' || event_id || '","eventVersion":"1","eventSource":"' || event_source
-    || '","eventType":"ApiCall","eventRW":"' || event_rw || '","eventName":"' || event_name
-    || '","eventTime":"' || strftime(event_time, '%Y-%m-%dT%H:%M:%SZ') || '","acsRegion":"cn-hangzhou",'
-    || '"requestId":"' || request_id || '","apiVersion":"2014-05-26","sourceIpAddress":"' || source_ip
-    || '","userAgent":"' || user_agent || '","serviceName":"Ecs","recipientAccountId":"' || recipient_account_id
-    || '","userIdentity":{"type":"' || identity_type || '","principalId":"' || principal_id
-    || '","accountId":"' || account_id || '","userName":"' || coalesce(user_name, '') || '","accessKeyId":"'
-    || coalesce(access_key_id, '') || '","sessionContext":{"attributes":{"creationDate":"'
-    || strftime(event_time - INTERVAL 1 HOUR, '%Y-%m-%dT%H:%M:%SZ') || '","mfaAuthenticated":"false"}}},'
-    || '"requestParameters":{"RegionId":"cn-hangzhou","InstanceId":"i-' || substr(r2, 1, 20)
-    || '","SecurityGroupId":"sg-' || substr(r2, 13, 20) || '","PageSize":"100","PageNumber":"' || (i % 7 + 1)
-    || '","Tag.1.Key":"team","Tag.1.Value":"platform-' || (a % 17) || '","ClientToken":"' || r3
-    || '","AcceptLanguage":"en-US","Format":"JSON","SignatureMethod":"HMAC-SHA1","SignatureVersion":"1.0"},'
-    || '"responseElements":{"RequestId":"' || request_id || '","TotalCount":' || (i % 250)
-    || ',"Instances":{"Instance":[{"InstanceId":"i-' || substr(r2, 1, 20) || '","Status":"Running",'
-    || '"VpcAttributes":{"VpcId":"vpc-' || substr(r3, 1, 20) || '","PrivateIpAddress":{"IpAddress":["10.'
-    || (a % 250) || '.' || (i % 250) || '.' || (i % 199) || '"]}},"ZoneId":"cn-hangzhou-h",'
-    || '"InstanceType":"ecs.g7.large","CreationTime":"2026-0' || (a % 9 + 1) || '-11T02:14Z"}]}},'
-    || '"additionalEventData":{"callbackUrl":"","Scheme":"https","OperationName":"' || event_name
-    || '"},"referencedResources":{"ACS::ECS::Instance":["i-' || substr(r2, 1, 20) || '"]}}' AS raw
+SELECT *, concat('{"eventId":"', event_id, '","eventVersion":"1","eventSource":"', event_source
+   , '","eventType":"ApiCall","eventRW":"', event_rw, '","eventName":"', event_name
+   , '","eventTime":"', strftime(event_time, '%Y-%m-%dT%H:%M:%SZ'), '","acsRegion":"cn-hangzhou",'
+   , '"requestId":"', request_id, '","apiVersion":"2014-05-26","sourceIpAddress":"', source_ip
+   , '","userAgent":"', user_agent, '","serviceName":"Ecs","recipientAccountId":"', recipient_account_id
+   , '","userIdentity":{"type":"', identity_type, '","principalId":"', principal_id
+   , '","accountId":"', account_id, '","userName":"', coalesce(user_name, ''), '","accessKeyId":"'
+   , coalesce(access_key_id, ''), '","sessionContext":{"attributes":{"creationDate":"'
+   , strftime(event_time - INTERVAL 1 HOUR, '%Y-%m-%dT%H:%M:%SZ'), '","mfaAuthenticated":"false"}}},'
+   , '"requestParameters":{"RegionId":"cn-hangzhou","InstanceId":"i-', substr(r2, 1, 20)
+   , '","SecurityGroupId":"sg-', substr(r2, 13, 20), '","PageSize":"100","PageNumber":"', (i % 7 + 1)
+   , '","Tag.1.Key":"team","Tag.1.Value":"platform-', (a % 17), '","ClientToken":"', r3
+   , '","AcceptLanguage":"en-US","Format":"JSON","SignatureMethod":"HMAC-SHA1","SignatureVersion":"1.0"},'
+   , '"responseElements":{"RequestId":"', request_id, '","TotalCount":', (i % 250)
+   , ',"Instances":{"Instance":[{"InstanceId":"i-', substr(r2, 1, 20), '","Status":"Running",'
+   , '"VpcAttributes":{"VpcId":"vpc-', substr(r3, 1, 20), '","PrivateIpAddress":{"IpAddress":["10.'
+   , (a % 250), '.', (i % 250), '.', (i % 199), '"]}},"ZoneId":"cn-hangzhou-h",'
+   , '"InstanceType":"ecs.g7.large","CreationTime":"2026-0', (a % 9 + 1), '-11T02:14Z"}]}},'
+   , '"additionalEventData":{"callbackUrl":"","Scheme":"https","OperationName":"', event_name
+   , '"},"referencedResources":{"ACS::ECS::Instance":["i-', substr(r2, 1, 20), '"]}}') AS raw
 FROM (
     SELECT i, a, stray, r2, r3,
            'ev-' || $day || '-' || i AS event_id,
@@ -142,7 +142,7 @@ def build(db: Path, total: int, days: int, agents: int) -> float:
             path = lake_dir(db) / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             con.execute(f"COPY ({_day_events(lake._STORED)} ORDER BY identity, event_time) TO '{path}' "
-                        "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)", params)
+                        "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 122880)", params)
             with store.transaction():
                 con.execute("INSERT INTO lake_identities SELECT $rel, identity, access_key_id, agent, count(*) "
                             "FROM read_parquet($path) GROUP BY ALL", {"rel": rel, "path": str(path)})

@@ -52,11 +52,14 @@ crash_point: Callable[[str], None] = _no_crash
 # -- the view --------------------------------------------------------------------------------------
 def events_view_sql(files: Sequence[str]) -> str:
     """``CREATE OR REPLACE VIEW events`` over ``events_hot`` and the given Parquet files (absolute
-    paths). ``union_by_name``: a file sealed before a column was added reads it as NULL."""
+    paths). Every file has :data:`STORED_COLUMNS` (DuckDB takes the schema from the first file
+    and opens the others only when a query reaches them; ``union_by_name`` would open every
+    file's footer to bind each query). A migration that adds a column to ``events_hot`` must
+    add it here and read older files with ``union_by_name`` or rewrite them."""
     sources = f"SELECT {_STORED} FROM events_hot"  # noqa: S608 - fixed names
     if files:
         listed = ", ".join(_sql_text(f) for f in files)
-        sources += f" UNION ALL SELECT {_STORED} FROM read_parquet([{listed}], union_by_name = true)"  # noqa: S608
+        sources += f" UNION ALL SELECT {_STORED} FROM read_parquet([{listed}])"  # noqa: S608
     shown = ", ".join(f"e.{c}" for c in STORED_COLUMNS[:-3])
     return f"""
 CREATE OR REPLACE VIEW events AS
@@ -183,7 +186,7 @@ def _write_file(con: duckdb.DuckDBPyConnection, select: str, params: dict[str, A
     """Write ``select`` to ``path`` durably: a temp name, fsync, rename, fsync of the folder."""
     tmp = path.with_name(path.name + ".tmp")
     row = first_row(con.execute(
-        f"COPY ({select}) TO {_sql_text(str(tmp))} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)",
+        f"COPY ({select}) TO {_sql_text(str(tmp))} (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 122880)",
         params))
     crash_point("copied")
     _fsync(tmp)
