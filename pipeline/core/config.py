@@ -200,11 +200,11 @@ class Config(_Strict):
     @classmethod
     def _unique_accounts(cls, value: list[Account] | None) -> list[Account] | None:
         """An id or an alias twice would make a label or an agent's `accounts:` ambiguous."""
-        for what in ("id", "alias"):
+        for what, plural in (("id", "ids"), ("alias", "aliases")):
             seen = [getattr(a, what) for a in value or []]
             dupes = sorted({v for v in seen if seen.count(v) > 1})
             if dupes:
-                raise ValueError(f"account {what}s must be unique; repeated: {', '.join(dupes)}")
+                raise ValueError(f"account {plural} must be unique; repeated: {', '.join(dupes)}")
         return value
 
     @property
