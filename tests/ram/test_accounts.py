@@ -216,3 +216,37 @@ def test_the_listing_without_a_store_or_accounts(tmp_path: Path):
     result = run_cli("--config", str(config), "accounts")
     assert result.returncode == 0, result.stderr
     assert "no accounts configured and no events in the store" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_kill_mid_sync_stores_nothing_and_a_rerun_stores_it_once(tmp_path: Path, directory: FakeResourceDirectory):
+    """kill -9 while a page is read: no sync, no partial accounts; the rerun stores one whole sync."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    directory.accounts = [member(f"{7000000000000000 + i}", f"Team {i}") for i in range(250)]  # 3 pages of 100
+    config = _write_config(tmp_path, directory.endpoint, CONFIGURED)
+    directory.hang_next("ListAccounts", after=1, seconds=60)
+    env = {**{k: v for k, v in os.environ.items() if k not in ("TRAILWARDEN_CONFIG", "COLUMNS")}, **credentials_env()}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "--config", str(config), "accounts", "sync"], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    try:
+        while directory.actions().count("ListAccounts") < 2:
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with open_store(tmp_path / "tw.duckdb") as store:
+        assert _count(store, "account_syncs") == _count(store, "directory_accounts") == 0
+    rerun = run_cli("--config", str(config), "accounts", "sync", env=credentials_env())
+    assert rerun.returncode == 0, rerun.stderr
+    with open_store(tmp_path / "tw.duckdb") as store:
+        assert store.con.execute("SELECT id, accounts FROM account_syncs").fetchall() == [(1, 250)]
+        assert _count(store, "directory_accounts") == 250
