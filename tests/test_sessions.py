@@ -93,7 +93,7 @@ def test_a_staging_key_using_a_production_role_is_traced_to_the_staging_user(sto
     assert report.sessions == 1 and report.linked == 3
     got = links(store)
     assert {got[e["eventId"]][:2] for e in used} == {("linked", call["eventId"])}
-    assert got[used[0]["eventId"]][2] == "by its STS AccessKey"
+    assert got[used[0]["eventId"]][2] == "sts-key"
     s = session(store, call["eventId"])
     assert (s["origin_identity"], s["origin_account"], s["origin_status"]) == ("ram-user:ci-deploy", STAGING, "known")
     assert s["chain"] == [f"deployer@{PROD}"]
@@ -134,8 +134,8 @@ def test_a_reused_session_name_is_linked_by_creation_time_or_network_and_otherwi
     link_sessions(store)
 
     got = links(store)
-    assert got[by_created["eventId"]][:2] == ("linked", b["eventId"])
-    assert got[by_net["eventId"]][:2] == ("linked", a["eventId"])
+    assert got[by_created["eventId"]] == ("linked", b["eventId"], "created")
+    assert got[by_net["eventId"]] == ("linked", a["eventId"], "window+network")
     assert got[unknown["eventId"]][0] == "ambiguous" and got[unknown["eventId"]][1] is None
     assert "2 sessions" in got[unknown["eventId"]][2]
     assert got[only_a["eventId"]][:2] == ("linked", a["eventId"])  # b had not started yet

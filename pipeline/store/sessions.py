@@ -124,10 +124,8 @@ SELECT t.event_id, t.event_time,
                         THEN '; the session was created ' || strftime(t.session_created AT TIME ZONE 'UTC',
                                                                       '%Y-%m-%dT%H:%M:%SZ')
                         ELSE '' END
-            WHEN k.n = 1 THEN CASE k.rank WHEN 0 THEN 'by its STS AccessKey'
-                                          WHEN 1 THEN 'by the session''s creation time'
-                                          ELSE 'by role, session name and time' END
-            WHEN len(k.by_net) = 1 THEN 'by role, session name, time and the source network of the AssumeRole call'
+            WHEN k.n = 1 THEN CASE k.rank WHEN 0 THEN 'sts-key' WHEN 1 THEN 'created' ELSE 'window' END
+            WHEN len(k.by_net) = 1 THEN 'window+network'
             ELSE k.n || ' sessions of this role with this name were live; not guessed'
        END AS reason
 FROM _tw_targets t LEFT JOIN kept k USING (event_id)

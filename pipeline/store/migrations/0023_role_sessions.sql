@@ -31,5 +31,6 @@ CREATE TABLE session_links (
     event_time  TIMESTAMPTZ NOT NULL,
     session_id  VARCHAR,                    -- NULL unless status = 'linked'
     status      VARCHAR NOT NULL,           -- 'linked', 'ambiguous' or 'no-session'
-    reason      VARCHAR                     -- how it was linked, or why not
+    reason      VARCHAR                     -- linked: how ('sts-key', 'created', 'window',
+                                            -- 'window+network'); otherwise why not
 );
