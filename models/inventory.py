@@ -302,7 +302,9 @@ class Inventory(BaseModel):
 def _no_overlap(index: int, ident: str, first: Agent, second: Agent, accounts: Accounts) -> None:
     """Two agents may claim one identity only in accounts that do not overlap."""
     if first.accounts is None and second.accounts is None:
-        raise ValueError(f"agents[{index}].identities: {ident!r} already belongs to agent {first.name!r}")
+        raise ValueError(f"agents[{index}].identities: {ident!r} already belongs to agent {first.name!r} "
+                         f"(agent {second.name!r} claims it too, and neither declares `accounts:`: both would "
+                         "take it in every account)")
     if first.accounts is None or second.accounts is None:
         return  # the bound agent takes its accounts, the other the rest
     shared = [a for a in second.accounts if a in first.accounts]
