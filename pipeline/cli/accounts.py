@@ -55,9 +55,9 @@ def list_(app: App, fmt: str) -> None:
     if fmt == "json":
         click.echo(json_text(to_jsonable(view.as_dict()), indent=2))
         return
-    columns = ["alias", "id", "in directory", "display name", "last event", "events", "gap"]
+    columns = ["alias", "id", "in directory", "display name", "last event", "events 30d", "gap"]
     rows = [[r["alias"] or "(not configured)", r["id"], _yes_no(r["in_directory"]), r["display_name"],
-             r["last_event"], r["events"], r["gap"]] for r in view.rows]
+             r["last_event"], r["events_30d"], r["gap"]] for r in view.rows]
     click.echo(render(columns, rows, "table") if rows else "no accounts configured and no events in the store")
     if view.synced_at is None:
         click.echo("(no `accounts sync` yet: run it to compare with the Resource Directory)")

@@ -6,8 +6,9 @@ it with the config: the accounts configured (with their alias), those the direct
 config does not (with a ready-to-paste ``accounts:`` snippet whose aliases are proposed from the
 display names) and configured accounts the directory does not list.
 
-``accounts`` lists the configured accounts with what the last sync said of them and the last event
-per account in the store (``recipient_account_id``, else ``account_id``: where the call happened).
+``accounts`` lists the configured accounts with what the last sync said of them, the last event
+per account in the store and its events in the last 30 days of the store (``recipient_account_id``,
+else ``account_id``: where the call happened).
 An account whose last event is more than :data:`GAP` older than the store's newest event is a gap:
 its trail stopped arriving while others kept coming. What it misses: a store nobody ingests any more
 (every account equally old) is not a gap here; ``status`` shows the sources' lag.
@@ -33,9 +34,10 @@ from pipeline.ram.directory import (
     read_directory,
     save_directory,
 )
-from pipeline.store.store import Store
+from pipeline.store.store import Store, first_row
 
 GAP = timedelta(hours=24)
+RECENT = timedelta(days=30)  # events are counted over this long, up to the store's newest event
 
 
 @dataclass
@@ -127,13 +129,13 @@ class AccountsView:
 
 
 def list_accounts(store: Store | None, config: Config) -> AccountsView:
-    """The configured accounts (then accounts seen in events but not configured), each with what the
-    last sync said of it and its last event in the store."""
+    """The configured accounts (then accounts seen in recent events but not configured), each with
+    what the last sync said of it, its last event and its events in the :data:`RECENT` days up to
+    the store's newest event."""
     configured = Accounts(config.accounts or [])
     synced = last_sync(store) if store is not None else None
     members = {a.id: a for a in synced[1].accounts} if synced else {}
-    seen = last_events(store) if store is not None else {}
-    newest = max((last for last, _ in seen.values()), default=None)
+    newest, seen = account_activity(store, [i for i, _ in configured]) if store is not None else (None, {})
     ids = [i for i, _ in configured] + sorted(i for i in seen if configured.alias(i) is None)
     rows = []
     for account_id in ids:
@@ -142,8 +144,8 @@ def list_accounts(store: Store | None, config: Config) -> AccountsView:
         rows.append({"alias": configured.alias(account_id), "id": account_id,
                      "configured": configured.alias(account_id) is not None,
                      "in_directory": (member is not None) if synced else None,
-                     "display_name": member.display_name if member else None, "last_event": last, "events": events,
-                     "gap": _gap(last, newest)})
+                     "display_name": member.display_name if member else None, "last_event": last,
+                     "events_30d": events, "gap": _gap(last, newest)})
     return AccountsView(rows, synced[1].taken_at if synced else None, newest)
 
 
@@ -164,10 +166,25 @@ def _span(delta: timedelta) -> str:
     return f"{hours // 24}d {hours % 24}h" if hours >= 24 else f"{hours}h"
 
 
-def last_events(store: Store) -> dict[str, tuple[datetime, int]]:
-    """account id -> (its last event time, its event count): where each call happened
-    (``recipient_account_id``, else the caller's ``account_id``). One pass over the events."""
-    rows = store.con.execute(
-        "SELECT coalesce(recipient_account_id, account_id) AS account, max(event_time), count(*) FROM events "
-        "WHERE coalesce(recipient_account_id, account_id) IS NOT NULL GROUP BY 1").fetchall()
-    return {str(r[0]): (r[1], int(r[2])) for r in rows}
+def account_activity(store: Store, wanted: list[str]) -> tuple[datetime | None, dict[str, tuple[datetime, int]]]:
+    """The store's newest event time, and account id -> (its last event, its events in the
+    :data:`RECENT` days up to the newest), counted where each call happened
+    (``recipient_account_id``, else the caller's ``account_id``).
+
+    One pass over the recent events (DuckDB skips older row groups by their time ranges), so the
+    cost follows the last month, not the stored history; only a ``wanted`` account with no recent
+    event is looked for further back (its last event is what a responder asks: when did it stop?)."""
+    row = first_row(store.con.execute("SELECT max(event_time) FROM events"))
+    newest = row[0] if row else None
+    if newest is None:
+        return None, {}
+    since = newest - RECENT
+    found = {str(r[0]): (r[1], int(r[2])) for r in store.con.execute(
+        "SELECT coalesce(recipient_account_id, account_id) AS acct, max(event_time), count(*) FROM events "
+        "WHERE event_time >= ? AND acct IS NOT NULL GROUP BY 1", [since]).fetchall()}
+    missing = [i for i in wanted if i not in found]
+    if missing:
+        found.update({str(r[0]): (r[1], 0) for r in store.con.execute(
+            "SELECT coalesce(recipient_account_id, account_id) AS acct, max(event_time) FROM events "
+            "WHERE event_time < ? AND acct IN (SELECT unnest(?::VARCHAR[])) GROUP BY 1", [since, missing]).fetchall()})
+    return newest, found

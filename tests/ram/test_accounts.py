@@ -186,6 +186,7 @@ def test_the_listing_shows_a_stopped_account(tmp_path: Path, directory: FakeReso
     # a call made from staging's credentials into prod happened in prod
     events += [_event(30, STAGING, now - timedelta(minutes=5), recipient=PROD)]
     events += [_event(40, SANDBOX, now - timedelta(hours=1))]
+    events += [_event(50, "9999000011112222", now - timedelta(days=40))]  # legacy: before the recent window
     configured = [{"id": PROD, "alias": "prod"}, {"id": STAGING, "alias": "staging"},
                   {"id": SECURITY, "alias": "security"}, {"id": "9999000011112222", "alias": "legacy"}]
     config = _write_config(tmp_path, directory.endpoint, configured)
@@ -198,10 +199,13 @@ def test_the_listing_shows_a_stopped_account(tmp_path: Path, directory: FakeReso
     listed = json.loads(run_cli("--config", str(config), "accounts", "list", "--format", "json").stdout)
     rows = {r["id"]: r for r in listed["accounts"]}
     assert list(rows) == [PROD, STAGING, SECURITY, "9999000011112222", SANDBOX]  # configured first
-    assert rows[PROD]["last_event"] == "2026-11-20T12:00:00Z" and rows[PROD]["events"] == 6
+    assert rows[PROD]["last_event"] == "2026-11-20T12:00:00Z" and rows[PROD]["events_30d"] == 6
     assert rows[STAGING]["last_event"] == "2026-11-20T10:00:00Z" and rows[STAGING]["gap"] is None
     assert rows[SECURITY]["gap"] == "stopped: last event 3d 5h before the newest in the store"
-    assert rows["9999000011112222"]["gap"] == "no events" and rows["9999000011112222"]["in_directory"] is False
+    legacy = rows["9999000011112222"]
+    assert (legacy["last_event"], legacy["events_30d"]) == ("2026-10-11T12:00:00Z", 0)
+    assert legacy["gap"] == "stopped: last event 40d 0h before the newest in the store"
+    assert legacy["in_directory"] is False
     assert rows[SANDBOX]["configured"] is False and rows[SANDBOX]["alias"] is None
     assert rows[STAGING]["display_name"] == "Staging (EU)" and rows[STAGING]["in_directory"] is True
 
