@@ -19,8 +19,8 @@ FORMATS = ("table", "json")
 @click.pass_context
 def accounts(ctx: click.Context, fmt: str) -> None:
     """The configured accounts: alias, id, whether the last `accounts sync` saw them, their display
-    name, and the last event per account in the store (an account whose events stopped is a gap).
-    `accounts sync --help` reads the Resource Directory.
+    name, the last event per account in the store and its events in the store's last 30 days (an
+    account whose events stopped is a gap). `accounts sync --help` reads the Resource Directory.
 
     \b
     Examples:
