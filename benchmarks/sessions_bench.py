@@ -31,10 +31,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.inventory import Attributor  # noqa: E402
-from pipeline.ingest.run import ingest_files  # noqa: E402
-from pipeline.store.sessions import link_sessions  # noqa: E402
-from pipeline.store.store import Store, open_store  # noqa: E402
+from models.inventory import Attributor
+from pipeline.ingest.run import ingest_files
+from pipeline.store.sessions import link_sessions
+from pipeline.store.store import Store, open_store
 
 ACCOUNTS = ("1111222233334444", "5555666677778888", "9999000011112222")
 START = datetime(2026, 11, 1, tzinfo=UTC)
