@@ -4,6 +4,7 @@ started the chain, across accounts, without guessing."""
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -197,3 +198,38 @@ def test_links_are_the_same_run_by_run_or_rebuilt_at_once(store: Store, tmp_path
 
     assert links(store) == stepwise
     assert {v[0] for v in stepwise.values()} == {"linked"}
+
+
+def test_a_finding_on_a_role_session_names_the_agent_behind_it(tmp_path: Path) -> None:
+    """End to end: ingest, detect, `findings`: the production role's unregistered activity is
+    traced to the staging CI agent that assumed it, in JSON, the table and the Slack message."""
+    from pipeline.service.alerting.messages import as_text, incident_message
+    from tests.conftest import run_cli
+
+    agents = [{"name": "ci-deployer", "purpose": "deploys", "owner": "platform", "environment": "staging",
+               "identities": ["ram-user:ci-deploy"]}]
+    (tmp_path / "agents.yaml").write_text(json.dumps({"agents": agents}), encoding="utf-8")
+    (tmp_path / "trailwarden.yaml").write_text(
+        f"database: {tmp_path / 'store.duckdb'}\ninventory: {tmp_path / 'agents.yaml'}\n", encoding="utf-8")
+    night = datetime(2026, 11, 3, 19, 0, tzinfo=UTC)
+    ci = user("ci-deploy", STAGING, "LTAI5tStagingCi")
+    call = assume(ci, night, PROD, "deployer", "ci-77", sts_key="STS.Prod77")
+    used = [_event(role("deployer", "ci-77", PROD, key="STS.Prod77"), night + timedelta(minutes=m), "CreateAccessKey",
+                   eventRW="Write") for m in (2, 3)]
+    write_ndjson(tmp_path / "events.ndjson", [call, *used])
+    config = ["--config", str(tmp_path / "trailwarden.yaml")]
+
+    assert run_cli(*config, "ingest", "--file", str(tmp_path / "events.ndjson"), cwd=tmp_path).returncode == 0
+    assert run_cli(*config, "detect", "--since", "2026-11-03T00:00Z", "--until", "2026-11-04T00:00Z",
+                   cwd=tmp_path).returncode == 0
+    listed = json.loads(run_cli(*config, "findings", "--format", "json", cwd=tmp_path).stdout)
+    table = run_cli(*config, "findings", cwd=tmp_path).stdout
+
+    on_role = [f for f in listed if f["agent"] == "role:deployer"]
+    assert on_role, listed
+    assert {(f["origin_agent"], f["origin_account"]) for f in on_role} == {("ci-deployer", STAGING)}
+    assert on_role[0]["chain"] == [f"deployer@{PROD}"]
+    assert "role:deployer (via ci-deployer)" in table
+    incident = {"id": "inc-1", "agent": "role:deployer", "severity": on_role[0]["severity"], "status": "open"}
+    text = as_text(incident_message(incident, on_role, None, "trailwarden replay role:deployer"))
+    assert "started by `ci-deployer` in account `1111222233334444`" in text

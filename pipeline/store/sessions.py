@@ -74,7 +74,7 @@ SELECT event_id, event_time,
             WHEN racct = '' THEN 'malformed role ARN: ' || left(arn, 120)
             WHEN sname IS NULL OR sname = '' THEN 'the call names no RoleSessionName'
        END,
-       NULL, NULL, NULL, NULL, NULL
+       NULL, NULL, NULL, NULL, NULL, NULL
 FROM parsed
 """  # noqa: S608 - fixed text (constants of this module); values are bound
 
@@ -219,7 +219,7 @@ def _resolve_origins(store: Store) -> int:
             """
             SELECT s.session_id, s.caller_identity, s.caller_key, s.caller_account, s.role_name, s.role_account,
                    s.caller_session, p.origin_identity, p.origin_key, p.origin_account, p.origin_status, p.chain,
-                   s.status, s.reason
+                   s.status, s.reason, p.origin_session
             FROM role_sessions s LEFT JOIN role_sessions p ON p.session_id = s.caller_session
             WHERE s.origin_status IS NULL OR (s.origin_status <> 'known' AND s.caller_session IS NOT NULL
                                               AND p.origin_status = 'known')
@@ -234,7 +234,8 @@ def _resolve_origins(store: Store) -> int:
 
 _ORIGIN_SCHEMA = pa.schema([("origin_identity", pa.string()), ("origin_key", pa.string()),
                             ("origin_account", pa.string()), ("origin_status", pa.string()),
-                            ("chain", pa.list_(pa.string())), ("session_id", pa.string())])
+                            ("chain", pa.list_(pa.string())), ("origin_session", pa.string()),
+                            ("session_id", pa.string())])
 
 
 def _update_origins(con: duckdb.DuckDBPyConnection, updates: list[tuple[Any, ...]]) -> None:
@@ -246,7 +247,8 @@ def _update_origins(con: duckdb.DuckDBPyConnection, updates: list[tuple[Any, ...
         con.execute(
             """
             UPDATE role_sessions SET origin_identity = o.origin_identity, origin_key = o.origin_key,
-                   origin_account = o.origin_account, origin_status = o.origin_status, chain = o.chain
+                   origin_account = o.origin_account, origin_status = o.origin_status, chain = o.chain,
+                   origin_session = o.origin_session
             FROM _tw_origins o WHERE o.session_id = role_sessions.session_id
             """)
     finally:
@@ -254,19 +256,21 @@ def _update_origins(con: duckdb.DuckDBPyConnection, updates: list[tuple[Any, ...
 
 
 def _origin(row: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """The origin columns of one session (see :data:`_ORIGIN_SCHEMA`), or None to wait for its
+    calling session's origin."""
     (sid, caller, key, account, role, role_account, caller_session, p_ident, p_key, p_account, p_status,
-     p_chain, status, reason) = row
+     p_chain, status, reason, p_session) = row
     here = f"{role or '?'}@{role_account or '?'}"
     if status != "ok":
-        return None if reason is None else (caller, key, account, f"unlinkable: {reason}", [here], sid)
+        return None if reason is None else (caller, key, account, f"unlinkable: {reason}", [here], sid, sid)
     if not str(caller).startswith("role:"):
-        return caller, key, account, "known", [here], sid
+        return caller, key, account, "known", [here], sid, sid
     if caller_session is None:
         return (None, None, None,
                 f"the calling session of {caller} is not in the store (started before the stored history, "
-                "by a cloud service or a console role switch, or not linkable)", [here], sid)
+                "by a cloud service or a console role switch, or not linkable)", [here], None, sid)
     if p_status == "known":
-        return p_ident, p_key, p_account, "known", [*(p_chain or []), here], sid
+        return p_ident, p_key, p_account, "known", [*(p_chain or []), here], p_session, sid
     return None  # the calling session's origin is not known yet: wait for it
 
 
@@ -274,3 +278,33 @@ def linked_at(store: Store) -> datetime | None:
     """When the links last caught up (for ``status``)."""
     return _watermark(store) if store.read_state(STATE_KEY) else None
 
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who is behind a set of role-session events: the agent (as the store attributes the first
+    ``AssumeRole`` of the chain), its home account, and the chain of roles it went through."""
+
+    agent: str
+    account: str | None
+    chain: list[str]
+
+
+def origin_of(con: duckdb.DuckDBPyConnection, event_ids: list[str], first: datetime, last: datetime) -> Origin | None:
+    """The origin most of these events (made between ``first`` and ``last``) trace back to, or
+    None when none of them was made by a linked role session with a known origin. Reads the links
+    of that time span only."""
+    row = first_row(con.execute(
+        """
+        SELECT s.origin_session, any_value(s.origin_account), any_value(s.chain ORDER BY s.started DESC), count(*) AS n
+        FROM session_links l JOIN role_sessions s USING (session_id)
+        WHERE l.event_time BETWEEN ? AND ? AND list_contains(?, l.event_id) AND l.status = 'linked'
+          AND s.origin_status = 'known' AND s.origin_session IS NOT NULL
+        GROUP BY s.origin_session ORDER BY n DESC, s.origin_session LIMIT 1
+        """, [first, last, event_ids]))
+    if row is None:
+        return None
+    agent = first_row(con.execute(
+        "SELECT e.agent FROM events e WHERE e.event_time = (SELECT started FROM role_sessions WHERE session_id = $1) "
+        "AND e.event_id = $1", [row[0]]))
+    return Origin(str(agent[0]), row[1], list(row[2] or [])) if agent else None

@@ -23,6 +23,7 @@ CREATE TABLE role_sessions (
     origin_key       VARCHAR,
     origin_account   VARCHAR,
     origin_status    VARCHAR,               -- 'known', or why it is not (a session started before the store)
+    origin_session   VARCHAR,               -- the first session of the chain (its AssumeRole's caller is the origin)
     chain            VARCHAR[]              -- the roles from the origin to this one, as role@account
 );
 
