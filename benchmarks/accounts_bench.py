@@ -47,7 +47,7 @@ def fill(store: Store, events: int, accounts: int, days: int) -> None:
     """N events over ``days``, account i % A; the last account stops three days before the end."""
     store.con.execute(
         """
-        INSERT INTO events BY NAME
+        INSERT INTO events_hot BY NAME
         SELECT 'ev-' || i AS event_id,
                $start::TIMESTAMPTZ + to_seconds((i * ($days * 86400 - CASE WHEN i % $a = $a - 1 THEN 3 * 86400 ELSE 0 END))
                                                  // $n) AS event_time,

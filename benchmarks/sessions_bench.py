@@ -51,7 +51,7 @@ def fill(store: Store, events: int, sessions: int, offset: int = 0) -> None:
     if offset == 0:
         con.execute(
             """
-            INSERT INTO events BY NAME
+            INSERT INTO events_hot BY NAME
             SELECT 'ar-' || i AS event_id, $start::TIMESTAMPTZ + to_seconds(i * 120) AS event_time,
                    'AssumeRole' AS event_name, 'Sts' AS service_name, 'ram-user' AS identity_type,
                    'ram-user:caller-' || (i % 500) AS identity, $accounts[1 + i % 3] AS account_id,
@@ -68,7 +68,7 @@ def fill(store: Store, events: int, sessions: int, offset: int = 0) -> None:
             """, params)
     con.execute(
         """
-        INSERT INTO events BY NAME
+        INSERT INTO events_hot BY NAME
         SELECT 'ev-' || ($offset + j) AS event_id,
                $start::TIMESTAMPTZ + to_seconds(s * 120 + 5 + (j * 7919) % 3500) AS event_time,
                'GetObject' AS event_name, 'Oss' AS service_name, 'assumed-role' AS identity_type,
