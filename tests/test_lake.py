@@ -124,6 +124,33 @@ def test_a_kill_at_any_step_of_a_seal_loses_and_doubles_nothing(tmp_path, make_e
         assert on_disk == registered, step  # orphans and temp files cleaned
 
 
+def test_a_kill_at_any_step_of_a_compaction_loses_and_doubles_nothing(tmp_path, make_event):
+    db = tmp_path / "s.duckdb"
+    day = _days_ago(3)
+    with open_store(db) as s:
+        _ingest(s, tmp_path, [make_event(1, eventTime=_at(day, 1))])
+        _seal_all(s)
+        _ingest(s, tmp_path, [make_event(2, eventTime=_at(day, 2))], name="late.jsonl")
+        _seal_all(s)
+        expected = _all(s)
+    for step in ("copied", "rewrite-renamed", "rewrite-registered"):
+        child = subprocess.run([sys.executable, "-c", _KILL_AT.replace("lake.seal(s, timedelta(0), max_days=1)",
+                                                                       "lake.compact(s)"), str(db), step],
+                               cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert child.returncode == -signal.SIGKILL, child.stderr
+        with open_store(db) as s:
+            assert _all(s) == expected, step
+            lake.clean(s)
+            registered = {r[0] for r in s.con.execute("SELECT path FROM lake_files UNION ALL "
+                                                      "SELECT path FROM lake_retired").fetchall()}
+        on_disk = {p.relative_to(lake_dir(db)).as_posix() for p in lake_dir(db).glob("day=*/*")}
+        assert on_disk == registered, step
+    with open_store(db) as s:
+        lake.compact(s)
+        assert _all(s) == expected
+        assert s.con.execute("SELECT count(*) FROM lake_files").fetchall() == [(1,)]
+
+
 _KILL_AT = """
 import os, signal, sys
 from datetime import timedelta

@@ -293,6 +293,7 @@ def rewrite_day(store: Store, day: date, select: str, where: str = "true", *,
         if rows:
             rel, path = _new_file(store, day)
             written = _write_file(store.con, query, {}, path)
+            crash_point("rewrite-renamed")
             if written != rows:
                 path.unlink(missing_ok=True)
                 raise RuntimeError(f"rewriting {day}: wrote {written} events, expected {rows}")
@@ -305,6 +306,7 @@ def rewrite_day(store: Store, day: date, select: str, where: str = "true", *,
                         f"INSERT INTO lake_identities SELECT ?, identity, access_key_id, agent, count(*) "  # noqa: S608
                         f"FROM {parquet_source([str(path)])} GROUP BY ALL", [rel])
                     _register(store, rel, day, rows, size, digest, raw_dropped)
+                crash_point("rewrite-registered")
         except BaseException:
             if path is not None:
                 path.unlink(missing_ok=True)
