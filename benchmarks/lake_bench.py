@@ -40,7 +40,8 @@ sys.path.insert(0, str(ROOT))
 from models.inventory import Inventory  # noqa: E402
 from pipeline.store import lake  # noqa: E402
 from pipeline.store.attribution import reattribute_if_changed  # noqa: E402
-from pipeline.store.store import lake_dir, open_store, publish_snapshot  # noqa: E402
+from pipeline.store.store import open_store, publish_snapshot  # noqa: E402
+from pipeline.store.tiers import lake_dir  # noqa: E402
 
 HOT_DAYS = 2
 ACCOUNT = "1384926508761234"

@@ -22,13 +22,13 @@ from pipeline.store import lake
 from pipeline.store.attribution import reattribute_if_changed
 from pipeline.store.retention import prune
 from pipeline.store.store import (
-    lake_dir,
     migrations,
     open_for_reading,
     open_store,
     publish_snapshot,
     snapshot_path,
 )
+from pipeline.store.tiers import lake_dir
 from tests.conftest import ROOT, run_cli, write_ndjson
 
 DAY = timedelta(days=1)
@@ -343,3 +343,22 @@ def test_the_service_cycle_seals_a_bounded_number_of_days(tmp_path, make_event):
         assert s.con.execute("SELECT count(DISTINCT day) FROM lake_files").fetchall() == [(4,)]
         assert s.con.execute("SELECT count(*) FROM events").fetchall() == [(18,)]
         assert s.con.execute("SELECT count(*) FROM events_hot").fetchall() == [(6,)]  # the last 2 days
+
+
+def test_a_configured_lake_path_is_where_days_are_sealed_and_read_from(tmp_path, make_event):
+    from pipeline.core.config import Config
+    from pipeline.service.cycle import run_cycle
+
+    db = tmp_path / "s.duckdb"
+    shared = tmp_path / "shared-lake"
+    with open_store(db) as s:
+        _ingest(s, tmp_path, _week(make_event))
+    config = Config.model_validate({"store": {"seal_days_per_cycle": 5}, "lake": {"path": str(shared)}})
+    [seal] = [x for x in run_cycle(config, Inventory(), db, echo=lambda _: None).steps if x.name == "seal"]
+    assert seal.ok, seal.error
+    assert len(list(shared.glob("day=*/*.parquet"))) == 4 and not lake_dir(db).exists()
+    query = run_cli("query", "SELECT count(*) AS n FROM events", "--db", str(db), "--format", "json")
+    assert json.loads(query.stdout) == [{"n": 18}], query.stderr  # a reader finds them without the config
+    moved = Config.model_validate({"store": {}, "lake": {"path": str(tmp_path / "elsewhere")}})
+    [seal] = [x for x in run_cycle(moved, Inventory(), db, echo=lambda _: None).steps if x.name == "seal"]
+    assert not seal.ok and "lake.path" in seal.error and str(shared) in seal.error

@@ -178,6 +178,12 @@ class StoreConfig(_Strict):
         return parse_duration(value)
 
 
+class LakeConfig(_Strict):
+    """Where sealed days go (DESIGN: an optional shared location); absent: beside the store."""
+
+    path: Path
+
+
 class Config(_Strict):
     database: Path = Path("data/trailwarden.duckdb")
     timezone: str = "UTC"
@@ -188,6 +194,7 @@ class Config(_Strict):
     slack: SlackConfig | None = None
     retention: Retention | None = None
     store: StoreConfig | None = None
+    lake: LakeConfig | None = None
     ram: RamConfig | None = None
     accounts: list[Account] | None = None  # absent: one account, as before
     resource_directory: ResourceDirectoryConfig = Field(default_factory=ResourceDirectoryConfig)

@@ -179,6 +179,8 @@ def _seal(store: Store, config: Config, _inventory: Inventory, _path: str | None
     from pipeline.store import lake
 
     assert config.store is not None
+    if config.lake is not None:
+        lake.use_root(store, config.lake.path)
     sealed = lake.seal(store, config.store.seal_after, max_days=config.store.seal_days_per_cycle)
     compacted = lake.compact(store, max_days=config.store.seal_days_per_cycle)
     return {"sealed": sealed.as_dict(), "compacted": compacted.as_dict(),

@@ -32,11 +32,12 @@ from typing import Any
 
 import duckdb
 
+from pipeline.core.errors import TerminalError
 from pipeline.core.times import utcnow
 from pipeline.store import tiers
 from pipeline.store.store import Store, first_row
+from pipeline.store.tiers import LAKE_STATE, STORED_COLUMNS, lake_root, parquet_source
 from pipeline.store.tiers import STORED as _STORED
-from pipeline.store.tiers import STORED_COLUMNS, lake_dir, parquet_source
 from pipeline.store.tiers import sql_text as _sql_text
 
 RETIRED_GRACE = timedelta(hours=6)  # a reader opening a snapshot keeps its files this long
@@ -47,6 +48,28 @@ def _no_crash(step: str) -> None:
 
 
 crash_point: Callable[[str], None] = _no_crash
+
+
+def lake_path(store: Store) -> Path:
+    """Where this store's sealed files are (:func:`pipeline.store.tiers.lake_root`)."""
+    return lake_root(store.con, store.path)
+
+
+def use_root(store: Store, path: Path) -> None:
+    """Seal under ``path`` (the config's ``lake.path``, a shared location). Recorded in the store,
+    so every reader and writer finds the files without the config. Refused (exit 1) once files
+    are sealed elsewhere: moving them is an operator's job (move the directory, then update
+    ``pipeline_state`` 'lake.path' and rebuild the view with a seal)."""
+    wanted = path.absolute()
+    current = lake_path(store)
+    if current == wanted:
+        return
+    row = first_row(store.con.execute("SELECT (SELECT count(*) FROM lake_files) + (SELECT count(*) FROM lake_retired)"))
+    if row and row[0]:
+        raise TerminalError(f"lake.path: {wanted} is not where this store's {row[0]:,} sealed files are "
+                            f"({current}); move them there first, or set lake.path back")
+    with store.transaction():
+        store.write_state(LAKE_STATE, str(wanted))
 
 
 # -- the view --------------------------------------------------------------------------------------
@@ -78,7 +101,7 @@ LEFT JOIN attribution_identities n ON n.identity = e.identity
 
 def refresh_view(store: Store) -> None:
     """Rebuild ``events`` from the registered files. Call inside the transaction that changed them."""
-    root = lake_dir(store.path)
+    root = lake_path(store)
     files = [str(root / r[0]) for r in store.con.execute("SELECT path FROM lake_files ORDER BY day, path").fetchall()]
     store.con.execute(events_view_sql(files))
 
@@ -177,7 +200,7 @@ def day_source(store: Store, day: date) -> str:
 
 def _new_file(store: Store, day: date) -> tuple[str, Path]:
     rel = f"day={day.isoformat()}/part-{uuid.uuid4().hex}{EXTENSION}"
-    path = lake_dir(store.path) / rel
+    path = lake_path(store) / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     return rel, path
 
@@ -231,7 +254,7 @@ def retire(store: Store, rels: Sequence[str]) -> None:
 def clean(store: Store) -> int:
     """Delete orphans (files no transaction registered: a seal cut short) and retired files past
     their grace; return how many files went. Only the writer runs this, under its lock."""
-    root = lake_dir(store.path)
+    root = lake_path(store)
     if not root.is_dir():
         return 0
     with store.write_lock:
@@ -283,7 +306,7 @@ def rewrite_day(store: Store, day: date, select: str, where: str = "true", *,
                                                 [day]).fetchall()]
         if not rels:
             return 0, 0
-        root = lake_dir(store.path)
+        root = lake_path(store)
         source = parquet_source([str(root / r) for r in rels])
         query = f"SELECT {select} FROM {source} WHERE {where} ORDER BY identity, event_time"  # noqa: S608 - callers' fixed SQL
         count = first_row(store.con.execute(f"SELECT count(*) FROM {source} WHERE {where}"))  # noqa: S608
@@ -321,7 +344,7 @@ def lake_summary(store: Store) -> dict[str, Any]:
         "SELECT count(DISTINCT day), count(*), coalesce(sum(rows), 0), coalesce(sum(bytes), 0), min(day), max(day) "
         "FROM lake_files"))
     assert row is not None
-    root = lake_dir(store.path)
+    root = lake_path(store)
     missing = [r[0] for r in store.con.execute("SELECT path FROM lake_files ORDER BY path").fetchall()
                if not (root / r[0]).exists()]
     hot = first_row(store.con.execute("SELECT count(*) FROM events_hot"))

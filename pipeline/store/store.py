@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 from pipeline.core.errors import TerminalError, TrailwardenError, TransientError, UsageError, scrub
 from pipeline.core.times import utcnow
-from pipeline.store.tiers import lake_dir, near_events
+from pipeline.store.tiers import lake_root, near_events
 
 DEFAULT_MEMORY_LIMIT = "256MB"
 _LOCK_RETRY_SECONDS = 10.0
@@ -539,7 +539,7 @@ def open_for_reading(path: str | os.PathLike[str], *, memory_limit: str = DEFAUL
     readable; the store's lake directory always is). See :func:`_open_reader` for which file is read."""
     store = _open_reader(path, memory_limit=memory_limit, on_snapshot=on_snapshot)
     try:
-        lock_down(store.con, [*allowed_dirs, lake_dir(path)])
+        lock_down(store.con, [*allowed_dirs, lake_root(store.con, path)])
     except BaseException:
         store.close()
         raise

@@ -35,6 +35,16 @@ def lake_dir(store_path: str | os.PathLike[str]) -> Path:
     return p.with_name(p.stem + ".lake")
 
 
+LAKE_STATE = "lake.path"  # pipeline_state: where this store's sealed files are, when not beside it
+
+
+def lake_root(con: duckdb.DuckDBPyConnection, store_path: str | os.PathLike[str]) -> Path:
+    """The store's lake directory: the configured ``lake.path`` recorded when it first sealed
+    (:func:`pipeline.store.lake.use_root`), else :func:`lake_dir` beside the store."""
+    rows = con.execute("SELECT value FROM pipeline_state WHERE name = ?", [LAKE_STATE]).fetchall()
+    return Path(rows[0][0]) if rows and rows[0][0] else lake_dir(store_path)
+
+
 def sql_text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -49,7 +59,7 @@ def parquet_source(files: Sequence[str]) -> str:
 
 def day_files(con: duckdb.DuckDBPyConnection, store_path: str, first: date, last: date) -> list[str]:
     """Absolute paths of the registered files of the UTC days ``first``..``last``."""
-    root = lake_dir(store_path)
+    root = lake_root(con, store_path)
     rows = con.execute("SELECT path FROM lake_files WHERE day BETWEEN ? AND ? ORDER BY path", [first, last]).fetchall()
     return [str(root / r[0]) for r in rows]
 
