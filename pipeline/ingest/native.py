@@ -1,0 +1,456 @@
+"""DuckDB-native parsing of NDJSON: DuckDB parses, validates and types the lines; Python reads
+bytes and orchestrates.
+
+A file's line-aligned chunks (cut while hashing, :func:`pipeline.ingest.sources.files.scan_file`)
+are read as bytes, checked as UTF-8 and split into lines by Arrow (C++, no Python per line), and
+handed to DuckDB as one ``(line_no, line)`` table per group of chunks. One SQL statement parses
+each line once into DuckDB's JSON type, extracts every typed column the way
+:func:`pipeline.ingest.events.normalize` does, and says for each line whether SQL could *decide* it:
+a JSON object, no duplicate key at any depth, no trailing comma (DuckDB's parser accepts one,
+Python's refuses it), every typed field of the type ``normalize`` accepts, times in the strict
+ISO-8601 form both parsers read alike and within the plausible bounds, not a ``ConsoleSignin``
+(its MFA rule stays in Python), not a LookupEvents body, at most :data:`MAX_BRACKETS` brackets
+(so never deeper than Python's parser can go).
+
+A line SQL does not decide goes through today's Python rule (:func:`files.line_items` and
+``normalize``), which quarantines it with today's reason or, where SQL was only cautious (a float
+``eventVersion``, an offset-less time), stores it as today. Reasons therefore have one source.
+Three small pieces stay in Python over *distinct* values, not rows: attribution
+(:func:`_attribution`, the inventory's own rule, kept in one place), ``ip_version`` (Python's
+``ipaddress`` is the definition) and ``referenced_resources`` (its two shapes, for the ~8% of
+events that have one). A chunk that is not valid UTF-8, holds a ``\\r`` line end, or is longer
+than :data:`files.MAX_ITEM_BYTES` is read by today's reader whole (its per-line recovery and
+limits are the contract).
+
+The typed rows come back as one Arrow table per group in the writer's batch schema, so the
+writer, its transactions, dedup and the exactly-once file records are today's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from models.inventory import Attributor
+from pipeline.ingest.batches import _LOCATED_SCHEMA, LOCATION, Batch, events_to_arrow, to_batches
+from pipeline.ingest.events import (
+    EARLIEST_EVENT_TIME,
+    FUTURE_TOLERANCE,
+    MalformedEvent,
+    _referenced_resources,
+    ip_version,
+)
+from pipeline.ingest.parse_pool import parse_chunk
+from pipeline.ingest.sources import files
+
+GROUP_BYTES = 16 * files.MIB  # chunks parsed by one statement (~12k events)
+MAX_BRACKETS = 500  # more '{' and '[' than this: Python decides (its parser's depth limit)
+
+# (name, JSON path) of every value read; json_type and json_extract_string take the list, so
+# the line is parsed once for each, not once per field.
+_PATHS: tuple[tuple[str, str], ...] = (
+    ("eventId", "$.eventId"), ("eventTime", "$.eventTime"),
+    ("eventName", "$.eventName"), ("eventType", "$.eventType"), ("eventRW", "$.eventRW"),
+    ("eventSource", "$.eventSource"), ("eventVersion", "$.eventVersion"),
+    ("serviceName", "$.serviceName"), ("acsRegion", "$.acsRegion"),
+    ("sourceIpAddress", "$.sourceIpAddress"), ("userAgent", "$.userAgent"),
+    ("requestId", "$.requestId"), ("apiVersion", "$.apiVersion"), ("errorCode", "$.errorCode"),
+    ("errorMessage", "$.errorMessage"), ("recipientAccountId", "$.recipientAccountId"),
+    ("vpcId", "$.vpcId"), ("resourceType", "$.resourceType"), ("resourceName", "$.resourceName"),
+    ("isGlobal", "$.isGlobal"), ("userIdentity", "$.userIdentity"),
+    ("ui.type", "$.userIdentity.type"), ("ui.userName", "$.userIdentity.userName"),
+    ("ui.principalId", "$.userIdentity.principalId"), ("ui.accountId", "$.userIdentity.accountId"),
+    ("ui.accessKeyId", "$.userIdentity.accessKeyId"),
+    ("attrs", "$.userIdentity.sessionContext.attributes"),
+    ("a.mfa", "$.userIdentity.sessionContext.attributes.mfaAuthenticated"),
+    ("a.created", "$.userIdentity.sessionContext.attributes.creationDate"),
+    ("sa.mfa", "$.userIdentity.sessionContext.sessionAttributes.mfaAuthenticated"),
+    ("sa.created", "$.userIdentity.sessionContext.sessionAttributes.creationDate"),
+    ("serviceCode", "$.requestParameters.ServiceCode"), ("scheme", "$.additionalEventData.Scheme"),
+    ("referencedResources", "$.referencedResources"), ("Events", "$.Events"),
+)
+_AT = {name: i + 1 for i, (name, _) in enumerate(_PATHS)}  # SQL lists are 1-based
+_NUMERIC_OK = ("eventVersion", "recipientAccountId", "ui.accountId", "ui.principalId", "errorCode")
+_STRINGS = (  # column, key: as events._STRING_KEYS
+    ("event_name", "eventName"), ("event_type", "eventType"), ("event_rw", "eventRW"),
+    ("event_source", "eventSource"), ("event_version", "eventVersion"),
+    ("service_name", "serviceName"), ("acs_region", "acsRegion"), ("source_ip", "sourceIpAddress"),
+    ("user_agent", "userAgent"), ("request_id", "requestId"), ("api_version", "apiVersion"),
+    ("error_code", "errorCode"), ("error_message", "errorMessage"),
+    ("recipient_account_id", "recipientAccountId"), ("vpc_id", "vpcId"),
+    ("resource_type", "resourceType"), ("resource_name", "resourceName"),
+)
+# The ISO-8601 form both datetime.fromisoformat and DuckDB read the same way (others: Python).
+_TIME_RE = r"\d{4}-\d{2}-\d{2}T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)"
+# DuckDB's parser takes a comma before a closing bracket; Python's refuses it (a string holding
+# such text only sends its line to Python)
+_TRAILING_COMMA = r",[ \t\n\r]*[}\]]"
+_SQL_QUOTE = "'"
+
+
+def _ty(name: str) -> str:
+    return f"ty[{_AT[name]}]"
+
+
+def _v(name: str) -> str:
+    return f"v[{_AT[name]}]"
+
+
+def _str_ok(name: str) -> str:
+    """SQL: the value is one ``normalize`` takes as a string column (absent, null, a string, or
+    an integer where exports write numbers)."""
+    numeric = " OR ty IN ('UBIGINT', 'BIGINT')".replace("ty", _ty(name)) if name in _NUMERIC_OK else ""
+    return f"({_ty(name)} IS NULL OR {_ty(name)} IN ('NULL', 'VARCHAR'){numeric})"
+
+
+def _bool(name: str) -> tuple[str, str]:
+    """SQL (value, ok) for ``events._opt_bool``."""
+    ty, v = _ty(name), _v(name)
+    value = (f"CASE WHEN {ty} = 'BOOLEAN' THEN {v} = 'true' "
+             f"WHEN {ty} = 'VARCHAR' AND lower({v}) IN ('true', 'false') THEN lower({v}) = 'true' END")
+    ok = (f"({ty} IS NULL OR {ty} IN ('NULL', 'BOOLEAN') "
+          f"OR ({ty} = 'VARCHAR' AND (lower({v}) IN ('true', 'false') OR {v} = '')))")
+    return value, ok
+
+
+def _time(expr: str) -> str:
+    return f"CASE WHEN regexp_full_match({expr}, '{_TIME_RE}') THEN TRY_CAST({expr} AS TIMESTAMPTZ) END"
+
+_OBJECTS = ("$", "$.userIdentity", "$.userIdentity.sessionContext", "$.userIdentity.sessionContext.attributes",
+            "$.userIdentity.sessionContext.sessionAttributes", "$.requestParameters", "$.additionalEventData",
+            "$.responseElements", "$.referencedResources")
+
+
+def _fields_sql() -> str:
+    """Stage one, materialized (so no list is computed twice): each line parsed once into JSON,
+    the types and values of every path read, and the keys of every object checked for
+    duplicates. An object elsewhere (more ``{`` in the text than objects checked: a string
+    holding a brace counts too, which only sends the line to Python) leaves the line to Python."""
+    paths = "[" + ", ".join(_SQL_QUOTE + p + _SQL_QUOTE for _, p in _PATHS) + "]"
+    objects = "[" + ", ".join(_SQL_QUOTE + p + _SQL_QUOTE for p in _OBJECTS) + "]"
+    return f"""
+CREATE OR REPLACE TEMP TABLE _tw_fields AS
+SELECT line_no, line AS t, json_type(line, {paths}) AS ty, json_extract_string(line, {paths}) AS v,
+    json_type(line, {objects}) AS ot, json_keys(line, {objects}) AS k
+FROM _tw_lines WHERE starts_with(line, '{{') AND ends_with(line, '}}') AND json_valid(line)
+"""  # noqa: S608 - fixed paths, no input
+
+
+def _unique_sql() -> str:
+    """SQL over ``_tw_fields``: no object read has a duplicate key, and every object of the line
+    is one of those (else Python decides)."""
+    unique = " AND ".join(f"coalesce(len(k[{i}]) = len(list_distinct(k[{i}])), true)"
+                          for i in range(1, len(_OBJECTS) + 1))
+    counted = " + ".join(f"coalesce(ot[{i}] = 'OBJECT', false)::INT" for i in range(1, len(_OBJECTS) + 1))
+    return f"({unique}) AND strlen(t) - strlen(replace(t, '{{', '')) = {counted}"
+
+
+def _parse_sql() -> str:
+    """Stage two, over ``_tw_fields``: the typed columns and whether SQL decided the line;
+    parameters: the earliest and the latest plausible event time."""
+    strings = ",\n        ".join(
+        f"{'nullif(' + _v(key) + ', ' + repr('') + ')' if col in ('error_code', 'error_message') else _v(key)}"
+        f" AS {col}" for col, key in _STRINGS)
+    strings_ok = " AND ".join(_str_ok(key) for _, key in _STRINGS)
+    ident = {k: f"{_v('ui.' + k)}" for k in ("type", "userName", "principalId", "accountId")}
+    itype, user, pid, account = ident["type"], ident["userName"], ident["principalId"], ident["accountId"]
+    akid = f"nullif({_v('ui.accessKeyId')}, '')"
+    mfa_a, mfa_a_ok = _bool("a.mfa")
+    mfa_s, mfa_s_ok = _bool("sa.mfa")
+    glob, glob_ok = _bool("isGlobal")
+    attrs = f"{_ty('attrs')} = 'OBJECT'"
+    created = f"CASE WHEN {attrs} THEN {_v('a.created')} ELSE {_v('sa.created')} END"
+    created_ty = f"CASE WHEN {attrs} THEN {_ty('a.created')} ELSE {_ty('sa.created')} END"
+    scheme = f"CASE WHEN {_ty('scheme')} = 'VARCHAR' THEN lower({_v('scheme')}) END"
+    return f"""
+WITH typed AS MATERIALIZED (
+    SELECT line_no, t, ty, v, {_unique_sql()} AS unique_keys,
+        {_v('eventId')} AS event_id,
+        {_time(_v('eventTime'))} AS event_time,
+        {strings},
+        {glob} AS is_global, {glob_ok} AS global_ok,
+        {itype} AS identity_type, {account} AS account_id, {pid} AS principal_id, {user} AS user_name,
+        {akid} AS access_key_id,
+        CASE WHEN {itype} = 'assumed-role' AND {user} <> '' THEN split_part({user}, ':', 1) END AS role_name,
+        CASE WHEN {itype} = 'assumed-role' AND {pid} <> '' THEN split_part({pid}, ':', 1) END AS role_id,
+        CASE WHEN {itype} = 'assumed-role' AND {user} <> '' AND strpos({user}, ':') > 0
+             THEN nullif(substr({user}, strpos({user}, ':') + 1), '') END AS session_name,
+        CASE WHEN {itype} = 'ram-user' AND {user} <> '' THEN 'ram-user:' || {user}
+             WHEN {itype} = 'assumed-role' AND ({user} <> '' OR {pid} <> '')
+                 THEN 'role:' || split_part(coalesce(nullif({user}, ''), {pid}), ':', 1)
+             WHEN {itype} = 'root-account'
+                 THEN 'root-account:' || coalesce(nullif({account}, ''), nullif({pid}, ''), 'unknown')
+             WHEN {itype} <> '' AND coalesce(nullif({user}, ''), nullif({pid}, '')) IS NOT NULL
+                 THEN {itype} || ':' || coalesce(nullif({user}, ''), {pid})
+             WHEN {akid} IS NOT NULL THEN 'access-key:' || {akid}
+             ELSE coalesce(nullif({itype}, ''), 'unknown') || ':unknown' END AS identity,
+        CASE WHEN {attrs} THEN {mfa_a} ELSE {mfa_s} END AS mfa_authenticated,
+        CASE WHEN {attrs} THEN {mfa_a_ok} ELSE {mfa_s_ok} END AS mfa_ok,
+        CASE WHEN {created_ty} = 'VARCHAR' AND {created} <> '' THEN {_time(created)} END AS session_created,
+        coalesce({created_ty} = 'VARCHAR' AND {created} <> '', false) AS has_created,
+        CASE WHEN {_ty('serviceCode')} = 'VARCHAR' THEN nullif({_v('serviceCode')}, '') END AS service_code,
+        CASE {scheme} WHEN 'https' THEN true WHEN 'http' THEN false END AS secure_transport,
+        coalesce({_ty('referencedResources')}, 'NULL') <> 'NULL' AS has_refs,
+        CASE WHEN coalesce({_ty('referencedResources')}, 'NULL') <> 'NULL' THEN {_v('referencedResources')} END
+            AS refs_text
+    FROM _tw_fields
+)
+SELECT * EXCLUDE (ty, v), coalesce(
+    unique_keys
+    AND {_ty('eventId')} = 'VARCHAR' AND event_id <> ''
+    AND {_ty('eventTime')} = 'VARCHAR' AND event_time IS NOT NULL
+    AND event_time >= $1 AND event_time <= $2
+    AND {strings_ok} AND global_ok AND mfa_ok
+    AND coalesce({_ty('userIdentity')}, 'NULL') IN ('NULL', 'OBJECT')
+    AND {_str_ok('ui.type')} AND {_str_ok('ui.userName')} AND {_str_ok('ui.principalId')}
+    AND {_str_ok('ui.accountId')} AND {_str_ok('ui.accessKeyId')}
+    AND (NOT has_created OR session_created IS NOT NULL)
+    AND coalesce(event_name, '') <> 'ConsoleSignin'
+    AND coalesce({_ty('Events')}, '') <> 'ARRAY'
+    AND NOT regexp_matches(t, '{_TRAILING_COMMA}')
+    AND strlen(t) - strlen(replace(replace(t, '{{', ''), '[', '')) <= {MAX_BRACKETS}, false) AS decided
+FROM typed
+"""  # noqa: S608 - fixed paths, no input
+
+
+_FIELDS_SQL = _fields_sql()
+_PARSE_SQL = _parse_sql()
+_UNDECIDED_SQL = """
+SELECT l.line_no, l.line FROM _tw_lines l ANTI JOIN _tw_parsed p ON l.line_no = p.line_no AND p.decided
+WHERE trim(l.line, ' ' || chr(9) || chr(11) || chr(12)) <> '' ORDER BY l.line_no
+"""
+_EVENT_SQL = """
+SELECT p.event_id, p.event_time, p.event_name, p.event_type, p.event_rw, p.event_source,
+       p.event_version, p.service_name, p.service_code, p.acs_region, p.is_global, p.source_ip,
+       ips.ip_version, p.secure_transport, p.user_agent, p.request_id, p.api_version, p.error_code,
+       p.error_message, p.identity_type, p.identity, p.account_id, p.principal_id, p.user_name,
+       p.role_name, p.role_id, p.session_name, p.access_key_id, p.mfa_authenticated,
+       p.session_created, p.recipient_account_id, p.vpc_id, p.resource_type, p.resource_name,
+       refs.referenced_resources, p.t AS raw, a.agent, $1 AS source, $2::TIMESTAMPTZ AS ingested_at,
+       p.line_no
+FROM _tw_parsed p
+JOIN _tw_agents a ON a.identity = p.identity AND a.access_key_id IS NOT DISTINCT FROM p.access_key_id
+LEFT JOIN _tw_ips ips ON ips.source_ip = p.source_ip
+LEFT JOIN _tw_refs refs ON refs.line_no = p.line_no
+WHERE p.decided AND (NOT p.has_refs OR refs.ok)
+ORDER BY p.line_no
+"""
+
+
+class NativeReader:
+    """Parses NDJSON chunks with DuckDB on its own cursor of the store's database (the writer
+    thread keeps the store's connection)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, attribute: Attributor, now: datetime | None = None):
+        self.con = con.cursor()
+        self.con.execute("SET TimeZone = 'UTC'")
+        self.attribute = attribute
+        self.now = now or datetime.now(UTC)
+
+    def close(self) -> None:
+        self.con.close()
+
+    def batches(self, path: Path, chunks: list[files.Chunk], source: str, partition: str,
+                batch_size: int) -> Iterator[Batch]:
+        """The file's batches in order; raises ``OSError`` when it cannot be read."""
+        group: list[tuple[files.Chunk, bytes]] = []
+        size = 0
+        if not chunks:  # an empty file: one empty batch records it
+            yield Batch(source, partition).seal()
+            return
+        with path.open("rb") as fh:
+            for chunk in chunks:
+                fh.seek(chunk.start)
+                data = fh.read(chunk.end - chunk.start) if chunk.end - chunk.start <= files.MAX_ITEM_BYTES else None
+                if data is None or b"\r" in data or not _utf8(data):
+                    if group:
+                        yield self._group(path, group, source, partition)
+                        group, size = [], 0
+                    yield from parse_chunk(str(path), chunk, source, partition, self.attribute, batch_size, self.now)
+                    continue
+                group.append((chunk, data))
+                size += len(data)
+                if size >= GROUP_BYTES:
+                    yield self._group(path, group, source, partition)
+                    group, size = [], 0
+        if group:
+            yield self._group(path, group, source, partition)
+
+    def _group(self, path: Path, group: list[tuple[files.Chunk, bytes]], source: str, partition: str) -> Batch:
+        lines = _lines(group)
+        con = self.con
+        con.register("_tw_lines", lines)
+        try:
+            con.execute(_FIELDS_SQL)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _tw_parsed AS {_PARSE_SQL}",
+                        [EARLIEST_EVENT_TIME, self.now + FUTURE_TOLERANCE])
+            undecided = con.sql(_UNDECIDED_SQL).fetchall()
+            undecided += self._register_lookups()
+            table = con.sql(_EVENT_SQL, params=[source, datetime.now(UTC)]).to_arrow_table()
+        finally:
+            con.unregister("_tw_lines")
+            for name in ("_tw_agents", "_tw_ips", "_tw_refs"):
+                con.unregister(name)
+        located = _located(table, str(path))
+        fallback, bad = self._python(path, undecided, source, partition)
+        batch = Batch(source, partition, bad=bad)
+        batch.table = _merge(located, fallback)
+        batch.count = batch.table.num_rows
+        if batch.count:
+            lo, hi = pc.min_max(batch.table["event_time"]).values()
+            batch.first, batch.last = lo.as_py(), hi.as_py()
+        batch.progress = sum(len(data) for _, data in group)
+        return batch
+
+    def _register_lookups(self) -> list[tuple[int, str]]:
+        """Attribution, ``ip_version`` and ``referenced_resources``: Python over distinct values
+        (references: over the rows that have one). Returns the lines whose references only
+        ``normalize`` can judge."""
+        con = self.con
+        con.register("_tw_agents", _attribution(con, self.attribute))
+        ips = [r[0] for r in con.execute(
+            "SELECT DISTINCT source_ip FROM _tw_parsed WHERE decided AND source_ip IS NOT NULL").fetchall()]
+        con.register("_tw_ips", pa.table({"source_ip": pa.array(ips, pa.string()),
+                                          "ip_version": pa.array([ip_version(ip) for ip in ips], pa.int8())}))
+        rows = con.execute("SELECT line_no, refs_text, t FROM _tw_parsed WHERE decided AND has_refs").fetchall()
+        line_nos, values, oks = [], [], []
+        rejected: list[tuple[int, str]] = []
+        for line_no, text, raw in rows:
+            value, ok = _refs(text)
+            line_nos.append(line_no)
+            values.append(value)
+            oks.append(ok)
+            if not ok:
+                rejected.append((line_no, raw))
+        con.register("_tw_refs", pa.table({"line_no": pa.array(line_nos, pa.int64()),
+                                           "referenced_resources": pa.array(values, pa.string()),
+                                           "ok": pa.array(oks, pa.bool_())}))
+        return rejected
+
+    def _python(self, path: Path, undecided: list[tuple[int, str]], source: str,
+                partition: str) -> tuple[pa.Table | None, list[tuple[str, str, str]]]:
+        """Today's rule for the lines SQL left undecided: events (as a located table with their
+        line numbers) and quarantined input."""
+        if not undecided:
+            return None, []
+        undecided.sort()
+        items: list[files.Item] = []
+        line_of: dict[str, int] = {}
+        for line_no, line in undecided:
+            for item in files.line_items(f"{path}:{line_no}", line.encode("utf-8")):
+                items.append(item)
+                line_of[item.location] = line_no
+        [batch] = list(to_batches(items, source, partition, self.attribute, len(items) + 1, self.now))
+        if not batch.events:
+            return None, batch.bad
+        numbers = [line_of[loc] for loc in batch.locations]
+        table = events_to_arrow(batch.events, batch.agents, source, datetime.now(UTC), batch.locations)
+        return table.append_column("line_no", pa.array(numbers, pa.int64())), batch.bad
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _lines(group: list[tuple[files.Chunk, bytes]]) -> pa.Table:
+    """``(line_no, line)`` for every line of the chunks, split by Arrow."""
+    texts, numbers = [], []
+    for chunk, data in group:
+        text = pa.array([data], pa.large_binary()).cast(pa.large_string())
+        lines = pc.split_pattern(text, "\n").flatten()
+        texts.append(lines)
+        numbers.append(pa.array(np.arange(chunk.first_line, chunk.first_line + len(lines), dtype=np.int64)))
+    return pa.table({"line_no": pa.chunked_array(numbers), "line": pa.chunked_array(texts)})
+
+
+def _attribution(con: duckdb.DuckDBPyConnection, attribute: Attributor) -> pa.Table:
+    """The agent of each distinct (identity, AccessKey) of the decided rows, by the inventory's
+    rule (AccessKey first, then identity). The one place the native path attributes: when
+    attribution moves to read time, this and its join go."""
+    pairs = con.execute("SELECT DISTINCT identity, access_key_id FROM _tw_parsed WHERE decided").fetchall()
+    return pa.table({"identity": pa.array([p[0] for p in pairs], pa.string()),
+                     "access_key_id": pa.array([p[1] for p in pairs], pa.string()),
+                     "agent": pa.array([attribute(p[0], p[1]) for p in pairs], pa.string())})
+
+
+def _refs(text: str) -> tuple[str | None, bool]:
+    """``referenced_resources`` as ``normalize`` writes it, and whether SQL's row may keep it: only
+    values of the documented shapes holding strings (anything else goes to ``normalize``)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None, False
+    if isinstance(value, dict):
+        clean = all(isinstance(v, str) or (isinstance(v, list) and all(isinstance(n, str) for n in v))
+                    for v in value.values())
+    elif isinstance(value, list):
+        clean = all(isinstance(item, dict) and all(isinstance(v, str) for v in item.values()) for item in value)
+    else:
+        clean = False
+    if not clean:
+        return None, False
+    try:
+        return _referenced_resources(value), True
+    except MalformedEvent:
+        return None, False
+
+
+def _located(table: pa.Table, path: str) -> pa.Table:
+    """DuckDB's rows in the writer's located schema (``raw`` and ``referenced_resources`` as
+    Arrow JSON without a copy), with ``line_no`` last."""
+    prefix = pa.scalar(f"{path}:")
+    location = pc.binary_join_element_wise(prefix, pc.cast(table["line_no"], pa.string()), "")
+    columns = []
+    for field in _LOCATED_SCHEMA:
+        if field.name == LOCATION:
+            columns.append(location)
+            continue
+        col = table[field.name]
+        if isinstance(field.type, pa.ExtensionType):
+            col = pa.chunked_array([pa.ExtensionArray.from_storage(field.type, c.cast(pa.string()))
+                                    for c in col.chunks], type=field.type)
+        elif col.type != field.type:
+            col = col.cast(field.type)
+        columns.append(col)
+    return pa.Table.from_arrays(columns, schema=_LOCATED_SCHEMA).append_column("line_no", table["line_no"])
+
+
+def _merge(located: pa.Table, fallback: pa.Table | None) -> pa.Table:
+    """Both sets of rows in line order (the first copy of an eventId in the file is the one
+    kept), without the ``line_no`` column."""
+    if fallback is not None and fallback.num_rows:
+        merged = pa.concat_tables([located, fallback.cast(located.schema)])
+        merged = merged.take(pc.sort_indices(merged, [("line_no", "ascending")]))
+    else:
+        merged = located
+    return merged.drop_columns(["line_no"])
+
+
+PARSER_ENV = "TRAILWARDEN_INGEST_PARSER"
+
+
+def native_enabled() -> bool:
+    """DuckDB parses NDJSON unless ``TRAILWARDEN_INGEST_PARSER=python`` (today's parser: for the
+    benchmark's comparison, and a way back should DuckDB's reading ever be in doubt)."""
+    return os.environ.get(PARSER_ENV, "duckdb").strip().lower() != "python"
+
+
+def native_eligible(path: Path) -> bool:
+    """Uncompressed NDJSON in UTF-8 (not a UTF-16/32 file whose first line happens to parse)."""
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff") or head == b"\x00\x00\xfe\xff":
+        return False
+    return files.is_ndjson(path)
