@@ -58,7 +58,7 @@ def dumps(value: Any) -> str:
 def hostile_lines() -> list[str]:
     """Lines where DuckDB's reading and Python's could part: each must come out as today."""
     base = dumps(ev("base"))
-    lines = [
+    return [
         base[:-1] + ',}',  # a trailing comma: DuckDB's parser accepts it, ours refuses
         dumps(ev("nested", requestParameters={"Tags": [{"Key": "a"}]})).replace(
             '{"Key": "a"}', '{"Key": "a", "Key": "b"}'),  # a duplicate where no typed column reads
@@ -114,7 +114,6 @@ def hostile_lines() -> list[str]:
         dumps(ev("dup-conflict")), dumps(ev("dup-conflict", eventTime="2026-11-09T03:04:05Z")),  # forged copy
         dumps(ev("types", eventName=["x"])), dumps(ev("types2", acsRegion={"r": 1})),
     ]
-    return lines
 
 
 def demo_lines(n: int) -> list[str]:
@@ -147,7 +146,7 @@ def contents(store: Store) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]
         "SELECT column_name FROM duckdb_columns() WHERE table_name = 'events' AND NOT column_name IN "
         "('ingested_at') ORDER BY column_index").fetchall()]
     events = store.con.execute(
-        f"SELECT {', '.join(columns)} FROM events ORDER BY event_id, event_time").fetchall()  # noqa: S608
+        f"SELECT {', '.join(columns)} FROM events ORDER BY event_id, event_time").fetchall()
     quarantined = store.con.execute(
         "SELECT source, location, reason, raw FROM quarantine ORDER BY location, reason").fetchall()
     return events, quarantined
