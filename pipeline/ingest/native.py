@@ -54,31 +54,29 @@ from pipeline.ingest.sources import files
 GROUP_BYTES = 16 * files.MIB  # chunks parsed by one statement (~12k events)
 MAX_BRACKETS = 500  # more '{' and '[' than this: Python decides (its parser's depth limit)
 
-# (name, JSON path) of every value read; json_type and json_extract_string take the list, so
-# the line is parsed once for each, not once per field.
-_PATHS: tuple[tuple[str, str], ...] = (
-    ("eventId", "$.eventId"), ("eventTime", "$.eventTime"),
-    ("eventName", "$.eventName"), ("eventType", "$.eventType"), ("eventRW", "$.eventRW"),
-    ("eventSource", "$.eventSource"), ("eventVersion", "$.eventVersion"),
-    ("serviceName", "$.serviceName"), ("acsRegion", "$.acsRegion"),
-    ("sourceIpAddress", "$.sourceIpAddress"), ("userAgent", "$.userAgent"),
-    ("requestId", "$.requestId"), ("apiVersion", "$.apiVersion"), ("errorCode", "$.errorCode"),
-    ("errorMessage", "$.errorMessage"), ("recipientAccountId", "$.recipientAccountId"),
-    ("vpcId", "$.vpcId"), ("resourceType", "$.resourceType"), ("resourceName", "$.resourceName"),
-    ("isGlobal", "$.isGlobal"), ("userIdentity", "$.userIdentity"),
-    ("ui.type", "$.userIdentity.type"), ("ui.userName", "$.userIdentity.userName"),
-    ("ui.principalId", "$.userIdentity.principalId"), ("ui.accountId", "$.userIdentity.accountId"),
-    ("ui.accessKeyId", "$.userIdentity.accessKeyId"),
-    ("attrs", "$.userIdentity.sessionContext.attributes"),
-    ("a.mfa", "$.userIdentity.sessionContext.attributes.mfaAuthenticated"),
-    ("a.created", "$.userIdentity.sessionContext.attributes.creationDate"),
-    ("sa.mfa", "$.userIdentity.sessionContext.sessionAttributes.mfaAuthenticated"),
-    ("sa.created", "$.userIdentity.sessionContext.sessionAttributes.creationDate"),
-    ("serviceCode", "$.requestParameters.ServiceCode"), ("scheme", "$.additionalEventData.Scheme"),
-    ("referencedResources", "$.referencedResources"), ("Events", "$.Events"),
-)
-_AT = {name: i + 1 for i, (name, _) in enumerate(_PATHS)}  # SQL lists are 1-based
-_NUMERIC_OK = ("eventVersion", "recipientAccountId", "ui.accountId", "ui.principalId", "errorCode")
+# Every value read, as a JSON leaf of one json_transform (one parse per line): the leaf's text
+# says its type ('"' a string, 't'/'f' a boolean, a digit or '-' a number; SQL NULL when absent
+# or null). Objects that typed columns come from are nested structs.
+_LEAF = "JSON"
+_STRUCTURE = {
+    **{key: _LEAF for key in (
+        "eventId", "eventTime", "eventName", "eventType", "eventRW", "eventSource", "eventVersion",
+        "serviceName", "acsRegion", "sourceIpAddress", "userAgent", "requestId", "apiVersion",
+        "errorCode", "errorMessage", "recipientAccountId", "vpcId", "resourceType", "resourceName",
+        "isGlobal", "referencedResources", "Events")},
+    "userIdentity": {
+        **{key: _LEAF for key in ("type", "userName", "principalId", "accountId", "accessKeyId")},
+        "sessionContext": {name: {"mfaAuthenticated": _LEAF, "creationDate": _LEAF}
+                           for name in ("attributes", "sessionAttributes")},
+    },
+    "requestParameters": {"ServiceCode": _LEAF},
+    "additionalEventData": {"Scheme": _LEAF},
+}
+# The objects whose keys are checked for duplicates, in json_keys' order (k[1] ... k[9]).
+_OBJECTS = ("$", "$.userIdentity", "$.userIdentity.sessionContext", "$.userIdentity.sessionContext.attributes",
+            "$.userIdentity.sessionContext.sessionAttributes", "$.requestParameters", "$.additionalEventData",
+            "$.responseElements", "$.referencedResources")
+_NUMERIC_OK = frozenset({"eventVersion", "recipientAccountId", "accountId", "principalId", "errorCode"})
 _STRINGS = (  # column, key: as events._STRING_KEYS
     ("event_name", "eventName"), ("event_type", "eventType"), ("event_rw", "eventRW"),
     ("event_source", "eventSource"), ("event_version", "eventVersion"),
@@ -90,92 +88,127 @@ _STRINGS = (  # column, key: as events._STRING_KEYS
 )
 # The ISO-8601 form both datetime.fromisoformat and DuckDB read the same way (others: Python).
 _TIME_RE = r"\d{4}-\d{2}-\d{2}T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)"
+# An integer as Python's str(int) writes it (a negative, a float or a huge one: Python decides).
+_INT_RE = r"0|[1-9]\d{0,17}"
 # DuckDB's parser takes a comma before a closing bracket; Python's refuses it (a string holding
 # such text only sends its line to Python)
 _TRAILING_COMMA = r",[ \t\n\r]*[}\]]"
 _SQL_QUOTE = "'"
 
 
-def _ty(name: str) -> str:
-    return f"ty[{_AT[name]}]"
+def _leaf_paths(structure: dict[str, object], prefix: str = "") -> list[str]:
+    out: list[str] = []
+    for key, value in structure.items():
+        path = f"{prefix}{key}"
+        out += _leaf_paths(value, path + ".") if isinstance(value, dict) else [path]  # type: ignore[arg-type]
+    return out
 
 
-def _v(name: str) -> str:
-    return f"v[{_AT[name]}]"
+_LEAVES = {path: i for i, path in enumerate(_leaf_paths(_STRUCTURE))}
 
 
-def _str_ok(name: str) -> str:
-    """SQL: the value is one ``normalize`` takes as a string column (absent, null, a string, or
-    an integer where exports write numbers)."""
-    numeric = " OR ty IN ('UBIGINT', 'BIGINT')".replace("ty", _ty(name)) if name in _NUMERIC_OK else ""
-    return f"({_ty(name)} IS NULL OR {_ty(name)} IN ('NULL', 'VARCHAR'){numeric})"
+def _leaf(path: str) -> str:
+    """SQL: the column holding a leaf's JSON text (``userIdentity.userName``)."""
+    return f"l{_LEAVES[path]}"
 
 
-def _bool(name: str) -> tuple[str, str]:
+def _decoded(path: str) -> str:
+    """SQL: the column holding the string a leaf holds (NULL when it is not a string)."""
+    return f"d{_LEAVES[path]}"
+
+
+def _text(x: str) -> str:
+    """SQL: the string a JSON string leaf holds (unescaped only when it has an escape)."""
+    return (f"CASE WHEN starts_with({x}, '\"') THEN CASE WHEN contains({x}, '\\') "
+            f"THEN json_extract_string({x}, '$') ELSE {x}[2:-2] END END")
+
+
+def _string(path: str) -> tuple[str, str]:
+    """SQL (value, ok) for ``events._opt_str``: absent, null, a string, or (where exports write
+    numbers) an integer."""
+    x, d, key = _leaf(path), _decoded(path), path.rsplit(".", 1)[-1]
+    if key in _NUMERIC_OK:
+        return (f"coalesce({d}, {x})", f"({x} IS NULL OR {d} IS NOT NULL OR regexp_full_match({x}, '{_INT_RE}'))")
+    return d, f"({x} IS NULL OR {d} IS NOT NULL)"
+
+
+def _bool(path: str) -> tuple[str, str]:
     """SQL (value, ok) for ``events._opt_bool``."""
-    ty, v = _ty(name), _v(name)
-    value = (f"CASE WHEN {ty} = 'BOOLEAN' THEN {v} = 'true' "
-             f"WHEN {ty} = 'VARCHAR' AND lower({v}) IN ('true', 'false') THEN lower({v}) = 'true' END")
-    ok = (f"({ty} IS NULL OR {ty} IN ('NULL', 'BOOLEAN') "
-          f"OR ({ty} = 'VARCHAR' AND (lower({v}) IN ('true', 'false') OR {v} = '')))")
+    x = _leaf(path)
+    low = f"lower({_decoded(path)})"
+    value = f"CASE WHEN {x} IN ('true', 'false') THEN {x} = 'true' WHEN {low} IN ('true', 'false') THEN {low} = 'true' END"
+    ok = f"({x} IS NULL OR {x} IN ('true', 'false') OR {low} IN ('true', 'false', ''))"
     return value, ok
 
 
 def _time(expr: str) -> str:
     return f"CASE WHEN regexp_full_match({expr}, '{_TIME_RE}') THEN TRY_CAST({expr} AS TIMESTAMPTZ) END"
 
-_OBJECTS = ("$", "$.userIdentity", "$.userIdentity.sessionContext", "$.userIdentity.sessionContext.attributes",
-            "$.userIdentity.sessionContext.sessionAttributes", "$.requestParameters", "$.additionalEventData",
-            "$.responseElements", "$.referencedResources")
-
 
 def _fields_sql() -> str:
-    """Stage one, materialized (so no list is computed twice): each line parsed once into JSON,
-    the types and values of every path read, and the keys of every object checked for
-    duplicates. An object elsewhere (more ``{`` in the text than objects checked: a string
-    holding a brace counts too, which only sends the line to Python) leaves the line to Python."""
-    paths = "[" + ", ".join(_SQL_QUOTE + p + _SQL_QUOTE for _, p in _PATHS) + "]"
+    """Stage one, materialized: each line that may be an event parsed once into the structure,
+    and the keys of each object read (json_keys: a second, cheaper parse)."""
     objects = "[" + ", ".join(_SQL_QUOTE + p + _SQL_QUOTE for p in _OBJECTS) + "]"
+    structure = json.dumps(_STRUCTURE, separators=(",", ":"))
     return f"""
 CREATE OR REPLACE TEMP TABLE _tw_fields AS
-SELECT line_no, line AS t, json_type(line, {paths}) AS ty, json_extract_string(line, {paths}) AS v,
-    json_type(line, {objects}) AS ot, json_keys(line, {objects}) AS k
-FROM _tw_lines WHERE starts_with(line, '{{') AND ends_with(line, '}}') AND json_valid(line)
-"""  # noqa: S608 - fixed paths, no input
+SELECT line_no, line AS t, try(json_transform(line, '{structure}')) AS s, try(json_keys(line, {objects})) AS k
+FROM _tw_lines WHERE starts_with(line, '{{') AND ends_with(line, '}}')
+"""  # noqa: S608 - fixed structure, no input
 
 
 def _unique_sql() -> str:
-    """SQL over ``_tw_fields``: no object read has a duplicate key, and every object of the line
-    is one of those (else Python decides)."""
-    unique = " AND ".join(f"coalesce(len(k[{i}]) = len(list_distinct(k[{i}])), true)"
+    """SQL over ``_tw_fields``: no object read has a duplicate key, and every non-empty object of
+    the line is one of those: the ``{`` in the text are the objects with keys plus the ``{}``
+    (a brace inside a string only sends the line to Python)."""
+    unique = " AND ".join(f"coalesce(len(k[{i}]) < 2 OR len(k[{i}]) = len(list_distinct(k[{i}])), true)"
                           for i in range(1, len(_OBJECTS) + 1))
-    counted = " + ".join(f"coalesce(ot[{i}] = 'OBJECT', false)::INT" for i in range(1, len(_OBJECTS) + 1))
-    return f"({unique}) AND strlen(t) - strlen(replace(t, '{{', '')) = {counted}"
+    with_keys = " + ".join(f"coalesce(len(k[{i}]) > 0, false)::INT" for i in range(1, len(_OBJECTS) + 1))
+    braces = "strlen(t) - strlen(replace(t, '{', ''))"
+    empty = "(strlen(t) - strlen(replace(t, '{}', ''))) // 2"
+    return f"({unique}) AND {braces} = {with_keys} + {empty}"
 
 
 def _parse_sql() -> str:
-    """Stage two, over ``_tw_fields``: the typed columns and whether SQL decided the line;
+    """Stage two, over ``_tw_fields``: the typed columns, and whether SQL decided the line;
     parameters: the earliest and the latest plausible event time."""
-    strings = ",\n        ".join(
-        f"{'nullif(' + _v(key) + ', ' + repr('') + ')' if col in ('error_code', 'error_message') else _v(key)}"
-        f" AS {col}" for col, key in _STRINGS)
-    strings_ok = " AND ".join(_str_ok(key) for _, key in _STRINGS)
-    ident = {k: f"{_v('ui.' + k)}" for k in ("type", "userName", "principalId", "accountId")}
-    itype, user, pid, account = ident["type"], ident["userName"], ident["principalId"], ident["accountId"]
-    akid = f"nullif({_v('ui.accessKeyId')}, '')"
-    mfa_a, mfa_a_ok = _bool("a.mfa")
-    mfa_s, mfa_s_ok = _bool("sa.mfa")
+    strings, oks = [], []
+    for col, key in _STRINGS:
+        value, ok = _string(key)
+        strings.append(f"{f'nullif({value}, {_SQL_QUOTE}{_SQL_QUOTE})' if col in ('error_code', 'error_message') else value} AS {col}")
+        oks.append(ok)
+    ident = {k: _string(f"userIdentity.{k}") for k in ("type", "userName", "principalId", "accountId", "accessKeyId")}
+    itype, user, pid, account = (ident[k][0] for k in ("type", "userName", "principalId", "accountId"))
+    oks += [ok for _, ok in ident.values()]
+    akid = f"nullif({ident['accessKeyId'][0]}, '')"
     glob, glob_ok = _bool("isGlobal")
-    attrs = f"{_ty('attrs')} = 'OBJECT'"
-    created = f"CASE WHEN {attrs} THEN {_v('a.created')} ELSE {_v('sa.created')} END"
-    created_ty = f"CASE WHEN {attrs} THEN {_ty('a.created')} ELSE {_ty('sa.created')} END"
-    scheme = f"CASE WHEN {_ty('scheme')} = 'VARCHAR' THEN lower({_v('scheme')}) END"
+    mfa_a, mfa_a_ok = _bool("userIdentity.sessionContext.attributes.mfaAuthenticated")
+    mfa_s, mfa_s_ok = _bool("userIdentity.sessionContext.sessionAttributes.mfaAuthenticated")
+    attrs = "coalesce(len(k[4]) > 0, false)"
+    created_a, created_s = (_decoded(f"userIdentity.sessionContext.{n}.creationDate")
+                            for n in ("attributes", "sessionAttributes"))
+    created_text = f"CASE WHEN {attrs} THEN {created_a} ELSE {created_s} END"
+    code = _decoded("requestParameters.ServiceCode")
+    scheme = f"lower({_decoded('additionalEventData.Scheme')})"
+    refs, events = _leaf("referencedResources"), _leaf("Events")
+    event_id, event_time = _decoded("eventId"), _decoded("eventTime")
+    leaves = ", ".join(f"(s.{path})::VARCHAR AS l{i}" for path, i in _LEAVES.items())
+    decoded = ", ".join(f"{_text(f'l{i}')} AS d{i}" for i in _LEAVES.values())
+    string_columns = ",\n        ".join(strings)
     return f"""
-WITH typed AS MATERIALIZED (
-    SELECT line_no, t, ty, v, {_unique_sql()} AS unique_keys,
-        {_v('eventId')} AS event_id,
-        {_time(_v('eventTime'))} AS event_time,
-        {strings},
+WITH leaves AS MATERIALIZED (
+    SELECT line_no, t, k, {_unique_sql()} AS unique_keys,
+        s.userIdentity IS NOT NULL AS has_identity,
+        s.userIdentity.sessionContext.attributes IS NOT NULL AS has_attributes, {leaves}
+    FROM _tw_fields WHERE s IS NOT NULL AND k IS NOT NULL
+), strings AS MATERIALIZED (
+    SELECT *, {decoded} FROM leaves
+), typed AS MATERIALIZED (
+    SELECT line_no, t, unique_keys,
+        {event_id} AS event_id,
+        {_time(event_time)} AS event_time,
+        {string_columns},
+        {' AND '.join(oks)} AS strings_ok,
         {glob} AS is_global, {glob_ok} AS global_ok,
         {itype} AS identity_type, {account} AS account_id, {pid} AS principal_id, {user} AS user_name,
         {akid} AS access_key_id,
@@ -194,27 +227,23 @@ WITH typed AS MATERIALIZED (
              ELSE coalesce(nullif({itype}, ''), 'unknown') || ':unknown' END AS identity,
         CASE WHEN {attrs} THEN {mfa_a} ELSE {mfa_s} END AS mfa_authenticated,
         CASE WHEN {attrs} THEN {mfa_a_ok} ELSE {mfa_s_ok} END AS mfa_ok,
-        CASE WHEN {created_ty} = 'VARCHAR' AND {created} <> '' THEN {_time(created)} END AS session_created,
-        coalesce({created_ty} = 'VARCHAR' AND {created} <> '', false) AS has_created,
-        CASE WHEN {_ty('serviceCode')} = 'VARCHAR' THEN nullif({_v('serviceCode')}, '') END AS service_code,
+        CASE WHEN {created_text} <> '' THEN {_time(created_text)} END AS session_created,
+        coalesce({created_text} <> '', false) AS has_created,
+        nullif({code}, '') AS service_code,
         CASE {scheme} WHEN 'https' THEN true WHEN 'http' THEN false END AS secure_transport,
-        coalesce({_ty('referencedResources')}, 'NULL') <> 'NULL' AS has_refs,
-        CASE WHEN coalesce({_ty('referencedResources')}, 'NULL') <> 'NULL' THEN {_v('referencedResources')} END
-            AS refs_text
-    FROM _tw_fields
+        {refs} IS NOT NULL AS has_refs,
+        {refs} AS refs_text,
+        -- an object read that is not one (a string, an array...) where Python would tell it
+        -- from an empty one: left to Python
+        (has_identity AND coalesce(len(k[2]), 0) = 0) OR (has_attributes AND NOT {attrs})
+            OR coalesce(starts_with({events}, '['), false) AS object_doubt
+    FROM strings
 )
-SELECT * EXCLUDE (ty, v), coalesce(
-    unique_keys
-    AND {_ty('eventId')} = 'VARCHAR' AND event_id <> ''
-    AND {_ty('eventTime')} = 'VARCHAR' AND event_time IS NOT NULL
-    AND event_time >= $1 AND event_time <= $2
-    AND {strings_ok} AND global_ok AND mfa_ok
-    AND coalesce({_ty('userIdentity')}, 'NULL') IN ('NULL', 'OBJECT')
-    AND {_str_ok('ui.type')} AND {_str_ok('ui.userName')} AND {_str_ok('ui.principalId')}
-    AND {_str_ok('ui.accountId')} AND {_str_ok('ui.accessKeyId')}
+SELECT *, coalesce(
+    unique_keys AND strings_ok AND global_ok AND mfa_ok AND NOT object_doubt
+    AND event_id <> '' AND event_time IS NOT NULL AND event_time >= $1 AND event_time <= $2
     AND (NOT has_created OR session_created IS NOT NULL)
     AND coalesce(event_name, '') <> 'ConsoleSignin'
-    AND coalesce({_ty('Events')}, '') <> 'ARRAY'
     AND NOT regexp_matches(t, '{_TRAILING_COMMA}')
     AND strlen(t) - strlen(replace(replace(t, '{{', ''), '[', '')) <= {MAX_BRACKETS}, false) AS decided
 FROM typed
