@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -57,15 +58,15 @@ MAX_BRACKETS = 500  # more '{' and '[' than this: Python decides (its parser's d
 # Every value read, as a JSON leaf of one json_transform (one parse per line): the leaf's text
 # says its type ('"' a string, 't'/'f' a boolean, a digit or '-' a number; SQL NULL when absent
 # or null). Objects that typed columns come from are nested structs.
-_LEAF = "JSON"
-_STRUCTURE = {
-    **{key: _LEAF for key in (
+_LEAF = "VARCHAR"
+_STRUCTURE: dict[str, Any] = {
+    **dict.fromkeys((
         "eventId", "eventTime", "eventName", "eventType", "eventRW", "eventSource", "eventVersion",
         "serviceName", "acsRegion", "sourceIpAddress", "userAgent", "requestId", "apiVersion",
         "errorCode", "errorMessage", "recipientAccountId", "vpcId", "resourceType", "resourceName",
-        "isGlobal", "referencedResources", "Events")},
+        "isGlobal", "referencedResources", "Events"), _LEAF),
     "userIdentity": {
-        **{key: _LEAF for key in ("type", "userName", "principalId", "accountId", "accessKeyId")},
+        **dict.fromkeys(("type", "userName", "principalId", "accountId", "accessKeyId"), _LEAF),
         "sessionContext": {name: {"mfaAuthenticated": _LEAF, "creationDate": _LEAF}
                            for name in ("attributes", "sessionAttributes")},
     },
@@ -96,11 +97,12 @@ _TRAILING_COMMA = r",[ \t\n\r]*[}\]]"
 _SQL_QUOTE = "'"
 
 
-def _leaf_paths(structure: dict[str, object], prefix: str = "") -> list[str]:
+def _leaf_paths(structure: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """``a.b.c`` for every leaf of a json_transform structure, in its order."""
     out: list[str] = []
     for key, value in structure.items():
         path = f"{prefix}{key}"
-        out += _leaf_paths(value, path + ".") if isinstance(value, dict) else [path]  # type: ignore[arg-type]
+        out += _leaf_paths(value, path + ".") if isinstance(value, dict) else [path]
     return out
 
 
@@ -108,8 +110,14 @@ _LEAVES = {path: i for i, path in enumerate(_leaf_paths(_STRUCTURE))}
 
 
 def _leaf(path: str) -> str:
-    """SQL: the column holding a leaf's JSON text (``userIdentity.userName``)."""
+    """SQL: the column holding a leaf's text (``userIdentity.userName``): a string unescaped, a
+    number or boolean as written, an object or array as JSON."""
     return f"l{_LEAVES[path]}"
+
+
+def _type(path: str) -> str:
+    """SQL: the column holding the leaf's JSON type (``VARCHAR``, ``UBIGINT``, ``NULL``...)."""
+    return f"y{_LEAVES[path]}"
 
 
 def _decoded(path: str) -> str:
@@ -117,28 +125,27 @@ def _decoded(path: str) -> str:
     return f"d{_LEAVES[path]}"
 
 
-def _text(x: str) -> str:
-    """SQL: the string a JSON string leaf holds (unescaped only when it has an escape)."""
-    return (f"CASE WHEN starts_with({x}, '\"') THEN CASE WHEN contains({x}, '\\') "
-            f"THEN json_extract_string({x}, '$') ELSE {x}[2:-2] END END")
-
-
 def _string(path: str) -> tuple[str, str]:
     """SQL (value, ok) for ``events._opt_str``: absent, null, a string, or (where exports write
     numbers) an integer."""
-    x, d, key = _leaf(path), _decoded(path), path.rsplit(".", 1)[-1]
+    x, y, d, key = _leaf(path), _type(path), _decoded(path), path.rsplit(".", 1)[-1]
     if key in _NUMERIC_OK:
-        return (f"coalesce({d}, {x})", f"({x} IS NULL OR {d} IS NOT NULL OR regexp_full_match({x}, '{_INT_RE}'))")
-    return d, f"({x} IS NULL OR {d} IS NOT NULL)"
+        return f"coalesce({d}, {x})", f"({y} IS NULL OR {y} IN ('NULL', 'VARCHAR', 'UBIGINT', 'BIGINT'))"
+    return d, f"({y} IS NULL OR {y} IN ('NULL', 'VARCHAR'))"
 
 
 def _bool(path: str) -> tuple[str, str]:
     """SQL (value, ok) for ``events._opt_bool``."""
-    x = _leaf(path)
+    x, y = _leaf(path), _type(path)
     low = f"lower({_decoded(path)})"
-    value = f"CASE WHEN {x} IN ('true', 'false') THEN {x} = 'true' WHEN {low} IN ('true', 'false') THEN {low} = 'true' END"
-    ok = f"({x} IS NULL OR {x} IN ('true', 'false') OR {low} IN ('true', 'false', ''))"
+    value = f"CASE WHEN {y} = 'BOOLEAN' THEN {x} = 'true' WHEN {low} IN ('true', 'false') THEN {low} = 'true' END"
+    ok = f"({y} IS NULL OR {y} IN ('NULL', 'BOOLEAN') OR {low} IN ('true', 'false', ''))"
     return value, ok
+
+
+def _object(i: int) -> str:
+    """SQL: the JSON type of ``_OBJECTS[i]``."""
+    return f"o{i}"
 
 
 def _time(expr: str) -> str:
@@ -149,24 +156,25 @@ def _fields_sql() -> str:
     """Stage one, materialized: each line that may be an event parsed once into the structure,
     and the keys of each object read (json_keys: a second, cheaper parse)."""
     objects = "[" + ", ".join(_SQL_QUOTE + p + _SQL_QUOTE for p in _OBJECTS) + "]"
+    types = "[" + ", ".join([f"'$.{p}'" for p in _LEAVES] + [_SQL_QUOTE + p + _SQL_QUOTE for p in _OBJECTS]) + "]"
     structure = json.dumps(_STRUCTURE, separators=(",", ":"))
     return f"""
 CREATE OR REPLACE TEMP TABLE _tw_fields AS
-SELECT line_no, line AS t, try(json_transform(line, '{structure}')) AS s, try(json_keys(line, {objects})) AS k
+SELECT line_no, line AS t, try(json_transform(line, '{structure}')) AS s, try(json_type(line, {types})) AS y,
+    try(json_keys(line, {objects})) AS k
 FROM _tw_lines WHERE starts_with(line, '{{') AND ends_with(line, '}}')
 """  # noqa: S608 - fixed structure, no input
 
 
 def _unique_sql() -> str:
-    """SQL over ``_tw_fields``: no object read has a duplicate key, and every non-empty object of
-    the line is one of those: the ``{`` in the text are the objects with keys plus the ``{}``
-    (a brace inside a string only sends the line to Python)."""
-    unique = " AND ".join(f"coalesce(len(k[{i}]) < 2 OR len(k[{i}]) = len(list_distinct(k[{i}])), true)"
+    """SQL over ``_tw_fields``: no object read has a duplicate key, and every object of the line
+    is one of those: as many ``{`` in the text as objects checked (a brace inside a string only
+    sends the line to Python)."""
+    unique = " AND ".join(f"CASE WHEN coalesce(len(k[{i}]), 0) < 2 THEN true ELSE len(k[{i}]) = list_unique(k[{i}]) END"
                           for i in range(1, len(_OBJECTS) + 1))
-    with_keys = " + ".join(f"coalesce(len(k[{i}]) > 0, false)::INT" for i in range(1, len(_OBJECTS) + 1))
+    objects = " + ".join(f"coalesce({_object(i)} = 'OBJECT', false)::INT" for i in range(len(_OBJECTS)))
     braces = "strlen(t) - strlen(replace(t, '{', ''))"
-    empty = "(strlen(t) - strlen(replace(t, '{}', ''))) // 2"
-    return f"({unique}) AND {braces} = {with_keys} + {empty}"
+    return f"({unique}) AND {braces} = {objects}"
 
 
 def _parse_sql() -> str:
@@ -184,27 +192,25 @@ def _parse_sql() -> str:
     glob, glob_ok = _bool("isGlobal")
     mfa_a, mfa_a_ok = _bool("userIdentity.sessionContext.attributes.mfaAuthenticated")
     mfa_s, mfa_s_ok = _bool("userIdentity.sessionContext.sessionAttributes.mfaAuthenticated")
-    attrs = "coalesce(len(k[4]) > 0, false)"
+    attrs = f"coalesce({_object(3)} = 'OBJECT', false)"
     created_a, created_s = (_decoded(f"userIdentity.sessionContext.{n}.creationDate")
                             for n in ("attributes", "sessionAttributes"))
     created_text = f"CASE WHEN {attrs} THEN {created_a} ELSE {created_s} END"
     code = _decoded("requestParameters.ServiceCode")
     scheme = f"lower({_decoded('additionalEventData.Scheme')})"
-    refs, events = _leaf("referencedResources"), _leaf("Events")
+    refs, refs_type = _leaf("referencedResources"), _type("referencedResources")
     event_id, event_time = _decoded("eventId"), _decoded("eventTime")
-    leaves = ", ".join(f"(s.{path})::VARCHAR AS l{i}" for path, i in _LEAVES.items())
-    decoded = ", ".join(f"{_text(f'l{i}')} AS d{i}" for i in _LEAVES.values())
+    n = len(_LEAVES)
+    leaves = ", ".join(f"s.{path} AS l{i}, y[{i + 1}] AS y{i}, CASE WHEN y[{i + 1}] = 'VARCHAR' THEN s.{path} END AS d{i}"
+                       for path, i in _LEAVES.items())
+    objects = ", ".join(f"y[{n + i + 1}] AS {_object(i)}" for i in range(len(_OBJECTS)))
     string_columns = ",\n        ".join(strings)
     return f"""
 WITH leaves AS MATERIALIZED (
-    SELECT line_no, t, k, {_unique_sql()} AS unique_keys,
-        s.userIdentity IS NOT NULL AS has_identity,
-        s.userIdentity.sessionContext.attributes IS NOT NULL AS has_attributes, {leaves}
-    FROM _tw_fields WHERE s IS NOT NULL AND k IS NOT NULL
-), strings AS MATERIALIZED (
-    SELECT *, {decoded} FROM leaves
+    SELECT line_no, t, k, {leaves}, {objects}
+    FROM _tw_fields WHERE s IS NOT NULL AND y IS NOT NULL AND k IS NOT NULL
 ), typed AS MATERIALIZED (
-    SELECT line_no, t, unique_keys,
+    SELECT line_no, t, {_unique_sql()} AS unique_keys,
         {event_id} AS event_id,
         {_time(event_time)} AS event_time,
         {string_columns},
@@ -231,13 +237,14 @@ WITH leaves AS MATERIALIZED (
         coalesce({created_text} <> '', false) AS has_created,
         nullif({code}, '') AS service_code,
         CASE {scheme} WHEN 'https' THEN true WHEN 'http' THEN false END AS secure_transport,
-        {refs} IS NOT NULL AS has_refs,
+        coalesce({refs_type}, 'NULL') <> 'NULL' AS has_refs,
         {refs} AS refs_text,
-        -- an object read that is not one (a string, an array...) where Python would tell it
-        -- from an empty one: left to Python
-        (has_identity AND coalesce(len(k[2]), 0) = 0) OR (has_attributes AND NOT {attrs})
-            OR coalesce(starts_with({events}, '['), false) AS object_doubt
-    FROM strings
+        -- what only Python can judge: a userIdentity that is not an object, references that
+        -- are neither an object nor a list, a LookupEvents body
+        coalesce({_object(1)}, 'NULL') NOT IN ('NULL', 'OBJECT')
+            OR coalesce({refs_type}, 'NULL') NOT IN ('NULL', 'OBJECT', 'ARRAY')
+            OR coalesce({_type("Events")} = 'ARRAY', false) AS object_doubt
+    FROM leaves
 )
 SELECT *, coalesce(
     unique_keys AND strings_ok AND global_ok AND mfa_ok AND NOT object_doubt
@@ -252,9 +259,10 @@ FROM typed
 
 _FIELDS_SQL = _fields_sql()
 _PARSE_SQL = _parse_sql()
+# blank lines come too (Python skips them): trimming every line in SQL cost more than the parse
 _UNDECIDED_SQL = """
-SELECT l.line_no, l.line FROM _tw_lines l ANTI JOIN _tw_parsed p ON l.line_no = p.line_no AND p.decided
-WHERE trim(l.line, ' ' || chr(9) || chr(11) || chr(12)) <> '' ORDER BY l.line_no
+SELECT l.line_no, l.line FROM _tw_lines l ANTI JOIN (SELECT line_no FROM _tw_parsed WHERE decided) p USING (line_no)
+ORDER BY l.line_no
 """
 _EVENT_SQL = """
 SELECT p.event_id, p.event_time, p.event_name, p.event_type, p.event_rw, p.event_source,
