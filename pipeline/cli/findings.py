@@ -30,7 +30,9 @@ def findings(ctx: click.Context, agent: str | None, detector: str | None, status
     """List findings, newest first (open ones unless --status says otherwise); triage them.
 
     JSON output is an array of objects with id, detector, agent, severity, score, first_seen,
-    last_seen, summary, event_ids, event_count, evidence and status.
+    last_seen, summary, event_ids, event_count, evidence, status, incident_id, and for findings on
+    events of role sessions origin_agent, origin_account and chain (who started the chain of role
+    assumptions, its home account, and the roles from it to the acting one; else null).
 
     \b
     Examples:
@@ -53,6 +55,9 @@ def findings(ctx: click.Context, agent: str | None, detector: str | None, status
                              since=when, min_severity=min_severity, limit=limit)
     if fmt == "table":
         cols = ["id", "severity", "status", "detector", "agent", "last_seen", "event_count", "summary"]
+        for r in rows:  # a finding on a role session says whose session it was
+            if r.get("origin_agent"):
+                r["agent"] = f"{r['agent']} (via {r['origin_agent']})"
         click.echo(render(cols, [[r[c] for c in cols] for r in rows], "table"))
         return
     cols = list(rows[0]) if rows else ["id", "detector", "agent", "severity", "score", "first_seen",

@@ -34,7 +34,8 @@ def query(app: App, sql: str, params: tuple[str, ...], fmt: str) -> None:
     incidents (`incidents`), incident_messages, slack_interactions;
     RAM (`ram sync`): ram_snapshots, ram_principals, ram_memberships, ram_attachments,
     ram_policies, ram_access_keys, ram_sync_errors, ram_documents; `contain`: containments,
-    containment_steps. Times are UTC. One SELECT (or PRAGMA, CALL, PIVOT, EXPLAIN); no file but the store and the
+    containment_steps; role sessions: role_sessions, session_links; `accounts sync`: account_syncs,
+    directory_accounts. Times are UTC. One SELECT (or PRAGMA, CALL, PIVOT, EXPLAIN); no file but the store and the
     retention archive's Parquet (read_parquet('<retention.archive_dir>/*/*.parquet')).
 
     \b

@@ -19,11 +19,13 @@ from detectors.base import SEVERITIES, Finding, finding_id, severity_rank
 from pipeline.core.errors import UsageError
 from pipeline.core.redact import redacted
 from pipeline.core.times import utcnow
+from pipeline.store.sessions import origin_of
 from pipeline.store.store import Store, first_row
 
 MAX_EVENT_IDS = 1000
 FINDING_COLUMNS = ("id", "detector", "agent", "severity", "score", "first_seen", "last_seen", "summary",
-                   "event_ids", "event_count", "evidence", "status", "incident_id")
+                   "event_ids", "event_count", "evidence", "status", "incident_id",
+                   "origin_agent", "origin_account", "chain")
 
 
 @dataclass
@@ -129,13 +131,15 @@ def _insert(con: Any, f: Finding, run_id: int | None, suppressions: Sequence[Any
         covering = matching_suppression(con, suppressions, f.detector, f.agent, f.event_ids)
         if covering is not None:
             status, suppression_id = "suppressed", covering.id
+    origin = origin_of(con, list(f.event_ids[:MAX_EVENT_IDS]), f.first_seen, f.last_seen)
     con.execute(
         "INSERT INTO findings (id, detector, agent, severity, score, first_seen, last_seen, summary, event_ids, "
-        "event_count, evidence, status, dedup_key, created_at, updated_at, run_id, suppression_id, previous_id) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "event_count, evidence, status, dedup_key, created_at, updated_at, run_id, suppression_id, previous_id, "
+        "origin_agent, origin_account, chain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [f.id, f.detector, f.agent, f.severity, f.score, f.first_seen, f.last_seen, f.summary,
          list(f.event_ids[:MAX_EVENT_IDS]), len(f.event_ids), json.dumps(f.evidence, default=str),
-         status, f.dedup_key, now, now, run_id, suppression_id, previous_id],
+         status, f.dedup_key, now, now, run_id, suppression_id, previous_id,
+         *((origin.agent, origin.account, origin.chain) if origin and origin.agent != f.agent else (None, None, None))],
     )
 
 

@@ -147,12 +147,14 @@ def _recorded(store: Store, name: str, step: Callable[[], dict[str, Any]]) -> St
 def _ingest(store: Store, config: Config, inventory: Inventory, _path: str | None, _echo: Any, *,
             stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     from pipeline.ingest.run import ingest_sources, ingest_targets
+    from pipeline.store.sessions import link_sessions
 
     targets = ingest_targets(config, skip_missing=lambda name, path: log.warning(
         "source %s: %s does not exist (yet); skipped", name, path))
     outcomes = ingest_sources(store, targets, Attributor(inventory), stop=stop)
     counts: dict[str, Any] = {o.name: o.as_dict() for o in outcomes}
     counts["new"] = sum(o.report.new for o in outcomes if o.report)
+    counts["role_sessions"] = vars(link_sessions(store))
     failed = [f"{o.name}: {o.error}" for o in outcomes if o.error]
     if failed:
         counts["error"] = "; ".join(failed)  # the other sources were ingested all the same

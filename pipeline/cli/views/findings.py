@@ -18,6 +18,10 @@ def finding_text(finding: dict[str, Any], fmt: str) -> str:
              finding["summary"],
              f"seen {to_jsonable(finding['first_seen'])} .. {to_jsonable(finding['last_seen'])}, "
              f"{finding['event_count']} events"]
+    if finding.get("origin_agent"):
+        lines.append(f"through role sessions started by {finding['origin_agent']}"
+                     + (f" (account {finding['origin_account']})" if finding.get("origin_account") else "")
+                     + (f": {' -> '.join(finding['chain'])}" if finding.get("chain") else ""))
     if finding["suppression_id"]:
         lines.append(f"suppressed by {finding['suppression_id']} (`trailwarden suppress list --all`)")
     if finding["previous_id"]:
