@@ -210,10 +210,10 @@ def _parse_sql() -> str:
     objects = ", ".join(f"y[{n + i + 1}] AS {_object(i)}" for i in range(len(_OBJECTS)))
     string_columns = ",\n        ".join(strings)
     return f"""
-WITH leaves AS MATERIALIZED (
+WITH leaves AS (
     SELECT line_no, t, k, {leaves}, {objects}
     FROM _tw_fields WHERE s IS NOT NULL AND y IS NOT NULL AND k IS NOT NULL
-), typed AS MATERIALIZED (
+), typed AS (
     SELECT line_no, t, {_unique_sql()} AS unique_keys,
         {event_id} AS event_id,
         {_time(event_time)} AS event_time,
