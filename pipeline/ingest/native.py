@@ -3,14 +3,17 @@ bytes and orchestrates.
 
 A file's line-aligned chunks (cut while hashing, :func:`pipeline.ingest.sources.files.scan_file`)
 are read as bytes, checked as UTF-8 and split into lines by Arrow (C++, no Python per line), and
-handed to DuckDB as one ``(line_no, line)`` table per group of chunks. One SQL statement parses
-each line once into DuckDB's JSON type, extracts every typed column the way
-:func:`pipeline.ingest.events.normalize` does, and says for each line whether SQL could *decide* it:
-a JSON object, no duplicate key at any depth, no trailing comma (DuckDB's parser accepts one,
+handed to DuckDB as one ``(line_no, line)`` table per group of chunks. A first statement reads
+each line with one ``json_transform`` (every value read, as text), one ``json_type`` (their types
+and the objects') and one ``json_keys`` (the keys of the objects read); a second extracts every
+typed column the way :func:`pipeline.ingest.events.normalize` does, and says for each line whether
+SQL could *decide* it: a JSON object, no duplicate key in the objects read and no other object
+(a ``{`` count; duplicates elsewhere are Python's to find), no trailing comma (DuckDB's parser accepts one,
 Python's refuses it), every typed field of the type ``normalize`` accepts, times in the strict
 ISO-8601 form both parsers read alike and within the plausible bounds, not a ``ConsoleSignin``
 (its MFA rule stays in Python), not a LookupEvents body, at most :data:`MAX_BRACKETS` brackets
-(so never deeper than Python's parser can go).
+(so never deeper than Python's parser can go). Attribution, ``ip_version`` and references are
+joined in before the rows are exported.
 
 A line SQL does not decide goes through today's Python rule (:func:`files.line_items` and
 ``normalize``), which quarantines it with today's reason or, where SQL was only cautious (a float
@@ -25,9 +28,10 @@ limits are the contract).
 The typed rows come back as one Arrow table per group in the writer's batch schema, so the
 writer, its transactions, dedup and the exactly-once file records are today's.
 
-Opt-in (``TRAILWARDEN_INGEST_PARSER=duckdb``): measured on 1M events it costs ~1.3x the Python
-parser's CPU (three parses per line and ~100 SQL expressions over strings cost more than
-``json.loads`` and ``normalize``), so the Python parser stays the default (README, Performance).
+Opt-in (``TRAILWARDEN_INGEST_PARSER=duckdb``): measured on 1M events it costs ~1.1x the Python
+parser's CPU over the process tree (three parses per line and ~100 SQL expressions over strings
+cost about what ``json.loads`` and ``normalize`` do), so the Python parser stays the default
+(README, Performance).
 """
 
 from __future__ import annotations
