@@ -25,7 +25,18 @@ from pipeline.store.store import Store, first_row
 MAX_EVENT_IDS = 1000
 FINDING_COLUMNS = ("id", "detector", "agent", "severity", "score", "first_seen", "last_seen", "summary",
                    "event_ids", "event_count", "evidence", "status", "incident_id",
-                   "origin_agent", "origin_account", "chain")
+                   "origin_agent", "origin_account", "chain", "account", "home_account")
+
+# Where most of a finding's events happened (recipientAccountId, else the caller's home account),
+# and the home account of most of them; read within the finding's time span only.
+_ACCOUNTS = """
+WITH seen AS (
+    SELECT coalesce(recipient_account_id, account_id) AS acted, account_id AS home FROM events
+    WHERE event_time BETWEEN ? AND ? AND event_id IN (SELECT unnest(?::VARCHAR[]))
+)
+SELECT (SELECT acted FROM seen WHERE acted IS NOT NULL GROUP BY acted ORDER BY count(*) DESC, acted LIMIT 1),
+       (SELECT home FROM seen WHERE home IS NOT NULL GROUP BY home ORDER BY count(*) DESC, home LIMIT 1)
+"""
 
 
 @dataclass
@@ -132,14 +143,17 @@ def _insert(con: Any, f: Finding, run_id: int | None, suppressions: Sequence[Any
         if covering is not None:
             status, suppression_id = "suppressed", covering.id
     origin = origin_of(con, list(f.event_ids[:MAX_EVENT_IDS]), f.first_seen, f.last_seen)
+    accounts = first_row(con.execute(_ACCOUNTS, [f.first_seen, f.last_seen, list(f.event_ids[:MAX_EVENT_IDS])]))
     con.execute(
         "INSERT INTO findings (id, detector, agent, severity, score, first_seen, last_seen, summary, event_ids, "
         "event_count, evidence, status, dedup_key, created_at, updated_at, run_id, suppression_id, previous_id, "
-        "origin_agent, origin_account, chain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "origin_agent, origin_account, chain, account, home_account) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [f.id, f.detector, f.agent, f.severity, f.score, f.first_seen, f.last_seen, f.summary,
          list(f.event_ids[:MAX_EVENT_IDS]), len(f.event_ids), json.dumps(f.evidence, default=str),
          status, f.dedup_key, now, now, run_id, suppression_id, previous_id,
-         *((origin.agent, origin.account, origin.chain) if origin and origin.agent != f.agent else (None, None, None))],
+         *((origin.agent, origin.account, origin.chain) if origin and origin.agent != f.agent else (None, None, None)),
+         *(accounts or (None, None))],
     )
 
 
@@ -170,13 +184,14 @@ def _extend(con: Any, f: Finding, row: tuple[Any, ...], *, keep_words: bool = Fa
 def list_findings(store: Store, *, agent: str | None = None, detector: str | None = None,
                   status: str | None = None, since: datetime | None = None,
                   min_severity: str | None = None, limit: int | None = None,
-                  finding_id: str | None = None) -> list[dict[str, Any]]:
+                  finding_id: str | None = None, account: str | None = None) -> list[dict[str, Any]]:
+    """Findings, newest first; ``account`` (an id) keeps those whose events happened there."""
     where: list[str] = []
     params: list[Any] = []
     if finding_id is not None:
         where.append("id = ?")
         params.append(finding_id)
-    for column, value in (("agent", agent), ("detector", detector), ("status", status)):
+    for column, value in (("agent", agent), ("detector", detector), ("status", status), ("account", account)):
         if value:
             where.append(f"{column} = ?")
             params.append(value)
