@@ -173,10 +173,16 @@ def run_demo(db: Path, *, days: int = 30, seed: int = 7, echo: Callable[[str], N
 
 
 def incident_hits(found: list[dict[str, Any]], agent: str, start: datetime, stop: datetime) -> list[dict[str, Any]]:
-    """The findings of a planted incident: the agent's own in [start, stop), and those on what it
-    did through a role it assumed (their ``origin_agent``)."""
-    return [f for f in found if agent in (f["agent"], f.get("origin_agent"))
+    """The findings of a planted incident in [start, stop): the agent's own, those on what it did
+    through a role it assumed (their ``origin_agent``), and a role's finding that it was the
+    unexpected caller of its ``AssumeRole`` (``cross_account``'s evidence names it)."""
+    return [f for f in found if agent in (f["agent"], f.get("origin_agent"), _caller(f))
             and f["first_seen"] < stop and f["last_seen"] >= start]
+
+
+def _caller(finding: dict[str, Any]) -> str | None:
+    evidence = finding.get("evidence")
+    return evidence.get("caller") if finding["detector"] == "cross_account" and isinstance(evidence, dict) else None
 
 
 RAM_SEED = CONFIG_DIR / "demo-ram-account.yaml"
