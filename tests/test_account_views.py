@@ -127,3 +127,27 @@ def test_a_single_account_config_shows_what_it_did_before(tmp_path: Path) -> Non
     assert "ram-user:ops-debug" in {r["agent"] for r in agents}
     info = json.loads(run_cli(*config, "status", "--format", "json", cwd=tmp_path).stdout)
     assert "accounts" not in info and "account_gaps" not in info["service"]
+
+
+def test_findings_stored_before_the_account_column_get_it_from_their_events(tmp_path: Path) -> None:
+    """Migration 0025 on a store whose findings predate it: each gets the account most of its
+    events happened in and its callers' home account, once; a finding without events gets none."""
+    from pipeline.store.store import open_store
+
+    config = organisation(tmp_path)
+    db = tmp_path / "store.duckdb"
+    with open_store(db) as store:
+        before = dict(store.con.execute("SELECT id, account FROM findings").fetchall())
+        store.con.execute("INSERT INTO findings (id, detector, agent, severity, score, first_seen, last_seen, summary, "
+                          "event_ids, event_count, evidence, status, dedup_key, created_at, updated_at) "
+                          "SELECT 'no-events', detector, agent, severity, score, first_seen, last_seen, summary, "
+                          "[], 0, evidence, status, 'x', created_at, updated_at FROM findings LIMIT 1")
+        for sql in ("ALTER TABLE findings DROP COLUMN account", "ALTER TABLE findings DROP COLUMN home_account",
+                    "DELETE FROM schema_migrations WHERE version = 25"):
+            store.con.execute(sql)
+    with open_store(db) as store:  # as a store of the previous release, opened by this one
+        after = dict(store.con.execute("SELECT id, account FROM findings").fetchall())
+        homes = dict(store.con.execute("SELECT id, home_account FROM findings").fetchall())
+    assert after == {**before, "no-events": None} and set(before.values()) == {STAGING, SECURITY}
+    (drift,) = findings_json(config, tmp_path, "--account", "security")
+    assert homes[drift["id"]] == PROD and homes["no-events"] is None
