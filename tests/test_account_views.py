@@ -77,6 +77,10 @@ def test_findings_by_account_alias_or_id(tmp_path: Path) -> None:
     staging = findings_json(config, tmp_path, "--account", "staging")
     assert staging and {f["account"] for f in staging} == {"staging"}
     assert "ram-user:ops-debug@staging" in {f["agent"] for f in staging}
+    # the identity as the views show it is a filter too
+    shown = findings_json(config, tmp_path, "--agent", "ram-user:ops-debug@staging")
+    assert shown and {f["agent"] for f in shown} == {"ram-user:ops-debug@staging"}
+    assert findings_json(config, tmp_path, "--agent", "ram-user:ops-debug@prod") == []
     everything = findings_json(config, tmp_path)
     assert len(everything) == len(security) + len(staging) + len(findings_json(config, tmp_path, "--account", "prod"))
 

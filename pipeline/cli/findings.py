@@ -61,10 +61,12 @@ def findings(ctx: click.Context, agent: str | None, detector: str | None, status
     when = parse_when(since, utcnow(), "--since") if since else None
     accounts = Accounts(app.config.accounts or [])
     account_id = _account(accounts, account)
+    agent, home = _identity_at_home(accounts, agent)
     with app.open(read_only=True) as store:
         check_filters(app, store, agent=agent, detector=detector)
         rows = list_findings(store, agent=agent, detector=detector, status=None if status == "all" else status,
-                             since=when, min_severity=min_severity, limit=limit, account=account_id)
+                             since=when, min_severity=min_severity, limit=limit, account=account_id,
+                             home_account=home)
     for r in rows:
         labelled(r, accounts, registered={a.name for a in app.inventory.agents})
     if fmt == "table":
@@ -78,6 +80,14 @@ def findings(ctx: click.Context, agent: str | None, detector: str | None, status
     cols = list(rows[0]) if rows else ["id", "detector", "agent", "severity", "score", "first_seen",
                                        "last_seen", "summary", "event_ids", "event_count", "evidence", "status"]
     click.echo(render(cols, [[r[c] for c in cols] for r in rows], fmt))
+
+
+def _identity_at_home(accounts: Accounts, agent: str | None) -> tuple[str | None, str | None]:
+    """``--agent ram-user:ops-debug@prod`` (a raw identity as the views show it with several
+    accounts) -> the identity and its home account id; any other name as given."""
+    base, at, where = (agent or "").rpartition("@")
+    home = accounts.resolve(where) if at and ":" in base and accounts.several else None
+    return (base, home) if home else (agent, None)
 
 
 def _account(accounts: Accounts, name: str | None) -> str | None:

@@ -184,14 +184,17 @@ def _extend(con: Any, f: Finding, row: tuple[Any, ...], *, keep_words: bool = Fa
 def list_findings(store: Store, *, agent: str | None = None, detector: str | None = None,
                   status: str | None = None, since: datetime | None = None,
                   min_severity: str | None = None, limit: int | None = None,
-                  finding_id: str | None = None, account: str | None = None) -> list[dict[str, Any]]:
-    """Findings, newest first; ``account`` (an id) keeps those whose events happened there."""
+                  finding_id: str | None = None, account: str | None = None,
+                  home_account: str | None = None) -> list[dict[str, Any]]:
+    """Findings, newest first; ``account`` (an id) keeps those whose events happened there,
+    ``home_account`` those whose callers' credentials are of that account."""
     where: list[str] = []
     params: list[Any] = []
     if finding_id is not None:
         where.append("id = ?")
         params.append(finding_id)
-    for column, value in (("agent", agent), ("detector", detector), ("status", status), ("account", account)):
+    for column, value in (("agent", agent), ("detector", detector), ("status", status), ("account", account),
+                          ("home_account", home_account)):
         if value:
             where.append(f"{column} = ?")
             params.append(value)
