@@ -10,7 +10,7 @@ the same run, into the same store (other agents, so nothing is deduplicated):
 
 * the reference: ``save_findings`` as before (the role-session origin looked up, no account);
 * ours: ``save_findings`` looking up each finding's account and home account from its events
-  (``pipeline.detection.findings._ACCOUNTS``: the events of the finding's time span only).
+  (``pipeline.detection.findings._ACCOUNTS``: one pass over the events of the saved findings' time span).
 
 Prints seconds, findings/s and peak RSS (the process's high-water mark after each step).
 """
@@ -32,7 +32,7 @@ from pipeline.detection import findings as saving
 from pipeline.store.store import Store, open_store
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
-NO_ACCOUNTS = "SELECT NULL, NULL WHERE ? IS NOT NULL OR ? IS NOT NULL OR ? IS NOT NULL"
+NO_ACCOUNTS = "SELECT NULL, NULL, NULL WHERE $1 IS NULL AND $2 IS NULL AND $3 IS NULL AND $4 IS NULL"
 
 
 def peak_mib() -> float:
