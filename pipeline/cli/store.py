@@ -58,7 +58,8 @@ def query(app: App, sql: str, params: tuple[str, ...], fmt: str) -> None:
 @format_option()
 @pass_app
 def status(app: App, fmt: str) -> None:
-    """Events, sources' cursors and lag, quarantine, and the last runs.
+    """Events, sources' cursors and lag, quarantine, and the last runs; with the config's
+    accounts:, the last event per account and the accounts whose events stopped (a gap).
 
     `--format csv` is the per-partition table of the sources (one row per SLS shard, LookupEvents
     region or files source), for a monitoring script; `json` holds everything.
@@ -72,7 +73,7 @@ def status(app: App, fmt: str) -> None:
 
     target = alert_target(app.config)
     with app.open(read_only=True) as store:
-        info = collect_status(store, target.destination, target.min_severity)
+        info = collect_status(store, target.destination, target.min_severity, app.config)
     if fmt == "json":
         click.echo(json.dumps(to_jsonable(info), indent=2, allow_nan=False))
         return

@@ -11,14 +11,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.config import Config
 from pipeline.core.times import utcnow
 from pipeline.store.store import Store, first_row, recent_total, snapshot_path
 
 
-def collect_status(store: Store, alert_destination: str = "console", min_severity: str = "medium") -> dict[str, Any]:
+def collect_status(store: Store, alert_destination: str = "console", min_severity: str = "medium",
+                   config: Config | None = None) -> dict[str, Any]:
     """Everything ``status`` shows. Pending alerts are what ``alert_destination`` is owed (the
     config's Slack channel, else the console): outbox rows not yet sent and the findings, growth
-    and triage replies not even enqueued yet (``pipeline.service.alerting.outbox.owed_count``)."""
+    and triage replies not even enqueued yet (``pipeline.service.alerting.outbox.owed_count``).
+    With the config's ``accounts:``, the last event per account and the accounts whose events
+    stopped (``pipeline.ram.accounts``: a gap the service reports among its health)."""
     from pipeline.service.alerting.outbox import owed_count
 
     con = store.con
@@ -73,6 +77,7 @@ def collect_status(store: Store, alert_destination: str = "console", min_severit
     pending = owed_count(store, alert_destination, min_severity)
     from pipeline.ram.snapshots import sync_status
 
+    accounts = _accounts(store, config)
     return {
         "database": store.path,
         "database_bytes": _size(store.path),
@@ -89,8 +94,10 @@ def collect_status(store: Store, alert_destination: str = "console", min_severit
         "recent_runs": runs,
         "lake": sealed,
         "ram": sync_status(store),
+        **({"accounts": accounts} if accounts is not None else {}),
         "service": {"steps": steps, "pending_alerts": pending, "alert_destination": alert_destination,
-                    "snapshot": _snapshot_info(store.path, now), "slack_triage": _triage_health(store.path)},
+                    "snapshot": _snapshot_info(store.path, now), "slack_triage": _triage_health(store.path),
+                    **({"account_gaps": [a for a in accounts if a["gap"]]} if accounts is not None else {})},
     }
 
 
@@ -104,6 +111,17 @@ def _lake(store: Store) -> dict[str, Any]:
     if summary["missing"]:
         summary["sealed_events"] = None  # not all readable
     return summary
+
+
+def _accounts(store: Store, config: Config | None) -> list[dict[str, Any]] | None:
+    """Per account (configured, then seen but not configured): its last event and its gap, as
+    ``accounts`` lists them; None without ``accounts:`` in the config (one account, as before)."""
+    if config is None or not config.accounts:
+        return None
+    from pipeline.ram.accounts import list_accounts
+
+    return [{"alias": r["alias"], "id": r["id"], "last_event": r["last_event"], "events_30d": r["events_30d"],
+             "gap": r["gap"]} for r in list_accounts(store, config).rows]
 
 
 # The five commonest kinds of quarantine reason, and how many kinds there are. A kind is the reason

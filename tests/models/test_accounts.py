@@ -186,11 +186,17 @@ def test_precedence(identity: str, key: str | None, home: str | None, agent: str
     assert _precedence().agent_for(identity, key, home) == agent
 
 
-def test_single_account_inventory_unchanged():
-    """The shipped inventory (no `accounts:`): the same identity map and fingerprint as before, and
-    agent_for agrees with the identity map in any account."""
-    inv = load_inventory(ROOT / "config" / "agents.yaml")
-    with_accounts = load_inventory(ROOT / "config" / "agents.yaml", ACCOUNTS)
+def test_single_account_inventory_unchanged(tmp_path: Path):
+    """The shipped inventory as it was before issue 19 (its seven agents, no `accounts:`): the same
+    identity map and fingerprint as before, and agent_for agrees with the identity map in any
+    account."""
+    shipped = yaml.safe_load((ROOT / "config" / "agents.yaml").read_text(encoding="utf-8"))
+    before = [{k: v for k, v in a.items() if k != "accounts"} for a in shipped["agents"]
+              if a["name"] not in ("staging-ci", "prod-deploy-role")]
+    (tmp_path / "agents.yaml").write_text(yaml.safe_dump({"agents": before}), encoding="utf-8")
+    (tmp_path / "policies").symlink_to(ROOT / "config" / "policies")
+    inv = load_inventory(tmp_path / "agents.yaml")
+    with_accounts = load_inventory(tmp_path / "agents.yaml", ACCOUNTS)
     assert inv.fingerprint() == with_accounts.fingerprint() == "d31d2d42fe11fd6b"  # as on main before issue 19
     assert not inv.bound
     for ident, agent in inv.identity_map.items():

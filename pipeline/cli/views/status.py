@@ -48,6 +48,7 @@ def status_text(info: dict[str, Any]) -> str:
         snap = service["snapshot"]
         lines.append(f"snapshot    {snap['path']} ({snap['age_seconds']:.0f}s old)")
     lines.extend(ram_lines(info.get("ram")))
+    lines.extend(account_lines(info.get("accounts")))
     lines.append("")
     if info["recent_runs"]:
         lines.append(render(["run", "command", "started_at", "status", "error"],
@@ -69,6 +70,20 @@ def ram_lines(ram: dict[str, Any] | None) -> list[str]:
         more = ram["errors"] - len(ram["first_errors"])
         lines.append(f"              … and {more:,} more (`trailwarden query` the table ram_sync_errors, "
                      f"snapshot_id {ram['snapshot']})")
+    return lines
+
+
+def account_lines(accounts: list[dict[str, Any]] | None) -> list[str]:
+    """The last event per account, and the accounts whose events stopped (configured accounts
+    only: without `accounts:` nothing is said)."""
+    if accounts is None:
+        return []
+    lines: list[str] = []
+    for a in accounts:
+        name = f"{a['alias']} ({a['id']})" if a["alias"] else f"{a['id']} (not configured)"
+        last = to_jsonable(a["last_event"]) if a["last_event"] else "never"
+        lines.append(f"{'accounts' if not lines else '':<12}{name}: last event {last}"
+                     + (f" - GAP, {one_line(a['gap'])}" if a["gap"] else ""))
     return lines
 
 
