@@ -45,7 +45,7 @@ def build_store(db: Path, agents: int, weeks: int) -> int:
     with open_store(db, memory_limit="2GB") as store:
         store.con.execute(
             f"""
-            INSERT INTO events (event_id, event_time, event_name, event_type, event_rw, event_version,
+            INSERT INTO events_hot (event_id, event_time, event_name, event_type, event_rw, event_version,
                 service_name, acs_region, source_ip, ip_version, error_code, identity_type, identity,
                 account_id, user_name, access_key_id, recipient_account_id, raw, agent, source, ingested_at)
             WITH days AS (
@@ -75,7 +75,7 @@ def build_store(db: Path, agents: int, weeks: int) -> int:
         sunday = END - timedelta(days=2) + timedelta(hours=3)
         store.con.execute(
             f"""
-            INSERT INTO events (event_id, event_time, event_name, event_type, event_rw, event_version,
+            INSERT INTO events_hot (event_id, event_time, event_name, event_type, event_rw, event_version,
                 service_name, acs_region, source_ip, ip_version, identity_type, identity, account_id,
                 user_name, access_key_id, recipient_account_id, raw, agent, source, ingested_at)
             SELECT 'odd-' || a || '-' || s, ? + s * INTERVAL 10 SECOND, 'DescribeInstances', 'ApiCall', 'Read',

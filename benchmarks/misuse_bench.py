@@ -50,7 +50,7 @@ def build(db: Path, agents: int, events: int, history_share: float = 0.1) -> int
             n = events if day == 0 else int(events * history_share)
             store.con.execute(
                 f"""
-                INSERT INTO events (event_id, event_time, event_name, event_type, service_name, acs_region,
+                INSERT INTO events_hot (event_id, event_time, event_name, event_type, service_name, acs_region,
                     source_ip, ip_version, vpc_id, user_agent, identity_type, identity, user_name, access_key_id,
                     session_created, mfa_authenticated, raw, agent, source, ingested_at)
                 WITH calls AS (

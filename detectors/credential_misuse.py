@@ -96,11 +96,11 @@ class CredentialProfile(Learned):
             WITH parts AS (
                 SELECT agent, {PARTS_SQL}, {_CREDENTIAL_SQL} AS cred, access_key_id LIKE 'STS.%' AS sts,
                        epoch(event_time)::BIGINT // {SLOT_SECONDS} AS bucket, count(*) AS n
-                FROM events WHERE event_time >= ? AND event_time < ? AND rowid NOT IN (
-                    -- the events the history leaves out (few), anti-joined by rowid: filtering with
+                FROM events WHERE event_time >= ? AND event_time < ? AND event_id NOT IN (
+                    -- the events the history leaves out (few), anti-joined by eventId: filtering with
                     -- the history's clause directly carries every grouped column through its joins,
                     -- 3-4 times slower on 5.6M events
-                    SELECT rowid FROM events
+                    SELECT event_id FROM events
                     WHERE event_time >= ? AND event_time < ? AND NOT coalesce(({history.where}), false))
                 GROUP BY ALL),
             cells AS (

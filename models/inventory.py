@@ -4,8 +4,12 @@ event is attributed to one of them.
 Every agent has a purpose, an owner and an environment, the identities it acts through
 (``ram-user:NAME``, ``role:NAME``, ``access-key:ID``) and its least-privilege scope as RAM policy
 documents (inline, or ``file:`` relative to the inventory file). An identity belongs to at most
-one agent. An event whose identity matches no agent keeps its raw identity as its agent, so
-unregistered activity is never dropped.
+one agent in each account: ``accounts:`` binds an agent's identities to those home accounts, so
+the same ``ram-user:ci-deploy`` may be one agent in staging and another in prod; an agent without
+``accounts:`` takes every account no bound agent claims (:meth:`Inventory.agent_for`). An event
+whose identity matches no agent keeps its raw identity as its agent, so unregistered activity is
+never dropped. ``assumable_by:`` names who may assume a role agent's role (agents, or
+``service:<host>`` for a cloud service).
 """
 
 from __future__ import annotations
@@ -13,21 +17,33 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
+from functools import cached_property
 from importlib import resources
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from models.accounts import Accounts
 from models.policy import PolicyError, compile_policy
-from pipeline.core.config import read_yaml, validation_error
+from pipeline.core.config import Account, read_yaml, validation_error
 from pipeline.core.errors import UsageError
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _IDENTITY = re.compile(r"^(ram-user|role|access-key):(\S+)$")
+_SERVICE = re.compile(r"^service:[a-z0-9][a-z0-9.-]*\.[a-z]{2,}$")
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -123,6 +139,44 @@ class Agent(BaseModel):
     # the owner in Slack: a user (U…, W…) or user-group (S…) id, or its mention
     # (``<@U0123ABCD>``, ``<!subteam^S0123ABCD>``); kept as the mention alerts use
     owner_slack: str | None = None
+    # the home accounts its identities match in (aliases from the config's `accounts:`, or ids;
+    # held as ids); None: any account no bound agent claims
+    accounts: list[str] | None = Field(default=None, min_length=1)
+    # for a role agent: who may assume its role (agent names, `service:<host>` for a cloud service)
+    assumable_by: list[str] | None = Field(default=None, min_length=1)
+
+    @field_validator("accounts", mode="before")
+    @classmethod
+    def _account_ids(cls, value: Any, info: ValidationInfo) -> Any:
+        """Aliases become ids; an alias the config does not define is an error naming it."""
+        if not isinstance(value, list):
+            return value
+        known = (info.context or {}).get("accounts") or Accounts()
+        out = []
+        for item in value:
+            name = str(item) if isinstance(item, int | str) and not isinstance(item, bool) else None
+            resolved = known.resolve(name) if name else None
+            if resolved is None:
+                defined = ", ".join(known.aliases) or "none: the config has no `accounts:`"
+                raise ValueError(f"account {item!r} is not an account id nor an alias the config's "
+                                 f"`accounts:` defines (aliases: {defined})")
+            out.append(resolved)
+        return list(dict.fromkeys(out))
+
+    @field_validator("assumable_by")
+    @classmethod
+    def _assumers(cls, value: list[str] | None) -> list[str] | None:
+        for who in value or []:
+            if not (_NAME.match(who) or _SERVICE.match(who)):
+                raise ValueError(f"{who!r} is neither an agent name nor service:<host> "
+                                 "(e.g. service:ecs.aliyuncs.com)")
+        return value
+
+    @model_validator(mode="after")
+    def _assumable_is_a_role(self) -> Agent:
+        if self.assumable_by and not any(i.startswith("role:") for i in self.identities):
+            raise ValueError("assumable_by is for role agents, and this agent has no role: identity")
+        return self
 
     @field_validator("owner_slack")
     @classmethod
@@ -170,18 +224,23 @@ class Inventory(BaseModel):
     path: str | None = None
 
     @model_validator(mode="after")
-    def _unique(self) -> Inventory:
+    def _unique(self, info: ValidationInfo) -> Inventory:
+        accounts = (info.context or {}).get("accounts") or Accounts()
         seen_names: set[str] = set()
-        owner_of: dict[str, str] = {}
+        claims: dict[str, list[Agent]] = {}
         for i, agent in enumerate(self.agents):
             if agent.name in seen_names:
                 raise ValueError(f"agents[{i}].name: {agent.name!r} is declared twice")
             seen_names.add(agent.name)
             for ident in agent.identities:
-                if ident in owner_of:
-                    raise ValueError(f"agents[{i}].identities: {ident!r} already belongs to "
-                                     f"agent {owner_of[ident]!r}")
-                owner_of[ident] = agent.name
+                for other in claims.get(ident, []):
+                    _no_overlap(i, ident, other, agent, accounts)
+                claims.setdefault(ident, []).append(agent)
+        for i, agent in enumerate(self.agents):
+            unknown = [who for who in agent.assumable_by or [] if _NAME.match(who) and who not in seen_names]
+            if unknown:
+                raise ValueError(f"agents[{i}].assumable_by: {unknown[0]!r} is not an agent of this inventory "
+                                 f"(agent {agent.name!r})")
         return self
 
     def agent(self, name: str) -> Agent | None:
@@ -189,11 +248,71 @@ class Inventory(BaseModel):
 
     @property
     def identity_map(self) -> dict[str, str]:
-        return {ident: a.name for a in self.agents for ident in a.identities}
+        """identity -> agent. An identity several agents claim (in different accounts) maps to the
+        one without ``accounts:``, else the first: per-account attribution is :meth:`agent_for`."""
+        out: dict[str, str] = {}
+        for a in self.agents:
+            for ident in a.identities:
+                if ident not in out or a.accounts is None:
+                    out[ident] = a.name
+        return out
+
+    @property
+    def bound(self) -> bool:
+        """Whether any agent declares ``accounts:``."""
+        return any(a.accounts is not None for a in self.agents)
+
+    @cached_property
+    def _claims(self) -> dict[str, tuple[dict[str, str], str | None]]:
+        """identity -> (home account -> the agent bound there, the agent without ``accounts:``)."""
+        out: dict[str, tuple[dict[str, str], str | None]] = {}
+        for a in self.agents:
+            for ident in a.identities:
+                bound, anywhere = out.get(ident, ({}, None))
+                if a.accounts is None:
+                    anywhere = a.name
+                else:
+                    bound.update(dict.fromkeys(a.accounts, a.name))
+                out[ident] = (bound, anywhere)
+        return out
+
+    def agent_for(self, identity: str, access_key_id: str | None, home: str | None) -> str | None:
+        """The agent an event belongs to, from its identity, AccessKey and home account
+        (``userIdentity.accountId``); None when no agent claims it there (an unregistered identity).
+
+        Precedence: the AccessKey first (a key is one credential, whatever user or role it signs
+        for), then the user or role identity; for each, the agent bound to the home account wins
+        over one without ``accounts:``. An unknown home account matches only unbound agents."""
+        candidates = ([f"access-key:{access_key_id}"] if access_key_id else []) + [identity]
+        for ident in candidates:
+            bound, anywhere = self._claims.get(ident, ({}, None))
+            agent = bound.get(home) if home else None
+            if agent or anywhere:
+                return agent or anywhere
+        return None
 
     def fingerprint(self) -> str:
-        """Changes whenever attribution could change."""
-        return hashlib.sha256(json.dumps(sorted(self.identity_map.items())).encode()).hexdigest()[:16]
+        """Changes whenever attribution could change (with account bindings: when they change)."""
+        claims: list[Any] = sorted(self.identity_map.items())
+        if self.bound:
+            claims = sorted([ident, a.name, sorted(a.accounts or [])] for a in self.agents for ident in a.identities)
+        return hashlib.sha256(json.dumps(claims).encode()).hexdigest()[:16]
+
+
+def _no_overlap(index: int, ident: str, first: Agent, second: Agent, accounts: Accounts) -> None:
+    """Two agents may claim one identity only in accounts that do not overlap."""
+    if first.accounts is None and second.accounts is None:
+        raise ValueError(f"agents[{index}].identities: {ident!r} already belongs to agent {first.name!r} "
+                         f"(agent {second.name!r} claims it too, and neither declares `accounts:`: both would "
+                         "take it in every account)")
+    if first.accounts is None or second.accounts is None:
+        return  # the bound agent takes its accounts, the other the rest
+    shared = [a for a in second.accounts if a in first.accounts]
+    if shared:
+        where = accounts.label(shared[0])
+        where = f"{where} ({shared[0]})" if where != shared[0] else where
+        raise ValueError(f"agents[{index}].identities: {ident!r} is claimed by agents {first.name!r} and "
+                         f"{second.name!r} in account {where}: give them accounts that do not overlap")
 
 
 class Attributor:
@@ -210,8 +329,9 @@ class Attributor:
         return self._map.get(identity, identity)
 
 
-def load_inventory(path: Path | None) -> Inventory:
-    """Read and validate the inventory; errors name the file, the agent and the key."""
+def load_inventory(path: Path | None, accounts: Sequence[Account] | None = None) -> Inventory:
+    """Read and validate the inventory; errors name the file, the agent and the key. ``accounts``
+    (the config's) resolve the aliases agents' ``accounts:`` use."""
     if path is None:
         return Inventory()
     data = read_yaml(path)
@@ -224,7 +344,8 @@ def load_inventory(path: Path | None) -> Inventory:
         raise UsageError("expected a list of agents", path=str(path), key="agents")
     resolved = [_with_policies(a, i, path) for i, a in enumerate(agents)]
     try:
-        return Inventory.model_validate({"agents": resolved, "path": str(path)})
+        return Inventory.model_validate({"agents": resolved, "path": str(path)},
+                                        context={"accounts": Accounts(accounts or [])})
     except ValidationError as exc:
         raise _named(validation_error(exc, path), agents) from None
 

@@ -18,7 +18,8 @@ def test_documented_examples_load():
     assert cfg.timezone == "Asia/Shanghai"
     assert cfg.schedule.ingest_every == timedelta(minutes=5)
     inv = load_inventory(ROOT / "config" / "agents.yaml")
-    assert len(inv.agents) == 7
+    assert len(inv.agents) == 9
+    assert [a.alias for a in cfg.accounts or []] == ["staging", "prod", "security"]
     assert all(a.purpose and a.owner and a.policies for a in inv.agents)
     ci = inv.agent("ci-deployer")
     assert ci is not None and ci.policies[0]["Version"] == "1"  # loaded from the policy file

@@ -131,13 +131,19 @@ DEMO_HEADLINES = {
     "ram-user:ops-debug": "opened security group",
     "vendor-acme": "read object",
     "etl-pipeline": "read 40 objects",
+    # the multi-account incidents (issue 19): the staging key's AssumeRole, what it then did with
+    # the production role (an incident of the role's, naming its origin), the undeclared account
+    "staging-ci": "assumed role ProdDeployRole",
+    "prod-deploy-role": "opened security group sg-bp1payments01",
+    "nightly-backup": "read 3 objects",
 }
 
 
 @pytest.mark.slow
-def test_the_demo_alerts_are_seven_short_messages_led_by_the_worst_act(demo_checkout):
-    """Issue 16's target: the seven planted incidents are seven top-level messages (every other
-    detail in their threads), each at most 12 lines before its thread, whose headline - also the
+def test_the_demo_alerts_are_one_short_message_per_incident_led_by_the_worst_act(demo_checkout):
+    """Issue 16's target: the planted incidents are one top-level message each (every other
+    detail in their threads; the cross-account one is two: the staging key's and the production
+    role's it used), each at most 12 lines before its thread, whose headline - also the
     notification text - names the incident's most harmful act, most severe incident first."""
     from pipeline.service.alerting.messages import Message, visible_lines
 
@@ -146,7 +152,9 @@ def test_the_demo_alerts_are_seven_short_messages_led_by_the_worst_act(demo_chec
     messages = json.loads(result.stdout)["messages"]
     top = [m for m in messages if m["kind"] == "alert" and m["thread_ts"] is None]
     assert sorted(m["agent"] for m in top) == sorted(DEMO_HEADLINES)
-    assert {i.agent for i in synthetic.INCIDENTS} == set(DEMO_HEADLINES)
+    assert {i.agent for i in synthetic.INCIDENTS} | {"prod-deploy-role"} == set(DEMO_HEADLINES)
+    (role,) = [m for m in top if m["agent"] == "prod-deploy-role"]  # whose session it was
+    assert "through a role session started by `staging-ci` in account `1779304125568802`" in json.dumps(role)
     for m in top:
         assert visible_lines(Message(text=m["text"], blocks=m["blocks"])) <= 12, m["text"]
         assert m["text"].startswith(f"{m['agent']} {DEMO_HEADLINES[m['agent']]}"), m["text"]

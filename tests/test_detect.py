@@ -242,7 +242,7 @@ def test_agents_lists_inventory_activity_and_unregistered(demo_db):
     assert {"ci-deployer", "monitor-readonly", "vendor-acme"} <= set(rows)
     assert rows["ci-deployer"]["open_findings"] > 0
     assert rows["vendor-acme"]["flags"][0] == "expired"  # lists are JSON arrays (issue 13, item 15)
-    assert rows["ram-user:ops-debug"]["flags"] == ["unregistered"]
+    assert rows["ram-user:ops-debug@prod"]["flags"] == ["unregistered"]  # several accounts: with its home
     assert rows["monitor-readonly"]["last_activity"] is not None
 
 

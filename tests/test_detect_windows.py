@@ -66,7 +66,7 @@ def _insert_raw_time(store: Store, event_id: str, when: str) -> None:
     """What a store written before ingest refused implausible times may hold."""
     columns = [c for c in EVENT_COLUMNS if c not in ("event_id", "event_time")] + ["agent", "source", "ingested_at"]
     store.con.execute(
-        f"INSERT INTO events (event_id, event_time, {', '.join(columns)}) "
+        f"INSERT INTO events_hot (event_id, event_time, {', '.join(columns)}) "
         f"SELECT ?, CAST(? AS TIMESTAMPTZ), {', '.join(columns[:-1])}, now() FROM events LIMIT 1", [event_id, when])
 
 

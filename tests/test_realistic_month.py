@@ -1,11 +1,12 @@
 """The demo's month (pipeline/demo/synthetic.py) through the whole pipeline: every planted incident is
-found, and the benign traffic of the seven agents raises next to nothing.
+found, and the benign traffic of the sample agents raises next to nothing.
 
 A month of realistic traffic for the sample inventory (config/agents.yaml) with the incidents of
 ``synthetic.INCIDENTS`` planted in its last week is ingested, and ``run_detect`` scores the last
 8 days against baselines learned from the 22 before, as the demo does. A finding is attributed to
-an incident when it is the incident's agent's and overlaps the incident's local day; any other
-finding is a false positive.
+an incident when it is the incident's agent's, or on what that agent did through a role it
+assumed (``origin_agent``), and overlaps the incident's local day; any other finding is a false
+positive.
 
 Detect must not look ahead: the same window, scored on a store that also holds five more days of
 traffic after it, gives the same findings.
@@ -23,9 +24,11 @@ import pytest
 from models.inventory import Attributor, Inventory, load_inventory
 from pipeline.core.config import load_config
 from pipeline.demo import synthetic
+from pipeline.demo.build import incident_hits
 from pipeline.detection.detect import run_detect
 from pipeline.detection.findings import list_findings
 from pipeline.ingest.run import ingest_files
+from pipeline.store.sessions import link_sessions
 from pipeline.store.store import open_store
 from tests.conftest import ROOT, write_ndjson
 
@@ -37,7 +40,8 @@ MAX_FALSE_POSITIVES = 2
 
 # The detector an incident is planted for, where it is one of the learned-behaviour detectors'.
 EXPECTED_DETECTOR = {"stolen-ci-key": "odd_hours", "etl-at-night": "odd_hours", "stop-logging": "odd_hours",
-                     "secret-enumeration": "failure_storm"}
+                     "secret-enumeration": "failure_storm", "cross-account-role": "cross_account",
+                     "undeclared-account": "cross_account"}
 
 
 @dataclass(frozen=True)
@@ -61,8 +65,7 @@ class Run:
 
     def incident_findings(self, incident: synthetic.Incident) -> list[dict[str, Any]]:
         start, stop = synthetic.incident_window(incident, self.case.end)
-        return [f for f in self.findings
-                if f["agent"] == incident.agent and f["first_seen"] < stop and f["last_seen"] >= start]
+        return incident_hits(self.findings, incident.agent, start, stop)
 
     def false_positives(self) -> list[dict[str, Any]]:
         explained = {f["id"] for i in synthetic.INCIDENTS for f in self.incident_findings(i)}
@@ -83,6 +86,7 @@ def detect(folder: Path, events: list[list[dict[str, Any]]], end: datetime,
     with open_store(folder / "store.duckdb") as store:
         report = ingest_files(store, paths, Attributor(inventory))
         assert report.quarantined == 0 and report.new == sum(len(e) for e in events)
+        link_sessions(store)  # as `ingest` and the demo do
         result = run_detect(store, CONFIG, inventory, since=end - SCORED, until=end)
         assert not result.failed, result.detectors
         return sorted(list_findings(store), key=lambda f: (f["first_seen"], f["detector"], f["id"]))
@@ -117,8 +121,9 @@ def _incident_params() -> list[Any]:
 
 def test_the_cases_plant_incidents_for_registered_agents() -> None:
     planted = {i.agent for i in synthetic.INCIDENTS} & REGISTERED
-    assert planted == {"ci-deployer", "monitor-readonly", "admin-alice", "vendor-acme", "etl-pipeline"}
-    assert len(INVENTORY.agents) == 7
+    assert planted == {"ci-deployer", "monitor-readonly", "admin-alice", "vendor-acme", "etl-pipeline",
+                       "staging-ci", "nightly-backup"}
+    assert len(INVENTORY.agents) == 9
 
 
 @pytest.mark.slow
@@ -154,6 +159,27 @@ def test_the_stolen_key_is_a_new_source_and_a_privilege_escalation(month: Any, c
     assert all(f["detector"] == "out_of_scope" and f["severity"] == "critical" for f in escalations.values())
     assert "AdministratorAccess" in escalations["attach_policy"]["summary"]
     assert not [f for f in run.findings if f["detector"] == "privilege_escalation"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_the_cross_account_incidents_name_both_accounts_and_the_origin(month: Any, case: Case) -> None:
+    """The staging key's AssumeRole of the production role is drift naming staging and prod, and
+    an unexpected assumer on the role; what the role session did is traced to the staging agent;
+    the backup role's reads in the security account name prod and security."""
+    run = month(case)
+    incidents = {i.key: i for i in synthetic.INCIDENTS}
+    staging = run.incident_findings(incidents["cross-account-role"])
+    (drift,) = [f for f in staging if f["detector"] == "cross_account" and f["agent"] == "staging-ci"]
+    assert "declared for staging (1779304125568802), acted in prod (1384926508761234)" in drift["summary"]
+    on_role = [f for f in staging if f["agent"] == "prod-deploy-role" and f["detector"] != "cross_account"]
+    assert on_role and {f["origin_agent"] for f in on_role} == {"staging-ci"}  # the session's events
+    assert {f["origin_account"] for f in on_role} == {synthetic.STAGING}
+    (assumer,) = [f for f in run.findings if f["detector"] == "cross_account" and f["agent"] == "prod-deploy-role"]
+    assert assumer["evidence"]["caller"] == "staging-ci" and assumer["evidence"]["assumable_by"] == ["ci-deployer"]
+    backup = run.incident_findings(incidents["undeclared-account"])
+    (away,) = [f for f in backup if f["detector"] == "cross_account"]
+    assert "declared for prod (1384926508761234), acted in security (1602251983347719)" in away["summary"]
 
 
 # -- next to no false positives ------------------------------------------------------------------------

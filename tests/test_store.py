@@ -15,7 +15,9 @@ def test_migrations_are_recorded_and_applied_once(tmp_path):
         applied = s.con.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
         assert applied == [(m.version, m.name) for m in migrations()]
         tables = {r[0] for r in s.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-        assert {"events", "quarantine", "ingest_state", "ingested_files", "runs"} <= tables
+        assert {"events_hot", "lake_files", "quarantine", "ingest_state", "ingested_files", "runs"} <= tables
+        views = {r[0] for r in s.con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+        assert "events" in views  # every event, hot and sealed (pipeline/store/lake.py)
     with open_store(db) as s:  # reopening applies nothing twice
         assert s.migrate() == []
         assert s.con.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(migrations())

@@ -51,7 +51,7 @@ class App:
     @property
     def inventory(self) -> Inventory:
         if self._inventory is None:
-            self._inventory = load_inventory(self.config.inventory)
+            self._inventory = load_inventory(self.config.inventory, self.config.accounts)
         return self._inventory
 
     @property

@@ -26,7 +26,9 @@ def demo(app: App, days: int, seed: int) -> None:
 
     Generates a month of ActionTrail traffic for the sample inventory in config/agents.yaml
     (a CI deployer, a read-only monitor, a nightly backup bot, a time-bound vendor, an ETL role,
-    a Terraform role and a human admin) with a few planted incidents, writes it as an OSS-style
+    a Terraform role and a human admin in prod; a staging CI user and a production deploy role:
+    three accounts, staging, prod and security) with a few planted incidents, among them a
+    staging key using a production role, writes it as an OSS-style
     dump, ingests it into the store every other command reads (--db, else the config's
     `database`, default data/trailwarden.duckdb) and prints what it found. A store that is not a
     demo's is never replaced (exit 2: pass --db OTHER). Run where no config is found, it writes

@@ -57,6 +57,7 @@ def ingest(app: App, sources: tuple[str, ...], paths: tuple[str, ...], since: st
     """
     from pipeline.core.times import parse_when, utcnow
     from pipeline.ingest.run import ingest_sources
+    from pipeline.store.sessions import link_sessions
 
     targets = _ingest_targets(app, sources, paths)
     backfill = parse_when(since, utcnow(), "--since") if since else None
@@ -73,6 +74,7 @@ def ingest(app: App, sources: tuple[str, ...], paths: tuple[str, ...], since: st
         for outcome in outcomes:
             counts[outcome.name] = outcome.as_dict()
         counts["new"] = sum(o.report.new for o in outcomes if o.report)
+        counts["role_sessions"] = vars(link_sessions(store))
         elapsed = time.monotonic() - started
         if fmt == "json":
             click.echo(json.dumps(to_jsonable({"seconds": round(elapsed, 3),

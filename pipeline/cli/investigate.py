@@ -32,23 +32,27 @@ def agents(app: App, fmt: str) -> None:
     """The inventory with each agent's last activity, open findings, expiry and review dates, and
     its permission review verdict (`review`: pass / warn / fail; `trailwarden review` says why).
 
-    Unregistered identities seen in the store are listed too, marked `unregistered`.
+    Unregistered identities seen in the store are listed too, marked `unregistered`. With several
+    accounts in the config, each agent's accounts (aliases; `any` without accounts:) and each
+    unregistered identity with its home account (ram-user:ops-debug@prod).
 
     \b
     Example:
       trailwarden agents --format json
     """
+    from models.accounts import Accounts
     from pipeline.investigate.agents import agent_rows, joined
     from pipeline.investigate.review import verdicts
     from pipeline.ram.snapshots import load_snapshot
 
     inventory = app.inventory
+    accounts = Accounts(app.config.accounts or [])
     if not app.database.exists():  # no store yet: the inventory alone, every agent never seen
-        columns, rows = agent_rows(None, inventory, verdicts(None, inventory, None))
+        columns, rows = agent_rows(None, inventory, verdicts(None, inventory, None), accounts)
     else:
         with app.open(read_only=True) as store:
             _note_if_attribution_stale(store, inventory)
-            columns, rows = agent_rows(store, inventory, verdicts(store, inventory, load_snapshot(store)))
+            columns, rows = agent_rows(store, inventory, verdicts(store, inventory, load_snapshot(store)), accounts)
     click.echo(render(columns, rows if fmt == "json" else joined(rows, "; " if fmt == "csv" else ", "), fmt))
 
 

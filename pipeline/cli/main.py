@@ -9,7 +9,18 @@ import click
 # every command module registers its commands on the group when imported
 import pipeline.cli.incidents  # noqa: F401
 import pipeline.cli.slack as _slack  # noqa: F401 - `trailwarden slack`
-from pipeline.cli import demo, detect, findings, ingest, investigate, ram, service, store, triage  # noqa: F401
+from pipeline.cli import (  # noqa: F401
+    accounts,
+    demo,
+    detect,
+    findings,
+    ingest,
+    investigate,
+    ram,
+    service,
+    store,
+    triage,
+)
 from pipeline.cli.app import cli
 from pipeline.core.errors import TrailwardenError, scrub
 from pipeline.core.inert import one_line

@@ -123,6 +123,6 @@ def serve(app: App, reattribute: bool) -> None:
 
     _require_config_file(app, "serve")
     app.validate_for_writing()  # exit 2 before starting if the config or the inventory is invalid
-    Service(app.config, lambda: load_inventory(app.config.inventory), app.database,
+    Service(app.config, lambda: load_inventory(app.config.inventory, app.config.accounts), app.database,
             config_path=app.config_path, echo=click.echo, reattribute=reattribute,
             inventory_source=app.inventory_source).start()

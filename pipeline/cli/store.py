@@ -29,12 +29,16 @@ from pipeline.store.runs import recorded_run
 def query(app: App, sql: str, params: tuple[str, ...], fmt: str) -> None:
     """Run one read-only SQL statement over the store.
 
-    Tables: events, quarantine, ingest_state, ingested_files, runs, findings,
+    Tables: events (a view: every event, hot and sealed; events_hot holds the recent ones, and
+    lake_files, lake_identities, lake_retired the sealed days' Parquet; attribution_keys,
+    attribution_identities, attribution_version the agent mapping), quarantine, ingest_state,
+    ingested_files, runs, findings,
     finding_status_changes, suppressions, alerts, baselines, pipeline_state, schema_migrations;
     incidents (`incidents`), incident_messages, slack_interactions;
     RAM (`ram sync`): ram_snapshots, ram_principals, ram_memberships, ram_attachments,
     ram_policies, ram_access_keys, ram_sync_errors, ram_documents; `contain`: containments,
-    containment_steps. Times are UTC. One SELECT (or PRAGMA, CALL, PIVOT, EXPLAIN); no file but the store and the
+    containment_steps; role sessions: role_sessions, session_links; `accounts sync`: account_syncs,
+    directory_accounts. Times are UTC. One SELECT (or PRAGMA, CALL, PIVOT, EXPLAIN); no file but the store and the
     retention archive's Parquet (read_parquet('<retention.archive_dir>/*/*.parquet')).
 
     \b
@@ -54,7 +58,8 @@ def query(app: App, sql: str, params: tuple[str, ...], fmt: str) -> None:
 @format_option()
 @pass_app
 def status(app: App, fmt: str) -> None:
-    """Events, sources' cursors and lag, quarantine, and the last runs.
+    """Events, sources' cursors and lag, quarantine, and the last runs; with the config's
+    accounts:, the last event per account and the accounts whose events stopped (a gap).
 
     `--format csv` is the per-partition table of the sources (one row per SLS shard, LookupEvents
     region or files source), for a monitoring script; `json` holds everything.
@@ -68,7 +73,7 @@ def status(app: App, fmt: str) -> None:
 
     target = alert_target(app.config)
     with app.open(read_only=True) as store:
-        info = collect_status(store, target.destination, target.min_severity)
+        info = collect_status(store, target.destination, target.min_severity, app.config)
     if fmt == "json":
         click.echo(json.dumps(to_jsonable(info), indent=2, allow_nan=False))
         return

@@ -99,6 +99,8 @@ _status_command("false-positive", "false_positive", "Mark findings as false posi
 @pass_app
 def show(app: App, finding_id: str, fmt: str) -> None:
     """One finding in full, with its status history and suppression."""
+    from models.accounts import Accounts
+    from pipeline.cli.views.findings import labelled
     from pipeline.detection.findings import get_finding
     from pipeline.triage.lifecycle import resolve_finding_ids, status_history
 
@@ -106,7 +108,9 @@ def show(app: App, finding_id: str, fmt: str) -> None:
         [full] = resolve_finding_ids(store, [finding_id])
         finding = get_finding(store, full)
         finding["history"] = status_history(store, full)
-    click.echo(finding_text(finding, fmt))
+    accounts = Accounts(app.config.accounts or [])
+    labelled(finding, accounts, registered={a.name for a in app.inventory.agents})
+    click.echo(finding_text(finding, fmt, several_accounts=accounts.several))
 
 
 @findings.command("stats")

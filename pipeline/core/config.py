@@ -102,6 +102,13 @@ class SlackConfig(_Strict):
         return value
 
 
+def endpoint_address(value: str | None) -> str | None:
+    """An API endpoint override: ``host[:port]`` or ``http(s)://host[:port]``."""
+    if value is not None and not re.fullmatch(r"(https?://)?[^\s/]+/?", value):
+        raise ValueError("must be a host[:port] or an http(s)://host[:port] address")
+    return value
+
+
 class RamConfig(_Strict):
     """Reading RAM (`ram sync`, `review`, `contain`). Present (even empty: ``ram: {}``), `serve`
     syncs it every ``schedule.ram_sync_every``."""
@@ -109,12 +116,39 @@ class RamConfig(_Strict):
     endpoint: str | None = None  # RAM (and IMS) endpoint, for tests and proxies; default ram.aliyuncs.com
     ims_endpoint: str | None = None  # IMS apart from RAM; default: endpoint, else ims.aliyuncs.com
 
-    @field_validator("endpoint", "ims_endpoint")
+    _address = field_validator("endpoint", "ims_endpoint")(endpoint_address)
+
+
+class Account(_Strict):
+    """One Alibaba Cloud account of the organisation: its id (digits, as ActionTrail writes
+    ``userIdentity.accountId``) and the short alias people and findings call it by."""
+
+    id: str
+    alias: str
+
+    @field_validator("id", mode="before")
     @classmethod
-    def _address(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"(https?://)?[^\s/]+/?", value):
-            raise ValueError("must be a host[:port] or an http(s)://host[:port] address")
+    def _account_id(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # an unquoted id reads as a number; its digits are what matter
+        if not isinstance(value, str) or not re.fullmatch(r"\d{6,32}", value):
+            raise ValueError("must be an Alibaba Cloud account id: digits, quoted (\"1234567890123456\")")
         return value
+
+    @field_validator("alias")
+    @classmethod
+    def _alias(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", value) or value.isdigit():
+            raise ValueError("must be lowercase letters, digits and '-' and not all digits (e.g. prod, staging-eu)")
+        return value
+
+
+class ResourceDirectoryConfig(_Strict):
+    """Reading the Resource Directory (`accounts sync`)."""
+
+    endpoint: str | None = None  # for tests and proxies; default resourcemanager.aliyuncs.com
+
+    _address = field_validator("endpoint")(endpoint_address)
 
 
 class Retention(_Strict):
@@ -130,6 +164,26 @@ class Retention(_Strict):
         return None if value is None else parse_duration(value)
 
 
+class StoreConfig(_Strict):
+    """The tiered store (README, "The store"): UTC days older than ``seal_after`` are sealed to
+    Parquet by the service's cycle, at most ``seal_days_per_cycle`` days (and as many compactions)
+    per cycle, so a cycle never does more than a bounded step of it. Absent: nothing is sealed."""
+
+    seal_after: Duration = timedelta(days=2)
+    seal_days_per_cycle: int = Field(default=1, ge=1, le=31)
+
+    @field_validator("seal_after", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value)
+
+
+class LakeConfig(_Strict):
+    """Where sealed days go (DESIGN: an optional shared location); absent: beside the store."""
+
+    path: Path
+
+
 class Config(_Strict):
     database: Path = Path("data/trailwarden.duckdb")
     timezone: str = "UTC"
@@ -139,7 +193,11 @@ class Config(_Strict):
     detectors: dict[str, dict[str, Any]] = Field(default_factory=dict)
     slack: SlackConfig | None = None
     retention: Retention | None = None
+    store: StoreConfig | None = None
+    lake: LakeConfig | None = None
     ram: RamConfig | None = None
+    accounts: list[Account] | None = None  # absent: one account, as before
+    resource_directory: ResourceDirectoryConfig = Field(default_factory=ResourceDirectoryConfig)
     memory_limit: str = "256MB"  # DuckDB memory_limit for the pipeline connection (see README, Performance)
 
     @field_validator("timezone")
@@ -158,6 +216,17 @@ class Config(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"source names must be unique; repeated: {', '.join(dupes)}")
+        return value
+
+    @field_validator("accounts")
+    @classmethod
+    def _unique_accounts(cls, value: list[Account] | None) -> list[Account] | None:
+        """An id or an alias twice would make a label or an agent's `accounts:` ambiguous."""
+        for what, plural in (("id", "ids"), ("alias", "aliases")):
+            seen = [getattr(a, what) for a in value or []]
+            dupes = sorted({v for v in seen if seen.count(v) > 1})
+            if dupes:
+                raise ValueError(f"account {plural} must be unique; repeated: {', '.join(dupes)}")
         return value
 
     @property

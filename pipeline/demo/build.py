@@ -32,6 +32,7 @@ from pipeline.detection.detect import run_detect
 from pipeline.detection.findings import list_findings
 from pipeline.ingest.run import ingest_files
 from pipeline.store.attribution import STATE_KEY
+from pipeline.store.sessions import link_sessions
 from pipeline.store.store import open_store, snapshot_path
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
@@ -126,7 +127,8 @@ def run_demo(db: Path, *, days: int = 30, seed: int = 7, echo: Callable[[str], N
         run_id = store.start_run("demo")
         store.write_state(STATE_KEY, inventory.fingerprint())
         report = ingest_files(store, [dump], Attributor(inventory), source="demo")
-        store.finish_run(run_id, {"demo": report.as_dict()})
+        sessions = link_sessions(store)  # as `ingest` does: role sessions traced to who started them
+        store.finish_run(run_id, {"demo": report.as_dict(), "role_sessions": vars(sessions)})
         echo(f"Ingested {report.new:,} events ({report.quarantined} quarantined) into {db} "
              f"in {time.monotonic() - started:.1f}s.\n")
         rows = store.con.execute(
@@ -156,7 +158,7 @@ def run_demo(db: Path, *, days: int = 30, seed: int = 7, echo: Callable[[str], N
     caught = 0
     for inc in synthetic.INCIDENTS:
         start, stop = synthetic.incident_window(inc, end)
-        hits = [f for f in found if f["agent"] == inc.agent and f["first_seen"] < stop and f["last_seen"] >= start]
+        hits = incident_hits(found, inc.agent, start, stop)
         caught += bool(hits)
         mark = f"caught by {', '.join(sorted({f['detector'] for f in hits}))}" if hits else "not caught yet"
         if hits:  # when it began, in UTC (as stored and backtested) and in business time
@@ -168,6 +170,19 @@ def run_demo(db: Path, *, days: int = 30, seed: int = 7, echo: Callable[[str], N
         echo(f"  - {inc.agent}: {inc.what} ({when}): {mark}")
     return {"events": len(events), "files": files, "ingest": report.as_dict(), "findings": len(found),
             "incidents_caught": caught, "review": permission_review}
+
+
+def incident_hits(found: list[dict[str, Any]], agent: str, start: datetime, stop: datetime) -> list[dict[str, Any]]:
+    """The findings of a planted incident in [start, stop): the agent's own, those on what it did
+    through a role it assumed (their ``origin_agent``), and a role's finding that it was the
+    unexpected caller of its ``AssumeRole`` (``cross_account``'s evidence names it)."""
+    return [f for f in found if agent in (f["agent"], f.get("origin_agent"), _caller(f))
+            and f["first_seen"] < stop and f["last_seen"] >= start]
+
+
+def _caller(finding: dict[str, Any]) -> str | None:
+    evidence = finding.get("evidence")
+    return evidence.get("caller") if finding["detector"] == "cross_account" and isinstance(evidence, dict) else None
 
 
 RAM_SEED = CONFIG_DIR / "demo-ram-account.yaml"
@@ -196,7 +211,9 @@ def write_demo_config(db: Path) -> Path | None:
             "# demo's store. Edit it to watch a real account (README: Config).\n"
             f"database: {json.dumps(str(db))}\n"
             "timezone: Asia/Shanghai\n"
-            f"inventory: {json.dumps(str(CONFIG_DIR / 'agents.yaml'))}\n")
+            f"inventory: {json.dumps(str(CONFIG_DIR / 'agents.yaml'))}\n"
+            "accounts:                          # the demo's organisation\n"
+            + "".join(f'  - {{id: "{account}", alias: {alias}}}\n' for alias, account in synthetic.ACCOUNTS.items()))
     DEFAULT_CONFIG_PATH.parent.mkdir(parents=True, exist_ok=True)
     try:
         with DEFAULT_CONFIG_PATH.open("x", encoding="utf-8") as out:

@@ -1,11 +1,15 @@
 """Realistic ActionTrail traffic for the demo and the benchmarks: no cloud account needed.
 
-Seven agents with the habits of their kind (a CI deployer, a 24/7 polling monitor, a nightly
-backup role, a time-bound vendor, a daytime ETL role, a human admin who sometimes stays late, a
-weekly Terraform apply with 1% benign errors) act over a window of days, in the
-shape real trails produce (see ../shared/notes/actiontrail.md section 1.5). On top of that, a few
+Three accounts, as an organisation separates its environments (:data:`ACCOUNTS`: staging, prod,
+security). Seven production agents with the habits of their kind (a CI deployer, a 24/7 polling
+monitor, a nightly backup role, a time-bound vendor, a daytime ETL role, a human admin who
+sometimes stays late, a weekly Terraform apply with 1% benign errors) and a staging CI user act
+over a window of days, in the shape real trails produce (see ../shared/notes/actiontrail.md
+section 1.5); a production deploy role only CI may assume is there too. On top of that, a few
 incidents are planted near the end of the window; :data:`INCIDENTS` says what and when, so the
-demo can tell which of them the detectors caught.
+demo can tell which of them the detectors caught. The staging traffic and the multi-account
+incidents draw on a random stream of their own, so the production traffic of a seed is what it
+was before there were three accounts.
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-ACCOUNT = "1384926508761234"
+ACCOUNT = "1384926508761234"  # prod: every production agent's home
+STAGING = "1779304125568802"
+SECURITY = "1602251983347719"
+ACCOUNTS = {"staging": STAGING, "prod": ACCOUNT, "security": SECURITY}  # the config's accounts:
 BUSINESS_TZ = ZoneInfo("Asia/Shanghai")
 
 
@@ -77,6 +84,7 @@ APIS = {a.name: a for a in [
     _api("Actiontrail:DescribeTrails", "Read", "2020-07-06"),
     _api("Actiontrail:StopLogging", "Write", "2020-07-06", "ACS::ActionTrail::Trail"),
     _api("Actiontrail:UpdateTrail", "Write", "2020-07-06", "ACS::ActionTrail::Trail"),
+    _api("Sts:AssumeRole", "Write", "2015-04-01", "ACS::RAM::Role"),
     _api("AasSub:ConsoleSignin", "Write", "", None),
     _api("AasCustomer:ConsoleSignin", "Write", "", None),
 ]}
@@ -181,6 +189,18 @@ ALICE = Actor("ram-user", "alice", "281155062730448391")
 TERRAFORM = Actor("assumed-role", "TerraformRole", "366018275510092284")
 OPS_DEBUG = Actor("ram-user", "ops-debug", "244470092217754420", "LTAI5tOpsDbg0Xc4Rt")
 ROOT = Actor("root-account", "root", ACCOUNT)
+STAGING_CI = Actor("ram-user", "ci-staging", "271843390016254471", "LTAI5tCiStaging4Hw8nB")
+PROD_DEPLOY = Actor("assumed-role", "ProdDeployRole", "301662915874420937")
+
+
+def in_account(ev: dict[str, Any], home: str, acted_in: str | None = None) -> dict[str, Any]:
+    """The event of an identity of ``home`` (``userIdentity.accountId``), recorded in ``acted_in``
+    (``recipientAccountId``; default: home)."""
+    ev["userIdentity"]["accountId"] = home
+    ev["recipientAccountId"] = acted_in or home
+    if "stsTokenPlayerUid" in ev.get("requestParameters", {}):
+        ev["requestParameters"]["stsTokenPlayerUid"] = home
+    return ev
 
 
 def _local(day: datetime, hour: int, minute: int = 0, second: int = 0) -> datetime:
@@ -312,6 +332,24 @@ def admin_day(rng: random.Random, day: datetime) -> Iterator[dict[str, Any]]:
         yield event(rng, ALICE, when, api, ip=ip, ua="AliyunConsole", resource=res)
 
 
+def staging_ci_day(rng: random.Random, day: datetime) -> Iterator[dict[str, Any]]:
+    """Weekdays in the staging account: release candidates built and deployed a few times a day,
+    each a short burst (fetch the artifact, start an instance, check it, stop the old one)."""
+    if _local(day, 12).astimezone(BUSINESS_TZ).weekday() >= 5:
+        return
+    for _ in range(rng.randint(3, 7)):
+        t = _local(day, rng.randint(9, 19), rng.randint(0, 59))
+        ip = f"203.0.113.{rng.randint(61, 80)}"
+        old, new = _instances(rng, 2)
+        steps = [("GetObject", f"release-artifacts/payment-service/rc-{t:%Y%m%d%H%M}.tar.gz"),
+                 ("RunInstances", new), ("DescribeInstances", None), ("DescribeInstances", None),
+                 ("DeleteInstance", old)]
+        for i, (api, res) in enumerate(steps):
+            ev = event(rng, STAGING_CI, t + timedelta(seconds=15 * i), api, ip=ip, ua=UA_CLI, resource=res,
+                       params={"InstanceId": res} if res and res.startswith("i-") else None)
+            yield in_account(ev, STAGING)
+
+
 def terraform_day(rng: random.Random, day: datetime) -> Iterator[dict[str, Any]]:
     """Tuesdays at 14:00 local: a Terraform apply of ~400 calls in ten minutes, about 1% failing
     (throttled, or a parameter the provider rejects) - normal, and never a storm."""
@@ -353,6 +391,10 @@ INCIDENTS = (
     Incident("root-signin", "root-account:" + ACCOUNT, "someone signs in as the root account", 4),
     Incident("etl-at-night", "etl-pipeline",
              "the daytime ETL role reads 40 objects from the lake at 03:10 on a Sunday", 1),
+    Incident("cross-account-role", "staging-ci",
+             "the staging CI key assumes the production deploy role at 02:40 and uses it in prod", 3),
+    Incident("undeclared-account", "nightly-backup",
+             "the backup role reads the security account's audit-log bucket", 2),
 )
 
 
@@ -402,6 +444,49 @@ def incident_events(rng: random.Random, end: datetime) -> Iterator[dict[str, Any
                     session="etl-manual", resource=f"data-lake/customers/pii/part-{i:04d}.parquet")
 
 
+def account_incident_events(rng: random.Random, end: datetime) -> Iterator[dict[str, Any]]:
+    """The multi-account incidents: a cross-account role session and an undeclared account."""
+    day = {i.key: incident_day(i, end) for i in INCIDENTS}
+    yield from _staging_key_in_prod(rng, _local(day["cross-account-role"], 2, 40))
+    t = _local(day["undeclared-account"], 1, 47)
+    session, ip = f"backup-{t:%Y%m%d}", "100.104.77.12"
+    yield in_account(event(rng, BACKUP, t, "ListObjects", ip=ip, ua=UA_PY, session=session,
+                           resource="security-audit-logs"), ACCOUNT, SECURITY)
+    for i in range(3):
+        yield in_account(event(rng, BACKUP, t + timedelta(seconds=20 + 5 * i), "GetObject", ip=ip, ua=UA_PY,
+                               session=session, resource=f"security-audit-logs/actiontrail/{t:%Y%m%d}/{i:03d}.gz"),
+                         ACCOUNT, SECURITY)
+
+
+def _staging_key_in_prod(rng: random.Random, t: datetime) -> Iterator[dict[str, Any]]:
+    """The staging CI key assumes the production deploy role (``AssumeRole``: the role's ARN in
+    prod, a session name, an hour; the STS key it returns) and uses the session in prod: the
+    session's events carry that key and the call's time as ``sessionContext.creationDate``."""
+    ip, session = "203.0.113.66", f"ci-staging-{t:%H%M}"
+    sts = "STS.NU" + _token(rng, 22)
+    call = event(rng, STAGING_CI, t, "AssumeRole", ip=ip, ua=UA_CLI, resource="ProdDeployRole",
+                 params={"RoleArn": f"acs:ram::{ACCOUNT}:role/proddeployrole", "RoleSessionName": session,
+                         "DurationSeconds": "3600"})
+    expires = (t + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    call["responseElements"] = {"RequestId": call["requestId"], "Credentials": {
+        "AccessKeyId": sts, "AccessKeySecret": "****", "SecurityToken": "****", "Expiration": expires},
+        "AssumedRoleUser": {"Arn": f"acs:ram::{ACCOUNT}:role/proddeployrole/{session}",
+                            "AssumedRoleId": f"{PROD_DEPLOY.principal}:{session}"}}
+    yield in_account(call, STAGING)
+    created = t.strftime("%Y-%m-%dT%H:%M:%SZ")
+    acts: list[tuple[str, str | None, dict[str, Any] | None]] = [
+        ("DescribeInstances", None, None), ("DescribeSecurityGroups", None, None),
+        ("AuthorizeSecurityGroup", "sg-bp1payments01", {"SourceCidrIp": "0.0.0.0/0", "PortRange": "22/22"}),
+        *((("GetObject", f"customer-exports/2026/orders-{i:02d}.csv", None)) for i in range(6)),
+        ("RunInstances", _instances(rng)[0], None)]
+    for i, (api, res, params) in enumerate(acts):
+        ev = event(rng, PROD_DEPLOY, t + timedelta(minutes=2, seconds=30 * i), api, ip=ip, ua=UA_CLI,
+                   session=session, resource=res, params=params)
+        ev["userIdentity"]["accessKeyId"] = sts
+        ev["userIdentity"]["sessionContext"]["attributes"]["creationDate"] = created
+        yield in_account(ev, ACCOUNT)
+
+
 def _stolen_key(rng: random.Random, day: datetime) -> Iterator[dict[str, Any]]:
     t = _local(day, 3, 10)
     ip, ua = "185.220.101.34", "python-requests/2.31.0"
@@ -426,6 +511,7 @@ def month(end: datetime, days: int = 30, seed: int = 7, vendor_expires: datetime
           incidents: bool = True) -> list[dict[str, Any]]:
     """Every event of ``days`` days ending at ``end`` (a UTC midnight), in time order."""
     rng = random.Random(seed)
+    staging = random.Random(f"staging-{seed}")  # its own stream: prod's traffic stays as it was
     start = end - timedelta(days=days)
     out: list[dict[str, Any]] = []
     for d in range(days):
@@ -435,8 +521,10 @@ def month(end: datetime, days: int = 30, seed: int = 7, vendor_expires: datetime
             out.extend(gen)
         for h in range(24):
             out.extend(etl_hour(rng, day + timedelta(hours=h)))
+        out.extend(staging_ci_day(staging, day))
     if incidents:
         out.extend(incident_events(rng, end))
+        out.extend(account_incident_events(staging, end))
     out.sort(key=lambda e: e["eventTime"])
     return out
 

@@ -19,11 +19,35 @@ from detectors.base import SEVERITIES, Finding, finding_id, severity_rank
 from pipeline.core.errors import UsageError
 from pipeline.core.redact import redacted
 from pipeline.core.times import utcnow
+from pipeline.store.sessions import origin_of
 from pipeline.store.store import Store, first_row
 
 MAX_EVENT_IDS = 1000
 FINDING_COLUMNS = ("id", "detector", "agent", "severity", "score", "first_seen", "last_seen", "summary",
-                   "event_ids", "event_count", "evidence", "status", "incident_id")
+                   "event_ids", "event_count", "evidence", "status", "incident_id",
+                   "origin_agent", "origin_account", "chain", "account", "home_account")
+
+# Where most of each finding's events happened (recipientAccountId, else the caller's home
+# account), and the home account of most of them: one pass over the events of the findings' whole
+# time span ($1, $2), for the findings ($3) and their event ids ($4), saved together.
+_ACCOUNTS = """
+WITH wanted AS (
+    SELECT unnest($3::VARCHAR[]) AS fid, unnest($4::VARCHAR[][]) AS ids
+), ids AS (
+    SELECT fid, unnest(ids) AS event_id FROM wanted
+), seen AS (
+    SELECT ids.fid, coalesce(e.recipient_account_id, e.account_id) AS acted, e.account_id AS home
+    FROM ids JOIN events e ON e.event_id = ids.event_id
+    WHERE e.event_time BETWEEN $1 AND $2
+), acted AS (
+    SELECT fid, acted, count(*) AS n FROM seen WHERE acted IS NOT NULL GROUP BY fid, acted
+    QUALIFY row_number() OVER (PARTITION BY fid ORDER BY n DESC, acted) = 1
+), home AS (
+    SELECT fid, home, count(*) AS n FROM seen WHERE home IS NOT NULL GROUP BY fid, home
+    QUALIFY row_number() OVER (PARTITION BY fid ORDER BY n DESC, home) = 1
+)
+SELECT fid, acted.acted, home.home FROM acted FULL JOIN home USING (fid)
+"""
 
 
 @dataclass
@@ -50,6 +74,7 @@ def save_findings(store: Store, findings: Sequence[Finding], dedup: dict[str, ti
     extended_ids: list[str] = []
     with store.transaction() as con:
         suppressions = load_suppressions(store, con=con)
+        accounts: dict[str, tuple[str | None, str | None]] | None = None  # read at the first insert
         for f in findings:
             window = dedup.get(f.detector, timedelta(hours=1))
             row = first_row(con.execute(
@@ -70,7 +95,8 @@ def save_findings(store: Store, findings: Sequence[Finding], dedup: dict[str, ti
                     continue
                 f, refire = again, row is not None
             if row is None:
-                _insert(con, f, run_id, suppressions, previous)
+                accounts = _accounts_of(con, findings) if accounts is None else accounts
+                _insert(con, f, run_id, suppressions, previous, accounts)
                 report.new += 1
                 new_ids.append(f.id)
             elif _extend(con, f, row[:7], keep_words=refire):
@@ -119,8 +145,22 @@ def _iso(value: Any) -> str:
     return value.isoformat().replace("+00:00", "Z") if isinstance(value, datetime) else str(value)
 
 
+def _accounts_of(con: Any, findings: Sequence[Finding]) -> dict[str, tuple[str | None, str | None]]:
+    """finding id -> (the account most of its events happened in, their callers' home account),
+    for findings saved together: one query over their events (a finding's first
+    :data:`MAX_EVENT_IDS`, as stored) within their whole time span."""
+    if not findings:
+        return {}
+    first, last = min(f.first_seen for f in findings), max(f.last_seen for f in findings)
+    rows = con.execute(_ACCOUNTS, [first, last, [f.id for f in findings],
+                                   [list(f.event_ids[:MAX_EVENT_IDS]) for f in findings]]).fetchall()
+    out: dict[str, tuple[str | None, str | None]] = dict.fromkeys((f.id for f in findings), (None, None))
+    out.update({str(fid): (acted, home) for fid, acted, home in rows})
+    return out
+
+
 def _insert(con: Any, f: Finding, run_id: int | None, suppressions: Sequence[Any] = (),
-            previous_id: str | None = None) -> None:
+            previous_id: str | None = None, accounts: dict[str, tuple[str | None, str | None]] | None = None) -> None:
     from pipeline.triage.lifecycle import matching_suppression
 
     now = utcnow()
@@ -129,13 +169,18 @@ def _insert(con: Any, f: Finding, run_id: int | None, suppressions: Sequence[Any
         covering = matching_suppression(con, suppressions, f.detector, f.agent, f.event_ids)
         if covering is not None:
             status, suppression_id = "suppressed", covering.id
+    origin = origin_of(con, list(f.event_ids[:MAX_EVENT_IDS]), f.first_seen, f.last_seen)
+    where = (accounts if accounts is not None and f.id in accounts else _accounts_of(con, [f])).get(f.id)
     con.execute(
         "INSERT INTO findings (id, detector, agent, severity, score, first_seen, last_seen, summary, event_ids, "
-        "event_count, evidence, status, dedup_key, created_at, updated_at, run_id, suppression_id, previous_id) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "event_count, evidence, status, dedup_key, created_at, updated_at, run_id, suppression_id, previous_id, "
+        "origin_agent, origin_account, chain, account, home_account) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [f.id, f.detector, f.agent, f.severity, f.score, f.first_seen, f.last_seen, f.summary,
          list(f.event_ids[:MAX_EVENT_IDS]), len(f.event_ids), json.dumps(f.evidence, default=str),
-         status, f.dedup_key, now, now, run_id, suppression_id, previous_id],
+         status, f.dedup_key, now, now, run_id, suppression_id, previous_id,
+         *((origin.agent, origin.account, origin.chain) if origin and origin.agent != f.agent else (None, None, None)),
+         *(where or (None, None))],
     )
 
 
@@ -166,13 +211,17 @@ def _extend(con: Any, f: Finding, row: tuple[Any, ...], *, keep_words: bool = Fa
 def list_findings(store: Store, *, agent: str | None = None, detector: str | None = None,
                   status: str | None = None, since: datetime | None = None,
                   min_severity: str | None = None, limit: int | None = None,
-                  finding_id: str | None = None) -> list[dict[str, Any]]:
+                  finding_id: str | None = None, account: str | None = None,
+                  home_account: str | None = None) -> list[dict[str, Any]]:
+    """Findings, newest first; ``account`` (an id) keeps those whose events happened there,
+    ``home_account`` those whose callers' credentials are of that account."""
     where: list[str] = []
     params: list[Any] = []
     if finding_id is not None:
         where.append("id = ?")
         params.append(finding_id)
-    for column, value in (("agent", agent), ("detector", detector), ("status", status)):
+    for column, value in (("agent", agent), ("detector", detector), ("status", status), ("account", account),
+                          ("home_account", home_account)):
         if value:
             where.append(f"{column} = ?")
             params.append(value)

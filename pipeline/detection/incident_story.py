@@ -48,6 +48,7 @@ _VERBS: dict[str, tuple[int, str, str]] = {
     "enable": (45, "enabled", "enable"), "disable": (50, "disabled", "disable"), "reset": (50, "reset", "reset"),
     "get": (25, "read", "read"), "list": (20, "listed", "list"), "describe": (20, "described", "describe"),
     "query": (20, "queried", "query"), "download": (40, "downloaded", "download"),
+    "assume": (60, "assumed", "assume"),  # AssumeRole: another identity's powers, maybe another account's
 }
 _AUDIT = {"stoplogging": (100, "stopped", "stop", "the audit trail"), "deletetrail": (100, "deleted", "delete", "trail"),
           "updatetrail": (95, "changed", "change", "trail")}

@@ -27,6 +27,7 @@ from models.inventory import Attributor
 from pipeline.core.config import Config
 from pipeline.core.errors import TerminalError, TrailwardenError
 from pipeline.ingest.batches import BATCH_SIZE, Batch, FileRecord, to_batches
+from pipeline.ingest.native import NativeReader, native_eligible, native_enabled
 from pipeline.ingest.parse_pool import ParsePool
 from pipeline.ingest.sources import files
 from pipeline.store.store import Store, first_row
@@ -348,18 +349,23 @@ def _ingest_found(store: Store, found: list[Path], attribute: Attributor, report
                   now: datetime | None = None) -> None:
     writer = BatchWriter(store, report, progress)
     seen = store.ingested_file_hashes()
+    native = NativeReader(store.con, attribute, now) if native_enabled() else None
     with ParsePool(attribute, batch_size, workers, now) as pool:
         try:
             for path in found:
                 if stop is not None and stop():
                     break
                 try:
-                    _ingest_file(writer, pool, path, seen, report, attribute, batch_size, source, progress, now)
+                    _ingest_file(writer, pool, native, path, seen, report, attribute, batch_size, source,
+                                 progress, now)
                 except _ReadFailed as exc:
                     _warn_unreadable(report, str(path), exc.reason)
         except BaseException:
             writer.abort()
             raise
+        finally:
+            if native is not None:
+                native.close()
     writer.close()
 
 
@@ -371,12 +377,16 @@ class _ReadFailed(Exception):
         self.reason = reason
 
 
-def _ingest_file(writer: BatchWriter, pool: ParsePool, path: Path, seen: set[str], report: IngestReport,
-                 attribute: Attributor, batch_size: int, source: str,
+def _ingest_file(writer: BatchWriter, pool: ParsePool, native: NativeReader | None, path: Path, seen: set[str],
+                 report: IngestReport, attribute: Attributor, batch_size: int, source: str,
                  progress: Callable[[int], None] | None, now: datetime | None) -> None:
     """Submit one file's batches, unless its content was ingested before. An ``OSError`` while
     reading it becomes :class:`_ReadFailed`: batches already submitted are kept (their events
-    are found stored on the retry), the file is not recorded, so the retry reads it again."""
+    are found stored on the retry), the file is not recorded, so the retry reads it again.
+
+    With ``TRAILWARDEN_INGEST_PARSER=duckdb``, uncompressed UTF-8 NDJSON is parsed by DuckDB
+    (:mod:`pipeline.ingest.native`); everything else, and everything by default, by the Python
+    readers."""
     try:
         scan = files.scan_file(path)
         if scan.sha256 in seen:
@@ -384,11 +394,15 @@ def _ingest_file(writer: BatchWriter, pool: ParsePool, path: Path, seen: set[str
             if progress:
                 progress(scan.size)
             return
-        parallel = scan.size >= PARALLEL_MIN_BYTES and files.is_ndjson(path)
+        in_duckdb = native is not None and native_eligible(path)
+        parallel = not in_duckdb and scan.size >= PARALLEL_MIN_BYTES and files.is_ndjson(path)
     except OSError as exc:
         raise _ReadFailed(files.os_reason(exc)) from exc
     record = FileRecord(path, scan.sha256, scan.size, source)
-    if parallel:
+    if in_duckdb:
+        assert native is not None
+        batches = native.batches(path, scan.chunks, source, FILES_PARTITION, batch_size)
+    elif parallel:
         batches = pool.parse(path, scan.chunks, source, FILES_PARTITION)
     else:
         batches = _parse_here(record, attribute, batch_size, now)

@@ -42,6 +42,7 @@ from pipeline.core.redact import might_hold_secrets
 from pipeline.core.redact import redact as redact_values
 from pipeline.core.times import utcnow
 from pipeline.detection.findings import list_findings
+from pipeline.store.attribution import agent_filter
 from pipeline.store.store import Store
 
 EVENT_FIELDS = ("event_id", "event_time", "event_name", "event_type", "event_rw", "service_name", "service_code",
@@ -224,20 +225,23 @@ def _events(store: Store, agent: str, since: datetime, until: datetime, with_raw
     them are counted in ``totals``. Only the rare event whose text may hold a secret
     (``might_hold_secrets``) is walked."""
     columns = [*EVENT_FIELDS, _PARAMETERS, "raw" if with_raw else "NULL AS raw"]
-    for start, end in _stretches(store, agent, since, until):
+    where, params = agent_filter(store, agent)
+    for start, end in _stretches(store, agent, since, until, (where, params)):
         result = store.con.execute(
-            f"SELECT {', '.join(columns)} FROM events WHERE agent = ? AND event_time >= ? AND event_time < ? "  # noqa: S608
-            "ORDER BY event_time, event_id", [sorted(PARAMETER_TARGETS), agent, start, end])
+            f"SELECT {', '.join(columns)} FROM events WHERE {where} AND event_time >= ? AND event_time < ? "  # noqa: S608
+            "ORDER BY event_time, event_id", [sorted(PARAMETER_TARGETS), *params, start, end])
         yield from _rows(result, redact, totals)
 
 
-def _stretches(store: Store, agent: str, since: datetime, until: datetime) -> list[tuple[datetime, datetime]]:
+def _stretches(store: Store, agent: str, since: datetime, until: datetime,
+               condition: tuple[str, list[str]] | None = None) -> list[tuple[datetime, datetime]]:
     """[since, until) cut at hour boundaries into stretches of about STRETCH events, oldest first.
     DuckDB sorts each stretch whole (raw JSON included) within its memory limit, and a reader
     cannot spill to disk: sorting a busy agent's 90 days at once ran out of memory at 190k events."""
+    where, params = condition or agent_filter(store, agent)
     hours = store.con.execute(
-        "SELECT date_trunc('hour', event_time) AS h, count(*) FROM events "
-        "WHERE agent = ? AND event_time >= ? AND event_time < ? GROUP BY h ORDER BY h", [agent, since, until]).fetchall()
+        "SELECT date_trunc('hour', event_time) AS h, count(*) FROM events "  # noqa: S608 - agent_filter's SQL
+        f"WHERE {where} AND event_time >= ? AND event_time < ? GROUP BY h ORDER BY h", [*params, since, until]).fetchall()
     cuts = [since]
     held = 0
     for hour, count in hours:
@@ -268,9 +272,10 @@ def _rows(result: Any, redact: bool, totals: _Totals) -> Iterator[dict[str, Any]
 
 
 def _history(store: Store, agent: str, before: datetime) -> dict[str, set[str]]:
+    where, params = agent_filter(store, agent)
     rows = store.con.execute(
-        "SELECT list(DISTINCT event_name), list(DISTINCT source_ip), list(DISTINCT acs_region) "
-        "FROM events WHERE agent = ? AND event_time < ?", [agent, before]).fetchall()
+        "SELECT list(DISTINCT event_name), list(DISTINCT source_ip), list(DISTINCT acs_region) "  # noqa: S608
+        f"FROM events WHERE {where} AND event_time < ?", [*params, before]).fetchall()
     names, ips, regions = rows[0] if rows else (None, None, None)
     return {"apis": set(names or []), "source_ips": set(ips or []), "regions": set(regions or [])}
 

@@ -1,9 +1,7 @@
 """Calling RAM and IMS through the official SDKs (``alibabacloud-ram20150501``,
 ``alibabacloud-ims20190815``): clients from the environment's credentials and the config's
-endpoint, every call counted, throttling retried with back-off (the SDKs retry nothing by
-default), and every failure classified.
-
-Classification (notes/ram-api.md: classify by ``e.code``, not by exception class):
+endpoint; counting, retries and the classification of failures are :mod:`pipeline.ram.openapi`'s
+(shared with the Resource Directory):
 
 * unreachable endpoint, rejected credentials -> :class:`RamUnavailable` (the whole read or
   containment stops: nothing it would store is complete);
@@ -16,111 +14,33 @@ Classification (notes/ram-api.md: classify by ``e.code``, not by exception class
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
-from urllib.parse import urlparse
+from dataclasses import dataclass
+from typing import Any
 
 from alibabacloud_ims20190815.client import Client as ImsClient
 from alibabacloud_ram20150501.client import Client as RamClient
-from alibabacloud_tea_openapi import models as openapi
-from Tea.exceptions import RetryError, TeaException, UnretryableException
 
-from pipeline.core.errors import TerminalError, TrailwardenError, TransientError
-from pipeline.core.retry import call_with_retries, not_now
 from pipeline.ingest.sources.credentials import Credentials, from_env
+from pipeline.ram.openapi import CallFailed as CallFailed
+from pipeline.ram.openapi import Gone as Gone
+from pipeline.ram.openapi import OpenApiCalls, Unavailable, sdk_config
 
-T = TypeVar("T")
 RAM_ENDPOINT, IMS_ENDPOINT = "ram.aliyuncs.com", "ims.aliyuncs.com"
-_AUTH = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "IncompleteSignature", "InvalidSecurityToken",
-         "SecurityToken", "InvalidCredentials")
-_TRANSIENT = ("Throttling", "ServiceUnavailable", "InternalError", "Internal", "SystemBusy", "RequestTimeout")
 
 
-class RamUnavailable(TerminalError):
+class RamUnavailable(Unavailable):
     """RAM cannot be read at all (unreachable, credentials refused): stop, store nothing."""
 
 
-class CallFailed(TerminalError):
-    """One call failed for good (after retries): recorded against its principal."""
-
-    def __init__(self, message: str, code: str):
-        super().__init__(message)
-        self.code = code
-
-
-class Gone(CallFailed):
-    """The principal or policy no longer exists (``EntityNotExist.*``)."""
-
-
 @dataclass
-class RamApi:
+class RamApi(OpenApiCalls):
     """Both clients, and what was called: ``calls`` (every HTTP request, retries included)."""
 
-    ram: Any
-    ims: Any
-    where: str
-    sleep: Callable[[float], None] = time.sleep
-    retries: int = 6
-    base_wait: float = 0.5
-    stop: Callable[[], bool] = lambda: False
-    calls: int = 0
-    throttled: int = 0
-    by_action: dict[str, int] = field(default_factory=dict)
-
-    def call(self, action: str, invoke: Callable[[], T]) -> T:
-        """``invoke()`` (one SDK call), retried while throttled; classified when it fails."""
-        def once() -> T:
-            self.calls += 1
-            self.by_action[action] = self.by_action.get(action, 0) + 1
-            return invoke()
-
-        return call_with_retries(once, classify=lambda exc: self._classify(action, exc), retries=self.retries,
-                                 wait=self._wait, sleep=self.sleep, stop=self.stop)
-
-    def _classify(self, action: str, exc: Exception) -> TrailwardenError:
-        if isinstance(exc, RetryError | ConnectionError | OSError):
-            return not_now(RamUnavailable(f"RAM is unreachable at {self.where} ({type(exc).__name__}); "
-                                          "check `ram.endpoint` and the network, then run `trailwarden ram sync` again"))
-        if not isinstance(exc, TeaException):
-            raise exc
-        inner = getattr(exc, "inner_exception", None)
-        if isinstance(exc, UnretryableException) and not isinstance(inner, TeaException):
-            return not_now(RamUnavailable(
-                f"RAM is unreachable at {self.where} ({_first_line(inner) or type(exc).__name__}); "
-                "check `ram.endpoint` and the network, then try again"))
-        code = str(getattr(exc, "code", "") or "")
-        status = int(getattr(exc, "status_code", 0) or getattr(exc, "statusCode", 0) or 0)
-        message = _first_line(getattr(exc, "message", "")) or code
-        if code.startswith(_AUTH):
-            return RamUnavailable(f"RAM rejected the credentials ({code}): check ALIBABA_CLOUD_ACCESS_KEY_ID, "
-                                  "ALIBABA_CLOUD_ACCESS_KEY_SECRET (and ALIBABA_CLOUD_SECURITY_TOKEN)")
-        retry_after = getattr(exc, "retry_after", None)
-        if code.startswith(_TRANSIENT) or status >= 500 or retry_after is not None:
-            self.throttled += 1
-            error = TransientError(f"RAM kept refusing {action} ({code or status}): {message}")
-            error.retry_after = retry_after  # type: ignore[attr-defined]
-            error.code = code  # type: ignore[attr-defined]
-            return error
-        if code.startswith("EntityNotExist"):
-            return Gone(f"{action}: {code}: {message}", code)
-        return CallFailed(f"{action}: {code or status}: {message}", code or str(status))
-
-    def _wait(self, error: TrailwardenError, attempt: int) -> float:
-        retry_after = getattr(error, "retry_after", None)
-        if retry_after:
-            return max(float(retry_after) / 1000, self.base_wait)
-        return min(30.0, self.base_wait * 2 ** attempt)
-
-
-def _first_line(value: Any) -> str:
-    """An SDK message without its wrapping (``code: 400, <message> request id: <id>``)."""
-    text = str(value.get("message") if isinstance(value, dict) else value or "")
-    text = text.splitlines()[0] if text else ""
-    text = re.sub(r"^code: \d+, ", "", text)
-    return re.sub(r" request id: [\w-]+$", "", text)[:300]
+    ram: Any = None
+    ims: Any = None
+    unavailable: type[Unavailable] = RamUnavailable
 
 
 def connect(endpoint: str | None, ims_endpoint: str | None = None, *, credentials: Credentials | None = None,
@@ -128,13 +48,6 @@ def connect(endpoint: str | None, ims_endpoint: str | None = None, *, credential
     """Clients for RAM and IMS: ``endpoint`` for both (``http://127.0.0.1:PORT`` for the tests'
     fake, a proxy...), else the public ``ram.aliyuncs.com`` / ``ims.aliyuncs.com``."""
     creds = credentials or from_env()
-    ram = RamClient(_config(endpoint or RAM_ENDPOINT, creds))
-    ims = ImsClient(_config(ims_endpoint or endpoint or IMS_ENDPOINT, creds))
-    return RamApi(ram, ims, where=endpoint or RAM_ENDPOINT, sleep=sleep, stop=stop)
-
-
-def _config(endpoint: str, creds: Credentials) -> openapi.Config:
-    parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
-    return openapi.Config(access_key_id=creds.access_key_id, access_key_secret=creds.access_key_secret,
-                          security_token=creds.security_token, endpoint=parsed.netloc, protocol=parsed.scheme,
-                          read_timeout=30_000, connect_timeout=10_000)
+    ram = RamClient(sdk_config(endpoint or RAM_ENDPOINT, creds))
+    ims = ImsClient(sdk_config(ims_endpoint or endpoint or IMS_ENDPOINT, creds))
+    return RamApi(ram=ram, ims=ims, where=endpoint or RAM_ENDPOINT, sleep=sleep, stop=stop)

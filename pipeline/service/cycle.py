@@ -88,6 +88,8 @@ def run_cycle(config: Config, inventory: Inventory, db: Path, *, config_path: st
         reattribute_if_changed(store, inventory, allow_orphans=reattribute, source=inventory_source)
         steps: tuple[tuple[str, Callable[..., dict[str, Any]]], ...] = (
             ("ingest", partial(_ingest, stop=stopping)), ("detect", _detect), ("alert", _alert))
+        if config.store is not None:
+            steps += (("seal", _seal),)
         for name, step in steps:
             if stopping():
                 result.stopped_early = True
@@ -147,12 +149,14 @@ def _recorded(store: Store, name: str, step: Callable[[], dict[str, Any]]) -> St
 def _ingest(store: Store, config: Config, inventory: Inventory, _path: str | None, _echo: Any, *,
             stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     from pipeline.ingest.run import ingest_sources, ingest_targets
+    from pipeline.store.sessions import link_sessions
 
     targets = ingest_targets(config, skip_missing=lambda name, path: log.warning(
         "source %s: %s does not exist (yet); skipped", name, path))
     outcomes = ingest_sources(store, targets, Attributor(inventory), stop=stop)
     counts: dict[str, Any] = {o.name: o.as_dict() for o in outcomes}
     counts["new"] = sum(o.report.new for o in outcomes if o.report)
+    counts["role_sessions"] = vars(link_sessions(store))
     failed = [f"{o.name}: {o.error}" for o in outcomes if o.error]
     if failed:
         counts["error"] = "; ".join(failed)  # the other sources were ingested all the same
@@ -167,6 +171,20 @@ def _detect(store: Store, config: Config, inventory: Inventory, path: str | None
     if report.failed:
         counts["error"] = f"detector(s) failed: {', '.join(report.failed)}"
     return counts
+
+
+def _seal(store: Store, config: Config, _inventory: Inventory, _path: str | None, _echo: Any) -> dict[str, Any]:
+    """Seal the oldest sealable days and compact as many days of late events (bounded: at most
+    ``store.seal_days_per_cycle`` of each per cycle; the rest waits for the next cycles)."""
+    from pipeline.store import lake
+
+    assert config.store is not None
+    if config.lake is not None:
+        lake.use_root(store, config.lake.path)
+    sealed = lake.seal(store, config.store.seal_after, max_days=config.store.seal_days_per_cycle)
+    compacted = lake.compact(store, max_days=config.store.seal_days_per_cycle)
+    return {"sealed": sealed.as_dict(), "compacted": compacted.as_dict(),
+            "waiting": len(lake.sealable_days(store, config.store.seal_after))}
 
 
 def _alert(store: Store, config: Config, inventory: Inventory, _path: str | None,

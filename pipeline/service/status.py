@@ -11,22 +11,30 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.config import Config
 from pipeline.core.times import utcnow
 from pipeline.store.store import Store, first_row, recent_total, snapshot_path
 
 
-def collect_status(store: Store, alert_destination: str = "console", min_severity: str = "medium") -> dict[str, Any]:
+def collect_status(store: Store, alert_destination: str = "console", min_severity: str = "medium",
+                   config: Config | None = None) -> dict[str, Any]:
     """Everything ``status`` shows. Pending alerts are what ``alert_destination`` is owed (the
     config's Slack channel, else the console): outbox rows not yet sent and the findings, growth
-    and triage replies not even enqueued yet (``pipeline.service.alerting.outbox.owed_count``)."""
+    and triage replies not even enqueued yet (``pipeline.service.alerting.outbox.owed_count``).
+    With the config's ``accounts:``, the last event per account and the accounts whose events
+    stopped (``pipeline.ram.accounts``: a gap the service reports among its health)."""
     from pipeline.service.alerting.outbox import owed_count
 
     con = store.con
     now = utcnow()
+    sealed = _lake(store)
+    # a sealed day whose file is missing makes the view unreadable: count what is there instead
+    events = "events" if not sealed["missing"] else "events_hot"
     count, first, last, agents = first_row(con.execute(
-        "SELECT count(*), min(event_time), max(event_time), count(DISTINCT agent) FROM events")) or (0, None, None, 0)
+        f"SELECT count(*), min(event_time), max(event_time), count(DISTINCT agent) FROM {events}"  # noqa: S608
+    )) or (0, None, None, 0)
     last_hour = dict(con.execute(
-        "SELECT source, count(*) FROM events WHERE ingested_at >= ? GROUP BY source", [now - timedelta(hours=1)]
+        "SELECT source, count(*) FROM events_hot WHERE ingested_at >= ? GROUP BY source", [now - timedelta(hours=1)]
     ).fetchall())
     # an SLS cursor is opaque: the receive time of the pull it follows is kept beside it
     received = {name.removeprefix("sls.received:"): int(value) for name, value in con.execute(
@@ -69,6 +77,7 @@ def collect_status(store: Store, alert_destination: str = "console", min_severit
     pending = owed_count(store, alert_destination, min_severity)
     from pipeline.ram.snapshots import sync_status
 
+    accounts = _accounts(store, config)
     return {
         "database": store.path,
         "database_bytes": _size(store.path),
@@ -83,10 +92,36 @@ def collect_status(store: Store, alert_destination: str = "console", min_severit
         "quarantine_reasons": [{"reason": r, "count": n} for r, n, _ in reasons],
         "quarantine_reason_kinds": reasons[0][2] if reasons else 0,
         "recent_runs": runs,
+        "lake": sealed,
         "ram": sync_status(store),
+        **({"accounts": accounts} if accounts is not None else {}),
         "service": {"steps": steps, "pending_alerts": pending, "alert_destination": alert_destination,
-                    "snapshot": _snapshot_info(store.path, now), "slack_triage": _triage_health(store.path)},
+                    "snapshot": _snapshot_info(store.path, now), "slack_triage": _triage_health(store.path),
+                    **({"account_gaps": [a for a in accounts if a["gap"]]} if accounts is not None else {})},
     }
+
+
+def _lake(store: Store) -> dict[str, Any]:
+    """The sealed tier (:func:`pipeline.store.lake.lake_summary`), with the days whose files are
+    missing named as unavailable: queries over ``events`` fail naming the file until it is back."""
+    from pipeline.store.lake import lake_summary
+
+    summary = lake_summary(store)
+    summary["unavailable_days"] = sorted({m.split("/")[0].removeprefix("day=") for m in summary["missing"]})
+    if summary["missing"]:
+        summary["sealed_events"] = None  # not all readable
+    return summary
+
+
+def _accounts(store: Store, config: Config | None) -> list[dict[str, Any]] | None:
+    """Per account (configured, then seen but not configured): its last event and its gap, as
+    ``accounts`` lists them; None without ``accounts:`` in the config (one account, as before)."""
+    if config is None or not config.accounts:
+        return None
+    from pipeline.ram.accounts import list_accounts
+
+    return [{"alias": r["alias"], "id": r["id"], "last_event": r["last_event"], "events_30d": r["events_30d"],
+             "gap": r["gap"]} for r in list_accounts(store, config).rows]
 
 
 # The five commonest kinds of quarantine reason, and how many kinds there are. A kind is the reason

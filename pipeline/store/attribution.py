@@ -1,9 +1,16 @@
-"""Keep the stored ``agent`` column in step with the inventory.
+"""Attribution at read time: each event's agent comes from a small identity->agent mapping.
 
-Events are attributed when they are ingested. When the inventory changes (a new agent, an identity
-moved, an AccessKey added), the events already stored are re-attributed once, the next time a
-command that writes runs with the new inventory: a fingerprint of the identity map is kept in
-``pipeline_state``. An inventory that would strip most events of their agents is refused first.
+The ``events`` view derives ``agent`` from the tables ``attribution_keys`` (AccessKey id -> agent)
+and ``attribution_identities`` (user/role identity -> agent): the AccessKey first, then the
+identity, else the raw identity - the rule ingest applies. When the inventory changes (a new
+agent, an identity moved, an AccessKey added), the next command that writes replaces the mapping:
+O(agents) rows, never an event (stored events, hot or sealed, are never rewritten). The mapping is
+versioned with the inventory's fingerprint (``pipeline_state`` and ``attribution_version``).
+Until a mapping is written (a store made before read-time attribution, or one only ingested into
+by the library), the agent stored at ingest is read. An inventory that would strip most events of
+their agents is refused first; that check and the count of events changing agent come from
+per-identity counts (the hot table grouped, plus ``lake_identities`` of the sealed files), never
+a scan of sealed events. Findings keep the agent they were raised with (they store it).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import pyarrow as pa
 
 from models.inventory import Inventory
 from pipeline.core.errors import UsageError
+from pipeline.core.times import utcnow
 from pipeline.store.store import Store, first_row
 
 STATE_KEY = "inventory.fingerprint"
@@ -61,14 +69,14 @@ def reattribute_if_changed(store: Store, inventory: Inventory, *, allow_orphans:
     ``source`` names where the inventory came from, and ``why`` why there is none, for that message."""
     fingerprint = inventory.fingerprint()
     if store.read_state(STATE_KEY) == fingerprint:
+        if not mapping_written(store):  # attributed at ingest with this inventory: adopt it as the mapping
+            reattribute(store, inventory)
         return None
     if not allow_orphans:
         orphans = would_orphan(store, inventory)
         if orphans.too_many(inventory):
             raise UsageError(refusal(orphans, inventory, source, why))
-    changed = reattribute(store, inventory)
-    store.write_state(STATE_KEY, fingerprint)
-    return changed
+    return reattribute(store, inventory)
 
 
 def refusal(orphans: Orphans, inventory: Inventory, source: str | None, why: str | None = None) -> str:
@@ -85,29 +93,80 @@ def refusal(orphans: Orphans, inventory: Inventory, source: str | None, why: str
             "run again with --reattribute")
 
 
+def mapping_written(store: Store) -> bool:
+    """Does the view read the mapping (else the agent stored at ingest)?"""
+    row = first_row(store.con.execute("SELECT count(*) FROM attribution_version"))
+    return bool(row and row[0])
+
+
+_COUNTS = """
+    WITH counted AS (
+        SELECT identity, access_key_id, agent AS stored, count(*) AS n FROM events_hot GROUP BY ALL
+        UNION ALL
+        SELECT identity, access_key_id, agent, events FROM lake_identities
+    ), ready AS (SELECT count(*) > 0 AS ready FROM attribution_version)
+    SELECT c.identity, c.n,
+           CASE WHEN r.ready THEN coalesce(ok.agent, oi.agent, c.identity) ELSE c.stored END AS before,
+           coalesce(k.agent, n.agent) AS mapped
+    FROM counted c CROSS JOIN ready r
+    LEFT JOIN attribution_keys ok ON ok.key = c.access_key_id
+    LEFT JOIN attribution_identities oi ON oi.identity = c.identity
+    LEFT JOIN _tw_keys k ON k.key = c.access_key_id
+    LEFT JOIN _tw_names n ON n.identity = c.identity
+"""
+
+
+_CURRENT = """
+    WITH counted AS (
+        SELECT identity, access_key_id, agent AS stored FROM events_hot GROUP BY ALL
+        UNION ALL
+        SELECT identity, access_key_id, agent FROM lake_identities
+    ), ready AS (SELECT count(*) > 0 AS ready FROM attribution_version)
+    SELECT DISTINCT c.identity FROM counted c CROSS JOIN ready r
+    LEFT JOIN attribution_keys k ON k.key = c.access_key_id
+    LEFT JOIN attribution_identities n ON n.identity = c.identity
+    WHERE CASE WHEN r.ready THEN coalesce(k.agent, n.agent, c.identity) ELSE c.stored END = ?
+"""
+
+
+def agent_filter(store: Store, agent: str) -> tuple[str, list[str]]:
+    """A condition on ``events`` that selects ``agent``'s events, and its parameters, for queries
+    of one agent (replay). ``agent = ?`` alone is derived per row after the mapping's joins, so
+    DuckDB cannot push it into the scans: it would read (and decompress) every event of the
+    window. So it is preceded by ``identity IN (...)``: the raw identities whose events are
+    attributed to ``agent`` now (one GROUP BY of the hot table's identity columns plus the sealed
+    files' per-identity counts), which DuckDB pushes into the scans, where the sealed files'
+    row-group statistics (they are sorted by identity) skip the other identities' events."""
+    ids = [r[0] for r in store.con.execute(_CURRENT, [agent]).fetchall()]
+    if not ids:
+        return "false", []
+    return f"identity IN ({', '.join('?' * len(ids))}) AND agent = ?", [*ids, agent]
+
+
 def would_orphan(store: Store, inventory: Inventory) -> Orphans:
-    """Count, per agent, the stored events :func:`reattribute` would take from it (one scan of the
-    identity columns; it runs only when the inventory changed)."""
+    """Count, per agent, the stored events the inventory would take from it: events attributed
+    to an agent today (their agent is not their raw identity) that it maps to no agent. One
+    GROUP BY of the hot table's identity columns plus the sealed files' per-identity counts."""
     with _identity_tables(store, inventory):
         rows = store.con.execute(
-            """
-            SELECT e.agent, count(*) AS attributed,
-                   count(*) FILTER (WHERE k.agent IS NULL AND n.agent IS NULL) AS lost
-            FROM events e
-            LEFT JOIN _tw_keys k ON k.key = e.access_key_id
-            LEFT JOIN _tw_names n ON n.identity = e.identity
-            WHERE e.agent IS DISTINCT FROM e.identity
-            GROUP BY e.agent
-            """).fetchall()
+            f"""
+            SELECT before, sum(n) AS attributed, coalesce(sum(n) FILTER (WHERE mapped IS NULL), 0) AS lost
+            FROM ({_COUNTS}) WHERE before IS DISTINCT FROM identity GROUP BY before
+            """).fetchall()  # noqa: S608 - fixed SQL
     return Orphans(sum(int(r[1]) for r in rows), {str(r[0]): int(r[2]) for r in rows if r[2]})
+
+
+def _changed(store: Store) -> int:
+    """Events whose agent the registered ``_tw_keys``/``_tw_names`` mapping would change."""
+    row = first_row(store.con.execute(
+        f"SELECT coalesce(sum(n), 0) FROM ({_COUNTS}) WHERE before IS DISTINCT FROM coalesce(mapped, identity)"))  # noqa: S608
+    return int(row[0]) if row else 0
 
 
 @contextmanager
 def _identity_tables(store: Store, inventory: Inventory) -> Iterator[None]:
     """The inventory's identity map as two tables: AccessKey ids, and user/role identities."""
-    pairs = inventory.identity_map.items()
-    keys = {ident.removeprefix("access-key:"): agent for ident, agent in pairs if ident.startswith("access-key:")}
-    names = {ident: agent for ident, agent in pairs if not ident.startswith("access-key:")}
+    keys, names = _split(inventory)
     store.con.register("_tw_keys", pa.table({"key": list(keys), "agent": list(keys.values())},
                                             schema=pa.schema([("key", pa.string()), ("agent", pa.string())])))
     store.con.register("_tw_names", pa.table({"identity": list(names), "agent": list(names.values())},
@@ -119,19 +178,25 @@ def _identity_tables(store: Store, inventory: Inventory) -> Iterator[None]:
         store.con.unregister("_tw_names")
 
 
+def _split(inventory: Inventory) -> tuple[dict[str, str], dict[str, str]]:
+    pairs = inventory.identity_map.items()
+    keys = {ident.removeprefix("access-key:"): agent for ident, agent in pairs if ident.startswith("access-key:")}
+    names = {ident: agent for ident, agent in pairs if not ident.startswith("access-key:")}
+    return keys, names
+
+
 def reattribute(store: Store, inventory: Inventory) -> int:
-    """Same rule as at ingest: an AccessKey identity wins, then the user or role, else the raw
-    identity."""
+    """Make ``inventory`` the mapping the ``events`` view reads (same rule as at ingest: an
+    AccessKey identity wins, then the user or role, else the raw identity) and record its
+    fingerprint, in one transaction that writes O(agents) rows and no event. Returns how many
+    stored events change agent (from per-identity counts)."""
     with _identity_tables(store, inventory), store.transaction() as con:
-        row = first_row(con.execute(
-            """
-            UPDATE events SET agent = fresh.agent
-            FROM (
-                SELECT e.event_id, coalesce(k.agent, n.agent, e.identity) AS agent
-                FROM events e
-                LEFT JOIN _tw_keys k ON k.key = e.access_key_id
-                LEFT JOIN _tw_names n ON n.identity = e.identity
-            ) AS fresh
-            WHERE events.event_id = fresh.event_id AND events.agent IS DISTINCT FROM fresh.agent
-            """))
-    return int(row[0]) if row else 0
+        changed = _changed(store)
+        con.execute("DELETE FROM attribution_keys")
+        con.execute("DELETE FROM attribution_identities")
+        con.execute("DELETE FROM attribution_version")
+        con.execute("INSERT INTO attribution_keys SELECT key, agent FROM _tw_keys")
+        con.execute("INSERT INTO attribution_identities SELECT identity, agent FROM _tw_names")
+        con.execute("INSERT INTO attribution_version VALUES (?, ?)", [inventory.fingerprint(), utcnow()])
+        store.write_state(STATE_KEY, inventory.fingerprint())
+    return changed

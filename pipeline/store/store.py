@@ -29,10 +29,11 @@ import pyarrow.compute as pc
 
 from pipeline.core.errors import TerminalError, TrailwardenError, TransientError, UsageError, scrub
 from pipeline.core.times import utcnow
+from pipeline.store.tiers import lake_root, near_events
 
 DEFAULT_MEMORY_LIMIT = "256MB"
 _LOCK_RETRY_SECONDS = 10.0
-_ARROW_TARGETS = frozenset({"events", "quarantine", "ingested_files"})
+_ARROW_TARGETS = frozenset({"events_hot", "quarantine", "ingested_files"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +231,9 @@ class Store:
         256 MB at all. Instead the new ids are checked here against stored events within the
         batches' time span (+- a day: a re-delivered event carries the same eventTime, and the
         time filter lets DuckDB skip every row group outside the span), and once per transaction
-        against all stored events (:meth:`remove_conflicts`). The store's single writer
+        against every hot event (:meth:`remove_conflicts`). Sealed days are looked at only for the
+        batch's days +- one (their files' ``event_time`` and ``event_id`` columns): new events go
+        to the hot table, never into a sealed file. The store's single writer
         (:attr:`write_lock`) makes check-then-insert safe. A batch may carry a ``location``
         column (where each event was read): named in quarantine rows, not stored.
         """
@@ -247,7 +250,7 @@ class Store:
             self._quarantine_conflicts(table, locations, conflicts)
         mask = np.zeros(total, dtype=bool)
         mask[keep] = True
-        self._insert_arrow("events", table.filter(mask) if len(keep) < total else table)
+        self._insert_arrow("events_hot", table.filter(mask) if len(keep) < total else table)
         where = locations if locations is not None else pa.nulls(total, pa.string())
         kept = pa.table({"event_id": table["event_id"], "event_time": table["event_time"],
                          "source": table["source"], LOCATION: where}).filter(mask)
@@ -270,18 +273,19 @@ class Store:
         DuckDB is asked only which of these ids it already holds (a semi-join probing the stored
         ids against the batch's, which keeps the hash table batch-sized); the rest is a dict walk.
         """
-        lo, hi = pc.min_max(table["event_time"]).values()
+        lo, hi = (t.as_py() for t in pc.min_max(table["event_time"]).values())
         ids = table["event_id"].to_pylist()
+        near = self._near(lo, hi)
         self.con.register("_tw_ids", pa.table({"event_id": table["event_id"]}))
         try:
             stored = self.con.execute(
-                """
-                SELECT event_id, min(event_time) FROM events
+                f"""
+                SELECT event_id, min(event_time) FROM {near}
                 WHERE event_time BETWEEN ? - INTERVAL 1 DAY AND ? + INTERVAL 1 DAY
                   AND event_id IN (SELECT event_id FROM _tw_ids)
                 GROUP BY event_id
-                """,
-                [lo.as_py(), hi.as_py()],
+                """,  # noqa: S608 - fixed names and registered paths
+                [lo, hi],
             ).fetchall()
         finally:
             self.con.unregister("_tw_ids")
@@ -311,26 +315,35 @@ class Store:
 
     def remove_conflicts(self, inserted: pa.Table) -> list[int]:
         """Check this transaction's new events (``event_id``, ``event_time``, ``source``,
-        ``location``: :attr:`Inserted.kept`) against every stored event: a copy whose eventId
-        was already stored with an eventTime more than a day away (:meth:`store_events` looks a
-        day around) is deleted again and quarantined. Returns the row numbers of ``inserted``
-        removed.
+        ``location``: :attr:`Inserted.kept`) against every hot event and the sealed days of their
+        span +- a day: a copy whose eventId was already stored with an eventTime more than a day
+        away (:meth:`store_events` looks a day around) is deleted again and quarantined. Returns
+        the row numbers of ``inserted`` removed.
 
-        Costs one scan of the ``event_id`` column per transaction, in proportion to the events
-        stored (measured: 0.23 s at 10M events on one thread), and a second only when a conflict
-        is found. Call inside the transaction that inserted them, before COMMIT."""
+        Costs one scan of the hot ``event_id`` column per transaction (measured: 0.23 s at 10M
+        events on one thread), plus the batch's sealed days, and a second only when a conflict is
+        found. What is missed: a forged copy of an event of a sealed day further than a day from
+        the batch's events (scanning every sealed day per transaction would cost the history).
+        Call inside the transaction that inserted them, before COMMIT."""
         if not inserted.num_rows:
             return []
+        lo, hi = (t.as_py() for t in pc.min_max(inserted["event_time"]).values())
+        near = self._near(lo, hi)
         self.con.register("_tw_new", inserted.select(["event_id"]))
         try:
             doubled = {r[0] for r in self.con.execute(
-                "SELECT event_id FROM events WHERE event_id IN (SELECT event_id FROM _tw_new) "
+                f"SELECT event_id FROM {near} WHERE event_id IN (SELECT event_id FROM _tw_new) "  # noqa: S608
                 "GROUP BY event_id HAVING count(*) > 1").fetchall()}
         finally:
             self.con.unregister("_tw_new")
-        return self._remove_copies(inserted, doubled) if doubled else []
+        return self._remove_copies(inserted, doubled, near) if doubled else []
 
-    def _remove_copies(self, inserted: pa.Table, doubled: set[str]) -> list[int]:
+    def _near(self, lo: datetime, hi: datetime) -> str:
+        """Where stored copies of events of ``lo``..``hi`` can be: the hot table, and the sealed
+        files of those days +- one (see :func:`pipeline.store.tiers.near_events`)."""
+        return near_events(self.con, self.path, lo - timedelta(days=1), hi + timedelta(days=1))
+
+    def _remove_copies(self, inserted: pa.Table, doubled: set[str], near: str) -> list[int]:
         """Delete this transaction's copies of the ``doubled`` ids, except the first stored one,
         and quarantine them."""
         rows = inserted.to_pylist()
@@ -338,7 +351,7 @@ class Store:
         self.con.register("_tw_doubled", pa.table({"event_id": pa.array(sorted(doubled), pa.string())}))
         try:
             copies = self.con.execute(
-                "SELECT event_id, event_time, raw::VARCHAR FROM events "
+                f"SELECT event_id, event_time, raw::VARCHAR FROM {near} "  # noqa: S608
                 "WHERE event_id IN (SELECT event_id FROM _tw_doubled)").fetchall()
         finally:
             self.con.unregister("_tw_doubled")
@@ -355,7 +368,7 @@ class Store:
                 first[eid] = when
                 continue
             removed.append(i)
-            self.con.execute("DELETE FROM events WHERE event_id = ? AND event_time = ?", [eid, when])
+            self.con.execute("DELETE FROM events_hot WHERE event_id = ? AND event_time = ?", [eid, when])
             self.quarantine(row["source"], [(row[LOCATION] or f"eventId {eid}", _conflict_reason(first[eid]),
                                              raw.get((eid, when)) or "")])
         return removed
@@ -386,7 +399,7 @@ class Store:
         """Insert an Arrow table whose columns are the target's stored columns, in order."""
         if target not in _ARROW_TARGETS:
             raise ValueError(f"not a bulk-insert table: {target}")
-        verb = "INSERT" if target == "events" else "INSERT OR IGNORE"
+        verb = "INSERT" if target == "events_hot" else "INSERT OR IGNORE"
         sql = f"{verb} INTO {target} SELECT * FROM _tw_batch"  # noqa: S608 - fixed names
         self.con.register("_tw_batch", table)
         try:
@@ -523,10 +536,10 @@ def open_for_reading(path: str | os.PathLike[str], *, memory_limit: str = DEFAUL
                      allowed_dirs: Sequence[str | os.PathLike[str]] = ()) -> Store:
     """Read-only access that never waits on the service and never holds it up, sandboxed
     (:func:`lock_down`: readers run user SQL; ``allowed_dirs``, e.g. the retention archive, stay
-    readable). See :func:`_open_reader` for which file is read."""
+    readable; the store's lake directory always is). See :func:`_open_reader` for which file is read."""
     store = _open_reader(path, memory_limit=memory_limit, on_snapshot=on_snapshot)
     try:
-        lock_down(store.con, allowed_dirs)
+        lock_down(store.con, [*allowed_dirs, lake_root(store.con, path)])
     except BaseException:
         store.close()
         raise

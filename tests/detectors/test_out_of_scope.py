@@ -482,6 +482,8 @@ def test_demo_findings_are_exactly_the_planted_incidents(store: Store) -> None:
     stolen_from, stolen_to = _local_day(synthetic.incident_day(incidents["stolen-ci-key"], end))
     kms_from, kms_to = _local_day(synthetic.incident_day(incidents["secret-enumeration"], end))
     stop_from, stop_to = _local_day(synthetic.incident_day(incidents["stop-logging"], end))
+    cross_from, cross_to = _local_day(synthetic.incident_day(incidents["cross-account-role"], end))
+    away_from, away_to = _local_day(synthetic.incident_day(incidents["undeclared-account"], end))
     rows = df.set_index("event_id")
 
     def incident(f: Finding) -> str | None:
@@ -495,12 +497,18 @@ def test_demo_findings_are_exactly_the_planted_incidents(store: Store) -> None:
         if (f.agent == "admin-alice" and list(evs["event_name"]) == ["StopLogging"]
                 and stop_from <= f.first_seen and f.last_seen < stop_to):
             return "stop-logging"
+        if (f.agent in ("staging-ci", "prod-deploy-role") and (evs["source_ip"] == "203.0.113.66").all()
+                and cross_from <= f.first_seen and f.last_seen < cross_to):
+            return "cross-account-role"  # the staging key's AssumeRole, and what the role then did
+        if (f.agent == "nightly-backup" and evs["referenced_resources"].astype(str).str.contains("security-audit-logs").all()
+                and away_from <= f.first_seen and f.last_seen < away_to):
+            return "undeclared-account"  # reads of a bucket (of the security account) it was never given
         return None
 
     stray = [f.summary for f in findings if incident(f) is None]
     assert stray == []  # zero findings on everyday traffic
     caught = {incident(f) for f in findings}
-    assert caught == {"stolen-ci-key", "secret-enumeration", "stop-logging"}
+    assert caught == {"stolen-ci-key", "secret-enumeration", "stop-logging", "cross-account-role", "undeclared-account"}
     stop = next(f for f in findings if incident(f) == "stop-logging")
     assert stop.severity == "critical"
     assert stop.evidence["decision"] == "ExplicitDeny"

@@ -134,9 +134,10 @@ def test_the_migration_backfills_stored_signins(store: Store) -> None:
     signin(t, "alice", at(MON, 9), mfa=False)
     signin(t, "root", at(MON, 10), mfa=True)
     harness.ingest(store, t.events, INVENTORY)
-    store.con.execute("UPDATE events SET mfa_authenticated = NULL")  # as stored before this version
+    store.con.execute("UPDATE events_hot SET mfa_authenticated = NULL")  # as stored before this version
     (backfill,) = [m for m in migrations() if m.name == "signin_mfa"]
-    store.con.execute(backfill.sql)
+    # 0019 always runs before 0020 renames the table `events` to `events_hot` (so before any day is sealed)
+    store.con.execute(backfill.sql.replace("UPDATE events\n", "UPDATE events_hot\n"))
     rows = store.con.execute("SELECT user_name, mfa_authenticated FROM events ORDER BY event_time").fetchall()
     assert rows == [("alice", False), ("root", True)]
 

@@ -1,14 +1,10 @@
 """A fake RAM (2015-05-01) and IMS (2019-08-15) endpoint on 127.0.0.1, for the real
 ``alibabacloud-ram20150501`` and ``alibabacloud-ims20190815`` clients (notes/ram-api.md).
 
-The clients (``Config(endpoint="127.0.0.1:PORT", protocol="http")``) send an empty-bodied ``POST
-/?<parameters>`` with the action and version in the ``x-acs-action`` / ``x-acs-version`` headers
-and an ``Authorization: ACS3-HMAC-SHA256 Credential=<id>,SignedHeaders=...,Signature=...`` header.
-This fake checks the signature against the credentials it was given (an unknown AccessKey ID is
-``InvalidAccessKeyId.NotFound``, a wrong secret ``SignatureDoesNotMatch``), routes on the action
-and answers JSON the way RAM does: lists paged with ``Marker`` / ``IsTruncated`` / ``MaxItems``
-(default 100, at most 1000; a marker is bound to the request it continues), errors as
-``{"RequestId", "HostId", "Code", "Message"}`` with RAM's codes (``EntityNotExist.User``,
+The signature check, routing, scripting and the error answer are :mod:`tests.fakes.openapi`'s
+(shared with the fake Resource Directory). This fake answers JSON the way RAM does: lists paged
+with ``Marker`` / ``IsTruncated`` / ``MaxItems`` (default 100, at most 1000; a marker is bound to
+the request it continues), errors with RAM's codes (``EntityNotExist.User``,
 ``EntityAlreadyExists.Policy``, ``EntityAlreadyExists.User.Policy``...). The IMS credential
 report is base64 CSV in pages whose ``IsTruncated`` is the *string* ``"true"``/``"false"``, as the
 real API's.
@@ -29,30 +25,22 @@ from __future__ import annotations
 import base64
 import binascii
 import csv
-import hashlib
-import hmac
 import io
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
-import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlsplit
 
 from models.ram import Snapshot
 from pipeline.ram.seed import load_seed
-from tests.fakes._server import LocalServer, QuietHandler
+from tests.fakes.openapi import ACCESS_KEY_ID, ACCESS_KEY_SECRET, Failure, OpenApiFake
 
-ACCESS_KEY_ID = "LTAI5tFakeTrailwarden"
-ACCESS_KEY_SECRET = "fake-secret-0123456789abcdef"
 RAM_VERSION, IMS_VERSION = "2015-05-01", "2019-08-15"
 DEFAULT_ITEMS, MAX_ITEMS = 100, 1000
 REPORT_PAGE = 50  # users per credential report page
@@ -62,43 +50,15 @@ def _iso(when: datetime | None) -> str | None:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
 
 
-@dataclass
-class Call:
-    action: str | None
-    params: dict[str, str]
-    status: int = 200
-    code: str | None = None
-    at: float = 0.0
-
-
-class Failure(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
-
-
-@dataclass
-class _Scripted:
-    action: str | None
-    status: int
-    code: str
-    times: int
-    after: int
-    retry_after_ms: int | None = None
-    hang: float = 0.0  # > 0: apply the call, then hold the answer this long (a client killed meanwhile)
-
-
-class FakeRam(LocalServer):
+class FakeRam(OpenApiFake):
     """RAM and IMS over one account's state, served on 127.0.0.1."""
 
     thread_name = "fake-ram"
+    host_id = "ram.aliyuncs.com"
 
     def __init__(self, snapshot: Snapshot, *, credentials: Mapping[str, str] | None = None,
                  documents: Mapping[tuple[str, str], str] | None = None):
-        self.credentials = dict(credentials or {ACCESS_KEY_ID: ACCESS_KEY_SECRET})
-        self.lock = threading.RLock()
-        self.calls: list[Call] = []
-        self._script: list[_Scripted] = []
+        super().__init__(credentials=credentials)
         self.account = snapshot.account or "1384926508761234"
         self._load(snapshot, documents or {})
 
@@ -123,19 +83,6 @@ class FakeRam(LocalServer):
         self.keys = {k.id: {"AccessKeyId": k.id, "user": k.user, "Status": k.status, "CreateDate": _iso(k.created),
                             "last_used": _iso(k.last_used)} for k in snap.keys.values()}
 
-    # -- scripting -----------------------------------------------------------------------------
-    def fail_next(self, code: str, *, status: int = 400, action: str | None = None, times: int = 1,
-                  after: int = 0, retry_after_ms: int | None = None) -> None:
-        """The next ``times`` calls (of ``action``, after ``after`` good ones) fail with ``code``."""
-        with self.lock:
-            self._script.append(_Scripted(action, status, code, times, after, retry_after_ms))
-
-    def hang_next(self, action: str, *, seconds: float = 120.0, after: int = 0) -> None:
-        """The next call of ``action`` (after ``after`` good ones) takes effect, then gets no answer
-        for ``seconds``."""
-        with self.lock:
-            self._script.append(_Scripted(action, 200, "", 1, after, hang=seconds))
-
     def state(self) -> dict[str, Any]:
         """What the account holds now: every key's status, every attachment, the custom policies."""
         with self.lock:
@@ -144,71 +91,9 @@ class FakeRam(LocalServer):
                     "role_policies": {n: sorted("/".join(p) for p in r["policies"]) for n, r in self.roles.items()},
                     "policies": {k: v["document"] for k, v in self.policies.items() if k.startswith("Custom/")}}
 
-    def actions(self, *, ok_only: bool = False) -> list[str]:
-        with self.lock:
-            return [c.action or "" for c in self.calls if not ok_only or c.status == 200]
-
-    # -- serving -------------------------------------------------------------------------------
-    def answer(self, method: str, path: str, headers: Mapping[str, str]) -> tuple[int, dict[str, str], dict[str, Any]]:
-        query = dict(parse_qsl(urlsplit(path).query, keep_blank_values=True))
-        lower = {k.lower(): v for k, v in headers.items()}
-        action = lower.get("x-acs-action") or query.get("Action")
-        call = Call(action, query, at=time.monotonic())
-        request_id = str(uuid.uuid4()).upper()
-        hang = 0.0
-        try:
-            self._authenticate(method, urlsplit(path).path or "/", query, lower)
-            with self.lock:
-                self.calls.append(call)
-                scripted = self._scripted(action)
-                if scripted is not None and not scripted.hang:
-                    headers_out = ({"x-acs-retry-after": str(scripted.retry_after_ms)}
-                                   if scripted.retry_after_ms else {})
-                    raise Failure(scripted.status, scripted.code, f"fake {scripted.code}", headers_out)
-                hang = scripted.hang if scripted is not None else 0.0
-                handler = getattr(self, f"_{action}", None)
-                if handler is None:
-                    raise Failure(404, "InvalidAction.NotFound", f"Specified api {action} is not found")
-                body = handler(query)
-        except Failure as exc:
-            call.status, call.code = exc.status, exc.code
-            return exc.status, exc.headers, {"RequestId": request_id, "HostId": "ram.aliyuncs.com",
-                                             "Code": exc.code, "Message": exc.message}
-        if hang:
-            time.sleep(hang)
-        return 200, {}, {"RequestId": request_id, **body}
-
-    def _scripted(self, action: str | None) -> _Scripted | None:
-        for item in self._script:
-            if item.action is not None and item.action != action:
-                continue
-            if item.after > 0:
-                item.after -= 1
-                return None
-            item.times -= 1
-            if item.times <= 0:
-                self._script.remove(item)
-            return item
-        return None
-
-    def _authenticate(self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str]) -> None:
-        """ACS3-HMAC-SHA256, as the SDK signs (alibabacloud_tea_openapi.utils.get_authorization)."""
-        auth = headers.get("authorization", "")
-        if not auth.startswith("ACS3-HMAC-SHA256 "):
-            raise Failure(400, "IncompleteSignature", "The request signature does not conform to Aliyun standards.")
-        parts = dict(p.split("=", 1) for p in auth.split(" ", 1)[1].split(",") if "=" in p)
-        key_id = parts.get("Credential", "")
-        if key_id not in self.credentials:
-            raise Failure(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found.")
-        signed = parts.get("SignedHeaders", "").split(";")
-        canonical_query = "&".join(f"{k}={quote(query[k], safe='~')}" for k in sorted(query))
-        canonical_headers = "".join(f"{h}:{headers.get(h, '').strip()}\n" for h in signed)
-        request = "\n".join([method, path, canonical_query, canonical_headers, ";".join(signed),
-                             headers.get("x-acs-content-sha256", "")])
-        to_sign = "ACS3-HMAC-SHA256\n" + hashlib.sha256(request.encode()).hexdigest()
-        expected = hmac.new(self.credentials[key_id].encode(), to_sign.encode(), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, parts.get("Signature", "")):
-            raise Failure(400, "SignatureDoesNotMatch", "The request signature we calculated does not match.")
+    def control(self, what: str, args: dict[str, Any]) -> tuple[int, Any]:
+        """The shared controls, and ``state``."""
+        return (200, self.state()) if what == "state" else super().control(what, args)
 
     # -- paging ----------------------------------------------------------------------------------
     def _page(self, items: list[dict[str, Any]], query: Mapping[str, str], bound: str) -> tuple[list[Any], dict[str, Any]]:
@@ -424,53 +309,6 @@ _REPORT_COLUMNS = ["user", "user_creation_time", "user_last_logon", "password_ex
 
 def _tf(value: Any) -> str:
     return "TRUE" if value else "FALSE"
-
-
-class _Handler(QuietHandler):
-    server_fake: FakeRam
-
-    def _serve(self) -> None:
-        body = self.read_body()
-        if self.path.startswith("/__fake__/"):
-            status, payload = _control(self.server_fake, self.path, body)
-            headers: dict[str, str] = {}
-        else:
-            status, headers, payload = self.server_fake.answer(self.command, self.path, dict(self.headers.items()))
-        data = json.dumps(payload).encode()
-        try:
-            self.send_response(status)
-            for key, value in {"Content-Type": "application/json;charset=utf-8", **headers,
-                               "Content-Length": str(len(data))}.items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):  # the client went away (killed while we hung)
-            pass
-
-    do_POST = _serve
-    do_GET = _serve
-
-
-def _control(fake: FakeRam, path: str, body: bytes) -> tuple[int, Any]:
-    """Scripting a fake in another process: ``fail``, ``hang`` (JSON keyword arguments), ``state``,
-    ``calls``."""
-    args = json.loads(body or b"{}")
-    what = path.removeprefix("/__fake__/")
-    if what == "fail":
-        fake.fail_next(**args)
-    elif what == "hang":
-        fake.hang_next(**args)
-    elif what == "state":
-        return 200, fake.state()
-    elif what == "calls":
-        with fake.lock:
-            return 200, [asdict(c) for c in fake.calls]
-    else:
-        return 404, {"error": f"unknown control {what}"}
-    return 200, {}
-
-
-FakeRam.handler = _Handler
 
 
 class RamFakeProcess:

@@ -244,7 +244,8 @@ def test_save_and_load_or_fit_round_trip(tmp_path: Path, store: Store) -> None:
 
 def test_an_agent_re_attributed_away_loses_its_stored_baseline(tmp_path: Path, store: Store) -> None:
     save(store, fitted(tmp_path, store, [office_history, night_history]))
-    store.con.execute("UPDATE events SET agent = 'office-bot' WHERE agent = 'ram-user:office'")
+    # attributed at ingest, no mapping written yet: the view reads the stored agent
+    store.con.execute("UPDATE events_hot SET agent = 'office-bot' WHERE agent = 'ram-user:office'")
     loaded = load_or_fit(store, END, TZ_NAME)
     assert set(loaded) == {"office-bot", "ram-user:night"}
     rows = store.con.execute("SELECT agent FROM baselines WHERE history_end = ? ORDER BY agent", [END]).fetchall()

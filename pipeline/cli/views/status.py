@@ -17,6 +17,7 @@ def status_text(info: dict[str, Any]) -> str:
         f"events      {info['events']:,} from {info['agents']:,} agents"
         + (f", {j(info['first_event'])} .. {j(info['last_event'])}" if info["events"] else ""),
         f"files       {info['files_ingested']:,} ingested",
+        *_lake_lines(info.get("lake")),
         f"quarantine  {info['quarantined']:,}"
         + "".join(f"\n              {r['count']:,} {one_line(r['reason'])}" for r in info["quarantine_reasons"])
         + more_reasons(info),
@@ -47,6 +48,7 @@ def status_text(info: dict[str, Any]) -> str:
         snap = service["snapshot"]
         lines.append(f"snapshot    {snap['path']} ({snap['age_seconds']:.0f}s old)")
     lines.extend(ram_lines(info.get("ram")))
+    lines.extend(account_lines(info.get("accounts")))
     lines.append("")
     if info["recent_runs"]:
         lines.append(render(["run", "command", "started_at", "status", "error"],
@@ -71,6 +73,20 @@ def ram_lines(ram: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def account_lines(accounts: list[dict[str, Any]] | None) -> list[str]:
+    """The last event per account, and the accounts whose events stopped (configured accounts
+    only: without `accounts:` nothing is said)."""
+    if accounts is None:
+        return []
+    lines: list[str] = []
+    for a in accounts:
+        name = f"{a['alias']} ({a['id']})" if a["alias"] else f"{a['id']} (not configured)"
+        last = to_jsonable(a["last_event"]) if a["last_event"] else "never"
+        lines.append(f"{'accounts' if not lines else '':<12}{name}: last event {last}"
+                     + (f" - GAP, {one_line(a['gap'])}" if a["gap"] else ""))
+    return lines
+
+
 def more_reasons(info: dict[str, Any]) -> str:
     more = info["quarantine_reason_kinds"] - len(info["quarantine_reasons"])
     if more <= 0:
@@ -79,3 +95,15 @@ def more_reasons(info: dict[str, Any]) -> str:
 
 
 ALL_REASONS = 'trailwarden query "SELECT reason, count(*) AS n FROM quarantine GROUP BY 1 ORDER BY n DESC"'
+
+
+def _lake_lines(lake: dict[str, Any] | None) -> list[str]:
+    """The sealed tier, when there is one: days, files, bytes, and the days that are unavailable."""
+    if not lake or not lake["files"]:
+        return []
+    line = (f"sealed      {lake['sealed_days']:,} days ({lake['first_day']} .. {lake['last_day']}) in "
+            f"{lake['files']:,} Parquet files, {lake['sealed_bytes'] / 2**20:.1f} MiB; {lake['hot_events']:,} events hot")
+    if lake["unavailable_days"]:
+        line += (f"\n              UNAVAILABLE: {', '.join(lake['unavailable_days'])} (missing files under "
+                 f"{lake['dir']}; queries over events fail until they are restored)")
+    return [line]

@@ -456,23 +456,29 @@ def _line_items(path: str, stream: Any, first_line: int, bad_text: str, offset: 
         if type(line) is _Oversized:
             yield _too_long(f"{path}:{lineno}", line.excerpt, "line", line.offset, line.length)
             continue
-        stripped = line.strip()  # type: ignore[union-attr]
-        if not stripped:
-            continue
-        try:
-            text = stripped.decode("utf-8").lstrip("\ufeff")
-        except UnicodeDecodeError:
-            yield Item(f"{path}:{lineno}", None, stripped.decode("utf-8", "replace"), bad_text)
-            continue
-        try:
-            value = jsontext.loads(text)
-        except jsontext.BadJson as exc:
-            yield from _bad_line(f"{path}:{lineno}", text, exc)
-            continue
-        if isinstance(value, dict) and isinstance(value.get("Events"), list):
-            yield from _values(f"{path}:{lineno}", value["Events"], {})
-        else:
-            yield Item(f"{path}:{lineno}", value, text)
+        yield from line_items(f"{path}:{lineno}", line, bad_text)  # type: ignore[arg-type]
+
+
+def line_items(location: str, line: bytes, bad_text: str = "not valid UTF-8") -> Iterator[Item]:
+    """The items of one NDJSON line (none for a blank one; several for a LookupEvents body).
+    Also what the DuckDB-native reader falls back to for a line SQL cannot decide on."""
+    stripped = line.strip()
+    if not stripped:
+        return
+    try:
+        text = stripped.decode("utf-8").lstrip("\ufeff")
+    except UnicodeDecodeError:
+        yield Item(location, None, stripped.decode("utf-8", "replace"), bad_text)
+        return
+    try:
+        value = jsontext.loads(text)
+    except jsontext.BadJson as exc:
+        yield from _bad_line(location, text, exc)
+        return
+    if isinstance(value, dict) and isinstance(value.get("Events"), list):
+        yield from _values(location, value["Events"], {})
+    else:
+        yield Item(location, value, text)
 
 
 def _bad_line(location: str, text: str, exc: jsontext.BadJson) -> Iterator[Item]:

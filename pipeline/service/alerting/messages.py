@@ -92,6 +92,9 @@ def incident_message(incident: dict[str, Any], findings: Sequence[dict[str, Any]
         plain_section(untrusted(title, 600)),
         context(_who(agent, inventory_agent)),
     ]
+    origin = origin_line(findings)
+    if origin:
+        blocks.append(context(origin))
     lines = [fact.line() for fact in facts(findings)]
     if lines:
         blocks.append(section("\n".join(lines)))
@@ -103,6 +106,18 @@ def incident_message(incident: dict[str, Any], findings: Sequence[dict[str, Any]
     if triage and status in ("open", "acknowledged"):
         blocks.append(_buttons(incident["id"], status))
     return Message(text=untrusted(title, 300), blocks=blocks)
+
+
+def origin_line(findings: Sequence[dict[str, Any]]) -> str | None:
+    """Whose role session it was, when the findings are on events of role sessions: the agent that
+    started the chain, its account, and the roles it went through."""
+    found = next((f for f in findings if f.get("origin_agent")), None)
+    if found is None:
+        return None
+    account = f" in account {code(found['origin_account'], 40)}" if found.get("origin_account") else ""
+    chain = " → ".join(code(c, 60) for c in (found.get("chain") or [])[:4])
+    return (f"through a role session started by {code(found['origin_agent'], 80)}{account}"
+            + (f" · roles {chain}" if chain else ""))
 
 
 def next_steps(incident: dict[str, Any], replay_command: str) -> list[str]:

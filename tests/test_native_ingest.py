@@ -1,0 +1,229 @@
+"""DuckDB-native ingest (issue 18, item 4): DuckDB parses NDJSON, and what it stores is exactly
+what today's Python parser stores. What a user would notice if this broke: a typed column that
+differs from its raw event (a detector reading another user than the one who acted), a line
+DuckDB's lenient parser took that the project refuses (a trailing comma, a duplicate key), a
+quarantine reason or location that changed, events attributed to another agent.
+
+Each test ingests the same file twice, once per parser (``TRAILWARDEN_INGEST_PARSER``), and
+compares every stored column, the quarantine and the report.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.demo import synthetic
+from pipeline.ingest import native
+from pipeline.ingest.run import ingest_files
+from pipeline.store.store import Store, open_store
+from tests.conftest import BASE_EVENT, ROOT
+
+NOW = datetime(2026, 12, 6, tzinfo=UTC)
+
+
+class KeysFirst:
+    """The inventory's rule (AccessKey first, then identity) over a fixed map."""
+
+    def __init__(self) -> None:
+        self.map = {"access-key:LTAI5tCiDeploy7Qx2mK": "deployer", "ram-user:alice": "alice-agent",
+                    "role:BackupRole": "backup-agent"}
+
+    def __call__(self, identity: str, access_key_id: str | None) -> str:
+        if access_key_id and f"access-key:{access_key_id}" in self.map:
+            return self.map[f"access-key:{access_key_id}"]
+        return self.map.get(identity, identity)
+
+
+def ev(n: int | str, **fields: Any) -> dict[str, Any]:
+    event = copy.deepcopy(BASE_EVENT)
+    event["eventId"] = f"ev-{n}"
+    event.update(fields)
+    return event
+
+
+def ui(**fields: Any) -> dict[str, Any]:
+    return {**BASE_EVENT["userIdentity"], **fields}
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def hostile_lines() -> list[str]:
+    """Lines where DuckDB's reading and Python's could part: each must come out as today."""
+    base = dumps(ev("base"))
+    return [
+        base[:-1] + ',}',  # a trailing comma: DuckDB's parser accepts it, ours refuses
+        dumps(ev("nested", requestParameters={"Tags": [{"Key": "a"}]})).replace(
+            '{"Key": "a"}', '{"Key": "a", "Key": "b"}'),  # a duplicate where no typed column reads
+        base[:-1] + ', "eventName": "Stop"}',  # top-level duplicate
+        dumps(ev("dup-ui", userIdentity=ui()))[:-2] + ', "userName": "mallory"}}',  # duplicate in userIdentity
+        dumps(ev("escaped-dup"))[:-1] + ', "event\\u0049d": "ev-other"}',  # the same key, escaped
+        dumps(ev("brace", userAgent="curl {x} [y]")),  # brackets inside strings
+        dumps(ev("floatver", eventVersion=1.0)), dumps(ev("intver", eventVersion=1)),
+        dumps(ev("negacct", userIdentity=ui(accountId=-5))), dumps(ev("bigacct", recipientAccountId=10**25)),
+        dumps(ev("code403", errorCode=403, errorMessage="denied")),
+        dumps(ev("noz", eventTime="2026-11-02T03:04:05")), dumps(ev("offset", eventTime="2026-11-02T11:04:05+08:00")),
+        dumps(ev("frac7", eventTime="2026-11-02T03:04:05.1234567Z")), dumps(ev("frac1", eventTime="2026-11-02T03:04:05.1Z")),
+        dumps(ev("feb30", eventTime="2026-02-30T03:04:05Z")), dumps(ev("h24", eventTime="2026-11-02T24:00:00Z")),
+        dumps(ev("dateonly", eventTime="2026-11-02")), dumps(ev("old", eventTime="2009-12-31T23:59:59Z")),
+        dumps(ev("future", eventTime="2026-12-08T00:00:00Z")), dumps(ev("numtime", eventTime=1700000000)),
+        dumps(ev("lone"))[:-1] + ', "userAgent": "\\ud800x"}'.replace('"userAgent": "aliyun-cli/3.0.204", ', ""),
+        dumps(ev("pair", userAgent="\U0001F600 caf\u00e9 \u202e")),
+        dumps(ev("escapes"))[:-1].replace('"aliyun-cli/3.0.204"', '"a\\"b\\\\c\\n\\u00e9\\/"') + "}",
+        dumps(ev("glob1", isGlobal="TRUE")), dumps(ev("glob2", isGlobal="")), dumps(ev("glob3", isGlobal=1)),
+        dumps(ev("glob4", isGlobal="yes")), dumps(ev("glob5", isGlobal=False)),
+        dumps(ev("mfa1", userIdentity=ui(sessionContext={"attributes": {"mfaAuthenticated": "False",
+                                                                          "creationDate": "2026-11-01T00:00:00Z"}}))),
+        dumps(ev("mfa2", userIdentity=ui(sessionContext={"sessionAttributes": {"mfaAuthenticated": True}}))),
+        dumps(ev("mfa3", userIdentity=ui(sessionContext={"attributes": "x", "sessionAttributes": {
+            "mfaAuthenticated": "true", "creationDate": ""}}))),
+        dumps(ev("mfa4", userIdentity=ui(sessionContext={"attributes": {"creationDate": 5}}))),
+        dumps(ev("mfa5", userIdentity=ui(sessionContext={"attributes": {"creationDate": "yesterday"}}))),
+        dumps(ev("mfa6", userIdentity=ui(sessionContext={"attributes": {"mfaAuthenticated": "maybe"}}))),
+        dumps(ev("mfa7", userIdentity=ui(sessionContext="none"))),
+        dumps(ev("signin", eventName="ConsoleSignin", additionalEventData={"mfaChecked": "true"})),
+        dumps(ev("refs1", referencedResources={"ACS::ECS::Instance": ["i-1", "i-2"], "ACS::VPC::VPC": "vpc-1"})),
+        dumps(ev("refs2", referencedResources=[{"resourceType": "ACS::RAM::User", "resourceName": "bob"}])),
+        dumps(ev("refs3", referencedResources={"ACS::ECS::Instance": [1, None, "i-3"]})),
+        dumps(ev("refs4", referencedResources={})), dumps(ev("refs5", referencedResources=[])),
+        dumps(ev("refs6", referencedResources="i-1")), dumps(ev("refs7", referencedResources=["i-1"])),
+        dumps(ev("ui1", userIdentity="root")), dumps(ev("ui2", userIdentity=None)), dumps(ev("ui3", userIdentity={})),
+        dumps(ev("ui4", userIdentity={"type": "assumed-role", "userName": "Role", "principalId": "1:s"})),
+        dumps(ev("ui5", userIdentity={"type": "assumed-role", "userName": "", "principalId": "9:x"})),
+        dumps(ev("ui6", userIdentity={"type": "root-account", "principalId": "77"})),
+        dumps(ev("ui7", userIdentity={"accessKeyId": "LTAI5tCiDeploy7Qx2mK"})),
+        dumps(ev("ui8", userIdentity={"type": "system"})), dumps(ev("ui9", userIdentity={"type": "ram-user", "userName": 7})),
+        dumps(ev("ui10", userIdentity={"type": "ram-user", "userName": "alice", "accessKeyId": ""})),
+        dumps(ev("ip6", sourceIpAddress="2001:db8::1")), dumps(ev("ipint", sourceIpAddress="Internal")),
+        dumps(ev("ip0", sourceIpAddress="01.2.3.4")), dumps(ev("ipmask", sourceIpAddress="10.*.*.*")),
+        dumps(ev("scheme1", additionalEventData={"Scheme": "HTTPS"})), dumps(ev("scheme2", additionalEventData={"Scheme": 5})),
+        dumps(ev("svc", requestParameters={"ServiceCode": "ecs"})), dumps(ev("svc2", requestParameters=["x"])),
+        dumps(ev("nanval", responseElements={"x": float("nan")})),
+        dumps({"Events": [ev("lookup-1"), ev("lookup-2")]}),
+        "", "   ", "  " + dumps(ev("padded")) + "\t", "\ufeff" + dumps(ev("bom-mid")),
+        dumps([ev("in-array")]), "42", "null", '{"eventId": "ev-broken", ', "{}", '{"eventId": ""}',
+        "[" * 3000 + "]" * 3000, dumps(ev("deep", requestParameters={"a": [[[[[[[[1]]]]]]]]})),
+        dumps(ev("dup-same")), dumps(ev("dup-same")),  # a re-delivery: kept once
+        dumps(ev("dup-conflict")), dumps(ev("dup-conflict", eventTime="2026-11-09T03:04:05Z")),  # forged copy
+        dumps(ev("types", eventName=["x"])), dumps(ev("types2", acsRegion={"r": 1})),
+    ]
+
+
+def demo_lines(n: int) -> list[str]:
+    return [dumps(e) for e in synthetic.stream(n, seed=3)]
+
+
+def fixture_lines() -> list[str]:
+    out = []
+    for path in sorted((ROOT / "tests" / "fixtures" / "real-attacks").glob("*.jsonl")):
+        out += path.read_text(encoding="utf-8").splitlines()
+    for path in sorted((ROOT / "tests" / "fixtures" / "actiontrail_examples").glob("*.json")):
+        text = path.read_text(encoding="utf-8")
+        try:
+            out.append(dumps(json.loads(text)))
+        except ValueError:  # an example as the docs print it (not JSON): one bad line
+            out.append(" ".join(text.split()))
+    return out
+
+
+def ingest_with(parser: str, path: Path, db: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Store, dict[str, Any]]:
+    monkeypatch.setenv(native.PARSER_ENV, parser)
+    store = open_store(db)
+    report = ingest_files(store, [path], KeysFirst(), now=NOW)  # type: ignore[arg-type]
+    counts = report.as_dict()
+    return store, counts
+
+
+def contents(store: Store) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    columns = [r[0] for r in store.con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE table_name = 'events' AND NOT column_name IN "
+        "('ingested_at') ORDER BY column_index").fetchall()]
+    events = store.con.execute(
+        f"SELECT {', '.join(columns)} FROM events ORDER BY event_id, event_time").fetchall()
+    quarantined = store.con.execute(
+        "SELECT source, location, reason, raw FROM quarantine ORDER BY location, reason").fetchall()
+    return events, quarantined
+
+
+def both(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+         left_to_python: list[int] | None = None) -> tuple[Any, Any]:
+    """Ingest ``path`` with each parser; ``left_to_python`` collects how many lines DuckDB left
+    to Python, group by group (so a test can tell DuckDB did the work)."""
+    original = native.NativeReader._python
+
+    def counting(self: Any, path: Path, undecided: list[Any], *args: Any) -> Any:
+        if left_to_python is not None:
+            left_to_python.append(len(undecided))
+        return original(self, path, undecided, *args)
+
+    monkeypatch.setattr(native.NativeReader, "_python", counting)
+    stores = []
+    for parser in ("python", "duckdb"):
+        store, counts = ingest_with(parser, path, tmp_path / f"{parser}.duckdb", monkeypatch)
+        try:
+            stores.append((contents(store), counts))
+        finally:
+            store.close()
+    return stores[0], stores[1]
+
+
+def assert_same(python: Any, duckdb_: Any) -> None:
+    (py_events, py_quarantine), py_counts = python
+    (db_events, db_quarantine), db_counts = duckdb_
+    assert len(db_events) == len(py_events)
+    for mine, theirs in zip(db_events, py_events, strict=True):
+        assert mine == theirs
+    assert db_quarantine == py_quarantine
+    assert db_counts == py_counts
+
+
+def test_hostile_lines_are_stored_and_quarantined_exactly_as_by_the_python_parser(tmp_path, monkeypatch):
+    path = tmp_path / "hostile.ndjson"
+    lines = [dumps(ev("first"))] + hostile_lines()
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    left: list[int] = []
+    python, duckdb_ = both(path, tmp_path, monkeypatch, left)
+    assert_same(python, duckdb_)
+    assert 0 < sum(left) < len(lines) - 10  # both readers had their share
+    (events, quarantined), counts = duckdb_
+    reasons = {loc.rsplit(":", 1)[1]: reason for _, loc, reason, _ in quarantined}
+    assert "trailing" in reasons["2"] or "malformed JSON" in reasons["2"]  # refused, as by Python
+    assert reasons["3"].startswith('duplicate key "Key" in requestParameters.Tags[0]')
+    assert counts["new"] > 50 and counts["quarantined"] > 20
+
+
+def test_demo_and_real_events_are_the_same_rows_with_the_same_values(tmp_path, monkeypatch):
+    path = tmp_path / "events.ndjson"
+    lines = demo_lines(3000) + fixture_lines()
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    left: list[int] = []
+    python, duckdb_ = both(path, tmp_path, monkeypatch, left)
+    assert_same(python, duckdb_)
+    (events, _), counts = duckdb_
+    assert counts["new"] == len(events) > 3000
+    assert sum(left) < 0.1 * len(lines)  # DuckDB decided the rest
+
+
+def test_chunks_duckdb_cannot_take_whole_are_read_by_python_in_file_order(tmp_path, monkeypatch):
+    """Invalid UTF-8 and CR line ends: those chunks go to today's reader; the others stay in
+    DuckDB, and line numbers and the first-copy-wins order hold across them."""
+    monkeypatch.setattr(native.files, "scan_file",
+                        lambda p, _orig=native.files.scan_file: _orig(p, chunk_bytes=4096))
+    good = [dumps(ev(i)) for i in range(60)]
+    data = ("\n".join(good[:20]) + "\n").encode()
+    data += b'{"eventId": "bad-\xff"}\n' + ("\n".join(good[20:40]) + "\n").encode()
+    data += ("\r\n".join(good[40:]) + "\r\n").encode() + (dumps(ev(5, userAgent="later copy")) + "\n").encode()
+    path = tmp_path / "mixed.ndjson"
+    path.write_bytes(data)
+    python, duckdb_ = both(path, tmp_path, monkeypatch)
+    assert_same(python, duckdb_)
+    (_, quarantined), counts = duckdb_
+    assert [(loc.rsplit(":", 1)[1], reason) for _, loc, reason, _ in quarantined] == [("21", "not valid UTF-8")]
+    assert counts["new"] == 60
