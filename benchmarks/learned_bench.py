@@ -56,7 +56,7 @@ def build_store(db: Path, agents: int, weeks: int, per_day: int) -> int:
     with open_store(db, memory_limit="2GB") as store:
         store.con.execute(
             f"""
-            INSERT INTO events (event_id, event_time, event_name, event_type, event_rw, event_version,
+            INSERT INTO events_hot (event_id, event_time, event_name, event_type, event_rw, event_version,
                 service_name, acs_region, source_ip, ip_version, user_agent, error_code, identity_type, identity,
                 account_id, user_name, access_key_id, mfa_authenticated, session_created, vpc_id,
                 referenced_resources, recipient_account_id, raw, agent, source, ingested_at)
