@@ -11,7 +11,12 @@ python-requests while the job runs from its usual one; a service role called fro
 Alibaba's networks; a console sign-in without MFA by someone who always used it, right after
 another identity unbound their MFA device; the first use of a sensitive family (``kms:*``,
 ``ram:*``, ``actiontrail:*``) its policy always allowed, by an agent with a stable history. Two
-more are drawn from these kinds, so there are ten. Sizes, times, agents and sources vary by seed.
+more are drawn from these kinds, so there are ten. Sizes, times, agents and sources vary by seed,
+and the thief often keeps the agent's habits (its network, client and hours: a poisoned build on
+the CI runner, the monitor's sweep from its own host, deletions from the backup host right after
+its run), as real ones do; the kinds that need another network (a key or a session used twice, a
+service role outside, an MFA bypass) often keep the agent's client, from addresses that look
+like anyone's (broadband, another account's ECS) as well as VPSs abroad.
 
 Traps, one of each: a public holiday and its catch-up day; an on-call night at 02:00; a new region
 rolled out as declared; an AccessKey rotated (both keys in the inventory); a new agent with a few
