@@ -87,14 +87,16 @@ def events_view_sql(files: Sequence[str]) -> str:
     return f"""
 CREATE OR REPLACE VIEW events AS
 SELECT {shown},
-       CASE WHEN v.ready THEN coalesce(k.agent, n.agent, e.identity) ELSE e.agent END AS agent,
+       CASE WHEN v.ready THEN coalesce(kb.agent, k.agent, nb.agent, n.agent, e.identity) ELSE e.agent END AS agent,
        e.source, e.ingested_at,
        json_extract(e.raw, '$.requestParameters') AS request_parameters,
        json_extract(e.raw, '$.responseElements') AS response_elements,
        json_extract(e.raw, '$.additionalEventData') AS additional_event_data
 FROM ({sources}) AS e
 CROSS JOIN (SELECT count(*) > 0 AS ready FROM attribution_version) AS v
+LEFT JOIN attribution_keys_bound kb ON kb.key = e.access_key_id AND kb.account = e.account_id
 LEFT JOIN attribution_keys k ON k.key = e.access_key_id
+LEFT JOIN attribution_identities_bound nb ON nb.identity = e.identity AND nb.account = e.account_id
 LEFT JOIN attribution_identities n ON n.identity = e.identity
 """  # noqa: S608 - fixed names and quoted paths
 
@@ -174,7 +176,8 @@ def seal_day(store: Store, day: date) -> tuple[int, int]:
         try:
             size, digest = _measure(path)
             with store.transaction() as con:
-                con.execute("INSERT INTO lake_identities SELECT ?, identity, access_key_id, agent, count(*) "
+                con.execute("INSERT INTO lake_identities BY NAME SELECT ? AS path, identity, access_key_id, "
+                            "account_id, agent, count(*) AS events "
                             "FROM events_hot WHERE event_time >= ? AND event_time < ? GROUP BY ALL",
                             [rel, start, end])
                 deleted = first_row(con.execute("DELETE FROM events_hot WHERE event_time >= ? AND event_time < ?",
@@ -336,8 +339,8 @@ def rewrite_day(store: Store, day: date, select: str, where: str = "true", *,
                 retire(store, rels)
                 if rel is not None:
                     con.execute(
-                        f"INSERT INTO lake_identities SELECT ?, identity, access_key_id, agent, count(*) "  # noqa: S608
-                        f"FROM {parquet_source([str(path)])} GROUP BY ALL", [rel])
+                        "INSERT INTO lake_identities BY NAME SELECT ? AS path, identity, access_key_id, "  # noqa: S608
+                        f"account_id, agent, count(*) AS events FROM {parquet_source([str(path)])} GROUP BY ALL", [rel])
                     _register(store, rel, day, rows, size, digest, raw_dropped)
                 crash_point("rewrite-registered")
         except BaseException:

@@ -205,6 +205,12 @@ class Store:
                     "INSERT INTO schema_migrations VALUES (?, ?, ?)", [mig.version, mig.name, utcnow()]
                 )
             applied.append(mig.version)
+        if applied and first_row(self.con.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'events_hot'"))[0]:  # type: ignore[index]
+            from pipeline.store.lake import refresh_view
+
+            with self.transaction():  # the view reads what the migrations changed
+                refresh_view(self)
         if applied:
             # Never leave schema changes only in the WAL: DuckDB 2.0.1 cannot replay an ALTER of a
             # table whose generated columns use JSON functions (it tries to download the built-in
