@@ -316,12 +316,18 @@ def _no_overlap(index: int, ident: str, first: Agent, second: Agent, accounts: A
 
 
 class Attributor:
-    """Maps an event's identity (and AccessKey) to the agent that owns it."""
+    """Maps an event's identity (and AccessKey, and home account) to the agent that owns it, or
+    to the raw identity when none does. With agents bound to accounts, by
+    :meth:`Inventory.agent_for`'s precedence; else by the identity map alone (the home account
+    changes nothing)."""
 
     def __init__(self, inventory: Inventory | None):
         self._map = inventory.identity_map if inventory else {}
+        self._bound = inventory if inventory is not None and inventory.bound else None
 
-    def __call__(self, identity: str, access_key_id: str | None) -> str:
+    def __call__(self, identity: str, access_key_id: str | None, home: str | None = None) -> str:
+        if self._bound is not None:
+            return self._bound.agent_for(identity, access_key_id, home) or identity
         if access_key_id:
             agent = self._map.get(f"access-key:{access_key_id}")
             if agent:

@@ -495,7 +495,7 @@ class DiesInAWorker(Attributor):
         super().__init__(None)
         self.parent = os.getpid()
 
-    def __call__(self, identity: str, access_key_id: str | None) -> str:
+    def __call__(self, identity: str, access_key_id: str | None, home: str | None = None) -> str:
         if identity == "ram-user:oom" and os.getpid() != self.parent:
             os._exit(9)
         return super().__call__(identity, access_key_id)

@@ -34,7 +34,7 @@ class KeysFirst:
         self.map = {"access-key:LTAI5tCiDeploy7Qx2mK": "deployer", "ram-user:alice": "alice-agent",
                     "role:BackupRole": "backup-agent"}
 
-    def __call__(self, identity: str, access_key_id: str | None) -> str:
+    def __call__(self, identity: str, access_key_id: str | None, home: str | None = None) -> str:
         if access_key_id and f"access-key:{access_key_id}" in self.map:
             return self.map[f"access-key:{access_key_id}"]
         return self.map.get(identity, identity)

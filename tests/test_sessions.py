@@ -64,9 +64,10 @@ def assume(caller: dict[str, Any], when: datetime, role_account: str, role_name:
     return _event(caller, when, "AssumeRole", **fields)
 
 
-def load(store: Store, tmp_path: Path, events: list[dict[str, Any]], name: str = "batch") -> None:
+def load(store: Store, tmp_path: Path, events: list[dict[str, Any]], name: str = "batch",
+         attribute: Attributor | None = None) -> None:
     path = write_ndjson(tmp_path / f"{name}-{next(_ids)}.ndjson", events)
-    ingest_files(store, [path], Attributor(None), workers=0, now=T0 + timedelta(days=1))
+    ingest_files(store, [path], attribute or Attributor(None), workers=0, now=T0 + timedelta(days=1))
 
 
 def links(store: Store) -> dict[str, tuple[str, str | None, str]]:
@@ -233,3 +234,37 @@ def test_a_finding_on_a_role_session_names_the_agent_behind_it(tmp_path: Path) -
     incident = {"id": "inc-1", "agent": "role:deployer", "severity": on_role[0]["severity"], "status": "open"}
     text = as_text(incident_message(incident, on_role, None, "trailwarden replay role:deployer"))
     assert "started by `ci-deployer` in account `1111222233334444`" in text
+
+
+def test_replay_of_an_agent_shows_what_it_did_through_the_roles_it_assumed(store: Store, tmp_path: Path) -> None:
+    """A chain: ci-deploy (staging) assumes hop (staging), hop's session assumes admin (prod), which
+    creates a key in prod. ci-deployer's replay has those role events, marked with the roles they
+    went through, and its blast radius reaches the production account."""
+    from models.inventory import Inventory
+    from pipeline.investigate.replay import build_replay, write_replay
+    from pipeline.investigate.replay_views import as_text
+
+    ci = user("ci-deploy", STAGING, "LTAI5tStagingCi")
+    own = _event(ci, T0 - timedelta(minutes=5), "DescribeInstances")
+    first = assume(ci, T0, STAGING, "hop", "h9", duration=900)
+    second = assume(role("hop", "h9", STAGING, key="STS.Hop9", created=T0), T0 + timedelta(minutes=2), PROD, "admin", "a9")
+    act = _event(role("admin", "a9", PROD, key="STS.Admin9", created=T0 + timedelta(minutes=2)),
+                 T0 + timedelta(minutes=3), "CreateAccessKey", eventRW="Write", recipientAccountId=PROD)
+    other = _event(role("admin", "someone-else", PROD, key="STS.Other"), T0 + timedelta(minutes=4), "DeleteUser")
+    inventory = Inventory.model_validate({"agents": [
+        {"name": "ci-deployer", "purpose": "deploys", "owner": "platform", "environment": "staging",
+         "identities": ["ram-user:ci-deploy"]}]})
+    load(store, tmp_path, [own, first, second, act, other], attribute=Attributor(inventory))
+    link_sessions(store)
+
+    window = {"since": T0 - timedelta(hours=1), "until": T0 + timedelta(hours=1)}
+    report = build_replay(store, "ci-deployer", inventory, **window)
+
+    timeline = [t for t in report["timeline"] if t["kind"] == "event"]
+    assert [t["event_id"] for t in timeline] == [own["eventId"], first["eventId"], second["eventId"], act["eventId"]]
+    assert "via" not in timeline[0] and "via" not in timeline[1]
+    assert timeline[2]["via"] == [f"hop@{STAGING}"]
+    assert timeline[3]["via"] == [f"hop@{STAGING}", f"admin@{PROD}"] and timeline[3]["account"] == PROD
+    assert report["summary"]["through_roles"] == 2
+    assert {a["value"] for a in report["blast_radius"]["accounts"]} == {STAGING, PROD}
+    assert f"via hop@{STAGING} > admin@{PROD}: " in as_text(write_replay(store, "ci-deployer", inventory, None, **window))

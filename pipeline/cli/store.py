@@ -31,7 +31,8 @@ def query(app: App, sql: str, params: tuple[str, ...], fmt: str) -> None:
 
     Tables: events (a view: every event, hot and sealed; events_hot holds the recent ones, and
     lake_files, lake_identities, lake_retired the sealed days' Parquet; attribution_keys,
-    attribution_identities, attribution_version the agent mapping), quarantine, ingest_state,
+    attribution_identities, attribution_keys_bound, attribution_identities_bound (agents bound to
+    accounts), attribution_version the agent mapping), quarantine, ingest_state,
     ingested_files, runs, findings,
     finding_status_changes, suppressions, alerts, baselines, pipeline_state, schema_migrations;
     incidents (`incidents`), incident_messages, slack_interactions;

@@ -122,7 +122,7 @@ def to_batches(items: Iterable[files.Item], source: str, partition: str, attribu
                 batch.bad.append((item.location, TOO_DEEP, item.raw))
             else:
                 batch.events.append(event)
-                batch.agents.append(attribute(event.identity, event.access_key_id))
+                batch.agents.append(attribute(event.identity, event.access_key_id, event.account_id))
                 batch.locations.append(item.location)
         if len(batch.events) + len(batch.bad) >= size:
             yield batch

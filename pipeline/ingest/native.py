@@ -283,6 +283,7 @@ SELECT p.event_id, p.event_time, p.event_name, p.event_type, p.event_rw, p.event
        p.line_no
 FROM _tw_parsed p
 JOIN _tw_agents a ON a.identity = p.identity AND a.access_key_id IS NOT DISTINCT FROM p.access_key_id
+    AND a.account_id IS NOT DISTINCT FROM p.account_id
 LEFT JOIN _tw_ips ips ON ips.source_ip = p.source_ip
 LEFT JOIN _tw_refs refs ON refs.line_no = p.line_no
 WHERE p.decided AND (NOT p.has_refs OR refs.ok)
@@ -424,10 +425,11 @@ def _attribution(con: duckdb.DuckDBPyConnection, attribute: Attributor) -> pa.Ta
     """The agent of each distinct (identity, AccessKey) of the decided rows, by the inventory's
     rule (AccessKey first, then identity). The one place the native path attributes: when
     attribution moves to read time, this and its join go."""
-    pairs = con.execute("SELECT DISTINCT identity, access_key_id FROM _tw_parsed WHERE decided").fetchall()
+    pairs = con.execute("SELECT DISTINCT identity, access_key_id, account_id FROM _tw_parsed WHERE decided").fetchall()
     return pa.table({"identity": pa.array([p[0] for p in pairs], pa.string()),
                      "access_key_id": pa.array([p[1] for p in pairs], pa.string()),
-                     "agent": pa.array([attribute(p[0], p[1]) for p in pairs], pa.string())})
+                     "account_id": pa.array([p[2] for p in pairs], pa.string()),
+                     "agent": pa.array([attribute(p[0], p[1], p[2]) for p in pairs], pa.string())})
 
 
 def _refs(text: str) -> tuple[str | None, bool]:

@@ -24,6 +24,7 @@ fast even on 10M rows) and the raw JSON is fetched only for the export.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import io
 import json
 import tempfile
@@ -224,6 +225,17 @@ def _events(store: Store, agent: str, since: datetime, until: datetime, with_raw
     """The agent's events in the window, oldest first, read in batches; the values redacted from
     them are counted in ``totals``. Only the rare event whose text may hold a secret
     (``might_hold_secrets``) is walked."""
+    own = _own_events(store, agent, since, until, with_raw, redact, totals)
+    via = _via_roles(store, agent, since, until, with_raw, redact, totals)
+    previous = None
+    for row in heapq.merge(own, via, key=lambda r: (r["event_time"], r["event_id"])):
+        if row["event_id"] != previous:  # an event of the agent's own role: once
+            previous = row["event_id"]
+            yield row
+
+
+def _own_events(store: Store, agent: str, since: datetime, until: datetime, with_raw: bool,
+                redact: bool, totals: _Totals) -> Iterator[dict[str, Any]]:
     columns = [*EVENT_FIELDS, _PARAMETERS, "raw" if with_raw else "NULL AS raw"]
     where, params = agent_filter(store, agent)
     for start, end in _stretches(store, agent, since, until, (where, params)):
@@ -231,6 +243,44 @@ def _events(store: Store, agent: str, since: datetime, until: datetime, with_raw
             f"SELECT {', '.join(columns)} FROM events WHERE {where} AND event_time >= ? AND event_time < ? "  # noqa: S608
             "ORDER BY event_time, event_id", [sorted(PARAMETER_TARGETS), *params, start, end])
         yield from _rows(result, redact, totals)
+
+
+# A chain of role sessions lasts at most two sessions' lifetime before the window's first event
+# made through it (each session lasts at most 12 hours; chains deeper than that are rare).
+_CHAIN_REACH = timedelta(days=1)
+
+
+def _via_roles(store: Store, agent: str, since: datetime, until: datetime, with_raw: bool,
+               redact: bool, totals: _Totals) -> Iterator[dict[str, Any]]:
+    """The events made through the role sessions ``agent`` started (directly, or through a chain
+    of roles: ``role_sessions.origin_session`` is one of its ``AssumeRole`` calls), oldest first,
+    each with ``via``: the roles (``role@account``) from the agent to the one that acted. Read on
+    a cursor of its own, beside the agent's own events."""
+    where, params = agent_filter(store, agent)
+    con = store.con.cursor()
+    try:
+        sessions = [r[0] for r in con.execute(
+            f"""
+            SELECT session_id FROM role_sessions WHERE origin_status = 'known' AND origin_session IN (
+                SELECT event_id FROM events WHERE {where} AND event_name = 'AssumeRole'
+                  AND event_time >= ? AND event_time < ?)
+            """, [*params, since - _CHAIN_REACH, until]).fetchall()]  # noqa: S608 - agent_filter's SQL
+        if not sessions:
+            return
+        columns = [f"e.{c}" for c in EVENT_FIELDS] + [
+            _PARAMETERS.replace("event_name", "e.event_name").replace("request_parameters", "e.request_parameters", 1),
+            "e.raw" if with_raw else "NULL AS raw", "s.chain AS via"]
+        result = con.execute(
+            f"""
+            SELECT {', '.join(columns)}
+            FROM session_links l JOIN role_sessions s USING (session_id) JOIN events e USING (event_id)
+            WHERE l.status = 'linked' AND list_contains(?, l.session_id) AND l.event_time >= ? AND l.event_time < ?
+              AND e.event_time >= ? AND e.event_time < ?
+            ORDER BY e.event_time, e.event_id
+            """, [sorted(PARAMETER_TARGETS), sessions, since, until, since, until])  # noqa: S608 - fixed text
+        yield from _rows(result, redact, totals)
+    finally:
+        con.close()
 
 
 def _stretches(store: Store, agent: str, since: datetime, until: datetime,
@@ -284,6 +334,10 @@ def _event_entry(row: dict[str, Any]) -> dict[str, Any]:
     entry = {k: row[k] for k in ("event_id", "event_time", "action", "event_rw", "source_ip", "acs_region",
                                  "user_agent", "access_key_id", "error_code", "error_message", "resources")}
     entry["kind"] = "event"
+    if row.get("via"):  # made through a role session the agent started: the roles, agent first
+        entry["via"] = list(row["via"])
+        entry["identity"] = row["identity"]
+        entry["account"] = row["recipient_account_id"] or row["account_id"]
     entry["raw"] = row["raw"]
     return entry
 
@@ -299,7 +353,7 @@ class _Totals:
 
     def __init__(self, known: dict[str, set[str]]) -> None:
         self.known = known
-        self.events = self.failed = self.redacted = 0
+        self.events = self.failed = self.redacted = self.through_roles = 0
         self.first: datetime | None = None
         self.last: datetime | None = None
         self.actions: set[str] = set()
@@ -316,6 +370,7 @@ class _Totals:
         self.first = self.first or when
         self.last = when
         self.actions.add(r["action"])
+        self.through_roles += bool(r.get("via"))
         hour = self.activity[when.replace(minute=0, second=0, microsecond=0)]
         hour[0] += 1
         hour[1] += bool(r["error_code"])
@@ -331,7 +386,9 @@ class _Totals:
             entry["actions"].add(r["action"])
             entry["last_seen"] = when
         for key, value in (("source_ips", r["source_ip"]), ("user_agents", r["user_agent"]),
-                           ("regions", r["acs_region"]), ("access_keys", r["access_key_id"])):
+                           ("regions", r["acs_region"]), ("access_keys", r["access_key_id"]),
+                           ("accounts", r["recipient_account_id"] or r["account_id"]),
+                           ("roles", "@".join((r["identity"], r["account_id"] or "?")) if r.get("via") else None)):
             if value:
                 item = self.seen[key].setdefault(value, {"value": value, "calls": 0, "first_seen": when})
                 item["calls"] += 1
@@ -344,7 +401,8 @@ class _Totals:
 
     def summary(self, findings: int) -> dict[str, Any]:
         return {"events": self.events, "failed": self.failed, "findings": findings, "first_event": self.first,
-                "last_event": self.last, "apis": len(self.actions)}
+                "last_event": self.last, "apis": len(self.actions),
+                **({"through_roles": self.through_roles} if self.through_roles else {})}
 
     def blast_radius(self) -> dict[str, Any]:
         touched = sorted(({**e, "actions": sorted(e["actions"])} for e in self.touched.values()),

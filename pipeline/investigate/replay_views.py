@@ -43,7 +43,8 @@ def as_text(replay: Replay) -> str:
             [[r["access"], r["outcome"], r["resource"], r["calls"], ", ".join(r["actions"]), r["first_seen"],
               r["last_seen"]] for r in radius["resources"]], "table"), ""]
     for key, title in (("source_ips", "Source IPs"), ("user_agents", "User agents"), ("regions", "Regions"),
-                       ("access_keys", "AccessKeys")):
+                       ("access_keys", "AccessKeys"), ("accounts", "Accounts acted in"),
+                       ("roles", "Roles acted through (sessions it started)")):
         if radius.get(key):
             lines += [title, render(["value", "calls", "first_seen", "last_seen"],
                                     [[i["value"], i["calls"], i["first_seen"], i["last_seen"]]
@@ -58,11 +59,17 @@ def as_text(replay: Replay) -> str:
     lines += ["", f"Timeline (last {kept} of {s['events']} events; --format json for all, with raw JSON)"]
     lines.append(render(["time", "what", "source_ip", "region", "error"],
                         [[t["event_time"], f"FINDING {t['severity']} {t['detector']}: {t['summary']}"
-                          if t["kind"] == "finding" else t["action"], t.get("source_ip"), t.get("acs_region"),
-                          t.get("error_code")] for t in shown], "table"))
+                          if t["kind"] == "finding" else _through(t) + t["action"], t.get("source_ip"),
+                          t.get("acs_region"), t.get("error_code")] for t in shown], "table"))
     lines.append(f"\nsha256 of the JSON export: {report['sha256']}")
     lines.append(_redaction_line(report))
     return "\n".join(lines)
+
+
+def _through(entry: dict[str, Any]) -> str:
+    """``via Role@account: `` for an event made through a role session the agent started."""
+    via = entry.get("via")
+    return f"via {' > '.join(via)}: " if via else ""
 
 
 def _redaction_line(report: dict[str, Any]) -> str:
@@ -183,8 +190,11 @@ def _radius_tables(radius: dict[str, Any]) -> str:
     else:
         out.append("<p class='note'>No named resource touched (only calls without resources).</p>")
     for key, title in (("source_ips", "Source IPs"), ("user_agents", "User agents"), ("regions", "Regions"),
-                       ("access_keys", "AccessKeys")):
+                       ("access_keys", "AccessKeys"), ("accounts", "Accounts acted in"),
+                       ("roles", "Roles acted through (sessions it started)")):
         items = radius.get(key) or []
+        if key in ("accounts", "roles") and not items:
+            continue
         rows = "".join(f"<tr><td class='mono'>{_e(i['value'])}</td><td>{i['calls']}</td>"
                        f"<td class='mono'>{_e(i['first_seen'])}</td><td class='mono'>{_e(i['last_seen'])}</td></tr>"
                        for i in items)
@@ -223,7 +233,8 @@ def _timeline_table(replay: Replay) -> str:
                         f"{_e(t['summary'])}</td></tr>")
         else:
             err = f"<span class='failed'>{_e(t['error_code'])}</span>" if t["error_code"] else ""
-            rows.append(f"<tr><td class='mono'>{_e(t['event_time'])}</td><td class='mono'>{_e(t['action'])}</td>"
+            rows.append(f"<tr><td class='mono'>{_e(t['event_time'])}</td>"
+                        f"<td class='mono'>{_e(_through(t))}{_e(t['action'])}</td>"
                         f"<td class='mono'>{_e(t['source_ip'])}</td><td>{_e(t['acs_region'])}</td>"
                         f"<td class='mono'>{_e(', '.join(t['resources'][:3]))}</td><td>{err}</td></tr>")
     if total > expected:

@@ -118,10 +118,17 @@ def _accounts(store: Store, config: Config | None) -> list[dict[str, Any]] | Non
     ``accounts`` lists them; None without ``accounts:`` in the config (one account, as before)."""
     if config is None or not config.accounts:
         return None
+    import duckdb
+
     from pipeline.ram.accounts import list_accounts
 
+    try:
+        rows = list_accounts(store, config).rows
+    except duckdb.IOException:  # a sealed day's file is missing: the lake line names it
+        return [{"alias": alias, "id": account_id, "last_event": None, "events_30d": None, "gap": False,
+                 "unavailable": True} for account_id, alias in ((a.id, a.alias) for a in config.accounts)]
     return [{"alias": r["alias"], "id": r["id"], "last_event": r["last_event"], "events_30d": r["events_30d"],
-             "gap": r["gap"]} for r in list_accounts(store, config).rows]
+             "gap": r["gap"]} for r in rows]
 
 
 # The five commonest kinds of quarantine reason, and how many kinds there are. A kind is the reason

@@ -99,34 +99,41 @@ def mapping_written(store: Store) -> bool:
     return bool(row and row[0])
 
 
-_COUNTS = """
+# the agent an identity's events get from a mapping: the AccessKey bound to their home account,
+# then the AccessKey, then the identity bound to the home account, then the identity
+def _mapped(keys: str, names: str, alias: str, row: str) -> str:
+    return (f"LEFT JOIN {keys}_bound {alias}kb ON {alias}kb.key = {row}.access_key_id AND {alias}kb.account = {row}.account_id "
+            f"LEFT JOIN {keys} {alias}k ON {alias}k.key = {row}.access_key_id "
+            f"LEFT JOIN {names}_bound {alias}nb ON {alias}nb.identity = {row}.identity AND {alias}nb.account = {row}.account_id "
+            f"LEFT JOIN {names} {alias}n ON {alias}n.identity = {row}.identity")
+
+
+def _agent(alias: str) -> str:
+    return f"coalesce({alias}kb.agent, {alias}k.agent, {alias}nb.agent, {alias}n.agent)"
+
+
+_COUNTED = """
     WITH counted AS (
-        SELECT identity, access_key_id, agent AS stored, count(*) AS n FROM events_hot GROUP BY ALL
+        SELECT identity, access_key_id, account_id, agent AS stored, count(*) AS n FROM events_hot GROUP BY ALL
         UNION ALL
-        SELECT identity, access_key_id, agent, events FROM lake_identities
-    ), ready AS (SELECT count(*) > 0 AS ready FROM attribution_version)
+        SELECT identity, access_key_id, account_id, agent, events FROM lake_identities
+    ), ready AS (SELECT count(*) > 0 AS ready FROM attribution_version)"""
+
+_COUNTS = f"""{_COUNTED}
     SELECT c.identity, c.n,
-           CASE WHEN r.ready THEN coalesce(ok.agent, oi.agent, c.identity) ELSE c.stored END AS before,
-           coalesce(k.agent, n.agent) AS mapped
+           CASE WHEN r.ready THEN coalesce({_agent('was_')}, c.identity) ELSE c.stored END AS before,
+           {_agent('now_')} AS mapped
     FROM counted c CROSS JOIN ready r
-    LEFT JOIN attribution_keys ok ON ok.key = c.access_key_id
-    LEFT JOIN attribution_identities oi ON oi.identity = c.identity
-    LEFT JOIN _tw_keys k ON k.key = c.access_key_id
-    LEFT JOIN _tw_names n ON n.identity = c.identity
-"""
+    {_mapped('attribution_keys', 'attribution_identities', 'was_', 'c')}
+    {_mapped('_tw_keys', '_tw_names', 'now_', 'c')}
+"""  # noqa: S608 - fixed names
 
 
-_CURRENT = """
-    WITH counted AS (
-        SELECT identity, access_key_id, agent AS stored FROM events_hot GROUP BY ALL
-        UNION ALL
-        SELECT identity, access_key_id, agent FROM lake_identities
-    ), ready AS (SELECT count(*) > 0 AS ready FROM attribution_version)
+_CURRENT = f"""{_COUNTED}
     SELECT DISTINCT c.identity FROM counted c CROSS JOIN ready r
-    LEFT JOIN attribution_keys k ON k.key = c.access_key_id
-    LEFT JOIN attribution_identities n ON n.identity = c.identity
-    WHERE CASE WHEN r.ready THEN coalesce(k.agent, n.agent, c.identity) ELSE c.stored END = ?
-"""
+    {_mapped('attribution_keys', 'attribution_identities', 'was_', 'c')}
+    WHERE CASE WHEN r.ready THEN coalesce({_agent('was_')}, c.identity) ELSE c.stored END = ?
+"""  # noqa: S608 - fixed names
 
 
 def agent_filter(store: Store, agent: str) -> tuple[str, list[str]]:
@@ -163,26 +170,47 @@ def _changed(store: Store) -> int:
     return int(row[0]) if row else 0
 
 
+_PAIR = pa.schema([("key", pa.string()), ("agent", pa.string())])
+_NAME_PAIR = pa.schema([("identity", pa.string()), ("agent", pa.string())])
+_BOUND = pa.schema([("key", pa.string()), ("account", pa.string()), ("agent", pa.string())])
+_NAME_BOUND = pa.schema([("identity", pa.string()), ("account", pa.string()), ("agent", pa.string())])
+
+
 @contextmanager
 def _identity_tables(store: Store, inventory: Inventory) -> Iterator[None]:
-    """The inventory's identity map as two tables: AccessKey ids, and user/role identities."""
-    keys, names = _split(inventory)
-    store.con.register("_tw_keys", pa.table({"key": list(keys), "agent": list(keys.values())},
-                                            schema=pa.schema([("key", pa.string()), ("agent", pa.string())])))
-    store.con.register("_tw_names", pa.table({"identity": list(names), "agent": list(names.values())},
-                                             schema=pa.schema([("identity", pa.string()), ("agent", pa.string())])))
+    """The inventory's claims as four tables: AccessKey ids and user/role identities, each of the
+    agents without ``accounts:`` and of those bound to accounts (one row per account)."""
+    tables = _split(inventory)
+    for name, table in tables.items():
+        store.con.register(name, table)
     try:
         yield
     finally:
-        store.con.unregister("_tw_keys")
-        store.con.unregister("_tw_names")
+        for name in tables:
+            store.con.unregister(name)
 
 
-def _split(inventory: Inventory) -> tuple[dict[str, str], dict[str, str]]:
-    pairs = inventory.identity_map.items()
-    keys = {ident.removeprefix("access-key:"): agent for ident, agent in pairs if ident.startswith("access-key:")}
-    names = {ident: agent for ident, agent in pairs if not ident.startswith("access-key:")}
-    return keys, names
+def _split(inventory: Inventory) -> dict[str, pa.Table]:
+    keys: dict[str, str] = {}
+    names: dict[str, str] = {}
+    bound_keys: dict[tuple[str, str], str] = {}
+    bound_names: dict[tuple[str, str], str] = {}
+    for agent in inventory.agents:
+        for ident in agent.identities:
+            key = ident.removeprefix("access-key:") if ident.startswith("access-key:") else None
+            if agent.accounts is None:
+                (keys if key else names)[key or ident] = agent.name
+            else:
+                for account in agent.accounts:
+                    (bound_keys if key else bound_names)[(key or ident, account)] = agent.name
+
+    def bound(claims: dict[tuple[str, str], str], schema: pa.Schema) -> pa.Table:
+        return pa.table([[k[0] for k in claims], [k[1] for k in claims], list(claims.values())], schema=schema)
+
+    return {"_tw_keys": pa.table([list(keys), list(keys.values())], schema=_PAIR),
+            "_tw_names": pa.table([list(names), list(names.values())], schema=_NAME_PAIR),
+            "_tw_keys_bound": bound(bound_keys, _BOUND),
+            "_tw_names_bound": bound(bound_names, _NAME_BOUND)}
 
 
 def reattribute(store: Store, inventory: Inventory) -> int:
@@ -192,11 +220,12 @@ def reattribute(store: Store, inventory: Inventory) -> int:
     stored events change agent (from per-identity counts)."""
     with _identity_tables(store, inventory), store.transaction() as con:
         changed = _changed(store)
-        con.execute("DELETE FROM attribution_keys")
-        con.execute("DELETE FROM attribution_identities")
+        for table, registered in (("attribution_keys", "_tw_keys"), ("attribution_identities", "_tw_names"),
+                                  ("attribution_keys_bound", "_tw_keys_bound"),
+                                  ("attribution_identities_bound", "_tw_names_bound")):
+            con.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {registered}")  # noqa: S608 - fixed names
         con.execute("DELETE FROM attribution_version")
-        con.execute("INSERT INTO attribution_keys SELECT key, agent FROM _tw_keys")
-        con.execute("INSERT INTO attribution_identities SELECT identity, agent FROM _tw_names")
         con.execute("INSERT INTO attribution_version VALUES (?, ?)", [inventory.fingerprint(), utcnow()])
         store.write_state(STATE_KEY, inventory.fingerprint())
     return changed

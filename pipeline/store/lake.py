@@ -73,37 +73,9 @@ def use_root(store: Store, path: Path) -> None:
 
 
 # -- the view --------------------------------------------------------------------------------------
-def events_view_sql(files: Sequence[str]) -> str:
-    """``CREATE OR REPLACE VIEW events`` over ``events_hot`` and the given Parquet files (absolute
-    paths). Every file has :data:`STORED_COLUMNS` (DuckDB takes the schema from the first file
-    and opens the others only when a query reaches them; ``union_by_name`` would open every
-    file's footer to bind each query). A migration that adds a column to ``events_hot`` must
-    add it here and read older files with ``union_by_name`` or rewrite them."""
-    sources = f"SELECT {_STORED} FROM events_hot"  # noqa: S608 - fixed names
-    if files:
-        listed = ", ".join(_sql_text(f) for f in files)
-        sources += f" UNION ALL SELECT {_STORED} FROM read_parquet([{listed}])"  # noqa: S608
-    shown = ", ".join(f"e.{c}" for c in STORED_COLUMNS[:-3])
-    return f"""
-CREATE OR REPLACE VIEW events AS
-SELECT {shown},
-       CASE WHEN v.ready THEN coalesce(k.agent, n.agent, e.identity) ELSE e.agent END AS agent,
-       e.source, e.ingested_at,
-       json_extract(e.raw, '$.requestParameters') AS request_parameters,
-       json_extract(e.raw, '$.responseElements') AS response_elements,
-       json_extract(e.raw, '$.additionalEventData') AS additional_event_data
-FROM ({sources}) AS e
-CROSS JOIN (SELECT count(*) > 0 AS ready FROM attribution_version) AS v
-LEFT JOIN attribution_keys k ON k.key = e.access_key_id
-LEFT JOIN attribution_identities n ON n.identity = e.identity
-"""  # noqa: S608 - fixed names and quoted paths
-
-
 def refresh_view(store: Store) -> None:
     """Rebuild ``events`` from the registered files. Call inside the transaction that changed them."""
-    root = lake_path(store)
-    files = [str(root / r[0]) for r in store.con.execute("SELECT path FROM lake_files ORDER BY day, path").fetchall()]
-    store.con.execute(events_view_sql(files))
+    tiers.refresh_events_view(store.con, store.path)
 
 
 def stored_select(**replaced: str) -> str:
@@ -174,7 +146,8 @@ def seal_day(store: Store, day: date) -> tuple[int, int]:
         try:
             size, digest = _measure(path)
             with store.transaction() as con:
-                con.execute("INSERT INTO lake_identities SELECT ?, identity, access_key_id, agent, count(*) "
+                con.execute("INSERT INTO lake_identities BY NAME SELECT ? AS path, identity, access_key_id, "
+                            "account_id, agent, count(*) AS events "
                             "FROM events_hot WHERE event_time >= ? AND event_time < ? GROUP BY ALL",
                             [rel, start, end])
                 deleted = first_row(con.execute("DELETE FROM events_hot WHERE event_time >= ? AND event_time < ?",
@@ -336,8 +309,8 @@ def rewrite_day(store: Store, day: date, select: str, where: str = "true", *,
                 retire(store, rels)
                 if rel is not None:
                     con.execute(
-                        f"INSERT INTO lake_identities SELECT ?, identity, access_key_id, agent, count(*) "  # noqa: S608
-                        f"FROM {parquet_source([str(path)])} GROUP BY ALL", [rel])
+                        "INSERT INTO lake_identities BY NAME SELECT ? AS path, identity, access_key_id, "  # noqa: S608
+                        f"account_id, agent, count(*) AS events FROM {parquet_source([str(path)])} GROUP BY ALL", [rel])
                     _register(store, rel, day, rows, size, digest, raw_dropped)
                 crash_point("rewrite-registered")
         except BaseException:

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 from pipeline.core.errors import TerminalError, TrailwardenError, TransientError, UsageError, scrub
 from pipeline.core.times import utcnow
-from pipeline.store.tiers import lake_root, near_events
+from pipeline.store.tiers import lake_root, near_events, refresh_events_view
 
 DEFAULT_MEMORY_LIMIT = "256MB"
 _LOCK_RETRY_SECONDS = 10.0
@@ -205,6 +205,10 @@ class Store:
                     "INSERT INTO schema_migrations VALUES (?, ?, ?)", [mig.version, mig.name, utcnow()]
                 )
             applied.append(mig.version)
+        if applied and first_row(self.con.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'events_hot'"))[0]:  # type: ignore[index]
+            with self.transaction():  # the view reads what the migrations changed
+                refresh_events_view(self.con, self.path)
         if applied:
             # Never leave schema changes only in the WAL: DuckDB 2.0.1 cannot replay an ALTER of a
             # table whose generated columns use JSON functions (it tries to download the built-in

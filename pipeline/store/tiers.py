@@ -72,3 +72,39 @@ def near_events(con: duckdb.DuckDBPyConnection, store_path: str, lo: datetime, h
     if not files:
         return "events_hot"
     return f"(SELECT {STORED} FROM events_hot UNION ALL SELECT {STORED} FROM {parquet_source(files)})"  # noqa: S608
+
+
+def events_view_sql(files: Sequence[str]) -> str:
+    """``CREATE OR REPLACE VIEW events`` over ``events_hot`` and the given Parquet files (absolute
+    paths). Every file has :data:`STORED_COLUMNS` (DuckDB takes the schema from the first file
+    and opens the others only when a query reaches them; ``union_by_name`` would open every
+    file's footer to bind each query). A migration that adds a column to ``events_hot`` must
+    add it here and read older files with ``union_by_name`` or rewrite them."""
+    sources = f"SELECT {STORED} FROM events_hot"  # noqa: S608 - fixed names
+    if files:
+        listed = ", ".join(sql_text(f) for f in files)
+        sources += f" UNION ALL SELECT {STORED} FROM read_parquet([{listed}])"  # noqa: S608
+    shown = ", ".join(f"e.{c}" for c in STORED_COLUMNS[:-3])
+    return f"""
+CREATE OR REPLACE VIEW events AS
+SELECT {shown},
+       CASE WHEN v.ready THEN coalesce(kb.agent, k.agent, nb.agent, n.agent, e.identity) ELSE e.agent END AS agent,
+       e.source, e.ingested_at,
+       json_extract(e.raw, '$.requestParameters') AS request_parameters,
+       json_extract(e.raw, '$.responseElements') AS response_elements,
+       json_extract(e.raw, '$.additionalEventData') AS additional_event_data
+FROM ({sources}) AS e
+CROSS JOIN (SELECT count(*) > 0 AS ready FROM attribution_version) AS v
+LEFT JOIN attribution_keys_bound kb ON kb.key = e.access_key_id AND kb.account = e.account_id
+LEFT JOIN attribution_keys k ON k.key = e.access_key_id
+LEFT JOIN attribution_identities_bound nb ON nb.identity = e.identity AND nb.account = e.account_id
+LEFT JOIN attribution_identities n ON n.identity = e.identity
+"""  # noqa: S608 - fixed names and quoted paths
+
+
+def refresh_events_view(con: duckdb.DuckDBPyConnection, store_path: str | os.PathLike[str]) -> None:
+    """Rebuild ``events`` from the registered files (after sealing, compaction, retention, and
+    migrations that change what the view reads). Call inside the transaction that changed them."""
+    root = lake_root(con, store_path)
+    files = [str(root / r[0]) for r in con.execute("SELECT path FROM lake_files ORDER BY day, path").fetchall()]
+    con.execute(events_view_sql(files))
