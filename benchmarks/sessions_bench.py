@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.inventory import Attributor
+from models.inventory import Attributor, Inventory
 from pipeline.ingest.run import ingest_files
 from pipeline.store.sessions import link_sessions
 from pipeline.store.store import Store, open_store
@@ -131,12 +131,37 @@ def main() -> None:
         fill(store, 10_000, args.sessions, offset=args.events)
         timed("incremental: 10,000 new events", lambda: _brief(link_sessions(store)), 10_000)
         if args.ingest:
-            path = ndjson(Path(tmp) / "in.ndjson", args.ingest)
-            with open_store(Path(tmp) / "ingest.duckdb") as fresh:
-                ing = timed(f"ingest_files of {args.ingest:,} events", lambda: ingest_files(
-                    fresh, [path], Attributor(None), now=START + timedelta(days=30)).new, args.ingest)
-                link = timed("link_sessions after that ingest", lambda: _brief(link_sessions(fresh)), args.ingest)
-                print(f"linking adds {100 * link / ing:.1f}% to the ingest's time")
+            ingest_overhead(Path(tmp), args.ingest)
+
+
+def bound_inventory() -> Inventory:
+    """The generated callers and roles as agents bound to their accounts (the rule of issue 19)."""
+    agents = [{"name": "ci", "purpose": "p", "owner": "o", "environment": "e", "identities": ["ram-user:ci"],
+               "accounts": [ACCOUNTS[0]]}]
+    agents += [{"name": f"role-{r}", "purpose": "p", "owner": "o", "environment": "e", "identities": [f"role:r{r}"],
+                "accounts": [ACCOUNTS[1]], "assumable_by": ["ci"]} for r in range(40)]
+    return Inventory.model_validate({"agents": agents})
+
+
+def ingest_overhead(tmp: Path, events: int) -> None:
+    """ingest_files of the same file into fresh stores: plain (no accounts, no linking), then with
+    an inventory bound to accounts and the link step, then plain again (the reference is the mean
+    of the two plain runs, so the machine's drift counts on both sides)."""
+    path = ndjson(tmp / "in.ndjson", events)
+    plain: list[float] = []
+    for run, attribute in enumerate((Attributor(None), Attributor(bound_inventory()), Attributor(None))):
+        with open_store(tmp / f"ingest-{run}.duckdb") as fresh:
+            label = "with accounts bound" if run == 1 else "plain"
+            took = timed(f"ingest_files of {events:,} events ({label})", lambda a=attribute, f=fresh: ingest_files(
+                f, [path], a, now=START + timedelta(days=30)).new, events)
+            if run == 1:
+                took += timed("  + link_sessions after it", lambda f=fresh: _brief(link_sessions(f)), events)
+                bound = took
+            else:
+                plain.append(took)
+    reference = sum(plain) / len(plain)
+    print(f"accounts and session linking add {100 * (bound / reference - 1):.1f}% to ingest "
+          f"(plain runs {plain[0]:.2f} s and {plain[1]:.2f} s)")
 
 
 def _brief(report) -> str:  # type: ignore[no-untyped-def]
