@@ -82,3 +82,23 @@ def test_binding_an_inventory_to_accounts_changes_the_view_not_the_events(tmp_pa
     got = agents_of(tmp_path)
     assert {k: v[0] for k, v in got.items()} == EXPECTED
     assert {v[1] for k, v in got.items() if k != "monitor-anywhere"} == {"ci"}  # no event rewritten
+
+
+def test_a_multi_account_trail_folder_keeps_each_event_in_its_account(tmp_path: Path) -> None:
+    """The OSS layout of a multi-account trail (notes/actiontrail.md): one folder per account under
+    the Resource Directory's id; every event keeps the account it happened in and its agent."""
+    import gzip
+
+    config = setup(tmp_path, BOUND)
+    root = tmp_path / "oss" / "AliyunLogs" / "Actiontrail" / "rd-a1b2c3"
+    for label, account in (("staging-user", STAGING), ("prod-user", PROD), ("security-user", SECURITY)):
+        folder = root / account / "cn-hangzhou" / "2026" / "11" / "03"
+        folder.mkdir(parents=True)
+        body = json.dumps([{**EVENTS[label], "recipientAccountId": account}]).encode()
+        (folder / f"Actiontrail_cn-hangzhou_20261103220000_1002_1_{len(body)}_0a1b.gz").write_bytes(gzip.compress(body))
+
+    assert run_cli(*config, "ingest", "--file", str(tmp_path / "oss"), cwd=tmp_path).returncode == 0
+
+    with open_store(tmp_path / "store.duckdb", read_only=True) as store:
+        rows = dict(store.con.execute("SELECT recipient_account_id, agent FROM events").fetchall())
+    assert rows == {STAGING: "staging-ci", PROD: "prod-ci", SECURITY: "ram-user:ci-deploy"}

@@ -240,7 +240,9 @@ def test_replay_of_an_agent_shows_what_it_did_through_the_roles_it_assumed(store
     """A chain: ci-deploy (staging) assumes hop (staging), hop's session assumes admin (prod), which
     creates a key in prod. ci-deployer's replay has those role events, marked with the roles they
     went through, and its blast radius reaches the production account."""
+    from models.accounts import Accounts
     from models.inventory import Inventory
+    from pipeline.core.config import Account
     from pipeline.investigate.replay import build_replay, write_replay
     from pipeline.investigate.replay_views import as_text
 
@@ -267,4 +269,8 @@ def test_replay_of_an_agent_shows_what_it_did_through_the_roles_it_assumed(store
     assert timeline[3]["via"] == [f"hop@{STAGING}", f"admin@{PROD}"] and timeline[3]["account"] == PROD
     assert report["summary"]["through_roles"] == 2
     assert {a["value"] for a in report["blast_radius"]["accounts"]} == {STAGING, PROD}
-    assert f"via hop@{STAGING} > admin@{PROD}: " in as_text(write_replay(store, "ci-deployer", inventory, None, **window))
+    shown = write_replay(store, "ci-deployer", inventory, None, **window)
+    assert f"via hop@{STAGING} > admin@{PROD}: " in as_text(shown)
+    accounts = Accounts([Account(id=STAGING, alias="staging"), Account(id=PROD, alias="prod")])
+    text = as_text(shown, accounts=accounts)
+    assert "via hop@staging > admin@prod: " in text and f"prod ({PROD})" in text

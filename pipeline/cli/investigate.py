@@ -82,6 +82,7 @@ def replay(app: App, agent: str, since: str | None, until: str | None, fmt: str,
       trailwarden replay ram-user:ops-debug --format html -o ops-debug.html
       trailwarden replay ci-deployer --since 2026-11-20 --until 2026-11-29 --format json -o evidence.json
     """
+    from models.accounts import Accounts
     from pipeline.core.times import parse_when, utcnow
     from pipeline.investigate.agents import has_events
     from pipeline.investigate.replay import write_replay
@@ -105,11 +106,11 @@ def replay(app: App, agent: str, since: str | None, until: str | None, fmt: str,
                 replay = write_replay(store, agent, app.inventory, export, since=start, until=end, redact=redact,
                                       last=HTML_LAST, around=HTML_AROUND)
                 export.seek(0)
-                write_html(replay, export, out)
+                write_html(replay, export, out, accounts=Accounts(app.config.accounts or []))
         else:
             replay = write_replay(store, agent, app.inventory, None, since=start, until=end, redact=redact,
                                   with_raw=False)
-            out.write(as_text(replay) + "\n")
+            out.write(as_text(replay, accounts=Accounts(app.config.accounts or [])) + "\n")
     if output:
         click.echo(f"wrote {output} ({replay.report['summary']['events']:,} events, sha256 {replay.sha256[:16]}…)",
                    err=True)

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from html import escape
 from typing import IO, Any, TextIO
 
+from models.accounts import Accounts
 from pipeline.core.inert import one_line
 from pipeline.core.output import render
 from pipeline.investigate.replay import Replay
@@ -22,9 +23,11 @@ HTML_AROUND = 25  # the entries on each side of every finding; the JSON export h
 _SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
 
 
-def as_text(replay: Replay) -> str:
+def as_text(replay: Replay, accounts: Accounts | None = None) -> str:
     """The terminal report: the summary, findings, blast radius, what was new and the last events
-    (``write_replay(..., last=N)`` decides how many)."""
+    (``write_replay(..., last=N)`` decides how many). Accounts are shown by their aliases
+    (``accounts``, the config's) where the export holds their ids."""
+    names = accounts or Accounts()
     report = replay.report
     s = report["summary"]
     who = (f"{report['purpose']} · owner {report['owner']} · {report['environment']}" if report["registered"]
@@ -47,7 +50,8 @@ def as_text(replay: Replay) -> str:
                        ("roles", "Roles acted through (sessions it started)")):
         if radius.get(key):
             lines += [title, render(["value", "calls", "first_seen", "last_seen"],
-                                    [[i["value"], i["calls"], i["first_seen"], i["last_seen"]]
+                                    [[_aliased(i["value"], names) if key in ("accounts", "roles") else i["value"],
+                                      i["calls"], i["first_seen"], i["last_seen"]]
                                      for i in radius[key]], "table"), ""]
     changes = report["changes"]
     for key, title in (("new_apis", "New APIs"), ("new_source_ips", "New source IPs"), ("new_regions", "New regions")):
@@ -59,17 +63,27 @@ def as_text(replay: Replay) -> str:
     lines += ["", f"Timeline (last {kept} of {s['events']} events; --format json for all, with raw JSON)"]
     lines.append(render(["time", "what", "source_ip", "region", "error"],
                         [[t["event_time"], f"FINDING {t['severity']} {t['detector']}: {t['summary']}"
-                          if t["kind"] == "finding" else _through(t) + t["action"], t.get("source_ip"),
+                          if t["kind"] == "finding" else _through(t, names) + t["action"], t.get("source_ip"),
                           t.get("acs_region"), t.get("error_code")] for t in shown], "table"))
     lines.append(f"\nsha256 of the JSON export: {report['sha256']}")
     lines.append(_redaction_line(report))
     return "\n".join(lines)
 
 
-def _through(entry: dict[str, Any]) -> str:
+def _through(entry: dict[str, Any], accounts: Accounts) -> str:
     """``via Role@account: `` for an event made through a role session the agent started."""
     via = entry.get("via")
-    return f"via {' > '.join(via)}: " if via else ""
+    return f"via {' > '.join(_aliased(v, accounts) for v in via)}: " if via else ""
+
+
+def _aliased(value: str, accounts: Accounts) -> str:
+    """An account id, or ``something@<account id>``, with the account's alias where the config
+    names it (``prod (1384...)``, ``admin@prod``)."""
+    head, at, account = value.rpartition("@")
+    if at:
+        return f"{head}@{accounts.label(account)}"
+    alias = accounts.alias(value)
+    return f"{alias} ({value})" if alias else value
 
 
 def _redaction_line(report: dict[str, Any]) -> str:
@@ -92,7 +106,7 @@ td.mono,code{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:1
 """
 
 
-def write_html(replay: Replay, export: IO[str], out: TextIO) -> None:
+def write_html(replay: Replay, export: IO[str], out: TextIO, accounts: Accounts | None = None) -> None:
     """One self-contained page for a ticket, written to ``out`` as it goes: the summary, the
     activity chart over the whole window, the findings, blast radius and what was new, the
     timeline around each finding and at the end (gaps say how many entries they skip), and the
@@ -111,8 +125,8 @@ def write_html(replay: Replay, export: IO[str], out: TextIO) -> None:
         f"generated {_e(report['generated_at'])} by {_e(report['generator'])}</div>",
         "<h2>Activity per hour</h2>", _chart(replay),
         "<p class='note'>Bars: calls per hour (red: failed). Triangles: findings. Times in UTC.</p>",
-        _findings_table(report["findings"]), _radius_tables(report["blast_radius"]),
-        _changes_html(report["changes"]), _timeline_table(replay),
+        _findings_table(report["findings"]), _radius_tables(report["blast_radius"], accounts or Accounts()),
+        _changes_html(report["changes"]), _timeline_table(replay, accounts or Accounts()),
         "<h2>Evidence</h2><p>This file embeds the complete replay (every event's raw JSON) as JSON in the "
         "element <code>#trailwarden-export</code>. Its SHA-256, over that JSON without the <code>sha256</code> "
         f"field, keys sorted: <code>{_e(report['sha256'])}</code></p><p>{_e(_redaction_line(report))}</p>",
@@ -177,7 +191,7 @@ def _findings_table(findings: list[dict[str, Any]]) -> str:
             f"<th>id</th><th>status</th></tr>{rows}</table>")
 
 
-def _radius_tables(radius: dict[str, Any]) -> str:
+def _radius_tables(radius: dict[str, Any], accounts: Accounts) -> str:
     out = ["<h2>Blast radius</h2>"]
     if radius["resources"]:
         rows = "".join(
@@ -195,7 +209,7 @@ def _radius_tables(radius: dict[str, Any]) -> str:
         items = radius.get(key) or []
         if key in ("accounts", "roles") and not items:
             continue
-        rows = "".join(f"<tr><td class='mono'>{_e(i['value'])}</td><td>{i['calls']}</td>"
+        rows = "".join(f"<tr><td class='mono'>{_e(_aliased(i['value'], accounts) if key in ('accounts', 'roles') else i['value'])}</td><td>{i['calls']}</td>"
                        f"<td class='mono'>{_e(i['first_seen'])}</td><td class='mono'>{_e(i['last_seen'])}</td></tr>"
                        for i in items)
         out.append(f"<h2>{title}</h2><table><tr><th>value</th><th>calls</th><th>first seen</th><th>last seen</th></tr>"
@@ -214,7 +228,7 @@ def _changes_html(changes: dict[str, Any]) -> str:
     return "".join(out)
 
 
-def _timeline_table(replay: Replay) -> str:
+def _timeline_table(replay: Replay, accounts: Accounts) -> str:
     """The entries kept around each finding and at the end of the window, a gap row where entries
     are skipped: a responder opening a 90-day replay sees the incident first, not every row."""
     total = replay.entries
@@ -234,7 +248,7 @@ def _timeline_table(replay: Replay) -> str:
         else:
             err = f"<span class='failed'>{_e(t['error_code'])}</span>" if t["error_code"] else ""
             rows.append(f"<tr><td class='mono'>{_e(t['event_time'])}</td>"
-                        f"<td class='mono'>{_e(_through(t))}{_e(t['action'])}</td>"
+                        f"<td class='mono'>{_e(_through(t, accounts))}{_e(t['action'])}</td>"
                         f"<td class='mono'>{_e(t['source_ip'])}</td><td>{_e(t['acs_region'])}</td>"
                         f"<td class='mono'>{_e(', '.join(t['resources'][:3]))}</td><td>{err}</td></tr>")
     if total > expected:
