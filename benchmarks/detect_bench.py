@@ -89,13 +89,15 @@ def build_store(db: Path, agents: int, weeks: int) -> int:
     return int(total)
 
 
-def write_config(workdir: Path, agents: int) -> Path:
+def write_config(workdir: Path, agents: int, actions: tuple[str, ...] = ("ecs:Describe*", "ecs:RunInstances")) -> Path:
+    """Every agent declared, allowed ``actions`` on every resource."""
+    allowed = ", ".join(f'"{a}"' for a in actions)
     lines = ["agents:"]
     for a in range(agents):
         lines += [f"  - name: agent-{a}", "    purpose: benchmark agent", "    owner: bench",
                   "    environment: production", f"    identities: [ram-user:agent-{a}]",
-                  '    policies: [{Version: "1", Statement: [{Effect: Allow, Action: ["ecs:Describe*", '
-                  '"ecs:RunInstances"], Resource: "*"}]}]', "    regions: [cn-hangzhou]"]
+                  f'    policies: [{{Version: "1", Statement: [{{Effect: Allow, Action: [{allowed}], Resource: "*"}}]}}]',
+                  "    regions: [cn-hangzhou]"]
     (workdir / "agents.yaml").write_text("\n".join(lines) + "\n")
     config = workdir / "trailwarden.yaml"
     config.write_text(f"timezone: Asia/Shanghai\ninventory: {workdir / 'agents.yaml'}\nmemory_limit: 1GB\n")

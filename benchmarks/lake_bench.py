@@ -36,6 +36,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from detect_bench import _sample  # noqa: E402 - the process-tree RSS sampler
 
 from models.inventory import Inventory  # noqa: E402
 from pipeline.store import lake  # noqa: E402
@@ -207,17 +210,6 @@ def _timed(cmd: list[str]) -> tuple[subprocess.CompletedProcess[str], float, flo
     threading.Thread(target=_sample, args=(proc, peak), daemon=True).start()
     out, err = proc.communicate()
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err), time.monotonic() - started, peak[0] / 1024
-
-
-def _sample(proc: subprocess.Popen[str], peak: list[int]) -> None:
-    while proc.poll() is None:
-        try:
-            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    peak[0] = max(peak[0], int(line.split()[1]))
-        except OSError:
-            return
-        time.sleep(0.05)
 
 
 def cycle(config: Path, workdir: Path, agents: int, n: int, tag: str) -> dict[str, Any]:

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import detect_bench  # noqa: E402
 from detect_bench import END, run_over_week  # noqa: E402
 
 from pipeline.store.store import open_store  # noqa: E402
@@ -102,16 +103,7 @@ def build_store(db: Path, agents: int, weeks: int, per_day: int) -> int:
 
 def write_config(workdir: Path, agents: int) -> Path:
     """Every agent declared, allowed what it does (``out_of_scope`` still evaluates each call)."""
-    lines = ["agents:"]
-    for a in range(agents):
-        lines += [f"  - name: agent-{a}", "    purpose: benchmark agent", "    owner: bench",
-                  "    environment: production", f"    identities: [ram-user:agent-{a}]",
-                  '    policies: [{Version: "1", Statement: [{Effect: Allow, Action: ["ecs:*", "oss:*", "rds:*", '
-                  '"vpc:*", "slb:*", "cms:*"], Resource: "*"}]}]', "    regions: [cn-hangzhou]"]
-    (workdir / "agents.yaml").write_text("\n".join(lines) + "\n")
-    config = workdir / "trailwarden.yaml"
-    config.write_text(f"timezone: Asia/Shanghai\ninventory: {workdir / 'agents.yaml'}\nmemory_limit: 1GB\n")
-    return config
+    return detect_bench.write_config(workdir, agents, ("ecs:*", "oss:*", "rds:*", "vpc:*", "slb:*", "cms:*"))
 
 
 def detect_day(db: Path, config: Path) -> dict[str, Any]:

@@ -136,13 +136,17 @@ class CrossAccount(Detector):
                     "account": self.accounts.alias(account) or account, "calls": len(calls),
                     "refused": int((~ok).sum()), "wrote": wrote, "roles_assumed": assumed,
                     "apis": dict(apis.most_common(10)),
-                    "source_ips": capped(dict.fromkeys(calls["source_ip"].dropna()), 10),
                     "rule": "an agent that declares accounts acts only in them"}
+        return self._finding(agent, severity, summary, calls, evidence, f"drift:{account}")
+
+    def _finding(self, agent: str, severity: str, summary: str, calls: pd.DataFrame, evidence: dict[str, Any],
+                 dedup_key: str) -> Finding:
+        """One finding over ``calls``, with their source networks added to ``evidence``."""
+        evidence = {**evidence, "source_ips": capped(dict.fromkeys(calls["source_ip"].dropna()), 10)}
         return Finding(detector=self.id, agent=agent, severity=severity, score=_SCORE[severity],
                        first_seen=calls["event_time"].min().to_pydatetime(),
                        last_seen=calls["event_time"].max().to_pydatetime(), summary=summary,
-                       event_ids=calls["event_id"].tolist(), evidence=jsonable(evidence),
-                       dedup_key=f"drift:{account}")
+                       event_ids=calls["event_id"].tolist(), evidence=jsonable(evidence), dedup_key=dedup_key)
 
     # -- unexpected assumers ---------------------------------------------------------------------
     def _assumers(self, events: pd.DataFrame, targets: pd.Series,
@@ -179,13 +183,8 @@ class CrossAccount(Detector):
                     "caller_account": self.label(str(home.iloc[0])) if len(home) else None, "role": role,
                     "role_account": self.label(account), "account": self.accounts.alias(account) or account,
                     "assumable_by": list(allowed), "calls": len(calls), "succeeded": int(ok.sum()),
-                    "source_ips": capped(dict.fromkeys(calls["source_ip"].dropna()), 10),
                     "rule": "a role is assumed only by whom its agent declares (assumable_by)"}
-        return Finding(detector=self.id, agent=role_agent, severity=severity, score=_SCORE[severity],
-                       first_seen=calls["event_time"].min().to_pydatetime(),
-                       last_seen=calls["event_time"].max().to_pydatetime(), summary=summary,
-                       event_ids=calls["event_id"].tolist(), evidence=jsonable(evidence),
-                       dedup_key=f"assumer:{caller}")
+        return self._finding(role_agent, severity, summary, calls, evidence, f"assumer:{caller}")
 
 
 def _assumable_roles(models: Models) -> dict[tuple[str | None, str], _Role]:
