@@ -44,7 +44,11 @@ TABLES = ("events", "findings", "baselines", "runs", "pipeline_state", "alerts")
 EXPECTED = {"stolen-ci-key": {"odd_hours", "out_of_scope"}, "secret-enumeration": {"failure_storm", "out_of_scope"},
             "stop-logging": {"audit_tampering", "odd_hours"}, "expired-vendor": {"expired_agent"},
             "unregistered-user": {"unregistered_identity"}, "root-signin": {"unregistered_identity"},
-            "etl-at-night": {"odd_hours"}}
+            "etl-at-night": {"odd_hours"}, "cross-account-role": {"cross_account"},
+            "undeclared-account": {"cross_account"}}
+# agents an incident acts through besides its own: the production role the staging key assumed
+# (a backtest keeps findings in memory, so they carry no origin_agent to tie them to it)
+THROUGH = {"cross-account-role": ("prod-deploy-role",)}
 
 
 class Demo:
@@ -106,7 +110,8 @@ def test_each_planted_incident_shows_on_its_day(demo: Demo, incident: synthetic.
 def test_benign_days_raise_next_to_nothing(demo: Demo) -> None:
     """Per-day baselines do not flood the month: at most a couple of findings are not a planted
     incident's (a late evening of the admin's, depending on how the weekdays fall)."""
-    windows = [(i.agent, *synthetic.incident_window(i, demo.end)) for i in synthetic.INCIDENTS]
+    windows = [(agent, *synthetic.incident_window(i, demo.end)) for i in synthetic.INCIDENTS
+               for agent in (i.agent, *THROUGH.get(i.key, ()))]
     stray = [f for f in demo.month["findings"]
              if not any(f["agent"] == agent and start <= datetime.fromisoformat(f["first_seen"]) < stop
                         for agent, start, stop in windows)]
