@@ -38,6 +38,15 @@ EVER = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))  # e
 UTC_ZONE = ZoneInfo("UTC")
 ACCOUNT = str(BASE_EVENT["userIdentity"]["accountId"])
 
+# The learned-behaviour tests' calendar: 28 days of history, then the scored week, in the business
+# time zone; SINCE is a Monday 00:00 local (HISTORY_DAYS run Mon 10-26 .. Sun 11-22).
+TZ_NAME = "Asia/Shanghai"
+TZ = ZoneInfo(TZ_NAME)
+SINCE = datetime(2026, 11, 23, tzinfo=TZ)
+UNTIL = SINCE + timedelta(days=7)
+HISTORY_DAYS = [SINCE.date() - timedelta(days=28 - i) for i in range(28)]
+WEEK = [SINCE.date() + timedelta(days=i) for i in range(7)]
+
 
 # -- the inventory -----------------------------------------------------------------------------------
 def agent(name: str, *identities: str, policies: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:

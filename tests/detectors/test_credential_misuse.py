@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -31,13 +30,8 @@ from pipeline.detection import learning
 from pipeline.detection.findings import list_findings, save_findings
 from pipeline.store.store import Store
 from tests.detectors import harness
+from tests.detectors.harness import HISTORY_DAYS, SINCE, TZ, TZ_NAME, UNTIL, WEEK
 
-TZ_NAME = "Asia/Shanghai"
-TZ = ZoneInfo(TZ_NAME)
-SINCE = datetime(2026, 11, 23, tzinfo=TZ)  # Monday 00:00 local
-UNTIL = SINCE + timedelta(days=7)
-HISTORY_DAYS = [SINCE.date() - timedelta(days=28 - i) for i in range(28)]
-WEEK = [SINCE.date() + timedelta(days=i) for i in range(7)]
 MON, TUE, WED, THU, FRI, SAT, SUN = WEEK
 JAVA = "AlibabaCloud (Linux; x86_64) Java/1.8.0_392 Core/4.6.4"
 CLI = "aliyun-cli/3.0.204 (linux; amd64) Go/1.21.6"

@@ -7,7 +7,6 @@ History (Asia/Shanghai): ``monitor`` polls 3 APIs of 2 services every 10 minutes
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -16,13 +15,8 @@ from detectors.enumeration import BreadthProfile, Enumeration
 from models.baselines import Baseline
 from pipeline.store.store import Store
 from tests.detectors import harness
+from tests.detectors.harness import HISTORY_DAYS, SINCE, TZ, TZ_NAME, UNTIL, WEEK
 
-TZ_NAME = "Asia/Shanghai"
-TZ = ZoneInfo(TZ_NAME)
-SINCE = datetime(2026, 11, 23, tzinfo=TZ)
-UNTIL = SINCE + timedelta(days=7)
-HISTORY_DAYS = [SINCE.date() - timedelta(days=28 - i) for i in range(28)]
-WEEK = [SINCE.date() + timedelta(days=i) for i in range(7)]
 MON, TUE, WED, THU, FRI, SAT, SUN = WEEK
 INVENTORY = harness.inventory(harness.agent("monitor"), harness.agent("terraform"))
 SERVICES = ("Ecs", "Rds", "Vpc", "Slb", "Kms", "Ram", "Oss", "Cms")

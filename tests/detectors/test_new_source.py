@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
-from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -36,13 +35,8 @@ from pipeline.detection.detect import _raise_coinciding
 from pipeline.detection.findings import list_findings
 from pipeline.store.store import Store
 from tests.detectors import harness
+from tests.detectors.harness import HISTORY_DAYS, SINCE, TZ, TZ_NAME, UNTIL, WEEK
 
-TZ_NAME = "Asia/Shanghai"
-TZ = ZoneInfo(TZ_NAME)
-SINCE = datetime(2026, 11, 23, tzinfo=TZ)  # Monday 00:00 local
-UNTIL = SINCE + timedelta(days=7)
-HISTORY_DAYS = [SINCE.date() - timedelta(days=28 - i) for i in range(28)]
-WEEK = [SINCE.date() + timedelta(days=i) for i in range(7)]
 MON, TUE, WED, THU, FRI, SAT, SUN = WEEK
 CLI, PY_SDK = "aliyun-cli/3.0.204 (linux; amd64) Go/1.21.6", "AlibabaCloud (Linux; x86_64) Python/3.11.7 Core/2.14.0"
 BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 Chrome/130.0.0.0 Safari/537.36"

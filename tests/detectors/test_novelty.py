@@ -6,8 +6,7 @@ weekdays; ``explorer`` (a person) calls a new API on most days; ``newbie`` has t
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date, datetime
 
 import pytest
 
@@ -16,13 +15,8 @@ from detectors.novelty import Novelty, NoveltyProfile
 from models.baselines import Baseline
 from pipeline.store.store import Store
 from tests.detectors import harness
+from tests.detectors.harness import HISTORY_DAYS, SINCE, TZ, TZ_NAME, UNTIL, WEEK
 
-TZ_NAME = "Asia/Shanghai"
-TZ = ZoneInfo(TZ_NAME)
-SINCE = datetime(2026, 11, 23, tzinfo=TZ)
-UNTIL = SINCE + timedelta(days=7)
-HISTORY_DAYS = [SINCE.date() - timedelta(days=28 - i) for i in range(28)]
-WEEK = [SINCE.date() + timedelta(days=i) for i in range(7)]
 MON, TUE, WED, THU, FRI, SAT, SUN = WEEK
 INVENTORY = harness.inventory(harness.agent("ci", "ram-user:ci-deploy"), harness.agent("explorer"),
                               harness.agent("newbie"))

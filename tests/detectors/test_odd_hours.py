@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -30,14 +29,9 @@ from models.inventory import Inventory
 from pipeline.detection.findings import list_findings
 from pipeline.store.store import Store
 from tests.detectors import harness
+from tests.detectors.harness import HISTORY_DAYS, SINCE, TZ, TZ_NAME, UNTIL, WEEK
 
-TZ_NAME = "Asia/Shanghai"
-TZ = ZoneInfo(TZ_NAME)
-SINCE = datetime(2026, 11, 23, tzinfo=TZ)  # Monday 00:00 local
-UNTIL = SINCE + timedelta(days=7)
 LATER = UNTIL + timedelta(days=35)  # "now" after the last week written: ingest refuses events dated in the future
-HISTORY_DAYS = [SINCE.date() - timedelta(days=28 - i) for i in range(28)]  # Mon 10-26 .. Sun 11-22
-WEEK = [SINCE.date() + timedelta(days=i) for i in range(7)]
 MON, TUE, WED, THU, FRI, SAT, SUN = WEEK
 
 # agent name -> the RAM user it acts as

@@ -16,7 +16,6 @@ import copy
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -26,13 +25,8 @@ from models.baselines import Baseline
 from pipeline.ingest.events import normalize
 from pipeline.store.store import Store, migrations
 from tests.detectors import harness
+from tests.detectors.harness import HISTORY_DAYS, SINCE, TZ, TZ_NAME, UNTIL, WEEK
 
-TZ_NAME = "Asia/Shanghai"
-TZ = ZoneInfo(TZ_NAME)
-SINCE = datetime(2026, 11, 23, tzinfo=TZ)  # Monday 00:00 local
-UNTIL = SINCE + timedelta(days=7)
-HISTORY_DAYS = [SINCE.date() - timedelta(days=28 - i) for i in range(28)]
-WEEK = [SINCE.date() + timedelta(days=i) for i in range(7)]
 MON, TUE, WED, THU, FRI, SAT, SUN = WEEK
 BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 Chrome/130.0.0.0 Safari/537.36"
 OFFICE, THIEF = "198.51.100.7", "185.220.101.34"

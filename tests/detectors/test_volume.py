@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -18,13 +17,8 @@ from detectors.volume import Volume, VolumeProfile
 from models.baselines import Baseline
 from pipeline.store.store import Store
 from tests.detectors import harness
+from tests.detectors.harness import HISTORY_DAYS, SINCE, TZ, TZ_NAME, UNTIL, WEEK
 
-TZ_NAME = "Asia/Shanghai"
-TZ = ZoneInfo(TZ_NAME)
-SINCE = datetime(2026, 11, 23, tzinfo=TZ)  # Monday 00:00 local
-UNTIL = SINCE + timedelta(days=7)
-HISTORY_DAYS = [SINCE.date() - timedelta(days=28 - i) for i in range(28)]
-WEEK = [SINCE.date() + timedelta(days=i) for i in range(7)]
 MON, TUE, WED, THU, FRI, SAT, SUN = WEEK
 INVENTORY = harness.inventory(harness.agent("ci", "ram-user:ci-deploy"), harness.agent("backup", "ram-user:backup-bot"),
                               harness.agent("newbie"))
