@@ -10,9 +10,9 @@ ingested since the last detect (a watermark on ``ingested_at`` in ``pipeline_sta
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -27,6 +27,7 @@ from pipeline.core.config import Config
 from pipeline.core.times import day_start, utcnow
 from pipeline.detection import learning
 from pipeline.detection.findings import save_findings
+from pipeline.detection.guard import guarded
 from pipeline.ingest.events import EARLIEST_EVENT_TIME, EVENT_COLUMNS, FUTURE_TOLERANCE
 from pipeline.store.store import Store, first_row
 
@@ -233,18 +234,7 @@ def _score_all(active: list[Detector], events: pd.DataFrame, models: Models, now
                report: DetectReport) -> list[Finding]:
     out: list[Finding] = []
     for det in active:
-        stats = report.detectors.setdefault(det.id, {"findings": 0, "seconds": 0.0, "error": None})
-        started = time.monotonic()
-        try:
-            found = det.score(events, models, now) if len(events) else []
-        except Exception as exc:  # one broken detector never loses the others' findings
-            log.error("detector %s failed: %s: %s", det.id, type(exc).__name__, exc)
-            log.debug("detector %s failed", det.id, exc_info=True)
-            stats["error"] = f"{type(exc).__name__}: {exc}"
-            found = []
-        stats["seconds"] = round(stats["seconds"] + time.monotonic() - started, 3)
-        stats["findings"] += len(found)
-        out.extend(found)
+        out.extend(guarded(det, report, "", partial(det.score, events, models, now) if len(events) else list))
     return _combined(link_drift(_raise_coinciding(out, active)), active, models, report)
 
 
@@ -254,19 +244,8 @@ def _combined(findings: list[Finding], active: list[Detector], models: Models,
     the others' findings; one that raises is recorded like a failed score, the findings kept."""
     out = list(findings)
     for det in active:
-        if type(det).combine is Detector.combine:
-            continue
-        stats = report.detectors.setdefault(det.id, {"findings": 0, "seconds": 0.0, "error": None})
-        started = time.monotonic()
-        try:
-            made = det.combine(findings, models)
-        except Exception as exc:  # the weak signals stay stored, at their own severity
-            log.error("detector %s failed to combine: %s: %s", det.id, type(exc).__name__, exc)
-            stats["error"] = f"{type(exc).__name__}: {exc}"
-            made = []
-        stats["seconds"] = round(stats["seconds"] + time.monotonic() - started, 3)
-        stats["findings"] += len(made)
-        out.extend(made)
+        if type(det).combine is not Detector.combine:  # if it raises, the weak signals stay, as they are
+            out.extend(guarded(det, report, " to combine", partial(det.combine, findings, models)))
     return out
 
 

@@ -8,7 +8,7 @@ scored once; the first snapshot of a store has nothing before it and only sets t
 from __future__ import annotations
 
 import logging
-import time
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -19,6 +19,7 @@ from models.ram import diff
 from models.scope import compile_scopes
 from pipeline.core.config import Config
 from pipeline.detection.findings import save_findings
+from pipeline.detection.guard import guarded
 from pipeline.ram.snapshots import (
     has_ram_tables,
     latest_snapshot_id,
@@ -63,15 +64,6 @@ def _score_snapshot(store: Store, config: Config, inventory: Inventory, chosen: 
                     ram_changes=changes)
     out: list[Finding] = []
     for det in chosen:
-        stats = report.detectors.setdefault(det.id, {"findings": 0, "seconds": 0.0, "error": None})
-        started = time.monotonic()
-        try:
-            found = det.score(pd.DataFrame({c: pd.Series(dtype=object) for c in det.columns}), models, after.taken_at)
-        except Exception as exc:  # one broken detector never loses the others' findings
-            log.error("detector %s failed on RAM snapshot %s: %s: %s", det.id, sid, type(exc).__name__, exc)
-            stats["error"] = f"{type(exc).__name__}: {exc}"
-            found = []
-        stats["seconds"] = round(stats["seconds"] + time.monotonic() - started, 3)
-        stats["findings"] += len(found)
-        out.extend(found)
+        no_events = pd.DataFrame({c: pd.Series(dtype=object) for c in det.columns})
+        out.extend(guarded(det, report, f" on RAM snapshot {sid}", partial(det.score, no_events, models, after.taken_at)))
     return out
