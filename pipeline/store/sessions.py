@@ -162,10 +162,10 @@ def link_sessions(store: Store, *, full: bool = False) -> LinkReport:
         if newest is None or newest[0] is None or (mark is not None and newest[0] <= mark):
             return report
         upto: datetime = newest[0]
-        before = _count(store, "role_sessions")
+        before, unlinkable = _counts(store)
         con.execute(f"INSERT INTO role_sessions {_NEW_SESSIONS.format(source=source)}", [mark])
-        report.sessions = _count(store, "role_sessions") - before
-        report.unlinkable = _count(store, "role_sessions", "status = 'unlinkable' AND origin_status IS NULL")
+        after, now_unlinkable = _counts(store)
+        report.sessions, report.unlinkable = after - before, now_unlinkable - unlinkable
         span = first_row(con.execute(
             "SELECT min(started), max(expires) FROM role_sessions WHERE origin_status IS NULL AND status = 'ok'"))
         low, high = span if span else (None, None)
@@ -191,9 +191,10 @@ def _watermark(store: Store) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-def _count(store: Store, table: str, where: str = "true") -> int:
-    row = first_row(store.con.execute(f"SELECT count(*) FROM {table} WHERE {where}"))  # noqa: S608 - fixed names
-    return int(row[0]) if row else 0
+def _counts(store: Store) -> tuple[int, int]:
+    """Sessions stored, and how many of them are unlinkable."""
+    row = first_row(store.con.execute("SELECT count(*), count(*) FILTER (WHERE status = 'unlinkable') FROM role_sessions"))
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 def _callers(store: Store) -> None:
@@ -278,11 +279,6 @@ def _origin(row: tuple[Any, ...]) -> tuple[Any, ...] | None:
     if p_status == "known":
         return p_ident, p_key, p_account, "known", [*(p_chain or []), here], p_session, sid
     return None  # the calling session's origin is not known yet: wait for it
-
-
-def linked_at(store: Store) -> datetime | None:
-    """When the links last caught up (for ``status``)."""
-    return _watermark(store) if store.read_state(STATE_KEY) else None
 
 
 
