@@ -30,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +43,47 @@ from detect_bench import _sample  # noqa: E402 - the process-tree RSS sampler
 from models.inventory import Inventory  # noqa: E402
 from pipeline.store import lake  # noqa: E402
 from pipeline.store.attribution import agent_filter, reattribute_if_changed  # noqa: E402
-from pipeline.store.store import open_store, publish_snapshot  # noqa: E402
-from pipeline.store.tiers import lake_dir  # noqa: E402
+from pipeline.store.store import Store, open_store, publish_snapshot  # noqa: E402
+from pipeline.store.tiers import STORED_COLUMNS, lake_dir, parquet_source  # noqa: E402
 
 HOT_DAYS = 2
 ACCOUNT = "1384926508761234"
 
-# One event of day ``$day`` (DATE), row ``i`` of ``n``: agent a's identities are
-# ram-user:agent-a and role:role-a (half the calls each), unregistered ones ram-user:stray-a.
+# The identities of a day, in the order the sealed files are sorted (identity, then time): each
+# gets a number of *units* (user and role of an agent 19 each, the busy agent's 60, an
+# unregistered identity 2: ~5% of events), a unit being n / units consecutive rows of the day.
+UNITS_USER, UNITS_BUSY, UNITS_STRAY = 19, 60, 2
+BUSY_AGENT = 7  # ~1% of all events: the "busy agent" replay exports
+
+
+def identities(agents: int) -> list[tuple[str, int, int, int]]:
+    """(identity, agent number, kind 0 user / 1 role / 2 unregistered, units), sorted by identity
+    as DuckDB sorts VARCHAR (bytewise: these are ASCII)."""
+    rows = []
+    for a in range(agents):
+        units = UNITS_BUSY if a == BUSY_AGENT else UNITS_USER
+        rows += [(f"ram-user:agent-{a}", a, 0, units), (f"role:role-{a}", a, 1, units),
+                 (f"ram-user:stray-{a}", a, 2, UNITS_STRAY)]
+    return sorted(rows, key=lambda r: r[0].encode())
+
+
+def unit_codes(agents: int) -> list[int]:
+    """One number per unit, in order: its identity's agent, kind and unit range [u0, u1), packed
+    (``((u0 * 2**14 + u1) * 2**10 + agent) * 4 + kind``) so one list lookup per row finds them."""
+    if agents > 1024:
+        raise SystemExit("--agents: at most 1024")
+    codes: list[int] = []
+    for _identity, a, kind, units in identities(agents):
+        u0 = len(codes)
+        codes += [((u0 * 2**14 + u0 + units) * 2**10 + a) * 4 + kind] * units
+    return codes
+
+
+# One event of day ``$day`` (DATE), row ``i`` of ``$n``, in the units' order: row i is in unit
+# i * $units // $n, whose identity owns rows [s, e); its events are spread over the day in order,
+# so the rows come out sorted by identity then time and need no sort (a projection of range()
+# keeps its order; a join does not). Random parts (ids, request ids, resource ids, STS keys) are
+# hashes of (day, i, k).
 _EVENTS = """
 SELECT *, concat('{"eventId":"', event_id, '","eventVersion":"1","eventSource":"', event_source
    , '","eventType":"ApiCall","eventRW":"', event_rw, '","eventName":"', event_name
@@ -75,7 +108,7 @@ SELECT *, concat('{"eventId":"', event_id, '","eventVersion":"1","eventSource":"
 FROM (
     SELECT i, a, stray, r2, r3,
            'ev-' || $day || '-' || i AS event_id,
-           $day::TIMESTAMPTZ + INTERVAL (i * 86400 // $n) SECOND + INTERVAL (i % 1000) MILLISECOND AS event_time,
+           $day::TIMESTAMPTZ + to_milliseconds((i - s) * 86400000 // (e - s)) AS event_time,
            ['DescribeInstances', 'DescribeDisks', 'DescribeSecurityGroups', 'RunInstances',
             'CreateSnapshot', 'DescribeImages'][1 + i % 6] AS event_name,
            'ApiCall' AS event_type, CASE WHEN i % 6 IN (3, 4) THEN 'Write' ELSE 'Read' END AS event_rw,
@@ -86,30 +119,37 @@ FROM (
            r1 AS request_id, '2014-05-26' AS api_version,
            CASE WHEN i % 97 = 0 THEN 'Throttling.User' END AS error_code,
            CASE WHEN i % 97 = 0 THEN 'Request was denied due to user flow control.' END AS error_message,
-           CASE WHEN i % 2 = 0 OR stray THEN 'ram-user' ELSE 'assumed-role' END AS identity_type,
-           CASE WHEN stray THEN 'ram-user:stray-' || a WHEN i % 2 = 0 THEN 'ram-user:agent-' || a
-                ELSE 'role:role-' || a END AS identity,
-           $account AS account_id, (200000 + a)::VARCHAR AS principal_id,
-           CASE WHEN i % 2 = 0 OR stray THEN (CASE WHEN stray THEN 'stray-' ELSE 'agent-' END) || a END AS user_name,
-           CASE WHEN i % 2 = 1 AND NOT stray THEN 'role-' || a END AS role_name,
-           CASE WHEN i % 2 = 1 AND NOT stray THEN '3' || a END AS role_id,
-           CASE WHEN i % 2 = 1 AND NOT stray THEN 'session-' || (i % 50) END AS session_name,
-           CASE WHEN i % 2 = 0 AND NOT stray THEN 'LTAI5tBench' || a
-                WHEN NOT stray THEN 'STS.' || substr(r3, 1, 24) END AS access_key_id,
+           CASE WHEN kind = 1 THEN 'assumed-role' ELSE 'ram-user' END AS identity_type,
+           identity, $account AS account_id, (200000 + a)::VARCHAR AS principal_id,
+           CASE WHEN kind <> 1 THEN (CASE WHEN stray THEN 'stray-' ELSE 'agent-' END) || a END AS user_name,
+           CASE WHEN kind = 1 THEN 'role-' || a END AS role_name,
+           CASE WHEN kind = 1 THEN '3' || a END AS role_id,
+           CASE WHEN kind = 1 THEN 'session-' || (i % 50) END AS session_name,
+           CASE WHEN kind = 0 THEN 'LTAI5tBench' || a WHEN kind = 1 THEN 'STS.' || substr(r3, 1, 24) END AS access_key_id,
            false AS mfa_authenticated, NULL::TIMESTAMPTZ AS session_created, $account AS recipient_account_id,
            NULL::VARCHAR AS vpc_id, 'ACS::ECS::Instance' AS resource_type, 'i-' || substr(r2, 1, 20) AS resource_name,
-           ('{"ACS::ECS::Instance":["i-' || substr(r2, 1, 20) || '"]}')::JSON AS referenced_resources,
-           CASE WHEN stray THEN 'ram-user:stray-' || a ELSE 'agent-' || a END AS agent,
+           ('{"ACS::ECS::Instance":["i-' || substr(r2, 1, 20) || '"]}') AS referenced_resources,
+           CASE WHEN stray THEN identity ELSE 'agent-' || a END AS agent,
            'bench' AS source, $day::TIMESTAMPTZ + INTERVAL 1 DAY AS ingested_at
-    FROM (SELECT i, hash(i, $day) % $agents AS a, hash(i, $day) % 20 = 0 AS stray,
-                 md5(i::VARCHAR || $day) AS r1, md5(i::VARCHAR || 'x' || $day) AS r2,
-                 md5(i::VARCHAR || 'y' || $day) AS r3
-          FROM range($n) t(i))
+    FROM (SELECT i, a, kind, kind = 2 AS stray,
+                 CASE kind WHEN 0 THEN 'ram-user:agent-' || a WHEN 1 THEN 'role:role-' || a
+                      ELSE 'ram-user:stray-' || a END AS identity,
+                 (u0 * $n + $units - 1) // $units AS s, (u1 * $n + $units - 1) // $units AS e,
+                 lpad(to_hex(hash(i, $day, 1)), 16, '0') || lpad(to_hex(hash(i, $day, 2)), 16, '0') AS r1,
+                 lpad(to_hex(hash(i, $day, 3)), 16, '0') || lpad(to_hex(hash(i, $day, 4)), 16, '0') AS r2,
+                 lpad(to_hex(hash(i, $day, 5)), 16, '0') || lpad(to_hex(hash(i, $day, 6)), 16, '0') AS r3
+          FROM (SELECT i, v % 4 AS kind, (v // 4) % 1024 AS a, (v // 4096) % 16384 AS u1, v // 67108864 AS u0
+                FROM (SELECT i, $codes[1 + i * $units // $n] AS v FROM range($n) t(i))))
 )
 """
 
 
-def _day_events(columns: str) -> str:
+def _day_events(con: Any) -> str:
+    """The stored columns of a generated day, cast to ``events_hot``'s types (so the Parquet
+    files have the schema ``lake.seal_day`` writes: ``raw`` and ``referenced_resources`` JSON)."""
+    types = dict(con.execute("SELECT column_name, data_type FROM duckdb_columns() "
+                             "WHERE table_name = 'events_hot' AND schema_name = 'main'").fetchall())
+    columns = ", ".join(f"CAST({c} AS {types[c]}) AS {c}" for c in STORED_COLUMNS)
     return f"SELECT {columns} FROM ({_EVENTS})"  # noqa: S608 - fixed text
 
 
@@ -128,6 +168,32 @@ def inventory(agents: int, moved: int = 0) -> Inventory:
     return Inventory.model_validate({"agents": rows})
 
 
+def _seal_generated(store: Store, day: date, select: str, params: dict[str, Any]) -> int:
+    """Write one generated day as ``lake.seal_day`` writes a day (a temp name, fsync, rename; zstd,
+    row groups of 16,384, sorted by identity then time - here by construction, so on both
+    threads) and register it as it does (``lake_identities``, ``lake_files``, the view)."""
+    rel, path = lake._new_file(store, day)
+    rows = lake._write_file(store.con, select, params, path, single_thread=False)
+    size, digest = lake._measure(path)
+    with store.transaction() as con:
+        con.execute("INSERT INTO lake_identities BY NAME SELECT ? AS path, identity, access_key_id, account_id, "  # noqa: S608
+                    f"agent, count(*) AS events FROM {parquet_source([str(path)])} GROUP BY ALL", [rel])
+        lake._register(store, rel, day, rows, size, digest)
+    return rows
+
+
+def _check_sorted(store: Store, day: date) -> None:
+    """The generated order is the seal's order (identity, then time): checked on one file."""
+    files = ", ".join(f"'{f}'" for f in lake.day_files(store, day, day))
+    row = store.con.execute(
+        "SELECT count(*) FILTER (WHERE pi IS NOT NULL AND (identity, event_time) < (pi, pt)) FROM ("  # noqa: S608
+        "SELECT identity, event_time, lag(identity) OVER w AS pi, lag(event_time) OVER w AS pt "
+        f"FROM read_parquet([{files}], file_row_number = true) WINDOW w AS (ORDER BY file_row_number))"
+    ).fetchall()[0][0]
+    if row:
+        raise SystemExit(f"generated day {day} is not sorted by identity, time ({row} rows out of order)")
+
+
 def build(db: Path, total: int, days: int, agents: int) -> float:
     """The store: ``days`` days ending yesterday, ``total`` events; returns the seconds it took."""
     started = time.monotonic()
@@ -135,26 +201,23 @@ def build(db: Path, total: int, days: int, agents: int) -> float:
     today = datetime.now(UTC).date()
     with open_store(db, memory_limit="1GB") as store:
         con = store.con
-        con.execute("SET preserve_insertion_order = false")
+        codes = unit_codes(agents)
+        select = _day_events(con)
         for back in range(days, 0, -1):
             day = today - timedelta(days=back)
-            params = {"day": day.isoformat(), "n": per_day, "agents": agents, "account": ACCOUNT}
+            params = {"day": day.isoformat(), "n": per_day, "units": len(codes), "codes": codes,
+                      "account": ACCOUNT}
             if back <= HOT_DAYS:
-                con.execute(f"INSERT INTO events_hot {_day_events(lake._STORED)}", params)
-                continue
-            rel = f"day={day.isoformat()}/part-bench.parquet"
-            path = lake_dir(db) / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            con.execute(f"COPY ({_day_events(lake._STORED)} ORDER BY identity, event_time) TO '{path}' "
-                        "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 16384)", params)
-            with store.transaction():
-                con.execute("INSERT INTO lake_identities SELECT $rel, identity, access_key_id, agent, count(*) "
-                            "FROM read_parquet($path) GROUP BY ALL", {"rel": rel, "path": str(path)})
-                con.execute("INSERT INTO lake_files VALUES (?, ?, ?, ?, ?, now(), false)",
-                            [rel, day, per_day, path.stat().st_size, "bench"])
-            print(f"  {day}: {per_day:,} events sealed, {time.monotonic() - started:.0f}s", flush=True)
-        with store.transaction():
-            lake.refresh_view(store)
+                con.execute("SET preserve_insertion_order = false")
+                con.execute(f"INSERT INTO events_hot {select}", params)
+                con.execute("SET preserve_insertion_order = true")
+            else:
+                _seal_generated(store, day, select, params)
+                if back == days:
+                    _check_sorted(store, day)
+            took = time.monotonic() - started
+            print(f"  {day}: {per_day:,} events {'hot' if back <= HOT_DAYS else 'sealed'}, {took:.0f}s "
+                  f"({per_day * (days - back + 1) / took:,.0f} events/s)", flush=True)
         reattribute_if_changed(store, inventory(agents))
         con.execute("CHECKPOINT")
     _scored(db)
@@ -236,6 +299,21 @@ def inventory_change(db: Path, agents: int) -> dict[str, Any]:
     return {"seconds": round(ours, 3), "events_changed": changed, "reference_scan_seconds": round(scan, 2)}
 
 
+def daily_refit(db: Path) -> dict[str, Any]:
+    """The first cycle of a UTC day refits every agent's baselines: ``learning.refit`` for
+    tomorrow (28 days of history ending at midnight), in a subprocess for its peak memory."""
+    code = ("import sys, time; from datetime import timedelta; from pipeline.core.times import utcnow; "
+            "from pipeline.detection import learning; from pipeline.store.store import open_store\n"
+            "with open_store(sys.argv[1], memory_limit='1GB') as store:\n"
+            "    t = time.monotonic(); fitted = learning.refit(store, utcnow() + timedelta(days=1), 'UTC')\n"
+            "    print(len(fitted), time.monotonic() - t)")
+    proc, _, peak = _timed([sys.executable, "-c", code, str(db)])
+    if proc.returncode != 0:
+        raise SystemExit(f"refit failed: {proc.stderr.strip()}")
+    agents, seconds = proc.stdout.split()[-2:]
+    return {"seconds": round(float(seconds), 2), "agents": int(agents), "peak_mib": round(peak)}
+
+
 def snapshot(db: Path, workdir: Path) -> dict[str, Any]:
     started = time.monotonic()
     publish_snapshot(db)
@@ -251,7 +329,7 @@ def snapshot(db: Path, workdir: Path) -> dict[str, Any]:
 
 
 def replay(config: Path, db: Path) -> dict[str, Any]:
-    agent = "agent-7"
+    agent = f"agent-{BUSY_AGENT}"
     since = (datetime.now(UTC) - timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
     proc, seconds, peak = _timed([sys.executable, "-m", "pipeline", "--config", str(config), "--db", str(db),
                                   "replay", agent, "--since", since, "--format", "json", "-o", "/dev/null"])
@@ -299,6 +377,7 @@ def measure(total: int, days: int, agents: int, workdir: Path) -> dict[str, Any]
         ("disk", lambda: disk(db)),
         ("cycle", lambda: cycle(config, workdir, agents, 10_000, f"c{int(time.time())}")),
         ("inventory_change", lambda: inventory_change(db, agents)),
+        ("refit", lambda: daily_refit(db)),
         ("snapshot", lambda: snapshot(db, workdir)),
         ("replay", lambda: replay(config, db))]
     for name, part in parts:
