@@ -180,20 +180,24 @@ def _new_file(store: Store, day: date) -> tuple[str, Path]:
     return rel, path
 
 
-def _write_file(con: duckdb.DuckDBPyConnection, select: str, params: dict[str, Any], path: Path) -> int:
+def _write_file(con: duckdb.DuckDBPyConnection, select: str, params: dict[str, Any], path: Path,
+                *, single_thread: bool = True) -> int:
     """Write ``select`` to ``path`` durably: a temp name, fsync, rename, fsync of the folder.
 
-    On one thread: sorting a day by identity with its raw JSON on two threads ran out of memory
-    at 1 GB (a 333k-event day, 1.5 KB each); on one, it spills and finishes (19 s)."""
+    On one thread by default: sorting a day by identity with its raw JSON on two threads ran out
+    of memory at 1 GB (a 333k-event day, 1.5 KB each); on one, it spills and finishes (19 s).
+    ``single_thread=False`` keeps the connection's setting (a ``select`` that does not sort)."""
     tmp = path.with_name(path.name + ".tmp")
-    threads = first_row(con.execute("SELECT current_setting('threads')"))
-    con.execute("SET threads = 1")
+    threads = first_row(con.execute("SELECT current_setting('threads')")) if single_thread else None
+    if threads:
+        con.execute("SET threads = 1")
     try:
         row = first_row(con.execute(
             f"COPY ({select}) TO {_sql_text(str(tmp))} "
             "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 16384)", params))
     finally:
-        con.execute(f"SET threads = {int(threads[0]) if threads else 1}")
+        if threads:
+            con.execute(f"SET threads = {int(threads[0])}")
     crash_point("copied")
     _fsync(tmp)
     os.replace(tmp, path)
