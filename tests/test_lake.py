@@ -29,7 +29,7 @@ from pipeline.store.store import (
     snapshot_path,
 )
 from pipeline.store.tiers import lake_dir
-from tests.conftest import ROOT, run_cli, write_ndjson
+from tests.conftest import ROOT, assert_one_line_error, run_cli, write_ndjson
 
 DAY = timedelta(days=1)
 
@@ -311,19 +311,125 @@ def test_a_store_made_by_the_previous_version_is_migrated(tmp_path, make_event):
         assert s.con.execute("SELECT event_id, agent FROM events").fetchall() == [("e1", "deployer")]
 
 
-def test_a_missing_sealed_file_is_named_by_status_and_by_queries(tmp_path, make_event):
+def _sealed_week(tmp_path, make_event):
+    """A store with 6 sealed days of 3 events; returns it and the lake path of 2 days ago's file."""
     db = tmp_path / "s.duckdb"
     with open_store(db) as s:
         _ingest(s, tmp_path, _week(make_event))
         _seal_all(s)
         [rel] = [r[0] for r in s.con.execute("SELECT path FROM lake_files WHERE day = ?", [_days_ago(2)]).fetchall()]
-    (lake_dir(db) / rel).unlink()
+    return db, lake_dir(db) / rel
+
+
+def test_a_missing_sealed_file_is_named_as_unavailable_and_the_rest_stays_readable(tmp_path, make_event):
+    db, path = _sealed_week(tmp_path, make_event)
+    kept = path.read_bytes()
+    path.unlink()
+    day = _days_ago(2).isoformat()
     status = run_cli("status", "--db", str(db))
     assert status.returncode == 0, status.stderr
-    assert f"UNAVAILABLE: {_days_ago(2).isoformat()}" in status.stdout
-    query = run_cli("query", "SELECT count(*) FROM events", "--db", str(db))
-    assert query.returncode == 2 and f"day={_days_ago(2).isoformat()}" in query.stderr
-    assert len(query.stderr.strip().splitlines()) == 1
+    assert f"UNAVAILABLE: {day} (missing" in status.stdout
+    query = run_cli("query", "SELECT count(*) AS n FROM events", "--db", str(db), "--format", "json")
+    assert query.returncode == 0, query.stderr
+    assert json.loads(query.stdout) == [{"n": 15}]  # the 5 other days
+    assert f"sealed day(s) unavailable, left out of events: {day} (missing: day={day}/" in query.stderr
+    replay = run_cli("replay", "ram-user:ops", "--since", "3d", "--db", str(db))
+    assert replay.returncode == 0 and f"{day} (missing" in replay.stderr
+    quiet = run_cli("replay", "ram-user:ops", "--since", "1d", "--db", str(db))
+    assert quiet.returncode == 0 and "unavailable" not in quiet.stderr  # its window does not cover the day
+    with open_store(db) as s:  # a writer rebuilds the stored view over what is there, and records why
+        assert s.con.execute("SELECT count(*) FROM events").fetchall() == [(15,)]
+        assert json.loads(s.read_state("lake.unavailable") or "{}") == {path.relative_to(lake_dir(db)).as_posix():
+                                                                      "missing"}
+    path.write_bytes(kept)  # restored: read again, by readers and by the writer
+    query = run_cli("query", "SELECT count(*) AS n FROM events", "--db", str(db), "--format", "json")
+    assert json.loads(query.stdout) == [{"n": 18}] and "unavailable" not in query.stderr
+    with open_store(db) as s:
+        assert s.con.execute("SELECT count(*) FROM events").fetchall() == [(18,)]
+        assert s.read_state("lake.unavailable") == "{}"
+
+
+def test_a_file_gone_after_the_snapshot_leaves_its_day_out_of_the_readers_view(tmp_path, make_event):
+    db, path = _sealed_week(tmp_path, make_event)
+    publish_snapshot(db)
+    os.utime(snapshot_path(db))  # current: readers open it, with the stored view naming every file
+    path.unlink()
+    with open_for_reading(db) as reader:
+        assert reader.read_from == str(snapshot_path(db))
+        assert reader.con.execute("SELECT count(*) FROM events").fetchall() == [(15,)]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not parquet", "unreadable"])
+def test_an_unreadable_sealed_file_is_named_with_why_and_the_rest_stays_readable(tmp_path, make_event, damage):
+    db, path = _sealed_week(tmp_path, make_event)
+    data = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "not parquet":
+        path.write_bytes(b"x" * len(data))
+    else:
+        path.chmod(0)
+        if os.access(path, os.R_OK):
+            pytest.skip("running as root: permissions do not stop reads")
+    reason = {"truncated": "truncated or replaced", "not parquet": "not a Parquet file", "unreadable": "unreadable"}
+    status = run_cli("status", "--db", str(db), "--format", "json")
+    lake_status = json.loads(status.stdout)["lake"]
+    assert lake_status["unavailable_days"] == [_days_ago(2).isoformat()]
+    assert lake_status["unavailable"][0]["reason"].startswith(reason[damage])
+    query = run_cli("query", "SELECT count(*) AS n FROM events", "--db", str(db), "--format", "json")
+    assert json.loads(query.stdout) == [{"n": 15}] and reason[damage] in query.stderr
+    path.chmod(0o644)
+
+
+def test_damage_inside_a_sealed_file_fails_the_query_in_one_line_naming_the_file(tmp_path, make_event):
+    db, path = _sealed_week(tmp_path, make_event)
+    data = bytearray(path.read_bytes())
+    data[4:-8] = b"\x00" * (len(data) - 12)  # the magic at both ends intact, the rest zeroed
+    path.write_bytes(bytes(data))
+    query = run_cli("query", "SELECT count(*), max(raw) FROM events", "--db", str(db))
+    assert_one_line_error(query, 1, f"{_days_ago(2).isoformat()} (day={_days_ago(2).isoformat()}/", "damaged")
+
+
+_FULL_DISK = """
+import resource, signal, sys
+from pipeline.cli.main import main
+from pipeline.store import lake
+
+real = lake._write_file
+def full(*args, **kwargs):  # the disk fills while the day is written: the kernel refuses the write
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, limits[1]))
+    try:
+        return real(*args, **kwargs)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+lake._write_file = full
+main(["--config", sys.argv[1], "run"])
+"""
+
+
+def test_a_full_disk_while_sealing_fails_the_cycle_in_one_line_and_the_next_run_seals(tmp_path, make_event):
+    db = tmp_path / "s.duckdb"
+    with open_store(db) as s:
+        _ingest(s, tmp_path, _week(make_event))
+        expected = _all(s)
+    config = tmp_path / "tw.yaml"
+    config.write_text(f"database: {db}\nstore: {{seal_after: 2d, seal_days_per_cycle: 1}}\n")
+    child = subprocess.run([sys.executable, "-c", _FULL_DISK, str(config)], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)
+    assert_one_line_error(child, 1, "seal:", "could not write", "File too large", "nothing was written")
+    assert not [p for p in lake_dir(db).rglob("*") if p.is_file()]  # nothing half-written
+    with open_store(db) as s:
+        assert _all(s) == expected
+        assert s.con.execute("SELECT count(*) FROM lake_files").fetchall() == [(0,)]
+        assert s.con.execute("SELECT status FROM runs WHERE command = 'cycle.seal'").fetchall() == [("failed",)]
+    again = run_cli("--config", str(config), "run")
+    assert again.returncode == 0, again.stderr
+    with open_store(db) as s:
+        assert _all(s) == expected
+        assert s.con.execute("SELECT count(*) FROM lake_files").fetchall() == [(1,)]
 
 
 def test_the_service_cycle_seals_a_bounded_number_of_days(tmp_path, make_event):

@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -251,6 +251,16 @@ def _note_if_attribution_stale(store: Store, inventory: Inventory) -> None:
     the inventory changed since (only a writing command re-attributes them)."""
     if attribution_is_stale(store, inventory):
         click.echo(STALE_NOTE, err=True)
+
+
+def _note_if_days_unavailable(store: Store, start: datetime, end: datetime) -> None:
+    """A reader covering sealed days whose files cannot be read says so on stderr (the view
+    leaves them out: what is shown is not all there was)."""
+    from pipeline.store.lake import unavailable_note
+
+    note = unavailable_note(store, start.astimezone(UTC).date(), end.astimezone(UTC).date())
+    if note:
+        click.echo(f"note: {note}", err=True)
 
 
 def _require_config_file(app: App, command: str) -> None:

@@ -13,6 +13,7 @@ import click
 from pipeline.cli.app import (
     App,
     _note_if_attribution_stale,
+    _note_if_days_unavailable,
     cli,
     common_options,
     format_option,
@@ -98,6 +99,7 @@ def replay(app: App, agent: str, since: str | None, until: str | None, fmt: str,
         if not has_events(store, agent) and app.inventory.agent(agent) is None:
             raise UsageError(f"no agent or identity {agent!r} in the store or the inventory", key="AGENT")
         _note_if_attribution_stale(store, app.inventory)
+        _note_if_days_unavailable(store, start, end)
         redact = not unredacted
         if fmt == "json":
             replay = write_replay(store, agent, app.inventory, out, since=start, until=end, redact=redact, last=0)

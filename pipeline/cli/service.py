@@ -97,6 +97,8 @@ def run_command(app: App, reattribute: bool) -> None:
                        reattribute=reattribute, inventory_source=app.inventory_source)
     for step in result.steps:
         state = "ok" if step.ok else f"FAILED: {one_line(step.error)}"
+        if step.ok and step.counts.get("note"):
+            state += f" ({one_line(str(step.counts['note']))})"
         click.echo(f"{step.name:<7} {step.seconds:6.2f}s  {state}")
     if not result.ok:
         raise TerminalError("cycle step(s) failed: " + "; ".join(

@@ -47,11 +47,15 @@ def query(app: App, sql: str, params: tuple[str, ...], fmt: str) -> None:
       trailwarden query "SELECT agent, count(*) AS n FROM events GROUP BY 1 ORDER BY n DESC"
       trailwarden query "SELECT * FROM events WHERE agent = ?" -p staging-deploy --format json
     """
+    from pipeline.store.lake import unavailable_note
     from pipeline.store.query import run_query
 
     with app.open(read_only=True) as store:
         columns, rows = run_query(store, sql, params)
+        note = unavailable_note(store)
     click.echo(render(columns, rows, fmt))
+    if note:  # never silently: the result leaves those days out
+        click.echo(f"note: {note}", err=True)
 
 
 @cli.command()

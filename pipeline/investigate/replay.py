@@ -257,7 +257,7 @@ def _via_roles(store: Store, agent: str, since: datetime, until: datetime, with_
     each with ``via``: the roles (``role@account``) from the agent to the one that acted. Read on
     a cursor of its own, beside the agent's own events."""
     where, params = agent_filter(store, agent)
-    con = store.con.cursor()
+    con = store.cursor()
     try:
         sessions = [r[0] for r in con.execute(
             f"""

@@ -170,7 +170,21 @@ def _detect(store: Store, config: Config, inventory: Inventory, path: str | None
     counts = report.as_dict()
     if report.failed:
         counts["error"] = f"detector(s) failed: {', '.join(report.failed)}"
+    note = _unavailable_history(store)
+    if note:  # scored and learned without those days: said in the step's line, `status` and the log
+        counts["note"] = note
     return counts
+
+
+def _unavailable_history(store: Store) -> str | None:
+    """The sealed days of detect's history (the baselines' 28 days and the window) whose files
+    cannot be read, named; None when all can."""
+    from datetime import timedelta
+
+    from models.baselines import HISTORY
+    from pipeline.store.lake import unavailable_note
+
+    return unavailable_note(store, (utcnow() - HISTORY - timedelta(days=1)).date())
 
 
 def _seal(store: Store, config: Config, _inventory: Inventory, _path: str | None, _echo: Any) -> dict[str, Any]:

@@ -28,10 +28,9 @@ def collect_status(store: Store, alert_destination: str = "console", min_severit
     con = store.con
     now = utcnow()
     sealed = _lake(store)
-    # a sealed day whose file is missing makes the view unreadable: count what is there instead
-    events = "events" if not sealed["missing"] else "events_hot"
+    # the view leaves out the sealed days whose files cannot be read (named under "lake")
     count, first, last, agents = first_row(con.execute(
-        f"SELECT count(*), min(event_time), max(event_time), count(DISTINCT agent) FROM {events}"  # noqa: S608
+        "SELECT count(*), min(event_time), max(event_time), count(DISTINCT agent) FROM events"
     )) or (0, None, None, 0)
     last_hour = dict(con.execute(
         "SELECT source, count(*) FROM events_hot WHERE ingested_at >= ? GROUP BY source", [now - timedelta(hours=1)]
@@ -102,12 +101,11 @@ def collect_status(store: Store, alert_destination: str = "console", min_severit
 
 
 def _lake(store: Store) -> dict[str, Any]:
-    """The sealed tier (:func:`pipeline.store.lake.lake_summary`), with the days whose files are
-    missing named as unavailable: queries over ``events`` fail naming the file until it is back."""
+    """The sealed tier (:func:`pipeline.store.lake.lake_summary`), with the days whose files
+    cannot be read named as unavailable (with why): ``events`` leaves them out until restored."""
     from pipeline.store.lake import lake_summary
 
     summary = lake_summary(store)
-    summary["unavailable_days"] = sorted({m.split("/")[0].removeprefix("day=") for m in summary["missing"]})
     if summary["missing"]:
         summary["sealed_events"] = None  # not all readable
     return summary
@@ -124,7 +122,7 @@ def _accounts(store: Store, config: Config | None) -> list[dict[str, Any]] | Non
 
     try:
         rows = list_accounts(store, config).rows
-    except duckdb.IOException:  # a sealed day's file is missing: the lake line names it
+    except duckdb.IOException:  # a sealed file damaged inside (its ends intact): the lake line or the query names it
         return [{"alias": alias, "id": account_id, "last_event": None, "events_30d": None, "gap": False,
                  "unavailable": True} for account_id, alias in ((a.id, a.alias) for a in config.accounts)]
     return [{"alias": r["alias"], "id": r["id"], "last_event": r["last_event"], "events_30d": r["events_30d"],

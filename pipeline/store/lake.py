@@ -195,14 +195,28 @@ def _write_file(con: duckdb.DuckDBPyConnection, select: str, params: dict[str, A
         row = first_row(con.execute(
             f"COPY ({select}) TO {_sql_text(str(tmp))} "
             "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 16384)", params))
+        crash_point("copied")
+        _fsync(tmp)
+        os.replace(tmp, path)
+        _fsync(path.parent)
+    except BaseException as exc:  # a full disk, a quota, an I/O error: leave nothing half-written
+        tmp.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+        if isinstance(exc, OSError | duckdb.IOException):
+            raise TerminalError(f"could not write {path}: {_first_line(exc)}; nothing was written "
+                                "(the day's events stay where they were: a later cycle retries)") from None
+        raise
     finally:
         if threads:
             con.execute(f"SET threads = {int(threads[0])}")
-    crash_point("copied")
-    _fsync(tmp)
-    os.replace(tmp, path)
-    _fsync(path.parent)
     return int(row[0]) if row else 0
+
+
+def _first_line(exc: BaseException) -> str:
+    """An OS error's reason (``[Errno 28] No space left on device``), or a DuckDB error's first line."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _fsync(path: Path) -> None:
@@ -326,16 +340,35 @@ def rewrite_day(store: Store, day: date, select: str, where: str = "true", *,
 
 # -- what readers and status see -------------------------------------------------------------------
 def lake_summary(store: Store) -> dict[str, Any]:
-    """Sealed days, files, events and bytes; and the registered files that are missing on disk."""
+    """Sealed days, files, events and bytes; and the registered files that cannot be read now
+    (``unavailable``: path, day, reason - ``events`` leaves them out; ``missing``: their paths)."""
     row = first_row(store.con.execute(
         "SELECT count(DISTINCT day), count(*), coalesce(sum(rows), 0), coalesce(sum(bytes), 0), min(day), max(day) "
         "FROM lake_files"))
     assert row is not None
     root = lake_path(store)
-    missing = [r[0] for r in store.con.execute("SELECT path FROM lake_files ORDER BY path").fetchall()
-               if not (root / r[0]).exists()]
+    broken = tiers.unavailable_files(store.con, store.path)
+    days = dict(store.con.execute("SELECT path, day FROM lake_files").fetchall()) if broken else {}
+    unavailable = [{"day": days[path].isoformat(), "path": path, "reason": why} for path, why in sorted(broken.items())]
     hot = first_row(store.con.execute("SELECT count(*) FROM events_hot"))
     return {"sealed_days": int(row[0]), "files": int(row[1]), "sealed_events": int(row[2]),
             "sealed_bytes": int(row[3]), "first_day": row[4].isoformat() if row[4] else None,
             "last_day": row[5].isoformat() if row[5] else None, "hot_events": int(hot[0]) if hot else 0,
-            "missing": missing, "dir": str(root)}
+            "missing": list(broken), "unavailable": unavailable,
+            "unavailable_days": sorted({u["day"] for u in unavailable}), "dir": str(root)}
+
+
+def unavailable_note(store: Store, first: date | None = None, last: date | None = None) -> str | None:
+    """One line naming the sealed days (between ``first`` and ``last``, when given) whose files
+    cannot be read and that ``events`` therefore leaves out; None when there are none. Every
+    reader that covers such a day says so (``query``, ``replay``, ``detect``, ``status``)."""
+    broken = tiers.unavailable_files(store.con, store.path)
+    if not broken:
+        return None
+    days = dict(store.con.execute("SELECT path, day FROM lake_files").fetchall())
+    hit = sorted((days[p], p, why) for p, why in broken.items()
+                 if (first is None or days[p] >= first) and (last is None or days[p] <= last))
+    if not hit:
+        return None
+    listed = "; ".join(f"{day} ({why}: {path})" for day, path, why in hit)
+    return f"sealed day(s) unavailable, left out of events: {listed}"

@@ -10,8 +10,9 @@ from typing import Any
 import duckdb
 from duckdb import StatementType
 
-from pipeline.core.errors import UsageError
+from pipeline.core.errors import TerminalError, UsageError
 from pipeline.store.store import Store
+from pipeline.store.tiers import damaged_files
 
 
 def run_query(store: Store, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -35,7 +36,21 @@ def run_query(store: Store, sql: str, params: Sequence[Any] = ()) -> tuple[list[
             raise UsageError("the store is opened read-only for queries; this statement writes") from None
         if "configuration has been locked" in first:
             raise UsageError(f"settings cannot be changed by a query: {first}", key="SQL") from None
+        _name_damaged_files(store, exc)
         raise UsageError(f"SQL error: {first}") from None
+
+
+def _name_damaged_files(store: Store, exc: duckdb.Error) -> None:
+    """A query that failed reading data (not its SQL) may have met a damaged sealed file: name
+    it, as ``status`` would (exit 1, one line), instead of DuckDB's error that names no file."""
+    if isinstance(exc, duckdb.ParserException | duckdb.BinderException | duckdb.CatalogException):
+        return
+    damaged = damaged_files(store.con, store.path)
+    if damaged:
+        days = dict(store.con.execute("SELECT path, day FROM lake_files").fetchall())
+        named = "; ".join(f"{days[p]} ({p}: {why})" for p, why in sorted(damaged.items()))
+        raise TerminalError(f"a sealed day cannot be read, its file is damaged: {named}; restore the file "
+                            "from a backup (`lake_files.sha256` is its checksum)") from None
 
 
 _READS = frozenset({StatementType.SELECT, StatementType.PRAGMA, StatementType.CALL})

@@ -29,7 +29,14 @@ import pyarrow.compute as pc
 
 from pipeline.core.errors import TerminalError, TrailwardenError, TransientError, UsageError, scrub
 from pipeline.core.times import utcnow
-from pipeline.store.tiers import lake_root, near_events, refresh_events_view
+from pipeline.store.tiers import (
+    lake_root,
+    near_events,
+    readable_view,
+    recorded_unavailable,
+    refresh_events_view,
+    unavailable_files,
+)
 
 DEFAULT_MEMORY_LIMIT = "256MB"
 _LOCK_RETRY_SECONDS = 10.0
@@ -129,6 +136,14 @@ class Store:
         self.read_only = read_only
         self.write_lock = threading.RLock()
         self._in_transaction = False
+        self.reader_view: str | None = None  # a reader's own ``events`` (tiers.readable_view)
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """Another cursor on the store that reads the same ``events`` as ``con``."""
+        cur = self.con.cursor()
+        if self.reader_view:
+            cur.execute(self.reader_view)
+        return cur
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -618,7 +633,7 @@ def _open_reader(path: str | os.PathLike[str], *, memory_limit: str,
 
 
 def _open_snapshot(path: str | os.PathLike[str], snap: Path, memory_limit: str) -> Store:
-    store = open_store(snap, read_only=True, memory_limit=memory_limit)
+    store = open_store(snap, read_only=True, memory_limit=memory_limit, lake_of=path)
     store.path, store.read_from = str(path), str(snap)
     return store
 
@@ -649,12 +664,15 @@ def _snapshot_state(path: Path, snap: Path) -> str:
 def open_store(path: str | os.PathLike[str], *, read_only: bool = False,
                memory_limit: str = DEFAULT_MEMORY_LIMIT, lock_wait: float | None = None,
                stop: Callable[[], bool] | None = None,
-               on_wait: Callable[[str], None] | None = None) -> Store:
+               on_wait: Callable[[str], None] | None = None,
+               lake_of: str | os.PathLike[str] | None = None) -> Store:
     """Open (creating and migrating when writable) the store at ``path``.
 
     A store held by another process is retried for ``lock_wait`` seconds (default 10), then
     reported as transient; ``on_wait`` is told once when the wait starts, and ``stop`` returning
-    true ends it early (as transient too).
+    true ends it early (as transient too). ``events`` reads the sealed files that can be read
+    (:func:`pipeline.store.tiers.readable_view`); ``lake_of`` is the store whose lake they are
+    in, when ``path`` is its snapshot.
     """
     path = str(path)
     if read_only and not Path(path).exists():
@@ -671,13 +689,24 @@ def open_store(path: str | os.PathLike[str], *, read_only: bool = False,
         store = Store(con, path, read_only)
         if not read_only:
             store.migrate()
+            _view_over_readable_files(store)
         elif store_needs_migration(store):
             raise UsageError("the store's schema is older than this trailwarden; run any "
                              "writing command (e.g. `trailwarden ingest`) to migrate it", path=path)
+        else:
+            store.reader_view = readable_view(con, str(lake_of or path))
     except BaseException:
         con.close()
         raise
     return store
+
+
+def _view_over_readable_files(store: Store) -> None:
+    """A sealed file that went missing or unreadable since the view was built (or came back):
+    rebuild ``events`` over the readable ones and record the others (``status`` names them)."""
+    if unavailable_files(store.con, store.path) != recorded_unavailable(store.con):
+        with store.transaction():
+            refresh_events_view(store.con, store.path)
 
 
 def store_needs_migration(store: Store) -> bool:

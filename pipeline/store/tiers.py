@@ -7,12 +7,15 @@ that both :mod:`pipeline.store.store` (dedup looks at the sealed days of a batch
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import duckdb
+
+from pipeline.core.times import utcnow
 
 # The stored columns of events_hot and of the sealed files, in order (the ``events`` view adds
 # the derived agent and the JSON payload columns; ``agent`` here is the one stored at ingest).
@@ -36,6 +39,8 @@ def lake_dir(store_path: str | os.PathLike[str]) -> Path:
 
 
 LAKE_STATE = "lake.path"  # pipeline_state: where this store's sealed files are, when not beside it
+UNAVAILABLE_STATE = "lake.unavailable"  # pipeline_state: the registered files the view leaves out, why
+PARQUET_MAGIC = b"PAR1"
 
 
 def lake_root(con: duckdb.DuckDBPyConnection, store_path: str | os.PathLike[str]) -> Path:
@@ -58,10 +63,76 @@ def parquet_source(files: Sequence[str]) -> str:
 
 
 def day_files(con: duckdb.DuckDBPyConnection, store_path: str, first: date, last: date) -> list[str]:
-    """Absolute paths of the registered files of the UTC days ``first``..``last``."""
+    """Absolute paths of the registered files of the UTC days ``first``..``last``. A day among
+    them whose file is unavailable (:func:`unavailable_files`) fails (:class:`UnavailableDay`):
+    a caller reading those days (dedup) must not take the rest for all of them."""
     root = lake_root(con, store_path)
-    rows = con.execute("SELECT path FROM lake_files WHERE day BETWEEN ? AND ? ORDER BY path", [first, last]).fetchall()
+    rows = con.execute("SELECT path, day, bytes FROM lake_files WHERE day BETWEEN ? AND ? ORDER BY path",
+                       [first, last]).fetchall()
+    broken = {path: (day, why) for path, day, size in rows if (why := file_problem(root / path, size))}
+    if broken:
+        raise UnavailableDay(broken)
     return [str(root / r[0]) for r in rows]
+
+
+class UnavailableDay(Exception):
+    """Sealed days whose files cannot be read: {path: (day, reason)}."""
+
+    def __init__(self, files: dict[str, tuple[date, str]]):
+        self.files = files
+        super().__init__("; ".join(f"sealed day {day} is unavailable ({why}: {path})"
+                                   for path, (day, why) in sorted(files.items())))
+
+
+def file_problem(path: Path, size: int | None) -> str | None:
+    """Why a registered file cannot be read, or None: ``missing``, ``unreadable`` (permissions, an
+    I/O error), ``truncated or replaced`` (its size is not the size sealed), ``not a Parquet file``
+    (no Parquet magic at its start and end). A stat and 8 bytes per file: cheap enough for every
+    open. What it misses: damage inside a file of the right size with intact ends - a query that
+    reaches it fails, naming the file (DuckDB's error)."""
+    try:
+        with path.open("rb") as f:
+            actual = os.fstat(f.fileno()).st_size
+            if size is not None and actual != size:
+                return f"truncated or replaced: {actual:,} bytes, sealed {size:,}"
+            head = f.read(4)
+            f.seek(max(0, actual - 4))
+            tail = f.read(4)
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    if head != PARQUET_MAGIC or tail != PARQUET_MAGIC:
+        return "not a Parquet file"
+    return None
+
+
+def unavailable_files(con: duckdb.DuckDBPyConnection, store_path: str | os.PathLike[str]) -> dict[str, str]:
+    """The registered files that cannot be read now: {path under the lake: reason}."""
+    root = lake_root(con, store_path)
+    rows = con.execute("SELECT path, bytes FROM lake_files ORDER BY path").fetchall()
+    return {path: why for path, size in rows if (why := file_problem(root / path, size))}
+
+
+def damaged_files(con: duckdb.DuckDBPyConnection, store_path: str | os.PathLike[str]) -> dict[str, str]:
+    """The registered files whose Parquet footer cannot be read: {path under the lake: DuckDB's
+    reason}. One footer read per file: for the error path of a query that failed reading the
+    view, to name the file (DuckDB's own error does not); data pages damaged under a sound
+    footer are not found (their sha256, in ``lake_files``, would tell)."""
+    root = lake_root(con, store_path)
+    damaged = {}
+    for (path,) in con.execute("SELECT path FROM lake_files ORDER BY path").fetchall():
+        try:
+            con.execute("SELECT count(*) FROM parquet_file_metadata(?)", [str(root / path)]).fetchall()
+        except duckdb.Error as exc:
+            damaged[path] = str(exc).strip().splitlines()[0]
+    return damaged
+
+
+def recorded_unavailable(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """The files the stored ``events`` view leaves out (as of its last rebuild)."""
+    rows = con.execute("SELECT value FROM pipeline_state WHERE name = ?", [UNAVAILABLE_STATE]).fetchall()
+    return dict(json.loads(rows[0][0])) if rows and rows[0][0] else {}
 
 
 def near_events(con: duckdb.DuckDBPyConnection, store_path: str, lo: datetime, hi: datetime) -> str:
@@ -74,19 +145,20 @@ def near_events(con: duckdb.DuckDBPyConnection, store_path: str, lo: datetime, h
     return f"(SELECT {STORED} FROM events_hot UNION ALL SELECT {STORED} FROM {parquet_source(files)})"  # noqa: S608
 
 
-def events_view_sql(files: Sequence[str]) -> str:
+def events_view_sql(files: Sequence[str], *, temp: bool = False) -> str:
     """``CREATE OR REPLACE VIEW events`` over ``events_hot`` and the given Parquet files (absolute
     paths). Every file has :data:`STORED_COLUMNS` (DuckDB takes the schema from the first file
     and opens the others only when a query reaches them; ``union_by_name`` would open every
     file's footer to bind each query). A migration that adds a column to ``events_hot`` must
-    add it here and read older files with ``union_by_name`` or rewrite them."""
+    add it here and read older files with ``union_by_name`` or rewrite them. ``temp``: a
+    connection's own view, shadowing the stored one (a reader's, over the files it can read)."""
     sources = f"SELECT {STORED} FROM events_hot"  # noqa: S608 - fixed names
     if files:
         listed = ", ".join(sql_text(f) for f in files)
         sources += f" UNION ALL SELECT {STORED} FROM read_parquet([{listed}])"  # noqa: S608
     shown = ", ".join(f"e.{c}" for c in STORED_COLUMNS[:-3])
     return f"""
-CREATE OR REPLACE VIEW events AS
+CREATE OR REPLACE {"TEMP " if temp else ""}VIEW events AS
 SELECT {shown},
        CASE WHEN v.ready THEN coalesce(kb.agent, k.agent, nb.agent, n.agent, e.identity) ELSE e.agent END AS agent,
        e.source, e.ingested_at,
@@ -103,8 +175,32 @@ LEFT JOIN attribution_identities n ON n.identity = e.identity
 
 
 def refresh_events_view(con: duckdb.DuckDBPyConnection, store_path: str | os.PathLike[str]) -> None:
-    """Rebuild ``events`` from the registered files (after sealing, compaction, retention, and
-    migrations that change what the view reads). Call inside the transaction that changed them."""
+    """Rebuild ``events`` from the registered files that can be read (after sealing, compaction,
+    retention, migrations that change what the view reads, and when a file went missing or came
+    back), recording the ones it leaves out (:data:`UNAVAILABLE_STATE`) for ``status`` and the
+    readers. Call inside the transaction that changed them."""
     root = lake_root(con, store_path)
-    files = [str(root / r[0]) for r in con.execute("SELECT path FROM lake_files ORDER BY day, path").fetchall()]
+    unavailable = unavailable_files(con, store_path)
+    files = [str(root / r[0]) for r in con.execute("SELECT path FROM lake_files ORDER BY day, path").fetchall()
+             if r[0] not in unavailable]
     con.execute(events_view_sql(files))
+    if unavailable or recorded_unavailable(con):
+        con.execute("INSERT INTO pipeline_state VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                    "value = excluded.value, updated_at = excluded.updated_at",
+                    [UNAVAILABLE_STATE, json.dumps(unavailable, sort_keys=True), utcnow()])
+
+
+def readable_view(con: duckdb.DuckDBPyConnection, store_path: str | os.PathLike[str]) -> str | None:
+    """A reader's ``events`` over the files it can read now: when they differ from those the
+    stored view was built over (a file went missing or came back since the writer last looked),
+    a temporary view shadows it for this connection; its SQL is returned, for the connection's
+    cursors (a temporary view is a cursor's own), else None."""
+    unavailable = unavailable_files(con, store_path)
+    if unavailable == recorded_unavailable(con):
+        return None
+    root = lake_root(con, store_path)
+    files = [str(root / r[0]) for r in con.execute("SELECT path FROM lake_files ORDER BY day, path").fetchall()
+             if r[0] not in unavailable]
+    sql = events_view_sql(files, temp=True)
+    con.execute(sql)
+    return sql

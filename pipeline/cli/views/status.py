@@ -104,6 +104,7 @@ def _lake_lines(lake: dict[str, Any] | None) -> list[str]:
     line = (f"sealed      {lake['sealed_days']:,} days ({lake['first_day']} .. {lake['last_day']}) in "
             f"{lake['files']:,} Parquet files, {lake['sealed_bytes'] / 2**20:.1f} MiB; {lake['hot_events']:,} events hot")
     if lake["unavailable_days"]:
-        line += (f"\n              UNAVAILABLE: {', '.join(lake['unavailable_days'])} (missing files under "
-                 f"{lake['dir']}; queries over events fail until they are restored)")
+        reasons = "; ".join(sorted({u["reason"] for u in lake["unavailable"]}))
+        line += (f"\n              UNAVAILABLE: {', '.join(lake['unavailable_days'])} ({reasons}: files under "
+                 f"{lake['dir']}; events leaves these days out until they are restored)")
     return [line]
