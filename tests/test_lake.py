@@ -349,6 +349,16 @@ def test_a_missing_sealed_file_is_named_as_unavailable_and_the_rest_stays_readab
         assert s.read_state("lake.unavailable") == "{}"
 
 
+def test_a_redelivered_event_of_an_unavailable_day_fails_its_ingest_naming_the_day(tmp_path, make_event):
+    db, path = _sealed_week(tmp_path, make_event)
+    path.unlink()
+    write_ndjson(tmp_path / "again.jsonl", [make_event(20, eventTime=_at(_days_ago(2), 8))])  # stored and sealed
+    result = run_cli("ingest", "--file", str(tmp_path / "again.jsonl"), "--db", str(db))
+    assert result.returncode == 1 and f"sealed day {_days_ago(2)} is unavailable (missing" in result.stderr
+    with open_store(db) as s:  # not stored a second time, to be doubled when the file is restored
+        assert s.con.execute("SELECT count(*) FROM events_hot").fetchall() == [(0,)]
+
+
 def test_a_file_gone_after_the_snapshot_leaves_its_day_out_of_the_readers_view(tmp_path, make_event):
     db, path = _sealed_week(tmp_path, make_event)
     publish_snapshot(db)

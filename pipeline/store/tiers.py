@@ -15,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 
+from pipeline.core.errors import TerminalError
 from pipeline.core.times import utcnow
 
 # The stored columns of events_hot and of the sealed files, in order (the ``events`` view adds
@@ -75,13 +76,14 @@ def day_files(con: duckdb.DuckDBPyConnection, store_path: str, first: date, last
     return [str(root / r[0]) for r in rows]
 
 
-class UnavailableDay(Exception):
+class UnavailableDay(TerminalError):
     """Sealed days whose files cannot be read: {path: (day, reason)}."""
 
     def __init__(self, files: dict[str, tuple[date, str]]):
         self.files = files
         super().__init__("; ".join(f"sealed day {day} is unavailable ({why}: {path})"
-                                   for path, (day, why) in sorted(files.items())))
+                                   for path, (day, why) in sorted(files.items()))
+                         + ": restore the file (`trailwarden status` lists the days)")
 
 
 def file_problem(path: Path, size: int | None) -> str | None:
