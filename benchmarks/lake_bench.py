@@ -230,6 +230,26 @@ def build(db: Path, total: int, days: int, agents: int) -> float:
     return time.monotonic() - started
 
 
+def extend(db: Path, agents: int, seconds: float) -> int:
+    """Add sealed days *before* the store's oldest one, of its days' size, for ``seconds``: more
+    history and nothing else (the hot days, the mapping, what detect has scored stay as they
+    are), so a cycle measured before and after shows what history costs. Returns events added."""
+    started, added = time.monotonic(), 0
+    with open_store(db, memory_limit="1GB") as store:
+        codes = unit_codes(agents)
+        select = _day_events(store.con)
+        first, per_day = store.con.execute("SELECT min(day), max(rows) FROM lake_files").fetchall()[0]
+        day = first
+        while time.monotonic() - started < seconds:
+            day -= timedelta(days=1)
+            params = {"day": day.isoformat(), "n": per_day, "units": len(codes), "codes": codes, "account": ACCOUNT}
+            added += _seal_generated(store, day, select, params)
+            took = time.monotonic() - started
+            print(f"  {day}: {per_day:,} events sealed, {took:.0f}s ({added / took:,.0f} events/s)", flush=True)
+        store.con.execute("CHECKPOINT")
+    return added
+
+
 def _scored(db: Path) -> None:
     """The history was scored before (as in a running service): detect scores what is new."""
     with open_store(db, memory_limit="1GB") as store:
@@ -364,12 +384,16 @@ def disk(db: Path) -> dict[str, Any]:
             "bytes_per_event": round((hot + sealed) / events, 1)}
 
 
-def measure(total: int, days: int, agents: int, workdir: Path, only: set[str] | None = None) -> dict[str, Any]:
+def measure(total: int, days: int, agents: int, workdir: Path, only: set[str] | None = None,
+            extend_for: float = 0) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     db = workdir / "tw.duckdb"
     if db.exists():  # --dir kept from an earlier run: measure it again
         print(f"reusing the store in {workdir}", flush=True)
         built = 0.0
+        if extend_for:
+            print(f"extending its history for {extend_for:.0f}s", flush=True)
+            print(f"  {extend(db, agents, extend_for):,} events added", flush=True)
         _scored(db)
     else:
         print(f"building {total:,} events over {days} days in {workdir}", flush=True)
@@ -400,6 +424,8 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--agents", type=int, default=300)
     parser.add_argument("--dir", type=Path, help="work here (and keep it) instead of a temp dir")
+    parser.add_argument("--extend-for", type=float, default=0, metavar="SECONDS",
+                        help="on a kept store: add older sealed days for this long first (history only)")
     parser.add_argument("--parts", help="measure only these (comma-separated: disk, cycle, inventory_change, "
                         "refit, snapshot, replay); on a kept store, a second `cycle` is the steady state (the "
                         "first of a UTC day fits the baselines)")
@@ -410,7 +436,7 @@ def main() -> None:
         workdir = (args.dir / str(total)) if args.dir else Path(tempfile.mkdtemp(prefix="trailwarden-lake-"))
         try:
             results.append(measure(total, args.days, args.agents, workdir,
-                                   set(args.parts.split(",")) if args.parts else None))
+                                   set(args.parts.split(",")) if args.parts else None, args.extend_for))
         finally:
             if not args.dir:
                 shutil.rmtree(workdir, ignore_errors=True)
