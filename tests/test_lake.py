@@ -359,6 +359,17 @@ def test_a_redelivered_event_of_an_unavailable_day_fails_its_ingest_naming_the_d
         assert s.con.execute("SELECT count(*) FROM events_hot").fetchall() == [(0,)]
 
 
+def test_the_cycle_says_its_detect_ran_without_an_unavailable_day(tmp_path, make_event):
+    db, path = _sealed_week(tmp_path, make_event)
+    path.unlink()
+    config = tmp_path / "tw.yaml"
+    config.write_text(f"database: {db}\nstore: {{seal_after: 2d}}\n")
+    result = run_cli("--config", str(config), "run")
+    assert result.returncode == 0, result.stderr
+    [detect] = [line for line in result.stdout.splitlines() if line.startswith("detect")]
+    assert f"ok (sealed day(s) unavailable, left out of events: {_days_ago(2)} (missing" in detect
+
+
 def test_a_file_gone_after_the_snapshot_leaves_its_day_out_of_the_readers_view(tmp_path, make_event):
     db, path = _sealed_week(tmp_path, make_event)
     publish_snapshot(db)
