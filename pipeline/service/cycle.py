@@ -176,6 +176,7 @@ def _detect(store: Store, config: Config, inventory: Inventory, path: str | None
 def _seal(store: Store, config: Config, _inventory: Inventory, _path: str | None, _echo: Any) -> dict[str, Any]:
     """Seal the oldest sealable days and compact as many days of late events (bounded: at most
     ``store.seal_days_per_cycle`` of each per cycle; the rest waits for the next cycles)."""
+    from pipeline.detection import features
     from pipeline.store import lake
 
     assert config.store is not None
@@ -183,7 +184,9 @@ def _seal(store: Store, config: Config, _inventory: Inventory, _path: str | None
         lake.use_root(store, config.lake.path)
     sealed = lake.seal(store, config.store.seal_after, max_days=config.store.seal_days_per_cycle)
     compacted = lake.compact(store, max_days=config.store.seal_days_per_cycle)
-    return {"sealed": sealed.as_dict(), "compacted": compacted.as_dict(),
+    # the sealed days' baseline rows (a day sealed again invalidates its own and the next day's)
+    kept = features.refresh(store, config.timezone, max_days=config.store.seal_days_per_cycle + 1)
+    return {"sealed": sealed.as_dict(), "compacted": compacted.as_dict(), "features": kept.as_dict(),
             "waiting": len(lake.sealable_days(store, config.store.seal_after))}
 
 

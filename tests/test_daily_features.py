@@ -1,0 +1,121 @@
+"""Baselines from daily aggregates (issue 18 item 3): a refit that reads the per-day rows kept as
+days sealed learns exactly what a fit from the raw events learns - over an organisation's month
+with incidents and open findings (tainted cells), late events of a sealed day, a time zone with a
+half-hour offset, a triage that turns a finding into a false positive, and an inventory change."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models.inventory import Attributor
+from pipeline.core.config import load_config
+from pipeline.core.times import day_start
+from pipeline.demo.organisation import generate
+from pipeline.demo.score import load_labels
+from pipeline.detection import features, learning
+from pipeline.ingest.run import ingest_files
+from pipeline.store import lake
+from pipeline.store.store import Store, open_store
+from tests.conftest import run_cli, write_ndjson
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def org(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A month of a 24-agent organisation with its incidents, ingested and detected (findings
+    open), every day but the last two sealed."""
+    root = tmp_path_factory.mktemp("org")
+    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    generate(root, agents=24, weeks=4, seed=3, end=end, volume=0.01)
+    _, meta = load_labels(root / "labels.json")
+    config = ("--config", "config/trailwarden.yaml")
+    for args in (("ingest", "--file", "events/"), ("detect", "--since", meta["detect_since"], "--until", meta["end"])):
+        done = run_cli(*config, *args, cwd=root)
+        assert done.returncode == 0, done.stderr
+    cfg = load_config(root / "config" / "trailwarden.yaml")
+    db = root / cfg.database
+    with open_store(db) as store:
+        lake.seal(store, timedelta(days=2), max_days=100)
+    return {"root": root, "db": db, "tz": cfg.timezone, "end": day_start(datetime.now(UTC))}
+
+
+def _raw(store: Store, end: datetime, tz: str) -> dict[str, Any]:
+    """The fit from raw events only: the same fit with no stored day (rolled back)."""
+    store.con.execute("BEGIN TRANSACTION")
+    try:
+        store.con.execute("DELETE FROM feature_days")
+        return _fit(store, end, tz)
+    finally:
+        store.con.execute("ROLLBACK")
+
+
+def _fit(store: Store, end: datetime, tz: str) -> dict[str, Any]:
+    """Every agent's fitted baseline as stored (its JSON object: the order of its maps' keys is
+    the order rows came, not a property of the baseline)."""
+    return {agent: json.loads(b.to_json()) for agent, b in learning.fit(store, end, tz).items()}
+
+
+def _stored_days(store: Store, end: datetime, tz: str) -> dict[str, int]:
+    where, params = learning.learnable(end - learning.HISTORY, end)
+    plan = features.plan(store, end - learning.HISTORY, end, tz, where, params, learning.UNLEARNED_STATUSES)
+    return {key: len(days) for (key, _), days in plan.stored.items()}
+
+
+def test_a_refit_from_stored_days_learns_what_the_raw_events_teach(org: dict[str, Any]) -> None:
+    with open_store(org["db"]) as store:
+        built = features.refresh(store, org["tz"], max_days=100)
+        assert len(built.days) >= 24 and built.stale_days == 0
+        stored = _stored_days(store, org["end"], org["tz"])
+        # every part read most of the 28 days from its stored rows, not from events
+        assert set(stored) == {p.key for p in features.parts()} and min(stored.values()) >= 24
+        assert features.plan(store, org["end"] - learning.HISTORY, org["end"], org["tz"], "true", [],
+                             learning.UNLEARNED_STATUSES).tainted, "the scenario's findings taint some cells"
+        fitted = _fit(store, org["end"], org["tz"])
+        assert fitted == _raw(store, org["end"], org["tz"])
+        assert len(fitted) >= 24
+
+
+def test_a_half_hour_time_zone_a_late_event_and_a_triage_change_learn_the_same(org: dict[str, Any],
+                                                                               tmp_path: Path) -> None:
+    zone = "Asia/Kolkata"  # local days and hours straddle the UTC days' pieces
+    with open_store(org["db"]) as store:
+        features.refresh(store, zone, max_days=100)
+        assert min(_stored_days(store, org["end"], zone).values()) >= 24
+        # a late event of a sealed day waits in the hot table: that day is read from its events
+        sealed = store.con.execute("SELECT min(day) + 10 FROM lake_files").fetchone()[0]
+        first_file = sorted((org["root"] / "events").rglob("*.ndjson.gz"))[0]
+        late = json.loads(gzip.decompress(first_file.read_bytes()).decode().splitlines()[0])
+        late["eventId"] = "late-event-1"
+        late["eventTime"] = f"{sealed.isoformat()}T23:58:00Z"
+        write_ndjson(tmp_path / "late.jsonl", [late])
+        assert ingest_files(store, [tmp_path / "late.jsonl"], Attributor(None)).new == 1
+        # a finding called a false positive is learned again
+        store.con.execute("UPDATE findings SET status = 'false_positive' WHERE id = (SELECT min(id) FROM findings "
+                          "WHERE status = 'open')")
+        fitted = _fit(store, org["end"], zone)
+        assert fitted == _raw(store, org["end"], zone)
+        where, params = learning.learnable(org["end"] - learning.HISTORY, org["end"])
+        plan = features.plan(store, org["end"] - learning.HISTORY, org["end"], zone, where, params,
+                             learning.UNLEARNED_STATUSES)
+        assert all(sealed not in days and len(days) >= 23 for days in plan.stored.values())
+
+
+def test_stale_days_are_read_from_events_and_rebuilt_a_bounded_step_at_a_time(org: dict[str, Any]) -> None:
+    with open_store(org["db"]) as store:
+        features.refresh(store, org["tz"], max_days=100)
+        assert not features.stale_days(store, org["tz"])
+        # an inventory change: every stored day is stale, nothing wrong is read meanwhile
+        store.con.execute("DELETE FROM attribution_version")
+        store.con.execute("INSERT INTO attribution_version VALUES ('another-inventory', now())")
+        assert _stored_days(store, org["end"], org["tz"]) == {}
+        stale = len(features.stale_days(store, org["tz"]))
+        step = features.refresh(store, org["tz"], max_days=2)
+        assert len(step.days) == 2 and step.stale_days == stale - 2
+        assert _stored_days(store, org["end"], org["tz"])["shared"] == 2
