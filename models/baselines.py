@@ -13,6 +13,12 @@ Insights does). It has two kinds of content:
   events of the history (SQL run through :attr:`History.query`: nothing here touches the store).
   odd_hours learns when the agent acts, failure_storm how it fails, new_source where it calls from.
 
+Each part learns from *per-day rows* (``Learned.daily``, the shared part's ``SHARED_DAILY``): a
+day's events reduced to sums, maxima and distinct local days per agent and a few keys, which
+combine across days. ``pipeline.detection.features`` keeps them as each UTC day seals, so a refit
+reads O(agents x days) rows; :meth:`History.daily` gives a part its rows over the history, kept or
+computed from events, and the fit combines them.
+
 ``pipeline.detection.learning`` fits the shared part and every detector's part, stores them and
 loads them. All aggregation runs in DuckDB, so fitting costs memory for the per-agent tables only,
 however long the history.

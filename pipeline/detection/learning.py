@@ -23,8 +23,8 @@ import pyarrow as pa
 import detectors
 from detectors.base import Detector
 from models.baselines import HISTORY, SHARED, SHARED_DAILY, Baseline, History, Learned, fit_shared
-from pipeline.detection import features
 from pipeline.core.times import day_start, utcnow
+from pipeline.detection import features
 from pipeline.store.store import Store
 
 # Findings whose events a baseline must not learn from: what the team has not called a false
