@@ -24,7 +24,6 @@ from pipeline.store import lake
 from pipeline.store.store import Store, open_store
 from tests.conftest import run_cli, write_ndjson
 
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +67,7 @@ def _stored_days(store: Store, end: datetime, tz: str) -> dict[str, int]:
     return {key: len(days) for (key, _), days in plan.stored.items()}
 
 
+@pytest.mark.slow
 def test_a_refit_from_stored_days_learns_what_the_raw_events_teach(org: dict[str, Any]) -> None:
     with open_store(org["db"]) as store:
         built = features.refresh(store, org["tz"], max_days=100)
@@ -82,6 +82,7 @@ def test_a_refit_from_stored_days_learns_what_the_raw_events_teach(org: dict[str
         assert len(fitted) >= 24
 
 
+@pytest.mark.slow
 def test_a_half_hour_time_zone_a_late_event_and_a_triage_change_learn_the_same(org: dict[str, Any],
                                                                                tmp_path: Path) -> None:
     zone = "Asia/Kolkata"  # local days and hours straddle the UTC days' pieces
@@ -107,6 +108,7 @@ def test_a_half_hour_time_zone_a_late_event_and_a_triage_change_learn_the_same(o
         assert all(sealed not in days and len(days) >= 23 for days in plan.stored.values())
 
 
+@pytest.mark.slow
 def test_stale_days_are_read_from_events_and_rebuilt_a_bounded_step_at_a_time(org: dict[str, Any]) -> None:
     with open_store(org["db"]) as store:
         features.refresh(store, org["tz"], max_days=100)
@@ -119,3 +121,39 @@ def test_stale_days_are_read_from_events_and_rebuilt_a_bounded_step_at_a_time(or
         step = features.refresh(store, org["tz"], max_days=2)
         assert len(step.days) == 2 and step.stale_days == stale - 2
         assert _stored_days(store, org["end"], org["tz"])["shared"] == 2
+
+
+def _days_ago(n: int) -> str:
+    return (datetime.now(UTC) - timedelta(days=n)).strftime("%Y-%m-%dT10:00:00Z")
+
+
+def test_the_cycle_keeps_sealed_days_rows_and_a_day_sealed_again_is_rebuilt(tmp_path: Path, make_event) -> None:
+    """The service's seal step keeps the rows of the days it seals; late events of a sealed day
+    make that day (and the next) stale until the seal step rebuilds them from all their events."""
+    cfg = tmp_path / "tw.yaml"
+    cfg.write_text(f"database: {tmp_path / 'tw.duckdb'}\ntimezone: Asia/Shanghai\nstore: {{seal_after: 1d, "
+                   f"seal_days_per_cycle: 5}}\nsources: [{{name: drop, type: files, path: {tmp_path / 'in'}}}]\n")
+    (tmp_path / "in").mkdir()
+    write_ndjson(tmp_path / "in" / "a.jsonl", [make_event(i, eventTime=_days_ago(2 + i % 3)) for i in range(9)])
+    done = run_cli("--config", str(cfg), "run")
+    assert done.returncode == 0, done.stderr
+    with open_store(tmp_path / "tw.duckdb") as store:
+        kept = dict(store.con.execute("SELECT day, sum(rows) FROM feature_days WHERE part = 'shared' "
+                                      "GROUP BY day").fetchall())
+        assert len(kept) == 3 and all(kept.values())
+        assert not features.stale_days(store, "Asia/Shanghai")
+        late_day = min(kept)
+    write_ndjson(tmp_path / "in" / "b.jsonl", [make_event(50, eventTime=f"{late_day.isoformat()}T23:59:00Z")])
+    with open_store(tmp_path / "tw.duckdb") as store:
+        assert ingest_files(store, [tmp_path / "in" / "b.jsonl"], Attributor(None)).new == 1
+        lake.seal(store, timedelta(days=1), max_days=5)
+        # the day sealed again, and the next (its sliding windows look back into it), are stale
+        assert features.stale_days(store, "Asia/Shanghai") == [late_day, late_day + timedelta(days=1)]
+        calls = "SELECT sum(calls) FROM features_shared_{} WHERE feature_day = ?"
+        table = features.parts()[0].version
+        before = store.con.execute(calls.format(table), [late_day]).fetchone()[0]
+    done = run_cli("--config", str(cfg), "run")
+    assert done.returncode == 0, done.stderr
+    with open_store(tmp_path / "tw.duckdb") as store:
+        assert not features.stale_days(store, "Asia/Shanghai")
+        assert store.con.execute(calls.format(table), [late_day]).fetchone()[0] == before + 1
