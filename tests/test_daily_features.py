@@ -25,7 +25,6 @@ from pipeline.store.store import Store, open_store
 from tests.conftest import run_cli, write_ndjson
 
 
-
 @pytest.fixture(scope="module")
 def org(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A month of a 24-agent organisation with its incidents, ingested and detected (findings

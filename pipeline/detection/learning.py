@@ -94,7 +94,8 @@ def _history(store: Store, start: datetime, end: datetime, timezone: str,
     def query(sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
         return store.con.execute(sql, list(values)).fetchall()
 
-    planned = features.plan(store, start, end, timezone, where, params, UNLEARNED_STATUSES, agents)
+    everyone, values = learnable(start, end)
+    planned = features.plan(store, start, end, timezone, everyone, values, UNLEARNED_STATUSES, agents)
     return History(query, where, params, start, end, timezone, {}, planned.source)
 
 
