@@ -205,36 +205,53 @@ class Plan:
                 where += " AND list_contains(?, agent)"
                 values.append(self.agents)
             branches.append((f"SELECT * EXCLUDE (feature_day) FROM {table} WHERE {where}", values))  # noqa: S608
-        for lo, hi in _raw_ranges(self.start, self.end, days):
-            branches.append(self._branch(sql, "event_time >= ?", [lo], lo, hi, ""))
-        tainted = sorted(d for d in self.tainted if d in days)
-        if tainted:  # one scan for every tainted cell (each branch costs DuckDB its own scan buffers)
-            cells = sorted(f"{d.isoformat()}|{a}" for d in tainted for a in self.tainted[d])
-            key = "CAST(CAST(timezone('UTC', {t}) AS DATE) AS VARCHAR) || '|' || agent"
-            mine, before = key.format(t="event_time"), key.format(t=f"event_time + INTERVAL {int(LOOKBACK.total_seconds())} SECOND")
-            branches.append(self._branch(sql, f"list_contains(?, {mine})", [cells], _midnight(tainted[0]),
-                                         _midnight(tainted[-1]) + timedelta(days=1),
-                                         f" AND (list_contains(?, {mine}) OR list_contains(?, {before}))",
-                                         [cells, cells]))
-        if not branches:  # nothing in the history: an empty relation of the right shape
-            branches.append(self._branch(sql, "false", [], self.start, self.start, ""))
+        computed = self._computed(sql, days)
+        if computed is not None:
+            branches.append(computed)
         text = " UNION ALL BY NAME ".join(f"({b})" for b, _ in branches)
         return f"({text})", [v for _, values in branches for v in values]
 
-    def _branch(self, sql: str, in_range: str, range_values: list[Any], lo: datetime, hi: datetime,
-                extra: str, extra_values: Sequence[Any] = ()) -> tuple[str, list[Any]]:
-        """``sql`` over the learnable events of [lo, hi) (from LOOKBACK before ``lo``, not before
-        the history) that ``extra`` keeps. The events left out (few: those of findings) are
+    def _computed(self, sql: str, stored: set[date]) -> tuple[str, list[Any]] | None:
+        """``sql`` over the learnable events the stored days do not cover - the stretches of the
+        history not stored, and the tainted cells of stored days - in ONE scan (every scan of the
+        view costs DuckDB its own buffers: a branch per stretch ran out of memory at 256 MB), or
+        None when the stored days cover everything. The LOOKBACK before each stretch and cell is
+        read too, with ``in_range`` false. The events left out (few: those of findings) are
         anti-joined by eventId: filtering with the learnable clause directly carries every column
         through its joins (2-3 times slower)."""
-        lo = max(lo - LOOKBACK, self.start)
+        ranges = _raw_ranges(self.start, self.end, stored)
+        tainted = sorted(d for d in self.tainted if d in stored)
+        if not ranges and not tainted:
+            return None
+        lookback = f"INTERVAL {int(LOOKBACK.total_seconds())} SECOND"
+        in_range: list[str] = []  # what the rows are for
+        reach: list[str] = []  # what is read: those and the LOOKBACK before them
+        values: list[Any] = []
+        reach_values: list[Any] = []
+        for lo, hi in ranges:
+            in_range.append("(event_time >= ? AND event_time < ?)")
+            values += [lo, hi]
+            reach.append(f"(event_time >= ? - {lookback} AND event_time < ?)")
+            reach_values += [lo, hi]
+        if tainted:
+            cells = sorted(f"{d.isoformat()}|{a}" for d in tainted for a in self.tainted[d])
+            key = "CAST(CAST(timezone('UTC', {t}) AS DATE) AS VARCHAR) || '|' || agent"
+            in_range.append(f"list_contains(?, {key.format(t='event_time')})")
+            values.append(cells)
+            reach.append(f"list_contains(?, {key.format(t='event_time')}) "
+                         f"OR list_contains(?, {key.format(t=f'event_time + {lookback}')})")
+            reach_values += [cells, cells]
+        first = min([lo for lo, _ in ranges] + [_midnight(d) for d in tainted] + [self.start])
+        last = max([hi for _, hi in ranges] + [_midnight(d) + timedelta(days=1) for d in tainted] + [self.start])
+        lo, hi = max(first - LOOKBACK, self.start), min(last, self.end)
         agents = " AND list_contains(?, agent)" if self.agents is not None else ""
-        source = (f"(SELECT *, {in_range} AS in_range FROM events WHERE event_time >= ? AND event_time < ?"  # noqa: S608
-                  f"{agents}{extra} AND event_id NOT IN (SELECT event_id FROM events WHERE event_time >= ? "
+        source = (f"(SELECT *, {' OR '.join(in_range) or 'false'} AS in_range FROM events "  # noqa: S608
+                  f"WHERE event_time >= ? AND event_time < ?{agents} AND ({' OR '.join(reach) or 'false'}) "
+                  f"AND event_id NOT IN (SELECT event_id FROM events WHERE event_time >= ? "
                   f"AND event_time < ? AND NOT coalesce(({self.where}), false)))")
-        values = [*range_values, lo, hi, *([self.agents] if self.agents is not None else []), *extra_values,
+        params = [*values, lo, hi, *([self.agents] if self.agents is not None else []), *reach_values,
                   lo, hi, *self.params]
-        return fill(sql, source, self.timezone), values * sql.count("{events}")
+        return fill(sql, source, self.timezone), params * sql.count("{events}")
 
 
 def _raw_ranges(start: datetime, end: datetime, stored: set[date]) -> list[tuple[datetime, datetime]]:
