@@ -126,33 +126,33 @@ def _days_ago(n: int) -> str:
     return (datetime.now(UTC) - timedelta(days=n)).strftime("%Y-%m-%dT10:00:00Z")
 
 
-def test_the_cycle_keeps_sealed_days_rows_and_a_day_sealed_again_is_rebuilt(tmp_path: Path, make_event) -> None:
-    """The service's seal step keeps the rows of the days it seals; late events of a sealed day
-    make that day (and the next) stale until the seal step rebuilds them from all their events."""
+def test_the_cycle_keeps_ended_days_rows_and_a_day_with_late_events_is_rebuilt(tmp_path: Path, make_event) -> None:
+    """With ``store:`` configured, each cycle keeps the rows of the UTC days that ended, before it
+    detects; a late event makes its day (and the next: sliding windows look back across midnight)
+    stale until a cycle rebuilds them from all their events, sealed or not."""
     cfg = tmp_path / "tw.yaml"
-    cfg.write_text(f"database: {tmp_path / 'tw.duckdb'}\ntimezone: Asia/Shanghai\nstore: {{seal_after: 1d, "
+    cfg.write_text(f"database: {tmp_path / 'tw.duckdb'}\ntimezone: Asia/Shanghai\nstore: {{seal_after: 3d, "
                    f"seal_days_per_cycle: 5}}\nsources: [{{name: drop, type: files, path: {tmp_path / 'in'}}}]\n")
     (tmp_path / "in").mkdir()
-    write_ndjson(tmp_path / "in" / "a.jsonl", [make_event(i, eventTime=_days_ago(2 + i % 3)) for i in range(9)])
+    write_ndjson(tmp_path / "in" / "a.jsonl", [make_event(i, eventTime=_days_ago(1 + i % 4)) for i in range(12)])
     done = run_cli("--config", str(cfg), "run")
     assert done.returncode == 0, done.stderr
+    assert [line.split()[0] for line in done.stdout.splitlines()[-5:]] == ["ingest", "features", "detect", "alert",
+                                                                           "seal"]
+    calls = f"SELECT sum(calls) FROM {features.parts()[0].table} WHERE feature_day = ?"
     with open_store(tmp_path / "tw.duckdb") as store:
-        kept = dict(store.con.execute("SELECT day, sum(rows) FROM feature_days WHERE part = 'shared' "
-                                      "GROUP BY day").fetchall())
-        assert len(kept) == 3 and all(kept.values())
+        kept = dict(store.con.execute("SELECT day, events FROM feature_days WHERE part = 'shared'").fetchall())
+        assert sorted(kept.values()) == [3, 3, 3, 3]  # 4 ended days, sealed (the oldest) or hot
+        assert store.con.execute("SELECT count(*) FROM lake_files").fetchone()[0] == 1
         assert not features.stale_days(store, "Asia/Shanghai")
-        late_day = min(kept)
+        late_day = min(kept)  # the sealed one
+        before = store.con.execute(calls, [late_day]).fetchone()[0]
     write_ndjson(tmp_path / "in" / "b.jsonl", [make_event(50, eventTime=f"{late_day.isoformat()}T23:59:00Z")])
     with open_store(tmp_path / "tw.duckdb") as store:
         assert ingest_files(store, [tmp_path / "in" / "b.jsonl"], Attributor(None)).new == 1
-        lake.seal(store, timedelta(days=1), max_days=5)
-        # the day sealed again, and the next (its sliding windows look back into it), are stale
         assert features.stale_days(store, "Asia/Shanghai") == [late_day, late_day + timedelta(days=1)]
-        calls = "SELECT sum(calls) FROM features_shared_{} WHERE feature_day = ?"
-        table = features.parts()[0].version
-        before = store.con.execute(calls.format(table), [late_day]).fetchone()[0]
     done = run_cli("--config", str(cfg), "run")
     assert done.returncode == 0, done.stderr
     with open_store(tmp_path / "tw.duckdb") as store:
         assert not features.stale_days(store, "Asia/Shanghai")
-        assert store.con.execute(calls.format(table), [late_day]).fetchone()[0] == before + 1
+        assert store.con.execute(calls, [late_day]).fetchone()[0] == before + 1

@@ -3,16 +3,18 @@ UTC day seals, so a refit reads O(agents x days) rows instead of 28 days of raw 
 
 Every learned part declares its *daily* SQL (``models.baselines.Learned.daily``; the shared part's
 is ``SHARED_DAILY``): per agent and some keys of one day (local day, hour, network...), sums,
-maxima and counts that combine across days and across the pieces of a day. When a UTC day is
-sealed (:func:`build_day`, run by the service's seal step) each part's rows for that day are
+maxima and counts that combine across days and across the pieces of a day. Once a UTC day has
+ended (:func:`refresh`, run by the service before it detects) each part's rows for that day are
 computed once from its events and stored in ``features_<part>_<version>``, registered in
-``feature_days`` with the version of the part's SQL, the business time zone and the attribution
-(inventory fingerprint) they were built with.
+``feature_days`` with the version of the part's SQL, the business time zone, the attribution
+(inventory fingerprint) they were built with, and how many events the day and the day before
+had (a late event changes the count: the day is built again). Sealing moves a day's events, never
+changes them: the rows stay valid.
 
 A fit (:func:`source`) reads, for each part, the stored rows of the days they are valid for, and
-computes the rest from events: days not sealed yet (the hot days), days with late events waiting
-in the hot table, days built with another version, time zone or inventory, partial days at the
-edges of the history - and the *tainted cells*: what a baseline must not learn (the events of
+computes the rest from events: days not built yet (today's), days whose events (or the day
+before's) changed in number since they were built (late events), days built with another version,
+time zone or inventory, partial days at the edges of the history - and the *tainted cells*: what a baseline must not learn (the events of
 open, acknowledged and resolved findings, ``learning.learnable``) is decided at fit time, since
 triage moves findings in and out of it. Stored rows hold every event of the day; for each agent
 and day a finding of that agent touches (and the day after: a sliding window looks back across
@@ -87,13 +89,28 @@ def _day_source(day: date) -> tuple[str, list[Any]]:
             [start, start - LOOKBACK, start + timedelta(days=1)])
 
 
+def day_counts(store: Store, first: date, last: date) -> dict[date, int]:
+    """Events per UTC day in [first, last): the hot table's, grouped, plus the sealed files' rows
+    (registered counts: no file is read)."""
+    counts: dict[date, int] = {}
+    for day, n in store.con.execute(
+            "SELECT CAST(timezone('UTC', event_time) AS DATE) AS d, count(*) FROM events_hot "
+            "WHERE event_time >= ? AND event_time < ? GROUP BY d", [_midnight(first), _midnight(last)]).fetchall():
+        counts[day] = counts.get(day, 0) + int(n)
+    for day, n in store.con.execute("SELECT day, sum(rows) FROM lake_files WHERE day >= ? AND day < ? GROUP BY day",
+                                    [first, last]).fetchall():
+        counts[day] = counts.get(day, 0) + int(n)
+    return counts
+
+
 def build_day(store: Store, day: date, timezone: str, kinds: Iterable[type[Learned]] | None = None) -> int:
-    """Compute and store every part's rows of one sealed UTC day (replacing what was stored for
-    it), in one transaction; return the rows stored. A bounded step: one day's events."""
+    """Compute and store every part's rows of one UTC day (replacing what was stored for it), in
+    one transaction; return the rows stored. A bounded step: one day's events."""
     tag = attribution(store)
     source, values = _day_source(day)
     total = 0
     with store.transaction() as con:
+        counts = day_counts(store, day - timedelta(days=1), day + timedelta(days=1))
         for part in parts(kinds):
             sql = fill(part.sql, source, timezone)
             params = values * part.sql.count("{events}")
@@ -104,8 +121,10 @@ def build_day(store: Store, day: date, timezone: str, kinds: Iterable[type[Learn
                         [day, *params])
             row = first_row(con.execute(f"SELECT count(*) FROM {part.table} WHERE feature_day = ?", [day]))  # noqa: S608
             rows = int(row[0]) if row else 0
-            con.execute("INSERT OR REPLACE INTO feature_days VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        [part.key, day, part.version, timezone, tag, rows, utcnow()])
+            con.execute("INSERT OR REPLACE INTO feature_days BY NAME SELECT ? AS part, ? AS day, ? AS version, "
+                        "? AS timezone, ? AS attribution, ? AS rows, ? AS events, ? AS events_before, ? AS built_at",
+                        [part.key, day, part.version, timezone, tag, rows, counts.get(day, 0),
+                         counts.get(day - timedelta(days=1), 0), utcnow()])
             total += rows
     return total
 
@@ -122,29 +141,35 @@ class FeatureReport:
                 "stale_days": self.stale_days}
 
 
+def _valid(store: Store, first: date, last: date, timezone: str) -> dict[tuple[str, str], set[date]]:
+    """Per (part, version): the days of [first, last) whose kept rows are valid now - built with
+    this time zone and attribution, and the day and the day before still hold as many events."""
+    counts = day_counts(store, first - timedelta(days=1), last)
+    valid: dict[tuple[str, str], set[date]] = {}
+    for key, version, day, events, before in store.con.execute(
+            "SELECT part, version, day, events, events_before FROM feature_days WHERE day >= ? AND day < ? "
+            "AND timezone = ? AND attribution = ?", [first, last, timezone, attribution(store)]).fetchall():
+        if events == counts.get(day, 0) and before == counts.get(day - timedelta(days=1), 0):
+            valid.setdefault((str(key), str(version)), set()).add(day)
+    return valid
+
+
 def stale_days(store: Store, timezone: str, now: datetime | None = None) -> list[date]:
-    """The sealed UTC days of the last KEEP whose rows are missing or stale (another version of
-    some part's SQL, another time zone or inventory), oldest first."""
+    """The ended UTC days of the last KEEP with events whose rows are missing or stale (another
+    version of some part's SQL, another time zone or inventory, events arrived since), oldest
+    first."""
     now = now or utcnow()
-    first = (now - KEEP).astimezone(UTC).date()
+    first, today = (now - KEEP).astimezone(UTC).date(), now.astimezone(UTC).date()
+    valid = _valid(store, first, today, timezone)
     expected = [(p.key, p.version) for p in parts()]
-    rows = store.con.execute(
-        """
-        SELECT s.day FROM (SELECT DISTINCT day FROM lake_files WHERE day >= ? AND day < ?) s
-        WHERE (SELECT count(*) FROM feature_days f
-               WHERE f.day = s.day AND list_contains(?, f.part || ':' || f.version)
-                 AND f.timezone = ? AND f.attribution = ?) < ?
-        ORDER BY s.day
-        """,
-        [first, now.astimezone(UTC).date(), [f"{k}:{v}" for k, v in expected], timezone, attribution(store),
-         len(expected)]).fetchall()
-    return [r[0] for r in rows]
+    days = [d for d, n in day_counts(store, first, today).items() if n]
+    return sorted(d for d in days if any(d not in valid.get(k, set()) for k in expected))
 
 
 def refresh(store: Store, timezone: str, *, max_days: int = 2, now: datetime | None = None) -> FeatureReport:
-    """Build the rows of up to ``max_days`` stale sealed days (newest first: tomorrow's refit
-    needs the recent ones most), drop stored days older than KEEP and the tables of versions no
-    longer used. The service runs it after sealing; each call is a bounded step."""
+    """Build the rows of up to ``max_days`` stale ended days (newest first: the next refit needs
+    the recent ones most), drop stored days older than KEEP and the tables of versions no longer
+    used. The service runs it before it detects; each call is a bounded step."""
     now = now or utcnow()
     report = FeatureReport()
     report.dropped_days = _drop_old(store, (now - KEEP).astimezone(UTC).date())
@@ -279,22 +304,12 @@ def plan(store: Store, start: datetime, end: datetime, timezone: str, where: str
     """What a fit on [start, end) (its learnable events, every agent's: ``where`` and ``params``;
     of ``agents`` only, when given) reads stored:
     for each part, the whole UTC days of the history whose rows were built with its current SQL,
-    this time zone and the current attribution, and that have no late events waiting in the hot
-    table; and the cells the findings with an ``unlearned`` status taint."""
+    this time zone and the current attribution, and whose events have not changed in number since
+    (:func:`_valid`); and the cells the findings with an ``unlearned`` status taint."""
     utc_start = start.astimezone(UTC)
     first = utc_start.date() if _midnight(utc_start.date()) == utc_start else utc_start.date() + timedelta(days=1)
     last = end.astimezone(UTC).date()  # exclusive: whole days end by `end`
-    stored: dict[tuple[str, str], set[date]] = {}
-    if first < last:
-        hot = {r[0] for r in store.con.execute(
-            "SELECT DISTINCT CAST(timezone('UTC', event_time) AS DATE) FROM events_hot "
-            "WHERE event_time >= ? AND event_time < ?", [_midnight(first), _midnight(last)]).fetchall()}
-        for key, version, day in store.con.execute(
-                "SELECT part, version, day FROM feature_days WHERE day >= ? AND day < ? AND timezone = ? "
-                "AND attribution = ? AND day IN (SELECT day FROM lake_files)",
-                [first, last, timezone, attribution(store)]).fetchall():
-            if day not in hot:
-                stored.setdefault((str(key), str(version)), set()).add(day)
+    stored = _valid(store, first, last, timezone) if first < last else {}
     return Plan(start, end, timezone, where, params, agents, stored, _tainted(store, start, end, unlearned))
 
 

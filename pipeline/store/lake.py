@@ -155,9 +155,6 @@ def seal_day(store: Store, day: date) -> tuple[int, int]:
                 if not deleted or int(deleted[0]) != rows:
                     raise RuntimeError(f"sealing {day}: wrote {rows} events but {deleted} left the hot table")
                 _register(store, rel, day, rows, size, digest)
-                # the day's stored baseline rows (and the next day's, whose sliding windows look
-                # back into this one) no longer hold all its events: rebuilt by features.refresh
-                con.execute("DELETE FROM feature_days WHERE day = ? OR day = ?", [day, day + timedelta(days=1)])
                 crash_point("registered")
         except BaseException:
             path.unlink(missing_ok=True)

@@ -1,9 +1,10 @@
--- Baselines from daily aggregates (issue 18 item 3): as each UTC day seals, the per-day rows every
+-- Baselines from daily aggregates (issue 18 item 3): once a UTC day has ended, the per-day rows every
 -- learned part fits from are kept (one table per part and version, created by
 -- pipeline.detection.features: features_<part>_<version>), and registered here. A refit reads the
 -- registered days' rows instead of their events; a day whose rows were built with another version
--- of the part's SQL, another business time zone or another attribution (inventory) is read from
--- its events until it is built again.
+-- of the part's SQL, another business time zone or another attribution (inventory), or whose
+-- events (or the day before's: sliding windows look back across midnight) have changed in number
+-- since (late events), is read from its events until it is built again.
 CREATE TABLE feature_days (
     part VARCHAR NOT NULL,          -- 'shared', or the learned part's class name
     day DATE NOT NULL,              -- the UTC day
@@ -11,6 +12,8 @@ CREATE TABLE feature_days (
     timezone VARCHAR NOT NULL,      -- the business time zone its local days are in
     attribution VARCHAR NOT NULL,   -- the inventory fingerprint the events were attributed with
     rows BIGINT NOT NULL,
+    events BIGINT NOT NULL,         -- the day's events when built
+    events_before BIGINT NOT NULL,  -- the day before's
     built_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (part, day)
 );
