@@ -4,12 +4,12 @@ same run: what the first cycle of each UTC day pays to fit every agent's baselin
 Builds an organisation's store in SQL (``learned_bench.build_store``: 4 weeks and a day of
 ``--agents`` agents, ``--per-agent-day`` calls each a day, pollers, people and roles), seals every
 UTC day but the last two into Parquet as the service does (``lake.seal_day``), and keeps each
-sealed day's per-day rows (``features.build_day``, timed per day: what the seal step adds). Then,
-each in its own process at the store's ``--memory-limit`` (peak RSS per measure):
+ended day's per-day rows (``features.refresh``, timed per day: what the service's ``features``
+step adds once a day). Then, each in its own process at the store's ``--memory-limit`` (peak RSS
+per measure):
 
 * the reference: ``learning.fit`` on the 28 days from the raw events (the stored rows hidden);
-* the refit: ``learning.fit`` reading the stored rows of the sealed days and computing the two hot
-  days from events.
+* the refit: ``learning.fit`` reading the kept rows, as the first cycle of a UTC day does.
 
 Both fit the same baselines (checked here; ``tests/test_daily_features.py`` proves it on an
 organisation with findings). Usage:
@@ -44,7 +44,7 @@ def _end() -> datetime:
 
 
 def build(db: Path, agents: int, per_day: int) -> dict[str, float]:
-    """The store, sealed but for its last two UTC days, with the sealed days' per-day rows."""
+    """The store, sealed but for its last two UTC days, with every ended day's per-day rows."""
     from learned_bench import build_store
 
     from pipeline.detection import features
@@ -64,11 +64,11 @@ def build(db: Path, agents: int, per_day: int) -> dict[str, float]:
             lake.seal_day(store, day)
         sealed = time.monotonic() - t0
         t0 = time.monotonic()
-        rows = sum(features.build_day(store, day, TZ) for day in to_seal)
-        kept = time.monotonic() - t0
+        report = features.refresh(store, TZ, max_days=100, now=_end())
+        kept, rows = time.monotonic() - t0, report.rows
         store.con.execute("CHECKPOINT")
     return {"events": events, "build_s": built, "sealed_days": len(to_seal), "seal_s": sealed,
-            "features_s": kept, "feature_rows": rows}
+            "features_s": kept, "feature_rows": rows, "kept_days": len(report.days)}
 
 
 def measure(db: Path, mode: str, memory_limit: str) -> dict[str, object]:
@@ -109,8 +109,8 @@ def main() -> None:
         built = build(db, args.agents, args.per_agent_day)
         print(f"store: {built['events']:,} events, {args.agents} agents, {built['sealed_days']} sealed days "
               f"(built in {built['build_s']:.0f} s, sealed in {built['seal_s']:.0f} s)")
-        print(f"per-day rows kept as days seal: {built['feature_rows']:,} rows, "
-              f"{built['features_s'] / built['sealed_days']:.2f} s per day "
+        print(f"per-day rows kept for {built['kept_days']} ended days: {built['feature_rows']:,} rows, "
+              f"{built['features_s'] / built['kept_days']:.2f} s per day "
               f"({built['feature_rows'] / built['events']:.3f} rows per event)")
         results = {}
         for mode in ("raw", "stored"):

@@ -214,6 +214,7 @@ class Plan:
     agents: list[str] | None  # the agents fitted (None: all)
     stored: dict[tuple[str, str], set[date]]  # (part key, version) -> days whose stored rows are valid
     tainted: dict[date, set[str]]  # day -> agents whose stored rows of that day must not be used
+    empty: set[date] = field(default_factory=set)  # whole days of the history without any event
 
     def source(self, key: str, sql: str) -> tuple[str, list[Any]]:
         """The per-day rows of ``sql`` (part ``key``) over the history: stored where valid, the
@@ -233,6 +234,8 @@ class Plan:
         computed = self._computed(sql, days)
         if computed is not None:
             branches.append(computed)
+        if not branches:  # a history without events: the rows of none, in their shape
+            branches.append((fill(sql, "(SELECT *, false AS in_range FROM events WHERE false)", self.timezone), []))
         text = " UNION ALL BY NAME ".join(f"({b})" for b, _ in branches)
         return f"({text})", [v for _, values in branches for v in values]
 
@@ -244,38 +247,39 @@ class Plan:
         read too, with ``in_range`` false. The events left out (few: those of findings) are
         anti-joined by eventId: filtering with the learnable clause directly carries every column
         through its joins (2-3 times slower)."""
-        ranges = _raw_ranges(self.start, self.end, stored)
+        ranges = _raw_ranges(self.start, self.end, stored | self.empty)
         tainted = sorted(d for d in self.tainted if d in stored)
         if not ranges and not tainted:
             return None
         lookback = f"INTERVAL {int(LOOKBACK.total_seconds())} SECOND"
         in_range: list[str] = []  # what the rows are for
-        reach: list[str] = []  # what is read: those and the LOOKBACK before them
+        reach: list[str] = []  # what is read: those and the LOOKBACK before them, a time range each
         values: list[Any] = []
         reach_values: list[Any] = []
         for lo, hi in ranges:
             in_range.append("(event_time >= ? AND event_time < ?)")
             values += [lo, hi]
-            reach.append(f"(event_time >= ? - {lookback} AND event_time < ?)")
-            reach_values += [lo, hi]
+            reach.append("(event_time >= ? AND event_time < ?)")
+            reach_values += [max(lo - LOOKBACK, self.start), hi]
         if tainted:
             cells = sorted(f"{d.isoformat()}|{a}" for d in tainted for a in self.tainted[d])
             key = "CAST(CAST(timezone('UTC', {t}) AS DATE) AS VARCHAR) || '|' || agent"
             in_range.append(f"list_contains(?, {key.format(t='event_time')})")
             values.append(cells)
-            reach.append(f"list_contains(?, {key.format(t='event_time')}) "
-                         f"OR list_contains(?, {key.format(t=f'event_time + {lookback}')})")
-            reach_values += [cells, cells]
-        first = min([lo for lo, _ in ranges] + [_midnight(d) for d in tainted] + [self.start])
-        last = max([hi for _, hi in ranges] + [_midnight(d) + timedelta(days=1) for d in tainted] + [self.start])
-        lo, hi = max(first - LOOKBACK, self.start), min(last, self.end)
+            for day in tainted:
+                mine = sorted(f"{day.isoformat()}|{a}" for a in self.tainted[day])
+                reach.append(f"(event_time >= ? AND event_time < ? AND (list_contains(?, {key.format(t='event_time')}) "
+                             f"OR list_contains(?, {key.format(t=f'event_time + {lookback}')})))")
+                reach_values += [max(_midnight(day) - LOOKBACK, self.start), _midnight(day) + timedelta(days=1),
+                                 mine, mine]
         agents = " AND list_contains(?, agent)" if self.agents is not None else ""
-        source = (f"(SELECT *, {' OR '.join(in_range) or 'false'} AS in_range FROM events "  # noqa: S608
-                  f"WHERE event_time >= ? AND event_time < ?{agents} AND ({' OR '.join(reach) or 'false'}) "
-                  f"AND event_id NOT IN (SELECT event_id FROM events WHERE event_time >= ? "
-                  f"AND event_time < ? AND NOT coalesce(({self.where}), false)))")
-        params = [*values, lo, hi, *([self.agents] if self.agents is not None else []), *reach_values,
-                  lo, hi, *self.params]
+        reached = " OR ".join(reach)
+        source = (f"(SELECT *, {' OR '.join(in_range)} AS in_range FROM events "  # noqa: S608
+                  f"WHERE ({reached}){agents} "
+                  f"AND event_id NOT IN (SELECT event_id FROM events WHERE ({reached}) "
+                  f"AND NOT coalesce(({self.where}), false)))")
+        params = [*values, *reach_values, *([self.agents] if self.agents is not None else []),
+                  *reach_values, *self.params]
         return fill(sql, source, self.timezone), params * sql.count("{events}")
 
 
@@ -310,7 +314,9 @@ def plan(store: Store, start: datetime, end: datetime, timezone: str, where: str
     first = utc_start.date() if _midnight(utc_start.date()) == utc_start else utc_start.date() + timedelta(days=1)
     last = end.astimezone(UTC).date()  # exclusive: whole days end by `end`
     stored = _valid(store, first, last, timezone) if first < last else {}
-    return Plan(start, end, timezone, where, params, agents, stored, _tainted(store, start, end, unlearned))
+    counts = day_counts(store, first, last) if first < last else {}
+    empty = {first + timedelta(days=i) for i in range((last - first).days)} - {d for d, n in counts.items() if n}
+    return Plan(start, end, timezone, where, params, agents, stored, _tainted(store, start, end, unlearned), empty)
 
 
 def _tainted(store: Store, start: datetime, end: datetime, unlearned: Sequence[str]) -> dict[date, set[str]]:
