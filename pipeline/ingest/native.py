@@ -63,10 +63,12 @@ from pipeline.ingest.sources import files
 GROUP_BYTES = 16 * files.MIB  # chunks parsed by one statement (~12k events)
 MAX_BRACKETS = 500  # more '{' and '[' than this: Python decides (its parser's depth limit)
 
-# Every value read, as a JSON leaf of one json_transform (one parse per line): the leaf's text
-# says its type ('"' a string, 't'/'f' a boolean, a digit or '-' a number; SQL NULL when absent
-# or null). Objects that typed columns come from are nested structs.
-_LEAF = "VARCHAR"
+# Every value read, as a JSON leaf of ONE json_transform (the only parse of the line): the leaf
+# is the value's JSON text (SQL NULL when absent or null), so its first character is its type
+# ('"' a string, 't'/'f' a boolean, a digit or '-' a number, '{' or '[' an object or array).
+# Objects that typed columns come from are nested structs (a value that is not an object reads
+# as a struct of NULLs, which is what ``normalize`` reads from it too, except where noted).
+_LEAF = "JSON"
 _STRUCTURE: dict[str, Any] = {
     **dict.fromkeys((
         "eventId", "eventTime", "eventName", "eventType", "eventRW", "eventSource", "eventVersion",
@@ -81,7 +83,10 @@ _STRUCTURE: dict[str, Any] = {
     "requestParameters": {"ServiceCode": _LEAF},
     "additionalEventData": {"Scheme": _LEAF},
 }
-# The objects whose keys are checked for duplicates, in json_keys' order (k[1] ... k[9]).
+# The objects whose keys are checked for duplicates, in json_keys' order (k[1] ... k[9]). Their
+# key lists also say which are objects: ``json_keys`` gives [] for an empty object, a string, a
+# number or null alike, so a list with keys is an object and an empty one is left to Python
+# where it matters (userIdentity, sessionContext.attributes).
 _OBJECTS = ("$", "$.userIdentity", "$.userIdentity.sessionContext", "$.userIdentity.sessionContext.attributes",
             "$.userIdentity.sessionContext.sessionAttributes", "$.requestParameters", "$.additionalEventData",
             "$.responseElements", "$.referencedResources")
@@ -118,76 +123,111 @@ _LEAVES = {path: i for i, path in enumerate(_leaf_paths(_STRUCTURE))}
 
 
 def _leaf(path: str) -> str:
-    """SQL: the column holding a leaf's text (``userIdentity.userName``): a string unescaped, a
-    number or boolean as written, an object or array as JSON."""
+    """SQL: the column holding a leaf's JSON text (``userIdentity.userName``), NULL when absent or
+    null."""
     return f"l{_LEAVES[path]}"
 
 
-def _type(path: str) -> str:
-    """SQL: the column holding the leaf's JSON type (``VARCHAR``, ``UBIGINT``, ``NULL``...)."""
-    return f"y{_LEAVES[path]}"
-
-
 def _decoded(path: str) -> str:
-    """SQL: the column holding the string a leaf holds (NULL when it is not a string)."""
+    """SQL: the column holding the string a leaf holds, when it holds one (anything when it
+    does not: read it only where the leaf's type is checked, or through :func:`_text`)."""
     return f"d{_LEAVES[path]}"
+
+
+def _is_string(path: str) -> str:
+    return f"starts_with({_leaf(path)}, '\"')"
+
+
+def _text(path: str) -> str:
+    """SQL: the string a leaf holds, NULL when it holds anything else."""
+    return f"CASE WHEN {_is_string(path)} THEN {_decoded(path)} END"
+
+
+def _keys(i: int) -> str:
+    """SQL: how many keys ``_OBJECTS[i]`` has (NULL when absent; 0 when empty or not an object)."""
+    return f"n{i}"
 
 
 def _string(path: str) -> tuple[str, str]:
     """SQL (value, ok) for ``events._opt_str``: absent, null, a string, or (where exports write
-    numbers) an integer."""
-    x, y, d, key = _leaf(path), _type(path), _decoded(path), path.rsplit(".", 1)[-1]
+    numbers) an integer as Python writes it."""
+    x, d, key = _leaf(path), _decoded(path), path.rsplit(".", 1)[-1]
     if key in _NUMERIC_OK:
-        return f"coalesce({d}, {x})", f"({y} IS NULL OR {y} IN ('NULL', 'VARCHAR', 'UBIGINT', 'BIGINT'))"
-    return d, f"({y} IS NULL OR {y} IN ('NULL', 'VARCHAR'))"
+        return (f"CASE WHEN {_is_string(path)} THEN {d} ELSE {x} END",
+                f"({x} IS NULL OR {_is_string(path)} OR regexp_full_match({x}, '{_INT_RE}'))")
+    return d, f"({x} IS NULL OR {_is_string(path)})"
 
 
 def _bool(path: str) -> tuple[str, str]:
     """SQL (value, ok) for ``events._opt_bool``."""
-    x, y = _leaf(path), _type(path)
-    low = f"lower({_decoded(path)})"
-    value = f"CASE WHEN {y} = 'BOOLEAN' THEN {x} = 'true' WHEN {low} IN ('true', 'false') THEN {low} = 'true' END"
-    ok = f"({y} IS NULL OR {y} IN ('NULL', 'BOOLEAN') OR {low} IN ('true', 'false', ''))"
+    x, low, string = _leaf(path), f"lower({_decoded(path)})", _is_string(path)
+    value = (f"CASE WHEN {x} IN ('true', 'false') THEN {x} = 'true' "
+             f"WHEN {string} AND {low} IN ('true', 'false') THEN {low} = 'true' END")
+    ok = f"({x} IS NULL OR {x} IN ('true', 'false') OR ({string} AND {low} IN ('true', 'false', '')))"
     return value, ok
-
-
-def _object(i: int) -> str:
-    """SQL: the JSON type of ``_OBJECTS[i]``."""
-    return f"o{i}"
 
 
 def _time(expr: str) -> str:
     return f"CASE WHEN regexp_full_match({expr}, '{_TIME_RE}') THEN TRY_CAST({expr} AS TIMESTAMPTZ) END"
 
 
-def _fields_sql() -> str:
-    """Stage one, materialized: each line that may be an event parsed once into the structure,
-    and the keys of each object read (json_keys: a second, cheaper parse)."""
+def _read_sql(guarded: bool, escaped: bool) -> str:
+    """Layers one and two: each line that may be an event parsed once into the structure, the
+    key lists of the objects checked for duplicates (``json_keys``: a cheap second walk), then
+    each leaf's JSON text and decoded string. ``guarded`` wraps the parse in ``try`` (a line
+    DuckDB cannot read is NULL, left to Python); the fast statement has no ``try`` and is rerun
+    guarded only when a group holds such a line. A string leaf is decoded by cutting its quotes,
+    exact when the line has no backslash (yyjson writes a string back with escapes only for a
+    quote, a backslash or a control character, all of which the line would then have escaped);
+    lines with one (``escaped``) are read by a second statement that decodes each string leaf
+    with ``json_extract_string``."""
     objects = "[" + ", ".join(_SQL_QUOTE + p + _SQL_QUOTE for p in _OBJECTS) + "]"
-    types = "[" + ", ".join([f"'$.{p}'" for p in _LEAVES] + [_SQL_QUOTE + p + _SQL_QUOTE for p in _OBJECTS]) + "]"
     structure = json.dumps(_STRUCTURE, separators=(",", ":"))
+    parse = f"json_transform(line, '{structure}')"
+    keys = f"json_keys(line, {objects})"
+    if guarded:
+        parse, keys = f"try({parse})", f"try({keys})"
+    leaves = ",\n        ".join(f"s.{path}::VARCHAR AS l{i}" for path, i in _LEAVES.items())
+    decoded = ",\n        ".join(
+        (f"json_extract_string(l{i}, '$') AS d{i}" if escaped else f"l{i}[2:-2] AS d{i}") for i in _LEAVES.values())
+    readable = "starts_with(line, '{') AND ends_with(line, '}')" + (
+        " AND contains(line, '\\')" if escaped else " AND NOT contains(line, '\\')")
+    counts = ", ".join(f"len(k[{i + 1}]) AS {_keys(i)}" for i in range(len(_OBJECTS)))
     return f"""
-CREATE OR REPLACE TEMP TABLE _tw_fields AS
-SELECT line_no, line AS t, try(json_transform(line, '{structure}')) AS s, try(json_type(line, {types})) AS y,
-    try(json_keys(line, {objects})) AS k
-FROM _tw_lines WHERE starts_with(line, '{{') AND ends_with(line, '}}')
+SELECT *, {decoded}
+FROM (
+    SELECT line_no, t, k, {counts}, strlen(t) - strlen(replace(t, '{{', '')) AS braces,
+        {leaves}
+    FROM (
+        SELECT line_no, line AS t, CASE WHEN {readable} THEN {parse} END AS s, CASE WHEN {readable} THEN {keys} END AS k
+        FROM _tw_lines
+    )
+)
 """  # noqa: S608 - fixed structure, no input
 
 
 def _unique_sql() -> str:
-    """SQL over ``_tw_fields``: no object read has a duplicate key, and every object of the line
-    is one of those: as many ``{`` in the text as objects checked (a brace inside a string only
-    sends the line to Python)."""
-    unique = " AND ".join(f"CASE WHEN coalesce(len(k[{i}]), 0) < 2 THEN true ELSE len(k[{i}]) = list_unique(k[{i}]) END"
-                          for i in range(1, len(_OBJECTS) + 1))
-    objects = " + ".join(f"coalesce({_object(i)} = 'OBJECT', false)::INT" for i in range(len(_OBJECTS)))
-    braces = "strlen(t) - strlen(replace(t, '{', ''))"
-    return f"({unique}) AND {braces} = {objects}"
+    """SQL: no object read has a duplicate key, and every object of the line is one of those:
+    as many ``{`` in the text as objects with keys (an empty object, a brace inside a string or
+    an object elsewhere only sends the line to Python)."""
+    unique = " AND ".join(f"coalesce(list_unique(k[{i + 1}]) = {_keys(i)}, true)" for i in range(len(_OBJECTS)))
+    objects = " + ".join(f"coalesce({_keys(i)} > 0, false)::INT" for i in range(len(_OBJECTS)))
+    return f"({unique}) AND braces = {objects}"
 
 
-def _parse_sql() -> str:
-    """Stage two, over ``_tw_fields``: the typed columns, and whether SQL decided the line;
-    parameters: the earliest and the latest plausible event time."""
+# The typed columns SQL computes, in the events table's order (ip_version, referenced_resources,
+# raw and agent are added from Python's rules over distinct values, see _group).
+_OUT_COLUMNS = (
+    "event_id", "event_time", "event_name", "event_type", "event_rw", "event_source", "event_version",
+    "service_name", "service_code", "acs_region", "is_global", "source_ip", "secure_transport", "user_agent",
+    "request_id", "api_version", "error_code", "error_message", "identity_type", "identity", "account_id",
+    "principal_id", "user_name", "role_name", "role_id", "session_name", "access_key_id", "mfa_authenticated",
+    "session_created", "recipient_account_id", "vpc_id", "resource_type", "resource_name")
+
+
+def _parse_sql(guarded: bool, escaped: bool) -> str:
+    """Layer three: the typed columns, and whether SQL decided the line; parameters: the
+    earliest and the latest plausible event time."""
     strings, oks = [], []
     for col, key in _STRINGS:
         value, ok = _string(key)
@@ -200,25 +240,18 @@ def _parse_sql() -> str:
     glob, glob_ok = _bool("isGlobal")
     mfa_a, mfa_a_ok = _bool("userIdentity.sessionContext.attributes.mfaAuthenticated")
     mfa_s, mfa_s_ok = _bool("userIdentity.sessionContext.sessionAttributes.mfaAuthenticated")
-    attrs = f"coalesce({_object(3)} = 'OBJECT', false)"
-    created_a, created_s = (_decoded(f"userIdentity.sessionContext.{n}.creationDate")
+    attrs = f"coalesce({_keys(3)} > 0, false)"
+    created_a, created_s = (_text(f"userIdentity.sessionContext.{n}.creationDate")
                             for n in ("attributes", "sessionAttributes"))
     created_text = f"CASE WHEN {attrs} THEN {created_a} ELSE {created_s} END"
-    code = _decoded("requestParameters.ServiceCode")
-    scheme = f"lower({_decoded('additionalEventData.Scheme')})"
-    refs, refs_type = _leaf("referencedResources"), _type("referencedResources")
-    event_id, event_time = _decoded("eventId"), _decoded("eventTime")
-    n = len(_LEAVES)
-    leaves = ", ".join(f"s.{path} AS l{i}, y[{i + 1}] AS y{i}, CASE WHEN y[{i + 1}] = 'VARCHAR' THEN s.{path} END AS d{i}"
-                       for path, i in _LEAVES.items())
-    objects = ", ".join(f"y[{n + i + 1}] AS {_object(i)}" for i in range(len(_OBJECTS)))
+    code = _text("requestParameters.ServiceCode")
+    scheme = f"lower({_text('additionalEventData.Scheme')})"
+    refs = _leaf("referencedResources")
+    event_id, event_time = _text("eventId"), _text("eventTime")
     string_columns = ",\n        ".join(strings)
     return f"""
-WITH leaves AS (
-    SELECT line_no, t, k, {leaves}, {objects}
-    FROM _tw_fields WHERE s IS NOT NULL AND y IS NOT NULL AND k IS NOT NULL
-), typed AS (
-    SELECT line_no, t, {_unique_sql()} AS unique_keys,
+WITH typed AS (
+    SELECT line_no, t, braces, {_unique_sql()} AS unique_keys,
         {event_id} AS event_id,
         {_time(event_time)} AS event_time,
         {string_columns},
@@ -245,52 +278,29 @@ WITH leaves AS (
         coalesce({created_text} <> '', false) AS has_created,
         nullif({code}, '') AS service_code,
         CASE {scheme} WHEN 'https' THEN true WHEN 'http' THEN false END AS secure_transport,
-        coalesce({refs_type}, 'NULL') <> 'NULL' AS has_refs,
+        {refs} IS NOT NULL AS has_refs,
         {refs} AS refs_text,
-        -- what only Python can judge: a userIdentity that is not an object, references that
-        -- are neither an object nor a list, a LookupEvents body
-        coalesce({_object(1)}, 'NULL') NOT IN ('NULL', 'OBJECT')
-            OR coalesce({refs_type}, 'NULL') NOT IN ('NULL', 'OBJECT', 'ARRAY')
-            OR coalesce({_type("Events")} = 'ARRAY', false) AS object_doubt
-    FROM leaves
+        -- what only Python can judge: a userIdentity or sessionContext.attributes that may not
+        -- be an object ([] from json_keys: empty, or a string, a number...), references that are
+        -- neither an object nor a list, a LookupEvents body
+        coalesce({_keys(1)} = 0 OR {_keys(3)} = 0, false)
+            OR NOT coalesce(starts_with({refs}, '{{') OR starts_with({refs}, '['), true)
+            OR coalesce(starts_with({_leaf("Events")}, '['), false) AS object_doubt
+    FROM ({_read_sql(guarded, escaped)})
 )
-SELECT *, coalesce(
+SELECT line_no, coalesce(
     unique_keys AND strings_ok AND global_ok AND mfa_ok AND NOT object_doubt
     AND event_id <> '' AND event_time IS NOT NULL AND event_time >= $1 AND event_time <= $2
     AND (NOT has_created OR session_created IS NOT NULL)
     AND coalesce(event_name, '') <> 'ConsoleSignin'
     AND NOT regexp_matches(t, '{_TRAILING_COMMA}')
-    AND strlen(t) - strlen(replace(replace(t, '{{', ''), '[', '')) <= {MAX_BRACKETS}, false) AS decided
+    AND braces + strlen(t) - strlen(replace(t, '[', '')) <= {MAX_BRACKETS}, false) AS decided,
+    {", ".join(_OUT_COLUMNS)}, has_refs, refs_text
 FROM typed
 """  # noqa: S608 - fixed paths, no input
 
 
-_FIELDS_SQL = _fields_sql()
-_PARSE_SQL = _parse_sql()
-# blank lines come too (Python skips them): trimming every line in SQL cost more than the parse
-_UNDECIDED_SQL = """
-SELECT l.line_no, l.line FROM _tw_lines l ANTI JOIN (SELECT line_no FROM _tw_parsed WHERE decided) p USING (line_no)
-ORDER BY l.line_no
-"""
-_EVENT_SQL = """
-SELECT p.event_id, p.event_time, p.event_name, p.event_type, p.event_rw, p.event_source,
-       p.event_version, p.service_name, p.service_code, p.acs_region, p.is_global, p.source_ip,
-       ips.ip_version, p.secure_transport, p.user_agent, p.request_id, p.api_version, p.error_code,
-       p.error_message, p.identity_type, p.identity, p.account_id, p.principal_id, p.user_name,
-       p.role_name, p.role_id, p.session_name, p.access_key_id, p.mfa_authenticated,
-       p.session_created, p.recipient_account_id, p.vpc_id, p.resource_type, p.resource_name,
-       refs.referenced_resources, p.t AS raw, a.agent, $1 AS source, $2::TIMESTAMPTZ AS ingested_at,
-       p.line_no
-FROM _tw_parsed p
-JOIN _tw_agents a ON a.identity = p.identity AND a.access_key_id IS NOT DISTINCT FROM p.access_key_id
-    AND a.account_id IS NOT DISTINCT FROM p.account_id
-LEFT JOIN _tw_ips ips ON ips.source_ip = p.source_ip
-LEFT JOIN _tw_refs refs ON refs.line_no = p.line_no
-WHERE p.decided AND (NOT p.has_refs OR refs.ok)
-ORDER BY p.line_no
-"""
-
-
+_PARSE_SQL = {(guarded, escaped): _parse_sql(guarded, escaped) for guarded in (False, True) for escaped in (False, True)}
 class NativeReader:
     """Parses NDJSON chunks with DuckDB on its own cursor of the store's database (the writer
     thread keeps the store's connection)."""
@@ -332,23 +342,17 @@ class NativeReader:
 
     def _group(self, path: Path, group: list[tuple[files.Chunk, bytes]], source: str, partition: str) -> Batch:
         lines = _lines(group)
-        con = self.con
-        con.register("_tw_lines", lines)
-        try:
-            con.execute(_FIELDS_SQL)
-            con.execute(f"CREATE OR REPLACE TEMP TABLE _tw_parsed AS {_PARSE_SQL}",
-                        [EARLIEST_EVENT_TIME, self.now + FUTURE_TOLERANCE])
-            undecided = con.sql(_UNDECIDED_SQL).fetchall()
-            undecided += self._register_lookups()
-            table = con.sql(_EVENT_SQL, params=[source, datetime.now(UTC)]).to_arrow_table()
-        finally:
-            con.unregister("_tw_lines")
-            for name in ("_tw_agents", "_tw_ips", "_tw_refs"):
-                con.unregister(name)
-        located = _located(table, str(path))
-        fallback, bad = self._python(path, undecided, source, partition)
+        located, left = self._decide(lines, str(path), source, escaped=False)
+        tables = [located]
+        escaped = left.filter(pc.match_substring(left["line"], "\\"))
+        if escaped.num_rows:  # lines with a backslash: the statement that decodes escapes
+            more, _ = self._decide(escaped, str(path), source, escaped=True)
+            tables.append(more)
+            left = left.filter(pc.invert(pc.is_in(left["line_no"], value_set=more["line_no"].combine_chunks())))
+        fallback, bad = self._python(path, list(zip(left["line_no"].to_pylist(), left["line"].to_pylist(),
+                                                    strict=True)), source, partition)
         batch = Batch(source, partition, bad=bad)
-        batch.table = _merge(located, fallback)
+        batch.table = _merge(tables + ([fallback] if fallback is not None else []))
         batch.count = batch.table.num_rows
         if batch.count:
             lo, hi = pc.min_max(batch.table["event_time"]).values()
@@ -356,30 +360,48 @@ class NativeReader:
         batch.progress = sum(len(data) for _, data in group)
         return batch
 
-    def _register_lookups(self) -> list[tuple[int, str]]:
-        """Attribution, ``ip_version`` and ``referenced_resources``: Python over distinct values
-        (references: over the rows that have one). Returns the lines whose references only
-        ``normalize`` can judge."""
+    def _decide(self, lines: pa.Table, path: str, source: str, escaped: bool) -> tuple[pa.Table, pa.Table]:
+        """The lines SQL decided, as located rows, and the lines it left (for the next statement
+        or Python): those it did not decide and those whose references only ``normalize`` can
+        judge."""
+        parsed = self._parse(lines, escaped)
+        decided = parsed["decided"]
+        rows, raws = parsed.filter(decided), lines["line"].filter(decided)
+        refs, refs_ok = _refs_column(rows)
+        if pc.all(refs_ok).as_py():
+            left = lines.filter(pc.invert(decided))
+        else:
+            rows, raws, refs = rows.filter(refs_ok), raws.filter(refs_ok), refs.filter(refs_ok)
+            left = lines.filter(pc.invert(pc.is_in(lines["line_no"], value_set=rows["line_no"].combine_chunks())))
+        agents, ips = self._agents(rows), _ip_versions(rows["source_ip"])
+        return _located(rows, raws, refs, agents, ips, source, path), left
+
+    def _parse(self, lines: pa.Table, escaped: bool = False) -> pa.Table:
+        """One row per line, in line order (DuckDB keeps insertion order without ORDER BY): the
+        typed columns and ``decided``. The fast statement, or, when a line in the group is one
+        DuckDB cannot read at all (malformed, a lone surrogate), the guarded one. ``escaped``:
+        the statement for the lines holding a backslash (the others are not decided by it)."""
+        bounds = [EARLIEST_EVENT_TIME, self.now + FUTURE_TOLERANCE]
         con = self.con
-        con.register("_tw_agents", _attribution(con, self.attribute))
-        ips = [r[0] for r in con.execute(
-            "SELECT DISTINCT source_ip FROM _tw_parsed WHERE decided AND source_ip IS NOT NULL").fetchall()]
-        con.register("_tw_ips", pa.table({"source_ip": pa.array(ips, pa.string()),
-                                          "ip_version": pa.array([ip_version(ip) for ip in ips], pa.int8())}))
-        rows = con.execute("SELECT line_no, refs_text, t FROM _tw_parsed WHERE decided AND has_refs").fetchall()
-        line_nos, values, oks = [], [], []
-        rejected: list[tuple[int, str]] = []
-        for line_no, text, raw in rows:
-            value, ok = _refs(text)
-            line_nos.append(line_no)
-            values.append(value)
-            oks.append(ok)
-            if not ok:
-                rejected.append((line_no, raw))
-        con.register("_tw_refs", pa.table({"line_no": pa.array(line_nos, pa.int64()),
-                                           "referenced_resources": pa.array(values, pa.string()),
-                                           "ok": pa.array(oks, pa.bool_())}))
-        return rejected
+        con.register("_tw_lines", lines)
+        try:
+            try:
+                parsed = con.sql(_PARSE_SQL[False, escaped], params=bounds).to_arrow_table()
+            except duckdb.InvalidInputException:
+                parsed = con.sql(_PARSE_SQL[True, escaped], params=bounds).to_arrow_table()
+        finally:
+            con.unregister("_tw_lines")
+        if parsed.num_rows != lines.num_rows or not parsed["line_no"].equals(lines["line_no"]):
+            raise AssertionError("DuckDB returned the lines out of order")  # preserve_insertion_order is on
+        return parsed
+
+    def _agents(self, rows: pa.Table) -> pa.Array:
+        """The agent of each row by the inventory's rule (AccessKey first, then identity), called
+        once per distinct (identity, AccessKey, account). The one place the native path
+        attributes: when attribution moves to read time, this goes."""
+        codes, values = _distinct_codes([rows["identity"], rows["access_key_id"], rows["account_id"]])
+        agents = np.array([self.attribute(*v) for v in values] or [""], dtype=object)
+        return pa.array(agents[codes] if len(codes) else [], pa.string())
 
     def _python(self, path: Path, undecided: list[tuple[int, str]], source: str,
                 partition: str) -> tuple[pa.Table | None, list[tuple[str, str, str]]]:
@@ -421,15 +443,45 @@ def _lines(group: list[tuple[files.Chunk, bytes]]) -> pa.Table:
     return pa.table({"line_no": pa.chunked_array(numbers), "line": pa.chunked_array(texts)})
 
 
-def _attribution(con: duckdb.DuckDBPyConnection, attribute: Attributor) -> pa.Table:
-    """The agent of each distinct (identity, AccessKey) of the decided rows, by the inventory's
-    rule (AccessKey first, then identity). The one place the native path attributes: when
-    attribution moves to read time, this and its join go."""
-    pairs = con.execute("SELECT DISTINCT identity, access_key_id, account_id FROM _tw_parsed WHERE decided").fetchall()
-    return pa.table({"identity": pa.array([p[0] for p in pairs], pa.string()),
-                     "access_key_id": pa.array([p[1] for p in pairs], pa.string()),
-                     "account_id": pa.array([p[2] for p in pairs], pa.string()),
-                     "agent": pa.array([attribute(p[0], p[1], p[2]) for p in pairs], pa.string())})
+def _distinct_codes(columns: list[pa.ChunkedArray]) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
+    """For each row, the number of its distinct combination of ``columns`` (NULL apart from any
+    string), and the combinations in that numbering: Python then runs once per combination."""
+    if not len(columns[0]):
+        return np.zeros(0, dtype=np.int64), []
+    code = np.zeros(len(columns[0]), dtype=np.int64)
+    dictionaries = []
+    for column in columns:
+        encoded = pc.dictionary_encode(column.combine_chunks())
+        size = len(encoded.dictionary) + 1
+        indices = encoded.indices.fill_null(size - 1).to_numpy(zero_copy_only=False).astype(np.int64)
+        code = code * size + indices
+        dictionaries.append(encoded.dictionary.to_pylist() + [None])
+    unique, inverse = np.unique(code, return_inverse=True)
+    values = []
+    for c in unique.tolist():
+        parts = []
+        for dictionary in reversed(dictionaries):
+            c, i = divmod(c, len(dictionary))
+            parts.append(dictionary[i])
+        values.append(tuple(reversed(parts)))
+    return inverse, values
+
+
+def _ip_versions(ips: pa.ChunkedArray) -> pa.Array:
+    """``ip_version`` of each row: Python's ``ipaddress`` once per distinct address."""
+    codes, values = _distinct_codes([ips])
+    versions = np.array([ip_version(v[0]) for v in values] or [None], dtype=object)
+    return pa.array(versions[codes] if len(codes) else [], pa.int8())
+
+
+def _refs_column(rows: pa.Table) -> tuple[pa.Array, pa.Array]:
+    """``referenced_resources`` of each row as ``normalize`` writes it, and whether SQL's row may
+    keep it (Python over the ~8% of rows that have references)."""
+    values: list[str | None] = [None] * rows.num_rows
+    oks = [True] * rows.num_rows
+    for i in pc.indices_nonzero(rows["has_refs"]).to_pylist():
+        values[i], oks[i] = _refs(rows["refs_text"][i].as_py())
+    return pa.array(values, pa.string()), pa.array(oks, pa.bool_())
 
 
 def _refs(text: str) -> tuple[str | None, bool]:
@@ -454,34 +506,40 @@ def _refs(text: str) -> tuple[str | None, bool]:
         return None, False
 
 
-def _located(table: pa.Table, path: str) -> pa.Table:
-    """DuckDB's rows in the writer's located schema (``raw`` and ``referenced_resources`` as
-    Arrow JSON without a copy), with ``line_no`` last."""
-    prefix = pa.scalar(f"{path}:")
-    location = pc.binary_join_element_wise(prefix, pc.cast(table["line_no"], pa.string()), "")
+def _located(rows: pa.Table, raws: pa.ChunkedArray, refs: pa.Array, agents: pa.Array, ips: pa.Array,
+             source: str, path: str) -> pa.Table:
+    """SQL's decided rows in the writer's located schema (``raw`` and ``referenced_resources``
+    as Arrow JSON without a copy), with ``line_no`` last."""
+    n = rows.num_rows
+    added = {"raw": raws, "referenced_resources": refs, "agent": agents, "ip_version": ips,
+             "source": pa.repeat(pa.scalar(source, pa.string()), n),
+             "ingested_at": pa.repeat(pa.scalar(datetime.now(UTC), pa.timestamp("us", tz="UTC")), n),
+             LOCATION: pc.binary_join_element_wise(pa.scalar(f"{path}:"), pc.cast(rows["line_no"], pa.string()), "")}
     columns = []
     for field in _LOCATED_SCHEMA:
-        if field.name == LOCATION:
-            columns.append(location)
-            continue
-        col = table[field.name]
+        col = added.get(field.name)
+        if col is None:
+            col = rows[field.name]
+        if isinstance(col, pa.Array):
+            col = pa.chunked_array([col], type=col.type)
         if isinstance(field.type, pa.ExtensionType):
             col = pa.chunked_array([pa.ExtensionArray.from_storage(field.type, c.cast(pa.string()))
                                     for c in col.chunks], type=field.type)
         elif col.type != field.type:
             col = col.cast(field.type)
         columns.append(col)
-    return pa.Table.from_arrays(columns, schema=_LOCATED_SCHEMA).append_column("line_no", table["line_no"])
+    return pa.Table.from_arrays(columns, schema=_LOCATED_SCHEMA).append_column("line_no", rows["line_no"])
 
 
-def _merge(located: pa.Table, fallback: pa.Table | None) -> pa.Table:
-    """Both sets of rows in line order (the first copy of an eventId in the file is the one
-    kept), without the ``line_no`` column."""
-    if fallback is not None and fallback.num_rows:
-        merged = pa.concat_tables([located, fallback.cast(located.schema)])
+def _merge(tables: list[pa.Table]) -> pa.Table:
+    """All rows in line order (the first copy of an eventId in the file is the one kept),
+    without the ``line_no`` column."""
+    tables = [t for t in tables if t.num_rows] or tables[:1]
+    if len(tables) > 1:
+        merged = pa.concat_tables([t.cast(tables[0].schema) for t in tables])
         merged = merged.take(pc.sort_indices(merged, [("line_no", "ascending")]))
     else:
-        merged = located
+        merged = tables[0]
     return merged.drop_columns(["line_no"])
 
 
