@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,8 @@ from pipeline.ingest.events import (
     EARLIEST_EVENT_TIME,
     FUTURE_TOLERANCE,
     MalformedEvent,
+    _identity,
+    _opt_bool,
     _referenced_resources,
     ip_version,
 )
@@ -158,15 +160,6 @@ def _string(path: str) -> tuple[str, str]:
     return d, f"({x} IS NULL OR {_is_string(path)})"
 
 
-def _bool(path: str) -> tuple[str, str]:
-    """SQL (value, ok) for ``events._opt_bool``."""
-    x, low, string = _leaf(path), f"lower({_decoded(path)})", _is_string(path)
-    value = (f"CASE WHEN {x} IN ('true', 'false') THEN {x} = 'true' "
-             f"WHEN {string} AND {low} IN ('true', 'false') THEN {low} = 'true' END")
-    ok = f"({x} IS NULL OR {x} IN ('true', 'false') OR ({string} AND {low} IN ('true', 'false', '')))"
-    return value, ok
-
-
 def _time(expr: str) -> str:
     return f"CASE WHEN regexp_full_match({expr}, '{_TIME_RE}') THEN TRY_CAST({expr} AS TIMESTAMPTZ) END"
 
@@ -220,10 +213,13 @@ def _known_objects_sql() -> str:
 # raw and agent are added from Python's rules over distinct values, see _group).
 _OUT_COLUMNS = (
     "event_id", "event_time", "event_name", "event_type", "event_rw", "event_source", "event_version",
-    "service_name", "service_code", "acs_region", "is_global", "source_ip", "secure_transport", "user_agent",
-    "request_id", "api_version", "error_code", "error_message", "identity_type", "identity", "account_id",
-    "principal_id", "user_name", "role_name", "role_id", "session_name", "access_key_id", "mfa_authenticated",
-    "session_created", "recipient_account_id", "vpc_id", "resource_type", "resource_name")
+    "service_name", "service_code", "acs_region", "source_ip", "secure_transport", "user_agent",
+    "request_id", "api_version", "error_code", "error_message", "identity_type", "account_id",
+    "principal_id", "user_name", "access_key_id", "session_created", "recipient_account_id", "vpc_id",
+    "resource_type", "resource_name")
+# The JSON text of the values whose rules run in Python over distinct values (_by_distinct): few
+# distinct values per group, and the rules stay normalize's own.
+_TEXT_COLUMNS = ("global_text", "attributes", "mfa_attributes_text", "mfa_session_text")
 
 
 def _parse_sql(guarded: bool, escaped: bool) -> str:
@@ -238,9 +234,6 @@ def _parse_sql(guarded: bool, escaped: bool) -> str:
     itype, user, pid, account = (ident[k][0] for k in ("type", "userName", "principalId", "accountId"))
     oks += [ok for _, ok in ident.values()]
     akid = f"nullif({ident['accessKeyId'][0]}, '')"
-    glob, glob_ok = _bool("isGlobal")
-    mfa_a, mfa_a_ok = _bool("userIdentity.sessionContext.attributes.mfaAuthenticated")
-    mfa_s, mfa_s_ok = _bool("userIdentity.sessionContext.sessionAttributes.mfaAuthenticated")
     attrs = f"coalesce({_keys(3)} > 0, false)"
     created_a, created_s = (_text(f"userIdentity.sessionContext.{n}.creationDate")
                             for n in ("attributes", "sessionAttributes"))
@@ -257,24 +250,11 @@ WITH typed AS (
         {_time(event_time)} AS event_time,
         {string_columns},
         {' AND '.join(oks)} AS strings_ok,
-        {glob} AS is_global, {glob_ok} AS global_ok,
         {itype} AS identity_type, {account} AS account_id, {pid} AS principal_id, {user} AS user_name,
         {akid} AS access_key_id,
-        CASE WHEN {itype} = 'assumed-role' AND {user} <> '' THEN split_part({user}, ':', 1) END AS role_name,
-        CASE WHEN {itype} = 'assumed-role' AND {pid} <> '' THEN split_part({pid}, ':', 1) END AS role_id,
-        CASE WHEN {itype} = 'assumed-role' AND {user} <> '' AND strpos({user}, ':') > 0
-             THEN nullif(substr({user}, strpos({user}, ':') + 1), '') END AS session_name,
-        CASE WHEN {itype} = 'ram-user' AND {user} <> '' THEN 'ram-user:' || {user}
-             WHEN {itype} = 'assumed-role' AND ({user} <> '' OR {pid} <> '')
-                 THEN 'role:' || split_part(coalesce(nullif({user}, ''), {pid}), ':', 1)
-             WHEN {itype} = 'root-account'
-                 THEN 'root-account:' || coalesce(nullif({account}, ''), nullif({pid}, ''), 'unknown')
-             WHEN {itype} <> '' AND coalesce(nullif({user}, ''), nullif({pid}, '')) IS NOT NULL
-                 THEN {itype} || ':' || coalesce(nullif({user}, ''), {pid})
-             WHEN {akid} IS NOT NULL THEN 'access-key:' || {akid}
-             ELSE coalesce(nullif({itype}, ''), 'unknown') || ':unknown' END AS identity,
-        CASE WHEN {attrs} THEN {mfa_a} ELSE {mfa_s} END AS mfa_authenticated,
-        CASE WHEN {attrs} THEN {mfa_a_ok} ELSE {mfa_s_ok} END AS mfa_ok,
+        {_leaf("isGlobal")} AS global_text, {attrs} AS attributes,
+        {_leaf("userIdentity.sessionContext.attributes.mfaAuthenticated")} AS mfa_attributes_text,
+        {_leaf("userIdentity.sessionContext.sessionAttributes.mfaAuthenticated")} AS mfa_session_text,
         CASE WHEN {created_text} <> '' THEN {_time(created_text)} END AS session_created,
         coalesce({created_text} <> '', false) AS has_created,
         nullif({code}, '') AS service_code,
@@ -290,13 +270,13 @@ WITH typed AS (
     FROM ({_read_sql(guarded, escaped)})
 )
 SELECT line_no, coalesce(
-    known_objects AND strings_ok AND global_ok AND mfa_ok AND NOT object_doubt
+    known_objects AND strings_ok AND NOT object_doubt
     AND event_id <> '' AND event_time IS NOT NULL AND event_time >= $1 AND event_time <= $2
     AND (NOT has_created OR session_created IS NOT NULL)
     AND coalesce(event_name, '') <> 'ConsoleSignin'
     AND NOT regexp_matches(t, '{_TRAILING_COMMA}')
     AND braces + strlen(t) - strlen(replace(t, '[', '')) <= {MAX_BRACKETS}, false) AS decided,
-    {", ".join(_OUT_COLUMNS)}, has_refs, refs_text, k
+    {", ".join(_OUT_COLUMNS + _TEXT_COLUMNS)}, has_refs, refs_text, k
 FROM typed
 """  # noqa: S608 - fixed paths, no input
 
@@ -368,14 +348,16 @@ class NativeReader:
         parsed = self._parse(lines, escaped)
         decided = pc.and_(parsed["decided"], pc.invert(_duplicate_keys(parsed["k"])))
         rows, raws = parsed.filter(decided), lines["line"].filter(decided)
-        refs, refs_ok = _refs_column(rows)
-        if pc.all(refs_ok).as_py():
+        added, ok = _by_distinct(rows)
+        if ok.all():
             left = lines.filter(pc.invert(decided))
-        else:
-            rows, raws, refs = rows.filter(refs_ok), raws.filter(refs_ok), refs.filter(refs_ok)
+        else:  # a value only normalize can judge (it quarantines it or reads it): Python reads the line
+            keep = pa.array(ok)
+            rows, raws = rows.filter(keep), raws.filter(keep)
+            added = {name: column.filter(keep) for name, column in added.items()}
             left = lines.filter(pc.invert(pc.is_in(lines["line_no"], value_set=rows["line_no"].combine_chunks())))
-        agents, ips = self._agents(rows), _ip_versions(rows["source_ip"])
-        return _located(rows, raws, refs, agents, ips, source, path), left
+        added["agent"] = self._agents(rows, added["identity"])
+        return _located(rows, raws, added, source, path), left
 
     def _parse(self, lines: pa.Table, escaped: bool = False) -> pa.Table:
         """One row per line, in line order (DuckDB keeps insertion order without ORDER BY): the
@@ -396,11 +378,11 @@ class NativeReader:
             raise AssertionError("DuckDB returned the lines out of order")  # preserve_insertion_order is on
         return parsed
 
-    def _agents(self, rows: pa.Table) -> pa.Array:
+    def _agents(self, rows: pa.Table, identities: pa.Array) -> pa.Array:
         """The agent of each row by the inventory's rule (AccessKey first, then identity), called
         once per distinct (identity, AccessKey, account). The one place the native path
         attributes: when attribution moves to read time, this goes."""
-        codes, values = _distinct_codes([rows["identity"], rows["access_key_id"], rows["account_id"]])
+        codes, values = _distinct_codes([pa.chunked_array([identities]), rows["access_key_id"], rows["account_id"]])
         agents = np.array([self.attribute(*v) for v in values] or [""], dtype=object)
         return pa.array(agents[codes] if len(codes) else [], pa.string())
 
@@ -488,21 +470,71 @@ def _duplicate_keys(keys: pa.ChunkedArray) -> pa.Array:
     return pa.array(found)
 
 
-def _ip_versions(ips: pa.ChunkedArray) -> pa.Array:
-    """``ip_version`` of each row: Python's ``ipaddress`` once per distinct address."""
-    codes, values = _distinct_codes([ips])
-    versions = np.array([ip_version(v[0]) for v in values] or [None], dtype=object)
-    return pa.array(versions[codes] if len(codes) else [], pa.int8())
+_IDENTITY_COLUMNS = ("identity", "role_name", "role_id", "session_name")
 
 
-def _refs_column(rows: pa.Table) -> tuple[pa.Array, pa.Array]:
-    """``referenced_resources`` of each row as ``normalize`` writes it, and whether SQL's row may
-    keep it (Python over the ~8% of rows that have references)."""
+def _by_distinct(rows: pa.Table) -> tuple[dict[str, pa.Array], np.ndarray]:
+    """The columns whose rule is ``normalize``'s own, run once per distinct value in a group (an
+    identity, an address, a flag's JSON text...), and which rows SQL may keep (False: a value
+    only ``normalize`` can judge). References run per row that has them (~8% of events)."""
+    ok = np.ones(rows.num_rows, dtype=bool)
+    added: dict[str, pa.Array] = {}
+    idents = _per_distinct([rows["identity_type"], rows["user_name"], rows["principal_id"], rows["account_id"],
+                            rows["access_key_id"]], _identity_of, ok, len(_IDENTITY_COLUMNS))
+    for i, name in enumerate(_IDENTITY_COLUMNS):
+        added[name] = pa.array(idents[:, i], pa.string())
+    added["ip_version"] = pa.array(_per_distinct([rows["source_ip"]], lambda ip: (ip_version(ip),), ok)[:, 0],
+                                   pa.int8())
+    added["is_global"] = pa.array(_per_distinct([rows["global_text"]], _global_of, ok)[:, 0], pa.bool_())
+    added["mfa_authenticated"] = pa.array(_per_distinct(
+        [rows["attributes"], rows["mfa_attributes_text"], rows["mfa_session_text"]], _mfa_of, ok)[:, 0], pa.bool_())
     values: list[str | None] = [None] * rows.num_rows
-    oks = [True] * rows.num_rows
     for i in pc.indices_nonzero(rows["has_refs"]).to_pylist():
-        values[i], oks[i] = _refs(rows["refs_text"][i].as_py())
-    return pa.array(values, pa.string()), pa.array(oks, pa.bool_())
+        values[i], ok[i] = _refs(rows["refs_text"][i].as_py())
+    added["referenced_resources"] = pa.array(values, pa.string())
+    return added, ok
+
+
+def _per_distinct(columns: list[pa.ChunkedArray], rule: Callable[..., tuple[Any, ...]], ok: np.ndarray,
+                  width: int = 1) -> np.ndarray:
+    """``rule`` over each distinct combination of ``columns``, as a row-aligned object matrix
+    (one column per value the rule returns); a combination it refuses (``MalformedEvent``)
+    clears ``ok`` for its rows."""
+    codes, combos = _distinct_codes(columns)
+    results: list[tuple[Any, ...] | None] = []
+    refused: list[int] = []
+    for i, combo in enumerate(combos):
+        try:
+            results.append(rule(*combo))
+        except MalformedEvent:
+            results.append(None)
+            refused.append(i)
+    table = np.empty((max(len(combos), 1), width), dtype=object)
+    for i, result in enumerate(results):
+        if result is not None:
+            table[i, :] = result
+    if refused:
+        ok &= ~np.isin(codes, refused)
+    return table[codes] if len(codes) else np.empty((0, width), dtype=object)
+
+
+def _identity_of(itype: str | None, user: str | None, pid: str | None, account: str | None,
+                 akid: str | None) -> tuple[Any, ...]:
+    """``normalize``'s identity columns from ``userIdentity``'s values (as SQL read them)."""
+    ident = _identity({"type": itype, "userName": user, "principalId": pid, "accountId": account, "accessKeyId": akid})
+    return tuple(ident[name] for name in _IDENTITY_COLUMNS)
+
+
+def _global_of(text: str | None) -> tuple[Any, ...]:
+    """``isGlobal`` by ``normalize``'s rule, from its JSON text."""
+    return (_opt_bool(None if text is None else json.loads(text), "isGlobal"),)
+
+
+def _mfa_of(attributes: bool | None, from_attributes: str | None, from_session: str | None) -> tuple[Any, ...]:
+    """``sessionContext``'s ``mfaAuthenticated`` by ``normalize``'s rule: ``attributes`` when it
+    is an object, else ``sessionAttributes``."""
+    text = from_attributes if attributes else from_session
+    return (_opt_bool(None if text is None else json.loads(text), "userIdentity.sessionContext.mfaAuthenticated"),)
 
 
 def _refs(text: str) -> tuple[str | None, bool]:
@@ -527,13 +559,11 @@ def _refs(text: str) -> tuple[str | None, bool]:
         return None, False
 
 
-def _located(rows: pa.Table, raws: pa.ChunkedArray, refs: pa.Array, agents: pa.Array, ips: pa.Array,
-             source: str, path: str) -> pa.Table:
+def _located(rows: pa.Table, raws: pa.ChunkedArray, added: dict[str, pa.Array], source: str, path: str) -> pa.Table:
     """SQL's decided rows in the writer's located schema (``raw`` and ``referenced_resources``
     as Arrow JSON without a copy), with ``line_no`` last."""
     n = rows.num_rows
-    added = {"raw": raws, "referenced_resources": refs, "agent": agents, "ip_version": ips,
-             "source": pa.repeat(pa.scalar(source, pa.string()), n),
+    added = {**added, "raw": raws, "source": pa.repeat(pa.scalar(source, pa.string()), n),
              "ingested_at": pa.repeat(pa.scalar(datetime.now(UTC), pa.timestamp("us", tz="UTC")), n),
              LOCATION: pc.binary_join_element_wise(pa.scalar(f"{path}:"), pc.cast(rows["line_no"], pa.string()), "")}
     columns = []
