@@ -3,35 +3,36 @@ bytes and orchestrates.
 
 A file's line-aligned chunks (cut while hashing, :func:`pipeline.ingest.sources.files.scan_file`)
 are read as bytes, checked as UTF-8 and split into lines by Arrow (C++, no Python per line), and
-handed to DuckDB as one ``(line_no, line)`` table per group of chunks. A first statement reads
-each line with one ``json_transform`` (every value read, as text), one ``json_type`` (their types
-and the objects') and one ``json_keys`` (the keys of the objects read); a second extracts every
-typed column the way :func:`pipeline.ingest.events.normalize` does, and says for each line whether
-SQL could *decide* it: a JSON object, no duplicate key in the objects read and no other object
-(a ``{`` count; duplicates elsewhere are Python's to find), no trailing comma (DuckDB's parser accepts one,
-Python's refuses it), every typed field of the type ``normalize`` accepts, times in the strict
-ISO-8601 form both parsers read alike and within the plausible bounds, not a ``ConsoleSignin``
-(its MFA rule stays in Python), not a LookupEvents body, at most :data:`MAX_BRACKETS` brackets
-(so never deeper than Python's parser can go). Attribution, ``ip_version`` and references are
-joined in before the rows are exported.
+handed to DuckDB as one ``(line_no, line)`` table per group of chunks. ONE statement per group
+parses each line once (one ``json_transform`` into a struct whose leaves are the values' JSON
+text: the first character is the type, the quotes cut off give the string) and walks it once
+more for the key lists of the objects checked for duplicates (``json_keys``); it streams one row
+per line to Arrow, in line order, with the typed columns and whether SQL could *decide* the
+line: a JSON object, every object of it one whose keys were listed (a ``{`` count), no trailing
+comma (DuckDB's parser accepts one, Python's refuses it), every typed field of the type
+``normalize`` accepts, times in the strict ISO-8601 form both parsers read alike and within the
+plausible bounds, not a ``ConsoleSignin`` (its MFA rule stays in Python), not a LookupEvents
+body, at most :data:`MAX_BRACKETS` brackets (so never deeper than Python's parser can go), no
+backslash. Then Arrow and numpy, per group: a duplicate key in any listed object (the keys
+numbered by a dictionary and sorted: DuckDB's list functions cost a microsecond per list), and
+``normalize``'s own rules over the group's *distinct* values (identity, role and session names,
+attribution, ``ip_version``, ``isGlobal``, the session's MFA flag: dozens per group, not one per
+row) and over the ~8% of rows with references.
 
-A line SQL does not decide goes through today's Python rule (:func:`files.line_items` and
-``normalize``), which quarantines it with today's reason or, where SQL was only cautious (a float
-``eventVersion``, an offset-less time), stores it as today. Reasons therefore have one source.
-Three small pieces stay in Python over *distinct* values, not rows: attribution
-(:func:`_attribution`, the inventory's own rule, kept in one place), ``ip_version`` (Python's
-``ipaddress`` is the definition) and ``referenced_resources`` (its two shapes, for the ~8% of
-events that have one). A chunk that is not valid UTF-8, holds a ``\\r`` line end, or is longer
-than :data:`files.MAX_ITEM_BYTES` is read by today's reader whole (its per-line recovery and
-limits are the contract).
+Lines with a backslash (escapes) are read by a second statement that decodes each string with
+``json_extract_string``; a group holding a line DuckDB cannot read at all (malformed, a lone
+surrogate) is read by the same statements with ``try``. A line neither decides goes through
+today's Python rule (:func:`files.line_items` and ``normalize``), which quarantines it with
+today's reason or, where SQL was only cautious (a float ``eventVersion``, an offset-less time),
+stores it as today. Reasons therefore have one source. A chunk that is not valid UTF-8, holds a
+``\\r`` line end, or is longer than :data:`files.MAX_ITEM_BYTES` is read by today's reader whole
+(its per-line recovery and limits are the contract).
 
 The typed rows come back as one Arrow table per group in the writer's batch schema, so the
 writer, its transactions, dedup and the exactly-once file records are today's.
 
-Opt-in (``TRAILWARDEN_INGEST_PARSER=duckdb``): measured on 1M events it costs ~1.1x the Python
-parser's CPU over the process tree (three parses per line and ~100 SQL expressions over strings
-cost about what ``json.loads`` and ``normalize`` do), so the Python parser stays the default
-(README, Performance).
+Opt-in (``TRAILWARDEN_INGEST_PARSER=duckdb``) until it costs at most half the Python parser's CPU
+(README, Performance: where the CPU goes).
 """
 
 from __future__ import annotations
