@@ -136,7 +136,7 @@ def reading_lines() -> list[str]:
         dumps(ev("acct-neg0", recipientAccountId=-0)), dumps(ev("acct-float", recipientAccountId=1.5)),
         dumps(ev("esc-ui", userIdentity=ui(userName='a"b\\c\n\u00e9', accessKeyId="LTAI5tCiDeploy7Qx2mK"),
                  userAgent="tab\there", sourceIpAddress="10.0.0.1",
-                 **{"additionalEventData": {"Scheme": "HTTP"}})),
+                 additionalEventData={"Scheme": "HTTP"})),
         dumps(ev("esc-role", userIdentity={"type": "assumed-role", "userName": 'Backup"Role:s\\1', "principalId": "9:x",
                                            "sessionContext": {"attributes": attrs}})),
         dumps(ev("esc-signin", eventName="ConsoleSignin", userAgent='x"y')),
