@@ -16,13 +16,11 @@ import pytest
 from models.inventory import Attributor
 from pipeline.core.config import load_config
 from pipeline.core.times import day_start
-from pipeline.demo.organisation import generate
-from pipeline.demo.score import load_labels
 from pipeline.detection import features, learning
 from pipeline.ingest.run import ingest_files
 from pipeline.store import lake
 from pipeline.store.store import Store, open_store
-from tests.conftest import run_cli, write_ndjson
+from tests.conftest import detected_organisation, run_cli, write_ndjson
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +28,7 @@ def org(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A month of a 24-agent organisation with its incidents, ingested and detected (findings
     open), every day but the last two sealed."""
     root = tmp_path_factory.mktemp("org")
-    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    generate(root, agents=24, weeks=4, seed=3, end=end, volume=0.01)
-    _, meta = load_labels(root / "labels.json")
-    config = ("--config", "config/trailwarden.yaml")
-    for args in (("ingest", "--file", "events/"), ("detect", "--since", meta["detect_since"], "--until", meta["end"])):
-        done = run_cli(*config, *args, cwd=root)
-        assert done.returncode == 0, done.stderr
+    detected_organisation(root, agents=24, weeks=4, seed=3, volume=0.01)
     cfg = load_config(root / "config" / "trailwarden.yaml")
     db = root / cfg.database
     with open_store(db) as store:
