@@ -10,7 +10,8 @@ render):
 * ``changes``: APIs, source IPs and regions never seen from this agent before the window (its
   whole stored history before ``since``);
 * the evidence trail: each event's raw JSON, and a SHA-256 over the export (computed over the
-  export without the hash, keys sorted), so what is attached to a ticket can be checked later.
+  export without the hash, compact, keys in the order written: :func:`export_digest`), so what is
+  attached to a ticket can be checked later.
 
 Exports are redacted by default (``pipeline.core.redact``: passwords, AccessKey secrets, tokens, keys,
 at any depth and inside strings): ``redaction`` says so and how many values went, and the hash
@@ -19,6 +20,12 @@ evidence as received, for who needs it; the store keeps it either way.
 
 Only the agent's rows are read: the ``agent`` column is compared in DuckDB (dictionary-encoded,
 fast even on 10M rows) and the raw JSON is fetched only for the export.
+
+Each timeline entry's JSON is written by DuckDB (``_entry_sql``: the columns with ``to_json``, the
+raw event minified with ``json``), with only the RAM action and resources from Python (once per
+distinct call, ``_Mapping``): no event is parsed in Python unless it may hold a secret or DuckDB's
+text of it could differ from Python's (``_SLOW``), which is then built as before. So the export
+costs about what reading its rows costs, not a parse and two serialisations of every event.
 """
 
 from __future__ import annotations
@@ -27,19 +34,20 @@ import hashlib
 import heapq
 import io
 import json
+import re
 import tempfile
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import IO, Any, TextIO
+from typing import Any, TextIO
 
 from models.inventory import Inventory
 from models.mapping import PARAMETER_TARGETS, CallFacts, action, is_authorized_call, resources
 from pipeline import __version__
 from pipeline.core.inert import json_inert
 from pipeline.core.output import to_jsonable
-from pipeline.core.redact import might_hold_secrets
+from pipeline.core.redact import HINT_SHAPES, HINT_WORDS, might_hold_secrets
 from pipeline.core.redact import redact as redact_values
 from pipeline.core.times import utcnow
 from pipeline.detection.findings import list_findings
@@ -86,11 +94,11 @@ def write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | N
                  redact: bool = True, last: int = 50, around: int = 0) -> Replay:
     """Write the JSON export to ``out`` (``None``: only its digest) as the agent's events are read.
 
-    Memory stays flat in the number of events: each timeline entry is written to temporary files
+    Memory stays flat in the number of events: each timeline entry is written to a temporary file
     as it is read (``_Timeline``), while the summary, blast radius and changes are added up; then
-    the digest is computed and the export written (the same document ``json.dumps(report,
-    indent=2)`` would give, byte for byte). The views keep the ``last`` entries and ``around`` entries on each
-    side of every finding (``Replay.shown``)."""
+    the export is written (its header indented, each timeline entry compact on a line of its own)
+    and hashed as it is written. The views keep the ``last`` entries and ``around`` entries on
+    each side of every finding (``Replay.shown``)."""
     until = until or utcnow()
     since = since or until - timedelta(days=90)
     findings = sorted((f for f in list_findings(store, agent=agent)
@@ -99,26 +107,24 @@ def write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | N
     extract = _Extract(last, around)
     inv = inventory.agent(agent)
     generated_at = utcnow()
-    with _Timeline(pretty=out is not None) as timeline:
+    with _Timeline() as timeline:
         pending = iter(findings)
         finding = next(pending, None)
 
-        def put(entry: dict[str, Any]) -> None:
-            if entry["kind"] == "event":  # text and lists of text from the store, parsed raw JSON
-                jsonable = {**entry, "event_time": to_jsonable(entry["event_time"])}
-            else:
-                jsonable = to_jsonable(entry)
-            extract.add(timeline.count, jsonable)
-            timeline.add(jsonable)
+        def put_finding(f: dict[str, Any]) -> None:
+            entry = to_jsonable(_finding_entry(f))
+            extract.add(timeline.count, "finding", f["first_seen"], entry)
+            timeline.add(_compact(entry))
 
         for row in _events(store, agent, since, until, with_raw, redact, totals):
             while finding is not None and finding["first_seen"] <= row["event_time"]:
-                put(_finding_entry(finding))
+                put_finding(finding)
                 finding = next(pending, None)
             totals.add(row)
-            put(_event_entry(row))
+            extract.add(timeline.count, "event", row["event_time"], row["line"])
+            timeline.add(row["line"])
         while finding is not None:
-            put(_finding_entry(finding))
+            put_finding(finding)
             finding = next(pending, None)
         header = to_jsonable({
             "agent": agent,
@@ -134,80 +140,82 @@ def write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | N
             "findings": findings,
         })
         trailer = to_jsonable({"redaction": _redaction_note(redact, totals.redacted)})
-        digest = timeline.digest(header, trailer)
-        if out is not None:
-            timeline.write_export(header, trailer, digest, out)
+        digest = timeline.write_export(header, trailer, out)
     shown = extract.entries()
     report = {**header, "timeline": [entry for _, entry in shown], **trailer, "sha256": digest}
     return Replay(report, digest, shown, totals.activity, timeline.count)
 
 
-def _canonical(value: Any) -> str:
-    """The JSON the digest is over (keys sorted, no spaces, text as is): ``export_digest``'s."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+def _compact(value: Any) -> str:
+    """The JSON the digest is over, and each timeline entry as the export writes it (before
+    ``json_inert``): compact, keys in their order, text as is (``export_digest``'s)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False)
 
 
 def _pretty(value: Any) -> str:
-    """The JSON the export shows (as ``json_text(..., indent=2)`` writes it)."""
+    """The JSON of the export's header and trailer (as ``json_text(..., indent=2)`` writes it)."""
     return json_inert(json.dumps(value, indent=2, ensure_ascii=False, default=str, allow_nan=False))
 
 
 class _Timeline:
-    """The timeline while it streams: each entry is written to a temporary file as the digest's
-    canonical JSON and, when an export is written, to another as the export shows it (indented as
-    the whole export would be), so neither the events nor their text stay in memory."""
+    """The timeline while it streams: each entry's compact JSON on a line of a temporary file (a
+    compact entry holds no raw newline), so neither the events nor their text stay in memory.
+    The export's header comes first and is known only at the end: the file is then read once,
+    hashed and copied after it."""
 
-    def __init__(self, *, pretty: bool) -> None:
-        self.canonical = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed by __exit__
-        self.pretty = tempfile.TemporaryFile("w+", encoding="utf-8") if pretty else None  # noqa: SIM115
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile("w+b")  # noqa: SIM115 - closed by __exit__
+        self.lines: list[str] = []
         self.count = 0
 
     def __enter__(self) -> _Timeline:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.canonical.close()
-        if self.pretty is not None:
-            self.pretty.close()
+        self.file.close()
 
-    def add(self, entry: dict[str, Any]) -> None:
-        self.canonical.write(("," if self.count else "") + _canonical(entry))
-        if self.pretty is not None:
-            self.pretty.write(("," if self.count else "") + "\n    " + _pretty(entry).replace("\n", "\n    "))
+    def add(self, line: str) -> None:
+        self.lines.append(line)
         self.count += 1
+        if len(self.lines) >= BATCH:
+            self._flush()
 
-    def digest(self, header: dict[str, Any], trailer: dict[str, Any]) -> str:
-        """SHA-256 of the canonical export without its digest (what ``export_digest`` computes of
-        the export once parsed), the timeline read back in chunks."""
-        body = {**header, **trailer}
-        keys = sorted([*body, "timeline"])
-        sha = hashlib.sha256()
-        sha.update(("{" + "".join(f"{_canonical(k)}:{_canonical(body[k])}," for k in keys if k < "timeline")
-                    + '"timeline":[').encode())
-        _copy(self.canonical, lambda chunk: sha.update(chunk.encode()))
-        sha.update(("]" + "".join(f",{_canonical(k)}:{_canonical(body[k])}" for k in keys if k > "timeline")
-                    + "}").encode())
-        return sha.hexdigest()
+    def _flush(self) -> None:
+        if self.lines:
+            self.lines.append("")
+            self.file.write("\n".join(self.lines).encode())
+            self.lines = []
 
-    def write_export(self, header: dict[str, Any], trailer: dict[str, Any], digest: str, out: TextIO) -> None:
-        """The export as one indented JSON document: the header's keys, the timeline, the
-        redaction note and the digest last."""
-        assert self.pretty is not None
-        out.write(_pretty(header)[:-2] + ',\n  "timeline": [')
-        _copy(self.pretty, out.write)
-        out.write(("\n  ]" if self.count else "]") + "," + _pretty({**trailer, "sha256": digest})[1:] + "\n")
+    def write_export(self, header: dict[str, Any], trailer: dict[str, Any], out: TextIO | None) -> str:
+        """Write the export to ``out`` (if any) - the header's keys indented, the timeline one
+        entry a line, the redaction note and the digest last - and return the digest: SHA-256 of
+        the compact export without it (what ``export_digest`` computes of the export once
+        parsed), over the bytes as they go by."""
+        self._flush()
+        sha = hashlib.sha256((_compact(header)[:-1] + ',"timeline":[').encode())
+        if out is not None:
+            out.write(_pretty(header)[:-2] + ',\n  "timeline": [')
+        self.file.seek(0)
+        first = True
+        while chunk := b"".join(self.file.readlines(1 << 20)):
+            body = chunk[:-1]  # every line ends in a newline
+            sha.update(body.replace(b"\n", b",") if first else b"," + body.replace(b"\n", b","))
+            if out is not None:
+                out.write(("\n    " if first else ",\n    ") + json_inert(body.decode()).replace("\n", ",\n    "))
+            first = False
+        sha.update(("]," + _compact(trailer)[1:]).encode())
+        digest = sha.hexdigest()
+        if out is not None:
+            out.write(("\n  ]" if self.count else "]") + "," + _pretty({**trailer, "sha256": digest})[1:] + "\n")
+        return digest
 
 
-def _copy(source: IO[str], sink: Callable[[str], Any]) -> None:
-    source.seek(0)
-    while chunk := source.read(1 << 20):
-        sink(chunk)
-
-
-def export_digest(report: dict[str, Any]) -> str:
-    """SHA-256 of the export without its own ``sha256`` field (canonical JSON, keys sorted)."""
+def export_digest(report: dict[str, Any], *, sort_keys: bool = False) -> str:
+    """SHA-256 of the export without its own ``sha256`` field: its compact JSON (no spaces, text
+    as is, keys in the order the export has them; ``json.loads`` keeps it). Exports written
+    before 2026-12-06 hashed it with the keys sorted: ``sort_keys=True`` checks those."""
     body = {k: v for k, v in report.items() if k != "sha256"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+    return hashlib.sha256(json.dumps(body, sort_keys=sort_keys, ensure_ascii=False, separators=(",", ":"),
                                      default=str).encode()).hexdigest()
 
 
@@ -222,11 +230,16 @@ def _redaction_note(applied: bool, count: int) -> dict[str, Any]:
 
 def _events(store: Store, agent: str, since: datetime, until: datetime, with_raw: bool,
             redact: bool, totals: _Totals) -> Iterator[dict[str, Any]]:
-    """The agent's events in the window, oldest first, read in batches; the values redacted from
-    them are counted in ``totals``. Only the rare event whose text may hold a secret
-    (``might_hold_secrets``) is walked."""
-    own = _own_events(store, agent, since, until, with_raw, redact, totals)
-    via = _via_roles(store, agent, since, until, with_raw, redact, totals)
+    """The agent's events in the window, oldest first, read in batches, each with its timeline
+    entry's JSON (``line``); the values redacted from them are counted in ``totals``.
+
+    Both readers run on cursors of their own, with the agent's condition decided before either
+    starts: a query on the store's connection while a reader is mid-stretch would end that
+    stretch's result (its events were silently lost after the first batch)."""
+    condition = agent_filter(store, agent)
+    mapping = _Mapping()
+    own = _own_events(store, condition, since, until, with_raw, redact, totals, mapping)
+    via = _via_roles(store, condition, since, until, with_raw, redact, totals, mapping)
     previous = None
     for row in heapq.merge(own, via, key=lambda r: (r["event_time"], r["event_id"])):
         if row["event_id"] != previous:  # an event of the agent's own role: once
@@ -234,15 +247,19 @@ def _events(store: Store, agent: str, since: datetime, until: datetime, with_raw
             yield row
 
 
-def _own_events(store: Store, agent: str, since: datetime, until: datetime, with_raw: bool,
-                redact: bool, totals: _Totals) -> Iterator[dict[str, Any]]:
-    columns = [*EVENT_FIELDS, _PARAMETERS, "raw" if with_raw else "NULL AS raw"]
-    where, params = agent_filter(store, agent)
-    for start, end in _stretches(store, agent, since, until, (where, params)):
-        result = store.con.execute(
-            f"SELECT {', '.join(columns)} FROM events WHERE {where} AND event_time >= ? AND event_time < ? "  # noqa: S608
-            "ORDER BY event_time, event_id", [sorted(PARAMETER_TARGETS), *params, start, end])
-        yield from _rows(result, redact, totals)
+def _own_events(store: Store, condition: tuple[str, list[str]], since: datetime, until: datetime, with_raw: bool,
+                redact: bool, totals: _Totals, mapping: _Mapping) -> Iterator[dict[str, Any]]:
+    where, params = condition
+    stretches = _stretches(store, "", since, until, condition)
+    con = store.con.cursor()
+    try:
+        for start, end in stretches:
+            result = con.execute(_query("", with_raw, redact, "NULL::VARCHAR[]",
+                                        f"FROM events WHERE {where} AND event_time >= ? AND event_time < ?"),
+                                 [*_query_params(redact), *params, start, end])
+            yield from _rows(result, redact, totals, mapping)
+    finally:
+        con.close()
 
 
 # A chain of role sessions lasts at most two sessions' lifetime before the window's first event
@@ -250,13 +267,13 @@ def _own_events(store: Store, agent: str, since: datetime, until: datetime, with
 _CHAIN_REACH = timedelta(days=1)
 
 
-def _via_roles(store: Store, agent: str, since: datetime, until: datetime, with_raw: bool,
-               redact: bool, totals: _Totals) -> Iterator[dict[str, Any]]:
-    """The events made through the role sessions ``agent`` started (directly, or through a chain
+def _via_roles(store: Store, condition: tuple[str, list[str]], since: datetime, until: datetime, with_raw: bool,
+               redact: bool, totals: _Totals, mapping: _Mapping) -> Iterator[dict[str, Any]]:
+    """The events made through the role sessions the agent started (directly, or through a chain
     of roles: ``role_sessions.origin_session`` is one of its ``AssumeRole`` calls), oldest first,
     each with ``via``: the roles (``role@account``) from the agent to the one that acted. Read on
     a cursor of its own, beside the agent's own events."""
-    where, params = agent_filter(store, agent)
+    where, params = condition
     con = store.con.cursor()
     try:
         sessions = [r[0] for r in con.execute(
@@ -267,18 +284,11 @@ def _via_roles(store: Store, agent: str, since: datetime, until: datetime, with_
             """, [*params, since - _CHAIN_REACH, until]).fetchall()]  # noqa: S608 - agent_filter's SQL
         if not sessions:
             return
-        columns = [f"e.{c}" for c in EVENT_FIELDS] + [
-            _PARAMETERS.replace("event_name", "e.event_name").replace("request_parameters", "e.request_parameters", 1),
-            "e.raw" if with_raw else "NULL AS raw", "s.chain AS via"]
-        result = con.execute(
-            f"""
-            SELECT {', '.join(columns)}
+        result = con.execute(_query("e.", with_raw, redact, "s.chain", """
             FROM session_links l JOIN role_sessions s USING (session_id) JOIN events e USING (event_id)
             WHERE l.status = 'linked' AND list_contains(?, l.session_id) AND l.event_time >= ? AND l.event_time < ?
-              AND e.event_time >= ? AND e.event_time < ?
-            ORDER BY e.event_time, e.event_id
-            """, [sorted(PARAMETER_TARGETS), sessions, since, until, since, until])  # noqa: S608 - fixed text
-        yield from _rows(result, redact, totals)
+              AND e.event_time >= ? AND e.event_time < ?"""), [*_query_params(redact), sessions, since, until, since, until])
+        yield from _rows(result, redact, totals, mapping)
     finally:
         con.close()
 
@@ -302,23 +312,116 @@ def _stretches(store: Store, agent: str, since: datetime, until: datetime,
     return list(zip(cuts, [*cuts[1:], until], strict=True))
 
 
-def _rows(result: Any, redact: bool, totals: _Totals) -> Iterator[dict[str, Any]]:
+# -- each timeline entry's JSON, written by DuckDB ----------------------------------------------
+# A string column as Python's json.dumps(..., ensure_ascii=False) writes it (DuckDB's to_json
+# escapes the same characters; only the hex case of \u00XX differs: see _SLOW).
+def _j(column: str) -> str:
+    return f"coalesce(to_json({column}), 'null')"
+
+
+_TIME = ("'\"' || strftime(timezone('UTC', event_time), '%Y-%m-%dT%H:%M:%S') || CASE WHEN epoch_us(event_time) "
+         "% 1000000 <> 0 THEN '.' || lpad(CAST(epoch_us(event_time) % 1000000 AS VARCHAR), 6, '0') ELSE '' END "
+         "|| 'Z\"'")
+# Where DuckDB's text of an entry may differ from Python's (which ``export_digest`` recomputes): a
+# \u00XX escape with an upper-case hex digit, and floats Python writes with an exponent (below
+# 1e-4, from 1e16) or that overflow. Such an entry is built in Python instead.
+_DIFFERS = r"\\u00[01][A-F]|[0-9][eE][-+]?[0-9]|[0-9]{17,}\.|0\.0000"
+# A superset of ``might_hold_secrets`` (case folded, and every character Python's \s matches):
+# an event it matches is parsed and walked by ``redact`` as before.
+_SPACE = r"[\s\x{0b}\x{1c}-\x{1f}\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
+_HINT = (r"(?i)(?:" + "|".join(HINT_WORDS) + r")s?(?:\\?[\"'])?" + _SPACE + r"*[:=]|(?i)(?:"
+         + "|".join(re.escape(s) for s in HINT_SHAPES) + r")|://[^/@]*:[^/@]*@")
+_TEXT_COLUMNS = [c for c in EVENT_FIELDS if c != "event_time"]
+
+
+def _query(p: str, with_raw: bool, redact: bool, via: str, source: str) -> str:
+    """A reader's query of the events ``source`` (``FROM ... WHERE ...``, columns prefixed
+    ``p``), oldest first: the call's facts (for the RAM mapping and the totals), the entry's JSON
+    in three parts around the action and the resources (``head``, ``middle``, ``tail``), whether
+    Python must build it instead (``slow``), and only then the raw text. Parameters:
+    ``_query_params`` then the source's."""
+    account = "CASE WHEN recipient_account_id <> '' THEN recipient_account_id ELSE account_id END"
+    raw = f"{p}raw" if with_raw else "NULL::VARCHAR"
+    head = "'{\"event_id\":' || " + _j("event_id") + " || ',\"event_time\":' || " + _TIME + " || ',\"action\":'"
+    middle = " || ".join(f"',\"{c}\":' || {_j(c)}" for c in (
+        "event_rw", "source_ip", "acs_region", "user_agent", "access_key_id", "error_code", "error_message")) + \
+        " || ',\"resources\":'"
+    tail = (f"',\"kind\":\"event\"' || CASE WHEN len(coalesce(via, [])) > 0 THEN ',\"via\":' || to_json(via) || "
+            f"',\"identity\":' || {_j('identity')} || ',\"account\":' || {_j(account)} ELSE '' END || "
+            "',\"raw\":' || coalesce(json(raw_text), 'null') || '}'")
+    hint = f"regexp_matches(concat_ws(chr(10), {', '.join(_TEXT_COLUMNS)}, raw_text), ?)" if redact else "false"
+    parameters = _PARAMETERS.replace("event_name", f"{p}event_name").replace("request_parameters::",
+                                                                            f"{p}request_parameters::")
+    inner = ", ".join([*(f"{p}{c}" for c in EVENT_FIELDS), parameters, f"{via} AS via", f"{raw} AS raw_text"])
+    return f"""
+        SELECT * EXCLUDE (raw_text), CASE WHEN slow THEN raw_text END AS raw FROM (
+          SELECT *, {hint} OR regexp_matches(head || middle || tail, ?) AS slow FROM (
+            SELECT *, {head} AS head, {middle} AS middle, {tail} AS tail FROM (
+              SELECT {inner} {source})))
+        ORDER BY event_time, event_id"""  # noqa: S608 - fixed SQL
+
+
+def _query_params(redact: bool) -> list[Any]:
+    return [*([_HINT] if redact else []), _DIFFERS, sorted(PARAMETER_TARGETS)]
+
+
+class _Mapping:
+    """The RAM action and resources of each distinct call (its facts), computed once and kept for
+    the next events of the same call; forgotten past ``LIMIT`` distinct calls, so memory stays
+    bounded when every event names a resource of its own."""
+
+    LIMIT = 50_000
+
+    def __init__(self) -> None:
+        self.known: dict[tuple[Any, ...], tuple[str, list[str], str, str, bool]] = {}
+
+    def __call__(self, key: tuple[Any, ...]) -> tuple[str, list[str], str, str, bool]:
+        """(action, resources, their JSON as the entry writes them, whether the action's text may
+        hold a secret) of the call whose ``CallFacts`` are ``key``."""
+        found = self.known.get(key)
+        if found is None:
+            facts = CallFacts(*key)
+            name = action(facts)
+            touched = resources(facts) if is_authorized_call(facts.event_type, facts.service_name) else []
+            found = (name, touched, _compact(name), _compact(touched), might_hold_secrets(name))
+            if len(self.known) >= self.LIMIT:
+                self.known.clear()
+            self.known[key] = found
+        return found
+
+
+def _rows(result: Any, redact: bool, totals: _Totals, mapping: _Mapping) -> Iterator[dict[str, Any]]:
+    """The reader's rows as dicts with ``action``, ``resources`` and ``line`` (the entry's JSON):
+    DuckDB's text with the action and resources put in, or, for an event that may hold a secret
+    or whose text DuckDB writes differently, the entry built and redacted in Python."""
     names = [d[0] for d in result.description or []]
     while batch := result.fetchmany(BATCH):
         for values in batch:
             row = dict(zip(names, values, strict=True))
-            facts = CallFacts(row["event_type"], row["event_name"], row["service_name"], row["service_code"],
-                              row["acs_region"], row["recipient_account_id"] or row["account_id"],
-                              row["referenced_resources"], row["resource_type"], row["resource_name"],
-                              row.pop("request_parameters"))  # only for the mapping: not exported
-            row["action"] = action(facts)
-            row["resources"] = resources(facts) if is_authorized_call(row["event_type"], row["service_name"]) else []
-            text = "\n".join(v for v in row.values() if isinstance(v, str))  # the raw JSON too
-            row["raw"] = json.loads(row["raw"], parse_constant=_null) if isinstance(row["raw"], str) else None
-            if redact and might_hold_secrets(text):
-                row, count = redact_values(row)
-                totals.redacted += count
+            facts = (row["event_type"], row["event_name"], row["service_name"], row["service_code"],
+                     row["acs_region"], row["recipient_account_id"] or row["account_id"],
+                     row["referenced_resources"], row["resource_type"], row["resource_name"],
+                     row.pop("request_parameters"))  # only for the mapping: not exported
+            row["action"], row["resources"], action_json, resources_json, hint = mapping(facts)
+            if row["slow"] or (redact and hint):
+                row = _parsed(row, redact, totals)
+                entry = _event_entry(row)
+                row["line"] = _compact({**entry, "event_time": to_jsonable(entry["event_time"])})
+            else:
+                row["line"] = row["head"] + action_json + row["middle"] + resources_json + row["tail"]
             yield row
+
+
+def _parsed(row: dict[str, Any], redact: bool, totals: _Totals) -> dict[str, Any]:
+    """The row with its raw event parsed and, when its text may hold a secret, redacted (the
+    values redacted counted in ``totals``): how every event was exported before."""
+    row = {k: v for k, v in row.items() if k not in ("head", "middle", "tail", "slow", "line")}
+    text = "\n".join(v for v in row.values() if isinstance(v, str))  # the raw JSON too
+    row["raw"] = json.loads(row["raw"], parse_constant=_null) if isinstance(row["raw"], str) else None
+    if redact and might_hold_secrets(text):
+        row, count = redact_values(row)
+        totals.redacted += count
+    return row
 
 
 def _history(store: Store, agent: str, before: datetime) -> dict[str, set[str]]:
@@ -416,50 +519,53 @@ class _Totals:
 
 class _Extract:
     """The timeline entries a view shows, kept as they stream by: the ``last`` events (with the
-    findings among them) and ``around`` entries before and after each finding."""
+    findings among them) and ``around`` entries before and after each finding. An event is kept
+    as its JSON line and parsed only when shown."""
 
     def __init__(self, last: int, around: int) -> None:
         self.last, self.around = last, around
-        self.tail: deque[tuple[int, dict[str, Any]]] = deque()
+        self.tail: deque[tuple[int, str, datetime, Any]] = deque()
         self.tail_events = 0
-        self.before: deque[tuple[int, dict[str, Any]]] = deque(maxlen=max(around, 1))
-        self.kept: dict[int, dict[str, Any]] = {}
+        self.before: deque[tuple[int, str, datetime, Any]] = deque(maxlen=max(around, 1))
+        self.kept: dict[int, tuple[int, str, datetime, Any]] = {}
         self.after = 0
 
-    def add(self, position: int, entry: dict[str, Any]) -> None:
-        if entry["kind"] == "finding":
+    def add(self, position: int, kind: str, when: datetime, entry: Any) -> None:
+        """``entry``: a finding's entry, or an event's JSON line."""
+        if not (self.last or self.around):
+            return
+        item = (position, kind, when, entry)
+        if kind == "finding":
             if self.around:
-                self.kept.update(self.before)
+                self.kept.update((i[0], i) for i in self.before)
                 self.before.clear()
-            self.kept[position] = entry
+            self.kept[position] = item
             self.after = self.around
         elif self.after:
-            self.kept[position] = entry
+            self.kept[position] = item
             self.after -= 1
         elif self.around:
-            self.before.append((position, entry))
+            self.before.append(item)
         if self.last:
-            self.tail.append((position, entry))
-            self.tail_events += entry["kind"] == "event"
+            self.tail.append(item)
+            self.tail_events += kind == "event"
             if self.tail_events > self.last:
                 while self.tail_events > self.last:
-                    _, dropped = self.tail.popleft()
-                    self.tail_events -= dropped["kind"] == "event"
+                    dropped = self.tail.popleft()
+                    self.tail_events -= dropped[1] == "event"
                 self._drop_findings_before_the_first_event()
 
     def _drop_findings_before_the_first_event(self) -> None:
-        first = next(e["event_time"] for _, e in self.tail if e["kind"] == "event")
-        while self.tail[0][1]["kind"] == "finding" and _time(self.tail[0][1]["event_time"]) < _time(first):
+        first = next(i[2] for i in self.tail if i[1] == "event")
+        while self.tail[0][1] == "finding" and self.tail[0][2] < first:
             self.tail.popleft()
 
     def entries(self) -> list[tuple[int, dict[str, Any]]]:
-        return sorted({**self.kept, **dict(self.tail)}.items()) if self.around else list(self.tail)
+        items = sorted({**self.kept, **{i[0]: i for i in self.tail}}.values()) if self.around else list(self.tail)
+        return [(i[0], json.loads(i[3]) if i[1] == "event" else i[3]) for i in items]
 
 
 def _null(_: str) -> None:
     """NaN and infinities in a raw event become null, as ``to_jsonable`` writes them: strict JSON."""
     return
 
-
-def _time(iso: str) -> datetime:
-    return datetime.fromisoformat(iso)
