@@ -45,7 +45,7 @@ from typing import Any, TextIO
 from models.inventory import Inventory
 from models.mapping import PARAMETER_TARGETS, CallFacts, action, is_authorized_call, resources
 from pipeline import __version__
-from pipeline.core.inert import json_inert
+from pipeline.core.inert import HIDDEN_IN_JSON, HIDDEN_IN_JSON_RANGES, json_inert
 from pipeline.core.output import to_jsonable
 from pipeline.core.redact import HINT_SHAPES, HINT_WORDS, might_hold_secrets
 from pipeline.core.redact import redact as redact_values
@@ -114,7 +114,8 @@ def write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | N
         def put_finding(f: dict[str, Any]) -> None:
             entry = to_jsonable(_finding_entry(f))
             extract.add(timeline.count, "finding", f["first_seen"], entry)
-            timeline.add(_compact(entry))
+            line = _compact(entry)
+            timeline.add(line, HIDDEN_IN_JSON.search(line) is not None)
 
         for row in _events(store, agent, since, until, with_raw, redact, totals):
             while finding is not None and finding["first_seen"] <= row["event_time"]:
@@ -122,7 +123,7 @@ def write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | N
                 finding = next(pending, None)
             totals.add(row)
             extract.add(timeline.count, "event", row["event_time"], row["line"])
-            timeline.add(row["line"])
+            timeline.add(row["line"], row["hidden"])
         while finding is not None:
             put_finding(finding)
             finding = next(pending, None)
@@ -167,6 +168,7 @@ class _Timeline:
         self.file = tempfile.TemporaryFile("w+b")  # noqa: SIM115 - closed by __exit__
         self.lines: list[str] = []
         self.count = 0
+        self.hidden: deque[int] = deque()  # the entries with characters ``json_inert`` escapes
 
     def __enter__(self) -> _Timeline:
         return self
@@ -174,7 +176,9 @@ class _Timeline:
     def __exit__(self, *_: object) -> None:
         self.file.close()
 
-    def add(self, line: str) -> None:
+    def add(self, line: str, hidden: bool = False) -> None:
+        if hidden:
+            self.hidden.append(self.count)
         self.lines.append(line)
         self.count += 1
         if len(self.lines) >= BATCH:
@@ -186,6 +190,13 @@ class _Timeline:
             self.file.write("\n".join(self.lines).encode())
             self.lines = []
 
+    def _inert(self, lines: list[str], position: int) -> str:
+        """These lines (the first at ``position``), the marked ones through ``json_inert``."""
+        while self.hidden and self.hidden[0] < position + len(lines):
+            at = self.hidden.popleft() - position
+            lines[at] = json_inert(lines[at])
+        return "\n".join(lines)
+
     def write_export(self, header: dict[str, Any], trailer: dict[str, Any], out: TextIO | None) -> str:
         """Write the export to ``out`` (if any) - the header's keys indented, the timeline one
         entry a line, the redaction note and the digest last - and return the digest: SHA-256 of
@@ -196,13 +207,16 @@ class _Timeline:
         if out is not None:
             out.write(_pretty(header)[:-2] + ',\n  "timeline": [')
         self.file.seek(0)
-        first = True
-        while chunk := b"".join(self.file.readlines(1 << 20)):
-            body = chunk[:-1]  # every line ends in a newline
+        first, position = True, 0
+        while lines := self.file.readlines(1 << 20):
+            body = b"".join(lines)[:-1]  # every line ends in a newline
             sha.update(body.replace(b"\n", b",") if first else b"," + body.replace(b"\n", b","))
             if out is not None:
-                out.write(("\n    " if first else ",\n    ") + json_inert(body.decode()).replace("\n", ",\n    "))
-            first = False
+                text = body.decode()
+                if self.hidden and self.hidden[0] < position + len(lines):
+                    text = self._inert(text.split("\n"), position)
+                out.write(("\n    " if first else ",\n    ") + text.replace("\n", ",\n    "))
+            first, position = False, position + len(lines)
         sha.update(("]," + _compact(trailer)[1:]).encode())
         digest = sha.hexdigest()
         if out is not None:
@@ -324,8 +338,11 @@ _TIME = ("'\"' || strftime(timezone('UTC', event_time), '%Y-%m-%dT%H:%M:%S') || 
          "|| 'Z\"'")
 # Where DuckDB's text of an entry may differ from Python's (which ``export_digest`` recomputes): a
 # \u00XX escape with an upper-case hex digit, and floats Python writes with an exponent (below
-# 1e-4, from 1e16) or that overflow. Such an entry is built in Python instead.
-_DIFFERS = r"\\u00[01][A-F]|[0-9][eE][-+]?[0-9]|[0-9]{17,}\.|0\.0000"
+# 1e-4, from 1e16) or that overflow (in DuckDB's compact text a number follows ``:``, ``[`` or
+# ``,``; text in strings that looks so only costs a parse). Such an entry is built in Python.
+_DIFFERS = r"\\u00[01][A-F]|[:\[,]-?[0-9.]+[eE]|[:\[,]-?[0-9]{17,}\.|[:\[,]-?0\.0000"
+# ... or a character ``json_inert`` escapes in the file (not in the digest): Python marks its line.
+_DIFFERS += "|[" + "".join(f"\\x{{{a:x}}}-\\x{{{b:x}}}" for a, b in HIDDEN_IN_JSON_RANGES if b < 0xD800 or a > 0xDFFF) + "]"
 # A superset of ``might_hold_secrets`` (case folded, and every character Python's \s matches):
 # an event it matches is parsed and walked by ``redact`` as before.
 _SPACE = r"[\s\x{0b}\x{1c}-\x{1f}\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
@@ -373,17 +390,19 @@ class _Mapping:
     LIMIT = 50_000
 
     def __init__(self) -> None:
-        self.known: dict[tuple[Any, ...], tuple[str, list[str], str, str, bool]] = {}
+        self.known: dict[tuple[Any, ...], tuple[str, list[str], str, str, bool, bool]] = {}
 
-    def __call__(self, key: tuple[Any, ...]) -> tuple[str, list[str], str, str, bool]:
+    def __call__(self, key: tuple[Any, ...]) -> tuple[str, list[str], str, str, bool, bool]:
         """(action, resources, their JSON as the entry writes them, whether the action's text may
-        hold a secret) of the call whose ``CallFacts`` are ``key``."""
+        hold a secret, whether that JSON has characters ``json_inert`` escapes) of the call whose
+        ``CallFacts`` are ``key``."""
         found = self.known.get(key)
         if found is None:
             facts = CallFacts(*key)
             name = action(facts)
             touched = resources(facts) if is_authorized_call(facts.event_type, facts.service_name) else []
-            found = (name, touched, _compact(name), _compact(touched), might_hold_secrets(name))
+            texts = (_compact(name), _compact(touched))
+            found = (name, touched, *texts, might_hold_secrets(name), HIDDEN_IN_JSON.search("".join(texts)) is not None)
             if len(self.known) >= self.LIMIT:
                 self.known.clear()
             self.known[key] = found
@@ -402,20 +421,22 @@ def _rows(result: Any, redact: bool, totals: _Totals, mapping: _Mapping) -> Iter
                      row["acs_region"], row["recipient_account_id"] or row["account_id"],
                      row["referenced_resources"], row["resource_type"], row["resource_name"],
                      row.pop("request_parameters"))  # only for the mapping: not exported
-            row["action"], row["resources"], action_json, resources_json, hint = mapping(facts)
+            row["action"], row["resources"], action_json, resources_json, hint, hidden = mapping(facts)
             if row["slow"] or (redact and hint):
                 row = _parsed(row, redact, totals)
                 entry = _event_entry(row)
                 row["line"] = _compact({**entry, "event_time": to_jsonable(entry["event_time"])})
+                row["hidden"] = HIDDEN_IN_JSON.search(row["line"]) is not None
             else:
                 row["line"] = row["head"] + action_json + row["middle"] + resources_json + row["tail"]
+                row["hidden"] = hidden
             yield row
 
 
 def _parsed(row: dict[str, Any], redact: bool, totals: _Totals) -> dict[str, Any]:
     """The row with its raw event parsed and, when its text may hold a secret, redacted (the
     values redacted counted in ``totals``): how every event was exported before."""
-    row = {k: v for k, v in row.items() if k not in ("head", "middle", "tail", "slow", "line")}
+    row = {k: v for k, v in row.items() if k not in ("head", "middle", "tail", "slow")}
     text = "\n".join(v for v in row.values() if isinstance(v, str))  # the raw JSON too
     row["raw"] = json.loads(row["raw"], parse_constant=_null) if isinstance(row["raw"], str) else None
     if redact and might_hold_secrets(text):
