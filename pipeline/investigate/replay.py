@@ -31,23 +31,24 @@ costs about what reading its rows costs, not a parse and two serialisations of e
 from __future__ import annotations
 
 import hashlib
-import heapq
 import io
 import json
 import re
-import tempfile
 from collections import defaultdict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from models.inventory import Inventory
 from models.mapping import PARAMETER_TARGETS, CallFacts, action, is_authorized_call, resources
 from pipeline import __version__
 from pipeline.core.inert import HIDDEN_IN_JSON, HIDDEN_IN_JSON_RANGES, json_inert
 from pipeline.core.output import to_jsonable
-from pipeline.core.redact import HINT_SHAPES, HINT_WORDS, might_hold_secrets
+from pipeline.core.redact import HINT_SHAPES, HINT_WORDS, might_hold_secrets, redact_text
 from pipeline.core.redact import redact as redact_values
 from pipeline.core.times import utcnow
 from pipeline.detection.findings import list_findings
@@ -94,57 +95,66 @@ def write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | N
                  redact: bool = True, last: int = 50, around: int = 0) -> Replay:
     """Write the JSON export to ``out`` (``None``: only its digest) as the agent's events are read.
 
-    Memory stays flat in the number of events: each timeline entry is written to a temporary file
-    as it is read (``_Timeline``), while the summary, blast radius and changes are added up; then
-    the export is written (its header indented, each timeline entry compact on a line of its own)
-    and hashed as it is written. The views keep the ``last`` entries and ``around`` entries on
-    each side of every finding (``Replay.shown``)."""
+    The summary, blast radius and changes are added up in DuckDB first (``_Window.totals``: no raw
+    JSON read, memory in the number of distinct resources and sources, not events), so the
+    export is written in one pass - its header indented, then each timeline entry compact on a
+    line of its own as it is read, the redaction note and the digest last - and hashed as it is
+    written: memory stays flat in the number of events. The views keep the ``last`` entries and
+    ``around`` entries on each side of every finding (``Replay.shown``)."""
     until = until or utcnow()
     since = since or until - timedelta(days=90)
     findings = sorted((f for f in list_findings(store, agent=agent)
                        if f["last_seen"] >= since and f["first_seen"] < until), key=lambda f: (f["first_seen"], f["id"]))
-    totals = _Totals(_history(store, agent, since))
-    extract = _Extract(last, around)
+    window = _Window(store, agent, since, until, with_raw=with_raw, redact=redact)
+    totals = window.totals(_history(store, agent, since))
     inv = inventory.agent(agent)
-    generated_at = utcnow()
-    with _Timeline() as timeline:
-        pending = iter(findings)
-        finding = next(pending, None)
+    header = to_jsonable({
+        "agent": agent,
+        "registered": inv is not None,
+        "purpose": inv.purpose if inv else None, "owner": inv.owner if inv else None,
+        "environment": inv.environment if inv else None,
+        "identities": inv.identities if inv else [agent],
+        "window": {"since": since, "until": until},
+        "generated_at": utcnow(), "generator": f"trailwarden {__version__}",
+        "summary": totals.summary(len(findings)),
+        "blast_radius": totals.blast_radius(),
+        "changes": totals.changes(),
+        "findings": findings,
+    })
+    writer = _Writer(header, out)
+    extract = _Extract(last, around)
+    pending = deque((_us(f["first_seen"]), to_jsonable(_finding_entry(f))) for f in findings)
 
-        def put_finding(f: dict[str, Any]) -> None:
-            entry = to_jsonable(_finding_entry(f))
-            extract.add(timeline.count, "finding", f["first_seen"], entry)
-            line = _compact(entry)
-            timeline.add(line, HIDDEN_IN_JSON.search(line) is not None)
+    def put_finding() -> None:
+        when, entry = pending.popleft()
+        line = _compact(entry)
+        extract.add(writer.count, "finding", when, entry)
+        writer.add([line], {0} if HIDDEN_IN_JSON.search(line) else set())
 
-        for row in _events(store, agent, since, until, with_raw, redact, totals):
-            while finding is not None and finding["first_seen"] <= row["event_time"]:
-                put_finding(finding)
-                finding = next(pending, None)
-            totals.add(row)
-            extract.add(timeline.count, "event", row["event_time"], row["line"])
-            timeline.add(row["line"], row["hidden"])
-        while finding is not None:
-            put_finding(finding)
-            finding = next(pending, None)
-        header = to_jsonable({
-            "agent": agent,
-            "registered": inv is not None,
-            "purpose": inv.purpose if inv else None, "owner": inv.owner if inv else None,
-            "environment": inv.environment if inv else None,
-            "identities": inv.identities if inv else [agent],
-            "window": {"since": since, "until": until},
-            "generated_at": generated_at, "generator": f"trailwarden {__version__}",
-            "summary": totals.summary(len(findings)),
-            "blast_radius": totals.blast_radius(),
-            "changes": totals.changes(),
-            "findings": findings,
-        })
-        trailer = to_jsonable({"redaction": _redaction_note(redact, totals.redacted)})
-        digest = timeline.write_export(header, trailer, out)
+    for times, lines, hidden in window.batches():
+        if not extract.active and not (pending and pending[0][0] <= times[-1]):
+            writer.add(lines, hidden)  # no finding among them, no view to keep them for
+            continue
+        for i, (when, line) in enumerate(zip(times, lines, strict=True)):
+            while pending and pending[0][0] <= when:
+                put_finding()
+            extract.add(writer.count, "event", when, line)
+            writer.add([line], {0} if i in hidden else set())
+    while pending:
+        put_finding()
+    trailer = to_jsonable({"redaction": _redaction_note(redact, window.redacted)})
+    digest = writer.finish(trailer)
     shown = extract.entries()
     report = {**header, "timeline": [entry for _, entry in shown], **trailer, "sha256": digest}
-    return Replay(report, digest, shown, totals.activity, timeline.count)
+    return Replay(report, digest, shown, totals.activity, writer.count)
+
+
+def _us(when: datetime) -> int:
+    """Microseconds since the epoch (what ``_Window.batches`` gives each event's time as)."""
+    return (when - _EPOCH) // timedelta(microseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _compact(value: Any) -> str:
@@ -158,69 +168,33 @@ def _pretty(value: Any) -> str:
     return json_inert(json.dumps(value, indent=2, ensure_ascii=False, default=str, allow_nan=False))
 
 
-class _Timeline:
-    """The timeline while it streams: each entry's compact JSON on a line of a temporary file (a
-    compact entry holds no raw newline), so neither the events nor their text stay in memory.
-    The export's header comes first and is known only at the end: the file is then read once,
-    hashed and copied after it."""
+class _Writer:
+    """The export as it is written, and its digest as it goes by: SHA-256 of the compact export
+    without the digest (what ``export_digest`` computes of the export once parsed). In the file a
+    timeline entry is its compact JSON on a line of its own, through ``json_inert`` where it has
+    characters that would hide or act on a terminal (``hidden``: the same data once parsed)."""
 
-    def __init__(self) -> None:
-        self.file = tempfile.TemporaryFile("w+b")  # noqa: SIM115 - closed by __exit__
-        self.lines: list[str] = []
+    def __init__(self, header: dict[str, Any], out: TextIO | None) -> None:
+        self.sha = hashlib.sha256((_compact(header)[:-1] + ',"timeline":[').encode())
+        self.out = out
         self.count = 0
-        self.hidden: deque[int] = deque()  # the entries with characters ``json_inert`` escapes
-
-    def __enter__(self) -> _Timeline:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.file.close()
-
-    def add(self, line: str, hidden: bool = False) -> None:
-        if hidden:
-            self.hidden.append(self.count)
-        self.lines.append(line)
-        self.count += 1
-        if len(self.lines) >= BATCH:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self.lines:
-            self.lines.append("")
-            self.file.write("\n".join(self.lines).encode())
-            self.lines = []
-
-    def _inert(self, lines: list[str], position: int) -> str:
-        """These lines (the first at ``position``), the marked ones through ``json_inert``."""
-        while self.hidden and self.hidden[0] < position + len(lines):
-            at = self.hidden.popleft() - position
-            lines[at] = json_inert(lines[at])
-        return "\n".join(lines)
-
-    def write_export(self, header: dict[str, Any], trailer: dict[str, Any], out: TextIO | None) -> str:
-        """Write the export to ``out`` (if any) - the header's keys indented, the timeline one
-        entry a line, the redaction note and the digest last - and return the digest: SHA-256 of
-        the compact export without it (what ``export_digest`` computes of the export once
-        parsed), over the bytes as they go by."""
-        self._flush()
-        sha = hashlib.sha256((_compact(header)[:-1] + ',"timeline":[').encode())
         if out is not None:
             out.write(_pretty(header)[:-2] + ',\n  "timeline": [')
-        self.file.seek(0)
-        first, position = True, 0
-        while lines := self.file.readlines(1 << 20):
-            body = b"".join(lines)[:-1]  # every line ends in a newline
-            sha.update(body.replace(b"\n", b",") if first else b"," + body.replace(b"\n", b","))
-            if out is not None:
-                text = body.decode()
-                if self.hidden and self.hidden[0] < position + len(lines):
-                    text = self._inert(text.split("\n"), position)
-                out.write(("\n    " if first else ",\n    ") + text.replace("\n", ",\n    "))
-            first, position = False, position + len(lines)
-        sha.update(("]," + _compact(trailer)[1:]).encode())
-        digest = sha.hexdigest()
-        if out is not None:
-            out.write(("\n  ]" if self.count else "]") + "," + _pretty({**trailer, "sha256": digest})[1:] + "\n")
+
+    def add(self, lines: list[str], hidden: set[int]) -> None:
+        if not lines:
+            return
+        self.sha.update((("," if self.count else "") + ",".join(lines)).encode())
+        if self.out is not None:
+            shown = [json_inert(line) if i in hidden else line for i, line in enumerate(lines)] if hidden else lines
+            self.out.write(("," if self.count else "") + "\n    " + ",\n    ".join(shown))
+        self.count += len(lines)
+
+    def finish(self, trailer: dict[str, Any]) -> str:
+        self.sha.update(("]," + _compact(trailer)[1:]).encode())
+        digest = self.sha.hexdigest()
+        if self.out is not None:
+            self.out.write(("\n  ]" if self.count else "]") + "," + _pretty({**trailer, "sha256": digest})[1:] + "\n")
         return digest
 
 
@@ -242,69 +216,176 @@ def _redaction_note(applied: bool, count: int) -> dict[str, Any]:
             "note": "UNREDACTED: the events as received, secrets included; handle as a secret"}
 
 
-def _events(store: Store, agent: str, since: datetime, until: datetime, with_raw: bool,
-            redact: bool, totals: _Totals) -> Iterator[dict[str, Any]]:
-    """The agent's events in the window, oldest first, read in batches, each with its timeline
-    entry's JSON (``line``); the values redacted from them are counted in ``totals``.
-
-    Both readers run on cursors of their own, with the agent's condition decided before either
-    starts: a query on the store's connection while a reader is mid-stretch would end that
-    stretch's result (its events were silently lost after the first batch)."""
-    condition = agent_filter(store, agent)
-    mapping = _Mapping()
-    own = _own_events(store, condition, since, until, with_raw, redact, totals, mapping)
-    via = _via_roles(store, condition, since, until, with_raw, redact, totals, mapping)
-    previous = None
-    for row in heapq.merge(own, via, key=lambda r: (r["event_time"], r["event_id"])):
-        if row["event_id"] != previous:  # an event of the agent's own role: once
-            previous = row["event_id"]
-            yield row
-
-
-def _own_events(store: Store, condition: tuple[str, list[str]], since: datetime, until: datetime, with_raw: bool,
-                redact: bool, totals: _Totals, mapping: _Mapping) -> Iterator[dict[str, Any]]:
-    where, params = condition
-    stretches = _stretches(store, "", since, until, condition)
-    con = store.con.cursor()
-    try:
-        for start, end in stretches:
-            result = con.execute(_query("", with_raw, redact, "NULL::VARCHAR[]",
-                                        f"FROM events WHERE {where} AND event_time >= ? AND event_time < ?"),
-                                 [*_query_params(redact), *params, start, end])
-            yield from _rows(result, redact, totals, mapping)
-    finally:
-        con.close()
-
-
 # A chain of role sessions lasts at most two sessions' lifetime before the window's first event
 # made through it (each session lasts at most 12 hours; chains deeper than that are rare).
 _CHAIN_REACH = timedelta(days=1)
+_FACTS = ("event_type", "event_name", "service_name", "service_code", "acs_region", "account",
+          "referenced_resources::VARCHAR", "resource_type", "resource_name", "request_parameters")
+_ACCOUNT = "CASE WHEN recipient_account_id <> '' THEN recipient_account_id ELSE account_id END"
+_FACTS_TABLE = "_tw_replay_facts"
 
 
-def _via_roles(store: Store, condition: tuple[str, list[str]], since: datetime, until: datetime, with_raw: bool,
-               redact: bool, totals: _Totals, mapping: _Mapping) -> Iterator[dict[str, Any]]:
-    """The events made through the role sessions the agent started (directly, or through a chain
-    of roles: ``role_sessions.origin_session`` is one of its ``AssumeRole`` calls), oldest first,
-    each with ``via``: the roles (``role@account``) from the agent to the one that acted. Read on
-    a cursor of its own, beside the agent's own events."""
-    where, params = condition
-    con = store.con.cursor()
-    try:
-        sessions = [r[0] for r in con.execute(
+class _Window:
+    """The agent's events in the window: its own and those made through the role sessions it
+    started (``role_sessions.origin_session`` is one of its ``AssumeRole`` calls, directly or
+    through a chain of roles), each once, as one relation (``_source``).
+
+    The agent's condition and its sessions are decided before any reader starts, and each query
+    runs on a cursor of its own: a query on a connection while another reader on it is
+    mid-stretch ends that reader's result (its events were silently lost after the first batch)."""
+
+    def __init__(self, store: Store, agent: str, since: datetime, until: datetime, *, with_raw: bool,
+                 redact: bool) -> None:
+        self.store, self.since, self.until = store, since, until
+        self.with_raw, self.redact = with_raw, redact
+        self.condition = agent_filter(store, agent)
+        self.sessions = self._sessions()
+        self.facts: dict[str, _Call] = {}
+        self.redacted = 0
+
+    def _sessions(self) -> list[str]:
+        where, params = self.condition
+        return [r[0] for r in self.store.con.execute(
             f"""
             SELECT session_id FROM role_sessions WHERE origin_status = 'known' AND origin_session IN (
                 SELECT event_id FROM events WHERE {where} AND event_name = 'AssumeRole'
                   AND event_time >= ? AND event_time < ?)
-            """, [*params, since - _CHAIN_REACH, until]).fetchall()]  # noqa: S608 - agent_filter's SQL
-        if not sessions:
+            """, [*params, self.since - _CHAIN_REACH, self.until]).fetchall()]  # noqa: S608 - agent_filter's SQL
+
+    def _source(self, start: datetime, end: datetime, *, raw: bool) -> tuple[str, list[Any]]:
+        """The window's events in [start, end) with ``via`` (the roles from the agent to the one
+        that acted; NULL for its own), ``account``, ``fkey`` (the call's facts as JSON text, the
+        RAM mapping's key) and, if ``raw``, the raw JSON."""
+        where, params = self.condition
+        columns = ", ".join([*EVENT_FIELDS, _PARAMETERS, "raw" if raw and self.with_raw else "NULL::VARCHAR AS raw"])
+        targets = sorted(PARAMETER_TARGETS)
+        sql = (f"SELECT {columns}, NULL::VARCHAR[] AS via FROM events "  # noqa: S608 - agent_filter's SQL
+               f"WHERE {where} AND event_time >= ? AND event_time < ?")
+        values: list[Any] = [targets, *params, start, end]
+        if self.sessions:  # the events made through its roles, but those of its own role once
+            sql += f"""
+            UNION ALL SELECT {columns}, via FROM (
+              SELECT e.*, s.chain AS via
+              FROM session_links l JOIN role_sessions s USING (session_id) JOIN events e USING (event_id)
+              WHERE l.status = 'linked' AND list_contains(?, l.session_id) AND l.event_time >= ? AND l.event_time < ?
+                AND e.event_time >= ? AND e.event_time < ?) WHERE NOT ({where})"""  # noqa: S608
+            values += [targets, self.sessions, start, end, start, end, *params]
+        facts = ", ".join(_FACTS)
+        return (f"SELECT *, to_json([{facts}]) AS fkey FROM (SELECT *, {_ACCOUNT} AS account FROM ({sql}))",  # noqa: S608
+                values)
+
+    def totals(self, known: dict[str, set[str]]) -> _Totals:
+        """The summary, blast radius, changes and hourly activity of the window, from aggregates
+        (no raw JSON read); the RAM mapping of each distinct call is computed here, once."""
+        source, values = self._source(self.since, self.until, raw=False)
+        con = self.store.con.cursor()
+        try:
+            calls = con.execute(
+                f"""
+                SELECT fkey, {', '.join(f'any_value({c.split("::")[0]})' for c in _FACTS)},
+                       CASE WHEN event_rw = 'Write' THEN 'write' ELSE 'read' END AS access,
+                       CASE WHEN coalesce(error_code, '') <> '' THEN 'failed' ELSE 'succeeded' END AS outcome,
+                       count(*), min(event_time), max(event_time), min({{'t': event_time, 'i': event_id}})
+                FROM ({source}) GROUP BY ALL""", values).fetchall()  # noqa: S608 - fixed SQL
+            seen = con.execute(
+                f"""
+                WITH k AS MATERIALIZED (
+                  SELECT event_id, event_time, event_name, source_ip, user_agent, acs_region, access_key_id, account,
+                         coalesce(error_code, '') <> '' AS bad, len(coalesce(via, [])) > 0 AS through,
+                         CASE WHEN len(coalesce(via, [])) > 0
+                              THEN identity || '@' || CASE WHEN account_id <> '' THEN account_id ELSE '?' END END AS role
+                  FROM ({source}))
+                {' UNION ALL '.join(
+                    f"SELECT '{kind}', {column}, NULL::TIMESTAMPTZ, count(*), 0, min(event_time), max(event_time), "
+                    f"min({{'t': event_time, 'i': event_id}}) FROM k WHERE {column} <> '' GROUP BY {column}"
+                    for kind, column in _SEEN)}
+                UNION ALL SELECT 'hour', NULL, date_trunc('hour', event_time) AS h, count(*), count(*) FILTER (WHERE bad),
+                                 NULL, NULL, NULL FROM k GROUP BY h
+                UNION ALL SELECT 'all', NULL, NULL, count(*), count(*) FILTER (WHERE bad), min(event_time), max(event_time),
+                                 NULL FROM k
+                UNION ALL SELECT 'through', NULL, NULL, count(*), 0, NULL, NULL, NULL FROM k WHERE through
+                """, values).fetchall()  # noqa: S608 - fixed SQL
+        finally:
+            con.close()
+        for row in calls:
+            if row[0] not in self.facts:
+                self.facts[row[0]] = _Call(row[1:11])
+        return _Totals(known, calls, seen, self.facts, self.redact)
+
+    def batches(self) -> Iterator[tuple[list[int], list[str], set[int]]]:
+        """The window's timeline entries, oldest first, a batch at a time: each event's time (µs
+        since the epoch), its entry's JSON, and which entries have characters ``json_inert``
+        escapes. DuckDB writes the entry (``_entry_sql``) with the call's action and resources
+        from ``self.facts``; an entry that may hold a secret, or whose text DuckDB would write
+        differently from Python, is built in Python (``_slow_line``)."""
+        if not self.facts:
             return
-        result = con.execute(_query("e.", with_raw, redact, "s.chain", """
-            FROM session_links l JOIN role_sessions s USING (session_id) JOIN events e USING (event_id)
-            WHERE l.status = 'linked' AND list_contains(?, l.session_id) AND l.event_time >= ? AND l.event_time < ?
-              AND e.event_time >= ? AND e.event_time < ?"""), [*_query_params(redact), sessions, since, until, since, until])
-        yield from _rows(result, redact, totals, mapping)
-    finally:
-        con.close()
+        con = self.store.con.cursor()
+        try:
+            con.register(_FACTS_TABLE, _facts_table(self.facts))
+            for start, end in _stretches(self.store, "", self.since, self.until, self.condition):
+                source, values = self._source(start, end, raw=True)
+                result = con.sql(_entry_sql(source, self.redact), params=[*_entry_params(self.redact), *values])
+                for batch in result.to_arrow_reader(BATCH):
+                    yield self._batch(batch)
+        finally:
+            con.close()
+
+    def _batch(self, batch: pa.RecordBatch) -> tuple[list[int], list[str], set[int]]:
+        times = batch.column("t").to_pylist()
+        lines = batch.column("line").to_pylist()
+        hidden = set(pc.indices_nonzero(batch.column("hidden")).to_pylist())
+        slow = pc.indices_nonzero(batch.column("slow")).to_pylist()
+        if slow:
+            for i, row in zip(slow, batch.column("row").take(slow).to_pylist(), strict=True):
+                lines[i] = self._slow_line(row)
+                if HIDDEN_IN_JSON.search(lines[i]):
+                    hidden.add(i)
+        return times, lines, hidden
+
+    def _slow_line(self, row: dict[str, Any]) -> str:
+        """An entry built in Python, as every entry was before: the raw event parsed and, when its
+        text may hold a secret, the entry redacted (the values redacted counted)."""
+        call = self.facts[row.pop("fkey")]
+        row["action"], row["resources"] = call.action, call.resources
+        text = "\n".join(v for v in row.values() if isinstance(v, str))  # the raw JSON too
+        row["raw"] = json.loads(row["raw"], parse_constant=_null) if isinstance(row["raw"], str) else None
+        if self.redact and might_hold_secrets(text):
+            row, count = redact_values(row)
+            self.redacted += count
+        entry = _event_entry(row)
+        return _compact({**entry, "event_time": to_jsonable(entry["event_time"])})
+
+
+_SEEN = (("source_ips", "source_ip"), ("user_agents", "user_agent"), ("regions", "acs_region"),
+         ("access_keys", "access_key_id"), ("accounts", "account"), ("roles", "role"), ("apis", "event_name"))
+
+
+@dataclass
+class _Call:
+    """The RAM request of one distinct call (its ``CallFacts``), and its JSON as an entry writes it."""
+
+    action: str
+    resources: list[str]
+    action_json: str
+    resources_json: str
+    hint: bool  # may the action or resources' text hold a secret?
+    hidden: bool  # has their JSON characters ``json_inert`` escapes?
+
+    def __init__(self, facts: Any) -> None:
+        call = CallFacts(*facts)
+        self.action = action(call)
+        self.resources = resources(call) if is_authorized_call(call.event_type, call.service_name) else []
+        self.action_json, self.resources_json = _compact(self.action), _compact(self.resources)
+        texts = self.action_json + self.resources_json
+        self.hint = might_hold_secrets(texts)
+        self.hidden = HIDDEN_IN_JSON.search(texts) is not None
+
+
+def _facts_table(facts: dict[str, _Call]) -> pa.Table:
+    return pa.table({"fkey": list(facts), "action_json": [c.action_json for c in facts.values()],
+                     "resources_json": [c.resources_json for c in facts.values()],
+                     "hint": [c.hint for c in facts.values()], "hidden": [c.hidden for c in facts.values()]})
 
 
 def _stretches(store: Store, agent: str, since: datetime, until: datetime,
@@ -328,14 +409,14 @@ def _stretches(store: Store, agent: str, since: datetime, until: datetime,
 
 # -- each timeline entry's JSON, written by DuckDB ----------------------------------------------
 # A string column as Python's json.dumps(..., ensure_ascii=False) writes it (DuckDB's to_json
-# escapes the same characters; only the hex case of \u00XX differs: see _SLOW).
+# escapes the same characters; only the hex case of \u00XX differs: see _DIFFERS).
 def _j(column: str) -> str:
     return f"coalesce(to_json({column}), 'null')"
 
 
-_TIME = ("'\"' || strftime(timezone('UTC', event_time), '%Y-%m-%dT%H:%M:%S') || CASE WHEN epoch_us(event_time) "
-         "% 1000000 <> 0 THEN '.' || lpad(CAST(epoch_us(event_time) % 1000000 AS VARCHAR), 6, '0') ELSE '' END "
-         "|| 'Z\"'")
+_TIME = ("concat('\"', strftime(timezone('UTC', event_time), '%Y-%m-%dT%H:%M:%S'), CASE WHEN epoch_us(event_time) "
+         "% 1000000 <> 0 THEN '.' || lpad(CAST(epoch_us(event_time) % 1000000 AS VARCHAR), 6, '0') ELSE '' END, "
+         "'Z\"')")
 # Where DuckDB's text of an entry may differ from Python's (which ``export_digest`` recomputes): a
 # \u00XX escape with an upper-case hex digit, and floats Python writes with an exponent (below
 # 1e-4, from 1e16) or that overflow (in DuckDB's compact text a number follows ``:``, ``[`` or
@@ -351,98 +432,31 @@ _HINT = (r"(?i)(?:" + "|".join(HINT_WORDS) + r")s?(?:\\?[\"'])?" + _SPACE + r"*[
 _TEXT_COLUMNS = [c for c in EVENT_FIELDS if c != "event_time"]
 
 
-def _query(p: str, with_raw: bool, redact: bool, via: str, source: str) -> str:
-    """A reader's query of the events ``source`` (``FROM ... WHERE ...``, columns prefixed
-    ``p``), oldest first: the call's facts (for the RAM mapping and the totals), the entry's JSON
-    in three parts around the action and the resources (``head``, ``middle``, ``tail``), whether
-    Python must build it instead (``slow``), and only then the raw text. Parameters:
-    ``_query_params`` then the source's."""
-    account = "CASE WHEN recipient_account_id <> '' THEN recipient_account_id ELSE account_id END"
-    raw = f"{p}raw" if with_raw else "NULL::VARCHAR"
-    head = "'{\"event_id\":' || " + _j("event_id") + " || ',\"event_time\":' || " + _TIME + " || ',\"action\":'"
-    middle = " || ".join(f"',\"{c}\":' || {_j(c)}" for c in (
-        "event_rw", "source_ip", "acs_region", "user_agent", "access_key_id", "error_code", "error_message")) + \
-        " || ',\"resources\":'"
-    tail = (f"',\"kind\":\"event\"' || CASE WHEN len(coalesce(via, [])) > 0 THEN ',\"via\":' || to_json(via) || "
-            f"',\"identity\":' || {_j('identity')} || ',\"account\":' || {_j(account)} ELSE '' END || "
-            "',\"raw\":' || coalesce(json(raw_text), 'null') || '}'")
-    hint = f"regexp_matches(concat_ws(chr(10), {', '.join(_TEXT_COLUMNS)}, raw_text), ?)" if redact else "false"
-    parameters = _PARAMETERS.replace("event_name", f"{p}event_name").replace("request_parameters::",
-                                                                            f"{p}request_parameters::")
-    inner = ", ".join([*(f"{p}{c}" for c in EVENT_FIELDS), parameters, f"{via} AS via", f"{raw} AS raw_text"])
+def _entry_sql(source: str, redact: bool) -> str:
+    """Each event of ``source`` as its timeline entry, oldest first: ``t`` (µs since the epoch),
+    ``line`` (the entry's JSON: the columns written by DuckDB, the action and resources from the
+    facts table, the raw event minified, in one ``concat``), ``slow`` (Python must build it:
+    ``row`` then holds the event's columns) and ``hidden``. Parameters: ``_entry_params``, then
+    the source's."""
+    parts = ["'{\"event_id\":'", _j("event_id"), "',\"event_time\":'", _TIME, "',\"action\":'", "action_json"]
+    for c in ("event_rw", "source_ip", "acs_region", "user_agent", "access_key_id", "error_code", "error_message"):
+        parts += [f"',\"{c}\":'", _j(c)]
+    parts += ["',\"resources\":'", "resources_json", "',\"kind\":\"event\"'",
+              f"CASE WHEN len(coalesce(via, [])) > 0 THEN concat(',\"via\":', to_json(via), ',\"identity\":', "
+              f"{_j('identity')}, ',\"account\":', {_j('account')}) ELSE '' END",
+              "',\"raw\":'", "coalesce(json(raw), 'null')", "'}'"]
+    hint = f"regexp_matches(concat_ws(chr(10), {', '.join(_TEXT_COLUMNS)}, raw), ?) OR hint" if redact else "false"
+    row = ", ".join([*EVENT_FIELDS, "via", "raw", "fkey"])
     return f"""
-        SELECT * EXCLUDE (raw_text), CASE WHEN slow THEN raw_text END AS raw FROM (
-          SELECT *, {hint} OR regexp_matches(head || middle || tail, ?) AS slow FROM (
-            SELECT *, {head} AS head, {middle} AS middle, {tail} AS tail FROM (
-              SELECT {inner} {source})))
+        SELECT epoch_us(event_time) AS t, slow, NOT slow AND hidden AS hidden,
+               CASE WHEN NOT slow THEN line END AS line, CASE WHEN slow THEN struct_pack({row}) END AS row
+        FROM (SELECT *, {hint} OR regexp_matches(line, ?) AS slow
+              FROM (SELECT *, concat({', '.join(parts)}) AS line FROM ({source}) e JOIN {_FACTS_TABLE} f USING (fkey)))
         ORDER BY event_time, event_id"""  # noqa: S608 - fixed SQL
 
 
-def _query_params(redact: bool) -> list[Any]:
-    return [*([_HINT] if redact else []), _DIFFERS, sorted(PARAMETER_TARGETS)]
-
-
-class _Mapping:
-    """The RAM action and resources of each distinct call (its facts), computed once and kept for
-    the next events of the same call; forgotten past ``LIMIT`` distinct calls, so memory stays
-    bounded when every event names a resource of its own."""
-
-    LIMIT = 50_000
-
-    def __init__(self) -> None:
-        self.known: dict[tuple[Any, ...], tuple[str, list[str], str, str, bool, bool]] = {}
-
-    def __call__(self, key: tuple[Any, ...]) -> tuple[str, list[str], str, str, bool, bool]:
-        """(action, resources, their JSON as the entry writes them, whether the action's text may
-        hold a secret, whether that JSON has characters ``json_inert`` escapes) of the call whose
-        ``CallFacts`` are ``key``."""
-        found = self.known.get(key)
-        if found is None:
-            facts = CallFacts(*key)
-            name = action(facts)
-            touched = resources(facts) if is_authorized_call(facts.event_type, facts.service_name) else []
-            texts = (_compact(name), _compact(touched))
-            found = (name, touched, *texts, might_hold_secrets(name), HIDDEN_IN_JSON.search("".join(texts)) is not None)
-            if len(self.known) >= self.LIMIT:
-                self.known.clear()
-            self.known[key] = found
-        return found
-
-
-def _rows(result: Any, redact: bool, totals: _Totals, mapping: _Mapping) -> Iterator[dict[str, Any]]:
-    """The reader's rows as dicts with ``action``, ``resources`` and ``line`` (the entry's JSON):
-    DuckDB's text with the action and resources put in, or, for an event that may hold a secret
-    or whose text DuckDB writes differently, the entry built and redacted in Python."""
-    names = [d[0] for d in result.description or []]
-    while batch := result.fetchmany(BATCH):
-        for values in batch:
-            row = dict(zip(names, values, strict=True))
-            facts = (row["event_type"], row["event_name"], row["service_name"], row["service_code"],
-                     row["acs_region"], row["recipient_account_id"] or row["account_id"],
-                     row["referenced_resources"], row["resource_type"], row["resource_name"],
-                     row.pop("request_parameters"))  # only for the mapping: not exported
-            row["action"], row["resources"], action_json, resources_json, hint, hidden = mapping(facts)
-            if row["slow"] or (redact and hint):
-                row = _parsed(row, redact, totals)
-                entry = _event_entry(row)
-                row["line"] = _compact({**entry, "event_time": to_jsonable(entry["event_time"])})
-                row["hidden"] = HIDDEN_IN_JSON.search(row["line"]) is not None
-            else:
-                row["line"] = row["head"] + action_json + row["middle"] + resources_json + row["tail"]
-                row["hidden"] = hidden
-            yield row
-
-
-def _parsed(row: dict[str, Any], redact: bool, totals: _Totals) -> dict[str, Any]:
-    """The row with its raw event parsed and, when its text may hold a secret, redacted (the
-    values redacted counted in ``totals``): how every event was exported before."""
-    row = {k: v for k, v in row.items() if k not in ("head", "middle", "tail", "slow")}
-    text = "\n".join(v for v in row.values() if isinstance(v, str))  # the raw JSON too
-    row["raw"] = json.loads(row["raw"], parse_constant=_null) if isinstance(row["raw"], str) else None
-    if redact and might_hold_secrets(text):
-        row, count = redact_values(row)
-        totals.redacted += count
-    return row
+def _entry_params(redact: bool) -> list[Any]:
+    return [*([_HINT] if redact else []), _DIFFERS]
 
 
 def _history(store: Store, agent: str, before: datetime) -> dict[str, set[str]]:
@@ -472,56 +486,60 @@ def _finding_entry(f: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Totals:
-    """The summary, blast radius, changes and hourly activity, added up one event at a time: memory
-    in the number of distinct resources and sources, not events."""
+    """The summary, blast radius, changes and hourly activity, from the window's aggregates
+    (``_Window.totals``): memory in the number of distinct calls, resources and sources, not
+    events. Lists are in the order their items first occurred (time, then event id), then sorted
+    as the export shows them; values are redacted as the events they came from are."""
 
-    def __init__(self, known: dict[str, set[str]]) -> None:
+    def __init__(self, known: dict[str, set[str]], calls: list[tuple[Any, ...]], seen: list[tuple[Any, ...]],
+                 facts: dict[str, _Call], redact: bool) -> None:
         self.known = known
-        self.events = self.failed = self.redacted = self.through_roles = 0
+        self.clean: Callable[[str], str] = (lambda v: redact_text(v)[0]) if redact else (lambda v: v)
+        self.events = self.failed = self.through_roles = 0
         self.first: datetime | None = None
         self.last: datetime | None = None
-        self.actions: set[str] = set()
-        self.touched: dict[tuple[str, str, str], dict[str, Any]] = {}
-        self.seen: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-        self.new: dict[str, list[dict[str, Any]]] = {"new_apis": [], "new_source_ips": [], "new_regions": []}
-        self.firsts: set[tuple[str, str]] = set()
-        self.activity: dict[datetime, list[int]] = defaultdict(lambda: [0, 0])
+        self.activity: dict[datetime, list[int]] = {}
+        self.values: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+        for kind, value, hour, count, failed, first, last, key in seen:
+            if kind == "all":
+                self.events, self.failed, self.first, self.last = count, failed, first, last
+            elif kind == "through":
+                self.through_roles = count
+            elif kind == "hour":
+                self.activity[hour] = [count, failed]
+            else:
+                self.values[kind].append((value, count, first, last, (key["t"], key["i"])))
+        self.actions = {self.clean(facts[c[0]].action) for c in calls}
+        self.touched = self._touched(calls, facts)
 
-    def add(self, r: dict[str, Any]) -> None:
-        when = r["event_time"]
-        self.events += 1
-        self.failed += bool(r["error_code"])
-        self.first = self.first or when
-        self.last = when
-        self.actions.add(r["action"])
-        self.through_roles += bool(r.get("via"))
-        hour = self.activity[when.replace(minute=0, second=0, microsecond=0)]
-        hour[0] += 1
-        hour[1] += bool(r["error_code"])
-        access = "write" if r["event_rw"] == "Write" else "read"
-        outcome = "failed" if r["error_code"] else "succeeded"
-        for arn in r["resources"]:
-            if arn.endswith(":*"):
-                continue  # a call with no resource: nothing touched to name
-            entry = self.touched.setdefault((arn, access, outcome), {
-                "resource": arn, "access": access, "outcome": outcome, "calls": 0,
-                "actions": set(), "first_seen": when, "last_seen": when})
-            entry["calls"] += 1
-            entry["actions"].add(r["action"])
-            entry["last_seen"] = when
-        for key, value in (("source_ips", r["source_ip"]), ("user_agents", r["user_agent"]),
-                           ("regions", r["acs_region"]), ("access_keys", r["access_key_id"]),
-                           ("accounts", r["recipient_account_id"] or r["account_id"]),
-                           ("roles", "@".join((r["identity"], r["account_id"] or "?")) if r.get("via") else None)):
-            if value:
-                item = self.seen[key].setdefault(value, {"value": value, "calls": 0, "first_seen": when})
-                item["calls"] += 1
-                item["last_seen"] = when
-        for kind, key, value in (("new_apis", "apis", r["event_name"]), ("new_source_ips", "source_ips", r["source_ip"]),
-                                 ("new_regions", "regions", r["acs_region"])):
-            if value and value not in self.known[key] and (kind, value) not in self.firsts:
-                self.firsts.add((kind, value))
-                self.new[kind].append({"value": value, "first_seen": when, "event_id": r["event_id"]})
+    def _touched(self, calls: list[tuple[Any, ...]], facts: dict[str, _Call]) -> list[dict[str, Any]]:
+        entries: dict[tuple[str, str, str], dict[str, Any]] = {}  # calls: int, actions: set, ...
+        for fkey, *_, access, outcome, count, first, last, key in calls:
+            call = facts[fkey]
+            for index, arn in enumerate(call.resources):
+                if arn.endswith(":*"):
+                    continue  # a call with no resource: nothing touched to name
+                arn = self.clean(arn)
+                order = (key["t"], key["i"], index)
+                entry = entries.setdefault((arn, access, outcome), {
+                    "resource": arn, "access": access, "outcome": outcome, "calls": 0,
+                    "actions": set(), "first_seen": first, "last_seen": last, "order": order})
+                entry["calls"] += count
+                entry["actions"].add(self.clean(call.action))
+                entry["first_seen"], entry["last_seen"] = min(entry["first_seen"], first), max(entry["last_seen"], last)
+                entry["order"] = min(entry["order"], order)
+        return sorted(entries.values(), key=lambda e: e["order"])
+
+    def _items(self, kind: str) -> list[dict[str, Any]]:
+        """The distinct values of one kind, redacted (values that become the same are merged),
+        in the order they first occurred."""
+        items: dict[str, dict[str, Any]] = {}
+        for value, count, first, last, _ in sorted(self.values.get(kind, []), key=lambda v: v[4]):
+            shown = self.clean(value)
+            item = items.setdefault(shown, {"value": shown, "calls": 0, "first_seen": first, "last_seen": last})
+            item["calls"] += count
+            item["last_seen"] = max(item["last_seen"], last)
+        return list(items.values())
 
     def summary(self, findings: int) -> dict[str, Any]:
         return {"events": self.events, "failed": self.failed, "findings": findings, "first_event": self.first,
@@ -529,31 +547,39 @@ class _Totals:
                 **({"through_roles": self.through_roles} if self.through_roles else {})}
 
     def blast_radius(self) -> dict[str, Any]:
-        touched = sorted(({**e, "actions": sorted(e["actions"])} for e in self.touched.values()),
+        touched = sorted(({k: sorted(v) if k == "actions" else v for k, v in e.items() if k != "order"}
+                          for e in self.touched),
                          key=lambda e: (e["access"] != "write", e["outcome"] != "succeeded", -e["calls"]))
-        return {"resources": touched,
-                **{k: sorted(v.values(), key=lambda i: -i["calls"]) for k, v in self.seen.items()}}
+        kinds = sorted((k for k, _ in _SEEN if k != "apis" and self.values.get(k)),
+                       key=lambda k: min(v[4] for v in self.values[k]))
+        return {"resources": touched, **{k: sorted(self._items(k), key=lambda i: -i["calls"]) for k in kinds}}
 
     def changes(self) -> dict[str, Any]:
-        return {**self.new, "history_was_empty": not any(self.known.values())}
+        new: dict[str, list[dict[str, Any]]] = {}
+        for kind, seen, known in (("new_apis", "apis", "apis"), ("new_source_ips", "source_ips", "source_ips"),
+                                  ("new_regions", "regions", "regions")):
+            firsts = sorted((v for v in self.values.get(seen, []) if v[0] not in self.known[known]), key=lambda v: v[4])
+            new[kind] = [{"value": self.clean(v[0]), "first_seen": v[2], "event_id": v[4][1]} for v in firsts]
+        return {**new, "history_was_empty": not any(self.known.values())}
 
 
 class _Extract:
     """The timeline entries a view shows, kept as they stream by: the ``last`` events (with the
     findings among them) and ``around`` entries before and after each finding. An event is kept
-    as its JSON line and parsed only when shown."""
+    as its JSON line and parsed only when shown; times are µs since the epoch."""
 
     def __init__(self, last: int, around: int) -> None:
         self.last, self.around = last, around
-        self.tail: deque[tuple[int, str, datetime, Any]] = deque()
+        self.active = bool(last or around)
+        self.tail: deque[tuple[int, str, int, Any]] = deque()
         self.tail_events = 0
-        self.before: deque[tuple[int, str, datetime, Any]] = deque(maxlen=max(around, 1))
-        self.kept: dict[int, tuple[int, str, datetime, Any]] = {}
+        self.before: deque[tuple[int, str, int, Any]] = deque(maxlen=max(around, 1))
+        self.kept: dict[int, tuple[int, str, int, Any]] = {}
         self.after = 0
 
-    def add(self, position: int, kind: str, when: datetime, entry: Any) -> None:
+    def add(self, position: int, kind: str, when: int, entry: Any) -> None:
         """``entry``: a finding's entry, or an event's JSON line."""
-        if not (self.last or self.around):
+        if not self.active:
             return
         item = (position, kind, when, entry)
         if kind == "finding":
@@ -589,4 +615,3 @@ class _Extract:
 def _null(_: str) -> None:
     """NaN and infinities in a raw event become null, as ``to_jsonable`` writes them: strict JSON."""
     return
-
