@@ -13,7 +13,10 @@ its own:
 * ``trailwarden replay busy --format json|table|html -o FILE`` end to end, with the store's
   default memory limit.
 
-Prints seconds, events/s and peak RSS for each, and the ratio to the reference.
+Prints seconds, events/s and peak RSS for each, and the ratio to the reference, and checks that
+the JSON export holds every event (one timeline entry a line). Every event names an object of its
+own (``referenced_resources`` as ingest stores it), so the RAM mapping sees a distinct call per event:
+the worst case for the export, which maps each distinct call once.
 
 Usage: python benchmarks/replay_export_bench.py [--events 1000000] [--keep]
 """
@@ -60,7 +63,8 @@ def build_store(db: Path, events: int) -> int:
             f"""
             INSERT INTO events_hot (event_id, event_time, event_name, event_type, event_rw, event_version,
                 service_name, acs_region, source_ip, ip_version, user_agent, error_code, identity_type, identity,
-                account_id, user_name, access_key_id, recipient_account_id, raw, agent, source, ingested_at)
+                account_id, user_name, access_key_id, recipient_account_id, referenced_resources, raw, agent, source,
+                ingested_at)
             WITH calls AS (
                 SELECT i, CASE WHEN i % 21 = 0 OR i < {events} THEN 'busy' ELSE 'quiet-' || (i % 20) END AS who,
                        ? + (i * {span} // {events + events // 20}) * INTERVAL 1 SECOND AS t,
@@ -74,6 +78,8 @@ def build_store(db: Path, events: int) -> int:
                    '203.0.113.' || (i % 250), 4, 'aliyun-sdk-python/2.13.37 Python/3.11.7 Linux/5.15', err,
                    'ram-user', 'ram-user:' || who, '1384926508761234', who, 'LTAI5tBench' || who,
                    '1384926508761234',
+                   json_object('ACS::OSS::Object', ['evidence-bucket-' || (i % 7) || '/exports/2026/11/'
+                       || printf('%010d', i)])::VARCHAR,  -- as ingest normalises it: every event its own object
                    json_object('eventId', printf('%08x-0000-4000-8000-%012d', i, i), 'eventVersion', '1',
                        'eventTime', strftime(t, '%Y-%m-%dT%H:%M:%SZ'), 'eventName', name, 'eventType', 'ApiCall',
                        'eventRW', CASE WHEN name = 'PutObject' THEN 'Write' ELSE 'Read' END,
@@ -138,6 +144,11 @@ def main() -> None:
                                     "--since", window[0], "--until", window[1], "--db", str(db), "--format", fmt,
                                     "-o", str(out)])
             label = f"replay --format {fmt} ({out.stat().st_size / 2**20:,.0f} MiB)"
+            if fmt == "json":
+                with out.open(encoding="utf-8") as f:
+                    exported = sum(line.startswith('    {"event_id":') for line in f)
+                if exported != n:
+                    raise SystemExit(f"the JSON export holds {exported:,} events of {n:,}")
             print(f"{label:<46} {seconds:>8.2f} {n / seconds:>10,.0f} {rss:>6,.0f} MiB {seconds / reference:>9.2f}")
     finally:
         if not args.keep:
