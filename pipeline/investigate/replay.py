@@ -34,6 +34,7 @@ import hashlib
 import io
 import json
 import re
+import tempfile
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -95,58 +96,60 @@ def write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | N
                  redact: bool = True, last: int = 50, around: int = 0) -> Replay:
     """Write the JSON export to ``out`` (``None``: only its digest) as the agent's events are read.
 
-    The summary, blast radius and changes are added up in DuckDB first (``_Window.totals``: no raw
-    JSON read, memory in the number of distinct resources and sources, not events), so the
-    export is written in one pass - its header indented, then each timeline entry compact on a
-    line of its own as it is read, the redaction note and the digest last - and hashed as it is
-    written: memory stays flat in the number of events. The views keep the ``last`` entries and
-    ``around`` entries on each side of every finding (``Replay.shown``)."""
+    Memory stays flat in the number of events: the window is read a stretch at a time; each
+    stretch's summary, blast radius and changes are added up in DuckDB and merged (memory in the
+    number of distinct resources and sources, not events), and its timeline entries are written
+    to a temporary file, one compact entry a line. Then the export is written - its header
+    indented, the entries as they are, the redaction note and the digest last - and hashed as it
+    is written. The views keep the ``last`` entries and ``around`` entries on each side of every
+    finding (``Replay.shown``)."""
     until = until or utcnow()
     since = since or until - timedelta(days=90)
     findings = sorted((f for f in list_findings(store, agent=agent)
                        if f["last_seen"] >= since and f["first_seen"] < until), key=lambda f: (f["first_seen"], f["id"]))
     window = _Window(store, agent, since, until, with_raw=with_raw, redact=redact)
-    totals = window.totals(_history(store, agent, since))
-    inv = inventory.agent(agent)
-    header = to_jsonable({
-        "agent": agent,
-        "registered": inv is not None,
-        "purpose": inv.purpose if inv else None, "owner": inv.owner if inv else None,
-        "environment": inv.environment if inv else None,
-        "identities": inv.identities if inv else [agent],
-        "window": {"since": since, "until": until},
-        "generated_at": utcnow(), "generator": f"trailwarden {__version__}",
-        "summary": totals.summary(len(findings)),
-        "blast_radius": totals.blast_radius(),
-        "changes": totals.changes(),
-        "findings": findings,
-    })
-    writer = _Writer(header, out)
+    totals = _Totals(_history(store, agent, since), redact)
     extract = _Extract(last, around)
     pending = deque((_us(f["first_seen"]), to_jsonable(_finding_entry(f))) for f in findings)
+    inv = inventory.agent(agent)
+    generated_at = utcnow()
+    with _Timeline() as timeline:
 
-    def put_finding() -> None:
-        when, entry = pending.popleft()
-        line = _compact(entry)
-        extract.add(writer.count, "finding", when, entry)
-        writer.add([line], {0} if HIDDEN_IN_JSON.search(line) else set())
+        def put_finding() -> None:
+            when, entry = pending.popleft()
+            line = _compact(entry)
+            extract.add(timeline.count, "finding", when, entry)
+            timeline.add([line], {0} if HIDDEN_IN_JSON.search(line) else set())
 
-    for times, lines, hidden in window.batches():
-        if not extract.active and not (pending and pending[0][0] <= times[-1]):
-            writer.add(lines, hidden)  # no finding among them, no view to keep them for
-            continue
-        for i, (when, line) in enumerate(zip(times, lines, strict=True)):
-            while pending and pending[0][0] <= when:
-                put_finding()
-            extract.add(writer.count, "event", when, line)
-            writer.add([line], {0} if i in hidden else set())
-    while pending:
-        put_finding()
-    trailer = to_jsonable({"redaction": _redaction_note(redact, window.redacted)})
-    digest = writer.finish(trailer)
+        for times, lines, hidden in window.batches(totals):
+            if not extract.active and not (pending and pending[0][0] <= times[-1]):
+                timeline.add(lines, hidden)  # no finding among them, no view to keep them for
+                continue
+            for i, (when, line) in enumerate(zip(times, lines, strict=True)):
+                while pending and pending[0][0] <= when:
+                    put_finding()
+                extract.add(timeline.count, "event", when, line)
+                timeline.add([line], {0} if i in hidden else set())
+        while pending:
+            put_finding()
+        header = to_jsonable({
+            "agent": agent,
+            "registered": inv is not None,
+            "purpose": inv.purpose if inv else None, "owner": inv.owner if inv else None,
+            "environment": inv.environment if inv else None,
+            "identities": inv.identities if inv else [agent],
+            "window": {"since": since, "until": until},
+            "generated_at": generated_at, "generator": f"trailwarden {__version__}",
+            "summary": totals.summary(len(findings)),
+            "blast_radius": totals.blast_radius(),
+            "changes": totals.changes(),
+            "findings": findings,
+        })
+        trailer = to_jsonable({"redaction": _redaction_note(redact, window.redacted)})
+        digest = timeline.write_export(header, trailer, out)
     shown = extract.entries()
     report = {**header, "timeline": [entry for _, entry in shown], **trailer, "sha256": digest}
-    return Replay(report, digest, shown, totals.activity, writer.count)
+    return Replay(report, digest, shown, totals.activity, timeline.count)
 
 
 def _us(when: datetime) -> int:
@@ -168,34 +171,58 @@ def _pretty(value: Any) -> str:
     return json_inert(json.dumps(value, indent=2, ensure_ascii=False, default=str, allow_nan=False))
 
 
-class _Writer:
-    """The export as it is written, and its digest as it goes by: SHA-256 of the compact export
-    without the digest (what ``export_digest`` computes of the export once parsed). In the file a
-    timeline entry is its compact JSON on a line of its own, through ``json_inert`` where it has
-    characters that would hide or act on a terminal (``hidden``: the same data once parsed)."""
+class _Timeline:
+    """The timeline while it streams: each entry's compact JSON on a line of a temporary file (a
+    compact entry holds no raw newline), so neither the events nor their text stay in memory;
+    ``hidden``: the entries with characters ``json_inert`` escapes in the file."""
 
-    def __init__(self, header: dict[str, Any], out: TextIO | None) -> None:
-        self.sha = hashlib.sha256((_compact(header)[:-1] + ',"timeline":[').encode())
-        self.out = out
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile("w+b")  # noqa: SIM115 - closed by __exit__
         self.count = 0
-        if out is not None:
-            out.write(_pretty(header)[:-2] + ',\n  "timeline": [')
+        self.hidden: deque[int] = deque()
+
+    def __enter__(self) -> _Timeline:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.file.close()
 
     def add(self, lines: list[str], hidden: set[int]) -> None:
-        if not lines:
-            return
-        self.sha.update((("," if self.count else "") + ",".join(lines)).encode())
-        if self.out is not None:
-            shown = [json_inert(line) if i in hidden else line for i, line in enumerate(lines)] if hidden else lines
-            self.out.write(("," if self.count else "") + "\n    " + ",\n    ".join(shown))
+        self.hidden.extend(self.count + i for i in sorted(hidden))
+        self.file.write(("\n".join(lines) + "\n").encode())
         self.count += len(lines)
 
-    def finish(self, trailer: dict[str, Any]) -> str:
-        self.sha.update(("]," + _compact(trailer)[1:]).encode())
-        digest = self.sha.hexdigest()
-        if self.out is not None:
-            self.out.write(("\n  ]" if self.count else "]") + "," + _pretty({**trailer, "sha256": digest})[1:] + "\n")
+    def write_export(self, header: dict[str, Any], trailer: dict[str, Any], out: TextIO | None) -> str:
+        """Write the export to ``out`` (if any) and return its digest, computed over the bytes as
+        they go by: SHA-256 of the compact export without it (what ``export_digest`` computes of
+        the export once parsed). In the file an entry is its compact JSON on a line of its own,
+        through ``json_inert`` where it has hidden characters (the same data once parsed)."""
+        sha = hashlib.sha256((_compact(header)[:-1] + ',"timeline":[').encode())
+        if out is not None:
+            out.write(_pretty(header)[:-2] + ',\n  "timeline": [')
+        self.file.seek(0)
+        first, position = True, 0
+        while lines := self.file.readlines(1 << 20):
+            body = b"".join(lines)[:-1]  # every line ends in a newline
+            sha.update(body.replace(b"\n", b",") if first else b"," + body.replace(b"\n", b","))
+            if out is not None:
+                text = body.decode()
+                if self.hidden and self.hidden[0] < position + len(lines):
+                    text = self._inert(text.split("\n"), position)
+                out.write(("\n    " if first else ",\n    ") + text.replace("\n", ",\n    "))
+            first, position = False, position + len(lines)
+        sha.update(("]," + _compact(trailer)[1:]).encode())
+        digest = sha.hexdigest()
+        if out is not None:
+            out.write(("\n  ]" if self.count else "]") + "," + _pretty({**trailer, "sha256": digest})[1:] + "\n")
         return digest
+
+    def _inert(self, lines: list[str], position: int) -> str:
+        """These lines (the first at ``position``), the marked ones through ``json_inert``."""
+        while self.hidden and self.hidden[0] < position + len(lines):
+            at = self.hidden.popleft() - position
+            lines[at] = json_inert(lines[at])
+        return "\n".join(lines)
 
 
 def export_digest(report: dict[str, Any], *, sort_keys: bool = False) -> str:
@@ -240,7 +267,7 @@ class _Window:
         self.with_raw, self.redact = with_raw, redact
         self.condition = agent_filter(store, agent)
         self.sessions = self._sessions()
-        self.facts: dict[str, _Call] = {}
+        self.facts: dict[str, _Call] = {}  # the RAM mapping of the calls seen lately
         self.redacted = 0
 
     def _sessions(self) -> list[str]:
@@ -274,62 +301,66 @@ class _Window:
         return (f"SELECT *, to_json([{facts}]) AS fkey FROM (SELECT *, {_ACCOUNT} AS account FROM ({sql}))",  # noqa: S608
                 values)
 
-    def totals(self, known: dict[str, set[str]]) -> _Totals:
-        """The summary, blast radius, changes and hourly activity of the window, from aggregates
-        (no raw JSON read); the RAM mapping of each distinct call is computed here, once."""
-        source, values = self._source(self.since, self.until, raw=False)
+    def batches(self, totals: _Totals) -> Iterator[tuple[list[int], list[str], set[int]]]:
+        """The window's timeline entries, oldest first, a batch at a time: each event's time (µs
+        since the epoch), its entry's JSON, and which entries have characters ``json_inert``
+        escapes. Each stretch is first added up into ``totals`` (``_add_up``); then DuckDB writes
+        its entries (``_entry_sql``) with the calls' actions and resources from Python; an entry
+        that may hold a secret, or whose text DuckDB would write differently, is built in Python
+        (``_slow_line``)."""
         con = self.store.con.cursor()
         try:
-            calls = con.execute(
-                f"""
-                SELECT fkey, {', '.join(f'any_value({c.split("::")[0]})' for c in _FACTS)},
-                       CASE WHEN event_rw = 'Write' THEN 'write' ELSE 'read' END AS access,
-                       CASE WHEN coalesce(error_code, '') <> '' THEN 'failed' ELSE 'succeeded' END AS outcome,
-                       count(*), min(event_time), max(event_time), min({{'t': event_time, 'i': event_id}})
-                FROM ({source}) GROUP BY ALL""", values).fetchall()  # noqa: S608 - fixed SQL
-            seen = con.execute(
-                f"""
-                WITH k AS MATERIALIZED (
-                  SELECT event_id, event_time, event_name, source_ip, user_agent, acs_region, access_key_id, account,
-                         coalesce(error_code, '') <> '' AS bad, len(coalesce(via, [])) > 0 AS through,
-                         CASE WHEN len(coalesce(via, [])) > 0
-                              THEN identity || '@' || CASE WHEN account_id <> '' THEN account_id ELSE '?' END END AS role
-                  FROM ({source}))
-                {' UNION ALL '.join(
-                    f"SELECT '{kind}', {column}, NULL::TIMESTAMPTZ, count(*), 0, min(event_time), max(event_time), "
-                    f"min({{'t': event_time, 'i': event_id}}) FROM k WHERE {column} <> '' GROUP BY {column}"
-                    for kind, column in _SEEN)}
-                UNION ALL SELECT 'hour', NULL, date_trunc('hour', event_time) AS h, count(*), count(*) FILTER (WHERE bad),
-                                 NULL, NULL, NULL FROM k GROUP BY h
-                UNION ALL SELECT 'all', NULL, NULL, count(*), count(*) FILTER (WHERE bad), min(event_time), max(event_time),
-                                 NULL FROM k
-                UNION ALL SELECT 'through', NULL, NULL, count(*), 0, NULL, NULL, NULL FROM k WHERE through
-                """, values).fetchall()  # noqa: S608 - fixed SQL
+            for start, end in _stretches(self.store, "", self.since, self.until, self.condition):
+                source, values = self._source(start, end, raw=False)
+                calls = self._add_up(con, source, values, totals)
+                if not calls:
+                    continue
+                con.register(_FACTS_TABLE, _facts_table({k: self.facts[k] for k in calls}))
+                try:
+                    source, values = self._source(start, end, raw=True)
+                    result = con.sql(_entry_sql(source, self.redact), params=[*_entry_params(self.redact), *values])
+                    for batch in result.to_arrow_reader(BATCH):
+                        yield self._batch(batch)
+                finally:
+                    con.unregister(_FACTS_TABLE)
         finally:
             con.close()
+
+    def _add_up(self, con: Any, source: str, values: list[Any], totals: _Totals) -> set[str]:
+        """Add a stretch's aggregates to ``totals`` (no raw JSON read); the RAM mapping of each
+        call new to ``self.facts`` is computed here. Returns the stretch's calls (``fkey``)."""
+        calls = con.execute(
+            f"""
+            SELECT fkey, {', '.join(f'any_value({c.split("::")[0]})' for c in _FACTS)},
+                   CASE WHEN event_rw = 'Write' THEN 'write' ELSE 'read' END AS access,
+                   CASE WHEN coalesce(error_code, '') <> '' THEN 'failed' ELSE 'succeeded' END AS outcome,
+                   count(*), min(event_time), max(event_time), min({{'t': event_time, 'i': event_id}})
+            FROM ({source}) GROUP BY ALL""", values).fetchall()  # noqa: S608 - fixed SQL
+        seen = con.execute(
+            f"""
+            WITH k AS MATERIALIZED (
+              SELECT event_id, event_time, event_name, source_ip, user_agent, acs_region, access_key_id, account,
+                     coalesce(error_code, '') <> '' AS bad, len(coalesce(via, [])) > 0 AS through,
+                     CASE WHEN len(coalesce(via, [])) > 0
+                          THEN identity || '@' || CASE WHEN account_id <> '' THEN account_id ELSE '?' END END AS role
+              FROM ({source}))
+            {' UNION ALL '.join(
+                f"SELECT '{kind}', {column}, NULL::TIMESTAMPTZ, count(*), 0, min(event_time), max(event_time), "
+                f"min({{'t': event_time, 'i': event_id}}) FROM k WHERE {column} <> '' GROUP BY {column}"
+                for kind, column in _SEEN)}
+            UNION ALL SELECT 'hour', NULL, date_trunc('hour', event_time) AS h, count(*), count(*) FILTER (WHERE bad),
+                             NULL, NULL, NULL FROM k GROUP BY h
+            UNION ALL SELECT 'all', NULL, NULL, count(*), count(*) FILTER (WHERE bad), min(event_time), max(event_time),
+                             NULL FROM k
+            UNION ALL SELECT 'through', NULL, NULL, count(*), 0, NULL, NULL, NULL FROM k WHERE through
+            """, values).fetchall()  # noqa: S608 - fixed SQL
+        if len(self.facts) > _Call.LIMIT:
+            self.facts.clear()
         for row in calls:
             if row[0] not in self.facts:
                 self.facts[row[0]] = _Call(row[1:11])
-        return _Totals(known, calls, seen, self.facts, self.redact)
-
-    def batches(self) -> Iterator[tuple[list[int], list[str], set[int]]]:
-        """The window's timeline entries, oldest first, a batch at a time: each event's time (µs
-        since the epoch), its entry's JSON, and which entries have characters ``json_inert``
-        escapes. DuckDB writes the entry (``_entry_sql``) with the call's action and resources
-        from ``self.facts``; an entry that may hold a secret, or whose text DuckDB would write
-        differently from Python, is built in Python (``_slow_line``)."""
-        if not self.facts:
-            return
-        con = self.store.con.cursor()
-        try:
-            con.register(_FACTS_TABLE, _facts_table(self.facts))
-            for start, end in _stretches(self.store, "", self.since, self.until, self.condition):
-                source, values = self._source(start, end, raw=True)
-                result = con.sql(_entry_sql(source, self.redact), params=[*_entry_params(self.redact), *values])
-                for batch in result.to_arrow_reader(BATCH):
-                    yield self._batch(batch)
-        finally:
-            con.close()
+        totals.add(calls, seen, self.facts)
+        return {row[0] for row in calls}
 
     def _batch(self, batch: pa.RecordBatch) -> tuple[list[int], list[str], set[int]]:
         times = batch.column("t").to_pylist()
@@ -364,6 +395,8 @@ _SEEN = (("source_ips", "source_ip"), ("user_agents", "user_agent"), ("regions",
 @dataclass
 class _Call:
     """The RAM request of one distinct call (its ``CallFacts``), and its JSON as an entry writes it."""
+
+    LIMIT = 50_000  # calls kept across stretches (when every event is a call of its own, none repeat)
 
     action: str
     resources: list[str]
@@ -486,60 +519,61 @@ def _finding_entry(f: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Totals:
-    """The summary, blast radius, changes and hourly activity, from the window's aggregates
-    (``_Window.totals``): memory in the number of distinct calls, resources and sources, not
+    """The summary, blast radius, changes and hourly activity, merged from each stretch's
+    aggregates (``_Window._add_up``): memory in the number of distinct resources and sources, not
     events. Lists are in the order their items first occurred (time, then event id), then sorted
     as the export shows them; values are redacted as the events they came from are."""
 
-    def __init__(self, known: dict[str, set[str]], calls: list[tuple[Any, ...]], seen: list[tuple[Any, ...]],
-                 facts: dict[str, _Call], redact: bool) -> None:
+    def __init__(self, known: dict[str, set[str]], redact: bool) -> None:
         self.known = known
         self.clean: Callable[[str], str] = (lambda v: redact_text(v)[0]) if redact else (lambda v: v)
         self.events = self.failed = self.through_roles = 0
         self.first: datetime | None = None
         self.last: datetime | None = None
-        self.activity: dict[datetime, list[int]] = {}
-        self.values: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+        self.activity: dict[datetime, list[int]] = defaultdict(lambda: [0, 0])
+        self.values: dict[str, dict[str, list[Any]]] = defaultdict(dict)  # kind -> value -> [calls, first, last, order]
+        self.actions: set[str] = set()
+        self.touched: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+    def add(self, calls: list[tuple[Any, ...]], seen: list[tuple[Any, ...]], facts: dict[str, _Call]) -> None:
+        """Merge one stretch's aggregates: ``calls`` per (call, access, outcome), ``seen`` per value."""
         for kind, value, hour, count, failed, first, last, key in seen:
             if kind == "all":
-                self.events, self.failed, self.first, self.last = count, failed, first, last
+                self.events, self.failed = self.events + count, self.failed + failed
+                self.first = first if self.first is None else min(self.first, first)
+                self.last = last if self.last is None else max(self.last, last)
             elif kind == "through":
-                self.through_roles = count
+                self.through_roles += count
             elif kind == "hour":
-                self.activity[hour] = [count, failed]
+                self.activity[hour][0] += count
+                self.activity[hour][1] += failed
             else:
-                self.values[kind].append((value, count, first, last, (key["t"], key["i"])))
-        self.actions = {self.clean(facts[c[0]].action) for c in calls}
-        self.touched = self._touched(calls, facts)
-
-    def _touched(self, calls: list[tuple[Any, ...]], facts: dict[str, _Call]) -> list[dict[str, Any]]:
-        entries: dict[tuple[str, str, str], dict[str, Any]] = {}  # calls: int, actions: set, ...
+                _merge(self.values[kind], value, count, first, last, (key["t"], key["i"]))
         for fkey, *_, access, outcome, count, first, last, key in calls:
             call = facts[fkey]
+            name = self.clean(call.action)
+            self.actions.add(name)
             for index, arn in enumerate(call.resources):
                 if arn.endswith(":*"):
                     continue  # a call with no resource: nothing touched to name
                 arn = self.clean(arn)
                 order = (key["t"], key["i"], index)
-                entry = entries.setdefault((arn, access, outcome), {
+                entry = self.touched.setdefault((arn, access, outcome), {
                     "resource": arn, "access": access, "outcome": outcome, "calls": 0,
                     "actions": set(), "first_seen": first, "last_seen": last, "order": order})
                 entry["calls"] += count
-                entry["actions"].add(self.clean(call.action))
+                entry["actions"].add(name)
                 entry["first_seen"], entry["last_seen"] = min(entry["first_seen"], first), max(entry["last_seen"], last)
                 entry["order"] = min(entry["order"], order)
-        return sorted(entries.values(), key=lambda e: e["order"])
 
     def _items(self, kind: str) -> list[dict[str, Any]]:
         """The distinct values of one kind, redacted (values that become the same are merged),
         in the order they first occurred."""
-        items: dict[str, dict[str, Any]] = {}
-        for value, count, first, last, _ in sorted(self.values.get(kind, []), key=lambda v: v[4]):
-            shown = self.clean(value)
-            item = items.setdefault(shown, {"value": shown, "calls": 0, "first_seen": first, "last_seen": last})
-            item["calls"] += count
-            item["last_seen"] = max(item["last_seen"], last)
-        return list(items.values())
+        items: dict[str, list[Any]] = {}
+        for value, (count, first, last, order) in self.values.get(kind, {}).items():
+            _merge(items, self.clean(value), count, first, last, order)
+        return [{"value": v, "calls": c, "first_seen": f, "last_seen": la}
+                for v, (c, f, la, _) in sorted(items.items(), key=lambda i: i[1][3])]
 
     def summary(self, findings: int) -> dict[str, Any]:
         return {"events": self.events, "failed": self.failed, "findings": findings, "first_event": self.first,
@@ -547,20 +581,31 @@ class _Totals:
                 **({"through_roles": self.through_roles} if self.through_roles else {})}
 
     def blast_radius(self) -> dict[str, Any]:
-        touched = sorted(({k: sorted(v) if k == "actions" else v for k, v in e.items() if k != "order"}
-                          for e in self.touched),
+        ordered = sorted(sorted(self.touched.values(), key=lambda e: e["order"]),
                          key=lambda e: (e["access"] != "write", e["outcome"] != "succeeded", -e["calls"]))
+        touched = [{k: sorted(v) if k == "actions" else v for k, v in e.items() if k != "order"} for e in ordered]
         kinds = sorted((k for k, _ in _SEEN if k != "apis" and self.values.get(k)),
-                       key=lambda k: min(v[4] for v in self.values[k]))
+                       key=lambda k: min(v[3] for v in self.values[k].values()))
         return {"resources": touched, **{k: sorted(self._items(k), key=lambda i: -i["calls"]) for k in kinds}}
 
     def changes(self) -> dict[str, Any]:
         new: dict[str, list[dict[str, Any]]] = {}
-        for kind, seen, known in (("new_apis", "apis", "apis"), ("new_source_ips", "source_ips", "source_ips"),
-                                  ("new_regions", "regions", "regions")):
-            firsts = sorted((v for v in self.values.get(seen, []) if v[0] not in self.known[known]), key=lambda v: v[4])
-            new[kind] = [{"value": self.clean(v[0]), "first_seen": v[2], "event_id": v[4][1]} for v in firsts]
+        for kind, seen in (("new_apis", "apis"), ("new_source_ips", "source_ips"), ("new_regions", "regions")):
+            firsts = sorted(((v, i) for v, i in self.values.get(seen, {}).items() if v not in self.known[seen]),
+                            key=lambda v: v[1][3])
+            new[kind] = [{"value": self.clean(v), "first_seen": i[1], "event_id": i[3][1]} for v, i in firsts]
         return {**new, "history_was_empty": not any(self.known.values())}
+
+
+def _merge(items: dict[str, list[Any]], value: str, count: int, first: datetime, last: datetime,
+           order: tuple[Any, ...]) -> None:
+    """Add ``count`` calls seen from ``first`` to ``last`` to ``items[value]`` ([calls, first, last, order])."""
+    item = items.get(value)
+    if item is None:
+        items[value] = [count, first, last, order]
+    else:
+        item[0] += count
+        item[1], item[2], item[3] = min(item[1], first), max(item[2], last), min(item[3], order)
 
 
 class _Extract:
