@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.core.output import json_text, written
+from pipeline.core.output import written
 from pipeline.investigate.replay import build_replay, export_digest, write_replay
 from pipeline.investigate.replay_views import HTML_AROUND, HTML_LAST, as_text, write_html
 from pipeline.store.store import Store
@@ -53,13 +53,15 @@ def test_the_streamed_export_is_the_whole_document_and_its_digest_checks(long_wi
     assert export_digest(export) == export["sha256"] == replay.sha256
     assert export["summary"]["events"] == len(trail.events) == replay.report["summary"]["events"]
     assert len(export["timeline"]) == len(trail.events) + export["summary"]["findings"] == replay.entries
-    # the header indented, each timeline entry compact on a line of its own (grep-able, and the
-    # bytes the digest is over), the redaction note and the digest last
-    head = {k: v for k, v in export.items() if k not in ("timeline", "redaction", "sha256")}
-    entries = ",".join("\n    " + json_text(e, separators=(",", ":")) for e in export["timeline"])
-    trailer = {"redaction": export["redaction"], "sha256": export["sha256"]}
-    assert text == (json_text(head, indent=2)[:-2] + ',\n  "timeline": [' + entries + "\n  ],"
-                    + json_text(trailer, indent=2)[1:] + "\n")
+    # the header indented (a list's items one a line), each timeline entry compact on a line of its
+    # own (grep-able, and the bytes the digest is over), the redaction note and the digest last
+    start = text.index('\n  "timeline": [\n') + len('\n  "timeline": [\n')
+    lines = text[start:text.index("\n  ],\n", start)].split(",\n")
+    assert [json.loads(line) for line in lines] == export["timeline"]
+    assert all(line.startswith("    {") and "\n" not in line for line in lines)
+    assert text.endswith(f'"sha256": "{export["sha256"]}"\n}}\n')
+    assert json.loads(text[:text.index('\n  "timeline"')].rstrip(",") + "}") | {"timeline": export["timeline"]} \
+        == {k: v for k, v in export.items() if k not in ("redaction", "sha256")}
     assert list(export)[-3:] == ["timeline", "redaction", "sha256"]
     assert build_replay(store, "monitor", inv, **_window()) | {"generated_at": None, "sha256": None} == \
         export | {"generated_at": None, "sha256": None}

@@ -132,7 +132,7 @@ def write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | N
                 timeline.add([line], {0} if i in hidden else set())
         while pending:
             put_finding()
-        header = to_jsonable({
+        header = {**to_jsonable({
             "agent": agent,
             "registered": inv is not None,
             "purpose": inv.purpose if inv else None, "owner": inv.owner if inv else None,
@@ -140,11 +140,10 @@ def write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | N
             "identities": inv.identities if inv else [agent],
             "window": {"since": since, "until": until},
             "generated_at": generated_at, "generator": f"trailwarden {__version__}",
-            "summary": totals.summary(len(findings)),
-            "blast_radius": totals.blast_radius(),
+            "summary": totals.summary(len(findings))}),
+            "blast_radius": totals.blast_radius(),  # text and numbers already
             "changes": totals.changes(),
-            "findings": findings,
-        })
+            "findings": to_jsonable(findings)}
         trailer = to_jsonable({"redaction": _redaction_note(redact, window.redacted)})
         digest = timeline.write_export(header, trailer, out)
     shown = extract.entries()
@@ -166,9 +165,22 @@ def _compact(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False)
 
 
-def _pretty(value: Any) -> str:
-    """The JSON of the export's header and trailer (as ``json_text(..., indent=2)`` writes it)."""
-    return json_inert(json.dumps(value, indent=2, ensure_ascii=False, default=str, allow_nan=False))
+def _pretty(value: Any, indent: str = "") -> str:
+    """The JSON of the export's header and trailer: as ``json_text(..., indent=2)`` writes it, but
+    a list of objects (the blast radius' resources, the findings) one compact object a line, so a
+    blast radius of a million resources costs the C encoder, not Python's indenting one."""
+    inner = indent + "  "
+    if isinstance(value, dict) and value:
+        return "{\n" + ",\n".join(f"{inner}{_compact(k)}: {_pretty(v, inner)}" for k, v in value.items()) + \
+            f"\n{indent}}}"
+    if isinstance(value, list) and value:
+        return "[\n" + ",\n".join(inner + _inert(_compact(v)) for v in value) + f"\n{indent}]"
+    return _inert(_compact(value))
+
+
+def _inert(text: str) -> str:
+    """``json_inert``, skipped when there is nothing it could change (ASCII without DEL)."""
+    return text if text.isascii() and "\x7f" not in text else json_inert(text)
 
 
 class _Timeline:
@@ -334,7 +346,8 @@ class _Window:
             SELECT fkey, {', '.join(f'any_value({c.split("::")[0]})' for c in _FACTS)},
                    CASE WHEN event_rw = 'Write' THEN 'write' ELSE 'read' END AS access,
                    CASE WHEN coalesce(error_code, '') <> '' THEN 'failed' ELSE 'succeeded' END AS outcome,
-                   count(*), min(event_time), max(event_time), min({{'t': event_time, 'i': event_id}})
+                   count(*), min(epoch_us(event_time)), max(epoch_us(event_time)),
+                   arg_min(event_id, {{'t': event_time, 'i': event_id}})
             FROM ({source}) GROUP BY ALL""", values).fetchall()  # noqa: S608 - fixed SQL
         seen = con.execute(
             f"""
@@ -345,20 +358,21 @@ class _Window:
                           THEN identity || '@' || CASE WHEN account_id <> '' THEN account_id ELSE '?' END END AS role
               FROM ({source}))
             {' UNION ALL '.join(
-                f"SELECT '{kind}', {column}, NULL::TIMESTAMPTZ, count(*), 0, min(event_time), max(event_time), "
-                f"min({{'t': event_time, 'i': event_id}}) FROM k WHERE {column} <> '' GROUP BY {column}"
+                f"SELECT '{kind}', {column}, NULL::TIMESTAMPTZ, count(*), 0, min(epoch_us(event_time)), "
+                f"max(epoch_us(event_time)), arg_min(event_id, {{'t': event_time, 'i': event_id}}) "
+                f"FROM k WHERE {column} <> '' GROUP BY {column}"
                 for kind, column in _SEEN)}
             UNION ALL SELECT 'hour', NULL, date_trunc('hour', event_time) AS h, count(*), count(*) FILTER (WHERE bad),
                              NULL, NULL, NULL FROM k GROUP BY h
-            UNION ALL SELECT 'all', NULL, NULL, count(*), count(*) FILTER (WHERE bad), min(event_time), max(event_time),
-                             NULL FROM k
+            UNION ALL SELECT 'all', NULL, NULL, count(*), count(*) FILTER (WHERE bad), min(epoch_us(event_time)),
+                             max(epoch_us(event_time)), NULL FROM k
             UNION ALL SELECT 'through', NULL, NULL, count(*), 0, NULL, NULL, NULL FROM k WHERE through
             """, values).fetchall()  # noqa: S608 - fixed SQL
         if len(self.facts) > _Call.LIMIT:
             self.facts.clear()
         for row in calls:
             if row[0] not in self.facts:
-                self.facts[row[0]] = _Call(row[1:11])
+                self.facts[row[0]] = _Call(row[1:11], self.redact)
         totals.add(calls, seen, self.facts)
         return {row[0] for row in calls}
 
@@ -404,8 +418,9 @@ class _Call:
     resources_json: str
     hint: bool  # may the action or resources' text hold a secret?
     hidden: bool  # has their JSON characters ``json_inert`` escapes?
+    shown: tuple[str, list[str]]  # the action and resources as the blast radius shows them (redacted)
 
-    def __init__(self, facts: Any) -> None:
+    def __init__(self, facts: Any, redact: bool) -> None:
         call = CallFacts(*facts)
         self.action = action(call)
         self.resources = resources(call) if is_authorized_call(call.event_type, call.service_name) else []
@@ -413,6 +428,8 @@ class _Call:
         texts = self.action_json + self.resources_json
         self.hint = might_hold_secrets(texts)
         self.hidden = HIDDEN_IN_JSON.search(texts) is not None
+        self.shown = ((redact_text(self.action)[0], [redact_text(r)[0] for r in self.resources])
+                      if redact and self.hint else (self.action, self.resources))
 
 
 def _facts_table(facts: dict[str, _Call]) -> pa.Table:
@@ -527,13 +544,14 @@ class _Totals:
     def __init__(self, known: dict[str, set[str]], redact: bool) -> None:
         self.known = known
         self.clean: Callable[[str], str] = (lambda v: redact_text(v)[0]) if redact else (lambda v: v)
+        # times are µs since the epoch (``_iso`` writes them)
         self.events = self.failed = self.through_roles = 0
-        self.first: datetime | None = None
-        self.last: datetime | None = None
+        self.first: int | None = None
+        self.last: int | None = None
         self.activity: dict[datetime, list[int]] = defaultdict(lambda: [0, 0])
         self.values: dict[str, dict[str, list[Any]]] = defaultdict(dict)  # kind -> value -> [calls, first, last, order]
         self.actions: set[str] = set()
-        self.touched: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.touched: dict[tuple[str, str, str], list[Any]] = {}  # -> [calls, actions, first, last, order]
 
     def add(self, calls: list[tuple[Any, ...]], seen: list[tuple[Any, ...]], facts: dict[str, _Call]) -> None:
         """Merge one stretch's aggregates: ``calls`` per (call, access, outcome), ``seen`` per value."""
@@ -548,23 +566,21 @@ class _Totals:
                 self.activity[hour][0] += count
                 self.activity[hour][1] += failed
             else:
-                _merge(self.values[kind], value, count, first, last, (key["t"], key["i"]))
+                _merge(self.values[kind], value, count, first, last, (first, key))
         for fkey, *_, access, outcome, count, first, last, key in calls:
-            call = facts[fkey]
-            name = self.clean(call.action)
+            name, touched = facts[fkey].shown
             self.actions.add(name)
-            for index, arn in enumerate(call.resources):
+            for index, arn in enumerate(touched):
                 if arn.endswith(":*"):
                     continue  # a call with no resource: nothing touched to name
-                arn = self.clean(arn)
-                order = (key["t"], key["i"], index)
-                entry = self.touched.setdefault((arn, access, outcome), {
-                    "resource": arn, "access": access, "outcome": outcome, "calls": 0,
-                    "actions": set(), "first_seen": first, "last_seen": last, "order": order})
-                entry["calls"] += count
-                entry["actions"].add(name)
-                entry["first_seen"], entry["last_seen"] = min(entry["first_seen"], first), max(entry["last_seen"], last)
-                entry["order"] = min(entry["order"], order)
+                order = (first, key, index)
+                entry = self.touched.get((arn, access, outcome))
+                if entry is None:
+                    self.touched[(arn, access, outcome)] = [count, {name}, first, last, order]
+                else:
+                    entry[0] += count
+                    entry[1].add(name)
+                    entry[2], entry[3], entry[4] = min(entry[2], first), max(entry[3], last), min(entry[4], order)
 
     def _items(self, kind: str) -> list[dict[str, Any]]:
         """The distinct values of one kind, redacted (values that become the same are merged),
@@ -572,18 +588,20 @@ class _Totals:
         items: dict[str, list[Any]] = {}
         for value, (count, first, last, order) in self.values.get(kind, {}).items():
             _merge(items, self.clean(value), count, first, last, order)
-        return [{"value": v, "calls": c, "first_seen": f, "last_seen": la}
+        return [{"value": v, "calls": c, "first_seen": _iso(f), "last_seen": _iso(la)}
                 for v, (c, f, la, _) in sorted(items.items(), key=lambda i: i[1][3])]
 
     def summary(self, findings: int) -> dict[str, Any]:
-        return {"events": self.events, "failed": self.failed, "findings": findings, "first_event": self.first,
-                "last_event": self.last, "apis": len(self.actions),
+        return {"events": self.events, "failed": self.failed, "findings": findings,
+                "first_event": _iso(self.first), "last_event": _iso(self.last), "apis": len(self.actions),
                 **({"through_roles": self.through_roles} if self.through_roles else {})}
 
     def blast_radius(self) -> dict[str, Any]:
-        ordered = sorted(sorted(self.touched.values(), key=lambda e: e["order"]),
-                         key=lambda e: (e["access"] != "write", e["outcome"] != "succeeded", -e["calls"]))
-        touched = [{k: sorted(v) if k == "actions" else v for k, v in e.items() if k != "order"} for e in ordered]
+        ordered = sorted(sorted(self.touched.items(), key=lambda e: e[1][4]),
+                         key=lambda e: (e[0][1] != "write", e[0][2] != "succeeded", -e[1][0]))
+        touched = [{"resource": arn, "access": access, "outcome": outcome, "calls": calls, "actions": sorted(names),
+                    "first_seen": _iso(first), "last_seen": _iso(last)}
+                   for (arn, access, outcome), (calls, names, first, last, _) in ordered]
         kinds = sorted((k for k, _ in _SEEN if k != "apis" and self.values.get(k)),
                        key=lambda k: min(v[3] for v in self.values[k].values()))
         return {"resources": touched, **{k: sorted(self._items(k), key=lambda i: -i["calls"]) for k in kinds}}
@@ -593,11 +611,16 @@ class _Totals:
         for kind, seen in (("new_apis", "apis"), ("new_source_ips", "source_ips"), ("new_regions", "regions")):
             firsts = sorted(((v, i) for v, i in self.values.get(seen, {}).items() if v not in self.known[seen]),
                             key=lambda v: v[1][3])
-            new[kind] = [{"value": self.clean(v), "first_seen": i[1], "event_id": i[3][1]} for v, i in firsts]
+            new[kind] = [{"value": self.clean(v), "first_seen": _iso(i[1]), "event_id": i[3][1]} for v, i in firsts]
         return {**new, "history_was_empty": not any(self.known.values())}
 
 
-def _merge(items: dict[str, list[Any]], value: str, count: int, first: datetime, last: datetime,
+def _iso(us: int | None) -> str | None:
+    """µs since the epoch as ``to_jsonable`` writes a time."""
+    return None if us is None else to_jsonable(_EPOCH + timedelta(microseconds=us))
+
+
+def _merge(items: dict[str, list[Any]], value: str, count: int, first: int, last: int,
            order: tuple[Any, ...]) -> None:
     """Add ``count`` calls seen from ``first`` to ``last`` to ``items[value]`` ([calls, first, last, order])."""
     item = items.get(value)
