@@ -157,6 +157,7 @@ def _us(when: datetime) -> int:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_json_string = json.encoder.encode_basestring  # the C escaper json.dumps(..., ensure_ascii=False) uses
 
 
 def _compact(value: Any) -> str:
@@ -424,10 +425,12 @@ class _Call:
         call = CallFacts(*facts)
         self.action = action(call)
         self.resources = resources(call) if is_authorized_call(call.event_type, call.service_name) else []
-        self.action_json, self.resources_json = _compact(self.action), _compact(self.resources)
+        # as json.dumps(..., ensure_ascii=False, separators=(",", ":")) writes them
+        self.action_json = _json_string(self.action)
+        self.resources_json = "[" + ",".join(map(_json_string, self.resources)) + "]"
         texts = self.action_json + self.resources_json
         self.hint = might_hold_secrets(texts)
-        self.hidden = HIDDEN_IN_JSON.search(texts) is not None
+        self.hidden = not (texts.isascii() and "\x7f" not in texts) and HIDDEN_IN_JSON.search(texts) is not None
         self.shown = ((redact_text(self.action)[0], [redact_text(r)[0] for r in self.resources])
                       if redact and self.hint else (self.action, self.resources))
 
@@ -617,7 +620,7 @@ class _Totals:
 
 def _iso(us: int | None) -> str | None:
     """µs since the epoch as ``to_jsonable`` writes a time."""
-    return None if us is None else to_jsonable(_EPOCH + timedelta(microseconds=us))
+    return None if us is None else (_EPOCH + timedelta(microseconds=us)).isoformat().replace("+00:00", "Z")
 
 
 def _merge(items: dict[str, list[Any]], value: str, count: int, first: int, last: int,
