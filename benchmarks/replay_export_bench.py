@@ -15,10 +15,11 @@ its own:
 
 Prints seconds, events/s and peak RSS for each, and the ratio to the reference, and checks that
 the JSON export holds every event (one timeline entry a line). Every event names an object of its
-own (``referenced_resources`` as ingest stores it), so the RAM mapping sees a distinct call per event:
-the worst case for the export, which maps each distinct call once.
+own (``referenced_resources`` as ingest stores it), so the RAM mapping sees a distinct call per event
+and the blast radius lists N resources: the worst case for the export, which maps each distinct call
+once. ``--resources shared``: one of 7 buckets instead, calls that repeat (the usual agent).
 
-Usage: python benchmarks/replay_export_bench.py [--events 1000000] [--keep]
+Usage: python benchmarks/replay_export_bench.py [--events 1000000] [--resources own|shared] [--keep]
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ print(n)
 """
 
 
-def build_store(db: Path, events: int) -> int:
+def build_store(db: Path, events: int, own_objects: bool = True) -> int:
     span = int((END - SINCE).total_seconds())
     with open_store(db, memory_limit="4GB") as store:
         store.con.execute(
@@ -78,8 +79,7 @@ def build_store(db: Path, events: int) -> int:
                    '203.0.113.' || (i % 250), 4, 'aliyun-sdk-python/2.13.37 Python/3.11.7 Linux/5.15', err,
                    'ram-user', 'ram-user:' || who, '1384926508761234', who, 'LTAI5tBench' || who,
                    '1384926508761234',
-                   json_object('ACS::OSS::Object', ['evidence-bucket-' || (i % 7) || '/exports/2026/11/'
-                       || printf('%010d', i)])::VARCHAR,  -- as ingest normalises it: every event its own object
+                   {REFERENCED if own_objects else SHARED}::VARCHAR,  -- as ingest normalises it
                    json_object('eventId', printf('%08x-0000-4000-8000-%012d', i, i), 'eventVersion', '1',
                        'eventTime', strftime(t, '%Y-%m-%dT%H:%M:%SZ'), 'eventName', name, 'eventType', 'ApiCall',
                        'eventRW', CASE WHEN name = 'PutObject' THEN 'Write' ELSE 'Read' END,
@@ -107,6 +107,12 @@ def build_store(db: Path, events: int) -> int:
     return int(busy)
 
 
+# referenced_resources: every event an object of its own, or one of 7 buckets (calls that repeat)
+REFERENCED = ("json_object('ACS::OSS::Object', ['evidence-bucket-' || (i % 7) || '/exports/2026/11/' "
+              "|| printf('%010d', i)])")
+SHARED = "json_object('ACS::OSS::Bucket', ['evidence-bucket-' || (i % 7)])"
+
+
 def measure(argv: list[str]) -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB) of a child process."""
     started = time.monotonic()
@@ -121,6 +127,9 @@ def measure(argv: list[str]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000, help="events of the busy agent")
+    parser.add_argument("--resources", choices=("own", "shared"), default="own",
+                        help="own: every event names an object of its own (the worst case: a blast radius of "
+                             "N resources, a RAM mapping per event); shared: one of 7 buckets")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="trailwarden-replay-export-"))
@@ -130,7 +139,7 @@ def main() -> None:
         config = workdir / "trailwarden.yaml"
         config.write_text(f"timezone: Asia/Shanghai\ninventory: {workdir / 'agents.yaml'}\n")
         started = time.monotonic()
-        n = build_store(db, args.events)
+        n = build_store(db, args.events, args.resources == "own")
         print(f"store: busy has {n:,} events ({db.stat().st_size / 2**20:,.0f} MiB on disk), "
               f"built in {time.monotonic() - started:.0f} s")
         window = [SINCE.isoformat(), END.isoformat()]
