@@ -84,25 +84,24 @@ class CredentialProfile(Learned):
     public_days: int | None = None  # local days with a call from a public place
     novel_public_days: int | None = None  # of those (after the first), days that brought a new public place
 
+    # per agent, cheap keys of the address (its first octets), credential and half hour: calls
+    daily = f"""
+    SELECT agent, {PARTS_SQL}, {_CREDENTIAL_SQL} AS cred, access_key_id LIKE 'STS.%' AS sts,
+           epoch(event_time)::BIGINT // {SLOT_SECONDS} AS bucket, count(*) AS n
+    FROM {{events}} WHERE in_range GROUP BY ALL
+    """  # noqa: S608 - fixed SQL fragments; no values
+
     @classmethod
     def fit(cls, history: History) -> dict[str, Self]:
-        """One scan of the history in SQL, grouped by cheap keys (the address's first octets,
-        credential, half hour), then into cells (agent, place, credential, local day of the half
-        hour, half hour or STS session); from those, per (agent, place) calls and days, the pairs of places
-        one credential was used from in a half hour or the next (a self-join of the cells), and
-        each agent's days with a public place. Only those small tables reach Python."""
+        """From the history's per-day rows, grouped into cells (agent, place, credential, local day
+        of the half hour, half hour or STS session); from those, per (agent, place) calls and
+        days, the pairs of places one credential was used from in a half hour or the next (a
+        self-join of the cells), and each agent's days with a public place. Only those small
+        tables reach Python."""
+        source, params = history.part_rows(cls)
         rows = history.query(
             f"""
-            WITH parts AS (
-                SELECT agent, {PARTS_SQL}, {_CREDENTIAL_SQL} AS cred, access_key_id LIKE 'STS.%' AS sts,
-                       epoch(event_time)::BIGINT // {SLOT_SECONDS} AS bucket, count(*) AS n
-                FROM events WHERE event_time >= ? AND event_time < ? AND event_id NOT IN (
-                    -- the events the history leaves out (few), anti-joined by eventId: filtering with
-                    -- the history's clause directly carries every grouped column through its joins,
-                    -- 3-4 times slower on 5.6M events
-                    SELECT event_id FROM events
-                    WHERE event_time >= ? AND event_time < ? AND NOT coalesce(({history.where}), false))
-                GROUP BY ALL),
+            WITH parts AS {source},
             cells AS (
                 SELECT agent, {FAMILY_SQL} AS place, cred, CASE WHEN sts THEN 0 ELSE bucket END AS slot,
                        CAST(timezone(?, to_timestamp(bucket * {SLOT_SECONDS})) AS DATE) AS day, sum(n) AS n
@@ -122,7 +121,7 @@ class CredentialProfile(Learned):
             UNION ALL
             SELECT 'day', agent, NULL, NULL, sum(n), NULL, day FROM placed WHERE place <> '{CLOUD}' GROUP BY agent, day
             """,  # noqa: S608 - fixed SQL fragments; values are bound
-            [history.start, history.end, history.start, history.end, *history.params, history.timezone])
+            [*params, history.timezone])
         out = {agent: cls({}, [], 0, 0) for agent in history.agents}
         firsts: dict[str, dict[str, Any]] = {}
         days: dict[str, set[Any]] = {}

@@ -52,18 +52,22 @@ class BreadthProfile(Learned):
     max_apis_10m: int | None = None
     max_services_10m: int | None = None
 
+    # per agent: its widest aligned 10 minutes (windows never cross a UTC day)
+    daily = f"""
+    SELECT agent, max(apis) AS apis, max(services) AS services FROM (
+        SELECT agent, time_bucket(INTERVAL {WINDOW_SECONDS} SECOND, event_time) AS w,
+               count(DISTINCT service_name || ':' || event_name) AS apis,
+               count(DISTINCT service_name) AS services
+        FROM {{events}} WHERE in_range AND event_name IS NOT NULL GROUP BY ALL)
+    GROUP BY agent
+    """  # noqa: S608 - fixed SQL fragments; no values
+
     @classmethod
     def fit(cls, history: History) -> dict[str, Self]:
+        source, params = history.part_rows(cls)
         rows = history.query(
-            f"""
-            SELECT agent, max(apis), max(services) FROM (
-                SELECT agent, time_bucket(INTERVAL {WINDOW_SECONDS} SECOND, event_time) AS w,
-                       count(DISTINCT service_name || ':' || event_name) AS apis,
-                       count(DISTINCT service_name) AS services
-                FROM events WHERE {history.where} AND event_name IS NOT NULL GROUP BY ALL)
-            GROUP BY agent
-            """,  # noqa: S608 - a fixed SQL fragment; values are bound
-            history.params)
+            f"WITH daily AS {source} SELECT agent, max(apis), max(services) FROM daily GROUP BY agent",  # noqa: S608
+            params)
         out = {agent: cls(0, 0) for agent in history.agents}
         for agent, apis, services in rows:
             if str(agent) in out:

@@ -25,7 +25,7 @@ import fnmatch
 import math
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -51,26 +51,41 @@ class FailureProfile(Learned):
     calls_by_hour: list[list[int]] | None = None
     failures_by_hour: list[list[int]] | None = None
 
+    # Per agent and UTC day: the worst 5 minutes of failures, sliding ((t - 5 min, t] at each
+    # failure, as score counts), counted with the failures just before the day (``burst``) and
+    # without them (``burst_in_day``, for the history's first day: nothing before it is learned);
+    # and the busiest aligned 5-minute bucket of calls.
+    daily = """
+    WITH bursts AS (
+        SELECT agent, day, max(n) AS burst, max(n_day) AS burst_in_day FROM (
+            SELECT agent, in_range, CAST(timezone('UTC', event_time) AS DATE) AS day,
+                   count(*) OVER (PARTITION BY agent ORDER BY event_time
+                       RANGE BETWEEN INTERVAL 299999999 MICROSECOND PRECEDING AND CURRENT ROW) AS n,
+                   count(*) OVER (PARTITION BY agent, CAST(timezone('UTC', event_time) AS DATE) ORDER BY event_time
+                       RANGE BETWEEN INTERVAL 299999999 MICROSECOND PRECEDING AND CURRENT ROW) AS n_day
+            FROM {events} WHERE error_code IS NOT NULL)
+        WHERE in_range GROUP BY agent, day),
+    busy AS (
+        SELECT agent, CAST(timezone('UTC', b) AS DATE) AS day, max(n) AS busy FROM (
+            SELECT agent, time_bucket(INTERVAL 5 MINUTE, event_time) AS b, count(*) AS n
+            FROM {events} WHERE in_range GROUP BY ALL)
+        GROUP BY ALL)
+    SELECT agent, day, burst, burst_in_day, busy FROM busy FULL JOIN bursts USING (agent, day)
+    """
+
     @classmethod
     def fit(cls, history: History) -> dict[str, Self]:
-        # the worst 5 minutes of failures, sliding: (t - 5 min, t] at each failure, as score counts
-        bursts: dict[str, int] = dict(history.query(
+        source, params = history.part_rows(cls)
+        first_day = history.start.astimezone(UTC).date()
+        peaks = {str(agent): (burst, busy) for agent, burst, busy in history.query(
             f"""
-            SELECT agent, max(n) FROM (
-                SELECT agent, count(*) OVER (PARTITION BY agent ORDER BY event_time
-                    RANGE BETWEEN INTERVAL 299999999 MICROSECOND PRECEDING AND CURRENT ROW) AS n
-                FROM events WHERE {history.where} AND error_code IS NOT NULL)
-            GROUP BY agent
-            """,  # noqa: S608 - the WHERE is the driver's fixed string; values are bound
-            history.params))
-        busy: dict[str, int] = dict(history.query(
-            f"""
-            SELECT agent, max(n) FROM (
-                SELECT agent, time_bucket(INTERVAL 5 MINUTE, event_time) AS b, count(*) AS n
-                FROM events WHERE {history.where} GROUP BY ALL)
-            GROUP BY agent
-            """,  # noqa: S608 - as above
-            history.params))
+            WITH daily AS {source}
+            SELECT agent, max(CASE WHEN day <= ? THEN burst_in_day ELSE burst END), max(busy)
+            FROM daily GROUP BY agent
+            """,  # noqa: S608 - the source is the driver's fixed SQL; values are bound
+            [*params, first_day])}
+        bursts = {agent: burst for agent, (burst, _) in peaks.items()}
+        busy = {agent: b for agent, (_, b) in peaks.items()}
         out = {agent: cls(int(bursts.get(agent) or 0), int(busy.get(agent) or 0), _week(), _week())
                for agent in history.agents}
         for agent, dow, hour, _, calls, failures in history.by_hour_of_week:

@@ -87,23 +87,28 @@ class SourceProfile(Learned):
     source_days: dict[str, int] | None = None  # kind -> local days on which the kind was seen
     novel_days: dict[str, int] | None = None  # kind -> how many of those days (after the first) brought a new value
 
+    # per agent and local day: its (network, region, client) combinations and their calls
+    daily = f"""
+    SELECT agent, CAST(timezone({{tz}}, event_time) AS DATE) AS day,
+           CASE ip_version WHEN 4 THEN {IPV4_NETWORK_SQL} WHEN 6 THEN source_ip END AS network,
+           {REGION_SQL} AS region, nullif(trim(user_agent), '') AS client, count(*) AS n
+    FROM {{events}} WHERE in_range GROUP BY ALL
+    """  # noqa: S608 - fixed SQL fragments; no values
+
     @classmethod
     def fit(cls, history: History) -> dict[str, Self]:
-        """SQL reduces the history to distinct (agent, kind, value) rows with their calls, first
-        local day and days seen; only those reach Python, to fold IPv6 addresses into /64s and user
-        agents into families."""
+        """SQL reduces the history's per-day combinations to distinct (agent, kind, value) rows
+        with their calls, first local day and days seen; only those reach Python, to fold IPv6
+        addresses into /64s and user agents into families."""
+        source, params = history.part_rows(cls)
         rows = history.query(
             f"""
-            WITH combos AS (
-                SELECT agent, CAST(timezone(?, event_time) AS DATE) AS day,
-                       CASE ip_version WHEN 4 THEN {IPV4_NETWORK_SQL} WHEN 6 THEN source_ip END AS network,
-                       {REGION_SQL} AS region, nullif(trim(user_agent), '') AS client, count(*) AS n
-                FROM events WHERE {history.where} GROUP BY ALL)
+            WITH combos AS {source}
             SELECT agent, kind, value, sum(n) AS calls, min(day) AS first_day, count(DISTINCT day) AS days
             FROM (UNPIVOT combos ON network, region, client INTO NAME kind VALUE value)
             GROUP BY GROUPING SETS ((agent, kind, value), (agent, kind))
-            """,  # noqa: S608 - fixed SQL fragments; values are bound
-            [history.timezone, *history.params])
+            """,  # noqa: S608 - the source is the driver's fixed SQL; values are bound
+            params)
         out = {agent: cls({}, {}, {}) for agent in history.agents}
         for (agent, kind), (values, days) in _folded(rows).items():
             out[agent]._learn(kind, values, days)

@@ -65,20 +65,25 @@ class NoveltyProfile(Learned):
     used: dict[str, list[str]] | None = None  # kind -> values, busiest first
     api_novel_days: int = 0
 
+    # per agent and local day: the (service, API, resource class) combinations it used
+    daily = f"""
+    SELECT agent, CAST(timezone({{tz}}, event_time) AS DATE) AS day,
+           service_name AS service, service_name || ':' || event_name AS api,
+           nullif({RESOURCE_CLASS_SQL}, '') AS resource, count(*) AS n
+    FROM {{events}} WHERE in_range AND event_name IS NOT NULL GROUP BY ALL
+    """  # noqa: S608 - fixed SQL fragments; no values
+
     @classmethod
     def fit(cls, history: History) -> dict[str, Self]:
+        source, params = history.part_rows(cls)
         rows = history.query(
             f"""
-            WITH combos AS (
-                SELECT agent, CAST(timezone(?, event_time) AS DATE) AS day,
-                       service_name AS service, service_name || ':' || event_name AS api,
-                       nullif({RESOURCE_CLASS_SQL}, '') AS resource, count(*) AS n
-                FROM events WHERE {history.where} AND event_name IS NOT NULL GROUP BY ALL)
+            WITH combos AS {source}
             SELECT agent, kind, value, sum(n) AS calls, min(day) AS first_day
             FROM (UNPIVOT combos ON service, api, resource INTO NAME kind VALUE value)
             GROUP BY ALL
-            """,  # noqa: S608 - fixed SQL fragments; values are bound
-            [history.timezone, *history.params])
+            """,  # noqa: S608 - the source is the driver's fixed SQL; values are bound
+            params)
         out = {agent: cls({k: [] for k in KINDS}, 0) for agent in history.agents}
         firsts: dict[str, set[date]] = {}
         for agent, kind, value, _calls, first_day in sorted(rows, key=lambda r: (str(r[0]), str(r[1]), -int(r[3]),

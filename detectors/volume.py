@@ -63,21 +63,30 @@ class VolumeProfile(Learned):
     day_peaks: dict[str, int] | None = None
     kind_days: dict[str, int] = field(default_factory=dict)
 
+    # per agent, kind of call and local day: its successful calls and its busiest clock hour
+    # (hours never cross a UTC day; a local day's pieces from two UTC days add up when combined)
+    daily = f"""
+    WITH calls AS (
+        SELECT agent, event_name AS action, {RESOURCE_CLASS_SQL} AS rclass,
+               time_bucket(INTERVAL 1 HOUR, event_time) AS hour,
+               CAST(timezone({{tz}}, event_time) AS DATE) AS day
+        FROM {{events}} WHERE in_range AND error_code IS NULL AND event_name IS NOT NULL),
+    hours AS (SELECT agent, action, rclass, hour, any_value(day) AS day, count(*) AS n FROM calls GROUP BY ALL)
+    SELECT agent, action, rclass, day, sum(n) AS n, max(n) AS hour_peak FROM hours GROUP BY ALL
+    """  # noqa: S608 - fixed SQL fragments; no values
+
     @classmethod
     def fit(cls, history: History) -> dict[str, Self]:
+        source, params = history.part_rows(cls)
         rows = history.query(
             f"""
-            WITH calls AS (
-                SELECT agent, event_name AS action, {RESOURCE_CLASS_SQL} AS rclass,
-                       time_bucket(INTERVAL 1 HOUR, event_time) AS hour,
-                       CAST(timezone(?, event_time) AS DATE) AS day
-                FROM events WHERE {history.where} AND error_code IS NULL AND event_name IS NOT NULL),
-            hours AS (SELECT agent, action, rclass, hour, any_value(day) AS day, count(*) AS n FROM calls GROUP BY ALL),
-            days AS (SELECT agent, action, rclass, day, sum(n) AS n, max(n) AS hour_peak FROM hours GROUP BY ALL)
+            WITH daily AS {source},
+            days AS (SELECT agent, action, rclass, day, sum(n) AS n, max(hour_peak) AS hour_peak
+                     FROM daily GROUP BY ALL)
             SELECT agent, action, rclass, max(hour_peak), max(n), count(*), sum(n) AS total FROM days
             GROUP BY ALL
-            """,  # noqa: S608 - fixed SQL fragments; values are bound
-            [history.timezone, *history.params])
+            """,  # noqa: S608 - the source is the driver's fixed SQL; values are bound
+            params)
         out = {agent: cls({}, {}, {}) for agent in history.agents}
         ranked = sorted(rows, key=lambda r: (str(r[0]), -int(r[6]), str(r[1]), str(r[2])))
         for agent, action, rclass, hour_peak, day_peak, days, _ in ranked:

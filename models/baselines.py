@@ -13,6 +13,12 @@ Insights does). It has two kinds of content:
   events of the history (SQL run through :attr:`History.query`: nothing here touches the store).
   odd_hours learns when the agent acts, failure_storm how it fails, new_source where it calls from.
 
+Each part learns from *per-day rows* (``Learned.daily``, the shared part's ``SHARED_DAILY``): a
+day's events reduced to sums, maxima and distinct local days per agent and a few keys, which
+combine across days. ``pipeline.detection.features`` keeps them as each UTC day seals, so a refit
+reads O(agents x days) rows; :meth:`History.daily` gives a part its rows over the history, kept or
+computed from events, and the fit combines them.
+
 ``pipeline.detection.learning`` fits the shared part and every detector's part, stores them and
 loads them. All aggregation runs in DuckDB, so fitting costs memory for the per-agent tables only,
 however long the history.
@@ -32,7 +38,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import date, datetime, timedelta
 from functools import cached_property
-from typing import Any, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -51,6 +57,12 @@ class Learned(ABC):
     Every field needs a default, so a baseline stored before the field existed still loads; the
     default must mean "not learned" to the detector (``None``, an empty profile). Field names are
     the stored JSON's keys: they must not collide with the shared fields or another part's."""
+
+    # The per-day rows its fit reads (``History.part_rows``), or None when it reads only the shared
+    # part's: a SELECT over ``{events}`` with ``{tz}`` (:func:`fill`), no ``?``. Its rows must
+    # combine across days and across pieces of one day (sums, maxima, distinct local days), for a
+    # day's rows are stored as the UTC day seals and the day's events may come in pieces.
+    daily: ClassVar[str | None] = None
 
     @classmethod
     @abstractmethod
@@ -133,12 +145,46 @@ class Baseline:
 # (agent, weekday 0-6, local hour, days active in that hour, calls, failed calls)
 HourRow = tuple[str, int, int, int, int, int]
 
+# The shared part's per-day rows: per agent, local day and local hour, its calls, failed calls and
+# first call. ``by_hour_of_week``, ``fit_shared`` and the stored-baseline check combine them.
+SHARED_DAILY = """
+SELECT agent, CAST(local AS DATE) AS local_day, hour(local) AS h, count(*) AS calls,
+       count(*) FILTER (WHERE failed) AS failures, min(event_time) AS first_seen
+FROM (SELECT agent, event_time, timezone({tz}, event_time) AS local, error_code IS NOT NULL AS failed
+      FROM {events} WHERE in_range)
+GROUP BY ALL
+"""
+
+# How the per-day rows of a history are read: ``rows(key, daily_sql) -> (from_sql, params)``, a
+# parenthesised FROM-able relation and the values its ``?`` take (``pipeline.detection.features``
+# reads stored rows where it can).
+Rows = Callable[[str, str], tuple[str, list[Any]]]
+
+
+def raw_rows(daily: str, where: str, params: list[Any], timezone: str) -> tuple[str, list[Any]]:
+    """A part's per-day rows computed from the learnable events themselves: ``daily`` over
+    ``events WHERE <where>``, every event in range."""
+    source = f"(SELECT *, true AS in_range FROM events WHERE {where})"  # noqa: S608 - fixed SQL
+    return "(" + fill(daily, source, timezone) + ")", params * daily.count("{events}")
+
+
+def fill(daily: str, source: str, timezone: str) -> str:
+    """A daily SQL with its placeholders filled: ``{events}`` (the events it reads, with a boolean
+    ``in_range``: false for the events before the range that a sliding window may look back on)
+    and ``{tz}`` (the business time zone, a quoted literal)."""
+    return daily.replace("{events}", source).replace("{tz}", "'" + timezone.replace("'", "''") + "'")
+
 
 @dataclass
 class History:
     """What a part's fit reads: the learnable events of [start, end) (``where`` and its values
-    ``params``, a WHERE clause over ``events``), the business time zone, and the shared part of
-    every agent that has learnable events there."""
+    ``params``, a WHERE clause over ``events``), the business time zone, the shared part of every
+    agent that has learnable events there, and how per-day rows are read (``rows``; default:
+    computed from the events).
+
+    A part learns from per-day rows (:attr:`Learned.daily`): :meth:`daily` gives the rows of the
+    whole history, stored ones for the days kept as they sealed and computed ones for the rest, so
+    a refit reads O(agents x days) rows, not the raw events."""
 
     query: Query
     where: str
@@ -147,34 +193,50 @@ class History:
     end: datetime
     timezone: str
     agents: dict[str, Baseline]
+    rows: Rows | None = None
+
+    def daily(self, key: str, sql: str) -> tuple[str, list[Any]]:
+        """The per-day rows ``sql`` gives over the history: a FROM-able relation and its values."""
+        if self.rows is not None:
+            return self.rows(key, sql)
+        return raw_rows(sql, self.where, self.params, self.timezone)
+
+    def part_rows(self, kind: type[Learned]) -> tuple[str, list[Any]]:
+        assert kind.daily is not None, f"{kind.__name__} declares no daily rows"
+        return self.daily(kind.__name__, kind.daily)
 
     @cached_property
     def by_hour_of_week(self) -> list[HourRow]:
         """Per agent and local (weekday, hour): on how many days it was active then, its calls and
-        failed calls. One scan of the history, made for the first part that asks, shared by all."""
+        failed calls. From the shared per-day rows, for the first part that asks, shared by all."""
+        source, params = self.daily(SHARED, SHARED_DAILY)
         rows = self.query(
             f"""
-            SELECT agent, isodow(local) - 1 AS dow, hour(local) AS h, count(DISTINCT CAST(local AS DATE)) AS days,
-                   count(*) AS calls, count(*) FILTER (WHERE failed) AS failures
-            FROM (SELECT agent, timezone(?, event_time) AS local, error_code IS NOT NULL AS failed
-                  FROM events WHERE {self.where})
-            GROUP BY ALL
-            """,  # noqa: S608 - the WHERE is the driver's fixed string; values are bound
-            [self.timezone, *self.params])
+            WITH daily AS {source}
+            SELECT agent, isodow(local_day) - 1 AS dow, h, count(DISTINCT local_day) AS days,
+                   sum(calls) AS calls, sum(failures) AS failures
+            FROM daily GROUP BY ALL
+            """,  # noqa: S608 - the source is the driver's fixed SQL; values are bound
+            params)
         return [(str(a), int(d), int(h), int(days), int(c), int(f)) for a, d, h, days, c, f in rows]
 
 
-def fit_shared(query: Query, where: str, params: list[Any], start: datetime, end: datetime,
+SHARED = "shared"  # the key of the shared part's per-day rows
+
+
+def fit_shared(source: tuple[str, list[Any]], query: Query, start: datetime, end: datetime,
                timezone: str) -> dict[str, Baseline]:
-    """The shared part of every agent with learnable events in [start, end) (``where``)."""
+    """The shared part of every agent with learnable events in [start, end), from the shared
+    per-day rows (``source``: :meth:`History.daily` of :data:`SHARED_DAILY`)."""
+    text, params = source
     totals = query(
         f"""
-        SELECT agent, count(*) AS calls, count(*) FILTER (WHERE error_code IS NOT NULL) AS failures,
-               count(DISTINCT CAST(timezone(?, event_time) AS DATE)) AS active_days,
-               min(event_time) AS first_seen
-        FROM events WHERE {where} GROUP BY agent
-        """,  # noqa: S608 - the WHERE is the driver's fixed string; values are bound
-        [timezone, *params])
+        WITH daily AS {text}
+        SELECT agent, sum(calls) AS calls, sum(failures) AS failures,
+               count(DISTINCT local_day) AS active_days, min(first_seen) AS first_seen
+        FROM daily GROUP BY agent
+        """,  # noqa: S608 - the source is the driver's fixed SQL; values are bound
+        params)
     return {str(agent): Baseline(str(agent), start, end, timezone, int(active_days), int(calls), int(failures),
                                  observed_days(first_seen, end, timezone))
             for agent, calls, failures, active_days, first_seen in totals}

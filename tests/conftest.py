@@ -333,3 +333,21 @@ def demo_copy(demo_checkout: Path, tmp_path: Path) -> Path:
     db = tmp_path / "demo.duckdb"
     shutil.copyfile(demo_checkout / "data" / "trailwarden.duckdb", db)
     return db
+
+
+def detected_organisation(root: Path, *, agents: int, weeks: int, seed: int, volume: float,
+                          days_ago: int = 0) -> dict[str, str]:
+    """The organisation scenario (``pipeline.demo.organisation``) ending at the UTC midnight
+    ``days_ago`` days before today's, written to ``root``, ingested and detected over its scored
+    week through the CLI; its meta."""
+    from pipeline.demo.organisation import generate
+    from pipeline.demo.score import load_labels
+
+    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days_ago)
+    generate(root, agents=agents, weeks=weeks, seed=seed, end=end, volume=volume)
+    _, meta = load_labels(root / "labels.json")
+    config = ("--config", "config/trailwarden.yaml")
+    for args in (("ingest", "--file", "events/"), ("detect", "--since", meta["detect_since"], "--until", meta["end"])):
+        done = run_cli(*config, *args, cwd=root)
+        assert done.returncode == 0, done.stderr
+    return meta

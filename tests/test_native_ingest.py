@@ -113,6 +113,41 @@ def hostile_lines() -> list[str]:
         dumps(ev("dup-same")), dumps(ev("dup-same")),  # a re-delivery: kept once
         dumps(ev("dup-conflict")), dumps(ev("dup-conflict", eventTime="2026-11-09T03:04:05Z")),  # forged copy
         dumps(ev("types", eventName=["x"])), dumps(ev("types2", acsRegion={"r": 1})),
+        *reading_lines(),
+    ]
+
+
+def reading_lines() -> list[str]:
+    """Lines where reading a value's JSON text could part from Python's reading: a value that
+    is not a string but whose text, quotes cut, looks like one (a time in a list, a number that
+    cuts to ""), strings with escapes (the statement that decodes them), duplicates beside them,
+    and objects json_keys cannot tell from strings."""
+    attrs = {"mfaAuthenticated": "true", "creationDate": "2026-11-01T00:00:00Z"}
+    return [
+        dumps(ev("ctime-list", userIdentity=ui(sessionContext={"attributes": {"creationDate": ["2026-11-01T00:00:00Z"]}}))),
+        dumps(ev("ctime-num", userIdentity=ui(sessionContext={"attributes": {"creationDate": 555}}))),
+        dumps(ev("mfa-num", userIdentity=ui(sessionContext={"attributes": {"mfaAuthenticated": 55}}))),
+        dumps(ev("mfa-list", userIdentity=ui(sessionContext={"attributes": {"mfaAuthenticated": ["true"]}}))),
+        dumps(ev("glob-list", isGlobal=["false"])), dumps(ev("glob-str", isGlobal="True")),
+        dumps(ev("id-list", eventId=["ev-x"])), dumps(ev("time-list", eventTime=["2026-11-02T03:04:05Z"])),
+        dumps(ev("scheme-list", additionalEventData={"Scheme": ["https"]})),
+        dumps(ev("svc-num", requestParameters={"ServiceCode": 5})), dumps(ev("svc-list", requestParameters={"ServiceCode": ["ecs"]})),
+        dumps(ev("name-num", eventName=123)), dumps(ev("acct-num", recipientAccountId=1234567890123, eventVersion=1)),
+        dumps(ev("acct-neg0", recipientAccountId=-0)), dumps(ev("acct-float", recipientAccountId=1.5)),
+        dumps(ev("esc-ui", userIdentity=ui(userName='a"b\\c\n\u00e9', accessKeyId="LTAI5tCiDeploy7Qx2mK"),
+                 userAgent="tab\there", sourceIpAddress="10.0.0.1",
+                 additionalEventData={"Scheme": "HTTP"})),
+        dumps(ev("esc-role", userIdentity={"type": "assumed-role", "userName": 'Backup"Role:s\\1', "principalId": "9:x",
+                                           "sessionContext": {"attributes": attrs}})),
+        dumps(ev("esc-signin", eventName="ConsoleSignin", userAgent='x"y')),
+        dumps(ev("esc-time", eventTime="2026-11-02T03:04:05Z", errorMessage='denied: "x"', errorCode="Forbidden")),
+        dumps(ev("esc-dup", userAgent='q"q'))[:-1] + ', "eventName": "Stop"}',
+        dumps(ev("esc-refs", referencedResources={"ACS::ECS::Instance": ['i-"1']})),
+        dumps(ev("ui-empty", userIdentity={})), dumps(ev("ui-list", userIdentity=[{"type": "ram-user"}])),
+        dumps(ev("attrs-empty", userIdentity=ui(sessionContext={"attributes": {}, "sessionAttributes": attrs}))),
+        dumps(ev("attrs-null", userIdentity=ui(sessionContext={"attributes": None, "sessionAttributes": attrs}))),
+        dumps(ev("obj-empty", requestParameters={})), dumps(ev("events-str", Events="x")),
+        dumps(ev("null-values", eventName=None, userAgent=None, userIdentity=ui(userName=None))),
     ]
 
 

@@ -34,7 +34,8 @@ def query(app: App, sql: str, params: tuple[str, ...], fmt: str) -> None:
     attribution_identities, attribution_keys_bound, attribution_identities_bound (agents bound to
     accounts), attribution_version the agent mapping), quarantine, ingest_state,
     ingested_files, runs, findings,
-    finding_status_changes, suppressions, alerts, baselines, pipeline_state, schema_migrations;
+    finding_status_changes, suppressions, alerts, baselines, feature_days (the per-day rows baselines
+    fit from, in features_<part>_<version>), pipeline_state, schema_migrations;
     incidents (`incidents`), incident_messages, slack_interactions;
     RAM (`ram sync`): ram_snapshots, ram_principals, ram_memberships, ram_attachments,
     ram_policies, ram_access_keys, ram_sync_errors, ram_documents; `contain`: containments,

@@ -104,9 +104,31 @@ def save_findings(store: Store, findings: Sequence[Finding], dedup: dict[str, ti
                 extended_ids.append(row[0])
             else:
                 report.unchanged += 1
+        _record_cells(con, new_ids + extended_ids)
         assign_incidents(con, tz or ZoneInfo("UTC"), touched=extended_ids)
     report.new_ids, report.extended_ids = tuple(new_ids), tuple(extended_ids)
     return report
+
+
+def _record_cells(con: Any, ids: list[str]) -> None:
+    """Record the (UTC day, agent) cells of the events these findings list
+    (``pipeline.detection.features``: a refit reads them from learnable events). Their events lie
+    between their first and last event: the scan reads that span only."""
+    if not ids:
+        return
+    con.execute(
+        """
+        UPDATE findings SET event_cells = c.cells FROM (
+            SELECT f.id, list(DISTINCT CAST(CAST(timezone('UTC', e.event_time) AS DATE) AS VARCHAR) || '|' || e.agent)
+                   AS cells
+            FROM (SELECT id, unnest(event_ids) AS event_id FROM findings WHERE list_contains($ids, id)) f
+            JOIN (SELECT event_id, event_time, agent FROM events
+                  WHERE event_time >= (SELECT min(first_seen) FROM findings WHERE list_contains($ids, id))
+                    AND event_time <= (SELECT max(last_seen) FROM findings WHERE list_contains($ids, id))) e
+              USING (event_id)
+            GROUP BY f.id) c
+        WHERE findings.id = c.id
+        """, {"ids": ids})
 
 
 def _refire(con: Any, f: Finding, resolved: tuple[Any, ...]

@@ -22,8 +22,9 @@ import pyarrow as pa
 
 import detectors
 from detectors.base import Detector
-from models.baselines import HISTORY, Baseline, History, Learned, fit_shared
+from models.baselines import HISTORY, SHARED, SHARED_DAILY, Baseline, History, Learned, fit_shared
 from pipeline.core.times import day_start, utcnow
+from pipeline.detection import features
 from pipeline.store.store import Store
 
 # Findings whose events a baseline must not learn from: what the team has not called a false
@@ -70,22 +71,32 @@ def fit(store: Store, end: datetime, timezone: str, history: timedelta = HISTORY
         agents: list[str] | None = None, parts: Sequence[type[Learned]] | None = None) -> dict[str, Baseline]:
     """Fit every agent's baseline on [end - history, end), entirely in SQL, from the events
     :func:`learnable` keeps: the shared part, then each of ``parts`` (default: every registered
-    detector's)."""
+    detector's). Each part reads its per-day rows (``pipeline.detection.features``): stored for
+    the sealed days they were kept for, computed from events for the rest."""
     start = end - history
-    where, params = learnable(start, end, agents)
-
-    def query(sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
-        return store.con.execute(sql, list(values)).fetchall()
-
-    shared = fit_shared(query, where, params, start, end, timezone)
+    learning = _history(store, start, end, timezone, agents)
+    shared = fit_shared(learning.daily(SHARED, SHARED_DAILY), learning.query, start, end, timezone)
     if not shared:
         return {}
-    learning = History(query, where, params, start, end, timezone, shared)
+    learning.agents = shared
     for kind in learners() if parts is None else parts:
         fitted = kind.fit(learning)
         for agent, baseline in shared.items():
             baseline.parts[kind] = fitted[agent] if agent in fitted else kind()
     return shared
+
+
+def _history(store: Store, start: datetime, end: datetime, timezone: str,
+             agents: list[str] | None = None) -> History:
+    """The learnable history of [start, end), its per-day rows planned (stored or computed)."""
+    where, params = learnable(start, end, agents)
+
+    def query(sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return store.con.execute(sql, list(values)).fetchall()
+
+    everyone, values = learnable(start, end)
+    planned = features.plan(store, start, end, timezone, everyone, values, UNLEARNED_STATUSES, agents)
+    return History(query, where, params, start, end, timezone, {}, planned.source)
 
 
 def save(store: Store, baselines: dict[str, Baseline]) -> None:
@@ -135,10 +146,11 @@ def load_or_fit(store: Store, end: datetime, timezone: str, history: timedelta =
     if rows:
         kinds = learners()
         stored = {agent: Baseline.from_json(model, kinds) for agent, model in rows}
-        where, params = learnable(end - history, end)
-        now = dict(store.con.execute(
-            f"SELECT agent, count(*) FROM events WHERE {where} GROUP BY agent",  # noqa: S608 - fixed SQL
-            params).fetchall())
+        learning = _history(store, end - history, end, timezone)
+        source, values = learning.daily(SHARED, SHARED_DAILY)
+        now = {str(agent): int(calls) for agent, calls in learning.query(
+            f"WITH daily AS {source} SELECT agent, sum(calls) FROM daily GROUP BY agent",  # noqa: S608 - fixed SQL
+            values)}
         if now == {agent: b.calls for agent, b in stored.items()}:
             return stored
     fitted = fit(store, end, timezone, history)

@@ -3,42 +3,43 @@ bytes and orchestrates.
 
 A file's line-aligned chunks (cut while hashing, :func:`pipeline.ingest.sources.files.scan_file`)
 are read as bytes, checked as UTF-8 and split into lines by Arrow (C++, no Python per line), and
-handed to DuckDB as one ``(line_no, line)`` table per group of chunks. A first statement reads
-each line with one ``json_transform`` (every value read, as text), one ``json_type`` (their types
-and the objects') and one ``json_keys`` (the keys of the objects read); a second extracts every
-typed column the way :func:`pipeline.ingest.events.normalize` does, and says for each line whether
-SQL could *decide* it: a JSON object, no duplicate key in the objects read and no other object
-(a ``{`` count; duplicates elsewhere are Python's to find), no trailing comma (DuckDB's parser accepts one,
-Python's refuses it), every typed field of the type ``normalize`` accepts, times in the strict
-ISO-8601 form both parsers read alike and within the plausible bounds, not a ``ConsoleSignin``
-(its MFA rule stays in Python), not a LookupEvents body, at most :data:`MAX_BRACKETS` brackets
-(so never deeper than Python's parser can go). Attribution, ``ip_version`` and references are
-joined in before the rows are exported.
+handed to DuckDB as one ``(line_no, line)`` table per group of chunks. ONE statement per group
+parses each line once (one ``json_transform`` into a struct whose leaves are the values' JSON
+text: the first character is the type, the quotes cut off give the string) and walks it once
+more for the key lists of the objects checked for duplicates (``json_keys``); it streams one row
+per line to Arrow, in line order, with the typed columns and whether SQL could *decide* the
+line: a JSON object, every object of it one whose keys were listed (a ``{`` count), no trailing
+comma (DuckDB's parser accepts one, Python's refuses it), every typed field of the type
+``normalize`` accepts, times in the strict ISO-8601 form both parsers read alike and within the
+plausible bounds, not a ``ConsoleSignin`` (its MFA rule stays in Python), not a LookupEvents
+body, at most :data:`MAX_BRACKETS` brackets (so never deeper than Python's parser can go), no
+backslash. Then Arrow and numpy, per group: a duplicate key in any listed object (the keys
+numbered by a dictionary and sorted: DuckDB's list functions cost a microsecond per list), and
+``normalize``'s own rules over the group's *distinct* values (identity, role and session names,
+attribution, ``ip_version``, ``isGlobal``, the session's MFA flag: dozens per group, not one per
+row) and over the ~8% of rows with references.
 
-A line SQL does not decide goes through today's Python rule (:func:`files.line_items` and
-``normalize``), which quarantines it with today's reason or, where SQL was only cautious (a float
-``eventVersion``, an offset-less time), stores it as today. Reasons therefore have one source.
-Three small pieces stay in Python over *distinct* values, not rows: attribution
-(:func:`_attribution`, the inventory's own rule, kept in one place), ``ip_version`` (Python's
-``ipaddress`` is the definition) and ``referenced_resources`` (its two shapes, for the ~8% of
-events that have one). A chunk that is not valid UTF-8, holds a ``\\r`` line end, or is longer
-than :data:`files.MAX_ITEM_BYTES` is read by today's reader whole (its per-line recovery and
-limits are the contract).
+Lines with a backslash (escapes) are read by a second statement that decodes each string with
+``json_extract_string``; a group holding a line DuckDB cannot read at all (malformed, a lone
+surrogate) is read by the same statements with ``try``. A line neither decides goes through
+today's Python rule (:func:`files.line_items` and ``normalize``), which quarantines it with
+today's reason or, where SQL was only cautious (a float ``eventVersion``, an offset-less time),
+stores it as today. Reasons therefore have one source. A chunk that is not valid UTF-8, holds a
+``\\r`` line end, or is longer than :data:`files.MAX_ITEM_BYTES` is read by today's reader whole
+(its per-line recovery and limits are the contract).
 
 The typed rows come back as one Arrow table per group in the writer's batch schema, so the
 writer, its transactions, dedup and the exactly-once file records are today's.
 
-Opt-in (``TRAILWARDEN_INGEST_PARSER=duckdb``): measured on 1M events it costs ~1.1x the Python
-parser's CPU over the process tree (three parses per line and ~100 SQL expressions over strings
-cost about what ``json.loads`` and ``normalize`` do), so the Python parser stays the default
-(README, Performance).
+Opt-in (``TRAILWARDEN_INGEST_PARSER=duckdb``) until it costs at most half the Python parser's CPU
+(README, Performance: where the CPU goes).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ from pipeline.ingest.events import (
     EARLIEST_EVENT_TIME,
     FUTURE_TOLERANCE,
     MalformedEvent,
+    _identity,
+    _opt_bool,
     _referenced_resources,
     ip_version,
 )
@@ -63,10 +66,12 @@ from pipeline.ingest.sources import files
 GROUP_BYTES = 16 * files.MIB  # chunks parsed by one statement (~12k events)
 MAX_BRACKETS = 500  # more '{' and '[' than this: Python decides (its parser's depth limit)
 
-# Every value read, as a JSON leaf of one json_transform (one parse per line): the leaf's text
-# says its type ('"' a string, 't'/'f' a boolean, a digit or '-' a number; SQL NULL when absent
-# or null). Objects that typed columns come from are nested structs.
-_LEAF = "VARCHAR"
+# Every value read, as a JSON leaf of ONE json_transform (the only parse of the line): the leaf
+# is the value's JSON text (SQL NULL when absent or null), so its first character is its type
+# ('"' a string, 't'/'f' a boolean, a digit or '-' a number, '{' or '[' an object or array).
+# Objects that typed columns come from are nested structs (a value that is not an object reads
+# as a struct of NULLs, which is what ``normalize`` reads from it too, except where noted).
+_LEAF = "JSON"
 _STRUCTURE: dict[str, Any] = {
     **dict.fromkeys((
         "eventId", "eventTime", "eventName", "eventType", "eventRW", "eventSource", "eventVersion",
@@ -81,7 +86,10 @@ _STRUCTURE: dict[str, Any] = {
     "requestParameters": {"ServiceCode": _LEAF},
     "additionalEventData": {"Scheme": _LEAF},
 }
-# The objects whose keys are checked for duplicates, in json_keys' order (k[1] ... k[9]).
+# The objects whose keys are checked for duplicates, in json_keys' order (k[1] ... k[9]). Their
+# key lists also say which are objects: ``json_keys`` gives [] for an empty object, a string, a
+# number or null alike, so a list with keys is an object and an empty one is left to Python
+# where it matters (userIdentity, sessionContext.attributes).
 _OBJECTS = ("$", "$.userIdentity", "$.userIdentity.sessionContext", "$.userIdentity.sessionContext.attributes",
             "$.userIdentity.sessionContext.sessionAttributes", "$.requestParameters", "$.additionalEventData",
             "$.responseElements", "$.referencedResources")
@@ -118,76 +126,106 @@ _LEAVES = {path: i for i, path in enumerate(_leaf_paths(_STRUCTURE))}
 
 
 def _leaf(path: str) -> str:
-    """SQL: the column holding a leaf's text (``userIdentity.userName``): a string unescaped, a
-    number or boolean as written, an object or array as JSON."""
+    """SQL: the column holding a leaf's JSON text (``userIdentity.userName``), NULL when absent or
+    null."""
     return f"l{_LEAVES[path]}"
 
 
-def _type(path: str) -> str:
-    """SQL: the column holding the leaf's JSON type (``VARCHAR``, ``UBIGINT``, ``NULL``...)."""
-    return f"y{_LEAVES[path]}"
-
-
 def _decoded(path: str) -> str:
-    """SQL: the column holding the string a leaf holds (NULL when it is not a string)."""
+    """SQL: the column holding the string a leaf holds, when it holds one (anything when it
+    does not: read it only where the leaf's type is checked, or through :func:`_text`)."""
     return f"d{_LEAVES[path]}"
+
+
+def _is_string(path: str) -> str:
+    return f"starts_with({_leaf(path)}, '\"')"
+
+
+def _text(path: str) -> str:
+    """SQL: the string a leaf holds, NULL when it holds anything else."""
+    return f"CASE WHEN {_is_string(path)} THEN {_decoded(path)} END"
+
+
+def _keys(i: int) -> str:
+    """SQL: how many keys ``_OBJECTS[i]`` has (NULL when absent; 0 when empty or not an object)."""
+    return f"n{i}"
 
 
 def _string(path: str) -> tuple[str, str]:
     """SQL (value, ok) for ``events._opt_str``: absent, null, a string, or (where exports write
-    numbers) an integer."""
-    x, y, d, key = _leaf(path), _type(path), _decoded(path), path.rsplit(".", 1)[-1]
+    numbers) an integer as Python writes it."""
+    x, d, key = _leaf(path), _decoded(path), path.rsplit(".", 1)[-1]
     if key in _NUMERIC_OK:
-        return f"coalesce({d}, {x})", f"({y} IS NULL OR {y} IN ('NULL', 'VARCHAR', 'UBIGINT', 'BIGINT'))"
-    return d, f"({y} IS NULL OR {y} IN ('NULL', 'VARCHAR'))"
-
-
-def _bool(path: str) -> tuple[str, str]:
-    """SQL (value, ok) for ``events._opt_bool``."""
-    x, y = _leaf(path), _type(path)
-    low = f"lower({_decoded(path)})"
-    value = f"CASE WHEN {y} = 'BOOLEAN' THEN {x} = 'true' WHEN {low} IN ('true', 'false') THEN {low} = 'true' END"
-    ok = f"({y} IS NULL OR {y} IN ('NULL', 'BOOLEAN') OR {low} IN ('true', 'false', ''))"
-    return value, ok
-
-
-def _object(i: int) -> str:
-    """SQL: the JSON type of ``_OBJECTS[i]``."""
-    return f"o{i}"
+        return (f"CASE WHEN {_is_string(path)} THEN {d} ELSE {x} END",
+                f"({x} IS NULL OR {_is_string(path)} OR regexp_full_match({x}, '{_INT_RE}'))")
+    return d, f"({x} IS NULL OR {_is_string(path)})"
 
 
 def _time(expr: str) -> str:
     return f"CASE WHEN regexp_full_match({expr}, '{_TIME_RE}') THEN TRY_CAST({expr} AS TIMESTAMPTZ) END"
 
 
-def _fields_sql() -> str:
-    """Stage one, materialized: each line that may be an event parsed once into the structure,
-    and the keys of each object read (json_keys: a second, cheaper parse)."""
+def _read_sql(guarded: bool, escaped: bool) -> str:
+    """Layers one and two: each line that may be an event parsed once into the structure, the
+    key lists of the objects checked for duplicates (``json_keys``: a cheap second walk), then
+    each leaf's JSON text and decoded string. ``guarded`` wraps the parse in ``try`` (a line
+    DuckDB cannot read is NULL, left to Python); the fast statement has no ``try`` and is rerun
+    guarded only when a group holds such a line. A string leaf is decoded by cutting its quotes,
+    exact when the line has no backslash (yyjson writes a string back with escapes only for a
+    quote, a backslash or a control character, all of which the line would then have escaped);
+    lines with one (``escaped``) are read by a second statement that decodes each string leaf
+    with ``json_extract_string``."""
     objects = "[" + ", ".join(_SQL_QUOTE + p + _SQL_QUOTE for p in _OBJECTS) + "]"
-    types = "[" + ", ".join([f"'$.{p}'" for p in _LEAVES] + [_SQL_QUOTE + p + _SQL_QUOTE for p in _OBJECTS]) + "]"
     structure = json.dumps(_STRUCTURE, separators=(",", ":"))
+    parse = f"json_transform(line, '{structure}')"
+    keys = f"json_keys(line, {objects})"
+    if guarded:
+        parse, keys = f"try({parse})", f"try({keys})"
+    leaves = ",\n        ".join(f"s.{path}::VARCHAR AS l{i}" for path, i in _LEAVES.items())
+    decoded = ",\n        ".join(
+        (f"json_extract_string(l{i}, '$') AS d{i}" if escaped else f"l{i}[2:-2] AS d{i}") for i in _LEAVES.values())
+    readable = "starts_with(line, '{') AND ends_with(line, '}')" + (
+        " AND contains(line, '\\')" if escaped else " AND NOT contains(line, '\\')")
+    counts = ", ".join(f"len(k[{i + 1}]) AS {_keys(i)}" for i in range(len(_OBJECTS)))
     return f"""
-CREATE OR REPLACE TEMP TABLE _tw_fields AS
-SELECT line_no, line AS t, try(json_transform(line, '{structure}')) AS s, try(json_type(line, {types})) AS y,
-    try(json_keys(line, {objects})) AS k
-FROM _tw_lines WHERE starts_with(line, '{{') AND ends_with(line, '}}')
+SELECT *, {decoded}
+FROM (
+    SELECT line_no, t, k, {counts}, strlen(t) - strlen(replace(t, '{{', '')) AS braces,
+        {leaves}
+    FROM (
+        SELECT line_no, line AS t, CASE WHEN {readable} THEN {parse} END AS s, CASE WHEN {readable} THEN {keys} END AS k
+        FROM _tw_lines
+    )
+)
 """  # noqa: S608 - fixed structure, no input
 
 
-def _unique_sql() -> str:
-    """SQL over ``_tw_fields``: no object read has a duplicate key, and every object of the line
-    is one of those: as many ``{`` in the text as objects checked (a brace inside a string only
-    sends the line to Python)."""
-    unique = " AND ".join(f"CASE WHEN coalesce(len(k[{i}]), 0) < 2 THEN true ELSE len(k[{i}]) = list_unique(k[{i}]) END"
-                          for i in range(1, len(_OBJECTS) + 1))
-    objects = " + ".join(f"coalesce({_object(i)} = 'OBJECT', false)::INT" for i in range(len(_OBJECTS)))
-    braces = "strlen(t) - strlen(replace(t, '{', ''))"
-    return f"({unique}) AND {braces} = {objects}"
+def _known_objects_sql() -> str:
+    """SQL: every object of the line is one of those whose keys were listed: as many ``{`` in
+    the text as objects with keys (an empty object, a brace inside a string or an object
+    elsewhere only sends the line to Python). Whether a listed object repeats a key is decided
+    over the lists in Arrow (:func:`_duplicate_keys`): DuckDB's list functions cost about a
+    microsecond per list and row, nine lists per line."""
+    objects = " + ".join(f"coalesce({_keys(i)} > 0, false)::INT" for i in range(len(_OBJECTS)))
+    return f"braces = {objects}"
 
 
-def _parse_sql() -> str:
-    """Stage two, over ``_tw_fields``: the typed columns, and whether SQL decided the line;
-    parameters: the earliest and the latest plausible event time."""
+# The typed columns SQL computes, in the events table's order (ip_version, referenced_resources,
+# raw and agent are added from Python's rules over distinct values, see _group).
+_OUT_COLUMNS = (
+    "event_id", "event_time", "event_name", "event_type", "event_rw", "event_source", "event_version",
+    "service_name", "service_code", "acs_region", "source_ip", "secure_transport", "user_agent",
+    "request_id", "api_version", "error_code", "error_message", "identity_type", "account_id",
+    "principal_id", "user_name", "access_key_id", "session_created", "recipient_account_id", "vpc_id",
+    "resource_type", "resource_name")
+# The JSON text of the values whose rules run in Python over distinct values (_by_distinct): few
+# distinct values per group, and the rules stay normalize's own.
+_TEXT_COLUMNS = ("global_text", "attributes", "mfa_attributes_text", "mfa_session_text")
+
+
+def _parse_sql(guarded: bool, escaped: bool) -> str:
+    """Layer three: the typed columns, and whether SQL decided the line; parameters: the
+    earliest and the latest plausible event time."""
     strings, oks = [], []
     for col, key in _STRINGS:
         value, ok = _string(key)
@@ -197,100 +235,54 @@ def _parse_sql() -> str:
     itype, user, pid, account = (ident[k][0] for k in ("type", "userName", "principalId", "accountId"))
     oks += [ok for _, ok in ident.values()]
     akid = f"nullif({ident['accessKeyId'][0]}, '')"
-    glob, glob_ok = _bool("isGlobal")
-    mfa_a, mfa_a_ok = _bool("userIdentity.sessionContext.attributes.mfaAuthenticated")
-    mfa_s, mfa_s_ok = _bool("userIdentity.sessionContext.sessionAttributes.mfaAuthenticated")
-    attrs = f"coalesce({_object(3)} = 'OBJECT', false)"
-    created_a, created_s = (_decoded(f"userIdentity.sessionContext.{n}.creationDate")
+    attrs = f"coalesce({_keys(3)} > 0, false)"
+    created_a, created_s = (_text(f"userIdentity.sessionContext.{n}.creationDate")
                             for n in ("attributes", "sessionAttributes"))
     created_text = f"CASE WHEN {attrs} THEN {created_a} ELSE {created_s} END"
-    code = _decoded("requestParameters.ServiceCode")
-    scheme = f"lower({_decoded('additionalEventData.Scheme')})"
-    refs, refs_type = _leaf("referencedResources"), _type("referencedResources")
-    event_id, event_time = _decoded("eventId"), _decoded("eventTime")
-    n = len(_LEAVES)
-    leaves = ", ".join(f"s.{path} AS l{i}, y[{i + 1}] AS y{i}, CASE WHEN y[{i + 1}] = 'VARCHAR' THEN s.{path} END AS d{i}"
-                       for path, i in _LEAVES.items())
-    objects = ", ".join(f"y[{n + i + 1}] AS {_object(i)}" for i in range(len(_OBJECTS)))
+    code = _text("requestParameters.ServiceCode")
+    scheme = f"lower({_text('additionalEventData.Scheme')})"
+    refs = _leaf("referencedResources")
+    event_id, event_time = _text("eventId"), _text("eventTime")
     string_columns = ",\n        ".join(strings)
     return f"""
-WITH leaves AS (
-    SELECT line_no, t, k, {leaves}, {objects}
-    FROM _tw_fields WHERE s IS NOT NULL AND y IS NOT NULL AND k IS NOT NULL
-), typed AS (
-    SELECT line_no, t, {_unique_sql()} AS unique_keys,
+WITH typed AS (
+    SELECT line_no, t, k, braces, {_known_objects_sql()} AS known_objects,
         {event_id} AS event_id,
         {_time(event_time)} AS event_time,
         {string_columns},
         {' AND '.join(oks)} AS strings_ok,
-        {glob} AS is_global, {glob_ok} AS global_ok,
         {itype} AS identity_type, {account} AS account_id, {pid} AS principal_id, {user} AS user_name,
         {akid} AS access_key_id,
-        CASE WHEN {itype} = 'assumed-role' AND {user} <> '' THEN split_part({user}, ':', 1) END AS role_name,
-        CASE WHEN {itype} = 'assumed-role' AND {pid} <> '' THEN split_part({pid}, ':', 1) END AS role_id,
-        CASE WHEN {itype} = 'assumed-role' AND {user} <> '' AND strpos({user}, ':') > 0
-             THEN nullif(substr({user}, strpos({user}, ':') + 1), '') END AS session_name,
-        CASE WHEN {itype} = 'ram-user' AND {user} <> '' THEN 'ram-user:' || {user}
-             WHEN {itype} = 'assumed-role' AND ({user} <> '' OR {pid} <> '')
-                 THEN 'role:' || split_part(coalesce(nullif({user}, ''), {pid}), ':', 1)
-             WHEN {itype} = 'root-account'
-                 THEN 'root-account:' || coalesce(nullif({account}, ''), nullif({pid}, ''), 'unknown')
-             WHEN {itype} <> '' AND coalesce(nullif({user}, ''), nullif({pid}, '')) IS NOT NULL
-                 THEN {itype} || ':' || coalesce(nullif({user}, ''), {pid})
-             WHEN {akid} IS NOT NULL THEN 'access-key:' || {akid}
-             ELSE coalesce(nullif({itype}, ''), 'unknown') || ':unknown' END AS identity,
-        CASE WHEN {attrs} THEN {mfa_a} ELSE {mfa_s} END AS mfa_authenticated,
-        CASE WHEN {attrs} THEN {mfa_a_ok} ELSE {mfa_s_ok} END AS mfa_ok,
+        {_leaf("isGlobal")} AS global_text, {attrs} AS attributes,
+        {_leaf("userIdentity.sessionContext.attributes.mfaAuthenticated")} AS mfa_attributes_text,
+        {_leaf("userIdentity.sessionContext.sessionAttributes.mfaAuthenticated")} AS mfa_session_text,
         CASE WHEN {created_text} <> '' THEN {_time(created_text)} END AS session_created,
         coalesce({created_text} <> '', false) AS has_created,
         nullif({code}, '') AS service_code,
         CASE {scheme} WHEN 'https' THEN true WHEN 'http' THEN false END AS secure_transport,
-        coalesce({refs_type}, 'NULL') <> 'NULL' AS has_refs,
+        {refs} IS NOT NULL AS has_refs,
         {refs} AS refs_text,
-        -- what only Python can judge: a userIdentity that is not an object, references that
-        -- are neither an object nor a list, a LookupEvents body
-        coalesce({_object(1)}, 'NULL') NOT IN ('NULL', 'OBJECT')
-            OR coalesce({refs_type}, 'NULL') NOT IN ('NULL', 'OBJECT', 'ARRAY')
-            OR coalesce({_type("Events")} = 'ARRAY', false) AS object_doubt
-    FROM leaves
+        -- what only Python can judge: a userIdentity or sessionContext.attributes that may not
+        -- be an object ([] from json_keys: empty, or a string, a number...), references that are
+        -- neither an object nor a list, a LookupEvents body
+        coalesce({_keys(1)} = 0 OR {_keys(3)} = 0, false)
+            OR NOT coalesce(starts_with({refs}, '{{') OR starts_with({refs}, '['), true)
+            OR coalesce(starts_with({_leaf("Events")}, '['), false) AS object_doubt
+    FROM ({_read_sql(guarded, escaped)})
 )
-SELECT *, coalesce(
-    unique_keys AND strings_ok AND global_ok AND mfa_ok AND NOT object_doubt
+SELECT line_no, coalesce(
+    known_objects AND strings_ok AND NOT object_doubt
     AND event_id <> '' AND event_time IS NOT NULL AND event_time >= $1 AND event_time <= $2
     AND (NOT has_created OR session_created IS NOT NULL)
     AND coalesce(event_name, '') <> 'ConsoleSignin'
     AND NOT regexp_matches(t, '{_TRAILING_COMMA}')
-    AND strlen(t) - strlen(replace(replace(t, '{{', ''), '[', '')) <= {MAX_BRACKETS}, false) AS decided
+    AND braces + strlen(t) - strlen(replace(t, '[', '')) <= {MAX_BRACKETS}, false) AS decided,
+    {", ".join(_OUT_COLUMNS + _TEXT_COLUMNS)}, has_refs, refs_text, k
 FROM typed
 """  # noqa: S608 - fixed paths, no input
 
 
-_FIELDS_SQL = _fields_sql()
-_PARSE_SQL = _parse_sql()
-# blank lines come too (Python skips them): trimming every line in SQL cost more than the parse
-_UNDECIDED_SQL = """
-SELECT l.line_no, l.line FROM _tw_lines l ANTI JOIN (SELECT line_no FROM _tw_parsed WHERE decided) p USING (line_no)
-ORDER BY l.line_no
-"""
-_EVENT_SQL = """
-SELECT p.event_id, p.event_time, p.event_name, p.event_type, p.event_rw, p.event_source,
-       p.event_version, p.service_name, p.service_code, p.acs_region, p.is_global, p.source_ip,
-       ips.ip_version, p.secure_transport, p.user_agent, p.request_id, p.api_version, p.error_code,
-       p.error_message, p.identity_type, p.identity, p.account_id, p.principal_id, p.user_name,
-       p.role_name, p.role_id, p.session_name, p.access_key_id, p.mfa_authenticated,
-       p.session_created, p.recipient_account_id, p.vpc_id, p.resource_type, p.resource_name,
-       refs.referenced_resources, p.t AS raw, a.agent, $1 AS source, $2::TIMESTAMPTZ AS ingested_at,
-       p.line_no
-FROM _tw_parsed p
-JOIN _tw_agents a ON a.identity = p.identity AND a.access_key_id IS NOT DISTINCT FROM p.access_key_id
-    AND a.account_id IS NOT DISTINCT FROM p.account_id
-LEFT JOIN _tw_ips ips ON ips.source_ip = p.source_ip
-LEFT JOIN _tw_refs refs ON refs.line_no = p.line_no
-WHERE p.decided AND (NOT p.has_refs OR refs.ok)
-ORDER BY p.line_no
-"""
-
-
+_PARSE_SQL = {(guarded, escaped): _parse_sql(guarded, escaped) for guarded in (False, True) for escaped in (False, True)}
 class NativeReader:
     """Parses NDJSON chunks with DuckDB on its own cursor of the store's database (the writer
     thread keeps the store's connection)."""
@@ -332,23 +324,17 @@ class NativeReader:
 
     def _group(self, path: Path, group: list[tuple[files.Chunk, bytes]], source: str, partition: str) -> Batch:
         lines = _lines(group)
-        con = self.con
-        con.register("_tw_lines", lines)
-        try:
-            con.execute(_FIELDS_SQL)
-            con.execute(f"CREATE OR REPLACE TEMP TABLE _tw_parsed AS {_PARSE_SQL}",
-                        [EARLIEST_EVENT_TIME, self.now + FUTURE_TOLERANCE])
-            undecided = con.sql(_UNDECIDED_SQL).fetchall()
-            undecided += self._register_lookups()
-            table = con.sql(_EVENT_SQL, params=[source, datetime.now(UTC)]).to_arrow_table()
-        finally:
-            con.unregister("_tw_lines")
-            for name in ("_tw_agents", "_tw_ips", "_tw_refs"):
-                con.unregister(name)
-        located = _located(table, str(path))
-        fallback, bad = self._python(path, undecided, source, partition)
+        located, left = self._decide(lines, str(path), source, escaped=False)
+        tables = [located]
+        escaped = left.filter(pc.match_substring(left["line"], "\\"))
+        if escaped.num_rows:  # lines with a backslash: the statement that decodes escapes
+            more, _ = self._decide(escaped, str(path), source, escaped=True)
+            tables.append(more)
+            left = left.filter(pc.invert(pc.is_in(left["line_no"], value_set=more["line_no"].combine_chunks())))
+        fallback, bad = self._python(path, list(zip(left["line_no"].to_pylist(), left["line"].to_pylist(),
+                                                    strict=True)), source, partition)
         batch = Batch(source, partition, bad=bad)
-        batch.table = _merge(located, fallback)
+        batch.table = _merge(tables + ([fallback] if fallback is not None else []))
         batch.count = batch.table.num_rows
         if batch.count:
             lo, hi = pc.min_max(batch.table["event_time"]).values()
@@ -356,30 +342,50 @@ class NativeReader:
         batch.progress = sum(len(data) for _, data in group)
         return batch
 
-    def _register_lookups(self) -> list[tuple[int, str]]:
-        """Attribution, ``ip_version`` and ``referenced_resources``: Python over distinct values
-        (references: over the rows that have one). Returns the lines whose references only
-        ``normalize`` can judge."""
+    def _decide(self, lines: pa.Table, path: str, source: str, escaped: bool) -> tuple[pa.Table, pa.Table]:
+        """The lines SQL decided, as located rows, and the lines it left (for the next statement
+        or Python): those it did not decide and those whose references only ``normalize`` can
+        judge."""
+        parsed = self._parse(lines, escaped)
+        decided = pc.and_(parsed["decided"], pc.invert(_duplicate_keys(parsed["k"])))
+        rows, raws = parsed.filter(decided), lines["line"].filter(decided)
+        added, ok = _by_distinct(rows)
+        if ok.all():
+            left = lines.filter(pc.invert(decided))
+        else:  # a value only normalize can judge (it quarantines it or reads it): Python reads the line
+            keep = pa.array(ok)
+            rows, raws = rows.filter(keep), raws.filter(keep)
+            added = {name: column.filter(keep) for name, column in added.items()}
+            left = lines.filter(pc.invert(pc.is_in(lines["line_no"], value_set=rows["line_no"].combine_chunks())))
+        added["agent"] = self._agents(rows, added["identity"])
+        return _located(rows, raws, added, source, path), left
+
+    def _parse(self, lines: pa.Table, escaped: bool = False) -> pa.Table:
+        """One row per line, in line order (DuckDB keeps insertion order without ORDER BY): the
+        typed columns and ``decided``. The fast statement, or, when a line in the group is one
+        DuckDB cannot read at all (malformed, a lone surrogate), the guarded one. ``escaped``:
+        the statement for the lines holding a backslash (the others are not decided by it)."""
+        bounds = [EARLIEST_EVENT_TIME, self.now + FUTURE_TOLERANCE]
         con = self.con
-        con.register("_tw_agents", _attribution(con, self.attribute))
-        ips = [r[0] for r in con.execute(
-            "SELECT DISTINCT source_ip FROM _tw_parsed WHERE decided AND source_ip IS NOT NULL").fetchall()]
-        con.register("_tw_ips", pa.table({"source_ip": pa.array(ips, pa.string()),
-                                          "ip_version": pa.array([ip_version(ip) for ip in ips], pa.int8())}))
-        rows = con.execute("SELECT line_no, refs_text, t FROM _tw_parsed WHERE decided AND has_refs").fetchall()
-        line_nos, values, oks = [], [], []
-        rejected: list[tuple[int, str]] = []
-        for line_no, text, raw in rows:
-            value, ok = _refs(text)
-            line_nos.append(line_no)
-            values.append(value)
-            oks.append(ok)
-            if not ok:
-                rejected.append((line_no, raw))
-        con.register("_tw_refs", pa.table({"line_no": pa.array(line_nos, pa.int64()),
-                                           "referenced_resources": pa.array(values, pa.string()),
-                                           "ok": pa.array(oks, pa.bool_())}))
-        return rejected
+        con.register("_tw_lines", lines)
+        try:
+            try:
+                parsed = con.sql(_PARSE_SQL[False, escaped], params=bounds).to_arrow_table()
+            except duckdb.InvalidInputException:
+                parsed = con.sql(_PARSE_SQL[True, escaped], params=bounds).to_arrow_table()
+        finally:
+            con.unregister("_tw_lines")
+        if parsed.num_rows != lines.num_rows or not parsed["line_no"].equals(lines["line_no"]):
+            raise AssertionError("DuckDB returned the lines out of order")  # preserve_insertion_order is on
+        return parsed
+
+    def _agents(self, rows: pa.Table, identities: pa.Array) -> pa.Array:
+        """The agent of each row by the inventory's rule (AccessKey first, then identity), called
+        once per distinct (identity, AccessKey, account). The one place the native path
+        attributes: when attribution moves to read time, this goes."""
+        codes, values = _distinct_codes([pa.chunked_array([identities]), rows["access_key_id"], rows["account_id"]])
+        agents = np.array([self.attribute(*v) for v in values] or [""], dtype=object)
+        return pa.array(agents[codes] if len(codes) else [], pa.string())
 
     def _python(self, path: Path, undecided: list[tuple[int, str]], source: str,
                 partition: str) -> tuple[pa.Table | None, list[tuple[str, str, str]]]:
@@ -421,15 +427,115 @@ def _lines(group: list[tuple[files.Chunk, bytes]]) -> pa.Table:
     return pa.table({"line_no": pa.chunked_array(numbers), "line": pa.chunked_array(texts)})
 
 
-def _attribution(con: duckdb.DuckDBPyConnection, attribute: Attributor) -> pa.Table:
-    """The agent of each distinct (identity, AccessKey) of the decided rows, by the inventory's
-    rule (AccessKey first, then identity). The one place the native path attributes: when
-    attribution moves to read time, this and its join go."""
-    pairs = con.execute("SELECT DISTINCT identity, access_key_id, account_id FROM _tw_parsed WHERE decided").fetchall()
-    return pa.table({"identity": pa.array([p[0] for p in pairs], pa.string()),
-                     "access_key_id": pa.array([p[1] for p in pairs], pa.string()),
-                     "account_id": pa.array([p[2] for p in pairs], pa.string()),
-                     "agent": pa.array([attribute(p[0], p[1], p[2]) for p in pairs], pa.string())})
+def _distinct_codes(columns: list[pa.ChunkedArray]) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
+    """For each row, the number of its distinct combination of ``columns`` (NULL apart from any
+    string), and the combinations in that numbering: Python then runs once per combination."""
+    if not len(columns[0]):
+        return np.zeros(0, dtype=np.int64), []
+    code = np.zeros(len(columns[0]), dtype=np.int64)
+    dictionaries = []
+    for column in columns:
+        encoded = pc.dictionary_encode(column.combine_chunks())
+        size = len(encoded.dictionary) + 1
+        indices = encoded.indices.fill_null(size - 1).to_numpy(zero_copy_only=False).astype(np.int64)
+        code = code * size + indices
+        dictionaries.append(encoded.dictionary.to_pylist() + [None])
+    unique, inverse = np.unique(code, return_inverse=True)
+    values = []
+    for c in unique.tolist():
+        parts = []
+        for dictionary in reversed(dictionaries):
+            c, i = divmod(c, len(dictionary))
+            parts.append(dictionary[i])
+        values.append(tuple(reversed(parts)))
+    return inverse, values
+
+
+def _duplicate_keys(keys: pa.ChunkedArray) -> pa.Array:
+    """For each row of ``json_keys`` lists (one list per object checked), whether one of its
+    objects lists a key twice. Vectorized: every key is numbered by a dictionary, paired with
+    the number of its object, and the pairs sorted; two equal neighbours are a duplicate."""
+    lists = keys.combine_chunks()
+    found = np.zeros(len(lists), dtype=bool)
+    objects = pc.list_flatten(lists)
+    names = pc.list_flatten(objects)
+    if not len(names):
+        return pa.array(found)
+    row_of_object = pc.list_parent_indices(lists).to_numpy()
+    object_of_name = pc.list_parent_indices(objects).to_numpy()
+    encoded = pc.dictionary_encode(names)
+    pairs = object_of_name * len(encoded.dictionary) + encoded.indices.to_numpy().astype(np.int64)
+    pairs.sort()
+    repeated = pairs[1:][pairs[1:] == pairs[:-1]] // len(encoded.dictionary)
+    found[row_of_object[repeated]] = True
+    return pa.array(found)
+
+
+_IDENTITY_COLUMNS = ("identity", "role_name", "role_id", "session_name")
+
+
+def _by_distinct(rows: pa.Table) -> tuple[dict[str, pa.Array], np.ndarray]:
+    """The columns whose rule is ``normalize``'s own, run once per distinct value in a group (an
+    identity, an address, a flag's JSON text...), and which rows SQL may keep (False: a value
+    only ``normalize`` can judge). References run per row that has them (~8% of events)."""
+    ok = np.ones(rows.num_rows, dtype=bool)
+    added: dict[str, pa.Array] = {}
+    idents = _per_distinct([rows["identity_type"], rows["user_name"], rows["principal_id"], rows["account_id"],
+                            rows["access_key_id"]], _identity_of, ok, len(_IDENTITY_COLUMNS))
+    for i, name in enumerate(_IDENTITY_COLUMNS):
+        added[name] = pa.array(idents[:, i], pa.string())
+    added["ip_version"] = pa.array(_per_distinct([rows["source_ip"]], lambda ip: (ip_version(ip),), ok)[:, 0],
+                                   pa.int8())
+    added["is_global"] = pa.array(_per_distinct([rows["global_text"]], _global_of, ok)[:, 0], pa.bool_())
+    added["mfa_authenticated"] = pa.array(_per_distinct(
+        [rows["attributes"], rows["mfa_attributes_text"], rows["mfa_session_text"]], _mfa_of, ok)[:, 0], pa.bool_())
+    values: list[str | None] = [None] * rows.num_rows
+    for i in pc.indices_nonzero(rows["has_refs"]).to_pylist():
+        values[i], ok[i] = _refs(rows["refs_text"][i].as_py())
+    added["referenced_resources"] = pa.array(values, pa.string())
+    return added, ok
+
+
+def _per_distinct(columns: list[pa.ChunkedArray], rule: Callable[..., tuple[Any, ...]], ok: np.ndarray,
+                  width: int = 1) -> np.ndarray:
+    """``rule`` over each distinct combination of ``columns``, as a row-aligned object matrix
+    (one column per value the rule returns); a combination it refuses (``MalformedEvent``)
+    clears ``ok`` for its rows."""
+    codes, combos = _distinct_codes(columns)
+    results: list[tuple[Any, ...] | None] = []
+    refused: list[int] = []
+    for i, combo in enumerate(combos):
+        try:
+            results.append(rule(*combo))
+        except MalformedEvent:
+            results.append(None)
+            refused.append(i)
+    table = np.empty((max(len(combos), 1), width), dtype=object)
+    for i, result in enumerate(results):
+        if result is not None:
+            table[i, :] = result
+    if refused:
+        ok &= ~np.isin(codes, refused)
+    return table[codes] if len(codes) else np.empty((0, width), dtype=object)
+
+
+def _identity_of(itype: str | None, user: str | None, pid: str | None, account: str | None,
+                 akid: str | None) -> tuple[Any, ...]:
+    """``normalize``'s identity columns from ``userIdentity``'s values (as SQL read them)."""
+    ident = _identity({"type": itype, "userName": user, "principalId": pid, "accountId": account, "accessKeyId": akid})
+    return tuple(ident[name] for name in _IDENTITY_COLUMNS)
+
+
+def _global_of(text: str | None) -> tuple[Any, ...]:
+    """``isGlobal`` by ``normalize``'s rule, from its JSON text."""
+    return (_opt_bool(None if text is None else json.loads(text), "isGlobal"),)
+
+
+def _mfa_of(attributes: bool | None, from_attributes: str | None, from_session: str | None) -> tuple[Any, ...]:
+    """``sessionContext``'s ``mfaAuthenticated`` by ``normalize``'s rule: ``attributes`` when it
+    is an object, else ``sessionAttributes``."""
+    text = from_attributes if attributes else from_session
+    return (_opt_bool(None if text is None else json.loads(text), "userIdentity.sessionContext.mfaAuthenticated"),)
 
 
 def _refs(text: str) -> tuple[str | None, bool]:
@@ -454,34 +560,38 @@ def _refs(text: str) -> tuple[str | None, bool]:
         return None, False
 
 
-def _located(table: pa.Table, path: str) -> pa.Table:
-    """DuckDB's rows in the writer's located schema (``raw`` and ``referenced_resources`` as
-    Arrow JSON without a copy), with ``line_no`` last."""
-    prefix = pa.scalar(f"{path}:")
-    location = pc.binary_join_element_wise(prefix, pc.cast(table["line_no"], pa.string()), "")
+def _located(rows: pa.Table, raws: pa.ChunkedArray, added: dict[str, pa.Array], source: str, path: str) -> pa.Table:
+    """SQL's decided rows in the writer's located schema (``raw`` and ``referenced_resources``
+    as Arrow JSON without a copy), with ``line_no`` last."""
+    n = rows.num_rows
+    added = {**added, "raw": raws, "source": pa.repeat(pa.scalar(source, pa.string()), n),
+             "ingested_at": pa.repeat(pa.scalar(datetime.now(UTC), pa.timestamp("us", tz="UTC")), n),
+             LOCATION: pc.binary_join_element_wise(pa.scalar(f"{path}:"), pc.cast(rows["line_no"], pa.string()), "")}
     columns = []
     for field in _LOCATED_SCHEMA:
-        if field.name == LOCATION:
-            columns.append(location)
-            continue
-        col = table[field.name]
+        col = added.get(field.name)
+        if col is None:
+            col = rows[field.name]
+        if isinstance(col, pa.Array):
+            col = pa.chunked_array([col], type=col.type)
         if isinstance(field.type, pa.ExtensionType):
             col = pa.chunked_array([pa.ExtensionArray.from_storage(field.type, c.cast(pa.string()))
                                     for c in col.chunks], type=field.type)
         elif col.type != field.type:
             col = col.cast(field.type)
         columns.append(col)
-    return pa.Table.from_arrays(columns, schema=_LOCATED_SCHEMA).append_column("line_no", table["line_no"])
+    return pa.Table.from_arrays(columns, schema=_LOCATED_SCHEMA).append_column("line_no", rows["line_no"])
 
 
-def _merge(located: pa.Table, fallback: pa.Table | None) -> pa.Table:
-    """Both sets of rows in line order (the first copy of an eventId in the file is the one
-    kept), without the ``line_no`` column."""
-    if fallback is not None and fallback.num_rows:
-        merged = pa.concat_tables([located, fallback.cast(located.schema)])
+def _merge(tables: list[pa.Table]) -> pa.Table:
+    """All rows in line order (the first copy of an eventId in the file is the one kept),
+    without the ``line_no`` column."""
+    tables = [t for t in tables if t.num_rows] or tables[:1]
+    if len(tables) > 1:
+        merged = pa.concat_tables([t.cast(tables[0].schema) for t in tables])
         merged = merged.take(pc.sort_indices(merged, [("line_no", "ascending")]))
     else:
-        merged = located
+        merged = tables[0]
     return merged.drop_columns(["line_no"])
 
 
@@ -490,8 +600,8 @@ PARSER_ENV = "TRAILWARDEN_INGEST_PARSER"
 
 def native_enabled() -> bool:
     """Whether DuckDB parses NDJSON: only with ``TRAILWARDEN_INGEST_PARSER=duckdb``. Measured
-    (README, Performance) it costs more CPU than the Python parser and, on one core where the
-    Python parser has a process per core, takes longer; it stays opt-in until it does not."""
+    on 1M events (README, Performance) it is faster and costs 65% of the Python parser's CPU
+    over the process tree; issue 18's target is 50%, so it stays opt-in until it meets it."""
     return os.environ.get(PARSER_ENV, "python").strip().lower() == "duckdb"
 
 

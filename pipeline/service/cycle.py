@@ -1,6 +1,7 @@
 """The unattended service: ``run`` (one cycle) and ``serve`` (APScheduler 3.x, every interval).
 
-A cycle is ingest -> detect -> alert, as one job (ordering by construction, never overlapping:
+A cycle is ingest -> detect -> alert (with ``store:`` configured: ingest -> features -> detect ->
+alert -> seal, README "The store"), as one job (ordering by construction, never overlapping:
 ``max_instances=1``, ``coalesce=True``, a misfire grace of one interval). Each step is recorded in
 ``runs`` (``cycle.ingest`` ...); a failing source or step does not stop the others, and a step
 failing three cycles running is reported (and posted to Slack when it is configured).
@@ -89,7 +90,7 @@ def run_cycle(config: Config, inventory: Inventory, db: Path, *, config_path: st
         steps: tuple[tuple[str, Callable[..., dict[str, Any]]], ...] = (
             ("ingest", partial(_ingest, stop=stopping)), ("detect", _detect), ("alert", _alert))
         if config.store is not None:
-            steps += (("seal", _seal),)
+            steps = (*steps[:1], ("features", _features), *steps[1:], ("seal", _seal))
         for name, step in steps:
             if stopping():
                 result.stopped_early = True
@@ -185,6 +186,17 @@ def _seal(store: Store, config: Config, _inventory: Inventory, _path: str | None
     compacted = lake.compact(store, max_days=config.store.seal_days_per_cycle)
     return {"sealed": sealed.as_dict(), "compacted": compacted.as_dict(),
             "waiting": len(lake.sealable_days(store, config.store.seal_after))}
+
+
+def _features(store: Store, config: Config, _inventory: Inventory, _path: str | None, _echo: Any) -> dict[str, Any]:
+    """Keep the per-day rows baselines fit from for the UTC days that ended (README, "Baselines
+    from daily aggregates"), before detect refits: at most ``store.seal_days_per_cycle + 1`` days
+    per cycle, newest first (after an inventory change every kept day is stale: they are rebuilt
+    over the next cycles and read from their events meanwhile)."""
+    from pipeline.detection import features
+
+    assert config.store is not None
+    return features.refresh(store, config.timezone, max_days=config.store.seal_days_per_cycle + 1).as_dict()
 
 
 def _alert(store: Store, config: Config, inventory: Inventory, _path: str | None,
@@ -347,6 +359,10 @@ class Service:
         try:
             with open_store(self.db, memory_limit=self.config.memory_limit, lock_wait=60.0,
                             stop=self._stop.is_set, on_wait=log.warning) as store:
+                if self.config.store is not None:  # the day that just ended, kept before the refit reads it
+                    from pipeline.detection import features
+
+                    features.refresh(store, self.config.timezone, max_days=self.config.store.seal_days_per_cycle + 1)
                 fitted = learning.refit(store, utcnow(), self.config.timezone)
                 if self.config.retention is not None:
                     from pipeline.store.retention import prune
