@@ -13,9 +13,13 @@ its own:
 * ``trailwarden replay busy --format json|table|html -o FILE`` end to end, with the store's
   default memory limit.
 
-Prints seconds, events/s and peak RSS for each, and the ratio to the reference.
+Prints seconds, events/s and peak RSS for each, and the ratio to the reference, and checks that
+the JSON export holds every event (one timeline entry a line). Every event names an object of its
+own (``referenced_resources`` as ingest stores it), so the RAM mapping sees a distinct call per event
+and the blast radius lists N resources: the worst case for the export, which maps each distinct call
+once. ``--resources shared``: one of 7 buckets instead, calls that repeat (the usual agent).
 
-Usage: python benchmarks/replay_export_bench.py [--events 1000000] [--keep]
+Usage: python benchmarks/replay_export_bench.py [--events 1000000] [--resources own|shared] [--keep]
 """
 
 from __future__ import annotations
@@ -53,14 +57,15 @@ print(n)
 """
 
 
-def build_store(db: Path, events: int) -> int:
+def build_store(db: Path, events: int, own_objects: bool = True) -> int:
     span = int((END - SINCE).total_seconds())
     with open_store(db, memory_limit="4GB") as store:
         store.con.execute(
             f"""
             INSERT INTO events_hot (event_id, event_time, event_name, event_type, event_rw, event_version,
                 service_name, acs_region, source_ip, ip_version, user_agent, error_code, identity_type, identity,
-                account_id, user_name, access_key_id, recipient_account_id, raw, agent, source, ingested_at)
+                account_id, user_name, access_key_id, recipient_account_id, referenced_resources, raw, agent, source,
+                ingested_at)
             WITH calls AS (
                 SELECT i, CASE WHEN i % 21 = 0 OR i < {events} THEN 'busy' ELSE 'quiet-' || (i % 20) END AS who,
                        ? + (i * {span} // {events + events // 20}) * INTERVAL 1 SECOND AS t,
@@ -74,6 +79,7 @@ def build_store(db: Path, events: int) -> int:
                    '203.0.113.' || (i % 250), 4, 'aliyun-sdk-python/2.13.37 Python/3.11.7 Linux/5.15', err,
                    'ram-user', 'ram-user:' || who, '1384926508761234', who, 'LTAI5tBench' || who,
                    '1384926508761234',
+                   {REFERENCED if own_objects else SHARED}::VARCHAR,  -- as ingest normalises it
                    json_object('eventId', printf('%08x-0000-4000-8000-%012d', i, i), 'eventVersion', '1',
                        'eventTime', strftime(t, '%Y-%m-%dT%H:%M:%SZ'), 'eventName', name, 'eventType', 'ApiCall',
                        'eventRW', CASE WHEN name = 'PutObject' THEN 'Write' ELSE 'Read' END,
@@ -101,6 +107,12 @@ def build_store(db: Path, events: int) -> int:
     return int(busy)
 
 
+# referenced_resources: every event an object of its own, or one of 7 buckets (calls that repeat)
+REFERENCED = ("json_object('ACS::OSS::Object', ['evidence-bucket-' || (i % 7) || '/exports/2026/11/' "
+              "|| printf('%010d', i)])")
+SHARED = "json_object('ACS::OSS::Bucket', ['evidence-bucket-' || (i % 7)])"
+
+
 def measure(argv: list[str]) -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB) of a child process."""
     started = time.monotonic()
@@ -115,6 +127,9 @@ def measure(argv: list[str]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000, help="events of the busy agent")
+    parser.add_argument("--resources", choices=("own", "shared"), default="own",
+                        help="own: every event names an object of its own (the worst case: a blast radius of "
+                             "N resources, a RAM mapping per event); shared: one of 7 buckets")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="trailwarden-replay-export-"))
@@ -124,7 +139,7 @@ def main() -> None:
         config = workdir / "trailwarden.yaml"
         config.write_text(f"timezone: Asia/Shanghai\ninventory: {workdir / 'agents.yaml'}\n")
         started = time.monotonic()
-        n = build_store(db, args.events)
+        n = build_store(db, args.events, args.resources == "own")
         print(f"store: busy has {n:,} events ({db.stat().st_size / 2**20:,.0f} MiB on disk), "
               f"built in {time.monotonic() - started:.0f} s")
         window = [SINCE.isoformat(), END.isoformat()]
@@ -138,6 +153,11 @@ def main() -> None:
                                     "--since", window[0], "--until", window[1], "--db", str(db), "--format", fmt,
                                     "-o", str(out)])
             label = f"replay --format {fmt} ({out.stat().st_size / 2**20:,.0f} MiB)"
+            if fmt == "json":
+                with out.open(encoding="utf-8") as f:
+                    exported = sum(line.startswith('    {"event_id":') for line in f)
+                if exported != n:
+                    raise SystemExit(f"the JSON export holds {exported:,} events of {n:,}")
             print(f"{label:<46} {seconds:>8.2f} {n / seconds:>10,.0f} {rss:>6,.0f} MiB {seconds / reference:>9.2f}")
     finally:
         if not args.keep:

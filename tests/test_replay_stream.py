@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.core.output import json_text, written
+from pipeline.core.output import written
 from pipeline.investigate.replay import build_replay, export_digest, write_replay
 from pipeline.investigate.replay_views import HTML_AROUND, HTML_LAST, as_text, write_html
 from pipeline.store.store import Store
@@ -53,8 +53,15 @@ def test_the_streamed_export_is_the_whole_document_and_its_digest_checks(long_wi
     assert export_digest(export) == export["sha256"] == replay.sha256
     assert export["summary"]["events"] == len(trail.events) == replay.report["summary"]["events"]
     assert len(export["timeline"]) == len(trail.events) + export["summary"]["findings"] == replay.entries
-    # byte for byte what dumping the whole export at once gives (the format users already parse)
-    assert text == json_text(export, indent=2) + "\n"
+    # the header indented (a list's items one a line), each timeline entry compact on a line of its
+    # own (grep-able, and the bytes the digest is over), the redaction note and the digest last
+    start = text.index('\n  "timeline": [\n') + len('\n  "timeline": [\n')
+    lines = text[start:text.index("\n  ],\n", start)].split(",\n")
+    assert [json.loads(line) for line in lines] == export["timeline"]
+    assert all(line.startswith("    {") and "\n" not in line for line in lines)
+    assert text.endswith(f'"sha256": "{export["sha256"]}"\n}}\n')
+    assert json.loads(text[:text.index('\n  "timeline"')].rstrip(",") + "}") | {"timeline": export["timeline"]} \
+        == {k: v for k, v in export.items() if k not in ("redaction", "sha256")}
     assert list(export)[-3:] == ["timeline", "redaction", "sha256"]
     assert build_replay(store, "monitor", inv, **_window()) | {"generated_at": None, "sha256": None} == \
         export | {"generated_at": None, "sha256": None}
@@ -140,3 +147,87 @@ def test_a_busy_agent_is_read_in_stretches_without_losing_or_reordering_an_event
     assert a["timeline"] == b["timeline"] and a["sha256"] != "" and len(a["timeline"]) == len(trail.events) + 1
     times = [e["event_time"] for e in b["timeline"]]
     assert times == sorted(times, key=datetime.fromisoformat)
+
+
+def test_every_event_is_exported_however_small_the_batches(long_window, monkeypatch):
+    """The agent's own events and those through its roles are read on cursors of their own: a
+    query on the store's connection while a stretch was being read used to end that stretch after
+    its first batch, and the export (and its summary) silently held only those events."""
+    from pipeline.investigate import replay as module
+
+    store, inv, trail = long_window
+    monkeypatch.setattr(module, "BATCH", 5)
+    out = io.StringIO()
+    replay = write_replay(store, "monitor", inv, out, **_window())
+    export = json.loads(out.getvalue())
+    events = [e["event_id"] for e in export["timeline"] if e["kind"] == "event"]
+    assert len(events) == len(set(events)) == len(trail.events) == export["summary"]["events"]
+    assert export_digest(export) == replay.sha256
+
+
+ODD = {"float": 2.5, "tiny": 1e-07, "huge": 1e20, "exact": 12345678901234567890123, "neg": -0.0,
+       "text": "caf\u00e9 \u202egnp.exe \u007f\u0085 \U0001f600 \u001f tab\there </script> back\\slash \"q\"",
+       "NextToken": "page-2", "nested": {"list": [1, 2.0, None, True, {"z": "1e5", "a": []}]}}
+
+
+@pytest.fixture
+def odd_values(store: Store):
+    """Events whose text DuckDB and Python could write differently (floats Python writes with an
+    exponent, control and hidden characters, non-ASCII, big integers), each to an object of its
+    own, some failed, and one whose request holds a password."""
+    inv = inventory(agent("monitor"))
+    trail = Trail(inv)
+    for i in range(40):
+        fields = {"requestParameters": {**ODD, "i": i}} if i % 4 == 0 else {}
+        trail.add("monitor", START + timedelta(minutes=i), "GetObject", serviceName="Oss",
+                  error="AccessDenied" if i % 5 == 0 else None, ua=f"agent/{i % 3} \u202e\u200b",
+                  referencedResources={"ACS::OSS::Object": [f"bucket/obj-{i % 7}"]}, **fields)
+    trail.add("monitor", START + timedelta(hours=2), "CreateLoginProfile", serviceName="Ims", rw="Write",
+              requestParameters={"UserName": "bob", "Password": "Odd-Pw-9"})
+    ingest(store, trail.events, inv)
+    return store, inv, trail
+
+
+def test_odd_values_export_verifiably_inert_and_as_received(odd_values):
+    store, inv, trail = odd_values
+    out = io.StringIO()
+    replay = write_replay(store, "monitor", inv, out, **_window())
+    text = out.getvalue()
+    export = json.loads(text)
+    assert export_digest(export) == export["sha256"] == replay.sha256
+    assert "\u202e" not in text and "\u007f" not in text and "\u200b" not in text  # inert in the file...
+    events = [e for e in export["timeline"] if e["kind"] == "event"]
+    received = {e["eventId"]: e for e in trail.events}
+    for entry in events[:-1]:  # ... and every value as received once parsed
+        assert entry["raw"] == received[entry["event_id"]], entry["event_id"]
+    assert "Odd-Pw-9" not in text and export["redaction"]["values_redacted"] == 1
+    assert events[-1]["raw"]["requestParameters"] == {"UserName": "bob", "Password": "<redacted>"}
+
+
+def test_the_blast_radius_and_summary_add_up_the_timeline(odd_values):
+    """The totals are added up in DuckDB, apart from the timeline: they must say what it holds."""
+    store, inv, _ = odd_values
+    out = io.StringIO()
+    write_replay(store, "monitor", inv, out, **_window())
+    export = json.loads(out.getvalue())
+    events = [e for e in export["timeline"] if e["kind"] == "event"]
+    summary = export["summary"]
+    assert (summary["events"], summary["failed"]) == (len(events), sum(bool(e["error_code"]) for e in events))
+    assert (summary["first_event"], summary["last_event"]) == (events[0]["event_time"], events[-1]["event_time"])
+    assert summary["apis"] == len({e["action"] for e in events})
+    expected: dict[tuple[str, str, str], list[str]] = {}
+    for e in events:
+        for arn in e["resources"]:
+            if not arn.endswith(":*"):
+                key = (arn, "write" if e["event_rw"] == "Write" else "read", "failed" if e["error_code"] else "succeeded")
+                expected.setdefault(key, []).append(e["event_time"])
+    radius = export["blast_radius"]
+    assert {(r["resource"], r["access"], r["outcome"]): (r["calls"], r["first_seen"], r["last_seen"])
+            for r in radius["resources"]} == {k: (len(v), v[0], v[-1]) for k, v in expected.items()}
+    calls = [r["calls"] for r in radius["resources"] if (r["access"], r["outcome"]) == ("read", "succeeded")]
+    assert calls == sorted(calls, reverse=True)
+    agents = {}
+    for e in events:
+        agents.setdefault(e["user_agent"], []).append(e["event_time"])
+    assert [(i["value"], i["calls"], i["first_seen"], i["last_seen"]) for i in radius["user_agents"]] == sorted(
+        ((v, len(t), t[0], t[-1]) for v, t in agents.items()), key=lambda i: -i[1])

@@ -39,7 +39,9 @@ def _char_class(ranges: tuple[tuple[int, int], ...]) -> re.Pattern[str]:
 
 
 HIDDEN = _char_class((_C0, *_RANGES))
+HIDDEN_IN_JSON_RANGES = _RANGES  # what ``json_inert`` escapes, for engines other than ``re``
 _HIDDEN_IN_JSON = _char_class(_RANGES)
+HIDDEN_IN_JSON = _HIDDEN_IN_JSON
 _BREAKS = re.compile(r"\r\n|[\r\n\t]")
 
 

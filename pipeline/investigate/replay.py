@@ -10,7 +10,8 @@ render):
 * ``changes``: APIs, source IPs and regions never seen from this agent before the window (its
   whole stored history before ``since``);
 * the evidence trail: each event's raw JSON, and a SHA-256 over the export (computed over the
-  export without the hash, keys sorted), so what is attached to a ticket can be checked later.
+  export without the hash, compact, keys in the order written: :func:`export_digest`), so what is
+  attached to a ticket can be checked later.
 
 Exports are redacted by default (``pipeline.core.redact``: passwords, AccessKey secrets, tokens, keys,
 at any depth and inside strings): ``redaction`` says so and how many values went, and the hash
@@ -19,27 +20,36 @@ evidence as received, for who needs it; the store keeps it either way.
 
 Only the agent's rows are read: the ``agent`` column is compared in DuckDB (dictionary-encoded,
 fast even on 10M rows) and the raw JSON is fetched only for the export.
+
+Each timeline entry's JSON is written by DuckDB (``_entry_sql``: the columns with ``to_json``, the
+raw event minified with ``json``), with only the RAM action and resources from Python (once per
+distinct call, ``_Mapping``): no event is parsed in Python unless it may hold a secret or DuckDB's
+text of it could differ from Python's (``_SLOW``), which is then built as before. So the export
+costs about what reading its rows costs, not a parse and two serialisations of every event.
 """
 
 from __future__ import annotations
 
 import hashlib
-import heapq
 import io
 import json
+import re
 import tempfile
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import IO, Any, TextIO
+from datetime import UTC, datetime, timedelta
+from typing import Any, TextIO
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from models.inventory import Inventory
 from models.mapping import PARAMETER_TARGETS, CallFacts, action, is_authorized_call, resources
 from pipeline import __version__
-from pipeline.core.inert import json_inert
+from pipeline.core.inert import HIDDEN_IN_JSON, HIDDEN_IN_JSON_RANGES, json_inert
 from pipeline.core.output import to_jsonable
-from pipeline.core.redact import might_hold_secrets
+from pipeline.core.redact import HINT_SHAPES, HINT_WORDS, might_hold_secrets, redact_text
 from pipeline.core.redact import redact as redact_values
 from pipeline.core.times import utcnow
 from pipeline.detection.findings import list_findings
@@ -86,41 +96,43 @@ def write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | N
                  redact: bool = True, last: int = 50, around: int = 0) -> Replay:
     """Write the JSON export to ``out`` (``None``: only its digest) as the agent's events are read.
 
-    Memory stays flat in the number of events: each timeline entry is written to temporary files
-    as it is read (``_Timeline``), while the summary, blast radius and changes are added up; then
-    the digest is computed and the export written (the same document ``json.dumps(report,
-    indent=2)`` would give, byte for byte). The views keep the ``last`` entries and ``around`` entries on each
-    side of every finding (``Replay.shown``)."""
+    Memory stays flat in the number of events: the window is read a stretch at a time; each
+    stretch's summary, blast radius and changes are added up in DuckDB and merged (memory in the
+    number of distinct resources and sources, not events), and its timeline entries are written
+    to a temporary file, one compact entry a line. Then the export is written - its header
+    indented, the entries as they are, the redaction note and the digest last - and hashed as it
+    is written. The views keep the ``last`` entries and ``around`` entries on each side of every
+    finding (``Replay.shown``)."""
     until = until or utcnow()
     since = since or until - timedelta(days=90)
     findings = sorted((f for f in list_findings(store, agent=agent)
                        if f["last_seen"] >= since and f["first_seen"] < until), key=lambda f: (f["first_seen"], f["id"]))
-    totals = _Totals(_history(store, agent, since))
+    window = _Window(store, agent, since, until, with_raw=with_raw, redact=redact)
+    totals = _Totals(_history(store, agent, since), redact)
     extract = _Extract(last, around)
+    pending = deque((_us(f["first_seen"]), to_jsonable(_finding_entry(f))) for f in findings)
     inv = inventory.agent(agent)
     generated_at = utcnow()
-    with _Timeline(pretty=out is not None) as timeline:
-        pending = iter(findings)
-        finding = next(pending, None)
+    with _Timeline() as timeline:
 
-        def put(entry: dict[str, Any]) -> None:
-            if entry["kind"] == "event":  # text and lists of text from the store, parsed raw JSON
-                jsonable = {**entry, "event_time": to_jsonable(entry["event_time"])}
-            else:
-                jsonable = to_jsonable(entry)
-            extract.add(timeline.count, jsonable)
-            timeline.add(jsonable)
+        def put_finding() -> None:
+            when, entry = pending.popleft()
+            line = _compact(entry)
+            extract.add(timeline.count, "finding", when, entry)
+            timeline.add([line], {0} if HIDDEN_IN_JSON.search(line) else set())
 
-        for row in _events(store, agent, since, until, with_raw, redact, totals):
-            while finding is not None and finding["first_seen"] <= row["event_time"]:
-                put(_finding_entry(finding))
-                finding = next(pending, None)
-            totals.add(row)
-            put(_event_entry(row))
-        while finding is not None:
-            put(_finding_entry(finding))
-            finding = next(pending, None)
-        header = to_jsonable({
+        for times, lines, hidden in window.batches(totals):
+            if not extract.active and not (pending and pending[0][0] <= times[-1]):
+                timeline.add(lines, hidden)  # no finding among them, no view to keep them for
+                continue
+            for i, (when, line) in enumerate(zip(times, lines, strict=True)):
+                while pending and pending[0][0] <= when:
+                    put_finding()
+                extract.add(timeline.count, "event", when, line)
+                timeline.add([line], {0} if i in hidden else set())
+        while pending:
+            put_finding()
+        header = {**to_jsonable({
             "agent": agent,
             "registered": inv is not None,
             "purpose": inv.purpose if inv else None, "owner": inv.owner if inv else None,
@@ -128,86 +140,110 @@ def write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | N
             "identities": inv.identities if inv else [agent],
             "window": {"since": since, "until": until},
             "generated_at": generated_at, "generator": f"trailwarden {__version__}",
-            "summary": totals.summary(len(findings)),
-            "blast_radius": totals.blast_radius(),
+            "summary": totals.summary(len(findings))}),
+            "blast_radius": totals.blast_radius(),  # text and numbers already
             "changes": totals.changes(),
-            "findings": findings,
-        })
-        trailer = to_jsonable({"redaction": _redaction_note(redact, totals.redacted)})
-        digest = timeline.digest(header, trailer)
-        if out is not None:
-            timeline.write_export(header, trailer, digest, out)
+            "findings": to_jsonable(findings)}
+        trailer = to_jsonable({"redaction": _redaction_note(redact, window.redacted)})
+        digest = timeline.write_export(header, trailer, out)
     shown = extract.entries()
     report = {**header, "timeline": [entry for _, entry in shown], **trailer, "sha256": digest}
     return Replay(report, digest, shown, totals.activity, timeline.count)
 
 
-def _canonical(value: Any) -> str:
-    """The JSON the digest is over (keys sorted, no spaces, text as is): ``export_digest``'s."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+def _us(when: datetime) -> int:
+    """Microseconds since the epoch (what ``_Window.batches`` gives each event's time as)."""
+    return (when - _EPOCH) // timedelta(microseconds=1)
 
 
-def _pretty(value: Any) -> str:
-    """The JSON the export shows (as ``json_text(..., indent=2)`` writes it)."""
-    return json_inert(json.dumps(value, indent=2, ensure_ascii=False, default=str, allow_nan=False))
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_json_string = json.encoder.encode_basestring  # the C escaper json.dumps(..., ensure_ascii=False) uses
+
+
+def _compact(value: Any) -> str:
+    """The JSON the digest is over, and each timeline entry as the export writes it (before
+    ``json_inert``): compact, keys in their order, text as is (``export_digest``'s)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False)
+
+
+def _pretty(value: Any, indent: str = "") -> str:
+    """The JSON of the export's header and trailer: as ``json_text(..., indent=2)`` writes it, but
+    a list of objects (the blast radius' resources, the findings) one compact object a line, so a
+    blast radius of a million resources costs the C encoder, not Python's indenting one."""
+    inner = indent + "  "
+    if isinstance(value, dict) and value:
+        return "{\n" + ",\n".join(f"{inner}{_compact(k)}: {_pretty(v, inner)}" for k, v in value.items()) + \
+            f"\n{indent}}}"
+    if isinstance(value, list) and value:
+        return "[\n" + ",\n".join(inner + _inert(_compact(v)) for v in value) + f"\n{indent}]"
+    return _inert(_compact(value))
+
+
+def _inert(text: str) -> str:
+    """``json_inert``, skipped when there is nothing it could change (ASCII without DEL)."""
+    return text if text.isascii() and "\x7f" not in text else json_inert(text)
 
 
 class _Timeline:
-    """The timeline while it streams: each entry is written to a temporary file as the digest's
-    canonical JSON and, when an export is written, to another as the export shows it (indented as
-    the whole export would be), so neither the events nor their text stay in memory."""
+    """The timeline while it streams: each entry's compact JSON on a line of a temporary file (a
+    compact entry holds no raw newline), so neither the events nor their text stay in memory;
+    ``hidden``: the entries with characters ``json_inert`` escapes in the file."""
 
-    def __init__(self, *, pretty: bool) -> None:
-        self.canonical = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed by __exit__
-        self.pretty = tempfile.TemporaryFile("w+", encoding="utf-8") if pretty else None  # noqa: SIM115
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile("w+b")  # noqa: SIM115 - closed by __exit__
         self.count = 0
+        self.hidden: deque[int] = deque()
 
     def __enter__(self) -> _Timeline:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.canonical.close()
-        if self.pretty is not None:
-            self.pretty.close()
+        self.file.close()
 
-    def add(self, entry: dict[str, Any]) -> None:
-        self.canonical.write(("," if self.count else "") + _canonical(entry))
-        if self.pretty is not None:
-            self.pretty.write(("," if self.count else "") + "\n    " + _pretty(entry).replace("\n", "\n    "))
-        self.count += 1
+    def add(self, lines: list[str], hidden: set[int]) -> None:
+        self.hidden.extend(self.count + i for i in sorted(hidden))
+        self.file.write(("\n".join(lines) + "\n").encode())
+        self.count += len(lines)
 
-    def digest(self, header: dict[str, Any], trailer: dict[str, Any]) -> str:
-        """SHA-256 of the canonical export without its digest (what ``export_digest`` computes of
-        the export once parsed), the timeline read back in chunks."""
-        body = {**header, **trailer}
-        keys = sorted([*body, "timeline"])
-        sha = hashlib.sha256()
-        sha.update(("{" + "".join(f"{_canonical(k)}:{_canonical(body[k])}," for k in keys if k < "timeline")
-                    + '"timeline":[').encode())
-        _copy(self.canonical, lambda chunk: sha.update(chunk.encode()))
-        sha.update(("]" + "".join(f",{_canonical(k)}:{_canonical(body[k])}" for k in keys if k > "timeline")
-                    + "}").encode())
-        return sha.hexdigest()
+    def write_export(self, header: dict[str, Any], trailer: dict[str, Any], out: TextIO | None) -> str:
+        """Write the export to ``out`` (if any) and return its digest, computed over the bytes as
+        they go by: SHA-256 of the compact export without it (what ``export_digest`` computes of
+        the export once parsed). In the file an entry is its compact JSON on a line of its own,
+        through ``json_inert`` where it has hidden characters (the same data once parsed)."""
+        sha = hashlib.sha256((_compact(header)[:-1] + ',"timeline":[').encode())
+        if out is not None:
+            out.write(_pretty(header)[:-2] + ',\n  "timeline": [')
+        self.file.seek(0)
+        first, position = True, 0
+        while lines := self.file.readlines(1 << 20):
+            body = b"".join(lines)[:-1]  # every line ends in a newline
+            sha.update(body.replace(b"\n", b",") if first else b"," + body.replace(b"\n", b","))
+            if out is not None:
+                text = body.decode()
+                if self.hidden and self.hidden[0] < position + len(lines):
+                    text = self._inert(text.split("\n"), position)
+                out.write(("\n    " if first else ",\n    ") + text.replace("\n", ",\n    "))
+            first, position = False, position + len(lines)
+        sha.update(("]," + _compact(trailer)[1:]).encode())
+        digest = sha.hexdigest()
+        if out is not None:
+            out.write(("\n  ]" if self.count else "]") + "," + _pretty({**trailer, "sha256": digest})[1:] + "\n")
+        return digest
 
-    def write_export(self, header: dict[str, Any], trailer: dict[str, Any], digest: str, out: TextIO) -> None:
-        """The export as one indented JSON document: the header's keys, the timeline, the
-        redaction note and the digest last."""
-        assert self.pretty is not None
-        out.write(_pretty(header)[:-2] + ',\n  "timeline": [')
-        _copy(self.pretty, out.write)
-        out.write(("\n  ]" if self.count else "]") + "," + _pretty({**trailer, "sha256": digest})[1:] + "\n")
+    def _inert(self, lines: list[str], position: int) -> str:
+        """These lines (the first at ``position``), the marked ones through ``json_inert``."""
+        while self.hidden and self.hidden[0] < position + len(lines):
+            at = self.hidden.popleft() - position
+            lines[at] = json_inert(lines[at])
+        return "\n".join(lines)
 
 
-def _copy(source: IO[str], sink: Callable[[str], Any]) -> None:
-    source.seek(0)
-    while chunk := source.read(1 << 20):
-        sink(chunk)
-
-
-def export_digest(report: dict[str, Any]) -> str:
-    """SHA-256 of the export without its own ``sha256`` field (canonical JSON, keys sorted)."""
+def export_digest(report: dict[str, Any], *, sort_keys: bool = False) -> str:
+    """SHA-256 of the export without its own ``sha256`` field: its compact JSON (no spaces, text
+    as is, keys in the order the export has them; ``json.loads`` keeps it). Exports written
+    before 2026-12-06 hashed it with the keys sorted: ``sort_keys=True`` checks those."""
     body = {k: v for k, v in report.items() if k != "sha256"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+    return hashlib.sha256(json.dumps(body, sort_keys=sort_keys, ensure_ascii=False, separators=(",", ":"),
                                      default=str).encode()).hexdigest()
 
 
@@ -220,67 +256,189 @@ def _redaction_note(applied: bool, count: int) -> dict[str, Any]:
             "note": "UNREDACTED: the events as received, secrets included; handle as a secret"}
 
 
-def _events(store: Store, agent: str, since: datetime, until: datetime, with_raw: bool,
-            redact: bool, totals: _Totals) -> Iterator[dict[str, Any]]:
-    """The agent's events in the window, oldest first, read in batches; the values redacted from
-    them are counted in ``totals``. Only the rare event whose text may hold a secret
-    (``might_hold_secrets``) is walked."""
-    own = _own_events(store, agent, since, until, with_raw, redact, totals)
-    via = _via_roles(store, agent, since, until, with_raw, redact, totals)
-    previous = None
-    for row in heapq.merge(own, via, key=lambda r: (r["event_time"], r["event_id"])):
-        if row["event_id"] != previous:  # an event of the agent's own role: once
-            previous = row["event_id"]
-            yield row
-
-
-def _own_events(store: Store, agent: str, since: datetime, until: datetime, with_raw: bool,
-                redact: bool, totals: _Totals) -> Iterator[dict[str, Any]]:
-    columns = [*EVENT_FIELDS, _PARAMETERS, "raw" if with_raw else "NULL AS raw"]
-    where, params = agent_filter(store, agent)
-    for start, end in _stretches(store, agent, since, until, (where, params)):
-        result = store.con.execute(
-            f"SELECT {', '.join(columns)} FROM events WHERE {where} AND event_time >= ? AND event_time < ? "  # noqa: S608
-            "ORDER BY event_time, event_id", [sorted(PARAMETER_TARGETS), *params, start, end])
-        yield from _rows(result, redact, totals)
-
-
 # A chain of role sessions lasts at most two sessions' lifetime before the window's first event
 # made through it (each session lasts at most 12 hours; chains deeper than that are rare).
 _CHAIN_REACH = timedelta(days=1)
+_FACTS = ("event_type", "event_name", "service_name", "service_code", "acs_region", "account",
+          "referenced_resources::VARCHAR", "resource_type", "resource_name", "request_parameters")
+_ACCOUNT = "CASE WHEN recipient_account_id <> '' THEN recipient_account_id ELSE account_id END"
+_FACTS_TABLE = "_tw_replay_facts"
 
 
-def _via_roles(store: Store, agent: str, since: datetime, until: datetime, with_raw: bool,
-               redact: bool, totals: _Totals) -> Iterator[dict[str, Any]]:
-    """The events made through the role sessions ``agent`` started (directly, or through a chain
-    of roles: ``role_sessions.origin_session`` is one of its ``AssumeRole`` calls), oldest first,
-    each with ``via``: the roles (``role@account``) from the agent to the one that acted. Read on
-    a cursor of its own, beside the agent's own events."""
-    where, params = agent_filter(store, agent)
-    con = store.cursor()
-    try:
-        sessions = [r[0] for r in con.execute(
+class _Window:
+    """The agent's events in the window: its own and those made through the role sessions it
+    started (``role_sessions.origin_session`` is one of its ``AssumeRole`` calls, directly or
+    through a chain of roles), each once, as one relation (``_source``).
+
+    The agent's condition and its sessions are decided before any reader starts, and each query
+    runs on a cursor of its own: a query on a connection while another reader on it is
+    mid-stretch ends that reader's result (its events were silently lost after the first batch)."""
+
+    def __init__(self, store: Store, agent: str, since: datetime, until: datetime, *, with_raw: bool,
+                 redact: bool) -> None:
+        self.store, self.since, self.until = store, since, until
+        self.with_raw, self.redact = with_raw, redact
+        self.condition = agent_filter(store, agent)
+        self.sessions = self._sessions()
+        self.facts: dict[str, _Call] = {}  # the RAM mapping of the calls seen lately
+        self.redacted = 0
+
+    def _sessions(self) -> list[str]:
+        where, params = self.condition
+        return [r[0] for r in self.store.con.execute(
             f"""
             SELECT session_id FROM role_sessions WHERE origin_status = 'known' AND origin_session IN (
                 SELECT event_id FROM events WHERE {where} AND event_name = 'AssumeRole'
                   AND event_time >= ? AND event_time < ?)
-            """, [*params, since - _CHAIN_REACH, until]).fetchall()]  # noqa: S608 - agent_filter's SQL
-        if not sessions:
-            return
-        columns = [f"e.{c}" for c in EVENT_FIELDS] + [
-            _PARAMETERS.replace("event_name", "e.event_name").replace("request_parameters", "e.request_parameters", 1),
-            "e.raw" if with_raw else "NULL AS raw", "s.chain AS via"]
-        result = con.execute(
+            """, [*params, self.since - _CHAIN_REACH, self.until]).fetchall()]  # noqa: S608 - agent_filter's SQL
+
+    def _source(self, start: datetime, end: datetime, *, raw: bool) -> tuple[str, list[Any]]:
+        """The window's events in [start, end) with ``via`` (the roles from the agent to the one
+        that acted; NULL for its own), ``account``, ``fkey`` (the call's facts as JSON text, the
+        RAM mapping's key) and, if ``raw``, the raw JSON."""
+        where, params = self.condition
+        columns = ", ".join([*EVENT_FIELDS, _PARAMETERS, "raw" if raw and self.with_raw else "NULL::VARCHAR AS raw"])
+        targets = sorted(PARAMETER_TARGETS)
+        sql = (f"SELECT {columns}, NULL::VARCHAR[] AS via FROM events "  # noqa: S608 - agent_filter's SQL
+               f"WHERE {where} AND event_time >= ? AND event_time < ?")
+        values: list[Any] = [targets, *params, start, end]
+        if self.sessions:  # the events made through its roles, but those of its own role once
+            sql += f"""
+            UNION ALL SELECT {columns}, via FROM (
+              SELECT e.*, s.chain AS via
+              FROM session_links l JOIN role_sessions s USING (session_id) JOIN events e USING (event_id)
+              WHERE l.status = 'linked' AND list_contains(?, l.session_id) AND l.event_time >= ? AND l.event_time < ?
+                AND e.event_time >= ? AND e.event_time < ?) WHERE NOT ({where})"""  # noqa: S608
+            values += [targets, self.sessions, start, end, start, end, *params]
+        facts = ", ".join(_FACTS)
+        return (f"SELECT *, to_json([{facts}]) AS fkey FROM (SELECT *, {_ACCOUNT} AS account FROM ({sql}))",  # noqa: S608
+                values)
+
+    def batches(self, totals: _Totals) -> Iterator[tuple[list[int], list[str], set[int]]]:
+        """The window's timeline entries, oldest first, a batch at a time: each event's time (µs
+        since the epoch), its entry's JSON, and which entries have characters ``json_inert``
+        escapes. Each stretch is first added up into ``totals`` (``_add_up``); then DuckDB writes
+        its entries (``_entry_sql``) with the calls' actions and resources from Python; an entry
+        that may hold a secret, or whose text DuckDB would write differently, is built in Python
+        (``_slow_line``)."""
+        con = self.store.cursor()
+        try:
+            for start, end in _stretches(self.store, "", self.since, self.until, self.condition):
+                source, values = self._source(start, end, raw=False)
+                calls = self._add_up(con, source, values, totals)
+                if not calls:
+                    continue
+                con.register(_FACTS_TABLE, _facts_table({k: self.facts[k] for k in calls}))
+                try:
+                    source, values = self._source(start, end, raw=True)
+                    result = con.sql(_entry_sql(source, self.redact), params=[*_entry_params(self.redact), *values])
+                    for batch in result.to_arrow_reader(BATCH):
+                        yield self._batch(batch)
+                finally:
+                    con.unregister(_FACTS_TABLE)
+        finally:
+            con.close()
+
+    def _add_up(self, con: Any, source: str, values: list[Any], totals: _Totals) -> set[str]:
+        """Add a stretch's aggregates to ``totals`` (no raw JSON read); the RAM mapping of each
+        call new to ``self.facts`` is computed here. Returns the stretch's calls (``fkey``)."""
+        calls = con.execute(
             f"""
-            SELECT {', '.join(columns)}
-            FROM session_links l JOIN role_sessions s USING (session_id) JOIN events e USING (event_id)
-            WHERE l.status = 'linked' AND list_contains(?, l.session_id) AND l.event_time >= ? AND l.event_time < ?
-              AND e.event_time >= ? AND e.event_time < ?
-            ORDER BY e.event_time, e.event_id
-            """, [sorted(PARAMETER_TARGETS), sessions, since, until, since, until])  # noqa: S608 - fixed text
-        yield from _rows(result, redact, totals)
-    finally:
-        con.close()
+            SELECT fkey, {', '.join(f'any_value({c.split("::")[0]})' for c in _FACTS)},
+                   CASE WHEN event_rw = 'Write' THEN 'write' ELSE 'read' END AS access,
+                   CASE WHEN coalesce(error_code, '') <> '' THEN 'failed' ELSE 'succeeded' END AS outcome,
+                   count(*), min(epoch_us(event_time)), max(epoch_us(event_time)),
+                   arg_min(event_id, {{'t': event_time, 'i': event_id}})
+            FROM ({source}) GROUP BY ALL""", values).fetchall()  # noqa: S608 - fixed SQL
+        seen = con.execute(
+            f"""
+            WITH k AS MATERIALIZED (
+              SELECT event_id, event_time, event_name, source_ip, user_agent, acs_region, access_key_id, account,
+                     coalesce(error_code, '') <> '' AS bad, len(coalesce(via, [])) > 0 AS through,
+                     CASE WHEN len(coalesce(via, [])) > 0
+                          THEN identity || '@' || CASE WHEN account_id <> '' THEN account_id ELSE '?' END END AS role
+              FROM ({source}))
+            {' UNION ALL '.join(
+                f"SELECT '{kind}', {column}, NULL::TIMESTAMPTZ, count(*), 0, min(epoch_us(event_time)), "
+                f"max(epoch_us(event_time)), arg_min(event_id, {{'t': event_time, 'i': event_id}}) "
+                f"FROM k WHERE {column} <> '' GROUP BY {column}"
+                for kind, column in _SEEN)}
+            UNION ALL SELECT 'hour', NULL, date_trunc('hour', event_time) AS h, count(*), count(*) FILTER (WHERE bad),
+                             NULL, NULL, NULL FROM k GROUP BY h
+            UNION ALL SELECT 'all', NULL, NULL, count(*), count(*) FILTER (WHERE bad), min(epoch_us(event_time)),
+                             max(epoch_us(event_time)), NULL FROM k
+            UNION ALL SELECT 'through', NULL, NULL, count(*), 0, NULL, NULL, NULL FROM k WHERE through
+            """, values).fetchall()  # noqa: S608 - fixed SQL
+        if len(self.facts) > _Call.LIMIT:
+            self.facts.clear()
+        for row in calls:
+            if row[0] not in self.facts:
+                self.facts[row[0]] = _Call(row[1:11], self.redact)
+        totals.add(calls, seen, self.facts)
+        return {row[0] for row in calls}
+
+    def _batch(self, batch: pa.RecordBatch) -> tuple[list[int], list[str], set[int]]:
+        times = batch.column("t").to_pylist()
+        lines = batch.column("line").to_pylist()
+        hidden = set(pc.indices_nonzero(batch.column("hidden")).to_pylist())
+        slow = pc.indices_nonzero(batch.column("slow")).to_pylist()
+        if slow:
+            for i, row in zip(slow, batch.column("row").take(slow).to_pylist(), strict=True):
+                lines[i] = self._slow_line(row)
+                if HIDDEN_IN_JSON.search(lines[i]):
+                    hidden.add(i)
+        return times, lines, hidden
+
+    def _slow_line(self, row: dict[str, Any]) -> str:
+        """An entry built in Python, as every entry was before: the raw event parsed and, when its
+        text may hold a secret, the entry redacted (the values redacted counted)."""
+        call = self.facts[row.pop("fkey")]
+        row["action"], row["resources"] = call.action, call.resources
+        text = "\n".join(v for v in row.values() if isinstance(v, str))  # the raw JSON too
+        row["raw"] = json.loads(row["raw"], parse_constant=_null) if isinstance(row["raw"], str) else None
+        if self.redact and might_hold_secrets(text):
+            row, count = redact_values(row)
+            self.redacted += count
+        entry = _event_entry(row)
+        return _compact({**entry, "event_time": to_jsonable(entry["event_time"])})
+
+
+_SEEN = (("source_ips", "source_ip"), ("user_agents", "user_agent"), ("regions", "acs_region"),
+         ("access_keys", "access_key_id"), ("accounts", "account"), ("roles", "role"), ("apis", "event_name"))
+
+
+@dataclass
+class _Call:
+    """The RAM request of one distinct call (its ``CallFacts``), and its JSON as an entry writes it."""
+
+    LIMIT = 50_000  # calls kept across stretches (when every event is a call of its own, none repeat)
+
+    action: str
+    resources: list[str]
+    action_json: str
+    resources_json: str
+    hint: bool  # may the action or resources' text hold a secret?
+    hidden: bool  # has their JSON characters ``json_inert`` escapes?
+    shown: tuple[str, list[str]]  # the action and resources as the blast radius shows them (redacted)
+
+    def __init__(self, facts: Any, redact: bool) -> None:
+        call = CallFacts(*facts)
+        self.action = action(call)
+        self.resources = resources(call) if is_authorized_call(call.event_type, call.service_name) else []
+        # as json.dumps(..., ensure_ascii=False, separators=(",", ":")) writes them
+        self.action_json = _json_string(self.action)
+        self.resources_json = "[" + ",".join(map(_json_string, self.resources)) + "]"
+        texts = self.action_json + self.resources_json
+        self.hint = might_hold_secrets(texts)
+        self.hidden = not (texts.isascii() and "\x7f" not in texts) and HIDDEN_IN_JSON.search(texts) is not None
+        self.shown = ((redact_text(self.action)[0], [redact_text(r)[0] for r in self.resources])
+                      if redact and self.hint else (self.action, self.resources))
+
+
+def _facts_table(facts: dict[str, _Call]) -> pa.Table:
+    return pa.table({"fkey": list(facts), "action_json": [c.action_json for c in facts.values()],
+                     "resources_json": [c.resources_json for c in facts.values()],
+                     "hint": [c.hint for c in facts.values()], "hidden": [c.hidden for c in facts.values()]})
 
 
 def _stretches(store: Store, agent: str, since: datetime, until: datetime,
@@ -302,23 +460,59 @@ def _stretches(store: Store, agent: str, since: datetime, until: datetime,
     return list(zip(cuts, [*cuts[1:], until], strict=True))
 
 
-def _rows(result: Any, redact: bool, totals: _Totals) -> Iterator[dict[str, Any]]:
-    names = [d[0] for d in result.description or []]
-    while batch := result.fetchmany(BATCH):
-        for values in batch:
-            row = dict(zip(names, values, strict=True))
-            facts = CallFacts(row["event_type"], row["event_name"], row["service_name"], row["service_code"],
-                              row["acs_region"], row["recipient_account_id"] or row["account_id"],
-                              row["referenced_resources"], row["resource_type"], row["resource_name"],
-                              row.pop("request_parameters"))  # only for the mapping: not exported
-            row["action"] = action(facts)
-            row["resources"] = resources(facts) if is_authorized_call(row["event_type"], row["service_name"]) else []
-            text = "\n".join(v for v in row.values() if isinstance(v, str))  # the raw JSON too
-            row["raw"] = json.loads(row["raw"], parse_constant=_null) if isinstance(row["raw"], str) else None
-            if redact and might_hold_secrets(text):
-                row, count = redact_values(row)
-                totals.redacted += count
-            yield row
+# -- each timeline entry's JSON, written by DuckDB ----------------------------------------------
+# A string column as Python's json.dumps(..., ensure_ascii=False) writes it (DuckDB's to_json
+# escapes the same characters; only the hex case of \u00XX differs: see _DIFFERS).
+def _j(column: str) -> str:
+    return f"coalesce(to_json({column}), 'null')"
+
+
+_TIME = ("concat('\"', strftime(timezone('UTC', event_time), '%Y-%m-%dT%H:%M:%S'), CASE WHEN epoch_us(event_time) "
+         "% 1000000 <> 0 THEN '.' || lpad(CAST(epoch_us(event_time) % 1000000 AS VARCHAR), 6, '0') ELSE '' END, "
+         "'Z\"')")
+# Where DuckDB's text of an entry may differ from Python's (which ``export_digest`` recomputes): a
+# \u00XX escape with an upper-case hex digit, and floats Python writes with an exponent (below
+# 1e-4, from 1e16) or that overflow (in DuckDB's compact text a number follows ``:``, ``[`` or
+# ``,``; text in strings that looks so only costs a parse). Such an entry is built in Python.
+_DIFFERS = r"\\u00[01][A-F]|[:\[,]-?[0-9.]+[eE]|[:\[,]-?[0-9]{17,}\.|[:\[,]-?0\.0000"
+# ... or a character ``json_inert`` escapes in the file (not in the digest): Python marks its line.
+_DIFFERS += "|[" + "".join(f"\\x{{{a:x}}}-\\x{{{b:x}}}" for a, b in HIDDEN_IN_JSON_RANGES if b < 0xD800 or a > 0xDFFF) + "]"
+# ``might_hold_secrets`` of any value of the entry, over its JSON text (case folded; every
+# character Python's \s matches, and JSON's escapes of them): an event it matches is parsed and
+# walked by ``redact`` as before. (Its raw event's text is decoded here: ``p\u0061ssword`` is seen.)
+_SPACE = (r"(?:[\s\x{0b}\x{1c}-\x{1f}\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}"
+          r"\x{3000}]|\\[nrtbf]|\\u[0-9a-fA-F]{4})")
+_HINT = ("(?:" + "|".join(HINT_WORDS) + r")s?(?:\\?[\"'])?" + _SPACE + r"*[:=]|(?:"
+         + "|".join(re.escape(s) for s in HINT_SHAPES) + r")|://[^/@]*:[^/@]*@")
+
+
+def _entry_sql(source: str, redact: bool) -> str:
+    """Each event of ``source`` as its timeline entry, oldest first: ``t`` (µs since the epoch),
+    ``line`` (the entry's JSON: the columns written by DuckDB, the action and resources from the
+    facts table, the raw event minified, in one ``concat``), ``slow`` (Python must build it:
+    ``row`` then holds the event's columns) and ``hidden``. Parameters: ``_entry_params``, then
+    the source's."""
+    parts = ["'{\"event_id\":'", _j("event_id"), "',\"event_time\":'", _TIME, "',\"action\":'", "action_json"]
+    for c in ("event_rw", "source_ip", "acs_region", "user_agent", "access_key_id", "error_code", "error_message"):
+        parts += [f"',\"{c}\":'", _j(c)]
+    parts += ["',\"resources\":'", "resources_json", "',\"kind\":\"event\"'",
+              f"CASE WHEN len(coalesce(via, [])) > 0 THEN concat(',\"via\":', to_json(via), ',\"identity\":', "
+              f"{_j('identity')}, ',\"account\":', {_j('account')}) ELSE '' END",
+              "',\"raw\":'", "coalesce(json(raw), 'null')", "'}'"]
+    hint = "hint OR " if redact else ""
+    row = ", ".join([*EVENT_FIELDS, "via", "raw", "fkey"])
+    return f"""
+        SELECT epoch_us(event_time) AS t, slow, NOT slow AND hidden AS hidden,
+               CASE WHEN NOT slow THEN line END AS line, CASE WHEN slow THEN struct_pack({row}) END AS row
+        FROM (SELECT *, {hint}regexp_matches(line, ?) AS slow
+              FROM (SELECT *, concat({', '.join(parts)}) AS line FROM ({source}) e JOIN {_FACTS_TABLE} f USING (fkey)))
+        ORDER BY event_time, event_id"""  # noqa: S608 - fixed SQL
+
+
+def _entry_params(redact: bool) -> list[Any]:
+    """One pass of one regular expression over each entry (case folded: hex digits of either case
+    then count as differing, which only costs a parse)."""
+    return ["(?i)" + (f"{_HINT}|{_DIFFERS}" if redact else _DIFFERS)]
 
 
 def _history(store: Store, agent: str, before: datetime) -> dict[str, set[str]]:
@@ -348,118 +542,150 @@ def _finding_entry(f: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Totals:
-    """The summary, blast radius, changes and hourly activity, added up one event at a time: memory
-    in the number of distinct resources and sources, not events."""
+    """The summary, blast radius, changes and hourly activity, merged from each stretch's
+    aggregates (``_Window._add_up``): memory in the number of distinct resources and sources, not
+    events. Lists are in the order their items first occurred (time, then event id), then sorted
+    as the export shows them; values are redacted as the events they came from are."""
 
-    def __init__(self, known: dict[str, set[str]]) -> None:
+    def __init__(self, known: dict[str, set[str]], redact: bool) -> None:
         self.known = known
-        self.events = self.failed = self.redacted = self.through_roles = 0
-        self.first: datetime | None = None
-        self.last: datetime | None = None
-        self.actions: set[str] = set()
-        self.touched: dict[tuple[str, str, str], dict[str, Any]] = {}
-        self.seen: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-        self.new: dict[str, list[dict[str, Any]]] = {"new_apis": [], "new_source_ips": [], "new_regions": []}
-        self.firsts: set[tuple[str, str]] = set()
+        self.clean: Callable[[str], str] = (lambda v: redact_text(v)[0]) if redact else (lambda v: v)
+        # times are µs since the epoch (``_iso`` writes them)
+        self.events = self.failed = self.through_roles = 0
+        self.first: int | None = None
+        self.last: int | None = None
         self.activity: dict[datetime, list[int]] = defaultdict(lambda: [0, 0])
+        self.values: dict[str, dict[str, list[Any]]] = defaultdict(dict)  # kind -> value -> [calls, first, last, order]
+        self.actions: set[str] = set()
+        self.touched: dict[tuple[str, str, str], list[Any]] = {}  # -> [calls, actions, first, last, order]
 
-    def add(self, r: dict[str, Any]) -> None:
-        when = r["event_time"]
-        self.events += 1
-        self.failed += bool(r["error_code"])
-        self.first = self.first or when
-        self.last = when
-        self.actions.add(r["action"])
-        self.through_roles += bool(r.get("via"))
-        hour = self.activity[when.replace(minute=0, second=0, microsecond=0)]
-        hour[0] += 1
-        hour[1] += bool(r["error_code"])
-        access = "write" if r["event_rw"] == "Write" else "read"
-        outcome = "failed" if r["error_code"] else "succeeded"
-        for arn in r["resources"]:
-            if arn.endswith(":*"):
-                continue  # a call with no resource: nothing touched to name
-            entry = self.touched.setdefault((arn, access, outcome), {
-                "resource": arn, "access": access, "outcome": outcome, "calls": 0,
-                "actions": set(), "first_seen": when, "last_seen": when})
-            entry["calls"] += 1
-            entry["actions"].add(r["action"])
-            entry["last_seen"] = when
-        for key, value in (("source_ips", r["source_ip"]), ("user_agents", r["user_agent"]),
-                           ("regions", r["acs_region"]), ("access_keys", r["access_key_id"]),
-                           ("accounts", r["recipient_account_id"] or r["account_id"]),
-                           ("roles", "@".join((r["identity"], r["account_id"] or "?")) if r.get("via") else None)):
-            if value:
-                item = self.seen[key].setdefault(value, {"value": value, "calls": 0, "first_seen": when})
-                item["calls"] += 1
-                item["last_seen"] = when
-        for kind, key, value in (("new_apis", "apis", r["event_name"]), ("new_source_ips", "source_ips", r["source_ip"]),
-                                 ("new_regions", "regions", r["acs_region"])):
-            if value and value not in self.known[key] and (kind, value) not in self.firsts:
-                self.firsts.add((kind, value))
-                self.new[kind].append({"value": value, "first_seen": when, "event_id": r["event_id"]})
+    def add(self, calls: list[tuple[Any, ...]], seen: list[tuple[Any, ...]], facts: dict[str, _Call]) -> None:
+        """Merge one stretch's aggregates: ``calls`` per (call, access, outcome), ``seen`` per value."""
+        for kind, value, hour, count, failed, first, last, key in seen:
+            if kind == "all":
+                self.events, self.failed = self.events + count, self.failed + failed
+                self.first = first if self.first is None else min(self.first, first)
+                self.last = last if self.last is None else max(self.last, last)
+            elif kind == "through":
+                self.through_roles += count
+            elif kind == "hour":
+                self.activity[hour][0] += count
+                self.activity[hour][1] += failed
+            else:
+                _merge(self.values[kind], value, count, first, last, (first, key))
+        for fkey, *_, access, outcome, count, first, last, key in calls:
+            name, touched = facts[fkey].shown
+            self.actions.add(name)
+            for index, arn in enumerate(touched):
+                if arn.endswith(":*"):
+                    continue  # a call with no resource: nothing touched to name
+                order = (first, key, index)
+                entry = self.touched.get((arn, access, outcome))
+                if entry is None:
+                    self.touched[(arn, access, outcome)] = [count, {name}, first, last, order]
+                else:
+                    entry[0] += count
+                    entry[1].add(name)
+                    entry[2], entry[3], entry[4] = min(entry[2], first), max(entry[3], last), min(entry[4], order)
+
+    def _items(self, kind: str) -> list[dict[str, Any]]:
+        """The distinct values of one kind, redacted (values that become the same are merged),
+        in the order they first occurred."""
+        items: dict[str, list[Any]] = {}
+        for value, (count, first, last, order) in self.values.get(kind, {}).items():
+            _merge(items, self.clean(value), count, first, last, order)
+        return [{"value": v, "calls": c, "first_seen": _iso(f), "last_seen": _iso(la)}
+                for v, (c, f, la, _) in sorted(items.items(), key=lambda i: i[1][3])]
 
     def summary(self, findings: int) -> dict[str, Any]:
-        return {"events": self.events, "failed": self.failed, "findings": findings, "first_event": self.first,
-                "last_event": self.last, "apis": len(self.actions),
+        return {"events": self.events, "failed": self.failed, "findings": findings,
+                "first_event": _iso(self.first), "last_event": _iso(self.last), "apis": len(self.actions),
                 **({"through_roles": self.through_roles} if self.through_roles else {})}
 
     def blast_radius(self) -> dict[str, Any]:
-        touched = sorted(({**e, "actions": sorted(e["actions"])} for e in self.touched.values()),
-                         key=lambda e: (e["access"] != "write", e["outcome"] != "succeeded", -e["calls"]))
-        return {"resources": touched,
-                **{k: sorted(v.values(), key=lambda i: -i["calls"]) for k, v in self.seen.items()}}
+        ordered = sorted(sorted(self.touched.items(), key=lambda e: e[1][4]),
+                         key=lambda e: (e[0][1] != "write", e[0][2] != "succeeded", -e[1][0]))
+        touched = [{"resource": arn, "access": access, "outcome": outcome, "calls": calls, "actions": sorted(names),
+                    "first_seen": _iso(first), "last_seen": _iso(last)}
+                   for (arn, access, outcome), (calls, names, first, last, _) in ordered]
+        kinds = sorted((k for k, _ in _SEEN if k != "apis" and self.values.get(k)),
+                       key=lambda k: min(v[3] for v in self.values[k].values()))
+        return {"resources": touched, **{k: sorted(self._items(k), key=lambda i: -i["calls"]) for k in kinds}}
 
     def changes(self) -> dict[str, Any]:
-        return {**self.new, "history_was_empty": not any(self.known.values())}
+        new: dict[str, list[dict[str, Any]]] = {}
+        for kind, seen in (("new_apis", "apis"), ("new_source_ips", "source_ips"), ("new_regions", "regions")):
+            firsts = sorted(((v, i) for v, i in self.values.get(seen, {}).items() if v not in self.known[seen]),
+                            key=lambda v: v[1][3])
+            new[kind] = [{"value": self.clean(v), "first_seen": _iso(i[1]), "event_id": i[3][1]} for v, i in firsts]
+        return {**new, "history_was_empty": not any(self.known.values())}
+
+
+def _iso(us: int | None) -> str | None:
+    """µs since the epoch as ``to_jsonable`` writes a time."""
+    return None if us is None else (_EPOCH + timedelta(microseconds=us)).isoformat().replace("+00:00", "Z")
+
+
+def _merge(items: dict[str, list[Any]], value: str, count: int, first: int, last: int,
+           order: tuple[Any, ...]) -> None:
+    """Add ``count`` calls seen from ``first`` to ``last`` to ``items[value]`` ([calls, first, last, order])."""
+    item = items.get(value)
+    if item is None:
+        items[value] = [count, first, last, order]
+    else:
+        item[0] += count
+        item[1], item[2], item[3] = min(item[1], first), max(item[2], last), min(item[3], order)
 
 
 class _Extract:
     """The timeline entries a view shows, kept as they stream by: the ``last`` events (with the
-    findings among them) and ``around`` entries before and after each finding."""
+    findings among them) and ``around`` entries before and after each finding. An event is kept
+    as its JSON line and parsed only when shown; times are µs since the epoch."""
 
     def __init__(self, last: int, around: int) -> None:
         self.last, self.around = last, around
-        self.tail: deque[tuple[int, dict[str, Any]]] = deque()
+        self.active = bool(last or around)
+        self.tail: deque[tuple[int, str, int, Any]] = deque()
         self.tail_events = 0
-        self.before: deque[tuple[int, dict[str, Any]]] = deque(maxlen=max(around, 1))
-        self.kept: dict[int, dict[str, Any]] = {}
+        self.before: deque[tuple[int, str, int, Any]] = deque(maxlen=max(around, 1))
+        self.kept: dict[int, tuple[int, str, int, Any]] = {}
         self.after = 0
 
-    def add(self, position: int, entry: dict[str, Any]) -> None:
-        if entry["kind"] == "finding":
+    def add(self, position: int, kind: str, when: int, entry: Any) -> None:
+        """``entry``: a finding's entry, or an event's JSON line."""
+        if not self.active:
+            return
+        item = (position, kind, when, entry)
+        if kind == "finding":
             if self.around:
-                self.kept.update(self.before)
+                self.kept.update((i[0], i) for i in self.before)
                 self.before.clear()
-            self.kept[position] = entry
+            self.kept[position] = item
             self.after = self.around
         elif self.after:
-            self.kept[position] = entry
+            self.kept[position] = item
             self.after -= 1
         elif self.around:
-            self.before.append((position, entry))
+            self.before.append(item)
         if self.last:
-            self.tail.append((position, entry))
-            self.tail_events += entry["kind"] == "event"
+            self.tail.append(item)
+            self.tail_events += kind == "event"
             if self.tail_events > self.last:
                 while self.tail_events > self.last:
-                    _, dropped = self.tail.popleft()
-                    self.tail_events -= dropped["kind"] == "event"
+                    dropped = self.tail.popleft()
+                    self.tail_events -= dropped[1] == "event"
                 self._drop_findings_before_the_first_event()
 
     def _drop_findings_before_the_first_event(self) -> None:
-        first = next(e["event_time"] for _, e in self.tail if e["kind"] == "event")
-        while self.tail[0][1]["kind"] == "finding" and _time(self.tail[0][1]["event_time"]) < _time(first):
+        first = next(i[2] for i in self.tail if i[1] == "event")
+        while self.tail[0][1] == "finding" and self.tail[0][2] < first:
             self.tail.popleft()
 
     def entries(self) -> list[tuple[int, dict[str, Any]]]:
-        return sorted({**self.kept, **dict(self.tail)}.items()) if self.around else list(self.tail)
+        items = sorted({**self.kept, **{i[0]: i for i in self.tail}}.values()) if self.around else list(self.tail)
+        return [(i[0], json.loads(i[3]) if i[1] == "event" else i[3]) for i in items]
 
 
 def _null(_: str) -> None:
     """NaN and infinities in a raw event become null, as ``to_jsonable`` writes them: strict JSON."""
     return
-
-
-def _time(iso: str) -> datetime:
-    return datetime.fromisoformat(iso)

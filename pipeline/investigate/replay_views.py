@@ -129,7 +129,8 @@ def write_html(replay: Replay, export: IO[str], out: TextIO, accounts: Accounts 
         _changes_html(report["changes"]), _timeline_table(replay, accounts or Accounts()),
         "<h2>Evidence</h2><p>This file embeds the complete replay (every event's raw JSON) as JSON in the "
         "element <code>#trailwarden-export</code>. Its SHA-256, over that JSON without the <code>sha256</code> "
-        f"field, keys sorted: <code>{_e(report['sha256'])}</code></p><p>{_e(_redaction_line(report))}</p>",
+        "field, written compact with its keys in order (<code>json.dumps(..., ensure_ascii=False, separators=(',', "
+        f"':'))</code>): <code>{_e(report['sha256'])}</code></p><p>{_e(_redaction_line(report))}</p>",
         "<script type='application/json' id='trailwarden-export'>"]))
     while chunk := export.read(1 << 20):
         out.write(chunk.translate(_SCRIPT_SAFE))
