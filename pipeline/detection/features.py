@@ -39,6 +39,7 @@ from typing import Any
 import detectors
 from models.baselines import HISTORY, SHARED, SHARED_DAILY, Learned, fill
 from pipeline.core.times import utcnow
+from pipeline.store.attribution import identities_of
 from pipeline.store.store import Store, first_row
 
 # how far before a day its daily SQL may look (failure_storm's sliding 5 minutes): the source of a
@@ -215,6 +216,7 @@ class Plan:
     stored: dict[tuple[str, str], set[date]]  # (part key, version) -> days whose stored rows are valid
     tainted: dict[date, set[str]]  # day -> agents whose stored rows of that day must not be used
     empty: set[date] = field(default_factory=set)  # whole days of the history without any event
+    identities: dict[str, list[str]] = field(default_factory=dict)  # tainted agent -> its raw identities
 
     def source(self, key: str, sql: str) -> tuple[str, list[Any]]:
         """The per-day rows of ``sql`` (part ``key``) over the history: stored where valid, the
@@ -268,10 +270,18 @@ class Plan:
             values.append(cells)
             for day in tainted:
                 mine = sorted(f"{day.isoformat()}|{a}" for a in self.tainted[day])
-                reach.append(f"(event_time >= ? AND event_time < ? AND (list_contains(?, {key.format(t='event_time')}) "
+                # the agents' raw identities first: pushed into the scans, where the sealed files'
+                # row-group statistics (sorted by identity) skip every other identity's events
+                ids = sorted({i for a in self.tainted[day] for i in self.identities.get(a, [])})
+                if not ids:
+                    continue
+                reach.append(f"(event_time >= ? AND event_time < ? AND identity IN ({', '.join('?' * len(ids))}) "
+                             f"AND (list_contains(?, {key.format(t='event_time')}) "
                              f"OR list_contains(?, {key.format(t=f'event_time + {lookback}')})))")
                 reach_values += [max(_midnight(day) - LOOKBACK, self.start), _midnight(day) + timedelta(days=1),
-                                 mine, mine]
+                                 *ids, mine, mine]
+        if not reach:  # only tainted cells of agents without events now: nothing to compute
+            return None
         agents = " AND list_contains(?, agent)" if self.agents is not None else ""
         reached = " OR ".join(reach)
         source = (f"(SELECT *, {' OR '.join(in_range)} AS in_range FROM events "  # noqa: S608
@@ -316,7 +326,10 @@ def plan(store: Store, start: datetime, end: datetime, timezone: str, where: str
     stored = _valid(store, first, last, timezone) if first < last else {}
     counts = day_counts(store, first, last) if first < last else {}
     empty = {first + timedelta(days=i) for i in range((last - first).days)} - {d for d, n in counts.items() if n}
-    return Plan(start, end, timezone, where, params, agents, stored, _tainted(store, start, end, unlearned), empty)
+    tainted = _tainted(store, start, end, unlearned)
+    agents_tainted = sorted({a for cells in tainted.values() for a in cells})
+    return Plan(start, end, timezone, where, params, agents, stored, tainted, empty,
+                identities_of(store, agents_tainted) if agents_tainted else {})
 
 
 def _tainted(store: Store, start: datetime, end: datetime, unlearned: Sequence[str]) -> dict[date, set[str]]:

@@ -136,6 +136,24 @@ _CURRENT = f"""{_COUNTED}
 """  # noqa: S608 - fixed names
 
 
+_OF_AGENTS = f"""{_COUNTED}
+    SELECT DISTINCT a, c.identity FROM (
+        SELECT c.*, CASE WHEN r.ready THEN coalesce({_agent('was_')}, c.identity) ELSE c.stored END AS a
+        FROM counted c CROSS JOIN ready r
+        {_mapped('attribution_keys', 'attribution_identities', 'was_', 'c')}) c
+    WHERE list_contains(?, a)
+"""  # noqa: S608 - fixed names
+
+
+def identities_of(store: Store, agents: list[str]) -> dict[str, list[str]]:
+    """The raw identities whose events are attributed to each of ``agents`` now (as
+    :func:`agent_filter` finds them, for many agents at once)."""
+    out: dict[str, list[str]] = {}
+    for agent, identity in store.con.execute(_OF_AGENTS, [agents]).fetchall():
+        out.setdefault(str(agent), []).append(str(identity))
+    return out
+
+
 def agent_filter(store: Store, agent: str) -> tuple[str, list[str]]:
     """A condition on ``events`` that selects ``agent``'s events, and its parameters, for queries
     of one agent (replay). ``agent = ?`` alone is derived per row after the mapping's joins, so
