@@ -334,15 +334,20 @@ def daily_refit(db: Path) -> dict[str, Any]:
     """The first cycle of a UTC day refits every agent's baselines: ``learning.refit`` for
     tomorrow (28 days of history ending at midnight), in a subprocess for its peak memory."""
     code = ("import sys, time; from datetime import timedelta; from pipeline.core.times import utcnow; "
-            "from pipeline.detection import learning; from pipeline.store.store import open_store\n"
+            "from pipeline.detection import features, learning; from pipeline.store.store import open_store\n"
             "with open_store(sys.argv[1], memory_limit='1GB') as store:\n"
-            "    t = time.monotonic(); fitted = learning.refit(store, utcnow() + timedelta(days=1), 'UTC')\n"
-            "    print(len(fitted), time.monotonic() - t)")
+            "    tomorrow = utcnow() + timedelta(days=1)\n"
+            # what the `features` steps of the cycles before have kept: every ended day's rows
+            "    t = time.monotonic(); kept = features.refresh(store, 'UTC', max_days=100, now=tomorrow)\n"
+            "    keep = time.monotonic() - t\n"
+            "    t = time.monotonic(); fitted = learning.refit(store, tomorrow, 'UTC')\n"
+            "    print(len(kept.days), keep, len(fitted), time.monotonic() - t)")
     proc, _, peak = _timed([sys.executable, "-c", code, str(db)])
     if proc.returncode != 0:
         raise SystemExit(f"refit failed: {proc.stderr.strip()}")
-    agents, seconds = proc.stdout.split()[-2:]
-    return {"seconds": round(float(seconds), 2), "agents": int(agents), "peak_mib": round(peak)}
+    days, keep, agents, seconds = proc.stdout.split()[-4:]
+    return {"seconds": round(float(seconds), 2), "agents": int(agents), "peak_mib": round(peak),
+            "kept_days": int(days), "keeping_seconds": round(float(keep), 2)}
 
 
 def snapshot(db: Path, workdir: Path) -> dict[str, Any]:
