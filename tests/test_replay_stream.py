@@ -44,13 +44,19 @@ def _window(**kw):
     return {"since": START, "until": START + timedelta(days=30), **kw}
 
 
-def test_the_streamed_export_is_the_whole_document_and_its_digest_checks(long_window):
-    store, inv, trail = long_window
+def _verified_export(store, inv):
+    """The monitor's export over the window: its text, its document (whose digest checks) and the replay."""
     out = io.StringIO()
     replay = write_replay(store, "monitor", inv, out, **_window())
     text = out.getvalue()
     export = json.loads(text)
     assert export_digest(export) == export["sha256"] == replay.sha256
+    return text, export, replay
+
+
+def test_the_streamed_export_is_the_whole_document_and_its_digest_checks(long_window):
+    store, inv, trail = long_window
+    text, export, replay = _verified_export(store, inv)
     assert export["summary"]["events"] == len(trail.events) == replay.report["summary"]["events"]
     assert len(export["timeline"]) == len(trail.events) + export["summary"]["findings"] == replay.entries
     # the header indented (a list's items one a line), each timeline entry compact on a line of its
@@ -190,11 +196,7 @@ def odd_values(store: Store):
 
 def test_odd_values_export_verifiably_inert_and_as_received(odd_values):
     store, inv, trail = odd_values
-    out = io.StringIO()
-    replay = write_replay(store, "monitor", inv, out, **_window())
-    text = out.getvalue()
-    export = json.loads(text)
-    assert export_digest(export) == export["sha256"] == replay.sha256
+    text, export, replay = _verified_export(store, inv)
     assert "\u202e" not in text and "\u007f" not in text and "\u200b" not in text  # inert in the file...
     events = [e for e in export["timeline"] if e["kind"] == "event"]
     received = {e["eventId"]: e for e in trail.events}
