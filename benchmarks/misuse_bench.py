@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from detectors.base import Models  # noqa: E402
 from detectors.credential_misuse import CredentialMisuse  # noqa: E402
 from detectors.signin_hygiene import SigninHygiene  # noqa: E402
-from models.baselines import History, fit_shared  # noqa: E402
+from models.baselines import SHARED, SHARED_DAILY, History, fit_shared  # noqa: E402
 from models.inventory import Inventory  # noqa: E402
 from models.scope import compile_scopes  # noqa: E402
 from pipeline.detection.detect import load_events  # noqa: E402
@@ -92,9 +92,10 @@ def run(db: Path) -> None:
         start = DAY - timedelta(days=28)
         where, params = learnable(start, DAY)
         t0 = time.monotonic()
-        shared = fit_shared(query, where, params, start, DAY, TZ)
+        history = History(query, where, params, start, DAY, TZ, {})  # from the events (nothing kept)
+        shared = fit_shared(history.daily(SHARED, SHARED_DAILY), query, start, DAY, TZ)
         print(f"shared baseline fit ({len(shared)} agents): {time.monotonic() - t0:.2f}s")
-        history = History(query, where, params, start, DAY, TZ, shared)
+        history.agents = shared
         for det in (CredentialMisuse(), SigninHygiene()):
             assert det.learns is not None
             t0 = time.monotonic()

@@ -142,10 +142,11 @@ class FeatureReport:
                 "stale_days": self.stale_days}
 
 
-def _valid(store: Store, first: date, last: date, timezone: str) -> dict[tuple[str, str], set[date]]:
+def _valid(store: Store, counts: dict[date, int], first: date, last: date,
+           timezone: str) -> dict[tuple[str, str], set[date]]:
     """Per (part, version): the days of [first, last) whose kept rows are valid now - built with
-    this time zone and attribution, and the day and the day before still hold as many events."""
-    counts = day_counts(store, first - timedelta(days=1), last)
+    this time zone and attribution, and the day and the day before still hold as many events as
+    ``counts`` (:func:`day_counts` from the day before ``first``) says."""
     valid: dict[tuple[str, str], set[date]] = {}
     for key, version, day, events, before in store.con.execute(
             "SELECT part, version, day, events, events_before FROM feature_days WHERE day >= ? AND day < ? "
@@ -161,9 +162,10 @@ def stale_days(store: Store, timezone: str, now: datetime | None = None) -> list
     first."""
     now = now or utcnow()
     first, today = (now - KEEP).astimezone(UTC).date(), now.astimezone(UTC).date()
-    valid = _valid(store, first, today, timezone)
+    counts = day_counts(store, first - timedelta(days=1), today)
+    valid = _valid(store, counts, first, today, timezone)
     expected = [(p.key, p.version) for p in parts()]
-    days = [d for d, n in day_counts(store, first, today).items() if n]
+    days = [d for d, n in counts.items() if n and d >= first]
     return sorted(d for d in days if any(d not in valid.get(k, set()) for k in expected))
 
 
@@ -323,8 +325,8 @@ def plan(store: Store, start: datetime, end: datetime, timezone: str, where: str
     utc_start = start.astimezone(UTC)
     first = utc_start.date() if _midnight(utc_start.date()) == utc_start else utc_start.date() + timedelta(days=1)
     last = end.astimezone(UTC).date()  # exclusive: whole days end by `end`
-    stored = _valid(store, first, last, timezone) if first < last else {}
-    counts = day_counts(store, first, last) if first < last else {}
+    counts = day_counts(store, first - timedelta(days=1), last) if first < last else {}
+    stored = _valid(store, counts, first, last, timezone) if first < last else {}
     empty = {first + timedelta(days=i) for i in range((last - first).days)} - {d for d, n in counts.items() if n}
     tainted = _tainted(store, start, end, unlearned)
     agents_tainted = sorted({a for cells in tainted.values() for a in cells})

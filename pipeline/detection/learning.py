@@ -73,9 +73,14 @@ def fit(store: Store, end: datetime, timezone: str, history: timedelta = HISTORY
     :func:`learnable` keeps: the shared part, then each of ``parts`` (default: every registered
     detector's). Each part reads its per-day rows (``pipeline.detection.features``): stored for
     the sealed days they were kept for, computed from events for the rest."""
-    start = end - history
-    learning = _history(store, start, end, timezone, agents)
-    shared = fit_shared(learning.daily(SHARED, SHARED_DAILY), learning.query, start, end, timezone)
+    return _fitted(_history(store, end - history, end, timezone, agents), parts)
+
+
+def _fitted(learning: History, parts: Sequence[type[Learned]] | None = None) -> dict[str, Baseline]:
+    """The shared part over a planned history, then each of ``parts`` (default: every registered
+    detector's)."""
+    shared = fit_shared(learning.daily(SHARED, SHARED_DAILY), learning.query, learning.start, learning.end,
+                        learning.timezone)
     if not shared:
         return {}
     learning.agents = shared
@@ -143,17 +148,17 @@ def load_or_fit(store: Store, end: datetime, timezone: str, history: timedelta =
     rows = store.con.execute(
         "SELECT agent, model FROM baselines WHERE history_end = ? AND history_start = ? AND timezone = ?",
         [end, end - history, timezone]).fetchall()
+    learning = _history(store, end - history, end, timezone)  # planned once: checked, and fitted if it changed
     if rows:
         kinds = learners()
         stored = {agent: Baseline.from_json(model, kinds) for agent, model in rows}
-        learning = _history(store, end - history, end, timezone)
         source, values = learning.daily(SHARED, SHARED_DAILY)
         now = {str(agent): int(calls) for agent, calls in learning.query(
             f"WITH daily AS {source} SELECT agent, sum(calls) FROM daily GROUP BY agent",  # noqa: S608 - fixed SQL
             values)}
         if now == {agent: b.calls for agent, b in stored.items()}:
             return stored
-    fitted = fit(store, end, timezone, history)
+    fitted = _fitted(learning)
     if not store.read_only:
         save(store, fitted)
     return fitted
