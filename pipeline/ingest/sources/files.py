@@ -168,8 +168,12 @@ def scan_file(path: Path, chunk_bytes: int = 4 * MIB) -> FileScan:
 
 def _terminators(data: bytes, after_cr: bool) -> int:
     """Line ends in ``data``; ``after_cr``: the data before it ended with ``\\r`` (so a leading
-    ``\\n`` completes that ``\\r\\n`` rather than ending another line)."""
-    n = data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+    ``\\n`` completes that ``\\r\\n`` rather than ending another line). Data without a ``\\r``
+    (nearly every file) costs one count, not three: the three ran at ~340 MB/s, slower than
+    hashing the same bytes."""
+    n = data.count(b"\n")
+    if b"\r" in data:
+        n += data.count(b"\r") - data.count(b"\r\n")
     return n - 1 if after_cr and data[:1] == b"\n" else n
 
 
