@@ -92,3 +92,34 @@ def test_recent_counts_keep_one_hour_per_minute():
     assert recent_total(recent, t0 + timedelta(minutes=61)) == 5  # the first minute has left the hour
     assert recent_total(recent_counts(recent, t0 + timedelta(hours=3), 0), t0 + timedelta(hours=3)) == 0
     assert recent_total(None, t0) is None  # never recorded: unknown, not zero
+
+
+_PAYLOAD = ("request_parameters", "response_elements", "additional_event_data")
+
+
+def test_hot_events_keep_the_payload_only_in_raw_and_the_view_still_shows_it(tmp_path, monkeypatch, make_event):
+    """DuckDB computes a table's generated columns on every INSERT: the payload columns over
+    ``raw`` parsed each ingested event three more times. A store from before (migrations up to
+    0027) keeps its events, and ``events`` shows the payload columns for old and new events."""
+    from models.inventory import Attributor
+    from pipeline.ingest.run import ingest_files
+    from pipeline.store import store as store_mod
+    from tests.conftest import write_ndjson
+
+    db = tmp_path / "s.duckdb"
+    shipped = store_mod.migrations
+    params = {"RoleArn": "acs:ram::1:role/r"}
+    old, new = (make_event(i, requestParameters=params, responseElements={"Id": str(i)},
+                           additionalEventData={"Scheme": "https"}) for i in (1, 2))
+    monkeypatch.setattr(store_mod, "migrations", lambda: [m for m in shipped() if m.version < 28])
+    with open_store(db) as s:
+        ingest_files(s, [write_ndjson(tmp_path / "old.jsonl", [old])], Attributor(None))
+    monkeypatch.setattr(store_mod, "migrations", shipped)
+    with open_store(db) as s:
+        ingest_files(s, [write_ndjson(tmp_path / "new.jsonl", [new])], Attributor(None))
+        hot = {r[0] for r in s.con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = 'events_hot'").fetchall()}
+        assert not hot & set(_PAYLOAD) and "raw" in hot
+        rows = s.con.execute("SELECT event_id, request_parameters->>'$.RoleArn', response_elements->>'$.Id', "
+                             "additional_event_data->>'$.Scheme' FROM events ORDER BY event_id").fetchall()
+    assert rows == [(old["eventId"], "acs:ram::1:role/r", "1", "https"), (new["eventId"], "acs:ram::1:role/r", "2", "https")]

@@ -78,6 +78,11 @@ SELECT event_id, event_time,
 FROM parsed
 """  # noqa: S608 - fixed text (constants of this module); values are bound
 
+# The hot events with the payload columns the ``events`` view derives from ``raw`` (the table
+# stores only ``raw``: a generated column would parse it on every insert).
+_HOT = ("(SELECT *, json_extract(raw, '$.requestParameters') AS request_parameters, "
+        "json_extract(raw, '$.responseElements') AS response_elements FROM events_hot)")
+
 # The assumed-role events to link now: those ingested after $1, and those not linked yet that one
 # of the sessions added in this run ([$2, $3]: their earliest start, latest expiry) may cover.
 _TARGETS = f"""
@@ -157,7 +162,7 @@ def link_sessions(store: Store, *, full: bool = False) -> LinkReport:
         mark = None if full else _watermark(store)
         # what arrived since the last run is in the hot table (late events for sealed days too);
         # a rebuild reads every event
-        source = "events" if full else "events_hot"
+        source = "events" if full else _HOT
         newest = first_row(con.execute(f"SELECT max(ingested_at) FROM {source}"))  # noqa: S608 - fixed names
         if newest is None or newest[0] is None or (mark is not None and newest[0] <= mark):
             return report
