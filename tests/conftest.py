@@ -256,7 +256,7 @@ def _commit_then_hang(self):
         time.sleep(60)
     return out
 ingest.Transaction.commit = _commit_then_hang
-ingest.BatchWriter.group_rows = 1
+ingest.BatchWriter.group_rows = ingest.BatchWriter.native_group_rows = 1
 """
 
 

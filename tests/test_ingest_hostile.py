@@ -503,7 +503,9 @@ class DiesInAWorker(Attributor):
 
 def test_a_parse_worker_that_dies_does_not_fail_the_file(store, tmp_path, monkeypatch, caplog):
     """A worker killed mid-file (BrokenProcessPool) used to end the ingest; its chunk is now
-    parsed in the ingesting process and every event is stored once."""
+    parsed in the ingesting process and every event is stored once. (The pool is the Python
+    parser's: DuckDB parsing has no workers.)"""
+    monkeypatch.setenv("TRAILWARDEN_INGEST_PARSER", "python")
     monkeypatch.setattr(ingest_mod, "PARALLEL_MIN_BYTES", 0)
     monkeypatch.setattr(ingest_mod.files, "scan_file", lambda p, _orig=files.scan_file: _orig(p, chunk_bytes=16 * 1024))
     identity = {"type": "ram-user", "principalId": "1", "accountId": "1", "userName": "oom"}

@@ -262,3 +262,63 @@ def test_chunks_duckdb_cannot_take_whole_are_read_by_python_in_file_order(tmp_pa
     (_, quarantined), counts = duckdb_
     assert [(loc.rsplit(":", 1)[1], reason) for _, loc, reason, _ in quarantined] == [("21", "not valid UTF-8")]
     assert counts["new"] == 60
+
+
+# A child that ingests with DuckDB parsing and, once its first transaction holds a full DuckDB row
+# group (already compressed and written into the store file, not yet committed), says so and hangs.
+HANG_IN_A_ROW_GROUP = """
+import os, sys, time
+from pipeline.ingest import run
+from pipeline.store.store import open_store
+from models.inventory import Attributor
+_add = run.Transaction.add
+def _add_then_hang(self, batch):
+    _add(self, batch)
+    if self.rows >= run.BatchWriter.native_group_rows:
+        print("inserted", flush=True)
+        time.sleep(60)
+run.Transaction.add = _add_then_hang
+os.environ["TRAILWARDEN_INGEST_PARSER"] = "duckdb"
+with open_store(sys.argv[1]) as s:
+    run.ingest_files(s, [sys.argv[2]], Attributor(None))
+"""
+
+
+@pytest.mark.slow  # kill -9 of a process, ~130k events
+def test_kill_9_while_a_row_group_is_written_but_not_committed_stores_each_event_once(tmp_path, monkeypatch):
+    """DuckDB parsing commits a row group (122,880 rows) at a time, which DuckDB writes into the
+    store file before COMMIT: a kill -9 then must leave none of it visible, and the retry must
+    store every event once."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from pipeline.ingest.run import BatchWriter
+
+    n = BatchWriter.native_group_rows + 5_000
+    path = tmp_path / "e.jsonl"
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(n):
+            f.write(json.dumps({**BASE_EVENT, "eventId": f"00000000-0000-4000-8000-{i:012d}"}) + "\n")
+    db = tmp_path / "s.duckdb"
+    open_store(db).close()
+    empty = db.stat().st_size
+    proc = subprocess.Popen([sys.executable, "-c", HANG_IN_A_ROW_GROUP, str(db), str(path)], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 120
+    try:
+        while proc.stdout.readline().strip() != "inserted":
+            assert time.monotonic() < deadline and proc.poll() is None, "the ingest never got there"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert db.stat().st_size > empty + 2**20  # the row group was in the file, uncommitted
+    monkeypatch.setenv(native.PARSER_ENV, "duckdb")
+    with open_store(db) as store:
+        assert store.con.execute("SELECT count(*) FROM events").fetchone() == (0,)
+        assert store.con.execute("SELECT count(*) FROM ingested_files").fetchone() == (0,)
+        report = ingest_files(store, [path], KeysFirst(), now=NOW)  # type: ignore[arg-type]
+        assert (report.new, report.duplicates, report.files) == (n, 0, 1)
+        assert store.con.execute("SELECT count(*), count(DISTINCT event_id) FROM events").fetchone() == (n, n)
