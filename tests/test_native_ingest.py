@@ -112,6 +112,8 @@ def hostile_lines() -> list[str]:
         "[" * 3000 + "]" * 3000, dumps(ev("deep", requestParameters={"a": [[[[[[[[1]]]]]]]]})),
         dumps(ev("dup-same")), dumps(ev("dup-same")),  # a re-delivery: kept once
         dumps(ev("dup-conflict")), dumps(ev("dup-conflict", eventTime="2026-11-09T03:04:05Z")),  # forged copy
+        # the first copy read by the Python rules (a sign-in), the later one by SQL: the first is kept
+        dumps(ev("dup-across", eventName="ConsoleSignin")), dumps(ev("dup-across", eventTime="2026-11-09T03:04:05Z")),
         dumps(ev("types", eventName=["x"])), dumps(ev("types2", acsRegion={"r": 1})),
         *reading_lines(),
     ]

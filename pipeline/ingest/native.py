@@ -348,7 +348,9 @@ class NativeReader:
         judge."""
         parsed = self._parse(lines, escaped)
         decided = pc.and_(parsed["decided"], pc.invert(_duplicate_keys(parsed["k"])))
-        rows, raws = parsed.filter(decided), lines["line"].filter(decided)
+        # the key lists are done with: filtering them (lists of lists of names) cost more than
+        # filtering every other column
+        rows, raws = parsed.drop_columns(["k"]).filter(decided), lines["line"].filter(decided)
         added, ok = _by_distinct(rows)
         if ok.all():
             left = lines.filter(pc.invert(decided))
@@ -409,6 +411,8 @@ class NativeReader:
 
 
 def _utf8(data: bytes) -> bool:
+    if data.isascii():  # most exports: checked at memory speed, no decoded copy
+        return True
     try:
         data.decode("utf-8")
     except UnicodeDecodeError:
@@ -490,8 +494,9 @@ def _by_distinct(rows: pa.Table) -> tuple[dict[str, pa.Array], np.ndarray]:
     added["mfa_authenticated"] = pa.array(_per_distinct(
         [rows["attributes"], rows["mfa_attributes_text"], rows["mfa_session_text"]], _mfa_of, ok)[:, 0], pa.bool_())
     values: list[str | None] = [None] * rows.num_rows
-    for i in pc.indices_nonzero(rows["has_refs"]).to_pylist():
-        values[i], ok[i] = _refs(rows["refs_text"][i].as_py())
+    with_refs = pc.indices_nonzero(rows["has_refs"])
+    for i, text in zip(with_refs.to_pylist(), rows["refs_text"].take(with_refs).to_pylist(), strict=True):
+        values[i], ok[i] = _refs(text)
     added["referenced_resources"] = pa.array(values, pa.string())
     return added, ok
 
@@ -584,15 +589,29 @@ def _located(rows: pa.Table, raws: pa.ChunkedArray, added: dict[str, pa.Array], 
 
 
 def _merge(tables: list[pa.Table]) -> pa.Table:
-    """All rows in line order (the first copy of an eventId in the file is the one kept),
-    without the ``line_no`` column."""
+    """All rows, without the ``line_no`` column: each table's in line order, and the tables in
+    line order too when an eventId is in more than one (the first copy of an eventId in the file
+    is the one kept). Reordering copies every column: most groups (a few lines left to Python,
+    with their own ids) skip it."""
     tables = [t for t in tables if t.num_rows] or tables[:1]
     if len(tables) > 1:
         merged = pa.concat_tables([t.cast(tables[0].schema) for t in tables])
-        merged = merged.take(pc.sort_indices(merged, [("line_no", "ascending")]))
+        if _ids_shared(tables):
+            merged = merged.take(pc.sort_indices(merged, [("line_no", "ascending")]))
     else:
         merged = tables[0]
     return merged.drop_columns(["line_no"])
+
+
+def _ids_shared(tables: list[pa.Table]) -> bool:
+    """Whether an eventId is in more than one of ``tables``."""
+    seen = tables[0]["event_id"]
+    for table in tables[1:]:
+        ids = table["event_id"]
+        if pc.any(pc.is_in(ids, value_set=seen.combine_chunks())).as_py():
+            return True
+        seen = pa.chunked_array(seen.chunks + ids.chunks, seen.type)
+    return False
 
 
 PARSER_ENV = "TRAILWARDEN_INGEST_PARSER"
