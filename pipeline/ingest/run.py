@@ -27,7 +27,7 @@ from models.inventory import Attributor
 from pipeline.core.config import Config
 from pipeline.core.errors import TerminalError, TrailwardenError
 from pipeline.ingest.batches import BATCH_SIZE, Batch, FileRecord, to_batches
-from pipeline.ingest.native import NativeReader, native_eligible, native_enabled
+from pipeline.ingest.native import ROW_GROUP_ROWS, NativeReader, native_eligible, native_enabled
 from pipeline.ingest.parse_pool import ParsePool
 from pipeline.ingest.sources import files
 from pipeline.store.store import Store, first_row
@@ -86,7 +86,7 @@ class BatchWriter:
     # every row to the WAL and the checkpoint compresses them again later. Measured at 200k
     # events: the insert and commit cost 7.5 us per event instead of 14.4, and the peak ~150 MiB
     # more (README, Performance), which the Python parser's three processes cannot afford.
-    native_group_rows = 122_880
+    native_group_rows = ROW_GROUP_ROWS
     idle_commit = 1.0
 
     def __init__(self, store: Store, report: IngestReport, progress: Callable[[int], None] | None,
