@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
+import struct
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from models.inventory import Attributor
@@ -20,6 +23,7 @@ from pipeline.detection import features, learning
 from pipeline.ingest.run import ingest_files
 from pipeline.store import lake
 from pipeline.store.store import Store, open_store
+from pipeline.store.tiers import lake_dir
 from tests.conftest import detected_organisation, run_cli, write_ndjson
 
 
@@ -148,3 +152,40 @@ def test_the_cycle_keeps_ended_days_rows_and_a_day_with_late_events_is_rebuilt(t
     with open_store(tmp_path / "tw.duckdb") as store:
         assert not features.stale_days(store, "Asia/Shanghai")
         assert store.con.execute(calls, [late_day]).fetchone()[0] == before + 1
+
+
+@pytest.mark.slow
+def test_a_refit_reads_no_sealed_day_it_does_not_compute(org: dict[str, Any], tmp_path: Path) -> None:
+    """What a fit computes from events (tainted cells, days not kept) is read through one time
+    range that the sealed files' statistics prune: a sealed day before it is not read at all, so
+    a fit of a long history costs the cells it computes (an OR of ranges used to read every
+    sealed file of the history whole: 340 s instead of 33 s at 10M events). Shown with a sealed
+    day whose data pages are destroyed (its footer intact): the refit never touches them."""
+    root = tmp_path / "copy"
+    shutil.copytree(org["db"].parent, root)
+    db = root / org["db"].name
+    with open_store(db) as store:
+        with store.transaction():
+            lake.refresh_view(store)  # the copy's view reads the copy's files
+        features.refresh(store, org["tz"], max_days=100)
+        before = _fit(store, org["end"], org["tz"])
+        where, params = learning.learnable(org["end"] - learning.HISTORY, org["end"])
+        plan = features.plan(store, org["end"] - learning.HISTORY, org["end"], org["tz"], where, params,
+                             learning.UNLEARNED_STATUSES)
+        assert plan.tainted, "the scenario's findings taint some cells"
+        first_computed = min(plan.tainted) - timedelta(days=1)
+        files = store.con.execute("SELECT day, path FROM lake_files WHERE day >= ? AND day < ? ORDER BY day",
+                                  [(org["end"] - learning.HISTORY).date(), first_computed]).fetchall()
+    assert files, "a sealed day of the history before any computed cell"
+    target = lake_dir(db) / files[0][1]
+    data = bytearray(target.read_bytes())
+    footer = len(data) - 8 - struct.unpack("<I", data[-8:-4])[0]
+    data[4:footer] = b"\xff" * (footer - 4)  # every data page unreadable; magic and statistics intact
+    target.write_bytes(bytes(data))
+    with open_store(db) as store:
+        with pytest.raises(duckdb.Error):  # the day cannot be read...
+            store.con.execute("SELECT count(*), max(length(raw)) FROM events WHERE event_time >= ? AND event_time < ?",
+                              [day_start(datetime.combine(files[0][0], datetime.min.time(), UTC)),
+                               day_start(datetime.combine(files[0][0], datetime.min.time(), UTC)) + timedelta(days=1)]
+                              ).fetchall()
+        assert _fit(store, org["end"], org["tz"]) == before  # ... and the refit did not need to

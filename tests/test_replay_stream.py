@@ -233,3 +233,35 @@ def test_the_blast_radius_and_summary_add_up_the_timeline(odd_values):
         agents.setdefault(e["user_agent"], []).append(e["event_time"])
     assert [(i["value"], i["calls"], i["first_seen"], i["last_seen"]) for i in radius["user_agents"]] == sorted(
         ((v, len(t), t[0], t[-1]) for v, t in agents.items()), key=lambda i: -i[1])
+
+
+def _normalised(text: str) -> str:
+    """An export without what differs from run to run (when it was made, hence its digest)."""
+    return re.sub(r'"(generated_at|sha256)": "[^"]*"', r'"\1": ""', text)
+
+
+def test_a_file_gets_the_same_export_as_a_text_stream(odd_values, tmp_path: Path):
+    """A file (UTF-8) is written the timeline's bytes as they are, not through Python's text
+    layer: the same document, as inert, whose digest checks."""
+    store, inv, _ = odd_values
+    with written(tmp_path / "evidence.json") as out:
+        on_file = write_replay(store, "monitor", inv, out, **_window())
+    text = (tmp_path / "evidence.json").read_text(encoding="utf-8")
+    assert "\u202e" not in text and "\u007f" not in text and "Odd-Pw-9" not in text
+    assert export_digest(json.loads(text)) == on_file.sha256
+    stream, _, _ = _verified_export(store, inv)
+    assert _normalised(text) == _normalised(stream)
+
+
+def test_the_views_keep_the_same_entries_whatever_the_batches(long_window, monkeypatch):
+    """Batches without a finding hand the views only their last entries: the HTML's extract (the
+    end, and the entries around each finding) is the same as when every entry is looked at."""
+    from pipeline.investigate import replay as module
+
+    store, inv, _ = long_window
+    whole = write_replay(store, "monitor", inv, None, last=HTML_LAST, around=HTML_AROUND, **_window())
+    monkeypatch.setattr(module, "BATCH", 7)
+    small = write_replay(store, "monitor", inv, None, last=HTML_LAST, around=HTML_AROUND, **_window())
+    assert [p for p, _ in small.shown] == [p for p, _ in whole.shown]
+    assert any(e["kind"] == "finding" for _, e in small.shown)
+    assert small.shown[-1][0] == small.entries - 1

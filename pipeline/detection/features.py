@@ -285,10 +285,15 @@ class Plan:
         if not reach:  # only tainted cells of agents without events now: nothing to compute
             return None
         agents = " AND list_contains(?, agent)" if self.agents is not None else ""
-        reached = " OR ".join(reach)
+        # what is read, as one time range first: DuckDB pushes a range into the sealed files'
+        # scans (their row groups' statistics skip the rest) but not an OR of ranges, with which
+        # every sealed file of the history was read whole
+        times = [v for v in reach_values if isinstance(v, datetime)]  # each (lo, hi) of `reach`
+        reached = f"event_time >= ? AND event_time < ? AND ({' OR '.join(reach)})"
+        reach_values = [min(times), max(times), *reach_values]
         source = (f"(SELECT *, {' OR '.join(in_range)} AS in_range FROM events "  # noqa: S608
-                  f"WHERE ({reached}){agents} "
-                  f"AND event_id NOT IN (SELECT event_id FROM events WHERE ({reached}) "
+                  f"WHERE {reached}{agents} "
+                  f"AND event_id NOT IN (SELECT event_id FROM events WHERE {reached} "
                   f"AND NOT coalesce(({self.where}), false)))")
         params = [*values, *reach_values, *([self.agents] if self.agents is not None else []),
                   *reach_values, *self.params]

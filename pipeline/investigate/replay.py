@@ -121,15 +121,20 @@ def write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | N
             extract.add(timeline.count, "finding", when, entry)
             timeline.add([line], {0} if HIDDEN_IN_JSON.search(line) else set())
 
-        for times, lines, hidden in window.batches(totals):
-            if not extract.active and not (pending and pending[0][0] <= times[-1]):
-                timeline.add(lines, hidden)  # no finding among them, no view to keep them for
+        for batch in window.batches(totals):
+            times = batch.times
+            if not (pending and pending[0][0] <= times[-1]) and not extract.after:
+                # no finding among them: the views can keep only the batch's last entries
+                start = max(0, len(times) - extract.reach)
+                for i, line in enumerate(batch.lines(start), start):
+                    extract.add(timeline.count + i, "event", times[i], line)
+                timeline.add_batch(batch)
                 continue
-            for i, (when, line) in enumerate(zip(times, lines, strict=True)):
+            for i, (when, line) in enumerate(zip(times, batch.lines(), strict=True)):
                 while pending and pending[0][0] <= when:
                     put_finding()
                 extract.add(timeline.count, "event", when, line)
-                timeline.add([line], {0} if i in hidden else set())
+                timeline.add([line], {0} if i in batch.hidden else set())
         while pending:
             put_finding()
         header = {**to_jsonable({
@@ -205,6 +210,16 @@ class _Timeline:
         self.file.write(("\n".join(lines) + "\n").encode())
         self.count += len(lines)
 
+    def add_batch(self, batch: _Batch) -> None:
+        """A batch's entries: DuckDB's text as it is when it wrote them all (no Python per entry)."""
+        text = batch.text_bytes()
+        if text is None:
+            self.add(batch.lines(), batch.hidden)
+            return
+        self.hidden.extend(self.count + i for i in sorted(batch.hidden))
+        self.file.write(text)
+        self.count += len(batch.times)
+
     def write_export(self, header: dict[str, Any], trailer: dict[str, Any], out: TextIO | None) -> str:
         """Write the export to ``out`` (if any) and return its digest, computed over the bytes as
         they go by: SHA-256 of the compact export without it (what ``export_digest`` computes of
@@ -213,17 +228,26 @@ class _Timeline:
         sha = hashlib.sha256((_compact(header)[:-1] + ',"timeline":[').encode())
         if out is not None:
             out.write(_pretty(header)[:-2] + ',\n  "timeline": [')
+        binary = _utf8_buffer(out)
         self.file.seek(0)
-        first, position = True, 0
-        while lines := self.file.readlines(1 << 20):
-            body = b"".join(lines)[:-1]  # every line ends in a newline
+        first, position, rest = True, 0, b""
+        while block := self.file.read(1 << 20):
+            block = rest + block
+            cut = block.rfind(b"\n") + 1  # every entry ends in a newline
+            body, rest = block[:cut - 1], block[cut:]
+            if cut == 0:
+                continue
+            lines = body.count(b"\n") + 1 if self.hidden else 0  # only positions of hidden entries matter
             sha.update(body.replace(b"\n", b",") if first else b"," + body.replace(b"\n", b","))
             if out is not None:
-                text = body.decode()
-                if self.hidden and self.hidden[0] < position + len(lines):
-                    text = self._inert(text.split("\n"), position)
-                out.write(("\n    " if first else ",\n    ") + text.replace("\n", ",\n    "))
-            first, position = False, position + len(lines)
+                if self.hidden and self.hidden[0] < position + lines:
+                    body = self._inert(body.decode().split("\n"), position).encode()
+                body = (b"\n    " if first else b",\n    ") + body.replace(b"\n", b",\n    ")
+                if binary is not None:
+                    binary.write(body)
+                else:
+                    out.write(body.decode())
+            first, position = False, position + lines
         sha.update(("]," + _compact(trailer)[1:]).encode())
         digest = sha.hexdigest()
         if out is not None:
@@ -236,6 +260,17 @@ class _Timeline:
             at = self.hidden.popleft() - position
             lines[at] = json_inert(lines[at])
         return "\n".join(lines)
+
+
+def _utf8_buffer(out: TextIO | None) -> Any:
+    """The binary stream under ``out`` (flushed, so what follows keeps its order) when ``out``
+    writes UTF-8 to one: the timeline's bytes then go as they are, not decoded and encoded again."""
+    buffer = getattr(out, "buffer", None)
+    encoding = (getattr(out, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+    if out is None or buffer is None or encoding != "utf8":
+        return None
+    out.flush()
+    return buffer
 
 
 def export_digest(report: dict[str, Any], *, sort_keys: bool = False) -> str:
@@ -259,8 +294,11 @@ def _redaction_note(applied: bool, count: int) -> dict[str, Any]:
 # A chain of role sessions lasts at most two sessions' lifetime before the window's first event
 # made through it (each session lasts at most 12 hours; chains deeper than that are rare).
 _CHAIN_REACH = timedelta(days=1)
+# A call's facts (``CallFacts``' fields, in its order): the RAM mapping's key. Stretches are grouped
+# by them and the facts table is joined on them (``IS NOT DISTINCT FROM``: NULLs match).
 _FACTS = ("event_type", "event_name", "service_name", "service_code", "acs_region", "account",
-          "referenced_resources::VARCHAR", "resource_type", "resource_name", "request_parameters")
+          "resources_text", "resource_type", "resource_name", "request_parameters")
+_FACT_JOIN = " AND ".join(f"e.{c} IS NOT DISTINCT FROM f.{c}" for c in _FACTS)
 _ACCOUNT = "CASE WHEN recipient_account_id <> '' THEN recipient_account_id ELSE account_id END"
 _FACTS_TABLE = "_tw_replay_facts"
 
@@ -280,7 +318,7 @@ class _Window:
         self.with_raw, self.redact = with_raw, redact
         self.condition = agent_filter(store, agent)
         self.sessions = self._sessions()
-        self.facts: dict[str, _Call] = {}  # the RAM mapping of the calls seen lately
+        self.facts: dict[tuple[Any, ...], _Call] = {}  # the RAM mapping of the calls seen lately
         self.redacted = 0
 
     def _sessions(self) -> list[str]:
@@ -294,8 +332,8 @@ class _Window:
 
     def _source(self, start: datetime, end: datetime, *, raw: bool) -> tuple[str, list[Any]]:
         """The window's events in [start, end) with ``via`` (the roles from the agent to the one
-        that acted; NULL for its own), ``account``, ``fkey`` (the call's facts as JSON text, the
-        RAM mapping's key) and, if ``raw``, the raw JSON."""
+        that acted; NULL for its own), ``account``, ``resources_text`` (the references as text: with
+        the other ``_FACTS``, the RAM mapping's key) and, if ``raw``, the raw JSON."""
         where, params = self.condition
         columns = ", ".join([*EVENT_FIELDS, _PARAMETERS, "raw" if raw and self.with_raw else "NULL::VARCHAR AS raw"])
         targets = sorted(PARAMETER_TARGETS)
@@ -310,11 +348,10 @@ class _Window:
               WHERE l.status = 'linked' AND list_contains(?, l.session_id) AND l.event_time >= ? AND l.event_time < ?
                 AND e.event_time >= ? AND e.event_time < ?) WHERE NOT ({where})"""  # noqa: S608
             values += [targets, self.sessions, start, end, start, end, *params]
-        facts = ", ".join(_FACTS)
-        return (f"SELECT *, to_json([{facts}]) AS fkey FROM (SELECT *, {_ACCOUNT} AS account FROM ({sql}))",  # noqa: S608
-                values)
+        return (f"SELECT *, {_ACCOUNT} AS account, referenced_resources::VARCHAR AS resources_text "  # noqa: S608
+                f"FROM ({sql})", values)
 
-    def batches(self, totals: _Totals) -> Iterator[tuple[list[int], list[str], set[int]]]:
+    def batches(self, totals: _Totals) -> Iterator[_Batch]:
         """The window's timeline entries, oldest first, a batch at a time: each event's time (µs
         since the epoch), its entry's JSON, and which entries have characters ``json_inert``
         escapes. Each stretch is first added up into ``totals`` (``_add_up``); then DuckDB writes
@@ -333,18 +370,19 @@ class _Window:
                     source, values = self._source(start, end, raw=True)
                     result = con.sql(_entry_sql(source, self.redact), params=[*_entry_params(self.redact), *values])
                     for batch in result.to_arrow_reader(BATCH):
-                        yield self._batch(batch)
+                        if batch.num_rows:
+                            yield self._batch(batch)
                 finally:
                     con.unregister(_FACTS_TABLE)
         finally:
             con.close()
 
-    def _add_up(self, con: Any, source: str, values: list[Any], totals: _Totals) -> set[str]:
+    def _add_up(self, con: Any, source: str, values: list[Any], totals: _Totals) -> set[tuple[Any, ...]]:
         """Add a stretch's aggregates to ``totals`` (no raw JSON read); the RAM mapping of each
-        call new to ``self.facts`` is computed here. Returns the stretch's calls (``fkey``)."""
+        call new to ``self.facts`` is computed here. Returns the stretch's calls (their facts)."""
         calls = con.execute(
             f"""
-            SELECT fkey, {', '.join(f'any_value({c.split("::")[0]})' for c in _FACTS)},
+            SELECT {', '.join(_FACTS)},
                    CASE WHEN event_rw = 'Write' THEN 'write' ELSE 'read' END AS access,
                    CASE WHEN coalesce(error_code, '') <> '' THEN 'failed' ELSE 'succeeded' END AS outcome,
                    count(*), min(epoch_us(event_time)), max(epoch_us(event_time)),
@@ -371,28 +409,28 @@ class _Window:
             """, values).fetchall()  # noqa: S608 - fixed SQL
         if len(self.facts) > _Call.LIMIT:
             self.facts.clear()
-        for row in calls:
-            if row[0] not in self.facts:
-                self.facts[row[0]] = _Call(row[1:11], self.redact)
-        totals.add(calls, seen, self.facts)
-        return {row[0] for row in calls}
+        keys = [tuple(row[:len(_FACTS)]) for row in calls]
+        for key in keys:
+            if key not in self.facts:
+                self.facts[key] = _Call(key, self.redact)
+        totals.add(keys, calls, seen, self.facts)
+        return set(keys)
 
-    def _batch(self, batch: pa.RecordBatch) -> tuple[list[int], list[str], set[int]]:
-        times = batch.column("t").to_pylist()
-        lines = batch.column("line").to_pylist()
+    def _batch(self, batch: pa.RecordBatch) -> _Batch:
         hidden = set(pc.indices_nonzero(batch.column("hidden")).to_pylist())
+        built: dict[int, str] = {}
         slow = pc.indices_nonzero(batch.column("slow")).to_pylist()
         if slow:
             for i, row in zip(slow, batch.column("row").take(slow).to_pylist(), strict=True):
-                lines[i] = self._slow_line(row)
-                if HIDDEN_IN_JSON.search(lines[i]):
+                built[i] = self._slow_line(row)
+                if HIDDEN_IN_JSON.search(built[i]):
                     hidden.add(i)
-        return times, lines, hidden
+        return _Batch(batch.column("t").to_pylist(), batch.column("line"), built, hidden)
 
     def _slow_line(self, row: dict[str, Any]) -> str:
         """An entry built in Python, as every entry was before: the raw event parsed and, when its
         text may hold a secret, the entry redacted (the values redacted counted)."""
-        call = self.facts[row.pop("fkey")]
+        call = self.facts[tuple(row.pop("fkey"))]
         row["action"], row["resources"] = call.action, call.resources
         text = "\n".join(v for v in row.values() if isinstance(v, str))  # the raw JSON too
         row["raw"] = json.loads(row["raw"], parse_constant=_null) if isinstance(row["raw"], str) else None
@@ -401,6 +439,33 @@ class _Window:
             self.redacted += count
         entry = _event_entry(row)
         return _compact({**entry, "event_time": to_jsonable(entry["event_time"])})
+
+
+@dataclass
+class _Batch:
+    """Timeline entries as the entry query gave them: ``text`` each entry's JSON followed by a
+    newline as DuckDB wrote it (null where Python ``built`` it: position -> JSON), ``hidden`` the
+    entries with characters ``json_inert`` escapes."""
+
+    times: list[int]  # µs since the epoch
+    text: pa.Array
+    built: dict[int, str]
+    hidden: set[int]
+
+    def lines(self, start: int = 0) -> list[str]:
+        """The entries' JSON from ``start`` on."""
+        texts = self.text.slice(start).to_pylist()
+        return [self.built[start + i] if t is None else t[:-1] for i, t in enumerate(texts)]
+
+    def text_bytes(self) -> bytes | None:
+        """All the entries' text as one block (straight from Arrow's buffer), or ``None`` when
+        Python built some of them."""
+        text = self.text
+        if self.built or text.null_count or not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
+            return None
+        offsets = memoryview(text.buffers()[1]).cast("i" if pa.types.is_string(text.type) else "q")
+        start, end = offsets[text.offset], offsets[text.offset + len(text)]
+        return memoryview(text.buffers()[2])[start:end].tobytes()
 
 
 _SEEN = (("source_ips", "source_ip"), ("user_agents", "user_agent"), ("regions", "acs_region"),
@@ -435,8 +500,9 @@ class _Call:
                       if redact and self.hint else (self.action, self.resources))
 
 
-def _facts_table(facts: dict[str, _Call]) -> pa.Table:
-    return pa.table({"fkey": list(facts), "action_json": [c.action_json for c in facts.values()],
+def _facts_table(facts: dict[tuple[Any, ...], _Call]) -> pa.Table:
+    columns = {c: pa.array([key[i] for key in facts], pa.string()) for i, c in enumerate(_FACTS)}
+    return pa.table({**columns, "action_json": [c.action_json for c in facts.values()],
                      "resources_json": [c.resources_json for c in facts.values()],
                      "hint": [c.hint for c in facts.values()], "hidden": [c.hidden for c in facts.values()]})
 
@@ -500,12 +566,14 @@ def _entry_sql(source: str, redact: bool) -> str:
               f"{_j('identity')}, ',\"account\":', {_j('account')}) ELSE '' END",
               "',\"raw\":'", "coalesce(json(raw), 'null')", "'}'"]
     hint = "hint OR " if redact else ""
-    row = ", ".join([*EVENT_FIELDS, "via", "raw", "fkey"])
+    row = ", ".join([*EVENT_FIELDS, "via", "raw", f"fkey := [{', '.join(_FACTS)}]"])
     return f"""
         SELECT epoch_us(event_time) AS t, slow, NOT slow AND hidden AS hidden,
-               CASE WHEN NOT slow THEN line END AS line, CASE WHEN slow THEN struct_pack({row}) END AS row
+               CASE WHEN NOT slow THEN line || chr(10) END AS line, CASE WHEN slow THEN struct_pack({row}) END AS row
         FROM (SELECT *, {hint}regexp_matches(line, ?) AS slow
-              FROM (SELECT *, concat({', '.join(parts)}) AS line FROM ({source}) e JOIN {_FACTS_TABLE} f USING (fkey)))
+              FROM (SELECT *, concat({', '.join(parts)}) AS line FROM (
+                SELECT e.*, f.action_json, f.resources_json, f.hint, f.hidden
+                FROM ({source}) e JOIN {_FACTS_TABLE} f ON {_FACT_JOIN})))
         ORDER BY event_time, event_id"""  # noqa: S608 - fixed SQL
 
 
@@ -559,8 +627,10 @@ class _Totals:
         self.actions: set[str] = set()
         self.touched: dict[tuple[str, str, str], list[Any]] = {}  # -> [calls, actions, first, last, order]
 
-    def add(self, calls: list[tuple[Any, ...]], seen: list[tuple[Any, ...]], facts: dict[str, _Call]) -> None:
-        """Merge one stretch's aggregates: ``calls`` per (call, access, outcome), ``seen`` per value."""
+    def add(self, keys: list[tuple[Any, ...]], calls: list[tuple[Any, ...]], seen: list[tuple[Any, ...]],
+            facts: dict[tuple[Any, ...], _Call]) -> None:
+        """Merge one stretch's aggregates: ``calls`` per (call, access, outcome) (``keys``: each
+        one's facts), ``seen`` per value."""
         for kind, value, hour, count, failed, first, last, key in seen:
             if kind == "all":
                 self.events, self.failed = self.events + count, self.failed + failed
@@ -573,7 +643,7 @@ class _Totals:
                 self.activity[hour][1] += failed
             else:
                 _merge(self.values[kind], value, count, first, last, (first, key))
-        for fkey, *_, access, outcome, count, first, last, key in calls:
+        for fkey, (*_, access, outcome, count, first, last, key) in zip(keys, calls, strict=True):
             name, touched = facts[fkey].shown
             self.actions.add(name)
             for index, arn in enumerate(touched):
@@ -645,6 +715,7 @@ class _Extract:
     def __init__(self, last: int, around: int) -> None:
         self.last, self.around = last, around
         self.active = bool(last or around)
+        self.reach = max(last, around) if self.active else 0  # entries before a finding it may keep
         self.tail: deque[tuple[int, str, int, Any]] = deque()
         self.tail_events = 0
         self.before: deque[tuple[int, str, int, Any]] = deque(maxlen=max(around, 1))
