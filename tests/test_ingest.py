@@ -224,7 +224,8 @@ def test_ingest_twice_is_ingest_once(tmp_path_factory, plans, again):
 # -- crash safety ---------------------------------------------------------------------------------
 KILLER = """
 import sys
-from pipeline.ingest import run as ingest
+from pipeline.ingest import native, run as ingest
+native.GROUP_BYTES = 64 * 1024  # DuckDB parsing: batches of ~100 lines, as batch_size=100 below
 from pipeline.store.store import open_store
 from models.inventory import Attributor
 with open_store(sys.argv[1]) as s:

@@ -435,6 +435,7 @@ from pipeline.ingest import run as ingest
 from pipeline.ingest.sources import files
 from pipeline.store.store import open_store
 from models.inventory import Attributor
+os.environ["TRAILWARDEN_INGEST_PARSER"] = "python"  # the pool is the Python parser's
 ingest.PARALLEL_MIN_BYTES = 0
 _scan = files.scan_file
 files.scan_file = lambda p: _scan(p, chunk_bytes=64 * 1024)

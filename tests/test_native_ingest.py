@@ -266,17 +266,20 @@ def test_chunks_duckdb_cannot_take_whole_are_read_by_python_in_file_order(tmp_pa
     assert counts["new"] == 60
 
 
-# A child that ingests with DuckDB parsing and, once its first transaction holds a full DuckDB row
-# group (already compressed and written into the store file, not yet committed), says so and hangs.
+# A child that ingests with DuckDB parsing, its transactions two row groups long, and once its first
+# transaction has gone past a full DuckDB row group (DuckDB wrote that one, compressed, into the store
+# file when the next rows came; nothing is committed), says so and hangs.
 HANG_IN_A_ROW_GROUP = """
 import os, sys, time
 from pipeline.ingest import run
 from pipeline.store.store import open_store
 from models.inventory import Attributor
+run.BatchWriter.native_group_rows = 2 * run.ROW_GROUP_ROWS
+run.BatchWriter.idle_commit = 3600  # a slow machine must not commit the transaction early
 _add = run.Transaction.add
 def _add_then_hang(self, batch):
     _add(self, batch)
-    if self.rows >= run.BatchWriter.native_group_rows:
+    if self.rows > run.ROW_GROUP_ROWS:
         print("inserted", flush=True)
         time.sleep(60)
 run.Transaction.add = _add_then_hang
@@ -296,9 +299,9 @@ def test_kill_9_while_a_row_group_is_written_but_not_committed_stores_each_event
     import sys
     import time
 
-    from pipeline.ingest.run import BatchWriter
+    from pipeline.ingest.run import ROW_GROUP_ROWS
 
-    n = BatchWriter.native_group_rows + 5_000
+    n = ROW_GROUP_ROWS + 40_000
     path = tmp_path / "e.jsonl"
     with path.open("w", encoding="utf-8") as f:
         for i in range(n):
