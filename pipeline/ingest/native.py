@@ -638,9 +638,9 @@ PARSER_ENV = "TRAILWARDEN_INGEST_PARSER"
 
 def native_enabled() -> bool:
     """Whether DuckDB parses NDJSON: only with ``TRAILWARDEN_INGEST_PARSER=duckdb``. Measured
-    on 1M events (README, Performance) it is twice as fast and costs 50.3% of the Python
-    parser's CPU over the process tree; issue 18's target is 50%, so it stays opt-in until it
-    meets it."""
+    on 1M events (README, Performance) it is faster and costs 50-67% of the Python parser's CPU
+    over the process tree (the Python parser's moves with the machine's load); issue 18's target
+    is 50%, so it stays opt-in until it meets it."""
     return os.environ.get(PARSER_ENV, "python").strip().lower() == "duckdb"
 
 
