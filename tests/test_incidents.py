@@ -198,3 +198,19 @@ def test_the_incidents_command_lists_shows_and_refuses_unknown_ids(tmp_path):
 
     unknown = run_cli("--config", str(config), "incidents", "show", "inc-ffffffffff")
     assert unknown.returncode == 2 and "no such incident" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
+def test_incidents_refreshed_together_each_tell_their_own_events(db):
+    """A cycle refreshes its incidents' headlines from one read of all their events: each is told
+    from its own, as when it is refreshed alone."""
+    from pipeline.detection.incidents import refresh
+
+    save_findings(db, [NEW_SOURCE, ESCALATION, LATER, OTHER], {}, tz=SHANGHAI)
+    together = {i["id"]: (i["headline"], i["summary"]) for i in list_incidents(db)}
+    assert len(together) == 3 and len({h for h, _ in together.values()}) == 3
+    for iid in together:
+        db.con.execute("UPDATE incidents SET headline = '', summary = '{}' WHERE id = ?", [iid])
+        refresh(db.con, iid, SHANGHAI)  # alone, reading its own events
+    assert {i["id"]: (i["headline"], i["summary"]) for i in list_incidents(db)} == together
+    billing = next(h for h, _ in together.values() if h.startswith("billing-exporter"))
+    assert "AdministratorAccess" not in billing and f"from {TOR}" not in billing

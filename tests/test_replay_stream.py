@@ -265,3 +265,35 @@ def test_the_views_keep_the_same_entries_whatever_the_batches(long_window, monke
     assert [p for p, _ in small.shown] == [p for p, _ in whole.shown]
     assert any(e["kind"] == "finding" for _, e in small.shown)
     assert small.shown[-1][0] == small.entries - 1
+
+
+def test_a_paging_token_alone_does_not_send_an_event_to_python(store: Store, monkeypatch):
+    """``"ClientToken":`` (in most Create calls) looks like a secret's key to the cheap hint but
+    names none: such events are written by DuckDB as they are, while a secret inside a paging
+    token's value, or a key spelled otherwise, is still found and redacted."""
+    from pipeline.investigate import replay as module
+
+    inv = inventory(agent("monitor"))
+    trail = Trail(inv)
+    for i in range(30):
+        trail.add("monitor", START + timedelta(minutes=i), "RunInstances", rw="Write",
+                  requestParameters={"ClientToken": f"0c593ea1-3bea-11e9-b96b-88e9fe63{i:04d}", "NextToken": "p2"})
+    trail.add("monitor", START + timedelta(hours=1), "RunInstances", rw="Write",
+              requestParameters={"ClientToken": "url?password=Hunter-22"})
+    trail.add("monitor", START + timedelta(hours=2), "RunInstances", rw="Write",
+              requestParameters={"Security_Token": "CAISfake-but-secret"})
+    ingest(store, trail.events, inv)
+    built: list[str] = []
+    slow_line = module._Window._slow_line
+
+    def counted(self, row):
+        built.append(row["event_id"])
+        return slow_line(self, row)
+
+    monkeypatch.setattr(module._Window, "_slow_line", counted)
+    text, export, _ = _verified_export(store, inv)
+    assert len(built) == 2  # only the two that may hold a secret went through Python
+    assert "Hunter-22" not in text and "CAISfake-but-secret" not in text
+    assert export["redaction"]["values_redacted"] == 2
+    tokens = [e["raw"]["requestParameters"].get("ClientToken") for e in export["timeline"] if e["kind"] == "event"]
+    assert tokens[:30] == [f"0c593ea1-3bea-11e9-b96b-88e9fe63{i:04d}" for i in range(30)]  # as received

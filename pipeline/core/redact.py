@@ -49,7 +49,7 @@ _HINT_AFTER = re.compile(r"""s?(?:\\?["'])?\s*[:=]""")
 _HINT_SHAPES = ("authoriz", "bearer", "xoxa-", "xoxb-", "xoxp-", "xoxo-", "xoxs-", "xoxr-", "xoxc-", "xoxe-",
                 "xapp-", "cais", "private key-----")
 # for a prefilter written in another engine (``replay`` asks DuckDB which events to look at)
-HINT_WORDS, HINT_SHAPES = _HINT_WORDS, _HINT_SHAPES
+HINT_WORDS, HINT_SHAPES, NOT_SECRET = _HINT_WORDS, _HINT_SHAPES, _NOT_SECRET
 _PEM = re.compile(r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY-----.*?(?:-----END \1PRIVATE KEY-----|\Z)", re.S)
 _AUTHORIZATION = re.compile(
     r"""(?i)(\b(?:proxy-)?authorization(?:\\?["'])?\s*[:=]\s*)("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\r\n"',}]+)""")

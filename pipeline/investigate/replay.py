@@ -49,7 +49,13 @@ from models.mapping import PARAMETER_TARGETS, CallFacts, action, is_authorized_c
 from pipeline import __version__
 from pipeline.core.inert import HIDDEN_IN_JSON, HIDDEN_IN_JSON_RANGES, json_inert
 from pipeline.core.output import to_jsonable
-from pipeline.core.redact import HINT_SHAPES, HINT_WORDS, might_hold_secrets, redact_text
+from pipeline.core.redact import (
+    HINT_SHAPES,
+    HINT_WORDS,
+    NOT_SECRET,
+    might_hold_secrets,
+    redact_text,
+)
 from pipeline.core.redact import redact as redact_values
 from pipeline.core.times import utcnow
 from pipeline.detection.findings import list_findings
@@ -552,6 +558,13 @@ _HINT = ("(?:" + "|".join(HINT_WORDS) + r")s?(?:\\?[\"'])?" + _SPACE + r"*[:=]|(
          + "|".join(re.escape(s) for s in HINT_SHAPES) + r")|://[^/@]*:[^/@]*@")
 
 
+# A paging or idempotency token's key (``"ClientToken":``, in most Create calls) names no secret
+# (``redact`` keeps its value) but matches the hint (a secret word, then ``:``): an entry whose
+# only hint is such a key is checked again with those keys cut out. Exactly spelled, quoted keys
+# only; ``"Client_Token":`` or an escaped key inside a string still sends the entry to Python.
+_PAGING_KEYS = '(?i)"(?:' + "|".join(sorted(NOT_SECRET)) + ')"'
+
+
 def _entry_sql(source: str, redact: bool) -> str:
     """Each event of ``source`` as its timeline entry, oldest first: ``t`` (µs since the epoch),
     ``line`` (the entry's JSON: the columns written by DuckDB, the action and resources from the
@@ -565,12 +578,13 @@ def _entry_sql(source: str, redact: bool) -> str:
               f"CASE WHEN len(coalesce(via, [])) > 0 THEN concat(',\"via\":', to_json(via), ',\"identity\":', "
               f"{_j('identity')}, ',\"account\":', {_j('account')}) ELSE '' END",
               "',\"raw\":'", "coalesce(json(raw), 'null')", "'}'"]
-    hint = "hint OR " if redact else ""
+    slow = ("hint OR (regexp_matches(line, ?) AND regexp_matches(regexp_replace(line, ?, '\"\"', 'g'), ?))"
+            if redact else "regexp_matches(line, ?)")
     row = ", ".join([*EVENT_FIELDS, "via", "raw", f"fkey := [{', '.join(_FACTS)}]"])
     return f"""
         SELECT epoch_us(event_time) AS t, slow, NOT slow AND hidden AS hidden,
                CASE WHEN NOT slow THEN line || chr(10) END AS line, CASE WHEN slow THEN struct_pack({row}) END AS row
-        FROM (SELECT *, {hint}regexp_matches(line, ?) AS slow
+        FROM (SELECT *, {slow} AS slow
               FROM (SELECT *, concat({', '.join(parts)}) AS line FROM (
                 SELECT e.*, f.action_json, f.resources_json, f.hint, f.hidden
                 FROM ({source}) e JOIN {_FACTS_TABLE} f ON {_FACT_JOIN})))
@@ -579,8 +593,12 @@ def _entry_sql(source: str, redact: bool) -> str:
 
 def _entry_params(redact: bool) -> list[Any]:
     """One pass of one regular expression over each entry (case folded: hex digits of either case
-    then count as differing, which only costs a parse)."""
-    return ["(?i)" + (f"{_HINT}|{_DIFFERS}" if redact else _DIFFERS)]
+    then count as differing, which only costs a parse); with redaction, a second over an entry it
+    matched, with the paging tokens' keys cut out (``_PAGING_KEYS``)."""
+    if not redact:
+        return ["(?i)" + _DIFFERS]
+    either = f"(?i){_HINT}|{_DIFFERS}"
+    return [either, _PAGING_KEYS, either]
 
 
 def _history(store: Store, agent: str, before: datetime) -> dict[str, set[str]]:

@@ -684,8 +684,13 @@ def open_store(path: str | os.PathLike[str], *, read_only: bool = False,
     try:
         con.execute("SET TimeZone = 'UTC'")
         limit = _checked_size(memory_limit)
-        if not _locked(con):  # else a reader locked this (shared) instance, its limit already set
+        if not _locked(con):  # else a reader locked this (shared) instance, its settings already set
             con.execute(f"SET memory_limit = '{limit}'")
+            # the sealed files' footers kept between queries: every query of ``events`` with a time
+            # condition reads each file's footer to skip it by its statistics (~4 ms a file, per
+            # query, without the cache). Safe: a sealed file is never rewritten in place (a rewrite
+            # is a new part-<uuid> file), and DuckDB checks the file's modification time.
+            con.execute("SET parquet_metadata_cache = true")
         store = Store(con, path, read_only)
         if not read_only:
             store.migrate()
