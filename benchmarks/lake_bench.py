@@ -6,7 +6,7 @@ file per day written and registered by ``lake``'s own steps (``_write_file``, ``
 ``lake_files``, the view), with ``--agents`` agents of 2 identities and 1 AccessKey each plus as
 many unregistered identities (~5% of events); agent 7 is busy (~1% of all events). Each event has
 a real ~1.56 KB raw JSON (the ActionTrail shape, with its random parts: ids, request ids,
-addresses, resource ids, STS keys), stored as the store stores it. A day's rows are generated
+addresses, resource ids; a role's STS key one per hour, as a session), stored as the store stores it. A day's rows are generated
 already in the seal's order (identity, then time), so no sort: ~75k events/s on this 2-core
 machine when it is quiet (the old generator, which sorted each day, ~13k).
 
@@ -91,7 +91,7 @@ def unit_codes(agents: int) -> list[int]:
 # i * $units // $n, whose identity owns rows [s, e); its events are spread over the day in order,
 # so the rows come out sorted by identity then time and need no sort (a projection of range()
 # keeps its order; a join does not). Random parts (ids, request ids, resource ids, STS keys) are
-# hashes of (day, i, k).
+# hashes of (day, i, k); a role's STS key is a hash of (agent, day, hour): one session an hour.
 _EVENTS = """
 SELECT *, concat('{"eventId":"', event_id, '","eventVersion":"1","eventSource":"', event_source
    , '","eventType":"ApiCall","eventRW":"', event_rw, '","eventName":"', event_name
@@ -132,8 +132,10 @@ FROM (
            CASE WHEN kind <> 1 THEN (CASE WHEN stray THEN 'stray-' ELSE 'agent-' END) || a END AS user_name,
            CASE WHEN kind = 1 THEN 'role-' || a END AS role_name,
            CASE WHEN kind = 1 THEN '3' || a END AS role_id,
-           CASE WHEN kind = 1 THEN 'session-' || (i % 50) END AS session_name,
-           CASE WHEN kind = 0 THEN 'LTAI5tBench' || a WHEN kind = 1 THEN 'STS.' || substr(r3, 1, 24) END AS access_key_id,
+           CASE WHEN kind = 1 THEN 'session-' || ((i - s) * 24 // (e - s)) END AS session_name,
+           -- a role's STS key lasts its session: one an hour (not one per event)
+           CASE WHEN kind = 0 THEN 'LTAI5tBench' || a WHEN kind = 1
+                THEN 'STS.' || lpad(to_hex(hash(a, $day, (i - s) * 24 // (e - s))), 24, '0') END AS access_key_id,
            false AS mfa_authenticated, NULL::TIMESTAMPTZ AS session_created, $account AS recipient_account_id,
            NULL::VARCHAR AS vpc_id, 'ACS::ECS::Instance' AS resource_type, 'i-' || substr(r2, 1, 20) AS resource_name,
            ('{"ACS::ECS::Instance":["i-' || substr(r2, 1, 20) || '"]}') AS referenced_resources,
