@@ -332,6 +332,15 @@ def inventory_change(db: Path, agents: int) -> dict[str, Any]:
     return {"seconds": round(ours, 3), "events_changed": changed, "reference_scan_seconds": scan}
 
 
+def _snippet(code: str, db: Path, what: str, fields: int) -> tuple[list[str], float]:
+    """Run ``code`` on the store in a process of its own: the last ``fields`` words it printed,
+    and its peak RSS (MiB)."""
+    proc, _, peak = _timed([sys.executable, "-c", code, str(db)])
+    if proc.returncode != 0:
+        raise SystemExit(f"{what} failed: {proc.stderr.strip()}")
+    return proc.stdout.split()[-fields:], peak
+
+
 def daily_refit(db: Path) -> dict[str, Any]:
     """The first cycle of a UTC day refits every agent's baselines: ``learning.refit`` for
     tomorrow (28 days of history ending at midnight), in a subprocess for its peak memory."""
@@ -344,10 +353,7 @@ def daily_refit(db: Path) -> dict[str, Any]:
             "    keep = time.monotonic() - t\n"
             "    t = time.monotonic(); fitted = learning.refit(store, tomorrow, 'UTC')\n"
             "    print(len(kept.days), keep, len(fitted), time.monotonic() - t)")
-    proc, _, peak = _timed([sys.executable, "-c", code, str(db)])
-    if proc.returncode != 0:
-        raise SystemExit(f"refit failed: {proc.stderr.strip()}")
-    days, keep, agents, seconds = proc.stdout.split()[-4:]
+    (days, keep, agents, seconds), peak = _snippet(code, db, "refit", 4)
     return {"seconds": round(float(seconds), 2), "agents": int(agents), "peak_mib": round(peak),
             "kept_days": int(days), "keeping_seconds": round(float(keep), 2)}
 
@@ -360,10 +366,7 @@ def keep_rows(db: Path) -> dict[str, Any]:
             "with open_store(sys.argv[1], memory_limit='1GB') as store:\n"
             "    t = time.monotonic(); kept = features.refresh(store, 'UTC', max_days=100)\n"
             "    print(len(kept.days), kept.rows, time.monotonic() - t)")
-    proc, _, peak = _timed([sys.executable, "-c", code, str(db)])
-    if proc.returncode != 0:
-        raise SystemExit(f"keeping the per-day rows failed: {proc.stderr.strip()}")
-    days, rows, seconds = proc.stdout.split()[-3:]
+    (days, rows, seconds), peak = _snippet(code, db, "keeping the per-day rows", 3)
     return {"days": int(days), "rows": int(rows), "seconds": round(float(seconds), 1), "peak_mib": round(peak)}
 
 
