@@ -297,3 +297,32 @@ def test_a_paging_token_alone_does_not_send_an_event_to_python(store: Store, mon
     assert export["redaction"]["values_redacted"] == 2
     tokens = [e["raw"]["requestParameters"].get("ClientToken") for e in export["timeline"] if e["kind"] == "event"]
     assert tokens[:30] == [f"0c593ea1-3bea-11e9-b96b-88e9fe63{i:04d}" for i in range(30)]  # as received
+
+
+def test_the_table_reads_the_entries_of_its_last_stretches_only(long_window, monkeypatch):
+    """The terminal view shows the totals and the last events, and writes no export (so shows no
+    digest): it adds up every stretch and writes the entries of the last ones only - the same
+    view as from the whole timeline."""
+    from pipeline.investigate import replay as module
+
+    store, inv, _ = long_window
+    monkeypatch.setattr(module, "STRETCH", 40)  # ~45 stretches in the window
+    written_stretches: list[bool] = []
+    source = module._Window._source
+
+    def counted(self, start, end, *, raw):
+        written_stretches.append(raw)
+        return source(self, start, end, raw=raw)
+
+    monkeypatch.setattr(module._Window, "_source", counted)
+    whole = write_replay(store, "monitor", inv, None, with_raw=False, last=30, **_window())
+    entries_read = sum(written_stretches)
+    written_stretches.clear()
+    table = write_replay(store, "monitor", inv, None, with_raw=False, last=30, digest=False, **_window())
+    assert sum(written_stretches) <= 2 < entries_read  # the last stretch or two, not ~45
+    assert table.sha256 == "" and whole.sha256
+    assert [e for _, e in table.shown] == [e for _, e in whole.shown] and len(table.shown) >= 30
+    assert table.entries == whole.entries
+    assert {k: v for k, v in table.report.items() if k not in ("sha256", "generated_at")} == \
+        {k: v for k, v in whole.report.items() if k not in ("sha256", "generated_at")}
+    assert "sha256" not in as_text(table)

@@ -111,11 +111,11 @@ def replay(app: App, agent: str, since: str | None, until: str | None, fmt: str,
                 write_html(replay, export, out, accounts=Accounts(app.config.accounts or []))
         else:
             replay = write_replay(store, agent, app.inventory, None, since=start, until=end, redact=redact,
-                                  with_raw=False)
+                                  with_raw=False, digest=False)
             out.write(as_text(replay, accounts=Accounts(app.config.accounts or [])) + "\n")
     if output:
-        click.echo(f"wrote {output} ({replay.report['summary']['events']:,} events, sha256 {replay.sha256[:16]}…)",
-                   err=True)
+        digest = f", sha256 {replay.sha256[:16]}…" if replay.sha256 else ""
+        click.echo(f"wrote {output} ({replay.report['summary']['events']:,} events{digest})", err=True)
 
 
 @cli.command(name="least-privilege")

@@ -91,7 +91,7 @@ class Replay:
     extracts the views show."""
 
     report: dict[str, Any]  # the export; its "timeline" holds only ``shown`` entries
-    sha256: str
+    sha256: str  # "" when no export was written (``digest=False``)
     shown: list[tuple[int, dict[str, Any]]]  # (position in the timeline, entry), in order
     activity: dict[datetime, list[int]]  # hour (UTC) -> [calls, failed]
     entries: int  # the timeline's length (events and findings)
@@ -99,8 +99,10 @@ class Replay:
 
 def write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | None, *,
                  since: datetime | None = None, until: datetime | None = None, with_raw: bool = True,
-                 redact: bool = True, last: int = 50, around: int = 0) -> Replay:
+                 redact: bool = True, last: int = 50, around: int = 0, digest: bool = True) -> Replay:
     """Write the JSON export to ``out`` (``None``: only its digest) as the agent's events are read.
+    ``digest=False`` (the terminal view: no export, so no digest) adds up the window and reads
+    the entries of its last stretches only, those the view's ``last`` entries are in.
 
     Memory stays flat in the number of events: the window is read a stretch at a time; each
     stretch's summary, blast radius and changes are added up in DuckDB and merged (memory in the
@@ -119,7 +121,7 @@ def write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | N
     pending = deque((_us(f["first_seen"]), to_jsonable(_finding_entry(f))) for f in findings)
     inv = inventory.agent(agent)
     generated_at = utcnow()
-    with _Timeline() as timeline:
+    with _Timeline(keep=digest or out is not None) as timeline:
 
         def put_finding() -> None:
             when, entry = pending.popleft()
@@ -127,7 +129,13 @@ def write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | N
             extract.add(timeline.count, "finding", when, entry)
             timeline.add([line], {0} if HIDDEN_IN_JSON.search(line) else set())
 
-        for batch in window.batches(totals):
+        for batch in window.batches(totals, tail=None if digest or out is not None else last):
+            if isinstance(batch, _Skipped):  # a stretch whose entries no view shows: counted
+                while pending and pending[0][0] < batch.until:
+                    put_finding()
+                timeline.count += batch.entries
+                extract.skipped = extract.skipped or batch.entries > 0
+                continue
             times = batch.times
             if not (pending and pending[0][0] <= times[-1]) and not extract.after:
                 # no finding among them: the views can keep only the batch's last entries
@@ -156,10 +164,10 @@ def write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | N
             "changes": totals.changes(),
             "findings": to_jsonable(findings)}
         trailer = to_jsonable({"redaction": _redaction_note(redact, window.redacted)})
-        digest = timeline.write_export(header, trailer, out)
+        sha = timeline.write_export(header, trailer, out) if timeline.keep else ""
     shown = extract.entries()
-    report = {**header, "timeline": [entry for _, entry in shown], **trailer, "sha256": digest}
-    return Replay(report, digest, shown, totals.activity, timeline.count)
+    report = {**header, "timeline": [entry for _, entry in shown], **trailer, "sha256": sha}
+    return Replay(report, sha, shown, totals.activity, timeline.count)
 
 
 def _us(when: datetime) -> int:
@@ -200,7 +208,8 @@ class _Timeline:
     compact entry holds no raw newline), so neither the events nor their text stay in memory;
     ``hidden``: the entries with characters ``json_inert`` escapes in the file."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: bool = True) -> None:
+        self.keep = keep  # False: only counted (no export is written)
         self.file = tempfile.TemporaryFile("w+b")  # noqa: SIM115 - closed by __exit__
         self.count = 0
         self.hidden: deque[int] = deque()
@@ -212,13 +221,16 @@ class _Timeline:
         self.file.close()
 
     def add(self, lines: list[str], hidden: set[int]) -> None:
+        if not self.keep:
+            self.count += len(lines)
+            return
         self.hidden.extend(self.count + i for i in sorted(hidden))
         self.file.write(("\n".join(lines) + "\n").encode())
         self.count += len(lines)
 
     def add_batch(self, batch: _Batch) -> None:
         """A batch's entries: DuckDB's text as it is when it wrote them all (no Python per entry)."""
-        text = batch.text_bytes()
+        text = batch.text_bytes() if self.keep else None
         if text is None:
             self.add(batch.lines(), batch.hidden)
             return
@@ -357,19 +369,26 @@ class _Window:
         return (f"SELECT *, {_ACCOUNT} AS account, referenced_resources::VARCHAR AS resources_text "  # noqa: S608
                 f"FROM ({sql})", values)
 
-    def batches(self, totals: _Totals) -> Iterator[_Batch]:
+    def batches(self, totals: _Totals, tail: int | None = None) -> Iterator[_Batch | _Skipped]:
         """The window's timeline entries, oldest first, a batch at a time: each event's time (µs
         since the epoch), its entry's JSON, and which entries have characters ``json_inert``
         escapes. Each stretch is first added up into ``totals`` (``_add_up``); then DuckDB writes
         its entries (``_entry_sql``) with the calls' actions and resources from Python; an entry
         that may hold a secret, or whose text DuckDB would write differently, is built in Python
-        (``_slow_line``)."""
+        (``_slow_line``). With ``tail``, only the stretches that hold the last ``tail`` events are
+        written; the others are added up and yielded as ``_Skipped``."""
         con = self.store.cursor()
         try:
-            for start, end in _stretches(self.store, "", self.since, self.until, self.condition):
+            stretches = _stretches(self.store, "", self.since, self.until, self.condition)
+            first = _tail_start(stretches, tail)
+            for k, (start, end, _) in enumerate(stretches):
                 source, values = self._source(start, end, raw=False)
+                before = totals.events
                 calls = self._add_up(con, source, values, totals)
                 if not calls:
+                    continue
+                if k < first:
+                    yield _Skipped(totals.events - before, _us(end))
                     continue
                 con.register(_FACTS_TABLE, _facts_table({k: self.facts[k] for k in calls}))
                 try:
@@ -448,6 +467,27 @@ class _Window:
 
 
 @dataclass
+class _Skipped:
+    """A stretch added up but not written: its ``entries`` (events) and where it ends (µs)."""
+
+    entries: int
+    until: int
+
+
+def _tail_start(stretches: list[tuple[datetime, datetime, int]], tail: int | None) -> int:
+    """The first of the last stretches that hold at least ``tail`` of the agent's own events (0:
+    every stretch when ``tail`` is None)."""
+    if tail is None:
+        return 0
+    held = 0
+    for k in range(len(stretches) - 1, -1, -1):
+        held += stretches[k][2]
+        if held >= max(tail, 1):
+            return k
+    return 0
+
+
+@dataclass
 class _Batch:
     """Timeline entries as the entry query gave them: ``text`` each entry's JSON followed by a
     newline as DuckDB wrote it (null where Python ``built`` it: position -> JSON), ``hidden`` the
@@ -514,22 +554,22 @@ def _facts_table(facts: dict[tuple[Any, ...], _Call]) -> pa.Table:
 
 
 def _stretches(store: Store, agent: str, since: datetime, until: datetime,
-               condition: tuple[str, list[str]] | None = None) -> list[tuple[datetime, datetime]]:
-    """[since, until) cut at hour boundaries into stretches of about STRETCH events, oldest first.
+               condition: tuple[str, list[str]] | None = None) -> list[tuple[datetime, datetime, int]]:
+    """[since, until) cut at hour boundaries into stretches of about STRETCH events, oldest first,
+    each with the agent's own events in it (those through its roles are not counted here).
     DuckDB sorts each stretch whole (raw JSON included) within its memory limit, and a reader
     cannot spill to disk: sorting a busy agent's 90 days at once ran out of memory at 190k events."""
     where, params = condition or agent_filter(store, agent)
     hours = store.con.execute(
         "SELECT date_trunc('hour', event_time) AS h, count(*) FROM events "  # noqa: S608 - agent_filter's SQL
         f"WHERE {where} AND event_time >= ? AND event_time < ? GROUP BY h ORDER BY h", [*params, since, until]).fetchall()
-    cuts = [since]
-    held = 0
+    cuts, counts = [since], [0]
     for hour, count in hours:
-        if held and held + count > STRETCH and hour > cuts[-1]:
+        if counts[-1] and counts[-1] + count > STRETCH and hour > cuts[-1]:
             cuts.append(hour)
-            held = 0
-        held += count
-    return list(zip(cuts, [*cuts[1:], until], strict=True))
+            counts.append(0)
+        counts[-1] += count
+    return list(zip(cuts, [*cuts[1:], until], counts, strict=True))
 
 
 # -- each timeline entry's JSON, written by DuckDB ----------------------------------------------
@@ -734,6 +774,7 @@ class _Extract:
         self.last, self.around = last, around
         self.active = bool(last or around)
         self.reach = max(last, around) if self.active else 0  # entries before a finding it may keep
+        self.skipped = False  # events went by unseen (older than the tail): as if trimmed
         self.tail: deque[tuple[int, str, int, Any]] = deque()
         self.tail_events = 0
         self.before: deque[tuple[int, str, int, Any]] = deque(maxlen=max(around, 1))
@@ -771,6 +812,8 @@ class _Extract:
             self.tail.popleft()
 
     def entries(self) -> list[tuple[int, dict[str, Any]]]:
+        if self.skipped and any(i[1] == "event" for i in self.tail):
+            self._drop_findings_before_the_first_event()
         items = sorted({**self.kept, **{i[0]: i for i in self.tail}}.values()) if self.around else list(self.tail)
         return [(i[0], json.loads(i[3]) if i[1] == "event" else i[3]) for i in items]
 

@@ -65,7 +65,7 @@ def as_text(replay: Replay, accounts: Accounts | None = None) -> str:
                         [[t["event_time"], f"FINDING {t['severity']} {t['detector']}: {t['summary']}"
                           if t["kind"] == "finding" else _through(t, names) + t["action"], t.get("source_ip"),
                           t.get("acs_region"), t.get("error_code")] for t in shown], "table"))
-    lines.append(f"\nsha256 of the JSON export: {report['sha256']}")
+    lines.append("")
     lines.append(_redaction_line(report))
     return "\n".join(lines)
 
