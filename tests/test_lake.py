@@ -28,7 +28,7 @@ from pipeline.store.store import (
     publish_snapshot,
     snapshot_path,
 )
-from pipeline.store.tiers import lake_dir
+from pipeline.store.tiers import events_between, lake_dir
 from tests.conftest import ROOT, assert_one_line_error, run_cli, write_ndjson
 
 DAY = timedelta(days=1)
@@ -489,3 +489,24 @@ def test_a_configured_lake_path_is_where_days_are_sealed_and_read_from(tmp_path,
     moved = Config.model_validate({"store": {}, "lake": {"path": str(tmp_path / "elsewhere")}})
     [seal] = [x for x in run_cycle(moved, Inventory(), db, echo=lambda _: None).steps if x.name == "seal"]
     assert not seal.ok and "lake.path" in seal.error and str(shared) in seal.error
+
+
+def test_a_range_of_days_reads_like_events_from_only_those_days_files(store, tmp_path, make_event):
+    """``events_between`` (what a fit reads its computed cells through) holds exactly the events
+    ``events`` holds in its range, every column the same, naming only the files of its days (a
+    scan of ``events`` opens every sealed day's file); a missing file is left out as ``events``
+    leaves it out."""
+    _ingest(store, tmp_path, _week(make_event))
+    _seal_all(store)
+    lo = datetime.combine(_days_ago(4), datetime.min.time(), UTC)
+    hi = lo + 2 * DAY
+    ranged = events_between(store.con, store.path, lo, hi)
+    assert ranged.count(".parquet") == 3  # days -4, -3 and the day `hi` falls on
+    query = "SELECT * EXCLUDE (ingested_at) FROM {} AS e WHERE event_time >= ? AND event_time < ? ORDER BY event_id"
+    expected = store.con.execute(query.format("events"), [lo, hi]).fetchall()
+    assert len(expected) == 6
+    assert store.con.execute(query.format(ranged), [lo, hi]).fetchall() == expected
+    gone = next(lake_dir(store.path).glob(f"day={_days_ago(4).isoformat()}/*.parquet"))
+    gone.unlink()
+    left = store.con.execute(query.format(events_between(store.con, store.path, lo, hi)), [lo, hi]).fetchall()
+    assert left == [row for row in expected if row[1] >= lo + DAY]

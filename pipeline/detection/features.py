@@ -31,7 +31,7 @@ read from their events, as before.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -39,6 +39,7 @@ from typing import Any
 import detectors
 from models.baselines import HISTORY, SHARED, SHARED_DAILY, Learned, fill
 from pipeline.core.times import utcnow
+from pipeline.store import tiers
 from pipeline.store.attribution import identities_of
 from pipeline.store.store import Store, first_row
 
@@ -219,6 +220,9 @@ class Plan:
     tainted: dict[date, set[str]]  # day -> agents whose stored rows of that day must not be used
     empty: set[date] = field(default_factory=set)  # whole days of the history without any event
     identities: dict[str, list[str]] = field(default_factory=dict)  # tainted agent -> its raw identities
+    # the stored events of [lo, hi) as a FROM-able relation (``tiers.events_between``: only the
+    # sealed days of that range); "events" when not given
+    events_between: Callable[[datetime, datetime], str] | None = None
 
     def source(self, key: str, sql: str) -> tuple[str, list[Any]]:
         """The per-day rows of ``sql`` (part ``key``) over the history: stored where valid, the
@@ -291,9 +295,12 @@ class Plan:
         times = [v for v in reach_values if isinstance(v, datetime)]  # each (lo, hi) of `reach`
         reached = f"event_time >= ? AND event_time < ? AND ({' OR '.join(reach)})"
         reach_values = [min(times), max(times), *reach_values]
-        source = (f"(SELECT *, {' OR '.join(in_range)} AS in_range FROM events "  # noqa: S608
+        # ... and from the files of that range's days only (opening every sealed file to skip it
+        # cost each scan ~2.4 s at 300 sealed days)
+        events = self.events_between(min(times), max(times)) if self.events_between else "events"
+        source = (f"(SELECT *, {' OR '.join(in_range)} AS in_range FROM {events} AS events "  # noqa: S608
                   f"WHERE {reached}{agents} "
-                  f"AND event_id NOT IN (SELECT event_id FROM events WHERE {reached} "
+                  f"AND event_id NOT IN (SELECT event_id FROM {events} AS events WHERE {reached} "
                   f"AND NOT coalesce(({self.where}), false)))")
         params = [*values, *reach_values, *([self.agents] if self.agents is not None else []),
                   *reach_values, *self.params]
@@ -336,7 +343,8 @@ def plan(store: Store, start: datetime, end: datetime, timezone: str, where: str
     tainted = _tainted(store, start, end, unlearned)
     agents_tainted = sorted({a for cells in tainted.values() for a in cells})
     return Plan(start, end, timezone, where, params, agents, stored, tainted, empty,
-                identities_of(store, agents_tainted) if agents_tainted else {})
+                identities_of(store, agents_tainted) if agents_tainted else {},
+                lambda lo, hi: tiers.events_between(store.con, store.path, lo, hi))
 
 
 def _tainted(store: Store, start: datetime, end: datetime, unlearned: Sequence[str]) -> dict[date, set[str]]:

@@ -154,13 +154,29 @@ def events_view_sql(files: Sequence[str], *, temp: bool = False) -> str:
     file's footer to bind each query). A migration that adds a column to ``events_hot`` must
     add it here and read older files with ``union_by_name`` or rewrite them. ``temp``: a
     connection's own view, shadowing the stored one (a reader's, over the files it can read)."""
+    return f"CREATE OR REPLACE {'TEMP ' if temp else ''}VIEW events AS {_events_select(files)}"
+
+
+def events_between(con: duckdb.DuckDBPyConnection, store_path: str, lo: datetime, hi: datetime) -> str:
+    """A FROM-able relation with the columns of ``events`` (the agent derived at read time) that
+    holds every readable stored event of [lo, hi): the hot table and the files of those UTC days
+    only. A query of ``events`` with a time condition still opens every sealed file to skip it by
+    its statistics (~8 ms a file: 2.4 s a scan at 300 sealed days); one that knows its range
+    names only the days it can hold. Unavailable files are left out, as ``events`` leaves them."""
+    root = lake_root(con, store_path)
+    rows = con.execute("SELECT path, bytes FROM lake_files WHERE day BETWEEN ? AND ? ORDER BY day, path",
+                       [lo.astimezone(UTC).date(), hi.astimezone(UTC).date()]).fetchall()
+    return f"({_events_select([str(root / p) for p, size in rows if file_problem(root / p, size) is None])})"
+
+
+def _events_select(files: Sequence[str]) -> str:
+    """The ``events`` view's SELECT over ``events_hot`` and these Parquet files."""
     sources = f"SELECT {STORED} FROM events_hot"  # noqa: S608 - fixed names
     if files:
         listed = ", ".join(sql_text(f) for f in files)
         sources += f" UNION ALL SELECT {STORED} FROM read_parquet([{listed}])"  # noqa: S608
     shown = ", ".join(f"e.{c}" for c in STORED_COLUMNS[:-3])
     return f"""
-CREATE OR REPLACE {"TEMP " if temp else ""}VIEW events AS
 SELECT {shown},
        CASE WHEN v.ready THEN coalesce(kb.agent, k.agent, nb.agent, n.agent, e.identity) ELSE e.agent END AS agent,
        e.source, e.ingested_at,
