@@ -618,8 +618,9 @@ def _entry_sql(source: str, redact: bool) -> str:
               f"CASE WHEN len(coalesce(via, [])) > 0 THEN concat(',\"via\":', to_json(via), ',\"identity\":', "
               f"{_j('identity')}, ',\"account\":', {_j('account')}) ELSE '' END",
               "',\"raw\":'", "coalesce(json(raw), 'null')", "'}'"]
-    slow = ("hint OR (regexp_matches(line, ?) AND regexp_matches(regexp_replace(line, ?, '\"\"', 'g'), ?))"
-            if redact else "regexp_matches(line, ?)")
+    # (a CASE: DuckDB evaluates both sides of an AND in a projection, the second pass for every entry)
+    slow = ("hint OR CASE WHEN regexp_matches(line, ?) THEN regexp_matches(regexp_replace(line, ?, '\"\"', 'g'), ?) "
+            "ELSE false END" if redact else "regexp_matches(line, ?)")
     row = ", ".join([*EVENT_FIELDS, "via", "raw", f"fkey := [{', '.join(_FACTS)}]"])
     return f"""
         SELECT epoch_us(event_time) AS t, slow, NOT slow AND hidden AS hidden,
