@@ -214,3 +214,4 @@ def test_incidents_refreshed_together_each_tell_their_own_events(db):
     assert {i["id"]: (i["headline"], i["summary"]) for i in list_incidents(db)} == together
     billing = next(h for h, _ in together.values() if h.startswith("billing-exporter"))
     assert "AdministratorAccess" not in billing and f"from {TOR}" not in billing
+

@@ -125,7 +125,7 @@ def refresh(con: Any, iid: str, tz: ZoneInfo | None = None, *, events: list[dict
     title, summary = current[3], current[5]
     if tz is not None or not title:
         worst = max(shown, key=lambda f: (SEVERITIES.index(f[1]), f[9]))
-        told = story(_events(con, findings) if events is None else events, tz or ZoneInfo("UTC"))
+        told = story(_events_of(con, [iid]).get(iid, []) if events is None else events, tz or ZoneInfo("UTC"))
         title, summary = headline(agent, told, worst[8]), json.dumps(told.as_dict())
     visible = (severity, status, title, len(shown), by)
     bump = visible != (current[1], current[2], current[3], current[4], current[6])
@@ -152,10 +152,13 @@ def _last_change(con: Any, finding_ids: list[str]) -> tuple[str | None, datetime
 
 
 def _events_of(con: Any, iids: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """The events of each of these incidents (as :func:`_events` reads one's), in ONE query: a
+    """The events of each of these incidents (at most :data:`STORY_EVENTS` each), in ONE query: a
     cycle refreshes hundreds of incidents, and each query of ``events`` costs its scan of the
     span (and of the sealed files' footers) however few events it returns. The ids are matched
-    by a hash join (``IN (SELECT unnest(...))``; ``list_contains`` of 76k ids took 3x longer)."""
+    by a hash join (``IN (SELECT unnest(...))``; ``list_contains`` of 76k ids took 3x longer).
+    Only the incident's agent's own events tell its story (a finding may list the AssumeRole call
+    of the agent that started a session)."""
+    agents = dict(con.execute("SELECT id, agent FROM incidents WHERE list_contains(?, id)", [iids]).fetchall())
     findings = con.execute(
         "SELECT incident_id, first_seen, last_seen, event_ids FROM findings "
         "WHERE list_contains(?, incident_id) ORDER BY first_seen, id", [iids]).fetchall()
@@ -168,30 +171,17 @@ def _events_of(con: Any, iids: list[str]) -> dict[str, list[dict[str, Any]]]:
         return {}
     first, last = min(f[1] for f in findings), max(f[2] for f in findings)
     cursor = con.execute(
-        f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE event_time BETWEEN ? AND ? "  # noqa: S608
+        f"SELECT {', '.join(EVENT_COLUMNS)}, agent FROM events WHERE event_time BETWEEN ? AND ? "  # noqa: S608
         "AND event_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY event_time, event_id", [first, last, ids])
     order: dict[str, int] = {}
     rows: dict[str, dict[str, Any]] = {}
+    of: dict[str, str] = {}
     for i, row in enumerate(cursor.fetchall()):
-        rows[row[0]] = dict(zip(EVENT_COLUMNS, row, strict=True))
-        order[row[0]] = i
-    return {iid: sorted((rows[e] for e in listed if e in rows), key=lambda r: order[r["event_id"]])
+        rows[row[0]] = dict(zip(EVENT_COLUMNS, row[:-1], strict=True))
+        order[row[0]], of[row[0]] = i, row[-1]
+    return {iid: sorted((rows[e] for e in listed if e in rows and of[e] == agents.get(iid)),
+                        key=lambda r: order[r["event_id"]])
             for iid, listed in wanted.items()}
-
-
-def _events(con: Any, findings: Sequence[tuple[Any, ...]]) -> list[dict[str, Any]]:
-    """The incident's events (at most :data:`STORY_EVENTS`), read by their ids within its span
-    (zone maps and the sealed files' statistics skip the rest of the store). Not by ``agent``:
-    the ids are its findings' and attributing every event of the span first costs the joins of
-    the read-time attribution (~0.2 s an incident at 10M events, and a cycle refreshes hundreds)."""
-    ids = list(dict.fromkeys(e for f in findings for e in f[5]))[:STORY_EVENTS]
-    if not ids:
-        return []
-    first, last = min(f[3] for f in findings), max(f[4] for f in findings)
-    cursor = con.execute(
-        f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE event_time BETWEEN ? AND ? "  # noqa: S608
-        "AND event_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY event_time, event_id", [first, last, ids])
-    return [dict(zip(EVENT_COLUMNS, row, strict=True)) for row in cursor.fetchall()]
 
 
 # -- reading ---------------------------------------------------------------------------------------
