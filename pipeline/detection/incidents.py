@@ -173,15 +173,17 @@ def _events_of(con: Any, iids: list[str]) -> dict[str, list[dict[str, Any]]]:
     cursor = con.execute(
         f"SELECT {', '.join(EVENT_COLUMNS)}, agent FROM events WHERE event_time BETWEEN ? AND ? "  # noqa: S608
         "AND event_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY event_time, event_id", [first, last, ids])
-    order: dict[str, int] = {}
-    rows: dict[str, dict[str, Any]] = {}
-    of: dict[str, str] = {}
-    for i, row in enumerate(cursor.fetchall()):
-        rows[row[0]] = dict(zip(EVENT_COLUMNS, row[:-1], strict=True))
-        order[row[0]], of[row[0]] = i, row[-1]
-    return {iid: sorted((rows[e] for e in listed if e in rows and of[e] == agents.get(iid)),
-                        key=lambda r: order[r["event_id"]])
-            for iid, listed in wanted.items()}
+    listing: dict[str, list[str]] = {}  # event id -> the incidents that list it
+    for iid, listed in wanted.items():
+        for e in listed:
+            listing.setdefault(e, []).append(iid)
+    told: dict[str, list[dict[str, Any]]] = {iid: [] for iid in wanted}
+    for row in cursor.fetchall():  # in time order: each incident's events come out in order
+        event = dict(zip(EVENT_COLUMNS, row[:-1], strict=True))
+        for iid in listing[row[0]]:
+            if row[-1] == agents.get(iid):
+                told[iid].append(event)
+    return told
 
 
 # -- reading ---------------------------------------------------------------------------------------

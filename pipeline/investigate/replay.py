@@ -121,7 +121,7 @@ def write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | N
     pending = deque((_us(f["first_seen"]), to_jsonable(_finding_entry(f))) for f in findings)
     inv = inventory.agent(agent)
     generated_at = utcnow()
-    with _Timeline(keep=digest or out is not None) as timeline:
+    with _Timeline(keep=digest or out is not None) as timeline:  # else only the views' last entries
 
         def put_finding() -> None:
             when, entry = pending.popleft()
@@ -129,7 +129,7 @@ def write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | N
             extract.add(timeline.count, "finding", when, entry)
             timeline.add([line], {0} if HIDDEN_IN_JSON.search(line) else set())
 
-        for batch in window.batches(totals, tail=None if digest or out is not None else last):
+        for batch in window.batches(totals, tail=None if timeline.keep else last):
             if isinstance(batch, _Skipped):  # a stretch whose entries no view shows: counted
                 while pending and pending[0][0] < batch.until:
                     put_finding()
@@ -252,9 +252,10 @@ class _Timeline:
         while block := self.file.read(1 << 20):
             block = rest + block
             cut = block.rfind(b"\n") + 1  # every entry ends in a newline
-            body, rest = block[:cut - 1], block[cut:]
             if cut == 0:
+                rest = block
                 continue
+            body, rest = block[:cut - 1], block[cut:]
             lines = body.count(b"\n") + 1 if self.hidden else 0  # only positions of hidden entries matter
             sha.update(body.replace(b"\n", b",") if first else b"," + body.replace(b"\n", b","))
             if out is not None:

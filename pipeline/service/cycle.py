@@ -207,6 +207,11 @@ def _features(store: Store, config: Config, _inventory: Inventory, _path: str | 
     from daily aggregates"), before detect refits: at most ``store.seal_days_per_cycle + 1`` days
     per cycle, newest first (after an inventory change every kept day is stale: they are rebuilt
     over the next cycles and read from their events meanwhile)."""
+    return _keep_feature_days(store, config)
+
+
+def _keep_feature_days(store: Store, config: Config) -> dict[str, Any]:
+    """One bounded step of keeping per-day rows (the cycle's ``features`` step and the nightly refit's)."""
     from pipeline.detection import features
 
     assert config.store is not None
@@ -374,9 +379,7 @@ class Service:
             with open_store(self.db, memory_limit=self.config.memory_limit, lock_wait=60.0,
                             stop=self._stop.is_set, on_wait=log.warning) as store:
                 if self.config.store is not None:  # the day that just ended, kept before the refit reads it
-                    from pipeline.detection import features
-
-                    features.refresh(store, self.config.timezone, max_days=self.config.store.seal_days_per_cycle + 1)
+                    _keep_feature_days(store, self.config)
                 fitted = learning.refit(store, utcnow(), self.config.timezone)
                 if self.config.retention is not None:
                     from pipeline.store.retention import prune

@@ -347,14 +347,13 @@ def lake_summary(store: Store) -> dict[str, Any]:
         "FROM lake_files"))
     assert row is not None
     root = lake_path(store)
-    broken = tiers.unavailable_files(store.con, store.path)
-    days = dict(store.con.execute("SELECT path, day FROM lake_files").fetchall()) if broken else {}
-    unavailable = [{"day": days[path].isoformat(), "path": path, "reason": why} for path, why in sorted(broken.items())]
+    broken = sorted((f for f in tiers.sealed_files(store.con, store.path) if f.problem), key=lambda f: f.path)
+    unavailable = [{"day": f.day.isoformat(), "path": f.path, "reason": f.problem} for f in broken]
     hot = first_row(store.con.execute("SELECT count(*) FROM events_hot"))
     return {"sealed_days": int(row[0]), "files": int(row[1]), "sealed_events": int(row[2]),
             "sealed_bytes": int(row[3]), "first_day": row[4].isoformat() if row[4] else None,
             "last_day": row[5].isoformat() if row[5] else None, "hot_events": int(hot[0]) if hot else 0,
-            "missing": list(broken), "unavailable": unavailable,
+            "missing": [f.path for f in broken], "unavailable": unavailable,
             "unavailable_days": sorted({u["day"] for u in unavailable}), "dir": str(root)}
 
 
@@ -362,12 +361,8 @@ def unavailable_note(store: Store, first: date | None = None, last: date | None 
     """One line naming the sealed days (between ``first`` and ``last``, when given) whose files
     cannot be read and that ``events`` therefore leaves out; None when there are none. Every
     reader that covers such a day says so (``query``, ``replay``, ``detect``, ``status``)."""
-    broken = tiers.unavailable_files(store.con, store.path)
-    if not broken:
-        return None
-    days = dict(store.con.execute("SELECT path, day FROM lake_files").fetchall())
-    hit = sorted((days[p], p, why) for p, why in broken.items()
-                 if (first is None or days[p] >= first) and (last is None or days[p] <= last))
+    hit = sorted((f.day, f.path, f.problem) for f in tiers.sealed_files(store.con, store.path, first, last)
+                 if f.problem)
     if not hit:
         return None
     listed = "; ".join(f"{day} ({why}: {path})" for day, path, why in hit)
