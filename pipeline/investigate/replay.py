@@ -456,40 +456,41 @@ class _Window:
             con.close()
 
     def _aggregates(self, con: Any, start: datetime, end: datetime) -> tuple[list[Any], list[Any]]:
-        """A stretch's aggregates, no raw JSON read (a worker's task: it closes its cursor):
-        ``calls`` per (call, access, outcome), ``seen`` per value of each kind, hour and in all."""
+        """A stretch's aggregates in one read of its events, no raw JSON read (a worker's task:
+        it closes its cursor): ``calls`` per (call, access, outcome) (its facts, access, outcome,
+        count, first and last time, first event), ``seen`` per value of each kind, hour and in all."""
         source, values = self._source(start, end, raw=False)
+        first_event = "arg_min(event_id, {'t': event_time, 'i': event_id})"
         try:
-            calls = con.execute(
-                f"""
-                SELECT {', '.join(_FACTS)},
-                       CASE WHEN event_rw = 'Write' THEN 'write' ELSE 'read' END AS access,
-                       CASE WHEN coalesce(error_code, '') <> '' THEN 'failed' ELSE 'succeeded' END AS outcome,
-                       count(*), min(epoch_us(event_time)), max(epoch_us(event_time)),
-                       arg_min(event_id, {{'t': event_time, 'i': event_id}})
-                FROM ({source}) GROUP BY ALL""", values).fetchall()  # noqa: S608 - fixed SQL
-            seen = con.execute(
+            rows = con.execute(
                 f"""
                 WITH k AS MATERIALIZED (
                   SELECT event_id, event_time, event_name, source_ip, user_agent, acs_region, access_key_id, account,
+                         {', '.join(c for c in _FACTS if c not in ('event_name', 'acs_region', 'account'))},
                          coalesce(error_code, '') <> '' AS bad, len(coalesce(via, [])) > 0 AS through,
+                         CASE WHEN event_rw = 'Write' THEN 'write' ELSE 'read' END AS access,
                          CASE WHEN len(coalesce(via, [])) > 0
                               THEN identity || '@' || CASE WHEN account_id <> '' THEN account_id ELSE '?' END END AS role
                   FROM ({source}))
-                {' UNION ALL '.join(
-                    f"SELECT '{kind}', {column}, NULL::TIMESTAMPTZ, count(*), 0, min(epoch_us(event_time)), "
-                    f"max(epoch_us(event_time)), arg_min(event_id, {{'t': event_time, 'i': event_id}}) "
-                    f"FROM k WHERE {column} <> '' GROUP BY {column}"
+                SELECT 'call', NULL, NULL::TIMESTAMPTZ, count(*), 0, min(epoch_us(event_time)),
+                       max(epoch_us(event_time)), {first_event},
+                       [{', '.join(_FACTS)}, access, CASE WHEN bad THEN 'failed' ELSE 'succeeded' END]
+                FROM k GROUP BY {', '.join(_FACTS)}, access, bad
+                {' '.join(
+                    f"UNION ALL SELECT '{kind}', {column}, NULL, count(*), 0, min(epoch_us(event_time)), "
+                    f"max(epoch_us(event_time)), {first_event}, NULL FROM k WHERE {column} <> '' GROUP BY {column}"
                     for kind, column in _SEEN)}
                 UNION ALL SELECT 'hour', NULL, date_trunc('hour', event_time) AS h, count(*),
-                                 count(*) FILTER (WHERE bad), NULL, NULL, NULL FROM k GROUP BY h
+                                 count(*) FILTER (WHERE bad), NULL, NULL, NULL, NULL FROM k GROUP BY h
                 UNION ALL SELECT 'all', NULL, NULL, count(*), count(*) FILTER (WHERE bad), min(epoch_us(event_time)),
-                                 max(epoch_us(event_time)), NULL FROM k
-                UNION ALL SELECT 'through', NULL, NULL, count(*), 0, NULL, NULL, NULL FROM k WHERE through
+                                 max(epoch_us(event_time)), NULL, NULL FROM k
+                UNION ALL SELECT 'through', NULL, NULL, count(*), 0, NULL, NULL, NULL, NULL FROM k WHERE through
                 """, values).fetchall()  # noqa: S608 - fixed SQL
-            return calls, seen
         finally:
             con.close()
+        calls = [(*fkey, count, first, last, key) for kind, _, _, count, _, first, last, key, fkey in rows
+                 if kind == "call"]
+        return calls, [row[:-1] for row in rows if row[0] != "call"]
 
     def _add_up(self, calls: list[Any], seen: list[Any], totals: _Totals) -> set[tuple[Any, ...]]:
         """Add a stretch's aggregates to ``totals``; the RAM mapping of each call new to
@@ -568,15 +569,15 @@ class _Batch:
         texts = self.text.slice(start).to_pylist()
         return [self.built[start + i] if t is None else t[:-1] for i, t in enumerate(texts)]
 
-    def text_bytes(self) -> bytes | None:
-        """All the entries' text as one block (straight from Arrow's buffer), or ``None`` when
-        Python built some of them."""
+    def text_bytes(self) -> memoryview | None:
+        """All the entries' text as one block (a view of Arrow's buffer, not a copy), or ``None``
+        when Python built some of them."""
         text = self.text
         if self.built or text.null_count or not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
             return None
         offsets = memoryview(text.buffers()[1]).cast("i" if pa.types.is_string(text.type) else "q")
         start, end = offsets[text.offset], offsets[text.offset + len(text)]
-        return memoryview(text.buffers()[2])[start:end].tobytes()
+        return memoryview(text.buffers()[2])[start:end]
 
 
 _SEEN = (("source_ips", "source_ip"), ("user_agents", "user_agent"), ("regions", "acs_region"),
