@@ -42,7 +42,6 @@ from tests.sources.test_sls import (
     partition,
     received,
     source,
-    spread,
 )
 
 
@@ -182,3 +181,70 @@ def test_a_mixed_pull_is_stored_and_quarantined_exactly_as_by_the_python_parser(
     assert any(r.startswith("no `event` content") for _, r in reasons)
     assert any(r.startswith("eventId already stored") for _, r in reasons)  # the forged copy, located
     assert duck["report"]["new"] > 400 and duck["report"]["quarantined"] > 15
+
+
+def test_batches_commit_the_same_cursors_and_shard_state_as_with_the_python_parser(tmp_path, fake, monkeypatch,
+                                                                                  sql_lines):
+    """Batches of 10 logs cut across pulls of 3 groups of 7: each batch carries the cursor of the
+    pulls it holds whole, the receive time, and a drained read-only parent's mark, as today."""
+    evs = events("a", 150)
+    bad = ["{\"eventId\": \"broken\", ", Contents(note="no event"), _text(_event("old", eventTime="2001-01-01T00:00:00Z"))]
+    logs: list[Any] = [*evs[:40], *bad, *evs[40:100]]
+    for start in range(0, len(logs), 7):
+        fake.add_events(0, logs[start:start + 7], receive_time=received(evs[:40]))
+    fake.add_events(1, evs[100:120], group_size=7, receive_time=received(evs[100:120]))
+    children = fake.split(1)
+    fake.add_events(children[0], evs[120:150], group_size=7, receive_time=received(evs[120:150]))
+    python = read_with("python", tmp_path / "python.duckdb", fake, monkeypatch, 10)
+    duck = read_with("duckdb", tmp_path / "duckdb.duckdb", fake, monkeypatch, 10)
+    assert duck == python
+    assert sql_lines[0] == 152 and sql_lines[1] == 2  # DuckDB read every event; Python the two bad texts
+    assert len(duck["batches"]) > 15 and {cursor for _, cursor, _, _ in duck["batches"]} - {None}
+    names = [row[0] for row in duck["state"] if isinstance(row[0], str) and row[0].startswith("sls.")]
+    assert any(n.startswith("sls.drained:") and n.endswith(partition(1)) for n in names)
+    cursors = {row[1]: row[2] for row in duck["state"] if row[0] == "trail"}
+    assert fake.position(cursors[partition(0)]) == (0, fake.size(0))
+
+
+# The SLS kill test's child (tests/sources/test_sls.py), which also notes in a file (argv[3]) each
+# time DuckDB is handed a batch's texts: the test then knows the native path ran.
+NATIVE_KILLER = """
+import sys
+from pipeline.ingest import native
+_texts = native.NativeReader.texts
+def _noting(self, *args, **kwargs):
+    with open(sys.argv[3], "a") as note:
+        note.write("texts\\n")
+    return _texts(self, *args, **kwargs)
+native.NativeReader.texts = _noting
+""" + KILLER
+
+
+@pytest.mark.slow  # kill -9 of a process
+def test_kill_9_in_the_middle_of_a_pull_with_duckdb_parsing_then_a_retry_stores_each_event_once(
+        tmp_path, fake, monkeypatch, sql_lines):
+    monkeypatch.setenv(native.PARSER_ENV, "duckdb")
+    evs = events("a", 238)
+    bad = ["{\"eventId\": \"broken\", ", Contents(note="no event")]
+    fake.add_events(0, [*evs[:10], *bad, *evs[10:38]], receive_time=received(evs))
+    fake.add_events(0, evs[38:118], group_size=40, receive_time=received(evs))
+    fake.add_events(1, evs[118:], group_size=40, receive_time=received(evs))
+    cfg = source(fake, batch_size=3)  # one pull = a whole shard = 120 logs = batches of 50, 50, 20
+    db, noted = tmp_path / "s.duckdb", tmp_path / "native.txt"
+    kill_after_commits(NATIVE_KILLER, [str(db), cfg.model_dump_json(), str(noted)], 2)
+    assert noted.read_text().count("texts") >= 2  # the child parsed with DuckDB
+    con = duckdb.connect(str(db), read_only=True)
+    partial = con.execute("SELECT count(*) FROM events").fetchone()
+    quarantined = con.execute("SELECT count(*) FROM quarantine").fetchone()
+    state = con.execute("SELECT cursor FROM ingest_state WHERE partition = ?", [partition(0)]).fetchall()
+    con.close()
+    assert (partial, quarantined) == ((98,), (2,))  # two batches of the pull committed ...
+    assert state == [(None,)]  # ... without the pull's cursor, which rides with its last batch
+    with open_store(db) as store:
+        reader = SlsReader(cfg, client_for(cfg, credentials.from_env()), own_connection(store))
+        report = ingest_batches(store, reader.batches(NOBODY, 50))
+        assert (report.new, report.duplicates) == (140, 98)
+        assert ids(store) == ({e["eventId"] for e in evs}, 238)
+        assert store.con.execute("SELECT count(*) FROM quarantine").fetchone() == (2,)
+        assert fake.position(store.get_state("trail", partition(0))[0]) == (0, 3)
+    assert sql_lines[0] == 239  # the retry parsed with DuckDB too (the shard-0 pull again, and shard 1)
