@@ -51,6 +51,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from models.inventory import Attributor
+from pipeline.ingest import jsontext
 from pipeline.ingest.batches import _LOCATED_SCHEMA, LOCATION, Batch, events_to_arrow, to_batches
 from pipeline.ingest.events import (
     EARLIEST_EVENT_TIME,
@@ -466,15 +467,7 @@ def _strings(texts: list[str | None]) -> pa.Array:
     try:
         return pa.array(texts, pa.string())
     except (UnicodeEncodeError, pa.ArrowException):
-        return pa.array([t if t is None or _encodable(t) else None for t in texts], pa.string())
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+        return pa.array([t if t is None or jsontext.encodable(t) else None for t in texts], pa.string())
 
 
 def _utf8(data: bytes) -> bool:

@@ -113,6 +113,8 @@ def mixed_logs() -> list[Any]:
         _event(0),  # a re-delivery: stored once
         _event(1, eventTime=iso(NOW - timedelta(days=5))),  # a forged copy: quarantined as a conflict
         _text(_event("long", userAgent="x" * 6000)),  # over the (lowered) item limit
+        _text(_event("latin1", userAgent="caf\u00e9")).encode("latin-1"),  # not UTF-8: bytes from the SDK
+        _text(_event("utf8-bytes", userAgent="caf\u00e9")).encode(),
         _event(2),
     ]
 
@@ -175,7 +177,7 @@ def test_a_mixed_pull_is_stored_and_quarantined_exactly_as_by_the_python_parser(
     duck = read_with("duckdb", tmp_path / "duckdb.duckdb", fake, monkeypatch, 10_000)
     assert duck == python
     handed, left = sql_lines
-    assert handed == len(logs) - 2 and left < 40  # all but the log without `event` and the long one; SQL decided the good events
+    assert handed == len(logs) - 3 and left < 40  # all but no `event`, the long one, the latin-1 one; SQL decided the good events
     reasons = [(loc.rsplit(" ", 1)[1], reason.split(":")[0]) for _, loc, reason, _ in duck["quarantine"]]
     assert ("202", "malformed JSON") in reasons and ("203", 'duplicate key "userName" in userIdentity') in reasons
     assert any(r.startswith("no `event` content") for _, r in reasons)

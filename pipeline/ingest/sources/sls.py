@@ -286,22 +286,38 @@ class _ShardProgress:
 
 def _logs(response: Any, shard: int, cursor: str) -> Iterator[Item]:
     """Each log of a pull, not parsed yet: its ``event`` content in ``raw``; or, with the
-    quarantine's reason in ``error``, a log without one or with one longer than the files' item
-    limit (an excerpt in ``raw``)."""
+    quarantine's reason in ``error``, a log without one, with one longer than the files' item
+    limit (an excerpt in ``raw``), or with one that is not UTF-8 (the SDK hands such a content
+    over as bytes; it used to end the run with a TypeError, and every later run at the same log)."""
     for g, group in enumerate(response.get_loggroup_list().LogGroups):
         for i, entry in enumerate(group.Logs):
             location = f"shard {shard} cursor {cursor} group {g} log {i}"
-            text = next((c.Value for c in entry.Contents if c.Key == "event"), None)
+            text = next((c.Value for c in entry.Contents if c.Key in _EVENT_KEYS), None)
             if text is None:
-                keys = ",".join(c.Key for c in entry.Contents)[:200]
+                keys = ",".join(_shown(c.Key) for c in entry.Contents)[:200]
                 yield Item(location, None, keys, "no `event` content in the log (keys: " + keys + ")")
                 continue
             if len(text) > MAX_ITEM_BYTES:
-                yield Item(location, None, text[:EXCERPT_BYTES],
-                           f"event of {len(text):,} characters is over the {MAX_ITEM_BYTES >> 20} MiB limit: not "
+                unit = "bytes" if isinstance(text, bytes) else "characters"
+                yield Item(location, None, _shown(text[:EXCERPT_BYTES]),
+                           f"event of {len(text):,} {unit} is over the {MAX_ITEM_BYTES >> 20} MiB limit: not "
                            f"stored whole; its first {EXCERPT_BYTES:,} are kept here")
                 continue
+            if isinstance(text, bytes):
+                try:
+                    text = text.decode("utf-8")
+                except UnicodeDecodeError:
+                    yield Item(location, None, _shown(text), "not valid UTF-8")
+                    continue
             yield Item(location, None, text)
+
+
+_EVENT_KEYS = ("event", b"event")  # the SDK's raw LogGroups (its fallback parse) hold bytes
+
+
+def _shown(value: str | bytes) -> str:
+    """A content's key or value as text: bytes that are not UTF-8 with replacement characters."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def _parsed(log: Item) -> Item:
