@@ -31,6 +31,13 @@ stores it as today. Reasons therefore have one source. A chunk that is not valid
 The typed rows come back as one Arrow table per group in the writer's batch schema, so the
 writer, its transactions, dedup and the exactly-once file records are today's.
 
+The part from a ``(line_no, line)`` table to a batch (:meth:`NativeReader.rows`) is shared: a
+file's groups of lines, and an SLS batch's ``event`` texts (:meth:`NativeReader.texts`), each with
+its :class:`LineOrigin` (how a line is located, and today's Python rule for a line SQL leaves:
+``files.line_items`` for a file's, the SLS reader's own parse for a log's). LookupEvents pages stay
+with ``normalize``: the SDK hands their events over parsed, and parsing their re-encoded text
+again in DuckDB costs more (README, Ingest).
+
 Opt-in (``TRAILWARDEN_INGEST_PARSER=duckdb``) until it costs at most half the Python parser's CPU
 (README, Performance: where the CPU goes).
 """
