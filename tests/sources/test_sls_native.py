@@ -104,6 +104,10 @@ def mixed_logs() -> list[Any]:
         _text(_event("pretty"), indent=2),  # an event over several lines
         _text(_event("pretty-crlf"), indent=1).replace("\n", "\r\n"),
         "\ufeff" + _text(_event("bom")),
+        good + "\n" + _text(_event("second")),  # two events in one log (one per line of a file)
+        good + _text(_event("glued")), good + " {}",
+        _text(_event("formfeed")).replace(", ", ",\x0c", 1), _text(_event("nbsp")).replace(", ", ",\u00a0", 1),
+        _text(_event("vtab")).replace(", ", ",\x0b", 1), _text(_event("nan", responseElements={"x": float("nan")})),
         _text({"Events": [_event("lookup-1"), _event("lookup-2")]}),  # a LookupEvents body as one log
         _text(_event("ctrl", userAgent="a\u0001b")).replace("\\u0001", "\u0001"),  # a raw control character
         _text(_event("nul", userAgent="a\u0000b")).replace("\\u0000", "\u0000"),  # a raw NUL
