@@ -36,7 +36,7 @@ file's groups of lines, and an SLS batch's ``event`` texts (:meth:`NativeReader.
 its :class:`LineOrigin` (how a line is located, and today's Python rule for a line SQL leaves:
 ``files.line_items`` for a file's, the SLS reader's own parse for a log's). LookupEvents pages stay
 with ``normalize``: the SDK hands their events over parsed, and parsing their re-encoded text
-again in DuckDB costs more (README, Ingest).
+again saves ~6 CPU-µs per event at an API rate of at most 100 events a second (README, Ingest).
 
 Opt-in (``TRAILWARDEN_INGEST_PARSER=duckdb``) until it costs at most half the Python parser's CPU
 (README, Performance: where the CPU goes).
@@ -695,10 +695,11 @@ PARSER_ENV = "TRAILWARDEN_INGEST_PARSER"
 
 
 def native_enabled() -> bool:
-    """Whether DuckDB parses NDJSON: only with ``TRAILWARDEN_INGEST_PARSER=duckdb``. Measured
-    on 1M events (README, Performance) it is faster and costs 50-67% of the Python parser's CPU
-    over the process tree (the Python parser's moves with the machine's load); issue 18's target
-    is 50%, so it stays opt-in until it meets it."""
+    """Whether DuckDB parses NDJSON files and SLS batches: only with
+    ``TRAILWARDEN_INGEST_PARSER=duckdb``. Measured on 1M events (README, Performance) it is
+    faster on files and costs 50-67% of the Python parser's CPU over the process tree (the Python
+    parser's moves with the machine's load), 82-106% on SLS (whose Python parser has no worker
+    processes to save); issue 18's target is 50%, so it stays opt-in until it meets it."""
     return os.environ.get(PARSER_ENV, "python").strip().lower() == "duckdb"
 
 
