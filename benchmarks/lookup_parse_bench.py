@@ -15,7 +15,8 @@ SDK would hand them over), the CPU seconds per 1M events of:
   runs it.
 
 Process CPU (``time.process_time``), each measured ``--repeat`` times, the minimum kept; batches of
-10,000 events as the readers make them. Nothing is written to the store.
+10,000 events as the readers make them. Nothing is written to the store. Peak RSS is the whole
+process's (the events held as dicts and texts included), with the load average before and after.
 
     .venv/bin/python benchmarks/lookup_parse_bench.py --events 200000
 """
@@ -24,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import sys
 import tempfile
 import time
@@ -65,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()[0]
     dicts = [json.loads(json.dumps(e)) for e in stream(args.events)]  # as the SDK hands them: plain dicts
     chunks = [dicts[i:i + BATCH_SIZE] for i in range(0, len(dicts), BATCH_SIZE)]
     attribute = Attributor(None)
@@ -93,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
                    for name, step in (("encode", encode), ("python", python), ("duckdb", duckdb))}
         reader.close()
     result = {"events": args.events, "cpu_s_per_1m_events": {k: round(v, 1) for k, v in figures.items()},
-              "duckdb_vs_python_pct": round(100 * figures["duckdb"] / figures["python"], 1)}
+              "duckdb_vs_python_pct": round(100 * figures["duckdb"] / figures["python"], 1),
+              "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+              "load": [load_before, os.getloadavg()[0]]}
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -103,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  today: normalize + attribute + Arrow        {figures['python']:6.1f}")
     print(f"  DuckDB: NativeReader.texts of the same text {figures['duckdb']:6.1f}  "
           f"({result['duckdb_vs_python_pct']:.0f}% of today's)")
+    print(f"  peak RSS {result['peak_rss_mib']:,} MiB; load average {result['load'][0]:.1f} before, "
+          f"{result['load'][1]:.1f} after")
     return 0
 
 
