@@ -181,7 +181,9 @@ def test_a_mixed_pull_is_stored_and_quarantined_exactly_as_by_the_python_parser(
     duck = read_with("duckdb", tmp_path / "duckdb.duckdb", fake, monkeypatch, 10_000)
     assert duck == python
     handed, left = sql_lines
-    assert handed == len(logs) - 3 and left < 40  # all but no `event`, the long one, the latin-1 one; SQL decided the good events
+    # DuckDB got every text but those quarantined before parsing (no `event`, too long, not UTF-8)
+    # and decided all but a few dozen odd ones
+    assert handed == len(logs) - 3 and left < 40
     reasons = [(loc.rsplit(" ", 1)[1], reason.split(":")[0]) for _, loc, reason, _ in duck["quarantine"]]
     assert ("202", "malformed JSON") in reasons and ("203", 'duplicate key "userName" in userIdentity') in reasons
     assert any(r.startswith("no `event` content") for _, r in reasons)
