@@ -326,3 +326,39 @@ def test_the_table_reads_the_entries_of_its_last_stretches_only(long_window, mon
     assert {k: v for k, v in table.report.items() if k not in ("sha256", "generated_at")} == \
         {k: v for k, v in whole.report.items() if k not in ("sha256", "generated_at")}
     assert "sha256" not in as_text(table)
+
+
+def test_the_terminal_and_html_reports_cut_a_wide_blast_radius_and_say_how_much_they_leave_out(store: Store,
+                                                                                               monkeypatch):
+    """An agent that touched 40 buckets (one written) and came from 30 addresses: the terminal shows
+    the first TEXT_ROWS of each, the write first, and how many more there are; the HTML cuts at
+    HTML_ROWS; the JSON export keeps every one."""
+    from pipeline.investigate.replay_views import HTML_ROWS, TEXT_ROWS
+
+    inv = inventory(agent("monitor", policies=READ_ONLY))
+    trail = Trail(inv)
+    for i in range(40):
+        trail.add("monitor", START + timedelta(minutes=i), "GetBucketInfo", serviceName="Oss", ip=f"198.51.100.{i % 30}",
+                  referencedResources={"ACS::OSS::Bucket": [f"bucket-{i:02d}"]})
+    trail.add("monitor", START + timedelta(hours=1), "PutBucketAcl", rw="Write", serviceName="Oss", ip="198.51.100.0",
+              referencedResources={"ACS::OSS::Bucket": ["bucket-39"]})
+    ingest(store, trail.events, inv)
+    replay = write_replay(store, "monitor", inv, None, **_window(), digest=False)
+    radius = replay.report["blast_radius"]
+    assert len(radius["resources"]) == 41 and len(radius["source_ips"]) == 30  # the export: every one
+    text = as_text(replay)
+    table = text[text.index("Blast radius: resources touched"):text.index("Source IPs")]
+    assert table.count("bucket-") == TEXT_ROWS
+    assert table.index("write") < table.index("read")  # the write is the first row
+    assert f"... and {41 - TEXT_ROWS} more resources" in table
+    assert f"... and {30 - TEXT_ROWS} more source IPs" in text
+    assert "more regions" not in text  # one region: nothing cut
+    page = io.StringIO()
+    write_html(replay, io.StringIO("{}"), page)
+    assert HTML_ROWS >= 41 and "more (the first" not in page.getvalue()
+    monkeypatch.setattr("pipeline.investigate.replay_views.HTML_ROWS", 10)
+    page = io.StringIO()
+    write_html(replay, io.StringIO("{}"), page)
+    radius_html = page.getvalue()[page.getvalue().index("<h2>Blast radius</h2>"):]
+    assert radius_html[:radius_html.index("<h2>Source IPs")].count("bucket-") == 10
+    assert "… and 31 more (the first 10 shown" in radius_html and "… and 20 more" in radius_html

@@ -24,7 +24,7 @@ fast even on 10M rows) and the raw JSON is fetched only for the export.
 Each timeline entry's JSON is written by DuckDB (``_entry_sql``: the columns with ``to_json``, the
 raw event minified with ``json``), with only the RAM action and resources from Python (once per
 distinct call, ``_Mapping``): no event is parsed in Python unless it may hold a secret or DuckDB's
-text of it could differ from Python's (``_SLOW``), which is then built as before. So the export
+text of it could differ from Python's (``_slow``), which is then built as before. So the export
 costs about what reading its rows costs, not a parse and two serialisations of every event.
 """
 
@@ -37,10 +37,12 @@ import re
 import tempfile
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -251,6 +253,14 @@ class _Timeline:
         binary = _utf8_buffer(out)
         self.file.seek(0)
         first, position, rest = True, 0, b""
+        # the digest is taken in a thread of its own while the file is written (hashlib lets go
+        # of the GIL over large blocks): one block hashed at a time, in order
+        hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trailwarden-digest")
+        hashed: Future[None] | None = None
+
+        def add(body: bytes, first: bool) -> None:
+            sha.update(body.replace(b"\n", b",") if first else b"," + body.replace(b"\n", b","))
+
         while block := self.file.read(1 << 20):
             block = rest + block
             cut = block.rfind(b"\n") + 1  # every entry ends in a newline
@@ -259,7 +269,9 @@ class _Timeline:
                 continue
             body, rest = block[:cut - 1], block[cut:]
             lines = body.count(b"\n") + 1 if self.hidden else 0  # only positions of hidden entries matter
-            sha.update(body.replace(b"\n", b",") if first else b"," + body.replace(b"\n", b","))
+            if hashed is not None:
+                hashed.result()
+            hashed = hashing.submit(add, body, first)
             if out is not None:
                 if self.hidden and self.hidden[0] < position + lines:
                     body = self._inert(body.decode().split("\n"), position).encode()
@@ -269,6 +281,9 @@ class _Timeline:
                 else:
                     out.write(body.decode())
             first, position = False, position + lines
+        if hashed is not None:
+            hashed.result()
+        hashing.shutdown()
         sha.update(("]," + _compact(trailer)[1:]).encode())
         digest = sha.hexdigest()
         if out is not None:
@@ -375,66 +390,110 @@ class _Window:
     def batches(self, totals: _Totals, tail: int | None = None) -> Iterator[_Batch | _Skipped]:
         """The window's timeline entries, oldest first, a batch at a time: each event's time (µs
         since the epoch), its entry's JSON, and which entries have characters ``json_inert``
-        escapes. Each stretch is first added up into ``totals`` (``_add_up``); then DuckDB writes
-        its entries (``_entry_sql``) with the calls' actions and resources from Python; an entry
-        that may hold a secret, or whose text DuckDB would write differently, is built in Python
-        (``_slow_line``). With ``tail``, only the stretches that hold the last ``tail`` events are
-        written; the others are added up and yielded as ``_Skipped``."""
-        con = self.store.cursor()
+        escapes. Each stretch is first added up into ``totals`` (``_aggregates``, ``_add_up``);
+        then DuckDB writes its entries (``_entries``) with the calls' actions and resources from
+        Python; an entry that may hold a secret, or whose text DuckDB would write differently, is
+        built in Python (``_slow_line``). With ``tail``, only the stretches that hold the last
+        ``tail`` events are written; the others are added up and yielded as ``_Skipped``.
+
+        The stretches go through a pipeline of two worker threads, each query on a cursor of its
+        own: while this thread hands out stretch k-1's entries, DuckDB writes stretch k's and adds
+        up stretch k+1. A stretch lies within one of DuckDB's row groups, which one thread scans:
+        read one after the other, a stretch's queries kept one core busy and the other idle (and
+        the writing waited for them). At most two stretches' entries are held (~30 MB each)."""
+        stretches = _stretches(self.store, "", self.since, self.until, self.condition)
+        first = _tail_start(stretches, tail)
+        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="trailwarden-replay")
         try:
-            stretches = _stretches(self.store, "", self.since, self.until, self.condition)
-            first = _tail_start(stretches, tail)
+            sums: dict[int, Future[tuple[list[Any], list[Any]]]] = {}
+
+            def add_up_ahead(k: int) -> None:
+                if k < len(stretches):
+                    sums[k] = pool.submit(self._aggregates, self.store.cursor(), *stretches[k][:2])
+
+            add_up_ahead(0)
+            written: Future[tuple[pa.Table, dict[str, dict[str, Any]]]] | None = None  # the entries of the last stretch submitted
             for k, (start, end, _) in enumerate(stretches):
-                source, values = self._source(start, end, raw=False)
+                calls, seen = sums.pop(k).result()
+                add_up_ahead(k + 1)
                 before = totals.events
-                calls = self._add_up(con, source, values, totals)
-                if not calls:
+                keys = self._add_up(calls, seen, totals)
+                if not keys:
                     continue
                 if k < first:
                     yield _Skipped(totals.events - before, _us(end))
                     continue
-                con.register(_FACTS_TABLE, _facts_table({k: self.facts[k] for k in calls}))
-                try:
-                    source, values = self._source(start, end, raw=True)
-                    result = con.sql(_entry_sql(source, self.redact), params=[*_entry_params(self.redact), *values])
-                    for batch in result.to_arrow_reader(BATCH):
-                        if batch.num_rows:
-                            yield self._batch(batch)
-                finally:
-                    con.unregister(_FACTS_TABLE)
+                facts = _facts_table({key: self.facts[key] for key in keys})
+                writing = pool.submit(self._entries, self.store.cursor(), start, end, facts)
+                if written is not None:
+                    yield from self._batches(written.result())
+                written = writing
+            if written is not None:
+                yield from self._batches(written.result())
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _batches(self, entries: tuple[pa.Table, dict[str, dict[str, Any]]]) -> Iterator[_Batch]:
+        table, rows = entries
+        for batch in table.to_batches(max_chunksize=BATCH):
+            if batch.num_rows:
+                yield self._batch(batch, rows)
+
+    def _entries(self, con: Any, start: datetime, end: datetime,
+                 facts: pa.Table) -> tuple[pa.Table, dict[str, dict[str, Any]]]:
+        """The stretch's timeline entries (``_entry_sql``), oldest first, with which of them
+        Python must build (``slow``) and those events' columns by id (a worker's task: it
+        closes its cursor)."""
+        try:
+            con.register(_FACTS_TABLE, facts)
+            source, values = self._source(start, end, raw=True)
+            entries = con.sql(_entry_sql(source), params=values).to_arrow_table()
+            slow = _slow(entries.column("line"), entries.column("hint"), self.redact)
+            ids = entries.column("event_id").filter(slow).to_pylist()
+            rows = dict(con.execute(_rows_sql(source), [*values, ids]).fetchall()) if ids else {}
+            return entries.append_column("slow", slow), rows
         finally:
             con.close()
 
-    def _add_up(self, con: Any, source: str, values: list[Any], totals: _Totals) -> set[tuple[Any, ...]]:
-        """Add a stretch's aggregates to ``totals`` (no raw JSON read); the RAM mapping of each
-        call new to ``self.facts`` is computed here. Returns the stretch's calls (their facts)."""
-        calls = con.execute(
-            f"""
-            SELECT {', '.join(_FACTS)},
-                   CASE WHEN event_rw = 'Write' THEN 'write' ELSE 'read' END AS access,
-                   CASE WHEN coalesce(error_code, '') <> '' THEN 'failed' ELSE 'succeeded' END AS outcome,
-                   count(*), min(epoch_us(event_time)), max(epoch_us(event_time)),
-                   arg_min(event_id, {{'t': event_time, 'i': event_id}})
-            FROM ({source}) GROUP BY ALL""", values).fetchall()  # noqa: S608 - fixed SQL
-        seen = con.execute(
-            f"""
-            WITH k AS MATERIALIZED (
-              SELECT event_id, event_time, event_name, source_ip, user_agent, acs_region, access_key_id, account,
-                     coalesce(error_code, '') <> '' AS bad, len(coalesce(via, [])) > 0 AS through,
-                     CASE WHEN len(coalesce(via, [])) > 0
-                          THEN identity || '@' || CASE WHEN account_id <> '' THEN account_id ELSE '?' END END AS role
-              FROM ({source}))
-            {' UNION ALL '.join(
-                f"SELECT '{kind}', {column}, NULL::TIMESTAMPTZ, count(*), 0, min(epoch_us(event_time)), "
-                f"max(epoch_us(event_time)), arg_min(event_id, {{'t': event_time, 'i': event_id}}) "
-                f"FROM k WHERE {column} <> '' GROUP BY {column}"
-                for kind, column in _SEEN)}
-            UNION ALL SELECT 'hour', NULL, date_trunc('hour', event_time) AS h, count(*), count(*) FILTER (WHERE bad),
-                             NULL, NULL, NULL FROM k GROUP BY h
-            UNION ALL SELECT 'all', NULL, NULL, count(*), count(*) FILTER (WHERE bad), min(epoch_us(event_time)),
-                             max(epoch_us(event_time)), NULL FROM k
-            UNION ALL SELECT 'through', NULL, NULL, count(*), 0, NULL, NULL, NULL FROM k WHERE through
-            """, values).fetchall()  # noqa: S608 - fixed SQL
+    def _aggregates(self, con: Any, start: datetime, end: datetime) -> tuple[list[Any], list[Any]]:
+        """A stretch's aggregates, no raw JSON read (a worker's task: it closes its cursor):
+        ``calls`` per (call, access, outcome), ``seen`` per value of each kind, hour and in all."""
+        source, values = self._source(start, end, raw=False)
+        try:
+            calls = con.execute(
+                f"""
+                SELECT {', '.join(_FACTS)},
+                       CASE WHEN event_rw = 'Write' THEN 'write' ELSE 'read' END AS access,
+                       CASE WHEN coalesce(error_code, '') <> '' THEN 'failed' ELSE 'succeeded' END AS outcome,
+                       count(*), min(epoch_us(event_time)), max(epoch_us(event_time)),
+                       arg_min(event_id, {{'t': event_time, 'i': event_id}})
+                FROM ({source}) GROUP BY ALL""", values).fetchall()  # noqa: S608 - fixed SQL
+            seen = con.execute(
+                f"""
+                WITH k AS MATERIALIZED (
+                  SELECT event_id, event_time, event_name, source_ip, user_agent, acs_region, access_key_id, account,
+                         coalesce(error_code, '') <> '' AS bad, len(coalesce(via, [])) > 0 AS through,
+                         CASE WHEN len(coalesce(via, [])) > 0
+                              THEN identity || '@' || CASE WHEN account_id <> '' THEN account_id ELSE '?' END END AS role
+                  FROM ({source}))
+                {' UNION ALL '.join(
+                    f"SELECT '{kind}', {column}, NULL::TIMESTAMPTZ, count(*), 0, min(epoch_us(event_time)), "
+                    f"max(epoch_us(event_time)), arg_min(event_id, {{'t': event_time, 'i': event_id}}) "
+                    f"FROM k WHERE {column} <> '' GROUP BY {column}"
+                    for kind, column in _SEEN)}
+                UNION ALL SELECT 'hour', NULL, date_trunc('hour', event_time) AS h, count(*),
+                                 count(*) FILTER (WHERE bad), NULL, NULL, NULL FROM k GROUP BY h
+                UNION ALL SELECT 'all', NULL, NULL, count(*), count(*) FILTER (WHERE bad), min(epoch_us(event_time)),
+                                 max(epoch_us(event_time)), NULL FROM k
+                UNION ALL SELECT 'through', NULL, NULL, count(*), 0, NULL, NULL, NULL FROM k WHERE through
+                """, values).fetchall()  # noqa: S608 - fixed SQL
+            return calls, seen
+        finally:
+            con.close()
+
+    def _add_up(self, calls: list[Any], seen: list[Any], totals: _Totals) -> set[tuple[Any, ...]]:
+        """Add a stretch's aggregates to ``totals``; the RAM mapping of each call new to
+        ``self.facts`` is computed here. Returns the stretch's calls (their facts)."""
         if len(self.facts) > _Call.LIMIT:
             self.facts.clear()
         keys = [tuple(row[:len(_FACTS)]) for row in calls]
@@ -444,16 +503,19 @@ class _Window:
         totals.add(keys, calls, seen, self.facts)
         return set(keys)
 
-    def _batch(self, batch: pa.RecordBatch) -> _Batch:
-        hidden = set(pc.indices_nonzero(batch.column("hidden")).to_pylist())
+    def _batch(self, batch: pa.RecordBatch, rows: dict[str, dict[str, Any]]) -> _Batch:
+        slow = batch.column("slow")
+        hidden = set(pc.indices_nonzero(pc.and_not(batch.column("hidden"), slow)).to_pylist())
         built: dict[int, str] = {}
-        slow = pc.indices_nonzero(batch.column("slow")).to_pylist()
-        if slow:
-            for i, row in zip(slow, batch.column("row").take(slow).to_pylist(), strict=True):
-                built[i] = self._slow_line(row)
+        if slow.true_count:
+            for i, event_id in zip(pc.indices_nonzero(slow).to_pylist(),
+                                   batch.column("event_id").filter(slow).to_pylist(), strict=True):
+                built[i] = self._slow_line(dict(rows[event_id]))
                 if HIDDEN_IN_JSON.search(built[i]):
                     hidden.add(i)
-        return _Batch(batch.column("t").to_pylist(), batch.column("line"), built, hidden)
+        line = pc.if_else(slow, pa.scalar(None, batch.column("line").type), batch.column("line")) if built \
+            else batch.column("line")
+        return _Batch(batch.column("t").to_pylist(), line, built, hidden)
 
     def _slow_line(self, row: dict[str, Any]) -> str:
         """An entry built in Python, as every entry was before: the raw event parsed and, when its
@@ -608,41 +670,53 @@ _HINT = ("(?:" + "|".join(HINT_WORDS) + r")s?(?:\\?[\"'])?" + _SPACE + r"*[:=]|(
 _PAGING_KEYS = '(?i)"(?:' + "|".join(sorted(NOT_SECRET)) + ')"'
 
 
-def _entry_sql(source: str, redact: bool) -> str:
+def _entry_sql(source: str) -> str:
     """Each event of ``source`` as its timeline entry, oldest first: ``t`` (µs since the epoch),
-    ``line`` (the entry's JSON: the columns written by DuckDB, the action and resources from the
-    facts table, the raw event minified, in one ``concat``), ``slow`` (Python must build it:
-    ``row`` then holds the event's columns) and ``hidden``. Parameters: ``_entry_params``, then
-    the source's."""
+    ``event_id``, ``line`` (the entry's JSON then a newline: the columns written by DuckDB, the
+    action and resources from the facts table, the raw event minified, in one ``concat``) and
+    the facts' ``hint`` and ``hidden``. Parameters: the source's. Which entries Python must build
+    is decided over the lines in Arrow (``_slow``)."""
     parts = ["'{\"event_id\":'", _j("event_id"), "',\"event_time\":'", _TIME, "',\"action\":'", "action_json"]
     for c in ("event_rw", "source_ip", "acs_region", "user_agent", "access_key_id", "error_code", "error_message"):
         parts += [f"',\"{c}\":'", _j(c)]
     parts += ["',\"resources\":'", "resources_json", "',\"kind\":\"event\"'",
               f"CASE WHEN len(coalesce(via, [])) > 0 THEN concat(',\"via\":', to_json(via), ',\"identity\":', "
               f"{_j('identity')}, ',\"account\":', {_j('account')}) ELSE '' END",
-              "',\"raw\":'", "coalesce(json(raw), 'null')", "'}'"]
-    # (a CASE: DuckDB evaluates both sides of an AND in a projection, the second pass for every entry)
-    slow = ("hint OR CASE WHEN regexp_matches(line, ?) THEN regexp_matches(regexp_replace(line, ?, '\"\"', 'g'), ?) "
-            "ELSE false END" if redact else "regexp_matches(line, ?)")
-    row = ", ".join([*EVENT_FIELDS, "via", "raw", f"fkey := [{', '.join(_FACTS)}]"])
+              "',\"raw\":'", "coalesce(json(raw), 'null')", "'}'", "chr(10)"]
     return f"""
-        SELECT epoch_us(event_time) AS t, slow, NOT slow AND hidden AS hidden,
-               CASE WHEN NOT slow THEN line || chr(10) END AS line, CASE WHEN slow THEN struct_pack({row}) END AS row
-        FROM (SELECT *, {slow} AS slow
-              FROM (SELECT *, concat({', '.join(parts)}) AS line FROM (
-                SELECT e.*, f.action_json, f.resources_json, f.hint, f.hidden
-                FROM ({source}) e JOIN {_FACTS_TABLE} f ON {_FACT_JOIN})))
+        SELECT epoch_us(event_time) AS t, event_id, hint, hidden, concat({', '.join(parts)}) AS line
+        FROM (SELECT e.*, f.action_json, f.resources_json, f.hint, f.hidden
+              FROM ({source}) e JOIN {_FACTS_TABLE} f ON {_FACT_JOIN})
         ORDER BY event_time, event_id"""  # noqa: S608 - fixed SQL
 
 
-def _entry_params(redact: bool) -> list[Any]:
-    """One pass of one regular expression over each entry (case folded: hex digits of either case
-    then count as differing, which only costs a parse); with redaction, a second over an entry it
-    matched, with the paging tokens' keys cut out (``_PAGING_KEYS``)."""
+def _rows_sql(source: str) -> str:
+    """The columns of the events of ``source`` Python builds (``_slow_line``), by id. Parameters:
+    the source's, then the ids."""
+    row = ", ".join([*EVENT_FIELDS, "via", "raw", f"fkey := [{', '.join(_FACTS)}]"])
+    return f"SELECT event_id, struct_pack({row}) FROM ({source}) WHERE list_contains(?, event_id)"  # noqa: S608
+
+
+# The regular expressions ``_slow`` runs (RE2, in Arrow: about twice as fast as DuckDB's
+# ``regexp_matches`` here, 2.2 against 4.4 µs a 1 KB entry). Case folded: hex digits of either
+# case then count as differing, which only costs a parse.
+_EITHER = f"(?i){_HINT}|{_DIFFERS}"
+_DIFFERS_ANY_CASE = "(?i)" + _DIFFERS
+
+
+def _slow(lines: pa.ChunkedArray, hint: pa.ChunkedArray, redact: bool) -> pa.Array:
+    """Which entries Python must build: DuckDB's text of them may differ from Python's or, with
+    redaction, may hold a secret (the call's ``hint``, or the secret hint over the entry's
+    text). One pass of one regular expression over each entry; with redaction, a second over
+    an entry it matched, with the paging tokens' keys cut out (``_PAGING_KEYS``)."""
     if not redact:
-        return ["(?i)" + _DIFFERS]
-    either = f"(?i){_HINT}|{_DIFFERS}"
-    return [either, _PAGING_KEYS, either]
+        return pc.match_substring_regex(lines, _DIFFERS_ANY_CASE).combine_chunks()
+    matched = pc.match_substring_regex(lines, _EITHER).to_numpy(zero_copy_only=False)
+    again = np.flatnonzero(matched)
+    if len(again):
+        cut = pc.replace_substring_regex(lines.take(pa.array(again)), _PAGING_KEYS, '""')
+        matched[again] = pc.match_substring_regex(cut, _EITHER).to_numpy(zero_copy_only=False)
+    return pc.or_(hint.combine_chunks(), pa.array(matched))
 
 
 def _history(store: Store, agent: str, before: datetime) -> dict[str, set[str]]:

@@ -16,6 +16,8 @@ from pipeline.core.inert import one_line
 from pipeline.core.output import render
 from pipeline.investigate.replay import Replay
 
+TEXT_ROWS = 25  # rows of each blast-radius table in the terminal report (writes, failures, busiest first)
+HTML_ROWS = 500  # rows of each blast-radius table in the HTML (the embedded export has them all)
 HTML_LAST = 500  # the HTML timeline: the last entries, and
 HTML_AROUND = 25  # the entries on each side of every finding; the JSON export holds every event
 # JSON inside <script>: "</script>" would end the element and "<!--<script>" would make the parser
@@ -44,7 +46,8 @@ def as_text(replay: Replay, accounts: Accounts | None = None) -> str:
         lines += ["Blast radius: resources touched", render(
             ["access", "outcome", "resource", "calls", "actions", "first_seen", "last_seen"],
             [[r["access"], r["outcome"], r["resource"], r["calls"], ", ".join(r["actions"]), r["first_seen"],
-              r["last_seen"]] for r in radius["resources"]], "table"), ""]
+              r["last_seen"]] for r in radius["resources"][:TEXT_ROWS]], "table"),
+            *_more(len(radius["resources"]), "resources"), ""]
     for key, title in (("source_ips", "Source IPs"), ("user_agents", "User agents"), ("regions", "Regions"),
                        ("access_keys", "AccessKeys"), ("accounts", "Accounts acted in"),
                        ("roles", "Roles acted through (sessions it started)")):
@@ -52,7 +55,8 @@ def as_text(replay: Replay, accounts: Accounts | None = None) -> str:
             lines += [title, render(["value", "calls", "first_seen", "last_seen"],
                                     [[_aliased(i["value"], names) if key in ("accounts", "roles") else i["value"],
                                       i["calls"], i["first_seen"], i["last_seen"]]
-                                     for i in radius[key]], "table"), ""]
+                                     for i in radius[key][:TEXT_ROWS]], "table"),
+                      *_more(len(radius[key]), title[0].lower() + title[1:].split(" (")[0]), ""]
     changes = report["changes"]
     for key, title in (("new_apis", "New APIs"), ("new_source_ips", "New source IPs"), ("new_regions", "New regions")):
         if changes[key]:
@@ -68,6 +72,14 @@ def as_text(replay: Replay, accounts: Accounts | None = None) -> str:
     lines.append("")
     lines.append(_redaction_line(report))
     return "\n".join(lines)
+
+
+def _more(count: int, what: str) -> list[str]:
+    """The line under a table cut at ``TEXT_ROWS``: how many rows it leaves out and where they are."""
+    if count <= TEXT_ROWS:
+        return []
+    return [f"... and {count - TEXT_ROWS:,} more {what} (first {TEXT_ROWS:,} shown, most telling first; "
+            "--format json or html lists every one)"]
 
 
 def _through(entry: dict[str, Any], accounts: Accounts) -> str:
@@ -199,9 +211,9 @@ def _radius_tables(radius: dict[str, Any], accounts: Accounts) -> str:
             f"<tr><td>{_e(r['access'])}</td><td class='{'failed' if r['outcome'] == 'failed' else ''}'>{_e(r['outcome'])}</td>"
             f"<td class='mono'>{_e(r['resource'])}</td><td>{r['calls']}</td><td class='mono'>{_e(', '.join(r['actions']))}</td>"
             f"<td class='mono'>{_e(r['first_seen'])}</td><td class='mono'>{_e(r['last_seen'])}</td></tr>"
-            for r in radius["resources"])
+            for r in radius["resources"][:HTML_ROWS])
         out.append("<table><tr><th>access</th><th>outcome</th><th>resource</th><th>calls</th><th>actions</th>"
-                   f"<th>first seen</th><th>last seen</th></tr>{rows}</table>")
+                   f"<th>first seen</th><th>last seen</th></tr>{rows}</table>{_more_html(len(radius['resources']))}")
     else:
         out.append("<p class='note'>No named resource touched (only calls without resources).</p>")
     for key, title in (("source_ips", "Source IPs"), ("user_agents", "User agents"), ("regions", "Regions"),
@@ -212,10 +224,18 @@ def _radius_tables(radius: dict[str, Any], accounts: Accounts) -> str:
             continue
         rows = "".join(f"<tr><td class='mono'>{_e(_aliased(i['value'], accounts) if key in ('accounts', 'roles') else i['value'])}</td><td>{i['calls']}</td>"
                        f"<td class='mono'>{_e(i['first_seen'])}</td><td class='mono'>{_e(i['last_seen'])}</td></tr>"
-                       for i in items)
+                       for i in items[:HTML_ROWS])
         out.append(f"<h2>{title}</h2><table><tr><th>value</th><th>calls</th><th>first seen</th><th>last seen</th></tr>"
-                   f"{rows}</table>")
+                   f"{rows}</table>{_more_html(len(items))}")
     return "".join(out)
+
+
+def _more_html(count: int) -> str:
+    """The note under a table cut at ``HTML_ROWS``."""
+    if count <= HTML_ROWS:
+        return ""
+    return (f"<p class='note'>… and {count - HTML_ROWS:,} more (the first {HTML_ROWS:,} shown, most telling "
+            "first; the embedded JSON export below lists every one).</p>")
 
 
 def _changes_html(changes: dict[str, Any]) -> str:
