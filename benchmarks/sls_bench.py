@@ -10,21 +10,26 @@ What is measured, and how:
   timed. It lz4-compresses each pull's answer when asked (the SDK always asks), as SLS does.
 * **The ingest**: ``python -m pipeline --config <cfg> ingest --source trail --format json`` as a
   subprocess, with fake credentials in the environment and a config whose only source points at
-  the fake (``endpoint: http://127.0.0.1:PORT``), into a fresh store. Wall time is taken around
+  the fake (``endpoint: http://127.0.0.1:PORT``), into a fresh store, once per parser
+  (``--parser``, default both in one run: ``TRAILWARDEN_INGEST_PARSER=python``, then ``duckdb``,
+  which parses each batch's ``event`` texts with DuckDB, issue 18). Wall time is taken around
   the whole command (interpreter start-up, list_shards, pulls, lz4, protobuf decode, JSON parse,
-  normalize, Arrow, DuckDB insert and dedupe, commit, close). Peak RSS is the child's own
-  ``ru_maxrss`` (``os.wait4``); the fake's memory is not counted.
+  normalize, Arrow, DuckDB insert and dedupe, commit, close). CPU is the child's user + system
+  seconds and peak RSS its own ``ru_maxrss`` (both ``os.wait4``); the fake's are not counted.
 * **The check**: the JSON report must count N new events, and the store must hold N rows with N
   distinct ``event_id`` s.
 * **Where the time goes** (``--breakdown``, on by default): the same ingest again, in a child
   that wraps the stages with timers: the SDK's pull (HTTP + lz4), protobuf decode, ``json.loads``
   of each ``event``, normalize + attribute, Arrow (``Batch.seal``) on the reading thread; insert
-  + dedupe and commit on the writer thread. The fake reports its own time per pull.
+  + dedupe and commit on the writer thread. The fake reports its own time per pull. With DuckDB
+  parsing, ``NativeReader.texts`` (the parse statements and the per-group rules) replaces the
+  Python parse and normalize.
 
 Exit status: 0 when the measurement ran (whether or not the target is met), 1 when the ingest
 fails or its result is wrong.
 
-    .venv/bin/python benchmarks/sls_bench.py                        # 1,000,000 events, 4 shards
+    .venv/bin/python benchmarks/sls_bench.py                        # 1,000,000 events, 4 shards, both parsers
+    .venv/bin/python benchmarks/sls_bench.py --parser duckdb --no-breakdown
     .venv/bin/python benchmarks/sls_bench.py --events 200000 --pull-count 100 --json
 """
 
@@ -47,6 +52,8 @@ TARGET_EVENTS_PER_S = 30_000
 PROJECT, LOGSTORE = "bench-proj", "actiontrail_bench"
 MIB = 1024 * 1024
 EXIT_WRONG = 1
+PARSERS = ("python", "duckdb")
+PARSER_ENV = "TRAILWARDEN_INGEST_PARSER"  # pipeline.ingest.native.PARSER_ENV
 
 
 # -- the fake, in its own process -------------------------------------------------------------------
@@ -135,16 +142,15 @@ def timed(name, fn):
     return wrapper
 
 from aliyun.log import logclient, pulllog_response
-from pipeline.ingest import batches
+from pipeline.ingest import batches, native
 from pipeline.ingest import run as ingest
 from pipeline.ingest.sources import sls
 logclient.LogClient.pull_logs = timed("read: SDK pull_logs (HTTP + lz4)", logclient.LogClient.pull_logs)
 pulllog_response.PullLogResponse._parse_loggroup_list = timed(
     "read: protobuf decode", pulllog_response.PullLogResponse._parse_loggroup_list)
-class TimedJson:
-    loads = staticmethod(timed("read: json.loads of `event`", sls.json.loads))
-sls.json = TimedJson
+sls._parsed = timed("read: strict JSON parse of `event` (Python)", sls._parsed)
 batches.normalize = timed("read: normalize", batches.normalize)
+native.NativeReader.texts = timed("read: DuckDB parse + rules (NativeReader.texts)", native.NativeReader.texts)
 batches.Batch.seal = timed("read: Arrow (Batch.seal)", batches.Batch.seal)
 ingest.Transaction.add = timed("write: DuckDB insert + dedupe", ingest.Transaction.add)
 ingest.Transaction.commit = timed("write: DuckDB commit", ingest.Transaction.commit)
@@ -183,8 +189,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _measure(cmd: list[str], tmp: Path, env: dict[str, str]) -> tuple[int, float, int, str, str, int]:
-    """Run ``cmd``; return (exit status, wall seconds, peak RSS bytes, stdout, stderr, max sampled RSS)."""
+def _measure(cmd: list[str], tmp: Path, env: dict[str, str]) -> tuple[int, float, int, str, str, int, float]:
+    """Run ``cmd``; return (exit status, wall seconds, peak RSS bytes, stdout, stderr, max sampled
+    RSS, CPU seconds: user + system)."""
     out, err = tmp / "stdout", tmp / "stderr"
     with out.open("w") as o, err.open("w") as e:
         started = time.perf_counter()
@@ -210,7 +217,8 @@ def _measure(cmd: list[str], tmp: Path, env: dict[str, str]) -> tuple[int, float
         proc.returncode = os.waitstatus_to_exitcode(status)
         done.set()
         sampler.join()
-    return proc.returncode, wall, usage.ru_maxrss * 1024, out.read_text(), err.read_text(), sampled[0]
+    return (proc.returncode, wall, usage.ru_maxrss * 1024, out.read_text(), err.read_text(), sampled[0],
+            usage.ru_utime + usage.ru_stime)
 
 
 def _default_pull_count() -> int:
@@ -236,13 +244,14 @@ def _reference(tmp: Path, events: int, env: dict[str, str]) -> dict[str, Any]:
             out.write(json.dumps(event, separators=(",", ":")) + "\n")
     script = tmp / "reference.py"  # a file, not -c: see the note on the launchers
     script.write_text(REFERENCE_PROGRAM, encoding="utf-8")
-    code, wall, peak, stdout, stderr, _ = _measure(
+    code, wall, peak, stdout, stderr, _, cpu = _measure(
         [sys.executable, str(script), str(tmp / "ref.duckdb"), str(src), "256MB", "raw", READ_JSON_OPTIONS], tmp, env)
     src.unlink()
     rows = int((stdout.split() or ["0"])[-1]) if code == 0 else 0
     if rows != events:
         return {"error": f"read_json loaded {rows} rows (exit {code}): {stderr.strip()[-300:]}"}
-    return {"seconds": round(wall, 2), "events_per_s": round(events / wall), "peak_rss_mib": round(peak / MIB)}
+    return {"seconds": round(wall, 2), "events_per_s": round(events / wall), "peak_rss_mib": round(peak / MIB),
+            "cpu_s_per_1m_events": round(cpu * 1_000_000 / events, 1)}
 
 
 def _server_stats(server: subprocess.Popen[str]) -> dict[str, Any]:
@@ -259,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group-size", type=int, default=200, help="logs per LogGroup")
     parser.add_argument("--pull-count", type=int, default=None,
                         help="LogGroups per pull (the source's batch_size; default: the config default)")
+    parser.add_argument("--parser", choices=(*PARSERS, "both"), default="both",
+                        help="TRAILWARDEN_INGEST_PARSER of the ingest (default: both, in one run)")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the instrumented second run")
     parser.add_argument("--no-reference", action="store_true", help="skip DuckDB's read_json of the same events")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -280,30 +291,18 @@ def main(argv: list[str] | None = None) -> int:
                   "(fake SLS process, not timed) ...", flush=True)
         ready = json.loads(server.stdout.readline())
         config = _config(tmp, ready["port"], args.pull_count)
-        cmd = [sys.executable, "-m", "pipeline", "--config", str(config), "ingest", "--source", "trail",
-               "--format", "json"]
-        code, wall, peak, stdout, stderr, sampled = _measure(cmd, tmp, env)
-        served = _server_stats(server)
         result: dict[str, Any] = {
             "events": ready["events"], "groups": ready["groups"], "shards": args.shards,
             "group_size": args.group_size, "pull_count": args.pull_count or _default_pull_count(),
-            "protobuf_mib": round(ready["protobuf_bytes"] / MIB, 1), "seconds": round(wall, 2),
-            "events_per_s": round(ready["events"] / wall), "peak_rss_mib": round(peak / MIB),
-            "sampled_rss_mib": round(sampled / MIB), "target_events_per_s": TARGET_EVENTS_PER_S,
-            "exit": code, "fake_server": served,
+            "protobuf_mib": round(ready["protobuf_bytes"] / MIB, 1), "target_events_per_s": TARGET_EVENTS_PER_S,
+            "load_before": os.getloadavg(), "parsers": {},
         }
-        wrong = _check(code, stdout, stderr, tmp / "store.duckdb", ready["events"], result)
-        if not args.no_breakdown and not wrong:
-            for f in tmp.glob("store.duckdb*"):
-                f.unlink()
-            script = tmp / "trailwarden_breakdown.py"
-            script.write_text(BREAKDOWN, encoding="utf-8")
-            code2, wall2, _, _, stderr2, _ = _measure([sys.executable, str(script), str(ROOT), str(config)],
-                                                      tmp, env)
-            lines = [ln for ln in stderr2.splitlines() if ln.startswith('{"exit"')]
-            result["breakdown"] = json.loads(lines[-1])["seconds"] if lines else {"error": stderr2[-500:]}
-            result["breakdown_wall"] = round(wall2, 2)
-            result["breakdown_fake_server"] = _server_stats(server)
+        wrong = False
+        for name in PARSERS if args.parser == "both" else (args.parser,):
+            run = _ingest(name, tmp, config, {**env, PARSER_ENV: name}, server, ready["events"], args.no_breakdown)
+            result["parsers"][name] = run
+            wrong = wrong or "error" in run
+        result["load_after"] = os.getloadavg()
         if not args.no_reference and not wrong:
             result["reference"] = _reference(tmp, ready["events"], env)
     finally:
@@ -312,6 +311,33 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     _print(result, args.json)
     return EXIT_WRONG if wrong else 0
+
+
+def _ingest(parser: str, tmp: Path, config: Path, env: dict[str, str], server: subprocess.Popen[str],
+            events: int, no_breakdown: bool) -> dict[str, Any]:
+    """One parser's ingest into a fresh store (then, unless ``no_breakdown``, the instrumented one)."""
+    for f in tmp.glob("store.duckdb*"):
+        f.unlink()
+    cmd = [sys.executable, "-m", "pipeline", "--config", str(config), "ingest", "--source", "trail",
+           "--format", "json"]
+    code, wall, peak, stdout, stderr, sampled, cpu = _measure(cmd, tmp, env)
+    result: dict[str, Any] = {
+        "seconds": round(wall, 2), "events_per_s": round(events / wall),
+        "cpu_s_per_1m_events": round(cpu * 1_000_000 / events, 1), "peak_rss_mib": round(peak / MIB),
+        "sampled_rss_mib": round(sampled / MIB), "exit": code, "fake_server": _server_stats(server),
+    }
+    if _check(code, stdout, stderr, tmp / "store.duckdb", events, result) or no_breakdown:
+        return result
+    for f in tmp.glob("store.duckdb*"):
+        f.unlink()
+    script = tmp / "trailwarden_breakdown.py"
+    script.write_text(BREAKDOWN, encoding="utf-8")
+    _, wall2, _, _, stderr2, _, _ = _measure([sys.executable, str(script), str(ROOT), str(config)], tmp, env)
+    lines = [ln for ln in stderr2.splitlines() if ln.startswith('{"exit"')]
+    result["breakdown"] = json.loads(lines[-1])["seconds"] if lines else {"error": stderr2[-500:]}
+    result["breakdown_wall"] = round(wall2, 2)
+    result["breakdown_fake_server"] = _server_stats(server)
+    return result
 
 
 def _check(code: int, stdout: str, stderr: str, db: Path, expected: int, result: dict[str, Any]) -> bool:
@@ -344,37 +370,52 @@ def _print(result: dict[str, Any], as_json: bool) -> None:
         print(json.dumps(result, indent=2))
         return
     print(f"trailwarden ingest --source <sls>: {result['events']:,} events, {result['groups']:,} LogGroups "
-          f"({result['protobuf_mib']} MiB protobuf), {result['shards']} shards, {result['pull_count']} groups/pull")
-    if "error" in result:
-        print(f"  FAILED: {result['error']}")
-        return
-    if result.get("stdout_polluted"):
-        print(f"  note: the command's --format json output began with DuckDB's progress bar: "
-              f"{result['stdout_polluted']!r}")
-    verdict = "meets" if result["events_per_s"] >= TARGET_EVENTS_PER_S else "BELOW"
-    print(f"  {result['seconds']:.1f} s  ->  {result['events_per_s']:,} events/s ({verdict} the "
-          f"{TARGET_EVENTS_PER_S:,}/s target); peak RSS {result['peak_rss_mib']:,} MiB")
+          f"({result['protobuf_mib']} MiB protobuf), {result['shards']} shards, {result['pull_count']} groups/pull; "
+          f"load average {result['load_before'][0]:.1f} before, {result['load_after'][0]:.1f} after")
     ref = result.get("reference")
+    for name, run in result["parsers"].items():
+        _print_run(name, run, ref if ref and "error" not in ref else None)
     if ref and "error" not in ref:
         print(f"  reference, DuckDB read_json + raw of the same events from an NDJSON file: {ref['seconds']:.1f} s "
-              f"->  {ref['events_per_s']:,} events/s; peak RSS {ref['peak_rss_mib']:,} MiB "
-              f"(trailwarden over SLS: {100 * result['events_per_s'] / ref['events_per_s']:.0f}% of it)")
+              f"->  {ref['events_per_s']:,} events/s, {ref['cpu_s_per_1m_events']:.1f} CPU s per 1M events; "
+              f"peak RSS {ref['peak_rss_mib']:,} MiB")
     elif ref:
         print(f"  reference failed: {ref['error']}")
-    server = result.get("fake_server")
+    runs = result["parsers"]
+    if all(p in runs and "error" not in runs[p] for p in PARSERS):
+        duck, python = runs["duckdb"], runs["python"]
+        cpu = 100 * duck["cpu_s_per_1m_events"] / python["cpu_s_per_1m_events"]
+        speed = 100 * duck["events_per_s"] / python["events_per_s"]
+        print(f"  DuckDB parsing / Python parser: CPU per event {cpu:.1f}%, events/s {speed:.1f}%")
+
+
+def _print_run(name: str, run: dict[str, Any], ref: dict[str, Any] | None) -> None:
+    print(f"  parser {name}:")
+    if "error" in run:
+        print(f"    FAILED: {run['error']}")
+        return
+    if run.get("stdout_polluted"):
+        print(f"    note: the command's --format json output began with DuckDB's progress bar: "
+              f"{run['stdout_polluted']!r}")
+    verdict = "meets" if run["events_per_s"] >= TARGET_EVENTS_PER_S else "BELOW"
+    share = f" ({100 * run['events_per_s'] / ref['events_per_s']:.0f}% of the reference)" if ref else ""
+    print(f"    {run['seconds']:.1f} s  ->  {run['events_per_s']:,} events/s{share} ({verdict} the "
+          f"{TARGET_EVENTS_PER_S:,}/s target); {run['cpu_s_per_1m_events']:.1f} CPU s per 1M events; "
+          f"peak RSS {run['peak_rss_mib']:,} MiB")
+    server = run.get("fake_server")
     if server:
-        print(f"  fake SLS process (its own process, sharing the cores): {server['pulls']} pulls, "
+        print(f"    fake SLS process (its own process, sharing the cores): {server['pulls']} pulls, "
               f"{server['pull_seconds']:.1f} s answering them ({server['lz4_seconds']:.1f} s of it lz4), "
               f"{server['cpu_seconds']:.1f} s CPU")
-    breakdown = result.get("breakdown")
+    breakdown = run.get("breakdown")
     if breakdown and "error" not in breakdown:
-        print(f"  where the time goes (instrumented run, {result['breakdown_wall']:.1f} s wall; the reading "
+        print(f"    where the time goes (instrumented run, {run['breakdown_wall']:.1f} s wall; the reading "
               "and writing threads overlap):")
-        for name, seconds in sorted(breakdown.items(), key=lambda kv: kv[0]):
-            if name != "wall":
-                print(f"    {name:<36} {seconds:7.2f} s")
+        for stage, seconds in sorted(breakdown.items(), key=lambda kv: kv[0]):
+            if stage != "wall":
+                print(f"      {stage:<46} {seconds:7.2f} s")
     elif breakdown:
-        print(f"  breakdown failed: {breakdown['error']}")
+        print(f"    breakdown failed: {breakdown['error']}")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,13 @@ stores it as today. Reasons therefore have one source. A chunk that is not valid
 The typed rows come back as one Arrow table per group in the writer's batch schema, so the
 writer, its transactions, dedup and the exactly-once file records are today's.
 
+The part from a ``(line_no, line)`` table to a batch (:meth:`NativeReader.rows`) is shared: a
+file's groups of lines, and an SLS batch's ``event`` texts (:meth:`NativeReader.texts`), each with
+its :class:`LineOrigin` (how a line is located, and today's Python rule for a line SQL leaves:
+``files.line_items`` for a file's, the SLS reader's own parse for a log's). LookupEvents pages stay
+with ``normalize``: the SDK hands their events over parsed, and parsing their re-encoded text
+again saves ~6 CPU-µs per event at an API rate of at most 100 events a second (README, Ingest).
+
 Opt-in (``TRAILWARDEN_INGEST_PARSER=duckdb``) until it costs at most half the Python parser's CPU
 (README, Performance: where the CPU goes).
 """
@@ -39,7 +46,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +58,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from models.inventory import Attributor
+from pipeline.ingest import jsontext
 from pipeline.ingest.batches import _LOCATED_SCHEMA, LOCATION, Batch, events_to_arrow, to_batches
 from pipeline.ingest.events import (
     EARLIEST_EVENT_TIME,
@@ -334,25 +343,40 @@ class NativeReader:
             yield self._group(path, pa.concat_tables(pending), source, partition)
 
     def _group(self, path: Path, lines: pa.Table, source: str, partition: str) -> Batch:
-        located, left = self._decide(lines, str(path), source, escaped=False)
+        """One group of a file's lines as a batch, its progress the lines' bytes."""
+        batch = self.rows(lines, _file_lines(path), source, partition)
+        batch.progress = pc.sum(pc.binary_length(lines["line"])).as_py() + lines.num_rows  # the bytes, with their \n
+        return batch
+
+    def texts(self, texts: list[str | None], origin: LineOrigin, source: str, partition: str) -> Batch:
+        """A batch of texts that are each one event's JSON (an SLS log's ``event``), numbered
+        from 0 in the table's ``line_no``; ``None`` where the caller's Python rule decides without
+        SQL (no text, one over the limit). The same statements and rules as a file's lines."""
+        lines = pa.table({"line_no": pa.array(np.arange(len(texts), dtype=np.int64)), "line": _strings(texts)})
+        return self.rows(lines, origin, source, partition)
+
+    def rows(self, lines: pa.Table, origin: LineOrigin, source: str, partition: str) -> Batch:
+        """A ``(line_no, line)`` table as one batch: the lines SQL decides as typed rows, the
+        rest (escaped lines SQL could not decide, and what it cannot read) by ``origin``'s
+        Python rule, which alone quarantines, in line order."""
+        located, left = self._decide(lines, origin, source, escaped=False)
         tables = [located]
         escaped = left.filter(pc.match_substring(left["line"], "\\"))
         if escaped.num_rows:  # lines with a backslash: the statement that decodes escapes
-            more, _ = self._decide(escaped, str(path), source, escaped=True)
+            more, _ = self._decide(escaped, origin, source, escaped=True)
             tables.append(more)
             left = left.filter(pc.invert(pc.is_in(left["line_no"], value_set=more["line_no"].combine_chunks())))
-        fallback, bad = self._python(path, list(zip(left["line_no"].to_pylist(), left["line"].to_pylist(),
-                                                    strict=True)), source, partition)
+        fallback, bad = self._python(origin, list(zip(left["line_no"].to_pylist(), left["line"].to_pylist(),
+                                                      strict=True)), source, partition)
         batch = Batch(source, partition, bad=bad)
         batch.table = _merge(tables + ([fallback] if fallback is not None else []))
         batch.count = batch.table.num_rows
         if batch.count:
             lo, hi = pc.min_max(batch.table["event_time"]).values()
             batch.first, batch.last = lo.as_py(), hi.as_py()
-        batch.progress = pc.sum(pc.binary_length(lines["line"])).as_py() + lines.num_rows  # the bytes, with their \n
         return batch
 
-    def _decide(self, lines: pa.Table, path: str, source: str, escaped: bool) -> tuple[pa.Table, pa.Table]:
+    def _decide(self, lines: pa.Table, origin: LineOrigin, source: str, escaped: bool) -> tuple[pa.Table, pa.Table]:
         """The lines SQL decided, as located rows, and the lines it left (for the next statement
         or Python): those it did not decide and those whose references only ``normalize`` can
         judge."""
@@ -370,7 +394,7 @@ class NativeReader:
             added = {name: column.filter(keep) for name, column in added.items()}
             left = lines.filter(pc.invert(pc.is_in(lines["line_no"], value_set=rows["line_no"].combine_chunks())))
         added["agent"] = self._agents(rows, added["identity"])
-        return _located(rows, raws, added, source, path), left
+        return _located(rows, raws, added, source, origin.locate(rows["line_no"])), left
 
     def _parse(self, lines: pa.Table, escaped: bool = False) -> pa.Table:
         """One row per line, in line order (DuckDB keeps insertion order without ORDER BY): the
@@ -399,17 +423,17 @@ class NativeReader:
         agents = np.array([self.attribute(*v) for v in values] or [""], dtype=object)
         return pa.array(agents[codes] if len(codes) else [], pa.string())
 
-    def _python(self, path: Path, undecided: list[tuple[int, str]], source: str,
+    def _python(self, origin: LineOrigin, undecided: list[tuple[int, str | None]], source: str,
                 partition: str) -> tuple[pa.Table | None, list[tuple[str, str, str]]]:
-        """Today's rule for the lines SQL left undecided: events (as a located table with their
-        line numbers) and quarantined input."""
+        """Today's rule (``origin.items``) for the lines SQL left undecided: events (as a located
+        table with their line numbers) and quarantined input."""
         if not undecided:
             return None, []
         undecided.sort()
         items: list[files.Item] = []
         line_of: dict[str, int] = {}
         for line_no, line in undecided:
-            for item in files.line_items(f"{path}:{line_no}", line.encode("utf-8")):
+            for item in origin.items(line_no, line):
                 items.append(item)
                 line_of[item.location] = line_no
         [batch] = list(to_batches(items, source, partition, self.attribute, len(items) + 1, self.now))
@@ -418,6 +442,39 @@ class NativeReader:
         numbers = [line_of[loc] for loc in batch.locations]
         table = events_to_arrow(batch.events, batch.agents, source, datetime.now(UTC), batch.locations)
         return table.append_column("line_no", pa.array(numbers, pa.int64())), batch.bad
+
+
+@dataclass(frozen=True)
+class LineOrigin:
+    """Where a table's lines come from: ``locate`` names each decided line (an array of
+    ``line_no`` to an array of locations, as the quarantine and conflicts show them), ``items``
+    is today's Python rule for a line SQL leaves: ``(line_no, line)`` to the items it reads
+    (for a file's line ``files.line_items``; for an SLS log the reader's own rule)."""
+
+    locate: Callable[[pa.ChunkedArray], pa.Array]
+    items: Callable[[int, str | None], Iterable[files.Item]]
+
+
+def _file_lines(path: Path) -> LineOrigin:
+    """A file's lines: located ``path:line_no``, read by :func:`files.line_items`."""
+    prefix = pa.scalar(f"{path}:")
+
+    def locate(numbers: pa.ChunkedArray) -> pa.Array:
+        return pc.binary_join_element_wise(prefix, pc.cast(numbers, pa.string()), "")
+
+    def items(line_no: int, line: str | None) -> Iterable[files.Item]:
+        return files.line_items(f"{path}:{line_no}", (line or "").encode("utf-8"))
+
+    return LineOrigin(locate, items)
+
+
+def _strings(texts: list[str | None]) -> pa.Array:
+    """``texts`` as Arrow strings; one Arrow cannot hold as UTF-8 (a lone surrogate) is NULL,
+    left to the Python rule like the caller's NULLs."""
+    try:
+        return pa.array(texts, pa.string())
+    except (UnicodeEncodeError, pa.ArrowException):
+        return pa.array([t if t is None or jsontext.encodable(t) else None for t in texts], pa.string())
 
 
 def _utf8(data: bytes) -> bool:
@@ -584,13 +641,14 @@ def _refs(text: str) -> tuple[str | None, bool]:
         return None, False
 
 
-def _located(rows: pa.Table, raws: pa.ChunkedArray, added: dict[str, pa.Array], source: str, path: str) -> pa.Table:
+def _located(rows: pa.Table, raws: pa.ChunkedArray, added: dict[str, pa.Array], source: str,
+             locations: pa.Array) -> pa.Table:
     """SQL's decided rows in the writer's located schema (``raw`` and ``referenced_resources``
     as Arrow JSON without a copy), with ``line_no`` last."""
     n = rows.num_rows
     added = {**added, "raw": raws, "source": pa.repeat(pa.scalar(source, pa.string()), n),
              "ingested_at": pa.repeat(pa.scalar(datetime.now(UTC), pa.timestamp("us", tz="UTC")), n),
-             LOCATION: pc.binary_join_element_wise(pa.scalar(f"{path}:"), pc.cast(rows["line_no"], pa.string()), "")}
+             LOCATION: locations}
     columns = []
     for field in _LOCATED_SCHEMA:
         col = added.get(field.name)
@@ -637,10 +695,11 @@ PARSER_ENV = "TRAILWARDEN_INGEST_PARSER"
 
 
 def native_enabled() -> bool:
-    """Whether DuckDB parses NDJSON: only with ``TRAILWARDEN_INGEST_PARSER=duckdb``. Measured
-    on 1M events (README, Performance) it is faster and costs 50-67% of the Python parser's CPU
-    over the process tree (the Python parser's moves with the machine's load); issue 18's target
-    is 50%, so it stays opt-in until it meets it."""
+    """Whether DuckDB parses NDJSON files and SLS batches: only with
+    ``TRAILWARDEN_INGEST_PARSER=duckdb``. Measured on 1M events (README, Performance) it is
+    faster on files and costs 50-67% of the Python parser's CPU over the process tree (the Python
+    parser's moves with the machine's load), 82-106% on SLS (whose Python parser has no worker
+    processes to save); issue 18's target is 50%, so it stays opt-in until it meets it."""
     return os.environ.get(PARSER_ENV, "python").strip().lower() == "duckdb"
 
 

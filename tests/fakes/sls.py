@@ -27,8 +27,9 @@ Scripting:
 
 * :meth:`FakeSLS.add_events` appends events to a shard as LogGroups (``group_size`` logs each),
   each event's JSON text in the log content ``event``; a ``str`` entry is put in ``event`` as is
-  (malformed JSON), a :class:`Contents` entry is a log with exactly those contents (extra keys,
-  no ``event`` key). Every LogGroup has a receive time you choose.
+  (malformed JSON), a ``bytes`` entry likewise (content that need not be UTF-8, which the SDK
+  then hands over as bytes), a :class:`Contents` entry is a log with exactly those contents
+  (extra keys, no ``event`` key). Every LogGroup has a receive time you choose.
 * :meth:`FakeSLS.split` turns a shard read-only and creates two children that take new events.
 * :meth:`FakeSLS.expire_before` drops a shard's LogGroups before a position from retention: a
   cursor before it is answered with HTTP 400 and :attr:`FakeSLS.invalid_cursor` -
@@ -152,7 +153,7 @@ class FakeSLS(LocalServer):
             self.shards[i] = Shard(i, i * step, KEY_SPACE if i == shards - 1 else (i + 1) * step, now)
 
     # -- the logstore ------------------------------------------------------------------------
-    def add_events(self, shard: int, events: Iterable[Mapping[str, Any] | str], *,
+    def add_events(self, shard: int, events: Iterable[Mapping[str, Any] | str | bytes], *,
                    receive_time: int | None = None, topic: str = DEFAULT_TOPIC, group_size: int | None = None,
                    source: str = "10.0.0.1", tags: Mapping[str, str] | None = None) -> list[int]:
         """Append ``events`` to ``shard`` as LogGroups of ``group_size`` logs (default: one group);
@@ -384,7 +385,7 @@ def _route(path: str, query: dict[str, str]) -> tuple[str | None, str | None, in
     return route, logstore, int(shard)
 
 
-def _log_group(entries: list[Mapping[str, Any] | str], received: int, topic: str, source: str,
+def _log_group(entries: list[Mapping[str, Any] | str | bytes], received: int, topic: str, source: str,
                tags: Mapping[str, str] | None) -> bytes:
     group = LogGroup()
     group.Topic = topic
@@ -392,7 +393,12 @@ def _log_group(entries: list[Mapping[str, Any] | str], received: int, topic: str
     for key, value in {"__receive_time__": str(received), **(tags or {})}.items():
         tag = group.LogTags.add()
         tag.Key, tag.Value = key, value
+    framed: list[bytes] = []  # each log as a LogGroup's field 1, in order
     for entry in entries:
+        if isinstance(entry, bytes):  # protobuf refuses a string that is not UTF-8: written by hand
+            content = _field(1, b"event") + _field(2, entry)
+            framed.append(_field(1, b"\x08" + _varint(received) + _field(2, content)))  # Log: Time, Contents
+            continue
         log = group.Logs.add()
         if isinstance(entry, Contents):
             contents = {str(k): str(v) for k, v in entry.items()}
@@ -406,7 +412,16 @@ def _log_group(entries: list[Mapping[str, Any] | str], received: int, topic: str
         for key, value in contents.items():
             content = log.Contents.add()
             content.Key, content.Value = key, value
-    return group.SerializeToString()
+        framed.append(_field(1, log.SerializeToString()))
+    if len(framed) == len(group.Logs):
+        return group.SerializeToString()
+    del group.Logs[:]
+    return group.SerializeToString() + b"".join(framed)
+
+
+def _field(number: int, data: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return bytes([number << 3 | 2]) + _varint(len(data)) + data
 
 
 def _log_time(event_time: Any, default: int) -> int:

@@ -446,6 +446,21 @@ def test_poison_logs_are_quarantined_one_by_one_and_the_shard_goes_on(store, fak
     assert store.con.execute("SELECT count(*) FROM quarantine").fetchone()[0] == 4
 
 
+def test_a_log_whose_event_is_not_utf8_is_quarantined_and_the_shard_goes_on(store, fake):
+    """Was: the SDK hands such a content over as bytes, and the parse's TypeError ended the run at
+    that log, every run (the cursor never passed it)."""
+    good = events("good", 3)
+    latin1 = json.dumps({**good[0], "eventId": "latin1", "userAgent": "caf\u00e9"}, ensure_ascii=False).encode("latin-1")
+    fake.add_events(0, [good[0], latin1, good[1], json.dumps(good[2]).encode()], receive_time=received(good))
+    report, _ = pull(store, source(fake))
+    assert (report.new, report.quarantined) == (3, 1)
+    assert ids(store)[0] == {"good-00000", "good-00001", "good-00002"}
+    [(location, reason, raw)] = store.con.execute("SELECT location, reason, raw FROM quarantine").fetchall()
+    assert location.endswith("log 1") and reason == "not valid UTF-8" and '"eventId": "latin1"' in raw
+    pull(store, source(fake))
+    assert store.con.execute("SELECT count(*) FROM quarantine").fetchone()[0] == 1
+
+
 def test_an_event_delivered_twice_is_stored_once(store, fake):
     evs = events("a", 30)
     fake.add_events(0, evs[:20], receive_time=received(evs))

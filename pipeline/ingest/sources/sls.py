@@ -7,7 +7,10 @@ the stored cursor - a new shard starts at the beginning, or at the configured ``
 until an empty pull or ``max_batches``. Each batch's events are committed in one transaction with
 the shard's next cursor, so a kill -9 loses nothing and a re-run doubles nothing (events are
 deduplicated by ``eventId``). Each log's ``event`` content is the ActionTrail JSON; ``__topic__``
-is ignored.
+is ignored. With ``TRAILWARDEN_INGEST_PARSER=duckdb`` a batch's ``event`` texts are parsed by
+DuckDB with the statements that parse a file's lines (:meth:`NativeReader.texts`); the logs SQL
+cannot decide go through the same Python rule (:func:`_parsed`), so the rows, the quarantine and
+the batches (and so the cursors committed with them) are the same whichever parser ran.
 
 Faults: an expired cursor re-seeks by receive time from a little before the newest event already
 stored and records the possible gap in the run; quota and busy errors back off and retry; bad
@@ -18,12 +21,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any
 from urllib.parse import urlparse
 
+import pyarrow as pa
 from aliyun.log import LogClient, LogException
 
 from models.inventory import Attributor
@@ -32,6 +37,7 @@ from pipeline.core.errors import TerminalError, TrailwardenError, TransientError
 from pipeline.core.retry import Stopped, call_with_retries, exponential, not_now
 from pipeline.ingest import jsontext
 from pipeline.ingest.batches import Batch, to_batches
+from pipeline.ingest.native import LineOrigin, NativeReader, native_enabled
 from pipeline.ingest.sources.credentials import Credentials
 from pipeline.ingest.sources.files import EXCERPT_BYTES, MAX_ITEM_BYTES, Item
 from pipeline.store.store import Store
@@ -90,7 +96,7 @@ class SlsReader:
 
     def __init__(self, cfg: SlsSource, client: LogClient, store: Store, *,
                  sleep: Callable[[float], None] = time.sleep, backoff: float = 1.0, retries: int = 5,
-                 stop: Callable[[], bool] | None = None):
+                 stop: Callable[[], bool] | None = None, now: datetime | None = None):
         self.cfg = cfg
         self.client = client
         self.store = store
@@ -100,11 +106,22 @@ class SlsReader:
         self._retries = retries
         self._received: dict[int, int] = {}  # per shard: receive time of the last pull read this run
         self._stop = stop or (lambda: False)
+        self._now = now  # what event times "in the future" are measured from (default: each shard's start)
 
     def partition(self, shard: int) -> str:
         return f"{self.cfg.project}/{self.cfg.logstore}/{shard}"
 
     def batches(self, attribute: Attributor, batch_size: int) -> Iterator[Batch]:
+        """Every shard's batches; with DuckDB parsing (``native_enabled``) on a cursor of the
+        reader's own connection, closed when the batches end."""
+        native = NativeReader(self.store.con, attribute) if native_enabled() else None
+        try:
+            yield from self._shards(attribute, batch_size, native)
+        finally:
+            if native is not None:
+                native.close()
+
+    def _shards(self, attribute: Attributor, batch_size: int, native: NativeReader | None) -> Iterator[Batch]:
         try:
             shards = self._call(self.client.list_shards, self.cfg.project, self.cfg.logstore).get_shards_info()
         except Stopped:  # asked to stop during a back-off: end the shard at the last pull handed over
@@ -116,7 +133,7 @@ class SlsReader:
             if self._stopping():
                 return
             try:
-                yield from self._shard(shard_id, status, attribute, batch_size)
+                yield from self._shard(shard_id, status, attribute, batch_size, native)
             except TrailwardenError as exc:  # status shows the error on the shard that hit it
                 exc.partition = self.partition(shard_id)
                 raise
@@ -127,14 +144,15 @@ class SlsReader:
     def _received_key(self, shard: int) -> str:
         return f"sls.received:{self.cfg.name}/{self.partition(shard)}"
 
-    def _shard(self, shard: int, status: str, attribute: Attributor, batch_size: int) -> Iterator[Batch]:
-        """The shard's pulls as one stream of batches of ``batch_size`` events. Each batch carries
+    def _shard(self, shard: int, status: str, attribute: Attributor, batch_size: int,
+               native: NativeReader | None) -> Iterator[Batch]:
+        """The shard's pulls as one stream of batches of ``batch_size`` logs. Each batch carries
         the cursor after the last pull whose events are all in it or before it, so whatever
         commits, commits with a resume point that re-reads at most one pull."""
         report = self.report.shards.setdefault(shard, ShardReport())
         read = _ShardProgress()
 
-        def items() -> Iterator[Item]:
+        def logs() -> Iterator[Item]:
             try:
                 cursor = self._start_cursor(shard)
             except Stopped:  # asked to stop during a back-off: end the shard at the last pull handed over
@@ -154,13 +172,18 @@ class SlsReader:
                 # re-seek starts should the stored cursor expire (receive time, as get_cursor counts)
                 received = self._cursor_time(shard, cursor)
                 report.batches += 1
-                for item in _items(response, shard, cursor):
+                for item in _logs(response, shard, cursor):
                     report.logs += 1
                     yield item
                 read.cursor, read.received = next_cursor, received  # this pull is all handed over
                 cursor = next_cursor
 
-        for batch in to_batches(items(), self.cfg.name, self.partition(shard), attribute, batch_size):
+        partition, now = self.partition(shard), self._now or datetime.now(UTC)
+        if native is None:
+            batches = to_batches(map(_parsed, logs()), self.cfg.name, partition, attribute, batch_size, now)
+        else:
+            batches = _native_batches(native, logs(), self.cfg.name, partition, batch_size, now)
+        for batch in batches:
             batch.cursor = read.cursor
             if read.received is not None:
                 self._received[shard] = read.received
@@ -261,23 +284,73 @@ class _ShardProgress:
     drained: bool = False  # an empty pull ended the shard
 
 
-def _items(response: Any, shard: int, cursor: str) -> Iterator[Item]:
-    """Each log's ``event`` content, parsed; a log without one, with bad JSON (malformed, too
-    deep, a duplicate key) or longer than the files' item limit, is quarantined."""
+def _logs(response: Any, shard: int, cursor: str) -> Iterator[Item]:
+    """Each log of a pull, not parsed yet: its ``event`` content in ``raw``; or, with the
+    quarantine's reason in ``error``, a log without one, with one longer than the files' item
+    limit (an excerpt in ``raw``), or with one that is not UTF-8 (the SDK hands such a content
+    over as bytes; it used to end the run with a TypeError, and every later run at the same log)."""
     for g, group in enumerate(response.get_loggroup_list().LogGroups):
         for i, entry in enumerate(group.Logs):
             location = f"shard {shard} cursor {cursor} group {g} log {i}"
-            text = next((c.Value for c in entry.Contents if c.Key == "event"), None)
+            text = next((c.Value for c in entry.Contents if c.Key in _EVENT_KEYS), None)
             if text is None:
-                keys = ",".join(c.Key for c in entry.Contents)[:200]
+                keys = ",".join(_shown(c.Key) for c in entry.Contents)[:200]
                 yield Item(location, None, keys, "no `event` content in the log (keys: " + keys + ")")
                 continue
             if len(text) > MAX_ITEM_BYTES:
-                yield Item(location, None, text[:EXCERPT_BYTES],
-                           f"event of {len(text):,} characters is over the {MAX_ITEM_BYTES >> 20} MiB limit: not "
+                unit = "bytes" if isinstance(text, bytes) else "characters"
+                yield Item(location, None, _shown(text[:EXCERPT_BYTES]),
+                           f"event of {len(text):,} {unit} is over the {MAX_ITEM_BYTES >> 20} MiB limit: not "
                            f"stored whole; its first {EXCERPT_BYTES:,} are kept here")
                 continue
-            try:
-                yield Item(location, jsontext.loads(text), text)
-            except jsontext.BadJson as exc:
-                yield Item(location, None, text, str(exc))
+            if isinstance(text, bytes):
+                try:
+                    text = text.decode("utf-8")
+                except UnicodeDecodeError:
+                    yield Item(location, None, _shown(text), "not valid UTF-8")
+                    continue
+            yield Item(location, None, text)
+
+
+_EVENT_KEYS = ("event", b"event")  # the SDK's raw LogGroups (its fallback parse) hold bytes
+
+
+def _shown(value: str | bytes) -> str:
+    """A content's key or value as text: bytes that are not UTF-8 with replacement characters."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _parsed(log: Item) -> Item:
+    """The Python rule for one log from :func:`_logs`: its ``event`` parsed; bad JSON
+    (malformed, too deep, a duplicate key) is quarantined with the reason."""
+    if log.error is not None:
+        return log
+    try:
+        return Item(log.location, jsontext.loads(log.raw), log.raw)
+    except jsontext.BadJson as exc:
+        return Item(log.location, None, log.raw, str(exc))
+
+
+def _native_batches(native: NativeReader, logs: Iterator[Item], source: str, partition: str,
+                    size: int, now: datetime) -> Iterator[Batch]:
+    """What ``to_batches(map(_parsed, logs), ...)`` yields - a batch every ``size`` logs without
+    reading a log ahead, then the rest (an empty batch when the logs end on a boundary), so the
+    same cursors commit with the same logs - with DuckDB parsing each batch's ``event`` texts.
+    A log SQL does not decide (and one with nothing to parse) goes through :func:`_parsed`."""
+    native.now = now
+    while True:
+        chunk = list(islice(logs, size))
+        texts = [None if log.error is not None else log.raw for log in chunk]
+        yield native.texts(texts, _origin(chunk), source, partition)
+        if len(chunk) < size:
+            return
+
+
+def _origin(chunk: list[Item]) -> LineOrigin:
+    """A batch's logs as the native reader's lines: line ``n`` is ``chunk[n]``."""
+    locations = pa.array([log.location for log in chunk], pa.string())
+
+    def items(line_no: int, _text: str | None) -> Iterable[Item]:
+        return (_parsed(chunk[line_no]),)
+
+    return LineOrigin(lambda numbers: locations.take(numbers), items)
