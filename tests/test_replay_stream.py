@@ -155,6 +155,24 @@ def test_a_busy_agent_is_read_in_stretches_without_losing_or_reordering_an_event
     assert times == sorted(times, key=datetime.fromisoformat)
 
 
+def test_stretches_are_cut_by_the_bytes_of_their_raw_events_too(long_window, monkeypatch):
+    """Two stretches are sorted at once within the store's memory limit: a stretch of big events
+    holds fewer of them. Cut by bytes (each stretch at most two hours of events, whatever its
+    count), the export is the same."""
+    from pipeline.investigate import replay as module
+
+    store, inv, trail = long_window
+    whole = io.StringIO()
+    write_replay(store, "monitor", inv, whole, **_window())
+    sizes = [len(json.dumps(e, separators=(",", ":"))) for e in trail.events]
+    monkeypatch.setattr(module, "STRETCH_BYTES", max(sizes) * 6)  # at most 6 events, so ~2 hours
+    stretches = module._stretches(store, "monitor", START, START + timedelta(days=30))
+    assert len(stretches) > 100 and max(count for _, _, count in stretches) <= 12
+    cut = io.StringIO()
+    write_replay(store, "monitor", inv, cut, **_window())
+    assert json.loads(whole.getvalue())["timeline"] == json.loads(cut.getvalue())["timeline"]
+
+
 def test_every_event_is_exported_however_small_the_batches(long_window, monkeypatch):
     """The agent's own events and those through its roles are read on cursors of their own: a
     query on the store's connection while a stretch was being read used to end that stretch after
@@ -362,3 +380,21 @@ def test_the_terminal_and_html_reports_cut_a_wide_blast_radius_and_say_how_much_
     radius_html = page.getvalue()[page.getvalue().index("<h2>Blast radius</h2>"):]
     assert radius_html[:radius_html.index("<h2>Source IPs")].count("bucket-") == 10
     assert "… and 31 more (the first 10 shown" in radius_html and "… and 20 more" in radius_html
+
+
+def test_a_replay_that_outgrows_the_memory_limit_says_which_setting_to_raise(store: Store):
+    """Big events take several times their size while a stretch is sorted: out of DuckDB's memory
+    limit, the replay fails in one line that names `memory_limit`, not with an internal error."""
+    from pipeline.core.errors import TerminalError
+
+    inv = inventory(agent("monitor", policies=READ_ONLY))
+    trail = Trail(inv)
+    for i in range(40):
+        trail.add("monitor", START + timedelta(minutes=i), requestParameters={"Filter": f"{i}-" + "x" * 400_000})
+    ingest(store, trail.events, inv)
+    store.con.execute("SET memory_limit = '24MB'")
+    with pytest.raises(TerminalError, match=r"raise `memory_limit` in the config"):
+        write_replay(store, "monitor", inv, io.StringIO(), **_window())
+    store.con.execute("SET memory_limit = '1GB'")  # and with room, the same replay is whole
+    export = json.loads(_verified_export(store, inv)[0])
+    assert export["summary"]["events"] == 40

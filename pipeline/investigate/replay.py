@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -49,6 +50,7 @@ import pyarrow.compute as pc
 from models.inventory import Inventory
 from models.mapping import PARAMETER_TARGETS, CallFacts, action, is_authorized_call, resources
 from pipeline import __version__
+from pipeline.core.errors import TerminalError
 from pipeline.core.inert import HIDDEN_IN_JSON, HIDDEN_IN_JSON_RANGES, json_inert
 from pipeline.core.output import to_jsonable
 from pipeline.core.redact import (
@@ -406,33 +408,45 @@ class _Window:
         first = _tail_start(stretches, tail)
         pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="trailwarden-replay")
         try:
-            sums: dict[int, Future[tuple[list[Any], list[Any]]]] = {}
-
-            def add_up_ahead(k: int) -> None:
-                if k < len(stretches):
-                    sums[k] = pool.submit(self._aggregates, self.store.cursor(), *stretches[k][:2])
-
-            add_up_ahead(0)
-            written: Future[tuple[pa.Table, dict[str, dict[str, Any]]]] | None = None  # the entries of the last stretch submitted
-            for k, (start, end, _) in enumerate(stretches):
-                calls, seen = sums.pop(k).result()
-                add_up_ahead(k + 1)
-                before = totals.events
-                keys = self._add_up(calls, seen, totals)
-                if not keys:
-                    continue
-                if k < first:
-                    yield _Skipped(totals.events - before, _us(end))
-                    continue
-                facts = _facts_table({key: self.facts[key] for key in keys})
-                writing = pool.submit(self._entries, self.store.cursor(), start, end, facts)
-                if written is not None:
-                    yield from self._batches(written.result())
-                written = writing
-            if written is not None:
-                yield from self._batches(written.result())
+            yield from self._pipeline(stretches, first, totals, pool)
+        except duckdb.OutOfMemoryException:
+            limit = self.store.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+            raise TerminalError(
+                f"replay ran out of the store's memory limit ({limit}): a stretch of up to "
+                f"{STRETCH_BYTES >> 20} MiB of raw events is read two at a time, and events of several KB each "
+                "take several times their size; raise `memory_limit` in the config (1GB replays 12 KB "
+                "events)") from None
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def _pipeline(self, stretches: list[tuple[datetime, datetime, int]], first: int, totals: _Totals,
+                  pool: ThreadPoolExecutor) -> Iterator[_Batch | _Skipped]:
+        """``batches``' stretches through the pool (see there)."""
+        sums: dict[int, Future[tuple[list[Any], list[Any]]]] = {}
+
+        def add_up_ahead(k: int) -> None:
+            if k < len(stretches):
+                sums[k] = pool.submit(self._aggregates, self.store.cursor(), *stretches[k][:2])
+
+        add_up_ahead(0)
+        written: Future[tuple[pa.Table, dict[str, dict[str, Any]]]] | None = None  # the last stretch submitted
+        for k, (start, end, _) in enumerate(stretches):
+            calls, seen = sums.pop(k).result()
+            add_up_ahead(k + 1)
+            before = totals.events
+            keys = self._add_up(calls, seen, totals)
+            if not keys:
+                continue
+            if k < first:
+                yield _Skipped(totals.events - before, _us(end))
+                continue
+            facts = _facts_table({key: self.facts[key] for key in keys})
+            writing = pool.submit(self._entries, self.store.cursor(), start, end, facts)
+            if written is not None:
+                yield from self._batches(written.result())
+            written = writing
+        if written is not None:
+            yield from self._batches(written.result())
 
     def _batches(self, entries: tuple[pa.Table, dict[str, dict[str, Any]]]) -> Iterator[_Batch]:
         table, rows = entries
