@@ -398,3 +398,18 @@ def test_a_replay_that_outgrows_the_memory_limit_says_which_setting_to_raise(sto
     store.con.execute("SET memory_limit = '1GB'")  # and with room, the same replay is whole
     export = json.loads(_verified_export(store, inv)[0])
     assert export["summary"]["events"] == 40
+
+
+def test_the_blast_radius_times_written_at_once_read_as_each_written_alone():
+    """The blast radius' first and last seen are formatted together (numpy): the same text as one
+    at a time, with and without microseconds, before 1970 and in year 9999."""
+    import random
+
+    from pipeline.investigate.replay import _iso, _isos
+
+    rng = random.Random(18)
+    times = [0, 1, 999_999, 1_000_000, -1, -1_000_000, 1_764_547_200_000_000, 253_402_300_799_999_999]
+    times += [rng.randrange(-10**16, 2 * 10**17) for _ in range(2000)]
+    times += [t - t % 1_000_000 for t in times[:1000]]  # whole seconds: no fraction written
+    assert _isos(times) == [_iso(t) for t in times]
+    assert _isos([]) == []
