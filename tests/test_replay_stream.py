@@ -413,3 +413,22 @@ def test_the_blast_radius_times_written_at_once_read_as_each_written_alone():
     times += [t - t % 1_000_000 for t in times[:1000]]  # whole seconds: no fraction written
     assert _isos(times) == [_iso(t) for t in times]
     assert _isos([]) == []
+
+
+def test_a_secret_inside_a_resource_name_is_redacted_in_the_blast_radius_and_the_timeline(store: Store):
+    """An object named with a password in it: the blast radius (terminal and export) and the
+    entry's resources show it redacted; nothing of the secret is written."""
+    inv = inventory(agent("monitor", policies=READ_ONLY))
+    trail = Trail(inv)
+    trail.add("monitor", START, "GetObject", serviceName="Oss",
+              referencedResources={"ACS::OSS::Object": ["exports/dump?password=hunter2-leaked"]})
+    trail.add("monitor", START + timedelta(minutes=1), "GetObject", serviceName="Oss",
+              referencedResources={"ACS::OSS::Object": ["exports/plain.csv"]})
+    ingest(store, trail.events, inv)
+    text, export, replay = _verified_export(store, inv)
+    assert "hunter2" not in text and "hunter2" not in as_text(replay)
+    shown = [r["resource"] for r in export["blast_radius"]["resources"]]
+    assert any(r.endswith("exports/dump?password=<redacted>") for r in shown)
+    assert any(r.endswith("exports/plain.csv") for r in shown)
+    first = next(e for e in export["timeline"] if e.get("kind") == "event")
+    assert first["resources"][0].endswith("password=<redacted>")
