@@ -432,3 +432,14 @@ def test_a_secret_inside_a_resource_name_is_redacted_in_the_blast_radius_and_the
     assert any(r.endswith("exports/plain.csv") for r in shown)
     first = next(e for e in export["timeline"] if e.get("kind") == "event")
     assert first["resources"][0].endswith("password=<redacted>")
+
+
+def test_the_embedded_export_escapes_what_would_end_its_script_element():
+    """`</script>`, `<!--` and `&` in the embedded export are written as JSON escapes (the same
+    JSON once parsed), wherever they are in the text."""
+    from pipeline.investigate.replay_views import _script_safe
+
+    text = '{"a":"</script><!--<script>&amp;","b":["x>y", "&&"]}'
+    safe = _script_safe(text)
+    assert not any(c in safe for c in "<>&") and json.loads(safe) == json.loads(text)
+    assert _script_safe('{"plain":"text"}') == '{"plain":"text"}'

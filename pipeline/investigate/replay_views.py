@@ -22,7 +22,16 @@ HTML_LAST = 500  # the HTML timeline: the last entries, and
 HTML_AROUND = 25  # the entries on each side of every finding; the JSON export holds every event
 # JSON inside <script>: "</script>" would end the element and "<!--<script>" would make the parser
 # swallow the rest of the page, so <, > and & are written as JSON escapes (the same JSON once parsed).
-_SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
+_SCRIPT_SAFE = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
+
+
+def _script_safe(text: str) -> str:
+    """``text`` with ``_SCRIPT_SAFE``'s escapes: one ``replace`` a character, only where it occurs
+    (``str.translate`` to longer strings ran at ~0.7 GB/s: 2 s of a 1.4 GB export)."""
+    for char, escaped in _SCRIPT_SAFE.items():
+        if char in text:
+            text = text.replace(char, escaped)
+    return text
 
 
 def as_text(replay: Replay, accounts: Accounts | None = None) -> str:
@@ -145,7 +154,7 @@ def write_html(replay: Replay, export: IO[str], out: TextIO, accounts: Accounts 
         f"':'))</code>): <code>{_e(report['sha256'])}</code></p><p>{_e(_redaction_line(report))}</p>",
         "<script type='application/json' id='trailwarden-export'>"]))
     while chunk := export.read(1 << 20):
-        out.write(chunk.translate(_SCRIPT_SAFE))
+        out.write(_script_safe(chunk))
     out.write("</script>\n</body></html>\n")
 
 
