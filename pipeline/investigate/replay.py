@@ -258,35 +258,34 @@ class _Timeline:
         first, position, rest = True, 0, b""
         # the digest is taken in a thread of its own while the file is written (hashlib lets go
         # of the GIL over large blocks): one block hashed at a time, in order
-        hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trailwarden-digest")
         hashed: Future[None] | None = None
 
         def add(body: bytes, first: bool) -> None:
             sha.update(body.replace(b"\n", b",") if first else b"," + body.replace(b"\n", b","))
 
-        while block := self.file.read(1 << 20):
-            block = rest + block
-            cut = block.rfind(b"\n") + 1  # every entry ends in a newline
-            if cut == 0:
-                rest = block
-                continue
-            body, rest = block[:cut - 1], block[cut:]
-            lines = body.count(b"\n") + 1 if self.hidden else 0  # only positions of hidden entries matter
-            if hashed is not None:
-                hashed.result()
-            hashed = hashing.submit(add, body, first)
-            if out is not None:
-                if self.hidden and self.hidden[0] < position + lines:
-                    body = self._inert(body.decode().split("\n"), position).encode()
-                body = (b"\n    " if first else b",\n    ") + body.replace(b"\n", b",\n    ")
-                if binary is not None:
-                    binary.write(body)
-                else:
-                    out.write(body.decode())
-            first, position = False, position + lines
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="trailwarden-digest") as hashing:
+            while block := self.file.read(1 << 20):
+                block = rest + block
+                cut = block.rfind(b"\n") + 1  # every entry ends in a newline
+                if cut == 0:
+                    rest = block
+                    continue
+                body, rest = block[:cut - 1], block[cut:]
+                lines = body.count(b"\n") + 1 if self.hidden else 0  # only positions of hidden entries matter
+                if hashed is not None:
+                    hashed.result()
+                hashed = hashing.submit(add, body, first)
+                if out is not None:
+                    if self.hidden and self.hidden[0] < position + lines:
+                        body = self._inert(body.decode().split("\n"), position).encode()
+                    body = (b"\n    " if first else b",\n    ") + body.replace(b"\n", b",\n    ")
+                    if binary is not None:
+                        binary.write(body)
+                    else:
+                        out.write(body.decode())
+                first, position = False, position + lines
         if hashed is not None:
             hashed.result()
-        hashing.shutdown()
         sha.update(("]," + _compact(trailer)[1:]).encode())
         digest = sha.hexdigest()
         if out is not None:
@@ -480,8 +479,7 @@ class _Window:
             rows = con.execute(
                 f"""
                 WITH k AS MATERIALIZED (
-                  SELECT event_id, event_time, event_name, source_ip, user_agent, acs_region, access_key_id, account,
-                         {', '.join(c for c in _FACTS if c not in ('event_name', 'acs_region', 'account'))},
+                  SELECT event_id, event_time, source_ip, user_agent, access_key_id, {', '.join(_FACTS)},
                          coalesce(error_code, '') <> '' AS bad, len(coalesce(via, [])) > 0 AS through,
                          CASE WHEN event_rw = 'Write' THEN 'write' ELSE 'read' END AS access,
                          CASE WHEN len(coalesce(via, [])) > 0
@@ -837,9 +835,9 @@ class _Totals:
         for value, (count, first, last, order) in self.values.get(kind, {}).items():
             _merge(items, self.clean(value), count, first, last, order)
         ordered = sorted(items.items(), key=lambda i: i[1][3])
-        times = _isos([t for _, (_, first, last, _) in ordered for t in (first, last)])
-        return [{"value": v, "calls": c, "first_seen": times[2 * i], "last_seen": times[2 * i + 1]}
-                for i, (v, (c, _, _, _)) in enumerate(ordered)]
+        return [{"value": v, "calls": c, "first_seen": first, "last_seen": last}
+                for (v, (c, *_)), (first, last) in zip(ordered, _iso_spans([(f, la) for _, (_, f, la, _) in ordered]),
+                                                       strict=True)]
 
     def summary(self, findings: int) -> dict[str, Any]:
         return {"events": self.events, "failed": self.failed, "findings": findings,
@@ -849,10 +847,10 @@ class _Totals:
     def blast_radius(self) -> dict[str, Any]:
         ordered = sorted(sorted(self.touched.items(), key=lambda e: e[1][4]),
                          key=lambda e: (e[0][1] != "write", e[0][2] != "succeeded", -e[1][0]))
-        times = _isos([t for _, (_, _, first, last, _) in ordered for t in (first, last)])
+        spans = _iso_spans([(first, last) for _, (_, _, first, last, _) in ordered])
         touched = [{"resource": arn, "access": access, "outcome": outcome, "calls": calls, "actions": sorted(names),
-                    "first_seen": times[2 * i], "last_seen": times[2 * i + 1]}
-                   for i, ((arn, access, outcome), (calls, names, _, _, _)) in enumerate(ordered)]
+                    "first_seen": first, "last_seen": last}
+                   for ((arn, access, outcome), (calls, names, *_)), (first, last) in zip(ordered, spans, strict=True)]
         kinds = sorted((k for k, _ in _SEEN if k != "apis" and self.values.get(k)),
                        key=lambda k: min(v[3] for v in self.values[k].values()))
         return {"resources": touched, **{k: sorted(self._items(k), key=lambda i: -i["calls"]) for k in kinds}}
@@ -876,6 +874,12 @@ def _isos(us: list[int]) -> list[str]:
     400,000 of them (~2 µs each through ``datetime``)."""
     text = np.datetime_as_string(np.array(us, dtype="datetime64[us]"), unit="us").tolist()
     return [t[:-7] + "Z" if t.endswith(".000000") else t + "Z" for t in text]
+
+
+def _iso_spans(spans: list[tuple[int, int]]) -> list[tuple[str, str]]:
+    """Each (first, last) seen as ``_iso`` writes them, all formatted at once (``_isos``)."""
+    text = _isos([t for span in spans for t in span])
+    return list(zip(text[0::2], text[1::2], strict=True))
 
 
 def _merge(items: dict[str, list[Any]], value: str, count: int, first: int, last: int,
