@@ -248,6 +248,49 @@ def test_demo_and_real_events_are_the_same_rows_with_the_same_values(tmp_path, m
     assert sum(left) < 0.1 * len(lines)  # DuckDB decided the rest
 
 
+def lookalike_lines() -> list[str]:
+    """Values where a string's text and another type's text are the same once read as VARCHAR
+    (the fast statement's reading): non-strings Python refuses or writes its own way, and strings
+    that merely look like them."""
+    nan, inf = float("nan"), float("inf")
+    non_strings: list[tuple[str, Any]] = [
+        ("eventName", True), ("eventType", False), ("eventId", {"a": 1}), ("serviceName", [1]),
+        ("acsRegion", nan), ("userAgent", inf), ("requestId", -inf), ("vpcId", 0), ("resourceName", -3),
+        ("errorMessage", 2.5), ("apiVersion", 10**20), ("errorCode", 1e5), ("errorCode", -1),
+        ("eventVersion", -0.0), ("recipientAccountId", nan), ("recipientAccountId", True),
+        ("recipientAccountId", 10**19), ("requestParameters", {"ServiceCode": True}),
+        ("userIdentity", ui(type=True)), ("userIdentity", ui(userName=0)), ("userIdentity", ui(accessKeyId=[])),
+        ("userIdentity", ui(accountId=-inf)), ("userIdentity", ui(principalId=1.0)),
+        ("userIdentity", ui(principalId=123456789012345678)),  # an integer as Python writes it: stored
+    ]
+    strings: list[tuple[str, Any]] = [
+        ("eventName", "true"), ("eventType", "false"), ("eventId", "{not json"), ("serviceName", "[x"),
+        ("acsRegion", "NaN"), ("userAgent", "Infinity"), ("requestId", "-Infinity"), ("vpcId", "0"),
+        ("resourceName", "-3"), ("errorMessage", "2.5"), ("apiVersion", "1e5"), ("errorCode", "1.0"),
+        ("recipientAccountId", "-1"), ("recipientAccountId", "00123"), ("eventVersion", "1"),
+        ("userIdentity", ui(userName="12", accountId="1e3", principalId="-0")),
+        ("requestParameters", {"ServiceCode": "5"}), ("sourceIpAddress", "10.0.0.1"),
+    ]
+    return [dumps(ev(f"non-string-{i}", **{key: value})) for i, (key, value) in enumerate(non_strings)] + [
+        dumps(ev(f"lookalike-{i}", **{key: value})) for i, (key, value) in enumerate(strings)]
+
+
+def test_values_read_as_text_keep_their_type_non_strings_as_python_reads_them(tmp_path, monkeypatch):
+    """The fast statement reads string fields as VARCHAR, where ``true`` and ``"true"`` read the
+    same: each row must still be Python's (stored with the same text, or quarantined with the same
+    reason), and strings that look like numbers are still decided in SQL, not by Python."""
+    path = tmp_path / "lookalikes.ndjson"
+    lines = lookalike_lines()
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    left: list[int] = []
+    python, duckdb_ = both(path, tmp_path, monkeypatch, left)
+    assert_same(python, duckdb_)
+    (events, quarantined), _ = duckdb_
+    stored = {row[0] for row in events}
+    assert {f"ev-lookalike-{i}" for i in range(18) if i != 2} | {"{not json"} <= stored
+    assert "ev-non-string-0" not in stored and len(quarantined) >= 15
+    assert sum(left) <= len(lines) - 18 - 1  # the look-alike strings (and the integer) never needed Python
+
 def test_chunks_duckdb_cannot_take_whole_are_read_by_python_in_file_order(tmp_path, monkeypatch):
     """Invalid UTF-8 and CR line ends: those chunks go to today's reader; the others stay in
     DuckDB, and line numbers and the first-copy-wins order hold across them."""

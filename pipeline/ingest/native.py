@@ -4,22 +4,26 @@ bytes and orchestrates.
 A file's line-aligned chunks (cut while hashing, :func:`pipeline.ingest.sources.files.scan_file`)
 are read as bytes, checked as UTF-8 and split into lines by Arrow (C++, no Python per line), and
 handed to DuckDB as one ``(line_no, line)`` table per group of chunks. ONE statement per group
-parses each line once (one ``json_transform`` into a struct whose leaves are the values' JSON
-text: the first character is the type, the quotes cut off give the string) and walks it once
-more for the key lists of the objects checked for duplicates (``json_keys``); it streams one row
+parses each line once (one ``json_transform`` into a struct whose string leaves are VARCHAR, the
+string itself, and whose other leaves are the values' JSON text, its first character the type)
+and walks it once more for the key lists of the objects checked for duplicates (``json_keys``);
+it streams one row
 per line to Arrow, in line order, with the typed columns and whether SQL could *decide* the
 line: a JSON object, every object of it one whose keys were listed (a ``{`` count), no trailing
 comma (DuckDB's parser accepts one, Python's refuses it), every typed field of the type
 ``normalize`` accepts, times in the strict ISO-8601 form both parsers read alike and within the
 plausible bounds, not a ``ConsoleSignin`` (its MFA rule stays in Python), not a LookupEvents
 body, at most :data:`MAX_BRACKETS` brackets (so never deeper than Python's parser can go), no
-backslash. Then Arrow and numpy, per group: a duplicate key in any listed object (the keys
+backslash. Then Arrow and numpy, per group: whether a string column holds a text a non-string
+could have given (``true`` reads as VARCHAR as ``"true"`` does), a duplicate key in any listed
+object (the keys
 numbered by a dictionary and sorted: DuckDB's list functions cost a microsecond per list), and
 ``normalize``'s own rules over the group's *distinct* values (identity, role and session names,
 attribution, ``ip_version``, ``isGlobal``, the session's MFA flag: dozens per group, not one per
 row) and over the ~8% of rows with references.
 
-Lines with a backslash (escapes) are read by a second statement that decodes each string with
+Lines with a backslash (escapes), and those whose values may not be strings, are read by a second
+statement whose leaves are all JSON text (so types are known), decoding each string with
 ``json_extract_string``; a group holding a line DuckDB cannot read at all (malformed, a lone
 surrogate) is read by the same statements with ``try``. A line neither decides goes through
 today's Python rule (:func:`files.line_items` and ``normalize``), which quarantines it with
@@ -134,6 +138,32 @@ def _leaf_paths(structure: Mapping[str, Any], prefix: str = "") -> list[str]:
 
 
 _LEAVES = {path: i for i, path in enumerate(_leaf_paths(_STRUCTURE))}
+# The leaves read as strings. The fast statement (lines without a backslash) has json_transform
+# give them as VARCHAR: the string itself, unquoted, with no copy to cut its quotes off (that cut
+# cost a quarter of the statement). VARCHAR says nothing of the type: a number, a boolean, an
+# object reads as its JSON text. So after the statement the rows whose typed columns hold a text
+# a non-string could have given (:data:`_NON_STRING`: a JSON number, NaN, true, an object...) are
+# left to the statement that reads types from JSON text (:func:`_may_not_be_strings`); their
+# first bytes rule out nearly every value at numpy speed (an RE2 pass over each line for the
+# keys' values cost more than the copy it saved). The other leaves (booleans, references, a
+# LookupEvents body) stay JSON text, as do all in that second statement.
+_JSON_LEAVES = frozenset({"isGlobal", "referencedResources", "Events",
+                          "userIdentity.sessionContext.attributes.mfaAuthenticated",
+                          "userIdentity.sessionContext.sessionAttributes.mfaAuthenticated"})
+_STRING_LEAVES = frozenset(_LEAVES) - _JSON_LEAVES
+# The text json_transform gives a non-string as VARCHAR (DuckDB's parser takes NaN and Infinity)
+_NON_STRING = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?|NaN|-?Infinity|true|false|[{\[].*"
+_NON_STRING_FIRST = np.zeros(256, dtype=bool)
+_NON_STRING_FIRST[list(b"-0123456789NItf{[")] = True
+
+
+def _fast_structure() -> dict[str, Any]:
+    """:data:`_STRUCTURE` with the string leaves as VARCHAR."""
+    def typed(node: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+        return {key: typed(value, f"{prefix}{key}.") if isinstance(value, dict)
+                else ("VARCHAR" if f"{prefix}{key}" in _STRING_LEAVES else value)
+                for key, value in node.items()}
+    return typed(_STRUCTURE, "")
 
 
 def _leaf(path: str) -> str:
@@ -148,13 +178,17 @@ def _decoded(path: str) -> str:
     return f"d{_LEAVES[path]}"
 
 
-def _is_string(path: str) -> str:
+def _is_string(path: str, fast: bool) -> str:
+    if fast and path in _STRING_LEAVES:  # _may_not_be_strings checks the columns it reads
+        return f"({_leaf(path)} IS NOT NULL)"
     return f"starts_with({_leaf(path)}, '\"')"
 
 
-def _text(path: str) -> str:
+def _text(path: str, fast: bool) -> str:
     """SQL: the string a leaf holds, NULL when it holds anything else."""
-    return f"CASE WHEN {_is_string(path)} THEN {_decoded(path)} END"
+    if fast and path in _STRING_LEAVES:
+        return _leaf(path)
+    return f"CASE WHEN {_is_string(path, fast)} THEN {_decoded(path)} END"
 
 
 def _keys(i: int) -> str:
@@ -162,14 +196,16 @@ def _keys(i: int) -> str:
     return f"n{i}"
 
 
-def _string(path: str) -> tuple[str, str]:
+def _string(path: str, fast: bool) -> tuple[str, str]:
     """SQL (value, ok) for ``events._opt_str``: absent, null, a string, or (where exports write
     numbers) an integer as Python writes it."""
     x, d, key = _leaf(path), _decoded(path), path.rsplit(".", 1)[-1]
+    if fast and path in _STRING_LEAVES:  # the string, or the number's text: _may_not_be_strings
+        return x, "true"
     if key in _NUMERIC_OK:
-        return (f"CASE WHEN {_is_string(path)} THEN {d} ELSE {x} END",
-                f"({x} IS NULL OR {_is_string(path)} OR regexp_full_match({x}, '{_INT_RE}'))")
-    return d, f"({x} IS NULL OR {_is_string(path)})"
+        return (f"CASE WHEN {_is_string(path, fast)} THEN {d} ELSE {x} END",
+                f"({x} IS NULL OR {_is_string(path, fast)} OR regexp_full_match({x}, '{_INT_RE}'))")
+    return d, f"({x} IS NULL OR {_is_string(path, fast)})"
 
 
 def _time(expr: str) -> str:
@@ -179,32 +215,31 @@ def _time(expr: str) -> str:
 def _read_sql(guarded: bool, escaped: bool) -> str:
     """Layers one and two: each line that may be an event parsed once into the structure, the
     key lists of the objects checked for duplicates (``json_keys``: a cheap second walk), then
-    each leaf's JSON text and decoded string. ``guarded`` wraps the parse in ``try`` (a line
-    DuckDB cannot read is NULL, left to Python); the fast statement has no ``try`` and is rerun
-    guarded only when a group holds such a line. A string leaf is decoded by cutting its quotes,
-    exact when the line has no backslash (yyjson writes a string back with escapes only for a
-    quote, a backslash or a control character, all of which the line would then have escaped);
-    lines with one (``escaped``) are read by a second statement that decodes each string leaf
-    with ``json_extract_string``."""
+    each leaf, and whether the line holds a backslash. ``guarded`` wraps the parse in ``try`` (a
+    line DuckDB cannot read is NULL, left to Python); the fast statement has no ``try`` and is
+    rerun guarded only when a group holds such a line. The fast statement (``escaped`` false)
+    reads only lines without a backslash, its string leaves as VARCHAR (see
+    :data:`_STRING_LEAVES`); the other (``escaped``) reads any line given to it, every leaf as
+    JSON text, and decodes each string leaf with ``json_extract_string``."""
     objects = "[" + ", ".join(_SQL_QUOTE + p + _SQL_QUOTE for p in _OBJECTS) + "]"
-    structure = json.dumps(_STRUCTURE, separators=(",", ":"))
+    structure = json.dumps(_STRUCTURE if escaped else _fast_structure(), separators=(",", ":"))
     parse = f"json_transform(line, '{structure}')"
     keys = f"json_keys(line, {objects})"
     if guarded:
         parse, keys = f"try({parse})", f"try({keys})"
     leaves = ",\n        ".join(f"s.{path}::VARCHAR AS l{i}" for path, i in _LEAVES.items())
-    decoded = ",\n        ".join(
-        (f"json_extract_string(l{i}, '$') AS d{i}" if escaped else f"l{i}[2:-2] AS d{i}") for i in _LEAVES.values())
-    readable = "starts_with(line, '{') AND ends_with(line, '}')" + (
-        " AND contains(line, '\\')" if escaped else " AND NOT contains(line, '\\')")
+    # the strings of the escaped statement's leaves (the fast one's are strings already)
+    decoded = "".join(f", json_extract_string(l{i}, '$') AS d{i}" for p, i in _LEAVES.items() if escaped)
+    readable = "starts_with(line, '{') AND ends_with(line, '}')" + ("" if escaped else " AND NOT contains(line, '\\')")
     counts = ", ".join(f"len(k[{i + 1}]) AS {_keys(i)}" for i in range(len(_OBJECTS)))
     return f"""
-SELECT *, {decoded}
+SELECT *{decoded}
 FROM (
-    SELECT line_no, t, k, {counts}, strlen(t) - strlen(replace(t, '{{', '')) AS braces,
+    SELECT line_no, t, k, bs, {counts}, strlen(t) - strlen(replace(t, '{{', '')) AS braces,
         {leaves}
     FROM (
-        SELECT line_no, line AS t, CASE WHEN {readable} THEN {parse} END AS s, CASE WHEN {readable} THEN {keys} END AS k
+        SELECT line_no, line AS t, contains(line, '\\') AS bs, CASE WHEN {readable} THEN {parse} END AS s,
+            CASE WHEN {readable} THEN {keys} END AS k
         FROM _tw_lines
     )
 )
@@ -232,32 +267,39 @@ _OUT_COLUMNS = (
 # The JSON text of the values whose rules run in Python over distinct values (_by_distinct): few
 # distinct values per group, and the rules stay normalize's own.
 _TEXT_COLUMNS = ("global_text", "attributes", "mfa_attributes_text", "mfa_session_text")
+# The fast statement's columns read from VARCHAR leaves that normalize requires to be strings
+# (a string or, where exports write numbers, an integer); times go through _TIME_RE, which no
+# non-string's text matches, and ``Scheme`` counts only as https or http.
+_CHECKED_STRINGS = tuple(col for col, _ in _STRINGS) + (
+    "event_id", "service_code", "identity_type", "account_id", "principal_id", "user_name", "access_key_id")
+_CHECKED_NUMERIC = frozenset({"event_version", "error_code", "recipient_account_id", "account_id", "principal_id"})
 
 
 def _parse_sql(guarded: bool, escaped: bool) -> str:
     """Layer three: the typed columns, and whether SQL decided the line; parameters: the
     earliest and the latest plausible event time."""
+    fast = not escaped
     strings, oks = [], []
     for col, key in _STRINGS:
-        value, ok = _string(key)
+        value, ok = _string(key, fast)
         strings.append(f"{f'nullif({value}, {_SQL_QUOTE}{_SQL_QUOTE})' if col in ('error_code', 'error_message') else value} AS {col}")
         oks.append(ok)
-    ident = {k: _string(f"userIdentity.{k}") for k in ("type", "userName", "principalId", "accountId", "accessKeyId")}
+    ident = {k: _string(f"userIdentity.{k}", fast) for k in ("type", "userName", "principalId", "accountId", "accessKeyId")}
     itype, user, pid, account = (ident[k][0] for k in ("type", "userName", "principalId", "accountId"))
     oks += [ok for _, ok in ident.values()]
     akid = f"nullif({ident['accessKeyId'][0]}, '')"
     attrs = f"coalesce({_keys(3)} > 0, false)"
-    created_a, created_s = (_text(f"userIdentity.sessionContext.{n}.creationDate")
+    created_a, created_s = (_text(f"userIdentity.sessionContext.{n}.creationDate", fast)
                             for n in ("attributes", "sessionAttributes"))
     created_text = f"CASE WHEN {attrs} THEN {created_a} ELSE {created_s} END"
-    code = _text("requestParameters.ServiceCode")
-    scheme = f"lower({_text('additionalEventData.Scheme')})"
+    code = _text("requestParameters.ServiceCode", fast)
+    scheme = f"lower({_text('additionalEventData.Scheme', fast)})"
     refs = _leaf("referencedResources")
-    event_id, event_time = _text("eventId"), _text("eventTime")
+    event_id, event_time = _text("eventId", fast), _text("eventTime", fast)
     string_columns = ",\n        ".join(strings)
     return f"""
 WITH typed AS (
-    SELECT line_no, t, k, braces, {_known_objects_sql()} AS known_objects,
+    SELECT line_no, t, k, bs, braces, {_known_objects_sql()} AS known_objects,
         {event_id} AS event_id,
         {_time(event_time)} AS event_time,
         {string_columns},
@@ -288,7 +330,7 @@ SELECT line_no, coalesce(
     AND coalesce(event_name, '') <> 'ConsoleSignin'
     AND NOT regexp_matches(t, '{_TRAILING_COMMA}')
     AND braces + strlen(t) - strlen(replace(t, '[', '')) <= {MAX_BRACKETS}, false) AS decided,
-    {", ".join(_OUT_COLUMNS + _TEXT_COLUMNS)}, has_refs, refs_text, k
+    {", ".join(_OUT_COLUMNS + _TEXT_COLUMNS)}, has_refs, refs_text, k, bs AS backslash
 FROM typed
 """  # noqa: S608 - fixed paths, no input
 
@@ -359,13 +401,12 @@ class NativeReader:
         """A ``(line_no, line)`` table as one batch: the lines SQL decides as typed rows, the
         rest (escaped lines SQL could not decide, and what it cannot read) by ``origin``'s
         Python rule, which alone quarantines, in line order."""
-        located, left = self._decide(lines, origin, source, escaped=False)
+        located, left, again = self._decide(lines, origin, source, escaped=False)
         tables = [located]
-        escaped = left.filter(pc.match_substring(left["line"], "\\"))
-        if escaped.num_rows:  # lines with a backslash: the statement that decodes escapes
-            more, _ = self._decide(escaped, origin, source, escaped=True)
+        if again.num_rows:  # lines with a backslash, values that may not be strings: types from JSON text
+            more, rest, _ = self._decide(again, origin, source, escaped=True)
             tables.append(more)
-            left = left.filter(pc.invert(pc.is_in(left["line_no"], value_set=more["line_no"].combine_chunks())))
+            left = pa.concat_tables([left, rest])
         fallback, bad = self._python(origin, list(zip(left["line_no"].to_pylist(), left["line"].to_pylist(),
                                                       strict=True)), source, partition)
         batch = Batch(source, partition, bad=bad)
@@ -376,25 +417,34 @@ class NativeReader:
             batch.first, batch.last = lo.as_py(), hi.as_py()
         return batch
 
-    def _decide(self, lines: pa.Table, origin: LineOrigin, source: str, escaped: bool) -> tuple[pa.Table, pa.Table]:
-        """The lines SQL decided, as located rows, and the lines it left (for the next statement
-        or Python): those it did not decide and those whose references only ``normalize`` can
-        judge."""
+    def _decide(self, lines: pa.Table, origin: LineOrigin, source: str,
+                escaped: bool) -> tuple[pa.Table, pa.Table, pa.Table]:
+        """The lines SQL decided, as located rows; the lines it left to Python (those it did not
+        decide, and those whose references only ``normalize`` can judge); and, from the fast
+        statement, the lines among them the statement reading types from JSON text may decide:
+        those with a backslash, or a value that may not be a string (:func:`_may_not_be_strings`)."""
         parsed = self._parse(lines, escaped)
         decided = pc.and_(parsed["decided"], pc.invert(_duplicate_keys(parsed["k"])))
+        again = pa.array(np.zeros(lines.num_rows, dtype=bool))
+        if not escaped:
+            doubt = pa.array(_may_not_be_strings(parsed))
+            again = pc.or_(doubt, parsed["backslash"].fill_null(False))  # NULL (no line): Python's
+            decided = pc.and_(decided, pc.invert(doubt))
         # the key lists are done with: filtering them (lists of lists of names) cost more than
         # filtering every other column
-        rows, raws = parsed.drop_columns(["k"]).filter(decided), lines["line"].filter(decided)
+        rows, raws = parsed.drop_columns(["k", "backslash"]).filter(decided), lines["line"].filter(decided)
         added, ok = _by_distinct(rows)
         if ok.all():
-            left = lines.filter(pc.invert(decided))
+            undecided = pc.invert(decided)
         else:  # a value only normalize can judge (it quarantines it or reads it): Python reads the line
             keep = pa.array(ok)
             rows, raws = rows.filter(keep), raws.filter(keep)
             added = {name: column.filter(keep) for name, column in added.items()}
-            left = lines.filter(pc.invert(pc.is_in(lines["line_no"], value_set=rows["line_no"].combine_chunks())))
+            undecided = pc.invert(pc.is_in(lines["line_no"], value_set=rows["line_no"].combine_chunks()))
         added["agent"] = self._agents(rows, added["identity"])
-        return _located(rows, raws, added, source, origin.locate(rows["line_no"])), left
+        located = _located(rows, raws, added, source, origin.locate(rows["line_no"]))
+        again = pc.and_(undecided, again)
+        return located, lines.filter(pc.and_(undecided, pc.invert(again))), lines.filter(again)
 
     def _parse(self, lines: pa.Table, escaped: bool = False) -> pa.Table:
         """One row per line, in line order (DuckDB keeps insertion order without ORDER BY): the
@@ -549,6 +599,33 @@ def _duplicate_keys(keys: pa.ChunkedArray) -> pa.Array:
     repeated = pairs[1:][pairs[1:] == pairs[:-1]] // len(encoded.dictionary)
     found[row_of_object[repeated]] = True
     return pa.array(found)
+
+
+def _may_not_be_strings(parsed: pa.Table) -> np.ndarray:
+    """For each row of the fast statement, whether a column it read as VARCHAR holds a text a
+    JSON value other than a string may have given (:data:`_NON_STRING`; in a column exports write
+    numbers for, other than an integer as Python writes it). Only values whose first byte can
+    start such a text (a digit, a sign, ``t``...) are matched, by RE2 in Arrow."""
+    doubt = np.zeros(parsed.num_rows, dtype=bool)
+    for name in _CHECKED_STRINGS:
+        column = parsed[name].combine_chunks()
+        if not len(column) or column.null_count == len(column):
+            continue
+        _, offsets, data = column.buffers()
+        assert offsets is not None and data is not None  # a non-empty string column has both
+        starts = np.frombuffer(offsets, dtype=np.int32)[column.offset:column.offset + len(column) + 1]
+        text = np.frombuffer(data, dtype=np.uint8)
+        present = (starts[1:] > starts[:-1]) & column.is_valid().to_numpy(zero_copy_only=False)
+        first = text[np.minimum(starts[:-1], max(len(text) - 1, 0))] if len(text) else np.zeros(len(column), np.uint8)
+        candidates = np.flatnonzero(present & _NON_STRING_FIRST[first])
+        if not len(candidates):
+            continue
+        values = column.take(pa.array(candidates))
+        found = pc.match_substring_regex(values, f"^({_NON_STRING})$").to_numpy(zero_copy_only=False)
+        if name in _CHECKED_NUMERIC:  # an integer as Python writes it is a string's text too
+            found &= ~pc.match_substring_regex(values, f"^({_INT_RE})$").to_numpy(zero_copy_only=False)
+        doubt[candidates[found]] = True
+    return doubt
 
 
 _IDENTITY_COLUMNS = ("identity", "role_name", "role_id", "session_name")
