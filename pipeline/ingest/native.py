@@ -605,7 +605,8 @@ def _may_not_be_strings(parsed: pa.Table) -> np.ndarray:
     """For each row of the fast statement, whether a column it read as VARCHAR holds a text a
     JSON value other than a string may have given (:data:`_NON_STRING`; in a column exports write
     numbers for, other than an integer as Python writes it). Only values whose first byte can
-    start such a text (a digit, a sign, ``t``...) are matched, by RE2 in Arrow."""
+    start such a text (a digit, a sign, ``t``...) are matched, each distinct one once, by RE2 in
+    Arrow."""
     doubt = np.zeros(parsed.num_rows, dtype=bool)
     for name in _CHECKED_STRINGS:
         column = parsed[name].combine_chunks()
@@ -615,17 +616,26 @@ def _may_not_be_strings(parsed: pa.Table) -> np.ndarray:
         assert offsets is not None and data is not None  # a non-empty string column has both
         starts = np.frombuffer(offsets, dtype=np.int32)[column.offset:column.offset + len(column) + 1]
         text = np.frombuffer(data, dtype=np.uint8)
+        if not len(text):
+            continue
         present = (starts[1:] > starts[:-1]) & column.is_valid().to_numpy(zero_copy_only=False)
-        first = text[np.minimum(starts[:-1], max(len(text) - 1, 0))] if len(text) else np.zeros(len(column), np.uint8)
-        candidates = np.flatnonzero(present & _NON_STRING_FIRST[first])
+        candidates = np.flatnonzero(present & _NON_STRING_FIRST[text[np.minimum(starts[:-1], len(text) - 1)]])
         if not len(candidates):
             continue
-        values = column.take(pa.array(candidates))
-        found = pc.match_substring_regex(values, f"^({_NON_STRING})$").to_numpy(zero_copy_only=False)
-        if name in _CHECKED_NUMERIC:  # an integer as Python writes it is a string's text too
-            found &= ~pc.match_substring_regex(values, f"^({_INT_RE})$").to_numpy(zero_copy_only=False)
+        # most such columns repeat a few values (an API version, an account): each distinct one matched once
+        values = pc.dictionary_encode(column.take(pa.array(candidates)))
+        found = _non_string(values.dictionary, name in _CHECKED_NUMERIC)[values.indices.to_numpy()]
         doubt[candidates[found]] = True
     return doubt
+
+
+def _non_string(values: pa.Array, numeric: bool) -> np.ndarray:
+    """Whether each text is one :data:`_NON_STRING` describes (with ``numeric``, and is not an
+    integer as Python writes it)."""
+    found = pc.match_substring_regex(values, f"^({_NON_STRING})$").to_numpy(zero_copy_only=False)
+    if numeric:  # an integer as Python writes it is a string's text too
+        found &= ~pc.match_substring_regex(values, f"^({_INT_RE})$").to_numpy(zero_copy_only=False)
+    return found
 
 
 _IDENTITY_COLUMNS = ("identity", "role_name", "role_id", "session_name")
