@@ -115,6 +115,12 @@ def hostile_lines() -> list[str]:
         # the first copy read by the Python rules (a sign-in), the later one by SQL: the first is kept
         dumps(ev("dup-across", eventName="ConsoleSignin")), dumps(ev("dup-across", eventTime="2026-11-09T03:04:05Z")),
         dumps(ev("types", eventName=["x"])), dumps(ev("types2", acsRegion={"r": 1})),
+        # duplicates the fast statement's joined key texts must still find, and near ones they must not
+        dumps(ev("dup-empty", requestParameters={"": "a", "b": "c"})).replace('"b": "c"', '"": "c"'),
+        dumps(ev("dup-attrs", userIdentity=ui(sessionContext={"attributes": {
+            "mfaAuthenticated": "true", "creationDate": "2026-11-01T00:00:00Z"}}))).replace(
+            '"creationDate"', '"mfaAuthenticated": "false", "creationDate"'),
+        dumps(ev("near-keys", requestParameters={"a": "1", "a ": "2", " a": "3", "": "4"})),
         *reading_lines(),
     ]
 

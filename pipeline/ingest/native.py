@@ -424,7 +424,8 @@ class NativeReader:
         statement, the lines among them the statement reading types from JSON text may decide:
         those with a backslash, or a value that may not be a string (:func:`_may_not_be_strings`)."""
         parsed = self._parse(lines, escaped)
-        decided = pc.and_(parsed["decided"], pc.invert(_duplicate_keys(parsed["k"])))
+        duplicate = _duplicate_keys(parsed["k"]) if escaped else _duplicate_plain_keys(parsed["k"])
+        decided = pc.and_(parsed["decided"], pc.invert(duplicate))
         again = pa.array(np.zeros(lines.num_rows, dtype=bool))
         if not escaped:
             doubt = pa.array(_may_not_be_strings(parsed))
@@ -579,6 +580,23 @@ def _distinct_codes(columns: list[pa.ChunkedArray]) -> tuple[np.ndarray, list[tu
             parts.append(dictionary[i])
         values.append(tuple(reversed(parts)))
     return inverse, values
+
+
+def _duplicate_plain_keys(keys: pa.ChunkedArray) -> pa.Array:
+    """:func:`_duplicate_keys` for lines without a backslash, whose keys cannot hold a ``"`` (it
+    would be escaped): each object's keys joined by ``"`` into one text, and each distinct text
+    (a group's events share a few dozen) split and checked once."""
+    lists = keys.combine_chunks()
+    found = np.zeros(len(lists), dtype=bool)
+    objects = pc.list_flatten(lists)  # one list of keys per object, in the rows' order
+    if not len(objects):
+        return pa.array(found)
+    texts = pc.dictionary_encode(pc.binary_join(objects, '"'))
+    repeats = np.array([len(set(names)) != len(names) for names in (
+        text.split('"') for text in texts.dictionary.to_pylist())] + [False])
+    flagged = np.flatnonzero(repeats[texts.indices.fill_null(len(repeats) - 1).to_numpy(zero_copy_only=False)])
+    found[pc.list_parent_indices(lists).to_numpy()[flagged]] = True
+    return pa.array(found)
 
 
 def _duplicate_keys(keys: pa.ChunkedArray) -> pa.Array:
