@@ -376,3 +376,13 @@ def test_kill_9_while_a_row_group_is_written_but_not_committed_stores_each_event
         report = ingest_files(store, [path], KeysFirst(), now=NOW)  # type: ignore[arg-type]
         assert (report.new, report.duplicates, report.files) == (n, 0, 1)
         assert store.con.execute("SELECT count(*), count(DISTINCT event_id) FROM events").fetchone() == (n, n)
+
+
+def test_lines_are_copies_so_the_reader_can_reuse_its_buffer():
+    """Every chunk of a file is read into one buffer: the lines of the last chunk, still waiting
+    for their group, must not change when the next chunk is read into it."""
+    buffer = bytearray('{"a": "é"}\n{"b": 2}\n'.encode())
+    lines = native._lines(native.files.Chunk(0, len(buffer), 7), memoryview(buffer))
+    buffer[:] = b"x" * len(buffer)
+    assert lines["line"].to_pylist() == ['{"a": "é"}', '{"b": 2}']
+    assert lines["line_no"].to_pylist() == [7, 8]
