@@ -16,8 +16,8 @@ plausible bounds, not a ``ConsoleSignin`` (its MFA rule stays in Python), not a 
 body, at most :data:`MAX_BRACKETS` brackets (so never deeper than Python's parser can go), no
 backslash. Then Arrow and numpy, per group: whether a string column holds a text a non-string
 could have given (``true`` reads as VARCHAR as ``"true"`` does), a duplicate key in any listed
-object (the keys
-numbered by a dictionary and sorted: DuckDB's list functions cost a microsecond per list), and
+object (each distinct object's keys checked once; DuckDB's list functions cost a microsecond per
+list), and
 ``normalize``'s own rules over the group's *distinct* values (identity, role and session names,
 attribution, ``ip_version``, ``isGlobal``, the session's MFA flag: dozens per group, not one per
 row) and over the ~8% of rows with references.
@@ -229,7 +229,7 @@ def _read_sql(guarded: bool, escaped: bool) -> str:
         parse, keys = f"try({parse})", f"try({keys})"
     leaves = ",\n        ".join(f"s.{path}::VARCHAR AS l{i}" for path, i in _LEAVES.items())
     # the strings of the escaped statement's leaves (the fast one's are strings already)
-    decoded = "".join(f", json_extract_string(l{i}, '$') AS d{i}" for p, i in _LEAVES.items() if escaped)
+    decoded = "".join(f", json_extract_string(l{i}, '$') AS d{i}" for i in _LEAVES.values()) if escaped else ""
     readable = "starts_with(line, '{') AND ends_with(line, '}')" + ("" if escaped else " AND NOT contains(line, '\\')")
     counts = ", ".join(f"len(k[{i + 1}]) AS {_keys(i)}" for i in range(len(_OBJECTS)))
     return f"""
@@ -270,9 +270,9 @@ _TEXT_COLUMNS = ("global_text", "attributes", "mfa_attributes_text", "mfa_sessio
 # The fast statement's columns read from VARCHAR leaves that normalize requires to be strings
 # (a string or, where exports write numbers, an integer); times go through _TIME_RE, which no
 # non-string's text matches, and ``Scheme`` counts only as https or http.
-_CHECKED_STRINGS = tuple(col for col, _ in _STRINGS) + (
-    "event_id", "service_code", "identity_type", "account_id", "principal_id", "user_name", "access_key_id")
-_CHECKED_NUMERIC = frozenset({"event_version", "error_code", "recipient_account_id", "account_id", "principal_id"})
+_CHECKED_STRINGS = dict(_STRINGS) | {  # column: key
+    "event_id": "eventId", "service_code": "ServiceCode", "identity_type": "type", "account_id": "accountId",
+    "principal_id": "principalId", "user_name": "userName", "access_key_id": "accessKeyId"}
 
 
 def _parse_sql(guarded: bool, escaped: bool) -> str:
@@ -365,12 +365,13 @@ class NativeReader:
         # every chunk is read into the same buffer: a fresh 4 MiB bytes object, then Arrow's copy of
         # it, cost two page-faulting copies per chunk (~0.6 us per event); _lines copies the lines out
         buffer = bytearray(min(max(c.end - c.start for c in chunks), files.MAX_ITEM_BYTES))
+        view = memoryview(buffer)
         with path.open("rb") as fh:
             for chunk in chunks:
                 fh.seek(chunk.start)
                 data = None
                 if chunk.end - chunk.start <= len(buffer):
-                    data = memoryview(buffer)[:fh.readinto(memoryview(buffer)[:chunk.end - chunk.start])]
+                    data = view[:fh.readinto(view[:chunk.end - chunk.start])]
                 if data is None or buffer.find(b"\r", 0, len(data)) >= 0 or not _utf8(data):
                     if pending:
                         yield self._group(path, pa.concat_tables(pending), source, partition)
@@ -636,7 +637,7 @@ def _may_not_be_strings(parsed: pa.Table) -> np.ndarray:
     start such a text (a digit, a sign, ``t``...) are matched, each distinct one once, by RE2 in
     Arrow."""
     doubt = np.zeros(parsed.num_rows, dtype=bool)
-    for name in _CHECKED_STRINGS:
+    for name, key in _CHECKED_STRINGS.items():
         column = parsed[name].combine_chunks()
         if not len(column) or column.null_count == len(column):
             continue
@@ -652,7 +653,7 @@ def _may_not_be_strings(parsed: pa.Table) -> np.ndarray:
             continue
         # most such columns repeat a few values (an API version, an account): each distinct one matched once
         values = pc.dictionary_encode(column.take(pa.array(candidates)))
-        found = _non_string(values.dictionary, name in _CHECKED_NUMERIC)[values.indices.to_numpy()]
+        found = _non_string(values.dictionary, key in _NUMERIC_OK)[values.indices.to_numpy()]
         doubt[candidates[found]] = True
     return doubt
 
