@@ -49,31 +49,31 @@ RAM_CODE_EXCEPTIONS = {
 }
 GLOBAL_CODES = frozenset({"ram", "sts", "ims", "resourcemanager"})
 
-# referencedResources type -> (RAM code override or None, relative-id template)
+# referencedResources type -> (RAM code override or None, relative-id prefix: the name follows it)
 RESOURCE_TEMPLATES: dict[str, tuple[str | None, str]] = {
-    "acs::ecs::instance": (None, "instance/{}"),
-    "acs::ecs::disk": (None, "disk/{}"),
-    "acs::ecs::snapshot": (None, "snapshot/{}"),
-    "acs::ecs::image": (None, "image/{}"),
-    "acs::ecs::securitygroup": (None, "securitygroup/{}"),
-    "acs::ecs::networkinterface": (None, "networkinterface/{}"),
-    "acs::ecs::keypair": (None, "keypair/{}"),
-    "securitygroup": (None, "securitygroup/{}"),
-    "vswitch": ("vpc", "vswitch/{}"),
-    "acs::vpc::vswitch": ("vpc", "vswitch/{}"),
-    "acs::vpc::vpc": ("vpc", "vpc/{}"),
-    "acs::oss::bucket": ("oss", "{}"),
-    "acs::oss::object": ("oss", "{}"),
-    "acs::ram::user": ("ram", "user/{}"),
-    "acs::ram::role": ("ram", "role/{}"),
-    "acs::ram::group": ("ram", "group/{}"),
-    "acs::ram::policy": ("ram", "policy/{}"),
-    "acs::rds::dbinstance": ("rds", "dbinstance/{}"),
-    "acs::slb::loadbalancer": ("slb", "loadbalancer/{}"),
-    "acs::kms::secret": ("kms", "secret/{}"),
-    "acs::kms::key": ("kms", "key/{}"),
-    "acs::actiontrail::trail": ("actiontrail", "trail/{}"),
-    "acs::sls::project": ("log", "project/{}"),
+    "acs::ecs::instance": (None, "instance/"),
+    "acs::ecs::disk": (None, "disk/"),
+    "acs::ecs::snapshot": (None, "snapshot/"),
+    "acs::ecs::image": (None, "image/"),
+    "acs::ecs::securitygroup": (None, "securitygroup/"),
+    "acs::ecs::networkinterface": (None, "networkinterface/"),
+    "acs::ecs::keypair": (None, "keypair/"),
+    "securitygroup": (None, "securitygroup/"),
+    "vswitch": ("vpc", "vswitch/"),
+    "acs::vpc::vswitch": ("vpc", "vswitch/"),
+    "acs::vpc::vpc": ("vpc", "vpc/"),
+    "acs::oss::bucket": ("oss", ""),
+    "acs::oss::object": ("oss", ""),
+    "acs::ram::user": ("ram", "user/"),
+    "acs::ram::role": ("ram", "role/"),
+    "acs::ram::group": ("ram", "group/"),
+    "acs::ram::policy": ("ram", "policy/"),
+    "acs::rds::dbinstance": ("rds", "dbinstance/"),
+    "acs::slb::loadbalancer": ("slb", "loadbalancer/"),
+    "acs::kms::secret": ("kms", "secret/"),
+    "acs::kms::key": ("kms", "key/"),
+    "acs::actiontrail::trail": ("actiontrail", "trail/"),
+    "acs::sls::project": ("log", "project/"),
 }
 
 # APIs whose target is only in requestParameters: parameter -> relative-id template.
@@ -141,10 +141,10 @@ def resources(facts: CallFacts) -> list[str]:
     account = facts.account or "*"
     out: list[str] = []
     for rtype, names in _referenced(facts).items():
-        override, template = RESOURCE_TEMPLATES.get(rtype.lower(), (None, _generic(rtype)))
+        override, prefix = RESOURCE_TEMPLATES.get(rtype.lower(), (None, _generic(rtype)))
         rcode = override or code
         region = "" if rcode in GLOBAL_CODES else (facts.acs_region or "")
-        out.extend(f"acs:{rcode}:{region}:{account}:{template.format(n)}" for n in names)
+        out.extend(f"acs:{rcode}:{region}:{account}:{prefix}{n}" for n in names)
     target = _parameter_target(facts, account)
     if target and target not in out:
         out.append(target)
@@ -171,7 +171,9 @@ def _referenced(facts: CallFacts) -> dict[str, list[str]]:
 
 
 def _generic(rtype: str) -> str:
-    return rtype.rsplit("::", 1)[-1].lower() + "/{}"
+    """A type without a template: its last part, lower-cased (``ACS::Foo::Widget`` -> ``widget/``).
+    A prefix, not a format string: a type from the log is text, braces included."""
+    return rtype.rsplit("::", 1)[-1].lower() + "/"
 
 
 def _parameter_target(facts: CallFacts, account: str) -> str | None:
@@ -253,3 +255,84 @@ def requests(facts: CallFacts, caller: CallerFacts, policy_keys: frozenset[str])
 def _pairs(facts: CallFacts) -> list[tuple[str, str]]:
     act = action(facts)
     return [(act, res) for res in resources(facts)]
+
+
+# -- the same mapping in SQL, for many calls at once -------------------------------------------------
+# ``resources`` and ``action`` cost ~10-25 µs a call in Python: an agent whose every call names an
+# object of its own (a bulk download) has a distinct call per event. ``mapped_sql`` computes both
+# in DuckDB for the calls whose mapping needs no Python rule, and says which those are (``exact``):
+# not for a call whose target is in its request parameters, whose lower-cased texts (service
+# names, resource types) are not ASCII (Python's and DuckDB's ``lower`` differ outside it), or
+# whose references are anything but an object of lists of plain strings (no escapes, no null):
+# those are mapped by ``resources`` as before. ``tests/models/test_mapping_sql.py`` holds the two
+# to the same answer.
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _case(expr: str, table: Mapping[str, str | None], default: str) -> str:
+    whens = " ".join(f"WHEN {_literal(k)} THEN {_literal(v) if v is not None else 'NULL'}" for k, v in table.items())
+    return f"CASE {expr} {whens} ELSE {default} END"
+
+
+def _in(expr: str, values: frozenset[str] | dict[str, Any]) -> str:
+    return f"{expr} IN ({', '.join(_literal(v) for v in sorted(values))})"
+
+
+def _ascii(expr: str) -> str:
+    return f"coalesce(strlen({expr}) = length({expr}), true)"
+
+
+def _region(code: str) -> str:
+    return f"CASE WHEN {_in(code, GLOBAL_CODES)} THEN '' ELSE coalesce(acs_region, '') END"
+
+
+def mapped_sql(source: str) -> str:
+    """``source`` (a relation with ``CallFacts``' columns) with three more: ``exact`` (the
+    mapping below is ``action``'s and ``resources``' own), ``mapped_action`` and
+    ``mapped_resources`` (what ``resources`` gives, ``[]`` for a call that is not RAM-authorized;
+    NULL where not ``exact``)."""
+    refs = "referenced_resources::VARCHAR"
+    # the references as a map, where they are plainly an object of lists of strings
+    # (nested CASEs: DuckDB may evaluate both sides of an AND, and json_type raises on bad JSON)
+    plain = (f"CASE WHEN {refs} <> '' AND json_valid({refs}) AND NOT contains({refs}, chr(92)) "
+             f"AND NOT contains({refs}, 'null') THEN json_type({refs}) = 'OBJECT' ELSE false END")
+    name = "lower(CASE WHEN coalesce(service_name, '') <> '' THEN service_name ELSE 'unknown' END)"
+    code = (f"CASE WHEN coalesce(service_code, '') <> '' "
+            f"THEN {_case('lower(service_code)', RAM_CODE_EXCEPTIONS, 'lower(service_code)')} "
+            f"ELSE {_case(name, RAM_CODE_EXCEPTIONS, name)} END")
+    overrides = {k: v for k, (v, _) in RESOURCE_TEMPLATES.items()}
+    prefixes = {k: p for k, (_, p) in RESOURCE_TEMPLATES.items()}
+    last = "CASE WHEN strpos(reverse(e.key), '::') = 0 THEN e.key ELSE right(e.key, strpos(reverse(e.key), '::') - 1) END"
+    rcode = f"coalesce({_case('lower(e.key)', overrides, 'NULL')}, _code)"
+    arn = (f"'acs:' || {rcode} || ':' || {_region(rcode)} || ':' || _account || ':' || "
+           f"{_case('lower(e.key)', prefixes, f'lower({last}) || {_literal(chr(47))}')} || n")
+    given = "coalesce(resource_type, '') <> '' AND coalesce(resource_name, '') <> ''"
+    entries = ("coalesce(map_entries(_map), [])")
+    merged = (f"CASE WHEN NOT ({given}) THEN {entries} "
+              "WHEN list_contains(coalesce(map_keys(_map), []), resource_type) THEN list_transform("
+              f"{entries}, lambda e: CASE WHEN e.key = resource_type AND NOT list_contains(e.value, resource_name) "
+              "THEN {'key': e.key, 'value': list_append(e.value, resource_name)} ELSE e END) "
+              f"ELSE list_append({entries}, {{'key': resource_type, 'value': [resource_name]}}) END")
+    authorized = (f"NOT coalesce({_in('event_type', NOT_AUTHORIZED_EVENT_TYPES)}, false) "
+                  f"AND NOT {_in('lower(coalesce(service_name, chr(0)))', SIGNIN_SERVICES)}")
+    exact = (f"{_ascii('service_name')} AND {_ascii('service_code')} AND {_ascii('resource_type')} "
+             f"AND {_ascii('event_name')} AND NOT coalesce({_in('lower(event_name)', PARAMETER_TARGETS)}, false) "
+             f"AND (coalesce({refs}, '') = '' OR (_map IS NOT NULL AND regexp_full_match(_structure, "
+             r"""'\{("[^"]*":\["VARCHAR"\],)*"[^"]*":\["VARCHAR"\]\}') """
+             "AND list_bool_and(list_transform(map_keys(_map), lambda k: strlen(k) = length(k)))))")
+    return f"""
+        SELECT * EXCLUDE (_map, _structure, _code, _account, _entries), _exact AS exact,
+               CASE WHEN _exact THEN _code || ':' || CASE WHEN coalesce(event_name, '') <> '' THEN event_name
+                                                        ELSE 'Unknown' END END AS mapped_action,
+               CASE WHEN NOT _exact THEN NULL WHEN NOT ({authorized}) THEN []::VARCHAR[]
+                    WHEN len(_entries) = 0 OR len(flatten(list_transform(_entries, lambda e: e.value))) = 0
+                    THEN ['acs:' || _code || ':' || {_region('_code')} || ':' || _account || ':*']
+                    ELSE flatten(list_transform(_entries, lambda e: list_transform(e.value, lambda n: {arn})))
+               END AS mapped_resources
+        FROM (SELECT *, {merged} AS _entries, coalesce({exact}, false) AS _exact
+              FROM (SELECT *, {code} AS _code,
+                           CASE WHEN coalesce(account, '') <> '' THEN account ELSE '*' END AS _account,
+                           CASE WHEN {plain} THEN json_transform({refs}, '"MAP(VARCHAR, VARCHAR[])"') END AS _map,
+                           CASE WHEN {plain} THEN json_structure({refs})::VARCHAR END AS _structure
+                    FROM ({source})))"""  # noqa: S608 - fixed SQL around the caller's relation

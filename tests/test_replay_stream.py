@@ -9,6 +9,7 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -443,3 +444,40 @@ def test_the_embedded_export_escapes_what_would_end_its_script_element():
     safe = _script_safe(text)
     assert not any(c in safe for c in "<>&") and json.loads(safe) == json.loads(text)
     assert _script_safe('{"plain":"text"}') == '{"plain":"text"}'
+
+
+def test_the_blast_radius_is_merged_across_stretches_and_ordered_as_first_touched(store: Store, monkeypatch):
+    """Resources are kept in DuckDB and written as JSON texts (an agent may touch a million
+    objects): each (resource, access, outcome) once, with its calls, sorted actions and first and
+    last times over every stretch; writes first, then succeeded, then the most called, ties in the
+    order first touched (time, event, position in the call); odd names written as Python writes
+    them (the digest checks)."""
+    import pipeline.investigate.replay as module
+
+    monkeypatch.setattr(module, "STRETCH", 7)
+    names = ['b/plain', 'b/"quoted"', "b/caf\u00e9 \u2028 \u001f \U0001f600", "b/back\\slash", "b/z-last", "b/a-first"]
+    inv = inventory(agent("monitor"))
+    trail = Trail(inv)
+    for i in range(60):
+        picked = [names[(i * 5) % 6], names[(i + 1) % 6]] if i % 3 else [names[i % 6]]
+        trail.add("monitor", START + timedelta(minutes=7 * i), ("GetObject", "HeadObject", "PutObject")[i % 3],
+                  serviceName="Oss", rw="Write" if i % 3 == 2 else "Read", error="AccessDenied" if i % 4 == 0 else None,
+                  referencedResources={"ACS::OSS::Object": list(dict.fromkeys(picked))})
+    ingest(store, trail.events, inv)
+    _, export, _ = _verified_export(store, inv)
+    expected: dict[tuple[str, str, str], list[Any]] = {}
+    for e in (e for e in export["timeline"] if e["kind"] == "event"):
+        key_of = ("write" if e["event_rw"] == "Write" else "read", "failed" if e["error_code"] else "succeeded")
+        for index, arn in enumerate(e["resources"]):
+            item = expected.setdefault((arn, *key_of), [0, set(), e["event_time"], e["event_time"],
+                                                        (e["event_time"], e["event_id"], index)])
+            item[0] += 1
+            item[1].add(e["action"])
+            item[3] = e["event_time"]
+            item[4] = min(item[4], (e["event_time"], e["event_id"], index))
+    ordered = sorted(expected.items(), key=lambda kv: (kv[0][1] != "write", kv[0][2] != "succeeded", -kv[1][0], kv[1][4]))
+    assert [(r["resource"], r["access"], r["outcome"], r["calls"], r["actions"], r["first_seen"], r["last_seen"])
+            for r in export["blast_radius"]["resources"]] == [
+        (arn, access, outcome, calls, sorted(actions), first, last)
+        for (arn, access, outcome), (calls, actions, first, last, _) in ordered]
+    assert len({r["calls"] for r in export["blast_radius"]["resources"]}) < len(ordered)  # ties were ordered

@@ -30,17 +30,20 @@ costs about what reading its rows costs, not a parse and two serialisations of e
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import io
 import json
 import re
 import tempfile
+import uuid
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TextIO
+from typing import Any, TextIO, overload
 
 import duckdb
 import numpy as np
@@ -48,7 +51,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from models.inventory import Inventory
-from models.mapping import PARAMETER_TARGETS, CallFacts, action, is_authorized_call, resources
+from models.mapping import (
+    PARAMETER_TARGETS,
+    CallFacts,
+    action,
+    is_authorized_call,
+    mapped_sql,
+    resources,
+)
 from pipeline import __version__
 from pipeline.core.errors import TerminalError
 from pipeline.core.inert import HIDDEN_IN_JSON, HIDDEN_IN_JSON_RANGES, json_inert
@@ -118,12 +128,36 @@ def write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | N
     indented, the entries as they are, the redaction note and the digest last - and hashed as it
     is written. The views keep the ``last`` entries and ``around`` entries on each side of every
     finding (``Replay.shown``)."""
+    with _collector_paused():
+        return _write_replay(store, agent, inventory, out, since=since, until=until, with_raw=with_raw,
+                             redact=redact, last=last, around=around, digest=digest)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused while a replay runs. Adding up a window makes
+    objects per distinct call and resource (hundreds of thousands for an agent that reads an
+    object per call), none of them in reference cycles, and each full collection walked all of
+    them: 5 of 16 s of an export of 200,000 distinct objects."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | None, *, since: datetime | None,
+                  until: datetime | None, with_raw: bool, redact: bool, last: int, around: int,
+                  digest: bool) -> Replay:
     until = until or utcnow()
     since = since or until - timedelta(days=90)
     findings = sorted((f for f in list_findings(store, agent=agent)
                        if f["last_seen"] >= since and f["first_seen"] < until), key=lambda f: (f["first_seen"], f["id"]))
     window = _Window(store, agent, since, until, with_raw=with_raw, redact=redact)
-    totals = _Totals(_history(store, agent, since), redact)
+    limit = store.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    totals = _Totals(_history(store, agent, since), redact, limit)
     extract = _Extract(last, around)
     pending = deque((_us(f["first_seen"]), to_jsonable(_finding_entry(f))) for f in findings)
     inv = inventory.agent(agent)
@@ -197,12 +231,33 @@ def _pretty(value: Any, indent: str = "") -> str:
     a list of objects (the blast radius' resources, the findings) one compact object a line, so a
     blast radius of a million resources costs the C encoder, not Python's indenting one."""
     inner = indent + "  "
+    if isinstance(value, _Encoded):
+        return "[\n" + ",\n".join(inner + _inert(text) for text in value.texts()) + f"\n{indent}]" if value else "[]"
     if isinstance(value, dict) and value:
         return "{\n" + ",\n".join(f"{inner}{_compact(k)}: {_pretty(v, inner)}" for k, v in value.items()) + \
             f"\n{indent}}}"
     if isinstance(value, list) and value:
         return "[\n" + ",\n".join(inner + _inert(_compact(v)) for v in value) + f"\n{indent}]"
     return _inert(_compact(value))
+
+
+def _compact_all(value: dict[str, Any]) -> str:
+    """``_compact`` of a dict that may hold ``_Encoded`` lists (one level down): each is written
+    as its texts, through a placeholder no text can hold (a random token)."""
+    holes: dict[str, _Encoded] = {}
+
+    def swap(v: Any) -> Any:
+        if isinstance(v, _Encoded):
+            token = f"\x00{uuid.uuid4().hex}"
+            holes[_json_string(token)] = v
+            return token
+        return {k: swap(x) for k, x in v.items()} if isinstance(v, dict) else v
+
+    text = _compact(swap(value))
+    for token, encoded in holes.items():
+        before, after = text.split(token, 1)
+        text = before + "[" + ",".join(encoded.texts()) + "]" + after
+    return text
 
 
 def _inert(text: str) -> str:
@@ -250,7 +305,7 @@ class _Timeline:
         they go by: SHA-256 of the compact export without it (what ``export_digest`` computes of
         the export once parsed). In the file an entry is its compact JSON on a line of its own,
         through ``json_inert`` where it has hidden characters (the same data once parsed)."""
-        sha = hashlib.sha256((_compact(header)[:-1] + ',"timeline":[').encode())
+        sha = hashlib.sha256((_compact_all(header)[:-1] + ',"timeline":[').encode())
         if out is not None:
             out.write(_pretty(header)[:-2] + ',\n  "timeline": [')
         binary = _utf8_buffer(out)
@@ -484,26 +539,30 @@ class _Window:
                          CASE WHEN event_rw = 'Write' THEN 'write' ELSE 'read' END AS access,
                          CASE WHEN len(coalesce(via, [])) > 0
                               THEN identity || '@' || CASE WHEN account_id <> '' THEN account_id ELSE '?' END END AS role
-                  FROM ({source}))
-                SELECT 'call', NULL, NULL::TIMESTAMPTZ, count(*), 0, min(epoch_us(event_time)),
-                       max(epoch_us(event_time)), {first_event},
-                       [{', '.join(_FACTS)}, access, CASE WHEN bad THEN 'failed' ELSE 'succeeded' END]
-                FROM k GROUP BY {', '.join(_FACTS)}, access, bad
+                  FROM ({source})
+                ), calls AS (
+                  SELECT {', '.join(_FACTS)}, access, bad, count(*) AS n, min(epoch_us(event_time)) AS f,
+                         max(epoch_us(event_time)) AS l, {first_event} AS fe
+                  FROM k GROUP BY {', '.join(_FACTS)}, access, bad)
+                SELECT 'call', NULL, NULL::TIMESTAMPTZ, n, 0, f, l, fe,
+                       [{', '.join(_FACTS)}, access, CASE WHEN bad THEN 'failed' ELSE 'succeeded' END],
+                       {{'exact': exact, 'action': mapped_action, 'resources': mapped_resources}}
+                FROM ({mapped_sql("SELECT *, resources_text AS referenced_resources FROM calls")})
                 {' '.join(
                     f"UNION ALL SELECT '{kind}', {column}, NULL, count(*), 0, min(epoch_us(event_time)), "
-                    f"max(epoch_us(event_time)), {first_event}, NULL FROM k WHERE {column} <> '' GROUP BY {column}"
+                    f"max(epoch_us(event_time)), {first_event}, NULL, NULL FROM k WHERE {column} <> '' GROUP BY {column}"
                     for kind, column in _SEEN)}
                 UNION ALL SELECT 'hour', NULL, date_trunc('hour', event_time) AS h, count(*),
-                                 count(*) FILTER (WHERE bad), NULL, NULL, NULL, NULL FROM k GROUP BY h
+                                 count(*) FILTER (WHERE bad), NULL, NULL, NULL, NULL, NULL FROM k GROUP BY h
                 UNION ALL SELECT 'all', NULL, NULL, count(*), count(*) FILTER (WHERE bad), min(epoch_us(event_time)),
-                                 max(epoch_us(event_time)), NULL, NULL FROM k
-                UNION ALL SELECT 'through', NULL, NULL, count(*), 0, NULL, NULL, NULL, NULL FROM k WHERE through
+                                 max(epoch_us(event_time)), NULL, NULL, NULL FROM k
+                UNION ALL SELECT 'through', NULL, NULL, count(*), 0, NULL, NULL, NULL, NULL, NULL FROM k WHERE through
                 """, values).fetchall()  # noqa: S608 - fixed SQL
         finally:
             con.close()
-        calls = [(*fkey, count, first, last, key) for kind, _, _, count, _, first, last, key, fkey in rows
-                 if kind == "call"]
-        return calls, [row[:-1] for row in rows if row[0] != "call"]
+        calls = [(*fkey, count, first, last, key, mapped) for kind, _, _, count, _, first, last, key, fkey, mapped
+                 in rows if kind == "call"]
+        return calls, [row[:-2] for row in rows if row[0] != "call"]
 
     def _add_up(self, calls: list[Any], seen: list[Any], totals: _Totals) -> set[tuple[Any, ...]]:
         """Add a stretch's aggregates to ``totals``; the RAM mapping of each call new to
@@ -511,8 +570,9 @@ class _Window:
         if len(self.facts) > _Call.LIMIT:
             self.facts.clear()
         keys = [tuple(row[:len(_FACTS)]) for row in calls]
-        self.facts.update(_Call.of([key for key in dict.fromkeys(keys) if key not in self.facts], self.redact))
-        totals.add(keys, calls, seen, self.facts)
+        mapped = {key: row[-1] for key, row in zip(keys, calls, strict=True) if key not in self.facts}
+        self.facts.update(_Call.of(list(mapped.items()), self.redact))
+        totals.add(keys, [row[:-1] for row in calls], seen, self.facts)
         return set(keys)
 
     def _batch(self, batch: pa.RecordBatch, rows: dict[str, dict[str, Any]]) -> _Batch:
@@ -609,10 +669,13 @@ class _Call:
     hidden: bool  # has their JSON characters ``json_inert`` escapes?
     shown: tuple[str, list[str]]  # the action and resources as the blast radius shows them (redacted)
 
-    def __init__(self, facts: Any) -> None:
-        call = CallFacts(*facts)
-        self.action = action(call)
-        self.resources = resources(call) if is_authorized_call(call.event_type, call.service_name) else []
+    def __init__(self, facts: Any, mapped: dict[str, Any] | None = None) -> None:
+        if mapped and mapped["exact"]:  # mapped in SQL (``models.mapping.mapped_sql``)
+            self.action, self.resources = mapped["action"], mapped["resources"]
+        else:
+            call = CallFacts(*facts)
+            self.action = action(call)
+            self.resources = resources(call) if is_authorized_call(call.event_type, call.service_name) else []
         # as json.dumps(..., ensure_ascii=False, separators=(",", ":")) writes them
         self.action_json = _json_string(self.action)
         self.resources_json = "[" + ",".join(map(_json_string, self.resources)) + "]"
@@ -621,13 +684,14 @@ class _Call:
         self.hint, self.shown = False, (self.action, self.resources)  # see ``of``
 
     @classmethod
-    def of(cls, keys: list[tuple[Any, ...]], redact: bool) -> dict[tuple[Any, ...], _Call]:
-        """The calls of these facts. Whether their text may hold a secret is asked of the
+    def of(cls, keys: list[tuple[tuple[Any, ...], dict[str, Any] | None]],
+           redact: bool) -> dict[tuple[Any, ...], _Call]:
+        """The calls of these facts, each with its mapping when SQL made it. Whether their text may hold a secret is asked of the
         entries' own expression (``_HINT``, over the JSON text: what ``might_hold_secrets`` finds
         in a value and more) once over all of them in Arrow: in Python it cost ~8 µs a call, and
         an agent whose every call names an object of its own has a call per event. Those it
         matches are shown redacted."""
-        calls = [cls(key) for key in keys]
+        calls = [cls(key, mapped) for key, mapped in keys]
         if not calls:
             return {}
         texts = pa.array([c.action_json + c.resources_json for c in calls], pa.large_string())
@@ -635,7 +699,7 @@ class _Call:
             call.hint = bool(hint)
             if hint and redact:
                 call.shown = (redact_text(call.action)[0], [redact_text(r)[0] for r in call.resources])
-        return dict(zip(keys, calls, strict=True))
+        return dict(zip((key for key, _ in keys), calls, strict=True))
 
 
 def _facts_table(facts: dict[tuple[Any, ...], _Call]) -> pa.Table:
@@ -785,7 +849,7 @@ class _Totals:
     events. Lists are in the order their items first occurred (time, then event id), then sorted
     as the export shows them; values are redacted as the events they came from are."""
 
-    def __init__(self, known: dict[str, set[str]], redact: bool) -> None:
+    def __init__(self, known: dict[str, set[str]], redact: bool, memory_limit: str = "256MB") -> None:
         self.known = known
         self.clean: Callable[[str], str] = (lambda v: redact_text(v)[0]) if redact else (lambda v: v)
         # times are µs since the epoch (``_iso`` writes them)
@@ -795,7 +859,7 @@ class _Totals:
         self.activity: dict[datetime, list[int]] = defaultdict(lambda: [0, 0])
         self.values: dict[str, dict[str, list[Any]]] = defaultdict(dict)  # kind -> value -> [calls, first, last, order]
         self.actions: set[str] = set()
-        self.touched: dict[tuple[str, str, str], list[Any]] = {}  # -> [calls, actions, first, last, order]
+        self.touched = _Touched(memory_limit)
 
     def add(self, keys: list[tuple[Any, ...]], calls: list[tuple[Any, ...]], seen: list[tuple[Any, ...]],
             facts: dict[tuple[Any, ...], _Call]) -> None:
@@ -813,20 +877,14 @@ class _Totals:
                 self.activity[hour][1] += failed
             else:
                 _merge(self.values[kind], value, count, first, last, (first, key))
+        rows = self.touched.rows
         for fkey, (*_, access, outcome, count, first, last, key) in zip(keys, calls, strict=True):
             name, touched = facts[fkey].shown
             self.actions.add(name)
             for index, arn in enumerate(touched):
-                if arn.endswith(":*"):
-                    continue  # a call with no resource: nothing touched to name
-                order = (first, key, index)
-                entry = self.touched.get((arn, access, outcome))
-                if entry is None:
-                    self.touched[(arn, access, outcome)] = [count, {name}, first, last, order]
-                else:
-                    entry[0] += count
-                    entry[1].add(name)
-                    entry[2], entry[3], entry[4] = min(entry[2], first), max(entry[3], last), min(entry[4], order)
+                if not arn.endswith(":*"):  # a call with no resource: nothing touched to name
+                    rows.append((arn, access, outcome, count, name, first, last, key, index))
+        self.touched.flush()
 
     def _items(self, kind: str) -> list[dict[str, Any]]:
         """The distinct values of one kind, redacted (values that become the same are merged),
@@ -845,12 +903,7 @@ class _Totals:
                 **({"through_roles": self.through_roles} if self.through_roles else {})}
 
     def blast_radius(self) -> dict[str, Any]:
-        ordered = sorted(sorted(self.touched.items(), key=lambda e: e[1][4]),
-                         key=lambda e: (e[0][1] != "write", e[0][2] != "succeeded", -e[1][0]))
-        spans = _iso_spans([(first, last) for _, (_, _, first, last, _) in ordered])
-        touched = [{"resource": arn, "access": access, "outcome": outcome, "calls": calls, "actions": sorted(names),
-                    "first_seen": first, "last_seen": last}
-                   for ((arn, access, outcome), (calls, names, *_)), (first, last) in zip(ordered, spans, strict=True)]
+        touched = self.touched.resources()
         kinds = sorted((k for k, _ in _SEEN if k != "apis" and self.values.get(k)),
                        key=lambda k: min(v[3] for v in self.values[k].values()))
         return {"resources": touched, **{k: sorted(self._items(k), key=lambda i: -i["calls"]) for k in kinds}}
@@ -862,6 +915,125 @@ class _Totals:
                             key=lambda v: v[1][3])
             new[kind] = [{"value": self.clean(v), "first_seen": _iso(i[1]), "event_id": i[3][1]} for v, i in firsts]
         return {**new, "history_was_empty": not any(self.known.values())}
+
+
+class _Touched:
+    """The blast radius' resources as the stretches name them, one row per (resource, access,
+    outcome, call) of a stretch, kept in DuckDB (an in-memory database of its own, which may
+    spill to a temporary directory), not as Python objects: an agent whose every call names an
+    object of its own touches as many resources as it made calls, and a million of them held as
+    dicts and sets took over a GiB. Merged, sorted and written as JSON once, at the end
+    (``resources``)."""
+
+    _COLUMNS = ("arn", "access", "outcome", "calls", "action", "first", "last", "key", "idx")
+    _TYPES = (pa.string(), pa.string(), pa.string(), pa.int64(), pa.string(), pa.int64(), pa.int64(), pa.string(),
+              pa.int32())
+
+    def __init__(self, memory_limit: str) -> None:
+        self.memory_limit = memory_limit
+        self.rows: list[tuple[Any, ...]] = []  # the stretch's, until ``flush``
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._spill: tempfile.TemporaryDirectory[str] | None = None
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        columns = list(zip(*self.rows, strict=True))
+        part = pa.table([pa.array(c, t) for c, t in zip(columns, self._TYPES, strict=True)], names=self._COLUMNS)
+        self.rows = []
+        con = self._connection()
+        con.register("_tw_part", part)
+        con.execute("INSERT INTO touched SELECT * FROM _tw_part")
+        con.unregister("_tw_part")
+
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            self._spill = tempfile.TemporaryDirectory(prefix="trailwarden-replay-")
+            self._con = duckdb.connect(config={"memory_limit": self.memory_limit, "threads": 1,
+                                               "temp_directory": self._spill.name})
+            self._con.execute("CREATE TABLE touched (arn VARCHAR, access VARCHAR, outcome VARCHAR, calls BIGINT, "
+                              "action VARCHAR, first BIGINT, last BIGINT, key VARCHAR, idx INTEGER)")
+            self._con.execute("SET enable_external_access = false")
+        return self._con
+
+    def resources(self) -> _Encoded:
+        """Each resource once per access and outcome: its calls, actions (sorted), first and last
+        seen; writes before reads, succeeded before failed, then the most called first, then in
+        the order first touched (its first call's time, first event and position). Each as the
+        compact JSON the export writes."""
+        self.flush()
+        encoded = _Encoded()
+        if self._con is None:
+            return encoded
+        result = self._con.sql("""
+            SELECT arn, access, outcome, sum(calls)::BIGINT AS calls, list_sort(list_distinct(list(action))) AS actions,
+                   min(first) AS first, max(last) AS last
+            FROM touched GROUP BY arn, access, outcome
+            ORDER BY access <> 'write', outcome <> 'succeeded', calls DESC, min({'f': first, 'k': key, 'i': idx})""")
+        for batch in result.to_arrow_reader(50_000):
+            spans = _iso_spans(list(zip(batch.column("first").to_pylist(), batch.column("last").to_pylist(),
+                                        strict=True)))
+            encoded.add([
+                f'{{"resource":{_json_string(arn)},"access":"{access}","outcome":"{outcome}","calls":{calls},'
+                f'"actions":[{",".join(map(_json_string, actions))}],"first_seen":"{first}","last_seen":"{last}"}}'
+                for arn, access, outcome, calls, actions, (first, last) in zip(
+                    *(batch.column(c).to_pylist() for c in ("arn", "access", "outcome", "calls", "actions")), spans,
+                    strict=True)])
+        self.close()
+        return encoded
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+        if self._spill is not None:
+            self._spill.cleanup()
+            self._spill = None
+
+
+class _Encoded(Sequence[dict[str, Any]]):
+    """A list of objects already written as compact JSON, one text each (the blast radius'
+    resources): the export writes the texts as they are; the views read the few they show."""
+
+    def __init__(self) -> None:
+        self._chunks: list[pa.Array] = []
+        self._length = 0
+
+    def add(self, texts: list[str]) -> None:
+        if texts:
+            self._chunks.append(pa.array(texts, pa.large_string()))
+            self._length += len(texts)
+
+    def texts(self) -> Iterator[str]:
+        for chunk in self._chunks:
+            yield from chunk.to_pylist()
+
+    def __len__(self) -> int:
+        return self._length
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._length))]
+        if index < 0:
+            index += self._length
+        if not 0 <= index < self._length:
+            raise IndexError(index)
+        for chunk in self._chunks:
+            if index < len(chunk):
+                value: dict[str, Any] = json.loads(chunk[index].as_py())
+                return value
+            index -= len(chunk)
+        raise IndexError(index)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def _iso(us: int | None) -> str | None:
