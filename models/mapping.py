@@ -283,6 +283,11 @@ def _ascii(expr: str) -> str:
     return f"coalesce(strlen({expr}) = length({expr}), true)"
 
 
+def _map(table: Mapping[str, str | None]) -> str:
+    return "MAP {" + ", ".join(f"{_literal(k)}: {_literal(v) if v is not None else 'NULL'}"
+                               for k, v in table.items()) + "}"
+
+
 def _region(code: str) -> str:
     return f"CASE WHEN {_in(code, GLOBAL_CODES)} THEN '' ELSE coalesce(acs_region, '') END"
 
@@ -301,12 +306,13 @@ def mapped_sql(source: str) -> str:
     code = (f"CASE WHEN coalesce(service_code, '') <> '' "
             f"THEN {_case('lower(service_code)', RAM_CODE_EXCEPTIONS, 'lower(service_code)')} "
             f"ELSE {_case(name, RAM_CODE_EXCEPTIONS, name)} END")
-    overrides = {k: v for k, (v, _) in RESOURCE_TEMPLATES.items()}
-    prefixes = {k: p for k, (_, p) in RESOURCE_TEMPLATES.items()}
+    # per type: its code and what goes before each name (lookups in constant maps, once per type)
+    overrides = _map({k: v for k, (v, _) in RESOURCE_TEMPLATES.items()})
+    prefixes = _map({k: p for k, (_, p) in RESOURCE_TEMPLATES.items()})
     last = "CASE WHEN strpos(reverse(e.key), '::') = 0 THEN e.key ELSE right(e.key, strpos(reverse(e.key), '::') - 1) END"
-    rcode = f"coalesce({_case('lower(e.key)', overrides, 'NULL')}, _code)"
-    arn = (f"'acs:' || {rcode} || ':' || {_region(rcode)} || ':' || _account || ':' || "
-           f"{_case('lower(e.key)', prefixes, f'lower({last}) || {_literal(chr(47))}')} || n")
+    rcode = f"coalesce({overrides}[lower(e.key)], _code)"
+    head = (f"'acs:' || {rcode} || ':' || {_region(rcode)} || ':' || _account || ':' || "
+            f"coalesce({prefixes}[lower(e.key)], lower({last}) || '/')")
     given = "coalesce(resource_type, '') <> '' AND coalesce(resource_name, '') <> ''"
     entries = ("coalesce(map_entries(_map), [])")
     merged = (f"CASE WHEN NOT ({given}) THEN {entries} "
@@ -322,17 +328,18 @@ def mapped_sql(source: str) -> str:
              r"""'\{("[^"]*":\["VARCHAR"\],)*"[^"]*":\["VARCHAR"\]\}') """
              "AND list_bool_and(list_transform(map_keys(_map), lambda k: strlen(k) = length(k)))))")
     return f"""
-        SELECT * EXCLUDE (_map, _structure, _code, _account, _entries), _exact AS exact,
+        SELECT * EXCLUDE (_map, _structure, _code, _account, _entries, _arns), _exact AS exact,
                CASE WHEN _exact THEN _code || ':' || CASE WHEN coalesce(event_name, '') <> '' THEN event_name
                                                         ELSE 'Unknown' END END AS mapped_action,
                CASE WHEN NOT _exact THEN NULL WHEN NOT ({authorized}) THEN []::VARCHAR[]
-                    WHEN len(_entries) = 0 OR len(flatten(list_transform(_entries, lambda e: e.value))) = 0
-                    THEN ['acs:' || _code || ':' || {_region('_code')} || ':' || _account || ':*']
-                    ELSE flatten(list_transform(_entries, lambda e: list_transform(e.value, lambda n: {arn})))
-               END AS mapped_resources
+                    WHEN len(_arns) = 0 THEN ['acs:' || _code || ':' || {_region('_code')} || ':' || _account || ':*']
+                    ELSE _arns END AS mapped_resources
+        FROM (SELECT *, CASE WHEN _exact THEN flatten(list_transform(
+                            list_transform(_entries, lambda e: {{'p': {head}, 'v': e.value}}),
+                            lambda e: list_transform(e.v, lambda n: e.p || n))) END AS _arns
         FROM (SELECT *, {merged} AS _entries, coalesce({exact}, false) AS _exact
               FROM (SELECT *, {code} AS _code,
                            CASE WHEN coalesce(account, '') <> '' THEN account ELSE '*' END AS _account,
                            CASE WHEN {plain} THEN json_transform({refs}, '"MAP(VARCHAR, VARCHAR[])"') END AS _map,
                            CASE WHEN {plain} THEN json_structure({refs})::VARCHAR END AS _structure
-                    FROM ({source})))"""  # noqa: S608 - fixed SQL around the caller's relation
+                    FROM ({source}))))"""  # noqa: S608 - fixed SQL around the caller's relation

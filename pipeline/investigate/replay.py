@@ -41,7 +41,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO, overload
 
@@ -232,7 +232,8 @@ def _pretty(value: Any, indent: str = "") -> str:
     blast radius of a million resources costs the C encoder, not Python's indenting one."""
     inner = indent + "  "
     if isinstance(value, _Encoded):
-        return "[\n" + ",\n".join(inner + _inert(text) for text in value.texts()) + f"\n{indent}]" if value else "[]"
+        texts = [text for chunk in value.chunks() for text in _inert_all(chunk)]
+        return "[\n" + inner + (",\n" + inner).join(texts) + f"\n{indent}]" if texts else "[]"
     if isinstance(value, dict) and value:
         return "{\n" + ",\n".join(f"{inner}{_compact(k)}: {_pretty(v, inner)}" for k, v in value.items()) + \
             f"\n{indent}}}"
@@ -258,6 +259,16 @@ def _compact_all(value: dict[str, Any]) -> str:
         before, after = text.split(token, 1)
         text = before + "[" + ",".join(encoded.texts()) + "]" + after
     return text
+
+
+def _inert_all(texts: pa.Array) -> list[str]:
+    """``_inert`` of many texts: only those not plain ASCII go through ``json_inert``."""
+    out: list[str] = texts.to_pylist()
+    plain = pc.and_(pc.string_is_ascii(texts), pc.invert(pc.match_substring(texts, "\x7f")))
+    if plain.false_count:
+        for i in pc.indices_nonzero(pc.invert(plain)).to_pylist():
+            out[i] = json_inert(out[i])
+    return out
 
 
 def _inert(text: str) -> str:
@@ -476,7 +487,7 @@ class _Window:
     def _pipeline(self, stretches: list[tuple[datetime, datetime, int]], first: int, totals: _Totals,
                   pool: ThreadPoolExecutor) -> Iterator[_Batch | _Skipped]:
         """``batches``' stretches through the pool (see there)."""
-        sums: dict[int, Future[tuple[list[Any], list[Any]]]] = {}
+        sums: dict[int, Future[_Sums]] = {}
 
         def add_up_ahead(k: int) -> None:
             if k < len(stretches):
@@ -485,16 +496,16 @@ class _Window:
         add_up_ahead(0)
         written: Future[tuple[pa.Table, dict[str, dict[str, Any]]]] | None = None  # the last stretch submitted
         for k, (start, end, _) in enumerate(stretches):
-            calls, seen = sums.pop(k).result()
+            added = sums.pop(k).result()
             add_up_ahead(k + 1)
             before = totals.events
-            keys = self._add_up(calls, seen, totals)
-            if not keys:
+            keys = self._add_up(added, totals)
+            if totals.events == before:
                 continue
             if k < first:
                 yield _Skipped(totals.events - before, _us(end))
                 continue
-            facts = _facts_table({key: self.facts[key] for key in keys})
+            facts = pa.concat_tables([_facts_table({key: self.facts[key] for key in keys}), added.mapped])
             writing = pool.submit(self._entries, self.store.cursor(), start, end, facts)
             if written is not None:
                 yield from self._batches(written.result())
@@ -524,14 +535,22 @@ class _Window:
         finally:
             con.close()
 
-    def _aggregates(self, con: Any, start: datetime, end: datetime) -> tuple[list[Any], list[Any]]:
+    def _aggregates(self, con: Any, start: datetime, end: datetime) -> _Sums:
         """A stretch's aggregates in one read of its events, no raw JSON read (a worker's task:
         it closes its cursor): ``calls`` per (call, access, outcome) (its facts, access, outcome,
-        count, first and last time, first event), ``seen`` per value of each kind, hour and in all."""
+        count, first and last time, first event) for the calls Python maps, ``seen`` per value of
+        each kind, hour and in all; for the calls SQL maps (``models.mapping.mapped_sql``: most;
+        not those whose action or resources may hold a secret, which the blast radius shows
+        redacted), their ``actions`` and the resources they touched (``touched``, rows of
+        ``_Touched``), with no Python per call."""
         source, values = self._source(start, end, raw=False)
         first_event = "arg_min(event_id, {'t': event_time, 'i': event_id})"
+        calls = (f"SELECT {', '.join(_FACTS)}, resources_text AS referenced_resources, access, "  # noqa: S608
+                 "CASE WHEN bad THEN 'failed' ELSE 'succeeded' END AS outcome, count(*) AS n, "
+                 f"min(epoch_us(event_time)) AS f, max(epoch_us(event_time)) AS l, {first_event} AS fe "
+                 f"FROM k GROUP BY {', '.join(_FACTS)}, access, bad")
         try:
-            rows = con.execute(
+            table = con.sql(
                 f"""
                 WITH k AS MATERIALIZED (
                   SELECT event_id, event_time, source_ip, user_agent, access_key_id, {', '.join(_FACTS)},
@@ -540,14 +559,23 @@ class _Window:
                          CASE WHEN len(coalesce(via, [])) > 0
                               THEN identity || '@' || CASE WHEN account_id <> '' THEN account_id ELSE '?' END END AS role
                   FROM ({source})
-                ), calls AS (
-                  SELECT {', '.join(_FACTS)}, access, bad, count(*) AS n, min(epoch_us(event_time)) AS f,
-                         max(epoch_us(event_time)) AS l, {first_event} AS fe
-                  FROM k GROUP BY {', '.join(_FACTS)}, access, bad)
-                SELECT 'call', NULL, NULL::TIMESTAMPTZ, n, 0, f, l, fe,
-                       [{', '.join(_FACTS)}, access, CASE WHEN bad THEN 'failed' ELSE 'succeeded' END],
-                       {{'exact': exact, 'action': mapped_action, 'resources': mapped_resources}}
-                FROM ({mapped_sql("SELECT *, resources_text AS referenced_resources FROM calls")})
+                ), m AS MATERIALIZED (
+                  SELECT *, exact AND NOT coalesce(regexp_matches(to_json(mapped_action) || to_json(mapped_resources),
+                                                                  {_sql_text(_HINT_ANY_CASE)}), false) AS in_sql
+                  FROM ({mapped_sql(calls)}))
+                SELECT 'call' AS kind, NULL AS value, NULL::TIMESTAMPTZ AS hour, n AS count, 0 AS failed, f AS first,
+                       l AS last, fe AS key, [{', '.join(_FACTS)}, access, outcome] AS fkey,
+                       NULL::STRUCT(access VARCHAR, outcome VARCHAR, action VARCHAR, idx INTEGER) AS touched
+                FROM m WHERE NOT in_sql
+                UNION ALL SELECT 'touched', arn, NULL, n, 0, f, l, fe, NULL,
+                                 {{'access': access, 'outcome': outcome, 'action': mapped_action, 'idx': idx}}
+                FROM (SELECT *, unnest(mapped_resources) AS arn, unnest(range(len(mapped_resources)))::INTEGER AS idx
+                      FROM m WHERE in_sql) WHERE NOT suffix(arn, ':*')
+                UNION ALL SELECT DISTINCT 'action', mapped_action, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL
+                FROM m WHERE in_sql
+                UNION ALL SELECT DISTINCT 'mapped', to_json(mapped_action)::VARCHAR, NULL, 0, 0, NULL, NULL,
+                                          to_json(mapped_resources)::VARCHAR, [{', '.join(_FACTS)}], NULL
+                FROM m WHERE in_sql
                 {' '.join(
                     f"UNION ALL SELECT '{kind}', {column}, NULL, count(*), 0, min(epoch_us(event_time)), "
                     f"max(epoch_us(event_time)), {first_event}, NULL, NULL FROM k WHERE {column} <> '' GROUP BY {column}"
@@ -557,22 +585,39 @@ class _Window:
                 UNION ALL SELECT 'all', NULL, NULL, count(*), count(*) FILTER (WHERE bad), min(epoch_us(event_time)),
                                  max(epoch_us(event_time)), NULL, NULL, NULL FROM k
                 UNION ALL SELECT 'through', NULL, NULL, count(*), 0, NULL, NULL, NULL, NULL, NULL FROM k WHERE through
-                """, values).fetchall()  # noqa: S608 - fixed SQL
+                """, params=values).to_arrow_table()  # noqa: S608 - fixed SQL
         finally:
             con.close()
-        calls = [(*fkey, count, first, last, key, mapped) for kind, _, _, count, _, first, last, key, fkey, mapped
-                 in rows if kind == "call"]
-        return calls, [row[:-2] for row in rows if row[0] != "call"]
+        kind = table.column("kind")
+        touched = table.filter(pc.equal(kind, "touched"))
+        mapped = table.filter(pc.equal(kind, "mapped"))
+        rest = table.filter(pc.invert(pc.is_in(kind, pa.array(["touched", "mapped"])))).drop_columns(["touched"])
+        sums = _Sums(mapped=_facts_table_of(mapped))
+        for row in rest.to_pylist():
+            if row["kind"] == "call":
+                sums.calls.append((*row["fkey"], row["count"], row["first"], row["last"], row["key"]))
+            elif row["kind"] == "action":
+                sums.actions.append(row["value"])
+            else:
+                sums.seen.append((row["kind"], row["value"], row["hour"], row["count"], row["failed"], row["first"],
+                                  row["last"], row["key"]))
+        if touched.num_rows:
+            detail = pc.struct_field  # the touched rows in _Touched's columns
+            column = touched.column("touched").combine_chunks()
+            sums.touched = pa.table([touched.column("value"), detail(column, "access"), detail(column, "outcome"),
+                                     touched.column("count"), detail(column, "action"), touched.column("first"),
+                                     touched.column("last"), touched.column("key"), detail(column, "idx")],
+                                    names=list(_Touched._COLUMNS))
+        return sums
 
-    def _add_up(self, calls: list[Any], seen: list[Any], totals: _Totals) -> set[tuple[Any, ...]]:
-        """Add a stretch's aggregates to ``totals``; the RAM mapping of each call new to
-        ``self.facts`` is computed here. Returns the stretch's calls (their facts)."""
+    def _add_up(self, sums: _Sums, totals: _Totals) -> set[tuple[Any, ...]]:
+        """Add a stretch's aggregates to ``totals``; the RAM mapping of each call Python maps and
+        that is new to ``self.facts`` is computed here. Returns those calls (their facts)."""
         if len(self.facts) > _Call.LIMIT:
             self.facts.clear()
-        keys = [tuple(row[:len(_FACTS)]) for row in calls]
-        mapped = {key: row[-1] for key, row in zip(keys, calls, strict=True) if key not in self.facts}
-        self.facts.update(_Call.of(list(mapped.items()), self.redact))
-        totals.add(keys, [row[:-1] for row in calls], seen, self.facts)
+        keys = [tuple(row[:len(_FACTS)]) for row in sums.calls]
+        self.facts.update(_Call.of([key for key in dict.fromkeys(keys) if key not in self.facts], self.redact))
+        totals.add(keys, sums, self.facts)
         return set(keys)
 
     def _batch(self, batch: pa.RecordBatch, rows: dict[str, dict[str, Any]]) -> _Batch:
@@ -592,7 +637,8 @@ class _Window:
     def _slow_line(self, row: dict[str, Any]) -> str:
         """An entry built in Python, as every entry was before: the raw event parsed and, when its
         text may hold a secret, the entry redacted (the values redacted counted)."""
-        call = self.facts[tuple(row.pop("fkey"))]
+        key = tuple(row.pop("fkey"))
+        call = self.facts.get(key) or _Call(key)  # a call SQL mapped: mapped here the same way
         row["action"], row["resources"] = call.action, call.resources
         text = "\n".join(v for v in row.values() if isinstance(v, str))  # the raw JSON too
         row["raw"] = json.loads(row["raw"], parse_constant=_null) if isinstance(row["raw"], str) else None
@@ -669,13 +715,10 @@ class _Call:
     hidden: bool  # has their JSON characters ``json_inert`` escapes?
     shown: tuple[str, list[str]]  # the action and resources as the blast radius shows them (redacted)
 
-    def __init__(self, facts: Any, mapped: dict[str, Any] | None = None) -> None:
-        if mapped and mapped["exact"]:  # mapped in SQL (``models.mapping.mapped_sql``)
-            self.action, self.resources = mapped["action"], mapped["resources"]
-        else:
-            call = CallFacts(*facts)
-            self.action = action(call)
-            self.resources = resources(call) if is_authorized_call(call.event_type, call.service_name) else []
+    def __init__(self, facts: Any) -> None:
+        call = CallFacts(*facts)
+        self.action = action(call)
+        self.resources = resources(call) if is_authorized_call(call.event_type, call.service_name) else []
         # as json.dumps(..., ensure_ascii=False, separators=(",", ":")) writes them
         self.action_json = _json_string(self.action)
         self.resources_json = "[" + ",".join(map(_json_string, self.resources)) + "]"
@@ -684,14 +727,13 @@ class _Call:
         self.hint, self.shown = False, (self.action, self.resources)  # see ``of``
 
     @classmethod
-    def of(cls, keys: list[tuple[tuple[Any, ...], dict[str, Any] | None]],
-           redact: bool) -> dict[tuple[Any, ...], _Call]:
-        """The calls of these facts, each with its mapping when SQL made it. Whether their text may hold a secret is asked of the
+    def of(cls, keys: list[tuple[Any, ...]], redact: bool) -> dict[tuple[Any, ...], _Call]:
+        """The calls of these facts. Whether their text may hold a secret is asked of the
         entries' own expression (``_HINT``, over the JSON text: what ``might_hold_secrets`` finds
         in a value and more) once over all of them in Arrow: in Python it cost ~8 µs a call, and
         an agent whose every call names an object of its own has a call per event. Those it
         matches are shown redacted."""
-        calls = [cls(key, mapped) for key, mapped in keys]
+        calls = [cls(key) for key in keys]
         if not calls:
             return {}
         texts = pa.array([c.action_json + c.resources_json for c in calls], pa.large_string())
@@ -699,14 +741,26 @@ class _Call:
             call.hint = bool(hint)
             if hint and redact:
                 call.shown = (redact_text(call.action)[0], [redact_text(r)[0] for r in call.resources])
-        return dict(zip((key for key, _ in keys), calls, strict=True))
+        return dict(zip(keys, calls, strict=True))
 
 
 def _facts_table(facts: dict[tuple[Any, ...], _Call]) -> pa.Table:
     columns = {c: pa.array([key[i] for key in facts], pa.string()) for i, c in enumerate(_FACTS)}
-    return pa.table({**columns, "action_json": [c.action_json for c in facts.values()],
-                     "resources_json": [c.resources_json for c in facts.values()],
-                     "hint": [c.hint for c in facts.values()], "hidden": [c.hidden for c in facts.values()]})
+    return pa.table({**columns, "action_json": pa.array([c.action_json for c in facts.values()], pa.string()),
+                     "resources_json": pa.array([c.resources_json for c in facts.values()], pa.string()),
+                     "hint": pa.array([c.hint for c in facts.values()], pa.bool_()),
+                     "hidden": pa.array([c.hidden for c in facts.values()], pa.bool_())})
+
+
+def _facts_table_of(mapped: pa.Table) -> pa.Table:
+    """``_facts_table``'s rows of the calls SQL mapped (``_Window._aggregates``' ``mapped`` rows:
+    the facts in ``fkey``, the action's and resources' JSON in ``value`` and ``key``)."""
+    fkey = mapped.column("fkey").combine_chunks() if mapped.num_rows else pa.array([], pa.list_(pa.string()))
+    columns = {c: pc.list_element(fkey, i) if mapped.num_rows else pa.array([], pa.string())
+               for i, c in enumerate(_FACTS)}
+    false = pa.array(np.zeros(mapped.num_rows, dtype=bool))
+    return pa.table({**columns, "action_json": mapped.column("value").cast(pa.string()),
+                     "resources_json": mapped.column("key").cast(pa.string()), "hint": false, "hidden": false})
 
 
 def _stretches(store: Store, agent: str, since: datetime, until: datetime,
@@ -741,9 +795,13 @@ def _j(column: str) -> str:
     return f"coalesce(to_json({column}), 'null')"
 
 
-_TIME = ("concat('\"', strftime(timezone('UTC', event_time), '%Y-%m-%dT%H:%M:%S'), CASE WHEN epoch_us(event_time) "
-         "% 1000000 <> 0 THEN '.' || lpad(CAST(epoch_us(event_time) % 1000000 AS VARCHAR), 6, '0') ELSE '' END, "
-         "'Z\"')")
+def _time_json(us: str) -> str:
+    """SQL: the JSON of a time given in µs since the epoch, as ``to_jsonable`` writes it."""
+    return (f"concat('\"', strftime(make_timestamp({us}), '%Y-%m-%dT%H:%M:%S'), CASE WHEN {us} % 1000000 <> 0 "
+            f"THEN '.' || lpad(CAST({us} % 1000000 AS VARCHAR), 6, '0') ELSE '' END, 'Z\"')")
+
+
+_TIME = _time_json("epoch_us(event_time)")
 # Where DuckDB's text of an entry may differ from Python's (which ``export_digest`` recomputes): a
 # \u00XX escape with an upper-case hex digit, and floats Python writes with an exponent (below
 # 1e-4, from 1e16) or that overflow (in DuckDB's compact text a number follows ``:``, ``[`` or
@@ -770,9 +828,10 @@ _PAGING_KEYS = '(?i)"(?:' + "|".join(sorted(NOT_SECRET)) + ')"'
 def _entry_sql(source: str) -> str:
     """Each event of ``source`` as its timeline entry, oldest first: ``t`` (µs since the epoch),
     ``event_id``, ``line`` (the entry's JSON then a newline: the columns written by DuckDB, the
-    action and resources from the facts table, the raw event minified, in one ``concat``) and
-    the facts' ``hint`` and ``hidden``. Parameters: the source's. Which entries Python must build
-    is decided over the lines in Arrow (``_slow``)."""
+    action and resources from the facts table (mapped by Python or by SQL, ``_aggregates``), the
+    raw event minified, in one ``concat``) and the facts' ``hint`` and ``hidden``. Parameters: the
+    source's. Which entries Python must build is decided over the lines in Arrow (``_slow``: it
+    also catches where DuckDB's JSON of a text differs from Python's)."""
     parts = ["'{\"event_id\":'", _j("event_id"), "',\"event_time\":'", _TIME, "',\"action\":'", "action_json"]
     for c in ("event_rw", "source_ip", "acs_region", "user_agent", "access_key_id", "error_code", "error_message"):
         parts += [f"',\"{c}\":'", _j(c)]
@@ -782,8 +841,9 @@ def _entry_sql(source: str) -> str:
               "',\"raw\":'", "coalesce(json(raw), 'null')", "'}'", "chr(10)"]
     return f"""
         SELECT epoch_us(event_time) AS t, event_id, hint, hidden, concat({', '.join(parts)}) AS line
-        FROM (SELECT e.*, f.action_json, f.resources_json, f.hint, f.hidden
-              FROM ({source}) e JOIN {_FACTS_TABLE} f ON {_FACT_JOIN})
+        FROM (SELECT e.*, coalesce(f.action_json, error('replay: an event whose call was not mapped')) AS action_json,
+                     f.resources_json, f.hint, f.hidden
+              FROM ({source}) e LEFT JOIN {_FACTS_TABLE} f ON {_FACT_JOIN})
         ORDER BY event_time, event_id"""  # noqa: S608 - fixed SQL
 
 
@@ -861,11 +921,13 @@ class _Totals:
         self.actions: set[str] = set()
         self.touched = _Touched(memory_limit)
 
-    def add(self, keys: list[tuple[Any, ...]], calls: list[tuple[Any, ...]], seen: list[tuple[Any, ...]],
-            facts: dict[tuple[Any, ...], _Call]) -> None:
-        """Merge one stretch's aggregates: ``calls`` per (call, access, outcome) (``keys``: each
-        one's facts), ``seen`` per value."""
-        for kind, value, hour, count, failed, first, last, key in seen:
+    def add(self, keys: list[tuple[Any, ...]], sums: _Sums, facts: dict[tuple[Any, ...], _Call]) -> None:
+        """Merge one stretch's aggregates (``_Window._aggregates``; ``keys``: the facts of each of
+        its ``calls``)."""
+        self.actions.update(sums.actions)
+        if sums.touched is not None:
+            self.touched.add(sums.touched)
+        for kind, value, hour, count, failed, first, last, key in sums.seen:
             if kind == "all":
                 self.events, self.failed = self.events + count, self.failed + failed
                 self.first = first if self.first is None else min(self.first, first)
@@ -878,7 +940,7 @@ class _Totals:
             else:
                 _merge(self.values[kind], value, count, first, last, (first, key))
         rows = self.touched.rows
-        for fkey, (*_, access, outcome, count, first, last, key) in zip(keys, calls, strict=True):
+        for fkey, (*_, access, outcome, count, first, last, key) in zip(keys, sums.calls, strict=True):
             name, touched = facts[fkey].shown
             self.actions.add(name)
             for index, arn in enumerate(touched):
@@ -917,6 +979,22 @@ class _Totals:
         return {**new, "history_was_empty": not any(self.known.values())}
 
 
+@dataclass
+class _Sums:
+    """A stretch's aggregates (``_Window._aggregates``)."""
+
+    calls: list[tuple[Any, ...]] = field(default_factory=list)
+    seen: list[tuple[Any, ...]] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+    touched: pa.Table | None = None
+    mapped: pa.Table | None = None  # the facts table's rows of the calls SQL mapped
+
+
+def _sql_text(text: str) -> str:
+    """A SQL string literal of ``text`` (a constant, so DuckDB compiles a pattern once)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 class _Touched:
     """The blast radius' resources as the stretches name them, one row per (resource, access,
     outcome, call) of a stretch, kept in DuckDB (an in-memory database of its own, which may
@@ -936,11 +1014,14 @@ class _Touched:
         self._spill: tempfile.TemporaryDirectory[str] | None = None
 
     def flush(self) -> None:
-        if not self.rows:
-            return
-        columns = list(zip(*self.rows, strict=True))
-        part = pa.table([pa.array(c, t) for c, t in zip(columns, self._TYPES, strict=True)], names=self._COLUMNS)
-        self.rows = []
+        if self.rows:
+            columns = list(zip(*self.rows, strict=True))
+            self.rows = []
+            self.add(pa.table([pa.array(c, t) for c, t in zip(columns, self._TYPES, strict=True)],
+                              names=self._COLUMNS))
+
+    def add(self, part: pa.Table) -> None:
+        """Rows in ``_COLUMNS``' order."""
         con = self._connection()
         con.register("_tw_part", part)
         con.execute("INSERT INTO touched SELECT * FROM _tw_part")
@@ -958,29 +1039,51 @@ class _Touched:
 
     def resources(self) -> _Encoded:
         """Each resource once per access and outcome: its calls, actions (sorted), first and last
-        seen; writes before reads, succeeded before failed, then the most called first, then in
-        the order first touched (its first call's time, first event and position). Each as the
-        compact JSON the export writes."""
+        seen; writes before reads, succeeded before failed, then the most called, then in the
+        order first touched (its first call's time, first event and position). Each as the compact
+        JSON the export writes, by DuckDB (``_Encoded`` reads them when asked)."""
         self.flush()
-        encoded = _Encoded()
         if self._con is None:
-            return encoded
-        result = self._con.sql("""
-            SELECT arn, access, outcome, sum(calls)::BIGINT AS calls, list_sort(list_distinct(list(action))) AS actions,
-                   min(first) AS first, max(last) AS last
-            FROM touched GROUP BY arn, access, outcome
-            ORDER BY access <> 'write', outcome <> 'succeeded', calls DESC, min({'f': first, 'k': key, 'i': idx})""")
-        for batch in result.to_arrow_reader(50_000):
-            spans = _iso_spans(list(zip(batch.column("first").to_pylist(), batch.column("last").to_pylist(),
-                                        strict=True)))
-            encoded.add([
-                f'{{"resource":{_json_string(arn)},"access":"{access}","outcome":"{outcome}","calls":{calls},'
-                f'"actions":[{",".join(map(_json_string, actions))}],"first_seen":"{first}","last_seen":"{last}"}}'
-                for arn, access, outcome, calls, actions, (first, last) in zip(
-                    *(batch.column(c).to_pylist() for c in ("arn", "access", "outcome", "calls", "actions")), spans,
-                    strict=True)])
-        self.close()
-        return encoded
+            return _Encoded(None)
+        self._con.execute(f"""
+            CREATE TABLE radius AS
+            SELECT concat('{{"resource":', to_json(arn), ',"access":"', access, '","outcome":"', outcome,
+                          '","calls":', calls, ',"actions":', to_json(actions), ',"first_seen":', {_time_json('first')},
+                          ',"last_seen":', {_time_json('last')}, '}}') AS text,
+                   arn, access, outcome, calls, actions, first, last
+            FROM (SELECT arn, access, outcome, sum(calls)::BIGINT AS calls,
+                         list_sort(list_distinct(list(action))) AS actions, min(first) AS first, max(last) AS last,
+                         min({{'f': first, 'k': key, 'i': idx}}) AS o
+                  FROM touched GROUP BY arn, access, outcome)
+            ORDER BY access <> 'write', outcome <> 'succeeded', calls DESC, o""")  # noqa: S608 - fixed SQL
+        self._con.execute("DROP TABLE touched")
+        return _Encoded(self)
+
+    def texts(self, offset: int = 0, limit: int | None = None) -> Iterator[pa.Array]:
+        """The resources' JSON texts in order, a chunk at a time. DuckDB's text of a value differs
+        from Python's (which the digest is recomputed with) only in the hex case of a ``\\u00XX``
+        escape: those few are written by Python (``_json_string``)."""
+        assert self._con is not None
+        query = "SELECT * FROM radius" + (f" LIMIT {int(limit)} OFFSET {int(offset)}" if limit is not None else "")  # noqa: S608
+        for batch in self._con.sql(query).to_arrow_reader(50_000):
+            text = batch.column("text")
+            differs = pc.match_substring_regex(text, r"\\u00[01][A-F]")
+            if not differs.true_count:
+                yield text
+                continue
+            rows = batch.filter(differs).to_pylist()
+            redone = pa.array([
+                f'{{"resource":{_json_string(r["arn"])},"access":"{r["access"]}","outcome":"{r["outcome"]}",'
+                f'"calls":{r["calls"]},"actions":[{",".join(map(_json_string, r["actions"]))}],'
+                f'"first_seen":"{_iso(r["first"])}","last_seen":"{_iso(r["last"])}"}}' for r in rows], text.type)
+            at = pc.indices_nonzero(differs)
+            mask = np.zeros(len(text), dtype=bool)
+            mask[at.to_numpy()] = True
+            yield pc.replace_with_mask(text, pa.array(mask), redone)
+
+    def count(self) -> int:
+        assert self._con is not None
+        return int(self._con.execute("SELECT count(*) FROM radius").fetchall()[0][0])
 
     def close(self) -> None:
         if self._con is not None:
@@ -992,21 +1095,25 @@ class _Touched:
 
 
 class _Encoded(Sequence[dict[str, Any]]):
-    """A list of objects already written as compact JSON, one text each (the blast radius'
-    resources): the export writes the texts as they are; the views read the few they show."""
+    """A list of objects already written as compact JSON (the blast radius' resources, kept by
+    ``_Touched``): the export writes the texts as they are, a chunk at a time; the views read the
+    few they show. Usable until the replay's ``_Totals`` is closed."""
 
-    def __init__(self) -> None:
-        self._chunks: list[pa.Array] = []
-        self._length = 0
+    def __init__(self, source: _Touched | None) -> None:
+        self._source = source
+        self._length = source.count() if source is not None else 0
 
-    def add(self, texts: list[str]) -> None:
-        if texts:
-            self._chunks.append(pa.array(texts, pa.large_string()))
-            self._length += len(texts)
+    def chunks(self) -> Iterator[pa.Array]:
+        if self._source is not None:
+            yield from self._source.texts()
 
     def texts(self) -> Iterator[str]:
-        for chunk in self._chunks:
+        for chunk in self.chunks():
             yield from chunk.to_pylist()
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for text in self.texts():
+            yield json.loads(text)
 
     def __len__(self) -> int:
         return self._length
@@ -1018,17 +1125,16 @@ class _Encoded(Sequence[dict[str, Any]]):
 
     def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
         if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(self._length))]
-        if index < 0:
-            index += self._length
-        if not 0 <= index < self._length:
+            start, stop, step = index.indices(self._length)
+            if self._source is None or start >= stop:
+                return []
+            texts = [t for chunk in self._source.texts(start, stop - start) for t in chunk.to_pylist()]
+            return [json.loads(t) for t in texts[::step]]
+        position = index + self._length if index < 0 else index
+        if not 0 <= position < self._length:
             raise IndexError(index)
-        for chunk in self._chunks:
-            if index < len(chunk):
-                value: dict[str, Any] = json.loads(chunk[index].as_py())
-                return value
-            index -= len(chunk)
-        raise IndexError(index)
+        found: list[dict[str, Any]] = self[position:position + 1]
+        return found[0]
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Sequence) and list(self) == list(other)
