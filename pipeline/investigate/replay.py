@@ -230,21 +230,39 @@ def _pretty(value: Any, indent: str = "") -> str:
     """The JSON of the export's header and trailer: as ``json_text(..., indent=2)`` writes it, but
     a list of objects (the blast radius' resources, the findings) one compact object a line, so a
     blast radius of a million resources costs the C encoder, not Python's indenting one."""
+    return "".join(_pretty_parts(value, indent))
+
+
+def _pretty_parts(value: Any, indent: str = "") -> Iterator[str]:
+    """``_pretty``'s text in parts: an ``_Encoded`` list a chunk at a time, never whole (a blast
+    radius of a million objects is ~250 MB of text)."""
     inner = indent + "  "
     if isinstance(value, _Encoded):
-        texts = [text for chunk in value.chunks() for text in _inert_all(chunk)]
-        return "[\n" + inner + (",\n" + inner).join(texts) + f"\n{indent}]" if texts else "[]"
-    if isinstance(value, dict) and value:
-        return "{\n" + ",\n".join(f"{inner}{_compact(k)}: {_pretty(v, inner)}" for k, v in value.items()) + \
-            f"\n{indent}}}"
-    if isinstance(value, list) and value:
-        return "[\n" + ",\n".join(inner + _inert(_compact(v)) for v in value) + f"\n{indent}]"
-    return _inert(_compact(value))
+        if not value:
+            yield "[]"
+            return
+        separator = "[\n" + inner
+        for chunk in value.chunks():
+            yield separator + (",\n" + inner).join(_inert_all(chunk))
+            separator = ",\n" + inner
+        yield f"\n{indent}]"
+    elif isinstance(value, dict) and value:
+        separator = "{\n"
+        for k, v in value.items():
+            yield f"{separator}{inner}{_compact(k)}: "
+            yield from _pretty_parts(v, inner)
+            separator = ",\n"
+        yield f"\n{indent}}}"
+    elif isinstance(value, list) and value:
+        yield "[\n" + ",\n".join(inner + _inert(_compact(v)) for v in value) + f"\n{indent}]"
+    else:
+        yield _inert(_compact(value))
 
 
-def _compact_all(value: dict[str, Any]) -> str:
-    """``_compact`` of a dict that may hold ``_Encoded`` lists (one level down): each is written
-    as its texts, through a placeholder no text can hold (a random token)."""
+def _compact_parts(value: dict[str, Any]) -> Iterator[str]:
+    """``_compact`` of a dict that may hold ``_Encoded`` lists, in parts: each such list is
+    written as its texts, a chunk at a time, where a placeholder no text can hold (a random
+    token) stands in the JSON of the rest."""
     holes: dict[str, _Encoded] = {}
 
     def swap(v: Any) -> Any:
@@ -256,9 +274,25 @@ def _compact_all(value: dict[str, Any]) -> str:
 
     text = _compact(swap(value))
     for token, encoded in holes.items():
-        before, after = text.split(token, 1)
-        text = before + "[" + ",".join(encoded.texts()) + "]" + after
-    return text
+        before, text = text.split(token, 1)
+        yield before + "["
+        separator = ""
+        for chunk in encoded.chunks():
+            yield separator + ",".join(chunk.to_pylist())
+            separator = ","
+        yield "]"
+    yield text
+
+
+def _cut_end(parts: Iterator[str], n: int) -> Iterator[str]:
+    """``parts`` without the last ``n`` characters of the whole (all in its last part)."""
+    last: str | None = None
+    for part in parts:
+        if last is not None:
+            yield last
+        last = part
+    assert last is not None and len(last) >= n
+    yield last[:-n]
 
 
 def _inert_all(texts: pa.Array) -> list[str]:
@@ -316,9 +350,14 @@ class _Timeline:
         they go by: SHA-256 of the compact export without it (what ``export_digest`` computes of
         the export once parsed). In the file an entry is its compact JSON on a line of its own,
         through ``json_inert`` where it has hidden characters (the same data once parsed)."""
-        sha = hashlib.sha256((_compact_all(header)[:-1] + ',"timeline":[').encode())
+        sha = hashlib.sha256()
+        for part in _cut_end(_compact_parts(header), 1):
+            sha.update(part.encode())
+        sha.update(b',"timeline":[')
         if out is not None:
-            out.write(_pretty(header)[:-2] + ',\n  "timeline": [')
+            for part in _cut_end(_pretty_parts(header), 2):
+                out.write(part)
+            out.write(',\n  "timeline": [')
         binary = _utf8_buffer(out)
         self.file.seek(0)
         first, position, rest = True, 0, b""
@@ -490,8 +529,10 @@ class _Window:
         sums: dict[int, Future[_Sums]] = {}
 
         def add_up_ahead(k: int) -> None:
-            if k < len(stretches):
-                sums[k] = pool.submit(self._aggregates, self.store.cursor(), *stretches[k][:2])
+            # two stretches ahead while none is written (the other worker is idle then)
+            for j in range(k, min(k + (2 if k + 1 < first else 1), len(stretches))):
+                if j not in sums:
+                    sums[j] = pool.submit(self._aggregates, self.store.cursor(), *stretches[j][:2])
 
         add_up_ahead(0)
         written: Future[tuple[pa.Table, dict[str, dict[str, Any]]]] | None = None  # the last stretch submitted
@@ -995,6 +1036,22 @@ def _sql_text(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+# The blast radius' resources (``_Touched``): each resource once per access and outcome with its
+# calls, actions (sorted), first and last seen, and its compact JSON; writes before reads,
+# succeeded before failed, then the most called, then in the order first touched (its first
+# call's time, first event and position in the call).
+_RADIUS = f"""
+    SELECT concat('{{"resource":', to_json(arn), ',"access":"', access, '","outcome":"', outcome,
+                  '","calls":', calls, ',"actions":', to_json(actions), ',"first_seen":', {_time_json('first')},
+                  ',"last_seen":', {_time_json('last')}, '}}') AS text,
+           arn, access, outcome, calls, actions, first, last
+    FROM (SELECT arn, access, outcome, sum(calls)::BIGINT AS calls,
+                 list_sort(list_distinct(list(action))) AS actions, min(first) AS first, max(last) AS last,
+                 min({{'f': first, 'k': key, 'i': idx}}) AS o
+          FROM touched GROUP BY arn, access, outcome)
+    ORDER BY access <> 'write', outcome <> 'succeeded', calls DESC, o"""  # noqa: S608 - fixed SQL
+
+
 class _Touched:
     """The blast radius' resources as the stretches name them, one row per (resource, access,
     outcome, call) of a stretch, kept in DuckDB (an in-memory database of its own, which may
@@ -1010,6 +1067,7 @@ class _Touched:
     def __init__(self, memory_limit: str) -> None:
         self.memory_limit = memory_limit
         self.rows: list[tuple[Any, ...]] = []  # the stretch's, until ``flush``
+        self._sorted = False  # ``radius`` made (``_whole``)
         self._con: duckdb.DuckDBPyConnection | None = None
         self._spill: tempfile.TemporaryDirectory[str] | None = None
 
@@ -1030,7 +1088,7 @@ class _Touched:
     def _connection(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
             self._spill = tempfile.TemporaryDirectory(prefix="trailwarden-replay-")
-            self._con = duckdb.connect(config={"memory_limit": self.memory_limit, "threads": 1,
+            self._con = duckdb.connect(config={"memory_limit": self.memory_limit, "threads": 2,
                                                "temp_directory": self._spill.name})
             self._con.execute("CREATE TABLE touched (arn VARCHAR, access VARCHAR, outcome VARCHAR, calls BIGINT, "
                               "action VARCHAR, first BIGINT, last BIGINT, key VARCHAR, idx INTEGER)")
@@ -1038,33 +1096,36 @@ class _Touched:
         return self._con
 
     def resources(self) -> _Encoded:
-        """Each resource once per access and outcome: its calls, actions (sorted), first and last
-        seen; writes before reads, succeeded before failed, then the most called, then in the
-        order first touched (its first call's time, first event and position). Each as the compact
-        JSON the export writes, by DuckDB (``_Encoded`` reads them when asked)."""
+        """Each resource once per access and outcome (``_RADIUS``), as the compact JSON the export
+        writes, by DuckDB; ``_Encoded`` reads them when asked (a view that shows the first few
+        sorts only those out)."""
         self.flush()
-        if self._con is None:
-            return _Encoded(None)
-        self._con.execute(f"""
-            CREATE TABLE radius AS
-            SELECT concat('{{"resource":', to_json(arn), ',"access":"', access, '","outcome":"', outcome,
-                          '","calls":', calls, ',"actions":', to_json(actions), ',"first_seen":', {_time_json('first')},
-                          ',"last_seen":', {_time_json('last')}, '}}') AS text,
-                   arn, access, outcome, calls, actions, first, last
-            FROM (SELECT arn, access, outcome, sum(calls)::BIGINT AS calls,
-                         list_sort(list_distinct(list(action))) AS actions, min(first) AS first, max(last) AS last,
-                         min({{'f': first, 'k': key, 'i': idx}}) AS o
-                  FROM touched GROUP BY arn, access, outcome)
-            ORDER BY access <> 'write', outcome <> 'succeeded', calls DESC, o""")  # noqa: S608 - fixed SQL
-        self._con.execute("DROP TABLE touched")
-        return _Encoded(self)
+        return _Encoded(self if self._con is not None else None)
+
+    def _whole(self) -> None:
+        """Every resource, sorted once, for the export (read twice: digest and file)."""
+        assert self._con is not None
+        if not self._sorted:
+            self._con.execute(f"CREATE TABLE radius AS {_RADIUS}")
+            self._con.execute("DROP TABLE touched")
+            self._sorted = True
+
+    def count(self) -> int:
+        assert self._con is not None
+        query = "SELECT count(*) FROM radius" if self._sorted else \
+            "SELECT count(*) FROM (SELECT DISTINCT arn, access, outcome FROM touched)"
+        return int(self._con.execute(query).fetchall()[0][0])
 
     def texts(self, offset: int = 0, limit: int | None = None) -> Iterator[pa.Array]:
-        """The resources' JSON texts in order, a chunk at a time. DuckDB's text of a value differs
-        from Python's (which the digest is recomputed with) only in the hex case of a ``\\u00XX``
-        escape: those few are written by Python (``_json_string``)."""
+        """The resources' JSON texts in order (from ``offset``, at most ``limit``), a chunk at a
+        time. DuckDB's text of a value differs from Python's (which the digest is recomputed
+        with) only in the hex case of a ``\\u00XX`` escape: those few are written by Python
+        (``_json_string``)."""
         assert self._con is not None
-        query = "SELECT * FROM radius" + (f" LIMIT {int(limit)} OFFSET {int(offset)}" if limit is not None else "")  # noqa: S608
+        if limit is None:
+            self._whole()
+        source = "radius" if self._sorted else f"({_RADIUS})"
+        query = f"SELECT * FROM {source}" + (f" LIMIT {int(limit)} OFFSET {int(offset)}" if limit is not None else "")  # noqa: S608
         for batch in self._con.sql(query).to_arrow_reader(50_000):
             text = batch.column("text")
             differs = pc.match_substring_regex(text, r"\\u00[01][A-F]")
@@ -1081,17 +1142,6 @@ class _Touched:
             mask[at.to_numpy()] = True
             yield pc.replace_with_mask(text, pa.array(mask), redone)
 
-    def count(self) -> int:
-        assert self._con is not None
-        return int(self._con.execute("SELECT count(*) FROM radius").fetchall()[0][0])
-
-    def close(self) -> None:
-        if self._con is not None:
-            self._con.close()
-            self._con = None
-        if self._spill is not None:
-            self._spill.cleanup()
-            self._spill = None
 
 
 class _Encoded(Sequence[dict[str, Any]]):
