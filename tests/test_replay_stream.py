@@ -195,8 +195,18 @@ ODD = {"float": 2.5, "tiny": 1e-07, "huge": 1e20, "exact": 123456789012345678901
        "NextToken": "page-2", "nested": {"list": [1, 2.0, None, True, {"z": "1e5", "a": []}]}}
 
 
+@pytest.fixture(params=["python", "sql"])
+def mapping(request, monkeypatch):
+    """Both ways replay maps a stretch's calls: in Python (a few distinct calls) and in SQL (many:
+    here every stretch)."""
+    import pipeline.investigate.replay as module
+
+    monkeypatch.setattr(module, "_MAP_IN_SQL", 10**9 if request.param == "python" else 0)
+    return request.param
+
+
 @pytest.fixture
-def odd_values(store: Store):
+def odd_values(store: Store, mapping):
     """Events whose text DuckDB and Python could write differently (floats Python writes with an
     exponent, control and hidden characters, non-ASCII, big integers), each to an object of its
     own, some failed, and one whose request holds a password."""
@@ -286,7 +296,7 @@ def test_the_views_keep_the_same_entries_whatever_the_batches(long_window, monke
     assert small.shown[-1][0] == small.entries - 1
 
 
-def test_a_paging_token_alone_does_not_send_an_event_to_python(store: Store, monkeypatch):
+def test_a_paging_token_alone_does_not_send_an_event_to_python(store: Store, monkeypatch, mapping):
     """``"ClientToken":`` (in most Create calls) looks like a secret's key to the cheap hint but
     names none: such events are written by DuckDB as they are, while a secret inside a paging
     token's value, or a key spelled otherwise, is still found and redacted."""
@@ -416,7 +426,7 @@ def test_the_blast_radius_times_written_at_once_read_as_each_written_alone():
     assert _isos([]) == []
 
 
-def test_a_secret_inside_a_resource_name_is_redacted_in_the_blast_radius_and_the_timeline(store: Store):
+def test_a_secret_inside_a_resource_name_is_redacted_in_the_blast_radius_and_the_timeline(store: Store, mapping):
     """An object named with a password in it: the blast radius (terminal and export) and the
     entry's resources show it redacted; nothing of the secret is written."""
     inv = inventory(agent("monitor", policies=READ_ONLY))
@@ -425,12 +435,17 @@ def test_a_secret_inside_a_resource_name_is_redacted_in_the_blast_radius_and_the
               referencedResources={"ACS::OSS::Object": ["exports/dump?password=hunter2-leaked"]})
     trail.add("monitor", START + timedelta(minutes=1), "GetObject", serviceName="Oss",
               referencedResources={"ACS::OSS::Object": ["exports/plain.csv"]})
+    trail.add("monitor", START + timedelta(minutes=2), "Probe?token=hunter3-leaked", serviceName="Oss",
+              referencedResources={"ACS::OSS::Object": ["exports/probed.csv"]})
     ingest(store, trail.events, inv)
     text, export, replay = _verified_export(store, inv)
     assert "hunter2" not in text and "hunter2" not in as_text(replay)
+    assert "hunter3" not in text and "hunter3" not in as_text(replay)
     shown = [r["resource"] for r in export["blast_radius"]["resources"]]
     assert any(r.endswith("exports/dump?password=<redacted>") for r in shown)
     assert any(r.endswith("exports/plain.csv") for r in shown)
+    probed = next(r for r in export["blast_radius"]["resources"] if r["resource"].endswith("exports/probed.csv"))
+    assert probed["actions"] == ["oss:Probe?token=<redacted>"]
     first = next(e for e in export["timeline"] if e.get("kind") == "event")
     assert first["resources"][0].endswith("password=<redacted>")
 
@@ -446,7 +461,8 @@ def test_the_embedded_export_escapes_what_would_end_its_script_element():
     assert _script_safe('{"plain":"text"}') == '{"plain":"text"}'
 
 
-def test_the_blast_radius_is_merged_across_stretches_and_ordered_as_first_touched(store: Store, monkeypatch):
+def test_the_blast_radius_is_merged_across_stretches_and_ordered_as_first_touched(store: Store, monkeypatch,
+                                                                                   mapping):
     """Resources are kept in DuckDB and written as JSON texts (an agent may touch a million
     objects): each (resource, access, outcome) once, with its calls, sorted actions and first and
     last times over every stretch; writes first, then succeeded, then the most called, ties in the

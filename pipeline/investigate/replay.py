@@ -444,6 +444,9 @@ _FACTS = ("event_type", "event_name", "service_name", "service_code", "acs_regio
 _FACT_JOIN = " AND ".join(f"e.{c} IS NOT DISTINCT FROM f.{c}" for c in _FACTS)
 _ACCOUNT = "CASE WHEN recipient_account_id <> '' THEN recipient_account_id ELSE account_id END"
 _FACTS_TABLE = "_tw_replay_facts"
+# A stretch with more distinct calls than this has them mapped in SQL (``_Window._map_in_sql``):
+# planning that query costs ~40 ms, mapping a call in Python ~25 µs.
+_MAP_IN_SQL = 1_000
 
 
 class _Window:
@@ -546,7 +549,9 @@ class _Window:
             if k < first:
                 yield _Skipped(totals.events - before, _us(end))
                 continue
-            facts = pa.concat_tables([_facts_table({key: self.facts[key] for key in keys}), added.mapped])
+            facts = _facts_table({key: self.facts[key] for key in keys})
+            if added.mapped is not None:
+                facts = pa.concat_tables([facts, added.mapped])
             writing = pool.submit(self._entries, self.store.cursor(), start, end, facts)
             if written is not None:
                 yield from self._batches(written.result())
@@ -579,17 +584,12 @@ class _Window:
     def _aggregates(self, con: Any, start: datetime, end: datetime) -> _Sums:
         """A stretch's aggregates in one read of its events, no raw JSON read (a worker's task:
         it closes its cursor): ``calls`` per (call, access, outcome) (its facts, access, outcome,
-        count, first and last time, first event) for the calls Python maps, ``seen`` per value of
-        each kind, hour and in all; for the calls SQL maps (``models.mapping.mapped_sql``: most;
-        not those whose action or resources may hold a secret, which the blast radius shows
-        redacted), their ``actions`` and the resources they touched (``touched``, rows of
-        ``_Touched``), with no Python per call."""
+        count, first and last time, first event), ``seen`` per value of each kind, hour and in all.
+        A stretch of many distinct calls (an agent that reads an object per call) has them mapped
+        in SQL (``_map_in_sql``); Python maps the rest (``_Call``: planning the SQL mapping costs
+        more than mapping a few hundred calls in Python)."""
         source, values = self._source(start, end, raw=False)
         first_event = "arg_min(event_id, {'t': event_time, 'i': event_id})"
-        calls = (f"SELECT {', '.join(_FACTS)}, resources_text AS referenced_resources, access, "  # noqa: S608
-                 "CASE WHEN bad THEN 'failed' ELSE 'succeeded' END AS outcome, count(*) AS n, "
-                 f"min(epoch_us(event_time)) AS f, max(epoch_us(event_time)) AS l, {first_event} AS fe "
-                 f"FROM k GROUP BY {', '.join(_FACTS)}, access, bad")
         try:
             table = con.sql(
                 f"""
@@ -599,57 +599,89 @@ class _Window:
                          CASE WHEN event_rw = 'Write' THEN 'write' ELSE 'read' END AS access,
                          CASE WHEN len(coalesce(via, [])) > 0
                               THEN identity || '@' || CASE WHEN account_id <> '' THEN account_id ELSE '?' END END AS role
-                  FROM ({source})
-                ), m AS MATERIALIZED (
-                  SELECT *, exact AND NOT coalesce(regexp_matches(to_json(mapped_action) || to_json(mapped_resources),
-                                                                  {_sql_text(_HINT_ANY_CASE)}), false) AS in_sql
-                  FROM ({mapped_sql(calls)}))
-                SELECT 'call' AS kind, NULL AS value, NULL::TIMESTAMPTZ AS hour, n AS count, 0 AS failed, f AS first,
-                       l AS last, fe AS key, [{', '.join(_FACTS)}, access, outcome] AS fkey,
-                       NULL::STRUCT(access VARCHAR, outcome VARCHAR, action VARCHAR, idx INTEGER) AS touched
-                FROM m WHERE NOT in_sql
-                UNION ALL SELECT 'touched', arn, NULL, n, 0, f, l, fe, NULL,
-                                 {{'access': access, 'outcome': outcome, 'action': mapped_action, 'idx': idx}}
-                FROM (SELECT *, unnest(mapped_resources) AS arn, unnest(range(len(mapped_resources)))::INTEGER AS idx
-                      FROM m WHERE in_sql) WHERE NOT suffix(arn, ':*')
-                UNION ALL SELECT DISTINCT 'action', mapped_action, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL
-                FROM m WHERE in_sql
-                UNION ALL SELECT DISTINCT 'mapped', to_json(mapped_action)::VARCHAR, NULL, 0, 0, NULL, NULL,
-                                          to_json(mapped_resources)::VARCHAR, [{', '.join(_FACTS)}], NULL
-                FROM m WHERE in_sql
+                  FROM ({source}))
+                SELECT 'call' AS kind, NULL AS value, NULL::TIMESTAMPTZ AS hour, count(*) AS count, 0 AS failed,
+                       min(epoch_us(event_time)) AS first, max(epoch_us(event_time)) AS last, {first_event} AS key,
+                       [{', '.join(_FACTS)}, access, CASE WHEN bad THEN 'failed' ELSE 'succeeded' END] AS fkey
+                FROM k GROUP BY {', '.join(_FACTS)}, access, bad
                 {' '.join(
                     f"UNION ALL SELECT '{kind}', {column}, NULL, count(*), 0, min(epoch_us(event_time)), "
-                    f"max(epoch_us(event_time)), {first_event}, NULL, NULL FROM k WHERE {column} <> '' GROUP BY {column}"
+                    f"max(epoch_us(event_time)), {first_event}, NULL FROM k WHERE {column} <> '' GROUP BY {column}"
                     for kind, column in _SEEN)}
                 UNION ALL SELECT 'hour', NULL, date_trunc('hour', event_time) AS h, count(*),
-                                 count(*) FILTER (WHERE bad), NULL, NULL, NULL, NULL, NULL FROM k GROUP BY h
+                                 count(*) FILTER (WHERE bad), NULL, NULL, NULL, NULL FROM k GROUP BY h
                 UNION ALL SELECT 'all', NULL, NULL, count(*), count(*) FILTER (WHERE bad), min(epoch_us(event_time)),
-                                 max(epoch_us(event_time)), NULL, NULL, NULL FROM k
-                UNION ALL SELECT 'through', NULL, NULL, count(*), 0, NULL, NULL, NULL, NULL, NULL FROM k WHERE through
+                                 max(epoch_us(event_time)), NULL, NULL FROM k
+                UNION ALL SELECT 'through', NULL, NULL, count(*), 0, NULL, NULL, NULL, NULL FROM k WHERE through
                 """, params=values).to_arrow_table()  # noqa: S608 - fixed SQL
+            is_call = pc.equal(table.column("kind"), "call")
+            sums = _Sums()
+            calls = table.filter(is_call)
+            if calls.num_rows > _MAP_IN_SQL:
+                calls = self._map_in_sql(con, calls, sums)
         finally:
             con.close()
+        sums.calls = [(*fkey, count, first, last, key) for fkey, count, first, last, key in zip(
+            *(calls.column(c).to_pylist() for c in ("fkey", "count", "first", "last", "key")), strict=True)]
+        sums.seen = [(row["kind"], row["value"], row["hour"], row["count"], row["failed"], row["first"], row["last"],
+                      row["key"]) for row in table.filter(pc.invert(is_call)).drop_columns(["fkey"]).to_pylist()]
+        return sums
+
+    def _map_in_sql(self, con: Any, calls: pa.Table, sums: _Sums) -> pa.Table:
+        """Map a stretch's calls in SQL (``models.mapping.mapped_sql``): those it maps give their
+        actions, the resources they touched (rows of ``_Touched``) and their rows of the facts
+        table (``sums``), with no Python per call; returns the calls it does not map."""
+        fkey = calls.column("fkey").combine_chunks()
+        given = pa.table({**{c: pc.list_element(fkey, i) for i, c in enumerate(_FACTS)},
+                          "access": pc.list_element(fkey, len(_FACTS)),
+                          "outcome": pc.list_element(fkey, len(_FACTS) + 1),
+                          **{c: calls.column(c) for c in ("count", "first", "last", "key")}})
+        con.register("_tw_calls", given)
+        table = con.sql(f"""
+            WITH m AS MATERIALIZED (
+              SELECT * FROM ({mapped_sql("SELECT *, resources_text AS referenced_resources FROM _tw_calls")}))
+            SELECT 'call' AS kind, NULL AS value, count, first, last, key,
+                   [{', '.join(_FACTS)}, access, outcome] AS fkey,
+                   NULL::STRUCT(access VARCHAR, outcome VARCHAR, action VARCHAR, idx INTEGER, arn_json VARCHAR) AS touched
+            FROM m WHERE NOT exact
+            UNION ALL SELECT 'touched', arn, count, first, last, key, NULL,
+                             {{'access': access, 'outcome': outcome, 'action': mapped_action, 'idx': idx,
+                               'arn_json': to_json(arn)::VARCHAR}}
+            FROM (SELECT *, unnest(mapped_resources) AS arn, unnest(range(len(mapped_resources)))::INTEGER AS idx
+                  FROM m WHERE exact) WHERE NOT suffix(arn, ':*')
+            UNION ALL SELECT DISTINCT 'action', mapped_action, 0, NULL, NULL, to_json(mapped_action)::VARCHAR, NULL, NULL
+            FROM m WHERE exact
+            UNION ALL SELECT DISTINCT 'mapped', to_json(mapped_action)::VARCHAR, 0, NULL, NULL,
+                                      to_json(mapped_resources)::VARCHAR, [{', '.join(_FACTS)}], NULL
+            FROM m WHERE exact""").to_arrow_table()  # noqa: S608 - fixed SQL
+        con.unregister("_tw_calls")
         kind = table.column("kind")
+        sums.mapped = _facts_table_of(table.filter(pc.equal(kind, "mapped")))
+        shown = {action: self._shown(action, text) for action, text in zip(
+            *(table.filter(pc.equal(kind, "action")).column(c).to_pylist() for c in ("value", "key")), strict=True)}
+        sums.actions = list(shown.values())
         touched = table.filter(pc.equal(kind, "touched"))
-        mapped = table.filter(pc.equal(kind, "mapped"))
-        rest = table.filter(pc.invert(pc.is_in(kind, pa.array(["touched", "mapped"])))).drop_columns(["touched"])
-        sums = _Sums(mapped=_facts_table_of(mapped))
-        for row in rest.to_pylist():
-            if row["kind"] == "call":
-                sums.calls.append((*row["fkey"], row["count"], row["first"], row["last"], row["key"]))
-            elif row["kind"] == "action":
-                sums.actions.append(row["value"])
-            else:
-                sums.seen.append((row["kind"], row["value"], row["hour"], row["count"], row["failed"], row["first"],
-                                  row["last"], row["key"]))
         if touched.num_rows:
             detail = pc.struct_field  # the touched rows in _Touched's columns
             column = touched.column("touched").combine_chunks()
-            sums.touched = pa.table([touched.column("value"), detail(column, "access"), detail(column, "outcome"),
-                                     touched.column("count"), detail(column, "action"), touched.column("first"),
+            arn, action = touched.column("value").combine_chunks(), detail(column, "action")
+            if self.redact:
+                arn = _shown_all(arn, detail(column, "arn_json"))
+                if any(shown[a] != a for a in shown):
+                    action = pa.array([shown[a] for a in action.to_pylist()], pa.string())
+            sums.touched = pa.table([arn, detail(column, "access"), detail(column, "outcome"),
+                                     touched.column("count"), action, touched.column("first"),
                                      touched.column("last"), touched.column("key"), detail(column, "idx")],
                                     names=list(_Touched._COLUMNS))
-        return sums
+        return table.filter(pc.equal(kind, "call"))
+
+    def _shown(self, text: str, text_json: str) -> str:
+        """A call's action or resource as the blast radius shows it: redacted where its JSON text
+        may hold a secret (``_HINT``; as ``_Call.shown``, a piece at a time: a piece whose own text
+        does not match holds nothing ``redact_text`` would change)."""
+        if self.redact and pc.match_substring_regex(pa.array([text_json]), _HINT_ANY_CASE)[0].as_py():
+            return redact_text(text)[0]
+        return text
 
     def _add_up(self, sums: _Sums, totals: _Totals) -> set[tuple[Any, ...]]:
         """Add a stretch's aggregates to ``totals``; the RAM mapping of each call Python maps and
@@ -791,6 +823,17 @@ def _facts_table(facts: dict[tuple[Any, ...], _Call]) -> pa.Table:
                      "resources_json": pa.array([c.resources_json for c in facts.values()], pa.string()),
                      "hint": pa.array([c.hint for c in facts.values()], pa.bool_()),
                      "hidden": pa.array([c.hidden for c in facts.values()], pa.bool_())})
+
+
+def _shown_all(texts: pa.Array, texts_json: pa.Array) -> pa.Array:
+    """``_Window._shown`` of many resources at once (one regular expression over all of them)."""
+    hint = pc.match_substring_regex(texts_json, _HINT_ANY_CASE)
+    if not hint.true_count:
+        return texts
+    out = texts.to_pylist()
+    for i in pc.indices_nonzero(hint).to_pylist():
+        out[i] = redact_text(out[i])[0]
+    return pa.array(out, pa.string())
 
 
 def _facts_table_of(mapped: pa.Table) -> pa.Table:
@@ -1060,6 +1103,7 @@ class _Touched:
     dicts and sets took over a GiB. Merged, sorted and written as JSON once, at the end
     (``resources``)."""
 
+    KEPT = 100_000  # rows held in Arrow before they go to DuckDB
     _COLUMNS = ("arn", "access", "outcome", "calls", "action", "first", "last", "key", "idx")
     _TYPES = (pa.string(), pa.string(), pa.string(), pa.int64(), pa.string(), pa.int64(), pa.int64(), pa.string(),
               pa.int32())
@@ -1068,22 +1112,28 @@ class _Touched:
         self.memory_limit = memory_limit
         self.rows: list[tuple[Any, ...]] = []  # the stretch's, until ``flush``
         self._sorted = False  # ``radius`` made (``_whole``)
+        self._parts: list[pa.Table] = []  # added, not yet in DuckDB
         self._con: duckdb.DuckDBPyConnection | None = None
         self._spill: tempfile.TemporaryDirectory[str] | None = None
 
-    def flush(self) -> None:
+    def flush(self, *, whole: bool = False) -> None:
+        """Move the rows added to DuckDB: every ``KEPT`` rows (each insert costs ~10 ms, a few
+        hundred rows a stretch are usual), and all of them when ``whole``."""
         if self.rows:
             columns = list(zip(*self.rows, strict=True))
             self.rows = []
             self.add(pa.table([pa.array(c, t) for c, t in zip(columns, self._TYPES, strict=True)],
                               names=self._COLUMNS))
+        if self._parts and (whole or sum(p.num_rows for p in self._parts) >= self.KEPT):
+            con = self._connection()
+            con.register("_tw_part", pa.concat_tables(self._parts))
+            con.execute("INSERT INTO touched SELECT * FROM _tw_part")
+            con.unregister("_tw_part")
+            self._parts = []
 
     def add(self, part: pa.Table) -> None:
         """Rows in ``_COLUMNS``' order."""
-        con = self._connection()
-        con.register("_tw_part", part)
-        con.execute("INSERT INTO touched SELECT * FROM _tw_part")
-        con.unregister("_tw_part")
+        self._parts.append(part)
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
@@ -1099,7 +1149,7 @@ class _Touched:
         """Each resource once per access and outcome (``_RADIUS``), as the compact JSON the export
         writes, by DuckDB; ``_Encoded`` reads them when asked (a view that shows the first few
         sorts only those out)."""
-        self.flush()
+        self.flush(whole=True)
         return _Encoded(self if self._con is not None else None)
 
     def _whole(self) -> None:
