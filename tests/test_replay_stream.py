@@ -497,3 +497,23 @@ def test_the_blast_radius_is_merged_across_stretches_and_ordered_as_first_touche
         (arn, access, outcome, calls, sorted(actions), first, last)
         for (arn, access, outcome), (calls, actions, first, last, _) in ordered]
     assert len({r["calls"] for r in export["blast_radius"]["resources"]}) < len(ordered)  # ties were ordered
+
+
+def test_a_blast_radius_too_wide_for_the_memory_limit_fails_in_one_line_naming_the_setting():
+    """The blast radius' resources are merged in a DuckDB of the replay's own, under the store's
+    memory limit: running out says which setting to raise, it is no internal error."""
+    import pyarrow as pa
+
+    from pipeline.core.errors import TerminalError
+    from pipeline.investigate.replay import _Touched
+
+    n = 300_000
+    touched = _Touched("16MB")
+    touched.add(pa.table([pa.array([f"acs:oss:cn-hangzhou:1:bucket/exports/object-{i:09d}.parquet" for i in range(n)]),
+                          pa.array(["read"] * n), pa.array(["succeeded"] * n), pa.array([1] * n, pa.int64()),
+                          pa.array(["oss:GetObject"] * n), pa.array(range(n), pa.int64()), pa.array(range(n), pa.int64()),
+                          pa.array([f"event-{i:030d}" for i in range(n)]), pa.array([0] * n, pa.int32())],
+                         names=list(_Touched._COLUMNS)))
+    with pytest.raises(TerminalError, match=r"memory limit \(16MB\).*blast radius.*raise `memory_limit`"):
+        radius = touched.resources()
+        list(radius.chunks())

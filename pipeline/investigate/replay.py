@@ -1127,9 +1127,20 @@ class _Touched:
         if self._parts and (whole or sum(p.num_rows for p in self._parts) >= self.KEPT):
             con = self._connection()
             con.register("_tw_part", pa.concat_tables(self._parts))
-            con.execute("INSERT INTO touched SELECT * FROM _tw_part")
+            with self._room():
+                con.execute("INSERT INTO touched SELECT * FROM _tw_part")
             con.unregister("_tw_part")
             self._parts = []
+
+    @contextmanager
+    def _room(self) -> Iterator[None]:
+        """Running out of the memory limit here fails in one line that says what to raise."""
+        try:
+            yield
+        except duckdb.OutOfMemoryException:
+            raise TerminalError(
+                f"replay ran out of its memory limit ({self.memory_limit}) adding up the blast radius (a row per "
+                "resource touched, merged and sorted in DuckDB); raise `memory_limit` in the config") from None
 
     def add(self, part: pa.Table) -> None:
         """Rows in ``_COLUMNS``' order."""
@@ -1156,7 +1167,8 @@ class _Touched:
         """Every resource, sorted once, for the export (read twice: digest and file)."""
         assert self._con is not None
         if not self._sorted:
-            self._con.execute(f"CREATE TABLE radius AS {_RADIUS}")
+            with self._room():
+                self._con.execute(f"CREATE TABLE radius AS {_RADIUS}")
             self._con.execute("DROP TABLE touched")
             self._sorted = True
 
@@ -1164,7 +1176,8 @@ class _Touched:
         assert self._con is not None
         query = "SELECT count(*) FROM radius" if self._sorted else \
             "SELECT count(*) FROM (SELECT DISTINCT arn, access, outcome FROM touched)"
-        return int(self._con.execute(query).fetchall()[0][0])
+        with self._room():
+            return int(self._con.execute(query).fetchall()[0][0])
 
     def texts(self, offset: int = 0, limit: int | None = None) -> Iterator[pa.Array]:
         """The resources' JSON texts in order (from ``offset``, at most ``limit``), a chunk at a
@@ -1176,7 +1189,9 @@ class _Touched:
             self._whole()
         source = "radius" if self._sorted else f"({_RADIUS})"
         query = f"SELECT * FROM {source}" + (f" LIMIT {int(limit)} OFFSET {int(offset)}" if limit is not None else "")  # noqa: S608
-        for batch in self._con.sql(query).to_arrow_reader(50_000):
+        with self._room():
+            reader = self._con.sql(query).to_arrow_reader(50_000)
+        for batch in reader:
             text = batch.column("text")
             differs = pc.match_substring_regex(text, r"\\u00[01][A-F]")
             if not differs.true_count:
