@@ -22,10 +22,14 @@ Only the agent's rows are read: the ``agent`` column is compared in DuckDB (dict
 fast even on 10M rows) and the raw JSON is fetched only for the export.
 
 Each timeline entry's JSON is written by DuckDB (``_entry_sql``: the columns with ``to_json``, the
-raw event minified with ``json``), with only the RAM action and resources from Python (once per
-distinct call, ``_Mapping``): no event is parsed in Python unless it may hold a secret or DuckDB's
-text of it could differ from Python's (``_slow``), which is then built as before. So the export
-costs about what reading its rows costs, not a parse and two serialisations of every event.
+raw event minified with ``json``), with the RAM action and resources of each distinct call mapped
+once (``_Call`` in Python; in SQL for a stretch of many distinct calls, ``_Window._map_in_sql``):
+no event is parsed in Python unless it may hold a secret or DuckDB's text of it could differ from
+Python's (``_slow``), which is then built as before. So the export costs about what reading its
+rows costs, not a parse and two serialisations of every event. The blast radius' resources are
+merged, sorted and written as JSON in a DuckDB of the replay's own (``_Touched``), and the
+export's header is written a chunk at a time: memory grows neither with the events nor with the
+distinct resources.
 """
 
 from __future__ import annotations
