@@ -461,8 +461,9 @@ def test_the_embedded_export_escapes_what_would_end_its_script_element():
     assert _script_safe('{"plain":"text"}') == '{"plain":"text"}'
 
 
+@pytest.mark.parametrize("objects", ["shared", "own"])
 def test_the_blast_radius_is_merged_across_stretches_and_ordered_as_first_touched(store: Store, monkeypatch,
-                                                                                   mapping):
+                                                                                   mapping, objects):
     """Resources are kept in DuckDB and written as JSON texts (an agent may touch a million
     objects): each (resource, access, outcome) once, with its calls, sorted actions and first and
     last times over every stretch; writes first, then succeeded, then the most called, ties in the
@@ -476,6 +477,8 @@ def test_the_blast_radius_is_merged_across_stretches_and_ordered_as_first_touche
     trail = Trail(inv)
     for i in range(60):
         picked = [names[(i * 5) % 6], names[(i + 1) % 6]] if i % 3 else [names[i % 6]]
+        if objects == "own":  # each call an object of its own: nothing to merge
+            picked = [f"{names[i % 6]}-{i}"]
         trail.add("monitor", START + timedelta(minutes=7 * i), ("GetObject", "HeadObject", "PutObject")[i % 3],
                   serviceName="Oss", rw="Write" if i % 3 == 2 else "Read", error="AccessDenied" if i % 4 == 0 else None,
                   referencedResources={"ACS::OSS::Object": list(dict.fromkeys(picked))})
@@ -497,6 +500,7 @@ def test_the_blast_radius_is_merged_across_stretches_and_ordered_as_first_touche
         (arn, access, outcome, calls, sorted(actions), first, last)
         for (arn, access, outcome), (calls, actions, first, last, _) in ordered]
     assert len({r["calls"] for r in export["blast_radius"]["resources"]}) < len(ordered)  # ties were ordered
+    assert (len(ordered) == 60) == (objects == "own")
 
 
 def test_a_blast_radius_too_wide_for_the_memory_limit_fails_in_one_line_naming_the_setting():
