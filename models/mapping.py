@@ -270,11 +270,6 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _case(expr: str, table: Mapping[str, str | None], default: str) -> str:
-    whens = " ".join(f"WHEN {_literal(k)} THEN {_literal(v) if v is not None else 'NULL'}" for k, v in table.items())
-    return f"CASE {expr} {whens} ELSE {default} END"
-
-
 def _in(expr: str, values: frozenset[str] | dict[str, Any]) -> str:
     return f"{expr} IN ({', '.join(_literal(v) for v in sorted(values))})"
 
@@ -302,10 +297,10 @@ def mapped_sql(source: str) -> str:
     # (nested CASEs: DuckDB may evaluate both sides of an AND, and json_type raises on bad JSON)
     plain = (f"CASE WHEN {refs} <> '' AND json_valid({refs}) AND NOT contains({refs}, chr(92)) "
              f"AND NOT contains({refs}, 'null') THEN json_type({refs}) = 'OBJECT' ELSE false END")
-    name = "lower(CASE WHEN coalesce(service_name, '') <> '' THEN service_name ELSE 'unknown' END)"
-    code = (f"CASE WHEN coalesce(service_code, '') <> '' "
-            f"THEN {_case('lower(service_code)', RAM_CODE_EXCEPTIONS, 'lower(service_code)')} "
-            f"ELSE {_case(name, RAM_CODE_EXCEPTIONS, name)} END")
+    # ``ram_code``: the service code when given, else the service name (or "unknown"), lower-cased
+    named = ("lower(CASE WHEN coalesce(service_code, '') <> '' THEN service_code "
+             "WHEN coalesce(service_name, '') <> '' THEN service_name ELSE 'unknown' END)")
+    code = f"coalesce({_map(RAM_CODE_EXCEPTIONS)}[{named}], {named})"
     # per type: its code and what goes before each name (lookups in constant maps, once per type)
     overrides = _map({k: v for k, (v, _) in RESOURCE_TEMPLATES.items()})
     prefixes = _map({k: p for k, (_, p) in RESOURCE_TEMPLATES.items()})
@@ -314,7 +309,7 @@ def mapped_sql(source: str) -> str:
     head = (f"'acs:' || {rcode} || ':' || {_region(rcode)} || ':' || _account || ':' || "
             f"coalesce({prefixes}[lower(e.key)], lower({last}) || '/')")
     given = "coalesce(resource_type, '') <> '' AND coalesce(resource_name, '') <> ''"
-    entries = ("coalesce(map_entries(_map), [])")
+    entries = "coalesce(map_entries(_map), [])"
     merged = (f"CASE WHEN NOT ({given}) THEN {entries} "
               "WHEN list_contains(coalesce(map_keys(_map), []), resource_type) THEN list_transform("
               f"{entries}, lambda e: CASE WHEN e.key = resource_type AND NOT list_contains(e.value, resource_name) "

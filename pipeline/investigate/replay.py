@@ -661,8 +661,10 @@ class _Window:
         con.unregister("_tw_calls")
         kind = table.column("kind")
         sums.mapped = _facts_table_of(table.filter(pc.equal(kind, "mapped")))
-        shown = {action: self._shown(action, text) for action, text in zip(
-            *(table.filter(pc.equal(kind, "action")).column(c).to_pylist() for c in ("value", "key")), strict=True)}
+        actions = table.filter(pc.equal(kind, "action"))
+        names = actions.column("value").combine_chunks()
+        shown = dict(zip(names.to_pylist(), (_shown_all(names, actions.column("key").combine_chunks())
+                                             if self.redact else names).to_pylist(), strict=True))
         sums.actions = list(shown.values())
         touched = table.filter(pc.equal(kind, "touched"))
         if touched.num_rows:
@@ -678,14 +680,6 @@ class _Window:
                                      touched.column("last"), touched.column("key"), detail(column, "idx")],
                                     names=list(_Touched._COLUMNS))
         return table.filter(pc.equal(kind, "call"))
-
-    def _shown(self, text: str, text_json: str) -> str:
-        """A call's action or resource as the blast radius shows it: redacted where its JSON text
-        may hold a secret (``_HINT``; as ``_Call.shown``, a piece at a time: a piece whose own text
-        does not match holds nothing ``redact_text`` would change)."""
-        if self.redact and pc.match_substring_regex(pa.array([text_json]), _HINT_ANY_CASE)[0].as_py():
-            return redact_text(text)[0]
-        return text
 
     def _add_up(self, sums: _Sums, totals: _Totals) -> set[tuple[Any, ...]]:
         """Add a stretch's aggregates to ``totals``; the RAM mapping of each call Python maps and
@@ -830,7 +824,10 @@ def _facts_table(facts: dict[tuple[Any, ...], _Call]) -> pa.Table:
 
 
 def _shown_all(texts: pa.Array, texts_json: pa.Array) -> pa.Array:
-    """``_Window._shown`` of many resources at once (one regular expression over all of them)."""
+    """Actions or resources of calls SQL mapped as the blast radius shows them: redacted where
+    their JSON text may hold a secret (``_HINT``, one regular expression over all of them). As
+    ``_Call.shown``, but a piece at a time: a piece whose own text does not match holds nothing
+    ``redact_text`` would change."""
     hint = pc.match_substring_regex(texts_json, _HINT_ANY_CASE)
     if not hint.true_count:
         return texts
@@ -843,9 +840,10 @@ def _shown_all(texts: pa.Array, texts_json: pa.Array) -> pa.Array:
 def _facts_table_of(mapped: pa.Table) -> pa.Table:
     """``_facts_table``'s rows of the calls SQL mapped (``_Window._aggregates``' ``mapped`` rows:
     the facts in ``fkey``, the action's and resources' JSON in ``value`` and ``key``)."""
-    fkey = mapped.column("fkey").combine_chunks() if mapped.num_rows else pa.array([], pa.list_(pa.string()))
-    columns = {c: pc.list_element(fkey, i) if mapped.num_rows else pa.array([], pa.string())
-               for i, c in enumerate(_FACTS)}
+    if not mapped.num_rows:
+        return _facts_table({})
+    fkey = mapped.column("fkey").combine_chunks()
+    columns = {c: pc.list_element(fkey, i) for i, c in enumerate(_FACTS)}
     false = pa.array(np.zeros(mapped.num_rows, dtype=bool))
     return pa.table({**columns, "action_json": mapped.column("value").cast(pa.string()),
                      "resources_json": mapped.column("key").cast(pa.string()), "hint": false, "hidden": false})
@@ -997,7 +995,7 @@ class _Totals:
     events. Lists are in the order their items first occurred (time, then event id), then sorted
     as the export shows them; values are redacted as the events they came from are."""
 
-    def __init__(self, known: dict[str, set[str]], redact: bool, memory_limit: str = "256MB") -> None:
+    def __init__(self, known: dict[str, set[str]], redact: bool, memory_limit: str) -> None:
         self.known = known
         self.clean: Callable[[str], str] = (lambda v: redact_text(v)[0]) if redact else (lambda v: v)
         # times are µs since the epoch (``_iso`` writes them)
@@ -1078,11 +1076,6 @@ class _Sums:
     mapped: pa.Table | None = None  # the facts table's rows of the calls SQL mapped
 
 
-def _sql_text(text: str) -> str:
-    """A SQL string literal of ``text`` (a constant, so DuckDB compiles a pattern once)."""
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _radius(unique: bool) -> str:
     """SQL: the blast radius' resources (``_Touched``), each once per access and outcome with its
     calls, actions (sorted), first and last seen, and its compact JSON; writes before reads,
@@ -1121,7 +1114,7 @@ class _Touched:
         self.memory_limit = memory_limit
         self.rows: list[tuple[Any, ...]] = []  # the stretch's, until ``flush``
         self._sorted = False  # ``radius`` made (``_whole``)
-        self._unique = False  # no resource, access and outcome in two rows (``count`` finds out)
+        self._unique = False  # no resource, access and outcome in two rows (``resources`` finds out)
         self._parts: list[pa.Table] = []  # added, not yet in DuckDB
         self._con: duckdb.DuckDBPyConnection | None = None
         self._spill: tempfile.TemporaryDirectory[str] | None = None
@@ -1171,7 +1164,14 @@ class _Touched:
         writes, by DuckDB; ``_Encoded`` reads them when asked (a view that shows the first few
         sorts only those out)."""
         self.flush(whole=True)
-        return _Encoded(self if self._con is not None else None)
+        if self._con is None:
+            return _Encoded(None, 0)
+        with self._room():
+            [(distinct, rows)] = self._con.execute(
+                "SELECT (SELECT count(*) FROM (SELECT DISTINCT arn, access, outcome FROM touched)), "
+                "(SELECT count(*) FROM touched)").fetchall()
+        self._unique = distinct == rows
+        return _Encoded(self, int(distinct))
 
     def _whole(self) -> None:
         """Every resource, sorted once, for the export (read twice: digest and file)."""
@@ -1181,17 +1181,6 @@ class _Touched:
                 self._con.execute(f"CREATE TABLE radius AS {_radius(self._unique)}")
             self._con.execute("DROP TABLE touched")
             self._sorted = True
-
-    def count(self) -> int:
-        assert self._con is not None
-        with self._room():
-            if self._sorted:
-                return int(self._con.execute("SELECT count(*) FROM radius").fetchall()[0][0])
-            [(distinct, rows)] = self._con.execute(
-                "SELECT (SELECT count(*) FROM (SELECT DISTINCT arn, access, outcome FROM touched)), "
-                "(SELECT count(*) FROM touched)").fetchall()
-        self._unique = distinct == rows
-        return int(distinct)
 
     def texts(self, offset: int = 0, limit: int | None = None) -> Iterator[pa.Array]:
         """The resources' JSON texts in order (from ``offset``, at most ``limit``), a chunk at a
@@ -1222,15 +1211,14 @@ class _Touched:
             yield pc.replace_with_mask(text, pa.array(mask), redone)
 
 
-
 class _Encoded(Sequence[dict[str, Any]]):
     """A list of objects already written as compact JSON (the blast radius' resources, kept by
     ``_Touched``): the export writes the texts as they are, a chunk at a time; the views read the
-    few they show. Usable until the replay's ``_Totals`` is closed."""
+    few they show. It reads from the replay's ``_Touched``, which lives as long as it does."""
 
-    def __init__(self, source: _Touched | None) -> None:
+    def __init__(self, source: _Touched | None, length: int) -> None:
         self._source = source
-        self._length = source.count() if source is not None else 0
+        self._length = length
 
     def chunks(self) -> Iterator[pa.Array]:
         if self._source is not None:
