@@ -509,10 +509,10 @@ def test_a_blast_radius_too_wide_for_the_memory_limit_fails_in_one_line_naming_t
     import pyarrow as pa
 
     from pipeline.core.errors import TerminalError
-    from pipeline.investigate.replay import _Touched
+    from pipeline.investigate.replay import _Scratch, _Touched
 
     n = 300_000
-    touched = _Touched("16MB")
+    touched = _Touched(_Scratch("16MB"))
     touched.add(pa.table([pa.array([f"acs:oss:cn-hangzhou:1:bucket/exports/object-{i:09d}.parquet" for i in range(n)]),
                           pa.array(["read"] * n), pa.array(["succeeded"] * n), pa.array([1] * n, pa.int64()),
                           pa.array(["oss:GetObject"] * n), pa.array(range(n), pa.int64()), pa.array(range(n), pa.int64()),
@@ -521,3 +521,35 @@ def test_a_blast_radius_too_wide_for_the_memory_limit_fails_in_one_line_naming_t
     with pytest.raises(TerminalError, match=r"memory limit \(16MB\).*blast radius.*raise `memory_limit`"):
         radius = touched.resources()
         list(radius.chunks())
+
+
+def test_findings_among_entries_with_hidden_characters_are_written_in_place_and_inert(odd_values):
+    """The events before a finding go out together, then the finding: the timeline keeps its
+    order, the entries with hidden characters are escaped in the file, and the digest checks."""
+    store, inv, trail = odd_values
+    detect(store, inv, START - timedelta(days=1), START + timedelta(days=1))
+    text, export, replay = _verified_export(store, inv)
+    timeline = export["timeline"]
+    findings = [i for i, e in enumerate(timeline) if e["kind"] == "finding"]
+    assert any(0 < i < len(timeline) - 1 for i in findings)  # a finding between events
+    assert [e["event_time"] for e in timeline] == sorted(e["event_time"] for e in timeline)
+    assert len(timeline) == len(trail.events) + len(findings) == replay.entries
+    assert "\u202e" not in text and "\u200b" not in text
+    escaped = [line for line in text.split("\n") if '"kind":"event"' in line and "\\u202e" in line]
+    assert len(escaped) == len(trail.events) - 1  # all but the password's event (no user agent)
+
+
+def test_the_calls_mapping_kept_on_disk_between_the_two_passes_gives_the_same_export(long_window, monkeypatch,
+                                                                                      mapping):
+    """Each stretch's RAM mapping is kept from the pass that adds the window up to the one that
+    writes its entries: in memory while small, then in a file (an agent that reads an object per
+    call has a mapping per event). Either way, the same export."""
+    from pipeline.investigate import replay as module
+
+    store, inv, _ = long_window
+    monkeypatch.setattr(module, "STRETCH", 50)  # ~36 stretches
+    held, _, _ = _verified_export(store, inv)
+    monkeypatch.setattr(module._KeptFacts, "KEPT", 0)
+    on_disk, export, _ = _verified_export(store, inv)
+    assert _normalised(on_disk) == _normalised(held)
+    assert len(export["timeline"]) > 1800

@@ -29,7 +29,9 @@ Python's (``_slow``), which is then built as before. So the export costs about w
 rows costs, not a parse and two serialisations of every event. The blast radius' resources are
 merged, sorted and written as JSON in a DuckDB of the replay's own (``_Touched``), and the
 export's header is written a chunk at a time: memory grows neither with the events nor with the
-distinct resources.
+distinct resources. The window is read in two passes: ``_Window.add_up`` adds it up, so the
+header is known before the first entry; then ``_Window.entries`` has the entries written, and
+they go straight to the export (``_Export``), hashed as they go.
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ import io
 import json
 import re
 import tempfile
-import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -125,12 +126,12 @@ def write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | N
     ``digest=False`` (the terminal view: no export, so no digest) adds up the window and reads
     the entries of its last stretches only, those the view's ``last`` entries are in.
 
-    Memory stays flat in the number of events: the window is read a stretch at a time; each
-    stretch's summary, blast radius and changes are added up in DuckDB and merged (memory in the
-    number of distinct resources and sources, not events), and its timeline entries are written
-    to a temporary file, one compact entry a line. Then the export is written - its header
-    indented, the entries as they are, the redaction note and the digest last - and hashed as it
-    is written. The views keep the ``last`` entries and ``around`` entries on each side of every
+    Memory stays flat in the number of events: the window is read a stretch at a time, twice.
+    First each stretch's summary, blast radius and changes are added up in DuckDB and merged
+    (memory in the number of distinct resources and sources, not events); then the export is
+    written - its header indented, the timeline's entries as each stretch's are written, one
+    compact entry a line, the redaction note and the digest last - and hashed as it is written.
+    On failure ``out`` holds the export up to there. The views keep the ``last`` entries and ``around`` entries on each side of every
     finding (``Replay.shown``)."""
     with _collector_paused():
         return _write_replay(store, agent, inventory, out, since=since, until=until, with_raw=with_raw,
@@ -159,43 +160,18 @@ def _write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | 
     since = since or until - timedelta(days=90)
     findings = sorted((f for f in list_findings(store, agent=agent)
                        if f["last_seen"] >= since and f["first_seen"] < until), key=lambda f: (f["first_seen"], f["id"]))
-    window = _Window(store, agent, since, until, with_raw=with_raw, redact=redact)
     limit = store.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-    totals = _Totals(_history(store, agent, since), redact, limit)
+    scratch = _Scratch(limit)
+    totals = _Totals(_history(store, agent, since), redact, scratch)
     extract = _Extract(last, around)
     pending = deque((_us(f["first_seen"]), to_jsonable(_finding_entry(f))) for f in findings)
     inv = inventory.agent(agent)
     generated_at = utcnow()
-    with _Timeline(keep=digest or out is not None) as timeline:  # else only the views' last entries
-
-        def put_finding() -> None:
-            when, entry = pending.popleft()
-            line = _compact(entry)
-            extract.add(timeline.count, "finding", when, entry)
-            timeline.add([line], {0} if HIDDEN_IN_JSON.search(line) else set())
-
-        for batch in window.batches(totals, tail=None if timeline.keep else last):
-            if isinstance(batch, _Skipped):  # a stretch whose entries no view shows: counted
-                while pending and pending[0][0] < batch.until:
-                    put_finding()
-                timeline.count += batch.entries
-                extract.skipped = extract.skipped or batch.entries > 0
-                continue
-            times = batch.times
-            if not (pending and pending[0][0] <= times[-1]) and not extract.after:
-                # no finding among them: the views can keep only the batch's last entries
-                start = max(0, len(times) - extract.reach)
-                for i, line in enumerate(batch.lines(start), start):
-                    extract.add(timeline.count + i, "event", times[i], line)
-                timeline.add_batch(batch)
-                continue
-            for i, (when, line) in enumerate(zip(times, batch.lines(), strict=True)):
-                while pending and pending[0][0] <= when:
-                    put_finding()
-                extract.add(timeline.count, "event", when, line)
-                timeline.add([line], {0} if i in batch.hidden else set())
-        while pending:
-            put_finding()
+    keep = digest or out is not None  # else only the views' last entries
+    with _Window(store, agent, since, until, with_raw=with_raw, redact=redact) as window, \
+            _Export(out, keep) as export:
+        window.add_up(totals, tail=None if keep else last)
+        batches = window.entries()  # the first stretches' entries are written while the header is
         header = {**to_jsonable({
             "agent": agent,
             "registered": inv is not None,
@@ -208,11 +184,45 @@ def _write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | 
             "blast_radius": totals.blast_radius(),  # text and numbers already
             "changes": totals.changes(),
             "findings": to_jsonable(findings)}
+        export.begin(header)
+
+        def put_finding() -> None:
+            when, entry = pending.popleft()
+            line = _compact(entry)
+            extract.add(export.count, "finding", when, entry)
+            export.add([line], {0} if HIDDEN_IN_JSON.search(line) else set())
+
+        for batch in batches:
+            if isinstance(batch, _Skipped):  # a stretch whose entries no view shows: counted
+                while pending and pending[0][0] < batch.until:
+                    put_finding()
+                export.count += batch.entries
+                extract.skipped = extract.skipped or batch.entries > 0
+                continue
+            times = batch.times
+            if not (pending and pending[0][0] <= times[-1]) and not extract.after:
+                # no finding among them: the views can keep only the batch's last entries
+                start = max(0, len(times) - extract.reach)
+                for i, line in enumerate(batch.lines(start), start):
+                    extract.add(export.count + i, "event", times[i], line)
+                export.add_batch(batch)
+                continue
+            lines, done = batch.lines(), 0  # the events before each finding go out together
+            for i, when in enumerate(times):
+                if pending and pending[0][0] <= when:
+                    export.add(lines[done:i], {j - done for j in batch.hidden if done <= j < i})
+                    done = i
+                    while pending and pending[0][0] <= when:
+                        put_finding()
+                extract.add(export.count + i - done, "event", when, lines[i])
+            export.add(lines[done:], {j - done for j in batch.hidden if j >= done})
+        while pending:
+            put_finding()
         trailer = to_jsonable({"redaction": _redaction_note(redact, window.redacted)})
-        sha = timeline.write_export(header, trailer, out) if timeline.keep else ""
+        sha = export.end(trailer)
     shown = extract.entries()
     report = {**header, "timeline": [entry for _, entry in shown], **trailer, "sha256": sha}
-    return Replay(report, sha, shown, totals.activity, timeline.count)
+    return Replay(report, sha, shown, totals.activity, export.count)
 
 
 def _us(when: datetime) -> int:
@@ -230,83 +240,62 @@ def _compact(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False)
 
 
-def _pretty(value: Any, indent: str = "") -> str:
-    """The JSON of the export's header and trailer: as ``json_text(..., indent=2)`` writes it, but
-    a list of objects (the blast radius' resources, the findings) one compact object a line, so a
-    blast radius of a million resources costs the C encoder, not Python's indenting one."""
-    return "".join(_pretty_parts(value, indent))
+def _pretty(value: Any) -> str:
+    """The JSON of the export's trailer: as ``json_text(..., indent=2)`` writes it (``_both_parts``)."""
+    return "".join(pretty.decode() for _, pretty in _both_parts(value))
 
 
-def _pretty_parts(value: Any, indent: str = "") -> Iterator[str]:
-    """``_pretty``'s text in parts: an ``_Encoded`` list a chunk at a time, never whole (a blast
-    radius of a million objects is ~250 MB of text)."""
+def _both_parts(value: Any, indent: str = "", *, close: bool = True) -> Iterator[tuple[Any, Any]]:
+    """``value``'s JSON in parts, each part in two forms (bytes, or an Arrow buffer): compact, what
+    the digest is over (``_compact``'s text), and as the export writes it: indented by two, but a
+    list of objects (the blast radius' resources, the findings) one compact object a line, and
+    through ``json_inert``. An ``_Encoded`` list (a blast radius of a million resources is ~250 MB
+    of text) goes a chunk at a time, each chunk joined in Arrow: no Python string per resource,
+    and read once for both forms. ``close=False``: a dict without its closing brace."""
     inner = indent + "  "
     if isinstance(value, _Encoded):
-        if not value:
-            yield "[]"
+        if not len(value):
+            yield b"[]", b"[]"
             return
-        separator = "[\n" + inner
+        compact, pretty = b"[", ("[\n" + inner).encode()
         for chunk in value.chunks():
-            yield separator + (",\n" + inner).join(_inert_all(chunk))
-            separator = ",\n" + inner
-        yield f"\n{indent}]"
+            yield compact, pretty
+            yield _joined(chunk, ","), _joined(_inert_array(chunk), ",\n" + inner)
+            compact, pretty = b",", (",\n" + inner).encode()
+        yield b"]", f"\n{indent}]".encode()
     elif isinstance(value, dict) and value:
-        separator = "{\n"
+        opening = "{"
         for k, v in value.items():
-            yield f"{separator}{inner}{_compact(k)}: "
-            yield from _pretty_parts(v, inner)
-            separator = ",\n"
-        yield f"\n{indent}}}"
+            key = _compact(k)
+            yield f"{opening}{key}:".encode(), f"{opening}\n{inner}{key}: ".encode()
+            yield from _both_parts(v, inner)
+            opening = ","
+        if close:
+            yield b"}", f"\n{indent}}}".encode()
     elif isinstance(value, list) and value:
-        yield "[\n" + ",\n".join(inner + _inert(_compact(v)) for v in value) + f"\n{indent}]"
+        yield (_compact(value).encode(),
+               ("[\n" + ",\n".join(inner + _inert(_compact(v)) for v in value) + f"\n{indent}]").encode())
     else:
-        yield _inert(_compact(value))
+        text = _compact(value)
+        yield text.encode(), _inert(text).encode()
 
 
-def _compact_parts(value: dict[str, Any]) -> Iterator[str]:
-    """``_compact`` of a dict that may hold ``_Encoded`` lists, in parts: each such list is
-    written as its texts, a chunk at a time, where a placeholder no text can hold (a random
-    token) stands in the JSON of the rest."""
-    holes: dict[str, _Encoded] = {}
-
-    def swap(v: Any) -> Any:
-        if isinstance(v, _Encoded):
-            token = f"\x00{uuid.uuid4().hex}"
-            holes[_json_string(token)] = v
-            return token
-        return {k: swap(x) for k, x in v.items()} if isinstance(v, dict) else v
-
-    text = _compact(swap(value))
-    for token, encoded in holes.items():
-        before, text = text.split(token, 1)
-        yield before + "["
-        separator = ""
-        for chunk in encoded.chunks():
-            yield separator + ",".join(chunk.to_pylist())
-            separator = ","
-        yield "]"
-    yield text
+def _joined(texts: pa.Array, separator: str) -> pa.Buffer:
+    """The texts joined by ``separator``, by Arrow."""
+    if pa.types.is_large_string(texts.type):
+        texts = texts.cast(pa.string())
+    whole = pa.ListArray.from_arrays(pa.array([0, len(texts)], pa.int32()), texts)
+    joined: pa.Buffer = pc.binary_join(whole, separator)[0].as_buffer()
+    return joined
 
 
-def _cut_end(parts: Iterator[str], n: int) -> Iterator[str]:
-    """``parts`` without the last ``n`` characters of the whole (all in its last part)."""
-    last: str | None = None
-    for part in parts:
-        if last is not None:
-            yield last
-        last = part
-    assert last is not None and len(last) >= n
-    yield last[:-n]
-
-
-def _inert_all(texts: pa.Array) -> list[str]:
+def _inert_array(texts: pa.Array) -> pa.Array:
     """``_inert`` of many texts: only those not plain ASCII go through ``json_inert``."""
-    out: list[str] = texts.to_pylist()
-    plain = pc.and_(pc.string_is_ascii(texts), pc.invert(pc.match_substring(texts, "\x7f")))
-    if plain.false_count:
-        for i in pc.indices_nonzero(pc.invert(plain)).to_pylist():
-            out[i] = json_inert(out[i])
-    return out
+    odd = pc.invert(pc.and_(pc.string_is_ascii(texts), pc.invert(pc.match_substring(texts, "\x7f"))))
+    if not odd.true_count:
+        return texts
+    return pc.replace_with_mask(texts, odd, pa.array([json_inert(t) for t in texts.filter(odd).to_pylist()],
+                                                     texts.type))
 
 
 def _inert(text: str) -> str:
@@ -314,99 +303,88 @@ def _inert(text: str) -> str:
     return text if text.isascii() and "\x7f" not in text else json_inert(text)
 
 
-class _Timeline:
-    """The timeline while it streams: each entry's compact JSON on a line of a temporary file (a
-    compact entry holds no raw newline), so neither the events nor their text stay in memory;
-    ``hidden``: the entries with characters ``json_inert`` escapes in the file."""
+class _Export:
+    """The JSON export as it is written to ``out`` (``None``: only hashed) and hashed: the header
+    (``begin``), the timeline's entries as they come (``add``, ``add_batch``), then the trailer
+    and the digest (``end``). The digest is SHA-256 of the compact export without it (what
+    ``export_digest`` computes of the export once parsed), taken in a thread of its own
+    (``hashlib`` lets go of the GIL over large blocks) over the compact form of each part, in
+    order, while the file gets the indented one: an entry is its compact JSON on a line of its own,
+    through ``json_inert`` where it has characters that escapes (the same data once parsed).
+    ``keep=False``: nothing is written or hashed, the entries are only counted."""
 
-    def __init__(self, keep: bool = True) -> None:
-        self.keep = keep  # False: only counted (no export is written)
-        self.file = tempfile.TemporaryFile("w+b")  # noqa: SIM115 - closed by __exit__
-        self.count = 0
-        self.hidden: deque[int] = deque()
+    def __init__(self, out: TextIO | None, keep: bool) -> None:
+        self.out, self.keep = out, keep
+        self.count = 0  # the timeline's entries so far
+        self._binary = _utf8_buffer(out)
+        self._sha = hashlib.sha256()
+        self._hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trailwarden-digest")
+        self._hashed: deque[Future[None]] = deque()
 
-    def __enter__(self) -> _Timeline:
+    def __enter__(self) -> _Export:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.file.close()
+        self._hashing.shutdown(wait=True, cancel_futures=True)
+
+    def _hash(self, data: Any) -> None:
+        while len(self._hashed) > 4:  # a few blocks ahead at most
+            self._hashed.popleft().result()
+        self._hashed.append(self._hashing.submit(self._sha.update, data))
+
+    def _write(self, data: Any) -> None:
+        if self.out is None:
+            return
+        if self._binary is not None:
+            self._binary.write(data)
+        else:
+            self.out.write(bytes(data).decode())
+
+    def begin(self, header: dict[str, Any]) -> None:
+        if not self.keep:
+            return
+        for compact, pretty in _both_parts(header, close=False):
+            self._hash(compact)
+            self._write(pretty)
+        self._hash(b',"timeline":[')
+        self._write(b',\n  "timeline": [')
 
     def add(self, lines: list[str], hidden: set[int]) -> None:
-        if not self.keep:
-            self.count += len(lines)
-            return
-        self.hidden.extend(self.count + i for i in sorted(hidden))
-        self.file.write(("\n".join(lines) + "\n").encode())
-        self.count += len(lines)
+        """Entries (their compact JSON); ``hidden``: those with characters ``json_inert`` escapes."""
+        if lines:
+            self._add("\n".join(lines).encode(), len(lines), hidden)
 
     def add_batch(self, batch: _Batch) -> None:
         """A batch's entries: DuckDB's text as it is when it wrote them all (no Python per entry)."""
         text = batch.text_bytes() if self.keep else None
         if text is None:
             self.add(batch.lines(), batch.hidden)
-            return
-        self.hidden.extend(self.count + i for i in sorted(batch.hidden))
-        self.file.write(text)
-        self.count += len(batch.times)
+        else:
+            self._add(text[:-1].tobytes(), len(batch.times), batch.hidden)
 
-    def write_export(self, header: dict[str, Any], trailer: dict[str, Any], out: TextIO | None) -> str:
-        """Write the export to ``out`` (if any) and return its digest, computed over the bytes as
-        they go by: SHA-256 of the compact export without it (what ``export_digest`` computes of
-        the export once parsed). In the file an entry is its compact JSON on a line of its own,
-        through ``json_inert`` where it has hidden characters (the same data once parsed)."""
-        sha = hashlib.sha256()
-        for part in _cut_end(_compact_parts(header), 1):
-            sha.update(part.encode())
-        sha.update(b',"timeline":[')
-        if out is not None:
-            for part in _cut_end(_pretty_parts(header), 2):
-                out.write(part)
-            out.write(',\n  "timeline": [')
-        binary = _utf8_buffer(out)
-        self.file.seek(0)
-        first, position, rest = True, 0, b""
-        # the digest is taken in a thread of its own while the file is written (hashlib lets go
-        # of the GIL over large blocks): one block hashed at a time, in order
-        hashed: Future[None] | None = None
+    def _add(self, body: bytes, n: int, hidden: set[int]) -> None:
+        """``n`` entries, a line each in ``body``."""
+        if self.keep:
+            self._hash((b"," if self.count else b"") + body.replace(b"\n", b","))
+            if self.out is not None:
+                if hidden:
+                    lines = body.decode().split("\n")
+                    for i in hidden:
+                        lines[i] = json_inert(lines[i])
+                    body = "\n".join(lines).encode()
+                self._write((b",\n    " if self.count else b"\n    ") + body.replace(b"\n", b",\n    "))
+        self.count += n
 
-        def add(body: bytes, first: bool) -> None:
-            sha.update(body.replace(b"\n", b",") if first else b"," + body.replace(b"\n", b","))
-
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="trailwarden-digest") as hashing:
-            while block := self.file.read(1 << 20):
-                block = rest + block
-                cut = block.rfind(b"\n") + 1  # every entry ends in a newline
-                if cut == 0:
-                    rest = block
-                    continue
-                body, rest = block[:cut - 1], block[cut:]
-                lines = body.count(b"\n") + 1 if self.hidden else 0  # only positions of hidden entries matter
-                if hashed is not None:
-                    hashed.result()
-                hashed = hashing.submit(add, body, first)
-                if out is not None:
-                    if self.hidden and self.hidden[0] < position + lines:
-                        body = self._inert(body.decode().split("\n"), position).encode()
-                    body = (b"\n    " if first else b",\n    ") + body.replace(b"\n", b",\n    ")
-                    if binary is not None:
-                        binary.write(body)
-                    else:
-                        out.write(body.decode())
-                first, position = False, position + lines
-        if hashed is not None:
-            hashed.result()
-        sha.update(("]," + _compact(trailer)[1:]).encode())
-        digest = sha.hexdigest()
-        if out is not None:
-            out.write(("\n  ]" if self.count else "]") + "," + _pretty({**trailer, "sha256": digest})[1:] + "\n")
+    def end(self, trailer: dict[str, Any]) -> str:
+        """Write the trailer with the digest; returns the digest ("" when not ``keep``)."""
+        if not self.keep:
+            return ""
+        self._hash(("]," + _compact(trailer)[1:]).encode())
+        while self._hashed:
+            self._hashed.popleft().result()
+        digest = self._sha.hexdigest()
+        self._write((("\n  ]" if self.count else "]") + "," + _pretty({**trailer, "sha256": digest})[1:] + "\n").encode())
         return digest
-
-    def _inert(self, lines: list[str], position: int) -> str:
-        """These lines (the first at ``position``), the marked ones through ``json_inert``."""
-        while self.hidden and self.hidden[0] < position + len(lines):
-            at = self.hidden.popleft() - position
-            lines[at] = json_inert(lines[at])
-        return "\n".join(lines)
 
 
 def _utf8_buffer(out: TextIO | None) -> Any:
@@ -470,6 +448,18 @@ class _Window:
         self.sessions = self._sessions()
         self.facts: dict[tuple[Any, ...], _Call] = {}  # the RAM mapping of the calls seen lately
         self.redacted = 0
+        self.stretches: list[tuple[datetime, datetime, int]] = []
+        self.counts: list[int] = []  # the events of each stretch (its own and through its roles)
+        self.first = 0  # the first stretch whose entries are written
+        self.kept = _KeptFacts()  # each written stretch's facts table, from add_up to entries
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="trailwarden-replay")
+
+    def __enter__(self) -> _Window:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.kept.close()
 
     def _sessions(self) -> list[str]:
         where, params = self.condition
@@ -501,25 +491,80 @@ class _Window:
         return (f"SELECT *, {_ACCOUNT} AS account, referenced_resources::VARCHAR AS resources_text "  # noqa: S608
                 f"FROM ({sql})", values)
 
-    def batches(self, totals: _Totals, tail: int | None = None) -> Iterator[_Batch | _Skipped]:
-        """The window's timeline entries, oldest first, a batch at a time: each event's time (µs
-        since the epoch), its entry's JSON, and which entries have characters ``json_inert``
-        escapes. Each stretch is first added up into ``totals`` (``_aggregates``, ``_add_up``);
-        then DuckDB writes its entries (``_entries``) with the calls' actions and resources from
-        Python; an entry that may hold a secret, or whose text DuckDB would write differently, is
-        built in Python (``_slow_line``). With ``tail``, only the stretches that hold the last
-        ``tail`` events are written; the others are added up and yielded as ``_Skipped``.
+    def add_up(self, totals: _Totals, tail: int | None = None) -> None:
+        """The first of two passes over the window: add up each stretch into ``totals``
+        (``_aggregates``, ``_add_up``), and keep the RAM mapping of its calls (its facts table) for
+        the second (``entries``). With ``tail``, only the stretches that hold the last ``tail``
+        events will be written (``self.first`` on).
 
-        The stretches go through a pipeline of two worker threads, each query on a cursor of its
-        own: while this thread hands out stretch k-1's entries, DuckDB writes stretch k's and adds
-        up stretch k+1. A stretch lies within one of DuckDB's row groups, which one thread scans:
-        read one after the other, a stretch's queries kept one core busy and the other idle (and
-        the writing waited for them). At most two stretches' entries are held (~30 MB each)."""
-        stretches = _stretches(self.store, "", self.since, self.until, self.condition)
-        first = _tail_start(stretches, tail)
-        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="trailwarden-replay")
+        The stretches' queries run on the two workers, each on a cursor of its own: a stretch lies
+        within one of DuckDB's row groups, which one thread scans, so two at a time keep both
+        cores busy. Adding up first means the export's header is known before its first entry is
+        written: the entries then go straight to the export (no copy of the timeline to write and
+        hash at the end), hashed while the next stretches' entries are written."""
+        self.stretches = _stretches(self.store, "", self.since, self.until, self.condition)
+        self.first = _tail_start(self.stretches, tail)
+        sums: dict[int, Future[_Sums]] = {}
+
+        def ahead(k: int) -> None:
+            for j in range(k, min(k + 2, len(self.stretches))):
+                if j not in sums:
+                    sums[j] = self.pool.submit(self._aggregates, self.store.cursor(), *self.stretches[j][:2])
+
+        with self._bounded():
+            ahead(0)
+            for k in range(len(self.stretches)):
+                added = sums.pop(k).result()
+                ahead(k + 1)
+                before = totals.events
+                keys = self._add_up(added, totals)
+                self.counts.append(totals.events - before)
+                if self.counts[k] and k >= self.first:
+                    facts = _facts_table({key: self.facts[key] for key in keys})
+                    self.kept.put(k, pa.concat_tables([facts, added.mapped]) if added.mapped is not None else facts)
+
+    def entries(self) -> Iterator[_Batch | _Skipped]:
+        """The second pass (after ``add_up``): the window's timeline entries, oldest first, a
+        batch at a time: each event's time (µs since the epoch), its entry's JSON, and which
+        entries have characters ``json_inert`` escapes; a stretch before ``self.first`` as a
+        ``_Skipped``. DuckDB writes each stretch's entries (``_entries``) with the calls' actions
+        and resources from its facts table; an entry that may hold a secret, or whose text DuckDB
+        would write differently, is built in Python (``_slow_line``).
+
+        The first two stretches are handed to the workers at once (they are written while the
+        caller writes the export's header); then one more each time one is taken. At most three
+        stretches' entries are held (~60 MB each)."""
+        todo = deque(k for k in range(self.first, len(self.stretches)) if self.counts[k])
+        running: deque[Future[tuple[pa.Table, dict[str, dict[str, Any]]]]] = deque()
+
+        def submit() -> None:
+            if todo:
+                k = todo.popleft()
+                start, end, _ = self.stretches[k]
+                running.append(self.pool.submit(self._entries, self.store.cursor(), start, end, self.kept.take(k)))
+
+        submit()
+        submit()
+        return self._written(running, submit)
+
+    def _written(self, running: deque[Future[tuple[pa.Table, dict[str, dict[str, Any]]]]],
+                 submit: Callable[[], None]) -> Iterator[_Batch | _Skipped]:
+        """``entries``' batches as the workers finish them (see there)."""
+        for k in range(self.first):
+            if self.counts[k]:
+                yield _Skipped(self.counts[k], _us(self.stretches[k][1]))
+        with self._bounded():
+            while running:
+                done = running.popleft().result()
+                submit()
+                yield from self._batches(done)
+
+    @contextmanager
+    def _bounded(self) -> Iterator[None]:
+        """A stretch that does not fit the store's memory limit fails in one line that says what
+        to raise."""
         try:
-            yield from self._pipeline(stretches, first, totals, pool)
+            yield
         except duckdb.OutOfMemoryException:
             limit = self.store.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
             raise TerminalError(
@@ -527,41 +572,6 @@ class _Window:
                 f"{STRETCH_BYTES >> 20} MiB of raw events is read two at a time, and events of several KB each "
                 "take several times their size; raise `memory_limit` in the config (1GB replays 12 KB "
                 "events)") from None
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-    def _pipeline(self, stretches: list[tuple[datetime, datetime, int]], first: int, totals: _Totals,
-                  pool: ThreadPoolExecutor) -> Iterator[_Batch | _Skipped]:
-        """``batches``' stretches through the pool (see there)."""
-        sums: dict[int, Future[_Sums]] = {}
-
-        def add_up_ahead(k: int) -> None:
-            # two stretches ahead while none is written (the other worker is idle then)
-            for j in range(k, min(k + (2 if k + 1 < first else 1), len(stretches))):
-                if j not in sums:
-                    sums[j] = pool.submit(self._aggregates, self.store.cursor(), *stretches[j][:2])
-
-        add_up_ahead(0)
-        written: Future[tuple[pa.Table, dict[str, dict[str, Any]]]] | None = None  # the last stretch submitted
-        for k, (start, end, _) in enumerate(stretches):
-            added = sums.pop(k).result()
-            add_up_ahead(k + 1)
-            before = totals.events
-            keys = self._add_up(added, totals)
-            if totals.events == before:
-                continue
-            if k < first:
-                yield _Skipped(totals.events - before, _us(end))
-                continue
-            facts = _facts_table({key: self.facts[key] for key in keys})
-            if added.mapped is not None:
-                facts = pa.concat_tables([facts, added.mapped])
-            writing = pool.submit(self._entries, self.store.cursor(), start, end, facts)
-            if written is not None:
-                yield from self._batches(written.result())
-            written = writing
-        if written is not None:
-            yield from self._batches(written.result())
 
     def _batches(self, entries: tuple[pa.Table, dict[str, dict[str, Any]]]) -> Iterator[_Batch]:
         table, rows = entries
@@ -995,7 +1005,7 @@ class _Totals:
     events. Lists are in the order their items first occurred (time, then event id), then sorted
     as the export shows them; values are redacted as the events they came from are."""
 
-    def __init__(self, known: dict[str, set[str]], redact: bool, memory_limit: str) -> None:
+    def __init__(self, known: dict[str, set[str]], redact: bool, scratch: _Scratch) -> None:
         self.known = known
         self.clean: Callable[[str], str] = (lambda v: redact_text(v)[0]) if redact else (lambda v: v)
         # times are µs since the epoch (``_iso`` writes them)
@@ -1005,7 +1015,7 @@ class _Totals:
         self.activity: dict[datetime, list[int]] = defaultdict(lambda: [0, 0])
         self.values: dict[str, dict[str, list[Any]]] = defaultdict(dict)  # kind -> value -> [calls, first, last, order]
         self.actions: set[str] = set()
-        self.touched = _Touched(memory_limit)
+        self.touched = _Touched(scratch)
 
     def add(self, keys: list[tuple[Any, ...]], sums: _Sums, facts: dict[tuple[Any, ...], _Call]) -> None:
         """Merge one stretch's aggregates (``_Window._aggregates``; ``keys``: the facts of each of
@@ -1097,27 +1107,94 @@ def _radius(unique: bool) -> str:
         ORDER BY access <> 'write', outcome <> 'succeeded', calls DESC, o"""  # noqa: S608 - fixed SQL
 
 
+class _Scratch:
+    """The replay's own DuckDB, in memory under the store's memory limit, spilling to a temporary
+    directory: what a replay keeps in the number of distinct calls and resources (an agent whose
+    every call names an object of its own has as many as it made calls), kept out of Python."""
+
+    def __init__(self, memory_limit: str) -> None:
+        self.memory_limit = memory_limit
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._spill: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            self._spill = tempfile.TemporaryDirectory(prefix="trailwarden-replay-")
+            self._con = duckdb.connect(config={"memory_limit": self.memory_limit, "threads": 2,
+                                               "temp_directory": self._spill.name})
+            self._con.execute("SET enable_external_access = false")
+        return self._con
+
+    @contextmanager
+    def room(self, doing: str) -> Iterator[None]:
+        """Running out of the memory limit while ``doing`` fails in one line that says what to raise."""
+        try:
+            yield
+        except duckdb.OutOfMemoryException:
+            raise TerminalError(f"replay ran out of its memory limit ({self.memory_limit}) {doing}; raise "
+                                "`memory_limit` in the config") from None
+
+
+class _KeptFacts:
+    """Each written stretch's facts table (``_facts_table``'s columns), from the pass that adds
+    the stretches up to the one that writes their entries (``_Window.add_up``, ``entries``): in
+    memory up to ``KEPT`` rows in all, the rest in a temporary file (Arrow's IPC format, read
+    back as it was written: no parse)."""
+
+    KEPT = 100_000
+
+    def __init__(self) -> None:
+        self.held: dict[int, pa.Table] = {}
+        self.rows = 0  # held
+        self.file: Any = None  # the temporary file, once a table is put there
+        self.stored: dict[int, tuple[int, int]] = {}  # stretch -> (offset, length) in the file
+
+    def put(self, stretch: int, facts: pa.Table) -> None:
+        if self.rows + facts.num_rows <= self.KEPT:
+            self.held[stretch] = facts
+            self.rows += facts.num_rows
+            return
+        if self.file is None:
+            self.file = tempfile.TemporaryFile(prefix="trailwarden-replay-")  # noqa: SIM115 - closed by close
+        start = self.file.seek(0, io.SEEK_END)
+        with pa.ipc.new_stream(self.file, facts.schema) as writer:
+            writer.write_table(facts)
+        self.stored[stretch] = (start, self.file.tell() - start)
+
+    def take(self, stretch: int) -> pa.Table:
+        if stretch in self.held:
+            facts = self.held.pop(stretch)
+            self.rows -= facts.num_rows
+            return facts
+        start, length = self.stored.pop(stretch)
+        self.file.seek(start)
+        return pa.ipc.open_stream(self.file.read(length)).read_all()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
 class _Touched:
     """The blast radius' resources as the stretches name them, one row per (resource, access,
-    outcome, call) of a stretch, kept in DuckDB (an in-memory database of its own, which may
-    spill to a temporary directory), not as Python objects: an agent whose every call names an
-    object of its own touches as many resources as it made calls, and a million of them held as
-    dicts and sets took over a GiB. Merged, sorted and written as JSON once, at the end
-    (``resources``)."""
+    outcome, call) of a stretch, kept in the replay's own DuckDB (``_Scratch``), not as Python
+    objects: an agent whose every call names an object of its own touches as many resources as
+    it made calls, and a million of them held as dicts and sets took over a GiB. Merged, sorted
+    and written as JSON as they are read, at the end (``resources``)."""
 
     KEPT = 100_000  # rows held in Arrow before they go to DuckDB
     _COLUMNS = ("arn", "access", "outcome", "calls", "action", "first", "last", "key", "idx")
     _TYPES = (pa.string(), pa.string(), pa.string(), pa.int64(), pa.string(), pa.int64(), pa.int64(), pa.string(),
               pa.int32())
+    _DOING = "adding up the blast radius (a row per resource touched, merged and sorted in DuckDB)"
 
-    def __init__(self, memory_limit: str) -> None:
-        self.memory_limit = memory_limit
+    def __init__(self, scratch: _Scratch) -> None:
+        self.scratch = scratch
         self.rows: list[tuple[Any, ...]] = []  # the stretch's, until ``flush``
-        self._sorted = False  # ``radius`` made (``_whole``)
         self._unique = False  # no resource, access and outcome in two rows (``resources`` finds out)
         self._parts: list[pa.Table] = []  # added, not yet in DuckDB
-        self._con: duckdb.DuckDBPyConnection | None = None
-        self._spill: tempfile.TemporaryDirectory[str] | None = None
+        self._stored = False  # the touched table made in the scratch DuckDB
 
     def flush(self, *, whole: bool = False) -> None:
         """Move the rows added to DuckDB: every ``KEPT`` rows (each insert costs ~10 ms, a few
@@ -1128,87 +1205,58 @@ class _Touched:
             self.add(pa.table([pa.array(c, t) for c, t in zip(columns, self._TYPES, strict=True)],
                               names=self._COLUMNS))
         if self._parts and (whole or sum(p.num_rows for p in self._parts) >= self.KEPT):
-            con = self._connection()
+            con = self.scratch.con
+            if not self._stored:
+                con.execute("CREATE TABLE touched (arn VARCHAR, access VARCHAR, outcome VARCHAR, calls BIGINT, "
+                            "action VARCHAR, first BIGINT, last BIGINT, key VARCHAR, idx INTEGER)")
+                self._stored = True
             con.register("_tw_part", pa.concat_tables(self._parts))
-            with self._room():
+            with self.scratch.room(self._DOING):
                 con.execute("INSERT INTO touched SELECT * FROM _tw_part")
             con.unregister("_tw_part")
             self._parts = []
 
-    @contextmanager
-    def _room(self) -> Iterator[None]:
-        """Running out of the memory limit here fails in one line that says what to raise."""
-        try:
-            yield
-        except duckdb.OutOfMemoryException:
-            raise TerminalError(
-                f"replay ran out of its memory limit ({self.memory_limit}) adding up the blast radius (a row per "
-                "resource touched, merged and sorted in DuckDB); raise `memory_limit` in the config") from None
-
     def add(self, part: pa.Table) -> None:
         """Rows in ``_COLUMNS``' order."""
         self._parts.append(part)
-
-    def _connection(self) -> duckdb.DuckDBPyConnection:
-        if self._con is None:
-            self._spill = tempfile.TemporaryDirectory(prefix="trailwarden-replay-")
-            self._con = duckdb.connect(config={"memory_limit": self.memory_limit, "threads": 2,
-                                               "temp_directory": self._spill.name})
-            self._con.execute("CREATE TABLE touched (arn VARCHAR, access VARCHAR, outcome VARCHAR, calls BIGINT, "
-                              "action VARCHAR, first BIGINT, last BIGINT, key VARCHAR, idx INTEGER)")
-            self._con.execute("SET enable_external_access = false")
-        return self._con
 
     def resources(self) -> _Encoded:
         """Each resource once per access and outcome (``_radius``), as the compact JSON the export
         writes, by DuckDB; ``_Encoded`` reads them when asked (a view that shows the first few
         sorts only those out)."""
         self.flush(whole=True)
-        if self._con is None:
+        if not self._stored:
             return _Encoded(None, 0)
-        with self._room():
-            [(distinct, rows)] = self._con.execute(
+        with self.scratch.room(self._DOING):
+            [(distinct, rows)] = self.scratch.con.execute(
                 "SELECT (SELECT count(*) FROM (SELECT DISTINCT arn, access, outcome FROM touched)), "
                 "(SELECT count(*) FROM touched)").fetchall()
         self._unique = distinct == rows
         return _Encoded(self, int(distinct))
 
-    def _whole(self) -> None:
-        """Every resource, sorted once, for the export (read twice: digest and file)."""
-        assert self._con is not None
-        if not self._sorted:
-            with self._room():
-                self._con.execute(f"CREATE TABLE radius AS {_radius(self._unique)}")
-            self._con.execute("DROP TABLE touched")
-            self._sorted = True
-
     def texts(self, offset: int = 0, limit: int | None = None) -> Iterator[pa.Array]:
         """The resources' JSON texts in order (from ``offset``, at most ``limit``), a chunk at a
-        time. DuckDB's text of a value differs from Python's (which the digest is recomputed
-        with) only in the hex case of a ``\\u00XX`` escape: those few are written by Python
-        (``_json_string``)."""
-        assert self._con is not None
-        if limit is None:
-            self._whole()
-        source = "radius" if self._sorted else f"({_radius(self._unique)})"
-        query = f"SELECT * FROM {source}" + (f" LIMIT {int(limit)} OFFSET {int(offset)}" if limit is not None else "")  # noqa: S608
-        with self._room():
-            reader = self._con.sql(query).to_arrow_reader(50_000)
-        for batch in reader:
-            text = batch.column("text")
-            differs = pc.match_substring_regex(text, r"\\u00[01][A-F]")
-            if not differs.true_count:
-                yield text
-                continue
-            rows = batch.filter(differs).to_pylist()
-            redone = pa.array([
-                f'{{"resource":{_json_string(r["arn"])},"access":"{r["access"]}","outcome":"{r["outcome"]}",'
-                f'"calls":{r["calls"]},"actions":[{",".join(map(_json_string, r["actions"]))}],'
-                f'"first_seen":"{_iso(r["first"])}","last_seen":"{_iso(r["last"])}"}}' for r in rows], text.type)
-            at = pc.indices_nonzero(differs)
-            mask = np.zeros(len(text), dtype=bool)
-            mask[at.to_numpy()] = True
-            yield pc.replace_with_mask(text, pa.array(mask), redone)
+        time, sorted as they are read. DuckDB's text of a value differs from Python's (which the
+        digest is recomputed with) only in the hex case of a ``\\u00XX`` escape: those few are
+        written by Python (``_json_string``)."""
+        query = _radius(self._unique) + (f" LIMIT {int(limit)} OFFSET {int(offset)}" if limit is not None else "")
+        with self.scratch.room(self._DOING):
+            reader = self.scratch.con.sql(query).to_arrow_reader(50_000)
+            for batch in reader:
+                yield self._checked(batch)
+
+    @staticmethod
+    def _checked(batch: pa.RecordBatch) -> pa.Array:
+        text = batch.column("text")
+        differs = pc.match_substring_regex(text, r"\\u00[01][A-F]")
+        if not differs.true_count:
+            return text
+        rows = batch.filter(differs).to_pylist()
+        redone = pa.array([
+            f'{{"resource":{_json_string(r["arn"])},"access":"{r["access"]}","outcome":"{r["outcome"]}",'
+            f'"calls":{r["calls"]},"actions":[{",".join(map(_json_string, r["actions"]))}],'
+            f'"first_seen":"{_iso(r["first"])}","last_seen":"{_iso(r["last"])}"}}' for r in rows], text.type)
+        return pc.replace_with_mask(text, differs, redone)
 
 
 class _Encoded(Sequence[dict[str, Any]]):
