@@ -587,7 +587,7 @@ class _Window:
         try:
             con.register(_FACTS_TABLE, facts)
             source, values = self._source(start, end, raw=True)
-            entries = con.sql(_entry_sql(source), params=values).to_arrow_table()
+            entries = con.sql(_entry_sql(source), params=values).to_arrow_table(BATCH)
             slow = _slow(entries.column("line"), entries.column("hint"), self.redact)
             ids = entries.column("event_id").filter(slow).to_pylist()
             rows = dict(con.execute(_rows_sql(source), [*values, ids]).fetchall()) if ids else {}
