@@ -33,6 +33,8 @@ REFERENCES = [
     '{"ACS::ECS::Instance": ["i-\\"q"]}', '{"ACS::ECS::Instance": ["i-\\u00e9"]}',
     '{"ACS::OSS::Object": ["b/中文.txt", "b/it\'s"]}', '{"ACS::ÉCS::Disk": ["d-1"]}',
     '{"ACS::ECS::Disk": ["d-1", "d-1"]}', '{"İ::Thing": ["t"]}', '{"ACS::ECS::Instance": ["null-box"]}',
+    '{\n "ACS::ECS::Instance" :\t[ "i-1" ,"i-2" ]\r\n}', '{"ACS::ECS::Instance": ["i-1\u0001"]}',
+    '{"ACS::ECS::Instance": ["i-1"]} x', '{"ACS::ECS::\u007fDisk": ["d"]}', '{"ACS::OSS::Object": ["b/a\u00e9"],}',
 ]
 RESOURCE_FIELDS = [(None, None), ("ACS::ECS::Instance", "i-1"), ("ACS::ECS::Instance", "i-9"), ("ACS::ECS::Disk", "d-1"),
                    ("", "x"), ("ACS::ECS::Instance", ""), ("ÀCS::X", "y")]
