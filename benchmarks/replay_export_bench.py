@@ -13,13 +13,17 @@ its own:
 * ``trailwarden replay busy --format json|table|html -o FILE`` end to end, with the store's
   default memory limit.
 
-Prints seconds, events/s and peak RSS for each, and the ratio to the reference, and checks that
+Each round measures the reference and then each format, ``--rounds`` times (3): this machine's
+speed drifts by a third between minutes, so one pair of runs can say 2x or 3.3x of the same code.
+Prints the median seconds (with their spread), CPU seconds, events/s and the peak RSS of each, and
+each format's ratio to the reference (the median of its ratios to its own round's), and checks that
 the JSON export holds every event (one timeline entry a line). Every event names an object of its
 own (``referenced_resources`` as ingest stores it), so the RAM mapping sees a distinct call per event
 and the blast radius lists N resources: the worst case for the export, which maps each distinct call
 once. ``--resources shared``: one of 7 buckets instead, calls that repeat (the usual agent).
 
-Usage: python benchmarks/replay_export_bench.py [--events 1000000] [--resources own|shared] [--keep]
+Usage: python benchmarks/replay_export_bench.py [--events 1000000] [--resources own|shared] [--rounds 3]
+       [--keep]
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -113,15 +118,15 @@ REFERENCED = ("json_object('ACS::OSS::Object', ['evidence-bucket-' || (i % 7) ||
 SHARED = "json_object('ACS::OSS::Bucket', ['evidence-bucket-' || (i % 7)])"
 
 
-def measure(argv: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of a child process."""
+def measure(argv: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + system) and peak RSS (MiB) of a child process."""
     started = time.monotonic()
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.monotonic() - started
     if os.waitstatus_to_exitcode(status):
         raise SystemExit(f"{' '.join(argv[:4])}… failed: {proc.stderr.read() if proc.stderr else ''}")
-    return seconds, usage.ru_maxrss / 1024
+    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def main() -> None:
@@ -131,6 +136,9 @@ def main() -> None:
                         help="own: every event names an object of its own (the worst case: a blast radius of "
                              "N resources, a RAM mapping per event); shared: one of 7 buckets")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="each round measures the reference and then each format; the medians are shown, "
+                             "each format's ratio the median of its ratios to its own round's reference")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="trailwarden-replay-export-"))
     try:
@@ -143,22 +151,39 @@ def main() -> None:
         print(f"store: busy has {n:,} events ({db.stat().st_size / 2**20:,.0f} MiB on disk), "
               f"built in {time.monotonic() - started:.0f} s")
         window = [SINCE.isoformat(), END.isoformat()]
-        reference, ref_rss = measure([sys.executable, "-c", REFERENCE.format(columns=COLUMNS), str(db), *window])
-        print(f"{'measure':<46} {'seconds':>8} {'events/s':>10} {'peak RSS':>10} {'x SELECT':>9}")
-        print(f"{'reference: bare SELECT of the rows (raw incl.)':<46} {reference:>8.2f} {n / reference:>10,.0f} "
-              f"{ref_rss:>6,.0f} MiB {1:>9.2f}")
-        for fmt in ("table", "json", "html"):
-            out = workdir / f"out.{fmt}"
-            seconds, rss = measure([sys.executable, "-m", "pipeline", "--config", str(config), "replay", "busy",
-                                    "--since", window[0], "--until", window[1], "--db", str(db), "--format", fmt,
-                                    "-o", str(out)])
-            label = f"replay --format {fmt} ({out.stat().st_size / 2**20:,.0f} MiB)"
-            if fmt == "json":
-                with out.open(encoding="utf-8") as f:
-                    exported = sum(line.startswith('    {"event_id":') for line in f)
-                if exported != n:
-                    raise SystemExit(f"the JSON export holds {exported:,} events of {n:,}")
-            print(f"{label:<46} {seconds:>8.2f} {n / seconds:>10,.0f} {rss:>6,.0f} MiB {seconds / reference:>9.2f}")
+        runs: dict[str, list[tuple[float, float, float]]] = {}
+        ratios: dict[str, list[float]] = {}
+        sizes: dict[str, int] = {}
+        for _ in range(max(1, args.rounds)):
+            reference = measure([sys.executable, "-c", REFERENCE.format(columns=COLUMNS), str(db), *window])
+            runs.setdefault("reference", []).append(reference)
+            for fmt in ("table", "json", "html"):
+                out = workdir / f"out.{fmt}"
+                run = measure([sys.executable, "-m", "pipeline", "--config", str(config), "replay", "busy",
+                               "--since", window[0], "--until", window[1], "--db", str(db), "--format", fmt,
+                               "-o", str(out)])
+                if fmt == "json":
+                    with out.open(encoding="utf-8") as f:
+                        exported = sum(line.startswith('    {"event_id":') for line in f)
+                    if exported != n:
+                        raise SystemExit(f"the JSON export holds {exported:,} events of {n:,}")
+                runs.setdefault(fmt, []).append(run)
+                ratios.setdefault(fmt, []).append(run[0] / reference[0])
+                sizes[fmt] = out.stat().st_size
+        print(f"{len(runs['reference'])} rounds; medians (each ratio: the median of the format's ratios to its "
+              "round's reference; the spread of wall times in brackets)")
+        print(f"{'measure':<46} {'seconds':>8} {'(spread)':>13} {'CPU s':>7} {'events/s':>10} {'peak RSS':>10} "
+              f"{'x SELECT':>9}")
+        for name, measured in runs.items():
+            wall = statistics.median(m[0] for m in measured)
+            cpu = statistics.median(m[1] for m in measured)
+            rss = max(m[2] for m in measured)
+            spread = f"({min(m[0] for m in measured):.1f}-{max(m[0] for m in measured):.1f})"
+            ratio = statistics.median(ratios[name]) if name in ratios else 1.0
+            label = ("reference: bare SELECT of the rows (raw incl.)" if name == "reference"
+                     else f"replay --format {name} ({sizes[name] / 2**20:,.0f} MiB)")
+            print(f"{label:<46} {wall:>8.2f} {spread:>13} {cpu:>7.1f} {n / wall:>10,.0f} {rss:>6,.0f} MiB "
+                  f"{ratio:>9.2f}")
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
