@@ -553,3 +553,18 @@ def test_the_calls_mapping_kept_on_disk_between_the_two_passes_gives_the_same_ex
     on_disk, export, _ = _verified_export(store, inv)
     assert _normalised(on_disk) == _normalised(held)
     assert len(export["timeline"]) > 1800
+
+
+def test_events_stored_out_of_time_order_are_exported_in_it(store: Store):
+    """The entries come from DuckDB in the order they were stored and are sorted only when that
+    is not theirs: a trail delivered backwards, with events sharing a second, still exports
+    oldest first, ties by event id, the same document as the trail delivered in order."""
+    inv = inventory(agent("monitor", policies=READ_ONLY))
+    trail = Trail(inv)
+    for i in range(60):
+        trail.add("monitor", START + timedelta(seconds=10 * (i // 3)))  # three events a second
+    ingest(store, list(reversed(trail.events)), inv)
+    text, export, _ = _verified_export(store, inv)
+    keys = [(e["event_time"], e["event_id"]) for e in export["timeline"]]
+    assert keys == sorted(keys) and len(keys) == 60
+    assert len({t for t, _ in keys}) == 20

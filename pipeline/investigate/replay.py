@@ -581,13 +581,13 @@ class _Window:
 
     def _entries(self, con: Any, start: datetime, end: datetime,
                  facts: pa.Table) -> tuple[pa.Table, dict[str, dict[str, Any]]]:
-        """The stretch's timeline entries (``_entry_sql``), oldest first, with which of them
-        Python must build (``slow``) and those events' columns by id (a worker's task: it
-        closes its cursor)."""
+        """The stretch's timeline entries (``_entry_sql``), oldest first (``_in_time_order``),
+        with which of them Python must build (``slow``) and those events' columns by id (a
+        worker's task: it closes its cursor)."""
         try:
             con.register(_FACTS_TABLE, facts)
             source, values = self._source(start, end, raw=True)
-            entries = con.sql(_entry_sql(source), params=values).to_arrow_table(BATCH)
+            entries = _in_time_order(con.sql(_entry_sql(source), params=values).to_arrow_table(BATCH))
             slow = _slow(entries.column("line"), entries.column("hint"), self.redact)
             ids = entries.column("event_id").filter(slow).to_pylist()
             rows = dict(con.execute(_rows_sql(source), [*values, ids]).fetchall()) if ids else {}
@@ -922,7 +922,8 @@ _PAGING_KEYS = '(?i)"(?:' + "|".join(sorted(NOT_SECRET)) + ')"'
 
 
 def _entry_sql(source: str) -> str:
-    """Each event of ``source`` as its timeline entry, oldest first: ``t`` (µs since the epoch),
+    """Each event of ``source`` as its timeline entry, in no set order (``_in_time_order`` puts
+    them in theirs): ``t`` (µs since the epoch),
     ``event_id``, ``line`` (the entry's JSON then a newline: the columns written by DuckDB, the
     action and resources from the facts table (mapped by Python or by SQL, ``_aggregates``), the
     raw event minified, in one ``concat``) and the facts' ``hint`` and ``hidden``. Parameters: the
@@ -939,8 +940,21 @@ def _entry_sql(source: str) -> str:
         SELECT epoch_us(event_time) AS t, event_id, hint, hidden, concat({', '.join(parts)}) AS line
         FROM (SELECT e.*, coalesce(f.action_json, error('replay: an event whose call was not mapped')) AS action_json,
                      f.resources_json, f.hint, f.hidden
-              FROM ({source}) e LEFT JOIN {_FACTS_TABLE} f ON {_FACT_JOIN})
-        ORDER BY event_time, event_id"""  # noqa: S608 - fixed SQL
+              FROM ({source}) e LEFT JOIN {_FACTS_TABLE} f ON {_FACT_JOIN})"""  # noqa: S608 - fixed SQL
+
+
+def _in_time_order(entries: pa.Table) -> pa.Table:
+    """The entries by time, then event id. A stretch's events come in the order they were
+    stored, nearly always theirs: they are sorted (in Arrow) only when they are not. DuckDB's
+    ``ORDER BY`` moved every entry's text through its sort: ~40% of the entry query's CPU."""
+    times = entries.column("t").to_numpy()
+    steps = np.diff(times)
+    if (steps >= 0).all():
+        ties = pa.array(np.flatnonzero(steps == 0))
+        ids = entries.column("event_id")
+        if not len(ties) or pc.all(pc.less(ids.take(ties), ids.take(pc.add(ties, 1)))).as_py():
+            return entries
+    return entries.take(pc.sort_indices(entries, sort_keys=[("t", "ascending"), ("event_id", "ascending")]))
 
 
 def _rows_sql(source: str) -> str:
