@@ -665,9 +665,9 @@ class _Window:
                   FROM m WHERE exact) WHERE NOT suffix(arn, ':*')
             UNION ALL SELECT DISTINCT 'action', mapped_action, 0, NULL, NULL, to_json(mapped_action)::VARCHAR, NULL, NULL
             FROM m WHERE exact
-            UNION ALL SELECT DISTINCT 'mapped', to_json(mapped_action)::VARCHAR, 0, NULL, NULL,
-                                      to_json(mapped_resources)::VARCHAR, [{', '.join(_FACTS)}], NULL
-            FROM m WHERE exact""").to_arrow_table()  # noqa: S608 - fixed SQL
+            UNION ALL SELECT 'mapped', to_json(mapped_action)::VARCHAR, 0, NULL, NULL,
+                             to_json(mapped_resources)::VARCHAR, [{', '.join(_FACTS)}], NULL
+            FROM (SELECT DISTINCT ON ({', '.join(_FACTS)}) * FROM m WHERE exact)""").to_arrow_table()  # noqa: S608
         con.unregister("_tw_calls")
         kind = table.column("kind")
         sums.mapped = _facts_table_of(table.filter(pc.equal(kind, "mapped")))
