@@ -509,10 +509,10 @@ def test_a_blast_radius_too_wide_for_the_memory_limit_fails_in_one_line_naming_t
     import pyarrow as pa
 
     from pipeline.core.errors import TerminalError
-    from pipeline.investigate.replay import _Scratch, _Touched
+    from pipeline.investigate.replay import _Touched
 
     n = 300_000
-    touched = _Touched(_Scratch("16MB"))
+    touched = _Touched("16MB")
     touched.add(pa.table([pa.array([f"acs:oss:cn-hangzhou:1:bucket/exports/object-{i:09d}.parquet" for i in range(n)]),
                           pa.array(["read"] * n), pa.array(["succeeded"] * n), pa.array([1] * n, pa.int64()),
                           pa.array(["oss:GetObject"] * n), pa.array(range(n), pa.int64()), pa.array(range(n), pa.int64()),

@@ -160,9 +160,6 @@ def _write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | 
     since = since or until - timedelta(days=90)
     findings = sorted((f for f in list_findings(store, agent=agent)
                        if f["last_seen"] >= since and f["first_seen"] < until), key=lambda f: (f["first_seen"], f["id"]))
-    limit = store.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-    scratch = _Scratch(limit)
-    totals = _Totals(_history(store, agent, since), redact, scratch)
     extract = _Extract(last, around)
     pending = deque((_us(f["first_seen"]), to_jsonable(_finding_entry(f))) for f in findings)
     inv = inventory.agent(agent)
@@ -170,6 +167,7 @@ def _write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | 
     keep = digest or out is not None  # else only the views' last entries
     with _Window(store, agent, since, until, with_raw=with_raw, redact=redact) as window, \
             _Export(out, keep) as export:
+        totals = _Totals(_history(store, agent, since), redact, window.memory_limit)
         window.add_up(totals, tail=None if keep else last)
         batches = window.entries()  # the first stretches' entries are written while the header is
         header = {**to_jsonable({
@@ -226,7 +224,7 @@ def _write_replay(store: Store, agent: str, inventory: Inventory, out: TextIO | 
 
 
 def _us(when: datetime) -> int:
-    """Microseconds since the epoch (what ``_Window.batches`` gives each event's time as)."""
+    """Microseconds since the epoch (what ``_Window.entries`` gives each event's time as)."""
     return (when - _EPOCH) // timedelta(microseconds=1)
 
 
@@ -446,6 +444,7 @@ class _Window:
         self.with_raw, self.redact = with_raw, redact
         self.condition = agent_filter(store, agent)
         self.sessions = self._sessions()
+        self.memory_limit: str = store.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
         self.facts: dict[tuple[Any, ...], _Call] = {}  # the RAM mapping of the calls seen lately
         self.redacted = 0
         self.stretches: list[tuple[datetime, datetime, int]] = []
@@ -566,9 +565,8 @@ class _Window:
         try:
             yield
         except duckdb.OutOfMemoryException:
-            limit = self.store.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
             raise TerminalError(
-                f"replay ran out of the store's memory limit ({limit}): a stretch of up to "
+                f"replay ran out of the store's memory limit ({self.memory_limit}): a stretch of up to "
                 f"{STRETCH_BYTES >> 20} MiB of raw events is read two at a time, and events of several KB each "
                 "take several times their size; raise `memory_limit` in the config (1GB replays 12 KB "
                 "events)") from None
@@ -1019,7 +1017,7 @@ class _Totals:
     events. Lists are in the order their items first occurred (time, then event id), then sorted
     as the export shows them; values are redacted as the events they came from are."""
 
-    def __init__(self, known: dict[str, set[str]], redact: bool, scratch: _Scratch) -> None:
+    def __init__(self, known: dict[str, set[str]], redact: bool, memory_limit: str) -> None:
         self.known = known
         self.clean: Callable[[str], str] = (lambda v: redact_text(v)[0]) if redact else (lambda v: v)
         # times are µs since the epoch (``_iso`` writes them)
@@ -1029,7 +1027,7 @@ class _Totals:
         self.activity: dict[datetime, list[int]] = defaultdict(lambda: [0, 0])
         self.values: dict[str, dict[str, list[Any]]] = defaultdict(dict)  # kind -> value -> [calls, first, last, order]
         self.actions: set[str] = set()
-        self.touched = _Touched(scratch)
+        self.touched = _Touched(memory_limit)
 
     def add(self, keys: list[tuple[Any, ...]], sums: _Sums, facts: dict[tuple[Any, ...], _Call]) -> None:
         """Merge one stretch's aggregates (``_Window._aggregates``; ``keys``: the facts of each of
@@ -1121,35 +1119,6 @@ def _radius(unique: bool) -> str:
         ORDER BY access <> 'write', outcome <> 'succeeded', calls DESC, o"""  # noqa: S608 - fixed SQL
 
 
-class _Scratch:
-    """The replay's own DuckDB, in memory under the store's memory limit, spilling to a temporary
-    directory: what a replay keeps in the number of distinct calls and resources (an agent whose
-    every call names an object of its own has as many as it made calls), kept out of Python."""
-
-    def __init__(self, memory_limit: str) -> None:
-        self.memory_limit = memory_limit
-        self._con: duckdb.DuckDBPyConnection | None = None
-        self._spill: tempfile.TemporaryDirectory[str] | None = None
-
-    @property
-    def con(self) -> duckdb.DuckDBPyConnection:
-        if self._con is None:
-            self._spill = tempfile.TemporaryDirectory(prefix="trailwarden-replay-")
-            self._con = duckdb.connect(config={"memory_limit": self.memory_limit, "threads": 2,
-                                               "temp_directory": self._spill.name})
-            self._con.execute("SET enable_external_access = false")
-        return self._con
-
-    @contextmanager
-    def room(self, doing: str) -> Iterator[None]:
-        """Running out of the memory limit while ``doing`` fails in one line that says what to raise."""
-        try:
-            yield
-        except duckdb.OutOfMemoryException:
-            raise TerminalError(f"replay ran out of its memory limit ({self.memory_limit}) {doing}; raise "
-                                "`memory_limit` in the config") from None
-
-
 class _KeptFacts:
     """Each written stretch's facts table (``_facts_table``'s columns), from the pass that adds
     the stretches up to the one that writes their entries (``_Window.add_up``, ``entries``): in
@@ -1192,23 +1161,24 @@ class _KeptFacts:
 
 class _Touched:
     """The blast radius' resources as the stretches name them, one row per (resource, access,
-    outcome, call) of a stretch, kept in the replay's own DuckDB (``_Scratch``), not as Python
-    objects: an agent whose every call names an object of its own touches as many resources as
-    it made calls, and a million of them held as dicts and sets took over a GiB. Merged, sorted
-    and written as JSON as they are read, at the end (``resources``)."""
+    outcome, call) of a stretch, kept in DuckDB (an in-memory database of its own under the
+    store's memory limit, which may spill to a temporary directory), not as Python objects: an
+    agent whose every call names an object of its own touches as many resources as it made
+    calls, and a million of them held as dicts and sets took over a GiB. Merged, sorted and
+    written as JSON as they are read, at the end (``resources``)."""
 
     KEPT = 100_000  # rows held in Arrow before they go to DuckDB
     _COLUMNS = ("arn", "access", "outcome", "calls", "action", "first", "last", "key", "idx")
     _TYPES = (pa.string(), pa.string(), pa.string(), pa.int64(), pa.string(), pa.int64(), pa.int64(), pa.string(),
               pa.int32())
-    _DOING = "adding up the blast radius (a row per resource touched, merged and sorted in DuckDB)"
 
-    def __init__(self, scratch: _Scratch) -> None:
-        self.scratch = scratch
+    def __init__(self, memory_limit: str) -> None:
+        self.memory_limit = memory_limit
         self.rows: list[tuple[Any, ...]] = []  # the stretch's, until ``flush``
         self._unique = False  # no resource, access and outcome in two rows (``resources`` finds out)
         self._parts: list[pa.Table] = []  # added, not yet in DuckDB
-        self._stored = False  # the touched table made in the scratch DuckDB
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._spill: tempfile.TemporaryDirectory[str] | None = None
 
     def flush(self, *, whole: bool = False) -> None:
         """Move the rows added to DuckDB: every ``KEPT`` rows (each insert costs ~10 ms, a few
@@ -1219,13 +1189,9 @@ class _Touched:
             self.add(pa.table([pa.array(c, t) for c, t in zip(columns, self._TYPES, strict=True)],
                               names=self._COLUMNS))
         if self._parts and (whole or sum(p.num_rows for p in self._parts) >= self.KEPT):
-            con = self.scratch.con
-            if not self._stored:
-                con.execute("CREATE TABLE touched (arn VARCHAR, access VARCHAR, outcome VARCHAR, calls BIGINT, "
-                            "action VARCHAR, first BIGINT, last BIGINT, key VARCHAR, idx INTEGER)")
-                self._stored = True
+            con = self._connection()
             con.register("_tw_part", pa.concat_tables(self._parts))
-            with self.scratch.room(self._DOING):
+            with self._room():
                 con.execute("INSERT INTO touched SELECT * FROM _tw_part")
             con.unregister("_tw_part")
             self._parts = []
@@ -1234,15 +1200,35 @@ class _Touched:
         """Rows in ``_COLUMNS``' order."""
         self._parts.append(part)
 
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            self._spill = tempfile.TemporaryDirectory(prefix="trailwarden-replay-")
+            self._con = duckdb.connect(config={"memory_limit": self.memory_limit, "threads": 2,
+                                               "temp_directory": self._spill.name})
+            self._con.execute("CREATE TABLE touched (arn VARCHAR, access VARCHAR, outcome VARCHAR, calls BIGINT, "
+                              "action VARCHAR, first BIGINT, last BIGINT, key VARCHAR, idx INTEGER)")
+            self._con.execute("SET enable_external_access = false")
+        return self._con
+
+    @contextmanager
+    def _room(self) -> Iterator[None]:
+        """Running out of the memory limit here fails in one line that says what to raise."""
+        try:
+            yield
+        except duckdb.OutOfMemoryException:
+            raise TerminalError(
+                f"replay ran out of its memory limit ({self.memory_limit}) adding up the blast radius (a row per "
+                "resource touched, merged and sorted in DuckDB); raise `memory_limit` in the config") from None
+
     def resources(self) -> _Encoded:
         """Each resource once per access and outcome (``_radius``), as the compact JSON the export
         writes, by DuckDB; ``_Encoded`` reads them when asked (a view that shows the first few
         sorts only those out)."""
         self.flush(whole=True)
-        if not self._stored:
+        if self._con is None:
             return _Encoded(None, 0)
-        with self.scratch.room(self._DOING):
-            [(distinct, rows)] = self.scratch.con.execute(
+        with self._room():
+            [(distinct, rows)] = self._con.execute(
                 "SELECT (SELECT count(*) FROM (SELECT DISTINCT arn, access, outcome FROM touched)), "
                 "(SELECT count(*) FROM touched)").fetchall()
         self._unique = distinct == rows
@@ -1253,9 +1239,10 @@ class _Touched:
         time, sorted as they are read. DuckDB's text of a value differs from Python's (which the
         digest is recomputed with) only in the hex case of a ``\\u00XX`` escape: those few are
         written by Python (``_json_string``)."""
+        assert self._con is not None
         query = _radius(self._unique) + (f" LIMIT {int(limit)} OFFSET {int(offset)}" if limit is not None else "")
-        with self.scratch.room(self._DOING):
-            reader = self.scratch.con.sql(query).to_arrow_reader(50_000)
+        with self._room():
+            reader = self._con.sql(query).to_arrow_reader(50_000)
             for batch in reader:
                 yield self._checked(batch)
 
