@@ -22,11 +22,16 @@ Rules from ../shared/notes/ram-policy.md section 2:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from models.columns import distinct_codes
 from models.policy import Request
 
 # Not RAM-authorized API calls: sign-ins, Alibaba Cloud acting on its own, and console operations
@@ -345,3 +350,63 @@ def mapped_sql(source: str) -> str:
                            CASE WHEN coalesce(account, '') <> '' THEN account ELSE '*' END AS _account,
                            CASE WHEN {plain} THEN json_transform({refs}, '"MAP(VARCHAR, VARCHAR[])"') END AS _map
                     FROM ({source}))))"""  # noqa: S608 - fixed SQL around the caller's relation
+
+
+# -- the same mapping by template, for calls that name one object each -------------------------------
+# An agent that reads or writes an object per call (a bulk download, a backup) has as many distinct
+# calls as events, which differ only in the object's name. Such a call's mapping is its template's
+# (the call with a placeholder for the name: mapped once, by the Python rules above) with the name
+# put back, which holds wherever those rules only append the name: not when a resource field or
+# request parameters are compared with it (``_referenced``'s merge, ``_parameter_target``), nor
+# when the template does not give one resource ending in the placeholder. Those calls are mapped
+# one by one, as before.
+_ONE_REFERENCE = (rf'^{_SPACE}\{{{_SPACE}"(?P<type>[^"\\\x00-\x1f]*)"{_SPACE}:{_SPACE}\[{_SPACE}'
+                  rf'"(?P<name>[^"\\\x00-\x1f]*)"{_SPACE}\]{_SPACE}\}}{_SPACE}$')
+_PLACE = "\x00"  # the name's placeholder (no such name holds it: JSON escapes it)
+_FIELDS = tuple(CallFacts.__dataclass_fields__)
+_REFERENCES = _FIELDS.index("referenced_resources")
+
+
+@dataclass(frozen=True, slots=True)
+class Templated:
+    """Calls mapped by template (``by_template``): ``rows`` are the calls' row numbers, ``names``
+    their object's name, ``template`` the number of their template; per template, its ``actions``
+    and ``heads`` (its one resource's ARN up to the name). A call's resource is its head then its
+    name."""
+
+    rows: np.ndarray
+    template: np.ndarray
+    names: pa.Array
+    actions: list[str]
+    heads: list[str]
+
+
+def by_template(facts: Sequence[pa.Array]) -> Templated:
+    """Map the calls (``CallFacts``' columns, in order, as Arrow strings) whose references name
+    one object of one type, by template (see above); the others are not in the result."""
+    parts = pc.extract_regex(facts[_REFERENCES], _ONE_REFERENCE)
+    field = dict(zip(_FIELDS, facts, strict=True))
+    candidates = pc.and_(pc.is_valid(parts), pc.and_not(
+        pc.invert(pc.fill_null(pc.not_equal(field["request_parameters"], ""), False)),
+        pc.fill_null(pc.and_(pc.not_equal(field["resource_type"], ""), pc.not_equal(field["resource_name"], "")),
+                     False)))
+    rows = np.flatnonzero(candidates.to_numpy(zero_copy_only=False))
+    if not len(rows):
+        return Templated(rows, rows, pa.array([], pa.string()), [], [])
+    taken = pa.array(rows)
+    parts = parts.take(taken)
+    kinds = pc.struct_field(parts, "type")
+    codes, combos = distinct_codes([*(column.take(taken) for i, column in enumerate(facts) if i != _REFERENCES),
+                                    kinds])
+    actions, heads, valid = [], [], np.zeros(len(combos) + 1, dtype=bool)
+    for number, combo in enumerate(combos):
+        values = list(combo[:-1])
+        values.insert(_REFERENCES, json.dumps({combo[-1]: [_PLACE]}))
+        call = CallFacts(*values)
+        arns = resources(call) if is_authorized_call(call.event_type, call.service_name) else []
+        one = len(arns) == 1 and arns[0].endswith(_PLACE)  # the name is the ARN's end
+        actions.append(action(call))
+        heads.append(arns[0][:-1] if one else "")
+        valid[number] = one
+    keep = valid[codes]
+    return Templated(rows[keep], codes[keep], pc.struct_field(parts, "name").filter(pa.array(keep)), actions, heads)

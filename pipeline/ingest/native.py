@@ -61,6 +61,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from models.columns import distinct_codes
 from models.inventory import Attributor
 from pipeline.ingest import jsontext
 from pipeline.ingest.batches import _LOCATED_SCHEMA, LOCATION, Batch, events_to_arrow, to_batches
@@ -478,7 +479,7 @@ class NativeReader:
         """The agent of each row by the inventory's rule (AccessKey first, then identity), called
         once per distinct (identity, AccessKey, account). The one place the native path
         attributes: when attribution moves to read time, this goes."""
-        codes, values = _distinct_codes([pa.chunked_array([identities]), rows["access_key_id"], rows["account_id"]])
+        codes, values = distinct_codes([pa.chunked_array([identities]), rows["access_key_id"], rows["account_id"]])
         agents = np.array([self.attribute(*v) for v in values] or [""], dtype=object)
         return pa.array(agents[codes] if len(codes) else [], pa.string())
 
@@ -567,30 +568,6 @@ def _group_lines(line_bytes: float) -> int:
         if ROW_GROUP_ROWS // parts * line_bytes <= GROUP_BYTES:
             return ROW_GROUP_ROWS // parts
     return 1
-
-
-def _distinct_codes(columns: list[pa.ChunkedArray]) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
-    """For each row, the number of its distinct combination of ``columns`` (NULL apart from any
-    string), and the combinations in that numbering: Python then runs once per combination."""
-    if not len(columns[0]):
-        return np.zeros(0, dtype=np.int64), []
-    code = np.zeros(len(columns[0]), dtype=np.int64)
-    dictionaries = []
-    for column in columns:
-        encoded = pc.dictionary_encode(column.combine_chunks())
-        size = len(encoded.dictionary) + 1
-        indices = encoded.indices.fill_null(size - 1).to_numpy(zero_copy_only=False).astype(np.int64)
-        code = code * size + indices
-        dictionaries.append(encoded.dictionary.to_pylist() + [None])
-    unique, inverse = np.unique(code, return_inverse=True)
-    values = []
-    for c in unique.tolist():
-        parts = []
-        for dictionary in reversed(dictionaries):
-            c, i = divmod(c, len(dictionary))
-            parts.append(dictionary[i])
-        values.append(tuple(reversed(parts)))
-    return inverse, values
 
 
 def _duplicate_plain_keys(keys: pa.ChunkedArray) -> pa.Array:
@@ -698,7 +675,7 @@ def _per_distinct(columns: list[pa.ChunkedArray], rule: Callable[..., tuple[Any,
     """``rule`` over each distinct combination of ``columns``, as a row-aligned object matrix
     (one column per value the rule returns); a combination it refuses (``MalformedEvent``)
     clears ``ok`` for its rows."""
-    codes, combos = _distinct_codes(columns)
+    codes, combos = distinct_codes(columns)
     results: list[tuple[Any, ...] | None] = []
     refused: list[int] = []
     for i, combo in enumerate(combos):

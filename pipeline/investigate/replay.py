@@ -60,6 +60,7 @@ from models.mapping import (
     PARAMETER_TARGETS,
     CallFacts,
     action,
+    by_template,
     is_authorized_call,
     mapped_sql,
     resources,
@@ -424,8 +425,10 @@ _FACTS = ("event_type", "event_name", "service_name", "service_code", "acs_regio
 _FACT_JOIN = " AND ".join(f"e.{c} IS NOT DISTINCT FROM f.{c}" for c in _FACTS)
 _ACCOUNT = "CASE WHEN recipient_account_id <> '' THEN recipient_account_id ELSE account_id END"
 _FACTS_TABLE = "_tw_replay_facts"
-# A stretch with more distinct calls than this has them mapped in SQL (``_Window._map_in_sql``):
-# planning that query costs ~40 ms, mapping a call in Python ~25 µs.
+# A stretch with more distinct calls than this has those naming one object each mapped by
+# template (``_Window._map_by_template``), and the rest, if still more, in SQL
+# (``_Window._map_in_sql``): planning that query costs ~40 ms, mapping a call in Python ~25 µs.
+_MAP_BY_TEMPLATE = 1_000
 _MAP_IN_SQL = 1_000
 
 
@@ -629,6 +632,8 @@ class _Window:
             is_call = pc.equal(table.column("kind"), "call")
             sums = _Sums()
             calls = table.filter(is_call)
+            if calls.num_rows > _MAP_BY_TEMPLATE:
+                calls = self._map_by_template(calls, sums)
             if calls.num_rows > _MAP_IN_SQL:
                 calls = self._map_in_sql(con, calls, sums)
         finally:
@@ -668,12 +673,10 @@ class _Window:
             FROM (SELECT DISTINCT ON ({', '.join(_FACTS)}) * FROM m WHERE exact)""").to_arrow_table()  # noqa: S608
         con.unregister("_tw_calls")
         kind = table.column("kind")
-        sums.mapped = _facts_table_of(table.filter(pc.equal(kind, "mapped")))
+        sums.put(mapped=_facts_table_of(table.filter(pc.equal(kind, "mapped"))))
         actions = table.filter(pc.equal(kind, "action"))
-        names = actions.column("value").combine_chunks()
-        shown = dict(zip(names.to_pylist(), (_shown_all(names, actions.column("key").combine_chunks())
-                                             if self.redact else names).to_pylist(), strict=True))
-        sums.actions = list(shown.values())
+        shown = self._shown_actions(actions.column("value").combine_chunks(), actions.column("key").combine_chunks(),
+                                    sums)
         touched = table.filter(pc.equal(kind, "touched"))
         if touched.num_rows:
             detail = pc.struct_field  # the touched rows in _Touched's columns
@@ -683,11 +686,59 @@ class _Window:
                 arn = _shown_all(arn, detail(column, "arn_json"))
                 if any(shown[a] != a for a in shown):
                     action = pa.array([shown[a] for a in action.to_pylist()], pa.string())
-            sums.touched = pa.table([arn, detail(column, "access"), detail(column, "outcome"),
-                                     touched.column("count"), action, touched.column("first"),
-                                     touched.column("last"), touched.column("key"), detail(column, "idx")],
-                                    names=list(_Touched._COLUMNS))
+            sums.put(touched=pa.table([arn, detail(column, "access"), detail(column, "outcome"),
+                                       touched.column("count"), action, touched.column("first"),
+                                       touched.column("last"), touched.column("key"), detail(column, "idx")],
+                                      names=list(_Touched._COLUMNS)))
         return table.filter(pc.equal(kind, "call"))
+
+    def _map_by_template(self, calls: pa.Table, sums: _Sums) -> pa.Table:
+        """Map a stretch's calls that name one object each by their template
+        (``models.mapping.by_template``: the Python rules once per template, the name put back in
+        Arrow), as ``_map_in_sql`` does (their actions, touched resources and facts table rows);
+        returns the calls it does not map. An agent that reads an object per call has a distinct
+        call per event: mapped so, a stretch costs ~0.05 CPU-s instead of SQL's ~0.25."""
+        fkey = calls.column("fkey").combine_chunks()
+        facts = [pc.list_element(fkey, i) for i in range(len(_FACTS))]
+        done = by_template(facts)
+        if not len(done.rows):
+            return calls
+        rows, templates = pa.array(done.rows), pa.array(done.template)
+        # each call's resource, and its JSON (the name needs no escape: by_template's names hold none)
+        arn = pc.binary_join_element_wise(pa.array(done.heads, pa.string()).take(templates), done.names, "")
+        arn_json = pc.binary_join_element_wise(
+            pa.array([_json_string(h)[:-1] for h in done.heads], pa.string()).take(templates), done.names, '"', "")
+        action_json = pa.array([_json_string(a) for a in done.actions], pa.string())
+        # the facts table: a row per distinct facts (the same facts with another access or outcome are another call)
+        names = pc.dictionary_encode(done.names)
+        _, first = np.unique(done.template * (len(names.dictionary) + 1) + names.indices.to_numpy(), return_index=True)
+        once = pa.array(first)
+        sums.put(mapped=pa.table({**{c: facts[i].take(rows).take(once) for i, c in enumerate(_FACTS)},
+                                  "action_json": action_json.take(templates).take(once),
+                                  "resources_json": pc.binary_join_element_wise("[", arn_json.take(once), "]", ""),
+                                  "hint": pa.array(np.zeros(len(first), dtype=bool)),
+                                  "hidden": pa.array(np.zeros(len(first), dtype=bool))}))
+        shown = self._shown_actions(pa.array(done.actions, pa.string()), action_json, sums)
+        named = pc.invert(pc.ends_with(arn, ":*"))  # a name of "*": nothing touched to name, as for a call with none
+        if self.redact:
+            arn = _shown_all(arn, arn_json)
+        touched = pa.table([arn, pc.list_element(fkey, len(_FACTS)).take(rows), pc.list_element(fkey, len(_FACTS) + 1).take(rows),
+                            calls.column("count").take(rows), pa.array([shown[a] for a in done.actions], pa.string()).take(templates),
+                            calls.column("first").take(rows), calls.column("last").take(rows),
+                            calls.column("key").take(rows), pa.array(np.zeros(len(rows), dtype=np.int32))],
+                           names=list(_Touched._COLUMNS))
+        sums.put(touched=touched.filter(named))
+        rest = np.ones(calls.num_rows, dtype=bool)
+        rest[done.rows] = False
+        return calls.filter(pa.array(rest))
+
+    def _shown_actions(self, names: pa.Array, names_json: pa.Array, sums: _Sums) -> dict[str, str]:
+        """Each action as the blast radius shows it (redacted where it may hold a secret), added
+        to the stretch's actions."""
+        shown = dict(zip(names.to_pylist(), (_shown_all(names, names_json) if self.redact else names).to_pylist(),
+                         strict=True))
+        sums.actions += shown.values()
+        return shown
 
     def _add_up(self, sums: _Sums, totals: _Totals) -> set[tuple[Any, ...]]:
         """Add a stretch's aggregates to ``totals``; the RAM mapping of each call Python maps and
@@ -1095,7 +1146,14 @@ class _Sums:
     seen: list[tuple[Any, ...]] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
     touched: pa.Table | None = None
-    mapped: pa.Table | None = None  # the facts table's rows of the calls SQL mapped
+    mapped: pa.Table | None = None  # the facts table's rows of the calls mapped by template or in SQL
+
+    def put(self, *, mapped: pa.Table | None = None, touched: pa.Table | None = None) -> None:
+        """Add facts table rows, or touched resources."""
+        if mapped is not None:
+            self.mapped = mapped if self.mapped is None else pa.concat_tables([self.mapped, mapped])
+        if touched is not None:
+            self.touched = touched if self.touched is None else pa.concat_tables([self.touched, touched])
 
 
 def _radius(unique: bool) -> str:

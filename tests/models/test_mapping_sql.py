@@ -14,6 +14,7 @@ import random
 import duckdb
 import pyarrow as pa
 
+from models import mapping
 from models.mapping import CallFacts, action, is_authorized_call, mapped_sql, resources
 
 EVENT_TYPES = ["ApiCall", "ConsoleSignin", "AliyunServiceEvent", None]
@@ -101,3 +102,51 @@ def test_a_resource_type_with_braces_is_text() -> None:
     f = CallFacts("ApiCall", "GetX", "Ecs", None, "cn-hangzhou", "1", '{"acs::x::{0}": ["n"]}', None, None, None)
     assert resources(f) == ["acs:ecs:cn-hangzhou:1:{0}/n"]
     assert mapped([f]) == [(True, "ecs:GetX", ["acs:ecs:cn-hangzhou:1:{0}/n"])]
+
+
+def by_template(rows: list[CallFacts]) -> dict[int, tuple[str, list[str]]]:
+    """What ``by_template`` maps: row number -> (action, resources)."""
+    done = mapping.by_template([pa.array([getattr(f, name) for f in rows], pa.string())
+                                for name in CallFacts.__dataclass_fields__])
+    names = done.names.to_pylist()
+    return {int(row): (done.actions[t], [done.heads[t] + name])
+            for row, t, name in zip(done.rows, done.template, names, strict=True)}
+
+
+def test_the_mapping_by_template_is_the_python_mapping_wherever_it_maps() -> None:
+    """Calls naming one object each are mapped once per template, the name put back: exactly the
+    Python rules' answer, and not where those rules compare the name with a resource field or a
+    request parameter."""
+    rows = facts()
+    rows += [CallFacts("ApiCall", "GetObject", "Oss", None, region, "1", json.dumps({"ACS::OSS::Object": [name]},
+                                                                                   ensure_ascii=ascii_only),
+                       rtype, rname, params)
+             for region in ("cn-hangzhou", "x\u0000y", 'q"\\', "\u202e")
+             for name in ("b/k", "", "*", "b/\u202eexe.txt", "b/\u007f", "b/中文", "i-1")
+             for ascii_only in (True, False)
+             for rtype, rname, params in ((None, None, None), ("ACS::OSS::Object", "i-1", None),
+                                          ("ACS::OSS::Object", "b/k", None), ("", "x", None),
+                                          (None, None, '{"UserName": "bob"}'), (None, None, ""))]
+    rows += [CallFacts("ApiCall", "GetUser", "Ims", None, "cn-hangzhou", "1", json.dumps({"ACS::RAM::User": [n]}),
+                       None, None, '{"UserName": "alice"}') for n in ("alice", "bob")]
+    # a role ARN in the parameters equal to the template's own resource, placeholder and all
+    rows += [CallFacts("ApiCall", "AssumeRole", "Sts", None, "", "1", json.dumps({"ACS::RAM::Role": ["r1"]}),
+                       None, None, json.dumps({"RoleArn": "acs:ram::1:role/\u0000"}))]
+    done = by_template(rows)
+    for i, got in done.items():
+        assert got == python(rows[i]), rows[i]
+    assert set(done) == {i for i, f in enumerate(rows) if _one_object(f)}
+    assert not any(rows[i].request_parameters or (rows[i].resource_type and rows[i].resource_name) for i in done)
+
+
+def _one_object(f: CallFacts) -> bool:
+    """A call ``by_template`` maps: its references one object of one type (no escapes), no request
+    parameters, not both resource fields, and RAM-authorized."""
+    try:
+        refs = json.loads(f.referenced_resources or "", object_pairs_hook=list)  # a key given twice: two pairs
+    except ValueError:
+        return False
+    return (isinstance(refs, list) and len(refs) == 1 and "\\" not in (f.referenced_resources or "")
+            and all(isinstance(v, list) and len(v) == 1 and isinstance(v[0], str) for _, v in refs)
+            and not f.request_parameters and not (f.resource_type and f.resource_name)
+            and is_authorized_call(f.event_type, f.service_name))
