@@ -266,6 +266,7 @@ def test_the_three_mappings_give_the_same_export(store: Store, monkeypatch):
     shown = {r["resource"] for r in export["blast_radius"]["resources"]}
     assert any(r.endswith(":b/k-0") for r in shown) and any("\u202e" in r for r in shown)
     assert not any(r.endswith(":*") for r in shown) and "Hunter-2" not in exports["template"]
+    assert "\u202e" not in exports["template"] and "\u007f" not in exports["template"]  # inert in the file
 
 
 def test_odd_values_export_verifiably_inert_and_as_received(odd_values):

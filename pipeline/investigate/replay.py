@@ -289,12 +289,26 @@ def _joined(texts: pa.Array, separator: str) -> pa.Buffer:
 
 
 def _inert_array(texts: pa.Array) -> pa.Array:
-    """``_inert`` of many texts: only those not plain ASCII go through ``json_inert``."""
+    """``_inert`` of many texts: only those not plain ASCII go through ``json_inert``. Texts all
+    below DEL (nearly always) are found so by one look at their bytes (Arrow's search for DEL cost
+    ~0.45 s per 1M blast radius resources)."""
+    if _below_del(texts):
+        return texts
     odd = pc.invert(pc.and_(pc.string_is_ascii(texts), pc.invert(pc.match_substring(texts, "\x7f"))))
     if not odd.true_count:
         return texts
     return pc.replace_with_mask(texts, odd, pa.array([json_inert(t) for t in texts.filter(odd).to_pylist()],
                                                      texts.type))
+
+
+def _below_del(texts: pa.Array) -> bool:
+    """Whether every byte of the texts (Arrow strings) is below DEL (0x7f)."""
+    if not len(texts) or texts.null_count == len(texts):
+        return True
+    _, offsets, data = texts.buffers()[:3]
+    width = np.int64 if pa.types.is_large_string(texts.type) else np.int32
+    bounds = np.frombuffer(offsets, dtype=width)[[texts.offset, texts.offset + len(texts)]]
+    return data is None or int(np.frombuffer(data, dtype=np.uint8)[bounds[0]:bounds[1]].max(initial=0)) < 0x7F
 
 
 def _inert(text: str) -> str:
