@@ -559,11 +559,12 @@ def test_a_blast_radius_too_wide_for_the_memory_limit_fails_in_one_line_naming_t
 
     n = 300_000
     touched = _Touched("16MB")
-    touched.add(pa.table([pa.array([f"acs:oss:cn-hangzhou:1:bucket/exports/object-{i:09d}.parquet" for i in range(n)]),
-                          pa.array(["read"] * n), pa.array(["succeeded"] * n), pa.array([1] * n, pa.int64()),
-                          pa.array(["oss:GetObject"] * n), pa.array(range(n), pa.int64()), pa.array(range(n), pa.int64()),
-                          pa.array([f"event-{i:030d}" for i in range(n)]), pa.array([0] * n, pa.int32())],
-                         names=list(_Touched._COLUMNS)))
+    part = pa.table([pa.array([f"acs:oss:cn-hangzhou:1:bucket/exports/object-{i:09d}.parquet" for i in range(n)]),
+                     pa.array(["read"] * n), pa.array(["succeeded"] * n), pa.array([1] * n, pa.int64()),
+                     pa.array(["oss:GetObject"] * n), pa.array(range(n), pa.int64()), pa.array(range(n), pa.int64()),
+                     pa.array([f"event-{i:030d}" for i in range(n)]), pa.array([0] * n, pa.int32())],
+                    names=list(_Touched._COLUMNS))
+    touched.add_stretch(part, [])
     with pytest.raises(TerminalError, match=r"memory limit \(16MB\).*blast radius.*raise `memory_limit`"):
         radius = touched.resources()
         list(radius.chunks())
@@ -614,3 +615,36 @@ def test_events_stored_out_of_time_order_are_exported_in_it(store: Store):
     keys = [(e["event_time"], e["event_id"]) for e in export["timeline"]]
     assert keys == sorted(keys) and len(keys) == 60
     assert len({t for t, _ in keys}) == 20
+
+
+def test_a_blast_radius_read_as_stored_is_the_sorted_one_and_pages_alike(monkeypatch):
+    """Resources named once each are read group by group (access, outcome, calls) in the order
+    stored, which is the order first touched; the same as sorting them, whole or a page at a time
+    (the views read pages), across groups and stretches."""
+    import pyarrow as pa
+
+    from pipeline.investigate.replay import _Touched
+
+    def stretch(k: int) -> pa.Table:
+        rows = [(f"acs:oss:cn-hangzhou:1:b/{k}-{i}", "write" if i % 3 == 0 else "read",
+                 "failed" if i % 4 == 0 else "succeeded", 1 + i % 2, "oss:GetObject",
+                 k * 1000 + (37 * i) % 50, k * 1000 + 60, f"e-{k}-{(37 * i) % 50:03d}", 0) for i in range(50)]
+        columns = zip(zip(*rows, strict=True), _Touched._TYPES, strict=True)
+        return pa.table([pa.array(c, t) for c, t in columns], names=list(_Touched._COLUMNS))
+
+    def read(groups: int) -> tuple[list[str], dict[tuple[int, int], list[str]]]:
+        monkeypatch.setattr(_Touched, "GROUPS", groups)
+        monkeypatch.setattr(_Touched, "KEPT", 60)  # several inserts
+        touched = _Touched("256MB")
+        for k in (0, 1, 2):
+            touched.add_stretch(stretch(k), [])
+        radius = touched.resources()
+        assert (touched._groups is not None) == (groups > 0)
+        pages = {(start, size): [t for c in touched.texts(start, size) for t in c.to_pylist()]
+                 for start in (0, 1, 24, 37, 38, 75, 149, 150) for size in (1, 13, 40, 200)}
+        return list(radius.texts()), pages
+
+    as_stored, sorted_ = read(64), read(0)
+    assert len(as_stored[0]) == 150 and as_stored == sorted_
+    firsts = [json.loads(t)["first_seen"] for t in as_stored[0]][:20]
+    assert firsts == sorted(firsts)  # within the first group, as first touched
