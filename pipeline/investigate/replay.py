@@ -717,7 +717,13 @@ class _Window:
         done = by_template(facts)
         if not len(done.rows):
             return calls
-        rows, templates = pa.array(done.rows), pa.array(done.template)
+        every = len(done.rows) == calls.num_rows  # the usual case here: no copy of the calls
+
+        def taken(column: pa.Array | pa.ChunkedArray, index: np.ndarray | None = None) -> Any:
+            index = done.rows if index is None else done.rows[index]
+            return column if every and len(index) == len(column) else column.take(pa.array(index))
+
+        templates = pa.array(done.template)
         # each call's resource, and its JSON (the name needs no escape: by_template's names hold none)
         arn = pc.binary_join_element_wise(pa.array(done.heads, pa.string()).take(templates), done.names, "")
         arn_json = pc.binary_join_element_wise(
@@ -726,22 +732,24 @@ class _Window:
         # the facts table: a row per distinct facts (the same facts with another access or outcome are another call)
         names = pc.dictionary_encode(done.names)
         _, first = np.unique(done.template * (len(names.dictionary) + 1) + names.indices.to_numpy(), return_index=True)
-        once = pa.array(first)
-        sums.put(mapped=pa.table({**{c: facts[i].take(rows).take(once) for i, c in enumerate(_FACTS)},
-                                  "action_json": action_json.take(templates).take(once),
-                                  "resources_json": pc.binary_join_element_wise("[", arn_json.take(once), "]", ""),
-                                  "hint": pa.array(np.zeros(len(first), dtype=bool)),
-                                  "hidden": pa.array(np.zeros(len(first), dtype=bool))}))
+        first.sort()  # in the calls' order: all of them, in order, when no facts repeat
+        once = None if len(first) == len(done.rows) else pa.array(first)
+        sums.put(mapped=pa.table({
+            **{c: taken(facts[i], first) for i, c in enumerate(_FACTS)},
+            "action_json": action_json.take(pa.array(done.template[first])),
+            "resources_json": pc.binary_join_element_wise("[", arn_json if once is None else arn_json.take(once), "]", ""),
+            "hint": pa.array(np.zeros(len(first), dtype=bool)), "hidden": pa.array(np.zeros(len(first), dtype=bool))}))
         shown = self._shown_actions(pa.array(done.actions, pa.string()), action_json, sums)
         named = pc.invert(pc.ends_with(arn, ":*"))  # a name of "*": nothing touched to name, as for a call with none
         if self.redact:
             arn = _shown_all(arn, arn_json)
-        touched = pa.table([arn, pc.list_element(fkey, len(_FACTS)).take(rows), pc.list_element(fkey, len(_FACTS) + 1).take(rows),
-                            calls.column("count").take(rows), pa.array([shown[a] for a in done.actions], pa.string()).take(templates),
-                            calls.column("first").take(rows), calls.column("last").take(rows),
-                            calls.column("key").take(rows), pa.array(np.zeros(len(rows), dtype=np.int32))],
-                           names=list(_Touched._COLUMNS))
-        sums.put(touched=touched.filter(named))
+        touched = pa.table([arn, taken(pc.list_element(fkey, len(_FACTS))), taken(pc.list_element(fkey, len(_FACTS) + 1)),
+                            taken(calls.column("count")), pa.array([shown[a] for a in done.actions], pa.string()).take(templates),
+                            taken(calls.column("first")), taken(calls.column("last")), taken(calls.column("key")),
+                            pa.array(np.zeros(len(done.rows), dtype=np.int32))], names=list(_Touched._COLUMNS))
+        sums.put(touched=touched if named.false_count == 0 else touched.filter(named))
+        if every:
+            return calls.slice(0, 0)
         rest = np.ones(calls.num_rows, dtype=bool)
         rest[done.rows] = False
         return calls.filter(pa.array(rest))
