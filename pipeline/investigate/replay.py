@@ -341,9 +341,20 @@ class _Export:
         self._hashing.shutdown(wait=True, cancel_futures=True)
 
     def _hash(self, data: Any) -> None:
+        self._in_hash_thread(self._sha.update, data)
+
+    def _in_hash_thread(self, task: Callable[..., None], *args: Any) -> None:
+        """Run ``task`` in the digest's thread, after what was handed to it before."""
         while len(self._hashed) > 4:  # a few blocks ahead at most
             self._hashed.popleft().result()
-        self._hashed.append(self._hashing.submit(self._sha.update, data))
+        self._hashed.append(self._hashing.submit(task, *args))
+
+    def _hash_entries(self, text: pa.Array, first: bool) -> None:
+        """The compact form of entries DuckDB wrote (each followed by a newline): joined by commas."""
+        compact = _text_view(pc.replace_substring(text, "\n", ","))
+        if not first:
+            self._sha.update(b",")
+        self._sha.update(compact[:-1])
 
     def _write(self, data: Any) -> None:
         if self.out is None:
@@ -368,12 +379,22 @@ class _Export:
             self._add("\n".join(lines).encode(), len(lines), hidden)
 
     def add_batch(self, batch: _Batch) -> None:
-        """A batch's entries: DuckDB's text as it is when it wrote them all (no Python per entry)."""
+        """A batch's entries: DuckDB's text as it is when it wrote them all (no Python per entry).
+        Its two forms are made by Arrow, which lets go of the GIL: the compact one in the digest's
+        thread, the file's here (bytes' ``replace`` and joins made five copies of every entry on
+        this thread)."""
         text = batch.text_bytes() if self.keep else None
         if text is None:
             self.add(batch.lines(), batch.hidden)
-        else:
+        elif batch.hidden:
             self._add(text[:-1].tobytes(), len(batch.times), batch.hidden)
+        else:
+            first = not self.count
+            self._in_hash_thread(self._hash_entries, batch.text, first)
+            if self.out is not None:
+                self._write(b"\n    " if first else _ENTRY_SEPARATOR)
+                self._write(_text_view(pc.replace_substring(batch.text, "\n", ",\n    "))[:-len(_ENTRY_SEPARATOR)])
+            self.count += len(batch.times)
 
     def _add(self, body: bytes, n: int, hidden: set[int]) -> None:
         """``n`` entries, a line each in ``body``."""
@@ -385,7 +406,7 @@ class _Export:
                     for i in hidden:
                         lines[i] = json_inert(lines[i])
                     body = "\n".join(lines).encode()
-                self._write((b",\n    " if self.count else b"\n    ") + body.replace(b"\n", b",\n    "))
+                self._write((_ENTRY_SEPARATOR if self.count else b"\n    ") + body.replace(b"\n", _ENTRY_SEPARATOR))
         self.count += n
 
     def end(self, trailer: dict[str, Any]) -> str:
@@ -454,6 +475,8 @@ class _Window:
     The agent's condition and its sessions are decided before any reader starts, and each query
     runs on a cursor of its own: a query on a connection while another reader on it is
     mid-stretch ends that reader's result (its events were silently lost after the first batch)."""
+
+    AHEAD = 3  # stretches whose entries are being written ahead of the one taken (see ``entries``)
 
     def __init__(self, store: Store, agent: str, since: datetime, until: datetime, *, with_raw: bool,
                  redact: bool) -> None:
@@ -547,9 +570,10 @@ class _Window:
         and resources from its facts table; an entry that may hold a secret, or whose text DuckDB
         would write differently, is built in Python (``_slow_line``).
 
-        The first two stretches are handed to the workers at once (they are written while the
-        caller writes the export's header); then one more each time one is taken. At most three
-        stretches' entries are held (~60 MB each)."""
+        The first ``AHEAD`` stretches are handed to the workers at once (they are written while the
+        caller writes the export's header: with two, one core idled through most of a 1M-resource
+        header); then one more each time one is taken. At most ``AHEAD + 1`` stretches' entries are
+        held (~60 MB each)."""
         todo = deque(k for k in range(self.first, len(self.stretches)) if self.counts[k])
         running: deque[Future[tuple[pa.Table, dict[str, dict[str, Any]]]]] = deque()
 
@@ -559,8 +583,8 @@ class _Window:
                 start, end, _ = self.stretches[k]
                 running.append(self.pool.submit(self._entries, self.store.cursor(), start, end, self.kept.take(k)))
 
-        submit()
-        submit()
+        for _ in range(self.AHEAD):
+            submit()
         return self._written(running, submit)
 
     def _written(self, running: deque[Future[tuple[pa.Table, dict[str, dict[str, Any]]]]],
@@ -711,7 +735,7 @@ class _Window:
         (``models.mapping.by_template``: the Python rules once per template, the name put back in
         Arrow), as ``_map_in_sql`` does (their actions, touched resources and facts table rows);
         returns the calls it does not map. An agent that reads an object per call has a distinct
-        call per event: mapped so, a stretch costs ~0.05 CPU-s instead of SQL's ~0.25."""
+        call per event: mapped so, a 40k-call stretch costs ~0.06 CPU-s instead of SQL's ~0.25."""
         fkey = calls.column("fkey").combine_chunks()
         facts = [pc.list_element(fkey, i) for i in range(len(_FACTS))]
         done = by_template(facts)
@@ -844,9 +868,17 @@ class _Batch:
         text = self.text
         if self.built or text.null_count or not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
             return None
-        offsets = memoryview(text.buffers()[1]).cast("i" if pa.types.is_string(text.type) else "q")
-        start, end = offsets[text.offset], offsets[text.offset + len(text)]
-        return memoryview(text.buffers()[2])[start:end]
+        return _text_view(text)
+
+
+_ENTRY_SEPARATOR = b",\n    "  # between two timeline entries in the file
+
+
+def _text_view(text: pa.Array) -> memoryview:
+    """The texts of an Arrow string array (without nulls) as one block: a view of its buffer."""
+    offsets = memoryview(text.buffers()[1]).cast("i" if pa.types.is_string(text.type) else "q")
+    start, end = offsets[text.offset], offsets[text.offset + len(text)]
+    return memoryview(text.buffers()[2])[start:end]
 
 
 _SEEN = (("source_ips", "source_ip"), ("user_agents", "user_agent"), ("regions", "acs_region"),

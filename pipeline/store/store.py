@@ -290,10 +290,10 @@ class Store:
         (each with the eventTime kept).
 
         DuckDB is asked only which of these ids it already holds (a semi-join probing the stored
-        ids against the batch's, which keeps the hash table batch-sized); the rest is a dict walk.
+        ids against the batch's, which keeps the hash table batch-sized); when it holds none and
+        no id repeats (the usual batch) every row is new, else the rest is a dict walk.
         """
         lo, hi = (t.as_py() for t in pc.min_max(table["event_time"]).values())
-        ids = table["event_id"].to_pylist()
         near = self._near(lo, hi)
         self.con.register("_tw_ids", pa.table({"event_id": table["event_id"]}))
         try:
@@ -308,6 +308,9 @@ class Store:
             ).fetchall()
         finally:
             self.con.unregister("_tw_ids")
+        if not stored and pc.count_distinct(table["event_id"], mode="all").as_py() == table.num_rows:
+            return np.arange(table.num_rows, dtype=np.int64), []  # the usual batch: all new, each once
+        ids = table["event_id"].to_pylist()
         seen: dict[str, Any] = dict(stored)
         keep: list[int] = []
         conflicts: list[tuple[int, datetime]] = []
