@@ -2,9 +2,9 @@
 
 What is measured, and why:
 
-* **trailwarden**, twice: with DuckDB parsing the lines (``TRAILWARDEN_INGEST_PARSER=duckdb``,
-  ``pipeline/ingest/native.py``) and with the Python parser (the default: a process pool running
-  ``json.loads`` and ``normalize``), each ``trailwarden ingest --file events.ndjson --format json`` on N realistic
+* **trailwarden**, twice: with DuckDB parsing the lines (``TRAILWARDEN_INGEST_PARSER=duckdb``, the
+  default for files, ``pipeline/ingest/native.py``) and with the Python parser
+  (``TRAILWARDEN_INGEST_PARSER=python``: a process pool running ``json.loads`` and ``normalize``), each ``trailwarden ingest --file events.ndjson --format json`` on N realistic
   ActionTrail events (``pipeline.demo.synthetic.stream``, about 1.3 KB each, NDJSON), into a fresh
   store, with a config holding only ``memory_limit`` so the user's ``config/`` plays no part
   (hence no inventory: every identity is attributed as unregistered). This is the whole command
@@ -310,7 +310,7 @@ def trailwarden_command() -> str:
     return found
 
 
-PARSERS = {"duckdb": "trailwarden ingest (DuckDB parses)", "python": "trailwarden ingest (Python parser, default)"}
+PARSERS = {"duckdb": "trailwarden ingest (DuckDB parses, default)", "python": "trailwarden ingest (Python parser)"}
 
 
 def measure_trailwarden(src: Path, workdir: Path, memory_limit: str, n: int, parser: str = "duckdb") -> Result:

@@ -386,3 +386,32 @@ def test_lines_are_copies_so_the_reader_can_reuse_its_buffer():
     buffer[:] = b"x" * len(buffer)
     assert lines["line"].to_pylist() == ['{"a": "é"}', '{"b": 2}']
     assert lines["line_no"].to_pylist() == [7, 8]
+
+
+@pytest.mark.parametrize(("chosen", "files", "sls"), [(None, True, False), ("python", False, False),
+                                                      ("duckdb", True, True), (" DuckDB ", True, True)])
+def test_duckdb_parses_files_by_default_and_sls_when_asked(chosen, files, sls, monkeypatch):
+    """DuckDB parsing is the default for files (it costs under half the Python parser's CPU there)
+    and not for SLS batches (about as much); the variable chooses for both."""
+    if chosen is None:
+        monkeypatch.delenv(native.PARSER_ENV, raising=False)
+    else:
+        monkeypatch.setenv(native.PARSER_ENV, chosen)
+    assert (native.native_enabled(), native.native_enabled("sls")) == (files, sls)
+
+
+def test_a_file_is_parsed_by_duckdb_without_the_variable(tmp_path, monkeypatch):
+    monkeypatch.delenv(native.PARSER_ENV, raising=False)
+    parsed: list[int] = []
+    rows = native.NativeReader.rows
+
+    def counted(self, lines, *args, **kwargs):
+        parsed.append(lines.num_rows)
+        return rows(self, lines, *args, **kwargs)
+
+    monkeypatch.setattr(native.NativeReader, "rows", counted)
+    path = tmp_path / "events.ndjson"
+    path.write_text("".join(dumps(ev(i)) + "\n" for i in range(20)), encoding="utf-8")
+    with open_store(tmp_path / "tw.duckdb") as store:
+        report = ingest_files(store, [path], KeysFirst(), now=NOW)
+    assert report.events == report.new == 20 and sum(parsed) == 20

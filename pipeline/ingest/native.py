@@ -42,8 +42,8 @@ its :class:`LineOrigin` (how a line is located, and today's Python rule for a li
 with ``normalize``: the SDK hands their events over parsed, and parsing their re-encoded text
 again saves ~6 CPU-µs per event at an API rate of at most 100 events a second (README, Ingest).
 
-Opt-in (``TRAILWARDEN_INGEST_PARSER=duckdb``) until it costs at most half the Python parser's CPU
-(README, Performance: where the CPU goes).
+The default for files since it costs at most half the Python parser's CPU; SLS batches only with
+``TRAILWARDEN_INGEST_PARSER=duckdb`` (:func:`native_enabled`; README, Performance).
 """
 
 from __future__ import annotations
@@ -787,13 +787,15 @@ def _ids_shared(tables: list[pa.Table]) -> bool:
 PARSER_ENV = "TRAILWARDEN_INGEST_PARSER"
 
 
-def native_enabled() -> bool:
-    """Whether DuckDB parses NDJSON files and SLS batches: only with
-    ``TRAILWARDEN_INGEST_PARSER=duckdb``. Measured on 1M events (README, Performance) it is
-    faster on files and costs 50-67% of the Python parser's CPU over the process tree (the Python
-    parser's moves with the machine's load), 82-106% on SLS (whose Python parser has no worker
-    processes to save); issue 18's target is 50%, so it stays opt-in until it meets it."""
-    return os.environ.get(PARSER_ENV, "python").strip().lower() == "duckdb"
+def native_enabled(source: str = "files") -> bool:
+    """Whether DuckDB parses the NDJSON of ``source`` (``files`` or ``sls``): as
+    ``TRAILWARDEN_INGEST_PARSER`` says (``duckdb`` or ``python``, for both), else for files and
+    not for SLS. Measured on 1M events (README, Performance): on files it is faster than the
+    Python parser and costs 44-47% of its CPU over the process tree (issue 18's target: at most
+    half); on SLS 82-106% (the Python parser there has no worker processes to save), so SLS
+    batches keep the Python parser unless asked."""
+    chosen = os.environ.get(PARSER_ENV, "").strip().lower()
+    return chosen == "duckdb" if chosen else source == "files"
 
 
 def native_eligible(path: Path) -> bool:

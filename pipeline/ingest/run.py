@@ -393,9 +393,8 @@ def _ingest_file(writer: BatchWriter, pool: ParsePool, native: NativeReader | No
     reading it becomes :class:`_ReadFailed`: batches already submitted are kept (their events
     are found stored on the retry), the file is not recorded, so the retry reads it again.
 
-    With ``TRAILWARDEN_INGEST_PARSER=duckdb``, uncompressed UTF-8 NDJSON is parsed by DuckDB
-    (:mod:`pipeline.ingest.native`); everything else, and everything by default, by the Python
-    readers."""
+    Uncompressed UTF-8 NDJSON is parsed by DuckDB (:mod:`pipeline.ingest.native`) unless
+    ``TRAILWARDEN_INGEST_PARSER=python``; everything else by the Python readers."""
     try:
         scan = files.scan_file(path)
         if scan.sha256 in seen:

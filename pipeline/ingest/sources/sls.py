@@ -114,7 +114,7 @@ class SlsReader:
     def batches(self, attribute: Attributor, batch_size: int) -> Iterator[Batch]:
         """Every shard's batches; with DuckDB parsing (``native_enabled``) on a cursor of the
         reader's own connection, closed when the batches end."""
-        native = NativeReader(self.store.con, attribute) if native_enabled() else None
+        native = NativeReader(self.store.con, attribute) if native_enabled("sls") else None
         try:
             yield from self._shards(attribute, batch_size, native)
         finally:
