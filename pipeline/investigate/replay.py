@@ -753,9 +753,10 @@ class _Window:
         arn_json = pc.binary_join_element_wise(
             pa.array([_json_string(h)[:-1] for h in done.heads], pa.string()).take(templates), done.names, '"', "")
         action_json = pa.array([_json_string(a) for a in done.actions], pa.string())
-        # the facts table: a row per distinct facts (the same facts with another access or outcome are another call)
-        names = pc.dictionary_encode(done.names)
-        _, first = np.unique(done.template * (len(names.dictionary) + 1) + names.indices.to_numpy(), return_index=True)
+        # the facts table: a row per distinct facts (the same facts with another access or outcome are
+        # another call), which are the template's and the references' text
+        texts = pc.dictionary_encode(taken(facts[_FACTS.index("resources_text")]))
+        _, first = np.unique(done.template * (len(texts.dictionary) + 1) + texts.indices.to_numpy(), return_index=True)
         first.sort()  # in the calls' order: all of them, in order, when no facts repeat
         once = None if len(first) == len(done.rows) else pa.array(first)
         sums.put(mapped=pa.table({
