@@ -296,7 +296,8 @@ def _region(code: str) -> str:
 # between tokens, keys of printable ASCII (``lower`` is the same in SQL and Python) and strings
 # without a quote, a backslash or a control character, each list holding at least one.
 _SPACE = r"[ \t\n\r]*"
-_NAME = r'"[^"\\\x00-\x1f]*"'
+_PLAIN = r'[^"\\\x00-\x1f]*'  # a string's text without a quote, a backslash or a control character
+_NAME = f'"{_PLAIN}"'
 _ENTRY = rf'{_SPACE}"[ !#-\[\]-~]*"{_SPACE}:{_SPACE}\[{_SPACE}{_NAME}({_SPACE},{_SPACE}{_NAME})*{_SPACE}\]{_SPACE}'
 _PLAIN_REFERENCES = rf"{_SPACE}\{{{_ENTRY}(,{_ENTRY})*\}}{_SPACE}"
 
@@ -360,8 +361,8 @@ def mapped_sql(source: str) -> str:
 # request parameters are compared with it (``_referenced``'s merge, ``_parameter_target``), nor
 # when the template does not give one resource ending in the placeholder. Those calls are mapped
 # one by one, as before.
-_ONE_REFERENCE = (rf'^{_SPACE}\{{{_SPACE}"(?P<type>[^"\\\x00-\x1f]*)"{_SPACE}:{_SPACE}\[{_SPACE}'
-                  rf'"(?P<name>[^"\\\x00-\x1f]*)"{_SPACE}\]{_SPACE}\}}{_SPACE}$')
+_ONE_REFERENCE = (rf'^{_SPACE}\{{{_SPACE}"(?P<type>{_PLAIN})"{_SPACE}:{_SPACE}\[{_SPACE}'
+                  rf'"(?P<name>{_PLAIN})"{_SPACE}\]{_SPACE}\}}{_SPACE}$')
 _PLACE = "\x00"  # the name's placeholder (no such name holds it: JSON escapes it)
 _FIELDS = tuple(CallFacts.__dataclass_fields__)
 _REFERENCES = _FIELDS.index("referenced_resources")
@@ -386,11 +387,12 @@ def by_template(facts: Sequence[pa.Array]) -> Templated:
     one object of one type, by template (see above); the others are not in the result."""
     parts = pc.extract_regex(facts[_REFERENCES], _ONE_REFERENCE)
     field = dict(zip(_FIELDS, facts, strict=True))
-    candidates = pc.and_(pc.is_valid(parts), pc.and_not(
-        pc.invert(pc.fill_null(pc.not_equal(field["request_parameters"], ""), False)),
-        pc.fill_null(pc.and_(pc.not_equal(field["resource_type"], ""), pc.not_equal(field["resource_name"], "")),
-                     False)))
-    rows = np.flatnonzero(candidates.to_numpy(zero_copy_only=False))
+
+    def given(name: str) -> pa.Array:  # neither null nor empty
+        return pc.fill_null(pc.not_equal(field[name], ""), False)
+
+    compared = pc.or_(given("request_parameters"), pc.and_(given("resource_type"), given("resource_name")))
+    rows = np.flatnonzero(pc.and_not(pc.is_valid(parts), compared).to_numpy(zero_copy_only=False))
     if not len(rows):
         return Templated(rows, rows, pa.array([], pa.string()), [], [])
     taken = pa.array(rows)
@@ -398,7 +400,7 @@ def by_template(facts: Sequence[pa.Array]) -> Templated:
     kinds = pc.struct_field(parts, "type")
     codes, combos = distinct_codes([*(column.take(taken) for i, column in enumerate(facts) if i != _REFERENCES),
                                     kinds])
-    actions, heads, valid = [], [], np.zeros(len(combos) + 1, dtype=bool)
+    actions, heads, valid = [], [], np.zeros(len(combos), dtype=bool)
     for number, combo in enumerate(combos):
         values = list(combo[:-1])
         values.insert(_REFERENCES, json.dumps({combo[-1]: [_PLACE]}))

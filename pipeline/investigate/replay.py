@@ -303,12 +303,9 @@ def _inert_array(texts: pa.Array) -> pa.Array:
 
 def _below_del(texts: pa.Array) -> bool:
     """Whether every byte of the texts (Arrow strings) is below DEL (0x7f)."""
-    if not len(texts) or texts.null_count == len(texts):
+    if not len(texts) or texts.buffers()[2] is None:  # none, or all empty or null
         return True
-    _, offsets, data = texts.buffers()[:3]
-    width = np.int64 if pa.types.is_large_string(texts.type) else np.int32
-    bounds = np.frombuffer(offsets, dtype=width)[[texts.offset, texts.offset + len(texts)]]
-    return data is None or int(np.frombuffer(data, dtype=np.uint8)[bounds[0]:bounds[1]].max(initial=0)) < 0x7F
+    return int(np.frombuffer(_text_view(texts), dtype=np.uint8).max(initial=0)) < 0x7F
 
 
 def _inert(text: str) -> str:
@@ -376,38 +373,35 @@ class _Export:
     def add(self, lines: list[str], hidden: set[int]) -> None:
         """Entries (their compact JSON); ``hidden``: those with characters ``json_inert`` escapes."""
         if lines:
-            self._add("\n".join(lines).encode(), len(lines), hidden)
+            self._put(pa.array([line + "\n" for line in lines], pa.string()), hidden)
 
     def add_batch(self, batch: _Batch) -> None:
-        """A batch's entries: DuckDB's text as it is when it wrote them all (no Python per entry).
-        Its two forms are made by Arrow, which lets go of the GIL: the compact one in the digest's
-        thread, the file's here (bytes' ``replace`` and joins made five copies of every entry on
-        this thread)."""
-        text = batch.text_bytes() if self.keep else None
-        if text is None:
-            self.add(batch.lines(), batch.hidden)
-        elif batch.hidden:
-            self._add(text[:-1].tobytes(), len(batch.times), batch.hidden)
+        """A batch's entries: DuckDB's text as it is when it wrote them all (no Python per entry),
+        else their lines."""
+        if batch.whole:
+            self._put(batch.text, batch.hidden)
         else:
-            first = not self.count
-            self._in_hash_thread(self._hash_entries, batch.text, first)
-            if self.out is not None:
-                self._write(b"\n    " if first else _ENTRY_SEPARATOR)
-                self._write(_text_view(pc.replace_substring(batch.text, "\n", ",\n    "))[:-len(_ENTRY_SEPARATOR)])
-            self.count += len(batch.times)
+            self.add(batch.lines(), batch.hidden)
 
-    def _add(self, body: bytes, n: int, hidden: set[int]) -> None:
-        """``n`` entries, a line each in ``body``."""
+    def _put(self, text: pa.Array, hidden: set[int]) -> None:
+        """Entries, each followed by a newline (Arrow strings). Both forms are made by Arrow, which
+        lets go of the GIL: the compact one in the digest's thread, the file's here, the ``hidden``
+        entries through ``json_inert`` (bytes' ``replace`` and joins made five copies of every
+        entry on this thread)."""
         if self.keep:
-            self._hash((b"," if self.count else b"") + body.replace(b"\n", b","))
+            first = not self.count
+            self._in_hash_thread(self._hash_entries, text, first)
             if self.out is not None:
                 if hidden:
-                    lines = body.decode().split("\n")
-                    for i in hidden:
-                        lines[i] = json_inert(lines[i])
-                    body = "\n".join(lines).encode()
-                self._write((_ENTRY_SEPARATOR if self.count else b"\n    ") + body.replace(b"\n", _ENTRY_SEPARATOR))
-        self.count += n
+                    at = sorted(hidden)
+                    mask = np.zeros(len(text), dtype=bool)
+                    mask[at] = True
+                    inert = [json_inert(t[:-1]) + "\n" for t in text.take(pa.array(at)).to_pylist()]
+                    text = pc.replace_with_mask(text, pa.array(mask), pa.array(inert, text.type))
+                self._write(b"\n    " if first else _ENTRY_SEPARATOR)
+                self._write(_text_view(pc.replace_substring(text, "\n", _ENTRY_SEPARATOR.decode()))
+                            [:-len(_ENTRY_SEPARATOR)])
+        self.count += len(text)
 
     def end(self, trailer: dict[str, Any]) -> str:
         """Write the trailer with the digest; returns the digest ("" when not ``keep``)."""
@@ -863,20 +857,20 @@ class _Batch:
         texts = self.text.slice(start).to_pylist()
         return [self.built[start + i] if t is None else t[:-1] for i, t in enumerate(texts)]
 
-    def text_bytes(self) -> memoryview | None:
-        """All the entries' text as one block (a view of Arrow's buffer, not a copy), or ``None``
-        when Python built some of them."""
+    @property
+    def whole(self) -> bool:
+        """Whether DuckDB wrote all the entries (Python built none), as strings."""
         text = self.text
-        if self.built or text.null_count or not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
-            return None
-        return _text_view(text)
+        return not self.built and not text.null_count and (pa.types.is_string(text.type)
+                                                           or pa.types.is_large_string(text.type))
 
 
 _ENTRY_SEPARATOR = b",\n    "  # between two timeline entries in the file
 
 
 def _text_view(text: pa.Array) -> memoryview:
-    """The texts of an Arrow string array (without nulls) as one block: a view of its buffer."""
+    """The texts of an Arrow string array as one block (a null's bytes, if any, included): a view
+    of its buffer, not a copy."""
     offsets = memoryview(text.buffers()[1]).cast("i" if pa.types.is_string(text.type) else "q")
     start, end = offsets[text.offset], offsets[text.offset + len(text)]
     return memoryview(text.buffers()[2])[start:end]
@@ -1238,6 +1232,11 @@ def _radius(unique: bool, *, group: bool = False) -> str:
         {order}"""  # noqa: S608 - fixed SQL
 
 
+def _page(offset: int, limit: int | None) -> str:
+    """SQL: the rows from ``offset``, at most ``limit``."""
+    return (f" LIMIT {int(limit)}" if limit is not None else "") + (f" OFFSET {int(offset)}" if offset else "")
+
+
 class _KeptFacts:
     """Each written stretch's facts table (``_facts_table``'s columns), from the pass that adds
     the stretches up to the one that writes their entries (``_Window.add_up``, ``entries``): in
@@ -1360,13 +1359,12 @@ class _Touched:
         if self._con is None:
             return _Encoded(None, 0)
         with self._room():
-            [(distinct, rows)] = self._con.execute(
-                "SELECT (SELECT count(*) FROM (SELECT DISTINCT arn, access, outcome FROM touched)), "
-                "(SELECT count(*) FROM touched)").fetchall()
+            [(distinct,)] = self._con.execute(
+                "SELECT count(*) FROM (SELECT DISTINCT arn, access, outcome FROM touched)").fetchall()
             groups = self._con.execute(
                 "SELECT access, outcome, calls, count(*) FROM touched GROUP BY access, outcome, calls "
-                "ORDER BY access <> 'write', outcome <> 'succeeded', calls DESC LIMIT ?", [self.GROUPS + 1]).fetchall()
-        self._unique = distinct == rows
+                "ORDER BY access <> 'write', outcome <> 'succeeded', calls DESC").fetchall()
+        self._unique = distinct == sum(count for *_, count in groups)
         self._groups = groups if self._unique and len(groups) <= self.GROUPS else None
         return _Encoded(self, int(distinct))
 
@@ -1376,30 +1374,28 @@ class _Touched:
         DuckDB's text of a value differs from Python's (which the digest is recomputed with) only
         in the hex case of a ``\\u00XX`` escape: those few are written by Python (``_json_string``)."""
         assert self._con is not None
-        if self._groups is None:
-            queries: list[tuple[str, list[Any], int, int | None]] = [(_radius(self._unique), [], offset, limit)]
-        else:
-            queries = []
-            for access, outcome, calls, count in self._groups:
-                if offset >= count:
-                    offset -= count
-                    continue
-                queries.append((_radius(True, group=True), [access, outcome, calls], offset, limit))
-                taken = count - offset if limit is None else min(count - offset, limit)
-                offset = 0
-                if limit is not None:
-                    limit -= taken
-                    if not limit:
-                        break
-        for query, params, skip, most in queries:
-            if most is not None:
-                query += f" LIMIT {int(most)} OFFSET {int(skip)}"
-            elif skip:
-                query += f" OFFSET {int(skip)}"
+        for query, params in self._pages(offset, limit):
             with self._room():
                 reader = self._con.sql(query, params=params or None).to_arrow_reader(50_000)
                 for batch in reader:
                     yield self._checked(batch)
+
+    def _pages(self, offset: int, limit: int | None) -> Iterator[tuple[str, list[Any]]]:
+        """The queries (and their parameters) that read the resources from ``offset``, at most
+        ``limit``: one, or one per group (``resources``) that holds some of them."""
+        if self._groups is None:
+            yield _radius(self._unique) + _page(offset, limit), []
+            return
+        for access, outcome, calls, count in self._groups:
+            if limit is not None and limit <= 0:
+                return
+            if offset >= count:
+                offset -= count
+                continue
+            yield _radius(True, group=True) + _page(offset, limit), [access, outcome, calls]
+            if limit is not None:
+                limit -= count - offset
+            offset = 0
 
     @staticmethod
     def _checked(batch: pa.RecordBatch) -> pa.Array:
