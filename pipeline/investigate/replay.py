@@ -347,11 +347,11 @@ class _Export:
         self._hashed.append(self._hashing.submit(task, *args))
 
     def _hash_entries(self, text: pa.Array, first: bool) -> None:
-        """The compact form of entries DuckDB wrote (each followed by a newline): joined by commas."""
-        compact = _text_view(pc.replace_substring(text, "\n", ","))
+        """The compact form of entries (each followed by a comma): their text as it is, but the
+        last comma."""
         if not first:
             self._sha.update(b",")
-        self._sha.update(compact[:-1])
+        self._sha.update(_text_view(text)[:-1])
 
     def _write(self, data: Any) -> None:
         if self.out is None:
@@ -373,7 +373,7 @@ class _Export:
     def add(self, lines: list[str], hidden: set[int]) -> None:
         """Entries (their compact JSON); ``hidden``: those with characters ``json_inert`` escapes."""
         if lines:
-            self._put(pa.array([line + "\n" for line in lines], pa.string()), hidden)
+            self._put(pa.array([line + "," for line in lines], pa.string()), hidden)
 
     def add_batch(self, batch: _Batch) -> None:
         """A batch's entries: DuckDB's text as it is when it wrote them all (no Python per entry),
@@ -384,10 +384,11 @@ class _Export:
             self.add(batch.lines(), batch.hidden)
 
     def _put(self, text: pa.Array, hidden: set[int]) -> None:
-        """Entries, each followed by a newline (Arrow strings). Both forms are made by Arrow, which
-        lets go of the GIL: the compact one in the digest's thread, the file's here, the ``hidden``
-        entries through ``json_inert`` (bytes' ``replace`` and joins made five copies of every
-        entry on this thread)."""
+        """Entries, each followed by a comma (Arrow strings): the compact form as it is, hashed in
+        the digest's thread; the file's, each entry then ``_INDENT``, made by Arrow (which lets go
+        of the GIL) with the ``hidden`` entries through ``json_inert``. (Arrow's
+        ``replace_substring`` of a newline after each entry, for either form, cost seven times
+        the join.)"""
         if self.keep:
             first = not self.count
             self._in_hash_thread(self._hash_entries, text, first)
@@ -396,10 +397,10 @@ class _Export:
                     at = sorted(hidden)
                     mask = np.zeros(len(text), dtype=bool)
                     mask[at] = True
-                    inert = [json_inert(t[:-1]) + "\n" for t in text.take(pa.array(at)).to_pylist()]
+                    inert = [json_inert(t[:-1]) + "," for t in text.take(pa.array(at)).to_pylist()]
                     text = pc.replace_with_mask(text, pa.array(mask), pa.array(inert, text.type))
-                self._write(b"\n    " if first else _ENTRY_SEPARATOR)
-                self._write(_text_view(pc.replace_substring(text, "\n", _ENTRY_SEPARATOR.decode()))
+                self._write(_INDENT if first else _ENTRY_SEPARATOR)
+                self._write(_text_view(pc.binary_join_element_wise(text, _INDENT.decode(), ""))
                             [:-len(_ENTRY_SEPARATOR)])
         self.count += len(text)
 
@@ -844,7 +845,7 @@ def _tail_start(stretches: list[tuple[datetime, datetime, int]], tail: int | Non
 @dataclass
 class _Batch:
     """Timeline entries as the entry query gave them: ``text`` each entry's JSON followed by a
-    newline as DuckDB wrote it (null where Python ``built`` it: position -> JSON), ``hidden`` the
+    comma as DuckDB wrote it (null where Python ``built`` it: position -> JSON), ``hidden`` the
     entries with characters ``json_inert`` escapes."""
 
     times: list[int]  # µs since the epoch
@@ -865,7 +866,8 @@ class _Batch:
                                                            or pa.types.is_large_string(text.type))
 
 
-_ENTRY_SEPARATOR = b",\n    "  # between two timeline entries in the file
+_INDENT = b"\n    "  # before each timeline entry in the file
+_ENTRY_SEPARATOR = b"," + _INDENT  # between two
 
 
 def _text_view(text: pa.Array) -> memoryview:
@@ -1022,7 +1024,7 @@ _PAGING_KEYS = '(?i)"(?:' + "|".join(sorted(NOT_SECRET)) + ')"'
 def _entry_sql(source: str) -> str:
     """Each event of ``source`` as its timeline entry, in no set order (``_in_time_order`` puts
     them in theirs): ``t`` (µs since the epoch),
-    ``event_id``, ``line`` (the entry's JSON then a newline: the columns written by DuckDB, the
+    ``event_id``, ``line`` (the entry's JSON then a comma: the columns written by DuckDB, the
     action and resources from the facts table (mapped by Python or by SQL, ``_aggregates``), the
     raw event minified, in one ``concat``) and the facts' ``hint`` and ``hidden``. Parameters: the
     source's. Which entries Python must build is decided over the lines in Arrow (``_slow``: it
@@ -1033,7 +1035,7 @@ def _entry_sql(source: str) -> str:
     parts += ["',\"resources\":'", "resources_json", "',\"kind\":\"event\"'",
               f"CASE WHEN len(coalesce(via, [])) > 0 THEN concat(',\"via\":', to_json(via), ',\"identity\":', "
               f"{_j('identity')}, ',\"account\":', {_j('account')}) ELSE '' END",
-              "',\"raw\":'", "coalesce(json(raw), 'null')", "'}'", "chr(10)"]
+              "',\"raw\":'", "coalesce(json(raw), 'null')", "'},'"]
     return f"""
         SELECT epoch_us(event_time) AS t, event_id, hint, hidden, concat({', '.join(parts)}) AS line
         FROM (SELECT e.*, coalesce(f.action_json, error('replay: an event whose call was not mapped')) AS action_json,
