@@ -648,3 +648,30 @@ def test_a_blast_radius_read_as_stored_is_the_sorted_one_and_pages_alike(monkeyp
     assert len(as_stored[0]) == 150 and as_stored == sorted_
     firsts = [json.loads(t)["first_seen"] for t in as_stored[0]][:20]
     assert firsts == sorted(firsts)  # within the first group, as first touched
+
+
+@pytest.mark.parametrize("case", ["in order", "runs interleaved", "runs overlapping", "out of order in a batch",
+                                  "ties across batches", "ties out of order"])
+def test_a_stretch_s_entries_come_out_oldest_first_ties_by_event_id_whatever_order_duckdb_gave(case: str):
+    """DuckDB gives a stretch's entries as stored, or as runs in order from its two threads
+    interleaved batch by batch: whatever it gave, the entries come out by time then event id,
+    each once, with the texts that went in."""
+    import pyarrow as pa
+
+    from pipeline.investigate.replay import _in_time_order
+
+    rows = [(1000 + 10 * i, f"e-{i:03d}") for i in range(40)]
+    if case.startswith("ties"):
+        rows = [(1000 + 10 * (i // 4), f"e-{i:03d}") for i in range(40)]
+    runs = {"in order": [rows[:10], rows[10:20], rows[20:30], rows[30:]],
+            "runs interleaved": [rows[20:30], rows[:10], rows[30:], rows[10:20]],
+            "runs overlapping": [rows[:10:2], rows[1:10:2] + rows[10:20], rows[20:]],  # each row once
+            "out of order in a batch": [rows[:10], rows[10:15] + rows[25:30] + rows[15:25], rows[30:]],
+            "ties across batches": [rows[2:6], rows[:2], rows[6:]],
+            "ties out of order": [sorted(rows, key=lambda r: (r[0], -int(r[1][2:])))]}[case]  # ids descending
+    batches = [pa.record_batch({"t": pa.array([t for t, _ in run], pa.int64()), "event_id": [e for _, e in run],
+                                "line": [f"{{{e}}}," for _, e in run]}) for run in runs]
+    out = _in_time_order(pa.Table.from_batches(batches))
+    got = list(zip(out.column("t").to_pylist(), out.column("event_id").to_pylist(), strict=True))
+    assert got == sorted(rows)
+    assert out.column("line").to_pylist() == [f"{{{e}}}," for _, e in sorted(rows)]
