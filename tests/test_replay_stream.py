@@ -675,3 +675,18 @@ def test_a_stretch_s_entries_come_out_oldest_first_ties_by_event_id_whatever_ord
     got = list(zip(out.column("t").to_pylist(), out.column("event_id").to_pylist(), strict=True))
     assert got == sorted(rows)
     assert out.column("line").to_pylist() == [f"{{{e}}}," for _, e in sorted(rows)]
+
+
+def test_a_stretch_s_calls_are_told_from_its_other_aggregates_wherever_duckdb_put_them():
+    """The aggregate query gives the calls' rows and the other kinds' in one result, the calls
+    first nearly always: either way, each row lands on its side once."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from pipeline.investigate.replay import _split
+
+    for kinds in (["call", "call", "hour", "all"], ["hour", "call", "all", "call"], ["all"], ["call"]):
+        table = pa.table({"kind": kinds, "n": list(range(len(kinds)))})
+        calls, others = _split(table, pc.equal(table.column("kind"), "call").combine_chunks())
+        assert calls.column("n").to_pylist() == [i for i, k in enumerate(kinds) if k == "call"]
+        assert others.column("n").to_pylist() == [i for i, k in enumerate(kinds) if k != "call"]

@@ -453,6 +453,8 @@ _CHAIN_REACH = timedelta(days=1)
 # by them and the facts table is joined on them (``IS NOT DISTINCT FROM``: NULLs match).
 _FACTS = ("event_type", "event_name", "service_name", "service_code", "acs_region", "account",
           "resources_text", "resource_type", "resource_name", "request_parameters")
+_CALL = (*_FACTS, "access", "outcome")  # a call's columns in the aggregates (``_Sums.calls``' first ones)
+_NO_CALL = ", ".join(["NULL"] * len(_CALL))  # ... in their rows of other kinds
 _FACT_JOIN = " AND ".join(f"e.{c} IS NOT DISTINCT FROM f.{c}" for c in _FACTS)
 _ACCOUNT = "CASE WHEN recipient_account_id <> '' THEN recipient_account_id ELSE account_id END"
 _FACTS_TABLE = "_tw_replay_facts"
@@ -651,59 +653,53 @@ class _Window:
                   FROM ({source}))
                 SELECT 'call' AS kind, NULL AS value, NULL::TIMESTAMPTZ AS hour, count(*) AS count, 0 AS failed,
                        min(epoch_us(event_time)) AS first, max(epoch_us(event_time)) AS last, {first_event} AS key,
-                       [{', '.join(_FACTS)}, access, CASE WHEN bad THEN 'failed' ELSE 'succeeded' END] AS fkey
+                       {', '.join(_FACTS)}, access, CASE WHEN bad THEN 'failed' ELSE 'succeeded' END AS outcome
                 FROM k GROUP BY {', '.join(_FACTS)}, access, bad
                 {' '.join(
                     f"UNION ALL SELECT '{kind}', {column}, NULL, count(*), 0, min(epoch_us(event_time)), "
-                    f"max(epoch_us(event_time)), {first_event}, NULL FROM k WHERE {column} <> '' GROUP BY {column}"
+                    f"max(epoch_us(event_time)), {first_event}, {_NO_CALL} FROM k WHERE {column} <> '' GROUP BY {column}"
                     for kind, column in _SEEN)}
                 UNION ALL SELECT 'hour', NULL, date_trunc('hour', event_time) AS h, count(*),
-                                 count(*) FILTER (WHERE bad), NULL, NULL, NULL, NULL FROM k GROUP BY h
+                                 count(*) FILTER (WHERE bad), NULL, NULL, NULL, {_NO_CALL} FROM k GROUP BY h
                 UNION ALL SELECT 'all', NULL, NULL, count(*), count(*) FILTER (WHERE bad), min(epoch_us(event_time)),
-                                 max(epoch_us(event_time)), NULL, NULL FROM k
-                UNION ALL SELECT 'through', NULL, NULL, count(*), 0, NULL, NULL, NULL, NULL FROM k WHERE through
+                                 max(epoch_us(event_time)), NULL, {_NO_CALL} FROM k
+                UNION ALL SELECT 'through', NULL, NULL, count(*), 0, NULL, NULL, NULL, {_NO_CALL} FROM k WHERE through
                 """, params=values).to_arrow_table()  # noqa: S608 - fixed SQL
-            is_call = pc.equal(table.column("kind"), "call")
+            calls, seen = _split(table, pc.equal(table.column("kind"), "call").combine_chunks())
             sums = _Sums()
-            calls = table.filter(is_call)
             if calls.num_rows > _MAP_BY_TEMPLATE:
                 calls = self._map_by_template(calls, sums)
             if calls.num_rows > _MAP_IN_SQL:
                 calls = self._map_in_sql(con, calls, sums)
         finally:
             con.close()
-        sums.calls = [(*fkey, count, first, last, key) for fkey, count, first, last, key in zip(
-            *(calls.column(c).to_pylist() for c in ("fkey", "count", "first", "last", "key")), strict=True)]
-        sums.seen = [(row["kind"], row["value"], row["hour"], row["count"], row["failed"], row["first"], row["last"],
-                      row["key"]) for row in table.filter(pc.invert(is_call)).drop_columns(["fkey"]).to_pylist()]
+        sums.calls = list(zip(*(calls.column(c).to_pylist() for c in (*_CALL, "count", "first", "last", "key")),
+                              strict=True))
+        sums.seen = list(zip(*(seen.column(c).to_pylist()
+                               for c in ("kind", "value", "hour", "count", "failed", "first", "last", "key")), strict=True))
         return sums
 
     def _map_in_sql(self, con: Any, calls: pa.Table, sums: _Sums) -> pa.Table:
         """Map a stretch's calls in SQL (``models.mapping.mapped_sql``): those it maps give their
         actions, the resources they touched (rows of ``_Touched``) and their rows of the facts
         table (``sums``), with no Python per call; returns the calls it does not map."""
-        fkey = calls.column("fkey").combine_chunks()
-        given = pa.table({**{c: pc.list_element(fkey, i) for i, c in enumerate(_FACTS)},
-                          "access": pc.list_element(fkey, len(_FACTS)),
-                          "outcome": pc.list_element(fkey, len(_FACTS) + 1),
-                          **{c: calls.column(c) for c in ("count", "first", "last", "key")}})
-        con.register("_tw_calls", given)
+        con.register("_tw_calls", calls.select([*_CALL, "count", "first", "last", "key"]))
         table = con.sql(f"""
             WITH m AS MATERIALIZED (
               SELECT * FROM ({mapped_sql("SELECT *, resources_text AS referenced_resources FROM _tw_calls")}))
-            SELECT 'call' AS kind, NULL AS value, count, first, last, key,
-                   [{', '.join(_FACTS)}, access, outcome] AS fkey,
+            SELECT 'call' AS kind, NULL AS value, count, first, last, key, {', '.join(_CALL)},
                    NULL::STRUCT(access VARCHAR, outcome VARCHAR, action VARCHAR, idx INTEGER, arn_json VARCHAR) AS touched
             FROM m WHERE NOT exact
-            UNION ALL SELECT 'touched', arn, count, first, last, key, NULL,
+            UNION ALL SELECT 'touched', arn, count, first, last, key, {_NO_CALL},
                              {{'access': access, 'outcome': outcome, 'action': mapped_action, 'idx': idx,
                                'arn_json': to_json(arn)::VARCHAR}}
             FROM (SELECT *, unnest(mapped_resources) AS arn, unnest(range(len(mapped_resources)))::INTEGER AS idx
                   FROM m WHERE exact) WHERE NOT suffix(arn, ':*')
-            UNION ALL SELECT DISTINCT 'action', mapped_action, 0, NULL, NULL, to_json(mapped_action)::VARCHAR, NULL, NULL
+            UNION ALL SELECT DISTINCT 'action', mapped_action, 0, NULL, NULL, to_json(mapped_action)::VARCHAR,
+                                      {_NO_CALL}, NULL
             FROM m WHERE exact
             UNION ALL SELECT 'mapped', to_json(mapped_action)::VARCHAR, 0, NULL, NULL,
-                             to_json(mapped_resources)::VARCHAR, [{', '.join(_FACTS)}], NULL
+                             to_json(mapped_resources)::VARCHAR, {', '.join(_FACTS)}, NULL, NULL, NULL
             FROM (SELECT DISTINCT ON ({', '.join(_FACTS)}) * FROM m WHERE exact)""").to_arrow_table()  # noqa: S608
         con.unregister("_tw_calls")
         kind = table.column("kind")
@@ -732,8 +728,7 @@ class _Window:
         Arrow), as ``_map_in_sql`` does (their actions, touched resources and facts table rows);
         returns the calls it does not map. An agent that reads an object per call has a distinct
         call per event: mapped so, a 40k-call stretch costs ~0.06 CPU-s instead of SQL's ~0.25."""
-        fkey = calls.column("fkey").combine_chunks()
-        facts = [pc.list_element(fkey, i) for i in range(len(_FACTS))]
+        facts = [calls.column(c).combine_chunks() for c in _FACTS]
         done = by_template(facts)
         if not len(done.rows):
             return calls
@@ -764,7 +759,7 @@ class _Window:
         named = pc.invert(pc.ends_with(arn, ":*"))  # a name of "*": nothing touched to name, as for a call with none
         if self.redact:
             arn = _shown_all(arn, arn_json)
-        touched = pa.table([arn, taken(pc.list_element(fkey, len(_FACTS))), taken(pc.list_element(fkey, len(_FACTS) + 1)),
+        touched = pa.table([arn, taken(calls.column("access")), taken(calls.column("outcome")),
                             taken(calls.column("count")), pa.array([shown[a] for a in done.actions], pa.string()).take(templates),
                             taken(calls.column("first")), taken(calls.column("last")), taken(calls.column("key")),
                             pa.array(np.zeros(len(done.rows), dtype=np.int32))], names=list(_Touched._COLUMNS))
@@ -948,13 +943,21 @@ def _shown_all(texts: pa.Array, texts_json: pa.Array) -> pa.Array:
     return pa.array(out, pa.string())
 
 
+def _split(table: pa.Table, mask: pa.Array) -> tuple[pa.Table, pa.Table]:
+    """The rows where ``mask`` holds, and the others: slices (no copy) when the first are first,
+    as DuckDB nearly always gives them."""
+    n = mask.true_count
+    if mask.slice(0, n).true_count == n:
+        return table.slice(0, n), table.slice(n)
+    return table.filter(mask), table.filter(pc.invert(mask))
+
+
 def _facts_table_of(mapped: pa.Table) -> pa.Table:
     """``_facts_table``'s rows of the calls SQL mapped (``_Window._aggregates``' ``mapped`` rows:
-    the facts in ``fkey``, the action's and resources' JSON in ``value`` and ``key``)."""
+    the facts in their columns, the action's and resources' JSON in ``value`` and ``key``)."""
     if not mapped.num_rows:
         return _facts_table({})
-    fkey = mapped.column("fkey").combine_chunks()
-    columns = {c: pc.list_element(fkey, i) for i, c in enumerate(_FACTS)}
+    columns = {c: mapped.column(c) for c in _FACTS}
     false = pa.array(np.zeros(mapped.num_rows, dtype=bool))
     return pa.table({**columns, "action_json": mapped.column("value").cast(pa.string()),
                      "resources_json": mapped.column("key").cast(pa.string()), "hint": false, "hidden": false})
