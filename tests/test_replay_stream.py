@@ -690,3 +690,27 @@ def test_a_stretch_s_calls_are_told_from_its_other_aggregates_wherever_duckdb_pu
         calls, others = _split(table, pc.equal(table.column("kind"), "call").combine_chunks())
         assert calls.column("n").to_pylist() == [i for i, k in enumerate(kinds) if k == "call"]
         assert others.column("n").to_pylist() == [i for i, k in enumerate(kinds) if k != "call"]
+
+
+def test_an_event_id_stored_twice_still_gets_each_event_its_own_resources(store: Store, monkeypatch):
+    """Calls of one event are joined to their mapping by event id. Ids are unique in a sound
+    store; were one stored twice, for two objects, the join by id would give one of them the
+    other's resource: each event still shows its own, as when the calls are mapped by facts."""
+    inv = inventory(agent("monitor"))
+    trail = Trail(inv)
+    for i in range(30):
+        trail.add("monitor", START + timedelta(minutes=i), "GetObject", serviceName="Oss",
+                  referencedResources={"ACS::OSS::Object": [f"b/obj-{i}"]})
+    ingest(store, trail.events, inv)
+    twice = trail.events[7]["eventId"]
+    store.con.execute(
+        "INSERT INTO events_hot SELECT * REPLACE (event_time + INTERVAL 30 SECOND AS event_time, "
+        "replace(referenced_resources::VARCHAR, 'b/obj-7', 'b/other-7') AS referenced_resources) "
+        "FROM events_hot WHERE event_id = ?", [twice])
+    exports = {}
+    for way in ("template", "python"):
+        _map_by(monkeypatch, way)
+        exports[way] = _normalised(_verified_export(store, inv)[0])
+    assert exports["template"] == exports["python"]
+    entries = [e for e in json.loads(exports["template"])["timeline"] if e["event_id"] == twice]
+    assert sorted(r.rsplit(":", 1)[1] for e in entries for r in e["resources"]) == ["b/obj-7", "b/other-7"]
