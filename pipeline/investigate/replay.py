@@ -640,14 +640,12 @@ class _Window:
         the facts for the others. Event ids are unique in the store; if one were stored twice,
         the join by id would give it another event's mapping: the stretch is then joined by the
         facts alone."""
-        by_id = pc.is_valid(facts.column("event_id")).combine_chunks()
-        if by_id.true_count:
-            ids = facts.select(["event_id", *_MAPPED]) if by_id.false_count == 0 else \
-                facts.filter(by_id).select(["event_id", *_MAPPED])
-            con.register(_IDS_TABLE, ids)
-            if by_id.false_count:
-                con.register(_FACTS_TABLE, facts.filter(pc.invert(by_id)))
-            entries = con.sql(_entry_sql(source, by_id=True, by_facts=by_id.false_count > 0),
+        ids, rest = _split(facts, pc.is_valid(facts.column("event_id")).combine_chunks())
+        if ids.num_rows:
+            con.register(_IDS_TABLE, ids.select(["event_id", *_MAPPED]))
+            if rest.num_rows:
+                con.register(_FACTS_TABLE, rest)
+            entries = con.sql(_entry_sql(source, by_id=True, by_facts=rest.num_rows > 0),
                               params=values).to_arrow_table(BATCH)
             if pc.count_distinct(entries.column("event_id")).as_py() == entries.num_rows:
                 return entries
@@ -776,12 +774,10 @@ class _Window:
         once = None if len(first) == len(done.rows) else pa.array(first)
         # facts of one call of one event: the entries join their row by that event's id
         single = (calls_of == 1) & (calls.column("count").to_numpy()[done.rows[first]] == 1)
-        sums.put(mapped=pa.table({
-            **{c: taken(facts[i], first) for i, c in enumerate(_FACTS)},
-            "action_json": action_json.take(pa.array(done.template[first])),
-            "resources_json": pc.binary_join_element_wise("[", arn_json if once is None else arn_json.take(once), "]", ""),
-            "hint": pa.array(np.zeros(len(first), dtype=bool)), "hidden": pa.array(np.zeros(len(first), dtype=bool)),
-            "event_id": pc.if_else(pa.array(single), taken(calls.column("key"), first), pa.scalar(None, pa.string()))}))
+        sums.put(mapped=_facts_rows(
+            {c: taken(facts[i], first) for i, c in enumerate(_FACTS)}, action_json.take(pa.array(done.template[first])),
+            pc.binary_join_element_wise("[", arn_json if once is None else arn_json.take(once), "]", ""),
+            event_id=pc.if_else(pa.array(single), taken(calls.column("key"), first), pa.scalar(None, pa.string()))))
         shown = self._shown_actions(pa.array(done.actions, pa.string()), action_json, sums)
         named = pc.invert(pc.ends_with(arn, ":*"))  # a name of "*": nothing touched to name, as for a call with none
         if self.redact:
@@ -948,13 +944,26 @@ class _Call:
         return dict(zip(keys, calls, strict=True))
 
 
+def _facts_rows(facts: dict[str, Any], action_json: Any, resources_json: Any, *, hint: Any = None,
+                hidden: Any = None, event_id: Any = None) -> pa.Table:
+    """Rows of a stretch's facts table: the facts (``_FACTS``' columns), the mapping (``_MAPPED``)
+    and the event whose call this alone is (``_Window._mapped_entries``); ``hint`` and ``hidden``
+    false and ``event_id`` null unless given."""
+    n = len(action_json)
+    false = pa.array(np.zeros(n, dtype=bool))
+    return pa.table({**{c: facts[c] for c in _FACTS}, "action_json": action_json, "resources_json": resources_json,
+                     "hint": false if hint is None else hint, "hidden": false if hidden is None else hidden,
+                     "event_id": pa.nulls(n, pa.string()) if event_id is None else event_id})
+
+
 def _facts_table(facts: dict[tuple[Any, ...], _Call]) -> pa.Table:
-    columns = {c: pa.array([key[i] for key in facts], pa.string()) for i, c in enumerate(_FACTS)}
-    return pa.table({**columns, "action_json": pa.array([c.action_json for c in facts.values()], pa.string()),
-                     "resources_json": pa.array([c.resources_json for c in facts.values()], pa.string()),
-                     "hint": pa.array([c.hint for c in facts.values()], pa.bool_()),
-                     "hidden": pa.array([c.hidden for c in facts.values()], pa.bool_()),
-                     "event_id": pa.nulls(len(facts), pa.string())})
+    """The facts table's rows of the calls Python mapped."""
+    calls = facts.values()
+    return _facts_rows({c: pa.array([key[i] for key in facts], pa.string()) for i, c in enumerate(_FACTS)},
+                       pa.array([c.action_json for c in calls], pa.string()),
+                       pa.array([c.resources_json for c in calls], pa.string()),
+                       hint=pa.array([c.hint for c in calls], pa.bool_()),
+                       hidden=pa.array([c.hidden for c in calls], pa.bool_()))
 
 
 def _shown_all(texts: pa.Array, texts_json: pa.Array) -> pa.Array:
@@ -985,11 +994,8 @@ def _facts_table_of(mapped: pa.Table) -> pa.Table:
     the facts in their columns, the action's and resources' JSON in ``value`` and ``key``)."""
     if not mapped.num_rows:
         return _facts_table({})
-    columns = {c: mapped.column(c) for c in _FACTS}
-    false = pa.array(np.zeros(mapped.num_rows, dtype=bool))
-    return pa.table({**columns, "action_json": mapped.column("value").cast(pa.string()),
-                     "resources_json": mapped.column("key").cast(pa.string()), "hint": false, "hidden": false,
-                     "event_id": pa.nulls(mapped.num_rows, pa.string())})
+    return _facts_rows({c: mapped.column(c) for c in _FACTS}, mapped.column("value").cast(pa.string()),
+                       mapped.column("key").cast(pa.string()))
 
 
 def _stretches(store: Store, agent: str, since: datetime, until: datetime,
