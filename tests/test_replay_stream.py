@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
+from models.inventory import Attributor
 from pipeline.core.output import written
+from pipeline.ingest.run import ingest_files
 from pipeline.investigate.replay import build_replay, export_digest, write_replay
 from pipeline.investigate.replay_views import HTML_AROUND, HTML_LAST, as_text, write_html
 from pipeline.store.store import Store
@@ -279,6 +281,62 @@ def test_odd_values_export_verifiably_inert_and_as_received(odd_values):
         assert entry["raw"] == received[entry["event_id"]], entry["event_id"]
     assert "Odd-Pw-9" not in text and export["redaction"]["values_redacted"] == 1
     assert events[-1]["raw"]["requestParameters"] == {"UserName": "bob", "Password": "<redacted>"}
+
+
+def _compact(event: dict[str, Any]) -> str:
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+
+
+# The text an event's JSON may arrive as (each a function of the event, whose parameters hold a
+# "__N__" for a number), and what Python reads it as.
+NUMBERS = {"2.50": 2.5, "1e5": 100000.0, "-0": 0, "1.0": 1.0, "12345678901234567890123": 12345678901234567890123,
+           "-0.0": -0.0, "1E-7": 1e-07, "NaN": None, "7": 7}  # NaN: null, as the export writes it
+RAW_TEXTS = {
+    "compact": _compact,  # as LookupEvents' events are stored, and ActionTrail's compact JSON
+    "json.dumps' defaults": json.dumps,  # ", " and ": ", non-ASCII as \uXXXX
+    "slashes escaped": lambda e: _compact(e).replace("/", "\\/"),
+    "a space after a brace": lambda e: _compact(e).replace('{"', '{ "', 1),
+    "a space before a comma": lambda e: _compact(e).replace(',"eventName"', ' ,"eventName"'),
+    "a tab": lambda e: _compact(e).replace(',"eventName"', '\t,"eventName"'),
+    **{f"the number {n}": (lambda e, n=n: _compact(e).replace('"__N__"', n)) for n in NUMBERS},
+}
+
+
+def test_a_raw_event_is_exported_as_python_writes_it_however_its_text_was_spaced_and_escaped(store: Store,
+                                                                                           tmp_path: Path):
+    """DuckDB writes a raw event into its entry as stored when that is Python's compact JSON of
+    it, and minifies or hands to Python the others: whichever way an event's text was written
+    (spaced, indented, escaped, numbers in other forms), its entry is what Python writes of it, so
+    the digest checks, and it reads back as received; a secret in a compact event is still redacted."""
+    inv = inventory(agent("monitor"))
+    trail = Trail(inv)
+    texts: dict[str, str] = {}
+    for i, write in enumerate([*RAW_TEXTS.values(), _compact]):  # the last one indented below
+        params: dict[str, Any] = {"Path": "a/b", "Note": "café", "Key": f"k-{i}", "N": "__N__"}
+        event = trail.add("monitor", START + timedelta(minutes=i), "GetObject", serviceName="Oss", ua="sdk/1.0 (linux)",
+                          referencedResources={"ACS::OSS::Object": [f"b/{i}"]}, requestParameters=params)
+        texts[event["eventId"]] = write(event)
+    indented = trail.events[-1]
+    secret = trail.add("monitor", START + timedelta(hours=1), "CreateLoginProfile", serviceName="Ims", rw="Write",
+                       requestParameters={"UserName": "bob", "Password": "Compact-Pw-7"})
+    texts[secret["eventId"]] = _compact(secret)
+    path = tmp_path / "shapes.ndjson"
+    path.write_text("".join(t + "\n" for t in texts.values()), encoding="utf-8")
+    report = ingest_files(store, [path], Attributor(inv))
+    assert (report.new, report.quarantined) == (len(texts), 0), report
+    texts[indented["eventId"]] = json.dumps(indented, indent=2, ensure_ascii=False)  # as an SLS log's event may be
+    store.con.execute("UPDATE events_hot SET raw = ? WHERE event_id = ?", [texts[indented["eventId"]], indented["eventId"]])
+    text, export, _ = _verified_export(store, inv)
+    entries = {e["event_id"]: e for e in export["timeline"] if e["kind"] == "event"}
+    assert len(entries) == len(texts)
+    for event_id, received in texts.items():
+        raw = json.loads(received, parse_constant=lambda _: None)
+        if event_id == secret["eventId"]:
+            raw["requestParameters"]["Password"] = "<redacted>"
+        assert entries[event_id]["raw"] == raw, event_id
+    numbers = [entries[e["eventId"]]["raw"]["requestParameters"]["N"] for e in trail.events[6:6 + len(NUMBERS)]]
+    assert numbers == list(NUMBERS.values()) and str(numbers[5]) == "-0.0"
+    assert "Compact-Pw-7" not in text and export["redaction"]["values_redacted"] == 1
 
 
 def test_the_blast_radius_and_summary_add_up_the_timeline(odd_values):

@@ -22,7 +22,8 @@ Only the agent's rows are read: the ``agent`` column is compared in DuckDB (dict
 fast even on 10M rows) and the raw JSON is fetched only for the export.
 
 Each timeline entry's JSON is written by DuckDB (``_entry_sql``: the columns with ``to_json``, the
-raw event minified with ``json``), with the RAM action and resources of each distinct call mapped
+raw event as stored where that is already the compact JSON Python writes of it, else minified
+with ``json``: ``_RAW``), with the RAM action and resources of each distinct call mapped
 once (``_Call`` in Python; in SQL for a stretch of many distinct calls, ``_Window._map_in_sql``):
 no event is parsed in Python unless it may hold a secret or DuckDB's text of it could differ from
 Python's (``_slow``), which is then built as before. So the export costs about what reading its
@@ -1037,6 +1038,15 @@ def _time_json(us: str) -> str:
 
 
 _TIME = _time_json("epoch_us(event_time)")
+# The raw event in its entry: its text as stored (ingest keeps each event's text as received:
+# valid JSON, no key twice) where that is already the compact JSON Python writes of it, which
+# costs nothing; minified by DuckDB's ``json`` (a parse and a write: a third of the entry query)
+# where its text holds what Python would write otherwise: the separators of ``json.dumps``'
+# defaults (``": "``, ``", "``), a newline (an indented event), or an escape Python does not write
+# (``\uXXXX``, ``\/``). Those strings inside a value only cost the minification. What this leaves
+# (a space elsewhere outside strings, a float, ``-0``, ``NaN``) ``_RAW_NOT_AS_PYTHON`` finds.
+_RAW = (r"coalesce(CASE WHEN contains(raw, ': ') OR contains(raw, ', ') OR contains(raw, chr(10)) "
+        r"OR contains(raw, '\u') OR contains(raw, '\/') THEN json(raw) ELSE raw END, 'null')")
 # Where DuckDB's text of an entry may differ from Python's (which ``export_digest`` recomputes): a
 # \u00XX escape with an upper-case hex digit, and floats Python writes with an exponent (below
 # 1e-4, from 1e16) or that overflow (in DuckDB's compact text a number follows ``:``, ``[`` or
@@ -1044,6 +1054,14 @@ _TIME = _time_json("epoch_us(event_time)")
 _DIFFERS = r"\\u00[01][A-F]|[:\[,]-?[0-9.]+[eE]|[:\[,]-?[0-9]{17,}\.|[:\[,]-?0\.0000"
 # ... or a character ``json_inert`` escapes in the file (not in the digest): Python marks its line.
 _DIFFERS += "|[" + "".join(f"\\x{{{a:x}}}-\\x{{{b:x}}}" for a, b in HIDDEN_IN_JSON_RANGES if b < 0xD800 or a > 0xDFFF) + "]"
+# ... or a raw event written as stored (``_RAW``) whose text is not what Python writes of it: from
+# its key on (which no text before it can hold: every quote in the columns before it is escaped),
+# outside strings, a space, a float (Python writes its own shortest form), ``-0`` (Python: ``0``)
+# or a constant Python reads as a float. Minified by DuckDB, only its floats are found here again.
+_OUTSIDE_STRINGS = r'(?:[^"\s]|"(?:[^"\\]|\\.)*")*'
+_RAW_NOT_AS_PYTHON = (r',"raw":' + _OUTSIDE_STRINGS
+                      + r'(?:\s|[:\[,]-?[0-9]+[.eE]|[:\[,]-0[,\]}]|[:\[,]-?(?:NaN|Infinity))')
+_DIFFERS += "|" + _RAW_NOT_AS_PYTHON + r"|(?:^|[^\\])(?:\\\\)*\\[u/]"  # and an escape ``_RAW`` minifies
 # ``might_hold_secrets`` of any value of the entry, over its JSON text (case folded; every
 # character Python's \s matches, and JSON's escapes of them): an event it matches is parsed and
 # walked by ``redact`` as before. (Its raw event's text is decoded here: ``p\u0061ssword`` is seen.)
@@ -1065,7 +1083,7 @@ def _entry_sql(source: str, *, by_id: bool = False, by_facts: bool = True) -> st
     them in theirs): ``t`` (µs since the epoch),
     ``event_id``, ``line`` (the entry's JSON then a comma: the columns written by DuckDB, the
     action and resources from the facts table (mapped by Python or by SQL, ``_aggregates``), the
-    raw event minified, in one ``concat``) and the facts' ``hint`` and ``hidden``. Parameters: the
+    raw event (``_RAW``), in one ``concat``) and the facts' ``hint`` and ``hidden``. Parameters: the
     source's. Which entries Python must build is decided over the lines in Arrow (``_slow``: it
     also catches where DuckDB's JSON of a text differs from Python's). The mapping is joined
     ``by_id`` (``_IDS_TABLE``), ``by_facts`` (``_FACTS_TABLE``) or both (see
@@ -1076,7 +1094,7 @@ def _entry_sql(source: str, *, by_id: bool = False, by_facts: bool = True) -> st
     parts += ["',\"resources\":'", "resources_json", "',\"kind\":\"event\"'",
               f"CASE WHEN len(coalesce(via, [])) > 0 THEN concat(',\"via\":', to_json(via), ',\"identity\":', "
               f"{_j('identity')}, ',\"account\":', {_j('account')}) ELSE '' END",
-              "',\"raw\":'", "coalesce(json(raw), 'null')", "'},'"]
+              "',\"raw\":'", _RAW, "'},'"]
     joins = ([f"LEFT JOIN {_IDS_TABLE} i ON e.event_id = i.event_id"] if by_id else []) + \
         ([f"LEFT JOIN {_FACTS_TABLE} f ON {_FACT_JOIN}"] if by_facts else [])
 
