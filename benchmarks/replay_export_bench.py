@@ -27,6 +27,11 @@ allocator as it makes room (``BufferPool::EvictBlocks`` -> ``Allocator::FlushAll
 ``malloc_trim(0)`` and a jemalloc purge, seen in gdb and strace here), and the export then
 touches that memory afresh: at 1M events, 1.68M page faults at 256MB against 0.96M at 4GB.
 
+Each run exports to a new file, as a responder does (removed once counted): replacing a file makes
+ext4 write the new one out before the rename returns (``auto_da_alloc``, what keeps a replaced file
+whole on a crash), ~1 s more for the 1.6 GiB JSON export on this disk, which the first round did
+not pay and the later ones did.
+
 Usage: python benchmarks/replay_export_bench.py [--events 1000000] [--resources own|shared] [--rounds 3]
        [--memory-limit 256MB] [--keep]
 """
@@ -178,6 +183,7 @@ def main() -> None:
                 runs.setdefault(fmt, []).append(run)
                 ratios.setdefault(fmt, []).append(run[0] / reference[0])
                 sizes[fmt] = out.stat().st_size
+                out.unlink()  # each run writes a new file (see the docstring)
         print(f"{len(runs['reference'])} rounds; medians (each ratio: the median of the format's ratios to its "
               "round's reference; the spread of wall times in brackets)")
         print(f"{'measure':<46} {'seconds':>8} {'(spread)':>13} {'CPU s':>7} {'events/s':>10} {'peak RSS':>10} "
