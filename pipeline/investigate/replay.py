@@ -1310,8 +1310,7 @@ def _radius(unique: bool, *, group: bool = False) -> str:
     return f"""
         SELECT concat('{{"resource":', to_json(arn), ',"access":"', access, '","outcome":"', outcome,
                       '","calls":', calls, ',"actions":', to_json(actions), ',"first_seen":', {_time_json('first')},
-                      ',"last_seen":', {_time_json('last')}, '}}') AS text,
-               arn, access, outcome, calls, actions, first, last
+                      ',"last_seen":', {_time_json('last')}, '}}') AS text
         FROM ({merged})
         {order}"""  # noqa: S608 - fixed SQL
 
@@ -1456,7 +1455,7 @@ class _Touched:
         """The resources' JSON texts in order (from ``offset``, at most ``limit``), a chunk at a
         time, sorted as they are read (or read group by group as stored, see ``resources``).
         DuckDB's text of a value differs from Python's (which the digest is recomputed with) only
-        in the hex case of a ``\\u00XX`` escape: those few are written by Python (``_json_string``)."""
+        in the hex case of a ``\\u00XX`` escape: those few are written again by Python (``_checked``)."""
         assert self._con is not None
         for query, params in self._pages(offset, limit):
             with self._room():
@@ -1483,16 +1482,14 @@ class _Touched:
 
     @staticmethod
     def _checked(batch: pa.RecordBatch) -> pa.Array:
+        """The texts, those DuckDB wrote otherwise than Python (a ``\\u00XX`` escape with a
+        hex letter) written again by Python: read back, they are the same values."""
         text = batch.column("text")
         differs = pc.match_substring_regex(text, r"\\u00[01][A-F]")
         if not differs.true_count:
             return text
-        rows = batch.filter(differs).to_pylist()
-        redone = pa.array([
-            f'{{"resource":{_json_string(r["arn"])},"access":"{r["access"]}","outcome":"{r["outcome"]}",'
-            f'"calls":{r["calls"]},"actions":[{",".join(map(_json_string, r["actions"]))}],'
-            f'"first_seen":"{_iso(r["first"])}","last_seen":"{_iso(r["last"])}"}}' for r in rows], text.type)
-        return pc.replace_with_mask(text, differs, redone)
+        redone = [_compact(json.loads(t)) for t in text.filter(differs).to_pylist()]
+        return pc.replace_with_mask(text, differs, pa.array(redone, text.type))
 
 
 class _Encoded(Sequence[dict[str, Any]]):
