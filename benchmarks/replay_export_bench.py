@@ -185,9 +185,9 @@ def main() -> None:
                 sizes[fmt] = out.stat().st_size
                 out.unlink()  # each run writes a new file (see the docstring)
         print(f"{len(runs['reference'])} rounds; medians (each ratio: the median of the format's ratios to its "
-              "round's reference; the spread of wall times in brackets)")
+              "round's reference, then the lowest and highest; the spread of wall times in brackets)")
         print(f"{'measure':<46} {'seconds':>8} {'(spread)':>13} {'CPU s':>7} {'events/s':>10} {'peak RSS':>10} "
-              f"{'x SELECT':>9}")
+              f"{'x SELECT':>9} {'(spread)':>11}")
         for name, measured in runs.items():
             wall = statistics.median(m[0] for m in measured)
             cpu = statistics.median(m[1] for m in measured)
@@ -196,8 +196,9 @@ def main() -> None:
             ratio = statistics.median(ratios[name]) if name in ratios else 1.0
             label = ("reference: bare SELECT of the rows (raw incl.)" if name == "reference"
                      else f"replay --format {name} ({sizes[name] / 2**20:,.0f} MiB)")
+            ratio_spread = f"({min(ratios[name]):.2f}-{max(ratios[name]):.2f})" if name in ratios else ""
             print(f"{label:<46} {wall:>8.2f} {spread:>13} {cpu:>7.1f} {n / wall:>10,.0f} {rss:>6,.0f} MiB "
-                  f"{ratio:>9.2f}")
+                  f"{ratio:>9.2f} {ratio_spread:>11}")
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
